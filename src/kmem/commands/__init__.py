@@ -1,0 +1,1 @@
+"""Subcommands of the ``kmem`` command line, one module each (see kmem.cli)."""

@@ -1,0 +1,34 @@
+"""Every error kmem raises is a KmemError, so callers can catch the family or one member.
+
+An error is raised before any state changes: the allocator is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+
+class KmemError(Exception):
+    """Base class of every error kmem raises on bad input or exhausted memory."""
+
+
+class OutOfMemoryError(KmemError, MemoryError):
+    """No free block is large enough (Linux: the allocation fails, the caller gets NULL)."""
+
+
+class InvalidArgumentError(KmemError, ValueError):
+    """An argument is out of range or malformed (order, size, page size, ...)."""
+
+
+class InvalidTypeError(KmemError, TypeError):
+    """An argument has the wrong type (a float order, a string size, ...)."""
+
+
+class InvalidFreeError(KmemError, ValueError):
+    """A free of an address or pfn that is not the start of an allocated block or object."""
+
+
+class DoubleFreeError(InvalidFreeError):
+    """A free of a block or object that is already free."""
+
+
+class WrongOrderError(InvalidFreeError):
+    """free_pages() was given an order other than the one the block was allocated with."""
