@@ -1,0 +1,45 @@
+"""Run every benchmark module (``bench_*.py``), print its figures, write benchmarks/results/.
+
+Each module defines ``run() -> dict[str, object]``: figure name -> value. Results go to
+``benchmarks/results/<module>.json`` so they can be committed and compared across changes.
+Pass module names (``python -m benchmarks bench_buddy``) to run only those.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import platform
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main(argv: list[str]) -> int:
+    names = argv or sorted(
+        m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+        if m.name.startswith("bench_")
+    )
+    RESULTS.mkdir(exist_ok=True)
+    for name in names:
+        module = importlib.import_module(f"benchmarks.{name}")
+        print(f"== {name}", flush=True)
+        figures = module.run()
+        record = {
+            "benchmark": name,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "figures": figures,
+        }
+        for key, value in figures.items():
+            print(f"  {key:<55} {value}")
+        (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
