@@ -45,6 +45,7 @@ from kmem.errors import (
     InvalidArgumentError,
     InvalidFreeError,
     InvalidTypeError,
+    KmemError,
     OutOfMemoryError,
     WrongOrderError,
 )
@@ -92,7 +93,7 @@ def _as_int(value: object, what: str) -> int:
     """``value`` as an int (anything with __index__ but bool), or a clear InvalidTypeError."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
-    return operator.index(value)  # type: ignore[call-overload, no-any-return]
+    return operator.index(value)  # type: ignore[call-overload,unused-ignore]
 
 
 def get_order(size: int, page_shift: int = 12) -> int:
@@ -346,7 +347,6 @@ class BuddyAllocator:
         prv = mem_map.prev
         state = mem_map.state
         nr_free = self._nr_free
-        head0 = self._head0
         nr_pages = self.nr_pages
         max_order = self.max_order
         state[pfn] = 0
@@ -396,7 +396,7 @@ class BuddyAllocator:
             f"address {address:#x} is not page aligned (page size {self.page_size})"
         )
 
-    def _bad_free(self, pfn: int, order: int | None) -> InvalidFreeError:
+    def _bad_free(self, pfn: int, order: int | None) -> KmemError:
         """The specific error for freeing ``pfn`` (at ``order``, if given) when it is wrong."""
         if not 0 <= pfn < self.nr_pages:
             return InvalidFreeError(f"pfn {pfn:#x} lies outside memory [0, {self.nr_pages:#x})")

@@ -65,7 +65,9 @@ class PhysicalMemory:
                     f" {self.size} needed"
                 )
             self._shm = backing
-            self._buffer = backing.buf[: self.size]
+            buffer = backing.buf
+            assert buffer is not None  # None only after close()
+            self._buffer = buffer[: self.size]
             self.backing_kind = f"shared_memory:{backing.name}"
         elif isinstance(backing, str | os.PathLike):
             fd = os.open(os.fspath(backing), os.O_RDWR | os.O_CREAT, 0o600)

@@ -1,0 +1,104 @@
+"""Every bad input gets its own KmemError subclass and leaves the allocator exactly as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from conftest import buddy_snapshot
+from kmem import (
+    BuddyAllocator,
+    DoubleFreeError,
+    InvalidArgumentError,
+    InvalidFreeError,
+    InvalidTypeError,
+    KmemError,
+    WrongOrderError,
+)
+
+KiB = 1024
+
+
+@pytest.fixture
+def buddy() -> BuddyAllocator:
+    """68 pages, 64-67 reserved; blocks live at pfn 0 (order 3), 8 (order 0), 12 (order 2)."""
+    buddy = BuddyAllocator(68 * 4 * KiB, reserved=[(64 * 4 * KiB, 4 * 4 * KiB)])
+    assert buddy.alloc_pages(3) == 0
+    assert buddy.alloc_pages(0) == 8
+    buddy.free_pages(buddy.alloc_pages(0), 0)  # leave history in the counters
+    assert buddy.alloc_pages(2) == 12
+    return buddy
+
+
+# The callable takes Any so that the wrong-type cases type-check.
+CASES: list[tuple[str, Callable[[Any], object], type[KmemError], str]] = [
+    ("double free", lambda b: b.free_pages(9, 0), DoubleFreeError, "already free"),
+    ("double free inside a merged block", lambda b: b.free_pages(40, 0), DoubleFreeError,
+     "already free"),
+    ("free of an interior page", lambda b: b.free_pages(2, 0), InvalidFreeError,
+     "not the start"),
+    ("wrong order", lambda b: b.free_pages(0, 2), WrongOrderError, "allocated at order 3"),
+    ("free beyond memory", lambda b: b.free_pages(68, 0), InvalidFreeError, "outside memory"),
+    ("free of negative pfn", lambda b: b.free_pages(-1, 0), InvalidFreeError, "outside memory"),
+    ("free of reserved page", lambda b: b.free_pages(65, 0), InvalidFreeError, "reserved"),
+    ("free order out of range", lambda b: b.free_pages(0, 11), InvalidArgumentError, "order"),
+    ("free misaligned address", lambda b: b.free(4096 + 12), InvalidFreeError, "not page aligned"),
+    ("free address beyond memory", lambda b: b.free(68 * 4 * KiB), InvalidFreeError,
+     "outside memory"),
+    ("free address never allocated", lambda b: b.free(40 * 4096), DoubleFreeError,
+     "already free"),
+    ("alloc negative order", lambda b: b.alloc_pages(-1), InvalidArgumentError, "order must be"),
+    ("alloc order beyond max_order", lambda b: b.alloc_pages(11), InvalidArgumentError,
+     "order must be"),
+    ("alloc zero bytes", lambda b: b.alloc(0), InvalidArgumentError, "positive"),
+    ("alloc negative bytes", lambda b: b.alloc(-5), InvalidArgumentError, "positive"),
+    ("alloc beyond max_order", lambda b: b.alloc(5 << 20), InvalidArgumentError, "max_order"),
+    ("float order", lambda b: b.alloc_pages(1.0), InvalidTypeError, "must be an int"),
+    ("bool order", lambda b: b.alloc_pages(True), InvalidTypeError, "must be an int"),
+    ("string size", lambda b: b.alloc("4096"), InvalidTypeError, "must be an int"),
+    ("None pfn", lambda b: b.free_pages(None, 0), InvalidTypeError, "must be an int"),
+    ("float address", lambda b: b.free(0.0), InvalidTypeError, "must be an int"),
+    ("view of a free block", lambda b: b.view(40 * 4096), DoubleFreeError, "already free"),
+]
+
+
+@pytest.mark.parametrize(("what", "call", "error", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_specific_error_and_changes_nothing(
+    buddy: BuddyAllocator,
+    what: str,
+    call: Callable[[Any], object],
+    error: type[KmemError],
+    message: str,
+) -> None:
+    before = buddy_snapshot(buddy)
+    with pytest.raises(error, match=message):
+        call(buddy)
+    assert buddy_snapshot(buddy) == before, what
+    buddy.check()
+
+
+def test_errors_are_also_the_builtin_kinds_callers_expect() -> None:
+    assert issubclass(InvalidTypeError, TypeError)
+    assert issubclass(InvalidArgumentError, ValueError)
+    assert issubclass(DoubleFreeError, InvalidFreeError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"size": 100}, InvalidArgumentError),  # smaller than a page
+        ({"size": 1 << 20, "page_size": 3000}, InvalidArgumentError),
+        ({"size": 1 << 20, "page_size": 4096.0}, InvalidTypeError),
+        ({"size": 1 << 20, "max_order": -1}, InvalidArgumentError),
+        ({"size": 1 << 20, "max_order": 40}, InvalidArgumentError),
+        ({"size": "1M"}, InvalidTypeError),
+        ({"size": 1 << 20, "reserved": [(1 << 20, 4096)]}, InvalidArgumentError),
+        ({"size": 1 << 20, "backing": 42}, InvalidTypeError),
+        ({}, InvalidArgumentError),
+    ],
+)
+def test_bad_construction_arguments(kwargs: dict[str, object], error: type[KmemError]) -> None:
+    with pytest.raises(error):
+        BuddyAllocator(**kwargs)  # type: ignore[arg-type]
