@@ -1,0 +1,509 @@
+"""Scenarios: small readable files that drive the allocators step by step, for teaching.
+
+The language, one command a line, ``#`` starts a comment, sizes are bytes with an optional
+K/M/G suffix (powers of 1024; "21K", "1.5M", "100")::
+
+    memory 256K page 4K [max_order N] [cpus N] [policy slub|slab]
+                              the machine; must come first (default: 256K, 4K pages)
+    alloc NAME SIZE           buddy allocation of SIZE bytes, rounded up to 2**order pages
+    pages NAME ORDER          buddy allocation of 2**ORDER pages
+    cache CACHE SIZE [align N]    a slab cache of SIZE-byte objects (kmem_cache_create)
+    obj NAME CACHE [cpu N]    an object from a cache (kmem_cache_alloc)
+    kmalloc NAME SIZE [cpu N] kmalloc(SIZE)
+    free NAME                 free whatever NAME is: buddy block, object or kmalloc memory
+    kfree NAME                the same, as Linux names it for kmalloc memory
+
+Names are letters, digits, "_", "-" and "."; a name is live from its allocation to its free.
+Every mistake is a KmemError whose message starts with ``SOURCE:LINE:`` — syntax errors are
+ScenarioSyntaxError, name errors ScenarioNameError, and an allocator's own error (out of
+memory, ...) keeps its class, with the line prepended. A failing line changes nothing.
+
+Running: ``ScenarioRun(scenario)`` builds the allocators; ``run.execute(action)`` performs one
+line and returns a ``StepResult`` (what happened, in words, and the blocks to highlight);
+``run_all(scenario)`` yields (result, run) after each line so callers can take snapshots.
+
+The seed example (``BUILTIN["seed"]``, the default everywhere) is the classic textbook one: a
+256 KB segment; a 21 KB request rounds up to 32 KB and splits 256 -> 128 (A_L, A_R) -> 64
+(B_L, B_R) -> 32 (C_L, C_R), C_L is allocated; freeing it coalesces C_L+C_R, then B_R, then A_R,
+back to 256 KB. Then a 3 KB TCB cache and a 7 KB PCB cache get an object each.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kmem.buddy import BuddyAllocator, get_order
+from kmem.errors import KmemError
+from kmem.explain import Step, alloc_steps, format_size, free_steps, sentence
+
+
+class ScenarioSyntaxError(KmemError, ValueError):
+    """A scenario line is malformed: unknown command, missing or bad argument."""
+
+
+class ScenarioNameError(KmemError, KeyError):
+    """A scenario line names an allocation or cache that does not exist, or reuses a live name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+SEED_SCENARIO = """\
+# The seed example: a 256 KB segment of 4 KB pages.
+memory 256K page 4K
+# 21 KB rounds up to 32 KB: split 256 -> 128 (A_L, A_R) -> 64 (B_L, B_R) -> 32 (C_L, C_R).
+alloc C_L 21K
+# Freeing C_L coalesces it with C_R, then B_R, then A_R: one 256 KB block again.
+free C_L
+# Slab caches: 3 KB thread control blocks, 7 KB process control blocks.
+cache tcb 3K
+cache pcb 7K
+obj t1 tcb
+obj p1 pcb
+free t1
+free p1
+"""
+
+SEED_BUDDY_SCENARIO = SEED_SCENARIO.split("# Slab caches")[0]
+
+BUILTIN: dict[str, str] = {"seed": SEED_SCENARIO, "seed-buddy": SEED_BUDDY_SCENARIO}
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:I?B)?\Z", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+# verb -> (positional argument kinds, allowed options)
+_GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "memory": (("size",), ("page", "max_order", "cpus", "policy")),
+    "alloc": (("name", "size"), ()),
+    "pages": (("name", "int"), ()),
+    "cache": (("name", "size"), ("align",)),
+    "obj": (("name", "name"), ("cpu",)),
+    "kmalloc": (("name", "size"), ("cpu",)),
+    "free": (("name",), ()),
+    "kfree": (("name",), ()),
+}
+_OPTION_KINDS = {"page": "size", "max_order": "int", "cpus": "int", "policy": "word",
+                 "align": "size", "cpu": "int"}
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One scenario line: ``verb`` with its parsed arguments and options."""
+
+    line: int
+    verb: str
+    args: tuple[str | int, ...]
+    options: tuple[tuple[str, str | int], ...]
+    source: str
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A parsed scenario: the machine and the actions, in order."""
+
+    name: str
+    memory: int
+    page_size: int
+    max_order: int
+    nr_cpus: int
+    policy: str
+    actions: tuple[Action, ...]
+    text: str
+
+
+def parse_size(token: str) -> int:
+    """Bytes from "21K", "1.5M", "4096": raise InvalidArgument-style ValueError on bad text."""
+    match = _SIZE.match(token)
+    if not match:
+        raise ValueError(f"bad size {token!r} (expected e.g. 100, 21K, 1.5M)")
+    value = float(match.group(1)) * _UNITS[match.group(2).upper()]
+    if not value.is_integer() or value <= 0:
+        raise ValueError(f"size {token!r} is not a positive whole number of bytes")
+    return int(value)
+
+
+def _convert(kind: str, token: str) -> str | int:
+    if kind == "size":
+        return parse_size(token)
+    if kind == "int":
+        if not token.isdigit():
+            raise ValueError(f"expected a whole number, got {token!r}")
+        return int(token)
+    if kind == "name" and not _NAME.match(token):
+        raise ValueError(f"bad name {token!r} (letters, digits, _ - . only)")
+    return token
+
+
+def parse(text: str, source: str = "<scenario>") -> Scenario:
+    """Parse a scenario; raise ScenarioSyntaxError naming ``source:line`` on the first mistake."""
+    actions: list[Action] = []
+    memory: Action | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        verb, *rest = words
+        where = f"{source}:{number}"
+        if verb not in _GRAMMAR:
+            raise ScenarioSyntaxError(
+                f"{where}: unknown command {verb!r} (known: {', '.join(_GRAMMAR)})"
+            )
+        kinds, allowed = _GRAMMAR[verb]
+        if len(rest) < len(kinds):
+            usage = " ".join([verb, *(k.upper() for k in kinds)])
+            raise ScenarioSyntaxError(f"{where}: {verb} needs {len(kinds)} argument(s): {usage}")
+        try:
+            args = tuple(_convert(kind, token) for kind, token in zip(kinds, rest, strict=False))
+            options: list[tuple[str, str | int]] = []
+            extra = rest[len(kinds):]
+            while extra:
+                key = extra[0]
+                if key not in allowed:
+                    raise ValueError(
+                        f"unexpected {key!r}"
+                        + (f" (options: {', '.join(allowed)})" if allowed else "")
+                    )
+                if len(extra) < 2:
+                    raise ValueError(f"option {key!r} needs a value")
+                options.append((key, _convert(_OPTION_KINDS[key], extra[1])))
+                extra = extra[2:]
+        except ValueError as error:
+            raise ScenarioSyntaxError(f"{where}: {error}") from None
+        action = Action(number, verb, args, tuple(options), raw.strip())
+        if verb == "memory":
+            if memory is not None or actions:
+                raise ScenarioSyntaxError(f"{where}: 'memory' must be the first command, once")
+            memory = action
+        else:
+            actions.append(action)
+    page_size = 4096
+    size = 256 * 1024
+    max_order = 10
+    nr_cpus = 2
+    policy = "slub"
+    if memory is not None:
+        size = int(memory.args[0])
+        page_size = int(memory.option("page", page_size))
+        max_order = int(memory.option("max_order", max_order))
+        nr_cpus = int(memory.option("cpus", nr_cpus))
+        policy = str(memory.option("policy", policy))
+        if policy not in ("slub", "slab"):
+            raise ScenarioSyntaxError(
+                f"{source}:{memory.line}: policy must be slub or slab, got {policy!r}"
+            )
+    return Scenario(source, size, page_size, max_order, nr_cpus, policy, tuple(actions), text)
+
+
+def load(spec: str | Path | None = None) -> Scenario:
+    """A built-in scenario by name ("seed", the default) or a scenario file by path."""
+    if spec is None:
+        spec = "seed"
+    if isinstance(spec, str) and spec in BUILTIN:
+        return parse(BUILTIN[spec], spec)
+    path = Path(spec)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ScenarioNameError(
+            f"cannot read scenario {str(spec)!r}: {error.strerror}"
+            f" (built-in scenarios: {', '.join(BUILTIN)})"
+        ) from None
+    return parse(text, path.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A live named allocation: what it is and where."""
+
+    name: str
+    kind: str  # "pages" (buddy), "obj" (slab object), "kmalloc"
+    address: int
+    size: int
+    pfn: int
+    order: int  # the buddy block's order (for objects and small kmalloc: their slab's)
+    cache: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one scenario line did, for people (text, steps) and pictures (highlight)."""
+
+    index: int
+    line: int
+    source: str
+    verb: str
+    name: str
+    text: str
+    steps: tuple[Step, ...]
+    highlight: tuple[tuple[int, int], ...]  # (pfn, order) blocks this step touched
+    address: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "line": self.line,
+            "source": self.source,
+            "verb": self.verb,
+            "name": self.name,
+            "text": self.text,
+            "address": self.address,
+            "highlight": [list(block) for block in self.highlight],
+            "steps": [
+                {"kind": s.kind, "pfn": s.pfn, "order": s.order, "text": s.text}
+                for s in self.steps
+            ],
+        }
+
+
+@dataclass
+class ScenarioRun:
+    """The allocators of a scenario and its live names; ``execute`` performs one action."""
+
+    scenario: Scenario
+    buddy: BuddyAllocator = field(init=False)
+    slab: Any = field(init=False, default=None)
+    names: dict[str, Allocation] = field(init=False, default_factory=dict)
+    caches: dict[str, Any] = field(init=False, default_factory=dict)
+    lines: dict[str, int] = field(init=False, default_factory=dict)  # name -> line allocated
+    executed: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        sc = self.scenario
+        where = f"{sc.name}:1"
+        try:
+            self.buddy = BuddyAllocator(sc.memory, sc.page_size, sc.max_order)
+        except KmemError as error:
+            raise type(error)(f"{where}: {error}") from error
+
+    # -- labels for pictures ---------------------------------------------------------------
+
+    def block_labels(self) -> dict[int, str]:
+        """{first pfn of an allocated block: label}: scenario names, slab caches, kmalloc."""
+        labels: dict[int, str] = {}
+        if self.slab is not None:
+            labels.update(_slab_page_labels(self))
+        for alloc in self.names.values():
+            if alloc.kind == "pages":
+                labels[alloc.pfn] = alloc.name
+            elif alloc.kind == "kmalloc" and alloc.cache is None:
+                labels[alloc.pfn] = f"kmalloc:{alloc.name}"
+        return labels
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def execute(self, action: Action) -> StepResult:
+        where = f"{self.scenario.name}:{action.line}"
+        handler = getattr(self, f"_do_{action.verb}")
+        try:
+            result: StepResult = handler(action)
+        except (ScenarioNameError, ScenarioSyntaxError):
+            raise
+        except KmemError as error:
+            raise type(error)(f"{where}: {error}") from error
+        self.executed += 1
+        return result
+
+    def _result(self, action: Action, name: str, steps: list[Step],
+                highlight: list[tuple[int, int]], address: int | None = None,
+                text: str | None = None) -> StepResult:
+        return StepResult(
+            self.executed, action.line, action.source, action.verb, name,
+            text if text is not None else sentence(steps), tuple(steps), tuple(highlight),
+            address,
+        )
+
+    def _new_name(self, action: Action) -> str:
+        name = str(action.args[0])
+        if name in self.names:
+            raise ScenarioNameError(
+                f"{self.scenario.name}:{action.line}: {name!r} is already allocated"
+                f" (line {self.lines[name]}); free it first or pick another name"
+            )
+        return name
+
+    def _do_alloc(self, action: Action) -> StepResult:
+        name = self._new_name(action)
+        size = int(action.args[1])
+        order = get_order(size, self.buddy.page_shift)
+        if order > self.buddy.max_order:
+            self.buddy.alloc(size)  # raises the allocator's own clear error
+        pfn, steps = alloc_steps(self.buddy, order, size=size)
+        return self._remember(action, Allocation(name, "pages", pfn << self.buddy.page_shift,
+                                                 size, pfn, order), steps)
+
+    def _do_pages(self, action: Action) -> StepResult:
+        name = self._new_name(action)
+        order = int(action.args[1])
+        pfn, steps = alloc_steps(self.buddy, order)
+        size = self.buddy.page_size << order
+        return self._remember(action, Allocation(name, "pages", pfn << self.buddy.page_shift,
+                                                 size, pfn, order), steps)
+
+    def _remember(self, action: Action, alloc: Allocation, steps: list[Step]) -> StepResult:
+        self.names[alloc.name] = alloc
+        self.lines[alloc.name] = action.line
+        text = f"{alloc.name}: {sentence(steps)}" if steps else f"{alloc.name} allocated."
+        return self._result(action, alloc.name, steps, [(alloc.pfn, alloc.order)],
+                            alloc.address, text)
+
+    def _lookup(self, action: Action, name: str) -> Allocation:
+        alloc = self.names.get(name)
+        if alloc is None:
+            known = ", ".join(sorted(self.names)) or "none"
+            raise ScenarioNameError(
+                f"{self.scenario.name}:{action.line}: {name!r} is not allocated"
+                f" (live names: {known})"
+            )
+        return alloc
+
+    def _do_free(self, action: Action) -> StepResult:
+        name = str(action.args[0])
+        alloc = self._lookup(action, name)
+        if alloc.kind == "pages":
+            steps = free_steps(self.buddy, alloc.pfn, alloc.order)
+            highlight = [(s.pfn, s.order) for s in steps if s.kind == "place"]
+            del self.names[name]
+            return self._result(action, name, steps, highlight, alloc.address,
+                                f"{name}: {sentence(steps)}")
+        return self._slab_free(action, alloc)
+
+    _do_kfree = _do_free
+
+    # -- slab layer (needs kmem.slab) -------------------------------------------------------
+
+    def _ensure_slab(self, action: Action) -> Any:
+        if self.slab is None:
+            try:  # imported late: buddy-only scenarios work without the slab layer
+                slab_module = importlib.import_module("kmem.slab")
+            except ImportError:
+                raise ScenarioSyntaxError(
+                    f"{self.scenario.name}:{action.line}: {action.verb!r} needs the slab"
+                    " layer (kmem.slab), which this kmem does not have"
+                ) from None
+            self.slab = slab_module.SlabAllocator(self.buddy, nr_cpus=self.scenario.nr_cpus,
+                                      policy=self.scenario.policy)
+        return self.slab
+
+    def _do_cache(self, action: Action) -> StepResult:
+        slab = self._ensure_slab(action)
+        name = str(action.args[0])
+        if name in self.caches:
+            raise ScenarioNameError(
+                f"{self.scenario.name}:{action.line}: cache {name!r} already exists"
+            )
+        size = int(action.args[1])
+        cache = slab.kmem_cache_create(name, size, align=int(action.option("align", 0)))
+        self.caches[name] = cache
+        text = (
+            f"cache {name}: {format_size(size)} objects, {cache.objs_per_slab} per slab of "
+            f"{format_size(self.buddy.page_size << cache.order)} (order {cache.order}); "
+            f"each object takes {cache.slab_size if hasattr(cache, 'slab_size') else size}"
+            " bytes with metadata; no slab yet: pages come from the buddy allocator on the"
+            " first allocation."
+        )
+        return self._result(action, name, [], [], None, text)
+
+    def _slab_alloc(self, action: Action, name: str, kind: str, size: int,
+                    cache_name: str | None, do_alloc: Any) -> StepResult:
+        before = self.buddy.nr_free
+        address = int(do_alloc())
+        after = self.buddy.nr_free
+        pfn = address >> self.buddy.page_shift
+        block = self.buddy.block_at(pfn)
+        alloc = Allocation(name, kind, address, size, block.pfn, block.order, cache_name)
+        self.names[name] = alloc
+        self.lines[name] = action.line
+        what = f"cache {cache_name}" if cache_name else "the buddy allocator"
+        if before != after:
+            new = (f"a new slab: an order-{block.order} block "
+                   f"({format_size(self.buddy.page_size << block.order)}) at pfn {block.pfn} "
+                   f"from the buddy allocator ({_nr_free_change(before, after)})")
+            if cache_name is None:
+                new = (f"too big for the kmalloc caches: an order-{block.order} block at pfn "
+                       f"{block.pfn} straight from the buddy allocator "
+                       f"({_nr_free_change(before, after)})")
+            text = f"{name}: {format_size(size)} from {what} needs {new}; object at {address:#x}."
+        else:
+            text = (f"{name}: {format_size(size)} from {what}: a free object in an existing "
+                    f"slab (pfn {block.pfn}), at {address:#x}; no pages from the buddy allocator.")
+        return self._result(action, name, [], [(block.pfn, block.order)], address, text)
+
+    def _do_obj(self, action: Action) -> StepResult:
+        name = self._new_name(action)
+        cache_name = str(action.args[1])
+        cache = self.caches.get(cache_name)
+        if cache is None:
+            raise ScenarioNameError(
+                f"{self.scenario.name}:{action.line}: no cache {cache_name!r}"
+                f" (caches: {', '.join(self.caches) or 'none'})"
+            )
+        cpu = int(action.option("cpu", 0))
+        return self._slab_alloc(action, name, "obj", int(cache.object_size), cache_name,
+                                lambda: cache.alloc(cpu=cpu))
+
+    def _do_kmalloc(self, action: Action) -> StepResult:
+        slab = self._ensure_slab(action)
+        name = self._new_name(action)
+        size = int(action.args[1])
+        cpu = int(action.option("cpu", 0))
+        cache_for = getattr(slab, "kmalloc_cache_for", None)
+        cache = cache_for(size) if cache_for is not None else None
+        cache_name = str(cache.name) if cache is not None else None
+        return self._slab_alloc(action, name, "kmalloc", size, cache_name,
+                                lambda: slab.kmalloc(size, cpu=cpu))
+
+    def _slab_free(self, action: Action, alloc: Allocation) -> StepResult:
+        before = self.buddy.nr_free
+        if alloc.kind == "obj":
+            self.caches[str(alloc.cache)].free(alloc.address)
+        else:
+            self.slab.kfree(alloc.address)
+        after = self.buddy.nr_free
+        del self.names[alloc.name]
+        where = f"cache {alloc.cache}" if alloc.cache else "the buddy allocator"
+        if before != after:
+            text = (f"{alloc.name}: back to {where}; pages {alloc.pfn}-"
+                    f"{alloc.pfn + (1 << alloc.order) - 1} go back to the buddy allocator "
+                    f"({_nr_free_change(before, after)}).")
+        else:
+            text = (f"{alloc.name}: object at {alloc.address:#x} back to {where}; "
+                    "its slab keeps its pages.")
+        return self._result(action, alloc.name, [], [(alloc.pfn, alloc.order)],
+                            alloc.address, text)
+
+
+def _nr_free_change(before: tuple[int, ...], after: tuple[int, ...]) -> str:
+    """How free lists changed, e.g. "free lists: order 3 -1, order 1 +1"."""
+    parts = [f"order {o} {after[o] - before[o]:+d}" for o in range(len(before))
+             if after[o] != before[o]]
+    return "free lists: " + ", ".join(parts)
+
+
+def _slab_page_labels(run: ScenarioRun) -> dict[int, str]:
+    """Label every slab page block with its cache: "slab:NAME"."""
+    labels: dict[int, str] = {}
+    slab_pages = getattr(run.slab, "slab_pages", None)
+    if slab_pages is not None:
+        for pfn, cache_name in slab_pages():
+            labels[int(pfn)] = f"slab:{cache_name}"
+        return labels
+    for alloc in run.names.values():
+        if alloc.cache is not None:
+            labels[alloc.pfn] = f"slab:{alloc.cache}"
+    return labels
+
+
+def run_all(scenario: Scenario) -> Iterator[tuple[StepResult, ScenarioRun]]:
+    """Execute every action; yield (result, run) after each, so callers can look at the state."""
+    run = ScenarioRun(scenario)
+    for action in scenario.actions:
+        yield run.execute(action), run
