@@ -21,7 +21,8 @@ It follows mm/slub.c and mm/slab_common.c step by step, each step a named helper
 - `calculate_min_partial` and `calculate_cpu_partial`: the partial-list limits.
 
 Invariants of every result: align is a multiple of 8; size % align == 0;
-object_size <= inuse <= size; objs_per_slab == (page_size << order) // size >= 1; min_order <= order; min_objs_per_slab >= 1; 5 <= min_partial <= 10.
+object_size <= inuse <= size; objs_per_slab == (page_size << order) // size >= 1;
+min_order <= order; min_objs_per_slab >= 1; 5 <= min_partial <= 10.
 
 Why a pure function: the SLAB engineer's caches, the merge rules and the tests all need the
 same numbers without creating a cache, and a frozen result can be shared by aliases.
