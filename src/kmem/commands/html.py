@@ -1,0 +1,44 @@
+"""``kmem html [SCENARIO|TRACE] -o FILE.html``: write the self-contained replay page."""
+
+from __future__ import annotations
+
+import argparse
+
+from kmem.html_page import write_page
+from kmem.snapshot import DEFAULT_TRACE_FRAMES, document_for
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments ``kmem html`` and ``kmem serve`` share: what to replay and how."""
+    parser.add_argument("input", nargs="?", default="seed",
+                        help="scenario file, built-in scenario name or kmem trace"
+                             " (default: the built-in seed example)")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--trace", dest="kind", action="store_const", const="trace",
+                      help="read INPUT as a trace (default: guessed from its contents)")
+    kind.add_argument("--scenario", dest="kind", action="store_const", const="scenario",
+                      help="read INPUT as a scenario")
+    parser.add_argument("--frames", type=int, default=DEFAULT_TRACE_FRAMES,
+                        help="for a trace: how many evenly spaced snapshots the page gets"
+                             f" (default {DEFAULT_TRACE_FRAMES})")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "html",
+        help="write one self-contained HTML page replaying a scenario or a trace",
+        description="Write an HTML page (no network needed to open it) that replays a scenario"
+        " or a trace step by step: next, back, play and a slider.",
+    )
+    add_source_arguments(parser)
+    parser.add_argument("-o", "--output", default="kmem.html", help="page to write (kmem.html)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    document = document_for(args.input, args.kind, args.frames)
+    path = write_page(document, args.output)
+    frames = len(document["frames"])
+    print(f"wrote {path} ({path.stat().st_size // 1024} KB, {frames} frames of"
+          f" {document['total_steps']} steps)")
+    return 0

@@ -1,0 +1,220 @@
+"""JSON-able snapshots of allocator state: the frames the HTML page and the plots replay.
+
+A *document* is one JSON object describing a whole replay::
+
+    {"title", "source", "page_size", "nr_pages", "max_order",
+     "labels": [label, ...],            # allocation labels, indexed by block codes below
+     "frames": [frame, ...],            # frame 0 is the state before the first step
+     "total_steps": N}                  # steps replayed (frames may sample them)
+
+and each *frame* is::
+
+    {"step": i, "line": n, "source": "alloc A 21K", "text": "21 KB rounds up ...",
+     "steps": [{"kind", "pfn", "order", "text"}, ...],
+     "highlight": [[pfn, order], ...],
+     "blocks": [pfn, order, code, pfn, order, code, ...],   # flat: every block, lowest first
+     "nr_free": [...], "free_lists": [[pfn, ...], ...],     # head first, at most 32 per order
+     "free_pages": n, "used_pages": n,
+     "caches": [{"name", "object_size", "size", "objs_per_slab", "order", "active_objs",
+                 "num_objs", "slabs": [[pfn, inuse, total], ...]}, ...]}
+
+Block codes: 0 free, 1 allocated (no label), 2 reserved, 3 + i allocated with labels[i]
+("A", "slab:pcb", "kmalloc:k1"). Blocks are a flat int list, not objects, so a frame of a big
+machine stays a compact array and the page draws it on a canvas.
+
+Why flat snapshots and not deltas: a step can be shown on its own (the slider jumps anywhere)
+without replaying from the start, and frames of a long trace are sampled, so there are few.
+"""
+
+from __future__ import annotations
+
+import importlib
+import lzma
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from kmem.buddy import BuddyAllocator
+from kmem.errors import KmemError
+from kmem.memory_map import iter_blocks
+from kmem.scenario import BUILTIN, Scenario, ScenarioRun, StepResult, load, run_all
+
+FREE_CODE = 0
+ALLOCATED_CODE = 1
+RESERVED_CODE = 2
+LABEL_BASE = 3
+MAX_LISTED = 32  # free-list pfns kept per order: enough to see the head and the order
+
+
+class LabelTable:
+    """Interns allocation labels to small ints (block codes)."""
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def code(self, label: str) -> int:
+        index = self._index.get(label)
+        if index is None:
+            index = self._index[label] = len(self.labels)
+            self.labels.append(label)
+        return LABEL_BASE + index
+
+
+def buddy_frame(
+    buddy: BuddyAllocator, table: LabelTable, labels: dict[int, str] | None = None
+) -> dict[str, Any]:
+    """The buddy part of a frame: blocks, free lists and counters."""
+    labels = labels or {}
+    blocks: list[int] = []
+    for pfn, order, state in iter_blocks(buddy):
+        if state == "free":
+            code = FREE_CODE
+        elif state == "reserved":
+            code = RESERVED_CODE
+        else:
+            label = labels.get(pfn)
+            code = table.code(label) if label else ALLOCATED_CODE
+        blocks += (pfn, order, code)
+    nr_free = list(buddy.nr_free)
+    free_lists = [
+        buddy.free_blocks(order)[:MAX_LISTED] if count else [] for order, count in
+        enumerate(nr_free)
+    ]
+    free_pages = buddy.nr_free_pages
+    return {
+        "blocks": blocks,
+        "nr_free": nr_free,
+        "free_lists": free_lists,
+        "free_pages": free_pages,
+        "used_pages": buddy.nr_pages - free_pages,
+    }
+
+
+def cache_frames(slab: Any) -> list[dict[str, Any]]:
+    """Every cache with its slabs, from the slab layer's public queries (empty without one)."""
+    if slab is None:
+        return []
+    out = []
+    caches = slab.caches
+    for cache in caches.values() if isinstance(caches, dict) else caches:
+        slabs = [[int(pfn), int(inuse), int(total)] for pfn, inuse, total in _slabs_of(cache)]
+        out.append({
+            "name": str(cache.name),
+            "object_size": int(cache.object_size),
+            "size": int(getattr(cache, "slab_size", cache.object_size)),
+            "objs_per_slab": int(cache.objs_per_slab),
+            "order": int(cache.order),
+            "active_objs": sum(s[1] for s in slabs),
+            "num_objs": sum(s[2] for s in slabs),
+            "slabs": slabs,
+        })
+    return out
+
+
+def _slabs_of(cache: Any) -> Iterable[tuple[int, int, int]]:
+    """(first pfn, objects in use, objects) of each slab of a cache, if the cache can say."""
+    slabs = getattr(cache, "slabs", None)
+    if slabs is None:
+        return []
+    result: list[tuple[int, int, int]] = list(slabs() if callable(slabs) else slabs)
+    return result
+
+
+def step_frame(result: StepResult | None) -> dict[str, Any]:
+    if result is None:
+        return {"step": 0, "line": 0, "source": "", "text": "", "steps": [], "highlight": []}
+    entry = result.to_json()
+    return {
+        "step": result.index + 1,
+        "line": result.line,
+        "source": result.source,
+        "text": result.text,
+        "steps": entry["steps"],
+        "highlight": entry["highlight"],
+    }
+
+
+def scenario_document(scenario: Scenario) -> dict[str, Any]:
+    """Run a scenario; a frame before the first line and one after each line."""
+    table = LabelTable()
+    first = ScenarioRun(scenario)
+    frame0 = step_frame(None)
+    frame0["text"] = (
+        f"{scenario.memory // 1024} KB of memory in {first.buddy.nr_pages} pages of "
+        f"{scenario.page_size // 1024 or scenario.page_size} "
+        f"{'KB' if scenario.page_size >= 1024 else 'B'}: all free, as the largest blocks "
+        "that fit. Press next (→) to run the first line."
+    )
+    frame0.update(buddy_frame(first.buddy, table))
+    frame0["caches"] = []
+    frames = [frame0]
+    for result, run in run_all(scenario):
+        frame = step_frame(result)
+        frame.update(buddy_frame(run.buddy, table, run.block_labels()))
+        frame["caches"] = cache_frames(run.slab)
+        frames.append(frame)
+    return {
+        "title": f"kmem: {scenario.name}",
+        "source": scenario.text,
+        "page_size": scenario.page_size,
+        "nr_pages": first.buddy.nr_pages,
+        "max_order": scenario.max_order,
+        "labels": table.labels,
+        "frames": frames,
+        "total_steps": len(frames) - 1,
+    }
+
+
+# -- choosing the input: scenario or trace ------------------------------------------------------
+
+DEFAULT_TRACE_FRAMES = 400  # snapshots of a trace: smooth on the slider, a few MB at most
+_TRACE_LINE = re.compile(
+    r"# tracer:|\b(kmalloc|kmalloc_node|kfree|kmem_cache_alloc|kmem_cache_alloc_node|"
+    r"kmem_cache_free|mm_page_alloc|mm_page_free|mm_page_free_batched):"
+)
+
+
+def looks_like_trace(path: str | Path) -> bool:
+    """Is the file a kmem trace (ftrace text, maybe compressed) rather than a scenario?"""
+    from kmem.trace.source import open_trace
+
+    try:
+        with open_trace(path) as lines:
+            for _, line in zip(range(200), lines, strict=False):
+                if _TRACE_LINE.search(line):
+                    return True
+    except (OSError, KmemError, EOFError, lzma.LZMAError):
+        return False
+    return False
+
+
+def document_for(spec: str, kind: str | None = None,
+                 max_frames: int = DEFAULT_TRACE_FRAMES) -> dict[str, Any]:
+    """The document for a built-in scenario name, a scenario file or a trace file.
+
+    ``kind`` forces "scenario" or "trace"; by default a file is read as a trace when its
+    first lines look like ftrace kmem events, else as a scenario.
+    """
+    if kind is None:
+        kind = "trace" if spec not in BUILTIN and Path(spec).is_file() and looks_like_trace(
+            spec) else "scenario"
+    if kind == "scenario":
+        return scenario_document(load(spec))
+    return trace_document(spec, max_frames)
+
+
+def trace_document(path: str | Path, max_frames: int = DEFAULT_TRACE_FRAMES) -> dict[str, Any]:
+    """Replay a trace and keep ``max_frames`` evenly spaced snapshots."""
+    try:
+        replay = importlib.import_module("kmem.trace.replay")
+    except ImportError:
+        raise TraceUnavailableError(
+            "replaying traces needs kmem.trace.replay, which this kmem does not have yet"
+        ) from None
+    raise TraceUnavailableError(f"trace pages are not wired to {replay.__name__} yet")
+
+
+class TraceUnavailableError(KmemError, RuntimeError):
+    """Trace input was asked for but the trace replay layer is missing."""

@@ -1,0 +1,443 @@
+// kmem replay page. The document (see kmem/snapshot.py) is inlined as JSON; every view is
+// redrawn from the current frame only, so a long trace costs one frame of work per step.
+// Pages and tree nodes are drawn on canvases (never one DOM node per page or per event);
+// the DOM holds only small tables (free lists: one row per order; caches: a capped few slabs).
+"use strict";
+(function () {
+  const doc = JSON.parse(document.getElementById("kmem-data").textContent);
+  const frames = doc.frames;
+  const nrPages = doc.nr_pages;
+  const pageSize = doc.page_size;
+  const maxOrder = doc.max_order;
+  const FREE = 0, ALLOCATED = 1, RESERVED = 2, LABEL_BASE = 3;
+  const MAX_SLABS_SHOWN = 48, MAX_OBJS_SHOWN = 64;
+  const $ = (id) => document.getElementById(id);
+  let current = 0;
+  let timer = null;
+  let pinned = null;
+
+  // ---- formatting -------------------------------------------------------------------------
+  function size(bytes) {
+    const units = [["GB", 30], ["MB", 20], ["KB", 10]];
+    for (const [unit, shift] of units) {
+      const one = 2 ** shift;
+      if (bytes >= one) {
+        const v = bytes / one;
+        return (Number.isInteger(v) ? v : v.toFixed(1)) + " " + unit;
+      }
+    }
+    return bytes + " B";
+  }
+  const span = (pfn, order) => order ? `[${pfn}-${pfn + 2 ** order - 1}]` : `[${pfn}]`;
+  const hex = (n) => "0x" + n.toString(16);
+
+  // ---- colours ----------------------------------------------------------------------------
+  function hash(text) {
+    let h = 2166136261;
+    for (let i = 0; i < text.length; i++) { h ^= text.charCodeAt(i); h = Math.imul(h, 16777619); }
+    return h >>> 0;
+  }
+  function freeColour(order) {
+    const light = 88 - Math.min(order, 10) * 4;
+    return `hsl(140, 45%, ${light}%)`;
+  }
+  function labelColour(label) {
+    const h = hash(label);
+    if (label.startsWith("slab:")) return `hsl(${250 + h % 70}, 45%, ${50 + h % 15}%)`;
+    if (label.startsWith("kmalloc")) return `hsl(${25 + h % 20}, 85%, ${52 + h % 10}%)`;
+    return `hsl(${(h % 40) + 350}, 65%, ${50 + h % 12}%)`;
+  }
+  function codeColour(code, order) {
+    if (code === FREE) return freeColour(order);
+    if (code === ALLOCATED) return "#d9534f";
+    if (code === RESERVED) return "#9aa3ad";
+    return labelColour(doc.labels[code - LABEL_BASE]);
+  }
+  function describeCode(code) {
+    if (code === FREE) return "free";
+    if (code === ALLOCATED) return "allocated";
+    if (code === RESERVED) return "reserved";
+    const label = doc.labels[code - LABEL_BASE];
+    if (label.startsWith("slab:")) return `slab page of cache ${label.slice(5)}`;
+    if (label.startsWith("kmalloc:")) return `large kmalloc ${label.slice(8)}`;
+    return `allocated to ${label}`;
+  }
+
+  // ---- geometry of the page strip ---------------------------------------------------------
+  const strip = $("strip");
+  const cols = nrPages <= 32 ? nrPages : nrPages <= 256 ? 32 : nrPages <= 4096 ? 64
+    : nrPages <= 65536 ? 256 : 1024;
+  const rows = Math.ceil(nrPages / cols);
+  const cell = Math.max(1, Math.min(Math.floor(960 / cols), 40, Math.floor(2048 / rows) || 1));
+  strip.width = cols * cell;
+  strip.height = rows * cell;
+  $("strip-caption").textContent =
+    `${nrPages} pages of ${size(pageSize)}, ${cols} a row` + (cell < 3 ? ", one pixel each" : "");
+
+  function blockAt(frame, pfn) {
+    // Blocks are sorted by pfn: binary search the last block starting at or before pfn.
+    const b = frame.blocks;
+    let lo = 0, hi = b.length / 3 - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (b[mid * 3] <= pfn) lo = mid; else hi = mid - 1;
+    }
+    return { pfn: b[lo * 3], order: b[lo * 3 + 1], code: b[lo * 3 + 2] };
+  }
+
+  function fillRun(ctx, start, end) {
+    // Fill pages [start, end) of the strip, wrapping rows.
+    const gap = cell >= 8 ? 1 : 0;
+    while (start < end) {
+      const row = Math.floor(start / cols);
+      const stop = Math.min(end, (row + 1) * cols);
+      const col = start - row * cols;
+      ctx.fillRect(col * cell, row * cell, (stop - start) * cell - gap, cell - gap);
+      start = stop;
+    }
+  }
+
+  function drawStrip(frame) {
+    const ctx = strip.getContext("2d");
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, strip.width, strip.height);
+    const b = frame.blocks;
+    for (let i = 0; i < b.length; i += 3) {
+      ctx.fillStyle = codeColour(b[i + 2], b[i + 1]);
+      fillRun(ctx, b[i], b[i] + 2 ** b[i + 1]);
+    }
+    if (cell >= 6) {  // block starts: a dark tick so neighbouring blocks read apart
+      ctx.fillStyle = "rgba(0,0,0,0.45)";
+      for (let i = 0; i < b.length; i += 3) {
+        const row = Math.floor(b[i] / cols), col = b[i] - row * cols;
+        ctx.fillRect(col * cell, row * cell, 2, cell - 1);
+      }
+    }
+    ctx.strokeStyle = "#0b3d91";
+    ctx.lineWidth = Math.max(2, Math.min(3, cell / 4));
+    for (const [pfn, order] of frame.highlight) {
+      let start = pfn;
+      const end = pfn + 2 ** order;
+      while (start < end) {
+        const row = Math.floor(start / cols);
+        const stop = Math.min(end, (row + 1) * cols);
+        const col = start - row * cols;
+        ctx.strokeRect(col * cell + 1, row * cell + 1, (stop - start) * cell - 2, cell - 2);
+        start = stop;
+      }
+    }
+  }
+
+  // ---- buddy tree -------------------------------------------------------------------------
+  const tree = $("tree");
+  const topOrder = Math.min(maxOrder, Math.floor(Math.log2(nrPages)));
+  const treeRows = topOrder + 1;
+  const rowH = Math.max(12, Math.min(26, Math.floor(260 / treeRows)));
+  tree.height = treeRows * rowH + 4;
+  const treeScale = tree.width / nrPages;
+
+  function drawTree(frame) {
+    const ctx = tree.getContext("2d");
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, tree.width, tree.height);
+    const b = frame.blocks;
+    const split = new Set();
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i < b.length; i += 3) {
+      const pfn = b[i], order = b[i + 1], code = b[i + 2];
+      if (code === RESERVED) continue;
+      for (let o = order + 1; o <= topOrder; o++) {  // every ancestor is a split node
+        const parent = pfn - (pfn % 2 ** o);
+        const key = o * 4294967296 + parent;
+        if (split.has(key)) break;  // its ancestors are drawn already
+        split.add(key);
+        const x = parent * treeScale, w = 2 ** o * treeScale, y = (topOrder - o) * rowH + 2;
+        ctx.strokeStyle = "#b8c0ca";
+        ctx.strokeRect(x + 0.5, y + 0.5, Math.max(1, w - 1), rowH - 3);
+        if (w > 80) {
+          ctx.fillStyle = "#9aa3ad";
+          ctx.fillText(size(pageSize * 2 ** o) + " (split)", x + 4, y + rowH / 2);
+        }
+      }
+      const x = pfn * treeScale, w = 2 ** order * treeScale, y = (topOrder - order) * rowH + 2;
+      ctx.fillStyle = codeColour(code, order);
+      ctx.fillRect(x + 0.5, y + 0.5, Math.max(1, w - 1), rowH - 3);
+      if (w > 46) {
+        ctx.fillStyle = "#1d232b";
+        ctx.fillText(size(pageSize * 2 ** order), x + 4, y + rowH / 2);
+      }
+    }
+    ctx.strokeStyle = "#0b3d91";
+    ctx.lineWidth = 2.5;
+    for (const [pfn, order] of frame.highlight) {
+      if (order > topOrder) continue;
+      const x = pfn * treeScale, w = 2 ** order * treeScale, y = (topOrder - order) * rowH + 2;
+      ctx.strokeRect(x + 1, y + 1, Math.max(2, w - 2), rowH - 4);
+    }
+    ctx.lineWidth = 1;
+  }
+
+  // ---- free lists -------------------------------------------------------------------------
+  const listBody = $("freelists").querySelector("tbody");
+  const listRows = [];
+  for (let o = 0; o <= maxOrder; o++) {
+    const tr = document.createElement("tr");
+    tr.dataset.order = String(o);
+    tr.innerHTML = `<td>${o}</td><td>${size(pageSize * 2 ** o)}</td><td class="nr"></td>` +
+      `<td class="pfns"></td>`;
+    listBody.appendChild(tr);
+    listRows.push(tr);
+  }
+
+  function drawFreeLists(frame, previous) {
+    const lit = new Set(frame.highlight.map(([, order]) => order));
+    for (let o = 0; o <= maxOrder; o++) {
+      const tr = listRows[o];
+      const n = frame.nr_free[o];
+      tr.children[2].textContent = String(n);
+      const pfns = frame.free_lists[o];
+      tr.children[3].textContent = pfns.join(", ") + (n > pfns.length ? `, … (${n} in all)` : "");
+      tr.classList.toggle("changed", previous !== null && previous.nr_free[o] !== n);
+      tr.classList.toggle("lit", lit.has(o) && pfns.some((p) =>
+        frame.highlight.some(([hp, ho]) => hp === p && ho === o)));
+    }
+    const counts = frame.nr_free.map((n) => String(n).padStart(6, " ") + " ").join("");
+    $("buddyinfo").textContent = `Node 0, zone   Normal ${counts}`;
+  }
+
+  // ---- caches -----------------------------------------------------------------------------
+  function drawCaches(frame) {
+    const box = $("caches");
+    const caches = frame.caches || [];
+    $("caches-panel").hidden = !frames.some((f) => (f.caches || []).length);
+    box.textContent = "";
+    if (!caches.length) { box.textContent = "No slab caches at this step."; return; }
+    const table = document.createElement("table");
+    table.innerHTML = "<thead><tr><th>name</th><th>active_objs</th><th>num_objs</th>" +
+      "<th>objsize</th><th>slot</th><th>objperslab</th><th>pagesperslab</th><th>slabs</th>" +
+      "<th>full / partial / empty</th></tr></thead>";
+    const body = document.createElement("tbody");
+    table.appendChild(body);
+    const pictures = document.createElement("div");
+    for (const c of caches) {
+      const full = c.slabs.filter((s) => s[1] === s[2]).length;
+      const empty = c.slabs.filter((s) => s[1] === 0).length;
+      const tr = document.createElement("tr");
+      tr.dataset.cache = c.name;
+      for (const v of [c.name, c.active_objs, c.num_objs, c.object_size, c.size, c.objs_per_slab,
+        2 ** c.order, c.slabs.length, `${full} / ${c.slabs.length - full - empty} / ${empty}`]) {
+        const td = document.createElement("td");
+        td.textContent = String(v);
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+      const div = document.createElement("div");
+      div.className = "cache";
+      div.innerHTML = `<b>${c.name}</b> <small>${c.slabs.length} slab(s)</small>`;
+      const slabs = document.createElement("div");
+      slabs.className = "slabs";
+      for (const [pfn, inuse, total] of c.slabs.slice(0, MAX_SLABS_SHOWN)) {
+        const s = document.createElement("div");
+        s.className = "slab " + (inuse === total ? "full" : inuse ? "partial" : "empty");
+        s.title = `slab at pfn ${pfn} (${hex(pfn * pageSize)}): ${inuse} of ${total} objects used`;
+        for (let i = 0; i < Math.min(total, MAX_OBJS_SHOWN); i++) {
+          const o = document.createElement("div");
+          o.className = "obj" + (i < inuse ? " used" : "");
+          s.appendChild(o);
+        }
+        slabs.appendChild(s);
+      }
+      if (c.slabs.length > MAX_SLABS_SHOWN) {
+        const more = document.createElement("small");
+        more.textContent = `… and ${c.slabs.length - MAX_SLABS_SHOWN} more`;
+        slabs.appendChild(more);
+      }
+      div.appendChild(slabs);
+      pictures.appendChild(div);
+    }
+    box.appendChild(table);
+    box.appendChild(pictures);
+  }
+
+  // ---- chart over time --------------------------------------------------------------------
+  const chart = $("chart");
+  function drawChart() {
+    const ctx = chart.getContext("2d");
+    const w = chart.width, h = chart.height, pad = 24;
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, w, h);
+    const n = frames.length;
+    const x = (i) => pad + (n > 1 ? i / (n - 1) : 0) * (w - pad - 8);
+    const y = (pages) => h - pad - (pages / nrPages) * (h - pad - 8);
+    ctx.strokeStyle = "#d6dbe1";
+    ctx.strokeRect(pad, 8, w - pad - 8, h - pad - 8);
+    ctx.lineWidth = 1.5;
+    for (const [key, colour] of [["used_pages", "#d9534f"], ["free_pages", "#2e8b57"]]) {
+      ctx.strokeStyle = colour;
+      ctx.beginPath();
+      for (let i = 0; i < n; i++) {
+        const px = x(i), py = y(frames[i][key]);
+        if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py);
+      }
+      ctx.stroke();
+    }
+    ctx.lineWidth = 1;
+    ctx.fillStyle = "#66707c";
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.fillText(`pages in use (red) and free (green) of ${nrPages}`, pad + 6, 20);
+    ctx.fillText("step →", w - 50, h - 6);
+    ctx.strokeStyle = "#1f5fbf";
+    ctx.beginPath();
+    ctx.moveTo(x(current) + 0.5, 8);
+    ctx.lineTo(x(current) + 0.5, h - pad);
+    ctx.stroke();
+  }
+  chart.addEventListener("click", (e) => {
+    const r = chart.getBoundingClientRect();
+    const frac = ((e.clientX - r.left) * (chart.width / r.width) - 24) / (chart.width - 32);
+    go(Math.round(Math.max(0, Math.min(1, frac)) * (frames.length - 1)));
+  });
+
+  // ---- the current step -------------------------------------------------------------------
+  function drawText(frame) {
+    $("source").textContent = frame.line ? `line ${frame.line}: ${frame.source}` : "start";
+    $("explanation").textContent = frame.text;
+    const ol = $("steps");
+    ol.textContent = "";
+    for (const s of frame.steps) {
+      const li = document.createElement("li");
+      li.className = s.kind;
+      li.textContent = s.text;
+      ol.appendChild(li);
+    }
+    $("highlight").textContent = frame.highlight.length
+      ? "highlighted: " + frame.highlight.map(([p, o]) =>
+        `${span(p, o)} order ${o} (${size(pageSize * 2 ** o)})`).join(", ")
+      : "";
+    const total = doc.total_steps;
+    $("stepno").textContent = `step ${frame.step} / ${total}` +
+      (frames.length - 1 < total ? ` (frame ${current} of ${frames.length - 1})` : "");
+  }
+
+  function go(index) {
+    index = Math.max(0, Math.min(frames.length - 1, index | 0));
+    const previous = index > 0 ? frames[index - 1] : null;
+    current = index;
+    const frame = frames[index];
+    $("slider").value = String(index);
+    drawText(frame);
+    drawStrip(frame);
+    drawTree(frame);
+    drawFreeLists(frame, previous);
+    drawCaches(frame);
+    drawChart();
+    if (pinned !== null) showInfo(pinned, true);
+    document.body.dataset.step = String(index);
+  }
+
+  // ---- hover and click --------------------------------------------------------------------
+  const tooltip = $("tooltip");
+  function pageInfo(pfn) {
+    const frame = frames[current];
+    const blk = blockAt(frame, pfn);
+    const what = describeCode(blk.code);
+    let text = `pfn ${pfn} (address ${hex(pfn * pageSize)}): ${what}, block ${span(blk.pfn, blk.order)}` +
+      ` order ${blk.order} (${size(pageSize * 2 ** blk.order)})`;
+    if (blk.code === FREE) text += `, on free list ${blk.order}`;
+    for (const c of frame.caches || []) {
+      for (const [sp, inuse, total] of c.slabs) {
+        if (sp === blk.pfn) text += `; slab of ${c.name}: ${inuse}/${total} objects of ${c.object_size} B`;
+      }
+    }
+    return text;
+  }
+  function showInfo(pfn, pin) {
+    $("info").textContent = pageInfo(pfn);
+    if (pin) pinned = pfn;
+  }
+  function stripPfn(e) {
+    const r = strip.getBoundingClientRect();
+    const col = Math.floor((e.clientX - r.left) * (strip.width / r.width) / cell);
+    const row = Math.floor((e.clientY - r.top) * (strip.height / r.height) / cell);
+    const pfn = row * cols + col;
+    return col >= 0 && col < cols && pfn >= 0 && pfn < nrPages ? pfn : null;
+  }
+  function treePfn(e) {
+    const r = tree.getBoundingClientRect();
+    const pfn = Math.floor((e.clientX - r.left) * (tree.width / r.width) / treeScale);
+    return pfn >= 0 && pfn < nrPages ? pfn : null;
+  }
+  for (const [canvas, locate] of [[strip, stripPfn], [tree, treePfn]]) {
+    canvas.addEventListener("mousemove", (e) => {
+      const pfn = locate(e);
+      if (pfn === null) { tooltip.hidden = true; return; }
+      tooltip.textContent = pageInfo(pfn);
+      tooltip.style.left = (e.clientX + 14) + "px";
+      tooltip.style.top = (e.clientY + 14) + "px";
+      tooltip.hidden = false;
+      if (pinned === null) showInfo(pfn, false);
+    });
+    canvas.addEventListener("mouseleave", () => { tooltip.hidden = true; });
+    canvas.addEventListener("click", (e) => {
+      const pfn = locate(e);
+      if (pfn !== null) showInfo(pfn, true);
+    });
+  }
+
+  // ---- legend -----------------------------------------------------------------------------
+  function legend() {
+    const box = $("legend");
+    const items = [[freeColour(0), "free, order 0"], [freeColour(6), "free, larger orders lighter"],
+      ["#d9534f", "allocated"], ["#9aa3ad", "reserved"]];
+    for (const label of doc.labels) items.push([labelColour(label), label]);
+    for (const [colour, text] of items.slice(0, 40)) {
+      const s = document.createElement("span");
+      s.innerHTML = `<i style="background:${colour}"></i>`;
+      s.appendChild(document.createTextNode(text));
+      box.appendChild(s);
+    }
+  }
+
+  // ---- controls ---------------------------------------------------------------------------
+  function play() {
+    if (timer !== null) { stop(); return; }
+    if (current >= frames.length - 1) go(0);
+    $("play").textContent = "❚❚ pause";
+    timer = setInterval(() => {
+      if (current >= frames.length - 1) { stop(); return; }
+      go(current + 1);
+    }, frames.length > 200 ? 60 : 900);
+  }
+  function stop() {
+    if (timer !== null) clearInterval(timer);
+    timer = null;
+    $("play").textContent = "▶ play";
+  }
+  $("first").onclick = () => { stop(); go(0); };
+  $("prev").onclick = () => { stop(); go(current - 1); };
+  $("next").onclick = () => { stop(); go(current + 1); };
+  $("last").onclick = () => { stop(); go(frames.length - 1); };
+  $("play").onclick = play;
+  const slider = $("slider");
+  slider.max = String(frames.length - 1);
+  let pending = false;
+  slider.addEventListener("input", () => {
+    stop();
+    if (pending) return;  // draw at most once per animation frame while dragging
+    pending = true;
+    requestAnimationFrame(() => { pending = false; go(Number(slider.value)); });
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.target instanceof HTMLInputElement && e.target.type !== "range") return;
+    if (e.key === "ArrowRight") { stop(); go(current + 1); e.preventDefault(); }
+    else if (e.key === "ArrowLeft") { stop(); go(current - 1); e.preventDefault(); }
+    else if (e.key === " ") { play(); e.preventDefault(); }
+    else if (e.key === "Home") { stop(); go(0); }
+    else if (e.key === "End") { stop(); go(frames.length - 1); }
+  });
+
+  legend();
+  go(0);
+  window.kmem = { go, get current() { return current; }, frames: frames.length, doc };
+})();
