@@ -18,6 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	sh tests/browser/ensure-chromium.sh
 	$(BIN)/pytest
 
 bench: $(STAMP)

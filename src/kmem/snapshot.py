@@ -37,6 +37,7 @@ from typing import Any
 
 from kmem.buddy import BuddyAllocator
 from kmem.errors import KmemError
+from kmem.explain import format_size
 from kmem.memory_map import iter_blocks
 from kmem.scenario import BUILTIN, Scenario, ScenarioRun, StepResult, load, run_all
 
@@ -136,21 +137,28 @@ def step_frame(result: StepResult | None) -> dict[str, Any]:
     }
 
 
-def scenario_document(scenario: Scenario) -> dict[str, Any]:
-    """Run a scenario; a frame before the first line and one after each line."""
+def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict[str, Any]:
+    """Run a scenario; a frame before the first line and one after each line.
+
+    With ``max_frames``, a long scenario keeps only about that many evenly spaced frames (and
+    always the last), so a 100,000-line scenario still makes a small page.
+    """
     table = LabelTable()
     first = ScenarioRun(scenario)
     frame0 = step_frame(None)
     frame0["text"] = (
-        f"{scenario.memory // 1024} KB of memory in {first.buddy.nr_pages} pages of "
-        f"{scenario.page_size // 1024 or scenario.page_size} "
-        f"{'KB' if scenario.page_size >= 1024 else 'B'}: all free, as the largest blocks "
-        "that fit. Press next (→) to run the first line."
+        f"{format_size(scenario.memory)} of memory in {first.buddy.nr_pages} pages of "
+        f"{format_size(scenario.page_size)}: all free, as the largest blocks that fit."
+        " Press next (→) to run the first line."
     )
     frame0.update(buddy_frame(first.buddy, table))
     frame0["caches"] = []
     frames = [frame0]
+    total = len(scenario.actions)
+    stride = 1 if not max_frames or total <= max_frames else -(-total // max_frames)
     for result, run in run_all(scenario):
+        if (result.index + 1) % stride and result.index + 1 != total:
+            continue
         frame = step_frame(result)
         frame.update(buddy_frame(run.buddy, table, run.block_labels()))
         frame["caches"] = cache_frames(run.slab)
@@ -163,7 +171,7 @@ def scenario_document(scenario: Scenario) -> dict[str, Any]:
         "max_order": scenario.max_order,
         "labels": table.labels,
         "frames": frames,
-        "total_steps": len(frames) - 1,
+        "total_steps": total,
     }
 
 
@@ -201,7 +209,7 @@ def document_for(spec: str, kind: str | None = None,
         kind = "trace" if spec not in BUILTIN and Path(spec).is_file() and looks_like_trace(
             spec) else "scenario"
     if kind == "scenario":
-        return scenario_document(load(spec))
+        return scenario_document(load(spec), max_frames)
     return trace_document(spec, max_frames)
 
 

@@ -405,8 +405,8 @@
     if (current >= frames.length - 1) go(0);
     $("play").textContent = "❚❚ pause";
     timer = setInterval(() => {
-      if (current >= frames.length - 1) { stop(); return; }
       go(current + 1);
+      if (current >= frames.length - 1) stop();
     }, frames.length > 200 ? 60 : 900);
   }
   function stop() {

@@ -1,0 +1,157 @@
+"""The replay page in a real browser: step through the seed example and check what it shows.
+
+Expected values come from the buddy rules, not from the page: 64 free pages boot as one order-6
+block; allocating order 3 splits 6 -> 5 -> 4 -> 3 keeping the low half, leaving one free block
+at orders 3, 4, 5 (pfns 8, 16, 32); freeing it merges all the way back to one order-6 block.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image, ImageStat
+
+from kmem.scenario import load, parse
+from kmem.snapshot import scenario_document
+
+OpenPage = Callable[[dict[str, Any]], Any]
+
+
+def free_lists(page: Any) -> dict[int, tuple[int, str]]:
+    """{order: (nr_free, listed pfns)} as the page's free-list table shows them."""
+    rows = page.eval_on_selector_all(
+        "#freelists tbody tr",
+        "rows => rows.map(r => [Number(r.dataset.order), r.children[2].textContent,"
+        " r.children[3].textContent])",
+    )
+    return {order: (int(n), pfns) for order, n, pfns in rows}
+
+
+def nonempty(page: Any) -> dict[int, tuple[int, str]]:
+    return {o: v for o, v in free_lists(page).items() if v[0]}
+
+
+def strip_pixel(page: Any, pfn: int) -> tuple[int, int, int]:
+    """The colour at the centre of page ``pfn``'s cell on the memory strip canvas."""
+    rgb: list[int] = page.evaluate(
+        """pfn => {
+            const c = document.getElementById('strip');
+            const cols = window.kmem.doc.nr_pages <= 32 ? window.kmem.doc.nr_pages : 32;
+            const cell = c.width / cols;
+            const x = (pfn % cols) * cell + cell / 2, y = Math.floor(pfn / cols) * cell + cell / 2;
+            return Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
+        }""",
+        pfn,
+    )
+    return (rgb[0], rgb[1], rgb[2])
+
+
+def is_greenish(rgb: tuple[int, int, int]) -> bool:
+    return rgb[1] > rgb[0] + 20 and rgb[1] > rgb[2]
+
+
+def is_reddish(rgb: tuple[int, int, int]) -> bool:
+    return rgb[0] > rgb[1] + 40 and rgb[0] > rgb[2] + 40
+
+
+def test_steps_through_the_seed_example(open_page: OpenPage) -> None:
+    page = open_page(scenario_document(load("seed-buddy")))
+    # Step 0: everything free, one 256 KB block.
+    assert nonempty(page) == {6: (1, "0")}
+    assert "all free" in page.inner_text("#explanation")
+    assert page.inner_text("#stepno").startswith("step 0 / 2")
+    assert is_greenish(strip_pixel(page, 0)) and is_greenish(strip_pixel(page, 63))
+
+    page.click("#next")  # alloc C_L 21K
+    assert page.inner_text("#source") == "line 4: alloc C_L 21K"
+    assert nonempty(page) == {3: (1, "8"), 4: (1, "16"), 5: (1, "32")}
+    explanation = page.inner_text("#explanation")
+    assert "21 KB rounds up to 32 KB" in explanation
+    assert "split 256 KB [0-63] into two 128 KB buddies" in explanation
+    assert page.locator("#steps li.split").count() == 3
+    assert page.inner_text("#highlight") == "highlighted: [0-7] order 3 (32 KB)"
+    assert is_reddish(strip_pixel(page, 3))  # allocated: pages 0-7
+    assert is_greenish(strip_pixel(page, 8))  # C_R, free
+    changed = page.eval_on_selector_all(
+        "#freelists tr.changed", "rows => rows.map(r => Number(r.dataset.order))"
+    )
+    assert changed == [3, 4, 5, 6]
+
+    page.click("#next")  # free C_L: merges with C_R, B_R, A_R
+    assert nonempty(page) == {6: (1, "0")}
+    assert page.locator("#steps li.merge").count() == 3
+    assert "its buddy [8-15] is free: merge into 64 KB [0-15]" in page.inner_text("#steps")
+    assert page.inner_text("#highlight") == "highlighted: [0-63] order 6 (256 KB)"
+    assert is_greenish(strip_pixel(page, 3))
+
+    page.click("#prev")  # back to the allocation
+    assert nonempty(page) == {3: (1, "8"), 4: (1, "16"), 5: (1, "32")}
+    page.click("#next")
+    page.click("#next")  # already at the end: stays
+    assert page.inner_text("#stepno").startswith("step 2 / 2")
+
+
+def test_slider_keys_and_play(open_page: OpenPage) -> None:
+    page = open_page(scenario_document(load("seed-buddy")))
+    page.fill("#slider", "1")  # fires input: the page redraws on the next animation frame
+    page.wait_for_function("document.body.dataset.step === '1'")
+    assert nonempty(page) == {3: (1, "8"), 4: (1, "16"), 5: (1, "32")}
+    page.keyboard.press("ArrowLeft")
+    assert nonempty(page) == {6: (1, "0")}
+    page.keyboard.press("End")
+    assert page.inner_text("#stepno").startswith("step 2 / 2")
+    page.keyboard.press("Home")
+    page.click("#play")
+    page.wait_for_function("document.body.dataset.step === '2'", timeout=10_000)
+    assert page.inner_text("#play") == "▶ play"  # stopped by itself at the end
+
+
+def test_hover_and_click_tell_what_a_page_is(open_page: OpenPage) -> None:
+    page = open_page(scenario_document(load("seed-buddy")))
+    page.click("#next")
+    box = page.locator("#strip").bounding_box()
+    cell = box["width"] / 32
+    page.mouse.move(box["x"] + cell * 2.5, box["y"] + cell / 2)  # pfn 2
+    tooltip = page.inner_text("#tooltip")
+    assert "pfn 2 (address 0x2000)" in tooltip and "allocated to C_L" in tooltip
+    assert "block [0-7] order 3" in tooltip
+    page.mouse.click(box["x"] + cell * 9.5, box["y"] + cell / 2)  # pfn 9: inside C_R
+    info = page.inner_text("#info")
+    assert "pfn 9" in info and "free, block [8-15] order 3" in info and "free list 3" in info
+
+
+def test_screenshot_is_not_blank(open_page: OpenPage) -> None:
+    page = open_page(scenario_document(load("seed-buddy")))
+    page.click("#next")
+    image = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
+    stat = ImageStat.Stat(image)
+    assert min(stat.stddev) > 10  # not one flat colour
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50
+
+
+def test_large_run_is_sampled_and_dom_stays_small(open_page: OpenPage) -> None:
+    # 100,000 random allocations and frees: the page gets a few hundred frames and the DOM
+    # stays a few hundred nodes (pages are drawn on canvases, never one node per event).
+    rng = random.Random(5)
+    lines = ["memory 64M"]
+    live: list[str] = []
+    for i in range(100_000):
+        if live and rng.random() < 0.5:
+            lines.append(f"free {live.pop(rng.randrange(len(live)))}")
+        else:
+            lines.append(f"pages p{i} {rng.choice((0, 0, 0, 1, 2, 3))}")
+            live.append(f"p{i}")
+    document = scenario_document(parse("\n".join(lines), "big"), max_frames=300)
+    assert document["total_steps"] == 100_000 and len(document["frames"]) <= 302
+    page = open_page(document)
+    page.keyboard.press("End")
+    assert page.inner_text("#stepno").startswith("step 100000 / 100000")
+    assert page.evaluate("document.querySelectorAll('*').length") < 600
+    page.fill("#slider", "150")
+    page.wait_for_function("document.body.dataset.step === '150'")
+    shown = sum(n << o for o, (n, _) in free_lists(page).items())
+    assert shown == document["frames"][150]["free_pages"]
