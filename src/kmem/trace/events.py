@@ -1,0 +1,94 @@
+"""Trace event records: one plain tuple per event, the same layout for every event kind.
+
+A parsed trace is a stream of 13-tuples (no object per event beyond the tuple itself, so a
+million-event trace streams at the speed of ``str.split``). Index constants name the columns:
+
+    KIND CPU TIME CALL_SITE PTR NAME BYTES_REQ BYTES_ALLOC GFP NODE PFN ORDER MIGRATETYPE
+
+Slab events (kmalloc, kmalloc_node, kmem_cache_alloc, kmem_cache_alloc_node, kfree,
+kmem_cache_free) fill CALL_SITE, PTR, NAME (kmem_cache_* on 6.x, else ""), BYTES_REQ,
+BYTES_ALLOC, GFP and NODE (-1 when the kernel did not print it). Page events (mm_page_*) fill PFN
+(-1 for a failed allocation), ORDER, MIGRATETYPE (-1 when not printed) and GFP. Unused columns
+hold "" or -1. TIME is the timestamp token as printed (``"10308.077785:"``): event_time()
+converts it, so the hot path does not pay for a float per event. Pointers are ints: the
+value of the hex text as traced, hashed (``000000004df4a32a``) or raw (``0xffff888102c69fa0``),
+which pairs allocations with frees either way (hashing is one-to-one within a boot); every
+spelling of NULL (``(nil)``, ``(null)``, ``0000000000000000``, ``0x0``) is ``NULL_PTR`` (0).
+Converting validates the hex and makes a compact dict key.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Event kinds, in the order of the kernel's include/trace/events/kmem.h.
+KMALLOC: Final = 0
+KMALLOC_NODE: Final = 1
+KMEM_CACHE_ALLOC: Final = 2
+KMEM_CACHE_ALLOC_NODE: Final = 3
+KFREE: Final = 4
+KMEM_CACHE_FREE: Final = 5
+MM_PAGE_ALLOC: Final = 6
+MM_PAGE_FREE: Final = 7
+MM_PAGE_FREE_BATCHED: Final = 8
+MM_PAGE_ALLOC_ZONE_LOCKED: Final = 9
+MM_PAGE_PCPU_DRAIN: Final = 10
+MM_PAGE_ALLOC_EXTFRAG: Final = 11
+
+EVENT_NAMES: Final = (
+    "kmalloc",
+    "kmalloc_node",
+    "kmem_cache_alloc",
+    "kmem_cache_alloc_node",
+    "kfree",
+    "kmem_cache_free",
+    "mm_page_alloc",
+    "mm_page_free",
+    "mm_page_free_batched",
+    "mm_page_alloc_zone_locked",
+    "mm_page_pcpu_drain",
+    "mm_page_alloc_extfrag",
+)
+EVENT_KIND: Final = {name: kind for kind, name in enumerate(EVENT_NAMES)}
+
+SLAB_ALLOC_KINDS: Final = frozenset(
+    {KMALLOC, KMALLOC_NODE, KMEM_CACHE_ALLOC, KMEM_CACHE_ALLOC_NODE}
+)
+SLAB_FREE_KINDS: Final = frozenset({KFREE, KMEM_CACHE_FREE})
+KMALLOC_KINDS: Final = frozenset({KMALLOC, KMALLOC_NODE})
+CACHE_ALLOC_KINDS: Final = frozenset({KMEM_CACHE_ALLOC, KMEM_CACHE_ALLOC_NODE})
+
+# Column indices of an event tuple.
+KIND: Final = 0
+CPU: Final = 1
+TIME: Final = 2
+CALL_SITE: Final = 3
+PTR: Final = 4
+NAME: Final = 5
+BYTES_REQ: Final = 6
+BYTES_ALLOC: Final = 7
+GFP: Final = 8
+NODE: Final = 9
+PFN: Final = 10
+ORDER: Final = 11
+MIGRATETYPE: Final = 12
+
+NULL_PTR: Final = 0
+
+TraceEvent = tuple[int, int, str, str, int, str, int, int, str, int, int, int, int]
+"""(kind, cpu, time text, call_site, ptr, name, bytes_req, bytes_alloc, gfp, node, pfn, order,
+migratetype)"""
+
+
+def event_time(event: TraceEvent) -> float:
+    """The event's timestamp in seconds.
+
+    The TIME column keeps the text as traced, colon included, so that parsing costs nothing when
+    nobody needs the time.
+    """
+    return float(event[TIME][:-1])
+
+
+def event_name(event: TraceEvent) -> str:
+    """The tracepoint name of ``event`` (``"kmalloc"``, ``"mm_page_free"``, ...)."""
+    return EVENT_NAMES[event[KIND]]

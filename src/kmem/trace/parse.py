@@ -1,0 +1,441 @@
+"""Streaming parser of Linux kmem trace text: ftrace, trace-cmd report and perf script.
+
+Accepted line shapes (the event and its fields follow the timestamp in all three):
+
+    ftrace (trace, trace_pipe):   bash-2220    [000] ..... 10308.077785: kmalloc: call_site=...
+    trace-cmd report:             bash-2220    [000]  10308.077785: kmalloc:   call_site=...
+    perf script -F comm,tid,cpu,time,event,trace:
+                                  bash  2220 [000] 10308.077785: kmem:kmalloc: call_site=...
+
+Field layouts of Linux 6.x (``name=`` and ``accounted=`` present) and of older kernels (4.x/5.x:
+no ``name=``, no ``node=``/``accounted=``, ``*_node`` events, call sites as raw addresses, module
+suffixes such as ``call_site=f+0x9e/0x160 [nf_conntrack]``) are all read.
+
+Design, for speed: a line is split once; the event token is found by position (index 4 in
+ftrace and perf script lines) and dispatched through a dict to a per-event fast path that reads
+the 6.x layout by position, checking each key with one slice compare and each enumerated value
+(node, accounted, gfp flags) by a dict lookup. Anything unexpected - an older layout, a task name
+with spaces, a module suffix, a malformed line - drops to one named slow path that parses
+``key=value`` fields generically and validates every value. So a real 6.x trace never leaves the
+fast path, and every other line is still parsed or rejected with a precise reason.
+
+Errors: a malformed or truncated line raises TraceFormatError naming the line number, the reason
+and the line; with ``skip_bad=True`` it is counted in ``bad_lines`` (the first few kept in
+``bad_examples``) and parsing continues. Comment (``#``) and blank lines are skipped and not
+counted as lines; ``lines`` counts the others. Lines of other tracepoints are counted in
+``other_events`` and skipped. The parser holds no per-event state: memory stays flat however long
+the trace.
+"""
+
+from __future__ import annotations
+
+import lzma
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+from kmem.errors import InvalidArgumentError
+from kmem.slab_flags import GFP_FLAG_NAMES
+from kmem.trace.events import (
+    EVENT_KIND,
+    EVENT_NAMES,
+    KFREE,
+    KMALLOC,
+    KMALLOC_NODE,
+    KMEM_CACHE_ALLOC,
+    KMEM_CACHE_ALLOC_NODE,
+    KMEM_CACHE_FREE,
+    MM_PAGE_ALLOC,
+    MM_PAGE_ALLOC_EXTFRAG,
+    MM_PAGE_ALLOC_ZONE_LOCKED,
+    MM_PAGE_FREE,
+    MM_PAGE_FREE_BATCHED,
+    MM_PAGE_PCPU_DRAIN,
+    NULL_PTR,
+    TraceEvent,
+)
+from kmem.trace.source import TraceFileError
+
+
+class TraceFormatError(InvalidArgumentError):
+    """A trace line is malformed or truncated; the message names its line number and content."""
+
+    def __init__(self, line_number: int, reason: str, line: str) -> None:
+        text = line.rstrip("\n")
+        if len(text) > 300:
+            text = text[:300] + "..."
+        super().__init__(f"line {line_number}: {reason}: {text!r}")
+        self.line_number = line_number
+        self.reason = reason
+        self.line = text
+
+
+class _Bad(Exception):
+    """Raised by the slow path with the reason a line is rejected (turned into TraceFormatError)."""
+
+
+# Old names of today's events (Linux 2.6.3x-3.x), read as their successors.
+_ALIASES: Final = {
+    "mm_page_free_direct": MM_PAGE_FREE,
+    "mm_pagevec_free": MM_PAGE_FREE_BATCHED,
+}
+_NULLS: Final = frozenset({"(nil)", "(null)", "0000000000000000", "00000000", "0x0", "0"})
+_HEX_PTR: Final = re.compile(r"(?:0x)?[0-9a-fA-F]+")
+_GFP_HEX: Final = re.compile(r"0x[0-9a-fA-F]+|none")
+# Names that older kernels print and 6.18 no longer has (include/trace/events/mmflags.h history).
+_OLD_GFP_NAMES: Final = frozenset({
+    "GFP_TEMPORARY", "GFP_IOFS", "GFP_THISNODE", "GFP_NOWAIT", "__GFP_WAIT", "__GFP_COLD",
+    "__GFP_REPEAT", "__GFP_NOTRACK", "__GFP_NOTRACK_FALSE_POSITIVE", "__GFP_NO_KSWAPD",
+    "__GFP_OTHER_NODE", "__GFP_NOACCOUNT", "__GFP_ATOMIC", "__GFP_NOLOCKDEP", "__GFP_SKIP_ZERO",
+    "__GFP_SKIP_KASAN", "__GFP_SKIP_KASAN_POISON", "__GFP_SKIP_KASAN_UNPOISON", "__GFP_UNMAPPED",
+    "__GFP_KSWAPD_RECLAIM", "__GFP_DIRECT_RECLAIM", "__GFP_RECLAIM",
+})
+_CPU_TOKEN: Final = re.compile(r"\[(\d+)\]")
+_NODE_TOKENS: Final = {f"node={n}": n for n in range(-1, 1024)}
+_ACCOUNTED: Final = frozenset({"accounted=true", "accounted=false"})
+_NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
+MAX_BAD_EXAMPLES: Final = 20
+
+_SLAB_ALLOC_REQUIRED: Final = ("call_site", "ptr", "bytes_req", "bytes_alloc", "gfp_flags")
+
+
+def _event_kinds() -> dict[str, int]:
+    """Event token (as split() yields it, colon included) -> kind, for every accepted spelling."""
+    kinds: dict[str, int] = {}
+    for name, kind in [*EVENT_KIND.items(), *_ALIASES.items()]:
+        kinds[name + ":"] = kind
+        kinds["kmem:" + name + ":"] = kind
+    return kinds
+
+
+_EVENT_TOKENS: Final = _event_kinds()
+# The events read inline by the fast loop (their 6.x layouts), by event token.
+_FAST_KINDS: Final = {
+    token: kind
+    for token, kind in _EVENT_TOKENS.items()
+    if kind in (KMALLOC, KMEM_CACHE_ALLOC, KFREE, KMEM_CACHE_FREE, MM_PAGE_ALLOC, MM_PAGE_FREE,
+                MM_PAGE_FREE_BATCHED) and not token.startswith(("mm_pagevec", "mm_page_free_d"))
+}
+_CPU_TOKENS: Final = {f"[{cpu:03d}]": cpu for cpu in range(8192)}
+
+
+class TraceParser:
+    """Turns trace lines into event tuples (see kmem.trace.events), counting as it goes.
+
+    >>> parser = TraceParser()
+    >>> line = ("bash-1 [000] ..... 1.5: kfree: call_site=f+0x1/0x2 ptr=0000000045f49f41")
+    >>> [event[:5] for event in parser.parse([line])]
+    [(4, 0, 1.5, 'f+0x1/0x2', '0000000045f49f41')]
+    >>> parser.lines, parser.events["kfree"]
+    (1, 1)
+    """
+
+    def __init__(self, *, skip_bad: bool = False) -> None:
+        self.skip_bad: Final = skip_bad
+        self.lines = 0
+        self.bad_lines = 0
+        self.bad_examples: list[TraceFormatError] = []
+        self.other_events: dict[str, int] = {}
+        self._counts = [0] * len(EVENT_NAMES)
+        self._gfp_ok: dict[str, str] = {}  # "gfp_flags=..." token -> validated flags text
+
+    @property
+    def events(self) -> dict[str, int]:
+        """Events parsed so far, by tracepoint name (every name present, zeros included)."""
+        return dict(zip(EVENT_NAMES, self._counts, strict=True))
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def parse(self, lines: Iterable[str]) -> Iterator[TraceEvent]:
+        """Yield one event tuple per kmem event line of ``lines``, in trace order."""
+        # The hot loop: every name below is a local, every 6.x event is read inline (no call),
+        # and any doubt sends the line to _slow_line, which parses it fully or says what is wrong.
+        kinds = _FAST_KINDS
+        cpus = _CPU_TOKENS
+        nodes = _NODE_TOKENS
+        accounted = _ACCOUNTED
+        gfps = self._gfp_ok
+        counts = self._counts
+        slow = self._slow_line
+        number = nlines = 0
+        try:
+            for number, line in enumerate(lines, 1):
+                t = line.split()
+                n = len(t)
+                # t[3] is the timestamp: "10308.077785:", its shape checked, not converted.
+                kind = (
+                    kinds.get(t[4], -1)
+                    if n > 6 and t[3][-8:-7] == "." and t[3][-7:-1].isdigit()
+                    else -1
+                )
+                event: TraceEvent | None = None
+                if kind >= 0:
+                    cpu = cpus.get(t[1])
+                    if cpu is None:
+                        cpu = cpus.get(t[2], -1)
+                    try:
+                        if kind == KMEM_CACHE_ALLOC:
+                            # call_site= ptr= name= bytes_req= bytes_alloc= gfp_flags= node=
+                            # accounted=
+                            if (n == 13 and t[12] in accounted and cpu >= 0
+                                    and t[5][:10] == "call_site=" and t[6][:4] == "ptr="
+                                    and t[7][:5] == "name=" and t[8][:10] == "bytes_req="
+                                    and t[9][:12] == "bytes_alloc="):
+                                event = (KMEM_CACHE_ALLOC, cpu, t[3], t[5][10:],
+                                         int(t[6][4:], 16), t[7][5:],
+                                         int(t[8][10:]), int(t[9][12:]), gfps[t[10]],
+                                         nodes[t[11]], -1, -1, -1)
+                        elif kind == KMEM_CACHE_FREE:
+                            # call_site= ptr= name=
+                            if (n == 8 and cpu >= 0 and t[5][:10] == "call_site="
+                                    and t[6][:4] == "ptr=" and t[7][:5] == "name="
+                                    and len(t[7]) > 5):
+                                event = (KMEM_CACHE_FREE, cpu, t[3], t[5][10:],
+                                         int(t[6][4:], 16), t[7][5:], 0, 0, "",
+                                         -1, -1, -1, -1)
+                        elif kind == KFREE:
+                            # call_site= ptr=   (16 hex digits, or 0x and 16: not truncated)
+                            if (n == 7 and cpu >= 0 and t[5][:10] == "call_site="
+                                    and t[6][:4] == "ptr=" and (len(t[6]) == 20
+                                                                or len(t[6]) == 22)):
+                                event = (KFREE, cpu, t[3], t[5][10:],
+                                         int(t[6][4:], 16), "", 0, 0, "",
+                                         -1, -1, -1, -1)
+                        elif kind == KMALLOC:
+                            # call_site= ptr= bytes_req= bytes_alloc= gfp_flags= node= accounted=
+                            if (n == 12 and t[11] in accounted and cpu >= 0
+                                    and t[5][:10] == "call_site=" and t[6][:4] == "ptr="
+                                    and t[7][:10] == "bytes_req=" and t[8][:12] == "bytes_alloc="):
+                                event = (KMALLOC, cpu, t[3], t[5][10:],
+                                         int(t[6][4:], 16), "",
+                                         int(t[7][10:]), int(t[8][12:]), gfps[t[9]],
+                                         nodes[t[10]], -1, -1, -1)
+                        elif kind == MM_PAGE_ALLOC:
+                            # page= pfn= order= migratetype= gfp_flags=
+                            if (n == 10 and cpu >= 0 and t[6][:6] == "pfn=0x"
+                                    and t[7][:6] == "order=" and t[8][:12] == "migratetype="):
+                                pfn = int(t[6][6:], 16)
+                                event = (MM_PAGE_ALLOC, cpu, t[3], "", 0, "", 0, 0, gfps[t[9]],
+                                         -1, pfn if pfn else -1, _order(t[7][6:]),
+                                         int(t[8][12:]))
+                        elif n == 8 and cpu >= 0 and t[6][:6] == "pfn=0x" and t[7][:6] == "order=":
+                            # mm_page_free, mm_page_free_batched: page= pfn= order=
+                            event = (kind, cpu, t[3], "", 0, "", 0, 0, "", -1, int(t[6][6:], 16),
+                                     _order(t[7][6:]), -1)
+                    except (_Bad, ValueError, KeyError):
+                        event = None
+                if event is None:
+                    if not t or t[0][0] == "#":
+                        continue
+                    try:
+                        event = slow(t)
+                    except (_Bad, ValueError, IndexError, KeyError) as error:
+                        nlines += 1
+                        self._reject(number, line, error)
+                        continue
+                    if event is None:
+                        if t[0].startswith(_NOT_EVENT_LINES):
+                            continue  # a trace-cmd report header line
+                        nlines += 1
+                        continue
+                nlines += 1
+                counts[event[0]] += 1
+                yield event
+        except (EOFError, OSError, lzma.LZMAError) as error:
+            raise TraceFileError(
+                f"the trace stream broke off after line {number}: {error}"
+            ) from error
+        finally:
+            self.lines += nlines
+
+    def _reject(self, number: int, line: str, error: Exception) -> None:
+        """Count the bad line (with --skip-bad) or raise a TraceFormatError naming it."""
+        reason = str(error) if isinstance(error, _Bad) else f"unreadable fields ({error})"
+        bad = TraceFormatError(number, reason, line)
+        if not self.skip_bad:
+            raise bad
+        self.bad_lines += 1
+        if len(self.bad_examples) < MAX_BAD_EXAMPLES:
+            self.bad_examples.append(bad)
+
+    def _gfp(self, token: str) -> str:
+        """The flags of a ``gfp_flags=...`` token, validated once per distinct token."""
+        flags = self._gfp_ok.get(token)
+        if flags is None:
+            if token[:10] != "gfp_flags=":
+                raise _Bad(f"expected gfp_flags=, got {token!r}")
+            flags = self._gfp_ok[token] = _check_gfp(token[10:])
+        return flags
+
+    # -- slow path: any layout, full validation ----------------------------------------------
+
+    def _slow_line(self, t: list[str]) -> TraceEvent | None:
+        """Locate cpu, timestamp and event in a line of any accepted shape; None if not kmem."""
+        cpu = -1
+        index = 0
+        for index, token in enumerate(t):  # noqa: B007 - index used after the loop
+            match = _CPU_TOKEN.fullmatch(token)
+            if match:
+                cpu = int(match.group(1))
+                break
+        if cpu < 0:
+            if t[0].startswith(_NOT_EVENT_LINES):
+                return None  # a trace-cmd report header line (cpus=2, version = 6, ...)
+            raise _Bad("no [cpu] column: not a trace event line")
+        index += 1
+        while index < len(t) and t[index][-1] != ":":
+            index += 1  # skip the irq-flags column (ftrace, trace-cmd report -l)
+        if index + 1 >= len(t):
+            raise _Bad("truncated before the event name")
+        time = t[index]
+        try:
+            float(time[:-1])
+        except ValueError:
+            raise _Bad(f"bad timestamp {time[:-1]!r}") from None
+        token = t[index + 1]
+        if token[-1] != ":":
+            raise _Bad(f"bad event name {token!r}")
+        kind = _EVENT_TOKENS.get(token)
+        if kind is None:
+            name = token[:-1]
+            self.other_events[name] = self.other_events.get(name, 0) + 1
+            return None
+        return self._slow_fields(kind, t, index + 2, cpu, time)
+
+    def _slow_fields(self, kind: int, t: list[str], i: int, cpu: int, time: str) -> TraceEvent:
+        """Parse and validate the ``key=value`` fields of one event of ``kind``."""
+        fields: dict[str, str] = {}
+        last = ""
+        for token in t[i:]:
+            key, eq, value = token.partition("=")
+            if eq and key:
+                fields[key] = value
+                last = key
+            elif token[:1] == "[" and token[-1:] == "]" and last == "call_site":
+                fields[last] += " " + token  # a module symbol: "f+0x9e/0x160 [nf_conntrack]"
+            else:
+                raise _Bad(f"field {token!r} is not key=value")
+        if kind <= KMEM_CACHE_FREE:
+            return _slab_event(kind, fields, cpu, time, self._gfp)
+        return _page_event(kind, fields, cpu, time, self._gfp)
+
+
+def _check_gfp(flags: str) -> str:
+    """``flags`` if every part is a flag name some kernel prints, or hex; else the line is bad
+    (a line truncated inside its gfp_flags would otherwise pass: "GFP_KERN")."""
+    for part in flags.split("|"):
+        if part in GFP_FLAG_NAMES or part in _OLD_GFP_NAMES:
+            continue
+        if not _GFP_HEX.fullmatch(part):
+            raise _Bad(f"bad gfp_flags {flags!r} (unknown flag {part!r})")
+    return flags
+
+
+def _order(text: str) -> int:
+    order = int(text)
+    if not 0 <= order < 32:
+        raise _Bad(f"order {order} out of range")
+    return order
+
+
+def _int_field(fields: dict[str, str], key: str, base: int = 10) -> int:
+    try:
+        return int(fields[key], base)
+    except KeyError:
+        raise _Bad(f"missing {key}= (truncated line?)") from None
+    except ValueError:
+        raise _Bad(f"bad {key}={fields[key]!r}") from None
+
+
+def _ptr(fields: dict[str, str]) -> int:
+    try:
+        value = fields["ptr"]
+    except KeyError:
+        raise _Bad("missing ptr= (truncated line?)") from None
+    if value in _NULLS:
+        return NULL_PTR
+    if not _HEX_PTR.fullmatch(value) or (value[:2] != "0x" and len(value) not in (8, 16)):
+        raise _Bad(f"bad pointer ptr={value!r}")
+    return int(value, 16)
+
+
+def _slab_event(
+    kind: int, fields: dict[str, str], cpu: int, time: str, gfp: Callable[[str], str]
+) -> TraceEvent:
+    for key in _SLAB_ALLOC_REQUIRED if kind <= KMEM_CACHE_ALLOC_NODE else ("call_site", "ptr"):
+        if not fields.get(key):
+            raise _Bad(f"missing {key}= (truncated line?)")
+    call_site = fields["call_site"]
+    ptr = _ptr(fields)
+    name = fields.get("name", "")
+    if kind in (KMEM_CACHE_FREE, KFREE):
+        return (kind, cpu, time, call_site, ptr, name, 0, 0, "", -1, -1, -1, -1)
+    bytes_req = _int_field(fields, "bytes_req")
+    bytes_alloc = _int_field(fields, "bytes_alloc")
+    if bytes_req < 0 or bytes_alloc < 0:
+        raise _Bad("negative size")
+    node = _int_field(fields, "node") if "node" in fields else -1
+    accounted = fields.get("accounted")
+    if accounted is not None and accounted not in ("true", "false"):
+        raise _Bad(f"bad accounted={accounted!r}")
+    flags = gfp("gfp_flags=" + fields["gfp_flags"])
+    # kmalloc_node / kmem_cache_alloc_node keep their kind: the stat counts them apart.
+    assert kind in (KMALLOC, KMALLOC_NODE, KMEM_CACHE_ALLOC, KMEM_CACHE_ALLOC_NODE)
+    return (kind, cpu, time, call_site, ptr, name, bytes_req, bytes_alloc, flags, node, -1, -1,
+            -1)
+
+
+def _page_event(
+    kind: int, fields: dict[str, str], cpu: int, time: str, gfp: Callable[[str], str]
+) -> TraceEvent:
+    if "pfn" in fields:
+        # 5.x and later print pfn=0x%lx, 4.x printed pfn=%lu.
+        pfn = _int_field(fields, "pfn", 16 if fields["pfn"][:2] == "0x" else 10)
+    elif "page" in fields:
+        # Kernels before 3.x print only the struct page pointer: it still pairs alloc and free.
+        value = fields["page"]
+        pfn = 0 if value in _NULLS else int(value, 16) if _HEX_PTR.fullmatch(value) else -2
+        if pfn == -2:
+            raise _Bad(f"bad page={value!r}")
+    else:
+        raise _Bad("missing pfn= (truncated line?)")
+    if kind == MM_PAGE_ALLOC_EXTFRAG:
+        order = _int_field(fields, "alloc_order")
+        migratetype = _int_field(fields, "alloc_migratetype")
+    else:
+        if kind == MM_PAGE_FREE_BATCHED and "order" not in fields:
+            fields["order"] = "0"
+        order = _int_field(fields, "order")
+        migratetype = _int_field(fields, "migratetype") if "migratetype" in fields else -1
+    if not 0 <= order < 32:
+        raise _Bad(f"order {order} out of range")
+    flags = ""
+    if kind == MM_PAGE_ALLOC:
+        if "gfp_flags" not in fields or "migratetype" not in fields:
+            raise _Bad("missing migratetype= or gfp_flags= (truncated line?)")
+        flags = gfp("gfp_flags=" + fields["gfp_flags"])
+        if pfn == 0:
+            pfn = -1  # a failed allocation
+    elif kind in (MM_PAGE_ALLOC_ZONE_LOCKED, MM_PAGE_PCPU_DRAIN) and "migratetype" not in fields:
+        raise _Bad("missing migratetype= (truncated line?)")
+    return (kind, cpu, time, "", 0, "", 0, 0, flags, -1, pfn, order, migratetype)
+
+
+def parse_trace(lines: Iterable[str], *, skip_bad: bool = False) -> Iterator[TraceEvent]:
+    """Events of ``lines`` (a convenience over TraceParser when the counters are not needed)."""
+    return TraceParser(skip_bad=skip_bad).parse(lines)
+
+
+__all__ = [
+    "KFREE",
+    "KMALLOC",
+    "KMALLOC_NODE",
+    "MM_PAGE_ALLOC",
+    "MM_PAGE_ALLOC_ZONE_LOCKED",
+    "MM_PAGE_FREE",
+    "MM_PAGE_FREE_BATCHED",
+    "MM_PAGE_PCPU_DRAIN",
+    "TraceFormatError",
+    "TraceParser",
+    "parse_trace",
+]
