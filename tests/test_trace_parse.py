@@ -1,0 +1,240 @@
+"""The trace parser on real recordings (ftrace and perf script), old layouts and bad lines."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from kmem.errors import KmemError
+from kmem.trace.events import (
+    BYTES_ALLOC,
+    BYTES_REQ,
+    CALL_SITE,
+    CPU,
+    EVENT_NAMES,
+    GFP,
+    KIND,
+    MIGRATETYPE,
+    NAME,
+    NODE,
+    NULL_PTR,
+    ORDER,
+    PFN,
+    PTR,
+    event_name,
+    event_time,
+)
+from kmem.trace.parse import TraceFormatError, TraceParser
+from kmem.trace.source import TraceFileError, open_trace
+
+FIXTURES = Path(__file__).parent / "fixtures" / "traces"
+LS_TRACE = FIXTURES / "kmem-6.18-ls.txt.xz"
+DD_TRACE = FIXTURES / "kmem-6.18-dd-first15000.txt.xz"
+PERF_SCRIPT = FIXTURES / "perf" / "script.txt.xz"
+OLD_KERNELS = FIXTURES / "old-kernels.txt"
+
+
+def _text(path: Path) -> list[str]:
+    return lzma.open(path, "rt").read().splitlines(keepends=True)
+
+
+def _grep_counts(lines: list[str], prefix: str = "") -> dict[str, int]:
+    """Events per name counted by plain substring search, independently of the parser."""
+    counts = dict.fromkeys(EVENT_NAMES, 0)
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        for name in EVENT_NAMES:
+            if f" {prefix}{name}: " in line:
+                counts[name] += 1
+    return counts
+
+
+@pytest.mark.parametrize("path", [LS_TRACE, DD_TRACE])
+def test_ftrace_fixture_every_event_is_read(path: Path) -> None:
+    lines = _text(path)
+    parser = TraceParser()
+    events = list(parser.parse(lines))
+    assert parser.events == _grep_counts(lines)
+    assert parser.lines == len(events) == sum(1 for x in lines if not x.startswith("#"))
+    assert parser.bad_lines == 0
+
+
+def test_ftrace_header_entry_count_matches() -> None:
+    lines = _text(LS_TRACE)
+    header = next(x for x in lines if "entries-in-buffer" in x)
+    match = re.search(r"entries-in-buffer/entries-written: (\d+)/(\d+)", header)
+    assert match is not None
+    assert len(list(TraceParser().parse(lines))) == int(match.group(1))
+
+
+def test_perf_script_fixture_every_event_is_read() -> None:
+    lines = _text(PERF_SCRIPT)
+    parser = TraceParser()
+    events = list(parser.parse(lines))
+    assert parser.events == _grep_counts(lines, "kmem:")
+    assert len(events) == len(lines)
+    assert all(e[PTR] >> 44 == 0xFFFF8 or e[PTR] == NULL_PTR for e in events if e[KIND] < 6)
+
+
+@pytest.mark.parametrize("path", [LS_TRACE, DD_TRACE, PERF_SCRIPT])
+def test_fast_path_equals_the_validating_slow_path(path: Path) -> None:
+    """Each 6.x line parsed inline must give exactly what the generic key=value parser gives."""
+    parser = TraceParser()
+    lines = [x for x in _text(path) if not x.startswith("#")]
+    fast = list(parser.parse(lines))
+    slow = [parser._slow_line(x.split()) for x in lines]
+    assert fast == slow
+
+
+def test_fields_of_a_6x_kmalloc_line() -> None:
+    line = (
+        "            bash-2220    [001] ..... 10308.077785: kmalloc: "
+        "call_site=lsm_blob_alloc+0x3b/0x60 ptr=0000000045f49f41 bytes_req=11 bytes_alloc=16 "
+        "gfp_flags=GFP_KERNEL_ACCOUNT|__GFP_ZERO node=-1 accounted=true\n"
+    )
+    (event,) = TraceParser().parse([line])
+    assert event_name(event) == "kmalloc"
+    assert event[CPU] == 1
+    assert event_time(event) == pytest.approx(10308.077785)
+    assert event[CALL_SITE] == "lsm_blob_alloc+0x3b/0x60"
+    assert event[PTR] == 0x45F49F41
+    assert (event[BYTES_REQ], event[BYTES_ALLOC]) == (11, 16)
+    assert event[GFP] == "GFP_KERNEL_ACCOUNT|__GFP_ZERO"
+    assert event[NODE] == -1
+
+
+def test_old_kernel_layouts() -> None:
+    parser = TraceParser()
+    events = list(parser.parse(OLD_KERNELS.read_text().splitlines()))
+    names = [event_name(e) for e in events]
+    assert names == [
+        "kmalloc", "kmalloc_node", "kmem_cache_alloc", "kmem_cache_alloc_node", "kfree",
+        "kmem_cache_free", "mm_page_alloc", "mm_page_free", "mm_page_free_batched",
+        "mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "kmalloc", "kmem_cache_free",
+        "mm_page_alloc", "kfree", "mm_page_alloc_extfrag",
+    ]
+    kmalloc, kmalloc_node, cache_alloc = events[0], events[1], events[2]
+    assert kmalloc[CALL_SITE] == "ffffffff811d2d8e" and kmalloc[NODE] == -1
+    assert (kmalloc[BYTES_REQ], kmalloc[BYTES_ALLOC]) == (512, 512)
+    assert kmalloc_node[GFP] == "GFP_KERNEL|__GFP_NOWARN|__GFP_NORETRY"
+    assert cache_alloc[NAME] == "" and cache_alloc[BYTES_ALLOC] == 256
+    assert events[4][PTR] == kmalloc[PTR]  # the kfree pairs with the kmalloc
+    assert events[6][PFN] == 504488  # decimal pfn of 4.x
+    assert events[8][PFN] == 504489 and events[8][ORDER] == 0  # batched, with cold=0
+    assert events[9][MIGRATETYPE] == 1
+    assert events[11][CALL_SITE] == "nf_ct_ext_add+0x9e/0x160 [nf_conntrack]"
+    assert events[12][PTR] == NULL_PTR  # kmem_cache_free(NULL)
+    assert events[13][PFN] == -1 and events[13][ORDER] == 9  # a failed allocation
+    assert events[14][CPU] == 0  # "Web Content" has a space in its name
+    assert events[15][PFN] == 0x1F000 and events[15][ORDER] == 0
+    assert parser.lines == 16
+
+
+@pytest.mark.parametrize("null", ["(nil)", "(null)", "0000000000000000", "0x0"])
+def test_every_spelling_of_null(null: str) -> None:
+    line = f"a-1 [000] ..... 1.000000: kfree: call_site=f+0x1/0x2 ptr={null}"
+    (event,) = TraceParser().parse([line])
+    assert event[PTR] == NULL_PTR
+
+
+GOOD = "a-1 [000] ..... 1.000000: kfree: call_site=f+0x1/0x2 ptr=0000000045f49f41"
+KMALLOC = (
+    "a-1 [000] ..... 1.000000: kmalloc: call_site=f+0x1/0x2 ptr=0000000045f49f41 bytes_req=11 "
+    "bytes_alloc=16 gfp_flags=GFP_KERNEL node=-1 accounted=true"
+)
+MALFORMED = {
+    "truncated in gfp_flags": KMALLOC[: KMALLOC.index("gfp_flags") + 6],
+    "truncated inside a flag name": KMALLOC[: KMALLOC.index("GFP_KERNEL") + 5],
+    "truncated after bytes_req": KMALLOC[: KMALLOC.index(" bytes_alloc")],
+    "truncated in the header": "a-1 [000] ..... 1.00",
+    "truncated before the fields": "a-1 [000] ..... 1.000000: kmalloc:",
+    "non-numeric size": KMALLOC.replace("bytes_req=11", "bytes_req=1x"),
+    "negative size": KMALLOC.replace("bytes_req=11", "bytes_req=-11"),
+    "bad pointer": GOOD.replace("ptr=0000000045f49f41", "ptr=00000000zz5f49f4"),
+    "missing pointer": GOOD.replace(" ptr=0000000045f49f41", ""),
+    "bad node": KMALLOC.replace("node=-1", "node=x"),
+    "bad accounted": KMALLOC.replace("accounted=true", "accounted=maybe"),
+    "field without =": GOOD + " junk",
+    "no cpu column": "garbage that is not a trace line",
+    "bad timestamp": GOOD.replace("1.000000:", "1.0x0000:"),
+    "bad event name": GOOD.replace("kfree:", "kfree"),
+    "bad pfn": "a-1 [000] ..... 1.000000: mm_page_free: page=0 pfn=0xzz order=0",
+    "order out of range": "a-1 [000] ..... 1.000000: mm_page_free: page=0 pfn=0x10 order=40",
+    "page alloc without migratetype": (
+        "a-1 [000] ..... 1.000000: mm_page_alloc: page=0 pfn=0x10 order=0 gfp_flags=GFP_KERNEL"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_line_names_its_number_and_content(case: str) -> None:
+    bad = MALFORMED[case]
+    lines = ["# a comment", GOOD, "", bad, GOOD]
+    with pytest.raises(TraceFormatError) as caught:
+        list(TraceParser().parse(lines))
+    assert caught.value.line_number == 4
+    assert str(caught.value).startswith("line 4: ")
+    assert bad.strip()[:60] in str(caught.value)
+    assert isinstance(caught.value, KmemError)
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_skip_bad_counts_and_goes_on(case: str) -> None:
+    parser = TraceParser(skip_bad=True)
+    events = list(parser.parse([GOOD, MALFORMED[case], GOOD]))
+    assert len(events) == 2
+    assert parser.bad_lines == 1
+    assert parser.bad_examples[0].line_number == 2
+    assert parser.lines == 3
+
+
+def test_other_tracepoints_and_trace_cmd_headers_are_skipped() -> None:
+    lines = [
+        "version = 6",
+        "cpus=2",
+        "a-1 [000] ..... 1.000000: sched_switch: prev_comm=a prev_pid=1",
+        "  a-1 [001]  1.000001: kfree:  call_site=f+0x1/0x2 ptr=0000000045f49f41",  # trace-cmd
+        GOOD,
+    ]
+    parser = TraceParser()
+    events = list(parser.parse(lines))
+    assert [e[CPU] for e in events] == [1, 0]
+    assert parser.other_events == {"sched_switch": 1}
+    assert parser.lines == 3
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "xz"])
+def test_open_trace_plain_gzip_xz(kind: str, tmp_path: Path) -> None:
+    raw = lzma.decompress(LS_TRACE.read_bytes())
+    path = tmp_path / "trace"
+    path.write_bytes({"plain": raw, "gzip": gzip.compress(raw), "xz": lzma.compress(raw)}[kind])
+    with open_trace(path) as lines:
+        events = list(TraceParser().parse(lines))
+    assert events == list(TraceParser().parse(raw.decode().splitlines()))
+
+
+def test_open_trace_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = lzma.decompress(LS_TRACE.read_bytes())
+    stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(gzip.compress(raw))))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    with open_trace("-") as lines:
+        assert sum(1 for _ in TraceParser().parse(lines)) == 5459
+
+
+def test_truncated_compressed_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "cut.xz"
+    path.write_bytes(LS_TRACE.read_bytes()[:20000])
+    with pytest.raises(TraceFileError, match="broke off"), open_trace(path) as lines:
+        list(TraceParser().parse(lines))
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TraceFileError, match="cannot open"), open_trace(tmp_path / "nope"):
+        pass
