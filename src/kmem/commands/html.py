@@ -14,9 +14,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scenario file, built-in scenario name or kmem trace"
                              " (default: the built-in seed example)")
     kind = parser.add_mutually_exclusive_group()
-    kind.add_argument("--trace", dest="kind", action="store_const", const="trace",
+    kind.add_argument("--trace", dest="input_kind", action="store_const", const="trace",
                       help="read INPUT as a trace (default: guessed from its contents)")
-    kind.add_argument("--scenario", dest="kind", action="store_const", const="scenario",
+    kind.add_argument("--scenario", dest="input_kind", action="store_const", const="scenario",
                       help="read INPUT as a scenario")
     parser.add_argument("--frames", type=int, default=DEFAULT_TRACE_FRAMES,
                         help="for a trace: how many evenly spaced snapshots the page gets"
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    document = document_for(args.input, args.kind, args.frames)
+    document = document_for(args.input, args.input_kind, args.frames)
     path = write_page(document, args.output)
     frames = len(document["frames"])
     print(f"wrote {path} ({path.stat().st_size // 1024} KB, {frames} frames of"

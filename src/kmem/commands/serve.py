@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    page = build_page(document_for(args.input, args.kind, args.frames))
+    page = build_page(document_for(args.input, args.input_kind, args.frames))
     server = make_server(page, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"serving the kmem page at http://{host!s}:{port}/ (Ctrl-C stops)", flush=True)

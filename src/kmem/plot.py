@@ -1,0 +1,227 @@
+"""Pictures of a replay with matplotlib: PNG or SVG, chosen by the output file's suffix.
+
+Every picture is drawn from a snapshot document (kmem/snapshot.py), so scenarios and traces
+give the same pictures:
+
+    memory map     the pages at one step, one cell per page (grouped on big machines),
+                   coloured as the HTML page colours them: free blocks green by order,
+                   labelled allocations (scenario names, slab caches, kmalloc) by label
+    usage          pages in use and free over the steps
+    fragmentation  Linux's unusable free space index (mm/vmstat.c) per order over the steps
+    slab           internal fragmentation per cache: the share of each cache's slab memory
+                   not holding object bytes (slot padding, metadata and the slab's tail),
+                   at the chosen step
+
+API: ``plot(document, path, kind="all", step=-1)`` writes the file and returns its path;
+``figure(document, kind, step)`` returns the matplotlib Figure. ``kind`` is one of KINDS.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from kmem.errors import InvalidArgumentError
+from kmem.fragmentation import unusable_index
+from kmem.snapshot import ALLOCATED_CODE, FREE_CODE, LABEL_BASE, RESERVED_CODE
+
+KINDS = ("all", "map", "usage", "fragmentation", "slab")
+FORMATS = (".png", ".svg")
+_MAX_CELLS = 256 * 128  # memory map cells: pages are grouped beyond this
+
+
+def _free_rgb(order: int) -> tuple[float, float, float]:
+    light = (88 - min(order, 10) * 4) / 100
+    return colorsys.hls_to_rgb(140 / 360, light, 0.45)
+
+
+def label_rgb(label: str) -> tuple[float, float, float]:
+    """The label's colour, as the HTML page picks it (same hues per kind of label)."""
+    h = zlib.crc32(label.encode())
+    if label.startswith("slab:"):
+        return colorsys.hls_to_rgb((250 + h % 70) / 360, (50 + h % 15) / 100, 0.45)
+    if label.startswith("kmalloc"):
+        return colorsys.hls_to_rgb((25 + h % 20) / 360, (52 + h % 10) / 100, 0.85)
+    return colorsys.hls_to_rgb(((h % 40) + 350) % 360 / 360, (50 + h % 12) / 100, 0.65)
+
+
+def _code_rgb(document: dict[str, Any], code: int, order: int) -> tuple[float, float, float]:
+    if code == FREE_CODE:
+        return _free_rgb(order)
+    if code == ALLOCATED_CODE:
+        return (0.85, 0.33, 0.31)
+    if code == RESERVED_CODE:
+        return (0.60, 0.64, 0.68)
+    return label_rgb(document["labels"][code - LABEL_BASE])
+
+
+def _frame(document: dict[str, Any], step: int) -> dict[str, Any]:
+    frames = document["frames"]
+    if not -len(frames) <= step < len(frames):
+        raise InvalidArgumentError(
+            f"step {step} is not a frame of this replay (0..{len(frames) - 1}, or -1 for the last)"
+        )
+    frame: dict[str, Any] = frames[step]
+    return frame
+
+
+def draw_memory_map(ax: Any, document: dict[str, Any], step: int = -1) -> None:
+    """The pages at ``step`` as a grid of coloured cells, one per page (or group of pages)."""
+    frame = _frame(document, step)
+    nr_pages = document["nr_pages"]
+    per_cell = 1
+    while -(-nr_pages // per_cell) > _MAX_CELLS:
+        per_cell *= 2
+    cells = -(-nr_pages // per_cell)
+    cols = min(cells, 64 if cells <= 4096 else 256)
+    rows = -(-cells // cols)
+    grid = [[(1.0, 1.0, 1.0)] * cols for _ in range(rows)]
+    blocks = frame["blocks"]
+    for i in range(0, len(blocks), 3):
+        pfn, order, code = blocks[i], blocks[i + 1], blocks[i + 2]
+        rgb = _code_rgb(document, code, order)
+        first = pfn // per_cell
+        last = (pfn + (1 << order) - 1) // per_cell
+        for cell in range(first, last + 1):
+            grid[cell // cols][cell % cols] = rgb
+    ax.imshow(grid, aspect="auto" if rows > 4 else "equal", interpolation="nearest")
+    if per_cell == 1 and cols <= 256:  # block starts as thin white lines: blocks read apart
+        for i in range(0, len(blocks), 3):
+            pfn = blocks[i]
+            if pfn:
+                row, col = divmod(pfn, cols)
+                ax.plot([col - 0.5, col - 0.5], [row - 0.5, row + 0.5], color="white", lw=1.2)
+    ax.set_yticks([])
+    ax.set_xlabel(f"page (x {per_cell})" if per_cell > 1 else "page in row")
+    step_no = frame["step"]
+    title = f"memory at step {step_no}"
+    if frame.get("source"):
+        title += f": {frame['source']}"
+    ax.set_title(title, fontsize=10)
+    handles = [Patch(color=_free_rgb(0), label="free (order 0)"),
+               Patch(color=_free_rgb(6), label="free (larger order)"),
+               Patch(color=(0.85, 0.33, 0.31), label="allocated")]
+    shown = sorted({blocks[i + 2] for i in range(0, len(blocks), 3)} - {0, 1, 2})
+    handles += [Patch(color=_code_rgb(document, c, 0), label=document["labels"][c - LABEL_BASE])
+                for c in shown[:12]]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
+              frameon=False)
+
+
+def _steps(document: dict[str, Any]) -> list[int]:
+    return [int(frame["step"]) for frame in document["frames"]]
+
+
+def draw_usage(ax: Any, document: dict[str, Any]) -> None:
+    """Pages in use and free at every frame."""
+    steps = _steps(document)
+    frames = document["frames"]
+    ax.plot(steps, [f["used_pages"] for f in frames], color=(0.85, 0.33, 0.31), label="in use")
+    ax.plot(steps, [f["free_pages"] for f in frames], color=(0.18, 0.55, 0.34), label="free")
+    ax.set_ylim(0, document["nr_pages"] * 1.05)
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("pages")
+    ax.set_title("memory in use", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+
+
+def draw_fragmentation(ax: Any, document: dict[str, Any]) -> None:
+    """Unusable free space index (0..1) per order over the steps, for the orders that matter."""
+    steps = _steps(document)
+    frames = document["frames"]
+    top = min(document["max_order"], max(document["nr_pages"].bit_length() - 1, 0))
+    orders = sorted({o for o in (1, 2, 3, 4, 6, 9) if o <= top} | {top})
+    cmap = matplotlib.colormaps["viridis"]
+    for n, order in enumerate(orders):
+        values = [unusable_index(f["nr_free"], order) / 1000 for f in frames]
+        ax.plot(steps, values, color=cmap(n / max(1, len(orders) - 1)), label=f"order {order}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("unusable free space index")
+    ax.set_title("external fragmentation", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+
+
+def cache_waste(cache: dict[str, Any], page_size: int) -> float:
+    """Share of a cache's slab bytes that hold no object bytes (0..1); 0 for a slabless cache.
+
+    A slab of ``page_size << order`` bytes holds ``num_objs / slabs`` slots; everything but the
+    ``object_size`` bytes of each slot is lost to padding, metadata and the slab's tail.
+    """
+    slabs = cache["slabs"]
+    slab_bytes: int = page_size << int(cache["order"])
+    object_size = int(cache["object_size"])
+    if not slabs:
+        return 1 - object_size * int(cache["objs_per_slab"]) / slab_bytes
+    slots = sum(int(s[2]) for s in slabs)
+    return 1 - object_size * slots / (len(slabs) * slab_bytes)
+
+
+def draw_slab(ax: Any, document: dict[str, Any], step: int = -1) -> None:
+    """Internal fragmentation of every cache at ``step``, as horizontal bars."""
+    frame = _frame(document, step)
+    caches = frame.get("caches") or []
+    if not caches:
+        ax.text(0.5, 0.5, "no slab caches at this step", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    names = [c["name"] for c in caches]
+    waste = [100 * cache_waste(c, document["page_size"]) for c in caches]
+    ax.barh(names, waste, color=[label_rgb("slab:" + n) for n in names])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of slab memory not holding objects")
+    ax.set_title(f"internal fragmentation per cache (step {frame['step']})", fontsize=10)
+    for y, value in enumerate(waste):
+        ax.text(value + 1, y, f"{value:.1f}%", va="center", fontsize=7)
+
+
+def figure(document: dict[str, Any], kind: str = "all", step: int = -1) -> Figure:
+    """A matplotlib Figure of one kind of picture (or all of them) for the document."""
+    if kind not in KINDS:
+        raise InvalidArgumentError(f"unknown plot kind {kind!r} (kinds: {', '.join(KINDS)})")
+    _frame(document, step)  # a clear error for a bad step, whatever the kind
+    if kind == "all":
+        # Figure objects, not pyplot: no global backend or figure registry is touched, and
+        # files are written with the Agg canvas that Figure.savefig picks by itself.
+        with_slab = any(frame.get("caches") for frame in document["frames"])
+        fig = Figure(figsize=(11, 9 if with_slab else 6.5), layout="constrained")
+        grid = fig.add_gridspec(3 if with_slab else 2, 2)
+        draw_memory_map(fig.add_subplot(grid[0, :]), document, step)
+        draw_usage(fig.add_subplot(grid[1, 0]), document)
+        draw_fragmentation(fig.add_subplot(grid[1, 1]), document)
+        if with_slab:
+            draw_slab(fig.add_subplot(grid[2, :]), document, step)
+        fig.suptitle(str(document.get("title", "kmem")))
+        return fig
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax = fig.add_subplot()
+    if kind == "map":
+        draw_memory_map(ax, document, step)
+    elif kind == "usage":
+        draw_usage(ax, document)
+    elif kind == "fragmentation":
+        draw_fragmentation(ax, document)
+    else:
+        draw_slab(ax, document, step)
+    return fig
+
+
+def plot(document: dict[str, Any], path: str | Path, kind: str = "all", step: int = -1) -> Path:
+    """Write the picture to ``path`` (.png or .svg); return the path."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise InvalidArgumentError(
+            f"cannot tell the format of {str(path)!r}: use a .png or .svg file name"
+        )
+    figure(document, kind, step).savefig(path, dpi=110)
+    return path

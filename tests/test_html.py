@@ -1,0 +1,93 @@
+"""The self-contained page (without a browser): contents, escaping, `kmem html`, `kmem serve`."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kmem.cli import main
+from kmem.commands.serve import make_server
+from kmem.html_page import build_page, scenario_page
+from kmem.scenario import load, parse
+from kmem.snapshot import FREE_CODE, LABEL_BASE, scenario_document
+
+
+def embedded(page: str) -> dict[str, object]:
+    match = re.search(r'<script id="kmem-data" type="application/json">(.*?)</script>', page,
+                      re.S)
+    assert match is not None
+    document: dict[str, object] = json.loads(match.group(1))
+    return document
+
+
+def test_page_is_self_contained() -> None:
+    page = scenario_page(load("seed-buddy"))
+    assert "__KMEM_" not in page  # every placeholder filled
+    # No external resource: nothing loaded by src= or href=, no @import or url() to a server.
+    assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page)
+    assert "@import" not in page and "url(http" not in page
+    assert embedded(page)["nr_pages"] == 64
+
+
+def test_data_cannot_close_the_script_element() -> None:
+    scenario = parse("alloc A 4K # </script><script>alert(1)</script>\n", "x</script>y")
+    page = scenario_page(scenario)
+    assert page.count("</script>") == 2  # the data element's and the code's, nothing more
+    assert embedded(page)["title"] == "kmem: x</script>y"
+    assert "<title>kmem: x&lt;/script&gt;y</title>" in page
+
+
+def test_document_frames_follow_the_scenario() -> None:
+    document = scenario_document(load("seed-buddy"))
+    frames = document["frames"]
+    assert [f["step"] for f in frames] == [0, 1, 2]
+    assert frames[0]["blocks"] == [0, 6, FREE_CODE]
+    # After the allocation: C_L [0-7] allocated (labelled), C_R, B_R, A_R free.
+    label = LABEL_BASE + document["labels"].index("C_L")
+    assert frames[1]["blocks"] == [0, 3, label, 8, 3, 0, 16, 4, 0, 32, 5, 0]
+    assert frames[1]["free_lists"][3:6] == [[8], [16], [32]]
+    assert frames[2]["blocks"] == [0, 6, FREE_CODE]
+
+
+def test_long_scenarios_are_sampled() -> None:
+    lines = ["memory 1M"] + [f"pages p{i} 0\nfree p{i}" for i in range(500)]
+    document = scenario_document(parse("\n".join(lines)), max_frames=100)
+    steps = [f["step"] for f in document["frames"]]
+    assert document["total_steps"] == 1000
+    assert steps[0] == 0 and steps[-1] == 1000 and len(steps) == 101
+    assert steps == sorted(steps)
+
+
+def test_kmem_html_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "seed.html"
+    assert main(["html", "seed-buddy", "-o", str(out)]) == 0
+    assert "frames of 2 steps" in capsys.readouterr().out
+    assert embedded(out.read_text())["total_steps"] == 2
+    scenario = tmp_path / "mine.kmem"
+    scenario.write_text("memory 64K\nalloc A 8K\n")
+    assert main(["html", str(scenario), "-o", str(out)]) == 0
+    assert embedded(out.read_text())["nr_pages"] == 16
+
+
+def test_kmem_serve_answers_with_the_page() -> None:
+    page = build_page(scenario_document(load("seed-buddy")))
+    server = make_server(page, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as response:
+            assert response.headers["Content-Type"].startswith("text/html")
+            assert response.read().decode() == page
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/etc/passwd")
+        assert info.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()

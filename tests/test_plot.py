@@ -1,0 +1,74 @@
+"""Pictures: PNG and SVG files of the memory map, usage, fragmentation and slab waste."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageStat
+
+from kmem.cli import main
+from kmem.errors import InvalidArgumentError
+from kmem.plot import KINDS, cache_waste, figure, plot
+from kmem.scenario import load
+from kmem.snapshot import scenario_document
+
+
+@pytest.fixture(scope="module")
+def seed_document() -> dict[str, object]:
+    return scenario_document(load("seed-buddy"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_writes_a_non_blank_png(
+    kind: str, seed_document: dict[str, object], tmp_path: Path
+) -> None:
+    path = plot(seed_document, tmp_path / f"{kind}.png", kind, step=1)
+    image = Image.open(path).convert("RGB")
+    assert image.width > 300 and image.height > 200
+    assert max(ImageStat.Stat(image).stddev) > 5
+
+
+def test_svg_is_svg(seed_document: dict[str, object], tmp_path: Path) -> None:
+    path = plot(seed_document, tmp_path / "map.svg", "map", step=1)
+    text = path.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    assert "alloc C_L 21K" in text  # the map's title names the step's line
+
+
+def test_memory_map_colours_the_allocated_block(seed_document: dict[str, object]) -> None:
+    # At step 1 pages 0-7 are allocated (red-ish), pages 8-63 free (green-ish): the map's
+    # image data has a row of 64 cells with those colours.
+    fig = figure(seed_document, "map", step=1)
+    image = fig.axes[0].get_images()[0].get_array()
+    assert image is not None
+    row = image[0]
+    assert len(row) == 64
+    assert all(r > g for r, g, _ in row[:8])
+    assert all(g > r for r, g, _ in row[8:])
+
+
+def test_bad_requests_are_clear(seed_document: dict[str, object], tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"\.png or \.svg"):
+        plot(seed_document, tmp_path / "x.gif")
+    with pytest.raises(InvalidArgumentError, match="step 7 is not a frame"):
+        plot(seed_document, tmp_path / "x.png", "map", step=7)
+    with pytest.raises(InvalidArgumentError, match="unknown plot kind"):
+        figure(seed_document, "pie")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cache_waste() -> None:
+    # 7 KB objects, 4 per order-3 slab (32 KB): 28 KB of objects, 4 KB lost = 1/8.
+    cache = {"object_size": 7168, "objs_per_slab": 4, "order": 3, "slabs": []}
+    assert cache_waste(cache, 4096) == pytest.approx(1 / 8)
+    cache["slabs"] = [[0, 1, 4], [8, 4, 4]]
+    assert cache_waste(cache, 4096) == pytest.approx(1 / 8)
+
+
+def test_kmem_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "seed.svg"
+    assert main(["plot", "seed-buddy", "-o", str(out), "--kind", "usage"]) == 0
+    assert out.exists() and f"wrote {out}" in capsys.readouterr().out
+    assert main(["plot", "seed-buddy", "-o", str(tmp_path / "a.png"), "--step", "9"]) == 2
+    assert "step 9 is not a frame" in capsys.readouterr().err
