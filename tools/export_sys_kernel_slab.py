@@ -5,7 +5,8 @@ Run as root on a Linux machine:  python3 tools/export_sys_kernel_slab.py tests/f
 For each cache it records the inputs of the geometry rules (object_size, the flag files, whether
 a constructor is set, usersize) and the numbers the kernel computed (slab_size, align,
 objs_per_slab, order, min_partial, cpu_partial), plus its aliases (symlinks pointing at it).
-The machine's kernel release, CPU count and page size go in the header.
+The machine's kernel release, CPU count and page size go in the header, with the cache names in
+/proc/slabinfo's order (newest cache first: Linux adds each new cache at the head of its list).
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ def export() -> dict[str, object]:
         cache["ctor"] = _read(directory / "ctor") != ""
         cache["aliases"] = sorted(aliases.get(directory.name, []))
         caches.append(cache)
+    slabinfo_names = [
+        line.split()[0]
+        for line in Path("/proc/slabinfo").read_text().splitlines()[2:]
+        if line.strip()
+    ]
     return {
         "kernel": platform.release(),
         "nr_cpus": os.cpu_count(),
         "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "slabinfo_names": slabinfo_names,
         "caches": caches,
     }
 
