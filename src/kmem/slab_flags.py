@@ -203,11 +203,11 @@ def parse_gfp_flags(text: str) -> int:
     Names are ORed; a hexadecimal part (ftrace prints bits it has no name for that way) is
     taken as is. An unknown name raises UnknownGfpFlagError naming it.
     """
+    if type(text) is not str:
+        raise InvalidTypeError(f"gfp flags must be given as text, not {type(text).__name__}")
     value = _GFP_CACHE.get(text)  # traces repeat a few dozen distinct texts: parse each once
     if value is not None:
         return value
-    if not isinstance(text, str):
-        raise InvalidTypeError(f"gfp flags must be given as text, not {type(text).__name__}")
     stripped = text.strip()
     if stripped == "":
         raise InvalidArgumentError("empty gfp flags text (ftrace prints 'none' for no flags)")
