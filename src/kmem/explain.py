@@ -15,7 +15,10 @@ API (the terminal demo, ``kmem run`` and the HTML page use it):
 
     pfn, steps = alloc_steps(buddy, order, size=None)   # allocates, returns the steps
     steps = free_steps(buddy, pfn, order)               # frees, returns the steps
+    describe_alloc(buddy, nr_free_before, pfn, order)   # steps of an allocation made by
+    describe_free(buddy, pfn, order)                    # ... or a free made by another layer
     sentence(steps) -> str                              # the steps as one sentence
+    clause(steps) -> str                                # the same, to go inside a sentence
     format_size(nbytes) -> "32 KB"
 
 ``Step`` is a frozen dataclass ``(kind, pfn, order, text)``; ``kind`` is one of
@@ -89,6 +92,16 @@ def alloc_steps(
     """
     before = buddy.nr_free
     pfn = buddy.alloc_pages(order)
+    return pfn, describe_alloc(buddy, before, pfn, order, size)
+
+
+def describe_alloc(
+    buddy: BuddyAllocator, before: Sequence[int], pfn: int, order: int, size: int | None = None
+) -> list[Step]:
+    """The steps of an allocation someone else made: ``before`` is nr_free before it.
+
+    For a layer above (a slab cache taking a new slab) that allocates through its own path.
+    """
     after = buddy.nr_free
     taken = [o for o in range(len(before)) if after[o] < before[o]]
     # Another thread may change the lists in between: then say only what is sure.
@@ -116,19 +129,26 @@ def alloc_steps(
         Step("alloc", pfn, order, f"allocate the {_block_size(buddy, order)} block "
              f"[pfn {_span(pfn, order)[1:]} at address {pfn << buddy.page_shift:#x}")
     )
-    return pfn, steps
+    return steps
 
 
 def free_steps(buddy: BuddyAllocator, pfn: int, order: int) -> list[Step]:
     """Free the order-``order`` block at ``pfn``; return the steps: free, merges, place."""
     buddy.free_pages(pfn, order)
+    return describe_free(buddy, pfn, order)
+
+
+def describe_free(buddy: BuddyAllocator, pfn: int, order: int) -> list[Step]:
+    """The steps of a free someone else made of the order-``order`` block at ``pfn``."""
     merged = buddy.block_at(pfn)
     steps = [
         Step("free", pfn, order, f"free the {_block_size(buddy, order)} block "
              f"[pfn {_span(pfn, order)[1:]}")
     ]
+    if merged.state != "free":  # reallocated in between: nothing more is sure
+        return steps
     current = pfn
-    final_order = merged.order if merged.state == "free" else order
+    final_order = merged.order
     for level in range(order, final_order):
         buddy_pfn = current ^ (1 << level)
         parent = current & ~(1 << level)
@@ -138,23 +158,27 @@ def free_steps(buddy: BuddyAllocator, pfn: int, order: int) -> list[Step]:
                  f"{_block_size(buddy, level + 1)} {_span(parent, level + 1)}")
         )
         current = parent
-    if merged.state == "free":
-        heads = buddy.free_blocks(merged.order)
-        where = "head" if heads and heads[0] == merged.pfn else "tail"
-        if final_order == order:
-            reason = "no free buddy"
-        elif final_order == buddy.max_order:
-            reason = "it has the largest order"
-        elif merged.pfn ^ (1 << final_order) >= buddy.nr_pages:
-            reason = "its buddy would lie outside memory"
-        else:
-            reason = f"buddy {_span(merged.pfn ^ (1 << final_order), final_order)} is not free"
-        steps.append(
-            Step("place", merged.pfn, merged.order,
-                 f"{reason}; put {_block_size(buddy, merged.order)} "
-                 f"{_span(merged.pfn, merged.order)} at the {where} of free list {merged.order}")
-        )
+    heads = buddy.free_blocks(merged.order)
+    where = "head" if heads and heads[0] == merged.pfn else "tail"
+    if final_order == order:
+        reason = "no free buddy"
+    elif final_order == buddy.max_order:
+        reason = "it has the largest order"
+    elif merged.pfn ^ (1 << final_order) >= buddy.nr_pages:
+        reason = "its buddy would lie outside memory"
+    else:
+        reason = f"buddy {_span(merged.pfn ^ (1 << final_order), final_order)} is not free"
+    steps.append(
+        Step("place", merged.pfn, merged.order,
+             f"{reason}; put {_block_size(buddy, merged.order)} "
+             f"{_span(merged.pfn, merged.order)} at the {where} of free list {merged.order}")
+    )
     return steps
+
+
+def clause(steps: Sequence[Step]) -> str:
+    """The steps' texts joined with "; ", to go inside a longer sentence."""
+    return "; ".join(step.text for step in steps)
 
 
 def sentence(steps: Sequence[Step]) -> str:

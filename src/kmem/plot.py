@@ -19,7 +19,6 @@ API: ``plot(document, path, kind="all", step=-1)`` writes the file and returns i
 from __future__ import annotations
 
 import colorsys
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +41,49 @@ def _free_rgb(order: int) -> tuple[float, float, float]:
     return colorsys.hls_to_rgb(140 / 360, light, 0.45)
 
 
-def label_rgb(label: str) -> tuple[float, float, float]:
-    """The label's colour, as the HTML page picks it (same hues per kind of label)."""
-    h = zlib.crc32(label.encode())
+# Labels get distinct colours by kind, in order of first appearance (the page does the same).
+PALETTES = {
+    "slab": ("#7d5ba6", "#3b7dd8", "#1a9e8f", "#b07cc6", "#2c5aa0", "#48c9b0", "#5b2c6f",
+             "#85c1e9"),
+    "kmalloc": ("#f39c12", "#d35400", "#d4a017", "#ff8c42", "#b9770e"),
+    "name": ("#e0525e", "#c2185b", "#a93226", "#f06292", "#922b21", "#e57373"),
+}
+
+
+def _label_kind(label: str) -> str:
     if label.startswith("slab:"):
-        return colorsys.hls_to_rgb((250 + h % 70) / 360, (50 + h % 15) / 100, 0.45)
-    if label.startswith("kmalloc"):
-        return colorsys.hls_to_rgb((25 + h % 20) / 360, (52 + h % 10) / 100, 0.85)
-    return colorsys.hls_to_rgb(((h % 40) + 350) % 360 / 360, (50 + h % 12) / 100, 0.65)
+        return "slab"
+    return "kmalloc" if label.startswith("kmalloc") else "name"
 
 
-def _code_rgb(document: dict[str, Any], code: int, order: int) -> tuple[float, float, float]:
+def label_colours(labels: list[str]) -> dict[str, str]:
+    """{label: "#rrggbb"} for a document's labels, as the HTML page colours them."""
+    seen = dict.fromkeys(PALETTES, 0)
+    out = {}
+    for label in labels:
+        kind = _label_kind(label)
+        palette = PALETTES[kind]
+        out[label] = palette[seen[kind] % len(palette)]
+        seen[kind] += 1
+    return out
+
+
+def _hex_rgb(colour: str) -> tuple[float, float, float]:
+    return (int(colour[1:3], 16) / 255, int(colour[3:5], 16) / 255, int(colour[5:7], 16) / 255)
+
+
+def _code_rgb(
+    document: dict[str, Any], code: int, order: int, colours: dict[str, str] | None = None
+) -> tuple[float, float, float]:
     if code == FREE_CODE:
         return _free_rgb(order)
     if code == ALLOCATED_CODE:
         return (0.85, 0.33, 0.31)
     if code == RESERVED_CODE:
         return (0.60, 0.64, 0.68)
-    return label_rgb(document["labels"][code - LABEL_BASE])
+    labels = document["labels"]
+    colours = colours or label_colours(labels)
+    return _hex_rgb(colours[labels[code - LABEL_BASE]])
 
 
 def _frame(document: dict[str, Any], step: int) -> dict[str, Any]:
@@ -84,9 +108,10 @@ def draw_memory_map(ax: Any, document: dict[str, Any], step: int = -1) -> None:
     rows = -(-cells // cols)
     grid = [[(1.0, 1.0, 1.0)] * cols for _ in range(rows)]
     blocks = frame["blocks"]
+    colours = label_colours(document["labels"])
     for i in range(0, len(blocks), 3):
         pfn, order, code = blocks[i], blocks[i + 1], blocks[i + 2]
-        rgb = _code_rgb(document, code, order)
+        rgb = _code_rgb(document, code, order, colours)
         first = pfn // per_cell
         last = (pfn + (1 << order) - 1) // per_cell
         for cell in range(first, last + 1):
@@ -176,7 +201,9 @@ def draw_slab(ax: Any, document: dict[str, Any], step: int = -1) -> None:
         return
     names = [c["name"] for c in caches]
     waste = [100 * cache_waste(c, document["page_size"]) for c in caches]
-    ax.barh(names, waste, color=[label_rgb("slab:" + n) for n in names])
+    # The map's colours where the cache has slab pages in the document, else the next ones.
+    colours = label_colours(list(document["labels"]) + [f"slab:{n}" for n in names])
+    ax.barh(names, waste, color=[_hex_rgb(colours[f"slab:{n}"]) for n in names])
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of slab memory not holding objects")

@@ -39,7 +39,16 @@ from typing import Any
 
 from kmem.buddy import BuddyAllocator, get_order
 from kmem.errors import KmemError
-from kmem.explain import Step, alloc_steps, format_size, free_steps, sentence
+from kmem.explain import (
+    Step,
+    alloc_steps,
+    clause,
+    describe_alloc,
+    describe_free,
+    format_size,
+    free_steps,
+    sentence,
+)
 
 
 class ScenarioSyntaxError(KmemError, ValueError):
@@ -404,11 +413,10 @@ class ScenarioRun:
         cache = slab.kmem_cache_create(name, size, align=int(action.option("align", 0)))
         self.caches[name] = cache
         text = (
-            f"cache {name}: {format_size(size)} objects, {cache.objs_per_slab} per slab of "
-            f"{format_size(self.buddy.page_size << cache.order)} (order {cache.order}); "
-            f"each object takes {cache.slab_size if hasattr(cache, 'slab_size') else size}"
-            " bytes with metadata; no slab yet: pages come from the buddy allocator on the"
-            " first allocation."
+            f"cache {name}: {format_size(size)} objects in {cache.slab_size}-byte slots,"
+            f" {cache.objs_per_slab} per slab of"
+            f" {format_size(self.buddy.page_size << cache.order)} (order {cache.order});"
+            " no slab yet: the first allocation takes pages from the buddy allocator."
         )
         return self._result(action, name, [], [], None, text)
 
@@ -416,26 +424,34 @@ class ScenarioRun:
                     cache_name: str | None, do_alloc: Any) -> StepResult:
         before = self.buddy.nr_free
         address = int(do_alloc())
-        after = self.buddy.nr_free
         pfn = address >> self.buddy.page_shift
         block = self.buddy.block_at(pfn)
         alloc = Allocation(name, kind, address, size, block.pfn, block.order, cache_name)
         self.names[name] = alloc
         self.lines[name] = action.line
-        what = f"cache {cache_name}" if cache_name else "the buddy allocator"
-        if before != after:
-            new = (f"a new slab: an order-{block.order} block "
-                   f"({format_size(self.buddy.page_size << block.order)}) at pfn {block.pfn} "
-                   f"from the buddy allocator ({_nr_free_change(before, after)})")
-            if cache_name is None:
-                new = (f"too big for the kmalloc caches: an order-{block.order} block at pfn "
-                       f"{block.pfn} straight from the buddy allocator "
-                       f"({_nr_free_change(before, after)})")
-            text = f"{name}: {format_size(size)} from {what} needs {new}; object at {address:#x}."
+        steps: list[Step] = []
+        if self.buddy.nr_free != before:
+            steps = describe_alloc(self.buddy, before, block.pfn, block.order)
+        if cache_name is None:
+            text = (f"{name}: {format_size(size)} is too big for the kmalloc caches: "
+                    f"{clause(steps)} straight from the buddy allocator.")
+        elif steps:
+            index = (address - (block.pfn << self.buddy.page_shift)) // self._slot(cache_name)
+            text = (f"{name}: cache {cache_name} has no free object, so it takes a new slab "
+                    f"of order {block.order} from the buddy allocator: {clause(steps)}; "
+                    f"object {index} of the new slab, at {address:#x}.")
         else:
-            text = (f"{name}: {format_size(size)} from {what}: a free object in an existing "
-                    f"slab (pfn {block.pfn}), at {address:#x}; no pages from the buddy allocator.")
-        return self._result(action, name, [], [(block.pfn, block.order)], address, text)
+            index = (address - (block.pfn << self.buddy.page_shift)) // self._slot(cache_name)
+            text = (f"{name}: cache {cache_name} has a free object in its slab at pfn "
+                    f"{block.pfn}: object {index}, at {address:#x}; no pages from the buddy "
+                    "allocator.")
+        return self._result(action, name, steps, [(block.pfn, block.order)], address, text)
+
+    def _slot(self, cache_name: str) -> int:
+        cache = self.caches.get(cache_name)
+        if cache is None and self.slab is not None:
+            cache = self.slab.caches[cache_name]
+        return max(1, int(cache.slab_size)) if cache is not None else 1
 
     def _do_obj(self, action: Action) -> StepResult:
         name = self._new_name(action)
@@ -455,51 +471,38 @@ class ScenarioRun:
         name = self._new_name(action)
         size = int(action.args[1])
         cpu = int(action.option("cpu", 0))
-        cache_for = getattr(slab, "kmalloc_cache_for", None)
-        cache = cache_for(size) if cache_for is not None else None
+        cache = slab.kmalloc_cache_for(size)
         cache_name = str(cache.name) if cache is not None else None
         return self._slab_alloc(action, name, "kmalloc", size, cache_name,
                                 lambda: slab.kmalloc(size, cpu=cpu))
 
     def _slab_free(self, action: Action, alloc: Allocation) -> StepResult:
-        before = self.buddy.nr_free
         if alloc.kind == "obj":
             self.caches[str(alloc.cache)].free(alloc.address)
         else:
             self.slab.kfree(alloc.address)
-        after = self.buddy.nr_free
         del self.names[alloc.name]
-        where = f"cache {alloc.cache}" if alloc.cache else "the buddy allocator"
-        if before != after:
-            text = (f"{alloc.name}: back to {where}; pages {alloc.pfn}-"
-                    f"{alloc.pfn + (1 << alloc.order) - 1} go back to the buddy allocator "
-                    f"({_nr_free_change(before, after)}).")
+        block = self.buddy.block_at(alloc.pfn)
+        released = block.state == "free"  # the slab (or large kmalloc) went back to the buddy
+        steps = describe_free(self.buddy, alloc.pfn, alloc.order) if released else []
+        if alloc.cache is None:
+            text = f"{alloc.name}: large kmalloc memory goes back to the buddy allocator: "
+            text += clause(steps) + "."
+        elif released:
+            text = (f"{alloc.name}: object at {alloc.address:#x} back to cache {alloc.cache};"
+                    f" its slab is empty and the cache gives it back: {clause(steps)}.")
         else:
-            text = (f"{alloc.name}: object at {alloc.address:#x} back to {where}; "
-                    "its slab keeps its pages.")
-        return self._result(action, alloc.name, [], [(alloc.pfn, alloc.order)],
-                            alloc.address, text)
-
-
-def _nr_free_change(before: tuple[int, ...], after: tuple[int, ...]) -> str:
-    """How free lists changed, e.g. "free lists: order 3 -1, order 1 +1"."""
-    parts = [f"order {o} {after[o] - before[o]:+d}" for o in range(len(before))
-             if after[o] != before[o]]
-    return "free lists: " + ", ".join(parts)
+            text = (f"{alloc.name}: object at {alloc.address:#x} back to cache {alloc.cache};"
+                    f" its slab at pfn {alloc.pfn} keeps its pages (an empty slab stays cached"
+                    " for the next allocation).")
+        highlight = [(s.pfn, s.order) for s in steps if s.kind == "place"] or [
+            (alloc.pfn, alloc.order)]
+        return self._result(action, alloc.name, steps, highlight, alloc.address, text)
 
 
 def _slab_page_labels(run: ScenarioRun) -> dict[int, str]:
-    """Label every slab page block with its cache: "slab:NAME"."""
-    labels: dict[int, str] = {}
-    slab_pages = getattr(run.slab, "slab_pages", None)
-    if slab_pages is not None:
-        for pfn, cache_name in slab_pages():
-            labels[int(pfn)] = f"slab:{cache_name}"
-        return labels
-    for alloc in run.names.values():
-        if alloc.cache is not None:
-            labels[alloc.pfn] = f"slab:{alloc.cache}"
-    return labels
+    """Label every slab's first page with its cache: "slab:NAME"."""
+    return {int(pfn): f"slab:{name}" for pfn, name in run.slab.slab_pages()}
 
 
 def run_all(scenario: Scenario) -> Iterator[tuple[StepResult, ScenarioRun]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import importlib
 import lzma
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -94,33 +93,38 @@ def buddy_frame(
 
 
 def cache_frames(slab: Any) -> list[dict[str, Any]]:
-    """Every cache with its slabs, from the slab layer's public queries (empty without one)."""
+    """The caches worth showing, with their slabs, from the slab layer's public queries.
+
+    Every cache a user created, and the kmalloc caches that have slabs (a machine boots dozens
+    of empty kmalloc caches; listing them all would hide the interesting ones). A slab is
+    ``[head pfn, objects in use, objects]``; in-use counts come from ``live_objects()``.
+    """
     if slab is None:
         return []
+    slabs_of: dict[str, list[int]] = {}
+    for pfn, name in slab.slab_pages():
+        slabs_of.setdefault(name, []).append(int(pfn))
     out = []
-    caches = slab.caches
-    for cache in caches.values() if isinstance(caches, dict) else caches:
-        slabs = [[int(pfn), int(inuse), int(total)] for pfn, inuse, total in _slabs_of(cache)]
+    for cache in slab.cache_list():
+        pfns = slabs_of.get(cache.name, [])
+        if cache.is_kmalloc and not pfns:
+            continue
+        inuse: dict[int, int] = dict.fromkeys(pfns, 0)
+        for obj in cache.live_objects():
+            inuse[obj.slab_pfn] = inuse.get(obj.slab_pfn, 0) + 1
+        total = int(cache.objs_per_slab)
+        slabs = [[pfn, inuse[pfn], total] for pfn in sorted(inuse)]
         out.append({
             "name": str(cache.name),
             "object_size": int(cache.object_size),
-            "size": int(getattr(cache, "slab_size", cache.object_size)),
-            "objs_per_slab": int(cache.objs_per_slab),
+            "size": int(cache.slab_size),
+            "objs_per_slab": total,
             "order": int(cache.order),
             "active_objs": sum(s[1] for s in slabs),
-            "num_objs": sum(s[2] for s in slabs),
+            "num_objs": total * len(slabs),
             "slabs": slabs,
         })
     return out
-
-
-def _slabs_of(cache: Any) -> Iterable[tuple[int, int, int]]:
-    """(first pfn, objects in use, objects) of each slab of a cache, if the cache can say."""
-    slabs = getattr(cache, "slabs", None)
-    if slabs is None:
-        return []
-    result: list[tuple[int, int, int]] = list(slabs() if callable(slabs) else slabs)
-    return result
 
 
 def step_frame(result: StepResult | None) -> dict[str, Any]:

@@ -41,11 +41,27 @@
     const light = 88 - Math.min(order, 10) * 4;
     return `hsl(140, 45%, ${light}%)`;
   }
+  // Labels get distinct colours by kind, in order of first appearance: slab caches in blues
+  // and purples, kmalloc in oranges, named allocations in reds and pinks (kmem/plot.py agrees).
+  const PALETTES = {
+    slab: ["#7d5ba6", "#3b7dd8", "#1a9e8f", "#b07cc6", "#2c5aa0", "#48c9b0", "#5b2c6f", "#85c1e9"],
+    kmalloc: ["#f39c12", "#d35400", "#d4a017", "#ff8c42", "#b9770e"],
+    name: ["#e0525e", "#c2185b", "#a93226", "#f06292", "#922b21", "#e57373"],
+  };
+  function labelKind(label) {
+    return label.startsWith("slab:") ? "slab" : label.startsWith("kmalloc") ? "kmalloc" : "name";
+  }
+  const labelColours = new Map();
+  {
+    const seen = { slab: 0, kmalloc: 0, name: 0 };
+    for (const label of doc.labels) {
+      const kind = labelKind(label);
+      const palette = PALETTES[kind];
+      labelColours.set(label, palette[seen[kind]++ % palette.length]);
+    }
+  }
   function labelColour(label) {
-    const h = hash(label);
-    if (label.startsWith("slab:")) return `hsl(${250 + h % 70}, 45%, ${50 + h % 15}%)`;
-    if (label.startsWith("kmalloc")) return `hsl(${25 + h % 20}, 85%, ${52 + h % 10}%)`;
-    return `hsl(${(h % 40) + 350}, 65%, ${50 + h % 12}%)`;
+    return labelColours.get(label) || PALETTES.name[hash(label) % PALETTES.name.length];
   }
   function codeColour(code, order) {
     if (code === FREE) return freeColour(order);
