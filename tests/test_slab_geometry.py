@@ -7,15 +7,24 @@ alias) must be reproduced. The hand-derived examples spell out the arithmetic of
 
 from __future__ import annotations
 
+import doctest
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kmem import InvalidArgumentError, InvalidTypeError
+from kmem import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    kmalloc_sizes,
+    slab_flags,
+    slab_geometry,
+    slab_merge,
+)
 from kmem.slab_flags import (
     SLAB_CACHE_DMA,
     SLAB_CACHE_DMA32,
@@ -269,6 +278,17 @@ def test_min_objects_grows_with_the_number_of_cpus(nr_cpus: int, min_objects: in
 def test_one_present_cpu_uses_nr_cpu_ids() -> None:
     # Linux distrusts a single present CPU and uses nr_cpu_ids instead.
     assert calculate_order(512, nr_cpus=1, nr_cpu_ids=8) == calculate_order(512, nr_cpus=8)
+    # 512-byte objects: 8 CPUs -> min_objects 20 -> 10240 bytes -> order 2; alone: 8 -> order 0.
+    assert calculate_geometry(512, nr_cpus=1, nr_cpu_ids=8).order == 2
+    assert calculate_geometry(512, nr_cpus=1).order == 0
+    assert calculate_geometry(512, nr_cpus=2, nr_cpu_ids=8).order == 1  # 12 * 512 = 6144
+
+
+def test_boot_parameters_min_objects_and_max_order() -> None:
+    assert calculate_geometry(512, min_objects=64).order == 3  # 64 * 512 = 32 KiB
+    # slub_max_order=0: 5840 -> 5888 cannot fit order 0, so the order of one object (1).
+    g = calculate_geometry(5840, flags=SLAB_HWCACHE_ALIGN, nr_cpus=2, max_order=0)
+    assert (g.order, g.objs_per_slab) == (1, 1)
 
 
 def test_min_order_and_min_objects_are_the_fallback_slab() -> None:
@@ -373,6 +393,9 @@ def test_geometry_invariants(
         ((64,), {"flags": SLAB_CACHE_DMA | SLAB_CACHE_DMA32}, InvalidArgumentError, "exclude"),
         ((64,), {"has_ctor": 1}, InvalidTypeError, "has_ctor"),
         ((64,), {"nr_cpus": 0}, InvalidArgumentError, "nr_cpus must be >= 1"),
+        ((64,), {"nr_cpus": 4, "nr_cpu_ids": 2}, InvalidArgumentError, "nr_cpu_ids must be >= 4"),
+        ((64,), {"max_order": 11}, InvalidArgumentError, "max_order must be <= 10"),
+        ((64,), {"min_objects": -1}, InvalidArgumentError, "min_objects must be >= 0"),
         ((64,), {"page_size": 1000}, InvalidArgumentError, "page_size"),
         ((64,), {"useroffset": 8}, InvalidArgumentError, "without a usersize"),
         ((64,), {"usersize": 65}, InvalidArgumentError, "outside"),
@@ -411,3 +434,28 @@ def test_geometry_is_frozen() -> None:
     g = calculate_geometry(64)
     with pytest.raises(AttributeError):
         g.size = 128  # type: ignore[misc]
+
+
+# ---- documentation examples ------------------------------------------------------------------
+
+
+def _run_doctests(text: str, name: str) -> doctest.TestResults:
+    test = doctest.DocTestParser().get_doctest(text, {}, name, None, 0)
+    runner = doctest.DocTestRunner()
+    runner.run(test)
+    return runner.summarize(verbose=False)
+
+
+def test_readme_cache_geometry_examples_run() -> None:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    start = text.index("<!-- subsection:geometry")
+    end = text.index("<!-- /subsection:geometry")
+    results = _run_doctests(text[start:end], "README cache geometry")
+    assert results.attempted >= 10
+    assert results.failed == 0
+
+
+@pytest.mark.parametrize("module", [slab_geometry, kmalloc_sizes, slab_merge, slab_flags])
+def test_docstring_examples_run(module: ModuleType) -> None:
+    results = doctest.testmod(module)
+    assert results.failed == 0

@@ -183,7 +183,8 @@ def kmalloc_class_name(size: int) -> str:
 def kmalloc_cache_name(size: int, gfp: int = 0) -> str:
     """The name of the kmalloc cache Linux serves `size` bytes from with these gfp flags.
 
-    >>> kmalloc_cache_name(70), kmalloc_cache_name(64, __GFP_ACCOUNT)
+    >>> from kmem.slab_flags import GFP_KERNEL, GFP_KERNEL_ACCOUNT
+    >>> kmalloc_cache_name(70, GFP_KERNEL), kmalloc_cache_name(64, GFP_KERNEL_ACCOUNT)
     ('kmalloc-96', 'kmalloc-cg-64')
     """
     index = kmalloc_index(size)

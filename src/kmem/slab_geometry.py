@@ -270,12 +270,17 @@ def calculate_geometry(
     is_kmalloc: bool = False,
     min_objects: int = 0,
     max_order: int = SLUB_MAX_ORDER,
+    nr_cpu_ids: int | None = None,
 ) -> CacheGeometry:
     """The geometry Linux 6.x SLUB gives a cache created with these arguments.
 
     >>> g = calculate_geometry(96, is_kmalloc=True, nr_cpus=2)
     >>> (g.size, g.align, g.objs_per_slab, g.order, g.min_partial, g.cpu_partial)
     (96, 32, 42, 0, 5, 120)
+
+    nr_cpus is the number of CPUs present; min_objects and max_order are the slub_min_objects
+    and slub_max_order boot parameters (0 for min_objects: derived from nr_cpus, or from
+    nr_cpu_ids when only one CPU is present, as Linux does).
 
     Raises InvalidTypeError/InvalidArgumentError for arguments kmem_cache_create() refuses;
     where Linux only warns and drops a bad usercopy region, this raises instead.
@@ -307,6 +312,8 @@ def calculate_geometry(
     _check_int("nr_cpus", nr_cpus, 1)
     _check_int("min_objects", min_objects, 0)
     _check_int("max_order", max_order, 0)
+    if nr_cpu_ids is not None:
+        _check_int("nr_cpu_ids", nr_cpu_ids, nr_cpus)
     if max_order > MAX_PAGE_ORDER:
         raise InvalidArgumentError(f"max_order must be <= {MAX_PAGE_ORDER}, not {max_order}")
     _check_usercopy(object_size, useroffset, usersize)
@@ -319,8 +326,14 @@ def calculate_geometry(
         object_size, final_align, flags, has_ctor, freeptr_offset
     )
     page_shift = page_size.bit_length() - 1
-    order = calculate_order(size, nr_cpus=nr_cpus, page_size=page_size,
-                            min_objects=min_objects, max_order=max_order)
+    order = calculate_order(
+        size,
+        nr_cpus=nr_cpus,
+        page_size=page_size,
+        min_objects=min_objects,
+        max_order=max_order,
+        nr_cpu_ids=nr_cpu_ids,
+    )
     min_order = get_order(size, page_shift)
     objs_per_slab = (page_size << order) // size
     cpu_partial = calculate_cpu_partial(size, flags, page_size)
