@@ -1,0 +1,215 @@
+"""Output of `kmem stat` and `kmem replay`: perf kmem's text layout, JSON data, rich tables.
+
+The stat text follows perf kmem's printf formats column for column (LC_ALL=C: no thousands
+separators), so the two outputs can be compared line by line. Two differences, both said in the
+output: migratetype labels are today's names (perf 6.1 still prints pre-4.4 ones), and the page
+tables have no Callsite column (a trace has no callchains).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kmem.trace.stat import (
+    MIGRATETYPE_NAMES,
+    MIGRATETYPE_SHORT,
+    PageRow,
+    PageSummary,
+    SlabRow,
+    SlabSummary,
+    gfp_compact,
+)
+
+_DOTS = "-" * 105
+_ELLIPSIS_SLAB = (
+    " ...                                | ...             | ...             | ...      | ...  "
+    "     | ...   "
+)
+
+
+def _limited(rows: Sequence[Any], lines: int) -> tuple[Sequence[Any], bool]:
+    """perf's -l: at most ``lines`` rows (-1: all), and whether rows were left out."""
+    if lines < 0 or len(rows) <= lines:
+        return rows, False
+    return rows[:lines], True
+
+
+def format_slab_table(rows: Sequence[SlabRow], by_caller: bool, lines: int = -1) -> str:
+    out = [_DOTS, f" {'Callsite' if by_caller else 'Alloc Ptr':<34s} | Total_alloc/Per |"
+           " Total_req/Per   | Hit      | Ping-pong | Frag", _DOTS]
+    shown, cut = _limited(rows, lines)
+    for row in shown:
+        out.append(
+            f" {row.key:<34s} | {row.bytes_alloc:9d}/{row.bytes_alloc // row.hit:<5d} |"
+            f" {row.bytes_req:9d}/{row.bytes_req // row.hit:<5d} | {row.hit:8d} |"
+            f" {row.pingpong:9d} | {row.frag:6.3f}%"
+        )
+    if cut:
+        out.append(_ELLIPSIS_SLAB)
+    out.append(_DOTS)
+    return "\n".join(out) + "\n"
+
+
+def format_slab_summary(summary: SlabSummary) -> str:
+    out = [
+        "",
+        "SUMMARY (SLAB allocator)",
+        "========================",
+        f"Total bytes requested: {summary.total_requested}",
+        f"Total bytes allocated: {summary.total_allocated}",
+        f"Total bytes freed:     {summary.total_freed}",
+    ]
+    if summary.total_allocated > summary.total_freed:
+        out.append(f"Net total bytes allocated: {summary.net_allocated}")
+    out += [
+        f"Total bytes wasted on internal fragmentation: {summary.wasted}",
+        f"Internal fragmentation: {summary.fragmentation:f}%",
+        f"Cross CPU allocations: {summary.nr_cross_allocs}/{summary.nr_allocs}",
+    ]
+    return "\n".join(out) + "\n"
+
+
+def _gfp_width(summary: PageSummary) -> int:
+    return max([len(gfp_compact(text)) for _, text in summary.gfp_flags] or [0])
+
+
+def format_gfp_legend(summary: PageSummary) -> str:
+    width = _gfp_width(summary)
+    out = ["#", "# GFP flags", "# ---------"]
+    for value, text in summary.gfp_flags:
+        out.append(f"# {value:08x}: {gfp_compact(text):>{width}s}: {text}")
+    return "\n".join(out) + "\n"
+
+
+def format_page_table(summary: PageSummary, by_caller: bool, lines: int = -1) -> str:
+    width = max(len("GFP flags"), _gfp_width(summary))
+    rows: Sequence[PageRow] = summary.callers if by_caller else summary.allocs
+    head = "" if by_caller else f" {'PFN':<16s} |"
+    out = ["", _DOTS, f"{head} Total alloc (KB) | Hits      | Order | Mig.type |"
+           f" {'GFP flags':<{width}s}", _DOTS]
+    shown, cut = _limited(rows, lines)
+    for row in shown:
+        pfn = "" if by_caller else f" {row.pfn:16d} |"
+        out.append(
+            f"{pfn} {row.alloc_bytes // 1024:16d} | {row.nr_alloc:9d} | {row.order:5d} |"
+            f" {MIGRATETYPE_SHORT[row.migratetype]:>8s} | {gfp_compact(row.gfp_flags):<{width}s}"
+        )
+    if cut:
+        pfn = "" if by_caller else " ...              |"
+        out.append(f"{pfn} ...              | ...       | ...   | ...      | {'...':<{width}s}")
+    out.append(_DOTS)
+    return "\n".join(out) + "\n"
+
+
+def format_page_summary(summary: PageSummary) -> str:
+    def line(label: str, count: int, size: int) -> str:
+        return f"{label:<30s}: {count:16d}   [ {size // 1024:16d} KB ]"
+
+    out = [
+        "",
+        "SUMMARY (page allocator)",
+        "========================",
+        line("Total allocation requests", summary.nr_allocs, summary.alloc_bytes),
+        line("Total free requests", summary.nr_frees, summary.free_bytes),
+        "",
+        line("Total alloc+freed requests", summary.nr_alloc_freed, summary.alloc_freed_bytes),
+        line("Total alloc-only requests", summary.nr_alloc_only, summary.alloc_only_bytes),
+        line("Total free-only requests", summary.nr_free_only, summary.free_only_bytes),
+        "",
+        line("Total allocation failures", summary.nr_fails, summary.fail_bytes),
+        "",
+        f"{'Order':>5s}" + "".join(f"  {name:>12s}" for name in MIGRATETYPE_NAMES),
+        "-----" + "  ------------" * len(MIGRATETYPE_NAMES),
+    ]
+    for order, counts in enumerate(summary.order_migratetype):
+        cells = "".join(
+            f"  {count:12d}" if count else f"  {'.':>12s}"
+            for count in counts[: len(MIGRATETYPE_NAMES)]
+        )
+        out.append(f"{order:5d}{cells}")
+    return "\n".join(out) + "\n"
+
+
+def format_stat_text(
+    slab: SlabSummary | None,
+    page: PageSummary | None,
+    *,
+    caller: bool = False,
+    alloc: bool = False,
+    lines: int = -1,
+) -> str:
+    """The whole `kmem stat` text, in the order perf kmem prints its sections."""
+    parts: list[str] = []
+    if slab is not None:
+        if caller:
+            parts.append(format_slab_table(slab.callers, True, lines))
+        if alloc:
+            parts.append(format_slab_table(slab.allocs, False, lines))
+        parts.append(format_slab_summary(slab))
+    if page is not None:
+        if caller or alloc:
+            parts.append(format_gfp_legend(page))
+        if caller:
+            parts.append(format_page_table(page, True, lines))
+        if alloc:
+            parts.append(format_page_table(page, False, lines))
+        parts.append(format_page_summary(page))
+    return "".join(parts)
+
+
+def slab_json(summary: SlabSummary, lines: int = -1) -> dict[str, Any]:
+    def rows(table: Sequence[SlabRow]) -> list[dict[str, Any]]:
+        shown, _ = _limited(table, lines)
+        return [
+            {"key": r.key, "call_site": r.call_site, "bytes_alloc": r.bytes_alloc,
+             "bytes_req": r.bytes_req, "hit": r.hit, "pingpong": r.pingpong,
+             "fragmentation_percent": r.frag}
+            for r in shown
+        ]
+
+    return {
+        "nr_allocs": summary.nr_allocs,
+        "total_bytes_requested": summary.total_requested,
+        "total_bytes_allocated": summary.total_allocated,
+        "total_bytes_freed": summary.total_freed,
+        "net_total_bytes_allocated": summary.net_allocated,
+        "bytes_wasted": summary.wasted,
+        "internal_fragmentation_percent": summary.fragmentation,
+        "cross_cpu_allocations": summary.nr_cross_allocs,
+        "callers": rows(summary.callers),
+        "allocs": rows(summary.allocs),
+    }
+
+
+def page_json(summary: PageSummary, lines: int = -1) -> dict[str, Any]:
+    def rows(table: Sequence[PageRow], with_pfn: bool) -> list[dict[str, Any]]:
+        shown, _ = _limited(table, lines)
+        return [
+            {**({"pfn": r.pfn} if with_pfn else {}), "order": r.order,
+             "migratetype": r.migratetype, "gfp_flags": r.gfp_flags, "gfp": r.gfp,
+             "nr_alloc": r.nr_alloc, "alloc_bytes": r.alloc_bytes, "nr_free": r.nr_free,
+             "free_bytes": r.free_bytes}
+            for r in shown
+        ]
+
+    return {
+        "page_size": summary.page_size,
+        "allocation_requests": summary.nr_allocs,
+        "allocation_bytes": summary.alloc_bytes,
+        "free_requests": summary.nr_frees,
+        "free_bytes": summary.free_bytes,
+        "alloc_freed_requests": summary.nr_alloc_freed,
+        "alloc_freed_bytes": summary.alloc_freed_bytes,
+        "alloc_only_requests": summary.nr_alloc_only,
+        "alloc_only_bytes": summary.alloc_only_bytes,
+        "free_only_requests": summary.nr_free_only,
+        "free_only_bytes": summary.free_only_bytes,
+        "allocation_failures": summary.nr_fails,
+        "allocation_failure_bytes": summary.fail_bytes,
+        "migratetype_names": list(MIGRATETYPE_NAMES),
+        "allocations_by_order_migratetype": [list(r[: len(MIGRATETYPE_NAMES)])
+                                             for r in summary.order_migratetype],
+        "callers": rows(summary.callers, False),
+        "allocs": rows(summary.allocs, True),
+    }

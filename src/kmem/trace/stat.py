@@ -1,0 +1,439 @@
+"""`kmem stat`: allocation statistics with perf kmem's definitions (tools/perf/builtin-kmem.c).
+
+What is counted (the numbers equal ``perf kmem --slab --page stat`` on the same recording; a test
+checks it on a recording made on a 6.18 machine):
+
+Slab (kmalloc, kmalloc_node, kmem_cache_alloc, kmem_cache_alloc_node; kfree, kmem_cache_free):
+- every allocation adds to nr_allocs, total requested/allocated bytes, and to a per-pointer and a
+  per-call-site row (hits, bytes requested, bytes allocated); the pointer row remembers its call
+  site, allocating CPU and the last bytes_alloc;
+- a free of a pointer that has no row is ignored entirely; otherwise freed += the row's last
+  bytes_alloc, and if the freeing CPU is not the row's allocating CPU, the pointer row and its
+  call site row count one ping-pong; the allocating CPU is then forgotten (-1), so a second free
+  counts again. Rows are never removed (perf's tables are keyed by every pointer ever seen).
+- cross-CPU allocations: events with a node other than -1 that differs from the CPU's node.
+- fragmentation % = 100 - 100 * requested / allocated (0 when nothing was allocated).
+Page (mm_page_alloc, mm_page_free; perf never reads the other page events):
+- every allocation counts a request and ``page_size << order`` bytes; pfn -1 (printed 0x0) is a
+  failure; otherwise the pfn enters the live table (keeping the order, gfp and migratetype of its
+  first allocation if it was already live), a row keyed (pfn, order, migratetype, gfp) and a row
+  keyed (order, migratetype, gfp), and order x migratetype counts;
+- every free counts; a pfn not live is "free-only"; else it leaves the live table.
+
+Deviations, all forced by the input being text: call sites are named as the trace prints them
+(``sym+0x3b/0x60`` shown as perf shows it, ``sym+3b``), so rows tied on every sort key are
+ordered by that name where perf orders them by address; page call sites need callchains that a
+trace does not have, so the page caller table is keyed by (order, migratetype, gfp) alone - what
+perf's table shows too when its callchain lookup fails. perf 6.1 labels migratetype columns with
+pre-4.4 names ("Reclaimable" for MOVABLE); kmem prints the current names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from kmem.errors import InvalidArgumentError
+from kmem.slab_flags import GFP_FLAG_NAMES
+from kmem.trace.events import (
+    KFREE,
+    KMALLOC,
+    KMALLOC_NODE,
+    KMEM_CACHE_ALLOC,
+    KMEM_CACHE_ALLOC_NODE,
+    KMEM_CACHE_FREE,
+    MM_PAGE_ALLOC,
+    MM_PAGE_FREE,
+    TraceEvent,
+)
+
+MAX_PAGE_ORDER: Final = 11  # perf kmem's table size (orders 0..10)
+MAX_MIGRATE_TYPES: Final = 6
+MIGRATETYPE_NAMES: Final = ("Unmovable", "Movable", "Reclaimable", "HighAtomic", "CMA/Isolate")
+MIGRATETYPE_SHORT: Final = ("UNMOVABL", "MOVABLE", "RECLAIM", "HIGHATOM", "CMA/ISLT", "UNKNOWN")
+SLAB_SORT_KEYS: Final = ("ptr", "callsite", "hit", "bytes", "frag", "pingpong")
+PAGE_SORT_KEYS: Final = ("page", "callsite", "hit", "bytes", "order", "migtype", "gfp")
+DEFAULT_SLAB_SORT: Final = "frag,hit,bytes"
+DEFAULT_PAGE_SORT: Final = "bytes,hit"
+
+# perf's compact names for gfp flags (builtin-kmem.c gfp_compact_table), in its order.
+GFP_COMPACT: Final = {
+    "GFP_TRANSHUGE": "THP", "GFP_TRANSHUGE_LIGHT": "THL", "GFP_HIGHUSER_MOVABLE": "HUM",
+    "GFP_HIGHUSER": "HU", "GFP_USER": "U", "GFP_KERNEL_ACCOUNT": "KAC", "GFP_KERNEL": "K",
+    "GFP_NOFS": "NF", "GFP_ATOMIC": "A", "GFP_NOIO": "NI", "GFP_NOWAIT": "NW", "GFP_DMA": "D",
+    "__GFP_HIGHMEM": "HM", "GFP_DMA32": "D32", "__GFP_HIGH": "H", "__GFP_IO": "I",
+    "__GFP_FS": "F", "__GFP_NOWARN": "NWR", "__GFP_RETRY_MAYFAIL": "R", "__GFP_NOFAIL": "NF",
+    "__GFP_NORETRY": "NR", "__GFP_COMP": "C", "__GFP_ZERO": "Z", "__GFP_RESERVED_THP": "RTHP",
+    "__GFP_NOMEMALLOC": "NMA", "__GFP_MEMALLOC": "MA", "__GFP_HARDWALL": "HW",
+    "__GFP_THISNODE": "TN", "__GFP_RECLAIMABLE": "RC", "__GFP_MOVABLE": "M",
+    "__GFP_ACCOUNT": "AC", "__GFP_WRITE": "WR", "__GFP_RECLAIM": "R",
+    "__GFP_DIRECT_RECLAIM": "DR", "__GFP_KSWAPD_RECLAIM": "KR",
+}
+
+
+def gfp_value(flags: str) -> int:
+    """The gfp_t value of a gfp_flags text (Linux 6.18 bits; names it does not know count 0)."""
+    value = 0
+    for part in flags.split("|"):
+        if part[:2] == "0x":
+            value |= int(part, 16)
+        else:
+            value |= GFP_FLAG_NAMES.get(part, 0)
+    return value
+
+
+def gfp_compact(flags: str) -> str:
+    """perf kmem's compact spelling: 'GFP_KERNEL|__GFP_ZERO' -> 'K|Z' (unknown parts dropped)."""
+    return "|".join(GFP_COMPACT[part] for part in flags.split("|") if part in GFP_COMPACT)
+
+
+def perf_call_site(call_site: str) -> str:
+    """A traced call site as perf kmem prints it: 'f+0x3b/0x60' -> 'f+3b', an address -> '0x...'."""
+    text = call_site.split(" ", 1)[0]  # drop a module suffix " [nf_conntrack]"
+    symbol, plus, offset = text.rpartition("+")
+    if plus and offset.startswith("0x"):
+        return f"{symbol}+{offset[2:].split('/', 1)[0]}"
+    try:
+        return hex(int(text, 16))
+    except ValueError:
+        return text
+
+
+def fragmentation(requested: int, allocated: int) -> float:
+    """perf kmem's internal fragmentation in percent."""
+    return 0.0 if allocated == 0 else 100.0 - 100.0 * requested / allocated
+
+
+@dataclass(frozen=True, slots=True)
+class SlabRow:
+    """One row of the per-call-site or per-pointer slab table."""
+
+    key: str  # the call site as perf prints it, or the pointer as 0x...
+    bytes_alloc: int
+    bytes_req: int
+    hit: int
+    pingpong: int
+    ptr: int  # the pointer (per-pointer rows) or 0
+    call_site: str  # the (latest) call site
+    frag: float
+
+
+@dataclass(frozen=True, slots=True)
+class SlabSummary:
+    """perf kmem's 'SUMMARY (SLAB allocator)' and the tables."""
+
+    nr_allocs: int
+    total_requested: int
+    total_allocated: int
+    total_freed: int
+    nr_cross_allocs: int
+    callers: tuple[SlabRow, ...]
+    allocs: tuple[SlabRow, ...]
+
+    @property
+    def net_allocated(self) -> int:
+        return self.total_allocated - self.total_freed
+
+    @property
+    def wasted(self) -> int:
+        return self.total_allocated - self.total_requested
+
+    @property
+    def fragmentation(self) -> float:
+        return fragmentation(self.total_requested, self.total_allocated)
+
+
+@dataclass(frozen=True, slots=True)
+class PageRow:
+    """One row of the per-pfn (pfn set) or per-caller (pfn -1) page table."""
+
+    pfn: int
+    order: int
+    migratetype: int
+    gfp_flags: str
+    gfp: int
+    nr_alloc: int
+    alloc_bytes: int
+    nr_free: int
+    free_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageSummary:
+    """perf kmem's 'SUMMARY (page allocator)' and the tables."""
+
+    page_size: int
+    nr_allocs: int
+    alloc_bytes: int
+    nr_frees: int
+    free_bytes: int
+    nr_free_only: int
+    free_only_bytes: int
+    nr_fails: int
+    fail_bytes: int
+    order_migratetype: tuple[tuple[int, ...], ...]  # [order][migratetype] allocation counts
+    callers: tuple[PageRow, ...]
+    allocs: tuple[PageRow, ...]
+    gfp_flags: tuple[tuple[int, str], ...]  # (value, text) of every gfp seen, by value
+
+    @property
+    def nr_alloc_freed(self) -> int:
+        return self.nr_frees - self.nr_free_only
+
+    @property
+    def alloc_freed_bytes(self) -> int:
+        return self.free_bytes - self.free_only_bytes
+
+    @property
+    def nr_alloc_only(self) -> int:
+        return self.nr_allocs - self.nr_alloc_freed
+
+    @property
+    def alloc_only_bytes(self) -> int:
+        return self.alloc_bytes - self.alloc_freed_bytes
+
+
+def _check_keys(keys: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    parts = tuple(keys.split(","))
+    for part in parts:
+        if part not in allowed:
+            raise InvalidArgumentError(
+                f"unknown {what} sort key {part!r} (choose from {', '.join(allowed)})"
+            )
+    return parts
+
+
+class KmemStat:
+    """Accumulates perf kmem's statistics over a stream of trace events.
+
+    >>> stat = KmemStat()
+    >>> stat.add(events)                                        # doctest: +SKIP
+    >>> stat.slab_summary().total_allocated                     # doctest: +SKIP
+    """
+
+    def __init__(self, page_size: int = 4096, cpu_node: Callable[[int], int] | None = None):
+        self.page_size: Final = page_size
+        self._cpu_node = cpu_node or (lambda cpu: 0)
+        # slab: ptr -> [hit, bytes_req, bytes_alloc, last_alloc, alloc_cpu, pingpong], and its
+        # latest call site
+        self._alloc_stat: dict[int, list[int]] = {}
+        self._alloc_site: dict[int, str] = {}
+        # call site -> [hit, bytes_req, bytes_alloc, pingpong]
+        self._caller_stat: dict[str, list[int]] = {}
+        self._total_requested = 0
+        self._total_allocated = 0
+        self._total_freed = 0
+        self._nr_allocs = 0
+        self._nr_cross_allocs = 0
+        # page
+        self._live: dict[int, tuple[int, str, int]] = {}  # pfn -> (order, gfp, migratetype)
+        self._page_alloc: dict[tuple[int, int, int, str], list[int]] = {}
+        self._page_caller: dict[tuple[int, int, str], list[int]] = {}
+        self._order_stats = [[0] * MAX_MIGRATE_TYPES for _ in range(MAX_PAGE_ORDER)]
+        self._nr_page_allocs = self._page_alloc_bytes = 0
+        self._nr_page_frees = self._page_free_bytes = 0
+        self._nr_page_nomatch = self._page_nomatch_bytes = 0
+        self._nr_page_fails = self._page_fail_bytes = 0
+        self.skipped_page_events = 0  # orders/migratetypes beyond perf's tables
+        self._call_site_names: dict[str, str] = {}
+
+    def add(self, events: Iterable[TraceEvent]) -> None:
+        """Account every event of ``events``."""
+        for event in events:
+            kind = event[0]
+            if kind in (KMALLOC, KMEM_CACHE_ALLOC, KMALLOC_NODE, KMEM_CACHE_ALLOC_NODE):
+                self._slab_alloc(event)
+            elif kind in (KFREE, KMEM_CACHE_FREE):
+                self._slab_free(event)
+            elif kind == MM_PAGE_ALLOC:
+                self._page_alloc_event(event)
+            elif kind == MM_PAGE_FREE:
+                self._page_free_event(event)
+
+    # -- slab ----------------------------------------------------------------------------
+
+    def _slab_alloc(self, event: TraceEvent) -> None:
+        call_site = self._call_site_names.get(event[3])
+        if call_site is None:
+            call_site = self._call_site_names[event[3]] = perf_call_site(event[3])
+        ptr, bytes_req, bytes_alloc, cpu = event[4], event[6], event[7], event[1]
+        row = self._alloc_stat.get(ptr)
+        if row is None:
+            self._alloc_stat[ptr] = [1, bytes_req, bytes_alloc, bytes_alloc, cpu, 0]
+        else:
+            row[0] += 1
+            row[1] += bytes_req
+            row[2] += bytes_alloc
+            row[3] = bytes_alloc
+            row[4] = cpu
+        self._alloc_site[ptr] = call_site
+        caller = self._caller_stat.get(call_site)
+        if caller is None:
+            self._caller_stat[call_site] = [1, bytes_req, bytes_alloc, 0]
+        else:
+            caller[0] += 1
+            caller[1] += bytes_req
+            caller[2] += bytes_alloc
+        self._total_requested += bytes_req
+        self._total_allocated += bytes_alloc
+        self._nr_allocs += 1
+        node = event[9]
+        if node != -1 and node != self._cpu_node(cpu):
+            self._nr_cross_allocs += 1
+
+    def _slab_free(self, event: TraceEvent) -> None:
+        row = self._alloc_stat.get(event[4])
+        if row is None:
+            return  # perf ignores frees of pointers it never saw allocated
+        self._total_freed += row[3]
+        if event[1] != row[4]:
+            row[5] += 1
+            self._caller_stat[self._alloc_site[event[4]]][3] += 1
+        row[4] = -1
+
+    # -- page ----------------------------------------------------------------------------
+
+    def _page_alloc_event(self, event: TraceEvent) -> None:
+        order, migratetype, gfp, pfn = event[11], event[12], event[8], event[10]
+        if not 0 <= order < MAX_PAGE_ORDER or not 0 <= migratetype < MAX_MIGRATE_TYPES:
+            self.skipped_page_events += 1
+            return
+        size = self.page_size << order
+        self._nr_page_allocs += 1
+        self._page_alloc_bytes += size
+        if pfn == -1:
+            self._nr_page_fails += 1
+            self._page_fail_bytes += size
+            return
+        if pfn not in self._live:
+            self._live[pfn] = (order, gfp, migratetype)
+        key = (pfn, order, migratetype, gfp)
+        row = self._page_alloc.get(key)
+        if row is None:
+            self._page_alloc[key] = [1, size, 0, 0]
+        else:
+            row[0] += 1
+            row[1] += size
+        caller_key = (order, migratetype, gfp)
+        caller = self._page_caller.get(caller_key)
+        if caller is None:
+            self._page_caller[caller_key] = [1, size, 0, 0]
+        else:
+            caller[0] += 1
+            caller[1] += size
+        self._order_stats[order][migratetype] += 1
+
+    def _page_free_event(self, event: TraceEvent) -> None:
+        order, pfn = event[11], event[10]
+        if not 0 <= order < MAX_PAGE_ORDER:
+            self.skipped_page_events += 1
+            return
+        size = self.page_size << order
+        self._nr_page_frees += 1
+        self._page_free_bytes += size
+        live = self._live.pop(pfn, None)
+        if live is None:
+            self._nr_page_nomatch += 1
+            self._page_nomatch_bytes += size
+            return
+        _, gfp, migratetype = live
+        row = self._page_alloc.get((pfn, order, migratetype, gfp))
+        if row is not None:
+            row[2] += 1
+            row[3] += size
+        caller = self._page_caller.get((order, migratetype, gfp))
+        if caller is not None:
+            caller[2] += 1
+            caller[3] += size
+
+    # -- results ---------------------------------------------------------------------------
+
+    def slab_summary(self, sort: str = DEFAULT_SLAB_SORT) -> SlabSummary:
+        """The slab statistics, tables sorted by ``sort`` (perf's keys, descending)."""
+        keys = _check_keys(sort, SLAB_SORT_KEYS, "slab")
+        callers = [
+            SlabRow(site, s[2], s[1], s[0], s[3], 0, site, fragmentation(s[1], s[2]))
+            for site, s in sorted(self._caller_stat.items())
+        ]
+        sites = self._alloc_site
+        allocs = [
+            SlabRow(hex(ptr), s[2], s[1], s[0], s[5], ptr, sites[ptr], fragmentation(s[1], s[2]))
+            for ptr, s in sorted(self._alloc_stat.items())
+        ]
+        return SlabSummary(
+            nr_allocs=self._nr_allocs,
+            total_requested=self._total_requested,
+            total_allocated=self._total_allocated,
+            total_freed=self._total_freed,
+            nr_cross_allocs=self._nr_cross_allocs,
+            callers=tuple(_sorted_slab(callers, keys)),
+            allocs=tuple(_sorted_slab(allocs, keys)),
+        )
+
+    def page_summary(self, sort: str = DEFAULT_PAGE_SORT) -> PageSummary:
+        """The page statistics, tables sorted by ``sort`` (perf's keys, descending)."""
+        keys = _check_keys(sort, PAGE_SORT_KEYS, "page")
+        gfps = {gfp for (_, _, gfp) in self._page_caller}
+        allocs = [
+            PageRow(pfn, order, mt, gfp, gfp_value(gfp), *row)
+            for (pfn, order, mt, gfp), row in self._page_alloc.items()
+        ]
+        callers = [
+            PageRow(-1, order, mt, gfp, gfp_value(gfp), *row)
+            for (order, mt, gfp), row in self._page_caller.items()
+        ]
+        # perf's trees iterate by (page, order, migtype, gfp) and (callsite, order, migtype, gfp)
+        allocs.sort(key=lambda r: (r.pfn, r.order, r.migratetype, r.gfp))
+        callers.sort(key=lambda r: (r.order, r.migratetype, r.gfp))
+        return PageSummary(
+            page_size=self.page_size,
+            nr_allocs=self._nr_page_allocs,
+            alloc_bytes=self._page_alloc_bytes,
+            nr_frees=self._nr_page_frees,
+            free_bytes=self._page_free_bytes,
+            nr_free_only=self._nr_page_nomatch,
+            free_only_bytes=self._page_nomatch_bytes,
+            nr_fails=self._nr_page_fails,
+            fail_bytes=self._page_fail_bytes,
+            order_migratetype=tuple(tuple(row) for row in self._order_stats),
+            callers=tuple(_sorted_page(callers, keys)),
+            allocs=tuple(_sorted_page(allocs, keys)),
+            gfp_flags=tuple(sorted((gfp_value(g), g) for g in gfps)),
+        )
+
+
+def _slab_key(key: str) -> Callable[[SlabRow], object]:
+    if key == "ptr":
+        return lambda r: r.ptr
+    if key == "callsite":
+        return lambda r: r.call_site
+    if key == "hit":
+        return lambda r: r.hit
+    if key == "bytes":
+        return lambda r: r.bytes_alloc
+    if key == "frag":
+        return lambda r: r.frag
+    return lambda r: r.pingpong
+
+
+def _sorted_slab(rows: list[SlabRow], keys: tuple[str, ...]) -> list[SlabRow]:
+    getters = [_slab_key(k) for k in keys]
+    # Descending on the keys, ties kept in the input order (perf's rbtree insertion is stable).
+    return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
+
+
+_PAGE_KEYS: Final[dict[str, Callable[[PageRow], int]]] = {
+    "page": lambda r: r.pfn,
+    "callsite": lambda r: 0,
+    "hit": lambda r: r.nr_alloc,
+    "bytes": lambda r: r.alloc_bytes,
+    "order": lambda r: r.order,
+    "migtype": lambda r: r.migratetype,
+    "gfp": lambda r: r.gfp,
+}
+
+
+def _sorted_page(rows: list[PageRow], keys: tuple[str, ...]) -> list[PageRow]:
+    getters = [_PAGE_KEYS[k] for k in keys]
+    return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
