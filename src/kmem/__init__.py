@@ -16,6 +16,7 @@ from kmem.errors import (
     WrongOrderError,
 )
 from kmem.fragmentation import FragmentationReport, extfrag_index, unusable_index
+from kmem.kmalloc import KMALLOC_LARGE_OWNER
 from kmem.kmalloc_sizes import (
     KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_MIN_SIZE,
@@ -27,6 +28,21 @@ from kmem.kmalloc_sizes import (
 )
 from kmem.mem_map import MemMap
 from kmem.memory import PhysicalMemory
+from kmem.slab import CacheExistsError, SlabAllocator
+from kmem.slab_cache import (
+    CacheDestroyedError,
+    CacheNotEmptyError,
+    CacheStats,
+    InteriorPointerError,
+    InvalidCpuError,
+    KmemCache,
+    LiveObject,
+    NotAnObjectError,
+    ObjectDoubleFreeError,
+    SlabInfo,
+    WrongCacheError,
+)
+from kmem.slab_debug import PoisonError, RedZoneError, SlabCorruptionError
 from kmem.slab_flags import (
     __GFP_ACCOUNT,
     __GFP_DMA,
@@ -62,6 +78,7 @@ __all__ = [
     "GFP_KERNEL_ACCOUNT",
     "GFP_NOFS",
     "GFP_NOWAIT",
+    "KMALLOC_LARGE_OWNER",
     "KMALLOC_MAX_CACHE_SIZE",
     "KMALLOC_MIN_SIZE",
     "KMALLOC_SIZES",
@@ -84,17 +101,33 @@ __all__ = [
     "Block",
     "BuddyAllocator",
     "BuddyStats",
+    "CacheDestroyedError",
+    "CacheExistsError",
     "CacheGeometry",
+    "CacheNotEmptyError",
+    "CacheStats",
     "DoubleFreeError",
     "FragmentationReport",
+    "InteriorPointerError",
     "InvalidArgumentError",
+    "InvalidCpuError",
     "InvalidFreeError",
     "InvalidTypeError",
+    "KmemCache",
     "KmemError",
+    "LiveObject",
     "MemMap",
+    "NotAnObjectError",
+    "ObjectDoubleFreeError",
     "OutOfMemoryError",
     "PhysicalMemory",
+    "PoisonError",
+    "RedZoneError",
+    "SlabAllocator",
+    "SlabCorruptionError",
+    "SlabInfo",
     "UnknownGfpFlagError",
+    "WrongCacheError",
     "WrongOrderError",
     "calculate_geometry",
     "extfrag_index",

@@ -1,0 +1,279 @@
+"""kmalloc: the general-purpose front end on the slab caches (Linux mm/slab_common.c, slub.c).
+
+kmalloc(size) serves a request from the smallest kmalloc cache that holds it: kmalloc-8 ..
+kmalloc-8k, with kmalloc-96 and kmalloc-192 in between (Linux's size_index table below 192
+bytes, the next power of two above; kmem.kmalloc_sizes has the rules and the boot list).
+The GFP flags choose the family: __GFP_DMA -> dma-kmalloc-*, else __GFP_RECLAIMABLE ->
+kmalloc-rcl-*, else __GFP_ACCOUNT -> kmalloc-cg-*, else kmalloc-* (include/linux/slab.h
+kmalloc_type). Above KMALLOC_MAX_CACHE_SIZE
+(8 KiB) the request goes to the buddy allocator (kmalloc_large): order get_order(size), every
+page of the block marked with KMALLOC_LARGE_OWNER in mem_map.owner.
+
+The lookup is one list index: per family a list of 8193 caches indexed by size, built at boot
+from the size classes (computed once per process).
+
+kfree(addr) finds the cache from the address alone: mem_map.owner[pfn] is the cache id of a slab
+page (KmemCache.free does the rest), KMALLOC_LARGE_OWNER a large kmalloc block, 0 anything else
+(an error). kfree(None) is a no-op (NULL), as is kfree(zero_size_ptr).
+
+kmalloc(0) returns ``zero_size_ptr`` (Linux: ZERO_SIZE_PTR, 16): an address no object can have
+(16 bytes past the end of memory here, since address 16 is real memory in kmem); ksize of it
+is 0 and kfree ignores it.
+
+Bytes requested vs allocated are counted per kmalloc cache (CacheStats.bytes_requested and
+bytes_allocated) and for large kmallocs, for the internal fragmentation reports.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Final
+
+from kmem.buddy import get_order
+from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
+from kmem.kmalloc_sizes import (
+    KMALLOC_BOOT_CACHES,
+    KMALLOC_CLASS_BY_SIZE,
+    KMALLOC_MAX_CACHE_SIZE,
+    KMALLOC_NORMAL,
+    kmalloc_type,
+)
+from kmem.slab_cache import InteriorPointerError, KmemCache, NotAnObjectError
+from kmem.slab_flags import __GFP_ZERO, GFP_KERNEL, KMALLOC_NOT_NORMAL_BITS
+
+if TYPE_CHECKING:
+    from kmem.buddy import BuddyAllocator
+
+# Names with two leading underscores would be mangled inside a class body: alias them.
+_GFP_ZERO: Final = __GFP_ZERO
+
+KMALLOC_LARGE_OWNER: Final = 0xFFFFFFFF  # mem_map.owner of the pages of a large kmalloc
+
+
+class KmallocFrontEnd:
+    """The kmalloc family of calls; SlabAllocator inherits them (see kmem.slab)."""
+
+    buddy: BuddyAllocator
+    nr_cpus: int
+    caches: dict[str, KmemCache]
+    _by_id: dict[int, KmemCache]
+    _lock: threading.RLock
+
+    def _boot_kmalloc(self, create: object) -> None:
+        """Create the kmalloc caches in Linux's order and build the size lookup tables."""
+        self._kmalloc_tables: list[list[KmemCache]] = []
+        self.zero_size_ptr: int = self.buddy.memory.size + 16
+        self._large_pages = 0
+        self._large_requested = 0
+        self._large_allocated = 0
+        self._large_allocs = 0
+        self._large_frees = 0
+        by_class: list[dict[int, KmemCache]] = [{} for _ in range(4)]
+        assert callable(create)
+        for spec in KMALLOC_BOOT_CACHES:
+            by_class[spec.kmalloc_type][spec.size] = create(spec.name, spec.size, spec.flags)
+        classes = KMALLOC_CLASS_BY_SIZE
+        for family in range(4):
+            table = by_class[family]
+            self._kmalloc_tables.append([table[c] if c else table[8] for c in classes])
+        self._kmalloc_normal: list[KmemCache] = self._kmalloc_tables[KMALLOC_NORMAL]
+        self._memory_size = self.buddy.memory.size
+        self._owner = self.buddy.mem_map.owner
+        self._page_shift = self.buddy.page_shift
+
+    # -- kmalloc -------------------------------------------------------------------------------
+
+    def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+        """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO."""
+        if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
+            if gfp & (KMALLOC_NOT_NORMAL_BITS | _GFP_ZERO) == 0:
+                cache = self._kmalloc_normal[size]
+                address = cache.alloc(cpu)
+                cache._bytes_requested += size
+                cache._bytes_allocated += cache.object_size
+                return address
+            cache = self._kmalloc_tables[kmalloc_type(gfp)][size]
+            address = cache.alloc(cpu)
+            cache._bytes_requested += size
+            cache._bytes_allocated += cache.object_size
+            if gfp & _GFP_ZERO:
+                self.buddy.memory.view(address, cache.object_size)[:] = bytes(cache.object_size)
+            return address
+        return self._kmalloc_other(size, gfp, cpu)
+
+    def _kmalloc_other(self, size: int, gfp: int, cpu: int) -> int:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
+        if size < 0:
+            raise InvalidArgumentError(f"kmalloc size must be >= 0, got {size}")
+        if size == 0:
+            return self.zero_size_ptr
+        return self.kmalloc_large(size, gfp)
+
+    def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL) -> int:
+        """Pages straight from the buddy allocator for ``size`` bytes (order get_order(size))."""
+        buddy = self.buddy
+        order = get_order(size, buddy.page_shift)
+        if order > buddy.max_order:
+            raise InvalidArgumentError(
+                f"kmalloc of {size} bytes needs order {order}, above max_order {buddy.max_order}"
+                f" (KMALLOC_MAX_SIZE {buddy.page_size << buddy.max_order})"
+            )
+        with self._lock:
+            pfn = buddy.alloc_pages(order)  # OutOfMemoryError reaches the caller unchanged
+            owner = self._owner
+            for page in range(pfn, pfn + (1 << order)):
+                owner[page] = KMALLOC_LARGE_OWNER
+            self._large_pages += 1 << order
+            self._large_requested += size
+            self._large_allocated += buddy.page_size << order
+            self._large_allocs += 1
+        address = pfn << buddy.page_shift
+        if gfp & _GFP_ZERO:
+            buddy.memory.view(address, buddy.page_size << order)[:] = bytes(
+                buddy.page_size << order)
+        return address
+
+    def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+        """kmalloc with the object zeroed (__GFP_ZERO)."""
+        return self.kmalloc(size, gfp | _GFP_ZERO, cpu)
+
+    def kcalloc(self, n: int, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+        """A zeroed array of ``n`` elements of ``size`` bytes; the product must not overflow."""
+        for value, what in ((n, "n"), (size, "size")):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise InvalidArgumentError(f"kcalloc {what} must be >= 0, got {value}")
+        total = n * size
+        if total >= 1 << 64:
+            raise InvalidArgumentError(f"kcalloc({n}, {size}) overflows size_t")
+        return self.kmalloc(total, gfp | _GFP_ZERO, cpu)
+
+    def kmalloc_cache_for(self, size: int, gfp: int = GFP_KERNEL) -> KmemCache | None:
+        """The kmalloc cache that would serve ``size`` bytes, None above 8 KiB or for 0."""
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
+        if not 0 < size <= KMALLOC_MAX_CACHE_SIZE:
+            return None
+        return self._kmalloc_tables[kmalloc_type(gfp)][size]
+
+    # -- kfree, ksize, krealloc ----------------------------------------------------------------
+
+    def kfree(self, address: int | None, cpu: int = 0) -> None:
+        """Free kmalloc'd memory (or any slab object) by address; None is a no-op."""
+        if address is not None and address.__class__ is int and 0 <= address < self._memory_size:
+            cache = self._by_id.get(self._owner[address >> self._page_shift])
+            if cache is not None:
+                cache.free(address, cpu)
+                return
+        if address is None or address == self.zero_size_ptr:
+            return
+        self._kfree_other(address)
+
+    def _kfree_other(self, address: object) -> None:
+        if isinstance(address, bool) or not isinstance(address, int):
+            raise InvalidTypeError(f"address must be an int or None, not {type(address).__name__}")
+        if not 0 <= address < self._memory_size:
+            raise NotAnObjectError(
+                f"address {address:#x} lies outside memory [0, {self._memory_size:#x})")
+        pfn = address >> self._page_shift
+        owner = self._owner[pfn]
+        if owner == KMALLOC_LARGE_OWNER:
+            with self._lock:
+                block = self.buddy.block_at(pfn)
+                if block.pfn != pfn or address & (self.buddy.page_size - 1):
+                    raise InteriorPointerError(
+                        f"address {address:#x} lies inside the large kmalloc block at pfn"
+                        f" {block.pfn:#x}, not at its start"
+                    )
+                for page in range(pfn, pfn + (1 << block.order)):
+                    self._owner[page] = 0
+                self.buddy.free_pages(pfn, block.order)
+                self._large_pages -= 1 << block.order
+                self._large_frees += 1
+            return
+        if owner:
+            raise NotAnObjectError(f"address {address:#x} is in a slab of a destroyed cache")
+        raise NotAnObjectError(
+            f"address {address:#x} is neither a slab object nor a large kmalloc block"
+            f" (page {pfn:#x} belongs to no cache)"
+        )
+
+    def ksize(self, address: int) -> int:
+        """Bytes usable at ``address`` (Linux ksize): the object's size, or the large block's."""
+        if address == self.zero_size_ptr:
+            return 0
+        cache = self.cache_of(address)
+        if cache is not None:
+            cache.view(address)  # raises unless an allocated object
+            return _slab_ksize(cache)
+        pfn = address >> self._page_shift
+        block = self.buddy.block_at(pfn)
+        if block.pfn != pfn or address & (self.buddy.page_size - 1):
+            raise InteriorPointerError(f"address {address:#x} is not a large kmalloc block start")
+        return self.buddy.page_size << block.order
+
+    def cache_of(self, address: int) -> KmemCache | None:
+        """The cache whose slab holds ``address``; None for a large kmalloc block.
+
+        Raises NotAnObjectError for an address that is neither.
+        """
+        if isinstance(address, bool) or not isinstance(address, int):
+            raise InvalidTypeError(f"address must be an int, not {type(address).__name__}")
+        if not 0 <= address < self._memory_size:
+            raise NotAnObjectError(
+                f"address {address:#x} lies outside memory [0, {self._memory_size:#x})")
+        owner = self._owner[address >> self._page_shift]
+        if owner == KMALLOC_LARGE_OWNER:
+            return None
+        cache = self._by_id.get(owner)
+        if cache is None:
+            raise NotAnObjectError(f"address {address:#x} is not in a slab or kmalloc block")
+        return cache
+
+    def krealloc(self, address: int | None, new_size: int, gfp: int = GFP_KERNEL,
+                 cpu: int = 0) -> int:
+        """Resize: in place when the object already holds ``new_size`` bytes, else move.
+
+        krealloc(None, n) is kmalloc(n); krealloc(p, 0) frees p and returns zero_size_ptr.
+        """
+        if address is None or address == self.zero_size_ptr:
+            return self.kmalloc(new_size, gfp, cpu)
+        old = self.ksize(address)  # raises for a bad address, before anything changes
+        if isinstance(new_size, bool) or not isinstance(new_size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(new_size).__name__}")
+        if new_size == 0:
+            self.kfree(address, cpu)
+            return self.zero_size_ptr
+        if new_size <= old:
+            if gfp & _GFP_ZERO and new_size < old:
+                self.buddy.memory.view(address + new_size, old - new_size)[:] = bytes(
+                    old - new_size)
+            return address
+        new = self.kmalloc(new_size, gfp, cpu)
+        memory = self.buddy.memory
+        memory.view(new, old)[:] = memory.view(address, old)
+        self.kfree(address, cpu)
+        return new
+
+    # -- large kmalloc figures -----------------------------------------------------------------
+
+    @property
+    def large_kmalloc_pages(self) -> int:
+        """Pages held by large kmalloc blocks now."""
+        return self._large_pages
+
+
+def _slab_ksize(cache: KmemCache) -> int:
+    """Linux slab_ksize(): what of an object slot the caller may use."""
+    from kmem.slab_flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU
+
+    if cache.flags & (SLAB_RED_ZONE | SLAB_POISON):
+        return cache.object_size
+    if cache.flags & (SLAB_TYPESAFE_BY_RCU | SLAB_STORE_USER):
+        return cache.inuse
+    return cache.size
+
+
+__all__ = ["KMALLOC_LARGE_OWNER", "KmallocFrontEnd", "OutOfMemoryError"]

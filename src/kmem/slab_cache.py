@@ -1,0 +1,607 @@
+"""What every slab cache shares, whatever its policy: slabs of real pages, objects by address.
+
+A cache (Linux: struct kmem_cache) hands out objects of one size. Its memory comes in slabs: a
+block of ``1 << order`` contiguous pages from the buddy allocator (a compound page). Object
+``i`` of a slab starts at ``base + i * size`` where ``base`` is the slab's first byte, plus the
+left red zone (debug caches) and the colour offset (classic policy). An object's address is a
+byte address in the machine's physical memory, and ``view(addr)`` is a memoryview of its bytes.
+
+Compact state, never a Python object per object:
+
+    Slab            one small __slots__ object per slab: head pfn, order, base address, object
+                    count, and two per-slab arrays:
+      freelist      array('I') of free object indices used as a LIFO stack (append = free,
+                    pop = alloc): objects freed last are reused first; a new slab's stack holds
+                    its indices in descending order so it hands them out in ascending address
+                    order (SLUB without freelist randomisation).
+      remote        array('I'): objects freed by another CPU into a SLUB cpu slab (Linux: the
+                    slab's own freelist while the CPU's lockless freelist is detached).
+      used          bytearray, 1 byte per object: 1 = allocated. It catches double frees and
+                    frees of free objects in O(1), always (Linux needs SLUB_DEBUG for that).
+    _slab_of_pfn    dict: every page of every slab of this cache -> its Slab, so a free finds
+                    its slab from the address in one lookup.
+    mem_map.owner   the buddy's per-page column: this cache's id on every page of its slabs
+                    (Linux: slab->slab_cache), so kfree(addr) finds the cache from the address.
+
+Where a slab is (``Slab.where``): on a CPU (SLUB cpu slab), on a CPU's partial list, on the
+node's partial list, on the full list (debug and classic caches), on the empty list (classic),
+or nowhere (a full SLUB slab: Linux does not track full slabs without debugging).
+
+Errors are raised before any change: double free, a free of a free or foreign address, an
+interior pointer, a free to the wrong cache, destroying a cache with live objects (with the
+list of live objects), all leave the cache as it was. A slab is built completely (pages, owner
+entries, constructor, debug patterns) or not at all: out of memory in the buddy allocator
+reaches the caller as OutOfMemoryError with nothing left behind.
+
+The policies (``kmem.slub``, ``kmem.slab_classic``) subclass KmemCache with their alloc/free
+paths. Each cache has its own lock (Linux's per-node list_lock and per-cpu locking, simplified
+to one lock per cache), so caches can be used from several threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from kmem.errors import (
+    DoubleFreeError,
+    InvalidArgumentError,
+    InvalidFreeError,
+    InvalidTypeError,
+    KmemError,
+    OutOfMemoryError,
+)
+from kmem.slab_debug import SlabDebugger
+from kmem.slab_flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC
+from kmem.slab_geometry import CacheGeometry
+from kmem.slab_merge import merge_into, slab_alias_name, slab_unmergeable
+
+if TYPE_CHECKING:
+    from kmem.buddy import BuddyAllocator
+
+Constructor = Callable[[memoryview], object]
+
+# Slab.where: which list a slab is on.
+ON_NONE: Final = 0  # SLUB full slab, not on any list
+ON_CPU: Final = 1  # SLUB cpu slab (frozen) of CPU Slab.cpu
+ON_CPU_PARTIAL: Final = 2  # SLUB per-cpu partial list of CPU Slab.cpu
+ON_NODE_PARTIAL: Final = 3  # the node's partial list (both policies)
+ON_FULL: Final = 4  # full list (SLUB debug caches, classic)
+ON_EMPTY: Final = 5  # classic: empty slabs kept until shrink()
+WHERE_NAMES: Final = ("none", "cpu", "cpu_partial", "partial", "full", "empty")
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class NotAnObjectError(InvalidFreeError):
+    """The address is not in any slab of the cache (or of any cache, for kfree)."""
+
+
+class InteriorPointerError(InvalidFreeError):
+    """The address lies inside an object (or its padding), not at an object's start."""
+
+
+class WrongCacheError(InvalidFreeError):
+    """The object belongs to another cache than the one it was freed to."""
+
+
+class ObjectDoubleFreeError(DoubleFreeError):
+    """The object is already free (a second free, or an object never handed out)."""
+
+
+class InvalidCpuError(InvalidArgumentError):
+    """The cpu= argument is not one of the allocator's simulated CPUs."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveObject:
+    """An object still allocated when its cache was destroyed (a leak)."""
+
+    address: int
+    slab_pfn: int
+    index: int
+
+
+class CacheNotEmptyError(KmemError):
+    """kmem_cache_destroy() of a cache that still has allocated objects (Linux: a BUG report).
+
+    ``leaks`` lists every live object; the cache is left as it was.
+    """
+
+    def __init__(self, message: str, leaks: tuple[LiveObject, ...]) -> None:
+        super().__init__(message)
+        self.leaks = leaks
+
+
+class CacheDestroyedError(KmemError):
+    """The cache was destroyed: it cannot allocate or free any more."""
+
+
+# -- per-slab state ---------------------------------------------------------------------------
+
+
+class Slab:
+    """One slab: ``1 << order`` pages at ``pfn`` holding ``objects`` object slots."""
+
+    __slots__ = ("base", "colour", "cpu", "freelist", "objects", "order", "pfn", "remote",
+                 "start", "used", "where")
+
+    def __init__(self, pfn: int, order: int, start: int, base: int, objects: int,
+                 colour: int) -> None:
+        self.pfn = pfn
+        self.order = order
+        self.start = start  # first byte of the slab's pages
+        self.base = base  # address of object 0
+        self.objects = objects
+        self.colour = colour  # classic policy: bytes of colour offset before the first slot
+        # Descending, so pop() hands out index 0 first: ascending addresses.
+        self.freelist = array("I", range(objects - 1, -1, -1))
+        self.remote = array("I")
+        self.used = bytearray(objects)
+        self.where = ON_NONE
+        self.cpu = -1
+
+    @property
+    def inuse(self) -> int:
+        """Objects allocated from this slab right now."""
+        return self.objects - len(self.freelist) - len(self.remote)
+
+    def __repr__(self) -> str:
+        return (f"Slab(pfn={self.pfn:#x}, order={self.order}, objects={self.objects},"
+                f" inuse={self.inuse}, where={WHERE_NAMES[self.where]})")
+
+
+@dataclass(frozen=True, slots=True)
+class SlabInfo:
+    """A cache's line of /proc/slabinfo, field by field."""
+
+    name: str
+    active_objs: int
+    num_objs: int
+    objsize: int
+    objperslab: int
+    pagesperslab: int
+    limit: int
+    batchcount: int
+    sharedfactor: int
+    active_slabs: int
+    num_slabs: int
+    sharedavail: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """A cache's counters, named as /sys/kernel/slab/<cache>/ stat files (CONFIG_SLUB_STATS).
+
+    The classic policy counts an allocation from an existing slab as a fast path and one that
+    had to grow the cache as a slow path; it has no cpu partial or deactivate events.
+    """
+
+    name: str
+    policy: str
+    objects: int  # allocated objects now
+    total_objects: int  # object slots in all slabs
+    slabs: int
+    partial_slabs: int  # on the node partial list
+    cpu_slabs: int  # SLUB cpu slabs
+    cpu_partial_slabs: int  # slabs on all CPUs' partial lists
+    full_slabs: int  # on a full list (debug SLUB, classic) or untracked full (SLUB)
+    empty_slabs: int  # slabs with no allocated object
+    alloc_fastpath: int
+    alloc_slowpath: int
+    free_fastpath: int
+    free_slowpath: int
+    free_frozen: int
+    free_add_partial: int
+    free_remove_partial: int
+    alloc_from_partial: int
+    alloc_slab: int
+    alloc_refill: int
+    alloc_node_mismatch: int
+    free_slab: int
+    cpuslab_flush: int
+    deactivate_full: int
+    deactivate_empty: int
+    deactivate_to_head: int
+    deactivate_to_tail: int
+    deactivate_remote_frees: int
+    deactivate_bypass: int
+    order_fallback: int
+    cpu_partial_alloc: int
+    cpu_partial_free: int
+    cpu_partial_node: int
+    cpu_partial_drain: int
+    bytes_requested: int  # kmalloc: sum of bytes asked for, since boot
+    bytes_allocated: int  # kmalloc: sum of object sizes handed out for them
+
+    @property
+    def internal_fragmentation(self) -> float:
+        """Share of kmalloc'd bytes wasted by rounding up to the size class (0.0 .. 1.0)."""
+        if not self.bytes_allocated:
+            return 0.0
+        return 1.0 - self.bytes_requested / self.bytes_allocated
+
+
+# Counter names, in CacheStats order; KmemCache keeps them in one list indexed by these.
+STAT_NAMES: Final = (
+    "alloc_fastpath", "alloc_slowpath", "free_fastpath", "free_slowpath", "free_frozen",
+    "free_add_partial", "free_remove_partial", "alloc_from_partial", "alloc_slab",
+    "alloc_refill", "alloc_node_mismatch", "free_slab", "cpuslab_flush", "deactivate_full",
+    "deactivate_empty", "deactivate_to_head", "deactivate_to_tail", "deactivate_remote_frees",
+    "deactivate_bypass", "order_fallback", "cpu_partial_alloc", "cpu_partial_free",
+    "cpu_partial_node", "cpu_partial_drain",
+)
+(ALLOC_FASTPATH, ALLOC_SLOWPATH, FREE_FASTPATH, FREE_SLOWPATH, FREE_FROZEN, FREE_ADD_PARTIAL,
+ FREE_REMOVE_PARTIAL, ALLOC_FROM_PARTIAL, ALLOC_SLAB, ALLOC_REFILL, ALLOC_NODE_MISMATCH,
+ FREE_SLAB, CPUSLAB_FLUSH, DEACTIVATE_FULL, DEACTIVATE_EMPTY, DEACTIVATE_TO_HEAD,
+ DEACTIVATE_TO_TAIL, DEACTIVATE_REMOTE_FREES, DEACTIVATE_BYPASS, ORDER_FALLBACK,
+ CPU_PARTIAL_ALLOC, CPU_PARTIAL_FREE, CPU_PARTIAL_NODE, CPU_PARTIAL_DRAIN) = range(24)
+
+
+class KmemCache:
+    """A cache of equal objects (Linux: struct kmem_cache), common to both policies.
+
+    Public attributes carry /sys/kernel/slab/<cache>/ names and values: object_size,
+    slab_size, align, objs_per_slab, order, min_partial, cpu_partial, plus name, flags, ctor,
+    useroffset, usersize, inuse, offset (free pointer), red_left_pad and aliases (names of the
+    caches merged into this one).
+    """
+
+    policy: str = ""
+
+    def __init__(self, *, cache_id: int, name: str, geometry: CacheGeometry,
+                 buddy: BuddyAllocator, nr_cpus: int, ctor: Constructor | None,
+                 callers: list[str], thread_safe: bool = True) -> None:
+        self.id: Final = cache_id
+        self.name: Final = name
+        self.geometry = geometry  # raised by merges (object_size, inuse), as Linux does
+        self.object_size = geometry.object_size
+        self.size: Final = geometry.size
+        self.slab_size: Final = geometry.size
+        self.align: Final = geometry.align
+        self.inuse = geometry.inuse
+        self.offset: Final = geometry.offset
+        self.red_left_pad: Final = geometry.red_left_pad
+        self.objs_per_slab: Final = geometry.objs_per_slab
+        self.order: Final = geometry.order
+        self.min_order: Final = geometry.min_order
+        self.min_partial: Final = geometry.min_partial
+        self.cpu_partial: Final = geometry.cpu_partial
+        self.cpu_partial_slabs: Final = geometry.cpu_partial_slabs
+        self.flags: Final = geometry.flags
+        self.useroffset: Final = geometry.useroffset
+        self.usersize: Final = geometry.usersize
+        self.ctor: Final = ctor
+        self.nr_cpus: Final = nr_cpus
+        self.aliases: list[str] = []
+        self.refcount = 1
+        self.destroyed = False
+        self._buddy: Final = buddy
+        self._memory: Final = buddy.memory
+        self._owner: Final = buddy.mem_map.owner
+        self._page_shift: Final = buddy.page_shift
+        self._page_size: Final = buddy.page_size
+        self._lock: Final = threading.Lock()
+        self._slab_of_pfn: dict[int, Slab] = {}
+        self._stat = [0] * len(STAT_NAMES)
+        self._alloc_fast = 0  # the hot counters, kept apart from the list: fewer bytecodes
+        self._free_fast = 0
+        self.thread_safe: Final = thread_safe
+        if not thread_safe:
+            # Single-threaded use: call the paths directly, without the lock's cost.
+            self.alloc = self._alloc_unlocked  # type: ignore[method-assign]
+            self.free = self._free_unlocked  # type: ignore[method-assign]
+        self._bytes_requested = 0
+        self._bytes_allocated = 0
+        self._debug: SlabDebugger | None = (
+            SlabDebugger(geometry, self._memory, callers)
+            if geometry.flags & SLAB_DEBUG_FLAGS else None
+        )
+
+    def _merge(self, alias: str, object_size: int) -> None:
+        """A new cache of ``object_size`` bytes aliases this one (__kmem_cache_alias)."""
+        self.geometry = merge_into(self.geometry, object_size)
+        self.object_size = self.geometry.object_size
+        self.inuse = self.geometry.inuse
+        self.refcount += 1
+        self.aliases.append(alias)
+
+    @property
+    def sysfs_name(self) -> str:
+        """The /sys/kernel/slab directory: ':' + flags + size for mergeable caches, else name."""
+        if slab_unmergeable(self.geometry):
+            return self.name
+        return slab_alias_name(self.geometry)
+
+    # -- the API every policy implements -------------------------------------------------------
+
+    def alloc(self, cpu: int = 0) -> int:
+        """Allocate an object; return its address. OutOfMemoryError when no page can be had."""
+        with self._lock:
+            return self._alloc_unlocked(cpu)
+
+    def free(self, address: int, cpu: int = 0) -> None:
+        """Free the object at ``address`` (allocated from this cache)."""
+        with self._lock:
+            self._free_unlocked(address, cpu)
+
+    def _alloc_unlocked(self, cpu: int = 0) -> int:
+        raise NotImplementedError
+
+    def _free_unlocked(self, address: int, cpu: int = 0) -> None:
+        raise NotImplementedError
+
+    def shrink(self) -> int:
+        """Give empty slabs back to the buddy allocator (kmem_cache_shrink); return how many."""
+        raise NotImplementedError
+
+    def _lists(self) -> Iterator[tuple[int, int, Slab]]:
+        """Every tracked slab as (where, cpu, slab), in list order (for check and reports)."""
+        raise NotImplementedError
+
+    def _active_objs(self) -> int:
+        """active_objs as /proc/slabinfo counts it under this policy."""
+        raise NotImplementedError
+
+    def _active_slabs(self) -> int:
+        return len(self._slabs())
+
+    def _tunables(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
+
+    # -- slabs: creation and discard -----------------------------------------------------------
+
+    def _new_slab(self) -> Slab:
+        """A new slab from the buddy allocator, fully set up (Linux: allocate_slab).
+
+        Tries the preferred order, then the minimum order (ORDER_FALLBACK) when the buddy
+        allocator cannot give the larger block; raises OutOfMemoryError with nothing changed.
+        """
+        buddy = self._buddy
+        order = self.order
+        try:
+            pfn = buddy.alloc_pages(order)
+        except OutOfMemoryError:
+            if self.min_order >= order:
+                raise
+            order = self.min_order
+            pfn = buddy.alloc_pages(order)  # raises OutOfMemoryError: nothing to undo
+            self._stat[ORDER_FALLBACK] += 1
+        try:
+            return self._setup_slab(pfn, order)
+        except BaseException:
+            self._forget_pages(pfn, order)
+            buddy.free_pages(pfn, order)
+            raise
+
+    def _colour_offset(self, slab_bytes: int, objects: int) -> int:
+        """Bytes before the first object slot: 0 under SLUB, the next colour under classic."""
+        return 0
+
+    def _setup_slab(self, pfn: int, order: int) -> Slab:
+        nr_pages = 1 << order
+        slab_bytes = self._page_size << order
+        objects = slab_bytes // self.size
+        colour = self._colour_offset(slab_bytes, objects)
+        start = pfn << self._page_shift
+        slab = Slab(pfn, order, start, start + colour + self.red_left_pad, objects, colour)
+        for page in range(pfn, pfn + nr_pages):
+            self._owner[page] = self.id
+            self._slab_of_pfn[page] = slab
+        ctor = self.ctor
+        debug = self._debug
+        if ctor is not None or debug is not None:
+            memory = self._memory
+            size = self.size
+            for index in range(objects):
+                address = slab.base + index * size
+                if debug is not None:
+                    debug.init_free(address)
+                if ctor is not None:
+                    ctor(memory.view(address, self.object_size))
+        return slab
+
+    def _forget_pages(self, pfn: int, order: int) -> None:
+        for page in range(pfn, pfn + (1 << order)):
+            self._owner[page] = 0
+            self._slab_of_pfn.pop(page, None)
+
+    def _discard_slab(self, slab: Slab) -> None:
+        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab)."""
+        self._forget_pages(slab.pfn, slab.order)
+        self._buddy.free_pages(slab.pfn, slab.order)
+        self._stat[FREE_SLAB] += 1
+
+    # -- lookups and errors (slow paths: they only read state) ----------------------------------
+
+    def _check_cpu(self, cpu: object) -> KmemError:
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            return InvalidTypeError(f"cpu must be an int, not {type(cpu).__name__}")
+        return InvalidCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
+
+    def _bad_free(self, address: object) -> KmemError:
+        """The specific error for freeing ``address`` to this cache, or a CacheDestroyedError."""
+        if self.destroyed:
+            return CacheDestroyedError(f"cache {self.name!r} was destroyed")
+        if isinstance(address, bool) or not isinstance(address, int):
+            return InvalidTypeError(f"address must be an int, not {type(address).__name__}")
+        pfn = address >> self._page_shift
+        slab = self._slab_of_pfn.get(pfn) if address >= 0 else None
+        if slab is None:
+            if 0 <= pfn < len(self._owner) and address >= 0 and self._owner[pfn]:
+                return WrongCacheError(
+                    f"object {address:#x} belongs to another cache (id {self._owner[pfn]}),"
+                    f" not {self.name!r}"
+                )
+            return NotAnObjectError(f"address {address:#x} is not in a slab of {self.name!r}")
+        offset = address - slab.base
+        index, rest = divmod(offset, self.size)
+        if offset < 0 or rest or index >= slab.objects:
+            return InteriorPointerError(
+                f"address {address:#x} is not the start of an object of {self.name!r}"
+                f" (slab at pfn {slab.pfn:#x}, objects every {self.size} bytes from"
+                f" {slab.base:#x})"
+            )
+        return ObjectDoubleFreeError(
+            f"object {address:#x} of {self.name!r} is already free"
+        )
+
+    def _slab_of(self, address: int) -> tuple[Slab, int]:
+        """The slab and index of the allocated object at ``address``, or the specific error."""
+        if address.__class__ is int:
+            slab = self._slab_of_pfn.get(address >> self._page_shift)
+            if slab is not None:
+                offset = address - slab.base
+                index = offset // self.size
+                if offset >= 0 and index * self.size == offset and index < slab.objects and (
+                    slab.used[index]
+                ):
+                    return slab, index
+        raise self._bad_free(address)
+
+    def view(self, address: int) -> memoryview:
+        """The ``object_size`` bytes of the allocated object at ``address``, writable."""
+        with self._lock:
+            self._slab_of(address)
+        return self._memory.view(address, self.object_size)
+
+    def owns(self, address: int) -> bool:
+        """Is ``address`` an allocated object of this cache?"""
+        with self._lock:
+            try:
+                self._slab_of(address)
+            except KmemError:
+                return False
+            return True
+
+    def _slabs(self) -> list[Slab]:
+        """Every slab of the cache, once each, by ascending pfn."""
+        return sorted({id(s): s for s in self._slab_of_pfn.values()}.values(),
+                      key=lambda s: s.pfn)
+
+    def live_objects(self) -> list[LiveObject]:
+        """Every allocated object, by address."""
+        with self._lock:
+            return self._live_objects()
+
+    def _live_objects(self) -> list[LiveObject]:
+        out = []
+        for slab in self._slabs():
+            used = slab.used
+            index = used.find(1)
+            while index >= 0:
+                out.append(LiveObject(slab.base + index * self.size, slab.pfn, index))
+                index = used.find(1, index + 1)
+        return out
+
+    def note_kmalloc(self, requested: int) -> None:
+        """Count a kmalloc request of ``requested`` bytes served by this cache."""
+        self._bytes_requested += requested
+        self._bytes_allocated += self.object_size
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def slabinfo(self) -> SlabInfo:
+        """This cache's /proc/slabinfo numbers."""
+        with self._lock:
+            slabs = self._slabs()
+            num_objs = sum(s.objects for s in slabs)
+            limit, batch, shared = self._tunables()
+            return SlabInfo(
+                name=self.name,
+                active_objs=self._active_objs(),
+                num_objs=num_objs,
+                objsize=self.size,
+                objperslab=self.objs_per_slab,
+                pagesperslab=1 << self.order,
+                limit=limit,
+                batchcount=batch,
+                sharedfactor=shared,
+                active_slabs=self._active_slabs(),
+                num_slabs=len(slabs),
+                sharedavail=0,
+            )
+
+    def stats(self) -> CacheStats:
+        """The cache's counters and slab census, as a frozen snapshot."""
+        with self._lock:
+            slabs = self._slabs()
+            where = [0] * len(WHERE_NAMES)
+            for slab in slabs:
+                where[slab.where] += 1
+            counters = dict(zip(STAT_NAMES, self._stat, strict=True))
+            counters["alloc_fastpath"] += self._alloc_fast
+            counters["free_fastpath"] += self._free_fast
+            return CacheStats(
+                name=self.name,
+                policy=self.policy,
+                objects=sum(s.inuse for s in slabs),
+                total_objects=sum(s.objects for s in slabs),
+                slabs=len(slabs),
+                partial_slabs=where[ON_NODE_PARTIAL],
+                cpu_slabs=where[ON_CPU],
+                cpu_partial_slabs=where[ON_CPU_PARTIAL],
+                full_slabs=where[ON_FULL] + where[ON_NONE],
+                empty_slabs=sum(1 for s in slabs if s.inuse == 0),
+                bytes_requested=self._bytes_requested,
+                bytes_allocated=self._bytes_allocated,
+                **counters,
+            )
+
+    @property
+    def is_kmalloc(self) -> bool:
+        return bool(self.flags & SLAB_KMALLOC)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name!r} object_size={self.object_size}"
+                f" slab_size={self.size} objs_per_slab={self.objs_per_slab} order={self.order}>")
+
+    # -- invariants ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Verify every invariant of the cache, its slabs and their pages."""
+        with self._lock:
+            self._check_common()
+            self._check_lists()
+
+    def _check_common(self) -> None:
+        owner = self._owner
+        slabs = self._slabs()
+        state = self._buddy.mem_map.state
+        for slab in slabs:
+            name = f"{self.name}: slab at pfn {slab.pfn:#x}"
+            for page in range(slab.pfn, slab.pfn + (1 << slab.order)):
+                if owner[page] != self.id:
+                    raise AssertionError(f"{name}: page {page:#x} owner is {owner[page]}")
+                if self._slab_of_pfn.get(page) is not slab:
+                    raise AssertionError(f"{name}: page {page:#x} does not map to the slab")
+            if state[slab.pfn] != (0x80 | slab.order):  # mem_map.ALLOCATED | order
+                raise AssertionError(f"{name}: the buddy allocator does not hold it allocated")
+            if slab.objects != (self._page_size << slab.order) // self.size:
+                raise AssertionError(f"{name}: holds {slab.objects} objects")
+            if slab.base + slab.objects * self.size - self.red_left_pad > (
+                slab.start + (self._page_size << slab.order)
+            ):
+                raise AssertionError(f"{name}: objects overflow the slab")
+            free = list(slab.freelist) + list(slab.remote)
+            if len(set(free)) != len(free):
+                raise AssertionError(f"{name}: an object is twice on the freelist")
+            for index in free:
+                if index >= slab.objects or slab.used[index]:
+                    raise AssertionError(f"{name}: free object {index} is marked used")
+            if slab.used.count(1) + len(free) != slab.objects:
+                raise AssertionError(f"{name}: used + free != objects")
+            if slab.remote and slab.where != ON_CPU:
+                raise AssertionError(f"{name}: remote frees on a slab that is not a cpu slab")
+            if self._debug is not None:
+                self._debug.check_slab(slab, self.size)
+        if len(self._slab_of_pfn) != sum(1 << s.order for s in slabs):
+            raise AssertionError(f"{self.name}: page map holds stray pages")
+
+    def _check_lists(self) -> None:
+        raise NotImplementedError
+
