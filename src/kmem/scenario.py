@@ -492,9 +492,12 @@ class ScenarioRun:
             text = (f"{alloc.name}: object at {alloc.address:#x} back to cache {alloc.cache};"
                     f" its slab is empty and the cache gives it back: {clause(steps)}.")
         else:
+            cache = self.slab.caches[alloc.cache]
+            left = sum(1 for obj in cache.live_objects() if obj.slab_pfn == alloc.pfn)
+            state = (f"still holds {left} object{'s' if left != 1 else ''}" if left else
+                     "is empty now, but the cache keeps it (and its pages) for later")
             text = (f"{alloc.name}: object at {alloc.address:#x} back to cache {alloc.cache};"
-                    f" its slab at pfn {alloc.pfn} keeps its pages (an empty slab stays cached"
-                    " for the next allocation).")
+                    f" its slab at pfn {alloc.pfn} {state}.")
         highlight = [(s.pfn, s.order) for s in steps if s.kind == "place"] or [
             (alloc.pfn, alloc.order)]
         return self._result(action, alloc.name, steps, highlight, alloc.address, text)

@@ -155,3 +155,32 @@ def test_large_run_is_sampled_and_dom_stays_small(open_page: OpenPage) -> None:
     page.wait_for_function("document.body.dataset.step === '150'")
     shown = sum(n << o for o, (n, _) in free_lists(page).items())
     assert shown == document["frames"][150]["free_pages"]
+
+
+def test_seed_slab_steps_show_caches(open_page: OpenPage) -> None:
+    document = scenario_document(load("seed"))
+    page = open_page(document)
+    sources = [f["source"] for f in document["frames"]]
+    page.evaluate("i => window.kmem.go(i)", sources.index("obj p1 pcb"))
+    assert page.inner_text("#source") == "line 11: obj p1 pcb"
+    rows = page.eval_on_selector_all(
+        "#caches tbody tr",
+        "rows => rows.map(r => Array.from(r.children).map(td => td.textContent))",
+    )
+    by_name = {row[0]: row for row in rows}
+    assert set(by_name) == {"tcb", "pcb"}
+    # pcb: 1 object in use of the 4 in its one slab of 8 pages; partial.
+    assert by_name["pcb"][1:4] == ["1", "4", "7168"]
+    assert by_name["pcb"][6:] == ["8", "1", "0 / 1 / 0"]
+    assert page.locator(".slab.partial").count() == 2
+    assert page.locator(".slab .obj.used").count() == 2
+    # Both slabs came from the buddy allocator: pages 0-15 taken, 16-63 free.
+    assert nonempty(page) == {4: (1, "16"), 5: (1, "32")}
+    box = page.locator("#strip").bounding_box()
+    cell = box["width"] / 32
+    page.mouse.click(box["x"] + cell * 12.5, box["y"] + cell / 2)  # pfn 12: pcb's slab
+    info = page.inner_text("#info")
+    assert "slab page of cache pcb" in info and "slab of pcb: 1/4 objects" in info
+    page.click("#last")
+    assert page.inner_text("#source") == "line 13: free p1"
+    assert page.locator(".slab.empty").count() == 2
