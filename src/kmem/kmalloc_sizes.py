@@ -131,11 +131,12 @@ def kmalloc_bytes_alloc(size: int, page_size: int = PAGE_SIZE) -> int:
     The class size up to 2 * page_size, else page_size << get_order(size) (kmalloc_large);
     0 for size 0 (ZERO_SIZE_PTR, nothing allocated).
     """
+    if type(size) is int and page_size == PAGE_SIZE:  # the hot path: one table look-up
+        if 0 <= size <= KMALLOC_MAX_CACHE_SIZE:
+            return KMALLOC_CLASS_BY_SIZE[size]
+        if size > KMALLOC_MAX_CACHE_SIZE:
+            return PAGE_SIZE << ((size - 1) >> 12).bit_length()  # PAGE_SIZE << get_order(size)
     size = _check_size(size)
-    if page_size == PAGE_SIZE:
-        if size <= KMALLOC_MAX_CACHE_SIZE:
-            return KMALLOC_INFO_SIZES[kmalloc_index(size)]
-        return PAGE_SIZE << get_order(size, 12)
     page_shift = _page_shift(page_size)
     if size <= 192:
         return KMALLOC_INFO_SIZES[kmalloc_index(size)]
