@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmem import InvalidArgumentError, InvalidTypeError
 from kmem.slab_flags import (
@@ -218,3 +220,53 @@ def test_bad_input() -> None:
         find_mergeable(0, [])
     with pytest.raises(InvalidArgumentError, match="unmergeable has 1 entries for 2 caches"):
         find_mergeable(64, [_cache(64), _cache(64)], unmergeable=[False])
+
+
+_MERGE_FLAGS = [0, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT, SLAB_ACCOUNT, SLAB_POISON]
+
+
+@settings(max_examples=400)
+@given(
+    existing=st.lists(
+        st.tuples(st.integers(1, 200), st.sampled_from(_MERGE_FLAGS), st.booleans()),
+        max_size=12,
+    ),
+    size=st.integers(1, 200),
+    flags=st.sampled_from(_MERGE_FLAGS),
+    align=st.sampled_from([0, 8, 16, 32, 64]),
+)
+def test_find_mergeable_is_the_first_cache_meeting_every_rule(
+    existing: list[tuple[int, int, bool]], size: int, flags: int, align: int
+) -> None:
+    caches = [_cache(s, flags=f, has_ctor=c) for s, f, c in existing]
+    found = find_mergeable(size, caches, align=align, flags=flags)
+    # The rules restated over byte counts: the request's slot is its size rounded to a word
+    # and then to its alignment (at least a word; a cache line, halved while the object fits
+    # in half, with SLAB_HWCACHE_ALIGN).
+    word = -(-size // 8) * 8
+    line = 64
+    while flags & SLAB_HWCACHE_ALIGN and word <= line // 2:
+        line //= 2
+    want_align = max(align, 8, line if flags & SLAB_HWCACHE_ALIGN else 0)
+    slot = -(-word // want_align) * want_align
+
+    def fits(cache: Any, has_ctor: bool, cache_flags: int) -> bool:
+        return (
+            not has_ctor
+            and not cache_flags & SLAB_POISON
+            and cache.size >= slot
+            and cache.size - slot < 8
+            and cache.size % want_align == 0
+            and (cache_flags & (SLAB_RECLAIM_ACCOUNT | SLAB_ACCOUNT))
+            == (flags & (SLAB_RECLAIM_ACCOUNT | SLAB_ACCOUNT))
+        )
+
+    expected = None
+    if not flags & SLAB_POISON:
+        for index, (cache, (_, cache_flags, has_ctor)) in enumerate(
+            zip(caches, existing, strict=True)
+        ):
+            if fits(cache, has_ctor, cache_flags):
+                expected = index
+                break
+    assert found == expected
