@@ -19,7 +19,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     kind.add_argument("--scenario", dest="input_kind", action="store_const", const="scenario",
                       help="read INPUT as a scenario")
     parser.add_argument("--frames", type=int, default=DEFAULT_TRACE_FRAMES,
-                        help="for a trace: how many evenly spaced snapshots the page gets"
+                        help="snapshots kept of a long replay, evenly spaced"
                              f" (default {DEFAULT_TRACE_FRAMES})")
 
 
