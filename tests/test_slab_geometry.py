@@ -162,6 +162,8 @@ def test_most_caches_reproduced_from_their_flags_alone() -> None:
             **SOURCE_ARGUMENTS.get(cache["name"], {}),
         )
         found += geometry.align == cache["align"] and geometry.slab_size == cache["slab_size"]
+        # An explicit align can only raise the alignment the flags give, by a power of two.
+        assert cache["align"] % geometry.align == 0, cache["name"]
     assert found >= 0.9 * len(data["caches"])
 
 
