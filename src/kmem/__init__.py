@@ -15,6 +15,7 @@ from kmem.errors import (
     OutOfMemoryError,
     WrongOrderError,
 )
+from kmem.explain import Step, alloc_steps, free_steps
 from kmem.fragmentation import FragmentationReport, extfrag_index, unusable_index
 from kmem.kmalloc import KMALLOC_LARGE_OWNER
 from kmem.kmalloc_sizes import (
@@ -28,6 +29,7 @@ from kmem.kmalloc_sizes import (
 )
 from kmem.mem_map import MemMap
 from kmem.memory import PhysicalMemory
+from kmem.scenario import Scenario, ScenarioNameError, ScenarioRun, ScenarioSyntaxError
 from kmem.slab import CacheExistsError, SlabAllocator
 from kmem.slab_cache import (
     CacheDestroyedError,
@@ -123,15 +125,22 @@ __all__ = [
     "PhysicalMemory",
     "PoisonError",
     "RedZoneError",
+    "Scenario",
+    "ScenarioNameError",
+    "ScenarioRun",
+    "ScenarioSyntaxError",
     "SlabAllocator",
     "SlabCorruptionError",
     "SlabInfo",
+    "Step",
     "UnknownGfpFlagError",
     "WrongCacheError",
     "WrongOrderError",
+    "alloc_steps",
     "calculate_geometry",
     "extfrag_index",
     "find_mergeable",
+    "free_steps",
     "get_order",
     "kmalloc_bytes_alloc",
     "kmalloc_cache_name",
