@@ -265,3 +265,25 @@ def test_parse_gfp_flags_values() -> None:
 def test_parse_gfp_flags_bad_input(text: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         parse_gfp_flags(text)
+
+
+def test_gfp_flags_text_bad_input() -> None:
+    with pytest.raises(InvalidTypeError, match="must be an int"):
+        gfp_flags_text(cast(Any, "GFP_KERNEL"))
+    with pytest.raises(InvalidArgumentError, match=">= 0"):
+        gfp_flags_text(-1)
+    assert gfp_flags_text(0) == "none"
+    assert gfp_flags_text(GFP_KERNEL | (1 << 30)) == "GFP_KERNEL|0x40000000"
+
+
+def test_gfp_bits_are_single_distinct_bits() -> None:
+    from kmem import slab_flags
+
+    singles = {
+        name: value
+        for name, value in slab_flags.GFP_FLAG_NAMES.items()
+        if name.startswith("__GFP_") and name != "__GFP_RECLAIM"
+    }
+    for name, value in singles.items():
+        assert value & (value - 1) == 0 and value, name
+    assert len(set(singles.values())) == len(singles)

@@ -461,3 +461,24 @@ def test_readme_cache_geometry_examples_run() -> None:
 def test_docstring_examples_run(module: ModuleType) -> None:
     results = doctest.testmod(module)
     assert results.failed == 0
+
+
+def test_slab_flags_are_single_distinct_bits_in_linux_enum_order() -> None:
+    # Linux numbers them by enum _slab_flag_bits: consecutive bits from 0 in this order (for
+    # this config: no DEBUG_OBJECTS, FAILSLAB, KASAN or KFENCE bits).
+    order = [
+        "SLAB_CONSISTENCY_CHECKS", "SLAB_RED_ZONE", "SLAB_POISON", "SLAB_KMALLOC",
+        "SLAB_HWCACHE_ALIGN", "SLAB_CACHE_DMA", "SLAB_CACHE_DMA32", "SLAB_STORE_USER",
+        "SLAB_PANIC", "SLAB_TYPESAFE_BY_RCU", "SLAB_TRACE", "SLAB_NOLEAKTRACE", "SLAB_NO_MERGE",
+        "SLAB_ACCOUNT", "SLAB_NO_USER_FLAGS", "SLAB_RECLAIM_ACCOUNT", "SLAB_OBJECT_POISON",
+        "SLAB_CMPXCHG_DOUBLE", "SLAB_NO_OBJ_EXT",
+    ]  # fmt: skip
+    assert [slab_flags.SLAB_FLAG_NAMES[name] for name in order] == [
+        1 << bit for bit in range(len(order))
+    ]
+    assert slab_flags.SLAB_DEBUG_FLAGS == (
+        SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER | SLAB_TRACE | SLAB_CONSISTENCY_CHECKS
+    )
+    assert slab_flags.SLAB_MERGE_SAME == (
+        SLAB_RECLAIM_ACCOUNT | SLAB_CACHE_DMA | SLAB_CACHE_DMA32 | slab_flags.SLAB_ACCOUNT
+    )
