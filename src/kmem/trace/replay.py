@@ -1,0 +1,476 @@
+"""`kmem replay`: a real kmem trace run through kmem's own allocators.
+
+The trace says what was asked and what was freed; kmem chooses every address. Events go to:
+
+- kmalloc / kmalloc_node: ``SlabAllocator.kmalloc(bytes_req, gfp, cpu)``; kmem's bytes_alloc for
+  the request (ksize of what kmalloc returned, found once per (size, gfp)) is compared with the
+  traced bytes_alloc, and every disagreement is counted (``bytes_alloc_mismatches``).
+- kmem_cache_alloc(_node): the cache named in the event, created on first sight with object size
+  = the traced bytes_alloc (the kernel's slab_size, so kmem's geometry matches the kernel's;
+  kernels before 6.2 print no name: the cache is then called ``cache-<bytes_alloc>``).
+- kfree / kmem_cache_free: the object the traced pointer maps to, freed with ``kfree`` (pointers
+  are one address space: kfree may free a kmem_cache_alloc object, as in Linux).
+- mm_page_alloc / mm_page_free / mm_page_free_batched: ``BuddyAllocator.alloc_pages`` and
+  ``free_pages``; traced pfns are mapped onto kmem's own pfns.
+
+A trace begins mid-flight and misses events, so nothing here is fatal: a free of a pointer the
+trace never allocated counts in ``unknown_frees``, kfree(NULL) in ``null_frees``; an allocation of a
+pointer that is still live means its free was not traced (bulk and RCU paths): it counts in
+``missed_frees`` and the old object is freed first. kmem running out of memory counts in
+``kmem_oom`` (raise ``--memory``).
+
+Not counting slab pages twice. The kernel's own slabs appear in the trace as page events, while
+kmem's slab layer allocates its own slab pages from kmem's buddy allocator. With both layers on,
+an mm_page_alloc whose next event on the same CPU is a slab allocation is the page that slab
+allocation needed (new_slab or kmalloc_large run inside the allocation, before its tracepoint):
+replay skips it, remembers its pfn, and skips that pfn's free too (``slab_page_events_skipped``).
+``--layers slab`` replays only slab events, ``--layers page`` only page events (then the kernel's
+slab pages are ordinary pages). mm_page_free_batched repeats an mm_page_free of the same pfn in
+6.x: it frees only a pfn still live, else counts in ``batched_duplicates``.
+mm_page_alloc_zone_locked and mm_page_pcpu_drain are the per-CPU page lists' refills and drains,
+which kmem does not model (its allocations are what callers see): they are counted, not replayed.
+
+Memory in use per layer is sampled every ``every`` events (peaks are at that resolution; the
+page layer's peak is exact), with the buddy allocator's fragmentation indices; the sample list is
+halved whenever it reaches ``max_samples`` so memory stays bounded however long the trace.
+
+API for step-by-step views (the HTML page, notebooks)::
+
+    replayer = Replayer(layers=("slab", "page"), policy="slub", nr_cpus=2, memory=1 << 30)
+    for snapshot in replayer.iter_snapshots(events, every=1000):   # a ReplaySnapshot each time
+        ...  # replayer.slab / replayer.buddy may be inspected here (slabinfo(), buddyinfo())
+    result = replayer.result()                                     # ReplayResult (frozen)
+
+or ``replayer.run(events, every=N, callback=fn)``, which calls ``fn(snapshot)`` every N events
+and returns the ReplayResult.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from typing import Any, Final
+
+from kmem.buddy import BuddyAllocator
+from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
+from kmem.slab import SlabAllocator
+from kmem.slab_flags import parse_gfp_flags
+from kmem.trace.events import (
+    EVENT_NAMES,
+    KFREE,
+    KMALLOC,
+    KMALLOC_NODE,
+    KMEM_CACHE_ALLOC_NODE,
+    KMEM_CACHE_FREE,
+    MM_PAGE_ALLOC,
+    MM_PAGE_FREE,
+    MM_PAGE_FREE_BATCHED,
+    NULL_PTR,
+    TraceEvent,
+    event_time,
+)
+from kmem.trace.parse import TraceParser
+from kmem.trace.stat import gfp_value
+
+LAYERS: Final = ("slab", "page")
+MAX_EXAMPLES: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySnapshot:
+    """The replay's state after ``events`` events (trace time ``time`` seconds)."""
+
+    events: int
+    time: float
+    slab_pages: int  # pages kmem's slab layer holds (slabs and large kmalloc blocks)
+    page_layer_pages: int  # pages held by replayed page events
+    free_pages: int
+    live_objects: int
+    nr_free: tuple[int, ...]
+    unusable_index: tuple[int, ...]  # per order, in thousandths (mm/vmstat.c)
+    extfrag_index: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """Everything a replay found; ``to_json()`` gives it as one JSON-able dict."""
+
+    layers: tuple[str, ...]
+    policy: str
+    nr_cpus: int
+    memory: int
+    max_order: int
+    page_size: int
+    events: dict[str, int]
+    lines: int
+    bad_lines: int
+    unknown_frees: int
+    null_frees: int
+    missed_frees: int
+    live_objects_at_end: int
+    bytes_alloc_mismatches: int
+    bytes_alloc_checked: int
+    mismatch_examples: tuple[tuple[int, str, int, int], ...]  # (bytes_req, gfp, traced, kmem)
+    cache_size_mismatches: dict[str, tuple[int, int]]  # name -> (traced bytes_alloc, kmem size)
+    kmem_oom: int
+    page: dict[str, int]
+    memory_in_use: dict[str, dict[str, int]]  # layer -> {"peak_bytes", "final_bytes"}
+    slabinfo: str
+    buddyinfo: str
+    timeline: tuple[ReplaySnapshot, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["mismatch_examples"] = [
+            {"bytes_req": r, "gfp_flags": g, "traced_bytes_alloc": t, "kmem_bytes_alloc": k}
+            for r, g, t, k in self.mismatch_examples
+        ]
+        document["cache_size_mismatches"] = {
+            name: {"traced_bytes_alloc": t, "kmem_slab_size": k}
+            for name, (t, k) in self.cache_size_mismatches.items()
+        }
+        final = self.timeline[-1] if self.timeline else None
+        document["fragmentation_at_end"] = (
+            {"unusable_index": list(final.unusable_index),
+             "extfrag_index": list(final.extfrag_index)}
+            if final else None
+        )
+        return document
+
+
+def parse_layers(text: str) -> tuple[str, ...]:
+    """'slab,page' -> ('slab', 'page'), rejecting unknown names."""
+    layers = tuple(part.strip() for part in text.split(",") if part.strip())
+    for layer in layers:
+        if layer not in LAYERS:
+            raise InvalidArgumentError(f"unknown layer {layer!r} (choose from slab, page)")
+    if not layers:
+        raise InvalidArgumentError("give at least one layer: slab, page or slab,page")
+    return layers
+
+
+class Replayer:
+    """Replays trace events through a BuddyAllocator and a SlabAllocator of kmem's own."""
+
+    def __init__(
+        self,
+        *,
+        layers: Iterable[str] = LAYERS,
+        policy: str = "slub",
+        nr_cpus: int = 2,
+        memory: int = 1 << 30,
+        max_order: int = 10,
+        page_size: int = 4096,
+        max_samples: int = 2000,
+    ) -> None:
+        self.layers: Final = tuple(layers)
+        for layer in self.layers:
+            if layer not in LAYERS:
+                raise InvalidArgumentError(f"unknown layer {layer!r} (choose from slab, page)")
+        self.policy: Final = policy
+        self.nr_cpus: Final = nr_cpus
+        self.buddy: Final = BuddyAllocator(memory, page_size, max_order)
+        self.slab: Final = SlabAllocator(self.buddy, nr_cpus, policy, thread_safe=False)
+        self.page_size: Final = page_size
+        self._max_samples = max_samples
+        self._do_slab = "slab" in self.layers
+        self._do_page = "page" in self.layers
+        self._dedup_slab_pages = self._do_slab and self._do_page
+        # slab layer: traced pointer -> kmem address of every live object
+        self._live: dict[int, int] = {}
+        self._oom_ptrs: set[int] = set()  # allocations kmem could not satisfy
+        self._caches: dict[str, Any] = {}
+        self._bytes_alloc: dict[tuple[int, str], int] = {}  # (bytes_req, gfp) -> kmem's
+        self._gfp: dict[str, int] = {}
+        self.unknown_frees = 0
+        self.null_frees = 0
+        self.missed_frees = 0
+        self.bytes_alloc_mismatches = 0
+        self.mismatch_examples: list[tuple[int, str, int, int]] = []
+        self.cache_size_mismatches: dict[str, tuple[int, int]] = {}
+        self.kmem_oom = 0
+        # page layer: traced pfn -> (kmem pfn, order)
+        self._pages: dict[int, tuple[int, int]] = {}
+        self._slab_pfns: set[int] = set()  # traced pfns of the kernel's own slab pages
+        self._pending: dict[int, TraceEvent] = {}  # cpu -> mm_page_alloc awaiting its next event
+        self.page_layer_pages = 0
+        self.page_layer_peak = 0
+        self.page_counts = dict.fromkeys(
+            ("allocs", "frees", "unknown_frees", "missed_frees", "traced_failures",
+             "order_mismatches", "batched_duplicates", "slab_page_events_skipped",
+             "not_replayed"), 0)
+        self._counts = [0] * len(EVENT_NAMES)
+        self.events_done = 0
+        self._last_time = 0.0
+        self.timeline: list[ReplaySnapshot] = []
+        self._sample_every = 0
+        self._slab_peak = 0
+        self._total_peak = 0
+        self._last_event: TraceEvent | None = None
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def iter_snapshots(self, events: Iterable[TraceEvent], every: int = 1000
+                       ) -> Iterator[ReplaySnapshot]:
+        """Replay ``events``, yielding a snapshot after every ``every`` events and at the end."""
+        if every < 1:
+            raise InvalidArgumentError(f"every must be >= 1, got {every}")
+        iterator = iter(events)
+        if not self.timeline:
+            yield self._sample()
+        while True:
+            done = self._feed(islice(iterator, every))
+            if done == 0:
+                break
+            self.events_done += done
+            yield self._sample()
+            if done < every:
+                break
+        flushed = self._flush_pending()
+        if flushed or self.timeline[-1].events != self.events_done:
+            yield self._sample()
+
+    def run(self, events: Iterable[TraceEvent], every: int = 1000,
+            callback: Callable[[ReplaySnapshot], object] | None = None,
+            parser: TraceParser | None = None) -> ReplayResult:
+        """Replay ``events`` to the end (calling ``callback`` with every snapshot)."""
+        for snapshot in self.iter_snapshots(events, every):
+            if callback is not None:
+                callback(snapshot)
+        return self.result(parser)
+
+    # -- the hot loop ---------------------------------------------------------------------
+
+    def _feed(self, events: Iterable[TraceEvent]) -> int:
+        """Replay a run of events; return how many there were."""
+        counts = self._counts
+        do_slab, do_page, dedup = self._do_slab, self._do_page, self._dedup_slab_pages
+        pending = self._pending
+        live = self._live
+        kmalloc = self.slab.kmalloc
+        kfree = self.slab.kfree
+        nr_cpus = self.nr_cpus
+        n = 0
+        event: TraceEvent | None = None
+        for event in events:
+            n += 1
+            kind = event[0]
+            counts[kind] += 1
+            cpu = event[1]
+            if dedup and pending:
+                page_event = pending.pop(cpu, None)
+                if page_event is not None:
+                    if KMALLOC <= kind <= KMEM_CACHE_ALLOC_NODE:
+                        self._slab_pfns.add(page_event[10])  # the kernel's slab page
+                        self.page_counts["slab_page_events_skipped"] += 1
+                    else:
+                        self._page_alloc(page_event)
+            if cpu >= nr_cpus:
+                cpu %= nr_cpus
+            if kind <= KMEM_CACHE_FREE:
+                if not do_slab:
+                    continue
+                ptr = event[4]
+                if kind in (KMALLOC, KMALLOC_NODE):
+                    if ptr in live:
+                        self._missed_free(ptr, cpu)
+                    gfp = self._gfp.get(event[8])
+                    if gfp is None:
+                        gfp = self._gfp_of(event[8])
+                    try:
+                        address = kmalloc(event[6], gfp, cpu)
+                    except OutOfMemoryError:
+                        self._oom(ptr)
+                        continue
+                    live[ptr] = address
+                    expected = self._bytes_alloc.get((event[6], event[8]))
+                    if expected is None:
+                        expected = self._learn_bytes_alloc(event, address)
+                    if expected != event[7]:
+                        self._mismatch(event, expected)
+                elif kind in (KFREE, KMEM_CACHE_FREE):
+                    address = live.pop(ptr, -1)
+                    if address >= 0:
+                        kfree(address, cpu)
+                    elif ptr == NULL_PTR:
+                        self.null_frees += 1
+                    elif ptr in self._oom_ptrs:
+                        self._oom_ptrs.discard(ptr)
+                    else:
+                        self.unknown_frees += 1
+                else:  # kmem_cache_alloc(_node)
+                    if ptr in live:
+                        self._missed_free(ptr, cpu)
+                    cache = self._caches.get(event[5])
+                    if cache is None:
+                        cache = self._cache_for(event)
+                    try:
+                        live[ptr] = cache.alloc(cpu)
+                    except OutOfMemoryError:
+                        self._oom(ptr)
+            elif do_page:
+                if kind == MM_PAGE_ALLOC:
+                    if dedup and event[12] != 1 and "HIGHUSER" not in event[8]:
+                        # Could be a slab page (never movable, never a user page): the next
+                        # event on this CPU decides.
+                        pending[event[1]] = event
+                    else:
+                        self._page_alloc(event)
+                elif kind in (MM_PAGE_FREE, MM_PAGE_FREE_BATCHED):
+                    self._page_free(event)
+                else:
+                    self.page_counts["not_replayed"] += 1
+        if event is not None:
+            self._last_event = event
+        return n
+
+    # -- slab slow paths -------------------------------------------------------------------
+
+    def _gfp_of(self, text: str) -> int:
+        try:
+            value = parse_gfp_flags(text)
+        except KmemError:
+            value = gfp_value(text)  # a flag name of an older kernel: its known bits
+        self._gfp[text] = value
+        return value
+
+    def _learn_bytes_alloc(self, event: TraceEvent, address: int) -> int:
+        expected = self.slab.ksize(address)
+        self._bytes_alloc[(event[6], event[8])] = expected
+        return expected
+
+    def _mismatch(self, event: TraceEvent, expected: int) -> None:
+        self.bytes_alloc_mismatches += 1
+        if len(self.mismatch_examples) < MAX_EXAMPLES:
+            self.mismatch_examples.append((event[6], event[8], event[7], expected))
+
+    def _missed_free(self, ptr: int, cpu: int) -> None:
+        """The pointer is allocated again while live: its free was not traced."""
+        self.missed_frees += 1
+        self.slab.kfree(self._live.pop(ptr), cpu)
+
+    def _oom(self, ptr: int) -> None:
+        self.kmem_oom += 1
+        self._oom_ptrs.add(ptr)
+
+    def _cache_for(self, event: TraceEvent) -> Any:
+        name = event[5] or f"cache-{event[7]}"
+        cache = self._caches.get(name) or self.slab.caches.get(name)
+        if cache is None:
+            cache = self.slab.kmem_cache_create(name, max(event[7], 1))
+        if cache.slab_size != event[7] and name not in self.cache_size_mismatches:
+            self.cache_size_mismatches[name] = (event[7], cache.slab_size)
+        self._caches[event[5]] = cache
+        return cache
+
+    # -- page layer ------------------------------------------------------------------------
+
+    def _page_alloc(self, event: TraceEvent) -> None:
+        pfn, order = event[10], event[11]
+        counts = self.page_counts
+        if pfn < 0:
+            counts["traced_failures"] += 1
+            return
+        old = self._pages.pop(pfn, None)
+        if old is not None:
+            counts["missed_frees"] += 1
+            self.buddy.free_pages(*old)
+            self.page_layer_pages -= 1 << old[1]
+        try:
+            own = self.buddy.alloc_pages(order)
+        except OutOfMemoryError:
+            self.kmem_oom += 1
+            return
+        except InvalidArgumentError:  # an order above --max-order
+            self.kmem_oom += 1
+            return
+        self._pages[pfn] = (own, order)
+        counts["allocs"] += 1
+        self.page_layer_pages += 1 << order
+        if self.page_layer_pages > self.page_layer_peak:
+            self.page_layer_peak = self.page_layer_pages
+
+    def _page_free(self, event: TraceEvent) -> None:
+        pfn = event[10]
+        counts = self.page_counts
+        own = self._pages.pop(pfn, None)
+        if own is None:
+            if pfn in self._slab_pfns:
+                self._slab_pfns.discard(pfn)
+                counts["slab_page_events_skipped"] += 1
+            elif event[0] == MM_PAGE_FREE_BATCHED:
+                counts["batched_duplicates"] += 1
+            else:
+                counts["unknown_frees"] += 1
+            return
+        if own[1] != event[11] and event[0] == MM_PAGE_FREE:
+            counts["order_mismatches"] += 1
+        self.buddy.free_pages(*own)
+        self.page_layer_pages -= 1 << own[1]
+        counts["frees"] += 1
+
+    def _flush_pending(self) -> int:
+        """Replay the page allocations still waiting for their CPU's next event."""
+        waiting = list(self._pending.values())
+        self._pending.clear()
+        for event in waiting:
+            self._page_alloc(event)
+        return len(waiting)
+
+    # -- sampling and results ----------------------------------------------------------------
+
+    def _sample(self) -> ReplaySnapshot:
+        buddy = self.buddy
+        free = buddy.nr_free_pages
+        used = buddy.nr_pages - free
+        slab_pages = used - self.page_layer_pages
+        self._slab_peak = max(self._slab_peak, slab_pages)
+        self._total_peak = max(self._total_peak, used)
+        last = self._last_event
+        time = event_time(last) if last is not None else 0.0
+        report = buddy.fragmentation()
+        snapshot = ReplaySnapshot(
+            events=self.events_done, time=time, slab_pages=slab_pages,
+            page_layer_pages=self.page_layer_pages, free_pages=free,
+            live_objects=len(self._live), nr_free=buddy.nr_free,
+            unusable_index=report.unusable, extfrag_index=report.extfrag,
+        )
+        timeline = self.timeline
+        timeline.append(snapshot)
+        if len(timeline) >= self._max_samples:
+            del timeline[1:-1:2]  # keep the first and last, halve the rest
+        return snapshot
+
+    def result(self, parser: TraceParser | None = None) -> ReplayResult:
+        """The replay's findings (after iter_snapshots/run); ``parser`` adds its line counts."""
+        page_bytes = self.page_size
+        final_used = self.buddy.nr_pages - self.buddy.nr_free_pages
+        final_slab = final_used - self.page_layer_pages
+        return ReplayResult(
+            layers=self.layers, policy=self.policy, nr_cpus=self.nr_cpus,
+            memory=self.buddy.nr_pages * page_bytes, max_order=self.buddy.max_order,
+            page_size=page_bytes,
+            events=dict(zip(EVENT_NAMES, self._counts, strict=True)),
+            lines=parser.lines if parser else 0, bad_lines=parser.bad_lines if parser else 0,
+            unknown_frees=self.unknown_frees, null_frees=self.null_frees,
+            missed_frees=self.missed_frees, live_objects_at_end=len(self._live),
+            bytes_alloc_mismatches=self.bytes_alloc_mismatches,
+            bytes_alloc_checked=self._counts[KMALLOC] + self._counts[KMALLOC_NODE],
+            mismatch_examples=tuple(self.mismatch_examples),
+            cache_size_mismatches=dict(self.cache_size_mismatches),
+            kmem_oom=self.kmem_oom,
+            page={**self.page_counts, "live_pages_at_end": self.page_layer_pages,
+                  "peak_pages": self.page_layer_peak},
+            memory_in_use={
+                "slab": {"peak_bytes": max(self._slab_peak, final_slab) * page_bytes,
+                         "final_bytes": final_slab * page_bytes},
+                "page": {"peak_bytes": self.page_layer_peak * page_bytes,
+                         "final_bytes": self.page_layer_pages * page_bytes},
+                "total": {"peak_bytes": max(self._total_peak, final_used) * page_bytes,
+                          "final_bytes": final_used * page_bytes},
+            },
+            slabinfo=self.slab.slabinfo() if self._do_slab else "",
+            buddyinfo=self.buddy.buddyinfo(),
+            timeline=tuple(self.timeline),
+        )
