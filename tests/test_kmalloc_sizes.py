@@ -156,6 +156,7 @@ def test_cache_name_from_real_trace_flag_texts() -> None:
         (lambda: kmalloc_bytes_alloc(-5), InvalidArgumentError, ">= 0"),
         (lambda: kmalloc_bytes_alloc(cast(Any, "8")), InvalidTypeError, "must be an int"),
         (lambda: kmalloc_bytes_alloc(100, page_size=3000), InvalidArgumentError, "page_size"),
+        (lambda: kmalloc_bytes_alloc(100, page_size=8), InvalidArgumentError, "page_size"),
         (lambda: kmalloc_cache_name(0), InvalidArgumentError, "ZERO_SIZE_PTR"),
         (lambda: kmalloc_cache_name(64, -1), InvalidArgumentError, "gfp"),
         (lambda: kmalloc_cache_name(64, cast(Any, 1.0)), InvalidTypeError, "gfp"),
@@ -173,6 +174,10 @@ def test_larger_pages_scale_the_classes() -> None:
     assert kmalloc_bytes_alloc(20000, page_size=16384) == 32768
     assert kmalloc_bytes_alloc(40000, page_size=16384) == 65536
     assert kmalloc_bytes_alloc(70, page_size=16384) == 96
+    # Simulated 64-byte pages: classes stop at 128 bytes, 150 bytes take 4 pages.
+    assert kmalloc_bytes_alloc(100, page_size=64) == 128
+    assert kmalloc_bytes_alloc(150, page_size=64) == 256
+    assert kmalloc_large_order(150, page_size=64) == 2
 
 
 # ---- the kmalloc caches created at boot ------------------------------------------------------

@@ -399,6 +399,8 @@ def test_geometry_invariants(
         ((64,), {"max_order": 11}, InvalidArgumentError, "max_order must be <= 10"),
         ((64,), {"min_objects": -1}, InvalidArgumentError, "min_objects must be >= 0"),
         ((64,), {"page_size": 1000}, InvalidArgumentError, "page_size"),
+        ((64,), {"page_size": 8}, InvalidArgumentError, "page_size"),
+        ((64,), {"page_size": 4096.0}, InvalidTypeError, "page_size"),
         ((64,), {"useroffset": 8}, InvalidArgumentError, "without a usersize"),
         ((64,), {"usersize": 65}, InvalidArgumentError, "outside"),
         ((64,), {"useroffset": 32, "usersize": 40}, InvalidArgumentError, "outside"),
@@ -430,6 +432,13 @@ def test_a_slot_larger_than_the_largest_block_is_refused() -> None:
     with pytest.raises(InvalidArgumentError, match="do not fit"):
         calculate_geometry((4 << 20) - 7, has_ctor=True)
     assert calculate_geometry(4 << 20).order == 10
+
+
+def test_small_simulated_pages_scale_the_rules() -> None:
+    # 256-byte pages: 12 objects of 64 bytes need 768 bytes -> order 2 (1 KiB), no waste.
+    g = calculate_geometry(64, nr_cpus=2, page_size=256)
+    assert (g.order, g.objs_per_slab, g.slab_bytes) == (2, 16, 1024)
+    assert g.cpu_partial == 120  # 64 < 256: the small-object limit
 
 
 def test_geometry_is_frozen() -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from kmem.buddy import MAX_PAGE_ORDER, get_order
 from kmem.errors import InvalidArgumentError, InvalidTypeError
+from kmem.memory import check_page_size
 from kmem.slab_flags import (
     __GFP_DMA,
     __GFP_RECLAIMABLE,
@@ -138,11 +139,11 @@ def kmalloc_bytes_alloc(size: int, page_size: int = PAGE_SIZE) -> int:
             return PAGE_SIZE << ((size - 1) >> 12).bit_length()  # PAGE_SIZE << get_order(size)
     size = _check_size(size)
     page_shift = _page_shift(page_size)
+    if size > page_size << 1:  # above KMALLOC_MAX_CACHE_SIZE for this page size
+        return page_size << get_order(size, page_shift)
     if size <= 192:
         return KMALLOC_INFO_SIZES[kmalloc_index(size)]
-    if size <= page_size << 1:
-        return 1 << (size - 1).bit_length()
-    return page_size << get_order(size, page_shift)
+    return 1 << (size - 1).bit_length()
 
 
 def kmalloc_large_order(size: int, page_size: int = PAGE_SIZE) -> int:
@@ -152,11 +153,8 @@ def kmalloc_large_order(size: int, page_size: int = PAGE_SIZE) -> int:
 
 
 def _page_shift(page_size: object) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int):
-        raise InvalidTypeError(f"page_size must be an int, not {type(page_size).__name__}")
-    if page_size < 4096 or page_size & (page_size - 1):
-        raise InvalidArgumentError(f"page_size must be a power of two >= 4096, not {page_size}")
-    return page_size.bit_length() - 1
+    # Any power of two >= 16 that PhysicalMemory accepts (Linux's own are 4 KiB and up).
+    return check_page_size(page_size).bit_length() - 1
 
 
 def kmalloc_type(gfp: int) -> int:

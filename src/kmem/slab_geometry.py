@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from kmem.buddy import MAX_PAGE_ORDER, get_order
 from kmem.errors import InvalidArgumentError, InvalidTypeError
+from kmem.memory import check_page_size
 from kmem.slab_flags import (
     SLAB_CACHE_DMA,
     SLAB_CACHE_DMA32,
@@ -285,11 +286,9 @@ def calculate_geometry(
     Raises InvalidTypeError/InvalidArgumentError for arguments kmem_cache_create() refuses;
     where Linux only warns and drops a bad usercopy region, this raises instead.
     """
-    _check_int("page_size", page_size, 1)
-    if page_size & (page_size - 1) or page_size < 4096:
-        raise InvalidArgumentError(
-            f"page_size must be a power of two >= 4096, not {page_size}"
-        )
+    # Linux pages are 4 KiB or more; smaller simulated pages (any power of two >= 16, as
+    # PhysicalMemory allows) follow the same rules scaled down.
+    check_page_size(page_size)
     _check_int("object_size", object_size, 1)
     max_size = page_size << KMALLOC_MAX_SIZE_ORDER
     if object_size > max_size:
