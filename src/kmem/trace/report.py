@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from kmem.trace.replay import ReplayResult
 from kmem.trace.stat import (
     MIGRATETYPE_NAMES,
     MIGRATETYPE_SHORT,
@@ -213,3 +217,127 @@ def page_json(summary: PageSummary, lines: int = -1) -> dict[str, Any]:
         "callers": rows(summary.callers, False),
         "allocs": rows(summary.allocs, True),
     }
+
+
+# -- kmem replay ---------------------------------------------------------------------------
+
+
+def _mib(value: int) -> str:
+    return f"{value / (1 << 20):,.2f} MiB"
+
+
+def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int = 20) -> None:
+    """The replay's findings as rich tables on ``console``."""
+    settings = (f"layers {','.join(result.layers)}, policy {result.policy}, {result.nr_cpus} CPUs,"
+                f" {_mib(result.memory)} of memory, max order {result.max_order}")
+    console.print(f"[bold]kmem replay[/bold]: {settings}")
+
+    events = Table(title="Events", show_edge=False)
+    events.add_column("event")
+    events.add_column("count", justify="right")
+    for name, count in result.events.items():
+        if count:
+            events.add_row(name, f"{count:,}")
+    events.add_row("[dim]trace lines[/dim]", f"{result.lines:,}")
+    events.add_row("[dim]bad lines[/dim]", f"{result.bad_lines:,}")
+    console.print(events)
+
+    findings = Table(title="What the trace missed, and kmem's agreement", show_edge=False)
+    findings.add_column("")
+    findings.add_column("count", justify="right")
+    rows = [
+        ("frees of pointers never allocated in the trace", result.unknown_frees),
+        ("kfree(NULL)", result.null_frees),
+        ("missed frees (pointer allocated again while live)", result.missed_frees),
+        ("live objects at the end", result.live_objects_at_end),
+        ("kmalloc events checked for bytes_alloc", result.bytes_alloc_checked),
+        ("bytes_alloc disagreements (kmem vs trace)", result.bytes_alloc_mismatches),
+        ("allocations kmem could not satisfy (OOM)", result.kmem_oom),
+        ("page frees of pfns never allocated in the trace", result.page["unknown_frees"]),
+        ("slab page events skipped (counted by the slab layer)",
+         result.page["slab_page_events_skipped"]),
+        ("mm_page_free_batched repeating an mm_page_free", result.page["batched_duplicates"]),
+        ("page events not replayed (pcp refills and drains)", result.page["not_replayed"]),
+    ]
+    for label, count in rows:
+        findings.add_row(label, f"{count:,}")
+    console.print(findings)
+    for bytes_req, gfp, traced, ours in result.mismatch_examples:
+        console.print(f"  bytes_alloc differs: kmalloc({bytes_req}, {gfp}): trace {traced},"
+                      f" kmem {ours}")
+    for name, (traced, ours) in result.cache_size_mismatches.items():
+        console.print(f"  cache {name}: traced bytes_alloc {traced}, kmem slab_size {ours}")
+
+    memory = Table(title="Memory in use", show_edge=False)
+    memory.add_column("layer")
+    memory.add_column("peak", justify="right")
+    memory.add_column("at the end", justify="right")
+    for layer, values in result.memory_in_use.items():
+        memory.add_row(layer, _mib(values["peak_bytes"]), _mib(values["final_bytes"]))
+    console.print(memory)
+
+    if result.slabinfo:
+        lines = result.slabinfo.splitlines()
+        caches = [line.split() for line in lines[2:]]
+        caches = [c for c in caches if int(c[2]) > 0]
+        caches.sort(key=lambda c: -int(c[2]) * int(c[3]))
+        table = Table(title=f"slabinfo at the end (largest {slabinfo_rows} caches of"
+                      f" {len(caches)} in use)", show_edge=False)
+        for column in ("name", "active_objs", "num_objs", "objsize", "objperslab",
+                       "pagesperslab"):
+            table.add_column(column, justify="left" if column == "name" else "right")
+        for cache in caches[:slabinfo_rows]:
+            table.add_row(*cache[:6])
+        console.print(table)
+    console.print("[bold]buddyinfo at the end[/bold]")
+    console.print(result.buddyinfo.rstrip(), highlight=False)
+
+    if result.timeline:
+        table = Table(title="Over the trace (unusable free space index, thousandths)",
+                      show_edge=False)
+        for column in ("events", "time (s)", "slab", "page",
+                       "unusable o3", f"unusable o{result.max_order}"):
+            table.add_column(column, justify="right")
+        samples = [s for s in result.timeline if s.events]
+        step = max(1, len(samples) // 10)
+        shown = samples[::step]
+        if samples and shown[-1] is not samples[-1]:
+            shown.append(samples[-1])
+        for snap in shown:
+            table.add_row(
+                f"{snap.events:,}", f"{snap.time:.6f}", _mib(snap.slab_pages * result.page_size),
+                _mib(snap.page_layer_pages * result.page_size),
+                str(snap.unusable_index[min(3, result.max_order)]),
+                str(snap.unusable_index[result.max_order]),
+            )
+        console.print(table)
+
+
+def plot_replay(result: ReplayResult, path: str) -> None:
+    """Memory in use per layer and the fragmentation indices over the trace's time (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = [s for s in result.timeline if s.events] or list(result.timeline)
+    times = [s.time for s in samples]
+    mib = result.page_size / (1 << 20)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    top.plot(times, [s.slab_pages * mib for s in samples], label="slab layer")
+    top.plot(times, [s.page_layer_pages * mib for s in samples], label="page layer")
+    top.plot(times, [(s.slab_pages + s.page_layer_pages) * mib for s in samples],
+             label="total", linestyle="--")
+    top.set_ylabel("memory in use (MiB)")
+    top.set_title(f"kmem replay ({result.policy}, {','.join(result.layers)})")
+    top.legend()
+    for order in sorted({min(3, result.max_order), result.max_order}):
+        bottom.plot(times, [s.unusable_index[order] / 1000 for s in samples],
+                    label=f"unusable free space index, order {order}")
+    bottom.set_ylabel("index")
+    bottom.set_xlabel("trace time (s)")
+    bottom.set_ylim(-0.05, 1.05)
+    bottom.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

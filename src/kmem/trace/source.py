@@ -37,12 +37,17 @@ def _decompressed(raw: BinaryIO) -> IO[bytes]:
 
 
 @contextmanager
-def open_trace(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
-    """Open the trace at ``path`` ("-" for standard input) as text lines.
+def open_trace(path: str | os.PathLike[str] | BinaryIO) -> Iterator[IO[str]]:
+    """Open the trace at ``path`` ("-" for standard input, or an open binary file) as text.
 
     >>> with open_trace("trace.txt.xz") as lines:       # doctest: +SKIP
     ...     for line in lines: ...
     """
+    if not isinstance(path, (str, os.PathLike)):
+        yield io.TextIOWrapper(
+            _decompressed(path), encoding="utf-8", errors="replace", newline="\n"
+        )
+        return
     if os.fspath(path) == "-":
         stream = _decompressed(sys.stdin.buffer)
         yield io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n")
