@@ -52,6 +52,7 @@ from kmem.errors import (
 from kmem.fragmentation import FragmentationReport, fragmentation_report
 from kmem.mem_map import (
     ALLOCATED,
+    BEYOND,
     FREE,
     KIND_MASK,
     MAX_PAGES,
@@ -155,10 +156,15 @@ class BuddyAllocator:
         self.node: Final = node
         self.zone: Final = zone
         self.mem_map: Final = MemMap(self.nr_pages, max_order + 1)
-        self._head0: Final = self.nr_pages  # list head of order o is next/prev[_head0 + o]
+        # The mem_map's columns, bound once: the hot paths index them directly.
+        self._state: Final = self.mem_map.state
+        self._next: Final = self.mem_map.next
+        self._prev: Final = self.mem_map.prev
         self._nr_free = [0] * (max_order + 1)
         self._nonempty = 0  # bit o set <=> free list o is not empty
         self._lock: Final = threading.Lock()
+        self._lock_acquire: Final = self._lock.acquire
+        self._lock_release: Final = self._lock.release
         self._allocations = 0
         self._frees = 0
         self._failures = 0
@@ -181,8 +187,8 @@ class BuddyAllocator:
                 )
             first = start >> self.page_shift
             last = (start + length - 1) >> self.page_shift
-            state[first : last + 1] = bytes([RESERVED]) * (last - first + 1)
-        self._reserved_pages = self.mem_map.state.count(RESERVED)
+            state[first : last + 1] = [RESERVED] * (last - first + 1)
+        self._reserved_pages = state.count(RESERVED)
 
     def _free_boot_memory(self) -> None:
         """Free every unreserved frame as Linux boots: largest aligned blocks, lowest first.
@@ -197,8 +203,9 @@ class BuddyAllocator:
             if state[pfn] == RESERVED:
                 pfn += 1
                 continue
-            end = state.find(RESERVED, pfn)
-            if end < 0:
+            try:
+                end = state.index(RESERVED, pfn, nr_pages)
+            except ValueError:
                 end = nr_pages
             while pfn < end:
                 order = min(self.max_order, (pfn & -pfn).bit_length() - 1 if pfn else 99)
@@ -209,23 +216,10 @@ class BuddyAllocator:
 
     # -- list primitives (Linux: __add_to_free_list, del_page_from_free_list) ---------------
 
-    def _add_to_head(self, pfn: int, order: int) -> None:
-        nxt = self.mem_map.next
-        prv = self.mem_map.prev
-        head = self._head0 + order
-        first = nxt[head]
-        nxt[pfn] = first
-        prv[pfn] = head
-        prv[first] = pfn
-        nxt[head] = pfn
-        self.mem_map.state[pfn] = FREE | order
-        self._nr_free[order] += 1
-        self._nonempty |= 1 << order
-
     def _add_to_tail(self, pfn: int, order: int) -> None:
         nxt = self.mem_map.next
         prv = self.mem_map.prev
-        head = self._head0 + order
+        head = ~order
         last = prv[head]
         prv[pfn] = last
         nxt[pfn] = head
@@ -244,7 +238,8 @@ class BuddyAllocator:
         """
         if order.__class__ is not int or not 0 <= order <= self.max_order:
             order = self._check_order(order)
-        with self._lock:
+        self._lock_acquire()  # bound method: half the cost of `with` here
+        try:
             avail = self._nonempty >> order
             if not avail:
                 self._failures += 1
@@ -255,49 +250,51 @@ class BuddyAllocator:
                 )
             # __rmqueue_smallest: the lowest set bit at or above `order`.
             high = order + (avail & -avail).bit_length() - 1
-            mem_map = self.mem_map
-            nxt = mem_map.next
-            prv = mem_map.prev
-            state = mem_map.state
-            nr_free = self._nr_free
-            head = self._head0 + high
+            nxt = self._next
+            prv = self._prev
+            head = ~high
             pfn = nxt[head]
-            after = nxt[pfn]
+            after = nxt.pop(pfn)
+            del prv[pfn]
             nxt[head] = after
             prv[after] = head
-            nr_free[high] -= 1
+            self._nr_free[high] -= 1
             if after == head:
                 self._nonempty ^= 1 << high
             if high != order:
                 self._expand(pfn, order, high)
-            state[pfn] = ALLOCATED | order
+            self._state[pfn] = ALLOCATED + order
             self._allocations += 1
             return pfn
+        finally:
+            self._lock_release()
 
     def _expand(self, pfn: int, low: int, high: int) -> None:
         """Split the order-``high`` block at ``pfn`` down to order ``low`` (Linux: expand()).
 
         Each upper half goes to the head of its order's list; the lowest piece stays at pfn.
         """
-        mem_map = self.mem_map
-        nxt = mem_map.next
-        prv = mem_map.prev
-        state = mem_map.state
+        nxt = self._next
+        prv = self._prev
+        state = self._state
         nr_free = self._nr_free
-        head0 = self._head0
+        head = ~high
         self._splits += high - low
+        # Every list from low to high - 1 receives a block.
+        self._nonempty |= (1 << high) - (1 << low)
+        size = 1 << high
         while high > low:
             high -= 1
-            upper = pfn + (1 << high)
-            head = head0 + high
+            head += 1  # ~(high - 1) == ~high + 1
+            size >>= 1
+            upper = pfn + size
             first = nxt[head]
             nxt[upper] = first
             prv[upper] = head
             prv[first] = upper
             nxt[head] = upper
-            state[upper] = FREE | high
+            state[upper] = FREE + high
             nr_free[high] += 1
-            self._nonempty |= 1 << high
 
     def alloc(self, size: int) -> int:
         """Allocate at least ``size`` bytes, rounded up to 2**order pages; return the address."""
@@ -316,68 +313,78 @@ class BuddyAllocator:
     # -- free ------------------------------------------------------------------------------
 
     def free_pages(self, pfn: int, order: int) -> None:
-        """Free the order-``order`` block at ``pfn`` that alloc_pages(order) returned."""
+        """Free the order-``order`` block at ``pfn`` that alloc_pages(order) returned.
+
+        Linux's __free_one_page, inline because it is the hot path: merge with the buddy while
+        it is a free block of the same order, then list the result at the head, or at the
+        tail when buddy_merge_likely (the parent's buddy is free: this block may merge again
+        soon, so the next allocation should not take it).
+        """
         if pfn.__class__ is not int or order.__class__ is not int:
             pfn = _as_int(pfn, "pfn")
             order = _as_int(order, "order")
-        with self._lock:
-            state = self.mem_map.state
-            if not 0 <= pfn < self.nr_pages or state[pfn] != ALLOCATED | order:
+        self._lock_acquire()  # bound method: half the cost of `with` here
+        try:
+            state = self._state
+            if not 0 <= pfn < self.nr_pages or state[pfn] != ALLOCATED + order:
                 raise self._bad_free(pfn, order)
-            self._free_one_page(pfn, order)
+            nxt = self._next
+            prv = self._prev
+            nr_free = self._nr_free
+            max_order = self.max_order
+            state[pfn] = 0
+            self._frees += 1
+            first_order = order
+            # No bounds check: state is padded with BEYOND frames, which are never FREE.
+            while order < max_order:
+                buddy = pfn ^ (1 << order)
+                if state[buddy] != FREE + order:
+                    break
+                before = prv.pop(buddy)
+                after = nxt.pop(buddy)
+                nxt[before] = after
+                prv[after] = before
+                nr_free[order] -= 1
+                if after == before:  # both are the list head: the list is now empty
+                    self._nonempty ^= 1 << order
+                state[buddy] = 0
+                pfn &= buddy
+                order += 1
+            self._merges += order - first_order
+            head = ~order
+            if order < max_order - 1 and (
+                state[(pfn & ~(1 << order)) ^ (2 << order)] == FREE + order + 1
+            ):
+                last = prv[head]  # buddy_merge_likely: to the tail
+                prv[pfn] = last
+                nxt[pfn] = head
+                nxt[last] = pfn
+                prv[head] = pfn
+            else:
+                first = nxt[head]
+                nxt[pfn] = first
+                prv[pfn] = head
+                prv[first] = pfn
+                nxt[head] = pfn
+            state[pfn] = FREE + order
+            nr_free[order] += 1
+            self._nonempty |= 1 << order
+        finally:
+            self._lock_release()
 
     def free(self, address: int) -> None:
         """Free the block that alloc() returned at ``address``."""
         if address.__class__ is not int:
             address = _as_int(address, "address")
         pfn = address >> self.page_shift
-        with self._lock:
-            state = self.mem_map.state
-            if address & (self.page_size - 1) or not 0 <= pfn < self.nr_pages:
-                raise self._bad_address(address)
-            kind = state[pfn]
-            if kind & KIND_MASK != ALLOCATED:
+        if address & (self.page_size - 1) or not 0 <= pfn < self.nr_pages:
+            raise self._bad_address(address)
+        kind = self._state[pfn]
+        if kind & KIND_MASK != ALLOCATED:
+            with self._lock:
                 raise self._bad_free(pfn, None)
-            self._free_one_page(pfn, kind & ORDER_MASK)
-
-    def _free_one_page(self, pfn: int, order: int) -> None:
-        """Merge the block with its free buddies, then list it (Linux: __free_one_page)."""
-        mem_map = self.mem_map
-        nxt = mem_map.next
-        prv = mem_map.prev
-        state = mem_map.state
-        nr_free = self._nr_free
-        nr_pages = self.nr_pages
-        max_order = self.max_order
-        state[pfn] = 0
-        self._frees += 1
-        while order < max_order:
-            buddy = pfn ^ (1 << order)
-            if buddy >= nr_pages or state[buddy] != FREE | order:
-                break
-            before = prv[buddy]
-            after = nxt[buddy]
-            nxt[before] = after
-            prv[after] = before
-            nr_free[order] -= 1
-            if after == before:  # both are the list head: the list is now empty
-                self._nonempty ^= 1 << order
-            state[buddy] = 0
-            self._merges += 1
-            pfn &= buddy
-            order += 1
-        if order < max_order - 1 and self._buddy_merge_likely(pfn, order):
-            self._add_to_tail(pfn, order)
-        else:
-            self._add_to_head(pfn, order)
-
-    def _buddy_merge_likely(self, pfn: int, order: int) -> bool:
-        """Is the parent's buddy free, so this block may merge twice soon? (Linux's heuristic)"""
-        parent = pfn & ~(1 << order)
-        parent_buddy = parent ^ (1 << (order + 1))
-        return parent_buddy < self.nr_pages and (
-            self.mem_map.state[parent_buddy] == FREE | (order + 1)
-        )
+        # free_pages checks again under the lock, in case another thread freed it meanwhile.
+        self.free_pages(pfn, kind & ORDER_MASK)
 
     # -- errors (slow paths: they only read state) --------------------------------------------
 
@@ -477,7 +484,7 @@ class BuddyAllocator:
         order = self._check_order(order)
         with self._lock:
             nxt = self.mem_map.next
-            head = self._head0 + order
+            head = ~order
             out = []
             pfn = nxt[head]
             while pfn != head:
@@ -522,7 +529,7 @@ class BuddyAllocator:
         mem_map = self.mem_map
         nxt, prv, state = mem_map.next, mem_map.prev, mem_map.state
         for order in range(self.max_order + 1):
-            head = self._head0 + order
+            head = ~order
             count = 0
             pfn = nxt[head]
             previous = head
@@ -574,8 +581,13 @@ class BuddyAllocator:
             end = pfn + (1 << order)
             if order > self.max_order or end > self.nr_pages or pfn & ((1 << order) - 1):
                 raise AssertionError(f"block at pfn {pfn:#x} of order {order} is out of place")
-            if state.count(0, pfn + 1, end) != end - pfn - 1:
+            if state[pfn + 1 : end].count(0) != end - pfn - 1:
                 raise AssertionError(f"block at pfn {pfn:#x} overlaps another block")
             pfn = end
         if reserved != self._reserved_pages:
             raise AssertionError(f"{reserved} reserved frames, {self._reserved_pages} expected")
+        if any(kind != BEYOND for kind in state[self.nr_pages :]):
+            raise AssertionError("the padding past the last frame was overwritten")
+        links = len(self.mem_map.next)
+        if links != len(self.mem_map.prev) or links != sum(self._nr_free) + self.max_order + 1:
+            raise AssertionError(f"{links} free-list links for {sum(self._nr_free)} free blocks")
