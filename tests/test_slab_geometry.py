@@ -241,8 +241,8 @@ def test_freeptr_offset_keeps_an_rcu_cache_compact() -> None:
 def test_full_debug_layout_of_kmalloc_64() -> None:
     # SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER on kmalloc-64 (align 64):
     # 64 -> +8 right red zone (size == object_size) = 72 = inuse; poison: free pointer at 72,
-    # size 80; two 32-byte tracks = 144; kmalloc keeps the request size: 152; red zone word
-    # 160; left pad ALIGN(8, 64) = 64: 224; ALIGN(224, 64) = 256.
+    # size 80; two 32-byte tracks = 144; kmalloc keeps the request size (4 bytes): 148; red
+    # zone word 156; left pad ALIGN(8, 64) = 64: 220; ALIGN(220, 64) = 256.
     flags = SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER
     g = calculate_geometry(64, flags=flags, is_kmalloc=True, nr_cpus=2)
     assert (g.inuse, g.offset, g.red_left_pad, g.size, g.align) == (72, 72, 64, 256, 64)

@@ -53,7 +53,7 @@ CACHE_LINE_SIZE = 64  # x86-64 L1_CACHE_BYTES, what cache_line_size() returns
 ARCH_SLAB_MINALIGN = 8  # arch_slab_minalign() = __alignof__(unsigned long long)
 POINTER_SIZE = 8  # sizeof(void *): the free pointer, a red zone word
 TRACK_SIZE = 32  # sizeof(struct track) with CONFIG_STACKDEPOT on 64-bit
-ORIG_SIZE_SIZE = 8  # the saved kmalloc request size (rounded to a word by the final ALIGN)
+ORIG_SIZE_SIZE = 4  # sizeof(unsigned int): the kmalloc request size kept after the tracks
 SLUB_MAX_ORDER = 3  # PAGE_ALLOC_COSTLY_ORDER, the default slub_max_order
 MAX_OBJS_PER_PAGE = 32767  # the slab's objects counter is 15 bits
 MIN_PARTIAL = 5
