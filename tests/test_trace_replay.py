@@ -1,0 +1,241 @@
+"""`kmem replay`: real traces through kmem's allocators, and what the trace missed."""
+
+from __future__ import annotations
+
+import json
+import lzma
+from pathlib import Path
+
+import pytest
+
+from kmem.buddy import BuddyAllocator
+from kmem.cli import main
+from kmem.errors import InvalidArgumentError
+from kmem.trace.events import (
+    BYTES_ALLOC,
+    KFREE,
+    KIND,
+    KMALLOC,
+    KMEM_CACHE_ALLOC,
+    KMEM_CACHE_FREE,
+    NULL_PTR,
+    PTR,
+    TraceEvent,
+)
+from kmem.trace.parse import TraceParser
+from kmem.trace.replay import Replayer, ReplayResult, ReplaySnapshot, parse_layers
+
+FIXTURES = Path(__file__).parent / "fixtures" / "traces"
+LS_TRACE = FIXTURES / "kmem-6.18-ls.txt.xz"
+DD_TRACE = FIXTURES / "kmem-6.18-dd-first15000.txt.xz"
+PERF_SCRIPT = FIXTURES / "perf" / "script.txt.xz"
+
+
+def _events(path: Path) -> list[TraceEvent]:
+    with lzma.open(path, "rt") as lines:
+        return list(TraceParser().parse(lines))
+
+
+def _model(events: list[TraceEvent]) -> dict[str, int]:
+    """The issue's definitions, as a plain set over pointers (no allocator involved)."""
+    live: set[int] = set()
+    counts = {"unknown_frees": 0, "null_frees": 0, "missed_frees": 0}
+    for event in events:
+        if KMALLOC <= event[KIND] <= 3:
+            if event[PTR] in live:
+                counts["missed_frees"] += 1
+            live.add(event[PTR])
+        elif event[KIND] in (KFREE, KMEM_CACHE_FREE):
+            if event[PTR] == NULL_PTR:
+                counts["null_frees"] += 1
+            elif event[PTR] in live:
+                live.discard(event[PTR])
+            else:
+                counts["unknown_frees"] += 1
+    counts["live_objects_at_end"] = len(live)
+    return counts
+
+
+@pytest.mark.parametrize("path", [LS_TRACE, DD_TRACE, PERF_SCRIPT])
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_real_trace_replays_with_kernel_sizes(path: Path, policy: str) -> None:
+    events = _events(path)
+    replayer = Replayer(policy=policy)
+    result = replayer.run(events, every=500)
+    # kmem's kmalloc gives every request the size class the real kernel gave it.
+    assert result.bytes_alloc_checked == sum(1 for e in events if e[KIND] == KMALLOC) > 100
+    assert result.bytes_alloc_mismatches == 0
+    assert result.cache_size_mismatches == {}
+    assert result.kmem_oom == 0
+    model = _model(events)
+    assert {k: getattr(result, k) for k in model} == model
+    replayer.slab.check()
+    replayer.buddy.check()
+
+
+def test_every_cache_gets_the_traced_slab_size() -> None:
+    events = _events(LS_TRACE)
+    replayer = Replayer()
+    replayer.run(events)
+    for event in events:
+        if event[KIND] == KMEM_CACHE_ALLOC:
+            assert replayer.slab.caches[event[5]].slab_size == event[BYTES_ALLOC]
+
+
+E = "000000000000{:04x}"
+
+
+def _line(cpu: int, event: str, fields: str) -> str:
+    return f"  t-1 [{cpu:03d}] ..... 1.000000: {event}: {fields}"
+
+
+def _kmalloc(ptr: int, size: int = 40, alloc: int = 64, cpu: int = 0) -> str:
+    return _line(cpu, "kmalloc", f"call_site=f+0x1/0x9 ptr={E.format(ptr)} bytes_req={size} "
+                 f"bytes_alloc={alloc} gfp_flags=GFP_KERNEL node=-1 accounted=false")
+
+
+def _kfree(ptr: int, cpu: int = 0) -> str:
+    return _line(cpu, "kfree", f"call_site=g+0x1/0x9 ptr={E.format(ptr)}")
+
+
+def _cache_alloc(ptr: int, name: str = "filp", size: int = 192, cpu: int = 0) -> str:
+    return _line(cpu, "kmem_cache_alloc",
+                 f"call_site=f+0x1/0x9 ptr={E.format(ptr)} name={name} bytes_req={size - 8} "
+                 f"bytes_alloc={size} gfp_flags=GFP_KERNEL node=-1 accounted=true")
+
+
+def _page_alloc(pfn: int, order: int = 0, cpu: int = 0, mt: int = 0,
+                gfp: str = "GFP_KERNEL") -> str:
+    return _line(cpu, "mm_page_alloc",
+                 f"page=0 pfn={pfn:#x} order={order} migratetype={mt} gfp_flags={gfp}")
+
+
+def _page_free(pfn: int, order: int = 0, cpu: int = 0, batched: bool = False) -> str:
+    name = "mm_page_free_batched" if batched else "mm_page_free"
+    return _line(cpu, name, f"page=0 pfn={pfn:#x} order={order}")
+
+
+def _replay(lines: list[str], **options: object) -> tuple[Replayer, ReplayResult]:
+    replayer = Replayer(**options)  # type: ignore[arg-type]
+    parser = TraceParser()
+    return replayer, replayer.run(parser.parse(lines), every=2, parser=parser)
+
+
+def test_what_the_trace_missed_is_counted_not_fatal() -> None:
+    replayer, result = _replay([
+        _kfree(0x1),                       # allocated before the trace began
+        _kfree(0x0),                       # kfree(NULL)
+        _kmalloc(0x2), _kmalloc(0x2),      # the first one's free was not traced
+        _cache_alloc(0x3), _kfree(0x3),    # a kmem_cache object freed by kfree
+        _cache_alloc(0x4),
+    ])
+    assert (result.unknown_frees, result.null_frees, result.missed_frees) == (1, 1, 1)
+    assert result.live_objects_at_end == 2
+    assert replayer.slab.caches["filp"].stats().objects == 1
+    replayer.slab.check()
+
+
+def test_bytes_alloc_disagreement_is_counted() -> None:
+    _, result = _replay([_kmalloc(0x1, size=40, alloc=64), _kmalloc(0x2, size=40, alloc=48)])
+    assert result.bytes_alloc_mismatches == 1
+    assert result.mismatch_examples == ((40, "GFP_KERNEL", 48, 64),)
+
+
+def test_page_events_map_onto_kmem_pfns_and_free_back() -> None:
+    fresh = BuddyAllocator(1 << 30).nr_free
+    replayer, result = _replay([
+        _page_alloc(0x123456, order=2), _page_alloc(0x7, order=0), _page_free(0x7),
+        _page_free(0x7, batched=True),     # 6.x repeats the free as mm_page_free_batched
+        _page_free(0x999),                 # allocated before the trace began
+        _page_free(0x123456, order=2),
+    ], layers=("page",))
+    assert replayer.buddy.nr_free == fresh
+    page = result.page
+    assert (page["allocs"], page["frees"], page["unknown_frees"]) == (2, 2, 1)
+    assert page["batched_duplicates"] == 1 and page["peak_pages"] == 5
+    assert result.memory_in_use["page"]["peak_bytes"] == 5 * 4096
+
+
+def test_slab_pages_are_not_counted_twice() -> None:
+    lines = [
+        _page_alloc(0x100, order=1, cpu=1),   # the kernel's new slab for the kmalloc below
+        _page_alloc(0x200, cpu=0),            # an ordinary page: cpu 0 goes on elsewhere
+        _kmalloc(0x5, cpu=1),
+        _kfree(0x5, cpu=0),
+        _page_alloc(0x300, cpu=0, mt=1, gfp="GFP_HIGHUSER_MOVABLE"),  # never a slab page
+        _kmalloc(0x6, cpu=0),
+        _page_free(0x100, order=1, cpu=1),    # the slab page goes back: skipped too
+    ]
+    _, both = _replay(lines)
+    assert both.page["slab_page_events_skipped"] == 2
+    assert both.page["live_pages_at_end"] == 2
+    _, page_only = _replay(lines, layers=("page",))
+    assert page_only.page["slab_page_events_skipped"] == 0
+    assert page_only.page["live_pages_at_end"] == 2
+    assert page_only.live_objects_at_end == 0
+    _, slab_only = _replay(lines, layers=("slab",))
+    assert slab_only.page["allocs"] == 0
+    assert slab_only.live_objects_at_end == 1
+
+
+def test_kmem_running_out_of_memory_is_counted() -> None:
+    lines = [_kmalloc(i, size=4000, alloc=4096) for i in range(1, 40)]
+    lines += [_kfree(i) for i in range(1, 40)]
+    replayer, result = _replay(lines, memory=64 << 10, max_order=4)
+    assert result.kmem_oom > 0
+    assert result.unknown_frees == 0
+    replayer.slab.check()
+
+
+def test_snapshots_every_n_events_and_callback() -> None:
+    events = _events(LS_TRACE)
+    seen: list[ReplaySnapshot] = []
+    replayer = Replayer()
+    result = replayer.run(events, every=1000, callback=seen.append)
+    assert [s.events for s in seen] == [0, 1000, 2000, 3000, 4000, 5000, len(events)]
+    assert seen[-1].live_objects == result.live_objects_at_end
+    assert seen[-1].page_layer_pages == result.page["live_pages_at_end"]
+    times = [s.time for s in seen[1:]]
+    assert times == sorted(times)
+
+
+def test_timeline_stays_bounded() -> None:
+    replayer = Replayer(max_samples=16)
+    replayer.run(_events(LS_TRACE), every=10)
+    assert len(replayer.timeline) < 16
+    assert replayer.timeline[-1].events == 5459
+
+
+def test_layers_are_checked() -> None:
+    assert parse_layers("slab,page") == ("slab", "page")
+    with pytest.raises(InvalidArgumentError, match="unknown layer 'pages'"):
+        parse_layers("slab,pages")
+
+
+def test_replay_command_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    plot = tmp_path / "replay.png"
+    assert main(["replay", "--json", "--plot", str(plot), str(LS_TRACE)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    events = _events(LS_TRACE)
+    model = _model(events)
+    for key in ("events", "lines", "bad_lines", "unknown_frees", "null_frees", "missed_frees",
+                "live_objects_at_end", "bytes_alloc_mismatches"):
+        assert key in document
+    assert document["lines"] == 5459 and document["bad_lines"] == 0
+    assert document["events"]["kmem_cache_alloc"] == 1756
+    assert document["null_frees"] == model["null_frees"]
+    assert document["unknown_frees"] == model["unknown_frees"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replay_command_text_and_bad_lines(capsys: pytest.CaptureFixture[str],
+                                           tmp_path: Path) -> None:
+    trace = tmp_path / "t.txt"
+    trace.write_text("\n".join([_kmalloc(1), "t-1 [000] ..... 1.000000: kfree: call_site=", ""]))
+    assert main(["replay", str(trace)]) == 2
+    assert "line 2:" in capsys.readouterr().err
+    assert main(["replay", "--skip-bad", "--policy", "slab", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "1 malformed lines skipped" in out and "line 2" in out
+    assert main(["replay", "--json", "--skip-bad", str(trace)]) == 0
+    assert json.loads(capsys.readouterr().out)["bad_lines"] == 1
