@@ -11,7 +11,7 @@ import doctest
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
@@ -491,3 +491,35 @@ def test_slab_flags_are_single_distinct_bits_in_linux_enum_order() -> None:
     assert slab_flags.SLAB_MERGE_SAME == (
         SLAB_RECLAIM_ACCOUNT | SLAB_CACHE_DMA | SLAB_CACHE_DMA32 | slab_flags.SLAB_ACCOUNT
     )
+
+
+def test_slab_flags_text_round_trip() -> None:
+    flags = SLAB_HWCACHE_ALIGN | slab_flags.SLAB_ACCOUNT
+    assert slab_flags.parse_slab_flags("SLAB_HWCACHE_ALIGN|SLAB_ACCOUNT") == flags
+    assert slab_flags.parse_slab_flags("HWCACHE_ALIGN | ACCOUNT") == flags
+    assert slab_flags.parse_slab_flags("") == 0
+    assert slab_flags.parse_slab_flags("0x10") == SLAB_HWCACHE_ALIGN
+    assert slab_flags.slab_flags_text(flags) == "SLAB_HWCACHE_ALIGN|SLAB_ACCOUNT"
+    assert slab_flags.slab_flags_text(0) == "0"
+    assert slab_flags.slab_flags_text(1 << 40) == "0x10000000000"
+    for name, value in slab_flags.SLAB_FLAG_NAMES.items():
+        assert slab_flags.parse_slab_flags(slab_flags.slab_flags_text(value)) == value, name
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: slab_flags.parse_slab_flags("SLAB_HWCACHE|SLAB_ACCOUNT"),
+            slab_flags.UnknownSlabFlagError,
+            "SLAB_HWCACHE",
+        ),
+        (lambda: slab_flags.parse_slab_flags("0xZZ"), slab_flags.UnknownSlabFlagError, "0xZZ"),
+        (lambda: slab_flags.parse_slab_flags(cast(Any, 16)), InvalidTypeError, "text"),
+        (lambda: slab_flags.slab_flags_text(-1), InvalidArgumentError, ">= 0"),
+        (lambda: slab_flags.slab_flags_text(cast(Any, "16")), InvalidTypeError, "int"),
+    ],
+)
+def test_slab_flags_text_bad_input(call: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()

@@ -68,7 +68,9 @@ from kmem.slab_flags import (
     SLAB_STORE_USER,
     SLAB_TYPESAFE_BY_RCU,
     UnknownGfpFlagError,
+    UnknownSlabFlagError,
     parse_gfp_flags,
+    parse_slab_flags,
 )
 from kmem.slab_geometry import CacheGeometry, calculate_geometry
 from kmem.slab_merge import find_mergeable, slab_alias_name, slab_unmergeable
@@ -134,6 +136,7 @@ __all__ = [
     "SlabInfo",
     "Step",
     "UnknownGfpFlagError",
+    "UnknownSlabFlagError",
     "WrongCacheError",
     "WrongOrderError",
     "alloc_steps",
@@ -147,6 +150,7 @@ __all__ = [
     "kmalloc_index",
     "kmalloc_size_class",
     "parse_gfp_flags",
+    "parse_slab_flags",
     "slab_alias_name",
     "slab_unmergeable",
     "unusable_index",

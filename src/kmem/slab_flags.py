@@ -2,7 +2,8 @@
 
 What: the flag constants a slab cache is created with (include/linux/slab.h) and the GFP flags an
 allocation carries (include/linux/gfp_types.h), plus `parse_gfp_flags()`, which turns the text
-ftrace prints for a `gfp_flags` field ('GFP_KERNEL|__GFP_ZERO') back into the integer.
+ftrace prints for a `gfp_flags` field ('GFP_KERNEL|__GFP_ZERO') back into the integer, and
+`parse_slab_flags()`/`slab_flags_text()` for SLAB_* flags written as text (scenarios, CLI).
 
 Why these exact values: Linux numbers the SLAB_* flags by an enum whose members depend on the
 kernel config (a bit exists only if its feature is built). The values here are those of the
@@ -188,6 +189,45 @@ GFP_FLAG_NAMES: dict[str, int] = {
     "__GFP_ZEROTAGS": __GFP_ZEROTAGS,
     "__GFP_NO_OBJ_EXT": __GFP_NO_OBJ_EXT,
 }
+
+
+class UnknownSlabFlagError(InvalidArgumentError):
+    """A slab flags text names a flag that is not one of Linux's SLAB_* flags."""
+
+
+def parse_slab_flags(text: str) -> int:
+    """Turn 'SLAB_HWCACHE_ALIGN|SLAB_ACCOUNT' (the 'SLAB_' prefix optional, '0' or '' for
+    none, hex allowed) into the flags word; an unknown name raises UnknownSlabFlagError."""
+    if type(text) is not str:
+        raise InvalidTypeError(f"slab flags must be given as text, not {type(text).__name__}")
+    value = 0
+    for part in text.split("|"):
+        name = part.strip()
+        if name in ("", "0"):
+            continue
+        flag = SLAB_FLAG_NAMES.get(name if name.startswith("SLAB_") else "SLAB_" + name)
+        if flag is None:
+            try:
+                flag = int(name, 16) if name.lower().startswith("0x") else None
+            except ValueError:
+                flag = None
+            if flag is None:
+                raise UnknownSlabFlagError(f"unknown slab flag {name!r} in {text!r}")
+        value |= flag
+    return value
+
+
+def slab_flags_text(value: int) -> str:
+    """Name the flags of a flags word ('SLAB_HWCACHE_ALIGN|SLAB_ACCOUNT', '0' for none)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(f"slab flags must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidArgumentError(f"slab flags must be >= 0, not {value}")
+    parts = [name for name, flag in SLAB_FLAG_NAMES.items() if value & flag]
+    rest = value & ~sum(SLAB_FLAG_NAMES.values())
+    if rest:
+        parts.append(hex(rest))
+    return "|".join(parts) if parts else "0"
 
 
 class UnknownGfpFlagError(InvalidArgumentError):
