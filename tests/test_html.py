@@ -8,6 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,11 +19,11 @@ from kmem.scenario import load, parse
 from kmem.snapshot import FREE_CODE, LABEL_BASE, scenario_document
 
 
-def embedded(page: str) -> dict[str, object]:
+def embedded(page: str) -> dict[str, Any]:
     match = re.search(r'<script id="kmem-data" type="application/json">(.*?)</script>', page,
                       re.S)
     assert match is not None
-    document: dict[str, object] = json.loads(match.group(1))
+    document: dict[str, Any] = json.loads(match.group(1))
     return document
 
 
@@ -33,6 +34,7 @@ def test_page_is_self_contained() -> None:
     assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page)
     assert "@import" not in page and "url(http" not in page
     assert embedded(page)["nr_pages"] == 64
+    assert "blocks" not in embedded(page)["frames"][0]  # sent encoded, as "b"
 
 
 def test_data_cannot_close_the_script_element() -> None:
@@ -91,3 +93,62 @@ def test_kmem_serve_answers_with_the_page() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+TRACE = Path(__file__).parent / "fixtures" / "traces" / "kmem-6.18-ls.txt.xz"
+
+
+def test_trace_document_samples_the_replay() -> None:
+    from kmem.snapshot import trace_document
+    from kmem.trace.parse import TraceParser
+    from kmem.trace.source import open_trace
+
+    with open_trace(TRACE) as lines:
+        events = sum(1 for _ in TraceParser().parse(lines))
+    document = trace_document(TRACE, max_frames=20, memory=64 << 20)
+    frames = document["frames"]
+    assert document["total_steps"] == events
+    assert document["nr_pages"] == (64 << 20) // 4096
+    assert 2 <= len(frames) <= 22
+    assert frames[0]["step"] == 0 and frames[-1]["step"] == events
+    assert frames[0]["blocks"][2::3] == [FREE_CODE] * (len(frames[0]["blocks"]) // 3)
+    last = frames[-1]
+    # Slab pages are labelled with their cache, and each labelled cache is listed.
+    slab_labels = {document["labels"][c - LABEL_BASE] for c in last["blocks"][2::3]
+                   if c >= LABEL_BASE}
+    assert slab_labels and all(label.startswith("slab:") for label in slab_labels)
+    assert {label[5:] for label in slab_labels} <= {c["name"] for c in last["caches"]}
+    # Pages in use add up: blocks not free cover exactly used_pages.
+    used = sum(1 << last["blocks"][i + 1] for i in range(0, len(last["blocks"]), 3)
+               if last["blocks"][i + 2] != FREE_CODE)
+    assert used == last["used_pages"]
+
+
+def test_kmem_html_recognises_a_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "trace.html"
+    assert main(["html", str(TRACE), "-o", str(out), "--frames", "10", "--memory", "64M"]) == 0
+    document = embedded(out.read_text())
+    assert str(document["title"]).startswith("kmem: trace ")
+    assert main(["html", str(TRACE), "--memory", "lots"]) == 2
+    assert "--memory: bad size 'lots'" in capsys.readouterr().err
+
+
+def test_blocks_are_encoded_compactly_and_losslessly() -> None:
+    from kmem.html_page import BLOCK_ALPHABET, encode_blocks
+
+    def decode(text: str, width: int) -> list[tuple[int, int]]:
+        values = []
+        for i in range(0, len(text), width):
+            value = 0
+            for digit in text[i:i + width]:
+                value = value * 64 + BLOCK_ALPHABET.index(digit)
+            values.append((value & 31, value >> 5))  # (order, code)
+        return values
+
+    blocks = [0, 3, 5, 8, 3, 0, 16, 4, 1, 32, 5, 127]
+    assert len(encode_blocks(blocks, 2)) == 8  # two characters a block
+    assert decode(encode_blocks(blocks, 2), 2) == [(3, 5), (3, 0), (4, 1), (5, 127)]
+    blocks[-1] = 128  # (128 << 5) | 5 needs 13 bits: three digits
+    with pytest.raises(ValueError):
+        encode_blocks(blocks, 2)
+    assert decode(encode_blocks(blocks, 3), 3)[-1] == (5, 128)

@@ -60,10 +60,15 @@ def test_bad_requests_are_clear(seed_document: dict[str, object], tmp_path: Path
 
 def test_cache_waste() -> None:
     # 7 KB objects, 4 per order-3 slab (32 KB): 28 KB of objects, 4 KB lost = 1/8.
-    cache = {"object_size": 7168, "objs_per_slab": 4, "order": 3, "slabs": []}
+    cache: dict[str, object] = {"object_size": 7168, "objs_per_slab": 4, "order": 3,
+                                "slabs": [], "nr_slabs": 0, "num_objs": 0}
     assert cache_waste(cache, 4096) == pytest.approx(1 / 8)
-    cache["slabs"] = [[0, 1, 4], [8, 4, 4]]
+    cache.update(slabs=[[0, 1, 4], [8, 4, 4]], nr_slabs=2, num_objs=8)
     assert cache_waste(cache, 4096) == pytest.approx(1 / 8)
+    # 100-byte objects in 128-byte slots, 32 per 4 KB slab: 3200 of 4096 bytes hold objects.
+    cache = {"object_size": 100, "objs_per_slab": 32, "order": 0, "slabs": [[0, 8, 32]],
+             "nr_slabs": 1, "num_objs": 32}
+    assert cache_waste(cache, 4096) == pytest.approx(1 - 3200 / 4096)
 
 
 def test_kmem_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,9 +8,10 @@ give the same pictures:
                    labelled allocations (scenario names, slab caches, kmalloc) by label
     usage          pages in use and free over the steps
     fragmentation  Linux's unusable free space index (mm/vmstat.c) per order over the steps
-    slab           internal fragmentation per cache: the share of each cache's slab memory
-                   not holding object bytes (slot padding, metadata and the slab's tail),
-                   at the chosen step
+    slab           internal fragmentation per cache at the chosen step: the share of each
+                   cache's slab memory not holding object bytes (slot padding, metadata, the
+                   slab's tail), and for kmalloc caches the share of the bytes handed out
+                   beyond what callers asked for
 
 API: ``plot(document, path, kind="all", step=-1)`` writes the file and returns its path;
 ``figure(document, kind, step)`` returns the matplotlib Figure. ``kind`` is one of KINDS.
@@ -117,7 +118,7 @@ def draw_memory_map(ax: Any, document: dict[str, Any], step: int = -1) -> None:
         for cell in range(first, last + 1):
             grid[cell // cols][cell % cols] = rgb
     ax.imshow(grid, aspect="auto" if rows > 4 else "equal", interpolation="nearest")
-    if per_cell == 1 and cols <= 256:  # block starts as thin white lines: blocks read apart
+    if per_cell == 1 and cols <= 256 and len(blocks) <= 3 * 512:  # block starts: thin lines
         for i in range(0, len(blocks), 3):
             pfn = blocks[i]
             if pfn:
@@ -179,37 +180,67 @@ def draw_fragmentation(ax: Any, document: dict[str, Any]) -> None:
 def cache_waste(cache: dict[str, Any], page_size: int) -> float:
     """Share of a cache's slab bytes that hold no object bytes (0..1); 0 for a slabless cache.
 
-    A slab of ``page_size << order`` bytes holds ``num_objs / slabs`` slots; everything but the
+    A slab of ``page_size << order`` bytes holds ``num_objs / nr_slabs`` slots; all but the
     ``object_size`` bytes of each slot is lost to padding, metadata and the slab's tail.
     """
-    slabs = cache["slabs"]
     slab_bytes: int = page_size << int(cache["order"])
     object_size = int(cache["object_size"])
-    if not slabs:
+    nr_slabs = int(cache.get("nr_slabs", len(cache["slabs"])))
+    if not nr_slabs:
         return 1 - object_size * int(cache["objs_per_slab"]) / slab_bytes
-    slots = sum(int(s[2]) for s in slabs)
-    return 1 - object_size * slots / (len(slabs) * slab_bytes)
+    return 1 - object_size * int(cache["num_objs"]) / (nr_slabs * slab_bytes)
+
+
+def kmalloc_rounding(cache: dict[str, Any]) -> float:
+    """Share of the bytes kmalloc handed out from this cache that nobody asked for (0..1)."""
+    allocated = int(cache.get("bytes_allocated", 0))
+    if not allocated:
+        return 0.0
+    return 1 - int(cache.get("bytes_requested", 0)) / allocated
+
+
+MAX_CACHE_BARS = 16
 
 
 def draw_slab(ax: Any, document: dict[str, Any], step: int = -1) -> None:
-    """Internal fragmentation of every cache at ``step``, as horizontal bars."""
+    """Internal fragmentation of the caches at ``step`` (the 16 holding most memory).
+
+    Two bars a cache: the slab memory not holding object bytes (slot padding, metadata, the
+    slab's tail) and, for kmalloc caches, the bytes handed out beyond what was asked.
+    """
     frame = _frame(document, step)
     caches = frame.get("caches") or []
     if not caches:
         ax.text(0.5, 0.5, "no slab caches at this step", ha="center", va="center")
         ax.set_axis_off()
         return
+    page_size = document["page_size"]
+    caches = sorted(caches, key=lambda c: -int(c.get("nr_slabs", 0)) * (page_size << c["order"]))
+    caches = caches[:MAX_CACHE_BARS]
     names = [c["name"] for c in caches]
-    waste = [100 * cache_waste(c, document["page_size"]) for c in caches]
+    waste = [100 * cache_waste(c, page_size) for c in caches]
+    rounding = [100 * kmalloc_rounding(c) for c in caches]
     # The map's colours where the cache has slab pages in the document, else the next ones.
     colours = label_colours(list(document["labels"]) + [f"slab:{n}" for n in names])
-    ax.barh(names, waste, color=[_hex_rgb(colours[f"slab:{n}"]) for n in names])
+    ys = range(len(names))
+    ax.barh([y - 0.2 for y in ys], waste, height=0.4,
+            color=[_hex_rgb(colours[f"slab:{n}"]) for n in names], label="slab memory not"
+            " holding objects")
+    if any(rounding):
+        ax.barh([y + 0.2 for y in ys], rounding, height=0.4, color="#f39c12",
+                label="kmalloc bytes beyond the request")
+    ax.set_yticks(list(ys), names, fontsize=8 if len(names) > 8 else 10)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_xlabel("% of slab memory not holding objects")
-    ax.set_title(f"internal fragmentation per cache (step {frame['step']})", fontsize=10)
+    ax.set_xlabel("% wasted")
+    shown = f", the {len(names)} largest" if len(frame["caches"]) > len(names) else ""
+    ax.set_title(f"internal fragmentation per cache (step {frame['step']}{shown})", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
     for y, value in enumerate(waste):
-        ax.text(value + 1, y, f"{value:.1f}%", va="center", fontsize=7)
+        ax.text(value + 1, y - 0.2, f"{value:.1f}%", va="center", fontsize=7)
+    for y, value in enumerate(rounding):
+        if value:
+            ax.text(value + 1, y + 0.2, f"{value:.1f}%", va="center", fontsize=7)
 
 
 def figure(document: dict[str, Any], kind: str = "all", step: int = -1) -> Figure:

@@ -16,7 +16,9 @@ and each *frame* is::
      "nr_free": [...], "free_lists": [[pfn, ...], ...],     # head first, at most 32 per order
      "free_pages": n, "used_pages": n,
      "caches": [{"name", "object_size", "size", "objs_per_slab", "order", "active_objs",
-                 "num_objs", "slabs": [[pfn, inuse, total], ...]}, ...]}
+                 "num_objs", "nr_slabs", "full", "partial", "empty",
+                 "bytes_requested", "bytes_allocated",   # kmalloc requests, since the start
+                 "slabs": [[pfn, inuse, total], ...]}, ...]}   # the first 48 slabs
 
 Block codes: 0 free, 1 allocated (no label), 2 reserved, 3 + i allocated with labels[i]
 ("A", "slab:pcb", "kmalloc:k1"). Blocks are a flat int list, not objects, so a frame of a big
@@ -28,7 +30,6 @@ without replaying from the start, and frames of a long trace are sampled, so the
 
 from __future__ import annotations
 
-import importlib
 import lzma
 import re
 from pathlib import Path
@@ -45,6 +46,7 @@ ALLOCATED_CODE = 1
 RESERVED_CODE = 2
 LABEL_BASE = 3
 MAX_LISTED = 32  # free-list pfns kept per order: enough to see the head and the order
+MAX_SLABS_LISTED = 48  # slabs kept per cache and frame (the counts cover them all)
 
 
 class LabelTable:
@@ -114,6 +116,9 @@ def cache_frames(slab: Any) -> list[dict[str, Any]]:
             inuse[obj.slab_pfn] = inuse.get(obj.slab_pfn, 0) + 1
         total = int(cache.objs_per_slab)
         slabs = [[pfn, inuse[pfn], total] for pfn in sorted(inuse)]
+        stats = cache.stats()
+        full = sum(1 for s in slabs if s[1] == total)
+        empty = sum(1 for s in slabs if s[1] == 0)
         out.append({
             "name": str(cache.name),
             "object_size": int(cache.object_size),
@@ -122,7 +127,13 @@ def cache_frames(slab: Any) -> list[dict[str, Any]]:
             "order": int(cache.order),
             "active_objs": sum(s[1] for s in slabs),
             "num_objs": total * len(slabs),
-            "slabs": slabs,
+            "nr_slabs": len(slabs),
+            "full": full,
+            "partial": len(slabs) - full - empty,
+            "empty": empty,
+            "slabs": slabs[:MAX_SLABS_LISTED],
+            "bytes_requested": int(stats.bytes_requested),
+            "bytes_allocated": int(stats.bytes_allocated),
         })
     return out
 
@@ -181,7 +192,8 @@ def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict
 
 # -- choosing the input: scenario or trace ------------------------------------------------------
 
-DEFAULT_TRACE_FRAMES = 400  # snapshots of a trace: smooth on the slider, a few MB at most
+DEFAULT_TRACE_FRAMES = 400  # snapshots of a long replay: smooth on the slider, a few MB at most
+DEFAULT_TRACE_MEMORY = 256 << 20  # a trace's machine: enough for a short trace, a small page
 _TRACE_LINE = re.compile(
     r"# tracer:|\b(kmalloc|kmalloc_node|kfree|kmem_cache_alloc|kmem_cache_alloc_node|"
     r"kmem_cache_free|mm_page_alloc|mm_page_free|mm_page_free_batched):"
@@ -203,30 +215,98 @@ def looks_like_trace(path: str | Path) -> bool:
 
 
 def document_for(spec: str, kind: str | None = None,
-                 max_frames: int = DEFAULT_TRACE_FRAMES) -> dict[str, Any]:
+                 max_frames: int = DEFAULT_TRACE_FRAMES,
+                 memory: int = DEFAULT_TRACE_MEMORY, policy: str = "slub") -> dict[str, Any]:
     """The document for a built-in scenario name, a scenario file or a trace file.
 
     ``kind`` forces "scenario" or "trace"; by default a file is read as a trace when its
-    first lines look like ftrace kmem events, else as a scenario.
+    first lines look like ftrace kmem events, else as a scenario. ``memory`` and ``policy``
+    set up the machine a trace replays on (a scenario says its own).
     """
     if kind is None:
         kind = "trace" if spec not in BUILTIN and Path(spec).is_file() and looks_like_trace(
             spec) else "scenario"
     if kind == "scenario":
         return scenario_document(load(spec), max_frames)
-    return trace_document(spec, max_frames)
+    return trace_document(spec, max_frames, memory=memory, policy=policy)
 
 
-def trace_document(path: str | Path, max_frames: int = DEFAULT_TRACE_FRAMES) -> dict[str, Any]:
-    """Replay a trace and keep ``max_frames`` evenly spaced snapshots."""
-    try:
-        replay = importlib.import_module("kmem.trace.replay")
-    except ImportError:
-        raise TraceUnavailableError(
-            "replaying traces needs kmem.trace.replay, which this kmem does not have yet"
-        ) from None
-    raise TraceUnavailableError(f"trace pages are not wired to {replay.__name__} yet")
+def trace_document(
+    path: str | Path,
+    max_frames: int = DEFAULT_TRACE_FRAMES,
+    *,
+    memory: int = DEFAULT_TRACE_MEMORY,
+    policy: str = "slub",
+    nr_cpus: int = 2,
+    skip_bad: bool = True,
+) -> dict[str, Any]:
+    """Replay a kmem trace (kmem.trace.replay) and keep about ``max_frames`` snapshots.
+
+    The trace is read twice: once to count its lines, so the snapshots can be spaced evenly
+    (every ``lines / max_frames`` events), then to replay it. Each frame is the machine after
+    that many events; its text says what the events since the previous frame did.
+    """
+    from kmem.trace.parse import TraceParser
+    from kmem.trace.replay import Replayer
+    from kmem.trace.source import open_trace
+
+    with open_trace(path) as lines:
+        nr_lines = sum(1 for _ in lines)
+    every = max(1, -(-nr_lines // max(1, max_frames)))
+    replayer = Replayer(memory=memory, policy=policy, nr_cpus=nr_cpus)
+    parser = TraceParser(skip_bad=skip_bad)
+    table = LabelTable()
+    frames: list[dict[str, Any]] = []
+    previous: Any = None
+    with open_trace(path) as lines:
+        for snap in replayer.iter_snapshots(parser.parse(lines), every=every):
+            frame = {"step": snap.events, "line": 0, "source": "", "steps": [], "highlight": []}
+            if previous is None:
+                frame["text"] = (
+                    f"{format_size(memory)} of memory, all free; the trace's events replay"
+                    f" through kmem's own allocators ({policy}, {nr_cpus} CPUs)."
+                )
+            else:
+                frame["source"] = f"events {previous.events + 1}-{snap.events}"
+                frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
+            frame.update(buddy_frame(replayer.buddy, table, _trace_labels(replayer)))
+            frame["caches"] = cache_frames(replayer.slab)
+            frames.append(frame)
+            previous = snap
+    result = replayer.result(parser)
+    return {
+        "title": f"kmem: trace {Path(path).name}",
+        "source": "",
+        "page_size": replayer.page_size,
+        "nr_pages": replayer.buddy.nr_pages,
+        "max_order": replayer.buddy.max_order,
+        "labels": table.labels,
+        "frames": frames,
+        "total_steps": replayer.events_done,
+        "trace": {
+            "events": result.events,
+            "lines": result.lines,
+            "bad_lines": result.bad_lines,
+            "unknown_frees": result.unknown_frees,
+            "missed_frees": result.missed_frees,
+            "kmem_oom": result.kmem_oom,
+        },
+    }
 
 
-class TraceUnavailableError(KmemError, RuntimeError):
-    """Trace input was asked for but the trace replay layer is missing."""
+def _trace_labels(replayer: Any) -> dict[int, str]:
+    """Slab pages by cache; other allocated blocks stay unlabelled (page events, large kmalloc)."""
+    return {int(pfn): f"slab:{name}" for pfn, name in replayer.slab.slab_pages()}
+
+
+def _trace_step_text(before: Any, after: Any, page_size: int) -> str:
+    def change(now: int, then: int) -> str:
+        return f"{now} ({now - then:+d})"
+
+    return (
+        f"after {after.events} events (trace time {after.time:.6f} s): "
+        f"{change(after.live_objects, before.live_objects)} live objects; "
+        f"slab pages {change(after.slab_pages, before.slab_pages)}; "
+        f"pages of page events {change(after.page_layer_pages, before.page_layer_pages)}; "
+        f"free {format_size(after.free_pages * page_size)}."
+    )

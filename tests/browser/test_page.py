@@ -184,3 +184,29 @@ def test_seed_slab_steps_show_caches(open_page: OpenPage) -> None:
     page.click("#last")
     assert page.inner_text("#source") == "line 13: free p1"
     assert page.locator(".slab.empty").count() == 2
+
+
+def test_trace_page(open_page: OpenPage) -> None:
+    from pathlib import Path
+
+    from kmem.snapshot import trace_document
+
+    trace = Path(__file__).parents[1] / "fixtures" / "traces" / "kmem-6.18-ls.txt.xz"
+    document = trace_document(trace, max_frames=40, memory=64 << 20)
+    page = open_page(document)
+    total = document["total_steps"]
+    page.keyboard.press("End")
+    assert page.inner_text("#stepno").startswith(f"step {total} / {total}")
+    last = document["frames"][-1]
+    shown = free_lists(page)
+    assert {o: n for o, (n, _) in shown.items()} == dict(enumerate(last["nr_free"]))
+    assert page.inner_text("#source").startswith("events ")
+    assert "live objects" in page.inner_text("#explanation")
+    names = page.eval_on_selector_all("#caches tbody tr", "rows => rows.map(r => r.dataset.cache)")
+    assert names == [c["name"] for c in last["caches"]]
+    # The DOM stays small: caches with many slabs draw bars, not one node per object.
+    assert page.evaluate("document.querySelectorAll('*').length") < 5000
+    # Hovering pfn 0 names what the replay put there.
+    box = page.locator("#strip").bounding_box()
+    page.mouse.move(box["x"] + 0.5, box["y"] + 0.5)
+    assert page.inner_text("#tooltip").startswith("pfn 0 (address 0x0): ")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from kmem.errors import InvalidArgumentError
 from kmem.html_page import write_page
-from kmem.snapshot import DEFAULT_TRACE_FRAMES, document_for
+from kmem.scenario import parse_size
+from kmem.snapshot import DEFAULT_TRACE_FRAMES, DEFAULT_TRACE_MEMORY, document_for
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,9 +21,25 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                       help="read INPUT as a trace (default: guessed from its contents)")
     kind.add_argument("--scenario", dest="input_kind", action="store_const", const="scenario",
                       help="read INPUT as a scenario")
+    parser.add_argument("--memory", default=f"{DEFAULT_TRACE_MEMORY >> 20}M",
+                        help="for a trace: memory of the machine it replays on"
+                             f" (default {DEFAULT_TRACE_MEMORY >> 20}M)")
+    parser.add_argument("--policy", choices=("slub", "slab"), default="slub",
+                        help="for a trace: the slab policy it replays on (default slub)")
     parser.add_argument("--frames", type=int, default=DEFAULT_TRACE_FRAMES,
                         help="snapshots kept of a long replay, evenly spaced"
                              f" (default {DEFAULT_TRACE_FRAMES})")
+
+
+def document_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The snapshot document the shared arguments ask for."""
+    try:
+        memory = parse_size(args.memory)
+    except ValueError as error:
+        raise InvalidArgumentError(f"--memory: {error}") from None
+    if args.frames < 1:
+        raise InvalidArgumentError(f"--frames must be at least 1, got {args.frames}")
+    return document_for(args.input, args.input_kind, args.frames, memory, args.policy)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    document = document_for(args.input, args.input_kind, args.frames)
+    document = document_from_args(args)
     path = write_page(document, args.output)
     frames = len(document["frames"])
     print(f"wrote {path} ({path.stat().st_size // 1024} KB, {frames} frames of"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from kmem.commands.html import add_source_arguments
+from kmem.commands.html import add_source_arguments, document_from_args
 from kmem.plot import KINDS, plot
-from kmem.snapshot import document_for
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    document = document_for(args.input, args.input_kind, args.frames)
+    document = document_from_args(args)
     path = plot(document, args.output, args.plot_kind, args.step)
     print(f"wrote {path}")
     return 0

@@ -6,9 +6,8 @@ import argparse
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from kmem.commands.html import add_source_arguments
+from kmem.commands.html import add_source_arguments, document_from_args
 from kmem.html_page import build_page
-from kmem.snapshot import document_for
 
 
 def make_server(page: str, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
@@ -45,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    page = build_page(document_for(args.input, args.input_kind, args.frames))
+    page = build_page(document_from_args(args))
     server = make_server(page, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"serving the kmem page at http://{host!s}:{port}/ (Ctrl-C stops)", flush=True)

@@ -10,7 +10,7 @@
   const pageSize = doc.page_size;
   const maxOrder = doc.max_order;
   const FREE = 0, ALLOCATED = 1, RESERVED = 2, LABEL_BASE = 3;
-  const MAX_SLABS_SHOWN = 48, MAX_OBJS_SHOWN = 64;
+  const MAX_SLABS_SHOWN = 48, MAX_OBJS_SHOWN = 64, MAX_OBJ_CELLS = 1500;
   const $ = (id) => document.getElementById(id);
   let current = 0;
   let timer = null;
@@ -81,14 +81,44 @@
 
   // ---- geometry of the page strip ---------------------------------------------------------
   const strip = $("strip");
-  const cols = nrPages <= 32 ? nrPages : nrPages <= 256 ? 32 : nrPages <= 4096 ? 64
-    : nrPages <= 65536 ? 256 : 1024;
+  // Small machines: big cells, 32 or 64 a row. Big ones: a power-of-two row about 1000 px
+  // wide and at most about 320 px tall, cells shrinking to one pixel.
+  let cols, cell;
+  if (nrPages <= 4096) {
+    cols = nrPages <= 32 ? nrPages : nrPages <= 256 ? 32 : 64;
+    cell = Math.max(4, Math.min(Math.floor(960 / cols), 40));
+  } else {
+    cell = Math.max(1, Math.floor(Math.sqrt(1024 * 320 / nrPages)));
+    cols = 2 ** Math.round(Math.log2(1024 / cell));
+  }
   const rows = Math.ceil(nrPages / cols);
-  const cell = Math.max(1, Math.min(Math.floor(960 / cols), 40, Math.floor(2048 / rows) || 1));
   strip.width = cols * cell;
   strip.height = rows * cell;
   $("strip-caption").textContent =
     `${nrPages} pages of ${size(pageSize)}, ${cols} a row` + (cell < 3 ? ", one pixel each" : "");
+
+  // Blocks arrive as a string of (order, code) digits (kmem/html_page.py encode_blocks);
+  // pfns follow from the orders since blocks tile memory. Decoded when a frame is shown.
+  const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+  const DIGIT = new Int8Array(128);
+  for (let i = 0; i < ALPHABET.length; i++) DIGIT[ALPHABET.charCodeAt(i)] = i;
+  function blocksOf(frame) {
+    if (frame.blocks) return frame.blocks;
+    const s = frame.b, w = doc.block_width, n = s.length / w;
+    const out = new Int32Array(n * 3);
+    let pfn = 0;
+    for (let i = 0, k = 0; i < n; i++) {
+      let v = 0;
+      for (let j = 0; j < w; j++) v = (v << 6) | DIGIT[s.charCodeAt(k++)];
+      const order = v & 31;
+      out[i * 3] = pfn;
+      out[i * 3 + 1] = order;
+      out[i * 3 + 2] = v >> 5;
+      pfn += 2 ** order;
+    }
+    frame.blocks = out;
+    return out;
+  }
 
   function blockAt(frame, pfn) {
     // Blocks are sorted by pfn: binary search the last block starting at or before pfn.
@@ -236,13 +266,12 @@
     const body = document.createElement("tbody");
     table.appendChild(body);
     const pictures = document.createElement("div");
+    let cellBudget = MAX_OBJ_CELLS;
     for (const c of caches) {
-      const full = c.slabs.filter((s) => s[1] === s[2]).length;
-      const empty = c.slabs.filter((s) => s[1] === 0).length;
       const tr = document.createElement("tr");
       tr.dataset.cache = c.name;
       for (const v of [c.name, c.active_objs, c.num_objs, c.object_size, c.size, c.objs_per_slab,
-        2 ** c.order, c.slabs.length, `${full} / ${c.slabs.length - full - empty} / ${empty}`]) {
+        2 ** c.order, c.nr_slabs, `${c.full} / ${c.partial} / ${c.empty}`]) {
         const td = document.createElement("td");
         td.textContent = String(v);
         tr.appendChild(td);
@@ -250,23 +279,33 @@
       body.appendChild(tr);
       const div = document.createElement("div");
       div.className = "cache";
-      div.innerHTML = `<b>${c.name}</b> <small>${c.slabs.length} slab(s)</small>`;
+      div.innerHTML = "<b></b> <small></small>";
+      div.firstChild.textContent = c.name;
+      div.lastChild.textContent = `${c.nr_slabs} slab(s)`;
       const slabs = document.createElement("div");
       slabs.className = "slabs";
       for (const [pfn, inuse, total] of c.slabs.slice(0, MAX_SLABS_SHOWN)) {
         const s = document.createElement("div");
         s.className = "slab " + (inuse === total ? "full" : inuse ? "partial" : "empty");
         s.title = `slab at pfn ${pfn} (${hex(pfn * pageSize)}): ${inuse} of ${total} objects used`;
-        for (let i = 0; i < Math.min(total, MAX_OBJS_SHOWN); i++) {
-          const o = document.createElement("div");
-          o.className = "obj" + (i < inuse ? " used" : "");
-          s.appendChild(o);
+        if (total <= MAX_OBJS_SHOWN && cellBudget >= total) {
+          cellBudget -= total;  // one cell per object while the page stays small
+          for (let i = 0; i < total; i++) {
+            const o = document.createElement("div");
+            o.className = "obj" + (i < inuse ? " used" : "");
+            s.appendChild(o);
+          }
+        } else {  // many objects: one bar, filled to the share in use
+          s.classList.add("bar");
+          s.style.background =
+            `linear-gradient(90deg, #7d5ba6 ${100 * inuse / total}%, #e6ebf0 0)`;
         }
         slabs.appendChild(s);
       }
-      if (c.slabs.length > MAX_SLABS_SHOWN) {
+      const hidden = c.nr_slabs - Math.min(c.slabs.length, MAX_SLABS_SHOWN);
+      if (hidden > 0) {
         const more = document.createElement("small");
-        more.textContent = `… and ${c.slabs.length - MAX_SLABS_SHOWN} more`;
+        more.textContent = `… and ${hidden} more`;
         slabs.appendChild(more);
       }
       div.appendChild(slabs);
@@ -317,7 +356,8 @@
 
   // ---- the current step -------------------------------------------------------------------
   function drawText(frame) {
-    $("source").textContent = frame.line ? `line ${frame.line}: ${frame.source}` : "start";
+    $("source").textContent = frame.line ? `line ${frame.line}: ${frame.source}`
+      : frame.source || "start";
     $("explanation").textContent = frame.text;
     const ol = $("steps");
     ol.textContent = "";
@@ -339,8 +379,11 @@
   function go(index) {
     index = Math.max(0, Math.min(frames.length - 1, index | 0));
     const previous = index > 0 ? frames[index - 1] : null;
+    const shown = frames[current];
     current = index;
     const frame = frames[index];
+    if (shown !== frame && shown.b !== undefined) delete shown.blocks;  // keep one decoded
+    blocksOf(frame);
     $("slider").value = String(index);
     drawText(frame);
     drawStrip(frame);
@@ -449,8 +492,8 @@
     if (e.key === "ArrowRight") { stop(); go(current + 1); e.preventDefault(); }
     else if (e.key === "ArrowLeft") { stop(); go(current - 1); e.preventDefault(); }
     else if (e.key === " ") { play(); e.preventDefault(); }
-    else if (e.key === "Home") { stop(); go(0); }
-    else if (e.key === "End") { stop(); go(frames.length - 1); }
+    else if (e.key === "Home") { stop(); go(0); e.preventDefault(); }
+    else if (e.key === "End") { stop(); go(frames.length - 1); e.preventDefault(); }
   });
 
   legend();
