@@ -210,3 +210,68 @@ def test_trace_page(open_page: OpenPage) -> None:
     box = page.locator("#strip").bounding_box()
     page.mouse.move(box["x"] + 0.5, box["y"] + 0.5)
     assert page.inner_text("#tooltip").startswith("pfn 0 (address 0x0): ")
+
+
+def _synthetic_trace(events: int) -> str:
+    """An ftrace kmem trace in Linux 6.18's format: random kmalloc/kfree, cache objects, pages."""
+    rng = random.Random(11)
+    lines = ["# tracer: nop"]
+    live: list[tuple[str, str]] = []  # (ptr, kind)
+    pages: list[tuple[int, int]] = []
+    next_ptr, next_pfn = 0x1000, 0x100000
+    head = "            bash-4479    [000] .....   {t:.6f}: "
+    for i in range(events):
+        t = 100 + i * 1e-6
+        roll = rng.random()
+        if roll < 0.45 or (not live and not pages):
+            next_ptr += 1
+            ptr = f"{next_ptr:016x}"
+            if rng.random() < 0.5:
+                size = rng.choice((8, 24, 100, 200, 1000))
+                alloc = 1 << (size - 1).bit_length()
+                lines.append(head.format(t=t) + f"kmalloc: call_site=f+0x1/0x2 ptr={ptr} "
+                             f"bytes_req={size} bytes_alloc={max(alloc, 8)} gfp_flags=GFP_KERNEL"
+                             " node=-1 accounted=false")
+                live.append((ptr, "kfree"))
+            else:
+                lines.append(head.format(t=t) + f"kmem_cache_alloc: call_site=f+0x1/0x2 "
+                             f"ptr={ptr} name=dentry bytes_req=192 bytes_alloc=192 "
+                             "gfp_flags=GFP_KERNEL node=-1 accounted=false")
+                live.append((ptr, "cache"))
+        elif roll < 0.9 and live:
+            ptr, kind = live.pop(rng.randrange(len(live)))
+            if kind == "kfree":
+                lines.append(head.format(t=t) + f"kfree: call_site=f+0x1/0x2 ptr={ptr}")
+            else:
+                lines.append(head.format(t=t) + f"kmem_cache_free: call_site=f+0x1/0x2 "
+                             f"ptr={ptr} name=dentry")
+        elif roll < 0.95 or not pages:
+            order = rng.choice((0, 0, 1, 2))
+            next_pfn += 8
+            lines.append(head.format(t=t) + f"mm_page_alloc: page=00000000200ac740 "
+                         f"pfn={next_pfn:#x} order={order} migratetype=1 gfp_flags=GFP_KERNEL")
+            pages.append((next_pfn, order))
+        else:
+            pfn, order = pages.pop(rng.randrange(len(pages)))
+            lines.append(head.format(t=t) + f"mm_page_free: page=00000000750f8522 "
+                         f"pfn={pfn:#x} order={order}")
+    return "\n".join(lines) + "\n"
+
+
+def test_100k_event_trace_page_stays_small(open_page: OpenPage, tmp_path: Any) -> None:
+    from kmem.snapshot import trace_document
+
+    trace = tmp_path / "big.trace"
+    trace.write_text(_synthetic_trace(100_000))
+    document = trace_document(trace, max_frames=300, memory=64 << 20)
+    assert document["total_steps"] == 100_000
+    assert len(document["frames"]) <= 302
+    page = open_page(document)
+    page.keyboard.press("End")
+    assert page.inner_text("#stepno").startswith("step 100000 / 100000")
+    assert page.evaluate("document.querySelectorAll('*').length") < 5000
+    for index in (10, 150, 299):  # the slider jumps anywhere, drawing one frame
+        page.fill("#slider", str(index))
+        page.wait_for_function(f"document.body.dataset.step === '{index}'")
+        shown = {o: n for o, (n, _) in free_lists(page).items()}
+        assert shown == dict(enumerate(document["frames"][index]["nr_free"]))
