@@ -38,7 +38,7 @@ def _events(path: Path) -> list[TraceEvent]:
 
 def _model(events: list[TraceEvent]) -> dict[str, int]:
     """The issue's definitions, as a plain set over pointers (no allocator involved)."""
-    live: set[int] = set()
+    live: set[str] = set()
     counts = {"unknown_frees": 0, "null_frees": 0, "missed_frees": 0}
     for event in events:
         if KMALLOC <= event[KIND] <= 3:

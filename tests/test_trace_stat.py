@@ -165,15 +165,15 @@ def test_gfp_legend_equals_perf(stat: KmemStat) -> None:
 
 def test_perf_definitions_on_hand_made_events() -> None:
     """Derived from builtin-kmem.c: ping-pong, ignored unknown frees, a forgotten alloc CPU."""
-    def kmalloc(cpu: int, ptr: int, req: int, alloc: int, site: str = "f+0x1/0x9") -> tuple:  # type: ignore[type-arg]
+    def kmalloc(cpu: int, ptr: str, req: int, alloc: int, site: str = "f+0x1/0x9") -> tuple:  # type: ignore[type-arg]
         return (0, cpu, "1.000000:", site, ptr, "", req, alloc, "GFP_KERNEL", -1, -1, -1, -1)
 
-    def kfree(cpu: int, ptr: int) -> tuple:  # type: ignore[type-arg]
+    def kfree(cpu: int, ptr: str) -> tuple:  # type: ignore[type-arg]
         return (4, cpu, "1.000000:", "g+0x2/0x9", ptr, "", 0, 0, "", -1, -1, -1, -1)
 
     stat = KmemStat()
-    stat.add([kmalloc(0, 0x10, 10, 16), kfree(1, 0x10), kfree(1, 0x10), kfree(0, 0x99),
-              kmalloc(1, 0x10, 30, 32), kfree(1, 0x10), kmalloc(0, 0x20, 64, 64, "h+0x5/0x9")])
+    stat.add([kmalloc(0, "10", 10, 16), kfree(1, "10"), kfree(1, "10"), kfree(0, "99"),
+              kmalloc(1, "10", 30, 32), kfree(1, "10"), kmalloc(0, "20", 64, 64, "h+0x5/0x9")])
     slab = stat.slab_summary()
     assert slab.nr_allocs == 3
     assert (slab.total_requested, slab.total_allocated) == (104, 112)
@@ -185,7 +185,7 @@ def test_perf_definitions_on_hand_made_events() -> None:
 
 def test_page_alloc_of_a_live_pfn_keeps_its_first_order() -> None:
     def page(kind: int, pfn: int, order: int, mt: int = 0) -> tuple:  # type: ignore[type-arg]
-        return (kind, 0, "1.000000:", "", 0, "", 0, 0, "GFP_KERNEL" if kind == 6 else "", -1,
+        return (kind, 0, "1.000000:", "", "", "", 0, 0, "GFP_KERNEL" if kind == 6 else "", -1,
                 pfn, order, mt)
 
     stat = KmemStat()

@@ -10,11 +10,11 @@ kmem_cache_free) fill CALL_SITE, PTR, NAME (kmem_cache_* on 6.x, else ""), BYTES
 BYTES_ALLOC, GFP and NODE (-1 when the kernel did not print it). Page events (mm_page_*) fill PFN
 (-1 for a failed allocation), ORDER, MIGRATETYPE (-1 when not printed) and GFP. Unused columns
 hold "" or -1. TIME is the timestamp token as printed (``"10308.077785:"``): event_time()
-converts it, so the hot path does not pay for a float per event. Pointers are ints: the
-value of the hex text as traced, hashed (``000000004df4a32a``) or raw (``0xffff888102c69fa0``),
-which pairs allocations with frees either way (hashing is one-to-one within a boot); every
-spelling of NULL (``(nil)``, ``(null)``, ``0000000000000000``, ``0x0``) is ``NULL_PTR`` (0).
-Converting validates the hex and makes a compact dict key.
+converts it, so the hot path does not pay for a float per event. Pointers stay the hex text
+as traced, hashed (``000000004df4a32a``) or raw (``0xffff888102c69fa0``): a dict key that pairs
+allocations with frees either way (hashing is one-to-one within a boot) without the cost of
+int() per event; every spelling of NULL (``(nil)``, ``(null)``, ``0000000000000000``, ``0x0``)
+is ``NULL_PTR`` ("0"). ``pointer_value()`` gives the number.
 """
 
 from __future__ import annotations
@@ -73,11 +73,16 @@ PFN: Final = 10
 ORDER: Final = 11
 MIGRATETYPE: Final = 12
 
-NULL_PTR: Final = 0
+NULL_PTR: Final = "0"
 
-TraceEvent = tuple[int, int, str, str, int, str, int, int, str, int, int, int, int]
+TraceEvent = tuple[int, int, str, str, str, str, int, int, str, int, int, int, int]
 """(kind, cpu, time text, call_site, ptr, name, bytes_req, bytes_alloc, gfp, node, pfn, order,
 migratetype)"""
+
+
+def pointer_value(ptr: str) -> int:
+    """The number a traced pointer text stands for (0 for NULL)."""
+    return int(ptr, 16)
 
 
 def event_time(event: TraceEvent) -> float:

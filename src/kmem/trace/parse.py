@@ -79,7 +79,8 @@ _ALIASES: Final = {
     "mm_page_free_direct": MM_PAGE_FREE,
     "mm_pagevec_free": MM_PAGE_FREE_BATCHED,
 }
-_NULLS: Final = frozenset({"(nil)", "(null)", "0000000000000000", "00000000", "0x0", "0"})
+_NULLS: Final = frozenset({"(nil)", "(null)", "0000000000000000", "00000000", "0x0", "0",
+                           "0x0000000000000000"})
 _HEX_PTR: Final = re.compile(r"(?:0x)?[0-9a-fA-F]+")
 _GFP_HEX: Final = re.compile(r"0x[0-9a-fA-F]+|none")
 # Names that older kernels print and 6.18 no longer has (include/trace/events/mmflags.h history).
@@ -95,6 +96,11 @@ _NODE_TOKENS: Final = {f"node={n}": n for n in range(-1, 1024)}
 _ACCOUNTED: Final = frozenset({"accounted=true", "accounted=false"})
 _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
 MAX_BAD_EXAMPLES: Final = 20
+MAX_MEMO: Final = 1 << 17
+_INT_FIELDS: Final = frozenset(
+    {"bytes_req", "bytes_alloc", "node", "order", "migratetype", "percpu_refill"}
+)
+_STR_FIELDS: Final = frozenset({"call_site", "name", "gfp_flags"})
 
 _SLAB_ALLOC_REQUIRED: Final = ("call_site", "ptr", "bytes_req", "bytes_alloc", "gfp_flags")
 
@@ -114,7 +120,8 @@ _FAST_KINDS: Final = {
     token: kind
     for token, kind in _EVENT_TOKENS.items()
     if kind in (KMALLOC, KMEM_CACHE_ALLOC, KFREE, KMEM_CACHE_FREE, MM_PAGE_ALLOC, MM_PAGE_FREE,
-                MM_PAGE_FREE_BATCHED) and not token.startswith(("mm_pagevec", "mm_page_free_d"))
+                MM_PAGE_FREE_BATCHED, MM_PAGE_ALLOC_ZONE_LOCKED, MM_PAGE_PCPU_DRAIN)
+    and not token.startswith(("mm_pagevec", "mm_page_free_d"))
 }
 _CPU_TOKENS: Final = {f"[{cpu:03d}]": cpu for cpu in range(8192)}
 
@@ -137,7 +144,10 @@ class TraceParser:
         self.bad_examples: list[TraceFormatError] = []
         self.other_events: dict[str, int] = {}
         self._counts = [0] * len(EVENT_NAMES)
-        self._gfp_ok: dict[str, str] = {}  # "gfp_flags=..." token -> validated flags text
+        # Memo tables of the fast path: whole field token -> its validated value, filled by the
+        # slow path ("bytes_req=192" -> 192, "name=filp" -> "filp"). Bounded by MAX_MEMO.
+        self._ints: dict[str, int] = {}
+        self._strs: dict[str, str] = {}
 
     @property
     def events(self) -> dict[str, int]:
@@ -148,13 +158,16 @@ class TraceParser:
 
     def parse(self, lines: Iterable[str]) -> Iterator[TraceEvent]:
         """Yield one event tuple per kmem event line of ``lines``, in trace order."""
-        # The hot loop: every name below is a local, every 6.x event is read inline (no call),
-        # and any doubt sends the line to _slow_line, which parses it fully or says what is wrong.
+        # The hot loop: every name below is a local, every 6.x event is read inline (no call).
+        # Fields with few distinct values (sizes, names, call sites, gfp flags, node, order...)
+        # are looked up whole in memo tables filled by the validating slow path: one dict
+        # lookup checks the key, validates the value and converts it. A miss (KeyError) or any
+        # other doubt sends the line to _slow_line, which parses it fully or says what is wrong.
         kinds = _FAST_KINDS
         cpus = _CPU_TOKENS
-        nodes = _NODE_TOKENS
-        accounted = _ACCOUNTED
-        gfps = self._gfp_ok
+        ints = self._ints
+        strs = self._strs
+        nulls = _NULLS
         counts = self._counts
         slow = self._slow_line
         number = nlines = 0
@@ -162,12 +175,8 @@ class TraceParser:
             for number, line in enumerate(lines, 1):
                 t = line.split()
                 n = len(t)
-                # t[3] is the timestamp: "10308.077785:", its shape checked, not converted.
-                kind = (
-                    kinds.get(t[4], -1)
-                    if n > 6 and t[3][-8:-7] == "." and t[3][-7:-1].isdigit()
-                    else -1
-                )
+                # t[3] is the timestamp, "10308.077785:": its shape is checked, not converted.
+                kind = kinds.get(t[4], -1) if n > 6 and t[3][-8:-7] == "." else -1
                 event: TraceEvent | None = None
                 if kind >= 0:
                     cpu = cpus.get(t[1])
@@ -177,52 +186,54 @@ class TraceParser:
                         if kind == KMEM_CACHE_ALLOC:
                             # call_site= ptr= name= bytes_req= bytes_alloc= gfp_flags= node=
                             # accounted=
-                            if (n == 13 and t[12] in accounted and cpu >= 0
-                                    and t[5][:10] == "call_site=" and t[6][:4] == "ptr="
-                                    and t[7][:5] == "name=" and t[8][:10] == "bytes_req="
-                                    and t[9][:12] == "bytes_alloc="):
-                                event = (KMEM_CACHE_ALLOC, cpu, t[3], t[5][10:],
-                                         int(t[6][4:], 16), t[7][5:],
-                                         int(t[8][10:]), int(t[9][12:]), gfps[t[10]],
-                                         nodes[t[11]], -1, -1, -1)
+                            if n == 13 and cpu >= 0 and t[6][:4] == "ptr=" and ints[t[12]] >= 0:
+                                ptr = t[6][4:]
+                                event = (KMEM_CACHE_ALLOC, cpu, t[3], strs[t[5]],
+                                         NULL_PTR if ptr in nulls else ptr, strs[t[7]],
+                                         ints[t[8]], ints[t[9]], strs[t[10]], ints[t[11]],
+                                         -1, -1, -1)
                         elif kind == KMEM_CACHE_FREE:
                             # call_site= ptr= name=
-                            if (n == 8 and cpu >= 0 and t[5][:10] == "call_site="
-                                    and t[6][:4] == "ptr=" and t[7][:5] == "name="
-                                    and len(t[7]) > 5):
-                                event = (KMEM_CACHE_FREE, cpu, t[3], t[5][10:],
-                                         int(t[6][4:], 16), t[7][5:], 0, 0, "",
+                            if n == 8 and cpu >= 0 and t[6][:4] == "ptr=":
+                                ptr = t[6][4:]
+                                event = (KMEM_CACHE_FREE, cpu, t[3], strs[t[5]],
+                                         NULL_PTR if ptr in nulls else ptr, strs[t[7]], 0, 0, "",
                                          -1, -1, -1, -1)
                         elif kind == KFREE:
                             # call_site= ptr=   (16 hex digits, or 0x and 16: not truncated)
-                            if (n == 7 and cpu >= 0 and t[5][:10] == "call_site="
-                                    and t[6][:4] == "ptr=" and (len(t[6]) == 20
-                                                                or len(t[6]) == 22)):
-                                event = (KFREE, cpu, t[3], t[5][10:],
-                                         int(t[6][4:], 16), "", 0, 0, "",
+                            ptr = t[6]
+                            if (n == 7 and cpu >= 0 and ptr[:4] == "ptr="
+                                    and (len(ptr) == 20 or len(ptr) == 22)):
+                                ptr = ptr[4:]
+                                event = (KFREE, cpu, t[3], strs[t[5]],
+                                         NULL_PTR if ptr in nulls else ptr, "", 0, 0, "",
                                          -1, -1, -1, -1)
                         elif kind == KMALLOC:
                             # call_site= ptr= bytes_req= bytes_alloc= gfp_flags= node= accounted=
-                            if (n == 12 and t[11] in accounted and cpu >= 0
-                                    and t[5][:10] == "call_site=" and t[6][:4] == "ptr="
-                                    and t[7][:10] == "bytes_req=" and t[8][:12] == "bytes_alloc="):
-                                event = (KMALLOC, cpu, t[3], t[5][10:],
-                                         int(t[6][4:], 16), "",
-                                         int(t[7][10:]), int(t[8][12:]), gfps[t[9]],
-                                         nodes[t[10]], -1, -1, -1)
+                            if n == 12 and cpu >= 0 and t[6][:4] == "ptr=" and ints[t[11]] >= 0:
+                                ptr = t[6][4:]
+                                event = (KMALLOC, cpu, t[3], strs[t[5]],
+                                         NULL_PTR if ptr in nulls else ptr, "",
+                                         ints[t[7]], ints[t[8]], strs[t[9]], ints[t[10]],
+                                         -1, -1, -1)
                         elif kind == MM_PAGE_ALLOC:
                             # page= pfn= order= migratetype= gfp_flags=
-                            if (n == 10 and cpu >= 0 and t[6][:6] == "pfn=0x"
-                                    and t[7][:6] == "order=" and t[8][:12] == "migratetype="):
+                            if n == 10 and cpu >= 0 and t[6][:6] == "pfn=0x":
                                 pfn = int(t[6][6:], 16)
-                                event = (MM_PAGE_ALLOC, cpu, t[3], "", 0, "", 0, 0, gfps[t[9]],
-                                         -1, pfn if pfn else -1, _order(t[7][6:]),
-                                         int(t[8][12:]))
-                        elif n == 8 and cpu >= 0 and t[6][:6] == "pfn=0x" and t[7][:6] == "order=":
+                                event = (MM_PAGE_ALLOC, cpu, t[3], "", "", "", 0, 0, strs[t[9]],
+                                         -1, pfn if pfn else -1, ints[t[7]], ints[t[8]])
+                        elif kind <= MM_PAGE_FREE_BATCHED:
                             # mm_page_free, mm_page_free_batched: page= pfn= order=
-                            event = (kind, cpu, t[3], "", 0, "", 0, 0, "", -1, int(t[6][6:], 16),
-                                     _order(t[7][6:]), -1)
-                    except (_Bad, ValueError, KeyError):
+                            if n == 8 and cpu >= 0 and t[6][:6] == "pfn=0x":
+                                event = (kind, cpu, t[3], "", "", "", 0, 0, "", -1,
+                                         int(t[6][6:], 16), ints[t[7]], -1)
+                        elif (n == 10 - (kind == MM_PAGE_PCPU_DRAIN) and cpu >= 0
+                              and t[6][:6] == "pfn=0x" and (n == 9 or ints[t[9]] >= 0)):
+                            # mm_page_alloc_zone_locked: page= pfn= order= migratetype=
+                            # percpu_refill=; mm_page_pcpu_drain: page= pfn= order= migratetype=
+                            event = (kind, cpu, t[3], "", "", "", 0, 0, "", -1, int(t[6][6:], 16),
+                                     ints[t[7]], ints[t[8]])
+                    except (ValueError, KeyError):
                         event = None
                 if event is None:
                     if not t or t[0][0] == "#":
@@ -260,12 +271,24 @@ class TraceParser:
 
     def _gfp(self, token: str) -> str:
         """The flags of a ``gfp_flags=...`` token, validated once per distinct token."""
-        flags = self._gfp_ok.get(token)
+        flags = self._strs.get(token)
         if flags is None:
             if token[:10] != "gfp_flags=":
                 raise _Bad(f"expected gfp_flags=, got {token!r}")
-            flags = self._gfp_ok[token] = _check_gfp(token[10:])
+            flags = _check_gfp(token[10:])
         return flags
+
+    def _learn(self, fields: dict[str, str]) -> None:
+        """Remember the validated fields of a line the slow path accepted, for the fast path."""
+        if len(self._ints) + len(self._strs) >= MAX_MEMO:
+            return  # a pathological trace: the slow path still reads every line
+        for key, value in fields.items():
+            if key in _INT_FIELDS:
+                self._ints[f"{key}={value}"] = int(value)
+            elif key == "accounted":
+                self._ints[f"{key}={value}"] = value == "true"
+            elif key in _STR_FIELDS and " " not in value:
+                self._strs[f"{key}={value}"] = value
 
     # -- slow path: any layout, full validation ----------------------------------------------
 
@@ -316,8 +339,11 @@ class TraceParser:
             else:
                 raise _Bad(f"field {token!r} is not key=value")
         if kind <= KMEM_CACHE_FREE:
-            return _slab_event(kind, fields, cpu, time, self._gfp)
-        return _page_event(kind, fields, cpu, time, self._gfp)
+            event = _slab_event(kind, fields, cpu, time, self._gfp)
+        else:
+            event = _page_event(kind, fields, cpu, time, self._gfp)
+        self._learn(fields)
+        return event
 
 
 def _check_gfp(flags: str) -> str:
@@ -347,7 +373,7 @@ def _int_field(fields: dict[str, str], key: str, base: int = 10) -> int:
         raise _Bad(f"bad {key}={fields[key]!r}") from None
 
 
-def _ptr(fields: dict[str, str]) -> int:
+def _ptr(fields: dict[str, str]) -> str:
     try:
         value = fields["ptr"]
     except KeyError:
@@ -356,7 +382,7 @@ def _ptr(fields: dict[str, str]) -> int:
         return NULL_PTR
     if not _HEX_PTR.fullmatch(value) or (value[:2] != "0x" and len(value) not in (8, 16)):
         raise _Bad(f"bad pointer ptr={value!r}")
-    return int(value, 16)
+    return value
 
 
 def _slab_event(
@@ -368,6 +394,11 @@ def _slab_event(
     call_site = fields["call_site"]
     ptr = _ptr(fields)
     name = fields.get("name", "")
+    if "name" in fields and not name:
+        raise _Bad("empty name= (truncated line?)")
+    for key in ("node", "percpu_refill"):
+        if key in fields:
+            _int_field(fields, key)
     if kind in (KMEM_CACHE_FREE, KFREE):
         return (kind, cpu, time, call_site, ptr, name, 0, 0, "", -1, -1, -1, -1)
     bytes_req = _int_field(fields, "bytes_req")
@@ -418,7 +449,9 @@ def _page_event(
             pfn = -1  # a failed allocation
     elif kind in (MM_PAGE_ALLOC_ZONE_LOCKED, MM_PAGE_PCPU_DRAIN) and "migratetype" not in fields:
         raise _Bad("missing migratetype= (truncated line?)")
-    return (kind, cpu, time, "", 0, "", 0, 0, flags, -1, pfn, order, migratetype)
+    if "percpu_refill" in fields:
+        _int_field(fields, "percpu_refill")
+    return (kind, cpu, time, "", "", "", 0, 0, flags, -1, pfn, order, migratetype)
 
 
 def parse_trace(lines: Iterable[str], *, skip_bad: bool = False) -> Iterator[TraceEvent]:

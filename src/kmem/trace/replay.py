@@ -178,8 +178,8 @@ class Replayer:
         self._do_page = "page" in self.layers
         self._dedup_slab_pages = self._do_slab and self._do_page
         # slab layer: traced pointer -> kmem address of every live object
-        self._live: dict[int, int] = {}
-        self._oom_ptrs: set[int] = set()  # allocations kmem could not satisfy
+        self._live: dict[str, int] = {}
+        self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
         self._caches: dict[str, Any] = {}
         self._bytes_alloc: dict[tuple[int, str], int] = {}  # (bytes_req, gfp) -> kmem's
         self._gfp: dict[str, int] = {}
@@ -345,12 +345,12 @@ class Replayer:
         if len(self.mismatch_examples) < MAX_EXAMPLES:
             self.mismatch_examples.append((event[6], event[8], event[7], expected))
 
-    def _missed_free(self, ptr: int, cpu: int) -> None:
+    def _missed_free(self, ptr: str, cpu: int) -> None:
         """The pointer is allocated again while live: its free was not traced."""
         self.missed_frees += 1
         self.slab.kfree(self._live.pop(ptr), cpu)
 
-    def _oom(self, ptr: int) -> None:
+    def _oom(self, ptr: str) -> None:
         self.kmem_oom += 1
         self._oom_ptrs.add(ptr)
 

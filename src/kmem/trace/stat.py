@@ -46,6 +46,7 @@ from kmem.trace.events import (
     MM_PAGE_ALLOC,
     MM_PAGE_FREE,
     TraceEvent,
+    pointer_value,
 )
 
 MAX_PAGE_ORDER: Final = 11  # perf kmem's table size (orders 0..10)
@@ -217,8 +218,8 @@ class KmemStat:
         self._cpu_node = cpu_node or (lambda cpu: 0)
         # slab: ptr -> [hit, bytes_req, bytes_alloc, last_alloc, alloc_cpu, pingpong], and its
         # latest call site
-        self._alloc_stat: dict[int, list[int]] = {}
-        self._alloc_site: dict[int, str] = {}
+        self._alloc_stat: dict[str, list[int]] = {}
+        self._alloc_site: dict[str, str] = {}
         # call site -> [hit, bytes_req, bytes_alloc, pingpong]
         self._caller_stat: dict[str, list[int]] = {}
         self._total_requested = 0
@@ -357,10 +358,13 @@ class KmemStat:
             for site, s in sorted(self._caller_stat.items())
         ]
         sites = self._alloc_site
-        allocs = [
-            SlabRow(hex(ptr), s[2], s[1], s[0], s[5], ptr, sites[ptr], fragmentation(s[1], s[2]))
-            for ptr, s in sorted(self._alloc_stat.items())
-        ]
+        allocs = sorted(
+            (SlabRow(hex(value), s[2], s[1], s[0], s[5], value, sites[ptr],
+                     fragmentation(s[1], s[2]))
+             for ptr, s in self._alloc_stat.items()
+             for value in (pointer_value(ptr),)),
+            key=lambda row: row.ptr,
+        )
         return SlabSummary(
             nr_allocs=self._nr_allocs,
             total_requested=self._total_requested,

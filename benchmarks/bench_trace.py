@@ -1,0 +1,158 @@
+"""Trace parsing and replay speed on a 1,000,000-event Linux 6.x trace, and replay memory.
+
+The trace is generated (in /tmp, never committed) by repeating the recorded fixture
+tests/fixtures/traces/kmem-6.18-dd-first15000.txt.xz: cycle k shifts every non-NULL pointer and
+pfn into its own range (so each cycle allocates new objects, frees its own, and leaves its
+leftovers live, as a longer recording would) and continues the timestamps. A second trace repeats
+the fixture without shifting, so the live set stays the same size however long it runs: peak RSS
+on its first quarter and on all of it shows that replay memory follows the live objects, not the
+trace length.
+
+Figures: the time of a bare Python loop that reads the file and split()s every line (the
+baseline of issue 4), of parsing alone, and of parsing + replaying through kmem's allocators
+(slab,page layers, SLUB, 2 CPUs, 4 GiB), medians of a few rounds in one process; peak RSS of a
+replay in a fresh child process. Timings on shared machines are noisy: ratios matter.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FIXTURE = (Path(__file__).parent.parent / "tests" / "fixtures" / "traces"
+           / "kmem-6.18-dd-first15000.txt.xz")
+EVENTS = 1_000_000
+TRACE = Path("/tmp/kmem-bench-trace-1M.txt")
+SAME_POINTERS = Path("/tmp/kmem-bench-trace-1M-same-pointers.txt")
+
+_PTR = re.compile(r"(ptr=)0000(\w{12})")
+_PFN = re.compile(r"pfn=0x([0-9a-f]+)")
+_TIME = re.compile(r" (\d+\.\d{6}): ")
+
+
+def _fixture_events() -> list[str]:
+    with lzma.open(FIXTURE, "rt") as lines:
+        return [line for line in lines if not line.startswith("#")]
+
+
+def _shifted(line: str, cycle: int, offset: float, shift: bool) -> str:
+    """``line`` moved into cycle ``cycle``: pointers and pfns (if ``shift``) and timestamp."""
+    if shift and cycle:
+        line = _PTR.sub(lambda m: m.group(0) if m.group(2) == "000000000000"
+                        else f"{m.group(1)}{cycle:04x}{m.group(2)}", line)
+        line = _PFN.sub(lambda m: f"pfn={int(m.group(1), 16) + cycle * 0x400000:#x}", line)
+    return _TIME.sub(lambda m: f" {float(m.group(1)) + offset:.6f}: ", line, count=1)
+
+
+def generate(path: Path, shift: bool) -> None:
+    """Write a trace of EVENTS events by cycling the fixture (see the module docstring)."""
+    body = _fixture_events()
+    first = float(_TIME.search(body[0]).group(1))  # type: ignore[union-attr]
+    span = float(_TIME.search(body[-1]).group(1)) - first + 0.001  # type: ignore[union-attr]
+    written = cycle = 0
+    with path.open("w") as out:
+        out.write("# tracer: nop\n#\n")
+        while written < EVENTS:
+            chunk = body[: EVENTS - written]
+            out.writelines(_shifted(line, cycle, cycle * span, shift) for line in chunk)
+            written += len(chunk)
+            cycle += 1
+
+
+def _ensure(path: Path, shift: bool) -> None:
+    if not path.exists() or sum(1 for _ in path.open()) != EVENTS + 2:
+        generate(path, shift)
+
+
+def bare_loop(path: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds to read and split() every line: the baseline."""
+    start, cpu = time.perf_counter(), time.process_time()
+    with path.open() as lines:
+        for line in lines:
+            line.split()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def parse_only(path: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds to parse every line into event tuples."""
+    from kmem.trace.parse import TraceParser
+
+    start, cpu = time.perf_counter(), time.process_time()
+    with path.open() as lines:
+        for _ in TraceParser().parse(lines):
+            pass
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+_CHILD = """
+import json, resource, sys, time
+from itertools import islice
+from kmem.trace.parse import TraceParser
+from kmem.trace.replay import Replayer
+path, limit = sys.argv[1], int(sys.argv[2])
+start = time.perf_counter()
+replayer = Replayer(memory=4 << 30)
+with open(path) as lines:
+    result = replayer.run(islice(TraceParser().parse(lines), limit), every=10000)
+elapsed = time.perf_counter() - start
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"seconds": elapsed, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                  "maxrss_kb": usage.ru_maxrss, "live_objects": result.live_objects_at_end,
+                  "live_pages": result.page["live_pages_at_end"],
+                  "mismatches": result.bytes_alloc_mismatches}))
+"""
+
+
+def replay_child(path: Path, limit: int = EVENTS) -> dict[str, float]:
+    output = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(limit)],
+                            check=True, capture_output=True, text=True).stdout
+    return json.loads(output)  # type: ignore[no-any-return]
+
+
+def run() -> dict[str, object]:
+    _ensure(TRACE, shift=True)
+    _ensure(SAME_POINTERS, shift=False)
+    size_mb = TRACE.stat().st_size / 1e6
+    bares = [bare_loop(TRACE) for _ in range(3)]
+    parses = [parse_only(TRACE) for _ in range(2)]
+    bare = statistics.median(b[0] for b in bares)
+    bare_cpu = statistics.median(b[1] for b in bares)
+    parse = statistics.median(p[0] for p in parses)
+    parse_cpu = statistics.median(p[1] for p in parses)
+    replay = replay_child(TRACE)
+    quarter = replay_child(SAME_POINTERS, EVENTS // 4)
+    whole = replay_child(SAME_POINTERS)
+    return {
+        "trace events": EVENTS,
+        "trace size (MB)": round(size_mb, 1),
+        "bare read+split loop (s)": round(bare, 2),
+        "parse only (s)": round(parse, 2),
+        "parse + replay slab,page (s)": round(replay["seconds"], 2),
+        "parse / bare (x)": round(parse / bare, 2),
+        "replay / bare (x, target <= 4)": round(replay["seconds"] / bare, 2),
+        "CPU time: bare / parse / replay (s)": f"{bare_cpu:.2f} / {parse_cpu:.2f} /"
+                                               f" {replay['cpu_seconds']:.2f}",
+        "CPU time: parse / bare (x)": round(parse_cpu / bare_cpu, 2),
+        "CPU time: replay / bare (x, target <= 4)": round(replay["cpu_seconds"] / bare_cpu, 2),
+        "replay per event (us)": round(replay["seconds"] / EVENTS * 1e6, 2),
+        "replay peak RSS (MB)": round(replay["maxrss_kb"] / 1024, 1),
+        "replay live objects / live pages at end": f"{replay['live_objects']}"
+                                                   f" / {replay['live_pages']}",
+        "bytes_alloc mismatches": replay["mismatches"],
+        "same-pointer trace: peak RSS 250k events (MB)": round(quarter["maxrss_kb"] / 1024, 1),
+        "same-pointer trace: peak RSS 1M events (MB)": round(whole["maxrss_kb"] / 1024, 1),
+        "this process peak RSS (MB)": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+if __name__ == "__main__":
+    for key, value in run().items():
+        print(f"{key:<55} {value}")
