@@ -58,7 +58,6 @@ from kmem.slab import SlabAllocator
 from kmem.slab_flags import parse_gfp_flags
 from kmem.trace.events import (
     EVENT_NAMES,
-    KFREE,
     KMALLOC,
     KMALLOC_NODE,
     KMEM_CACHE_ALLOC_NODE,
@@ -114,6 +113,7 @@ class ReplayResult:
     mismatch_examples: tuple[tuple[int, str, int, int], ...]  # (bytes_req, gfp, traced, kmem)
     cache_size_mismatches: dict[str, tuple[int, int]]  # name -> (traced bytes_alloc, kmem size)
     kmem_oom: int
+    traced_slab_failures: int
     page: dict[str, int]
     memory_in_use: dict[str, dict[str, int]]  # layer -> {"peak_bytes", "final_bytes"}
     slabinfo: str
@@ -181,7 +181,7 @@ class Replayer:
         self._live: dict[str, int] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
         self._caches: dict[str, Any] = {}
-        self._bytes_alloc: dict[tuple[int, str], int] = {}  # (bytes_req, gfp) -> kmem's
+        self._bytes_alloc: dict[tuple[int, int], int] = {}  # (bytes_req, gfp) -> kmem's
         self._gfp: dict[str, int] = {}
         self.unknown_frees = 0
         self.null_frees = 0
@@ -190,6 +190,7 @@ class Replayer:
         self.mismatch_examples: list[tuple[int, str, int, int]] = []
         self.cache_size_mismatches: dict[str, tuple[int, int]] = {}
         self.kmem_oom = 0
+        self.traced_slab_failures = 0  # allocations the kernel failed (ptr NULL)
         # page layer: traced pfn -> (kmem pfn, order)
         self._pages: dict[int, tuple[int, int]] = {}
         self._slab_pfns: set[int] = set()  # traced pfns of the kernel's own slab pages
@@ -244,10 +245,18 @@ class Replayer:
 
     def _feed(self, events: Iterable[TraceEvent]) -> int:
         """Replay a run of events; return how many there were."""
+        # Event kinds are ordered (kmem.trace.events): 0-1 kmalloc(_node), 2-3
+        # kmem_cache_alloc(_node), 4-5 kfree and kmem_cache_free, 6 mm_page_alloc, 7-8
+        # mm_page_free(_batched), then the events replay only counts.
+        last_kmalloc, last_alloc, last_free = KMALLOC_NODE, KMEM_CACHE_ALLOC_NODE, KMEM_CACHE_FREE
+        last_page_free = MM_PAGE_FREE_BATCHED
         counts = self._counts
         do_slab, do_page, dedup = self._do_slab, self._do_page, self._dedup_slab_pages
         pending = self._pending
         live = self._live
+        gfps = self._gfp
+        caches = self._caches
+        bytes_alloc = self._bytes_alloc
         kmalloc = self.slab.kmalloc
         kfree = self.slab.kfree
         nr_cpus = self.nr_cpus
@@ -258,57 +267,48 @@ class Replayer:
             kind = event[0]
             counts[kind] += 1
             cpu = event[1]
-            if dedup and pending:
+            if pending and dedup:
                 page_event = pending.pop(cpu, None)
                 if page_event is not None:
-                    if KMALLOC <= kind <= KMEM_CACHE_ALLOC_NODE:
-                        self._slab_pfns.add(page_event[10])  # the kernel's slab page
-                        self.page_counts["slab_page_events_skipped"] += 1
-                    else:
-                        self._page_alloc(page_event)
+                    self._decide_page(page_event, kind <= last_alloc)
             if cpu >= nr_cpus:
                 cpu %= nr_cpus
-            if kind <= KMEM_CACHE_FREE:
+            if kind <= last_free:
                 if not do_slab:
                     continue
                 ptr = event[4]
-                if kind in (KMALLOC, KMALLOC_NODE):
-                    if ptr in live:
-                        self._missed_free(ptr, cpu)
-                    gfp = self._gfp.get(event[8])
-                    if gfp is None:
-                        gfp = self._gfp_of(event[8])
-                    try:
-                        address = kmalloc(event[6], gfp, cpu)
-                    except OutOfMemoryError:
-                        self._oom(ptr)
-                        continue
-                    live[ptr] = address
-                    expected = self._bytes_alloc.get((event[6], event[8]))
-                    if expected is None:
-                        expected = self._learn_bytes_alloc(event, address)
-                    if expected != event[7]:
-                        self._mismatch(event, expected)
-                elif kind in (KFREE, KMEM_CACHE_FREE):
+                if kind > last_alloc:  # kfree, kmem_cache_free
                     address = live.pop(ptr, -1)
                     if address >= 0:
                         kfree(address, cpu)
-                    elif ptr == NULL_PTR:
-                        self.null_frees += 1
-                    elif ptr in self._oom_ptrs:
-                        self._oom_ptrs.discard(ptr)
                     else:
-                        self.unknown_frees += 1
-                else:  # kmem_cache_alloc(_node)
-                    if ptr in live:
-                        self._missed_free(ptr, cpu)
-                    cache = self._caches.get(event[5])
+                        self._free_of_nothing(ptr)
+                    continue
+                if (ptr in live or ptr == NULL_PTR) and self._odd_alloc(ptr, cpu):
+                    continue
+                if kind > last_kmalloc:  # kmem_cache_alloc(_node)
+                    cache = caches.get(event[5])
                     if cache is None:
                         cache = self._cache_for(event)
                     try:
                         live[ptr] = cache.alloc(cpu)
                     except OutOfMemoryError:
                         self._oom(ptr)
+                    continue
+                gfp = gfps.get(event[8])
+                if gfp is None:
+                    gfp = self._gfp_of(event[8])
+                try:
+                    address = kmalloc(event[6], gfp, cpu)
+                except OutOfMemoryError:
+                    self._oom(ptr)
+                    continue
+                live[ptr] = address
+                expected = bytes_alloc.get((event[6], gfp))
+                if expected is None:
+                    expected = self._learn_bytes_alloc(event[6], gfp, address)
+                if expected != event[7]:
+                    self._mismatch(event, expected)
             elif do_page:
                 if kind == MM_PAGE_ALLOC:
                     if dedup and event[12] != 1 and "HIGHUSER" not in event[8]:
@@ -317,13 +317,39 @@ class Replayer:
                         pending[event[1]] = event
                     else:
                         self._page_alloc(event)
-                elif kind in (MM_PAGE_FREE, MM_PAGE_FREE_BATCHED):
+                elif kind <= last_page_free:
                     self._page_free(event)
                 else:
                     self.page_counts["not_replayed"] += 1
         if event is not None:
             self._last_event = event
         return n
+
+    def _decide_page(self, page_event: TraceEvent, slab_alloc_follows: bool) -> None:
+        """A waiting mm_page_alloc: the kernel's slab page if a slab allocation followed it."""
+        if slab_alloc_follows:
+            self._slab_pfns.add(page_event[10])
+            self.page_counts["slab_page_events_skipped"] += 1
+        else:
+            self._page_alloc(page_event)
+
+    def _free_of_nothing(self, ptr: str) -> None:
+        """A free of a pointer with no live object: NULL, a failed allocation, or unknown."""
+        if ptr == NULL_PTR:
+            self.null_frees += 1
+        elif ptr in self._oom_ptrs:
+            self._oom_ptrs.discard(ptr)
+        else:
+            self.unknown_frees += 1
+
+    def _odd_alloc(self, ptr: str, cpu: int) -> bool:
+        """An allocation of NULL (it failed in the kernel: True, skip it) or of a live pointer
+        (its free was not traced: free the old object first)."""
+        if ptr == NULL_PTR:
+            self.traced_slab_failures += 1
+            return True
+        self._missed_free(ptr, cpu)
+        return False
 
     # -- slab slow paths -------------------------------------------------------------------
 
@@ -335,9 +361,10 @@ class Replayer:
         self._gfp[text] = value
         return value
 
-    def _learn_bytes_alloc(self, event: TraceEvent, address: int) -> int:
+    def _learn_bytes_alloc(self, size: int, gfp: int, address: int) -> int:
+        """kmem's bytes_alloc for kmalloc(size, gfp): ksize of what it returned, found once."""
         expected = self.slab.ksize(address)
-        self._bytes_alloc[(event[6], event[8])] = expected
+        self._bytes_alloc[(size, gfp)] = expected
         return expected
 
     def _mismatch(self, event: TraceEvent, expected: int) -> None:
@@ -459,7 +486,7 @@ class Replayer:
             bytes_alloc_checked=self._counts[KMALLOC] + self._counts[KMALLOC_NODE],
             mismatch_examples=tuple(self.mismatch_examples),
             cache_size_mismatches=dict(self.cache_size_mismatches),
-            kmem_oom=self.kmem_oom,
+            kmem_oom=self.kmem_oom, traced_slab_failures=self.traced_slab_failures,
             page={**self.page_counts, "live_pages_at_end": self.page_layer_pages,
                   "peak_pages": self.page_layer_peak},
             memory_in_use={
