@@ -185,14 +185,18 @@ class SlabAllocator(KmallocFrontEnd):
                 if target.destroyed or self._by_id.get(target.id) is not target:
                     raise InvalidArgumentError(f"cache {target.name!r} is not in this allocator")
                 name = target.aliases[-1] if target.aliases else target.name
+                if target.refcount > 1 and not target.aliases:
+                    name = target.name
             else:
                 raise InvalidTypeError(f"expected a cache or a name, not {type(cache).__name__}")
             if target.refcount > 1:
+                # A merged cache: drop this user's name; the cache lives on for the others
+                # (keeping its first name in reports, as Linux keeps s->name).
                 target.refcount -= 1
-                if name == target.name:
-                    name = target.aliases[-1]
-                target.aliases.remove(name)
-                del self.caches[name]
+                if name in target.aliases:
+                    target.aliases.remove(name)
+                if self.caches.get(name) is target:
+                    del self.caches[name]
                 return
             leaks = target.live_objects()
             if leaks:
@@ -205,7 +209,8 @@ class SlabAllocator(KmallocFrontEnd):
             target.shrink()
             target.destroyed = True
             target.refcount = 0
-            del self.caches[target.name]
+            for name in [n for n, c in self.caches.items() if c is target]:
+                del self.caches[name]
             del self._by_id[target.id]
             self._cache_list.remove(target)
             if target.is_kmalloc:

@@ -89,10 +89,13 @@ class ClassicSlabCache(KmemCache):
             self._stat[ALLOC_FASTPATH] += 1
         else:
             slab = self._refill()
-        debug = self._debug
         freelist = slab.freelist
-        if debug is not None:
-            debug.on_alloc(self.name, slab.base + freelist[-1] * self.size, cpu)
+        if self._debug is not None:
+            try:
+                self._debug.on_alloc(self.name, slab.base + freelist[-1] * self.size, cpu)
+            except BaseException:
+                self._undo_refill(slab)
+                raise
         index = freelist.pop()
         slab.used[index] = 1
         if not freelist:
@@ -117,6 +120,16 @@ class ClassicSlabCache(KmemCache):
         self._partial.move_to_end(slab, last=False)
         slab.where = ON_NODE_PARTIAL
         return slab
+
+    def _undo_refill(self, slab: Slab) -> None:
+        """A debug check failed on an object of ``slab``: put its lists back as they were."""
+        if len(slab.freelist) != slab.objects:
+            return  # it was a partial slab: nothing moved
+        # An empty slab taken by _refill (a new slab's fresh objects never fail a check).
+        del self._partial[slab]
+        self._empty[slab] = None
+        self._empty.move_to_end(slab, last=False)
+        slab.where = ON_EMPTY
 
     def _free_unlocked(self, address: int, cpu: int = 0) -> None:
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:

@@ -1,0 +1,237 @@
+"""kmalloc, kfree, ksize, krealloc, kzalloc, kcalloc and kmalloc_large on a SlabAllocator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kmem import (
+    BuddyAllocator,
+    InteriorPointerError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    NotAnObjectError,
+    ObjectDoubleFreeError,
+    OutOfMemoryError,
+    SlabAllocator,
+    parse_gfp_flags,
+)
+from kmem.slab_flags import (
+    __GFP_ACCOUNT,
+    __GFP_DMA,
+    __GFP_RECLAIMABLE,
+    GFP_KERNEL,
+    GFP_KERNEL_ACCOUNT,
+)
+from test_slab import slab_snapshot
+
+PAIRS = Path(__file__).parent / "fixtures" / "kmalloc_trace_pairs_6.18.txt"
+MiB = 1 << 20
+
+
+@pytest.fixture(params=["slub", "slab"])
+def slab(request: pytest.FixtureRequest) -> SlabAllocator:
+    return SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2, policy=request.param)
+
+
+def _class_by_hand(size: int) -> int:
+    """The smallest of Linux's kmalloc classes that holds ``size`` (8 .. 8192, 96 and 192)."""
+    classes = sorted([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192])
+    return next(c for c in classes if c >= size)
+
+
+def test_every_size_gets_the_smallest_class_that_holds_it(slab: SlabAllocator) -> None:
+    for size in range(1, 8193):
+        cache = slab.kmalloc_cache_for(size)
+        assert cache is not None and cache.object_size == _class_by_hand(size), size
+    addresses = [slab.kmalloc(size) for size in (1, 8, 9, 65, 96, 97, 129, 192, 193, 8192)]
+    assert [slab.ksize(a) for a in addresses] == [8, 8, 16, 96, 96, 128, 192, 192, 256, 8192]
+    for a in addresses:
+        slab.kfree(a)
+    slab.check()
+
+
+def test_bytes_alloc_of_real_kmalloc_events(slab: SlabAllocator) -> None:
+    """Every (bytes_req, bytes_alloc, gfp) kmalloc event of a real 6.18 trace: same bytes."""
+    checked = 0
+    for line in PAIRS.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        req, alloc, gfp_text = line.split()
+        gfp = parse_gfp_flags(gfp_text)
+        p = slab.kmalloc(int(req), gfp)
+        assert slab.ksize(p) == int(alloc), line
+        slab.kfree(p)
+        checked += 1
+    assert checked > 100
+    slab.check()
+
+
+@pytest.mark.parametrize(
+    ("gfp", "name"),
+    [
+        (GFP_KERNEL, "kmalloc-64"),
+        (GFP_KERNEL_ACCOUNT, "kmalloc-cg-64"),
+        (GFP_KERNEL | __GFP_RECLAIMABLE, "kmalloc-rcl-64"),
+        (GFP_KERNEL | __GFP_RECLAIMABLE | __GFP_ACCOUNT, "kmalloc-rcl-64"),
+        (GFP_KERNEL | __GFP_DMA | __GFP_RECLAIMABLE | __GFP_ACCOUNT, "dma-kmalloc-64"),
+    ],
+)
+def test_gfp_flags_choose_the_family(gfp: int, name: str) -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB))
+    p = slab.kmalloc(50, gfp)
+    cache = slab.cache_of(p)
+    assert cache is not None and cache.name == name
+    assert cache.stats().objects == 1
+    slab.kfree(p)
+    slab.check()
+
+
+def test_large_kmalloc_goes_to_the_buddy_allocator(slab: SlabAllocator) -> None:
+    buddy = slab.buddy
+    free = buddy.nr_free_pages
+    p = slab.kmalloc(8193)  # get_order(8193) = 2
+    assert p % 4096 == 0 and slab.ksize(p) == 16384
+    assert buddy.nr_free_pages == free - 4
+    assert slab.cache_of(p) is None
+    assert slab.large_kmalloc_pages == 4
+    slab.check()
+    with pytest.raises(InteriorPointerError):
+        slab.kfree(p + 4096)
+    slab.kfree(p)
+    assert buddy.nr_free_pages == free and slab.large_kmalloc_pages == 0
+    with pytest.raises(NotAnObjectError):
+        slab.kfree(p)  # its pages belong to nothing now
+    with pytest.raises(InvalidArgumentError):
+        slab.kmalloc((4096 << buddy.max_order) + 1)
+    slab.check()
+
+
+def test_null_and_zero_size(slab: SlabAllocator) -> None:
+    snap = slab_snapshot(slab)
+    slab.kfree(None)
+    z = slab.kmalloc(0)
+    assert z == slab.zero_size_ptr and z >= slab.buddy.memory.size
+    assert slab.ksize(z) == 0
+    slab.kfree(z)
+    assert slab_snapshot(slab) == snap
+
+
+def test_kzalloc_and_kcalloc_zero_the_object(slab: SlabAllocator) -> None:
+    p = slab.kmalloc(100)
+    slab.buddy.memory.view(p, 128)[:] = b"\xff" * 128
+    slab.kfree(p)
+    q = slab.kzalloc(100)
+    assert q == p  # LIFO reuse of the dirty object
+    assert bytes(slab.buddy.memory.view(q, 128)) == bytes(128)
+    slab.buddy.memory.view(q, 128)[:] = b"\xff" * 128
+    slab.kfree(q)
+    r = slab.kcalloc(10, 12)
+    assert r == q and slab.ksize(r) == 128
+    assert bytes(slab.buddy.memory.view(r, 128)) == bytes(128)
+    with pytest.raises(InvalidArgumentError):
+        slab.kcalloc(1 << 40, 1 << 40)
+    with pytest.raises(InvalidArgumentError):
+        slab.kcalloc(-1, 8)
+    slab.kfree(r)
+    slab.check()
+
+
+def test_krealloc_in_place_and_moving(slab: SlabAllocator) -> None:
+    memory = slab.buddy.memory
+    p = slab.kmalloc(100)
+    memory.view(p, 100)[:] = bytes(range(100))
+    assert slab.krealloc(p, 120) == p  # still fits kmalloc-128
+    q = slab.krealloc(p, 300)
+    assert q != p and slab.ksize(q) == 512
+    assert bytes(memory.view(q, 100)) == bytes(range(100))
+    with pytest.raises(ObjectDoubleFreeError):
+        slab.kfree(p)  # krealloc freed the old object
+    r = slab.krealloc(q, 20000)  # to a large kmalloc
+    assert slab.ksize(r) == 32768 and bytes(memory.view(r, 100)) == bytes(range(100))
+    assert slab.krealloc(r, 0) == slab.zero_size_ptr
+    s = slab.krealloc(None, 10)
+    assert slab.ksize(s) == 16
+    slab.kfree(s)
+    slab.check()
+    assert slab.buddy.nr_free_pages + sum(
+        st.slabs for st in slab.stats().values()) > 0
+
+
+def test_kfree_finds_the_cache_from_the_address_alone(slab: SlabAllocator) -> None:
+    tcb = slab.kmem_cache_create("tcb", 3072)
+    a = tcb.alloc(cpu=1)
+    b = slab.kmalloc(700, __GFP_ACCOUNT, cpu=1)
+    slab.kfree(a, cpu=0)  # kfree works on any slab object, as in Linux
+    slab.kfree(b)
+    assert tcb.stats().objects == 0
+    assert slab.caches["kmalloc-cg-1k"].stats().objects == 0
+    slab.check()
+
+
+@pytest.mark.parametrize(
+    ("address", "error"),
+    [
+        (lambda s, p: p + 8, InteriorPointerError),
+        (lambda s, p: 0x7FFFF000, NotAnObjectError),  # a free page: no cache
+        (lambda s, p: -8, NotAnObjectError),
+        (lambda s, p: s.buddy.memory.size, NotAnObjectError),
+        (lambda s, p: "0x1000", InvalidTypeError),
+        (lambda s, p: 1.5, InvalidTypeError),
+    ],
+)
+def test_bad_kfree_changes_nothing(slab: SlabAllocator, address: object,
+                                   error: type[Exception]) -> None:
+    p = slab.kmalloc(64)
+    snap = slab_snapshot(slab)
+    bad = address(slab, p)  # type: ignore[operator]
+    if isinstance(bad, int) and bad == 0x7FFFF000:
+        bad = (slab.buddy.nr_pages - 1) << 12
+    with pytest.raises(error):
+        slab.kfree(bad)
+    assert slab_snapshot(slab) == snap
+    slab.kfree(p)
+    slab.check()
+
+
+def test_kmalloc_bad_arguments(slab: SlabAllocator) -> None:
+    snap = slab_snapshot(slab)
+    with pytest.raises(InvalidArgumentError):
+        slab.kmalloc(-1)
+    with pytest.raises(InvalidTypeError):
+        slab.kmalloc(1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        slab.kmalloc(64, cpu=2)
+    with pytest.raises(InvalidTypeError):
+        slab.kmalloc(64, cpu="0")  # type: ignore[arg-type]
+    assert slab_snapshot(slab) == snap
+
+
+def test_kmalloc_out_of_memory(slab: SlabAllocator) -> None:
+    small = SlabAllocator(BuddyAllocator(16 * 4096), policy=slab.policy)
+    big = small.kmalloc(20000)  # order 3: half of memory
+    with pytest.raises(OutOfMemoryError):
+        small.kmalloc(40000)
+    objs: list[int] = []
+    with pytest.raises(OutOfMemoryError):
+        while True:
+            objs.append(small.kmalloc(4096))
+    assert len(objs) == 8  # one order-3 slab of kmalloc-4k
+    small.check()
+    for o in objs:
+        small.kfree(o)
+    small.kfree(big)
+    small.shrink()
+    small.check()
+    assert small.buddy.nr_free_pages == 16
+
+
+def test_fragmentation_counters(slab: SlabAllocator) -> None:
+    for size in (100, 100, 65, 8):
+        slab.kmalloc(size)
+    k128 = slab.caches["kmalloc-128"].stats()
+    assert (k128.bytes_requested, k128.bytes_allocated) == (200, 256)
+    k96 = slab.caches["kmalloc-96"].stats()
+    assert (k96.bytes_requested, k96.bytes_allocated) == (65, 96)
+    assert k96.internal_fragmentation == pytest.approx(1 - 65 / 96)
