@@ -50,8 +50,24 @@ def order0_pairs(n: int = 300_000) -> float:
     return _median_seconds(setup) / n * 1e9
 
 
-def mixed_workload(n: int = 400_000, nr_pages: int = 16_384) -> tuple[float, float]:
-    """ns per operation of random orders 0-5 holding about half of memory; mean use fraction."""
+class _NullAllocator:
+    """Stands in for the allocator to time the workload's own loop: C builtins, no Python call."""
+
+    def __init__(self) -> None:
+        self.next_pfn = iter(range(1 << 40)).__next__
+
+    def calls(self) -> tuple[Callable[[int], int], Callable[[int, int], object]]:
+        counter = self.next_pfn
+        return (lambda order: counter()), max
+
+
+def mixed_workload(
+    n: int = 400_000, nr_pages: int = 16_384, null: bool = False
+) -> tuple[float, float]:
+    """ns per operation of random orders 0-5 holding about half of memory; mean use fraction.
+
+    With ``null``, the allocator calls are stand-ins, which times the loop around them.
+    """
     rng = random.Random(1)
     orders = [rng.randrange(6) for _ in range(n)]
     picks = [rng.random() for _ in range(n)]
@@ -60,6 +76,8 @@ def mixed_workload(n: int = 400_000, nr_pages: int = 16_384) -> tuple[float, flo
     def setup() -> Callable[[], None]:
         buddy = BuddyAllocator(nr_pages * 4096)
         alloc_pages, free_pages = buddy.alloc_pages, buddy.free_pages
+        if null:
+            alloc_pages, free_pages = _NullAllocator().calls()
         half = nr_pages // 2
 
         def work() -> None:
@@ -123,12 +141,15 @@ def construct_64gib() -> tuple[float, float]:
 
 def run() -> dict[str, object]:
     mixed_ns, mixed_use = mixed_workload()
+    loop_ns, _ = mixed_workload(null=True)
     small = fill_then_free(16_384, ROUNDS)
     large = fill_then_free(16_777_216, 1)
     build_s, bytes_per_page = construct_64gib()
     return {
         "order0_alloc_free_pair_ns": round(order0_pairs()),
         "mixed_orders0-5_ns_per_op": round(mixed_ns),
+        "mixed_workload_loop_alone_ns_per_op": round(loop_ns),
+        "mixed_orders0-5_allocator_ns_per_op": round(mixed_ns - loop_ns),
         "mixed_mean_memory_in_use": round(mixed_use, 3),
         "fill_free_16384_pages_ns_per_op": round(small),
         "fill_free_16777216_pages_ns_per_op": round(large),
