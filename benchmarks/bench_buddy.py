@@ -75,7 +75,8 @@ def mixed_workload(
 
     def setup() -> Callable[[], None]:
         buddy = BuddyAllocator(nr_pages * 4096)
-        alloc_pages, free_pages = buddy.alloc_pages, buddy.free_pages
+        alloc_pages: Callable[[int], int] = buddy.alloc_pages
+        free_pages: Callable[[int, int], object] = buddy.free_pages
         if null:
             alloc_pages, free_pages = _NullAllocator().calls()
         half = nr_pages // 2
