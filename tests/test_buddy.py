@@ -242,3 +242,17 @@ def test_64_gib_of_pages_fits_in_compact_metadata() -> None:
     view[:5] = b"hello"
     buddy.free_pages(pfn, 0)
     assert buddy.nr_free[10] == 16_384
+
+
+def test_blocks_lists_every_block_in_address_order() -> None:
+    page = 4 * KiB
+    buddy = BuddyAllocator(16 * page, max_order=4, reserved=[(15 * page, page)])
+    # Boot: 0-7, 8-11, 12-13, 14 free; the order-1 request takes 12-13, the smallest fit.
+    assert buddy.alloc_pages(1) == 12
+    listed = [(b.pfn, b.order, b.state) for b in buddy.blocks()]
+    assert listed == [
+        (0, 3, "free"), (8, 2, "free"), (12, 1, "allocated"), (14, 0, "free"),
+        (15, 0, "reserved"),
+    ]
+    # Together they cover memory exactly once.
+    assert sum(1 << order for _, order, _ in listed) == 16

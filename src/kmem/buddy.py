@@ -449,6 +449,26 @@ class BuddyAllocator:
                 return Block(first, order, "free" if kind & FREE else "allocated")
         raise AssertionError(f"pfn {pfn:#x} lies in no block: the mem_map is corrupt")
 
+    def blocks(self) -> list[Block]:
+        """Every block in address order: free, allocated, and each reserved frame.
+
+        O(number of blocks), not O(pages): a block's frames after the first are skipped.
+        """
+        state = self._state
+        out = []
+        with self._lock:
+            pfn = 0
+            while pfn < self.nr_pages:
+                kind = state[pfn]
+                if kind == RESERVED:
+                    out.append(Block(pfn, 0, "reserved"))
+                    pfn += 1
+                    continue
+                order = kind & ORDER_MASK
+                out.append(Block(pfn, order, "free" if kind & FREE else "allocated"))
+                pfn += 1 << order
+        return out
+
     def view(self, address: int) -> memoryview:
         """The bytes of the allocated block at ``address``, readable and writable."""
         address = _as_int(address, "address")
