@@ -74,6 +74,16 @@ from kmem.slab_flags import (
 )
 from kmem.slab_geometry import CacheGeometry, calculate_geometry
 from kmem.slab_merge import find_mergeable, slab_alias_name, slab_unmergeable
+from kmem.trace import (
+    KmemStat,
+    Replayer,
+    ReplayResult,
+    ReplaySnapshot,
+    TraceFileError,
+    TraceFormatError,
+    TraceParser,
+    open_trace,
+)
 
 __all__ = [
     "GFP_ATOMIC",
@@ -119,6 +129,7 @@ __all__ = [
     "InvalidTypeError",
     "KmemCache",
     "KmemError",
+    "KmemStat",
     "LiveObject",
     "MemMap",
     "NotAnObjectError",
@@ -127,6 +138,9 @@ __all__ = [
     "PhysicalMemory",
     "PoisonError",
     "RedZoneError",
+    "ReplayResult",
+    "ReplaySnapshot",
+    "Replayer",
     "Scenario",
     "ScenarioNameError",
     "ScenarioRun",
@@ -135,6 +149,9 @@ __all__ = [
     "SlabCorruptionError",
     "SlabInfo",
     "Step",
+    "TraceFileError",
+    "TraceFormatError",
+    "TraceParser",
     "UnknownGfpFlagError",
     "UnknownSlabFlagError",
     "WrongCacheError",
@@ -149,6 +166,7 @@ __all__ = [
     "kmalloc_cache_name",
     "kmalloc_index",
     "kmalloc_size_class",
+    "open_trace",
     "parse_gfp_flags",
     "parse_slab_flags",
     "slab_alias_name",
