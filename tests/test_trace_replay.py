@@ -135,6 +135,13 @@ def test_what_the_trace_missed_is_counted_not_fatal() -> None:
     replayer.slab.check()
 
 
+def test_an_allocation_the_kernel_failed_is_not_replayed() -> None:
+    replayer, result = _replay([_kmalloc(0x0), _kfree(0x0), _cache_alloc(0x0)])
+    assert result.traced_slab_failures == 2
+    assert result.null_frees == 1 and result.live_objects_at_end == 0
+    assert replayer.buddy.stats().allocated_pages == 0  # nothing was allocated
+
+
 def test_bytes_alloc_disagreement_is_counted() -> None:
     _, result = _replay([_kmalloc(0x1, size=40, alloc=64), _kmalloc(0x2, size=40, alloc=48)])
     assert result.bytes_alloc_mismatches == 1
