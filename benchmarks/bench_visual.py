@@ -6,6 +6,8 @@ Figures:
 - explained steps: microseconds per alloc_steps + free_steps pair;
 - the terminal memory map of a 1 GiB machine (262,144 pages) after 20,000 random allocations:
   milliseconds per render;
+- a real 15,000-event trace (tests/fixtures/traces, `dd`) replayed into a 400-frame page on
+  a 256 MiB machine: seconds, and the page's size in bytes;
 - one "all" PNG of the seed example: seconds.
 Each timing is the median of a few rounds (shared machines are noisy).
 """
@@ -25,7 +27,10 @@ from kmem.html_page import build_page
 from kmem.memory_map import render
 from kmem.plot import plot
 from kmem.scenario import load, parse
-from kmem.snapshot import scenario_document
+from kmem.snapshot import scenario_document, trace_document
+
+TRACES = Path(__file__).parents[1] / "tests" / "fixtures" / "traces"
+TRACE = TRACES / "kmem-6.18-dd-first15000.txt.xz"
 
 
 def _median(work: Callable[[], object], rounds: int = 3) -> float:
@@ -77,6 +82,11 @@ def run() -> dict[str, object]:
         big.alloc_pages(rng.choice((0, 0, 1, 2, 3, 5)))
     figures["terminal map of 1 GiB, 20k blocks allocated (ms)"] = round(
         _median(lambda: render(big)) * 1e3, 1)
+
+    trace: dict[str, object] = {}
+    figures["15k-event trace -> 400-frame document (s)"] = round(
+        _median(lambda: trace.update(trace_document(TRACE, 400)), rounds=1), 2)
+    figures["15k-event trace page size (bytes)"] = len(build_page(trace).encode())
 
     seed = scenario_document(load("seed"))
     with tempfile.TemporaryDirectory() as tmp:
