@@ -38,6 +38,7 @@ LS_TRACE = FIXTURES / "kmem-6.18-ls.txt.xz"
 DD_TRACE = FIXTURES / "kmem-6.18-dd-first15000.txt.xz"
 PERF_SCRIPT = FIXTURES / "perf" / "script.txt.xz"
 OLD_KERNELS = FIXTURES / "old-kernels.txt"
+TRACE_CMD = FIXTURES / "trace-cmd-report.txt"
 
 
 def _text(path: Path) -> list[str]:
@@ -91,6 +92,23 @@ def test_fast_path_equals_the_validating_slow_path(path: Path) -> None:
     fast = list(parser.parse(lines))
     slow = [parser._slow_line(x.split()) for x in lines]
     assert fast == slow
+
+
+def test_trace_cmd_report_lines() -> None:
+    """trace-cmd report: no irq-flags column, padded event names, ns timestamps, cpus= header."""
+    lines = TRACE_CMD.read_text().splitlines()
+    parser = TraceParser()
+    events = list(parser.parse(lines))
+    assert [event_name(e) for e in events] == [
+        "kmem_cache_alloc", "kmalloc", "mm_page_alloc", "kfree", "kmem_cache_free",
+        "mm_page_free", "kfree"]
+    assert parser.lines == 7
+    assert events[0][NAME] == "names_cache" and events[0][CPU] == 1
+    assert events[3][PTR] == events[1][PTR] and events[3][CPU] == 0
+    assert events[2][PFN] == events[5][PFN] == 0x1027DE
+    assert events[6][PTR] == NULL_PTR
+    assert event_time(events[6]) == pytest.approx(388.062400123)
+    assert events == [parser._slow_line(x.split()) for x in lines[1:]]
 
 
 def test_fields_of_a_6x_kmalloc_line() -> None:

@@ -177,6 +177,11 @@ class TraceParser:
                 n = len(t)
                 # t[3] is the timestamp, "10308.077785:": its shape is checked, not converted.
                 kind = kinds.get(t[4], -1) if n > 6 and t[3][-8:-7] == "." else -1
+                if kind < 0 and n > 5 and t[2][-1:] == ":" and t[3] in kinds:
+                    # trace-cmd report: no irq-flags column: give it one.
+                    t.insert(2, ".")
+                    n += 1
+                    kind = kinds[t[4]]
                 event: TraceEvent | None = None
                 if kind >= 0:
                     cpu = cpus.get(t[1])
