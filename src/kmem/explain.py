@@ -47,6 +47,7 @@ allocate the 32 KB block [pfn 0-7] at address 0x0.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,6 +66,7 @@ class Step:
     text: str
 
 
+@functools.lru_cache(maxsize=4096)  # block sizes repeat: every split names two of them
 def format_size(nbytes: int) -> str:
     """A byte count as people say it: "256 KB", "4 MB", "100 B", "21.5 KB"."""
     for unit, shift in (("GB", 30), ("MB", 20), ("KB", 10)):
