@@ -226,3 +226,18 @@ def test_summaries_are_frozen(stat: KmemStat) -> None:
     assert isinstance(stat.slab_summary(), SlabSummary)
     with pytest.raises(AttributeError):
         stat.slab_summary().nr_allocs = 0  # type: ignore[misc]
+
+
+def test_per_cache_table_adds_up_and_names_the_kernel_size_class(stat: KmemStat) -> None:
+    slab = stat.slab_summary()
+    assert sum(r.hit for r in slab.caches) == slab.nr_allocs
+    assert sum(r.bytes_alloc for r in slab.caches) == slab.total_allocated
+    assert sum(r.pingpong for r in slab.caches) == sum(r.pingpong for r in slab.callers)
+    sizes = {"k": 1024}
+    kmalloc_rows = [r for r in slab.caches if re.fullmatch(r"kmalloc-(cg-|rcl-)?\d+k?", r.key)]
+    assert len(kmalloc_rows) > 5
+    for row in kmalloc_rows:
+        # The cache named from (bytes_req, gfp) has the size the kernel traced as bytes_alloc.
+        number = row.key.rsplit("-", 1)[1]
+        size = int(number[:-1]) * sizes["k"] if number.endswith("k") else int(number)
+        assert row.bytes_alloc == row.hit * size, row

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--page", action="store_true", help="page statistics (default: both)")
     parser.add_argument("--caller", action="store_true", help="per call site tables")
     parser.add_argument("--alloc", action="store_true", help="per pointer / per pfn tables")
+    parser.add_argument("--cache", action="store_true",
+                        help="per cache table (kmem's addition: kmalloc events by size class)")
     parser.add_argument("-s", "--sort", default=DEFAULT_SLAB_SORT,
                         help="slab sort keys: ptr, callsite, hit, bytes, frag, pingpong"
                              f" (default {DEFAULT_SLAB_SORT})")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         sys.stdout.write(format_stat_text(slab, page, caller=args.caller, alloc=args.alloc,
-                                          lines=args.lines))
+                                          cache=args.cache, lines=args.lines))
         if parser.bad_lines:
             print(f"\n{parser.bad_lines} malformed lines skipped; first: "
                   f"{parser.bad_examples[0]}")

@@ -39,8 +39,10 @@ def _limited(rows: Sequence[Any], lines: int) -> tuple[Sequence[Any], bool]:
     return rows[:lines], True
 
 
-def format_slab_table(rows: Sequence[SlabRow], by_caller: bool, lines: int = -1) -> str:
-    out = [_DOTS, f" {'Callsite' if by_caller else 'Alloc Ptr':<34s} | Total_alloc/Per |"
+def format_slab_table(rows: Sequence[SlabRow], by_caller: bool, lines: int = -1,
+                      title: str = "") -> str:
+    title = title or ("Callsite" if by_caller else "Alloc Ptr")
+    out = [_DOTS, f" {title:<34s} | Total_alloc/Per |"
            " Total_req/Per   | Hit      | Ping-pong | Frag", _DOTS]
     shown, cut = _limited(rows, lines)
     for row in shown:
@@ -141,11 +143,14 @@ def format_stat_text(
     *,
     caller: bool = False,
     alloc: bool = False,
+    cache: bool = False,
     lines: int = -1,
 ) -> str:
     """The whole `kmem stat` text, in the order perf kmem prints its sections."""
     parts: list[str] = []
     if slab is not None:
+        if cache:
+            parts.append(format_slab_table(slab.caches, True, lines, title="Cache"))
         if caller:
             parts.append(format_slab_table(slab.callers, True, lines))
         if alloc:
@@ -183,6 +188,7 @@ def slab_json(summary: SlabSummary, lines: int = -1) -> dict[str, Any]:
         "cross_cpu_allocations": summary.nr_cross_allocs,
         "callers": rows(summary.callers),
         "allocs": rows(summary.allocs),
+        "caches": rows(summary.caches),
     }
 
 

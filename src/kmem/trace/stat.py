@@ -20,6 +20,9 @@ Page (mm_page_alloc, mm_page_free; perf never reads the other page events):
   keyed (order, migratetype, gfp), and order x migratetype counts;
 - every free counts; a pfn not live is "free-only"; else it leaves the live table.
 
+Addition: a per-cache table (kmem_cache events by their traced name, kmalloc events by the
+kmalloc cache Linux serves them from: size class and gfp variant), same columns.
+
 Deviations, all forced by the input being text: call sites are named as the trace prints them
 (``sym+0x3b/0x60`` shown as perf shows it, ``sym+3b``), so rows tied on every sort key are
 ordered by that name where perf orders them by address; page call sites need callchains that a
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kmem.errors import InvalidArgumentError
+from kmem.kmalloc_sizes import kmalloc_cache_name
 from kmem.slab_flags import GFP_FLAG_NAMES
 from kmem.trace.events import (
     KFREE,
@@ -131,6 +135,7 @@ class SlabSummary:
     nr_cross_allocs: int
     callers: tuple[SlabRow, ...]
     allocs: tuple[SlabRow, ...]
+    caches: tuple[SlabRow, ...]  # per cache: kmem's addition (kmalloc events by size class)
 
     @property
     def net_allocated(self) -> int:
@@ -222,6 +227,10 @@ class KmemStat:
         self._alloc_site: dict[str, str] = {}
         # call site -> [hit, bytes_req, bytes_alloc, pingpong]
         self._caller_stat: dict[str, list[int]] = {}
+        # cache -> [hit, bytes_req, bytes_alloc, pingpong] (kmem's addition to perf's tables)
+        self._cache_stat: dict[str, list[int]] = {}
+        self._alloc_cache: dict[str, str] = {}
+        self._kmalloc_names: dict[tuple[int, str], str] = {}
         self._total_requested = 0
         self._total_allocated = 0
         self._total_freed = 0
@@ -269,6 +278,15 @@ class KmemStat:
             row[3] = bytes_alloc
             row[4] = cpu
         self._alloc_site[ptr] = call_site
+        cache_name = event[5] or self._kmalloc_name(bytes_req, event[8])
+        self._alloc_cache[ptr] = cache_name
+        cache = self._cache_stat.get(cache_name)
+        if cache is None:
+            self._cache_stat[cache_name] = [1, bytes_req, bytes_alloc, 0]
+        else:
+            cache[0] += 1
+            cache[1] += bytes_req
+            cache[2] += bytes_alloc
         caller = self._caller_stat.get(call_site)
         if caller is None:
             self._caller_stat[call_site] = [1, bytes_req, bytes_alloc, 0]
@@ -291,7 +309,19 @@ class KmemStat:
         if event[1] != row[4]:
             row[5] += 1
             self._caller_stat[self._alloc_site[event[4]]][3] += 1
+            self._cache_stat[self._alloc_cache[event[4]]][3] += 1
         row[4] = -1
+
+    def _kmalloc_name(self, size: int, gfp: str) -> str:
+        """The kmalloc cache Linux serves kmalloc(size, gfp) from; 'kmalloc-large' above 8 KiB."""
+        name = self._kmalloc_names.get((size, gfp))
+        if name is None:
+            try:
+                name = kmalloc_cache_name(size, gfp_value(gfp))
+            except InvalidArgumentError:
+                name = "kmalloc-large" if size else "kmalloc-0 (ZERO_SIZE_PTR)"
+            self._kmalloc_names[(size, gfp)] = name
+        return name
 
     # -- page ----------------------------------------------------------------------------
 
@@ -357,6 +387,10 @@ class KmemStat:
             SlabRow(site, s[2], s[1], s[0], s[3], 0, site, fragmentation(s[1], s[2]))
             for site, s in sorted(self._caller_stat.items())
         ]
+        caches = [
+            SlabRow(name, s[2], s[1], s[0], s[3], 0, name, fragmentation(s[1], s[2]))
+            for name, s in sorted(self._cache_stat.items())
+        ]
         sites = self._alloc_site
         allocs = sorted(
             (SlabRow(hex(value), s[2], s[1], s[0], s[5], value, sites[ptr],
@@ -372,6 +406,7 @@ class KmemStat:
             total_freed=self._total_freed,
             nr_cross_allocs=self._nr_cross_allocs,
             callers=tuple(_sorted_slab(callers, keys)),
+            caches=tuple(_sorted_slab(caches, keys)),
             allocs=tuple(_sorted_slab(allocs, keys)),
         )
 
