@@ -12,19 +12,27 @@ no ``name=``, no ``node=``/``accounted=``, ``*_node`` events, call sites as raw 
 suffixes such as ``call_site=f+0x9e/0x160 [nf_conntrack]``) are all read.
 
 Design, for speed: a line is split once; the event token is found by position (index 4 in
-ftrace and perf script lines) and dispatched through a dict to a per-event fast path that reads
-the 6.x layout by position, checking each key with one slice compare and each enumerated value
-(node, accounted, gfp flags) by a dict lookup. Anything unexpected - an older layout, a task name
-with spaces, a module suffix, a malformed line - drops to one named slow path that parses
-``key=value`` fields generically and validates every value. So a real 6.x trace never leaves the
-fast path, and every other line is still parsed or rejected with a precise reason.
+ftrace and perf script lines; trace-cmd's, which lack the irq-flags column, get a placeholder
+inserted) and dispatched through a dict to the inline fast path of its 6.x layout. There, every
+field with few distinct values (sizes, names, call sites, gfp flags, node, order, migratetype,
+accounted) is looked up whole (``"bytes_req=192"``) in memo tables that the slow path fills with
+values it has validated: one dict lookup checks the key, validates and converts the value (int()
+per field would cost several times more). Pointers stay text (their length is checked, which
+catches truncation); pfns are converted. A memo miss, an older layout, a task name with spaces,
+a module suffix or a malformed line drops to one named slow path that parses ``key=value``
+fields generically, validates every value (hex pointers, known gfp flag names, ranges) and
+teaches the memo tables. The memo tables are bounded (MAX_MEMO tokens); past that the slow path
+still reads every line. The fast path checks the timestamp's shape only (a "." six digits from
+its end); the slow path converts it.
+
+Invariant (tested on every fixture line): the fast path yields exactly what the slow path yields.
 
 Errors: a malformed or truncated line raises TraceFormatError naming the line number, the reason
 and the line; with ``skip_bad=True`` it is counted in ``bad_lines`` (the first few kept in
 ``bad_examples``) and parsing continues. Comment (``#``) and blank lines are skipped and not
 counted as lines; ``lines`` counts the others. Lines of other tracepoints are counted in
 ``other_events`` and skipped. The parser holds no per-event state: memory stays flat however long
-the trace.
+the trace (the memo tables hold distinct field values, not events).
 """
 
 from __future__ import annotations
