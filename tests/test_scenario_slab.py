@@ -94,5 +94,8 @@ def test_document_labels_slab_pages_and_lists_caches() -> None:
     assert labels[codes[8] - LABEL_BASE] == "slab:pcb"
     caches = {c["name"]: c for c in frame["caches"]}
     assert set(caches) == {"tcb", "pcb"}  # empty kmalloc caches are not listed
-    assert caches["pcb"]["slabs"] == [[8, 1, 4]]
+    # pcb's one slab at pfn 8: 1 of 4 objects used, object 0 at the slab's first byte (SLUB
+    # without debugging puts nothing before it), and it is object 0 that is in use.
+    assert caches["pcb"]["slabs"] == [[8, 1, 4, 8 * 4096, "1000"]]
     assert caches["tcb"]["slabs"][0][:2] == [0, 1]
+    assert frame["owners"] == [[0, "t1"], [8 * 4096, "p1"]]

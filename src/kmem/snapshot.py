@@ -18,7 +18,8 @@ and each *frame* is::
      "caches": [{"name", "object_size", "size", "objs_per_slab", "order", "active_objs",
                  "num_objs", "nr_slabs", "full", "partial", "empty",
                  "bytes_requested", "bytes_allocated",   # kmalloc requests, since the start
-                 "slabs": [[pfn, inuse, total], ...]}, ...]}   # the first 48 slabs
+                 "slabs": [[pfn, inuse, total, base, "0110.."], ...]}, ...],  # first 48
+     "owners": [[address, name], ...]}   # scenario objects and kmalloc memory by name
 
 Block codes: 0 free, 1 allocated (no label), 2 reserved, 3 + i allocated with labels[i]
 ("A", "slab:pcb", "kmalloc:k1"). Blocks are a flat int list, not objects, so a frame of a big
@@ -47,6 +48,7 @@ RESERVED_CODE = 2
 LABEL_BASE = 3
 MAX_LISTED = 32  # free-list pfns kept per order: enough to see the head and the order
 MAX_SLABS_LISTED = 48  # slabs kept per cache and frame (the counts cover them all)
+MAX_OBJECT_BITS = 64  # slabs of at most this many objects say which ones are in use
 
 
 class LabelTable:
@@ -99,10 +101,13 @@ def cache_frames(slab: Any) -> list[dict[str, Any]]:
 
     Every cache a user created, and the kmalloc caches that have slabs (a machine boots dozens
     of empty kmalloc caches; listing them all would hide the interesting ones). A slab is
-    ``[head pfn, objects in use, objects]``; in-use counts come from ``live_objects()``.
+    ``[head pfn, objects in use, objects, address of object 0, used]`` where ``used`` is a
+    string of "0"/"1" per object (only for slabs of at most 64 objects); all from
+    ``slab_pages()`` and ``live_objects()``.
     """
     if slab is None:
         return []
+    page_size = int(slab.buddy.page_size)
     slabs_of: dict[str, list[int]] = {}
     for pfn, name in slab.slab_pages():
         slabs_of.setdefault(name, []).append(int(pfn))
@@ -111,11 +116,23 @@ def cache_frames(slab: Any) -> list[dict[str, Any]]:
         pfns = slabs_of.get(cache.name, [])
         if cache.is_kmalloc and not pfns:
             continue
-        inuse: dict[int, int] = dict.fromkeys(pfns, 0)
-        for obj in cache.live_objects():
-            inuse[obj.slab_pfn] = inuse.get(obj.slab_pfn, 0) + 1
         total = int(cache.objs_per_slab)
-        slabs = [[pfn, inuse[pfn], total] for pfn in sorted(inuse)]
+        slot = int(cache.slab_size)
+        used: dict[int, list[int]] = {pfn: [] for pfn in pfns}
+        base: dict[int, int] = {}  # address of object 0 (after a colour offset or red zone)
+        for obj in cache.live_objects():
+            used.setdefault(obj.slab_pfn, []).append(obj.index)
+            base[obj.slab_pfn] = obj.address - obj.index * slot
+        slabs: list[list[Any]] = []
+        for pfn in sorted(used):
+            indices = used[pfn]
+            entry: list[Any] = [pfn, len(indices), total, base.get(pfn, pfn * page_size)]
+            if total <= MAX_OBJECT_BITS:
+                bits = ["0"] * total
+                for index in indices:
+                    bits[index] = "1"
+                entry.append("".join(bits))
+            slabs.append(entry)
         stats = cache.stats()
         full = sum(1 for s in slabs if s[1] == total)
         empty = sum(1 for s in slabs if s[1] == 0)
@@ -168,6 +185,7 @@ def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict
     )
     frame0.update(buddy_frame(first.buddy, table))
     frame0["caches"] = []
+    frame0["owners"] = []
     frames = [frame0]
     total = len(scenario.actions)
     stride = 1 if not max_frames or total <= max_frames else -(-total // max_frames)
@@ -177,6 +195,7 @@ def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict
         frame = step_frame(result)
         frame.update(buddy_frame(run.buddy, table, run.block_labels()))
         frame["caches"] = cache_frames(run.slab)
+        frame["owners"] = [[a.address, a.name] for a in run.names.values() if a.kind != "pages"]
         frames.append(frame)
     return {
         "title": f"kmem: {scenario.name}",
@@ -295,8 +314,15 @@ def trace_document(
 
 
 def _trace_labels(replayer: Any) -> dict[int, str]:
-    """Slab pages by cache; other allocated blocks stay unlabelled (page events, large kmalloc)."""
-    return {int(pfn): f"slab:{name}" for pfn, name in replayer.slab.slab_pages()}
+    """Slab pages by cache, large kmalloc blocks; page events' blocks stay unlabelled."""
+    from kmem.kmalloc import KMALLOC_LARGE_OWNER
+
+    labels = {int(pfn): f"slab:{name}" for pfn, name in replayer.slab.slab_pages()}
+    owner = replayer.buddy.mem_map.owner  # the slab layer marks large kmalloc blocks here
+    for pfn, _, state in iter_blocks(replayer.buddy):
+        if state == "allocated" and owner[pfn] == KMALLOC_LARGE_OWNER:
+            labels[pfn] = "kmalloc:large"
+    return labels
 
 
 def _trace_step_text(before: Any, after: Any, page_size: int) -> str:

@@ -174,6 +174,10 @@ def test_seed_slab_steps_show_caches(open_page: OpenPage) -> None:
     assert by_name["pcb"][6:] == ["8", "1", "0 / 1 / 0"]
     assert page.locator(".slab.partial").count() == 2
     assert page.locator(".slab .obj.used").count() == 2
+    used = page.locator(".slab .obj.used").first  # p1: object 0 of pcb's slab at pfn 8
+    assert used.get_attribute("title") == (
+        "pcb object 0 at 0x8000 (slab pfn 8): in use by p1"
+    )
     # Both slabs came from the buddy allocator: pages 0-15 taken, 16-63 free.
     assert nonempty(page) == {4: (1, "16"), 5: (1, "32")}
     box = page.locator("#strip").bounding_box()
@@ -181,6 +185,7 @@ def test_seed_slab_steps_show_caches(open_page: OpenPage) -> None:
     page.mouse.click(box["x"] + cell * 12.5, box["y"] + cell / 2)  # pfn 12: pcb's slab
     info = page.inner_text("#info")
     assert "slab page of cache pcb" in info and "slab of pcb: 1/4 objects" in info
+    assert info.endswith("holds p1")
     page.click("#last")
     assert page.inner_text("#source") == "line 13: free p1"
     assert page.locator(".slab.empty").count() == 2
@@ -275,3 +280,32 @@ def test_100k_event_trace_page_stays_small(open_page: OpenPage, tmp_path: Any) -
         page.wait_for_function(f"document.body.dataset.step === '{index}'")
         shown = {o: n for o, (n, _) in free_lists(page).items()}
         assert shown == dict(enumerate(document["frames"][index]["nr_free"]))
+
+
+def _tree_marks(page: Any) -> dict[str, int]:
+    """Pixels of the buddy tree in the split (orange) and merge (blue) mark colours."""
+    counts: dict[str, int] = page.evaluate(
+        """() => {
+            const c = document.getElementById('tree');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let split = 0, merge = 0;
+            for (let i = 0; i < d.length; i += 4) {
+                const [r, g, b] = [d[i], d[i + 1], d[i + 2]];
+                if (r > 200 && g > 100 && g < 150 && b < 80) split++;
+                if (r < 80 && g > 100 && g < 150 && b > 200) merge++;
+            }
+            return {split, merge};
+        }"""
+    )
+    return counts
+
+
+def test_tree_marks_this_steps_splits_and_merges(open_page: OpenPage) -> None:
+    page = open_page(scenario_document(load("seed-buddy")))
+    assert _tree_marks(page) == {"split": 0, "merge": 0}
+    page.click("#next")  # three splits
+    marks = _tree_marks(page)
+    assert marks["split"] > 50 and marks["merge"] == 0
+    page.click("#next")  # three merges
+    marks = _tree_marks(page)
+    assert marks["merge"] > 50 and marks["split"] == 0

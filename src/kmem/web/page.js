@@ -214,6 +214,17 @@
         ctx.fillText(size(pageSize * 2 ** order), x + 4, y + rowH / 2);
       }
     }
+    // This step's splits (orange) and merges (blue), dashed, on the nodes where they happened.
+    ctx.setLineDash([4, 3]);
+    ctx.lineWidth = 2;
+    for (const step of frame.steps) {
+      if ((step.kind !== "split" && step.kind !== "merge") || step.order > topOrder) continue;
+      const x = step.pfn * treeScale, w = 2 ** step.order * treeScale;
+      const y = (topOrder - step.order) * rowH + 2;
+      ctx.strokeStyle = step.kind === "split" ? "#e67e22" : "#2c7be5";
+      ctx.strokeRect(x + 1, y + 1, Math.max(2, w - 2), rowH - 4);
+    }
+    ctx.setLineDash([]);
     ctx.strokeStyle = "#0b3d91";
     ctx.lineWidth = 2.5;
     for (const [pfn, order] of frame.highlight) {
@@ -266,6 +277,7 @@
     const body = document.createElement("tbody");
     table.appendChild(body);
     const pictures = document.createElement("div");
+    const owners = new Map(frame.owners || []);
     let cellBudget = MAX_OBJ_CELLS;
     for (const c of caches) {
       const tr = document.createElement("tr");
@@ -284,15 +296,22 @@
       div.lastChild.textContent = `${c.nr_slabs} slab(s)`;
       const slabs = document.createElement("div");
       slabs.className = "slabs";
-      for (const [pfn, inuse, total] of c.slabs.slice(0, MAX_SLABS_SHOWN)) {
+      for (const [pfn, inuse, total, base, bits] of c.slabs.slice(0, MAX_SLABS_SHOWN)) {
         const s = document.createElement("div");
         s.className = "slab " + (inuse === total ? "full" : inuse ? "partial" : "empty");
-        s.title = `slab at pfn ${pfn} (${hex(pfn * pageSize)}): ${inuse} of ${total} objects used`;
-        if (total <= MAX_OBJS_SHOWN && cellBudget >= total) {
+        s.title = `${c.name}: slab at pfn ${pfn} (${hex(pfn * pageSize)}), ` +
+          `${2 ** c.order} page(s): ${inuse} of ${total} objects used`;
+        if (bits !== undefined && cellBudget >= total) {
           cellBudget -= total;  // one cell per object while the page stays small
           for (let i = 0; i < total; i++) {
             const o = document.createElement("div");
-            o.className = "obj" + (i < inuse ? " used" : "");
+            const used = bits[i] === "1";
+            const address = base + i * c.size;
+            o.className = "obj" + (used ? " used" : "");
+            o.dataset.address = hex(address);
+            const who = owners.get(address);
+            o.title = `${c.name} object ${i} at ${hex(address)} (slab pfn ${pfn}): ` +
+              (used ? "in use" + (who ? ` by ${who}` : "") : "free");
             s.appendChild(o);
           }
         } else {  // many objects: one bar, filled to the share in use
@@ -409,6 +428,10 @@
         if (sp === blk.pfn) text += `; slab of ${c.name}: ${inuse}/${total} objects of ${c.object_size} B`;
       }
     }
+    const start = blk.pfn * pageSize, end = start + pageSize * 2 ** blk.order;
+    const inside = (frame.owners || []).filter(([a]) => a >= start && a < end).map(([, n]) => n);
+    if (inside.length) text += `; holds ${inside.slice(0, 8).join(", ")}` +
+      (inside.length > 8 ? ` and ${inside.length - 8} more` : "");
     return text;
   }
   function showInfo(pfn, pin) {
