@@ -15,6 +15,7 @@ from kmem.slab_report import (
     slabtop_row,
     slabtop_rows,
 )
+from kmem.slub import SlubCache
 
 SAMPLE = Path(__file__).parent / "fixtures" / "proc_slabinfo_6.18_sample.txt"
 
@@ -45,6 +46,7 @@ def test_slabinfo_counts_slub_active_objects_as_linux() -> None:
     info = _parse(line)
     # the cpu slab counts as fully active under SLUB
     assert (info.active_objs, info.num_objs, info.num_slabs, info.active_slabs) == (48, 48, 3, 3)
+    assert isinstance(cache, SlubCache)
     cache.flush_cpu(0)  # the cpu slab goes to the node partial list: its free objects show
     info = _parse(next(x for x in slab.slabinfo().splitlines() if x.startswith("c ")))
     assert (info.active_objs, info.num_objs) == (40, 48)

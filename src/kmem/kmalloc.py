@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 # Names with two leading underscores would be mangled inside a class body: alias them.
 _GFP_ZERO: Final = __GFP_ZERO
+_NOT_PLAIN: Final = KMALLOC_NOT_NORMAL_BITS | __GFP_ZERO  # flags that leave the plain path
 
 KMALLOC_LARGE_OWNER: Final = 0xFFFFFFFF  # mem_map.owner of the pages of a large kmalloc
 
@@ -86,7 +87,7 @@ class KmallocFrontEnd:
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
         """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO."""
         if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
-            if gfp & (KMALLOC_NOT_NORMAL_BITS | _GFP_ZERO) == 0:
+            if not gfp & _NOT_PLAIN:  # the common case: kmalloc-*, nothing to zero
                 cache = self._kmalloc_normal[size]
                 address = cache.alloc(cpu)
                 cache._bytes_requested += size
@@ -162,16 +163,19 @@ class KmallocFrontEnd:
 
     def kfree(self, address: int | None, cpu: int = 0) -> None:
         """Free kmalloc'd memory (or any slab object) by address; None is a no-op."""
-        if address is not None and address.__class__ is int and 0 <= address < self._memory_size:
-            cache = self._by_id.get(self._owner[address >> self._page_shift])
-            if cache is not None:
-                cache.free(address, cpu)
-                return
+        try:  # the page's owner is the cache id (a negative address is checked by the cache)
+            cache = self._by_id.get(self._owner[address >> self._page_shift])  # type: ignore[operator]
+        except (TypeError, IndexError):
+            cache = None
+        if cache is not None:
+            cache.free(address, cpu)  # type: ignore[arg-type]
+            return
         if address is None or address == self.zero_size_ptr:
             return
         self._kfree_other(address)
 
     def _kfree_other(self, address: object) -> None:
+        """kfree of anything but a slab object: a large kmalloc block, or an error."""
         if isinstance(address, bool) or not isinstance(address, int):
             raise InvalidTypeError(f"address must be an int or None, not {type(address).__name__}")
         if not 0 <= address < self._memory_size:

@@ -286,6 +286,8 @@ class KmemCache:
         self._page_shift: Final = buddy.page_shift
         self._page_size: Final = buddy.page_size
         self._lock: Final = threading.Lock()
+        self._lock_acquire: Final = self._lock.acquire  # bound: cheaper than `with` here
+        self._lock_release: Final = self._lock.release
         self._slab_of_pfn: dict[int, Slab] = {}
         self._stat = [0] * len(STAT_NAMES)
         self._alloc_fast = 0  # the hot counters, kept apart from the list: fewer bytecodes
@@ -422,6 +424,12 @@ class KmemCache:
         if isinstance(cpu, bool) or not isinstance(cpu, int):
             return InvalidTypeError(f"cpu must be an int, not {type(cpu).__name__}")
         return InvalidCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
+
+    def _bad_free_on(self, address: object, cpu: object) -> KmemError:
+        """The error for a free of ``address`` on ``cpu``: the cpu is checked first."""
+        if not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < self.nr_cpus:
+            return self._check_cpu(cpu)
+        return self._bad_free(address)
 
     def _bad_free(self, address: object) -> KmemError:
         """The specific error for freeing ``address`` to this cache, or a CacheDestroyedError."""
