@@ -99,3 +99,28 @@ def test_document_labels_slab_pages_and_lists_caches() -> None:
     assert caches["pcb"]["slabs"] == [[8, 1, 4, 8 * 4096, "1000"]]
     assert caches["tcb"]["slabs"][0][:2] == [0, 1]
     assert frame["owners"] == [[0, "t1"], [8 * 4096, "p1"]]
+
+
+def test_shrink_gives_empty_slabs_back_and_destroy_needs_an_empty_cache() -> None:
+    text = ("memory 256K\ncache pcb 7K\nobj p1 pcb\nshrink pcb\ndestroy pcb\nfree p1\n"
+            "shrink pcb\ndestroy pcb\n")
+    scenario = parse(text, "sd")
+    run = ScenarioRun(scenario)
+    results = [run.execute(action) for action in scenario.actions[:3]]
+    assert "no slab was empty" in results[2].text
+    before = (run.buddy.nr_free, dict(run.names), run.slab.slab_pages())
+    with pytest.raises(KmemError, match=r"^sd:5: cache 'pcb' still has 1 allocated") as info:
+        run.execute(scenario.actions[3])
+    assert len(getattr(info.value, "leaks", ())) == 1  # the error keeps its details
+    assert (run.buddy.nr_free, dict(run.names), run.slab.slab_pages()) == before
+    run.execute(scenario.actions[4])  # free p1: its slab stays, empty
+    assert run.buddy.nr_free_pages == 64 - 8
+    shrink = run.execute(scenario.actions[5])
+    # The slab's 8 pages go back and merge all the way: one free 256 KB block again.
+    assert run.buddy.nr_free_pages == 64 and run.buddy.nr_free[6] == 1
+    assert shrink.highlight == ((0, 6),) and "256 KB block [pfn 0-63]" in shrink.text
+    destroy = run.execute(scenario.actions[6])
+    assert "holds no slab" in destroy.text and "pcb" not in run.caches
+    with pytest.raises(ScenarioNameError, match=r"^sd:\d+: no cache 'pcb'"):
+        run.execute(parse(text + "obj p2 pcb\n", "sd").actions[-1])
+    run.slab.check()

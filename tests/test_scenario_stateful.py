@@ -47,7 +47,7 @@ class ScenarioMachine(RuleBasedStateMachine):
         name = text.split()[1]
         if verb in ("free", "kfree"):
             self.live.discard(name)
-        elif verb != "cache":
+        elif verb not in ("cache", "shrink", "destroy"):
             self.live.add(name)
         assert result.line == self.line
 
@@ -74,6 +74,10 @@ class ScenarioMachine(RuleBasedStateMachine):
     @rule(name=st.sampled_from(NAMES), verb=st.sampled_from(["free", "kfree"]))
     def free(self, name: str, verb: str) -> None:
         self._execute(f"{verb} {name}")
+
+    @rule(cache=st.sampled_from(CACHES), verb=st.sampled_from(["shrink", "destroy"]))
+    def shrink_or_destroy(self, cache: str, verb: str) -> None:
+        self._execute(f"{verb} {cache}")
 
     @invariant()
     def consistent(self) -> None:

@@ -12,6 +12,8 @@ K/M/G suffix (powers of 1024; "21K", "1.5M", "100")::
     kmalloc NAME SIZE [cpu N] kmalloc(SIZE)
     free NAME                 free whatever NAME is: buddy block, object or kmalloc memory
     kfree NAME                the same, as Linux names it for kmalloc memory
+    shrink CACHE              give the cache's empty slabs back (kmem_cache_shrink)
+    destroy CACHE             kmem_cache_destroy: the cache must have no live object
 
 Names are letters, digits, "_", "-" and "."; a name is live from its allocation to its free.
 Every mistake is a KmemError whose message starts with ``SOURCE:LINE:`` — syntax errors are
@@ -96,6 +98,8 @@ _GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "kmalloc": (("name", "size"), ("cpu",)),
     "free": (("name",), ()),
     "kfree": (("name",), ()),
+    "shrink": (("name",), ()),
+    "destroy": (("name",), ()),
 }
 _OPTION_KINDS = {"page": "size", "max_order": "int", "cpus": "int", "policy": "word",
                  "align": "size", "cpu": "int"}
@@ -291,7 +295,7 @@ class ScenarioRun:
         try:
             self.buddy = BuddyAllocator(sc.memory, sc.page_size, sc.max_order)
         except KmemError as error:
-            raise type(error)(f"{where}: {error}") from error
+            raise _at_line(error, where) from None
 
     # -- labels for pictures ---------------------------------------------------------------
 
@@ -317,7 +321,7 @@ class ScenarioRun:
         except (ScenarioNameError, ScenarioSyntaxError):
             raise
         except KmemError as error:
-            raise type(error)(f"{where}: {error}") from error
+            raise _at_line(error, where) from None
         self.executed += 1
         return result
 
@@ -476,6 +480,57 @@ class ScenarioRun:
         return self._slab_alloc(action, name, "kmalloc", size, cache_name,
                                 lambda: slab.kmalloc(size, cpu=cpu))
 
+    def _cache_named(self, action: Action) -> Any:
+        name = str(action.args[0])
+        cache = self.caches.get(name)
+        if cache is None:
+            raise ScenarioNameError(
+                f"{self.scenario.name}:{action.line}: no cache {name!r}"
+                f" (caches: {', '.join(self.caches) or 'none'})"
+            )
+        return cache
+
+    def _release_text(self, before: list[tuple[int, str]]) -> tuple[str, list[Step],
+                                                                   list[tuple[int, int]]]:
+        """Which slabs went back to the buddy allocator, and the free blocks they ended in."""
+        if not before:
+            return "it holds no slab, so no page goes back to the buddy allocator", [], []
+        after = set(self.slab.slab_pages())
+        gone = [pfn for pfn, name in before if (pfn, name) not in after]
+        if not gone:
+            return "no slab was empty: nothing goes back to the buddy allocator", [], []
+        steps: list[Step] = []
+        ends: list[tuple[int, int]] = []
+        for pfn in gone:
+            block = self.buddy.block_at(pfn)
+            if (block.pfn, block.order) not in ends:
+                ends.append((block.pfn, block.order))
+        for pfn, order in ends:
+            steps.append(Step("place", pfn, order,
+                              f"now part of the free {format_size(self.buddy.page_size << order)}"
+                              f" block [pfn {pfn}-{pfn + (1 << order) - 1}] on free list {order}"))
+        slabs = ", ".join(f"pfn {pfn}" for pfn in gone)
+        return (f"{len(gone)} empty slab(s) ({slabs}) go back to the buddy allocator, "
+                f"merging with free buddies: {clause(steps)}"), steps, ends
+
+    def _do_shrink(self, action: Action) -> StepResult:
+        cache = self._cache_named(action)
+        before = [(pfn, name) for pfn, name in self.slab.slab_pages() if name == cache.name]
+        cache.shrink()
+        text, steps, ends = self._release_text(before)
+        return self._result(action, str(action.args[0]), steps, ends, None,
+                            f"shrink {action.args[0]}: {text}.")
+
+    def _do_destroy(self, action: Action) -> StepResult:
+        cache = self._cache_named(action)
+        name = str(action.args[0])
+        before = [(pfn, n) for pfn, n in self.slab.slab_pages() if n == cache.name]
+        self.slab.kmem_cache_destroy(cache)  # CacheNotEmptyError (nothing changed) if in use
+        del self.caches[name]
+        text, steps, ends = self._release_text(before)
+        return self._result(action, name, steps, ends, None,
+                            f"destroy {name}: the cache is gone; {text}.")
+
     def _slab_free(self, action: Action, alloc: Allocation) -> StepResult:
         if alloc.kind == "obj":
             self.caches[str(alloc.cache)].free(alloc.address)
@@ -506,6 +561,14 @@ class ScenarioRun:
 def _slab_page_labels(run: ScenarioRun) -> dict[int, str]:
     """Label every slab's first page with its cache: "slab:NAME"."""
     return {int(pfn): f"slab:{name}" for pfn, name in run.slab.slab_pages()}
+
+
+def _at_line(error: KmemError, where: str) -> KmemError:
+    """The error itself (its class and attributes, e.g. a CacheNotEmptyError's leaks, stay),
+    its message prefixed with ``where`` ("FILE:LINE"). Changing ``args`` in place works for
+    every exception class, whatever its constructor takes."""
+    error.args = (f"{where}: {error}",)
+    return error
 
 
 def run_all(scenario: Scenario) -> Iterator[tuple[StepResult, ScenarioRun]]:
