@@ -156,11 +156,12 @@ def test_buddyinfo_has_procfs_line_format() -> None:
 
 
 def _random_run(size_pages: int, max_order: int, steps: int, seed: int,
-                reserved: set[int] | None = None) -> None:
+                reserved: set[int] | None = None, thread_safe: bool = True) -> None:
     rng = random.Random(seed)
     page = 4096
     ranges = [(p * page, page) for p in sorted(reserved or ())]
-    buddy = BuddyAllocator(size_pages * page, max_order=max_order, reserved=ranges)
+    buddy = BuddyAllocator(size_pages * page, max_order=max_order, reserved=ranges,
+                           thread_safe=thread_safe)
     model = LinuxBuddyModel(size_pages, max_order, reserved)
     assert buddy.nr_free == model.nr_free
     for order in range(max_order + 1):
@@ -194,6 +195,10 @@ def test_same_pfns_and_nr_free_as_linux_rules(seed: int) -> None:
 @pytest.mark.parametrize(("size_pages", "max_order"), [(1000, 10), (777, 6), (4097, 10), (3, 2)])
 def test_same_as_linux_rules_on_sizes_not_powers_of_two(size_pages: int, max_order: int) -> None:
     _random_run(size_pages, max_order, 2000, size_pages)
+
+
+def test_without_the_lock_the_same_rules_hold() -> None:
+    _random_run(512, 9, 2000, 11, thread_safe=False)
 
 
 def test_same_as_linux_rules_with_reserved_holes() -> None:
