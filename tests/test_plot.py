@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageStat
 
@@ -77,3 +78,19 @@ def test_kmem_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert out.exists() and f"wrote {out}" in capsys.readouterr().out
     assert main(["plot", "seed-buddy", "-o", str(tmp_path / "a.png"), "--step", "9"]) == 2
     assert "step 9 is not a frame" in capsys.readouterr().err
+
+
+def test_fragmentation_lines_follow_the_kernel_formulas(seed_document: dict[str, object]) -> None:
+    # After allocating C_L the 56 free pages lie in blocks of order 3, 4 and 5: none of order 6,
+    # so the unusable index at order 6 is 1 (1000), and the extfrag index is
+    # 1000 - (1000 + 56 * 1000 / 64) / 3 = 375 (mm/vmstat.c, integer division).
+    fig = figure(seed_document, "fragmentation")
+    lines = fig.axes[0].get_lines()
+    solid = [line for line in lines if line.get_linestyle() == "-"]
+    dashed = [line for line in lines if line.get_linestyle() == "--"]
+    order6 = next(line for line in solid if line.get_label() == "order 6")
+    assert np.asarray(order6.get_ydata(), dtype=float).tolist() == [0.0, 1.0, 0.0]
+    assert len(dashed) == 1  # only order 6 ever fails, and only at step 1
+    ys = np.asarray(dashed[0].get_ydata(), dtype=float).tolist()
+    assert ys[1] == pytest.approx(0.375)
+    assert all(y != y for y in (ys[0], ys[2]))  # NaN: the request would succeed

@@ -124,3 +124,14 @@ def test_shrink_gives_empty_slabs_back_and_destroy_needs_an_empty_cache() -> Non
     with pytest.raises(ScenarioNameError, match=r"^sd:\d+: no cache 'pcb'"):
         run.execute(parse(text + "obj p2 pcb\n", "sd").actions[-1])
     run.slab.check()
+
+
+def test_kmem_run_draws_slab_pages(capsys: pytest.CaptureFixture[str]) -> None:
+    from kmem.cli import main
+
+    assert main(["run", "seed"]) == 0
+    out = capsys.readouterr().out
+    # After "obj p1 pcb": tcb's slab [0-7], pcb's slab [8-15], free 64 KB [16-31] and
+    # 128 KB [32-63]; each block marked by its first cell.
+    section = out.split("line 11: obj p1 pcb")[1]
+    assert "t" + "█" * 7 + "p" + "█" * 7 + "4" + "·" * 15 + "5" + "·" * 31 in section

@@ -7,7 +7,8 @@ give the same pictures:
                    coloured as the HTML page colours them: free blocks green by order,
                    labelled allocations (scenario names, slab caches, kmalloc) by label
     usage          pages in use and free over the steps
-    fragmentation  Linux's unusable free space index (mm/vmstat.c) per order over the steps
+    fragmentation  Linux's unusable free space and extfrag indices (mm/vmstat.c) per order
+                   over the steps
     slab           internal fragmentation per cache at the chosen step: the share of each
                    cache's slab memory not holding object bytes (slot padding, metadata, the
                    slab's tail), and for kmalloc caches the share of the bytes handed out
@@ -20,6 +21,7 @@ API: ``plot(document, path, kind="all", step=-1)`` writes the file and returns i
 from __future__ import annotations
 
 import colorsys
+import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from kmem.errors import InvalidArgumentError
-from kmem.fragmentation import unusable_index
+from kmem.fragmentation import extfrag_index, unusable_index
 from kmem.snapshot import ALLOCATED_CODE, FREE_CODE, LABEL_BASE, RESERVED_CODE
 
 KINDS = ("all", "map", "usage", "fragmentation", "slab")
@@ -160,19 +162,29 @@ def draw_usage(ax: Any, document: dict[str, Any]) -> None:
 
 
 def draw_fragmentation(ax: Any, document: dict[str, Any]) -> None:
-    """Unusable free space index (0..1) per order over the steps, for the orders that matter."""
+    """Linux's fragmentation indices per order over the steps, for the orders that matter.
+
+    Solid: the unusable free space index (0..1). Dashed: the extfrag index (0..1, towards 1 when
+    a failing request fails for fragmentation rather than lack of memory), drawn only while a
+    request of that order would fail (Linux reports -1 then).
+    """
     steps = _steps(document)
     frames = document["frames"]
     top = min(document["max_order"], max(document["nr_pages"].bit_length() - 1, 0))
     orders = sorted({o for o in (1, 2, 3, 4, 6, 9) if o <= top} | {top})
     cmap = matplotlib.colormaps["viridis"]
     for n, order in enumerate(orders):
+        colour = cmap(n / max(1, len(orders) - 1))
         values = [unusable_index(f["nr_free"], order) / 1000 for f in frames]
-        ax.plot(steps, values, color=cmap(n / max(1, len(orders) - 1)), label=f"order {order}")
+        ax.plot(steps, values, color=colour, label=f"order {order}")
+        extfrag = [extfrag_index(f["nr_free"], order) for f in frames]
+        if any(v >= 0 for v in extfrag):
+            ax.plot(steps, [v / 1000 if v >= 0 else math.nan for v in extfrag], color=colour,
+                    linestyle="--", linewidth=1)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("unusable free space index")
+    ax.set_ylabel("index (solid: unusable, dashed: extfrag)")
     ax.set_title("external fragmentation", fontsize=10)
     ax.legend(fontsize=7, frameon=False, ncol=2)
 
