@@ -52,9 +52,10 @@ class SlabMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.slab is None)
     @rule(policy=st.sampled_from(["slub", "slab"]), cpus=st.integers(1, 3),
-          pages=st.sampled_from([64, 256, 1024]))
-    def boot(self, policy: str, cpus: int, pages: int) -> None:
-        self.slab = SlabAllocator(BuddyAllocator(pages * 4096), nr_cpus=cpus, policy=policy)
+          pages=st.sampled_from([64, 256, 1024]), thread_safe=st.booleans())
+    def boot(self, policy: str, cpus: int, pages: int, thread_safe: bool) -> None:
+        self.slab = SlabAllocator(BuddyAllocator(pages * 4096), nr_cpus=cpus, policy=policy,
+                                  thread_safe=thread_safe)
 
     def _stamp(self, address: int, cache: KmemCache | None, size: int) -> None:
         assert self.slab is not None

@@ -27,6 +27,7 @@ bytes_allocated) and for large kmallocs, for the internal fragmentation reports.
 from __future__ import annotations
 
 import threading
+from array import array
 from typing import TYPE_CHECKING, Final
 
 from kmem.buddy import get_order
@@ -49,6 +50,8 @@ _GFP_ZERO: Final = __GFP_ZERO
 _NOT_PLAIN: Final = KMALLOC_NOT_NORMAL_BITS | __GFP_ZERO  # flags that leave the plain path
 
 KMALLOC_LARGE_OWNER: Final = 0xFFFFFFFF  # mem_map.owner of the pages of a large kmalloc
+_LARGE_RUN: Final = array("I", [KMALLOC_LARGE_OWNER])  # * n: a run of n pages' owner entries
+_NO_OWNER_RUN: Final = array("I", [0])
 
 
 class KmallocFrontEnd:
@@ -122,9 +125,7 @@ class KmallocFrontEnd:
             )
         with self._lock:
             pfn = buddy.alloc_pages(order)  # OutOfMemoryError reaches the caller unchanged
-            owner = self._owner
-            for page in range(pfn, pfn + (1 << order)):
-                owner[page] = KMALLOC_LARGE_OWNER
+            self._owner[pfn : pfn + (1 << order)] = _LARGE_RUN * (1 << order)
             self._large_pages += 1 << order
             self._large_requested += size
             self._large_allocated += buddy.page_size << order
@@ -191,8 +192,7 @@ class KmallocFrontEnd:
                         f"address {address:#x} lies inside the large kmalloc block at pfn"
                         f" {block.pfn:#x}, not at its start"
                     )
-                for page in range(pfn, pfn + (1 << block.order)):
-                    self._owner[page] = 0
+                self._owner[pfn : pfn + (1 << block.order)] = _NO_OWNER_RUN * (1 << block.order)
                 self.buddy.free_pages(pfn, block.order)
                 self._large_pages -= 1 << block.order
                 self._large_frees += 1

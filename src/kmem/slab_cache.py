@@ -323,13 +323,19 @@ class KmemCache:
 
     def alloc(self, cpu: int = 0) -> int:
         """Allocate an object; return its address. OutOfMemoryError when no page can be had."""
-        with self._lock:
+        self._lock_acquire()
+        try:
             return self._alloc_unlocked(cpu)
+        finally:
+            self._lock_release()
 
     def free(self, address: int, cpu: int = 0) -> None:
         """Free the object at ``address`` (allocated from this cache)."""
-        with self._lock:
+        self._lock_acquire()
+        try:
             self._free_unlocked(address, cpu)
+        finally:
+            self._lock_release()
 
     def _alloc_unlocked(self, cpu: int = 0) -> int:
         raise NotImplementedError
@@ -391,8 +397,8 @@ class KmemCache:
         colour = self._colour_offset(slab_bytes, objects)
         start = pfn << self._page_shift
         slab = Slab(pfn, order, start, start + colour + self.red_left_pad, objects, colour)
+        self._owner[pfn : pfn + nr_pages] = array("I", [self.id]) * nr_pages
         for page in range(pfn, pfn + nr_pages):
-            self._owner[page] = self.id
             self._slab_of_pfn[page] = slab
         ctor = self.ctor
         debug = self._debug
@@ -408,8 +414,8 @@ class KmemCache:
         return slab
 
     def _forget_pages(self, pfn: int, order: int) -> None:
+        self._owner[pfn : pfn + (1 << order)] = array("I", [0]) * (1 << order)
         for page in range(pfn, pfn + (1 << order)):
-            self._owner[page] = 0
             self._slab_of_pfn.pop(page, None)
 
     def _discard_slab(self, slab: Slab) -> None:

@@ -42,7 +42,6 @@ from kmem.slab_cache import (
     ALLOC_FASTPATH,
     ALLOC_SLAB,
     ALLOC_SLOWPATH,
-    FREE_FASTPATH,
     ON_EMPTY,
     ON_FULL,
     ON_NODE_PARTIAL,
@@ -66,6 +65,7 @@ class ClassicSlabCache(KmemCache):
         left_over = (self._page_size << self.order) - self.objs_per_slab * self.size
         self.colour: Final = left_over // self.colour_off
         self.colour_next = 0
+        self._cpu_ids: Final = frozenset(range(self.nr_cpus))
 
     def _colour_offset(self, slab_bytes: int, objects: int) -> int:
         left_over = slab_bytes - objects * self.size
@@ -81,7 +81,7 @@ class ClassicSlabCache(KmemCache):
     # -- allocation and free -------------------------------------------------------------------
 
     def _alloc_unlocked(self, cpu: int = 0) -> int:
-        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+        if cpu not in self._cpu_ids:  # TypeError for an unhashable cpu: fine, checked below
             raise self._check_cpu(cpu)
         partial = self._partial
         if partial:
@@ -132,9 +132,17 @@ class ClassicSlabCache(KmemCache):
         slab.where = ON_EMPTY
 
     def _free_unlocked(self, address: int, cpu: int = 0) -> None:
-        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-            raise self._check_cpu(cpu)
-        slab, index = self._slab_of(address)
+        try:  # the slab of the page, and the object's index: it must be allocated
+            slab = self._slab_of_pfn[address >> self._page_shift]
+            size = self.size
+            offset = address - slab.base  # < 0 in the colour area before the first object
+            index = offset // size
+            valid = offset >= 0 and index * size == offset and slab.used[index]
+            valid = valid and cpu in self._cpu_ids
+        except (KeyError, TypeError, IndexError):
+            valid = False
+        if not valid:
+            raise self._bad_free_on(address, cpu)
         debug = self._debug
         if debug is not None:
             debug.check_free(self.name, address)
@@ -143,17 +151,20 @@ class ClassicSlabCache(KmemCache):
             debug.on_free(address, cpu)
         freelist = slab.freelist
         freelist.append(index)
-        self._stat[FREE_FASTPATH] += 1
-        if slab.where == ON_FULL:
+        self._free_fast += 1
+        if len(freelist) == 1:  # it was full
             del self._full[slab]
+            if slab.objects > 1:
+                self._partial[slab] = None
+                slab.where = ON_NODE_PARTIAL
+                return
+        elif len(freelist) != slab.objects:
+            self._partial.move_to_end(slab)  # Linux's free_block: to the tail, "fair"
+            return
         else:
             del self._partial[slab]
-        if len(freelist) == slab.objects:
-            self._empty[slab] = None
-            slab.where = ON_EMPTY
-        else:
-            self._partial[slab] = None
-            slab.where = ON_NODE_PARTIAL
+        self._empty[slab] = None
+        slab.where = ON_EMPTY
 
     def shrink(self) -> int:
         """Give every empty slab back to the buddy allocator; return how many."""
