@@ -177,11 +177,13 @@ class Replayer:
         self._do_slab = "slab" in self.layers
         self._do_page = "page" in self.layers
         self._dedup_slab_pages = self._do_slab and self._do_page
-        # slab layer: traced pointer -> kmem address of every live object
-        self._live: dict[str, int] = {}
+        # slab layer: traced pointer -> (the free function of its cache, kmem address) of every
+        # live object: freeing through the cache skips kfree's lookup of the address's cache.
+        self._live: dict[str, tuple[Callable[[int, int], None], int]] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
         self._caches: dict[str, Any] = {}
-        self._bytes_alloc: dict[tuple[int, int], int] = {}  # (bytes_req, gfp) -> kmem's
+        # (bytes_req, gfp) -> (kmem's bytes_alloc, free function) of a kmalloc request
+        self._kmalloc_info: dict[tuple[int, int], tuple[int, Callable[[int, int], None]]] = {}
         self._gfp: dict[str, int] = {}
         self.unknown_frees = 0
         self.null_frees = 0
@@ -256,9 +258,8 @@ class Replayer:
         live = self._live
         gfps = self._gfp
         caches = self._caches
-        bytes_alloc = self._bytes_alloc
+        kmalloc_info = self._kmalloc_info
         kmalloc = self.slab.kmalloc
-        kfree = self.slab.kfree
         nr_cpus = self.nr_cpus
         n = 0
         event: TraceEvent | None = None
@@ -278,9 +279,9 @@ class Replayer:
                     continue
                 ptr = event[4]
                 if kind > last_alloc:  # kfree, kmem_cache_free
-                    address = live.pop(ptr, -1)
-                    if address >= 0:
-                        kfree(address, cpu)
+                    entry = live.pop(ptr, None)
+                    if entry is not None:
+                        entry[0](entry[1], cpu)
                     else:
                         self._free_of_nothing(ptr)
                     continue
@@ -291,7 +292,7 @@ class Replayer:
                     if cache is None:
                         cache = self._cache_for(event)
                     try:
-                        live[ptr] = cache.alloc(cpu)
+                        live[ptr] = (cache.free, cache.alloc(cpu))
                     except OutOfMemoryError:
                         self._oom(ptr)
                     continue
@@ -303,12 +304,12 @@ class Replayer:
                 except OutOfMemoryError:
                     self._oom(ptr)
                     continue
-                live[ptr] = address
-                expected = bytes_alloc.get((event[6], gfp))
-                if expected is None:
-                    expected = self._learn_bytes_alloc(event[6], gfp, address)
-                if expected != event[7]:
-                    self._mismatch(event, expected)
+                info = kmalloc_info.get((event[6], gfp))
+                if info is None:
+                    info = self._learn_kmalloc(event[6], gfp, address)
+                live[ptr] = (info[1], address)
+                if info[0] != event[7]:
+                    self._mismatch(event, info[0])
             elif do_page:
                 if kind == MM_PAGE_ALLOC:
                     if dedup and event[12] != 1 and "HIGHUSER" not in event[8]:
@@ -361,11 +362,14 @@ class Replayer:
         self._gfp[text] = value
         return value
 
-    def _learn_bytes_alloc(self, size: int, gfp: int, address: int) -> int:
-        """kmem's bytes_alloc for kmalloc(size, gfp): ksize of what it returned, found once."""
-        expected = self.slab.ksize(address)
-        self._bytes_alloc[(size, gfp)] = expected
-        return expected
+    def _learn_kmalloc(self, size: int, gfp: int, address: int
+                       ) -> tuple[int, Callable[[int, int], None]]:
+        """kmem's bytes_alloc for kmalloc(size, gfp) (ksize of what it returned) and the free
+        function of its cache (kfree for a large kmalloc), found once per (size, gfp)."""
+        cache = self.slab.kmalloc_cache_for(size, gfp)
+        info = (self.slab.ksize(address), self.slab.kfree if cache is None else cache.free)
+        self._kmalloc_info[(size, gfp)] = info
+        return info
 
     def _mismatch(self, event: TraceEvent, expected: int) -> None:
         self.bytes_alloc_mismatches += 1
@@ -375,7 +379,8 @@ class Replayer:
     def _missed_free(self, ptr: str, cpu: int) -> None:
         """The pointer is allocated again while live: its free was not traced."""
         self.missed_frees += 1
-        self.slab.kfree(self._live.pop(ptr), cpu)
+        free, address = self._live.pop(ptr)
+        free(address, cpu)
 
     def _oom(self, ptr: str) -> None:
         self.kmem_oom += 1
