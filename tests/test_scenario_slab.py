@@ -135,3 +135,16 @@ def test_kmem_run_draws_slab_pages(capsys: pytest.CaptureFixture[str]) -> None:
     # 128 KB [32-63]; each block marked by its first cell.
     section = out.split("line 11: obj p1 pcb")[1]
     assert "t" + "█" * 7 + "p" + "█" * 7 + "4" + "·" * 15 + "5" + "·" * 31 in section
+
+
+def test_kmem_run_json_lists_caches(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from kmem.cli import main
+
+    assert main(["run", "seed", "--json"]) == 0
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    by_source = {step["source"]: step for step in steps}
+    caches = {c["name"]: c for c in by_source["obj p1 pcb"]["caches"]}
+    assert caches["pcb"]["active_objs"] == 1 and caches["pcb"]["nr_slabs"] == 1
+    assert by_source["obj p1 pcb"]["live"] == ["p1", "t1"]

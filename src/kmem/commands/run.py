@@ -1,7 +1,8 @@
 """``kmem run [SCENARIO]``: perform a scenario line by line, explaining every step.
 
 Prints each line, what the allocators did in words, the compact memory map with the touched
-block highlighted, and the buddyinfo line; ``--json`` prints one JSON document instead.
+block highlighted, and the buddyinfo line; ``--json`` prints one JSON document instead: per
+line its steps, nr_free, free pages, live names and caches (as kmem.snapshot describes them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.text import Text
 
 from kmem import memory_map
 from kmem.scenario import BUILTIN, load, run_all
+from kmem.snapshot import cache_frames
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             entry["nr_free"] = list(state.buddy.nr_free)
             entry["free_pages"] = state.buddy.nr_free_pages
             entry["live"] = sorted(state.names)
+            entry["caches"] = cache_frames(state.slab)
             steps.append(entry)
         document = {
             "scenario": scenario.name,
