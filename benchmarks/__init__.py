@@ -1,1 +1,1 @@
-"""kmem's benchmarks: ``make bench`` runs every ``bench_*.py`` module here (``python -m benchmarks``)."""
+"""kmem's benchmarks: ``make bench`` (``python -m benchmarks``) runs every ``bench_*.py`` here."""
