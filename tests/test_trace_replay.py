@@ -194,6 +194,19 @@ def test_kmem_running_out_of_memory_is_counted() -> None:
     replayer.slab.check()
 
 
+def test_requests_above_max_order_are_counted() -> None:
+    _, result = _replay([
+        _kmalloc(0x1, size=3 << 20, alloc=4 << 20),       # order 10 > --max-order 9
+        _cache_alloc(0x2, name="huge", size=5 << 20),      # above KMALLOC_MAX_SIZE
+        _cache_alloc(0x3, name="huge", size=5 << 20),
+        _page_alloc(0x10, order=10),
+        _kfree(0x1), _kfree(0x2),
+    ], max_order=9)
+    assert result.too_large == 4
+    assert "huge" in result.cache_errors
+    assert result.unknown_frees == 0 and result.live_objects_at_end == 0
+
+
 def test_snapshots_every_n_events_and_callback() -> None:
     events = _events(LS_TRACE)
     seen: list[ReplaySnapshot] = []

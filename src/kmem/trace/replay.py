@@ -113,6 +113,8 @@ class ReplayResult:
     mismatch_examples: tuple[tuple[int, str, int, int], ...]  # (bytes_req, gfp, traced, kmem)
     cache_size_mismatches: dict[str, tuple[int, int]]  # name -> (traced bytes_alloc, kmem size)
     kmem_oom: int
+    too_large: int  # requests above what --max-order lets kmem serve
+    cache_errors: dict[str, str]  # caches kmem could not create, and why
     traced_slab_failures: int
     page: dict[str, int]
     memory_in_use: dict[str, dict[str, int]]  # layer -> {"peak_bytes", "final_bytes"}
@@ -192,6 +194,8 @@ class Replayer:
         self.mismatch_examples: list[tuple[int, str, int, int]] = []
         self.cache_size_mismatches: dict[str, tuple[int, int]] = {}
         self.kmem_oom = 0
+        self.too_large = 0  # requests above what --max-order allows kmem to serve
+        self._cache_errors: dict[str, str] = {}
         self.traced_slab_failures = 0  # allocations the kernel failed (ptr NULL)
         # page layer: traced pfn -> (kmem pfn, order)
         self._pages: dict[int, tuple[int, int]] = {}
@@ -291,18 +295,21 @@ class Replayer:
                     cache = caches.get(event[5])
                     if cache is None:
                         cache = self._cache_for(event)
+                        if cache is None:  # kmem cannot create it
+                            self._failed(ptr, None)
+                            continue
                     try:
                         live[ptr] = (cache.free, cache.alloc(cpu))
-                    except OutOfMemoryError:
-                        self._oom(ptr)
+                    except KmemError as error:
+                        self._failed(ptr, error)
                     continue
                 gfp = gfps.get(event[8])
                 if gfp is None:
                     gfp = self._gfp_of(event[8])
                 try:
                     address = kmalloc(event[6], gfp, cpu)
-                except OutOfMemoryError:
-                    self._oom(ptr)
+                except KmemError as error:
+                    self._failed(ptr, error)
                     continue
                 info = kmalloc_info.get((event[6], gfp))
                 if info is None:
@@ -382,15 +389,28 @@ class Replayer:
         free, address = self._live.pop(ptr)
         free(address, cpu)
 
-    def _oom(self, ptr: str) -> None:
-        self.kmem_oom += 1
+    def _failed(self, ptr: str, error: Exception | None) -> None:
+        """kmem could not allocate: out of memory, or a size it cannot serve (above
+        --max-order, or a cache it could not create); the pointer's free will be ignored."""
+        if isinstance(error, OutOfMemoryError):
+            self.kmem_oom += 1
+        else:
+            self.too_large += 1
         self._oom_ptrs.add(ptr)
 
     def _cache_for(self, event: TraceEvent) -> Any:
+        """The cache of a kmem_cache_alloc event, created on first sight; None if kmem cannot
+        create it (its objects are above what --max-order allows)."""
         name = event[5] or f"cache-{event[7]}"
+        if name in self._cache_errors:
+            return None
         cache = self._caches.get(name) or self.slab.caches.get(name)
         if cache is None:
-            cache = self.slab.kmem_cache_create(name, max(event[7], 1))
+            try:
+                cache = self.slab.kmem_cache_create(name, max(event[7], 1))
+            except KmemError as error:
+                self._cache_errors[name] = str(error)
+                return None
         if cache.slab_size != event[7] and name not in self.cache_size_mismatches:
             self.cache_size_mismatches[name] = (event[7], cache.slab_size)
         self._caches[event[5]] = cache
@@ -415,7 +435,7 @@ class Replayer:
             self.kmem_oom += 1
             return
         except InvalidArgumentError:  # an order above --max-order
-            self.kmem_oom += 1
+            self.too_large += 1
             return
         self._pages[pfn] = (own, order)
         counts["allocs"] += 1
@@ -491,7 +511,9 @@ class Replayer:
             bytes_alloc_checked=self._counts[KMALLOC] + self._counts[KMALLOC_NODE],
             mismatch_examples=tuple(self.mismatch_examples),
             cache_size_mismatches=dict(self.cache_size_mismatches),
-            kmem_oom=self.kmem_oom, traced_slab_failures=self.traced_slab_failures,
+            kmem_oom=self.kmem_oom, too_large=self.too_large,
+            cache_errors=dict(self._cache_errors),
+            traced_slab_failures=self.traced_slab_failures,
             page={**self.page_counts, "live_pages_at_end": self.page_layer_pages,
                   "peak_pages": self.page_layer_peak},
             memory_in_use={

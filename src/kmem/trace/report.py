@@ -259,6 +259,8 @@ def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int =
         ("kmalloc events checked for bytes_alloc", result.bytes_alloc_checked),
         ("bytes_alloc disagreements (kmem vs trace)", result.bytes_alloc_mismatches),
         ("allocations kmem could not satisfy (OOM)", result.kmem_oom),
+        ("requests above what --max-order lets kmem serve", result.too_large),
+        ("allocations the kernel failed (NULL)", result.traced_slab_failures),
         ("page frees of pfns never allocated in the trace", result.page["unknown_frees"]),
         ("slab page events skipped (counted by the slab layer)",
          result.page["slab_page_events_skipped"]),
@@ -271,6 +273,8 @@ def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int =
     for bytes_req, gfp, traced, ours in result.mismatch_examples:
         console.print(f"  bytes_alloc differs: kmalloc({bytes_req}, {gfp}): trace {traced},"
                       f" kmem {ours}")
+    for name, why in result.cache_errors.items():
+        console.print(f"  cache {name} not replayed: {why}", highlight=False)
     for name, (traced, ours) in result.cache_size_mismatches.items():
         console.print(f"  cache {name}: traced bytes_alloc {traced}, kmem slab_size {ours}")
 
