@@ -241,3 +241,13 @@ def test_per_cache_table_adds_up_and_names_the_kernel_size_class(stat: KmemStat)
         number = row.key.rsplit("-", 1)[1]
         size = int(number[:-1]) * sizes["k"] if number.endswith("k") else int(number)
         assert row.bytes_alloc == row.hit * size, row
+
+
+def test_per_cache_rows_of_an_old_kernel_trace() -> None:
+    stat = KmemStat()
+    stat.add(TraceParser().parse((PERF.parent / "old-kernels.txt").read_text().splitlines()))
+    rows = {r.key: (r.hit, r.bytes_alloc) for r in stat.slab_summary().caches}
+    # kmalloc 512, kmalloc_node 2048, kmalloc 128 (module call site); the two nameless
+    # kmem_cache_alloc events of 256-byte objects.
+    assert rows == {"kmalloc-512": (1, 512), "kmalloc-2k": (1, 2048),
+                    "kmalloc-128": (1, 128), "cache-256": (2, 512)}

@@ -278,7 +278,10 @@ class KmemStat:
             row[3] = bytes_alloc
             row[4] = cpu
         self._alloc_site[ptr] = call_site
-        cache_name = event[5] or self._kmalloc_name(bytes_req, event[8])
+        cache_name = event[5] or (
+            self._kmalloc_name(bytes_req, event[8]) if event[0] <= KMALLOC_NODE
+            else f"cache-{bytes_alloc}"  # a kmem_cache event of a kernel before 6.2: no name
+        )
         self._alloc_cache[ptr] = cache_name
         cache = self._cache_stat.get(cache_name)
         if cache is None:
