@@ -32,9 +32,8 @@ back to 256 KB. Then a 3 KB TCB cache and a 7 KB PCB cache get an object each.
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,8 @@ from kmem.explain import (
     free_steps,
     sentence,
 )
+from kmem.slab import SlabAllocator
+from kmem.slab_cache import KmemCache
 
 
 class ScenarioSyntaxError(KmemError, ValueError):
@@ -283,9 +284,9 @@ class ScenarioRun:
 
     scenario: Scenario
     buddy: BuddyAllocator = field(init=False)
-    slab: Any = field(init=False, default=None)
+    slab: SlabAllocator | None = field(init=False, default=None)
     names: dict[str, Allocation] = field(init=False, default_factory=dict)
-    caches: dict[str, Any] = field(init=False, default_factory=dict)
+    caches: dict[str, KmemCache] = field(init=False, default_factory=dict)
     lines: dict[str, int] = field(init=False, default_factory=dict)  # name -> line allocated
     executed: int = field(init=False, default=0)
 
@@ -303,7 +304,7 @@ class ScenarioRun:
         """{first pfn of an allocated block: label}: scenario names, slab caches, kmalloc."""
         labels: dict[int, str] = {}
         if self.slab is not None:
-            labels.update(_slab_page_labels(self))
+            labels.update(_slab_page_labels(self.slab))
         for alloc in self.names.values():
             if alloc.kind == "pages":
                 labels[alloc.pfn] = alloc.name
@@ -393,21 +394,16 @@ class ScenarioRun:
 
     # -- slab layer (needs kmem.slab) -------------------------------------------------------
 
-    def _ensure_slab(self, action: Action) -> Any:
+    def _ensure_slab(self) -> SlabAllocator:
+        """The slab layer, created on the first line that needs it (buddy-only scenarios never
+        pay for its boot-time kmalloc caches)."""
         if self.slab is None:
-            try:  # imported late: buddy-only scenarios work without the slab layer
-                slab_module = importlib.import_module("kmem.slab")
-            except ImportError:
-                raise ScenarioSyntaxError(
-                    f"{self.scenario.name}:{action.line}: {action.verb!r} needs the slab"
-                    " layer (kmem.slab), which this kmem does not have"
-                ) from None
-            self.slab = slab_module.SlabAllocator(self.buddy, nr_cpus=self.scenario.nr_cpus,
+            self.slab = SlabAllocator(self.buddy, nr_cpus=self.scenario.nr_cpus,
                                       policy=self.scenario.policy)
         return self.slab
 
     def _do_cache(self, action: Action) -> StepResult:
-        slab = self._ensure_slab(action)
+        slab = self._ensure_slab()
         name = str(action.args[0])
         if name in self.caches:
             raise ScenarioNameError(
@@ -425,7 +421,7 @@ class ScenarioRun:
         return self._result(action, name, [], [], None, text)
 
     def _slab_alloc(self, action: Action, name: str, kind: str, size: int,
-                    cache_name: str | None, do_alloc: Any) -> StepResult:
+                    cache_name: str | None, do_alloc: Callable[[], int]) -> StepResult:
         before = self.buddy.nr_free
         address = int(do_alloc())
         pfn = address >> self.buddy.page_shift
@@ -440,22 +436,21 @@ class ScenarioRun:
             text = (f"{name}: {format_size(size)} is too big for the kmalloc caches: "
                     f"{clause(steps)} straight from the buddy allocator.")
         elif steps:
-            index = (address - (block.pfn << self.buddy.page_shift)) // self._slot(cache_name)
+            index = self._object_index(cache_name, address)
             text = (f"{name}: cache {cache_name} has no free object, so it takes a new slab "
                     f"of order {block.order} from the buddy allocator: {clause(steps)}; "
                     f"object {index} of the new slab, at {address:#x}.")
         else:
-            index = (address - (block.pfn << self.buddy.page_shift)) // self._slot(cache_name)
+            index = self._object_index(cache_name, address)
             text = (f"{name}: cache {cache_name} has a free object in its slab at pfn "
                     f"{block.pfn}: object {index}, at {address:#x}; no pages from the buddy "
                     "allocator.")
         return self._result(action, name, steps, [(block.pfn, block.order)], address, text)
 
-    def _slot(self, cache_name: str) -> int:
-        cache = self.caches.get(cache_name)
-        if cache is None and self.slab is not None:
-            cache = self.slab.caches[cache_name]
-        return max(1, int(cache.slab_size)) if cache is not None else 1
+    def _object_index(self, cache_name: str, address: int) -> int:
+        """The object's index in its slab, as the cache reports its live objects."""
+        cache = self._ensure_slab().caches[cache_name]
+        return next((o.index for o in cache.live_objects() if o.address == address), -1)
 
     def _do_obj(self, action: Action) -> StepResult:
         name = self._new_name(action)
@@ -471,7 +466,7 @@ class ScenarioRun:
                                 lambda: cache.alloc(cpu=cpu))
 
     def _do_kmalloc(self, action: Action) -> StepResult:
-        slab = self._ensure_slab(action)
+        slab = self._ensure_slab()
         name = self._new_name(action)
         size = int(action.args[1])
         cpu = int(action.option("cpu", 0))
@@ -480,7 +475,7 @@ class ScenarioRun:
         return self._slab_alloc(action, name, "kmalloc", size, cache_name,
                                 lambda: slab.kmalloc(size, cpu=cpu))
 
-    def _cache_named(self, action: Action) -> Any:
+    def _cache_named(self, action: Action) -> KmemCache:
         name = str(action.args[0])
         cache = self.caches.get(name)
         if cache is None:
@@ -495,7 +490,7 @@ class ScenarioRun:
         """Which slabs went back to the buddy allocator, and the free blocks they ended in."""
         if not before:
             return "it holds no slab, so no page goes back to the buddy allocator", [], []
-        after = set(self.slab.slab_pages())
+        after = set(self._ensure_slab().slab_pages())
         gone = [pfn for pfn, name in before if (pfn, name) not in after]
         if not gone:
             return "no slab was empty: nothing goes back to the buddy allocator", [], []
@@ -515,7 +510,8 @@ class ScenarioRun:
 
     def _do_shrink(self, action: Action) -> StepResult:
         cache = self._cache_named(action)
-        before = [(pfn, name) for pfn, name in self.slab.slab_pages() if name == cache.name]
+        slab_pages = self._ensure_slab().slab_pages()
+        before = [(pfn, name) for pfn, name in slab_pages if name == cache.name]
         cache.shrink()
         text, steps, ends = self._release_text(before)
         return self._result(action, str(action.args[0]), steps, ends, None,
@@ -524,8 +520,9 @@ class ScenarioRun:
     def _do_destroy(self, action: Action) -> StepResult:
         cache = self._cache_named(action)
         name = str(action.args[0])
-        before = [(pfn, n) for pfn, n in self.slab.slab_pages() if n == cache.name]
-        self.slab.kmem_cache_destroy(cache)  # CacheNotEmptyError (nothing changed) if in use
+        before = [(pfn, n) for pfn, n in self._ensure_slab().slab_pages() if n == cache.name]
+        # CacheNotEmptyError, with nothing changed, while objects live.
+        self._ensure_slab().kmem_cache_destroy(cache)
         del self.caches[name]
         text, steps, ends = self._release_text(before)
         return self._result(action, name, steps, ends, None,
@@ -535,7 +532,7 @@ class ScenarioRun:
         if alloc.kind == "obj":
             self.caches[str(alloc.cache)].free(alloc.address)
         else:
-            self.slab.kfree(alloc.address)
+            self._ensure_slab().kfree(alloc.address)
         del self.names[alloc.name]
         block = self.buddy.block_at(alloc.pfn)
         released = block.state == "free"  # the slab (or large kmalloc) went back to the buddy
@@ -547,7 +544,7 @@ class ScenarioRun:
             text = (f"{alloc.name}: object at {alloc.address:#x} back to cache {alloc.cache};"
                     f" its slab is empty and the cache gives it back: {clause(steps)}.")
         else:
-            cache = self.slab.caches[alloc.cache]
+            cache = self._ensure_slab().caches[alloc.cache]
             left = sum(1 for obj in cache.live_objects() if obj.slab_pfn == alloc.pfn)
             state = (f"still holds {left} object{'s' if left != 1 else ''}" if left else
                      "is empty now, but the cache keeps it (and its pages) for later")
@@ -558,9 +555,9 @@ class ScenarioRun:
         return self._result(action, alloc.name, steps, highlight, alloc.address, text)
 
 
-def _slab_page_labels(run: ScenarioRun) -> dict[int, str]:
+def _slab_page_labels(slab: SlabAllocator) -> dict[int, str]:
     """Label every slab's first page with its cache: "slab:NAME"."""
-    return {int(pfn): f"slab:{name}" for pfn, name in run.slab.slab_pages()}
+    return {int(pfn): f"slab:{name}" for pfn, name in slab.slab_pages()}
 
 
 def _at_line(error: KmemError, where: str) -> KmemError:
