@@ -152,3 +152,19 @@ def test_blocks_are_encoded_compactly_and_losslessly() -> None:
     with pytest.raises(ValueError):
         encode_blocks(blocks, 2)
     assert decode(encode_blocks(blocks, 3), 3)[-1] == (5, 128)
+
+
+def test_kmem_serve_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> None:
+    busy = make_server("x", "127.0.0.1", 0)
+    try:
+        port = busy.server_address[1]
+        assert main(["serve", "seed-buddy", "--port", str(port)]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    finally:
+        busy.server_close()
+
+
+def test_kmem_html_rejects_no_frames(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["html", "seed-buddy", "--frames", "0", "-o", str(tmp_path / "x.html")]) == 2
+    assert "--frames must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "x.html").exists()

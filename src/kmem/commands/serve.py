@@ -7,7 +7,12 @@ import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kmem.commands.html import add_source_arguments, document_from_args
+from kmem.errors import KmemError
 from kmem.html_page import build_page
+
+
+class ServeError(KmemError, OSError):
+    """The page cannot be served: the address is in use, not ours, or not allowed."""
 
 
 def make_server(page: str, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
@@ -28,7 +33,10 @@ def make_server(page: str, host: str = "127.0.0.1", port: int = 8000) -> Threadi
         def log_message(self, format: str, *args: object) -> None:
             pass  # quiet: the command prints the address once
 
-    return ThreadingHTTPServer((host, port), Handler)
+    try:
+        return ThreadingHTTPServer((host, port), Handler)
+    except OSError as error:
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
