@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kmem import BuddyAllocator, SlabAllocator
+from kmem import BuddyAllocator, OutOfMemoryError, SlabAllocator
 from kmem.slab_cache import KmemCache
 from kmem.slab_classic import ClassicSlabCache
 from kmem.slab_flags import (
@@ -454,4 +454,51 @@ def test_threads_share_a_cache(policy: str) -> None:
         t.join()
     assert errors == []
     assert cache.stats().objects == 0
+    slab.check()
+
+
+# -- SLAB_TYPESAFE_BY_RCU ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_typesafe_by_rcu_slabs_wait_for_a_grace_period(policy: str) -> None:
+    from kmem import NotAnObjectError
+    from kmem.slab_flags import SLAB_TYPESAFE_BY_RCU
+
+    slab = make(policy, size=4 * MiB)
+    cache = slab.kmem_cache_create("rcu", 512, flags=SLAB_TYPESAFE_BY_RCU)
+    assert cache.offset == cache.object_size  # the free pointer stays out of the object
+    n = cache.objs_per_slab
+    objs = [cache.alloc() for _ in range(3 * n)]
+    cache.view(objs[0])[:4] = b"live"
+    for addr in objs:
+        cache.free(addr)
+    free_before = slab.buddy.nr_free_pages
+    cache.shrink()
+    slab.check()
+    # discarded, but the pages are still the cache's: a reader under RCU sees a valid object
+    assert cache.stats().slabs == 0 and cache.stats().free_slab >= 1
+    assert slab.buddy.nr_free_pages == free_before
+    assert bytes(slab.buddy.memory.view(objs[0], 4)) == b"live"
+    with pytest.raises(NotAnObjectError, match="RCU grace period"):
+        slab.kfree(objs[0])
+    assert slab.synchronize_rcu() >= 1
+    assert slab.buddy.nr_free_pages == slab.buddy.nr_pages
+    slab.check()
+
+
+def test_typesafe_by_rcu_pages_come_back_when_memory_runs_out() -> None:
+    from kmem.slab_flags import SLAB_TYPESAFE_BY_RCU
+
+    slab = make("slab", size=16 * 4 * KiB)
+    cache = slab.kmem_cache_create("rcu", 2048, flags=SLAB_TYPESAFE_BY_RCU)  # order-3 slabs
+    objs = [cache.alloc() for _ in range(2 * cache.objs_per_slab)]  # all 16 pages
+    for addr in objs:
+        cache.free(addr)
+    cache.shrink()
+    assert slab.buddy.nr_free_pages == 0  # waiting for the grace period
+    other = slab.kmem_cache_create("other", 2048)
+    with pytest.raises(OutOfMemoryError):
+        other.alloc()
+    cache.alloc()  # the cache's own next slab ends the grace period first
     slab.check()

@@ -24,12 +24,14 @@ from kmem.slab_flags import (
     SLAB_POISON,
     SLAB_RED_ZONE,
     SLAB_STORE_USER,
+    SLAB_TYPESAFE_BY_RCU,
 )
 from kmem.slub import SlubCache
 
 CACHE_SPECS = [
     (24, 0), (100, SLAB_HWCACHE_ALIGN), (3072, SLAB_HWCACHE_ALIGN), (7168, 0),
     (200, SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER), (40, 0), (36, 0),
+    (512, SLAB_TYPESAFE_BY_RCU),
 ]
 KMALLOC_SIZES = st.one_of(st.integers(1, 256), st.integers(1, 8192), st.integers(8193, 40000))
 GFPS = st.sampled_from([GFP_KERNEL, GFP_KERNEL | __GFP_ACCOUNT, GFP_KERNEL | __GFP_RECLAIMABLE,
@@ -118,8 +120,11 @@ class SlabMachine(RuleBasedStateMachine):
     def shrink_or_flush(self, data: st.DataObject) -> None:
         assert self.slab is not None
         cache = data.draw(st.sampled_from(self.slab.cache_list()))
-        if isinstance(cache, SlubCache) and data.draw(st.booleans()):
+        what = data.draw(st.sampled_from(["flush", "shrink", "rcu"]))
+        if what == "flush" and isinstance(cache, SlubCache):
             cache.flush_cpu(data.draw(st.integers(0, self.slab.nr_cpus - 1)))
+        elif what == "rcu":
+            self.slab.synchronize_rcu()
         else:
             cache.shrink()
 

@@ -207,6 +207,7 @@ class SlabAllocator(KmallocFrontEnd):
                     tuple(leaks),
                 )
             target.shrink()
+            target.rcu_barrier()  # Linux: rcu_barrier() before a SLAB_TYPESAFE_BY_RCU cache goes
             target.destroyed = True
             target.refcount = 0
             for name in [n for n, c in self.caches.items() if c is target]:
@@ -262,6 +263,11 @@ class SlabAllocator(KmallocFrontEnd):
         """Shrink every cache; return the number of slabs given back."""
         return sum(cache.shrink() for cache in self.cache_list())
 
+    def synchronize_rcu(self) -> int:
+        """An RCU grace period: every SLAB_TYPESAFE_BY_RCU cache's discarded slabs go back to
+        the buddy allocator; return how many."""
+        return sum(cache.rcu_barrier() for cache in self.cache_list())
+
     def check(self) -> None:
         """Verify every invariant of every cache, slab and page, and the buddy allocator's."""
         with self._lock:
@@ -269,7 +275,7 @@ class SlabAllocator(KmallocFrontEnd):
             slab_pages = 0
             for cache in self._cache_list:
                 cache.check()
-                slab_pages += len(cache._slab_of_pfn)
+                slab_pages += cache._pages_held()
                 if self._by_id.get(cache.id) is not cache:
                     raise AssertionError(f"cache {cache.name!r} is not registered by id")
             for name, cache in self.caches.items():

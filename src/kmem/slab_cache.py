@@ -55,7 +55,7 @@ from kmem.errors import (
     OutOfMemoryError,
 )
 from kmem.slab_debug import SlabDebugger
-from kmem.slab_flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC
+from kmem.slab_flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_TYPESAFE_BY_RCU
 from kmem.slab_geometry import CacheGeometry
 from kmem.slab_merge import merge_into, slab_alias_name, slab_unmergeable
 
@@ -71,7 +71,8 @@ ON_CPU_PARTIAL: Final = 2  # SLUB per-cpu partial list of CPU Slab.cpu
 ON_NODE_PARTIAL: Final = 3  # the node's partial list (both policies)
 ON_FULL: Final = 4  # full list (SLUB debug caches, classic)
 ON_EMPTY: Final = 5  # classic: empty slabs kept until shrink()
-WHERE_NAMES: Final = ("none", "cpu", "cpu_partial", "partial", "full", "empty")
+ON_RCU: Final = 6  # SLAB_TYPESAFE_BY_RCU: discarded, pages kept until an RCU grace period
+WHERE_NAMES: Final = ("none", "cpu", "cpu_partial", "partial", "full", "empty", "rcu")
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -289,6 +290,10 @@ class KmemCache:
         self._lock_acquire: Final = self._lock.acquire  # bound: cheaper than `with` here
         self._lock_release: Final = self._lock.release
         self._slab_of_pfn: dict[int, Slab] = {}
+        # SLAB_TYPESAFE_BY_RCU: a discarded slab's pages stay allocated (and typed: its objects'
+        # memory keeps being an object of this cache) until rcu_barrier(), Linux's call_rcu.
+        self.typesafe_by_rcu: Final = bool(geometry.flags & SLAB_TYPESAFE_BY_RCU)
+        self._rcu_pending: list[Slab] = []
         self._stat = [0] * len(STAT_NAMES)
         self._alloc_fast = 0  # the hot counters, kept apart from the list: fewer bytecodes
         self._free_fast = 0
@@ -374,6 +379,9 @@ class KmemCache:
         try:
             pfn = buddy.alloc_pages(order)
         except OutOfMemoryError:
+            if self._rcu_pending:  # the grace period ends: those pages come back first
+                self._rcu_barrier()
+                return self._new_slab()
             if self.min_order >= order:
                 raise
             order = self.min_order
@@ -419,10 +427,39 @@ class KmemCache:
             self._slab_of_pfn.pop(page, None)
 
     def _discard_slab(self, slab: Slab) -> None:
-        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab)."""
+        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab).
+
+        Under SLAB_TYPESAFE_BY_RCU the pages are only given back by rcu_barrier() (Linux frees
+        them from an RCU callback); meanwhile they stay this cache's, on no list.
+        """
+        self._stat[FREE_SLAB] += 1
+        if self.typesafe_by_rcu:
+            for page in range(slab.pfn, slab.pfn + (1 << slab.order)):
+                del self._slab_of_pfn[page]
+            slab.where = ON_RCU
+            slab.cpu = -1
+            self._rcu_pending.append(slab)
+            return
         self._forget_pages(slab.pfn, slab.order)
         self._buddy.free_pages(slab.pfn, slab.order)
-        self._stat[FREE_SLAB] += 1
+
+    def rcu_barrier(self) -> int:
+        """End the RCU grace period: give the slabs discarded since back; return how many."""
+        with self._lock:
+            return self._rcu_barrier()
+
+    def _rcu_barrier(self) -> int:
+        pending = self._rcu_pending
+        for slab in pending:
+            self._forget_pages(slab.pfn, slab.order)
+            self._buddy.free_pages(slab.pfn, slab.order)
+        count = len(pending)
+        pending.clear()
+        return count
+
+    def _pages_held(self) -> int:
+        """Pages this cache holds: its slabs' and those waiting for an RCU grace period."""
+        return len(self._slab_of_pfn) + sum(1 << s.order for s in self._rcu_pending)
 
     # -- lookups and errors (slow paths: they only read state) ----------------------------------
 
@@ -446,6 +483,11 @@ class KmemCache:
         pfn = address >> self._page_shift
         slab = self._slab_of_pfn.get(pfn) if address >= 0 else None
         if slab is None:
+            if any(s.pfn <= pfn < s.pfn + (1 << s.order) for s in self._rcu_pending):
+                return NotAnObjectError(
+                    f"address {address:#x} is in a slab of {self.name!r} that was discarded"
+                    " (its pages wait for an RCU grace period)"
+                )
             if 0 <= pfn < len(self._owner) and address >= 0 and self._owner[pfn]:
                 return WrongCacheError(
                     f"object {address:#x} belongs to another cache (id {self._owner[pfn]}),"
@@ -615,6 +657,14 @@ class KmemCache:
                 self._debug.check_slab(slab, self.size)
         if len(self._slab_of_pfn) != sum(1 << s.order for s in slabs):
             raise AssertionError(f"{self.name}: page map holds stray pages")
+        for slab in self._rcu_pending:
+            name = f"{self.name}: RCU-pending slab at pfn {slab.pfn:#x}"
+            if slab.where != ON_RCU or slab.inuse or not self.typesafe_by_rcu:
+                raise AssertionError(f"{name} is not an empty slab of an RCU cache")
+            if state[slab.pfn] != (0x80 | slab.order) or any(
+                owner[p] != self.id for p in range(slab.pfn, slab.pfn + (1 << slab.order))
+            ):
+                raise AssertionError(f"{name}: its pages are not held for the cache")
 
     def _check_lists(self) -> None:
         raise NotImplementedError
