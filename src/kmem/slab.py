@@ -3,6 +3,7 @@
 Public API (stable; the trace replay and the visualisation drive it)::
 
     slab = SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=2, policy="slub")  # or "slab"
+    # thread_safe=False: no cache locks, for single-threaded callers
     cache = slab.kmem_cache_create(name, size, align=0, flags=0, ctor=None,
                                    useroffset=0, usersize=0, freeptr_offset=None)
     addr = cache.alloc(cpu=0)          # byte address; OutOfMemoryError when no page
@@ -16,6 +17,7 @@ Public API (stable; the trace replay and the visualisation drive it)::
     slab.cache_of(addr)                # the cache of an object address (None: large kmalloc)
     slab.slabinfo()                    # /proc/slabinfo version 2.1, exactly
     slab.stats()                       # CacheStats (frozen) of every cache, by name
+    slab.shrink(); slab.synchronize_rcu()   # empty slabs / RCU-deferred slabs back to buddy
     slab.slab_pages()                  # (head pfn, cache name) of every slab
     slab.check()                       # every invariant of every cache, slab and page
 
