@@ -309,3 +309,19 @@ def test_tree_marks_this_steps_splits_and_merges(open_page: OpenPage) -> None:
     page.click("#next")  # three merges
     marks = _tree_marks(page)
     assert marks["merge"] > 50 and marks["split"] == 0
+
+
+def test_listing_marks_the_current_line(open_page: OpenPage) -> None:
+    page = open_page(scenario_document(load("seed")))
+    page.click("#next")
+    current = page.locator("#listing li.current")
+    assert current.count() == 1 and current.inner_text() == "alloc C_L 21K"
+    # An <ol> numbers its items from its start: the current item is line 4.
+    number = page.evaluate(
+        "() => { const ol = document.getElementById('listing');"
+        " const items = Array.from(ol.children);"
+        " return ol.start + items.findIndex(li => li.classList.contains('current')); }"
+    )
+    assert number == 4
+    page.keyboard.press("End")
+    assert page.locator("#listing li.current").inner_text() == "free p1"

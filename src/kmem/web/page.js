@@ -395,6 +395,28 @@
       (frames.length - 1 < total ? ` (frame ${current} of ${frames.length - 1})` : "");
   }
 
+  // The scenario's lines around the current one: a fixed window, so a 100,000-line
+  // scenario costs the same few nodes as the seed.
+  const sourceLines = (doc.source || "").replace(/\n+$/, "").split("\n");
+  const LISTING_CONTEXT = 7;
+  function drawListing(frame) {
+    const ol = $("listing");
+    ol.textContent = "";
+    if (!doc.source) return;
+    const line = frame.line || 1;
+    const first = Math.max(1, line - LISTING_CONTEXT);
+    const last = Math.min(sourceLines.length, first + 2 * LISTING_CONTEXT);
+    ol.start = first;
+    for (let n = first; n <= last; n++) {
+      const li = document.createElement("li");
+      const text = sourceLines[n - 1];
+      li.textContent = text || " ";
+      if (n === frame.line) li.className = "current";
+      else if (text.trim().startsWith("#")) li.className = "comment";
+      ol.appendChild(li);
+    }
+  }
+
   function go(index) {
     index = Math.max(0, Math.min(frames.length - 1, index | 0));
     const previous = index > 0 ? frames[index - 1] : null;
@@ -405,6 +427,7 @@
     blocksOf(frame);
     $("slider").value = String(index);
     drawText(frame);
+    drawListing(frame);
     drawStrip(frame);
     drawTree(frame);
     drawFreeLists(frame, previous);
