@@ -100,3 +100,4 @@ def test_slabtop_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Active / Total Objects" in out
     assert "slab counters" in out and "internal fragmentation" in out
     assert "tcb" in out or "pcb" in out
+    assert ":0000192: dentry_like <- sock_inode" in out

@@ -223,7 +223,8 @@ KMALLOC_MIX: tuple[tuple[int, int], ...] = (
 def builtin_workload(slab: SlabAllocator, *, seed: int = 1, operations: int = 4000) -> None:
     """The seed's caches plus a kmalloc mix, on every CPU, leaving about half of it live.
 
-    A 3 KB TCB cache and a 7 KB PCB cache (SLAB_HWCACHE_ALIGN) get 60 and 20 objects, a third
+    Two compatible small caches are created first (Linux merges them: one cache, two names);
+    a 3 KB TCB cache and a 7 KB PCB cache (SLAB_HWCACHE_ALIGN) get 60 and 20 objects, a third
     of them freed again; then ``operations`` kmalloc/kfree calls over KMALLOC_MIX with the
     normal, cgroup and reclaimable families, freeing a random live object 35% of the time.
     Deterministic for a seed. Works on any SlabAllocator (the caches are created if missing).
@@ -239,6 +240,10 @@ def builtin_workload(slab: SlabAllocator, *, seed: int = 1, operations: int = 40
 
     rng = random.Random(seed)
     cpus = slab.nr_cpus
+    # Two small caches Linux merges: "sock_inode" aliases "dentry_like" (both 192-byte slots).
+    if "dentry_like" not in slab.caches:
+        slab.kmem_cache_create("dentry_like", 192)
+        slab.kmem_cache_create("sock_inode", 188)
     tcb = slab.caches.get("tcb") or slab.kmem_cache_create("tcb", 3 * 1024,
                                                            flags=SLAB_HWCACHE_ALIGN)
     pcb = slab.caches.get("pcb") or slab.kmem_cache_create("pcb", 7 * 1024,
@@ -280,3 +285,12 @@ def workload_allocator(*, scenario: str | None = None, policy: str = "slub", nr_
         raise InvalidArgumentError(f"scenario {scenario!r} never uses the slab layer")
     result: SlabAllocator = state.slab
     return result
+
+
+def merged_cache_lines(allocator: SlabAllocator) -> list[str]:
+    """One line per cache that others were merged into: its sysfs name and every alias, as
+    /sys/kernel/slab shows them (a directory named like ':0000064' and a symlink per name)."""
+    return [
+        f"{cache.sysfs_name}: {cache.name} <- {', '.join(cache.aliases)}"
+        for cache in allocator.cache_list() if cache.aliases
+    ]

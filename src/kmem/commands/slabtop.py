@@ -13,6 +13,7 @@ from kmem.slab_report import (
     counters_table,
     fragmentation_rows,
     fragmentation_table,
+    merged_cache_lines,
     slabtop_rows,
     slabtop_summary,
     slabtop_table,
@@ -51,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(slabtop_summary(rows))
     console.print()
     console.print(slabtop_table(rows[: args.limit], title=f"slabtop ({slab.policy})"))
+    merged = merged_cache_lines(slab)
+    if merged:
+        console.print("\nmerged caches (sysfs name: cache <- aliases):")
+        for line in merged:
+            console.print("  " + line)
     if not args.no_counters:
         console.print()
         console.print(counters_table(slab.stats().values(), limit=args.limit))
