@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
 
-from kmem import BuddyAllocator, OutOfMemoryError
+from kmem import BuddyAllocator, InvalidArgumentError, OutOfMemoryError
 from linux_buddy_model import LinuxBuddyModel
 
 
@@ -30,7 +31,7 @@ class BuddyMachine(RuleBasedStateMachine):
 
     @rule(target=blocks, order=st.integers(0, 10))
     def alloc_pages(self, order: int) -> tuple[int, int] | None:
-        order = min(order, self.buddy.max_order)
+        order = min(order, self.buddy.max_order, self.buddy.nr_pages.bit_length() - 1)
         expected = self.model.alloc_pages(order)
         if expected is None:
             try:
@@ -44,7 +45,9 @@ class BuddyMachine(RuleBasedStateMachine):
     @rule(target=blocks, size=st.integers(1, 1 << 22))
     def alloc_bytes(self, size: int) -> tuple[int, int] | None:
         order = ((size - 1) >> self.buddy.page_shift).bit_length()
-        if order > self.buddy.max_order:
+        if order > min(self.buddy.max_order, self.buddy.nr_pages.bit_length() - 1):
+            with pytest.raises(InvalidArgumentError):
+                self.buddy.alloc(size)
             return None
         expected = self.model.alloc_pages(order)
         if expected is None:

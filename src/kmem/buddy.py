@@ -155,6 +155,8 @@ class BuddyAllocator:
         self.page_shift: Final = memory.page_shift
         self.nr_pages: Final = memory.nr_pages
         self.max_order: Final = max_order
+        # The largest block this memory can ever hold: a larger request is bad input, not OOM.
+        self._alloc_order_limit: Final = min(max_order, self.nr_pages.bit_length() - 1)
         self.node: Final = node
         self.zone: Final = zone
         self.mem_map: Final = MemMap(self.nr_pages, max_order + 1)
@@ -242,8 +244,8 @@ class BuddyAllocator:
 
         Raises OutOfMemoryError when no free block of that order or larger exists.
         """
-        if order.__class__ is not int or not 0 <= order <= self.max_order:
-            order = self._check_order(order)
+        if order.__class__ is not int or not 0 <= order <= self._alloc_order_limit:
+            order = self._check_alloc_order(order)
         self._lock_acquire()
         try:
             avail = self._nonempty >> order
@@ -313,6 +315,12 @@ class BuddyAllocator:
             raise InvalidArgumentError(
                 f"{size} bytes needs order {order}, above max_order {self.max_order}"
                 f" (largest block {self.page_size << self.max_order} bytes)"
+            )
+        if order > self._alloc_order_limit:
+            raise InvalidArgumentError(
+                f"{size} bytes needs order {order}, but the largest block {self.nr_pages}"
+                f" pages of memory can hold is {self.page_size << self._alloc_order_limit}"
+                " bytes"
             )
         return self.alloc_pages(order) << self.page_shift
 
@@ -398,6 +406,15 @@ class BuddyAllocator:
         order = _as_int(order, "order")
         if not 0 <= order <= self.max_order:
             raise InvalidArgumentError(f"order must be in 0..{self.max_order}, got {order}")
+        return order
+
+    def _check_alloc_order(self, order: object) -> int:
+        order = self._check_order(order)
+        if order > self._alloc_order_limit:
+            raise InvalidArgumentError(
+                f"order {order} is {1 << order} pages, more than the {self.nr_pages} pages of"
+                " memory"
+            )
         return order
 
     def _bad_address(self, address: int) -> InvalidFreeError:
