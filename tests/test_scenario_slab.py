@@ -27,6 +27,7 @@ def test_seed_slab_part() -> None:
     assert p1.address == 8 * 4 * KB  # object 0 of the slab at pfn 8
     free_t1, run = results["free t1"]
     assert "is empty now" in free_t1.text
+    assert run.slab is not None
     run.slab.check()
 
 
@@ -108,11 +109,13 @@ def test_shrink_gives_empty_slabs_back_and_destroy_needs_an_empty_cache() -> Non
     run = ScenarioRun(scenario)
     results = [run.execute(action) for action in scenario.actions[:3]]
     assert "no slab was empty" in results[2].text
-    before = (run.buddy.nr_free, dict(run.names), run.slab.slab_pages())
+    slab = run.slab
+    assert slab is not None
+    before = (run.buddy.nr_free, dict(run.names), slab.slab_pages())
     with pytest.raises(KmemError, match=r"^sd:5: cache 'pcb' still has 1 allocated") as info:
         run.execute(scenario.actions[3])
     assert len(getattr(info.value, "leaks", ())) == 1  # the error keeps its details
-    assert (run.buddy.nr_free, dict(run.names), run.slab.slab_pages()) == before
+    assert (run.buddy.nr_free, dict(run.names), slab.slab_pages()) == before
     run.execute(scenario.actions[4])  # free p1: its slab stays, empty
     assert run.buddy.nr_free_pages == 64 - 8
     shrink = run.execute(scenario.actions[5])
@@ -123,7 +126,7 @@ def test_shrink_gives_empty_slabs_back_and_destroy_needs_an_empty_cache() -> Non
     assert "holds no slab" in destroy.text and "pcb" not in run.caches
     with pytest.raises(ScenarioNameError, match=r"^sd:\d+: no cache 'pcb'"):
         run.execute(parse(text + "obj p2 pcb\n", "sd").actions[-1])
-    run.slab.check()
+    slab.check()
 
 
 def test_kmem_run_draws_slab_pages(capsys: pytest.CaptureFixture[str]) -> None:
