@@ -259,3 +259,27 @@ def test_replay_command_text_and_bad_lines(capsys: pytest.CaptureFixture[str],
     assert "1 malformed lines skipped" in out and "line 2" in out
     assert main(["replay", "--json", "--skip-bad", str(trace)]) == 0
     assert json.loads(capsys.readouterr().out)["bad_lines"] == 1
+
+
+def test_memory_sizes() -> None:
+    from kmem.commands.replay import parse_size
+
+    assert parse_size("1G") == 1 << 30
+    assert parse_size("512M") == parse_size("512MiB") == 512 << 20
+    assert parse_size("65536") == 65536
+    with pytest.raises(InvalidArgumentError, match="bad memory size"):
+        parse_size("lots")
+
+
+def test_replay_and_stat_read_stdin(monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import sys
+
+    for command in (["replay", "--json", "-"], ["stat", "--json", "-"]):
+        stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(LS_TRACE.read_bytes())))
+        monkeypatch.setattr(sys, "stdin", stdin)
+        assert main(command) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["lines"] == 5459
+        assert document["events"]["kfree"] == 1029
