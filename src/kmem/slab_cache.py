@@ -35,7 +35,12 @@ reaches the caller as OutOfMemoryError with nothing left behind.
 
 The policies (``kmem.slub``, ``kmem.slab_classic``) subclass KmemCache with their alloc/free
 paths. Each cache has its own lock (Linux's per-node list_lock and per-cpu locking, simplified
-to one lock per cache), so caches can be used from several threads.
+to one lock per cache), so caches can be used from several threads; ``thread_safe=False``
+binds ``alloc``/``free`` to the unlocked paths for single-threaded callers.
+
+SLAB_TYPESAFE_BY_RCU caches do not give a discarded slab's pages back at once: the slab leaves
+every list (``where`` is "rcu") but keeps its pages and owner entries until ``rcu_barrier()``,
+as Linux frees such slabs from an RCU callback after a grace period.
 """
 
 from __future__ import annotations

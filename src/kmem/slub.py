@@ -231,7 +231,11 @@ class SlubCache(KmemCache):
         """__slab_free: a slab that is not this CPU's cpu slab."""
         stat = self._stat
         stat[FREE_SLOWPATH] += 1
-        if slab.where == ON_CPU:  # another CPU's cpu slab
+        where = slab.where
+        if where == ON_CPU_PARTIAL:  # it has free objects already: it stays where it is
+            slab.freelist.append(index)
+            return
+        if where == ON_CPU:  # another CPU's cpu slab
             slab.remote.append(index)
             stat[FREE_FROZEN] += 1
             return
