@@ -168,3 +168,14 @@ def test_kmem_html_rejects_no_frames(capsys: pytest.CaptureFixture[str], tmp_pat
     assert main(["html", "seed-buddy", "--frames", "0", "-o", str(tmp_path / "x.html")]) == 2
     assert "--frames must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
+
+
+def test_traces_and_scenarios_are_told_apart(tmp_path: Path) -> None:
+    from kmem.snapshot import looks_like_trace
+
+    assert looks_like_trace(TRACE)  # ftrace text, xz
+    assert looks_like_trace(TRACE.parent / "perf" / "script.txt.xz")  # perf script
+    scenario = tmp_path / "s.kmem"
+    scenario.write_text("memory 64K\nkmalloc k 100\nkfree k\n")  # no "kmalloc:" event lines
+    assert not looks_like_trace(scenario)
+    assert not looks_like_trace(tmp_path / "missing")
