@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--json", action="store_true", help="print everything as one JSON object")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="plot memory in use and fragmentation over the trace's time")
+    parser.add_argument("--caches", type=int, default=20, metavar="N",
+                        help="slabinfo rows to show, largest caches first (0: all; default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         console = Console()
-        print_replay(result, console)
+        print_replay(result, console, slabinfo_rows=args.caches or 1 << 30)
         if parser.bad_lines:
             console.print(f"{parser.bad_lines} malformed lines skipped; first:"
                           f" {parser.bad_examples[0]}", highlight=False)

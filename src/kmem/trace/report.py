@@ -291,8 +291,9 @@ def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int =
         caches = [line.split() for line in lines[2:]]
         caches = [c for c in caches if int(c[2]) > 0]
         caches.sort(key=lambda c: -int(c[2]) * int(c[3]))
-        table = Table(title=f"slabinfo at the end (largest {slabinfo_rows} caches of"
-                      f" {len(caches)} in use)", show_edge=False)
+        nr_shown = min(slabinfo_rows, len(caches))
+        table = Table(title=f"slabinfo at the end (the largest {nr_shown} of {len(caches)} caches"
+                      " in use)", show_edge=False)
         for column in ("name", "active_objs", "num_objs", "objsize", "objperslab",
                        "pagesperslab"):
             table.add_column(column, justify="left" if column == "name" else "right")
