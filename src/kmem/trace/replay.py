@@ -55,6 +55,7 @@ from typing import Any, Final
 from kmem.buddy import BuddyAllocator
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.slab import SlabAllocator
+from kmem.slab_cache import KmemCache
 from kmem.slab_flags import parse_gfp_flags
 from kmem.trace.events import (
     EVENT_NAMES,
@@ -183,7 +184,7 @@ class Replayer:
         # live object: freeing through the cache skips kfree's lookup of the address's cache.
         self._live: dict[str, tuple[Callable[[int, int], None], int]] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
-        self._caches: dict[str, Any] = {}
+        self._caches: dict[str, KmemCache] = {}  # by traced name
         # (bytes_req, gfp) -> (kmem's bytes_alloc, free function) of a kmalloc request
         self._kmalloc_info: dict[tuple[int, int], tuple[int, Callable[[int, int], None]]] = {}
         self._gfp: dict[str, int] = {}
@@ -209,9 +210,7 @@ class Replayer:
              "not_replayed"), 0)
         self._counts = [0] * len(EVENT_NAMES)
         self.events_done = 0
-        self._last_time = 0.0
         self.timeline: list[ReplaySnapshot] = []
-        self._sample_every = 0
         self._slab_peak = 0
         self._total_peak = 0
         self._last_event: TraceEvent | None = None
@@ -398,7 +397,7 @@ class Replayer:
             self.too_large += 1
         self._oom_ptrs.add(ptr)
 
-    def _cache_for(self, event: TraceEvent) -> Any:
+    def _cache_for(self, event: TraceEvent) -> KmemCache | None:
         """The cache of a kmem_cache_alloc event, created on first sight; None if kmem cannot
         create it (its objects are above what --max-order allows)."""
         name = event[5] or f"cache-{event[7]}"
