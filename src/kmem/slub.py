@@ -194,11 +194,10 @@ class SlubCache(KmemCache):
                 size = self.size
                 offset = address - slab.base  # >= 0: no colour nor red zone in fast caches
                 index = offset // size
-                valid = index * size == offset and slab.used[index]
-            except (KeyError, TypeError, IndexError):
-                valid = False
-            if not valid:
-                raise self._bad_free_on(address, cpu)
+                if index * size != offset or not slab.used[index]:
+                    raise self._bad_free_on(address, cpu)
+            except (KeyError, TypeError, IndexError):  # (an InvalidTypeError lands here too)
+                raise self._bad_free_on(address, cpu) from None
             slab.used[index] = 0
             if slab is cpu_slab:  # the fast path: push on this CPU's cpu slab freelist
                 slab.freelist.append(index)
@@ -215,11 +214,10 @@ class SlubCache(KmemCache):
             size = self.size
             offset = address - slab.base
             index = offset // size
-            valid = index * size == offset and slab.used[index]
+            if index * size != offset or not slab.used[index]:
+                raise self._bad_free_on(address, cpu)
         except (KeyError, TypeError, IndexError):
-            valid = False
-        if not valid:
-            raise self._bad_free_on(address, cpu)
+            raise self._bad_free_on(address, cpu) from None
         slab.used[index] = 0
         if slab is cpu_slab:
             slab.freelist.append(index)
