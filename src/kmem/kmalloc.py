@@ -49,6 +49,12 @@ if TYPE_CHECKING:
 _GFP_ZERO: Final = __GFP_ZERO
 _NOT_PLAIN: Final = KMALLOC_NOT_NORMAL_BITS | __GFP_ZERO  # flags that leave the plain path
 
+# The smallest request size each class serves (kmalloc-96: 65, kmalloc-8: 1).
+_SMALLEST_OF_CLASS: Final[dict[int, int]] = {}
+for _size in range(KMALLOC_MAX_CACHE_SIZE, 0, -1):
+    _SMALLEST_OF_CLASS[KMALLOC_CLASS_BY_SIZE[_size]] = _size
+del _size
+
 KMALLOC_LARGE_OWNER: Final = 0xFFFFFFFF  # mem_map.owner of the pages of a large kmalloc
 _LARGE_RUN: Final = array("I", [KMALLOC_LARGE_OWNER])  # * n: a run of n pages' owner entries
 _NO_OWNER_RUN: Final = array("I", [0])
@@ -77,10 +83,17 @@ class KmallocFrontEnd:
         for spec in KMALLOC_BOOT_CACHES:
             by_class[spec.kmalloc_type][spec.size] = create(spec.name, spec.size, spec.flags)
         classes = KMALLOC_CLASS_BY_SIZE
+        # Per family, how many kmalloc calls asked for each size (the fragmentation reports
+        # sum them per cache; one list increment per call).
+        self._kmalloc_requests: list[list[int]] = [[0] * len(classes) for _ in range(4)]
         for family in range(4):
             table = by_class[family]
             self._kmalloc_tables.append([table[c] if c else table[8] for c in classes])
+            for size, cache in table.items():
+                cache._kmalloc_requests = self._kmalloc_requests[family]
+                cache._kmalloc_sizes = range(_SMALLEST_OF_CLASS[size], size + 1)
         self._kmalloc_normal: list[KmemCache] = self._kmalloc_tables[KMALLOC_NORMAL]
+        self._normal_requests = self._kmalloc_requests[KMALLOC_NORMAL]
         self._memory_size = self.buddy.memory.size
         self._owner = self.buddy.mem_map.owner
         self._page_shift = self.buddy.page_shift
@@ -91,15 +104,13 @@ class KmallocFrontEnd:
         """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO."""
         if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
             if not gfp & _NOT_PLAIN:  # the common case: kmalloc-*, nothing to zero
-                cache = self._kmalloc_normal[size]
-                address = cache.alloc(cpu)
-                cache._bytes_requested += size
-                cache._bytes_allocated += cache.object_size
+                address = self._kmalloc_normal[size].alloc(cpu)
+                self._normal_requests[size] += 1
                 return address
-            cache = self._kmalloc_tables[kmalloc_type(gfp)][size]
+            family = kmalloc_type(gfp)
+            cache = self._kmalloc_tables[family][size]
             address = cache.alloc(cpu)
-            cache._bytes_requested += size
-            cache._bytes_allocated += cache.object_size
+            self._kmalloc_requests[family][size] += 1
             if gfp & _GFP_ZERO:
                 self.buddy.memory.view(address, cache.object_size)[:] = bytes(cache.object_size)
             return address

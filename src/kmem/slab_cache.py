@@ -222,7 +222,7 @@ class CacheStats:
     cpu_partial_node: int
     cpu_partial_drain: int
     bytes_requested: int  # kmalloc: sum of bytes asked for, since boot
-    bytes_allocated: int  # kmalloc: sum of object sizes handed out for them
+    bytes_allocated: int  # kmalloc: kmalloc calls served x slab_size (Linux's bytes_alloc)
 
     @property
     def internal_fragmentation(self) -> float:
@@ -307,8 +307,10 @@ class KmemCache:
             # Single-threaded use: call the paths directly, without the lock's cost.
             self.alloc = self._alloc_unlocked  # type: ignore[method-assign]
             self.free = self._free_unlocked  # type: ignore[method-assign]
-        self._bytes_requested = 0
-        self._bytes_allocated = 0
+        # kmalloc caches: the allocator's histogram of request sizes (count per size) and the
+        # sizes this cache serves, lo..hi (set by SlabAllocator at boot).
+        self._kmalloc_requests: list[int] | None = None
+        self._kmalloc_sizes = range(0)
         self._debug: SlabDebugger | None = (
             SlabDebugger(geometry, self._memory, callers)
             if geometry.flags & SLAB_DEBUG_FLAGS else None
@@ -559,10 +561,16 @@ class KmemCache:
                 index = used.find(1, index + 1)
         return out
 
-    def note_kmalloc(self, requested: int) -> None:
-        """Count a kmalloc request of ``requested`` bytes served by this cache."""
-        self._bytes_requested += requested
-        self._bytes_allocated += self.object_size
+    def kmalloc_requests(self) -> tuple[int, int, int]:
+        """(kmalloc calls served, bytes requested, bytes allocated) since boot; zeros for a
+        cache that is not kmalloc's."""
+        requests = self._kmalloc_requests
+        if requests is None:
+            return 0, 0, 0
+        sizes = self._kmalloc_sizes
+        calls = sum(requests[sizes.start:sizes.stop])
+        requested = sum(size * requests[size] for size in sizes)
+        return calls, requested, calls * self.size
 
     # -- reports -------------------------------------------------------------------------------
 
@@ -594,6 +602,7 @@ class KmemCache:
             where = [0] * len(WHERE_NAMES)
             for slab in slabs:
                 where[slab.where] += 1
+            _, requested, allocated = self.kmalloc_requests()
             counters = dict(zip(STAT_NAMES, self._stat, strict=True))
             counters["alloc_fastpath"] += self._alloc_fast
             counters["free_fastpath"] += self._free_fast
@@ -608,8 +617,8 @@ class KmemCache:
                 cpu_partial_slabs=where[ON_CPU_PARTIAL],
                 full_slabs=where[ON_FULL] + where[ON_NONE],
                 empty_slabs=sum(1 for s in slabs if s.inuse == 0),
-                bytes_requested=self._bytes_requested,
-                bytes_allocated=self._bytes_allocated,
+                bytes_requested=requested,
+                bytes_allocated=allocated,
                 **counters,
             )
 
