@@ -81,7 +81,7 @@ class ClassicSlabCache(KmemCache):
     # -- allocation and free -------------------------------------------------------------------
 
     def _alloc_unlocked(self, cpu: int = 0) -> int:
-        if cpu not in self._cpu_ids:  # TypeError for an unhashable cpu: fine, checked below
+        if cpu.__class__ is not int or cpu not in self._cpu_ids:
             raise self._check_cpu(cpu)
         partial = self._partial
         if partial:
@@ -138,7 +138,7 @@ class ClassicSlabCache(KmemCache):
             offset = address - slab.base  # < 0 in the colour area before the first object
             index = offset // size
             valid = offset >= 0 and index * size == offset and slab.used[index]
-            valid = valid and cpu in self._cpu_ids
+            valid = valid and cpu.__class__ is int and cpu in self._cpu_ids
         except (KeyError, TypeError, IndexError):
             valid = False
         if not valid:

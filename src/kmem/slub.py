@@ -100,6 +100,8 @@ class SlubCache(KmemCache):
         self._lock_acquire()
         try:
             try:  # the fast path: pop the cpu slab's freelist
+                if cpu.__class__ is not int:  # (1.0 and True would find cpu 1's slab)
+                    raise TypeError
                 slab = self._cpu_slab[cpu]
                 index = slab.freelist.pop()  # type: ignore[union-attr]
             except (KeyError, TypeError, AttributeError, IndexError):
@@ -113,6 +115,8 @@ class SlubCache(KmemCache):
 
     def _alloc_unlocked(self, cpu: int = 0) -> int:
         try:
+            if cpu.__class__ is not int:
+                raise TypeError
             slab = self._cpu_slab[cpu]
             index = slab.freelist.pop()  # type: ignore[union-attr]
         except (KeyError, TypeError, AttributeError, IndexError):
@@ -194,7 +198,7 @@ class SlubCache(KmemCache):
                 size = self.size
                 offset = address - slab.base  # >= 0: no colour nor red zone in fast caches
                 index = offset // size
-                if index * size != offset or not slab.used[index]:
+                if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
                     raise self._bad_free_on(address, cpu)
             except (KeyError, TypeError, IndexError):  # (an InvalidTypeError lands here too)
                 raise self._bad_free_on(address, cpu) from None
@@ -214,7 +218,7 @@ class SlubCache(KmemCache):
             size = self.size
             offset = address - slab.base
             index = offset // size
-            if index * size != offset or not slab.used[index]:
+            if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
                 raise self._bad_free_on(address, cpu)
         except (KeyError, TypeError, IndexError):
             raise self._bad_free_on(address, cpu) from None
