@@ -151,3 +151,17 @@ def test_kmem_run_json_lists_caches(capsys: pytest.CaptureFixture[str]) -> None:
     caches = {c["name"]: c for c in by_source["obj p1 pcb"]["caches"]}
     assert caches["pcb"]["active_objs"] == 1 and caches["pcb"]["nr_slabs"] == 1
     assert by_source["obj p1 pcb"]["live"] == ["p1", "t1"]
+
+
+def test_merged_caches_share_slabs_under_both_names() -> None:
+    # Two 3 KB caches without constructor or special flags merge (Linux find_mergeable):
+    # objects of either name come from the same slabs, and destroying one name keeps the
+    # cache alive for the other, objects included. Found by the stateful test.
+    text = ("memory 256K\ncache tcb 3K\ncache pcb 3K\nobj a pcb\nobj b tcb\ndestroy tcb\n"
+            "free a\nfree b\ndestroy pcb\n")
+    results = {r.source: r for r, _ in run_all(parse(text, "m"))}
+    assert "merged into the existing cache tcb" in results["cache pcb 3K"].text
+    assert results["obj a pcb"].highlight == results["obj b tcb"].highlight == ((0, 3),)
+    assert "only the name goes" in results["destroy tcb"].text
+    assert "still holds 1 object" in results["free a"].text
+    assert "256 KB block [pfn 0-63]" in results["destroy pcb"].text

@@ -288,6 +288,11 @@ class ScenarioRun:
     names: dict[str, Allocation] = field(init=False, default_factory=dict)
     caches: dict[str, KmemCache] = field(init=False, default_factory=dict)
     lines: dict[str, int] = field(init=False, default_factory=dict)  # name -> line allocated
+    # (id of the cache, slab pfn) -> named objects in that slab: every object a scenario
+    # allocates has a name, so this counts a slab's objects in O(1) (live_objects() is O(n)).
+    # Keyed by the cache object, not a name: merged caches share one cache under two names.
+    _slab_use: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
+    _object_cache: dict[str, KmemCache] = field(init=False, default_factory=dict)
     executed: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -412,8 +417,12 @@ class ScenarioRun:
         size = int(action.args[1])
         cache = slab.kmem_cache_create(name, size, align=int(action.option("align", 0)))
         self.caches[name] = cache
+        merged = ""
+        if cache.name != name:
+            merged = (f" merged into the existing cache {cache.name} (same slot size and"
+                      " flags: Linux lets both names share one cache);")
         text = (
-            f"cache {name}: {format_size(size)} objects in {cache.slab_size}-byte slots,"
+            f"cache {name}:{merged} {format_size(size)} objects in {cache.slab_size}-byte slots,"
             f" {cache.objs_per_slab} per slab of"
             f" {format_size(self.buddy.page_size << cache.order)} (order {cache.order});"
             " no slab yet: the first allocation takes pages from the buddy allocator."
@@ -421,36 +430,47 @@ class ScenarioRun:
         return self._result(action, name, [], [], None, text)
 
     def _slab_alloc(self, action: Action, name: str, kind: str, size: int,
-                    cache_name: str | None, do_alloc: Callable[[], int]) -> StepResult:
+                    cache: KmemCache | None, do_alloc: Callable[[], int],
+                    label: str | None = None) -> StepResult:
+        """An object or kmalloc memory; ``label`` names the cache in the text (default: its
+        name)."""
         before = self.buddy.nr_free
         address = int(do_alloc())
         pfn = address >> self.buddy.page_shift
         block = self.buddy.block_at(pfn)
+        cache_name = None if cache is None else cache.name
         alloc = Allocation(name, kind, address, size, block.pfn, block.order, cache_name)
         self.names[name] = alloc
         self.lines[name] = action.line
+        if cache is not None:
+            self._object_cache[name] = cache
+            key = (id(cache), block.pfn)
+            self._slab_use[key] = self._slab_use.get(key, 0) + 1
         steps: list[Step] = []
         if self.buddy.nr_free != before:
             steps = describe_alloc(self.buddy, before, block.pfn, block.order)
+        cache_name = label or cache_name
         if cache_name is None:
             text = (f"{name}: {format_size(size)} is too big for the kmalloc caches: "
                     f"{clause(steps)} straight from the buddy allocator.")
         elif steps:
-            index = self._object_index(cache_name, address)
+            index = self._object_index(cache, block.pfn, address)
             text = (f"{name}: cache {cache_name} has no free object, so it takes a new slab "
                     f"of order {block.order} from the buddy allocator: {clause(steps)}; "
                     f"object {index} of the new slab, at {address:#x}.")
         else:
-            index = self._object_index(cache_name, address)
+            index = self._object_index(cache, block.pfn, address)
             text = (f"{name}: cache {cache_name} has a free object in its slab at pfn "
                     f"{block.pfn}: object {index}, at {address:#x}; no pages from the buddy "
                     "allocator.")
         return self._result(action, name, steps, [(block.pfn, block.order)], address, text)
 
-    def _object_index(self, cache_name: str, address: int) -> int:
-        """The object's index in its slab, as the cache reports its live objects."""
-        cache = self._ensure_slab().caches[cache_name]
-        return next((o.index for o in cache.live_objects() if o.address == address), -1)
+    def _object_index(self, cache: KmemCache | None, slab_pfn: int, address: int) -> int:
+        """The object's index in its slab. Object i starts at slab start + offset + i * slot,
+        where the offset (a classic slab's colour, a debug cache's left red zone) is smaller
+        than a slot, so floor division by the slot size gives i exactly, in O(1)."""
+        assert cache is not None
+        return (address - (slab_pfn << self.buddy.page_shift)) // cache.slab_size
 
     def _do_obj(self, action: Action) -> StepResult:
         name = self._new_name(action)
@@ -462,17 +482,18 @@ class ScenarioRun:
                 f" (caches: {', '.join(self.caches) or 'none'})"
             )
         cpu = int(action.option("cpu", 0))
-        return self._slab_alloc(action, name, "obj", int(cache.object_size), cache_name,
-                                lambda: cache.alloc(cpu=cpu))
+        label = cache_name if cache.name == cache_name else (
+            f"{cache_name} (merged into {cache.name})")
+        return self._slab_alloc(action, name, "obj", int(cache.object_size), cache,
+                                lambda: cache.alloc(cpu=cpu), label)
 
     def _do_kmalloc(self, action: Action) -> StepResult:
         slab = self._ensure_slab()
         name = self._new_name(action)
         size = int(action.args[1])
         cpu = int(action.option("cpu", 0))
-        cache = slab.kmalloc_cache_for(size)
-        cache_name = str(cache.name) if cache is not None else None
-        return self._slab_alloc(action, name, "kmalloc", size, cache_name,
+        cache = slab.kmalloc_cache_for(size)  # None: a large kmalloc, pages from the buddy
+        return self._slab_alloc(action, name, "kmalloc", size, cache,
                                 lambda: slab.kmalloc(size, cpu=cpu))
 
     def _cache_named(self, action: Action) -> KmemCache:
@@ -524,16 +545,28 @@ class ScenarioRun:
         # CacheNotEmptyError, with nothing changed, while objects live.
         self._ensure_slab().kmem_cache_destroy(cache)
         del self.caches[name]
+        if not cache.destroyed:  # merged: only this name goes (Linux drops a reference)
+            return self._result(action, name, [], [], None,
+                                f"destroy {name}: only the name goes; the cache it shares"
+                                f" ({cache.name}) lives on for its other users.")
         text, steps, ends = self._release_text(before)
         return self._result(action, name, steps, ends, None,
                             f"destroy {name}: the cache is gone; {text}.")
 
     def _slab_free(self, action: Action, alloc: Allocation) -> StepResult:
-        if alloc.kind == "obj":
-            self.caches[str(alloc.cache)].free(alloc.address)
+        cache = self._object_cache.get(alloc.name)
+        if alloc.kind == "obj" and cache is not None:
+            cache.free(alloc.address)  # the cache it came from, whatever names it has now
         else:
             self._ensure_slab().kfree(alloc.address)
         del self.names[alloc.name]
+        left = 0
+        if cache is not None:
+            del self._object_cache[alloc.name]
+            key = (id(cache), alloc.pfn)
+            left = self._slab_use[key] = self._slab_use[key] - 1
+            if not left:
+                del self._slab_use[key]
         block = self.buddy.block_at(alloc.pfn)
         released = block.state == "free"  # the slab (or large kmalloc) went back to the buddy
         steps = describe_free(self.buddy, alloc.pfn, alloc.order) if released else []
@@ -544,8 +577,6 @@ class ScenarioRun:
             text = (f"{alloc.name}: object at {alloc.address:#x} back to cache {alloc.cache};"
                     f" its slab is empty and the cache gives it back: {clause(steps)}.")
         else:
-            cache = self._ensure_slab().caches[alloc.cache]
-            left = sum(1 for obj in cache.live_objects() if obj.slab_pfn == alloc.pfn)
             state = (f"still holds {left} object{'s' if left != 1 else ''}" if left else
                      "is empty now, but the cache keeps it (and its pages) for later")
             text = (f"{alloc.name}: object at {alloc.address:#x} back to cache {alloc.cache};"
