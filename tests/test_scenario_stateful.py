@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from kmem.errors import KmemError
 from kmem.scenario import ScenarioRun, parse
+from kmem.snapshot import LabelTable, buddy_frame, cache_frames
 
 NAMES = [f"n{i}" for i in range(6)]
 CACHES = ["tcb", "pcb"]
@@ -85,6 +86,16 @@ class ScenarioMachine(RuleBasedStateMachine):
         if self.run.slab is not None:
             self.run.slab.check()
         assert set(self.run.names) == self.live
+
+    @invariant()
+    def snapshot_agrees(self) -> None:
+        # The page's snapshot accounts for every page and every named object.
+        frame = buddy_frame(self.run.buddy, LabelTable(), self.run.block_labels())
+        blocks = frame["blocks"]
+        used = sum(1 << blocks[i + 1] for i in range(0, len(blocks), 3) if blocks[i + 2])
+        assert used == frame["used_pages"] == self.run.buddy.nr_pages - frame["free_pages"]
+        objects = sum(c["active_objs"] for c in cache_frames(self.run.slab))
+        assert objects == sum(1 for a in self.run.names.values() if a.cache is not None)
 
 
 TestScenarioMachine = ScenarioMachine.TestCase
