@@ -3,9 +3,11 @@
 ``build_page(document)`` inlines the template (kmem/web/page.html), its stylesheet and script,
 and the snapshot document (kmem/snapshot.py) into a single file: no network, no other file is
 needed to open it. The JSON goes into a ``<script type="application/json">`` element; "</" is
-escaped as "<\\/" so no string inside the data can close that element early.
+escaped as "<\\/" so no string inside the data can close that element early. Each frame's
+block list travels encoded (``encode_blocks``: two characters a block, pfns implied), which
+keeps a 400-frame trace page a few MB; the page decodes a frame when it shows it.
 
-Why a template with placeholders and not a templating library: three substitutions do not need
+Why a template with placeholders and not a templating library: four substitutions do not need
 a dependency, and the web files stay plain HTML/CSS/JS that editors and linters understand.
 """
 

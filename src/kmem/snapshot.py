@@ -27,6 +27,11 @@ machine stays a compact array and the page draws it on a canvas.
 
 Why flat snapshots and not deltas: a step can be shown on its own (the slider jumps anywhere)
 without replaying from the start, and frames of a long trace are sampled, so there are few.
+
+Sources: ``scenario_document`` runs a scenario (kmem.scenario); ``trace_document`` replays a
+trace through kmem.trace.replay's Replayer, taking its snapshots every lines/max_frames
+events; both read allocator state only through public queries (``iter_blocks``, ``nr_free``,
+``free_blocks``, ``slab_pages()``, ``cache_list()``, ``live_objects()``, ``stats()``).
 """
 
 from __future__ import annotations
