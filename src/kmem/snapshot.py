@@ -31,7 +31,8 @@ without replaying from the start, and frames of a long trace are sampled, so the
 Sources: ``scenario_document`` runs a scenario (kmem.scenario); ``trace_document`` replays a
 trace through kmem.trace.replay's Replayer, taking its snapshots every lines/max_frames
 events; both read allocator state only through public queries (``iter_blocks``, ``nr_free``,
-``free_blocks``, ``slab_pages()``, ``cache_list()``, ``live_objects()``, ``stats()``).
+``free_blocks``, ``slab_pages()``, ``cache_list()``, ``live_objects()``, ``stats()``, and
+the mem_map's documented ``owner`` column, where the slab layer marks large kmalloc blocks).
 """
 
 from __future__ import annotations
