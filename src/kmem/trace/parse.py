@@ -472,16 +472,4 @@ def parse_trace(lines: Iterable[str], *, skip_bad: bool = False) -> Iterator[Tra
     return TraceParser(skip_bad=skip_bad).parse(lines)
 
 
-__all__ = [
-    "KFREE",
-    "KMALLOC",
-    "KMALLOC_NODE",
-    "MM_PAGE_ALLOC",
-    "MM_PAGE_ALLOC_ZONE_LOCKED",
-    "MM_PAGE_FREE",
-    "MM_PAGE_FREE_BATCHED",
-    "MM_PAGE_PCPU_DRAIN",
-    "TraceFormatError",
-    "TraceParser",
-    "parse_trace",
-]
+__all__ = ["MAX_MEMO", "TraceFormatError", "TraceParser", "parse_trace"]
