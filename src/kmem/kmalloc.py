@@ -20,8 +20,11 @@ kmalloc(0) returns ``zero_size_ptr`` (Linux: ZERO_SIZE_PTR, 16): an address no o
 (16 bytes past the end of memory here, since address 16 is real memory in kmem); ksize of it
 is 0 and kfree ignores it.
 
-Bytes requested vs allocated are counted per kmalloc cache (CacheStats.bytes_requested and
-bytes_allocated) and for large kmallocs, for the internal fragmentation reports.
+Bytes requested vs allocated: a histogram counts the kmalloc calls per requested size and
+family (one list increment per call, outside the cache lock: under heavy multi-threaded use a
+count may be lost, never an object); each kmalloc cache sums its own sizes from it
+(CacheStats.bytes_requested, bytes_allocated = calls x slab_size, Linux's bytes_alloc). Large
+kmallocs are counted apart. The internal fragmentation reports use both.
 """
 
 from __future__ import annotations
