@@ -524,3 +524,21 @@ def test_a_failing_constructor_leaves_nothing_behind(policy: str) -> None:
     assert [c[1:3] for c in after[4]] == [c[1:3] for c in before[4]]
     assert cache.alloc() >= 0  # the next slab constructs fine
     slab.check()
+
+
+def test_classic_allocates_from_the_first_partial_slab_and_frees_move_slabs_to_the_tail() -> None:
+    slab = make("slab")
+    cache = slab.kmem_cache_create("c", 1000)
+    n = cache.objs_per_slab
+    objs = [cache.alloc() for _ in range(3 * n)]
+    a, b, c = objs[0:n], objs[n:2 * n], objs[2 * n:]
+    cache.free(c[5])
+    cache.free(a[5])
+    cache.free(b[5])  # partial list: C, A, B (each joined at the tail when it left the full list)
+    assert cache.alloc() == c[5]
+    cache.free(c[6])  # C leaves the full list again: partial list A, B, C
+    assert cache.alloc() == a[5]
+    cache.free(b[7])  # B to the tail: partial list C, B
+    assert cache.alloc() == c[6]
+    assert cache.alloc() == b[7]
+    slab.check()
