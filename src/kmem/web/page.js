@@ -272,7 +272,9 @@
     if (!caches.length) { box.textContent = "No slab caches at this step."; return; }
     const table = document.createElement("table");
     table.innerHTML = "<thead><tr><th>name</th><th>active_objs</th><th>num_objs</th>" +
-      "<th>objsize</th><th>slot</th><th>objperslab</th><th>pagesperslab</th><th>slabs</th>" +
+      "<th title=\"the object size asked for\">object</th>" +
+      "<th title=\"the slot each object takes: /proc/slabinfo objsize\">objsize</th>" +
+      "<th>objperslab</th><th>pagesperslab</th><th>slabs</th>" +
       "<th>full / partial / empty</th></tr></thead>";
     const body = document.createElement("tbody");
     table.appendChild(body);
