@@ -47,7 +47,6 @@ lock costs about as much as the whole allocation fast path.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Final
 
 from kmem.buddy import BuddyAllocator
@@ -296,6 +295,4 @@ class SlabAllocator(KmallocFrontEnd):
                 )
 
 
-Ctor = Callable[[memoryview], object]
-
-__all__ = ["POLICIES", "CacheExistsError", "Ctor", "SlabAllocator"]
+__all__ = ["POLICIES", "CacheExistsError", "SlabAllocator"]
