@@ -14,6 +14,7 @@ from kmem.slab_report import (
     fragmentation_rows,
     slabtop_row,
     slabtop_rows,
+    sysfs_attributes,
 )
 from kmem.slub import SlubCache
 
@@ -101,3 +102,28 @@ def test_slabtop_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "slab counters" in out and "internal fragmentation" in out
     assert "tcb" in out or "pcb" in out
     assert ":0000192: dentry_like <- sock_inode" in out
+
+
+def test_sysfs_attributes_of_kmalloc_caches_match_the_real_machine() -> None:
+    import json
+
+    fixture = Path(__file__).parent / "fixtures" / "sys_kernel_slab_6.18_2cpu.json"
+    real = {c["name"]: c for c in json.loads(fixture.read_text())["caches"]}
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=2)
+    for cache in slab.cache_list():
+        attributes = sysfs_attributes(cache)
+        want = real[cache.name]
+        for key in ("object_size", "slab_size", "align", "objs_per_slab", "order",
+                    "min_partial", "cpu_partial", "usersize", "red_zone", "poison",
+                    "store_user", "reclaim_account", "hwcache_align", "cache_dma",
+                    "destroy_by_rcu"):
+            assert attributes[key] == int(want[key]), (cache.name, key)
+        assert attributes["aliases"] == len(want["aliases"]) == 0
+
+
+def test_slabinfo_cache_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["slabinfo", "--cache", "pcb"]) == 0
+    lines = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    assert (lines["object_size"], lines["slab_size"], lines["order"]) == ("7168", "7168", "3")
+    assert int(lines["objects"]) == 20 - len(range(0, 20, 3))  # the workload frees every third
+    assert main(["slabinfo", "--cache", "no-such-cache"]) == 2

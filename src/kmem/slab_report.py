@@ -7,6 +7,7 @@
   slabtop's default (number of objects, descending), as rows and as a rich Table.
 - ``counters_table(...)``: the SLUB stat counters per cache (fast/slow paths, new and
   discarded slabs, cpu partial traffic).
+- ``sysfs_attributes(cache)``: the cache's /sys/kernel/slab/<cache>/ files and values.
 - ``fragmentation_rows(...)``: internal fragmentation of the kmalloc caches: bytes requested
   vs bytes allocated (sums over all kmalloc calls, as perf kmem reports them) and the share
   wasted, plus the unused slots of every cache's slabs.
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from kmem.slab_cache import CacheStats, SlabInfo
+from kmem.slab_cache import STAT_NAMES, CacheStats, KmemCache, SlabInfo
 
 if TYPE_CHECKING:
     from kmem.slab import SlabAllocator
@@ -294,3 +295,51 @@ def merged_cache_lines(allocator: SlabAllocator) -> list[str]:
         f"{cache.sysfs_name}: {cache.name} <- {', '.join(cache.aliases)}"
         for cache in allocator.cache_list() if cache.aliases
     ]
+
+
+def sysfs_attributes(cache: KmemCache) -> dict[str, int | str]:
+    """A cache as /sys/kernel/slab/<cache>/ shows it: geometry, flags (0/1), aliases, slab
+    counts and (as with CONFIG_SLUB_STATS, totals only) the stat counters.
+
+    ``objects`` is the allocated objects and ``total_objects`` the slots of all slabs;
+    ``partial`` the node partial slabs; ``cpu_slabs`` the cpu slabs plus cpu partial slabs.
+    """
+    from kmem.slab_flags import (
+        SLAB_CACHE_DMA,
+        SLAB_HWCACHE_ALIGN,
+        SLAB_POISON,
+        SLAB_RECLAIM_ACCOUNT,
+        SLAB_RED_ZONE,
+        SLAB_STORE_USER,
+        SLAB_TYPESAFE_BY_RCU,
+    )
+
+    stats = cache.stats()
+    flags = cache.flags
+    attributes: dict[str, int | str] = {
+        "aliases": len(cache.aliases),
+        "align": cache.align,
+        "cache_dma": int(bool(flags & SLAB_CACHE_DMA)),
+        "cpu_partial": cache.cpu_partial,
+        "cpu_slabs": stats.cpu_slabs + stats.cpu_partial_slabs,
+        "ctor": getattr(cache.ctor, "__name__", "ctor") if cache.ctor else "",
+        "destroy_by_rcu": int(bool(flags & SLAB_TYPESAFE_BY_RCU)),
+        "hwcache_align": int(bool(flags & SLAB_HWCACHE_ALIGN)),
+        "min_partial": cache.min_partial,
+        "object_size": cache.object_size,
+        "objects": stats.objects,
+        "objs_per_slab": cache.objs_per_slab,
+        "order": cache.order,
+        "partial": stats.partial_slabs,
+        "poison": int(bool(flags & SLAB_POISON)),
+        "reclaim_account": int(bool(flags & SLAB_RECLAIM_ACCOUNT)),
+        "red_zone": int(bool(flags & SLAB_RED_ZONE)),
+        "slab_size": cache.slab_size,
+        "slabs": stats.slabs,
+        "store_user": int(bool(flags & SLAB_STORE_USER)),
+        "total_objects": stats.total_objects,
+        "usersize": cache.usersize,
+    }
+    for name in STAT_NAMES:
+        attributes[name] = getattr(stats, name)
+    return dict(sorted(attributes.items()))

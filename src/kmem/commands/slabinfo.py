@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+from kmem.errors import InvalidArgumentError
 from kmem.scenario import parse_size
-from kmem.slab_report import SLABINFO_HEADER, format_slabinfo_line, workload_allocator
+from kmem.slab_report import (
+    SLABINFO_HEADER,
+    format_slabinfo_line,
+    sysfs_attributes,
+    workload_allocator,
+)
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_workload_arguments(parser)
     parser.add_argument("--active", action="store_true",
                         help="only caches that have slabs")
+    parser.add_argument("--cache", metavar="NAME", default=None,
+                        help="instead, print that cache's /sys/kernel/slab/NAME/ files"
+                        " (as `grep . /sys/kernel/slab/NAME/*` would)")
     parser.set_defaults(func=run)
 
 
@@ -47,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
 
     slab = allocator_from_args(args)
     assert isinstance(slab, SlabAllocator)
+    if args.cache is not None:
+        cache = slab.caches.get(args.cache)
+        if cache is None:
+            raise InvalidArgumentError(
+                f"no cache named {args.cache!r} (try: {', '.join(list(slab.caches)[-5:])})")
+        for key, value in sysfs_attributes(cache).items():
+            print(f"{key}:{value}")
+        return 0
     rows = [cache.slabinfo() for cache in slab.cache_list()]
     if args.active:
         rows = [row for row in rows if row.num_slabs]
