@@ -114,3 +114,16 @@ def test_slub_debug_caches_have_no_cpu_slabs_and_a_full_list() -> None:
     info = cache.slabinfo()
     assert info.active_objs == n
     slab.check()
+
+
+def test_leak_report_names_the_allocating_caller(slab: SlabAllocator) -> None:
+    from kmem import CacheNotEmptyError
+
+    cache = slab.kmem_cache_create("leaky", 64, flags=SLAB_STORE_USER)
+    leaked = cache.alloc()
+    with pytest.raises(CacheNotEmptyError, match=r"from test_slab_debug\.py") as caught:
+        slab.kmem_cache_destroy(cache)
+    (leak,) = caught.value.leaks
+    assert leak.address == leaked
+    assert leak.caller is not None and "test_leak_report_names_the_allocating_caller" in (
+        leak.caller)

@@ -203,7 +203,9 @@ class SlabAllocator(KmallocFrontEnd):
             if leaks:
                 raise CacheNotEmptyError(
                     f"cache {target.name!r} still has {len(leaks)} allocated object(s): "
-                    + ", ".join(f"{leak.address:#x}" for leak in leaks[:8])
+                    + ", ".join(f"{leak.address:#x}" + (f" (from {leak.caller})"
+                                                        if leak.caller else "")
+                                for leak in leaks[:8])
                     + (" ..." if len(leaks) > 8 else ""),
                     tuple(leaks),
                 )

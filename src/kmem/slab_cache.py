@@ -110,6 +110,7 @@ class LiveObject:
     address: int
     slab_pfn: int
     index: int
+    caller: str | None = None  # who allocated it (SLAB_STORE_USER caches only)
 
 
 class CacheNotEmptyError(KmemError):
@@ -557,7 +558,10 @@ class KmemCache:
             used = slab.used
             index = used.find(1)
             while index >= 0:
-                out.append(LiveObject(slab.base + index * self.size, slab.pfn, index))
+                address = slab.base + index * self.size
+                track = self._debug.track(address, 0) if self._debug is not None else None
+                out.append(LiveObject(address, slab.pfn, index,
+                                      track.caller if track is not None else None))
                 index = used.find(1, index + 1)
         return out
 
