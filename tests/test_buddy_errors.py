@@ -15,6 +15,7 @@ from kmem import (
     InvalidFreeError,
     InvalidTypeError,
     KmemError,
+    PhysicalMemory,
     WrongOrderError,
 )
 
@@ -101,6 +102,9 @@ def test_errors_are_also_the_builtin_kinds_callers_expect() -> None:
         ({"size": 1 << 20, "reserved": [(1 << 20, 4096)]}, InvalidArgumentError),
         ({"size": 1 << 20, "backing": 42}, InvalidTypeError),
         ({}, InvalidArgumentError),
+        ({"size": 1 << 20, "memory": PhysicalMemory(1 << 16)}, InvalidArgumentError),
+        ({"size": 1 << 20, "node": "0"}, InvalidTypeError),
+        ({"size": 1 << 20, "zone": 3}, InvalidTypeError),
     ],
 )
 def test_bad_construction_arguments(kwargs: dict[str, object], error: type[KmemError]) -> None:

@@ -140,6 +140,13 @@ class BuddyAllocator:
                 )
             if size // page_size > MAX_PAGES:
                 raise InvalidArgumentError(f"memory of {size} bytes exceeds {MAX_PAGES} pages")
+        elif size is not None and _as_int(size, "size") != memory.size:
+            raise InvalidArgumentError(
+                f"size {size} disagrees with the given memory's {memory.size} bytes"
+            )
+        node = _as_int(node, "node")
+        if not isinstance(zone, str):
+            raise InvalidTypeError(f"zone must be a str, not {type(zone).__name__}")
         max_order = _as_int(max_order, "max_order")
         if not 0 <= max_order <= ORDER_MASK - 1:
             raise InvalidArgumentError(f"max_order must be in 0..{ORDER_MASK - 1}, got {max_order}")
