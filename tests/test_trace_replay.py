@@ -267,8 +267,10 @@ def test_memory_sizes() -> None:
     assert parse_size("1G") == 1 << 30
     assert parse_size("512M") == parse_size("512MiB") == 512 << 20
     assert parse_size("65536") == 65536
-    with pytest.raises(InvalidArgumentError, match="bad memory size"):
-        parse_size("lots")
+    assert parse_size("1T") == 1 << 40
+    for bad in ("lots", "0", "1.5", "-1G"):  # kmem.scenario.parse_size's rules
+        with pytest.raises(InvalidArgumentError, match="bad memory size"):
+            parse_size(bad)
 
 
 def test_replay_and_stat_read_stdin(monkeypatch: pytest.MonkeyPatch,

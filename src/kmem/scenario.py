@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from kmem.buddy import BuddyAllocator, get_order
-from kmem.errors import KmemError
+from kmem.errors import InvalidArgumentError, KmemError
 from kmem.explain import (
     Step,
     alloc_steps,
@@ -86,8 +86,8 @@ SEED_BUDDY_SCENARIO = SEED_SCENARIO.split("# Slab caches")[0]
 BUILTIN: dict[str, str] = {"seed": SEED_SCENARIO, "seed-buddy": SEED_BUDDY_SCENARIO}
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMG]?)(?:I?B)?\Z", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\Z", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 # verb -> (positional argument kinds, allowed options)
 _GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -135,13 +135,16 @@ class Scenario:
 
 
 def parse_size(token: str) -> int:
-    """Bytes from "21K", "1.5M", "4096": raise InvalidArgument-style ValueError on bad text."""
+    """Bytes from "21K", "1.5M", "4096", "512MiB" (K, M, G, T: powers of 1024).
+
+    Bad text raises InvalidArgumentError (a ValueError).
+    """
     match = _SIZE.match(token)
     if not match:
-        raise ValueError(f"bad size {token!r} (expected e.g. 100, 21K, 1.5M)")
+        raise InvalidArgumentError(f"bad size {token!r} (expected e.g. 100, 21K, 1.5M)")
     value = float(match.group(1)) * _UNITS[match.group(2).upper()]
     if not value.is_integer() or value <= 0:
-        raise ValueError(f"size {token!r} is not a positive whole number of bytes")
+        raise InvalidArgumentError(f"size {token!r} is not a positive whole number of bytes")
     return int(value)
 
 

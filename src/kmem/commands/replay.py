@@ -12,22 +12,19 @@ from typing import IO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+from kmem import scenario
 from kmem.errors import InvalidArgumentError
 from kmem.trace.parse import TraceParser
 from kmem.trace.replay import Replayer, parse_layers
 from kmem.trace.report import plot_replay, print_replay
 from kmem.trace.source import TraceFileError, open_trace
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
 
 def parse_size(text: str) -> int:
-    """'1G' -> 1073741824; suffixes K, M, G, T (powers of 1024), optional trailing 'B'/'iB'."""
-    value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = value[-1:] if value[-1:] in _UNITS else ""
+    """--memory: '1G' -> 1073741824, by kmem.scenario.parse_size (K, M, G, T, optional B/iB)."""
     try:
-        return int(float(value[: len(value) - len(unit)]) * _UNITS[unit])
-    except ValueError:
+        return scenario.parse_size(text.strip())
+    except InvalidArgumentError:
         raise InvalidArgumentError(f"bad memory size {text!r} (try 512M, 4G)") from None
 
 
