@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Final
 
 from kmem.errors import KmemError
 from kmem.slab_flags import SLAB_OBJECT_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
-from kmem.slab_geometry import TRACK_SIZE, CacheGeometry
+from kmem.slab_geometry import POINTER_SIZE, TRACK_SIZE, CacheGeometry
 
 if TYPE_CHECKING:
     from kmem.memory import PhysicalMemory
@@ -45,7 +45,6 @@ SLUB_RED_INACTIVE: Final = 0xBB
 SLUB_RED_ACTIVE: Final = 0xCC
 POISON_FREE: Final = 0x6B
 POISON_END: Final = 0xA5
-POINTER_SIZE: Final = 8
 
 _TRACK: Final = struct.Struct("<QIIQ")  # caller id, cpu, pid, sequence (24 of 32 bytes)
 _KMEM_DIR: Final = os.path.dirname(os.path.abspath(__file__))

@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from kmem.slab_cache import (
-        ALLOC_FROM_PARTIAL,
+    ALLOC_FROM_PARTIAL,
     ALLOC_REFILL,
     ALLOC_SLAB,
     ALLOC_SLOWPATH,

@@ -7,15 +7,14 @@ The workload is the built-in one (kmem.slab_report.builtin_workload: the seed's 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kmem.errors import InvalidArgumentError
 from kmem.scenario import parse_size
-from kmem.slab_report import (
-    SLABINFO_HEADER,
-    format_slabinfo_line,
-    sysfs_attributes,
-    workload_allocator,
-)
+from kmem.slab_report import format_slabinfo, sysfs_attributes, workload_allocator
+
+if TYPE_CHECKING:
+    from kmem.slab import SlabAllocator
 
 
 def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +29,8 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="workload random seed (default: 1)")
 
 
-def allocator_from_args(args: argparse.Namespace) -> object:
+def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
+    """The SlabAllocator after the workload the options of add_workload_arguments name."""
     return workload_allocator(scenario=args.scenario, policy=args.policy, nr_cpus=args.cpus,
                               memory=parse_size(args.memory), seed=args.seed)
 
@@ -52,10 +52,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from kmem.slab import SlabAllocator
-
     slab = allocator_from_args(args)
-    assert isinstance(slab, SlabAllocator)
     if args.cache is not None:
         cache = slab.caches.get(args.cache)
         if cache is None:
@@ -67,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
     rows = [cache.slabinfo() for cache in slab.cache_list()]
     if args.active:
         rows = [row for row in rows if row.num_slabs]
-    print(SLABINFO_HEADER + "".join(format_slabinfo_line(row) for row in rows), end="")
+    print(format_slabinfo(rows), end="")
     return 0

@@ -43,10 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from kmem.slab import SlabAllocator
-
     slab = allocator_from_args(args)
-    assert isinstance(slab, SlabAllocator)
     console = Console(highlight=False)
     rows = slabtop_rows(slab, sort=SORT_KEYS[args.sort])
     console.print(slabtop_summary(rows))
