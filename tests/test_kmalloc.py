@@ -159,6 +159,15 @@ def test_krealloc_in_place_and_moving(slab: SlabAllocator) -> None:
         st.slabs for st in slab.stats().values()) > 0
 
 
+def test_krealloc_rejects_a_negative_size_and_changes_nothing(slab: SlabAllocator) -> None:
+    p = slab.kmalloc(100)
+    before = slab_snapshot(slab)
+    with pytest.raises(InvalidArgumentError):
+        slab.krealloc(p, -1)
+    assert slab_snapshot(slab) == before and slab.ksize(p) == 128
+    slab.kfree(p)
+
+
 def test_kfree_finds_the_cache_from_the_address_alone(slab: SlabAllocator) -> None:
     tcb = slab.kmem_cache_create("tcb", 3072)
     a = tcb.alloc(cpu=1)

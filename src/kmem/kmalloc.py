@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import threading
 from array import array
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
 from kmem.buddy import get_order
@@ -43,7 +44,15 @@ from kmem.kmalloc_sizes import (
     kmalloc_type,
 )
 from kmem.slab_cache import InteriorPointerError, KmemCache, NotAnObjectError
-from kmem.slab_flags import __GFP_ZERO, GFP_KERNEL, KMALLOC_NOT_NORMAL_BITS
+from kmem.slab_flags import (
+    __GFP_ZERO,
+    GFP_KERNEL,
+    KMALLOC_NOT_NORMAL_BITS,
+    SLAB_POISON,
+    SLAB_RED_ZONE,
+    SLAB_STORE_USER,
+    SLAB_TYPESAFE_BY_RCU,
+)
 
 if TYPE_CHECKING:
     from kmem.buddy import BuddyAllocator
@@ -61,6 +70,8 @@ del _size
 KMALLOC_LARGE_OWNER: Final = 0xFFFFFFFF  # mem_map.owner of the pages of a large kmalloc
 _LARGE_RUN: Final = array("I", [KMALLOC_LARGE_OWNER])  # * n: a run of n pages' owner entries
 _NO_OWNER_RUN: Final = array("I", [0])
+# __GFP_ZERO for a kmalloc cache object: copy a slice of this (cheaper than a new bytes(n)).
+_ZEROS: Final = memoryview(bytes(KMALLOC_MAX_CACHE_SIZE))
 
 
 class KmallocFrontEnd:
@@ -72,17 +83,14 @@ class KmallocFrontEnd:
     _by_id: dict[int, KmemCache]
     _lock: threading.RLock
 
-    def _boot_kmalloc(self, create: object) -> None:
+    def _boot_kmalloc(self, create: Callable[[str, int, int], KmemCache]) -> None:
         """Create the kmalloc caches in Linux's order and build the size lookup tables."""
         self._kmalloc_tables: list[list[KmemCache]] = []
         self.zero_size_ptr: int = self.buddy.memory.size + 16
         self._large_pages = 0
         self._large_requested = 0
         self._large_allocated = 0
-        self._large_allocs = 0
-        self._large_frees = 0
         by_class: list[dict[int, KmemCache]] = [{} for _ in range(4)]
-        assert callable(create)
         for spec in KMALLOC_BOOT_CACHES:
             by_class[spec.kmalloc_type][spec.size] = create(spec.name, spec.size, spec.flags)
         classes = KMALLOC_CLASS_BY_SIZE
@@ -93,8 +101,8 @@ class KmallocFrontEnd:
             table = by_class[family]
             self._kmalloc_tables.append([table[c] if c else table[8] for c in classes])
             for size, cache in table.items():
-                cache._kmalloc_requests = self._kmalloc_requests[family]
-                cache._kmalloc_sizes = range(_SMALLEST_OF_CLASS[size], size + 1)
+                cache.count_kmalloc_requests(self._kmalloc_requests[family],
+                                             range(_SMALLEST_OF_CLASS[size], size + 1))
         self._kmalloc_normal: list[KmemCache] = self._kmalloc_tables[KMALLOC_NORMAL]
         self._normal_requests = self._kmalloc_requests[KMALLOC_NORMAL]
         self._memory_size = self.buddy.memory.size
@@ -115,7 +123,7 @@ class KmallocFrontEnd:
             address = cache.alloc(cpu)
             self._kmalloc_requests[family][size] += 1
             if gfp & _GFP_ZERO:
-                self.buddy.memory.view(address, cache.object_size)[:] = bytes(cache.object_size)
+                self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
             return address
         return self._kmalloc_other(size, gfp, cpu)
 
@@ -143,7 +151,6 @@ class KmallocFrontEnd:
             self._large_pages += 1 << order
             self._large_requested += size
             self._large_allocated += buddy.page_size << order
-            self._large_allocs += 1
         address = pfn << buddy.page_shift
         if gfp & _GFP_ZERO:
             buddy.memory.view(address, buddy.page_size << order)[:] = bytes(
@@ -209,7 +216,6 @@ class KmallocFrontEnd:
                 self._owner[pfn : pfn + (1 << block.order)] = _NO_OWNER_RUN * (1 << block.order)
                 self.buddy.free_pages(pfn, block.order)
                 self._large_pages -= 1 << block.order
-                self._large_frees += 1
             return
         if owner:
             raise NotAnObjectError(f"address {address:#x} is in a slab of a destroyed cache")
@@ -261,6 +267,8 @@ class KmallocFrontEnd:
         old = self.ksize(address)  # raises for a bad address, before anything changes
         if isinstance(new_size, bool) or not isinstance(new_size, int):
             raise InvalidTypeError(f"size must be an int, not {type(new_size).__name__}")
+        if new_size < 0:
+            raise InvalidArgumentError(f"krealloc size must be >= 0, got {new_size}")
         if new_size == 0:
             self.kfree(address, cpu)
             return self.zero_size_ptr
@@ -282,11 +290,14 @@ class KmallocFrontEnd:
         """Pages held by large kmalloc blocks now."""
         return self._large_pages
 
+    @property
+    def large_kmalloc_bytes(self) -> tuple[int, int]:
+        """(bytes requested, bytes allocated) by large kmallocs since boot."""
+        return self._large_requested, self._large_allocated
+
 
 def _slab_ksize(cache: KmemCache) -> int:
     """Linux slab_ksize(): what of an object slot the caller may use."""
-    from kmem.slab_flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU
-
     if cache.flags & (SLAB_RED_ZONE | SLAB_POISON):
         return cache.object_size
     if cache.flags & (SLAB_TYPESAFE_BY_RCU | SLAB_STORE_USER):

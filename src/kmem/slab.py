@@ -136,7 +136,7 @@ class SlabAllocator(KmallocFrontEnd):
                 raise CacheExistsError(f"a cache named {name!r} already exists")
             target = self._find_mergeable(size, align, flags, ctor is not None, usersize)
             if target is not None:
-                target._merge(name, size)
+                target.add_alias(name, size)
                 self.caches[name] = target
                 return target
             return self._register(name, geometry, ctor)
@@ -158,8 +158,6 @@ class SlabAllocator(KmallocFrontEnd):
         else:
             cache_class = SlubCache
         with self._lock:
-            if name in self.caches:
-                raise CacheExistsError(f"a cache named {name!r} already exists")
             cache = cache_class(cache_id=self._next_id, name=name, geometry=geometry,
                                 buddy=self.buddy, nr_cpus=self.nr_cpus, ctor=ctor,
                                 callers=self._callers, thread_safe=self.thread_safe)
@@ -186,8 +184,6 @@ class SlabAllocator(KmallocFrontEnd):
                 if target.destroyed or self._by_id.get(target.id) is not target:
                     raise InvalidArgumentError(f"cache {target.name!r} is not in this allocator")
                 name = target.aliases[-1] if target.aliases else target.name
-                if target.refcount > 1 and not target.aliases:
-                    name = target.name
             else:
                 raise InvalidTypeError(f"expected a cache or a name, not {type(cache).__name__}")
             if target.refcount > 1:
@@ -217,8 +213,6 @@ class SlabAllocator(KmallocFrontEnd):
                 del self.caches[name]
             del self._by_id[target.id]
             self._cache_list.remove(target)
-            if target.is_kmalloc:
-                pass  # kmalloc caches are never destroyed by Linux; kmem allows it in tests
 
     # -- queries and reports -------------------------------------------------------------------
 
@@ -249,8 +243,7 @@ class SlabAllocator(KmallocFrontEnd):
         """(head pfn, cache name) of every slab of every cache, by pfn."""
         out: list[tuple[int, str]] = []
         for cache in self.cache_list():
-            with cache._lock:
-                out.extend((slab.pfn, cache.name) for slab in cache._slabs())
+            out.extend((pfn, cache.name) for pfn, _ in cache.slab_extents())
         return sorted(out)
 
     def live_objects(self) -> dict[str, list[LiveObject]]:
@@ -278,7 +271,7 @@ class SlabAllocator(KmallocFrontEnd):
             slab_pages = 0
             for cache in self._cache_list:
                 cache.check()
-                slab_pages += cache._pages_held()
+                slab_pages += cache.pages_held()
                 if self._by_id.get(cache.id) is not cache:
                     raise AssertionError(f"cache {cache.name!r} is not registered by id")
             for name, cache in self.caches.items():

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from kmem.buddy import Block
 from kmem.errors import (
     DoubleFreeError,
     InvalidArgumentError,
@@ -309,7 +310,7 @@ class KmemCache:
             self.alloc = self._alloc_unlocked  # type: ignore[method-assign]
             self.free = self._free_unlocked  # type: ignore[method-assign]
         # kmalloc caches: the allocator's histogram of request sizes (count per size) and the
-        # sizes this cache serves, lo..hi (set by SlabAllocator at boot).
+        # sizes this cache serves, lo..hi (see count_kmalloc_requests).
         self._kmalloc_requests: list[int] | None = None
         self._kmalloc_sizes = range(0)
         self._debug: SlabDebugger | None = (
@@ -317,7 +318,7 @@ class KmemCache:
             if geometry.flags & SLAB_DEBUG_FLAGS else None
         )
 
-    def _merge(self, alias: str, object_size: int) -> None:
+    def add_alias(self, alias: str, object_size: int) -> None:
         """A new cache of ``object_size`` bytes aliases this one (__kmem_cache_alias)."""
         self.geometry = merge_into(self.geometry, object_size)
         self.object_size = self.geometry.object_size
@@ -465,9 +466,10 @@ class KmemCache:
         pending.clear()
         return count
 
-    def _pages_held(self) -> int:
+    def pages_held(self) -> int:
         """Pages this cache holds: its slabs' and those waiting for an RCU grace period."""
-        return len(self._slab_of_pfn) + sum(1 << s.order for s in self._rcu_pending)
+        with self._lock:
+            return len(self._slab_of_pfn) + sum(1 << s.order for s in self._rcu_pending)
 
     # -- lookups and errors (slow paths: they only read state) ----------------------------------
 
@@ -547,6 +549,11 @@ class KmemCache:
         return sorted({id(s): s for s in self._slab_of_pfn.values()}.values(),
                       key=lambda s: s.pfn)
 
+    def slab_extents(self) -> list[tuple[int, int]]:
+        """(head pfn, order) of every slab of the cache, by ascending pfn."""
+        with self._lock:
+            return [(slab.pfn, slab.order) for slab in self._slabs()]
+
     def live_objects(self) -> list[LiveObject]:
         """Every allocated object, by address."""
         with self._lock:
@@ -564,6 +571,12 @@ class KmemCache:
                                       track.caller if track is not None else None))
                 index = used.find(1, index + 1)
         return out
+
+    def count_kmalloc_requests(self, requests: list[int], sizes: range) -> None:
+        """Make this a kmalloc cache's stats: ``requests[n]`` counts the kmalloc calls of n
+        bytes (the allocator's histogram), ``sizes`` are the request sizes this cache serves."""
+        self._kmalloc_requests = requests
+        self._kmalloc_sizes = sizes
 
     def kmalloc_requests(self) -> tuple[int, int, int]:
         """(kmalloc calls served, bytes requested, bytes allocated) since boot; zeros for a
@@ -645,7 +658,6 @@ class KmemCache:
     def _check_common(self) -> None:
         owner = self._owner
         slabs = self._slabs()
-        state = self._buddy.mem_map.state
         for slab in slabs:
             name = f"{self.name}: slab at pfn {slab.pfn:#x}"
             for page in range(slab.pfn, slab.pfn + (1 << slab.order)):
@@ -653,7 +665,7 @@ class KmemCache:
                     raise AssertionError(f"{name}: page {page:#x} owner is {owner[page]}")
                 if self._slab_of_pfn.get(page) is not slab:
                     raise AssertionError(f"{name}: page {page:#x} does not map to the slab")
-            if state[slab.pfn] != (0x80 | slab.order):  # mem_map.ALLOCATED | order
+            if not self._held(slab):
                 raise AssertionError(f"{name}: the buddy allocator does not hold it allocated")
             if slab.objects != (self._page_size << slab.order) // self.size:
                 raise AssertionError(f"{name}: holds {slab.objects} objects")
@@ -679,10 +691,14 @@ class KmemCache:
             name = f"{self.name}: RCU-pending slab at pfn {slab.pfn:#x}"
             if slab.where != ON_RCU or slab.inuse or not self.typesafe_by_rcu:
                 raise AssertionError(f"{name} is not an empty slab of an RCU cache")
-            if state[slab.pfn] != (0x80 | slab.order) or any(
+            if not self._held(slab) or any(
                 owner[p] != self.id for p in range(slab.pfn, slab.pfn + (1 << slab.order))
             ):
                 raise AssertionError(f"{name}: its pages are not held for the cache")
+
+    def _held(self, slab: Slab) -> bool:
+        """Does the buddy allocator hold the slab's pages as one allocated block?"""
+        return self._buddy.block_at(slab.pfn) == Block(slab.pfn, slab.order, "allocated")
 
     def _check_lists(self) -> None:
         raise NotImplementedError

@@ -174,7 +174,7 @@ def fragmentation_rows(allocator: SlabAllocator) -> list[FragmentationRow]:
         stat = cache.stats()
         if not (stat.slabs or stat.bytes_allocated):
             continue
-        slab_bytes = sum(page_size << slab.order for slab in cache._slabs())
+        slab_bytes = sum(page_size << order for _, order in cache.slab_extents())
         rows.append(FragmentationRow(
             name=cache.name,
             bytes_requested=stat.bytes_requested,
@@ -185,12 +185,12 @@ def fragmentation_rows(allocator: SlabAllocator) -> list[FragmentationRow]:
             slab_bytes=slab_bytes,
             object_bytes=stat.objects * cache.object_size,
         ))
-    if allocator._large_allocs:
-        requested, allocated = allocator._large_requested, allocator._large_allocated
+    requested, allocated = allocator.large_kmalloc_bytes
+    if allocated:  # some large kmalloc since boot
         pages = allocator.large_kmalloc_pages
         rows.append(FragmentationRow(
             name="kmalloc_large", bytes_requested=requested, bytes_allocated=allocated,
-            wasted_percent=100 * (1 - requested / allocated) if allocated else 0.0,
+            wasted_percent=100 * (1 - requested / allocated),
             slots=0, used_slots=0, slab_bytes=pages * page_size, object_bytes=0,
         ))
     return rows
