@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -165,6 +167,21 @@ def test_krealloc_rejects_a_negative_size_and_changes_nothing(slab: SlabAllocato
     with pytest.raises(InvalidArgumentError):
         slab.krealloc(p, -1)
     assert slab_snapshot(slab) == before and slab.ksize(p) == 128
+    slab.kfree(p)
+
+
+@pytest.mark.parametrize("gfp", ["GFP_KERNEL", 1.5, None, -1])
+@pytest.mark.parametrize("size", [64, 20000])
+def test_bad_gfp_flags_raise_before_anything_changes(slab: SlabAllocator, size: int,
+                                                     gfp: object) -> None:
+    p = slab.kmalloc(100)
+    before = slab_snapshot(slab)
+    error = InvalidArgumentError if gfp == -1 else InvalidTypeError
+    flags: Any = gfp
+    for call in (slab.kmalloc, slab.kzalloc, partial(slab.kcalloc, 2), partial(slab.krealloc, p)):
+        with pytest.raises(error):
+            call(size, flags)
+    assert slab_snapshot(slab) == before
     slab.kfree(p)
 
 

@@ -114,7 +114,11 @@ class KmallocFrontEnd:
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
         """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO."""
         if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
-            if not gfp & _NOT_PLAIN:  # the common case: kmalloc-*, nothing to zero
+            try:
+                special = gfp & _NOT_PLAIN
+            except TypeError:
+                raise _bad_gfp(gfp) from None
+            if not special:  # the common case: kmalloc-*, nothing to zero
                 address = self._kmalloc_normal[size].alloc(cpu)
                 self._normal_requests[size] += 1
                 return address
@@ -138,6 +142,7 @@ class KmallocFrontEnd:
 
     def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL) -> int:
         """Pages straight from the buddy allocator for ``size`` bytes (order get_order(size))."""
+        kmalloc_type(gfp)  # bad gfp flags raise here, before any page is taken
         buddy = self.buddy
         order = get_order(size, buddy.page_shift)
         if order > buddy.max_order:
@@ -159,10 +164,15 @@ class KmallocFrontEnd:
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
         """kmalloc with the object zeroed (__GFP_ZERO)."""
-        return self.kmalloc(size, gfp | _GFP_ZERO, cpu)
+        try:
+            gfp |= _GFP_ZERO
+        except TypeError:
+            raise _bad_gfp(gfp) from None
+        return self.kmalloc(size, gfp, cpu)
 
     def kcalloc(self, n: int, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
         """A zeroed array of ``n`` elements of ``size`` bytes; the product must not overflow."""
+        kmalloc_type(gfp)  # checks the flags
         for value, what in ((n, "n"), (size, "size")):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
@@ -262,6 +272,7 @@ class KmallocFrontEnd:
 
         krealloc(None, n) is kmalloc(n); krealloc(p, 0) frees p and returns zero_size_ptr.
         """
+        kmalloc_type(gfp)  # checks the flags before anything changes
         if address is None or address == self.zero_size_ptr:
             return self.kmalloc(new_size, gfp, cpu)
         old = self.ksize(address)  # raises for a bad address, before anything changes
@@ -294,6 +305,10 @@ class KmallocFrontEnd:
     def large_kmalloc_bytes(self) -> tuple[int, int]:
         """(bytes requested, bytes allocated) by large kmallocs since boot."""
         return self._large_requested, self._large_allocated
+
+
+def _bad_gfp(gfp: object) -> InvalidTypeError:
+    return InvalidTypeError(f"gfp flags must be an int, not {type(gfp).__name__}")
 
 
 def _slab_ksize(cache: KmemCache) -> int:
