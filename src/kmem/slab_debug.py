@@ -151,13 +151,8 @@ class SlabDebugger:
     def on_alloc(self, cache_name: str, address: int, cpu: int) -> None:
         """Check the free object at ``address``, then mark it allocated."""
         if self.red_zone:
-            bad = self._bad_region(address, SLUB_RED_INACTIVE)
-            if bad is not None:
-                self._set_red_zones(address, SLUB_RED_INACTIVE)
-                raise RedZoneError(
-                    f"{cache_name}: free object {address:#x}: {bad[0]} overwritten at object"
-                    f" offset {bad[1]} (restored)"
-                )
+            self._check_red_zones(cache_name, address, SLUB_RED_INACTIVE, "free object",
+                                  "restored")
         if self.poison:
             bad_byte = self._check_poison(address)
             if bad_byte >= 0:
@@ -174,13 +169,19 @@ class SlabDebugger:
     def check_free(self, cache_name: str, address: int) -> None:
         """Before a free: the red zones of the allocated object must be intact."""
         if self.red_zone:
-            bad = self._bad_region(address, SLUB_RED_ACTIVE)
-            if bad is not None:
-                self._set_red_zones(address, SLUB_RED_ACTIVE)
-                raise RedZoneError(
-                    f"{cache_name}: object {address:#x}: {bad[0]} overwritten at object"
-                    f" offset {bad[1]} (restored; the object was not freed)"
-                )
+            self._check_red_zones(cache_name, address, SLUB_RED_ACTIVE, "object",
+                                  "restored; the object was not freed")
+
+    def _check_red_zones(self, cache_name: str, address: int, value: int, what: str,
+                         note: str) -> None:
+        """Raise RedZoneError (after restoring ``value``) if a red zone lost ``value``."""
+        bad = self._bad_region(address, value)
+        if bad is not None:
+            self._set_red_zones(address, value)
+            raise RedZoneError(
+                f"{cache_name}: {what} {address:#x}: {bad[0]} overwritten at object"
+                f" offset {bad[1]} ({note})"
+            )
 
     def on_free(self, address: int, cpu: int) -> None:
         """After check_free: poison the object, mark its red zones inactive, record the caller."""

@@ -15,13 +15,27 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from kmem.errors import InvalidArgumentError
 from kmem.slab_cache import STAT_NAMES, CacheStats, KmemCache, SlabInfo
+from kmem.slab_flags import (
+    __GFP_RECLAIMABLE,
+    GFP_KERNEL,
+    GFP_KERNEL_ACCOUNT,
+    SLAB_CACHE_DMA,
+    SLAB_HWCACHE_ALIGN,
+    SLAB_POISON,
+    SLAB_RECLAIM_ACCOUNT,
+    SLAB_RED_ZONE,
+    SLAB_STORE_USER,
+    SLAB_TYPESAFE_BY_RCU,
+)
 
 if TYPE_CHECKING:
     from kmem.slab import SlabAllocator
@@ -230,15 +244,6 @@ def builtin_workload(slab: SlabAllocator, *, seed: int = 1, operations: int = 40
     normal, cgroup and reclaimable families, freeing a random live object 35% of the time.
     Deterministic for a seed. Works on any SlabAllocator (the caches are created if missing).
     """
-    import random
-
-    from kmem.slab_flags import (
-        __GFP_RECLAIMABLE,
-        GFP_KERNEL,
-        GFP_KERNEL_ACCOUNT,
-        SLAB_HWCACHE_ALIGN,
-    )
-
     rng = random.Random(seed)
     cpus = slab.nr_cpus
     # Two small caches Linux merges: "sock_inode" aliases "dentry_like" (both 192-byte slots).
@@ -281,8 +286,6 @@ def workload_allocator(*, scenario: str | None = None, policy: str = "slub", nr_
     for step in run_all(load(scenario)):
         state = step[1]
     if state is None or state.slab is None:
-        from kmem.errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"scenario {scenario!r} never uses the slab layer")
     result: SlabAllocator = state.slab
     return result
@@ -304,16 +307,6 @@ def sysfs_attributes(cache: KmemCache) -> dict[str, int | str]:
     ``objects`` is the allocated objects and ``total_objects`` the slots of all slabs;
     ``partial`` the node partial slabs; ``cpu_slabs`` the cpu slabs plus cpu partial slabs.
     """
-    from kmem.slab_flags import (
-        SLAB_CACHE_DMA,
-        SLAB_HWCACHE_ALIGN,
-        SLAB_POISON,
-        SLAB_RECLAIM_ACCOUNT,
-        SLAB_RED_ZONE,
-        SLAB_STORE_USER,
-        SLAB_TYPESAFE_BY_RCU,
-    )
-
     stats = cache.stats()
     flags = cache.flags
     attributes: dict[str, int | str] = {
