@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmem.buddy import BuddyAllocator
-from kmem.errors import DoubleFreeError, OutOfMemoryError
+from kmem.errors import DoubleFreeError, InvalidArgumentError, OutOfMemoryError
 from kmem.explain import Step, alloc_steps, format_size, free_steps, sentence
 from kmem.memory_map import iter_blocks, legend, render
 
@@ -132,3 +132,10 @@ def test_memory_map_groups_pages_on_big_memory() -> None:
     lines = text.plain.split("\n")
     assert len(lines) == 17 and "one cell = 256 pages" in lines[-1]
     assert all(len(line.split(" ")[-1]) == 64 for line in lines[:16])
+
+
+@pytest.mark.parametrize(("width", "max_rows"), [(0, 16), (-3, 16), (64, 0)])
+def test_memory_map_rejects_an_empty_grid(width: int, max_rows: int) -> None:
+    # It used to loop forever (kmem run --width 0) doubling the pages per cell.
+    with pytest.raises(InvalidArgumentError, match="width and max_rows"):
+        render(BuddyAllocator(256 * KB), width=width, max_rows=max_rows)

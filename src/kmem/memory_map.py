@@ -32,6 +32,7 @@ from collections.abc import Collection, Iterator, Mapping
 from rich.text import Text
 
 from kmem.buddy import BuddyAllocator
+from kmem.errors import InvalidArgumentError
 from kmem.mem_map import ALLOCATED, FREE, KIND_MASK, ORDER_MASK, RESERVED
 
 _FREE_STYLES = (
@@ -85,6 +86,10 @@ def render(
     max_rows: int = 16,
 ) -> Text:
     """The memory map as rich Text: ``width`` cells a row, at most ``max_rows`` rows."""
+    if width < 1 or max_rows < 1:
+        raise InvalidArgumentError(
+            f"a memory map needs width and max_rows >= 1, got {width} and {max_rows}"
+        )
     labels = labels or {}
     nr_pages = buddy.nr_pages
     per_cell = 1

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from kmem import memory_map
+from kmem.errors import InvalidArgumentError
 from kmem.scenario import BUILTIN, load, run_all
 from kmem.snapshot import cache_frames
 
@@ -34,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.width < 1:
+        raise InvalidArgumentError(f"--width must be at least 1, got {args.width}")
     scenario = load(args.scenario)
     if args.json:
         steps = []
