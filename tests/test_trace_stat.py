@@ -210,6 +210,12 @@ def test_bad_sort_key_is_a_clear_error(stat: KmemStat) -> None:
         stat.slab_summary("hit,size")
 
 
+@pytest.mark.parametrize("page_size", [0, 3000, -4096])
+def test_bad_page_size_is_a_clear_error(page_size: int) -> None:
+    with pytest.raises(InvalidArgumentError, match="page_size must be a power of two"):
+        KmemStat(page_size=page_size)
+
+
 def test_stat_command_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["stat", str(PERF / "script.txt.xz")]) == 0
     text = capsys.readouterr().out

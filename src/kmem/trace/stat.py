@@ -39,6 +39,7 @@ from typing import Final
 
 from kmem.errors import InvalidArgumentError
 from kmem.kmalloc_sizes import kmalloc_cache_name
+from kmem.memory import check_page_size
 from kmem.slab_flags import GFP_FLAG_NAMES
 from kmem.trace.events import (
     KFREE,
@@ -219,7 +220,7 @@ class KmemStat:
     """
 
     def __init__(self, page_size: int = 4096, cpu_node: Callable[[int], int] | None = None):
-        self.page_size: Final = page_size
+        self.page_size: Final = check_page_size(page_size)
         self._cpu_node = cpu_node or (lambda cpu: 0)
         # slab: ptr -> [hit, bytes_req, bytes_alloc, last_alloc, alloc_cpu, pingpong], and its
         # latest call site
