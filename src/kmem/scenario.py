@@ -33,7 +33,7 @@ back to 256 KB. Then a 3 KB TCB cache and a 7 KB PCB cache get an object each.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,7 +312,7 @@ class ScenarioRun:
         """{first pfn of an allocated block: label}: scenario names, slab caches, kmalloc."""
         labels: dict[int, str] = {}
         if self.slab is not None:
-            labels.update(_slab_page_labels(self.slab))
+            labels.update(slab_page_labels(self.slab.slab_pages()))
         for alloc in self.names.values():
             if alloc.kind == "pages":
                 labels[alloc.pfn] = alloc.name
@@ -589,9 +589,10 @@ class ScenarioRun:
         return self._result(action, alloc.name, steps, highlight, alloc.address, text)
 
 
-def _slab_page_labels(slab: SlabAllocator) -> dict[int, str]:
-    """Label every slab's first page with its cache: "slab:NAME"."""
-    return {int(pfn): f"slab:{name}" for pfn, name in slab.slab_pages()}
+def slab_page_labels(slab_pages: Iterable[tuple[int, str]]) -> dict[int, str]:
+    """Label every slab's first page (``SlabAllocator.slab_pages()``) with its cache:
+    "slab:NAME"."""
+    return {int(pfn): f"slab:{name}" for pfn, name in slab_pages}
 
 
 def _at_line(error: KmemError, where: str) -> KmemError:

@@ -45,8 +45,9 @@ from typing import Any
 from kmem.buddy import BuddyAllocator
 from kmem.errors import KmemError
 from kmem.explain import format_size
+from kmem.kmalloc import KMALLOC_LARGE_OWNER
 from kmem.memory_map import iter_blocks
-from kmem.scenario import BUILTIN, Scenario, ScenarioRun, StepResult, load, run_all
+from kmem.scenario import BUILTIN, Scenario, ScenarioRun, StepResult, load, slab_page_labels
 
 FREE_CODE = 0
 ALLOCATED_CODE = 1
@@ -73,10 +74,17 @@ class LabelTable:
 
 
 def buddy_frame(
-    buddy: BuddyAllocator, table: LabelTable, labels: dict[int, str] | None = None
+    buddy: BuddyAllocator, table: LabelTable, labels: dict[int, str] | None = None,
+    large_kmalloc: str | None = None,
 ) -> dict[str, Any]:
-    """The buddy part of a frame: blocks, free lists and counters."""
+    """The buddy part of a frame: blocks, free lists and counters.
+
+    ``labels`` label allocated blocks by first pfn; ``large_kmalloc``, when given, labels the
+    other allocated blocks the slab layer marked as large kmalloc memory in the mem_map's
+    documented ``owner`` column.
+    """
     labels = labels or {}
+    owner = buddy.mem_map.owner if large_kmalloc else None
     blocks: list[int] = []
     for pfn, order, state in iter_blocks(buddy):
         if state == "free":
@@ -85,6 +93,8 @@ def buddy_frame(
             code = RESERVED_CODE
         else:
             label = labels.get(pfn)
+            if label is None and owner is not None and owner[pfn] == KMALLOC_LARGE_OWNER:
+                label = large_kmalloc
             code = table.code(label) if label else ALLOCATED_CODE
         blocks += (pfn, order, code)
     nr_free = list(buddy.nr_free)
@@ -102,20 +112,21 @@ def buddy_frame(
     }
 
 
-def cache_frames(slab: Any) -> list[dict[str, Any]]:
+def cache_frames(slab: Any, slab_pages: list[tuple[int, str]] | None = None
+                 ) -> list[dict[str, Any]]:
     """The caches worth showing, with their slabs, from the slab layer's public queries.
 
     Every cache a user created, and the kmalloc caches that have slabs (a machine boots dozens
     of empty kmalloc caches; listing them all would hide the interesting ones). A slab is
     ``[head pfn, objects in use, objects, address of object 0, used]`` where ``used`` is a
     string of "0"/"1" per object (only for slabs of at most 64 objects); all from
-    ``slab_pages()`` and ``live_objects()``.
+    ``slab_pages()`` (or the ``slab_pages`` the caller has just read) and ``live_objects()``.
     """
     if slab is None:
         return []
     page_size = int(slab.buddy.page_size)
     slabs_of: dict[str, list[int]] = {}
-    for pfn, name in slab.slab_pages():
+    for pfn, name in slab.slab_pages() if slab_pages is None else slab_pages:
         slabs_of.setdefault(name, []).append(int(pfn))
     out = []
     for cache in slab.cache_list():
@@ -182,20 +193,21 @@ def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict
     always the last), so a 100,000-line scenario still makes a small page.
     """
     table = LabelTable()
-    first = ScenarioRun(scenario)
+    run = ScenarioRun(scenario)
     frame0 = step_frame(None)
     frame0["text"] = (
-        f"{format_size(scenario.memory)} of memory in {first.buddy.nr_pages} pages of "
+        f"{format_size(scenario.memory)} of memory in {run.buddy.nr_pages} pages of "
         f"{format_size(scenario.page_size)}: all free, as the largest blocks that fit."
         " Press next (→) to run the first line."
     )
-    frame0.update(buddy_frame(first.buddy, table))
+    frame0.update(buddy_frame(run.buddy, table))
     frame0["caches"] = []
     frame0["owners"] = []
     frames = [frame0]
     total = len(scenario.actions)
     stride = 1 if not max_frames or total <= max_frames else -(-total // max_frames)
-    for result, run in run_all(scenario):
+    for action in scenario.actions:
+        result = run.execute(action)
         if (result.index + 1) % stride and result.index + 1 != total:
             continue
         frame = step_frame(result)
@@ -207,7 +219,7 @@ def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict
         "title": f"kmem: {scenario.name}",
         "source": scenario.text,
         "page_size": scenario.page_size,
-        "nr_pages": first.buddy.nr_pages,
+        "nr_pages": run.buddy.nr_pages,
         "max_order": scenario.max_order,
         "labels": table.labels,
         "frames": frames,
@@ -294,8 +306,11 @@ def trace_document(
             else:
                 frame["source"] = f"events {previous.events + 1}-{snap.events}"
                 frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
-            frame.update(buddy_frame(replayer.buddy, table, _trace_labels(replayer)))
-            frame["caches"] = cache_frames(replayer.slab)
+            # Slab pages by cache, large kmalloc blocks; page events' blocks stay unlabelled.
+            slab_pages = replayer.slab.slab_pages()
+            frame.update(buddy_frame(replayer.buddy, table, slab_page_labels(slab_pages),
+                                     large_kmalloc="kmalloc:large"))
+            frame["caches"] = cache_frames(replayer.slab, slab_pages)
             frames.append(frame)
             previous = snap
     result = replayer.result(parser)
@@ -317,18 +332,6 @@ def trace_document(
             "kmem_oom": result.kmem_oom,
         },
     }
-
-
-def _trace_labels(replayer: Any) -> dict[int, str]:
-    """Slab pages by cache, large kmalloc blocks; page events' blocks stay unlabelled."""
-    from kmem.kmalloc import KMALLOC_LARGE_OWNER
-
-    labels = {int(pfn): f"slab:{name}" for pfn, name in replayer.slab.slab_pages()}
-    owner = replayer.buddy.mem_map.owner  # the slab layer marks large kmalloc blocks here
-    for pfn, _, state in iter_blocks(replayer.buddy):
-        if state == "allocated" and owner[pfn] == KMALLOC_LARGE_OWNER:
-            labels[pfn] = "kmalloc:large"
-    return labels
 
 
 def _trace_step_text(before: Any, after: Any, page_size: int) -> str:
