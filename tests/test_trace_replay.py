@@ -82,6 +82,19 @@ def test_every_cache_gets_the_traced_slab_size() -> None:
             assert replayer.slab.caches[event[5]].slab_size == event[BYTES_ALLOC]
 
 
+def test_unnamed_cache_events_of_old_kernels_go_to_the_cache_of_their_size() -> None:
+    # Before 6.2 kmem_cache_alloc has no name=: each size is a cache of its own, and every
+    # object used to land in the first such cache.
+    lines = [_line(0, "kmem_cache_alloc", f"call_site=f+0x1/0x9 ptr={E.format(ptr)}"
+                   f" bytes_req={size} bytes_alloc={size} gfp_flags=GFP_KERNEL")
+             for ptr, size in ((1, 256), (2, 64), (3, 256), (4, 4096))]
+    replayer, result = _replay(lines)
+    assert result.cache_size_mismatches == {}
+    objects = {name: replayer.slab.caches[name].stats().objects
+               for name in ("cache-256", "cache-64", "cache-4096")}
+    assert objects == {"cache-256": 2, "cache-64": 1, "cache-4096": 1}
+
+
 E = "000000000000{:04x}"
 
 

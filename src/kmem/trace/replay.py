@@ -185,7 +185,7 @@ class Replayer:
         # live object: freeing through the cache skips kfree's lookup of the address's cache.
         self._live: dict[str, tuple[Callable[[int, int], None], int]] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
-        self._caches: dict[str, KmemCache] = {}  # by traced name
+        self._caches: dict[str, KmemCache] = {}  # by traced name, or cache-<bytes_alloc>
         # (bytes_req, gfp) -> (kmem's bytes_alloc, free function) of a kmalloc request
         self._kmalloc_info: dict[tuple[int, int], tuple[int, Callable[[int, int], None]]] = {}
         self._gfp: dict[str, int] = {}
@@ -420,7 +420,9 @@ class Replayer:
                 return None
         if cache.slab_size != event[7] and name not in self.cache_size_mismatches:
             self.cache_size_mismatches[name] = (event[7], cache.slab_size)
-        self._caches[event[5]] = cache
+        # By the event's name for _feed's lookup; an unnamed event (kernels before 6.2) by its
+        # size-derived name, so the next unnamed event of another size finds its own cache.
+        self._caches[name] = cache
         return cache
 
     # -- page layer ------------------------------------------------------------------------
