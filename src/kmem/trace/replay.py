@@ -176,7 +176,6 @@ class Replayer:
         self.nr_cpus: Final = nr_cpus
         self.buddy: Final = BuddyAllocator(memory, page_size, max_order)
         self.slab: Final = SlabAllocator(self.buddy, nr_cpus, policy, thread_safe=False)
-        self.page_size: Final = page_size
         self._max_samples = max_samples
         self._do_slab = "slab" in self.layers
         self._do_page = "page" in self.layers
@@ -210,11 +209,19 @@ class Replayer:
              "order_mismatches", "batched_duplicates", "slab_page_events_skipped",
              "not_replayed"), 0)
         self._counts = [0] * len(EVENT_NAMES)
-        self.events_done = 0
         self.timeline: list[ReplaySnapshot] = []
         self._slab_peak = 0
         self._total_peak = 0
         self._last_event: TraceEvent | None = None
+
+    @property
+    def page_size(self) -> int:
+        return self.buddy.page_size
+
+    @property
+    def events_done(self) -> int:
+        """Events replayed so far (of every kind, also those replay only counts)."""
+        return sum(self._counts)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -237,7 +244,6 @@ class Replayer:
                 done += self._feed(batch)
             if done == 0:
                 break
-            self.events_done += done
             yield self._sample()
             if done < every:
                 break
