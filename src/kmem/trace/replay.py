@@ -143,12 +143,17 @@ class ReplayResult:
         return document
 
 
-def parse_layers(text: str) -> tuple[str, ...]:
-    """'slab,page' -> ('slab', 'page'), rejecting unknown names."""
-    layers = tuple(part.strip() for part in text.split(",") if part.strip())
+def _check_layers(layers: Iterable[str]) -> tuple[str, ...]:
+    layers = tuple(layers)
     for layer in layers:
         if layer not in LAYERS:
             raise InvalidArgumentError(f"unknown layer {layer!r} (choose from slab, page)")
+    return layers
+
+
+def parse_layers(text: str) -> tuple[str, ...]:
+    """'slab,page' -> ('slab', 'page'), rejecting unknown names."""
+    layers = _check_layers(part.strip() for part in text.split(",") if part.strip())
     if not layers:
         raise InvalidArgumentError("give at least one layer: slab, page or slab,page")
     return layers
@@ -168,10 +173,7 @@ class Replayer:
         page_size: int = 4096,
         max_samples: int = 2000,
     ) -> None:
-        self.layers: Final = tuple(layers)
-        for layer in self.layers:
-            if layer not in LAYERS:
-                raise InvalidArgumentError(f"unknown layer {layer!r} (choose from slab, page)")
+        self.layers: Final = _check_layers(layers)
         self.policy: Final = policy
         self.nr_cpus: Final = nr_cpus
         self.buddy: Final = BuddyAllocator(memory, page_size, max_order)
