@@ -274,6 +274,12 @@ def test_replay_command_text_and_bad_lines(capsys: pytest.CaptureFixture[str],
     assert json.loads(capsys.readouterr().out)["bad_lines"] == 1
 
 
+def test_replay_command_rejects_a_negative_caches_count(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", "--caches", "-1", str(LS_TRACE)]) == 2
+    assert "--caches must be 0 (all) or more" in capsys.readouterr().err
+
+
 def test_memory_sizes() -> None:
     from kmem.commands.replay import parse_size
 

@@ -72,6 +72,8 @@ def _with_progress(lines: IO[str], raw: IO[bytes], size: int, progress: Progress
 
 def run(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers)
+    if args.caches < 0:
+        raise InvalidArgumentError(f"--caches must be 0 (all) or more, got {args.caches}")
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.nr_cpus,
                         memory=parse_size(args.memory), max_order=args.max_order)
     parser = TraceParser(skip_bad=args.skip_bad)
