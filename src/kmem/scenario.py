@@ -1,7 +1,7 @@
 """Scenarios: small readable files that drive the allocators step by step, for teaching.
 
 The language, one command a line, ``#`` starts a comment, sizes are bytes with an optional
-K/M/G suffix (powers of 1024; "21K", "1.5M", "100")::
+K/M/G/T suffix (powers of 1024; "21K", "1.5M", "100")::
 
     memory 256K page 4K [max_order N] [cpus N] [policy slub|slab]
                               the machine; must come first (default: 256K, 4K pages)
