@@ -478,12 +478,7 @@ class ScenarioRun:
     def _do_obj(self, action: Action) -> StepResult:
         name = self._new_name(action)
         cache_name = str(action.args[1])
-        cache = self.caches.get(cache_name)
-        if cache is None:
-            raise ScenarioNameError(
-                f"{self.scenario.name}:{action.line}: no cache {cache_name!r}"
-                f" (caches: {', '.join(self.caches) or 'none'})"
-            )
+        cache = self._cache_named(action, cache_name)
         cpu = int(action.option("cpu", 0))
         label = cache_name if cache.name == cache_name else (
             f"{cache_name} (merged into {cache.name})")
@@ -499,8 +494,7 @@ class ScenarioRun:
         return self._slab_alloc(action, name, "kmalloc", size, cache,
                                 lambda: slab.kmalloc(size, cpu=cpu))
 
-    def _cache_named(self, action: Action) -> KmemCache:
-        name = str(action.args[0])
+    def _cache_named(self, action: Action, name: str) -> KmemCache:
         cache = self.caches.get(name)
         if cache is None:
             raise ScenarioNameError(
@@ -533,20 +527,20 @@ class ScenarioRun:
                 f"merging with free buddies: {clause(steps)}"), steps, ends
 
     def _do_shrink(self, action: Action) -> StepResult:
-        cache = self._cache_named(action)
-        slab_pages = self._ensure_slab().slab_pages()
-        before = [(pfn, name) for pfn, name in slab_pages if name == cache.name]
+        name = str(action.args[0])
+        cache = self._cache_named(action, name)
+        before = [(pfn, n) for pfn, n in self._ensure_slab().slab_pages() if n == cache.name]
         cache.shrink()
         text, steps, ends = self._release_text(before)
-        return self._result(action, str(action.args[0]), steps, ends, None,
-                            f"shrink {action.args[0]}: {text}.")
+        return self._result(action, name, steps, ends, None, f"shrink {name}: {text}.")
 
     def _do_destroy(self, action: Action) -> StepResult:
-        cache = self._cache_named(action)
         name = str(action.args[0])
-        before = [(pfn, n) for pfn, n in self._ensure_slab().slab_pages() if n == cache.name]
+        cache = self._cache_named(action, name)
+        slab = self._ensure_slab()
+        before = [(pfn, n) for pfn, n in slab.slab_pages() if n == cache.name]
         # CacheNotEmptyError, with nothing changed, while objects live.
-        self._ensure_slab().kmem_cache_destroy(cache)
+        slab.kmem_cache_destroy(cache)
         del self.caches[name]
         if not cache.destroyed:  # merged: only this name goes (Linux drops a reference)
             return self._result(action, name, [], [], None,
