@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from kmem.mem_map import ORDER_MASK
 from kmem.scenario import Scenario
 from kmem.snapshot import scenario_document
 
@@ -31,7 +32,7 @@ def _web_file(name: str) -> str:
 # memory), so only (order, code) is kept, as ``width`` digits of this 64-letter alphabet.
 # That is 2 bytes a block instead of ~15 of JSON numbers: a trace's 400 frames stay small.
 BLOCK_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
-_ORDER_BITS = 5  # orders 0..31, as in the mem_map's state byte
+_ORDER_BITS = ORDER_MASK.bit_length()  # 5: orders 0..31 (page.js decodes with 31 and 5)
 
 
 def encode_blocks(blocks: list[int], width: int) -> str:
