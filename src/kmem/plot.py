@@ -71,6 +71,9 @@ def label_colours(labels: list[str]) -> dict[str, str]:
     return out
 
 
+_ALLOCATED_RGB = (0.85, 0.33, 0.31)  # an allocated block without a label; "in use" pages
+
+
 def _hex_rgb(colour: str) -> tuple[float, float, float]:
     return (int(colour[1:3], 16) / 255, int(colour[3:5], 16) / 255, int(colour[5:7], 16) / 255)
 
@@ -81,7 +84,7 @@ def _code_rgb(
     if code == FREE_CODE:
         return _free_rgb(order)
     if code == ALLOCATED_CODE:
-        return (0.85, 0.33, 0.31)
+        return _ALLOCATED_RGB
     if code == RESERVED_CODE:
         return (0.60, 0.64, 0.68)
     labels = document["labels"]
@@ -135,8 +138,8 @@ def draw_memory_map(ax: Any, document: dict[str, Any], step: int = -1) -> None:
     ax.set_title(title, fontsize=10)
     handles = [Patch(color=_free_rgb(0), label="free (order 0)"),
                Patch(color=_free_rgb(6), label="free (larger order)"),
-               Patch(color=(0.85, 0.33, 0.31), label="allocated")]
-    shown = sorted({blocks[i + 2] for i in range(0, len(blocks), 3)} - {0, 1, 2})
+               Patch(color=_ALLOCATED_RGB, label="allocated")]
+    shown = sorted({code for code in blocks[2::3] if code >= LABEL_BASE})
     handles += [Patch(color=_code_rgb(document, c, 0), label=document["labels"][c - LABEL_BASE])
                 for c in shown[:12]]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
@@ -151,7 +154,7 @@ def draw_usage(ax: Any, document: dict[str, Any]) -> None:
     """Pages in use and free at every frame."""
     steps = _steps(document)
     frames = document["frames"]
-    ax.plot(steps, [f["used_pages"] for f in frames], color=(0.85, 0.33, 0.31), label="in use")
+    ax.plot(steps, [f["used_pages"] for f in frames], color=_ALLOCATED_RGB, label="in use")
     ax.plot(steps, [f["free_pages"] for f in frames], color=(0.18, 0.55, 0.34), label="free")
     ax.set_ylim(0, document["nr_pages"] * 1.05)
     ax.set_xlabel("step")
