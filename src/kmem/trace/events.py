@@ -55,8 +55,6 @@ SLAB_ALLOC_KINDS: Final = frozenset(
     {KMALLOC, KMALLOC_NODE, KMEM_CACHE_ALLOC, KMEM_CACHE_ALLOC_NODE}
 )
 SLAB_FREE_KINDS: Final = frozenset({KFREE, KMEM_CACHE_FREE})
-KMALLOC_KINDS: Final = frozenset({KMALLOC, KMALLOC_NODE})
-CACHE_ALLOC_KINDS: Final = frozenset({KMEM_CACHE_ALLOC, KMEM_CACHE_ALLOC_NODE})
 
 # Column indices of an event tuple.
 KIND: Final = 0

@@ -140,7 +140,7 @@ class TraceParser:
     >>> parser = TraceParser()
     >>> line = ("bash-1 [000] ..... 1.5: kfree: call_site=f+0x1/0x2 ptr=0000000045f49f41")
     >>> [event[:5] for event in parser.parse([line])]
-    [(4, 0, 1.5, 'f+0x1/0x2', '0000000045f49f41')]
+    [(4, 0, '1.5:', 'f+0x1/0x2', '0000000045f49f41')]
     >>> parser.lines, parser.events["kfree"]
     (1, 1)
     """

@@ -42,14 +42,11 @@ from kmem.kmalloc_sizes import kmalloc_cache_name
 from kmem.memory import check_page_size
 from kmem.slab_flags import GFP_FLAG_NAMES
 from kmem.trace.events import (
-    KFREE,
-    KMALLOC,
     KMALLOC_NODE,
-    KMEM_CACHE_ALLOC,
-    KMEM_CACHE_ALLOC_NODE,
-    KMEM_CACHE_FREE,
     MM_PAGE_ALLOC,
     MM_PAGE_FREE,
+    SLAB_ALLOC_KINDS,
+    SLAB_FREE_KINDS,
     TraceEvent,
     pointer_value,
 )
@@ -253,9 +250,9 @@ class KmemStat:
         """Account every event of ``events``."""
         for event in events:
             kind = event[0]
-            if kind in (KMALLOC, KMEM_CACHE_ALLOC, KMALLOC_NODE, KMEM_CACHE_ALLOC_NODE):
+            if kind in SLAB_ALLOC_KINDS:
                 self._slab_alloc(event)
-            elif kind in (KFREE, KMEM_CACHE_FREE):
+            elif kind in SLAB_FREE_KINDS:
                 self._slab_free(event)
             elif kind == MM_PAGE_ALLOC:
                 self._page_alloc_event(event)
