@@ -278,6 +278,10 @@ def test_replay_command_rejects_a_negative_caches_count(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "--caches", "-1", str(LS_TRACE)]) == 2
     assert "--caches must be 0 (all) or more" in capsys.readouterr().err
+    # A picture kmem cannot write fails before the replay (matplotlib's ValueError once came
+    # after it, as a traceback).
+    assert main(["replay", "--plot", "replay.foo", str(LS_TRACE)]) == 2
+    assert "use a .png or .svg file name" in capsys.readouterr().err
 
 
 def test_memory_sizes() -> None:

@@ -289,12 +289,18 @@ def figure(document: dict[str, Any], kind: str = "all", step: int = -1) -> Figur
     return fig
 
 
-def plot(document: dict[str, Any], path: str | Path, kind: str = "all", step: int = -1) -> Path:
-    """Write the picture to ``path`` (.png or .svg); return the path."""
+def picture_path(path: str | Path) -> Path:
+    """``path`` as a Path when its suffix is a format kmem writes (FORMATS), else a clear error."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise InvalidArgumentError(
             f"cannot tell the format of {str(path)!r}: use a .png or .svg file name"
         )
+    return path
+
+
+def plot(document: dict[str, Any], path: str | Path, kind: str = "all", step: int = -1) -> Path:
+    """Write the picture to ``path`` (.png or .svg); return the path."""
+    path = picture_path(path)
     figure(document, kind, step).savefig(path, dpi=110)
     return path

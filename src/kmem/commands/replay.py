@@ -14,6 +14,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 
 from kmem import scenario
 from kmem.errors import InvalidArgumentError
+from kmem.plot import picture_path
 from kmem.trace.parse import TraceParser
 from kmem.trace.replay import Replayer, parse_layers
 from kmem.trace.report import plot_replay, print_replay
@@ -74,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers)
     if args.caches < 0:
         raise InvalidArgumentError(f"--caches must be 0 (all) or more, got {args.caches}")
+    if args.plot:
+        picture_path(args.plot)  # a bad file name fails now, not after the replay
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.nr_cpus,
                         memory=parse_size(args.memory), max_order=args.max_order)
     parser = TraceParser(skip_bad=args.skip_bad)

@@ -325,16 +325,18 @@ def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int =
 
 
 def plot_replay(result: ReplayResult, path: str) -> None:
-    """Memory in use per layer and the fragmentation indices over the trace's time (PNG)."""
-    import matplotlib
+    """Memory in use per layer and the fragmentation indices over the trace's time (.png or
+    .svg, as kmem.plot: a Figure of its own, no pyplot state or backend is touched)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kmem.plot import picture_path
 
+    output = picture_path(path)
     samples = [s for s in result.timeline if s.events] or list(result.timeline)
     times = [s.time for s in samples]
     mib = result.page_size / (1 << 20)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    figure = Figure(figsize=(10, 7))
+    top, bottom = figure.subplots(2, 1, sharex=True)
     top.plot(times, [s.slab_pages * mib for s in samples], label="slab layer")
     top.plot(times, [s.page_layer_pages * mib for s in samples], label="page layer")
     top.plot(times, [(s.slab_pages + s.page_layer_pages) * mib for s in samples],
@@ -350,5 +352,4 @@ def plot_replay(result: ReplayResult, path: str) -> None:
     bottom.set_ylim(-0.05, 1.05)
     bottom.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    figure.savefig(output, dpi=100)
