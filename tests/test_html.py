@@ -179,3 +179,11 @@ def test_traces_and_scenarios_are_told_apart(tmp_path: Path) -> None:
     scenario.write_text("memory 64K\nkmalloc k 100\nkfree k\n")  # no "kmalloc:" event lines
     assert not looks_like_trace(scenario)
     assert not looks_like_trace(tmp_path / "missing")
+
+
+def test_document_for_rejects_an_unknown_kind() -> None:
+    from kmem.errors import InvalidArgumentError
+    from kmem.snapshot import document_for
+
+    with pytest.raises(InvalidArgumentError, match="kind must be 'scenario' or 'trace'"):
+        document_for("seed", "picture")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from kmem.buddy import BuddyAllocator
-from kmem.errors import KmemError
+from kmem.errors import InvalidArgumentError, KmemError
 from kmem.explain import format_size
 from kmem.kmalloc import KMALLOC_LARGE_OWNER
 from kmem.memory_map import iter_blocks
@@ -265,6 +265,8 @@ def document_for(spec: str, kind: str | None = None,
             spec) else "scenario"
     if kind == "scenario":
         return scenario_document(load(spec), max_frames)
+    if kind != "trace":
+        raise InvalidArgumentError(f"kind must be 'scenario' or 'trace', not {kind!r}")
     return trace_document(spec, max_frames, memory=memory, policy=policy)
 
 
