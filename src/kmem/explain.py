@@ -187,5 +187,5 @@ def sentence(steps: Sequence[Step]) -> str:
     """The steps' texts joined into one sentence, capitalised and ending with a full stop."""
     if not steps:
         return ""
-    text = "; ".join(step.text for step in steps)
+    text = clause(steps)
     return text[0].upper() + text[1:] + "."
