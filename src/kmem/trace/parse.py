@@ -370,13 +370,6 @@ def _check_gfp(flags: str) -> str:
     return flags
 
 
-def _order(text: str) -> int:
-    order = int(text)
-    if not 0 <= order < 32:
-        raise _Bad(f"order {order} out of range")
-    return order
-
-
 def _int_field(fields: dict[str, str], key: str, base: int = 10) -> int:
     try:
         return int(fields[key], base)
