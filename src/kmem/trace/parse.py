@@ -100,8 +100,6 @@ _OLD_GFP_NAMES: Final = frozenset({
     "__GFP_KSWAPD_RECLAIM", "__GFP_DIRECT_RECLAIM", "__GFP_RECLAIM",
 })
 _CPU_TOKEN: Final = re.compile(r"\[(\d+)\]")
-_NODE_TOKENS: Final = {f"node={n}": n for n in range(-1, 1024)}
-_ACCOUNTED: Final = frozenset({"accounted=true", "accounted=false"})
 _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
 MAX_BAD_EXAMPLES: Final = 20
 MAX_MEMO: Final = 1 << 17
