@@ -40,7 +40,7 @@ from __future__ import annotations
 import lzma
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kmem.buddy import BuddyAllocator
 from kmem.errors import InvalidArgumentError, KmemError
@@ -48,6 +48,10 @@ from kmem.explain import format_size
 from kmem.kmalloc import KMALLOC_LARGE_OWNER
 from kmem.memory_map import iter_blocks
 from kmem.scenario import BUILTIN, Scenario, ScenarioRun, StepResult, load, slab_page_labels
+from kmem.slab import SlabAllocator
+
+if TYPE_CHECKING:
+    from kmem.trace.replay import ReplaySnapshot
 
 FREE_CODE = 0
 ALLOCATED_CODE = 1
@@ -112,7 +116,7 @@ def buddy_frame(
     }
 
 
-def cache_frames(slab: Any, slab_pages: list[tuple[int, str]] | None = None
+def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] | None = None
                  ) -> list[dict[str, Any]]:
     """The caches worth showing, with their slabs, from the slab layer's public queries.
 
@@ -296,7 +300,7 @@ def trace_document(
     parser = TraceParser(skip_bad=skip_bad)
     table = LabelTable()
     frames: list[dict[str, Any]] = []
-    previous: Any = None
+    previous: ReplaySnapshot | None = None
     with open_trace(path) as lines:
         for snap in replayer.iter_snapshots(parser.parse(lines), every=every):
             frame = {"step": snap.events, "line": 0, "source": "", "steps": [], "highlight": []}
@@ -336,7 +340,7 @@ def trace_document(
     }
 
 
-def _trace_step_text(before: Any, after: Any, page_size: int) -> str:
+def _trace_step_text(before: ReplaySnapshot, after: ReplaySnapshot, page_size: int) -> str:
     def change(now: int, then: int) -> str:
         return f"{now} ({now - then:+d})"
 
