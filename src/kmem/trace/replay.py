@@ -56,7 +56,6 @@ from kmem.buddy import BuddyAllocator
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.slab import SlabAllocator
 from kmem.slab_cache import KmemCache
-from kmem.slab_flags import parse_gfp_flags
 from kmem.trace.events import (
     EVENT_NAMES,
     KMALLOC,
@@ -377,11 +376,7 @@ class Replayer:
     # -- slab slow paths -------------------------------------------------------------------
 
     def _gfp_of(self, text: str) -> int:
-        try:
-            value = parse_gfp_flags(text)
-        except KmemError:
-            value = gfp_value(text)  # a flag name of an older kernel: its known bits
-        self._gfp[text] = value
+        value = self._gfp[text] = gfp_value(text)  # an older kernel's flag names count 0
         return value
 
     def _learn_kmalloc(self, size: int, gfp: int, address: int
