@@ -162,6 +162,9 @@ def test_kmem_serve_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> N
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     finally:
         busy.server_close()
+    for port in (65536, -1):  # once an OverflowError traceback from bind()
+        assert main(["serve", "seed-buddy", "--port", str(port)]) == 2
+        assert "a port is 0 to 65535" in capsys.readouterr().err
 
 
 def test_kmem_html_rejects_no_frames(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

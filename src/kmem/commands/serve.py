@@ -17,6 +17,8 @@ class ServeError(KmemError, OSError):
 
 def make_server(page: str, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """An HTTP server answering GET / (and /index.html) with ``page``; 404 for anything else."""
+    if not 0 <= port <= 65535:
+        raise ServeError(f"cannot listen on {host}:{port}: a port is 0 to 65535")
     body = page.encode("utf-8")
 
     class Handler(BaseHTTPRequestHandler):
