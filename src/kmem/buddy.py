@@ -256,15 +256,13 @@ class BuddyAllocator:
         self._lock_acquire()
         try:
             avail = self._nonempty >> order
-            if not avail:
-                self._failures += 1
-                raise OutOfMemoryError(
-                    f"no free block of order {order} or larger"
-                    f" ({self.nr_free_pages} pages free, largest block order"
-                    f" {self._nonempty.bit_length() - 1})"
-                )
-            # __rmqueue_smallest: the lowest set bit at or above `order`.
-            high = order + (avail & -avail).bit_length() - 1
+            if avail & 1:
+                high = order
+            elif avail:
+                # __rmqueue_smallest: the lowest set bit at or above `order`.
+                high = order + (avail & -avail).bit_length() - 1
+            else:
+                raise self._out_of_memory(order)
             nxt = self._next
             prv = self._prev
             head = ~high
@@ -408,6 +406,13 @@ class BuddyAllocator:
         self.free_pages(pfn, kind & ORDER_MASK)
 
     # -- errors (slow paths: they only read state) --------------------------------------------
+
+    def _out_of_memory(self, order: int) -> OutOfMemoryError:
+        self._failures += 1
+        return OutOfMemoryError(
+            f"no free block of order {order} or larger ({self.nr_free_pages} pages free,"
+            f" largest block order {self._nonempty.bit_length() - 1})"
+        )
 
     def _check_order(self, order: object) -> int:
         order = _as_int(order, "order")
