@@ -202,7 +202,7 @@ class BuddyAllocator:
                 )
             first = start >> self.page_shift
             last = (start + length - 1) >> self.page_shift
-            state[first : last + 1] = [RESERVED] * (last - first + 1)
+            state[first : last + 1] = bytes([RESERVED]) * (last - first + 1)
         self._reserved_pages = state.count(RESERVED)
 
     def _free_boot_memory(self) -> None:
@@ -218,9 +218,8 @@ class BuddyAllocator:
             if state[pfn] == RESERVED:
                 pfn += 1
                 continue
-            try:
-                end = state.index(RESERVED, pfn, nr_pages)
-            except ValueError:
+            end = state.find(RESERVED, pfn, nr_pages)
+            if end < 0:
                 end = nr_pages
             while pfn < end:
                 order = min(self.max_order, (pfn & -pfn).bit_length() - 1 if pfn else 99)
@@ -267,8 +266,7 @@ class BuddyAllocator:
             prv = self._prev
             head = ~high
             pfn = nxt[head]
-            after = nxt.pop(pfn)
-            del prv[pfn]
+            after = nxt[pfn]
             nxt[head] = after
             prv[after] = head
             self._nr_free[high] -= 1
@@ -359,8 +357,8 @@ class BuddyAllocator:
                 buddy = pfn ^ (1 << order)
                 if state[buddy] != FREE + order:
                     break
-                before = prv.pop(buddy)
-                after = nxt.pop(buddy)
+                before = prv[buddy]
+                after = nxt[buddy]
                 nxt[before] = after
                 prv[after] = before
                 nr_free[order] -= 1
@@ -636,13 +634,11 @@ class BuddyAllocator:
             end = pfn + (1 << order)
             if order > self.max_order or end > self.nr_pages or pfn & ((1 << order) - 1):
                 raise AssertionError(f"block at pfn {pfn:#x} of order {order} is out of place")
-            if state[pfn + 1 : end].count(0) != end - pfn - 1:
+            if state.count(0, pfn + 1, end) != end - pfn - 1:
                 raise AssertionError(f"block at pfn {pfn:#x} overlaps another block")
             pfn = end
         if reserved != self._reserved_pages:
             raise AssertionError(f"{reserved} reserved frames, {self._reserved_pages} expected")
-        if any(kind != BEYOND for kind in state[self.nr_pages :]):
+        padding = len(state) - self.nr_pages
+        if state.count(BEYOND, self.nr_pages) != padding:
             raise AssertionError("the padding past the last frame was overwritten")
-        links = len(self.mem_map.next)
-        if links != len(self.mem_map.prev) or links != sum(self._nr_free) + self.max_order + 1:
-            raise AssertionError(f"{links} free-list links for {sum(self._nr_free)} free blocks")
