@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/kmem demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	sh tests/browser/ensure-chromium.sh
 	$(BIN)/pytest
