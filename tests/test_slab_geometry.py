@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fixture_files import SYS_KERNEL_SLAB, SYSFS_FLAG_FILES
 from kmem import (
     InvalidArgumentError,
     InvalidTypeError,
@@ -47,18 +48,7 @@ from kmem.slab_geometry import (
     calculate_order,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sys_kernel_slab_6.18_2cpu.json"
-SYSFS_FLAG_FILES = {
-    "sanity_checks": SLAB_CONSISTENCY_CHECKS,
-    "red_zone": SLAB_RED_ZONE,
-    "poison": SLAB_POISON,
-    "store_user": SLAB_STORE_USER,
-    "trace": SLAB_TRACE,
-    "reclaim_account": SLAB_RECLAIM_ACCOUNT,
-    "hwcache_align": SLAB_HWCACHE_ALIGN,
-    "cache_dma": SLAB_CACHE_DMA,
-    "destroy_by_rcu": SLAB_TYPESAFE_BY_RCU,
-}
+FIXTURE = SYS_KERNEL_SLAB
 # Arguments sysfs does not show, taken from the kernel source. vm_area_struct (mm/vma_init.c) is
 # SLAB_TYPESAFE_BY_RCU with .use_freeptr_offset: its free pointer lives in vm_freeptr, a union
 # with vm_start at offset 0, so the slot needs no extra word after the object.

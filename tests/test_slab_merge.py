@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fixture_files import SYS_KERNEL_SLAB, SYSFS_FLAG_FILES
 from kmem import InvalidArgumentError, InvalidTypeError
 from kmem.slab_flags import (
     SLAB_ACCOUNT,
@@ -29,18 +29,7 @@ from kmem.slab_flags import (
 from kmem.slab_geometry import calculate_geometry
 from kmem.slab_merge import find_mergeable, merge_into, slab_alias_name, slab_unmergeable
 
-FIXTURE = Path(__file__).parent / "fixtures" / "sys_kernel_slab_6.18_2cpu.json"
-SYSFS_FLAG_FILES = {
-    "sanity_checks": SLAB_CONSISTENCY_CHECKS,
-    "red_zone": SLAB_RED_ZONE,
-    "poison": SLAB_POISON,
-    "store_user": SLAB_STORE_USER,
-    "trace": SLAB_TRACE,
-    "reclaim_account": SLAB_RECLAIM_ACCOUNT,
-    "hwcache_align": SLAB_HWCACHE_ALIGN,
-    "cache_dma": SLAB_CACHE_DMA,
-    "destroy_by_rcu": SLAB_TYPESAFE_BY_RCU,
-}
+FIXTURE = SYS_KERNEL_SLAB
 # Caches sysfs cannot show why they are unmergeable, from the kernel source: kmem_cache and
 # kmem_cache_node are bootstrap caches (refcount -1, mm/slub.c kmem_cache_init);
 # kmalloc_buckets and the msg_msg-* bucket caches are created with SLAB_NO_MERGE

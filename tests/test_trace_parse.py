@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fixture_files import DD_TRACE, LS_TRACE, OLD_KERNELS, PERF_SCRIPT, TRACE_CMD
 from kmem.errors import KmemError
 from kmem.trace.events import (
     BYTES_ALLOC,
@@ -32,13 +33,6 @@ from kmem.trace.events import (
 )
 from kmem.trace.parse import TraceFormatError, TraceParser
 from kmem.trace.source import TraceFileError, open_trace
-
-FIXTURES = Path(__file__).parent / "fixtures" / "traces"
-LS_TRACE = FIXTURES / "kmem-6.18-ls.txt.xz"
-DD_TRACE = FIXTURES / "kmem-6.18-dd-first15000.txt.xz"
-PERF_SCRIPT = FIXTURES / "perf" / "script.txt.xz"
-OLD_KERNELS = FIXTURES / "old-kernels.txt"
-TRACE_CMD = FIXTURES / "trace-cmd-report.txt"
 
 
 def _text(path: Path) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fixture_files import DD_TRACE, LS_TRACE, PERF_SCRIPT
 from kmem.buddy import BuddyAllocator
 from kmem.cli import main
 from kmem.errors import InvalidArgumentError
@@ -24,11 +25,6 @@ from kmem.trace.events import (
 )
 from kmem.trace.parse import TraceParser
 from kmem.trace.replay import Replayer, ReplayResult, ReplaySnapshot, parse_layers
-
-FIXTURES = Path(__file__).parent / "fixtures" / "traces"
-LS_TRACE = FIXTURES / "kmem-6.18-ls.txt.xz"
-DD_TRACE = FIXTURES / "kmem-6.18-dd-first15000.txt.xz"
-PERF_SCRIPT = FIXTURES / "perf" / "script.txt.xz"
 
 
 def _events(path: Path) -> list[TraceEvent]:

@@ -39,7 +39,7 @@ import operator
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from kmem.errors import (
     DoubleFreeError,
@@ -82,9 +82,12 @@ class BuddyStats:
     merges: int
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
-    """What a page frame belongs to: ``state`` is "free", "allocated" or "reserved"."""
+class Block(NamedTuple):
+    """What a page frame belongs to: ``state`` is "free", "allocated" or "reserved".
+
+    A NamedTuple rather than a dataclass: blocks() builds one per block for every snapshot
+    the replay page takes, and a tuple is several times cheaper to make.
+    """
 
     pfn: int
     order: int
@@ -483,22 +486,28 @@ class BuddyAllocator:
         raise AssertionError(f"pfn {pfn:#x} lies in no block: the mem_map is corrupt")
 
     def blocks(self) -> list[Block]:
-        """Every block in address order: free, allocated, and each reserved frame.
+        """Every block in address order: free, allocated, and each reserved frame."""
+        return [Block(*block) for block in self.block_tuples()]
+
+    def block_tuples(self) -> list[tuple[int, int, str]]:
+        """blocks() as plain (pfn, order, state) tuples: 3x cheaper, for pictures of memory.
 
         O(number of blocks), not O(pages): a block's frames after the first are skipped.
         """
         state = self._state
-        out = []
+        nr_pages = self.nr_pages
+        out: list[tuple[int, int, str]] = []
+        append = out.append
         with self._lock:
             pfn = 0
-            while pfn < self.nr_pages:
+            while pfn < nr_pages:
                 kind = state[pfn]
                 if kind == RESERVED:
-                    out.append(Block(pfn, 0, "reserved"))
+                    append((pfn, 0, "reserved"))
                     pfn += 1
                     continue
                 order = kind & ORDER_MASK
-                out.append(Block(pfn, order, "free" if kind & FREE else "allocated"))
+                append((pfn, order, "free" if kind & FREE else "allocated"))
                 pfn += 1 << order
         return out
 

@@ -20,8 +20,8 @@ API:
         labels: {first pfn of an allocated block: label}, e.g. {0: "A"}, {8: "slab:pcb"}
     legend(labels=None) -> rich Text
 
-The blocks are read from the buddy allocator's public mem_map (its documented frame states),
-one block at a time: O(number of blocks), not O(pages), for a mostly free machine.
+The blocks come from the buddy allocator's public walk (BuddyAllocator.block_tuples): O(number
+of blocks), not O(pages), for a mostly free machine.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from rich.text import Text
 
 from kmem.buddy import BuddyAllocator
 from kmem.errors import InvalidArgumentError
-from kmem.mem_map import ALLOCATED, FREE, KIND_MASK, ORDER_MASK, RESERVED
 
 _FREE_STYLES = (
     "green4", "green4", "green3", "green3", "spring_green3", "spring_green2",
@@ -48,27 +47,10 @@ _LABEL_STYLES = (
 def iter_blocks(buddy: BuddyAllocator) -> Iterator[tuple[int, int, str]]:
     """Every block, lowest pfn first: (first pfn, order, "free"|"allocated"|"reserved").
 
-    A run of reserved frames is reported one frame at a time with order 0. The same walk as
-    ``BuddyAllocator.blocks()``, but yielding tuples, not Block objects: 10 ms instead of 45 ms
-    for 28,000 blocks, and the HTML page takes hundreds of snapshots of a trace.
+    A run of reserved frames is reported one frame at a time with order 0. The buddy
+    allocator's own walk (block_tuples), taken under its lock.
     """
-    state = buddy.mem_map.state
-    nr_pages = buddy.nr_pages
-    pfn = 0
-    while pfn < nr_pages:
-        kind = state[pfn]
-        if kind == RESERVED:
-            yield pfn, 0, "reserved"
-            pfn += 1
-            continue
-        order = kind & ORDER_MASK
-        if kind & KIND_MASK == FREE:
-            yield pfn, order, "free"
-        elif kind & KIND_MASK == ALLOCATED:
-            yield pfn, order, "allocated"
-        else:  # a tail frame cannot start a block; the map is being changed under us
-            order = 0
-        pfn += 1 << order
+    return iter(buddy.block_tuples())
 
 
 def label_style(label: str) -> str:

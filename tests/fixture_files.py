@@ -1,0 +1,42 @@
+"""Where the committed fixtures are, recorded on a real 2-CPU Linux 6.18 machine, and how to
+read the sysfs one: the tests share these instead of each spelling out the paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kmem.slab_flags import (
+    SLAB_CACHE_DMA,
+    SLAB_CONSISTENCY_CHECKS,
+    SLAB_HWCACHE_ALIGN,
+    SLAB_POISON,
+    SLAB_RECLAIM_ACCOUNT,
+    SLAB_RED_ZONE,
+    SLAB_STORE_USER,
+    SLAB_TRACE,
+    SLAB_TYPESAFE_BY_RCU,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SYS_KERNEL_SLAB = FIXTURES / "sys_kernel_slab_6.18_2cpu.json"
+KMALLOC_TRACE_PAIRS = FIXTURES / "kmalloc_trace_pairs_6.18.txt"
+
+TRACES = FIXTURES / "traces"
+LS_TRACE = TRACES / "kmem-6.18-ls.txt.xz"
+DD_TRACE = TRACES / "kmem-6.18-dd-first15000.txt.xz"
+PERF_SCRIPT = TRACES / "perf" / "script.txt.xz"
+OLD_KERNELS = TRACES / "old-kernels.txt"
+TRACE_CMD = TRACES / "trace-cmd-report.txt"
+
+# /sys/kernel/slab/<cache>/<file> holding 1 when the cache has that SLAB_* flag.
+SYSFS_FLAG_FILES = {
+    "sanity_checks": SLAB_CONSISTENCY_CHECKS,
+    "red_zone": SLAB_RED_ZONE,
+    "poison": SLAB_POISON,
+    "store_user": SLAB_STORE_USER,
+    "trace": SLAB_TRACE,
+    "reclaim_account": SLAB_RECLAIM_ACCOUNT,
+    "hwcache_align": SLAB_HWCACHE_ALIGN,
+    "cache_dma": SLAB_CACHE_DMA,
+    "destroy_by_rcu": SLAB_TYPESAFE_BY_RCU,
+}
