@@ -11,19 +11,27 @@ Field layouts of Linux 6.x (``name=`` and ``accounted=`` present) and of older k
 no ``name=``, no ``node=``/``accounted=``, ``*_node`` events, call sites as raw addresses, module
 suffixes such as ``call_site=f+0x9e/0x160 [nf_conntrack]``) are all read.
 
-Design, for speed: a line is split once; the event token is found by position (index 4 in
-ftrace and perf script lines; trace-cmd's, which lack the irq-flags column, get a placeholder
-inserted) and dispatched through a dict to the inline fast path of its 6.x layout. There, every
-field with few distinct values (sizes, names, call sites, gfp flags, node, order, migratetype,
-accounted) is looked up whole (``"bytes_req=192"``) in memo tables that the slow path fills with
-values it has validated: one dict lookup checks the key, validates and converts the value (int()
-per field would cost several times more). Pointers stay text (their length is checked, which
-catches truncation); pfns are converted. A memo miss, an older layout, a task name with spaces,
-a module suffix or a malformed line drops to one named slow path that parses ``key=value``
-fields generically, validates every value (hex pointers, known gfp flag names, ranges) and
-teaches the memo tables. The memo tables are bounded (MAX_MEMO tokens); past that the slow path
-still reads every line. The fast path checks the timestamp's shape only (a "." six digits from
-its end); the slow path converts it.
+Design, for speed: a line is split at most six times, which leaves the first field (``call_site=``,
+or ``page=`` of a page event) in t[5] and the rest of the line in t[6]: the pointer (or pfn) and
+the line's *tail*, every field after it. The event token (t[4] in ftrace and perf script lines;
+trace-cmd's, which lack the irq-flags column, get a placeholder inserted) is looked up in a dict;
+then the call_site token and the tail are looked up whole in memo tables that the slow path
+filled with what it validated. One lookup of a tail checks, validates and converts every field
+it holds (name, sizes, gfp flags, node, accounted; order and migratetype of a page event): a
+trace repeats a few hundred distinct tails, with new pointers, pfns and timestamps. Pointers stay
+text (16 hex digits, or 0x and 16: their length is checked, which catches truncation); pfns are
+converted. This works for every layout a kernel prints, 6.x or older, once the slow path has
+read one line with that tail.
+
+The inline loop reads ftrace and perf script lines with microsecond timestamps and 16-digit (or
+0x and 16) pointers; anything else goes to _slow_event. That first tries the memo tables again
+with any pointer spelling (``(nil)``, 8 digits), any timestamp precision and trace-cmd's shape
+(``_fast_event``); a memo miss, a task name with spaces, a module suffix or a malformed line
+then goes to the slow path, which parses ``key=value`` fields generically, validates every value
+(hex pointers, known gfp flag names, ranges) and teaches the memo tables the line's tail, but only
+if ``_fast_event`` then reads that line exactly as the slow path did. The memo tables are bounded
+(MAX_MEMO entries); past that the slow path still reads every line. The inline loop checks the
+timestamp's shape only (a "." six digits before its colon); the other paths convert it.
 
 Invariant (tested on every fixture line): the fast path yields exactly what the slow path yields.
 
@@ -40,7 +48,7 @@ from __future__ import annotations
 import lzma
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from kmem.errors import InvalidArgumentError
 from kmem.slab_flags import GFP_FLAG_NAMES
@@ -103,10 +111,7 @@ _CPU_TOKEN: Final = re.compile(r"\[(\d+)\]")
 _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
 MAX_BAD_EXAMPLES: Final = 20
 MAX_MEMO: Final = 1 << 17
-_INT_FIELDS: Final = frozenset(
-    {"bytes_req", "bytes_alloc", "node", "order", "migratetype", "percpu_refill"}
-)
-_STR_FIELDS: Final = frozenset({"call_site", "name", "gfp_flags"})
+_NULL16: Final = "0" * 16  # a hashed NULL pointer
 
 _SLAB_ALLOC_REQUIRED: Final = ("call_site", "ptr", "bytes_req", "bytes_alloc", "gfp_flags")
 
@@ -121,14 +126,6 @@ def _event_kinds() -> dict[str, int]:
 
 
 _EVENT_TOKENS: Final = _event_kinds()
-# The events read inline by the fast loop (their 6.x layouts), by event token.
-_FAST_KINDS: Final = {
-    token: kind
-    for token, kind in _EVENT_TOKENS.items()
-    if kind in (KMALLOC, KMEM_CACHE_ALLOC, KFREE, KMEM_CACHE_FREE, MM_PAGE_ALLOC, MM_PAGE_FREE,
-                MM_PAGE_FREE_BATCHED, MM_PAGE_ALLOC_ZONE_LOCKED, MM_PAGE_PCPU_DRAIN)
-    and not token.startswith(("mm_pagevec", "mm_page_free_d"))
-}
 _CPU_TOKENS: Final = {f"[{cpu:03d}]": cpu for cpu in range(8192)}
 
 
@@ -150,10 +147,15 @@ class TraceParser:
         self.bad_examples: list[TraceFormatError] = []
         self.other_events: dict[str, int] = {}
         self._counts = [0] * len(EVENT_NAMES)
-        # Memo tables of the fast path: whole field token -> its validated value, filled by the
-        # slow path ("bytes_req=192" -> 192, "name=filp" -> "filp"). Bounded by MAX_MEMO.
-        self._ints: dict[str, int] = {}
+        # Memo tables of the fast path, filled by the slow path with what it validated, bounded
+        # by MAX_MEMO entries in all: whole call_site= and gfp_flags= tokens -> their value;
+        # per event kind, a line's tail (its text after the pointer or pfn) -> the event's
+        # columns it determines: slab events NAME..MIGRATETYPE, page events (gfp, order,
+        # migratetype, what pfn 0 reads as).
         self._strs: dict[str, str] = {}
+        self._tails: list[dict[str, tuple[Any, ...]]] = [{} for _ in EVENT_NAMES]
+        self._memo_size = 0
+        self._not_lines = 0  # comments, blank lines and trace-cmd headers: not counted as lines
 
     @property
     def events(self) -> dict[str, int]:
@@ -164,111 +166,64 @@ class TraceParser:
 
     def parse(self, lines: Iterable[str]) -> Iterator[TraceEvent]:
         """Yield one event tuple per kmem event line of ``lines``, in trace order."""
-        # The hot loop: every name below is a local, every 6.x event is read inline (no call).
-        # Fields with few distinct values (sizes, names, call sites, gfp flags, node, order...)
-        # are looked up whole in memo tables filled by the validating slow path: one dict
-        # lookup checks the key, validates the value and converts it. A miss (KeyError) or any
-        # other doubt sends the line to _slow_line, which parses it fully or says what is wrong.
-        kinds = _FAST_KINDS
+        # The hot loop: every name below is a local and a known line is read inline (no call).
+        # A line is split at most 6 times: t[5] is the first field (call_site=, or page= of a
+        # page event) and t[6] the rest, "ptr=<16 hex> <tail>" or "pfn=0x<hex> <tail>". The
+        # tail (the text after the pointer or pfn, newline included) and the call_site token
+        # are looked up whole in memo tables that the validating slow path filled: one dict
+        # lookup checks, validates and converts every other field of the line. A miss
+        # (KeyError) or any other doubt sends the line to _slow_event, which parses it fully,
+        # says what is wrong with it, or teaches the memo tables its tail.
+        kinds = _EVENT_TOKENS
         cpus = _CPU_TOKENS
-        ints = self._ints
-        strs = self._strs
-        nulls = _NULLS
+        call_sites = self._strs
+        tails = self._tails
         counts = self._counts
-        slow = self._slow_line
-        number = nlines = 0
+        slow = self._slow_event
+        not_lines = self._not_lines
+        number = 0
         try:
             for number, line in enumerate(lines, 1):
-                t = line.split()
-                n = len(t)
-                # t[3] is the timestamp, "10308.077785:": its shape is checked, not converted.
-                kind = kinds.get(t[4], -1) if n > 6 and t[3][-8:-7] == "." else -1
-                if kind < 0 and n > 5 and t[2][-1:] == ":" and t[3] in kinds:
-                    # trace-cmd report: no irq-flags column: give it one.
-                    t.insert(2, ".")
-                    n += 1
+                t = line.split(None, 6)
+                try:
                     kind = kinds[t[4]]
-                event: TraceEvent | None = None
-                if kind >= 0:
                     cpu = cpus.get(t[1])
                     if cpu is None:
-                        cpu = cpus.get(t[2], -1)
-                    try:
-                        if kind == KMEM_CACHE_ALLOC:
-                            # call_site= ptr= name= bytes_req= bytes_alloc= gfp_flags= node=
-                            # accounted=
-                            if n == 13 and cpu >= 0 and t[6][:4] == "ptr=" and ints[t[12]] >= 0:
-                                ptr = t[6][4:]
-                                event = (KMEM_CACHE_ALLOC, cpu, t[3], strs[t[5]],
-                                         NULL_PTR if ptr in nulls else ptr, strs[t[7]],
-                                         ints[t[8]], ints[t[9]], strs[t[10]], ints[t[11]],
-                                         -1, -1, -1)
-                        elif kind == KMEM_CACHE_FREE:
-                            # call_site= ptr= name=
-                            if n == 8 and cpu >= 0 and t[6][:4] == "ptr=":
-                                ptr = t[6][4:]
-                                event = (KMEM_CACHE_FREE, cpu, t[3], strs[t[5]],
-                                         NULL_PTR if ptr in nulls else ptr, strs[t[7]], 0, 0, "",
-                                         -1, -1, -1, -1)
-                        elif kind == KFREE:
-                            # call_site= ptr=   (16 hex digits, or 0x and 16: not truncated)
-                            ptr = t[6]
-                            if (n == 7 and cpu >= 0 and ptr[:4] == "ptr="
-                                    and (len(ptr) == 20 or len(ptr) == 22)):
-                                ptr = ptr[4:]
-                                event = (KFREE, cpu, t[3], strs[t[5]],
-                                         NULL_PTR if ptr in nulls else ptr, "", 0, 0, "",
-                                         -1, -1, -1, -1)
-                        elif kind == KMALLOC:
-                            # call_site= ptr= bytes_req= bytes_alloc= gfp_flags= node= accounted=
-                            if n == 12 and cpu >= 0 and t[6][:4] == "ptr=" and ints[t[11]] >= 0:
-                                ptr = t[6][4:]
-                                event = (KMALLOC, cpu, t[3], strs[t[5]],
-                                         NULL_PTR if ptr in nulls else ptr, "",
-                                         ints[t[7]], ints[t[8]], strs[t[9]], ints[t[10]],
-                                         -1, -1, -1)
-                        elif kind == MM_PAGE_ALLOC:
-                            # page= pfn= order= migratetype= gfp_flags=
-                            if n == 10 and cpu >= 0 and t[6][:6] == "pfn=0x":
-                                pfn = int(t[6][6:], 16)
-                                event = (MM_PAGE_ALLOC, cpu, t[3], "", "", "", 0, 0, strs[t[9]],
-                                         -1, pfn if pfn else -1, ints[t[7]], ints[t[8]])
-                        elif kind <= MM_PAGE_FREE_BATCHED:
-                            # mm_page_free, mm_page_free_batched: page= pfn= order=
-                            if n == 8 and cpu >= 0 and t[6][:6] == "pfn=0x":
-                                event = (kind, cpu, t[3], "", "", "", 0, 0, "", -1,
-                                         int(t[6][6:], 16), ints[t[7]], -1)
-                        elif (n == 10 - (kind == MM_PAGE_PCPU_DRAIN) and cpu >= 0
-                              and t[6][:6] == "pfn=0x" and (n == 9 or ints[t[9]] >= 0)):
-                            # mm_page_alloc_zone_locked: page= pfn= order= migratetype=
-                            # percpu_refill=; mm_page_pcpu_drain: page= pfn= order= migratetype=
-                            event = (kind, cpu, t[3], "", "", "", 0, 0, "", -1, int(t[6][6:], 16),
-                                     ints[t[7]], ints[t[8]])
-                    except (ValueError, KeyError):
-                        event = None
-                if event is None:
-                    if not t or t[0][0] == "#":
+                        cpu = cpus[t[2]]  # perf script: "comm  pid [cpu]"
+                    if t[3][-8::7] != ".:":  # the timestamp's shape: "10308.077785:"
+                        raise KeyError
+                    rest = t[6]
+                    if kind <= KMEM_CACHE_FREE:
+                        # hashed (16 hex digits) or raw (0x and 16) pointers
+                        end = 22 if rest[5] == "x" else 20
+                        ptr = rest[4:end]
+                        if rest[:4] != "ptr=" or len(ptr) != end - 4:  # (truncated)
+                            raise KeyError
+                        event = (kind, cpu, t[3], call_sites[t[5]],
+                                 NULL_PTR if ptr == _NULL16 else ptr) + tails[kind][rest[end:]]
+                    else:
+                        end = rest.find(" ")
+                        if rest[:6] != "pfn=0x":
+                            raise KeyError
+                        pfn = int(rest[6:end], 16)
+                        memo = tails[kind][rest[end:]]  # (gfp, order, migratetype, pfn 0 as)
+                        event = (kind, cpu, t[3], "", "", "", 0, 0, memo[0], -1,
+                                 pfn or memo[3], memo[1], memo[2])
+                except (KeyError, IndexError, ValueError):
+                    slow_event = slow(number, line)
+                    if slow_event is None:
                         continue
-                    try:
-                        event = slow(t)
-                    except (_Bad, ValueError, IndexError, KeyError) as error:
-                        nlines += 1
-                        self._reject(number, line, error)
-                        continue
-                    if event is None:
-                        if t[0].startswith(_NOT_EVENT_LINES):
-                            continue  # a trace-cmd report header line
-                        nlines += 1
-                        continue
-                nlines += 1
-                counts[event[0]] += 1
+                    event = slow_event
+                    kind = event[0]
+                counts[kind] += 1
                 yield event
         except (EOFError, OSError, lzma.LZMAError) as error:
             raise TraceFileError(
                 f"the trace stream broke off after line {number}: {error}"
             ) from error
         finally:
-            self.lines += nlines
+            # Every line read is counted but comments, blank lines and trace-cmd headers.
+            self.lines += number - (self._not_lines - not_lines)
 
     def _reject(self, number: int, line: str, error: Exception) -> None:
         """Count the bad line (with --skip-bad) or raise a TraceFormatError naming it."""
@@ -290,16 +245,102 @@ class TraceParser:
         return flags
 
     def _learn(self, fields: dict[str, str]) -> None:
-        """Remember the validated fields of a line the slow path accepted, for the fast path."""
-        if len(self._ints) + len(self._strs) >= MAX_MEMO:
-            return  # a pathological trace: the slow path still reads every line
-        for key, value in fields.items():
-            if key in _INT_FIELDS:
-                self._ints[f"{key}={value}"] = int(value)
-            elif key == "accounted":
-                self._ints[f"{key}={value}"] = value == "true"
-            elif key in _STR_FIELDS and " " not in value:
-                self._strs[f"{key}={value}"] = value
+        """Remember the validated call_site= and gfp_flags= tokens of an accepted line."""
+        strs = self._strs
+        for key in ("call_site", "gfp_flags"):
+            value = fields.get(key)
+            if value is not None and " " not in value and self._memo_size < MAX_MEMO:
+                token = f"{key}={value}"
+                if token not in strs:
+                    strs[token] = value
+                    self._memo_size += 1
+
+    # -- between the paths ---------------------------------------------------------------------
+
+    def _slow_event(self, number: int, line: str) -> TraceEvent | None:
+        """A line the fast loop could not read: its event, or None (skipped, or counted bad)."""
+        t = line.split()
+        if not t or t[0][0] == "#":
+            self._not_lines += 1
+            return None
+        # First the memo tables again, for the shapes the fast loop leaves out: trace-cmd lines
+        # (no irq-flags column: a placeholder for it makes them read like ftrace lines), NULL
+        # pointers spelt "(nil)", and pointers of other lengths.
+        shaped = line.split(None, 5)
+        if len(shaped) == 6 and shaped[2][-1:] == ":" and shaped[3] in _EVENT_TOKENS:
+            shaped.insert(2, ".")
+        else:
+            shaped = line.split(None, 6)
+        try:
+            return self._fast_event(shaped)
+        except (KeyError, IndexError, ValueError):
+            pass
+        try:
+            event = self._slow_line(t)
+        except (_Bad, ValueError, IndexError, KeyError) as error:
+            self._reject(number, line, error)
+            return None
+        if event is None:
+            if t[0].startswith(_NOT_EVENT_LINES):
+                self._not_lines += 1  # a trace-cmd report header line
+            return None
+        self._learn_tail(shaped, event)
+        return event
+
+    def _fast_event(self, t: list[str]) -> TraceEvent:
+        """The memo tables' reading of a line split in seven: what parse() does inline, for any
+        pointer spelling. Raises KeyError, IndexError or ValueError where the memo cannot tell."""
+        kind = _EVENT_TOKENS[t[4]]
+        cpu = _CPU_TOKENS.get(t[1])
+        if cpu is None:
+            cpu = _CPU_TOKENS[t[2]]
+        if t[3][-1:] != ":":
+            raise KeyError
+        float(t[3][:-1])  # any precision (trace-cmd prints nanoseconds)
+        rest = t[6]
+        if kind <= KMEM_CACHE_FREE:
+            ptr, tail = _pointer_and_tail(rest)
+            return (kind, cpu, t[3], self._strs[t[5]], ptr) + self._tails[kind][tail]
+        end = rest.find(" ")
+        if rest[:6] != "pfn=0x":
+            raise KeyError
+        pfn = int(rest[6:end], 16)
+        memo = self._tails[kind][rest[end:]]
+        return (kind, cpu, t[3], "", "", "", 0, 0, memo[0], -1, pfn or memo[3], memo[1],
+                memo[2])
+
+    def _learn_tail(self, t: list[str], event: TraceEvent) -> None:
+        """Teach the fast path the tail of a line the slow path accepted, if the fast path then
+        reads the line exactly as the slow path did (else it stays a slow-path line)."""
+        kind = event[0]
+        if len(t) != 7 or t[4] not in _EVENT_TOKENS or self._memo_size >= MAX_MEMO:
+            return
+        rest = t[6]
+        value: tuple[Any, ...]
+        if kind <= KMEM_CACHE_FREE:
+            try:
+                tail = _pointer_and_tail(rest)[1]
+            except KeyError:
+                return
+            value = event[5:]
+        else:
+            end = rest.find(" ")
+            if end < 0:
+                return
+            tail = rest[end:]
+            value = (event[8], event[11], event[12], -1 if kind == MM_PAGE_ALLOC else 0)
+        table = self._tails[kind]
+        if tail in table:
+            return
+        table[tail] = value
+        try:
+            same = self._fast_event(t) == event
+        except (KeyError, IndexError, ValueError):
+            same = False
+        if same:
+            self._memo_size += 1
+        else:
+            del table[tail]
 
     # -- slow path: any layout, full validation ----------------------------------------------
 
@@ -382,11 +423,25 @@ def _ptr(fields: dict[str, str]) -> str:
         value = fields["ptr"]
     except KeyError:
         raise _Bad("missing ptr= (truncated line?)") from None
-    if value in _NULLS:
-        return NULL_PTR
-    if not _HEX_PTR.fullmatch(value) or (value[:2] != "0x" and len(value) not in (8, 16)):
+    if not _is_pointer(value):
         raise _Bad(f"bad pointer ptr={value!r}")
-    return value
+    return NULL_PTR if value in _NULLS else value
+
+
+def _is_pointer(value: str) -> bool:
+    """A NULL spelling, 0x and hex digits, or 8 or 16 hex digits (hashed %p)."""
+    return value in _NULLS or (bool(_HEX_PTR.fullmatch(value)) and (
+        value[:2] == "0x" or len(value) in (8, 16)))
+
+
+def _pointer_and_tail(rest: str) -> tuple[str, str]:
+    """"ptr=<pointer> <tail>" -> (the pointer as an event holds it, the tail from the space on);
+    KeyError if it is no pointer field."""
+    first = rest.split(None, 1)[0]
+    value = first[4:]
+    if first[:4] != "ptr=" or not _is_pointer(value):
+        raise KeyError(first)
+    return NULL_PTR if value in _NULLS else value, rest[len(first):]
 
 
 def _slab_event(
