@@ -8,11 +8,11 @@ record-kmem-trace; tests/fixtures/sys_kernel_slab_6.18_2cpu.json its /sys/kernel
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
+from fixture_files import KMALLOC_TRACE_PAIRS, SYS_KERNEL_SLAB
 from kmem import InvalidArgumentError, InvalidTypeError
 from kmem.kmalloc_sizes import (
     KMALLOC_BOOT_CACHES,
@@ -45,14 +45,10 @@ from kmem.slab_flags import (
 )
 from kmem.slab_geometry import calculate_geometry
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TRACE_PAIRS = FIXTURES / "kmalloc_trace_pairs_6.18.txt"
-SYS_SLAB = FIXTURES / "sys_kernel_slab_6.18_2cpu.json"
-
 
 def _trace_pairs() -> list[tuple[int, int, str]]:
     rows = []
-    for line in TRACE_PAIRS.read_text().splitlines():
+    for line in KMALLOC_TRACE_PAIRS.read_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         req, alloc, gfp = line.split()
@@ -184,7 +180,7 @@ def test_larger_pages_scale_the_classes() -> None:
 
 
 def _sys_slab() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(SYS_SLAB.read_text())
+    data: dict[str, Any] = json.loads(SYS_KERNEL_SLAB.read_text())
     return data
 
 
