@@ -129,8 +129,10 @@ def test_kmem_html_recognises_a_trace(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["html", str(TRACE), "-o", str(out), "--frames", "10", "--memory", "64M"]) == 0
     document = embedded(out.read_text())
     assert str(document["title"]).startswith("kmem: trace ")
-    assert main(["html", str(TRACE), "--memory", "lots"]) == 2
-    assert "--memory: bad size 'lots'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        main(["html", str(TRACE), "--memory", "lots"])
+    assert exit_status.value.code == 2
+    assert "argument --memory: bad size 'lots'" in capsys.readouterr().err
 
 
 def test_blocks_are_encoded_compactly_and_losslessly() -> None:

@@ -280,16 +280,24 @@ def test_replay_command_rejects_a_negative_caches_count(
     assert "use a .png or .svg file name" in capsys.readouterr().err
 
 
-def test_memory_sizes() -> None:
-    from kmem.commands.replay import parse_size
+def test_memory_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
 
-    assert parse_size("1G") == 1 << 30
-    assert parse_size("512M") == parse_size("512MiB") == 512 << 20
-    assert parse_size("65536") == 65536
-    assert parse_size("1T") == 1 << 40
+    from kmem.commands import size_argument
+
+    assert size_argument("1G") == 1 << 30
+    assert size_argument("512M") == size_argument("512MiB") == 512 << 20
+    assert size_argument("65536") == 65536
+    assert size_argument("1T") == 1 << 40
     for bad in ("lots", "0", "1.5", "-1G"):  # kmem.scenario.parse_size's rules
-        with pytest.raises(InvalidArgumentError, match="bad memory size"):
-            parse_size(bad)
+        with pytest.raises(argparse.ArgumentTypeError, match="size"):
+            size_argument(bad)
+    # Every command words a bad size the same: an argparse usage error, exit status 2.
+    for command in (["replay", "-"], ["html"], ["slabinfo"], ["demo"]):
+        with pytest.raises(SystemExit) as exit_status:
+            main([*command, "--memory", "lots"])
+        assert exit_status.value.code == 2
+        assert "argument --memory: bad size 'lots'" in capsys.readouterr().err
 
 
 def test_replay_and_stat_read_stdin(monkeypatch: pytest.MonkeyPatch,

@@ -50,17 +50,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from kmem.buddy import BuddyAllocator
 
-STEP_KINDS = ("round", "take", "split", "alloc", "free", "merge", "place")
+# The kinds of step (module docstring): a Literal, so that mypy checks every comparison with one.
+StepKind = Literal["round", "take", "split", "alloc", "free", "merge", "place"]
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
     """One thing the allocator did: ``kind`` (see the module docstring) on a block, in words."""
 
-    kind: str
+    kind: StepKind
     pfn: int
     order: int
     text: str

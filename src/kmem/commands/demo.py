@@ -10,9 +10,9 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.text import Text
 
+from kmem.commands import size_argument
 from kmem.demo import Demo, DemoStep, run_demo
 from kmem.explain import format_size
-from kmem.scenario import parse_size
 
 _STYLES = {
     "free": "black on green3",
@@ -23,13 +23,6 @@ _STYLES = {
 _WIDTH = 64
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -37,11 +30,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="The seed example: a 256 KB segment serves a 21 KB request (rounded to "
         "32 KB) by splitting into buddies, then the free coalesces them back.",
     )
-    parser.add_argument("--memory", type=_size, default=256 * 1024, metavar="SIZE",
+    parser.add_argument("--memory", type=size_argument, default=256 * 1024, metavar="SIZE",
                         help="segment size, a power-of-two number of pages (default 256K)")
-    parser.add_argument("--request", type=_size, default=21 * 1024, metavar="SIZE",
+    parser.add_argument("--request", type=size_argument, default=21 * 1024, metavar="SIZE",
                         help="bytes requested (default 21K)")
-    parser.add_argument("--page-size", type=_size, default=4096, metavar="SIZE",
+    parser.add_argument("--page-size", type=size_argument, default=4096, metavar="SIZE",
                         help="page size, a power of two (default 4K)")
     parser.add_argument("--json", action="store_true", help="print the steps as JSON")
     parser.set_defaults(func=main)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from kmem.commands import size_argument
 from kmem.errors import InvalidArgumentError
 from kmem.html_page import write_page
-from kmem.scenario import parse_size
 from kmem.snapshot import DEFAULT_TRACE_FRAMES, DEFAULT_TRACE_MEMORY, document_for
 
 
@@ -21,7 +21,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
                       help="read INPUT as a trace (default: guessed from its contents)")
     kind.add_argument("--scenario", dest="input_kind", action="store_const", const="scenario",
                       help="read INPUT as a scenario")
-    parser.add_argument("--memory", default=f"{DEFAULT_TRACE_MEMORY >> 20}M",
+    parser.add_argument("--memory", type=size_argument, default=DEFAULT_TRACE_MEMORY,
+                        metavar="SIZE",
                         help="for a trace: memory of the machine it replays on"
                              f" (default {DEFAULT_TRACE_MEMORY >> 20}M)")
     parser.add_argument("--policy", choices=("slub", "slab"), default="slub",
@@ -33,13 +34,9 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 
 def document_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The snapshot document the shared arguments ask for."""
-    try:
-        memory = parse_size(args.memory)
-    except ValueError as error:
-        raise InvalidArgumentError(f"--memory: {error}") from None
     if args.frames < 1:
         raise InvalidArgumentError(f"--frames must be at least 1, got {args.frames}")
-    return document_for(args.input, args.input_kind, args.frames, memory, args.policy)
+    return document_for(args.input, args.input_kind, args.frames, args.memory, args.policy)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,21 +12,13 @@ from typing import IO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from kmem import scenario
+from kmem.commands import size_argument
 from kmem.errors import InvalidArgumentError
 from kmem.plot import picture_path
 from kmem.trace.parse import TraceParser
 from kmem.trace.replay import Replayer, parse_layers
 from kmem.trace.report import plot_replay, print_replay
 from kmem.trace.source import TraceFileError, open_trace
-
-
-def parse_size(text: str) -> int:
-    """--memory: '1G' -> 1073741824, by kmem.scenario.parse_size (K, M, G, T, optional B/iB)."""
-    try:
-        return scenario.parse_size(text.strip())
-    except InvalidArgumentError:
-        raise InvalidArgumentError(f"bad memory size {text!r} (try 512M, 4G)") from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="slab allocator policy (default slub)")
     parser.add_argument("--nr-cpus", type=int, default=2,
                         help="CPUs of kmem's slab layer; trace CPUs map modulo (default 2)")
-    parser.add_argument("--memory", default="1G", help="kmem's memory size (default 1G)")
+    parser.add_argument("--memory", type=size_argument, default="1G", metavar="SIZE",
+                        help="kmem's memory size (default 1G)")
     parser.add_argument("--max-order", type=int, default=10, help="buddy MAX_PAGE_ORDER (10)")
     parser.add_argument("--every", type=int, default=1000,
                         help="sample memory and fragmentation every N events (default 1000)")
@@ -78,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         picture_path(args.plot)  # a bad file name fails now, not after the replay
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.nr_cpus,
-                        memory=parse_size(args.memory), max_order=args.max_order)
+                        memory=args.memory, max_order=args.max_order)
     parser = TraceParser(skip_bad=args.skip_bad)
     show_progress = (not args.no_progress and not args.json and args.trace != "-"
                      and sys.stderr.isatty())

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from kmem.commands import size_argument
 from kmem.errors import InvalidArgumentError
-from kmem.scenario import parse_size
 from kmem.slab_report import format_slabinfo, sysfs_attributes, workload_allocator
 
 if TYPE_CHECKING:
@@ -25,14 +25,15 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=("slub", "slab"), default="slub",
                         help="slab policy of the built-in workload (default: slub)")
     parser.add_argument("--cpus", type=int, default=2, help="simulated CPUs (default: 2)")
-    parser.add_argument("--memory", default="64M", help="memory size (default: 64M)")
+    parser.add_argument("--memory", type=size_argument, default="64M", metavar="SIZE",
+                        help="memory size (default: 64M)")
     parser.add_argument("--seed", type=int, default=1, help="workload random seed (default: 1)")
 
 
 def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
     """The SlabAllocator after the workload the options of add_workload_arguments name."""
     return workload_allocator(scenario=args.scenario, policy=args.policy, nr_cpus=args.cpus,
-                              memory=parse_size(args.memory), seed=args.seed)
+                              memory=args.memory, seed=args.seed)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
