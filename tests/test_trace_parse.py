@@ -305,3 +305,21 @@ def test_memo_tables_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [e[BYTES_REQ] for e in events] == list(range(200))
     assert parser._memo_size <= 50
     assert sum(map(len, parser._tails)) + len(parser._strs) <= 50
+
+
+def test_call_sites_in_modules_take_the_fast_path_once_known(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module_line = KMALLOC.replace("call_site=f+0x1/0x2", "call_site=nf_ct_ext_add+0x9e/0x160"
+                                  " [nf_conntrack]")
+    other_pointer = module_line.replace("45f49f41", "12345678")
+    parser = TraceParser()
+    (first,) = parser.parse([module_line])
+    assert first[CALL_SITE] == "nf_ct_ext_add+0x9e/0x160 [nf_conntrack]"
+    calls = _count_slow_calls(parser, monkeypatch)
+    (second,) = parser.parse([other_pointer])
+    assert calls[0] == 0
+    assert second == (*first[:PTR], "0000000012345678", *first[PTR + 1:])
+    # An unclosed module bracket is still a bad line, whatever the memo tables know.
+    with pytest.raises(TraceFormatError):
+        list(parser.parse([module_line.replace("[nf_conntrack]", "[nf_conntrack")]))

@@ -25,13 +25,15 @@ read one line with that tail.
 
 The inline loop reads ftrace and perf script lines with microsecond timestamps and 16-digit (or
 0x and 16) pointers; anything else goes to _slow_event. That first tries the memo tables again
-with any pointer spelling (``(nil)``, 8 digits), any timestamp precision and trace-cmd's shape
-(``_fast_event``); a memo miss, a task name with spaces, a module suffix or a malformed line
-then goes to the slow path, which parses ``key=value`` fields generically, validates every value
-(hex pointers, known gfp flag names, ranges) and teaches the memo tables the line's tail, but only
-if ``_fast_event`` then reads that line exactly as the slow path did. The memo tables are bounded
-(MAX_MEMO entries); past that the slow path still reads every line. The inline loop checks the
-timestamp's shape only (a "." six digits before its colon); the other paths convert it.
+with any pointer spelling (``(nil)``, 8 digits), call sites in modules (``f+0x9e/0x160
+[nf_conntrack]``), any timestamp precision and trace-cmd's shape (``_fast_event``); a memo miss,
+a task name with spaces or a malformed line then goes to the slow path, which parses
+``key=value`` fields generically, validates every value (hex pointers, known gfp flag names,
+ranges) and teaches the memo tables the line's tail, but only if ``_fast_event`` then reads that
+line exactly as the slow path did. The memo tables are bounded (MAX_MEMO entries); past that the
+slow path still reads every line. The inline loop checks the timestamp's shape only (a "." six
+digits before its colon) and a pointer's length, not its digits; the other paths convert the
+timestamp.
 
 Invariant (tested on every fixture line): the fast path yields exactly what the slow path yields.
 
@@ -249,7 +251,8 @@ class TraceParser:
         strs = self._strs
         for key in ("call_site", "gfp_flags"):
             value = fields.get(key)
-            if value is not None and " " not in value and self._memo_size < MAX_MEMO:
+            # (a call site in a module has a space: "f+0x9e/0x160 [nf_conntrack]")
+            if value is not None and self._memo_size < MAX_MEMO:
                 token = f"{key}={value}"
                 if token not in strs:
                     strs[token] = value
@@ -259,22 +262,21 @@ class TraceParser:
 
     def _slow_event(self, number: int, line: str) -> TraceEvent | None:
         """A line the fast loop could not read: its event, or None (skipped, or counted bad)."""
-        t = line.split()
-        if not t or t[0][0] == "#":
+        shaped = line.split(None, 6)
+        if not shaped or shaped[0][0] == "#":
             self._not_lines += 1
             return None
         # First the memo tables again, for the shapes the fast loop leaves out: trace-cmd lines
-        # (no irq-flags column: a placeholder for it makes them read like ftrace lines), NULL
-        # pointers spelt "(nil)", and pointers of other lengths.
-        shaped = line.split(None, 5)
-        if len(shaped) == 6 and shaped[2][-1:] == ":" and shaped[3] in _EVENT_TOKENS:
+        # (no irq-flags column: a placeholder for it makes them read like ftrace lines), call
+        # sites in modules, NULL pointers spelt "(nil)", and pointers of other lengths.
+        if len(shaped) > 3 and shaped[2][-1:] == ":" and shaped[3] in _EVENT_TOKENS:
+            shaped = line.split(None, 5)
             shaped.insert(2, ".")
-        else:
-            shaped = line.split(None, 6)
         try:
             return self._fast_event(shaped)
         except (KeyError, IndexError, ValueError):
             pass
+        t = line.split()
         try:
             event = self._slow_line(t)
         except (_Bad, ValueError, IndexError, KeyError) as error:
@@ -297,10 +299,10 @@ class TraceParser:
         if t[3][-1:] != ":":
             raise KeyError
         float(t[3][:-1])  # any precision (trace-cmd prints nanoseconds)
-        rest = t[6]
+        call_site, rest = _call_site_and_rest(t)
         if kind <= KMEM_CACHE_FREE:
             ptr, tail = _pointer_and_tail(rest)
-            return (kind, cpu, t[3], self._strs[t[5]], ptr) + self._tails[kind][tail]
+            return (kind, cpu, t[3], self._strs[call_site], ptr) + self._tails[kind][tail]
         end = rest.find(" ")
         if rest[:6] != "pfn=0x":
             raise KeyError
@@ -315,15 +317,15 @@ class TraceParser:
         kind = event[0]
         if len(t) != 7 or t[4] not in _EVENT_TOKENS or self._memo_size >= MAX_MEMO:
             return
-        rest = t[6]
         value: tuple[Any, ...]
         if kind <= KMEM_CACHE_FREE:
             try:
-                tail = _pointer_and_tail(rest)[1]
-            except KeyError:
+                tail = _pointer_and_tail(_call_site_and_rest(t)[1])[1]
+            except (KeyError, ValueError):
                 return
             value = event[5:]
         else:
+            rest = t[6]
             end = rest.find(" ")
             if end < 0:
                 return
@@ -432,6 +434,18 @@ def _is_pointer(value: str) -> bool:
     """A NULL spelling, 0x and hex digits, or 8 or 16 hex digits (hashed %p)."""
     return value in _NULLS or (bool(_HEX_PTR.fullmatch(value)) and (
         value[:2] == "0x" or len(value) in (8, 16)))
+
+
+def _call_site_and_rest(t: list[str]) -> tuple[str, str]:
+    """(the call_site= token, the rest of the line) of a line split in seven, with the module
+    of a call site in a module moved from the rest into the token:
+    "call_site=f+0x9e/0x160", "[nf_conntrack] ptr=..." -> "call_site=f+0x9e/0x160 [nf_conntrack]",
+    "ptr=..." (ValueError if the bracket is not closed)."""
+    rest = t[6]
+    if rest[:1] != "[":
+        return t[5], rest
+    end = rest.index("] ") + 1
+    return f"{t[5]} {rest[:end]}", rest[end + 1:]
 
 
 def _pointer_and_tail(rest: str) -> tuple[str, str]:
