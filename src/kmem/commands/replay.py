@@ -15,8 +15,10 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from kmem.commands import size_argument
 from kmem.errors import InvalidArgumentError
 from kmem.plot import picture_path
+from kmem.trace import pipeline
 from kmem.trace.parse import TraceParser
-from kmem.trace.replay import Replayer, parse_layers
+from kmem.trace.pipeline import ParserProcess
+from kmem.trace.replay import Replayer, ReplayResult, parse_layers
 from kmem.trace.report import plot_replay, print_replay
 from kmem.trace.source import TraceFileError, open_trace
 
@@ -51,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--caches", type=int, default=20, metavar="N",
                         help="slabinfo rows to show, largest caches first (0: all; default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--serial", action="store_true",
+                        help="parse in this process (default for a file: a second process"
+                        " parses while this one replays)")
     parser.set_defaults(func=run)
 
 
@@ -64,6 +69,48 @@ def _with_progress(lines: IO[str], raw: IO[bytes], size: int, progress: Progress
     progress.update(task, completed=size)
 
 
+def _progress_bar() -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+
+
+def _replay_in_parallel(replayer: Replayer, args: argparse.Namespace, show_progress: bool
+                        ) -> tuple[ReplayResult, ParserProcess]:
+    """Parse in a child process (kmem.trace.pipeline) while this one replays."""
+    parser = ParserProcess(args.trace, skip_bad=args.skip_bad)
+    parser.start()  # before the progress bar's thread: see ParserProcess.start
+    if not show_progress:
+        return replayer.run(parser.parse(), every=args.every, parser=parser), parser
+    with _progress_bar() as progress:
+        task = progress.add_task("replaying", total=os.stat(args.trace).st_size)
+        events = parser.parse(lambda done: progress.update(task, completed=done))
+        return replayer.run(events, every=args.every, parser=parser), parser
+
+
+def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress: bool
+                     ) -> tuple[ReplayResult, TraceParser]:
+    parser = TraceParser(skip_bad=args.skip_bad)
+    if args.trace == "-":
+        with open_trace("-") as lines:
+            return replayer.run(parser.parse(lines), every=args.every, parser=parser), parser
+    try:
+        raw = open(args.trace, "rb")  # noqa: SIM115 - closed in the finally below
+    except OSError as error:
+        raise TraceFileError(f"cannot open trace {args.trace!r}: {error.strerror}") from error
+    try:
+        with open_trace(raw) as lines:
+            if not show_progress:
+                return (replayer.run(parser.parse(lines), every=args.every, parser=parser),
+                        parser)
+            with _progress_bar() as progress:
+                size = os.fstat(raw.fileno()).st_size
+                stream = _with_progress(lines, raw, size, progress)
+                return (replayer.run(parser.parse(stream), every=args.every, parser=parser),
+                        parser)
+    finally:
+        raw.close()
+
+
 def run(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers)
     if args.caches < 0:
@@ -72,31 +119,13 @@ def run(args: argparse.Namespace) -> int:
         picture_path(args.plot)  # a bad file name fails now, not after the replay
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.nr_cpus,
                         memory=args.memory, max_order=args.max_order)
-    parser = TraceParser(skip_bad=args.skip_bad)
     show_progress = (not args.no_progress and not args.json and args.trace != "-"
                      and sys.stderr.isatty())
-    if args.trace == "-":
-        with open_trace("-") as lines:
-            result = replayer.run(parser.parse(lines), every=args.every, parser=parser)
+    parser: ParserProcess | TraceParser
+    if args.trace != "-" and not args.serial and pipeline.available():
+        result, parser = _replay_in_parallel(replayer, args, show_progress)
     else:
-        try:
-            raw = open(args.trace, "rb")  # noqa: SIM115 - closed in the finally below
-        except OSError as error:
-            raise TraceFileError(f"cannot open trace {args.trace!r}: {error.strerror}") from error
-        try:
-            with open_trace(raw) as lines:
-                if show_progress:
-                    with Progress("[progress.description]{task.description}", BarColumn(),
-                                  DownloadColumn(), TimeRemainingColumn(),
-                                  console=Console(stderr=True), transient=True) as progress:
-                        size = os.fstat(raw.fileno()).st_size
-                        stream = _with_progress(lines, raw, size, progress)
-                        result = replayer.run(parser.parse(stream), every=args.every,
-                                              parser=parser)
-                else:
-                    result = replayer.run(parser.parse(lines), every=args.every, parser=parser)
-        finally:
-            raw.close()
+        result, parser = _replay_serially(replayer, args, show_progress)
     if args.plot:
         plot_replay(result, args.plot)
     if args.json:

@@ -87,6 +87,10 @@ class TraceFormatError(InvalidArgumentError):
         self.reason = reason
         self.line = text
 
+    def __reduce__(self) -> tuple[type[TraceFormatError], tuple[int, str, str]]:
+        # Pickled whole (kmem.trace.pipeline sends it from the parsing process).
+        return (type(self), (self.line_number, self.reason, self.line))
+
 
 class _Bad(Exception):
     """Raised by the slow path with the reason a line is rejected (turned into TraceFormatError)."""

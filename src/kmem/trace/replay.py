@@ -50,7 +50,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from kmem.buddy import BuddyAllocator
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
@@ -69,7 +69,6 @@ from kmem.trace.events import (
     TraceEvent,
     event_time,
 )
-from kmem.trace.parse import TraceParser
 from kmem.trace.stat import gfp_value
 
 LAYERS: Final = ("slab", "page")
@@ -140,6 +139,13 @@ class ReplayResult:
             if final else None
         )
         return document
+
+
+class LineCounts(Protocol):
+    """What result() reads of a parser: a TraceParser, or a kmem.trace.pipeline.ParserProcess."""
+
+    lines: int
+    bad_lines: int
 
 
 def _check_layers(layers: Iterable[str]) -> tuple[str, ...]:
@@ -255,7 +261,7 @@ class Replayer:
 
     def run(self, events: Iterable[TraceEvent], every: int = 1000,
             callback: Callable[[ReplaySnapshot], object] | None = None,
-            parser: TraceParser | None = None) -> ReplayResult:
+            parser: LineCounts | None = None) -> ReplayResult:
         """Replay ``events`` to the end (calling ``callback`` with every snapshot)."""
         for snapshot in self.iter_snapshots(events, every):
             if callback is not None:
@@ -507,7 +513,7 @@ class Replayer:
             del timeline[1:-1:2]  # keep the first and last, halve the rest
         return snapshot
 
-    def result(self, parser: TraceParser | None = None) -> ReplayResult:
+    def result(self, parser: LineCounts | None = None) -> ReplayResult:
         """The replay's findings (after iter_snapshots/run); ``parser`` adds its line counts."""
         page_bytes = self.page_size
         final_used = self.buddy.nr_pages - self.buddy.nr_free_pages

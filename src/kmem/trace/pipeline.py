@@ -1,0 +1,165 @@
+"""Parsing a trace file in a child process while this process replays it: one streaming pass
+on two CPUs.
+
+Parsing and replaying cost about the same per event, and each uses one CPU in CPython. A
+ParserProcess runs a TraceParser over the file in a forked child, which sends the events in
+batches (pickled lists of event tuples) through a pipe; this process unpickles them and replays.
+The child reads ahead by at most a few batches (the pipe's buffer), so memory stays bounded, and
+the events arrive in trace order, exactly as TraceParser yields them.
+
+    parser = ParserProcess("trace.txt.xz", skip_bad=True)
+    result = Replayer().run(parser.parse(), parser=parser)
+    parser.lines, parser.bad_lines, parser.bad_examples   # TraceParser's counters, at the end
+
+Errors travel too: a malformed line's TraceFormatError (or a broken file's TraceFileError) is
+raised here at the same point of the stream as a TraceParser would raise it, after the events
+before it. Closing the event iterator early stops the child. The counters (lines, bad_lines,
+bad_examples, other_events, events) are filled in when the child has read the whole trace. A
+ParserProcess reads its trace once; ``start()`` starts the child before parse() is called (do it
+before starting threads, such as a progress bar's).
+
+Only files are read this way (a child cannot share the parent's standard input safely), and it
+needs the fork start method (Linux): ``available()`` says whether it can run here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from collections.abc import Callable, Generator, Iterator
+from itertools import islice
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, Final
+
+from kmem.errors import InvalidArgumentError, KmemError
+from kmem.trace.events import EVENT_NAMES, TraceEvent
+from kmem.trace.parse import TraceFormatError, TraceParser
+from kmem.trace.source import TraceFileError, open_trace
+
+BATCH: Final = 2048  # events a message: large enough that pickling is C-speed, small in memory
+
+
+def available() -> bool:
+    """Whether a ParserProcess can run here: the fork start method, and more than one CPU."""
+    return "fork" in multiprocessing.get_all_start_methods() and (os.cpu_count() or 1) > 1
+
+
+class ParserProcess:
+    """A TraceParser run in a child process over the trace file at ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str], *, skip_bad: bool = False) -> None:
+        self.path: Final = os.fspath(path)
+        self.skip_bad: Final = skip_bad
+        self.bytes_read = 0  # of the file (compressed bytes, as stored), for a progress bar
+        # TraceParser's counters, filled in from the child's at the end of the trace.
+        self.lines = 0
+        self.bad_lines = 0
+        self.bad_examples: list[TraceFormatError] = []
+        self.other_events: dict[str, int] = {}
+        self.events: dict[str, int] = dict.fromkeys(EVENT_NAMES, 0)
+        self._child: BaseProcess | None = None
+        self._receive: Connection | None = None
+
+    def start(self) -> None:
+        """Open the trace and start the child (parse() does it if not done yet). Start it
+        before this process starts threads (a progress bar's): a fork copies only the calling
+        thread, and a lock another thread held at that moment would stay held in the child."""
+        if self._child is not None:
+            return
+        try:
+            raw = open(self.path, "rb")  # noqa: SIM115 - the child reads it; closed below
+        except OSError as error:
+            raise TraceFileError(f"cannot open trace {self.path!r}: {error.strerror}") from error
+        with raw:
+            context = multiprocessing.get_context("fork")
+            self._receive, send = context.Pipe(duplex=False)
+            self._child = context.Process(target=_child, args=(raw, self.skip_bad, send),
+                                          daemon=True)
+            self._child.start()
+            send.close()  # the child's end: the pipe reports EOF if the child dies
+
+    def parse(self, progress: Callable[[int], object] | None = None
+              ) -> Generator[TraceEvent, None, None]:
+        """Yield the trace's events in order; ``progress(bytes_read)`` after each batch."""
+        if self._receive is not None and self._receive.closed:
+            raise InvalidArgumentError(f"this ParserProcess has read {self.path!r} already:"
+                                       " make a new one to read it again")
+        self.start()
+        child, receive = self._child, self._receive
+        assert child is not None and receive is not None
+        try:
+            loads = pickle.loads
+            while True:
+                try:
+                    message = loads(receive.recv_bytes())
+                except EOFError:
+                    child.join()
+                    raise TraceFileError(
+                        f"the parser process of {self.path!r} stopped without a word"
+                        f" (exit code {child.exitcode})") from None
+                if message[0] == "events":
+                    self.bytes_read = message[1]
+                    if progress is not None:
+                        progress(self.bytes_read)
+                    yield from message[2]
+                elif message[0] == "done":
+                    self._take_counters(message[1])
+                    return
+                else:  # "error": what the child's TraceParser raised, at this point
+                    self._take_counters(message[2])
+                    raise message[1]
+        finally:
+            receive.close()
+            if child.is_alive():
+                child.terminate()  # the caller stopped early
+            child.join()
+
+    def _take_counters(self, counters: dict[str, Any]) -> None:
+        for name, value in counters.items():
+            setattr(self, name, value)
+
+
+def _counters(parser: TraceParser) -> dict[str, Any]:
+    return {"lines": parser.lines, "bad_lines": parser.bad_lines,
+            "bad_examples": parser.bad_examples, "other_events": parser.other_events,
+            "events": parser.events}
+
+
+def _until_error(events: Iterator[TraceEvent], failure: list[KmemError]
+                 ) -> Iterator[TraceEvent]:
+    """``events`` up to a KmemError, which ends the stream and lands in ``failure``."""
+    try:
+        yield from events
+    except KmemError as error:
+        failure.append(error)
+
+
+def _child(raw: Any, skip_bad: bool, send: Connection) -> None:
+    """The child: parse, and send ("events", bytes read, batch) messages, then ("done", counters)
+    or ("error", exception, counters)."""
+    parser = TraceParser(skip_bad=skip_bad)
+    dumps = pickle.dumps
+    failure: list[KmemError] = []
+    try:
+        with open_trace(raw) as lines:
+            # The events before an error go first, so the parent raises it where a TraceParser
+            # would: after them.
+            events = _until_error(parser.parse(lines), failure)
+            while batch := list(islice(events, BATCH)):
+                send.send_bytes(dumps(("events", raw.tell(), batch), pickle.HIGHEST_PROTOCOL))
+        message: tuple[Any, ...] = (
+            ("error", failure[0], _counters(parser)) if failure else ("done", _counters(parser)))
+    except Exception as error:  # a bug: say so in the parent rather than hang or vanish
+        message = ("error", TraceFileError(f"the parser process failed: {error!r}"),
+                   _counters(parser))
+    try:
+        send.send_bytes(dumps(message, pickle.HIGHEST_PROTOCOL))
+    except BrokenPipeError:
+        pass  # the parent stopped reading (it closed the iterator early)
+    finally:
+        send.close()
+
+
+__all__ = ["BATCH", "ParserProcess", "available"]

@@ -1,0 +1,122 @@
+"""Parsing in a child process (kmem.trace.pipeline): the same events, counters and errors as a
+TraceParser in this process, and no child left behind."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import multiprocessing
+import pickle
+from pathlib import Path
+
+import pytest
+
+from fixture_files import LS_TRACE, OLD_KERNELS, PERF_SCRIPT, TRACE_CMD
+from kmem.cli import main
+from kmem.errors import InvalidArgumentError
+from kmem.trace import pipeline
+from kmem.trace.parse import TraceFormatError, TraceParser
+from kmem.trace.pipeline import ParserProcess
+from kmem.trace.source import TraceFileError, open_trace
+
+pytestmark = pytest.mark.skipif(not pipeline.available(), reason="needs fork and two CPUs")
+
+
+def _serial(path: Path, skip_bad: bool = False) -> tuple[list[object], TraceParser]:
+    parser = TraceParser(skip_bad=skip_bad)
+    with open_trace(path) as lines:
+        return list(parser.parse(lines)), parser
+
+
+@pytest.mark.parametrize("path", [LS_TRACE, PERF_SCRIPT, TRACE_CMD, OLD_KERNELS])
+def test_same_events_and_counters_as_a_parser_here(path: Path) -> None:
+    expected, serial = _serial(path)
+    parser = ParserProcess(path)
+    assert list(parser.parse()) == expected
+    assert (parser.lines, parser.bad_lines, parser.other_events, parser.events) == (
+        serial.lines, serial.bad_lines, serial.other_events, serial.events)
+    assert not multiprocessing.active_children()
+
+
+def _with_bad_line(tmp_path: Path) -> tuple[Path, str]:
+    with lzma.open(LS_TRACE, "rt") as text:
+        lines = text.read().splitlines(keepends=True)
+    bad = lines[3000].replace("ptr=", "ptr=zz", 1)
+    lines[3000] = bad
+    path = tmp_path / "bad.txt"
+    path.write_text("".join(lines))
+    return path, bad
+
+
+def test_a_bad_line_raises_the_same_error_after_the_same_events(tmp_path: Path) -> None:
+    path, _ = _with_bad_line(tmp_path)
+    with pytest.raises(TraceFormatError) as here:
+        _serial(path)
+    seen: list[object] = []
+    with pytest.raises(TraceFormatError) as there:
+        seen.extend(ParserProcess(path).parse())
+    assert str(there.value) == str(here.value)
+    assert there.value.line_number == here.value.line_number == 3001
+    with open_trace(path) as lines:
+        assert seen == list(TraceParser().parse(line for i, line in enumerate(lines) if i < 3000))
+    assert not multiprocessing.active_children()
+
+
+def test_skip_bad_counts_the_same(tmp_path: Path) -> None:
+    path, bad = _with_bad_line(tmp_path)
+    expected, serial = _serial(path, skip_bad=True)
+    parser = ParserProcess(path, skip_bad=True)
+    assert list(parser.parse()) == expected
+    assert parser.bad_lines == serial.bad_lines == 1
+    assert [str(e) for e in parser.bad_examples] == [str(e) for e in serial.bad_examples]
+    assert parser.bad_examples[0].line.strip() == bad.strip()
+
+
+def test_a_format_error_survives_pickling() -> None:
+    error = TraceFormatError(7, "bad pointer", "x" * 400)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.line_number, copy.reason, copy.line, str(copy)) == (
+        error.line_number, error.reason, error.line, str(error))
+
+
+def test_closing_early_stops_the_child() -> None:
+    events = ParserProcess(LS_TRACE).parse()
+    first = [next(events) for _ in range(10)]
+    assert len(first) == 10 and multiprocessing.active_children()
+    events.close()
+    assert not multiprocessing.active_children()
+
+
+def test_one_pass_only() -> None:
+    parser = ParserProcess(TRACE_CMD)
+    assert len(list(parser.parse())) == 7
+    with pytest.raises(InvalidArgumentError, match="already"):
+        list(parser.parse())
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(TraceFileError, match="cannot open"):
+        list(ParserProcess(tmp_path / "nope").parse())
+    cut = tmp_path / "cut.xz"
+    cut.write_bytes(LS_TRACE.read_bytes()[:20000])
+    with pytest.raises(TraceFileError, match="broke off"):
+        list(ParserProcess(cut).parse())
+    assert not multiprocessing.active_children()
+
+
+def test_progress_reports_bytes_read_up_to_the_file_size(tmp_path: Path) -> None:
+    done: list[int] = []
+    parser = ParserProcess(LS_TRACE)
+    count = sum(1 for _ in parser.parse(done.append))
+    assert count == 5459
+    assert done == sorted(done) and done[-1] == LS_TRACE.stat().st_size == parser.bytes_read
+
+
+def test_kmem_replay_gives_the_same_result_either_way(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    results = []
+    for extra in ([], ["--serial"]):
+        assert main(["replay", str(PERF_SCRIPT), "--json", "--memory", "256M", *extra]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0] == results[1]
+    assert results[0]["lines"] > 0
