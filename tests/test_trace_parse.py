@@ -31,7 +31,7 @@ from kmem.trace.events import (
     event_name,
     event_time,
 )
-from kmem.trace.parse import TraceFormatError, TraceParser
+from kmem.trace.parse import TraceFormatError, TraceParser, _Bad
 from kmem.trace.source import TraceFileError, open_trace
 
 
@@ -304,7 +304,7 @@ def test_memo_tables_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     events = list(parser.parse(lines))
     assert [e[BYTES_REQ] for e in events] == list(range(200))
     assert parser._memo_size <= 50
-    assert sum(map(len, parser._tails)) + len(parser._strs) <= 50
+    assert sum(map(len, parser._tails)) + len(parser._call_sites) + len(parser._gfp_flags) <= 50
 
 
 def test_call_sites_in_modules_take_the_fast_path_once_known(
@@ -323,3 +323,41 @@ def test_call_sites_in_modules_take_the_fast_path_once_known(
     # An unclosed module bracket is still a bad line, whatever the memo tables know.
     with pytest.raises(TraceFormatError):
         list(parser.parse([module_line.replace("[nf_conntrack]", "[nf_conntrack")]))
+
+
+_HEAD = "a-1 [000] ..... 1.000000: "
+_PAGE_FREE = _HEAD + "mm_page_free: page=0000000045f49f41 pfn=0x12 order=0"
+# (a line that teaches the memo tables, a probe with the same tail the fast path must not misread)
+_MEMO_PROBES = {
+    "0x NULL pointer": (GOOD.replace("ptr=0000000045f49f41", "ptr=0x0000000000000000"),
+                        GOOD.replace("ptr=0000000045f49f41", "ptr=0x0000000000000000")),
+    "repeated ptr in the tail": (GOOD + " ptr=1111111111111111",
+                                 GOOD.replace("45f49f41", "22222222") + " ptr=1111111111111111"),
+    "repeated call_site in the tail": (
+        GOOD + " call_site=a+0x1/0x2", GOOD.replace("f+0x1", "b+0x1") + " call_site=a+0x1/0x2"),
+    "space inside the pointer": (KMALLOC, KMALLOC.replace("ptr=0000000045f49f41 ",
+                                                          "ptr=000000045f49f41  ")),
+    "newline inside the pointer": (GOOD, GOOD.replace("45f49f41", "45f49f4\n")),
+    "gfp_flags where call_site belongs": (
+        KMALLOC, GOOD.replace("call_site=f+0x1/0x2", "gfp_flags=GFP_KERNEL")),
+    "signed pfn": (_PAGE_FREE, _PAGE_FREE.replace("pfn=0x12", "pfn=0x-12")),
+    "pfn with two 0x": (_PAGE_FREE, _PAGE_FREE.replace("pfn=0x12", "pfn=0x0x12")),
+    "page field without a value": (_PAGE_FREE, _PAGE_FREE.replace("page=0000000045f49f41",
+                                                                   "garbage")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MEMO_PROBES))
+def test_memo_tables_never_read_a_line_otherwise_than_the_slow_path(case: str) -> None:
+    teacher, probe = _MEMO_PROBES[case]
+    parser = TraceParser()
+    list(parser.parse([teacher]))
+    try:
+        expected = parser._slow_line(probe.split())
+    except (_Bad, ValueError, IndexError, KeyError):  # what the slow path rejects
+        expected = None
+    if expected is None:
+        with pytest.raises(TraceFormatError):
+            list(parser.parse([probe]))
+    else:
+        assert list(parser.parse([probe])) == [expected]

@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 import lzma
 import multiprocessing
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +125,49 @@ def test_kmem_replay_gives_the_same_result_either_way(capsys: pytest.CaptureFixt
         results.append(json.loads(capsys.readouterr().out))
     assert results[0] == results[1]
     assert results[0]["lines"] > 0
+
+
+def test_a_fifo_is_read_too(tmp_path: Path) -> None:
+    """A pipe has no position: progress then stays at 0, and the events are the same."""
+    fifo = tmp_path / "trace.fifo"
+    os.mkfifo(fifo)
+    # The writer is another process, as in `kmem replay <(xzcat trace.xz)`. (A thread of this
+    # one would hold the FIFO's write end open in the forked parser too: no end of file.)
+    writer = subprocess.Popen(["sh", "-c", 'cat "$1" > "$2"', "sh", str(LS_TRACE), str(fifo)])
+    done: list[int] = []
+    parser = ParserProcess(fifo)
+    events = list(parser.parse(done.append))
+    assert writer.wait(timeout=30) == 0
+    assert events == _serial(LS_TRACE)[0]
+    assert set(done) == {0}
+
+
+_DYING_PARENT = """
+import os, sys
+from kmem.trace.pipeline import ParserProcess
+parser = ParserProcess(sys.argv[1])
+events = parser.parse()
+next(events)
+print(parser._child.pid, flush=True)
+os._exit(0)  # no cleanup at all, as if killed
+"""
+
+
+def test_the_child_ends_when_its_parent_dies(tmp_path: Path) -> None:
+    """A parent killed mid-replay leaves no parser behind: its next write fails and it ends."""
+    big = tmp_path / "big.txt"
+    with lzma.open(LS_TRACE, "rt") as text:
+        body = text.read()
+    big.write_text(body * 20)  # more than a pipe's buffer of batches
+    output = subprocess.run([sys.executable, "-c", _DYING_PARENT, str(big)], check=True,
+                            capture_output=True, text=True, timeout=60).stdout
+    pid = int(output)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"the parser process {pid} outlived its parent")

@@ -365,8 +365,11 @@ class BuddyAllocator:
         self._lock_acquire()
         try:
             state = self._state
-            try:  # (past the padded end: IndexError; a negative pfn would index from the end)
-                if state[pfn] != ALLOCATED + order or pfn < 0:
+            # Past the padded end: IndexError. A negative pfn would index from the end, and an
+            # order outside 0..31 could name another state (BEYOND is ALLOCATED + 0x7F, FREE
+            # is ALLOCATED - 0x40): both are refused before the state decides.
+            try:
+                if state[pfn] != ALLOCATED + order or pfn < 0 or order >> 5:
                     raise self._bad_free(pfn, order)
             except IndexError:
                 raise self._bad_free(pfn, order) from None

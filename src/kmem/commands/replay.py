@@ -79,12 +79,15 @@ def _replay_in_parallel(replayer: Replayer, args: argparse.Namespace, show_progr
     """Parse in a child process (kmem.trace.pipeline) while this one replays."""
     parser = ParserProcess(args.trace, skip_bad=args.skip_bad)
     parser.start()  # before the progress bar's thread: see ParserProcess.start
-    if not show_progress:
-        return replayer.run(parser.parse(), every=args.every, parser=parser), parser
-    with _progress_bar() as progress:
-        task = progress.add_task("replaying", total=os.stat(args.trace).st_size)
-        events = parser.parse(lambda done: progress.update(task, completed=done))
-        return replayer.run(events, every=args.every, parser=parser), parser
+    try:
+        if not show_progress:
+            return replayer.run(parser.parse(), every=args.every, parser=parser), parser
+        with _progress_bar() as progress:
+            task = progress.add_task("replaying", total=os.stat(args.trace).st_size)
+            events = parser.parse(lambda done: progress.update(task, completed=done))
+            return replayer.run(events, every=args.every, parser=parser), parser
+    finally:
+        parser.close()  # (if the replay failed before reading)
 
 
 def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress: bool

@@ -32,8 +32,10 @@ a task name with spaces or a malformed line then goes to the slow path, which pa
 ranges) and teaches the memo tables the line's tail, but only if ``_fast_event`` then reads that
 line exactly as the slow path did. The memo tables are bounded (MAX_MEMO entries); past that the
 slow path still reads every line. The inline loop checks the timestamp's shape only (a "." six
-digits before its colon) and a pointer's length, not its digits; the other paths convert the
-timestamp.
+digits before its colon) and a pointer's length and characters (letters and digits, not hex
+digits only); the other paths convert the timestamp. A tail that repeats a field of the line's
+head (``ptr=``, ``call_site=``, ``pfn=``, ``page=``) is never learned: the slow path would read
+the last of the two.
 
 Invariant (tested on every fixture line): the fast path yields exactly what the slow path yields.
 
@@ -117,7 +119,7 @@ _CPU_TOKEN: Final = re.compile(r"\[(\d+)\]")
 _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
 MAX_BAD_EXAMPLES: Final = 20
 MAX_MEMO: Final = 1 << 17
-_NULL16: Final = "0" * 16  # a hashed NULL pointer
+_HEX_PREFIXES: Final = ("0x", "0X")
 
 _SLAB_ALLOC_REQUIRED: Final = ("call_site", "ptr", "bytes_req", "bytes_alloc", "gfp_flags")
 
@@ -158,7 +160,8 @@ class TraceParser:
         # per event kind, a line's tail (its text after the pointer or pfn) -> the event's
         # columns it determines: slab events NAME..MIGRATETYPE, page events (gfp, order,
         # migratetype, what pfn 0 reads as).
-        self._strs: dict[str, str] = {}
+        self._call_sites: dict[str, str] = {}
+        self._gfp_flags: dict[str, str] = {}
         self._tails: list[dict[str, tuple[Any, ...]]] = [{} for _ in EVENT_NAMES]
         self._memo_size = 0
         self._not_lines = 0  # comments, blank lines and trace-cmd headers: not counted as lines
@@ -182,7 +185,8 @@ class TraceParser:
         # says what is wrong with it, or teaches the memo tables its tail.
         kinds = _EVENT_TOKENS
         cpus = _CPU_TOKENS
-        call_sites = self._strs
+        call_sites = self._call_sites
+        nulls = _NULLS
         tails = self._tails
         counts = self._counts
         slow = self._slow_event
@@ -203,15 +207,18 @@ class TraceParser:
                         # hashed (16 hex digits) or raw (0x and 16) pointers
                         end = 22 if rest[5] == "x" else 20
                         ptr = rest[4:end]
-                        if rest[:4] != "ptr=" or len(ptr) != end - 4:  # (truncated)
+                        # (truncated, or a space or newline inside: no pointer)
+                        if rest[:4] != "ptr=" or len(ptr) != end - 4 or not ptr.isalnum():
                             raise KeyError
                         event = (kind, cpu, t[3], call_sites[t[5]],
-                                 NULL_PTR if ptr == _NULL16 else ptr) + tails[kind][rest[end:]]
+                                 NULL_PTR if ptr in nulls else ptr) + tails[kind][rest[end:]]
                     else:
                         end = rest.find(" ")
-                        if rest[:6] != "pfn=0x":
+                        digits = rest[6:end]
+                        if (rest[:6] != "pfn=0x" or t[5][:5] != "page=" or not digits.isalnum()
+                                or digits[:2] in _HEX_PREFIXES):  # (int() would take "0x0x1")
                             raise KeyError
-                        pfn = int(rest[6:end], 16)
+                        pfn = int(digits, 16)
                         memo = tails[kind][rest[end:]]  # (gfp, order, migratetype, pfn 0 as)
                         event = (kind, cpu, t[3], "", "", "", 0, 0, memo[0], -1,
                                  pfn or memo[3], memo[1], memo[2])
@@ -243,7 +250,7 @@ class TraceParser:
 
     def _gfp(self, token: str) -> str:
         """The flags of a ``gfp_flags=...`` token, validated once per distinct token."""
-        flags = self._strs.get(token)
+        flags = self._gfp_flags.get(token)
         if flags is None:
             if token[:10] != "gfp_flags=":
                 raise _Bad(f"expected gfp_flags=, got {token!r}")
@@ -252,14 +259,13 @@ class TraceParser:
 
     def _learn(self, fields: dict[str, str]) -> None:
         """Remember the validated call_site= and gfp_flags= tokens of an accepted line."""
-        strs = self._strs
-        for key in ("call_site", "gfp_flags"):
+        for key, table in (("call_site", self._call_sites), ("gfp_flags", self._gfp_flags)):
             value = fields.get(key)
             # (a call site in a module has a space: "f+0x9e/0x160 [nf_conntrack]")
             if value is not None and self._memo_size < MAX_MEMO:
                 token = f"{key}={value}"
-                if token not in strs:
-                    strs[token] = value
+                if token not in table:
+                    table[token] = value
                     self._memo_size += 1
 
     # -- between the paths ---------------------------------------------------------------------
@@ -287,8 +293,8 @@ class TraceParser:
             self._reject(number, line, error)
             return None
         if event is None:
-            if t[0].startswith(_NOT_EVENT_LINES):
-                self._not_lines += 1  # a trace-cmd report header line
+            if t[0].startswith(_NOT_EVENT_LINES) and not any(map(_CPU_TOKEN.fullmatch, t)):
+                self._not_lines += 1  # a trace-cmd report header line (not "CPU 0/KVM-12 [000]")
             return None
         self._learn_tail(shaped, event)
         return event
@@ -306,11 +312,13 @@ class TraceParser:
         call_site, rest = _call_site_and_rest(t)
         if kind <= KMEM_CACHE_FREE:
             ptr, tail = _pointer_and_tail(rest)
-            return (kind, cpu, t[3], self._strs[call_site], ptr) + self._tails[kind][tail]
+            return (kind, cpu, t[3], self._call_sites[call_site], ptr) + self._tails[kind][tail]
         end = rest.find(" ")
-        if rest[:6] != "pfn=0x":
+        digits = rest[6:end]
+        if (rest[:6] != "pfn=0x" or t[5][:5] != "page=" or not digits.isalnum()
+                or digits[:2] in _HEX_PREFIXES):
             raise KeyError
-        pfn = int(rest[6:end], 16)
+        pfn = int(digits, 16)
         memo = self._tails[kind][rest[end:]]
         return (kind, cpu, t[3], "", "", "", 0, 0, memo[0], -1, pfn or memo[3], memo[1],
                 memo[2])
@@ -327,6 +335,7 @@ class TraceParser:
                 tail = _pointer_and_tail(_call_site_and_rest(t)[1])[1]
             except (KeyError, ValueError):
                 return
+            head_keys: tuple[str, ...] = ("call_site=", "ptr=")
             value = event[5:]
         else:
             rest = t[6]
@@ -334,10 +343,11 @@ class TraceParser:
             if end < 0:
                 return
             tail = rest[end:]
+            head_keys = ("page=", "pfn=")
             value = (event[8], event[11], event[12], -1 if kind == MM_PAGE_ALLOC else 0)
         table = self._tails[kind]
-        if tail in table:
-            return
+        if tail in table or any(key in tail for key in head_keys):
+            return  # (a field of the head repeated in the tail: the slow path's last one wins)
         table[tail] = value
         try:
             same = self._fast_event(t) == event

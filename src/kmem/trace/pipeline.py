@@ -18,6 +18,11 @@ bad_examples, other_events, events) are filled in when the child has read the wh
 ParserProcess reads its trace once; ``start()`` starts the child before parse() is called (do it
 before starting threads, such as a progress bar's).
 
+The child is a fork: it holds copies of this process's file descriptors, so a FIFO this process
+itself writes to would never reach end of file for it (a writer in another process is fine:
+``kmem replay <(xzcat trace.xz)``). The child closes its copy of the pipe's reading end, so
+that it ends on its next write if this process dies.
+
 Only files are read this way (a child cannot share the parent's standard input safely), and it
 needs the fork start method (Linux): ``available()`` says whether it can run here.
 """
@@ -75,10 +80,20 @@ class ParserProcess:
         with raw:
             context = multiprocessing.get_context("fork")
             self._receive, send = context.Pipe(duplex=False)
-            self._child = context.Process(target=_child, args=(raw, self.skip_bad, send),
-                                          daemon=True)
+            self._child = context.Process(
+                target=_child, args=(raw, self.skip_bad, send, self._receive), daemon=True)
             self._child.start()
             send.close()  # the child's end: the pipe reports EOF if the child dies
+
+    def close(self) -> None:
+        """Stop the child if it runs (parse() does this when it ends or is closed)."""
+        if self._receive is not None:
+            self._receive.close()
+        child = self._child
+        if child is not None and child.pid is not None:
+            if child.is_alive():
+                child.terminate()
+            child.join()
 
     def parse(self, progress: Callable[[int], object] | None = None
               ) -> Generator[TraceEvent, None, None]:
@@ -111,10 +126,7 @@ class ParserProcess:
                     self._take_counters(message[2])
                     raise message[1]
         finally:
-            receive.close()
-            if child.is_alive():
-                child.terminate()  # the caller stopped early
-            child.join()
+            self.close()  # (the caller may have stopped early)
 
     def _take_counters(self, counters: dict[str, Any]) -> None:
         for name, value in counters.items():
@@ -136,9 +148,13 @@ def _until_error(events: Iterator[TraceEvent], failure: list[KmemError]
         failure.append(error)
 
 
-def _child(raw: Any, skip_bad: bool, send: Connection) -> None:
+def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> None:
     """The child: parse, and send ("events", bytes read, batch) messages, then ("done", counters)
     or ("error", exception, counters)."""
+    # Its copy of the parent's end, closed: if the parent dies, a write fails (EPIPE) and the
+    # child ends, instead of waiting forever on a pipe it holds both ends of.
+    receive.close()
+    position = raw.tell if raw.seekable() else lambda: 0  # (a pipe or a FIFO has none)
     parser = TraceParser(skip_bad=skip_bad)
     dumps = pickle.dumps
     failure: list[KmemError] = []
@@ -148,7 +164,7 @@ def _child(raw: Any, skip_bad: bool, send: Connection) -> None:
             # would: after them.
             events = _until_error(parser.parse(lines), failure)
             while batch := list(islice(events, BATCH)):
-                send.send_bytes(dumps(("events", raw.tell(), batch), pickle.HIGHEST_PROTOCOL))
+                send.send_bytes(dumps(("events", position(), batch), pickle.HIGHEST_PROTOCOL))
         message: tuple[Any, ...] = (
             ("error", failure[0], _counters(parser)) if failure else ("done", _counters(parser)))
     except Exception as error:  # a bug: say so in the parent rather than hang or vanish
@@ -156,8 +172,8 @@ def _child(raw: Any, skip_bad: bool, send: Connection) -> None:
                    _counters(parser))
     try:
         send.send_bytes(dumps(message, pickle.HIGHEST_PROTOCOL))
-    except BrokenPipeError:
-        pass  # the parent stopped reading (it closed the iterator early)
+    except OSError:
+        pass  # the parent stopped reading (it closed the iterator early, or died)
     finally:
         send.close()
 
