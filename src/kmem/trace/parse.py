@@ -120,6 +120,7 @@ _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header
 MAX_BAD_EXAMPLES: Final = 20
 MAX_MEMO: Final = 1 << 17
 _HEX_PREFIXES: Final = ("0x", "0X")
+_INLINE_NULLS: Final = ("0" * 16, "0x" + "0" * 16)  # NULL in the inline loop's pointer shapes
 
 _SLAB_ALLOC_REQUIRED: Final = ("call_site", "ptr", "bytes_req", "bytes_alloc", "gfp_flags")
 
@@ -186,7 +187,7 @@ class TraceParser:
         kinds = _EVENT_TOKENS
         cpus = _CPU_TOKENS
         call_sites = self._call_sites
-        nulls = _NULLS
+        nulls = _INLINE_NULLS  # a tuple: compared, not hashed
         tails = self._tails
         counts = self._counts
         slow = self._slow_event
