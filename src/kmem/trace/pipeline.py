@@ -3,7 +3,7 @@ on two CPUs.
 
 Parsing and replaying cost about the same per event, and each uses one CPU in CPython. A
 ParserProcess runs a TraceParser over the file in a forked child, which sends the events in
-batches (pickled lists of event tuples) through a pipe; this process unpickles them and replays.
+batches (marshalled lists of event tuples) through a pipe; this process unmarshals them and replays.
 The child reads ahead by at most a few batches (the pipe's buffer), so memory stays bounded, and
 the events arrive in trace order, exactly as TraceParser yields them.
 
@@ -29,6 +29,7 @@ needs the fork start method (Linux): ``available()`` says whether it can run her
 
 from __future__ import annotations
 
+import marshal
 import multiprocessing
 import os
 import pickle
@@ -43,6 +44,10 @@ from kmem.trace.events import EVENT_NAMES, TraceEvent
 from kmem.trace.parse import TraceFormatError, TraceParser
 from kmem.trace.source import TraceFileError, open_trace
 
+# Event batches travel marshalled (tuples of str and int: a third cheaper than pickle both ways,
+# and both ends are the same Python); the last message, which may hold exceptions, is pickled.
+# A pickle (protocol >= 2) starts with the PROTO opcode, which no marshalled tuple does.
+_PICKLE_PROTO: Final = pickle.PROTO[0]
 BATCH: Final = 2048  # events a message: large enough that pickling is C-speed, small in memory
 
 
@@ -105,21 +110,23 @@ class ParserProcess:
         child, receive = self._child, self._receive
         assert child is not None and receive is not None
         try:
-            loads = pickle.loads
+            unmarshal = marshal.loads
             while True:
                 try:
-                    message = loads(receive.recv_bytes())
+                    blob = receive.recv_bytes()
                 except EOFError:
                     child.join()
                     raise TraceFileError(
                         f"the parser process of {self.path!r} stopped without a word"
                         f" (exit code {child.exitcode})") from None
-                if message[0] == "events":
-                    self.bytes_read = message[1]
+                if blob[0] != _PICKLE_PROTO:  # a marshalled (bytes read, events) batch
+                    self.bytes_read, batch = unmarshal(blob)
                     if progress is not None:
                         progress(self.bytes_read)
-                    yield from message[2]
-                elif message[0] == "done":
+                    yield from batch
+                    continue
+                message = pickle.loads(blob)
+                if message[0] == "done":
                     self._take_counters(message[1])
                     return
                 else:  # "error": what the child's TraceParser raised, at this point
@@ -149,14 +156,14 @@ def _until_error(events: Iterator[TraceEvent], failure: list[KmemError]
 
 
 def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> None:
-    """The child: parse, and send ("events", bytes read, batch) messages, then ("done", counters)
-    or ("error", exception, counters)."""
+    """The child: parse, and send (bytes read, batch) marshalled, then ("done", counters) or
+    ("error", exception, counters) pickled."""
     # Its copy of the parent's end, closed: if the parent dies, a write fails (EPIPE) and the
     # child ends, instead of waiting forever on a pipe it holds both ends of.
     receive.close()
     position = raw.tell if raw.seekable() else lambda: 0  # (a pipe or a FIFO has none)
     parser = TraceParser(skip_bad=skip_bad)
-    dumps = pickle.dumps
+    dump_batch = marshal.dumps
     failure: list[KmemError] = []
     try:
         with open_trace(raw) as lines:
@@ -164,14 +171,14 @@ def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> N
             # would: after them.
             events = _until_error(parser.parse(lines), failure)
             while batch := list(islice(events, BATCH)):
-                send.send_bytes(dumps(("events", position(), batch), pickle.HIGHEST_PROTOCOL))
+                send.send_bytes(dump_batch((position(), batch)))
         message: tuple[Any, ...] = (
             ("error", failure[0], _counters(parser)) if failure else ("done", _counters(parser)))
     except Exception as error:  # a bug: say so in the parent rather than hang or vanish
         message = ("error", TraceFileError(f"the parser process failed: {error!r}"),
                    _counters(parser))
     try:
-        send.send_bytes(dumps(message, pickle.HIGHEST_PROTOCOL))
+        send.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
     except OSError:
         pass  # the parent stopped reading (it closed the iterator early, or died)
     finally:
