@@ -25,7 +25,7 @@ Every list operation is O(1): the lists are circular and doubly linked through t
 finds the smallest usable order with one ``int.bit_length``.
 
 Fast paths and slow paths: alloc_pages takes a block of exactly the asked order inline and calls
-_alloc_from_larger only when that list is empty (it then splits); free_pages lists the block
+_take_from_larger only when that list is empty (it then splits); free_pages lists the block
 inline and calls _merge only when the buddy is free. In a mixed workload holding half of memory,
 about 95% of allocations and frees take the fast path.
 
@@ -269,21 +269,23 @@ class BuddyAllocator:
             head = ~order
             pfn = nxt[head]
             if pfn < 0:
-                return self._alloc_from_larger(order)
-            after = nxt[pfn]
-            nxt[head] = after
-            self._prev[after] = head
-            self._nr_free[order] -= 1
-            if after < 0:  # the list head again: the list is now empty
-                self._nonempty ^= 1 << order
+                pfn = self._take_from_larger(order)
+            else:
+                after = nxt[pfn]
+                nxt[head] = after
+                self._prev[after] = head
+                self._nr_free[order] -= 1
+                if after < 0:  # the list head again: the list is now empty
+                    self._nonempty ^= 1 << order
             self._state[pfn] = ALLOCATED + order
             self._allocations += 1
             return pfn
         finally:
             self._lock_release()
 
-    def _alloc_from_larger(self, order: int) -> int:
-        """__rmqueue_smallest past an empty list: split the smallest larger free block."""
+    def _take_from_larger(self, order: int) -> int:
+        """__rmqueue_smallest past an empty list: take the smallest larger free block off its
+        list and split it down to ``order``; return its pfn (the kept lower piece)."""
         avail = self._nonempty >> order
         if not avail:
             raise self._out_of_memory(order)
@@ -298,8 +300,6 @@ class BuddyAllocator:
         if after < 0:
             self._nonempty ^= 1 << high
         self._expand(pfn, order, high)
-        self._state[pfn] = ALLOCATED + order
-        self._allocations += 1
         return pfn
 
     def _expand(self, pfn: int, low: int, high: int) -> None:
