@@ -82,12 +82,12 @@ def bare_loop(path: Path) -> tuple[float, float]:
 
 
 def parse_only(path: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds to parse every line into event tuples."""
+    """(wall, CPU) seconds to parse every line into EventBatches (what replay reads)."""
     from kmem.trace.parse import TraceParser
 
     start, cpu = time.perf_counter(), time.process_time()
     with path.open() as lines:
-        for _ in TraceParser().parse(lines):
+        for _ in TraceParser().parse_batches(lines):  # what replay reads
             pass
     return time.perf_counter() - start, time.process_time() - cpu
 
@@ -101,11 +101,13 @@ from kmem.trace.replay import Replayer
 path, limit, parallel = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "parallel"
 start = time.perf_counter()
 replayer = Replayer(memory=4 << 30)
-if parallel:  # kmem replay's default: a second process parses
-    result = replayer.run(islice(ParserProcess(path).parse(), limit), every=10000)
-else:
+if parallel:  # kmem replay's default: a second process parses (the whole file)
+    assert limit >= 1 << 40
+    result = replayer.run_batches(ParserProcess(path).batches(), every=10000)
+else:  # kmem replay --serial (limit: the first lines of the file)
     with open(path) as lines:
-        result = replayer.run(islice(TraceParser().parse(lines), limit), every=10000)
+        result = replayer.run_batches(TraceParser().parse_batches(islice(lines, limit)),
+                                      every=10000)
 elapsed = time.perf_counter() - start
 usage = resource.getrusage(resource.RUSAGE_SELF)
 parser = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -118,7 +120,8 @@ print(json.dumps({"seconds": elapsed, "cpu_seconds": usage.ru_utime + usage.ru_s
 """
 
 
-def replay_child(path: Path, limit: int = EVENTS, parallel: bool = False) -> dict[str, float]:
+def replay_child(path: Path, limit: int = 1 << 40, parallel: bool = False) -> dict[str, float]:
+    """Replay the first ``limit`` lines of ``path`` (all of it in parallel) in a fresh process."""
     mode = "parallel" if parallel else "serial"
     output = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(limit), mode],
                             check=True, capture_output=True, text=True).stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fixture_files import LS_TRACE, OLD_KERNELS, PERF_SCRIPT, TRACE_CMD
+from fixture_files import DD_TRACE, LS_TRACE, OLD_KERNELS, PERF_SCRIPT, TRACE_CMD
 from kmem.cli import main
 from kmem.errors import InvalidArgumentError
 from kmem.trace import pipeline
@@ -41,6 +41,12 @@ def test_same_events_and_counters_as_a_parser_here(path: Path) -> None:
     assert (parser.lines, parser.bad_lines, parser.other_events, parser.events) == (
         serial.lines, serial.bad_lines, serial.other_events, serial.events)
     assert not multiprocessing.active_children()
+
+
+def test_batches_are_the_parsers_batches() -> None:
+    with open_trace(DD_TRACE) as lines:
+        expected = list(TraceParser().parse_batches(lines))
+    assert list(ParserProcess(DD_TRACE).batches()) == expected
 
 
 def _with_bad_line(tmp_path: Path) -> tuple[Path, str]:

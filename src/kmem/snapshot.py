@@ -302,7 +302,7 @@ def trace_document(
     frames: list[dict[str, Any]] = []
     previous: ReplaySnapshot | None = None
     with open_trace(path) as lines:
-        for snap in replayer.iter_snapshots(parser.parse(lines), every=every):
+        for snap in replayer.iter_batch_snapshots(parser.parse_batches(lines), every=every):
             frame = {"step": snap.events, "line": 0, "source": "", "steps": [], "highlight": []}
             if previous is None:
                 frame["text"] = (

@@ -81,11 +81,11 @@ def _replay_in_parallel(replayer: Replayer, args: argparse.Namespace, show_progr
     parser.start()  # before the progress bar's thread: see ParserProcess.start
     try:
         if not show_progress:
-            return replayer.run(parser.parse(), every=args.every, parser=parser), parser
+            return replayer.run_batches(parser.batches(), every=args.every, parser=parser), parser
         with _progress_bar() as progress:
             task = progress.add_task("replaying", total=os.stat(args.trace).st_size)
-            events = parser.parse(lambda done: progress.update(task, completed=done))
-            return replayer.run(events, every=args.every, parser=parser), parser
+            batches = parser.batches(lambda done: progress.update(task, completed=done))
+            return replayer.run_batches(batches, every=args.every, parser=parser), parser
     finally:
         parser.close()  # (if the replay failed before reading)
 
@@ -95,7 +95,8 @@ def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress
     parser = TraceParser(skip_bad=args.skip_bad)
     if args.trace == "-":
         with open_trace("-") as lines:
-            return replayer.run(parser.parse(lines), every=args.every, parser=parser), parser
+            return (replayer.run_batches(parser.parse_batches(lines), every=args.every,
+                                         parser=parser), parser)
     try:
         raw = open(args.trace, "rb")  # noqa: SIM115 - closed in the finally below
     except OSError as error:
@@ -103,13 +104,13 @@ def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress
     try:
         with open_trace(raw) as lines:
             if not show_progress:
-                return (replayer.run(parser.parse(lines), every=args.every, parser=parser),
-                        parser)
+                return (replayer.run_batches(parser.parse_batches(lines), every=args.every,
+                                             parser=parser), parser)
             with _progress_bar() as progress:
                 size = os.fstat(raw.fileno()).st_size
                 stream = _with_progress(lines, raw, size, progress)
-                return (replayer.run(parser.parse(stream), every=args.every, parser=parser),
-                        parser)
+                return (replayer.run_batches(parser.parse_batches(stream), every=args.every,
+                                             parser=parser), parser)
     finally:
         raw.close()
 

@@ -15,11 +15,18 @@ as traced, hashed (``000000004df4a32a``) or raw (``0xffff888102c69fa0``): a dict
 allocations with frees either way (hashing is one-to-one within a boot) without the cost of
 int() per event; every spelling of NULL (``(nil)``, ``(null)``, ``0000000000000000``, ``0x0``)
 is ``NULL_PTR`` ("0"). ``pointer_value()`` gives the number.
+
+In bulk, events travel as an EventBatch: the same events as columns (a bytes of kinds, and lists
+of the rest, where each event's fixed fields are one shared tuple, its *tail*). A parser's
+memo tables hand out these tails (one object per distinct tail, not per event), so a batch
+costs a few pointers per event and crosses a pipe (kmem.trace.pipeline) cheaply; the replay
+loop reads it column by column. ``batch_events()`` gives the tuples of a batch, ``event_batch()``
+the batch of a list of tuples.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 # Event kinds, in the order of the kernel's include/trace/events/kmem.h.
 KMALLOC: Final = 0
@@ -76,6 +83,51 @@ NULL_PTR: Final = "0"
 TraceEvent = tuple[int, int, str, str, str, str, int, int, str, int, int, int, int]
 """(kind, cpu, time text, call_site, ptr, name, bytes_req, bytes_alloc, gfp, node, pfn, order,
 migratetype)"""
+
+
+class EventBatch(NamedTuple):
+    """Consecutive events as columns: event i is (kinds[i], cpus[i], times[i], ...).
+
+    A slab event's key is its PTR and its tail its columns NAME..MIGRATETYPE (``event[5:]``);
+    a page event's key is its PFN, its call site "" and its tail (GFP, ORDER, MIGRATETYPE).
+    """
+
+    kinds: bytes
+    cpus: list[int]
+    times: list[str]  # the TIME column: text as traced, colon included
+    call_sites: list[str]
+    keys: list[Any]  # str (a slab event's pointer) or int (a page event's pfn)
+    tails: list[tuple[Any, ...]]
+
+    def part(self, start: int, stop: int) -> EventBatch:
+        """Events ``start`` to ``stop`` (a slice of every column)."""
+        return EventBatch(self.kinds[start:stop], self.cpus[start:stop], self.times[start:stop],
+                          self.call_sites[start:stop], self.keys[start:stop],
+                          self.tails[start:stop])
+
+
+def batch_events(batch: EventBatch) -> list[TraceEvent]:
+    """The event tuples of ``batch``, in order."""
+    return [(kind, cpu, time, site, key, *tail) if kind <= KMEM_CACHE_FREE
+            else (kind, cpu, time, "", "", "", 0, 0, tail[0], -1, key, tail[1], tail[2])
+            for kind, cpu, time, site, key, tail in zip(*batch, strict=True)]
+
+
+def event_batch(events: list[TraceEvent]) -> EventBatch:
+    """The EventBatch of ``events`` (the inverse of batch_events)."""
+    keys: list[Any] = []
+    tails: list[tuple[Any, ...]] = []
+    for event in events:
+        if event[0] <= KMEM_CACHE_FREE:
+            keys.append(event[4])
+            tails.append(event[5:])
+        else:
+            keys.append(event[10])
+            tails.append((event[8], event[11], event[12]))
+    return EventBatch(kinds=bytes(event[0] for event in events),
+                      cpus=[event[1] for event in events],
+                      times=[event[2] for event in events],
+                      call_sites=[event[3] for event in events], keys=keys, tails=tails)
 
 
 def pointer_value(ptr: str) -> int:

@@ -39,6 +39,12 @@ the last of the two.
 
 Invariant (tested on every fixture line): the fast path yields exactly what the slow path yields.
 
+Output: parse_batches() yields the events as EventBatches (kmem.trace.events), one per BATCH
+lines: the loop appends each line's columns (a memo table's tail tuple is appended as is, one
+object for every line with that tail), so no tuple is built per event and the batch crosses a
+pipe cheaply; the replay reads batches. parse() yields the same events as tuples. Both read
+ahead by up to a batch, and count (lines, events) what they have yielded.
+
 Errors: a malformed or truncated line raises TraceFormatError naming the line number, the reason
 and the line; with ``skip_bad=True`` it is counted in ``bad_lines`` (the first few kept in
 ``bad_examples``) and parsing continues. Comment (``#``) and blank lines are skipped and not
@@ -51,7 +57,8 @@ from __future__ import annotations
 
 import lzma
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
+from itertools import islice
 from typing import Any, Final
 
 from kmem.errors import InvalidArgumentError
@@ -72,7 +79,9 @@ from kmem.trace.events import (
     MM_PAGE_FREE_BATCHED,
     MM_PAGE_PCPU_DRAIN,
     NULL_PTR,
+    EventBatch,
     TraceEvent,
+    batch_events,
 )
 from kmem.trace.source import TraceFileError
 
@@ -119,6 +128,7 @@ _CPU_TOKEN: Final = re.compile(r"\[(\d+)\]")
 _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
 MAX_BAD_EXAMPLES: Final = 20
 MAX_MEMO: Final = 1 << 17
+BATCH: Final = 2048  # lines a batch of parse_batches(): a few hundred KB of columns
 _HEX_PREFIXES: Final = ("0x", "0X")
 _INLINE_NULLS: Final = ("0" * 16, "0x" + "0" * 16)  # NULL in the inline loop's pointer shapes
 
@@ -158,9 +168,9 @@ class TraceParser:
         self._counts = [0] * len(EVENT_NAMES)
         # Memo tables of the fast path, filled by the slow path with what it validated, bounded
         # by MAX_MEMO entries in all: whole call_site= and gfp_flags= tokens -> their value;
-        # per event kind, a line's tail (its text after the pointer or pfn) -> the event's
-        # columns it determines: slab events NAME..MIGRATETYPE, page events (gfp, order,
-        # migratetype, what pfn 0 reads as).
+        # per event kind, a line's tail (its text after the pointer or pfn) -> the tail of
+        # an EventBatch: slab events NAME..MIGRATETYPE; page events ((gfp, order,
+        # migratetype), what pfn 0 reads as).
         self._call_sites: dict[str, str] = {}
         self._gfp_flags: dict[str, str] = {}
         self._tails: list[dict[str, tuple[Any, ...]]] = [{} for _ in EVENT_NAMES]
@@ -175,7 +185,19 @@ class TraceParser:
     # -- the loop ------------------------------------------------------------------------
 
     def parse(self, lines: Iterable[str]) -> Iterator[TraceEvent]:
-        """Yield one event tuple per kmem event line of ``lines``, in trace order."""
+        """Yield one event tuple per kmem event line of ``lines``, in trace order (read a
+        batch ahead: see parse_batches)."""
+        for batch in self.parse_batches(lines):
+            yield from batch_events(batch)
+
+    def parse_batches(self, lines: Iterable[str], size: int = BATCH
+                      ) -> Generator[EventBatch, None, None]:
+        """Yield the events of ``lines`` as EventBatches, one per ``size`` lines read (the last
+        one shorter; lines that hold no event make a batch shorter too, never empty).
+
+        A malformed line raises TraceFormatError after the batch of the events before it. The
+        counters (lines, events, ...) count what the batches yielded so far hold.
+        """
         # The hot loop: every name below is a local and a known line is read inline (no call).
         # A line is split at most 6 times: t[5] is the first field (call_site=, or page= of a
         # page event) and t[6] the rest, "ptr=<16 hex> <tail>" or "pfn=0x<hex> <tail>". The
@@ -183,61 +205,107 @@ class TraceParser:
         # are looked up whole in memo tables that the validating slow path filled: one dict
         # lookup checks, validates and converts every other field of the line. A miss
         # (KeyError) or any other doubt sends the line to _slow_event, which parses it fully,
-        # says what is wrong with it, or teaches the memo tables its tail.
-        kinds = _EVENT_TOKENS
-        cpus = _CPU_TOKENS
+        # says what is wrong with it, or teaches the memo tables its tail. No line counter:
+        # a line's number is the lines before this batch + the batch's events + lines skipped.
+        if size < 1:
+            raise InvalidArgumentError(f"size must be >= 1, got {size}")
+        kinds_of = _EVENT_TOKENS
+        cpus_of = _CPU_TOKENS
         call_sites = self._call_sites
         nulls = _INLINE_NULLS  # a tuple: compared, not hashed
         tails = self._tails
-        counts = self._counts
         slow = self._slow_event
+        lines = iter(lines)
         not_lines = self._not_lines
-        number = 0
+        read = 0  # lines of the batches before this one
+        kinds = bytearray()
+        skipped = 0  # lines of this batch that gave no event
+        key: Any  # a slab event's pointer (str) or a page event's pfn (int)
         try:
-            for number, line in enumerate(lines, 1):
-                t = line.split(None, 6)
-                try:
-                    kind = kinds[t[4]]
-                    cpu = cpus.get(t[1])
-                    if cpu is None:
-                        cpu = cpus[t[2]]  # perf script: "comm  pid [cpu]"
-                    if t[3][-8::7] != ".:":  # the timestamp's shape: "10308.077785:"
-                        raise KeyError
-                    rest = t[6]
-                    if kind <= KMEM_CACHE_FREE:
-                        # hashed (16 hex digits) or raw (0x and 16) pointers
-                        end = 22 if rest[5] == "x" else 20
-                        ptr = rest[4:end]
-                        # (truncated, or a space or newline inside: no pointer)
-                        if rest[:4] != "ptr=" or len(ptr) != end - 4 or not ptr.isalnum():
+            while True:
+                read += len(kinds) + skipped
+                kinds = bytearray()
+                cpus: list[int] = []
+                times: list[str] = []
+                sites: list[str] = []
+                keys: list[Any] = []
+                batch_tails: list[tuple[Any, ...]] = []
+                add_kind, add_cpu, add_time = kinds.append, cpus.append, times.append
+                add_site, add_key, add_tail = sites.append, keys.append, batch_tails.append
+                skipped = 0
+                for line in islice(lines, size):
+                    t = line.split(None, 6)
+                    try:
+                        kind = kinds_of[t[4]]
+                        cpu = cpus_of.get(t[1])
+                        if cpu is None:
+                            cpu = cpus_of[t[2]]  # perf script: "comm  pid [cpu]"
+                        time = t[3]
+                        if time[-8::7] != ".:":  # the timestamp's shape: "10308.077785:"
                             raise KeyError
-                        event = (kind, cpu, t[3], call_sites[t[5]],
-                                 NULL_PTR if ptr in nulls else ptr) + tails[kind][rest[end:]]
-                    else:
-                        end = rest.find(" ")
-                        digits = rest[6:end]
-                        if (rest[:6] != "pfn=0x" or t[5][:5] != "page=" or not digits.isalnum()
-                                or digits[:2] in _HEX_PREFIXES):  # (int() would take "0x0x1")
-                            raise KeyError
-                        pfn = int(digits, 16)
-                        memo = tails[kind][rest[end:]]  # (gfp, order, migratetype, pfn 0 as)
-                        event = (kind, cpu, t[3], "", "", "", 0, 0, memo[0], -1,
-                                 pfn or memo[3], memo[1], memo[2])
-                except (KeyError, IndexError, ValueError):
-                    slow_event = slow(number, line)
-                    if slow_event is None:
-                        continue
-                    event = slow_event
-                    kind = event[0]
-                counts[kind] += 1
-                yield event
+                        rest = t[6]
+                        if kind <= KMEM_CACHE_FREE:
+                            # hashed (16 hex digits) or raw (0x and 16) pointers
+                            end = 22 if rest[5] == "x" else 20
+                            key = rest[4:end]
+                            # (truncated, or a space or newline inside: no pointer)
+                            if rest[:4] != "ptr=" or len(key) != end - 4 or not key.isalnum():
+                                raise KeyError
+                            tail = tails[kind][rest[end:]]
+                            site = call_sites[t[5]]
+                            if key in nulls:
+                                key = NULL_PTR
+                        else:
+                            end = rest.find(" ")
+                            digits = rest[6:end]
+                            if (rest[:6] != "pfn=0x" or t[5][:5] != "page="
+                                    or not digits.isalnum()
+                                    or digits[:2] in _HEX_PREFIXES):  # (int() takes "0x0x1")
+                                raise KeyError
+                            tail, pfn_zero = tails[kind][rest[end:]]
+                            site = ""
+                            key = int(digits, 16) or pfn_zero
+                    except (KeyError, IndexError, ValueError):
+                        try:
+                            event = slow(read + len(kinds) + skipped + 1, line)
+                        except TraceFormatError:
+                            skipped += 1  # (the bad line is counted)
+                            if kinds:  # the events before it first
+                                yield self._batch(kinds, cpus, times, sites, keys, batch_tails)
+                            raise
+                        if event is None:
+                            skipped += 1
+                            continue
+                        kind, cpu, time, site = event[0], event[1], event[2], event[3]
+                        if kind <= KMEM_CACHE_FREE:
+                            key, tail = event[4], event[5:]
+                        else:
+                            key, tail = event[10], (event[8], event[11], event[12])
+                    add_kind(kind)
+                    add_cpu(cpu)
+                    add_time(time)
+                    add_site(site)
+                    add_key(key)
+                    add_tail(tail)
+                if kinds:
+                    yield self._batch(kinds, cpus, times, sites, keys, batch_tails)
+                if len(kinds) + skipped < size:
+                    return
         except (EOFError, OSError, lzma.LZMAError) as error:
             raise TraceFileError(
-                f"the trace stream broke off after line {number}: {error}"
+                f"the trace stream broke off after line {read + len(kinds) + skipped}: {error}"
             ) from error
         finally:
             # Every line read is counted but comments, blank lines and trace-cmd headers.
-            self.lines += number - (self._not_lines - not_lines)
+            self.lines += read + len(kinds) + skipped - (self._not_lines - not_lines)
+
+    def _batch(self, kinds: bytearray, cpus: list[int], times: list[str], sites: list[str],
+               keys: list[Any], tails: list[tuple[Any, ...]]) -> EventBatch:
+        """The batch of these columns, counted in ``events``."""
+        counts = self._counts
+        for kind in set(kinds):
+            counts[kind] += kinds.count(kind)
+        return EventBatch(bytes(kinds), cpus, times, sites, keys, tails)
 
     def _reject(self, number: int, line: str, error: Exception) -> None:
         """Count the bad line (with --skip-bad) or raise a TraceFormatError naming it."""
@@ -319,10 +387,9 @@ class TraceParser:
         if (rest[:6] != "pfn=0x" or t[5][:5] != "page=" or not digits.isalnum()
                 or digits[:2] in _HEX_PREFIXES):
             raise KeyError
-        pfn = int(digits, 16)
-        memo = self._tails[kind][rest[end:]]
-        return (kind, cpu, t[3], "", "", "", 0, 0, memo[0], -1, pfn or memo[3], memo[1],
-                memo[2])
+        (gfp, order, migratetype), pfn_zero = self._tails[kind][rest[end:]]
+        return (kind, cpu, t[3], "", "", "", 0, 0, gfp, -1, int(digits, 16) or pfn_zero, order,
+                migratetype)
 
     def _learn_tail(self, t: list[str], event: TraceEvent) -> None:
         """Teach the fast path the tail of a line the slow path accepted, if the fast path then
@@ -345,7 +412,7 @@ class TraceParser:
                 return
             tail = rest[end:]
             head_keys = ("page=", "pfn=")
-            value = (event[8], event[11], event[12], -1 if kind == MM_PAGE_ALLOC else 0)
+            value = ((event[8], event[11], event[12]), -1 if kind == MM_PAGE_ALLOC else 0)
         table = self._tails[kind]
         if tail in table or any(key in tail for key in head_keys):
             return  # (a field of the head repeated in the tail: the slow path's last one wins)

@@ -2,20 +2,24 @@
 on two CPUs.
 
 Parsing and replaying cost about the same per event, and each uses one CPU in CPython. A
-ParserProcess runs a TraceParser over the file in a forked child, which sends the events in
-batches (marshalled lists of event tuples) through a pipe; this process unmarshals them and replays.
-The child reads ahead by at most a few batches (the pipe's buffer), so memory stays bounded, and
-the events arrive in trace order, exactly as TraceParser yields them.
+ParserProcess runs a TraceParser over the file in a forked child, which sends the events
+through a pipe as the EventBatches of TraceParser.parse_batches (marshalled columns: one tail
+tuple per distinct tail, so a batch costs little to send and to receive); this process
+unmarshals them and replays. The child reads ahead by at most a few batches (the pipe's buffer,
+enlarged to 1 MiB where Linux allows), so memory stays bounded, and the events arrive in trace
+order, exactly as TraceParser yields them.
 
     parser = ParserProcess("trace.txt.xz", skip_bad=True)
-    result = Replayer().run(parser.parse(), parser=parser)
+    result = Replayer().run_batches(parser.batches(), parser=parser)
     parser.lines, parser.bad_lines, parser.bad_examples   # TraceParser's counters, at the end
+
+``parse()`` yields the same events as tuples.
 
 Errors travel too: a malformed line's TraceFormatError (or a broken file's TraceFileError) is
 raised here at the same point of the stream as a TraceParser would raise it, after the events
-before it. Closing the event iterator early stops the child. The counters (lines, bad_lines,
+before it. Closing the iterator early stops the child. The counters (lines, bad_lines,
 bad_examples, other_events, events) are filled in when the child has read the whole trace. A
-ParserProcess reads its trace once; ``start()`` starts the child before parse() is called (do it
+ParserProcess reads its trace once; ``start()`` starts the child before batches() or parse() (do it
 before starting threads, such as a progress bar's).
 
 The child is a fork: it holds copies of this process's file descriptors, so a FIFO this process
@@ -33,22 +37,24 @@ import marshal
 import multiprocessing
 import os
 import pickle
-from collections.abc import Callable, Generator, Iterator
-from itertools import islice
+from collections.abc import Callable, Generator
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
 from kmem.errors import InvalidArgumentError, KmemError
-from kmem.trace.events import EVENT_NAMES, TraceEvent
-from kmem.trace.parse import TraceFormatError, TraceParser
+from kmem.trace.events import EVENT_NAMES, EventBatch, TraceEvent, batch_events
+from kmem.trace.parse import BATCH, TraceFormatError, TraceParser
 from kmem.trace.source import TraceFileError, open_trace
 
-# Event batches travel marshalled (tuples of str and int: a third cheaper than pickle both ways,
-# and both ends are the same Python); the last message, which may hold exceptions, is pickled.
-# A pickle (protocol >= 2) starts with the PROTO opcode, which no marshalled tuple does.
+# Event batches travel marshalled (columns of bytes, str, int and shared tail tuples: a third
+# cheaper than pickle both ways, and both ends are the same Python); the last message, which
+# may hold exceptions, is pickled. A pickle (protocol >= 2) starts with the PROTO opcode, which
+# no marshalled tuple does.
 _PICKLE_PROTO: Final = pickle.PROTO[0]
-BATCH: Final = 2048  # events a message: large enough that pickling is C-speed, small in memory
+# The pipe's buffer (Linux's default is 64 KiB, less than a batch): room for a few batches, so
+# that neither process waits for the other when one of them is briefly slower.
+_PIPE_BUFFER: Final = 1 << 20
 
 
 def available() -> bool:
@@ -85,6 +91,7 @@ class ParserProcess:
         with raw:
             context = multiprocessing.get_context("fork")
             self._receive, send = context.Pipe(duplex=False)
+            _enlarge(send)
             self._child = context.Process(
                 target=_child, args=(raw, self.skip_bad, send, self._receive), daemon=True)
             self._child.start()
@@ -103,6 +110,13 @@ class ParserProcess:
     def parse(self, progress: Callable[[int], object] | None = None
               ) -> Generator[TraceEvent, None, None]:
         """Yield the trace's events in order; ``progress(bytes_read)`` after each batch."""
+        for batch in self.batches(progress):
+            yield from batch_events(batch)
+
+    def batches(self, progress: Callable[[int], object] | None = None
+                ) -> Generator[EventBatch, None, None]:
+        """Yield the trace's events as EventBatches (TraceParser.parse_batches' batches), in
+        order; ``progress(bytes_read)`` after each batch."""
         if self._receive is not None and self._receive.closed:
             raise InvalidArgumentError(f"this ParserProcess has read {self.path!r} already:"
                                        " make a new one to read it again")
@@ -119,11 +133,11 @@ class ParserProcess:
                     raise TraceFileError(
                         f"the parser process of {self.path!r} stopped without a word"
                         f" (exit code {child.exitcode})") from None
-                if blob[0] != _PICKLE_PROTO:  # a marshalled (bytes read, events) batch
-                    self.bytes_read, batch = unmarshal(blob)
+                if blob[0] != _PICKLE_PROTO:  # a marshalled (bytes read, columns) batch
+                    self.bytes_read, columns = unmarshal(blob)
                     if progress is not None:
                         progress(self.bytes_read)
-                    yield from batch
+                    yield EventBatch._make(columns)
                     continue
                 message = pickle.loads(blob)
                 if message[0] == "done":
@@ -140,19 +154,21 @@ class ParserProcess:
             setattr(self, name, value)
 
 
+def _enlarge(connection: Connection) -> None:
+    """Give the pipe _PIPE_BUFFER bytes of buffer where the system allows (Linux, up to
+    /proc/sys/fs/pipe-max-size); elsewhere it keeps its size, which is only slower."""
+    try:
+        import fcntl  # (Unix only: imported here, where a fork is known to exist)
+
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BUFFER)
+    except (OSError, AttributeError):  # (AttributeError: a system without F_SETPIPE_SZ)
+        pass
+
+
 def _counters(parser: TraceParser) -> dict[str, Any]:
     return {"lines": parser.lines, "bad_lines": parser.bad_lines,
             "bad_examples": parser.bad_examples, "other_events": parser.other_events,
             "events": parser.events}
-
-
-def _until_error(events: Iterator[TraceEvent], failure: list[KmemError]
-                 ) -> Iterator[TraceEvent]:
-    """``events`` up to a KmemError, which ends the stream and lands in ``failure``."""
-    try:
-        yield from events
-    except KmemError as error:
-        failure.append(error)
 
 
 def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> None:
@@ -167,11 +183,13 @@ def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> N
     failure: list[KmemError] = []
     try:
         with open_trace(raw) as lines:
-            # The events before an error go first, so the parent raises it where a TraceParser
-            # would: after them.
-            events = _until_error(parser.parse(lines), failure)
-            while batch := list(islice(events, BATCH)):
-                send.send_bytes(dump_batch((position(), batch)))
+            # The batch of the events before an error goes first (parse_batches yields it
+            # before raising), so the parent raises it where a TraceParser would: after them.
+            try:
+                for batch in parser.parse_batches(lines, BATCH):
+                    send.send_bytes(dump_batch((position(), tuple(batch))))
+            except KmemError as error:
+                failure.append(error)
         message: tuple[Any, ...] = (
             ("error", failure[0], _counters(parser)) if failure else ("done", _counters(parser)))
     except Exception as error:  # a bug: say so in the parent rather than hang or vanish
@@ -185,4 +203,4 @@ def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> N
         send.close()
 
 
-__all__ = ["BATCH", "ParserProcess", "available"]
+__all__ = ["ParserProcess", "available"]

@@ -42,7 +42,9 @@ API for step-by-step views (the HTML page, notebooks)::
     result = replayer.result()                                     # ReplayResult (frozen)
 
 or ``replayer.run(events, every=N, callback=fn)``, which calls ``fn(snapshot)`` every N events
-and returns the ReplayResult.
+and returns the ReplayResult. ``iter_batch_snapshots`` and ``run_batches`` do the same over
+EventBatches (``TraceParser.parse_batches``, ``ParserProcess.batches``): the fast way, which
+``kmem replay`` takes; event tuples are gathered into batches first.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ from kmem.trace.events import (
     MM_PAGE_FREE,
     MM_PAGE_FREE_BATCHED,
     NULL_PTR,
+    EventBatch,
     TraceEvent,
-    event_time,
+    event_batch,
 )
 from kmem.trace.stat import gfp_value
 
@@ -148,6 +151,14 @@ class LineCounts(Protocol):
     bad_lines: int
 
 
+def _batches_of(events: Iterable[TraceEvent]) -> Iterator[EventBatch]:
+    """``events`` in EventBatches of _BATCH: parse a batch, then replay it (alternating per
+    event between the parser's and the allocators' working sets costs ~15% more)."""
+    iterator = iter(events)
+    while batch := list(islice(iterator, _BATCH)):
+        yield event_batch(batch)
+
+
 def _check_layers(layers: Iterable[str]) -> tuple[str, ...]:
     layers = tuple(layers)
     for layer in layers:
@@ -209,7 +220,8 @@ class Replayer:
         # page layer: traced pfn -> (kmem pfn, order)
         self._pages: dict[int, tuple[int, int]] = {}
         self._slab_pfns: set[int] = set()  # traced pfns of the kernel's own slab pages
-        self._pending: dict[int, TraceEvent] = {}  # cpu -> mm_page_alloc awaiting its next event
+        # cpu -> (pfn, order) of an mm_page_alloc awaiting that CPU's next event
+        self._pending: dict[int, tuple[int, int]] = {}
         self.page_layer_pages = 0
         self.page_layer_peak = 0
         self.page_counts = dict.fromkeys(
@@ -220,7 +232,7 @@ class Replayer:
         self.timeline: list[ReplaySnapshot] = []
         self._slab_peak = 0
         self._total_peak = 0
-        self._last_event: TraceEvent | None = None
+        self._last_time = ""  # the TIME text of the last event replayed
 
     @property
     def page_size(self) -> int:
@@ -236,25 +248,28 @@ class Replayer:
     def iter_snapshots(self, events: Iterable[TraceEvent], every: int = 1000
                        ) -> Iterator[ReplaySnapshot]:
         """Replay ``events``, yielding a snapshot after every ``every`` events and at the end."""
+        return self.iter_batch_snapshots(_batches_of(events), every)
+
+    def iter_batch_snapshots(self, batches: Iterable[EventBatch], every: int = 1000
+                             ) -> Iterator[ReplaySnapshot]:
+        """iter_snapshots() over EventBatches (TraceParser.parse_batches, ParserProcess.batches):
+        the fast way, with no tuple per event."""
         if every < 1:
             raise InvalidArgumentError(f"every must be >= 1, got {every}")
-        iterator = iter(events)
         if not self.timeline:
             yield self._sample()
-        while True:
-            done = 0
-            while done < every:
-                # Parse a batch, then replay it: alternating per event between the parser's
-                # and the allocators' working sets costs ~15% more (CPU caches).
-                batch = list(islice(iterator, min(every - done, _BATCH)))
-                if not batch:
-                    break
-                done += self._feed(batch)
-            if done == 0:
-                break
-            yield self._sample()
-            if done < every:
-                break
+        done = 0  # events since the last snapshot
+        for batch in batches:
+            size = len(batch.kinds)
+            start = 0
+            while start < size:
+                stop = min(size, start + every - done)
+                self._feed(batch if stop - start == size else batch.part(start, stop))
+                done += stop - start
+                start = stop
+                if done == every:
+                    yield self._sample()
+                    done = 0
         flushed = self._flush_pending()
         if flushed or self.timeline[-1].events != self.events_done:
             yield self._sample()
@@ -263,21 +278,32 @@ class Replayer:
             callback: Callable[[ReplaySnapshot], object] | None = None,
             parser: LineCounts | None = None) -> ReplayResult:
         """Replay ``events`` to the end (calling ``callback`` with every snapshot)."""
-        for snapshot in self.iter_snapshots(events, every):
+        return self.run_batches(_batches_of(events), every, callback, parser)
+
+    def run_batches(self, batches: Iterable[EventBatch], every: int = 1000,
+                    callback: Callable[[ReplaySnapshot], object] | None = None,
+                    parser: LineCounts | None = None) -> ReplayResult:
+        """run() over EventBatches: what ``kmem replay`` does."""
+        for snapshot in self.iter_batch_snapshots(batches, every):
             if callback is not None:
                 callback(snapshot)
         return self.result(parser)
 
     # -- the hot loop ---------------------------------------------------------------------
 
-    def _feed(self, events: Iterable[TraceEvent]) -> int:
-        """Replay a run of events; return how many there were."""
+    def _feed(self, batch: EventBatch) -> None:
+        """Replay a batch of events."""
         # Event kinds are ordered (kmem.trace.events): 0-1 kmalloc(_node), 2-3
         # kmem_cache_alloc(_node), 4-5 kfree and kmem_cache_free, 6 mm_page_alloc, 7-8
-        # mm_page_free(_batched), then the events replay only counts.
+        # mm_page_free(_batched), then the events replay only counts. A slab event's key is
+        # its pointer and its tail (name, bytes_req, bytes_alloc, gfp, ...); a page event's
+        # key is its pfn and its tail (gfp, order, migratetype).
         last_kmalloc, last_alloc, last_free = KMALLOC_NODE, KMEM_CACHE_ALLOC_NODE, KMEM_CACHE_FREE
         last_page_free = MM_PAGE_FREE_BATCHED
+        kinds = batch.kinds
         counts = self._counts
+        for kind in set(kinds):
+            counts[kind] += kinds.count(kind)
         do_slab, do_page, dedup = self._do_slab, self._do_page, self._dedup_slab_pages
         pending = self._pending
         live = self._live
@@ -286,81 +312,74 @@ class Replayer:
         kmalloc_info = self._kmalloc_info
         kmalloc = self.slab.kmalloc
         nr_cpus = self.nr_cpus
-        n = 0
-        event: TraceEvent | None = None
-        for event in events:
-            n += 1
-            kind = event[0]
-            counts[kind] += 1
-            cpu = event[1]
+        for kind, cpu, key, tail in zip(kinds, batch.cpus, batch.keys, batch.tails, strict=True):
             if pending and dedup:
-                page_event = pending.pop(cpu, None)
-                if page_event is not None:
-                    self._decide_page(page_event, kind <= last_alloc)
-            if cpu >= nr_cpus:
-                cpu %= nr_cpus
+                page = pending.pop(cpu, None)
+                if page is not None:
+                    self._decide_page(page, kind <= last_alloc)
             if kind <= last_free:
                 if not do_slab:
                     continue
-                ptr = event[4]
+                if cpu >= nr_cpus:
+                    cpu %= nr_cpus
                 if kind > last_alloc:  # kfree, kmem_cache_free
-                    entry = live.pop(ptr, None)
+                    entry = live.pop(key, None)
                     if entry is not None:
                         entry[0](entry[1], cpu)
                     else:
-                        self._free_of_nothing(ptr)
+                        self._free_of_nothing(key)
                     continue
-                if (ptr in live or ptr == NULL_PTR) and self._odd_alloc(ptr, cpu):
+                if (key in live or key == NULL_PTR) and self._odd_alloc(key, cpu):
                     continue
                 if kind > last_kmalloc:  # kmem_cache_alloc(_node)
-                    cache = caches.get(event[5])
+                    cache = caches.get(tail[0])
                     if cache is None:
-                        cache = self._cache_for(event)
+                        cache = self._cache_for(tail[0], tail[2])
                         if cache is None:  # kmem cannot create it
-                            self._failed(ptr, None)
+                            self._failed(key, None)
                             continue
                     try:
-                        live[ptr] = (cache.free, cache.alloc(cpu))
+                        live[key] = (cache.free, cache.alloc(cpu))
                     except KmemError as error:
-                        self._failed(ptr, error)
+                        self._failed(key, error)
                     continue
-                gfp = gfps.get(event[8])
+                gfp = gfps.get(tail[3])
                 if gfp is None:
-                    gfp = self._gfp_of(event[8])
+                    gfp = self._gfp_of(tail[3])
                 try:
-                    address = kmalloc(event[6], gfp, cpu)
+                    address = kmalloc(tail[1], gfp, cpu)
                 except KmemError as error:
-                    self._failed(ptr, error)
+                    self._failed(key, error)
                     continue
-                info = kmalloc_info.get((event[6], gfp))
+                info = kmalloc_info.get((tail[1], gfp))
                 if info is None:
-                    info = self._learn_kmalloc(event[6], gfp, address)
-                live[ptr] = (info[1], address)
-                if info[0] != event[7]:
-                    self._mismatch(event, info[0])
+                    info = self._learn_kmalloc(tail[1], gfp, address)
+                live[key] = (info[1], address)
+                if info[0] != tail[2]:
+                    self._mismatch(tail, info[0])
             elif do_page:
                 if kind == MM_PAGE_ALLOC:
-                    if dedup and event[12] != 1 and "HIGHUSER" not in event[8]:
+                    if dedup and tail[2] != 1 and "HIGHUSER" not in tail[0]:
                         # Could be a slab page (never movable, never a user page): the next
                         # event on this CPU decides.
-                        pending[event[1]] = event
+                        pending[cpu] = (key, tail[1])
                     else:
-                        self._page_alloc(event)
+                        self._page_alloc(key, tail[1])
                 elif kind <= last_page_free:
-                    self._page_free(event)
+                    self._page_free(kind, key, tail[1])
                 else:
                     self.page_counts["not_replayed"] += 1
-        if event is not None:
-            self._last_event = event
-        return n
+        if kinds:
+            self._last_time = batch.times[-1]
 
-    def _decide_page(self, page_event: TraceEvent, slab_alloc_follows: bool) -> None:
-        """A waiting mm_page_alloc: the kernel's slab page if a slab allocation followed it."""
+    def _decide_page(self, page: tuple[int, int], slab_alloc_follows: bool) -> None:
+        """A waiting mm_page_alloc (pfn, order): the kernel's slab page if a slab allocation
+        followed it."""
         if slab_alloc_follows:
-            self._slab_pfns.add(page_event[10])
+            self._slab_pfns.add(page[0])
             self.page_counts["slab_page_events_skipped"] += 1
         else:
-            self._page_alloc(page_event)
+            self._page_alloc(*page)
 
     def _free_of_nothing(self, ptr: str) -> None:
         """A free of a pointer with no live object: NULL, a failed allocation, or unknown."""
@@ -395,10 +414,11 @@ class Replayer:
         self._kmalloc_info[(size, gfp)] = info
         return info
 
-    def _mismatch(self, event: TraceEvent, expected: int) -> None:
+    def _mismatch(self, tail: tuple[Any, ...], expected: int) -> None:
+        """A kmalloc event (its tail) whose bytes_alloc kmem does not give."""
         self.bytes_alloc_mismatches += 1
         if len(self.mismatch_examples) < MAX_EXAMPLES:
-            self.mismatch_examples.append((event[6], event[8], event[7], expected))
+            self.mismatch_examples.append((tail[1], tail[3], tail[2], expected))
 
     def _missed_free(self, ptr: str, cpu: int) -> None:
         """The pointer is allocated again while live: its free was not traced."""
@@ -415,21 +435,21 @@ class Replayer:
             self.too_large += 1
         self._oom_ptrs.add(ptr)
 
-    def _cache_for(self, event: TraceEvent) -> KmemCache | None:
+    def _cache_for(self, traced_name: str, bytes_alloc: int) -> KmemCache | None:
         """The cache of a kmem_cache_alloc event, created on first sight; None if kmem cannot
         create it (its objects are above what --max-order allows)."""
-        name = event[5] or f"cache-{event[7]}"
+        name = traced_name or f"cache-{bytes_alloc}"
         if name in self._cache_errors:
             return None
         cache = self._caches.get(name) or self.slab.caches.get(name)
         if cache is None:
             try:
-                cache = self.slab.kmem_cache_create(name, max(event[7], 1))
+                cache = self.slab.kmem_cache_create(name, max(bytes_alloc, 1))
             except KmemError as error:
                 self._cache_errors[name] = str(error)
                 return None
-        if cache.slab_size != event[7] and name not in self.cache_size_mismatches:
-            self.cache_size_mismatches[name] = (event[7], cache.slab_size)
+        if cache.slab_size != bytes_alloc and name not in self.cache_size_mismatches:
+            self.cache_size_mismatches[name] = (bytes_alloc, cache.slab_size)
         # By the event's name for _feed's lookup; an unnamed event (kernels before 6.2) by its
         # size-derived name, so the next unnamed event of another size finds its own cache.
         self._caches[name] = cache
@@ -437,8 +457,8 @@ class Replayer:
 
     # -- page layer ------------------------------------------------------------------------
 
-    def _page_alloc(self, event: TraceEvent) -> None:
-        pfn, order = event[10], event[11]
+    def _page_alloc(self, pfn: int, order: int) -> None:
+        """mm_page_alloc of the traced ``pfn`` (-1: the kernel's allocation failed)."""
         counts = self.page_counts
         if pfn < 0:
             counts["traced_failures"] += 1
@@ -462,20 +482,20 @@ class Replayer:
         if self.page_layer_pages > self.page_layer_peak:
             self.page_layer_peak = self.page_layer_pages
 
-    def _page_free(self, event: TraceEvent) -> None:
-        pfn = event[10]
+    def _page_free(self, kind: int, pfn: int, order: int) -> None:
+        """mm_page_free or mm_page_free_batched (``kind``) of the traced ``pfn``."""
         counts = self.page_counts
         own = self._pages.pop(pfn, None)
         if own is None:
             if pfn in self._slab_pfns:
                 self._slab_pfns.discard(pfn)
                 counts["slab_page_events_skipped"] += 1
-            elif event[0] == MM_PAGE_FREE_BATCHED:
+            elif kind == MM_PAGE_FREE_BATCHED:
                 counts["batched_duplicates"] += 1
             else:
                 counts["unknown_frees"] += 1
             return
-        if own[1] != event[11] and event[0] == MM_PAGE_FREE:
+        if own[1] != order and kind == MM_PAGE_FREE:
             counts["order_mismatches"] += 1
         self.buddy.free_pages(*own)
         self.page_layer_pages -= 1 << own[1]
@@ -485,8 +505,8 @@ class Replayer:
         """Replay the page allocations still waiting for their CPU's next event."""
         waiting = list(self._pending.values())
         self._pending.clear()
-        for event in waiting:
-            self._page_alloc(event)
+        for pfn, order in waiting:
+            self._page_alloc(pfn, order)
         return len(waiting)
 
     # -- sampling and results ----------------------------------------------------------------
@@ -498,8 +518,7 @@ class Replayer:
         slab_pages = used - self.page_layer_pages
         self._slab_peak = max(self._slab_peak, slab_pages)
         self._total_peak = max(self._total_peak, used)
-        last = self._last_event
-        time = event_time(last) if last is not None else 0.0
+        time = float(self._last_time[:-1]) if self._last_time else 0.0
         report = buddy.fragmentation()
         snapshot = ReplaySnapshot(
             events=self.events_done, time=time, slab_pages=slab_pages,

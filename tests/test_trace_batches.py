@@ -1,0 +1,102 @@
+"""Events in bulk: EventBatch columns (kmem.trace.events), TraceParser.parse_batches and the
+Replayer's batch path give exactly what the event tuples give."""
+
+from __future__ import annotations
+
+import lzma
+from pathlib import Path
+
+import pytest
+
+from fixture_files import DD_TRACE, LS_TRACE, OLD_KERNELS, PERF_SCRIPT, TRACE_CMD
+from kmem.errors import InvalidArgumentError
+from kmem.trace.events import EventBatch, TraceEvent, batch_events, event_batch
+from kmem.trace.parse import BATCH, TraceFormatError, TraceParser
+from kmem.trace.replay import Replayer
+from kmem.trace.source import open_trace
+
+FIXTURES = [LS_TRACE, DD_TRACE, PERF_SCRIPT, TRACE_CMD, OLD_KERNELS]
+
+
+def _lines(path: Path) -> list[str]:
+    with open_trace(path) as lines:
+        return list(lines)
+
+
+def _tuples(lines: list[str]) -> tuple[list[TraceEvent], TraceParser]:
+    parser = TraceParser()
+    return list(parser.parse(lines)), parser
+
+
+@pytest.mark.parametrize("size", [1, 7, BATCH])
+@pytest.mark.parametrize("path", FIXTURES)
+def test_batches_hold_the_events_and_counters_of_the_tuples(path: Path, size: int) -> None:
+    lines = _lines(path)
+    expected, by_tuple = _tuples(lines)
+    parser = TraceParser()
+    batches = list(parser.parse_batches(lines, size))
+    assert [event for batch in batches for event in batch_events(batch)] == expected
+    for batch in batches:
+        assert 0 < len(batch.kinds) <= size
+        assert len({len(column) for column in batch}) == 1  # every column, one entry per event
+    assert (parser.lines, parser.events, parser.other_events) == (
+        by_tuple.lines, by_tuple.events, by_tuple.other_events)
+
+
+@pytest.mark.parametrize("path", FIXTURES)
+def test_event_batch_is_the_inverse_of_batch_events(path: Path) -> None:
+    for batch in TraceParser().parse_batches(_lines(path), 500):
+        events = batch_events(batch)
+        assert event_batch(events) == batch
+        assert batch_events(batch.part(3, 17)) == events[3:17]
+
+
+def test_counters_count_the_batches_yielded_so_far() -> None:
+    lines = _lines(DD_TRACE)
+    comments = sum(1 for line in lines[:100] if line.startswith("#"))
+    parser = TraceParser()
+    batches = parser.parse_batches(lines, 100)
+    first = next(batches)
+    assert len(first.kinds) == 100 - comments
+    assert sum(parser.events.values()) == len(first.kinds)
+    batches.close()  # stopped at a batch: the lines of the batches read, no more
+    assert parser.lines == 100 - comments
+
+
+def test_a_bad_line_comes_after_the_batch_of_the_events_before_it() -> None:
+    lines = _lines(LS_TRACE)
+    lines[3000] = lines[3000].replace("ptr=", "ptr=zz", 1)
+    events_before = _tuples(lines[:3000])[0]
+    parser = TraceParser()
+    seen: list[TraceEvent] = []
+    with pytest.raises(TraceFormatError) as error:
+        for batch in parser.parse_batches(lines, 2048):
+            seen.extend(batch_events(batch))
+    assert error.value.line_number == 3001
+    assert seen == events_before
+    comments = sum(1 for line in lines[:3001] if line.startswith("#"))
+    assert parser.lines == 3001 - comments
+    assert sum(parser.events.values()) == len(events_before)
+
+
+def test_batch_size_is_checked() -> None:
+    with pytest.raises(InvalidArgumentError, match="size must be >= 1, got 0"):
+        list(TraceParser().parse_batches([], 0))
+
+
+def test_nothing_to_read_gives_no_batch() -> None:
+    parser = TraceParser()
+    assert list(parser.parse_batches(["# tracer: nop\n", "\n"])) == []
+    assert parser.lines == 0
+
+
+@pytest.mark.parametrize("every", [1, 7, 1000])
+@pytest.mark.parametrize("path", [LS_TRACE, DD_TRACE])
+def test_replaying_batches_equals_replaying_tuples(path: Path, every: int) -> None:
+    with lzma.open(path, "rt") as text:
+        lines = text.readlines()
+    events = _tuples(lines)[0]
+    by_tuple = Replayer().run(events, every=every).to_json()
+    # Batches of another size than the sampling interval: the replay splits them.
+    batches: list[EventBatch] = list(TraceParser().parse_batches(lines, 333))
+    assert Replayer().run_batches(batches, every=every).to_json() == by_tuple
