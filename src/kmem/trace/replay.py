@@ -204,8 +204,12 @@ class Replayer:
         self._live: dict[str, tuple[Callable[[int, int], None], int]] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
         self._caches: dict[str, KmemCache] = {}  # by traced name, or cache-<bytes_alloc>
-        # (bytes_req, gfp) -> (kmem's bytes_alloc, free function) of a kmalloc request
-        self._kmalloc_info: dict[tuple[int, int], tuple[int, Callable[[int, int], None]]] = {}
+        # traced name -> (alloc, free) of its cache: what _feed calls
+        self._cache_calls: dict[str, tuple[Callable[[int], int], Callable[[int, int], None]]] = {}
+        # (bytes_req, gfp_flags text) -> (gfp value, kmem's bytes_alloc, free function) of a
+        # kmalloc request
+        self._kmalloc_calls: dict[tuple[int, str],
+                                  tuple[int, int, Callable[[int, int], None]]] = {}
         self._gfp: dict[str, int] = {}
         self.unknown_frees = 0
         self.null_frees = 0
@@ -305,18 +309,15 @@ class Replayer:
         for kind in set(kinds):
             counts[kind] += kinds.count(kind)
         do_slab, do_page, dedup = self._do_slab, self._do_page, self._dedup_slab_pages
-        pending = self._pending
+        pending = self._pending  # (only filled when dedup)
         live = self._live
-        gfps = self._gfp
-        caches = self._caches
-        kmalloc_info = self._kmalloc_info
+        cache_calls = self._cache_calls
+        kmalloc_calls = self._kmalloc_calls
         kmalloc = self.slab.kmalloc
         nr_cpus = self.nr_cpus
         for kind, cpu, key, tail in zip(kinds, batch.cpus, batch.keys, batch.tails, strict=True):
-            if pending and dedup:
-                page = pending.pop(cpu, None)
-                if page is not None:
-                    self._decide_page(page, kind <= last_alloc)
+            if pending and cpu in pending:
+                self._decide_page(pending.pop(cpu), kind <= last_alloc)
             if kind <= last_free:
                 if not do_slab:
                     continue
@@ -331,32 +332,24 @@ class Replayer:
                     continue
                 if (key in live or key == NULL_PTR) and self._odd_alloc(key, cpu):
                     continue
-                if kind > last_kmalloc:  # kmem_cache_alloc(_node)
-                    cache = caches.get(tail[0])
-                    if cache is None:
-                        cache = self._cache_for(tail[0], tail[2])
-                        if cache is None:  # kmem cannot create it
-                            self._failed(key, None)
-                            continue
-                    try:
-                        live[key] = (cache.free, cache.alloc(cpu))
-                    except KmemError as error:
-                        self._failed(key, error)
-                    continue
-                gfp = gfps.get(tail[3])
-                if gfp is None:
-                    gfp = self._gfp_of(tail[3])
                 try:
-                    address = kmalloc(tail[1], gfp, cpu)
-                except KmemError as error:
+                    if kind > last_kmalloc:  # kmem_cache_alloc(_node)
+                        cache = cache_calls.get(tail[0])
+                        if cache is None:
+                            cache = self._cache_for(tail[0], tail[2])
+                        live[key] = (cache[1], cache[0](cpu))
+                        continue
+                    info = kmalloc_calls.get((tail[1], tail[3]))
+                    if info is None:
+                        info, address = self._first_kmalloc(tail[1], tail[3], cpu)
+                    else:
+                        address = kmalloc(tail[1], info[0], cpu)
+                    live[key] = (info[2], address)
+                except KmemError as error:  # (also: kmem cannot create the cache)
                     self._failed(key, error)
                     continue
-                info = kmalloc_info.get((tail[1], gfp))
-                if info is None:
-                    info = self._learn_kmalloc(tail[1], gfp, address)
-                live[key] = (info[1], address)
-                if info[0] != tail[2]:
-                    self._mismatch(tail, info[0])
+                if info[1] != tail[2]:  # kmem's bytes_alloc for kmalloc(bytes_req, gfp)
+                    self._mismatch(tail, info[1])
             elif do_page:
                 if kind == MM_PAGE_ALLOC:
                     if dedup and tail[2] != 1 and "HIGHUSER" not in tail[0]:
@@ -367,8 +360,7 @@ class Replayer:
                         self._page_alloc(key, tail[1])
                 elif kind <= last_page_free:
                     self._page_free(kind, key, tail[1])
-                else:
-                    self.page_counts["not_replayed"] += 1
+                # (the others, pcp refills and drains, are only counted)
         if kinds:
             self._last_time = batch.times[-1]
 
@@ -401,18 +393,19 @@ class Replayer:
 
     # -- slab slow paths -------------------------------------------------------------------
 
-    def _gfp_of(self, text: str) -> int:
-        value = self._gfp[text] = gfp_value(text)  # an older kernel's flag names count 0
-        return value
-
-    def _learn_kmalloc(self, size: int, gfp: int, address: int
-                       ) -> tuple[int, Callable[[int, int], None]]:
-        """kmem's bytes_alloc for kmalloc(size, gfp) (ksize of what it returned) and the free
-        function of its cache (kfree for a large kmalloc), found once per (size, gfp)."""
+    def _first_kmalloc(self, size: int, gfp_text: str, cpu: int
+                       ) -> tuple[tuple[int, int, Callable[[int, int], None]], int]:
+        """The first kmalloc(size, gfp) of a (size, gfp_flags text): (what _feed keeps of it,
+        the address). It keeps the gfp value, kmem's bytes_alloc (ksize of what kmalloc
+        returned) and the free function of its cache (kfree for a large kmalloc)."""
+        gfp = self._gfp.get(gfp_text)
+        if gfp is None:
+            gfp = self._gfp[gfp_text] = gfp_value(gfp_text)  # an older kernel's names count 0
+        address = self.slab.kmalloc(size, gfp, cpu)
         cache = self.slab.kmalloc_cache_for(size, gfp)
-        info = (self.slab.ksize(address), self.slab.kfree if cache is None else cache.free)
-        self._kmalloc_info[(size, gfp)] = info
-        return info
+        calls = (gfp, self.slab.ksize(address), self.slab.kfree if cache is None else cache.free)
+        self._kmalloc_calls[(size, gfp_text)] = calls
+        return calls, address
 
     def _mismatch(self, tail: tuple[Any, ...], expected: int) -> None:
         """A kmalloc event (its tail) whose bytes_alloc kmem does not give."""
@@ -435,25 +428,29 @@ class Replayer:
             self.too_large += 1
         self._oom_ptrs.add(ptr)
 
-    def _cache_for(self, traced_name: str, bytes_alloc: int) -> KmemCache | None:
-        """The cache of a kmem_cache_alloc event, created on first sight; None if kmem cannot
-        create it (its objects are above what --max-order allows)."""
+    def _cache_for(self, traced_name: str, bytes_alloc: int
+                   ) -> tuple[Callable[[int], int], Callable[[int, int], None]]:
+        """(alloc, free) of the cache of a kmem_cache_alloc event, created on first sight.
+        Raises KmemError if kmem cannot create it (objects above what --max-order allows)."""
         name = traced_name or f"cache-{bytes_alloc}"
-        if name in self._cache_errors:
-            return None
+        error = self._cache_errors.get(name)
+        if error is not None:
+            raise KmemError(error)
         cache = self._caches.get(name) or self.slab.caches.get(name)
         if cache is None:
             try:
                 cache = self.slab.kmem_cache_create(name, max(bytes_alloc, 1))
-            except KmemError as error:
-                self._cache_errors[name] = str(error)
-                return None
+            except KmemError as failure:
+                self._cache_errors[name] = str(failure)
+                raise
         if cache.slab_size != bytes_alloc and name not in self.cache_size_mismatches:
             self.cache_size_mismatches[name] = (bytes_alloc, cache.slab_size)
-        # By the event's name for _feed's lookup; an unnamed event (kernels before 6.2) by its
-        # size-derived name, so the next unnamed event of another size finds its own cache.
+        # By its name; an unnamed event (kernels before 6.2) by its size-derived name, and
+        # _feed never finds it by its name (""), so the next unnamed event of another size
+        # comes here for its own cache.
         self._caches[name] = cache
-        return cache
+        calls = self._cache_calls[name] = (cache.alloc, cache.free)
+        return calls
 
     # -- page layer ------------------------------------------------------------------------
 
@@ -532,6 +529,12 @@ class Replayer:
             del timeline[1:-1:2]  # keep the first and last, halve the rest
         return snapshot
 
+    def _not_replayed(self) -> int:
+        """Page events replay only counts: the per-CPU lists' refills and drains, and extfrag."""
+        if not self._do_page:
+            return 0
+        return sum(self._counts[MM_PAGE_FREE_BATCHED + 1:])
+
     def result(self, parser: LineCounts | None = None) -> ReplayResult:
         """The replay's findings (after iter_snapshots/run); ``parser`` adds its line counts."""
         page_bytes = self.page_size
@@ -552,8 +555,8 @@ class Replayer:
             kmem_oom=self.kmem_oom, too_large=self.too_large,
             cache_errors=dict(self._cache_errors),
             traced_slab_failures=self.traced_slab_failures,
-            page={**self.page_counts, "live_pages_at_end": self.page_layer_pages,
-                  "peak_pages": self.page_layer_peak},
+            page={**self.page_counts, "not_replayed": self._not_replayed(),
+                  "live_pages_at_end": self.page_layer_pages, "peak_pages": self.page_layer_peak},
             memory_in_use={
                 "slab": {"peak_bytes": max(self._slab_peak, final_slab) * page_bytes,
                          "final_bytes": final_slab * page_bytes},
