@@ -4,6 +4,7 @@ Replayer's batch path give exactly what the event tuples give."""
 from __future__ import annotations
 
 import lzma
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from kmem.errors import InvalidArgumentError
 from kmem.trace.events import EventBatch, TraceEvent, batch_events, event_batch
 from kmem.trace.parse import BATCH, TraceFormatError, TraceParser
 from kmem.trace.replay import Replayer
-from kmem.trace.source import open_trace
+from kmem.trace.source import TraceFileError, open_trace
 
 FIXTURES = [LS_TRACE, DD_TRACE, PERF_SCRIPT, TRACE_CMD, OLD_KERNELS]
 
@@ -59,6 +60,7 @@ def test_counters_count_the_batches_yielded_so_far() -> None:
     first = next(batches)
     assert len(first.kinds) == 100 - comments
     assert sum(parser.events.values()) == len(first.kinds)
+    assert parser.lines == 100 - comments
     batches.close()  # stopped at a batch: the lines of the batches read, no more
     assert parser.lines == 100 - comments
 
@@ -77,6 +79,36 @@ def test_a_bad_line_comes_after_the_batch_of_the_events_before_it() -> None:
     comments = sum(1 for line in lines[:3001] if line.startswith("#"))
     assert parser.lines == 3001 - comments
     assert sum(parser.events.values()) == len(events_before)
+
+
+def test_a_stream_that_breaks_off_comes_after_the_events_read_before_it(tmp_path: Path
+                                                                         ) -> None:
+    expected = _tuples(_lines(LS_TRACE))[0]
+    cut = tmp_path / "cut.xz"
+    cut.write_bytes(LS_TRACE.read_bytes()[:20000])
+    parser = TraceParser()
+    seen: list[TraceEvent] = []
+    with pytest.raises(TraceFileError, match="broke off after line"), open_trace(cut) as lines:
+        seen.extend(parser.parse(lines))
+    # every line read before the break gave its event (the trace has comments only at its top)
+    assert 2048 < len(seen) == sum(parser.events.values()) == parser.lines < len(expected)
+    assert seen == expected[:len(seen)]
+
+
+def _breaking_at(lines: list[str], number: int) -> Iterator[str]:
+    yield from lines[:number - 1]
+    raise OSError("the disk went away")
+
+
+@pytest.mark.parametrize("number", [1, 2, 7, 8, 9, 20])
+def test_a_read_error_comes_after_the_events_before_it(number: int) -> None:
+    lines = [line for line in _lines(DD_TRACE)[:40] if not line.startswith("#")]
+    parser = TraceParser()
+    batches: list[EventBatch] = []
+    with pytest.raises(TraceFileError, match=f"after line {number - 1}: the disk went away"):
+        batches.extend(parser.parse_batches(_breaking_at(lines, number), 8))
+    assert [e for batch in batches for e in batch_events(batch)] == _tuples(lines[:number - 1])[0]
+    assert parser.lines == number - 1
 
 
 def test_batch_size_is_checked() -> None:

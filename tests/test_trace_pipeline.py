@@ -110,8 +110,15 @@ def test_file_errors(tmp_path: Path) -> None:
         list(ParserProcess(tmp_path / "nope").parse())
     cut = tmp_path / "cut.xz"
     cut.write_bytes(LS_TRACE.read_bytes()[:20000])
-    with pytest.raises(TraceFileError, match="broke off"):
-        list(ParserProcess(cut).parse())
+    here: list[object] = []
+    with pytest.raises(TraceFileError, match="broke off") as serial:
+        with open_trace(cut) as lines:
+            here.extend(TraceParser().parse(lines))
+    there: list[object] = []
+    with pytest.raises(TraceFileError, match="broke off") as parallel:
+        there.extend(ParserProcess(cut).parse())
+    assert there == here and len(here) > 2048  # the events before the break, both ways
+    assert str(parallel.value) == str(serial.value)
     assert not multiprocessing.active_children()
 
 

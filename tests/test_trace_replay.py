@@ -228,6 +228,16 @@ def test_snapshots_every_n_events_and_callback() -> None:
     assert times == sorted(times)
 
 
+def test_a_page_allocation_left_waiting_at_the_end_gets_its_own_snapshot() -> None:
+    # The trace ends before the CPU's next event tells whether the page was the kernel's slab
+    # page: the end snapshot shows the events, a last one the page replayed.
+    lines = [_kmalloc(0x1), _page_alloc(0x100), _kmalloc(0x2, cpu=1)]
+    for every in (2, 1000):
+        seen = list(Replayer().iter_snapshots(TraceParser().parse(lines), every=every))
+        assert [s.events for s in seen] == [0, 2, 3, 3] if every == 2 else [0, 3, 3]
+        assert [s.page_layer_pages for s in seen[-2:]] == [0, 1]
+
+
 def test_timeline_stays_bounded() -> None:
     replayer = Replayer(max_samples=16)
     replayer.run(_events(LS_TRACE), every=10)

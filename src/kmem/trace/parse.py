@@ -43,7 +43,7 @@ Output: parse_batches() yields the events as EventBatches (kmem.trace.events), o
 lines: the loop appends each line's columns (a memo table's tail tuple is appended as is, one
 object for every line with that tail), so no tuple is built per event and the batch crosses a
 pipe cheaply; the replay reads batches. parse() yields the same events as tuples. Both read
-ahead by up to a batch, and count (lines, events) what they have yielded.
+ahead by up to a batch: the counters (lines, events) count the batches read so far.
 
 Errors: a malformed or truncated line raises TraceFormatError naming the line number, the reason
 and the line; with ``skip_bad=True`` it is counted in ``bad_lines`` (the first few kept in
@@ -61,7 +61,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any, Final
 
-from kmem.errors import InvalidArgumentError
+from kmem.errors import InvalidArgumentError, KmemError
 from kmem.slab_flags import GFP_FLAG_NAMES
 from kmem.trace.events import (
     EVENT_KIND,
@@ -185,8 +185,8 @@ class TraceParser:
     # -- the loop ------------------------------------------------------------------------
 
     def parse(self, lines: Iterable[str]) -> Iterator[TraceEvent]:
-        """Yield one event tuple per kmem event line of ``lines``, in trace order (read a
-        batch ahead: see parse_batches)."""
+        """Yield one event tuple per kmem event line of ``lines``, in trace order (a batch is
+        read ahead: the counters count it; see parse_batches)."""
         for batch in self.parse_batches(lines):
             yield from batch_events(batch)
 
@@ -195,9 +195,31 @@ class TraceParser:
         """Yield the events of ``lines`` as EventBatches, one per ``size`` lines read (the last
         one shorter; lines that hold no event make a batch shorter too, never empty).
 
-        A malformed line raises TraceFormatError after the batch of the events before it. The
-        counters (lines, events, ...) count what the batches yielded so far hold.
+        A malformed line (TraceFormatError) or a stream that breaks off (TraceFileError) raises
+        after the batch of the events before it. The counters (lines, events, ...) count the
+        lines of the batches yielded so far, and the line that raised.
         """
+        if size < 1:
+            raise InvalidArgumentError(f"size must be >= 1, got {size}")
+        lines = iter(lines)
+        lines_before, not_lines = self.lines, self._not_lines
+        read = 0  # lines read so far
+        while True:
+            batch, consumed, failure = self._read_batch(lines, size, read)
+            read += consumed
+            # Every line read is counted but comments, blank lines and trace-cmd headers.
+            self.lines = lines_before + read - (self._not_lines - not_lines)
+            if batch is not None:
+                yield batch
+            if failure is not None:
+                raise failure
+            if consumed < size:
+                return
+
+    def _read_batch(self, lines: Iterator[str], size: int, read: int
+                    ) -> tuple[EventBatch | None, int, KmemError | None]:
+        """Parse up to ``size`` lines (``read`` were read before): (their batch, or None if
+        they hold no event; the lines read; the error that stopped it, or None)."""
         # The hot loop: every name below is a local and a known line is read inline (no call).
         # A line is split at most 6 times: t[5] is the first field (call_site=, or page= of a
         # page event) and t[6] the rest, "ptr=<16 hex> <tail>" or "pfn=0x<hex> <tail>". The
@@ -207,97 +229,81 @@ class TraceParser:
         # (KeyError) or any other doubt sends the line to _slow_event, which parses it fully,
         # says what is wrong with it, or teaches the memo tables its tail. No line counter:
         # a line's number is the lines before this batch + the batch's events + lines skipped.
-        if size < 1:
-            raise InvalidArgumentError(f"size must be >= 1, got {size}")
         kinds_of = _EVENT_TOKENS
         cpus_of = _CPU_TOKENS
         call_sites = self._call_sites
         nulls = _INLINE_NULLS  # a tuple: compared, not hashed
         tails = self._tails
         slow = self._slow_event
-        lines = iter(lines)
-        not_lines = self._not_lines
-        read = 0  # lines of the batches before this one
         kinds = bytearray()
-        skipped = 0  # lines of this batch that gave no event
+        cpus: list[int] = []
+        times: list[str] = []
+        sites: list[str] = []
+        keys: list[Any] = []
+        batch_tails: list[tuple[Any, ...]] = []
+        add_kind, add_cpu, add_time = kinds.append, cpus.append, times.append
+        add_site, add_key, add_tail = sites.append, keys.append, batch_tails.append
+        skipped = 0  # lines that gave no event
         key: Any  # a slab event's pointer (str) or a page event's pfn (int)
+        failure: KmemError | None = None
         try:
-            while True:
-                read += len(kinds) + skipped
-                kinds = bytearray()
-                cpus: list[int] = []
-                times: list[str] = []
-                sites: list[str] = []
-                keys: list[Any] = []
-                batch_tails: list[tuple[Any, ...]] = []
-                add_kind, add_cpu, add_time = kinds.append, cpus.append, times.append
-                add_site, add_key, add_tail = sites.append, keys.append, batch_tails.append
-                skipped = 0
-                for line in islice(lines, size):
-                    t = line.split(None, 6)
-                    try:
-                        kind = kinds_of[t[4]]
-                        cpu = cpus_of.get(t[1])
-                        if cpu is None:
-                            cpu = cpus_of[t[2]]  # perf script: "comm  pid [cpu]"
-                        time = t[3]
-                        if time[-8::7] != ".:":  # the timestamp's shape: "10308.077785:"
+            for line in islice(lines, size):
+                t = line.split(None, 6)
+                try:
+                    kind = kinds_of[t[4]]
+                    cpu = cpus_of.get(t[1])
+                    if cpu is None:
+                        cpu = cpus_of[t[2]]  # perf script: "comm  pid [cpu]"
+                    time = t[3]
+                    if time[-8::7] != ".:":  # the timestamp's shape: "10308.077785:"
+                        raise KeyError
+                    rest = t[6]
+                    if kind <= KMEM_CACHE_FREE:
+                        # hashed (16 hex digits) or raw (0x and 16) pointers
+                        end = 22 if rest[5] == "x" else 20
+                        key = rest[4:end]
+                        # (truncated, or a space or newline inside: no pointer)
+                        if rest[:4] != "ptr=" or len(key) != end - 4 or not key.isalnum():
                             raise KeyError
-                        rest = t[6]
-                        if kind <= KMEM_CACHE_FREE:
-                            # hashed (16 hex digits) or raw (0x and 16) pointers
-                            end = 22 if rest[5] == "x" else 20
-                            key = rest[4:end]
-                            # (truncated, or a space or newline inside: no pointer)
-                            if rest[:4] != "ptr=" or len(key) != end - 4 or not key.isalnum():
-                                raise KeyError
-                            tail = tails[kind][rest[end:]]
-                            site = call_sites[t[5]]
-                            if key in nulls:
-                                key = NULL_PTR
-                        else:
-                            end = rest.find(" ")
-                            digits = rest[6:end]
-                            if (rest[:6] != "pfn=0x" or t[5][:5] != "page="
-                                    or not digits.isalnum()
-                                    or digits[:2] in _HEX_PREFIXES):  # (int() takes "0x0x1")
-                                raise KeyError
-                            tail, pfn_zero = tails[kind][rest[end:]]
-                            site = ""
-                            key = int(digits, 16) or pfn_zero
-                    except (KeyError, IndexError, ValueError):
-                        try:
-                            event = slow(read + len(kinds) + skipped + 1, line)
-                        except TraceFormatError:
-                            skipped += 1  # (the bad line is counted)
-                            if kinds:  # the events before it first
-                                yield self._batch(kinds, cpus, times, sites, keys, batch_tails)
-                            raise
-                        if event is None:
-                            skipped += 1
-                            continue
-                        kind, cpu, time, site = event[0], event[1], event[2], event[3]
-                        if kind <= KMEM_CACHE_FREE:
-                            key, tail = event[4], event[5:]
-                        else:
-                            key, tail = event[10], (event[8], event[11], event[12])
-                    add_kind(kind)
-                    add_cpu(cpu)
-                    add_time(time)
-                    add_site(site)
-                    add_key(key)
-                    add_tail(tail)
-                if kinds:
-                    yield self._batch(kinds, cpus, times, sites, keys, batch_tails)
-                if len(kinds) + skipped < size:
-                    return
+                        tail = tails[kind][rest[end:]]
+                        site = call_sites[t[5]]
+                        if key in nulls:
+                            key = NULL_PTR
+                    else:
+                        end = rest.find(" ")
+                        digits = rest[6:end]
+                        if (rest[:6] != "pfn=0x" or t[5][:5] != "page="
+                                or not digits.isalnum()
+                                or digits[:2] in _HEX_PREFIXES):  # (int() takes "0x0x1")
+                            raise KeyError
+                        tail, pfn_zero = tails[kind][rest[end:]]
+                        site = ""
+                        key = int(digits, 16) or pfn_zero
+                except (KeyError, IndexError, ValueError):
+                    event = slow(read + len(kinds) + skipped + 1, line)
+                    if event is None:
+                        skipped += 1
+                        continue
+                    kind, cpu, time, site = event[0], event[1], event[2], event[3]
+                    if kind <= KMEM_CACHE_FREE:
+                        key, tail = event[4], event[5:]
+                    else:
+                        key, tail = event[10], (event[8], event[11], event[12])
+                add_kind(kind)
+                add_cpu(cpu)
+                add_time(time)
+                add_site(site)
+                add_key(key)
+                add_tail(tail)
+        except TraceFormatError as error:  # (raised by _slow_event: the line is counted)
+            failure = error
+            skipped += 1
         except (EOFError, OSError, lzma.LZMAError) as error:
-            raise TraceFileError(
-                f"the trace stream broke off after line {read + len(kinds) + skipped}: {error}"
-            ) from error
-        finally:
-            # Every line read is counted but comments, blank lines and trace-cmd headers.
-            self.lines += read + len(kinds) + skipped - (self._not_lines - not_lines)
+            failure = TraceFileError(
+                f"the trace stream broke off after line {read + len(kinds) + skipped}: {error}")
+            failure.__cause__ = error
+        batch = self._batch(kinds, cpus, times, sites, keys, batch_tails) if kinds else None
+        return batch, len(kinds) + skipped, failure
 
     def _batch(self, kinds: bytearray, cpus: list[int], times: list[str], sites: list[str],
                keys: list[Any], tails: list[tuple[Any, ...]]) -> EventBatch:

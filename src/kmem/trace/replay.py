@@ -274,6 +274,8 @@ class Replayer:
                 if done == every:
                     yield self._sample()
                     done = 0
+        if done:
+            yield self._sample()  # the events since the last snapshot
         flushed = self._flush_pending()
         if flushed or self.timeline[-1].events != self.events_done:
             yield self._sample()
