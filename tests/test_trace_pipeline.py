@@ -111,9 +111,8 @@ def test_file_errors(tmp_path: Path) -> None:
     cut = tmp_path / "cut.xz"
     cut.write_bytes(LS_TRACE.read_bytes()[:20000])
     here: list[object] = []
-    with pytest.raises(TraceFileError, match="broke off") as serial:
-        with open_trace(cut) as lines:
-            here.extend(TraceParser().parse(lines))
+    with pytest.raises(TraceFileError, match="broke off") as serial, open_trace(cut) as lines:
+        here.extend(TraceParser().parse(lines))
     there: list[object] = []
     with pytest.raises(TraceFileError, match="broke off") as parallel:
         there.extend(ParserProcess(cut).parse())
