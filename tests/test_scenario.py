@@ -28,7 +28,9 @@ def test_parse_sizes() -> None:
     assert parse_size("1.5M") == 1536 * KB
     assert parse_size("100") == 100
     assert parse_size("4KB") == 4 * KB
-    for bad in ("", "K", "-1", "0", "1.3", "12X"):
+    assert parse_size("9007199254740993") == 2**53 + 1  # exact, where a float rounds
+    assert parse_size("1.0009765625K") == 1025
+    for bad in ("", "K", "-1", "0", "1.3", "12X", "1.0001K", "0.1"):
         with pytest.raises(ValueError):
             parse_size(bad)
 

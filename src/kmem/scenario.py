@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +143,11 @@ def parse_size(token: str) -> int:
     match = _SIZE.match(token)
     if not match:
         raise InvalidArgumentError(f"bad size {token!r} (expected e.g. 100, 21K, 1.5M)")
-    value = float(match.group(1)) * _UNITS[match.group(2).upper()]
-    if not value.is_integer() or value <= 0:
+    # Exact arithmetic: a float would round sizes above 2**53 bytes and accept "0.1" as 0.1.
+    value = Fraction(match.group(1)) * _UNITS[match.group(2).upper()]
+    if value.denominator != 1 or value <= 0:
         raise InvalidArgumentError(f"size {token!r} is not a positive whole number of bytes")
-    return int(value)
+    return value.numerator
 
 
 def _convert(kind: str, token: str) -> str | int:
