@@ -344,6 +344,9 @@ _MEMO_PROBES = {
     "pfn with two 0x": (_PAGE_FREE, _PAGE_FREE.replace("pfn=0x12", "pfn=0x0x12")),
     "page field without a value": (_PAGE_FREE, _PAGE_FREE.replace("page=0000000045f49f41",
                                                                    "garbage")),
+    "perf script line of a task named like a CPU": (
+        GOOD.replace("a-1 [000] .....", "a  1 [001]"),
+        GOOD.replace("a-1 [000] .....", "[005]  1 [001]")),
 }
 
 

@@ -438,8 +438,10 @@ class TraceParser:
         """Locate cpu, timestamp and event in a line of any accepted shape; None if not kmem."""
         cpu = -1
         index = 0
-        for index, token in enumerate(t):  # noqa: B007 - index used after the loop
-            match = _CPU_TOKEN.fullmatch(token)
+        # From the second token: the first is always the task's name (as in the fast path, a
+        # task of perf script named "[005]" is no CPU).
+        for index in range(1, len(t)):
+            match = _CPU_TOKEN.fullmatch(t[index])
             if match:
                 cpu = int(match.group(1))
                 break
