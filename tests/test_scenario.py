@@ -30,7 +30,10 @@ def test_parse_sizes() -> None:
     assert parse_size("4KB") == 4 * KB
     assert parse_size("9007199254740993") == 2**53 + 1  # exact, where a float rounds
     assert parse_size("1.0009765625K") == 1025
-    for bad in ("", "K", "-1", "0", "1.3", "12X", "1.0001K", "0.1"):
+    assert parse_size("1") == 1
+    with pytest.raises(InvalidArgumentError, match="too many digits"):
+        parse_size("9" * 5000)
+    for bad in ("", "K", "-1", "0", "1.3", "12X", "1.0001K", "0.1", "1.00000000000000001"):
         with pytest.raises(ValueError):
             parse_size(bad)
 

@@ -20,6 +20,7 @@ from kmem.trace.events import (
     CPU,
     EVENT_NAMES,
     GFP,
+    KFREE,
     KIND,
     MIGRATETYPE,
     NAME,
@@ -247,6 +248,22 @@ def test_truncated_compressed_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(LS_TRACE.read_bytes()[:20000])
     with pytest.raises(TraceFileError, match="broke off"), open_trace(path) as lines:
         list(TraceParser().parse(lines))
+
+
+def test_corrupt_gzip_file_is_a_clear_error(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress("".join(_text(LS_TRACE)).encode()))
+    data[10] = 0xFF  # the first deflate block's header, after gzip's: a reserved block type
+    path = tmp_path / "bad.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(TraceFileError, match="broke off"), open_trace(path) as lines:
+        list(TraceParser().parse(lines))
+
+
+def test_perf_script_lines_without_comm_and_tid() -> None:
+    # perf script -F cpu,time,event,trace: the [cpu] column comes first
+    line = GOOD.replace("a-1 [000] .....", "[001]").replace("kfree:", "kmem:kfree:")
+    assert [event[:5] for event in TraceParser().parse([line])] == [
+        (KFREE, 1, "1.000000:", "f+0x1/0x2", "0000000045f49f41")]
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

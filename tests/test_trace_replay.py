@@ -234,7 +234,8 @@ def test_a_page_allocation_left_waiting_at_the_end_gets_its_own_snapshot() -> No
     lines = [_kmalloc(0x1), _page_alloc(0x100), _kmalloc(0x2, cpu=1)]
     for every in (2, 1000):
         seen = list(Replayer().iter_snapshots(TraceParser().parse(lines), every=every))
-        assert [s.events for s in seen] == [0, 2, 3, 3] if every == 2 else [0, 3, 3]
+        expected = [0, 2, 3, 3] if every == 2 else [0, 3, 3]
+        assert [s.events for s in seen] == expected
         assert [s.page_layer_pages for s in seen[-2:]] == [0, 1]
 
 

@@ -143,8 +143,12 @@ def parse_size(token: str) -> int:
     match = _SIZE.match(token)
     if not match:
         raise InvalidArgumentError(f"bad size {token!r} (expected e.g. 100, 21K, 1.5M)")
-    # Exact arithmetic: a float would round sizes above 2**53 bytes and accept "0.1" as 0.1.
-    value = Fraction(match.group(1)) * _UNITS[match.group(2).upper()]
+    # Exact arithmetic: a float rounds sizes above 2**53 bytes, and digits past its precision
+    # ("1.00000000000000001" would be 1).
+    try:
+        value = Fraction(match.group(1)) * _UNITS[match.group(2).upper()]
+    except ValueError:  # (more digits than Python converts: sys.get_int_max_str_digits())
+        raise InvalidArgumentError(f"bad size {token[:40]!r}... (too many digits)") from None
     if value.denominator != 1 or value <= 0:
         raise InvalidArgumentError(f"size {token!r} is not a positive whole number of bytes")
     return value.numerator

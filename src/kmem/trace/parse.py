@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import lzma
 import re
+import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any, Final
@@ -298,7 +299,7 @@ class TraceParser:
         except TraceFormatError as error:  # (raised by _slow_event: the line is counted)
             failure = error
             skipped += 1
-        except (EOFError, OSError, lzma.LZMAError) as error:
+        except (EOFError, OSError, lzma.LZMAError, zlib.error) as error:
             failure = TraceFileError(
                 f"the trace stream broke off after line {read + len(kinds) + skipped}: {error}")
             failure.__cause__ = error
@@ -438,9 +439,10 @@ class TraceParser:
         """Locate cpu, timestamp and event in a line of any accepted shape; None if not kmem."""
         cpu = -1
         index = 0
-        # From the second token: the first is always the task's name (as in the fast path, a
-        # task of perf script named "[005]" is no CPU).
-        for index in range(1, len(t)):
+        # The first token last: it is the task's name in every layout but perf script's
+        # without comm and tid ("[000] 10308.077785: kmem:kmalloc: ..."), so a task named
+        # "[005]" is no CPU when a later token is one (as in the fast path).
+        for index in (*range(1, len(t)), 0):
             match = _CPU_TOKEN.fullmatch(t[index])
             if match:
                 cpu = int(match.group(1))

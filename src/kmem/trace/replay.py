@@ -3,8 +3,8 @@
 The trace says what was asked and what was freed; kmem chooses every address. Events go to:
 
 - kmalloc / kmalloc_node: ``SlabAllocator.kmalloc(bytes_req, gfp, cpu)``; kmem's bytes_alloc for
-  the request (ksize of what kmalloc returned, found once per (size, gfp)) is compared with the
-  traced bytes_alloc, and every disagreement is counted (``bytes_alloc_mismatches``).
+  the request (ksize of what kmalloc returned, found once per (size, gfp_flags)) is compared
+  with the traced bytes_alloc, and every disagreement is counted (``bytes_alloc_mismatches``).
 - kmem_cache_alloc(_node): the cache named in the event, created on first sight with object size
   = the traced bytes_alloc (the kernel's slab_size, so kmem's geometry matches the kernel's;
   kernels before 6.2 print no name: the cache is then called ``cache-<bytes_alloc>``).
@@ -219,7 +219,7 @@ class Replayer:
         self.cache_size_mismatches: dict[str, tuple[int, int]] = {}
         self.kmem_oom = 0
         self.too_large = 0  # requests above what --max-order allows kmem to serve
-        self._cache_errors: dict[str, str] = {}
+        self._cache_errors: dict[str, KmemError] = {}  # caches kmem could not create
         self.traced_slab_failures = 0  # allocations the kernel failed (ptr NULL)
         # page layer: traced pfn -> (kmem pfn, order)
         self._pages: dict[int, tuple[int, int]] = {}
@@ -230,8 +230,7 @@ class Replayer:
         self.page_layer_peak = 0
         self.page_counts = dict.fromkeys(
             ("allocs", "frees", "unknown_frees", "missed_frees", "traced_failures",
-             "order_mismatches", "batched_duplicates", "slab_page_events_skipped",
-             "not_replayed"), 0)
+             "order_mismatches", "batched_duplicates", "slab_page_events_skipped"), 0)
         self._counts = [0] * len(EVENT_NAMES)
         self.timeline: list[ReplaySnapshot] = []
         self._slab_peak = 0
@@ -435,15 +434,17 @@ class Replayer:
         """(alloc, free) of the cache of a kmem_cache_alloc event, created on first sight.
         Raises KmemError if kmem cannot create it (objects above what --max-order allows)."""
         name = traced_name or f"cache-{bytes_alloc}"
-        error = self._cache_errors.get(name)
-        if error is not None:
-            raise KmemError(error)
+        failed = self._cache_errors.get(name)
+        if failed is not None:
+            # The same error each time (it counts the same way), without the tracebacks of the
+            # times before (they would pile up on it).
+            raise failed.with_traceback(None)
         cache = self._caches.get(name) or self.slab.caches.get(name)
         if cache is None:
             try:
                 cache = self.slab.kmem_cache_create(name, max(bytes_alloc, 1))
-            except KmemError as failure:
-                self._cache_errors[name] = str(failure)
+            except KmemError as error:
+                self._cache_errors[name] = error
                 raise
         if cache.slab_size != bytes_alloc and name not in self.cache_size_mismatches:
             self.cache_size_mismatches[name] = (bytes_alloc, cache.slab_size)
@@ -555,7 +556,7 @@ class Replayer:
             mismatch_examples=tuple(self.mismatch_examples),
             cache_size_mismatches=dict(self.cache_size_mismatches),
             kmem_oom=self.kmem_oom, too_large=self.too_large,
-            cache_errors=dict(self._cache_errors),
+            cache_errors={name: str(error) for name, error in self._cache_errors.items()},
             traced_slab_failures=self.traced_slab_failures,
             page={**self.page_counts, "not_replayed": self._not_replayed(),
                   "live_pages_at_end": self.page_layer_pages, "peak_pages": self.page_layer_peak},
