@@ -112,8 +112,13 @@ def test_a_read_error_comes_after_the_events_before_it(number: int) -> None:
 
 
 def test_batch_size_is_checked() -> None:
+    parser = TraceParser()
+    lines = iter(_lines(TRACE_CMD))
     with pytest.raises(InvalidArgumentError, match="size must be >= 1, got 0"):
-        list(TraceParser().parse_batches([], 0))
+        list(parser.parse_batches(lines, 0))
+    # nothing read, nothing counted: the same parser then reads the whole trace
+    assert (parser.lines, sum(parser.events.values())) == (0, 0)
+    assert len([e for batch in parser.parse_batches(lines) for e in batch_events(batch)]) == 7
 
 
 def test_nothing_to_read_gives_no_batch() -> None:

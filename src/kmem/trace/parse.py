@@ -83,6 +83,7 @@ from kmem.trace.events import (
     EventBatch,
     TraceEvent,
     batch_events,
+    count_kinds,
 )
 from kmem.trace.source import TraceFileError
 
@@ -309,9 +310,7 @@ class TraceParser:
     def _batch(self, kinds: bytearray, cpus: list[int], times: list[str], sites: list[str],
                keys: list[Any], tails: list[tuple[Any, ...]]) -> EventBatch:
         """The batch of these columns, counted in ``events``."""
-        counts = self._counts
-        for kind in set(kinds):
-            counts[kind] += kinds.count(kind)
+        count_kinds(self._counts, kinds)
         return EventBatch(bytes(kinds), cpus, times, sites, keys, tails)
 
     def _reject(self, number: int, line: str, error: Exception) -> None:

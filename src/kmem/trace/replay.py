@@ -57,7 +57,6 @@ from typing import Any, Final, Protocol
 from kmem.buddy import BuddyAllocator
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.slab import SlabAllocator
-from kmem.slab_cache import KmemCache
 from kmem.trace.events import (
     EVENT_NAMES,
     KMALLOC,
@@ -70,7 +69,9 @@ from kmem.trace.events import (
     NULL_PTR,
     EventBatch,
     TraceEvent,
+    count_kinds,
     event_batch,
+    time_seconds,
 )
 from kmem.trace.stat import gfp_value
 
@@ -203,14 +204,12 @@ class Replayer:
         # live object: freeing through the cache skips kfree's lookup of the address's cache.
         self._live: dict[str, tuple[Callable[[int, int], None], int]] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
-        self._caches: dict[str, KmemCache] = {}  # by traced name, or cache-<bytes_alloc>
-        # traced name -> (alloc, free) of its cache: what _feed calls
+        # traced name (or cache-<bytes_alloc>) -> (alloc, free) of its cache: what _feed calls
         self._cache_calls: dict[str, tuple[Callable[[int], int], Callable[[int, int], None]]] = {}
         # (bytes_req, gfp_flags text) -> (gfp value, kmem's bytes_alloc, free function) of a
         # kmalloc request
         self._kmalloc_calls: dict[tuple[int, str],
                                   tuple[int, int, Callable[[int, int], None]]] = {}
-        self._gfp: dict[str, int] = {}
         self.unknown_frees = 0
         self.null_frees = 0
         self.missed_frees = 0
@@ -306,9 +305,7 @@ class Replayer:
         last_kmalloc, last_alloc, last_free = KMALLOC_NODE, KMEM_CACHE_ALLOC_NODE, KMEM_CACHE_FREE
         last_page_free = MM_PAGE_FREE_BATCHED
         kinds = batch.kinds
-        counts = self._counts
-        for kind in set(kinds):
-            counts[kind] += kinds.count(kind)
+        count_kinds(self._counts, kinds)
         do_slab, do_page, dedup = self._do_slab, self._do_page, self._dedup_slab_pages
         pending = self._pending  # (only filled when dedup)
         live = self._live
@@ -399,9 +396,7 @@ class Replayer:
         """The first kmalloc(size, gfp) of a (size, gfp_flags text): (what _feed keeps of it,
         the address). It keeps the gfp value, kmem's bytes_alloc (ksize of what kmalloc
         returned) and the free function of its cache (kfree for a large kmalloc)."""
-        gfp = self._gfp.get(gfp_text)
-        if gfp is None:
-            gfp = self._gfp[gfp_text] = gfp_value(gfp_text)  # an older kernel's names count 0
+        gfp = gfp_value(gfp_text)  # (an older kernel's flag names count 0)
         address = self.slab.kmalloc(size, gfp, cpu)
         cache = self.slab.kmalloc_cache_for(size, gfp)
         calls = (gfp, self.slab.ksize(address), self.slab.kfree if cache is None else cache.free)
@@ -434,12 +429,15 @@ class Replayer:
         """(alloc, free) of the cache of a kmem_cache_alloc event, created on first sight.
         Raises KmemError if kmem cannot create it (objects above what --max-order allows)."""
         name = traced_name or f"cache-{bytes_alloc}"
+        calls = self._cache_calls.get(name)
+        if calls is not None:  # (an unnamed event: _feed looks it up by "" and comes here)
+            return calls
         failed = self._cache_errors.get(name)
         if failed is not None:
             # The same error each time (it counts the same way), without the tracebacks of the
             # times before (they would pile up on it).
             raise failed.with_traceback(None)
-        cache = self._caches.get(name) or self.slab.caches.get(name)
+        cache = self.slab.caches.get(name)  # (a kmalloc cache, or one created before)
         if cache is None:
             try:
                 cache = self.slab.kmem_cache_create(name, max(bytes_alloc, 1))
@@ -451,7 +449,6 @@ class Replayer:
         # By its name; an unnamed event (kernels before 6.2) by its size-derived name, and
         # _feed never finds it by its name (""), so the next unnamed event of another size
         # comes here for its own cache.
-        self._caches[name] = cache
         calls = self._cache_calls[name] = (cache.alloc, cache.free)
         return calls
 
@@ -518,7 +515,7 @@ class Replayer:
         slab_pages = used - self.page_layer_pages
         self._slab_peak = max(self._slab_peak, slab_pages)
         self._total_peak = max(self._total_peak, used)
-        time = float(self._last_time[:-1]) if self._last_time else 0.0
+        time = time_seconds(self._last_time) if self._last_time else 0.0
         report = buddy.fragmentation()
         snapshot = ReplaySnapshot(
             events=self.events_done, time=time, slab_pages=slab_pages,
