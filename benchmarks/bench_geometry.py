@@ -15,17 +15,17 @@ import statistics
 import time
 from collections.abc import Callable
 
-from kmem.kmalloc_sizes import KMALLOC_CLASS_BY_SIZE, kmalloc_bytes_alloc
-from kmem.slab_flags import (
+from kmem.page.gfp import parse_gfp_flags
+from kmem.slab.flags import (
     SLAB_HWCACHE_ALIGN,
     SLAB_POISON,
     SLAB_RECLAIM_ACCOUNT,
     SLAB_RED_ZONE,
     SLAB_STORE_USER,
-    parse_gfp_flags,
 )
-from kmem.slab_geometry import calculate_geometry
-from kmem.slab_merge import find_mergeable
+from kmem.slab.geometry import calculate_geometry
+from kmem.slab.kmalloc_sizes import KMALLOC_CLASS_BY_SIZE, kmalloc_bytes_alloc
+from kmem.slab.merge import find_mergeable
 
 ROUNDS = 5
 

@@ -3,7 +3,7 @@
 Figures (issue targets in brackets; the targets assume a typical desktop CPU):
 - kmem_cache alloc+free pairs of 64-byte objects on one CPU, with the cache lock
   (thread_safe=True, the default) and without it (thread_safe=False) [<= 0.4 us per pair];
-- kmalloc+kfree pairs over a realistic size mix (kmem.slab_report.KMALLOC_MIX, 8 B .. 8 KiB
+- kmalloc+kfree pairs over a realistic size mix (kmem.show.workload.KMALLOC_MIX, 8 B .. 8 KiB
   and some 16 KiB large kmallocs) [<= 0.6 us per pair];
 - the same pairs under the classic slab policy;
 - 1,000,000 allocations of 64-byte objects, then freeing them all: seconds, bytes of Python
@@ -26,7 +26,7 @@ from array import array
 from collections.abc import Callable
 
 from kmem import BuddyAllocator, SlabAllocator
-from kmem.slab_report import KMALLOC_MIX
+from kmem.show.workload import KMALLOC_MIX
 
 ROUNDS = 5
 

@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kmem.buddy import BuddyAllocator
-from kmem.explain import alloc_steps, free_steps
-from kmem.html_page import build_page
-from kmem.memory_map import render
-from kmem.plot import plot
-from kmem.scenario import load, parse
-from kmem.snapshot import scenario_document, trace_document
+from kmem.page.buddy import BuddyAllocator
+from kmem.show.explain import alloc_steps, free_steps
+from kmem.show.html_page import build_page
+from kmem.show.memory_map import render
+from kmem.show.plot import plot
+from kmem.show.scenario import load, parse
+from kmem.show.snapshot import scenario_document, trace_document
 
 TRACES = Path(__file__).parents[1] / "tests" / "fixtures" / "traces"
 TRACE = TRACES / "kmem-6.18-dd-first15000.txt.xz"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kmem.slab_flags import (
+from kmem.slab.flags import (
     SLAB_CACHE_DMA,
     SLAB_CONSISTENCY_CHECKS,
     SLAB_HWCACHE_ALIGN,

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from kmem.cli import main
-from kmem.demo import DemoBlock, run_demo
+from kmem.cli.main import main
+from kmem.show.demo import DemoBlock, run_demo
 
 KiB = 1024
 

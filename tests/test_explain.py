@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from kmem.buddy import BuddyAllocator
 from kmem.errors import DoubleFreeError, InvalidArgumentError, OutOfMemoryError
-from kmem.explain import Step, alloc_steps, format_size, free_steps, sentence
-from kmem.memory_map import iter_blocks, legend, render
+from kmem.page.buddy import BuddyAllocator
+from kmem.show.explain import Step, alloc_steps, format_size, free_steps, sentence
+from kmem.show.memory_map import iter_blocks, legend, render
 
 KB = 1024
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kmem import BuddyAllocator, extfrag_index, unusable_index
-from kmem.fragmentation import format_index
+from kmem.page.fragmentation import format_index
 
 
 def test_unusable_index_counts_free_pages_in_too_small_blocks() -> None:

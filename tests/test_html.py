@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from kmem.cli import main
-from kmem.commands.serve import make_server
-from kmem.html_page import build_page, scenario_page
-from kmem.scenario import load, parse
-from kmem.snapshot import FREE_CODE, LABEL_BASE, scenario_document
+from kmem.cli.main import main
+from kmem.cli.serve import make_server
+from kmem.show.html_page import build_page, scenario_page
+from kmem.show.scenario import load, parse
+from kmem.show.snapshot import FREE_CODE, LABEL_BASE, scenario_document
 
 
 def embedded(page: str) -> dict[str, Any]:
@@ -99,7 +99,7 @@ TRACE = Path(__file__).parent / "fixtures" / "traces" / "kmem-6.18-ls.txt.xz"
 
 
 def test_trace_document_samples_the_replay() -> None:
-    from kmem.snapshot import trace_document
+    from kmem.show.snapshot import trace_document
     from kmem.trace.parse import TraceParser
     from kmem.trace.source import open_trace
 
@@ -136,7 +136,7 @@ def test_kmem_html_recognises_a_trace(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_blocks_are_encoded_compactly_and_losslessly() -> None:
-    from kmem.html_page import BLOCK_ALPHABET, encode_blocks
+    from kmem.show.html_page import BLOCK_ALPHABET, encode_blocks
 
     def decode(text: str, width: int) -> list[tuple[int, int]]:
         values = []
@@ -176,7 +176,7 @@ def test_kmem_html_rejects_no_frames(capsys: pytest.CaptureFixture[str], tmp_pat
 
 
 def test_traces_and_scenarios_are_told_apart(tmp_path: Path) -> None:
-    from kmem.snapshot import looks_like_trace
+    from kmem.show.snapshot import looks_like_trace
 
     assert looks_like_trace(TRACE)  # ftrace text, xz
     assert looks_like_trace(TRACE.parent / "perf" / "script.txt.xz")  # perf script
@@ -188,7 +188,7 @@ def test_traces_and_scenarios_are_told_apart(tmp_path: Path) -> None:
 
 def test_document_for_rejects_an_unknown_kind() -> None:
     from kmem.errors import InvalidArgumentError
-    from kmem.snapshot import document_for
+    from kmem.show.snapshot import document_for
 
     with pytest.raises(InvalidArgumentError, match="kind must be 'scenario' or 'trace'"):
         document_for("seed", "picture")

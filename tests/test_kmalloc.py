@@ -19,7 +19,7 @@ from kmem import (
     SlabAllocator,
     parse_gfp_flags,
 )
-from kmem.slab_flags import (
+from kmem.page.gfp import (
     __GFP_ACCOUNT,
     __GFP_DMA,
     __GFP_RECLAIMABLE,

@@ -14,7 +14,27 @@ import pytest
 
 from fixture_files import KMALLOC_TRACE_PAIRS, SYS_KERNEL_SLAB
 from kmem import InvalidArgumentError, InvalidTypeError
-from kmem.kmalloc_sizes import (
+from kmem.page.gfp import (
+    __GFP_ACCOUNT,
+    __GFP_DMA,
+    __GFP_RECLAIMABLE,
+    __GFP_ZERO,
+    GFP_ATOMIC,
+    GFP_KERNEL,
+    GFP_KERNEL_ACCOUNT,
+    UnknownGfpFlagError,
+    gfp_flags_text,
+    parse_gfp_flags,
+)
+from kmem.slab.flags import (
+    SLAB_ACCOUNT,
+    SLAB_CACHE_DMA,
+    SLAB_KMALLOC,
+    SLAB_NO_MERGE,
+    SLAB_RECLAIM_ACCOUNT,
+)
+from kmem.slab.geometry import calculate_geometry
+from kmem.slab.kmalloc_sizes import (
     KMALLOC_BOOT_CACHES,
     KMALLOC_CLASS_BY_SIZE,
     KMALLOC_MAX_CACHE_SIZE,
@@ -26,24 +46,6 @@ from kmem.kmalloc_sizes import (
     kmalloc_large_order,
     kmalloc_size_class,
 )
-from kmem.slab_flags import (
-    __GFP_ACCOUNT,
-    __GFP_DMA,
-    __GFP_RECLAIMABLE,
-    __GFP_ZERO,
-    GFP_ATOMIC,
-    GFP_KERNEL,
-    GFP_KERNEL_ACCOUNT,
-    SLAB_ACCOUNT,
-    SLAB_CACHE_DMA,
-    SLAB_KMALLOC,
-    SLAB_NO_MERGE,
-    SLAB_RECLAIM_ACCOUNT,
-    UnknownGfpFlagError,
-    gfp_flags_text,
-    parse_gfp_flags,
-)
-from kmem.slab_geometry import calculate_geometry
 
 
 def _trace_pairs() -> list[tuple[int, int, str]]:
@@ -278,11 +280,11 @@ def test_gfp_flags_text_bad_input() -> None:
 
 
 def test_gfp_bits_are_single_distinct_bits() -> None:
-    from kmem import slab_flags
+    from kmem.page import gfp
 
     singles = {
         name: value
-        for name, value in slab_flags.GFP_FLAG_NAMES.items()
+        for name, value in gfp.GFP_FLAG_NAMES.items()
         if name.startswith("__GFP_") and name != "__GFP_RECLAIM"
     }
     for name, value in singles.items():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageStat
 
-from kmem.cli import main
+from kmem.cli.main import main
 from kmem.errors import InvalidArgumentError
-from kmem.plot import KINDS, cache_waste, figure, plot
-from kmem.scenario import load
-from kmem.snapshot import scenario_document
+from kmem.show.plot import KINDS, cache_waste, figure, plot
+from kmem.show.scenario import load
+from kmem.show.snapshot import scenario_document
 
 
 @pytest.fixture(scope="module")

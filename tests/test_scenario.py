@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from kmem.cli import main
+from kmem.cli.main import main
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
-from kmem.scenario import (
+from kmem.show.scenario import (
     BUILTIN,
     ScenarioNameError,
-    ScenarioRun,
     ScenarioSyntaxError,
     load,
     parse,
     parse_size,
-    run_all,
 )
+from kmem.show.scenario_run import ScenarioRun, run_all
 
 KB = 1024
 

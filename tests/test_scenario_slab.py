@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kmem.errors import KmemError
-from kmem.scenario import ScenarioNameError, ScenarioRun, load, parse, run_all
-from kmem.snapshot import LABEL_BASE, scenario_document
+from kmem.show.scenario import ScenarioNameError, load, parse
+from kmem.show.scenario_run import ScenarioRun, run_all
+from kmem.show.snapshot import LABEL_BASE, scenario_document
 
 KB = 1024
 
@@ -130,7 +131,7 @@ def test_shrink_gives_empty_slabs_back_and_destroy_needs_an_empty_cache() -> Non
 
 
 def test_kmem_run_draws_slab_pages(capsys: pytest.CaptureFixture[str]) -> None:
-    from kmem.cli import main
+    from kmem.cli.main import main
 
     assert main(["run", "seed"]) == 0
     out = capsys.readouterr().out
@@ -143,7 +144,7 @@ def test_kmem_run_draws_slab_pages(capsys: pytest.CaptureFixture[str]) -> None:
 def test_kmem_run_json_lists_caches(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from kmem.cli import main
+    from kmem.cli.main import main
 
     assert main(["run", "seed", "--json"]) == 0
     steps = json.loads(capsys.readouterr().out)["steps"]

@@ -7,13 +7,13 @@ the names the runner holds are exactly those allocated and not yet freed.
 
 from __future__ import annotations
 
-from hypothesis import settings
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from kmem.errors import KmemError
-from kmem.scenario import ScenarioRun, parse
-from kmem.snapshot import LabelTable, buddy_frame, cache_frames
+from kmem.show.scenario import parse
+from kmem.show.scenario_run import ScenarioRun
+from kmem.show.snapshot import LabelTable, buddy_frame, cache_frames
 
 NAMES = [f"n{i}" for i in range(6)]
 CACHES = ["tcb", "pcb"]

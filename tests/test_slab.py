@@ -13,15 +13,10 @@ from typing import Any
 import pytest
 
 from kmem import BuddyAllocator, OutOfMemoryError, SlabAllocator
-from kmem.slab_cache import KmemCache
-from kmem.slab_classic import ClassicSlabCache
-from kmem.slab_flags import (
-    SLAB_ACCOUNT,
-    SLAB_HWCACHE_ALIGN,
-    SLAB_NO_MERGE,
-    SLAB_RECLAIM_ACCOUNT,
-)
-from kmem.slub import SlubCache
+from kmem.slab.cache import KmemCache
+from kmem.slab.classic import ClassicSlabCache
+from kmem.slab.flags import SLAB_ACCOUNT, SLAB_HWCACHE_ALIGN, SLAB_NO_MERGE, SLAB_RECLAIM_ACCOUNT
+from kmem.slab.slub import SlubCache
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sys_kernel_slab_6.18_2cpu.json"
 KiB = 1024
@@ -463,7 +458,7 @@ def test_threads_share_a_cache(policy: str) -> None:
 @pytest.mark.parametrize("policy", ["slub", "slab"])
 def test_typesafe_by_rcu_slabs_wait_for_a_grace_period(policy: str) -> None:
     from kmem import NotAnObjectError
-    from kmem.slab_flags import SLAB_TYPESAFE_BY_RCU
+    from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
 
     slab = make(policy, size=4 * MiB)
     cache = slab.kmem_cache_create("rcu", 512, flags=SLAB_TYPESAFE_BY_RCU)
@@ -488,7 +483,7 @@ def test_typesafe_by_rcu_slabs_wait_for_a_grace_period(policy: str) -> None:
 
 
 def test_typesafe_by_rcu_pages_come_back_when_memory_runs_out() -> None:
-    from kmem.slab_flags import SLAB_TYPESAFE_BY_RCU
+    from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
 
     slab = make("slab", size=16 * 4 * KiB)
     cache = slab.kmem_cache_create("rcu", 2048, flags=SLAB_TYPESAFE_BY_RCU)  # order-3 slabs

@@ -10,9 +10,9 @@ from kmem import (
     RedZoneError,
     SlabAllocator,
 )
-from kmem.slab_debug import POISON_END, POISON_FREE, SLUB_RED_ACTIVE, SLUB_RED_INACTIVE
-from kmem.slab_flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
-from kmem.slub import SlubDebugCache
+from kmem.slab.debug import POISON_END, POISON_FREE, SLUB_RED_ACTIVE, SLUB_RED_INACTIVE
+from kmem.slab.flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
+from kmem.slab.slub import SlubDebugCache
 
 MiB = 1 << 20
 DEBUG = SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER

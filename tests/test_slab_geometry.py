@@ -14,19 +14,18 @@ from types import ModuleType
 from typing import Any, cast
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from fixture_files import SYS_KERNEL_SLAB, SYSFS_FLAG_FILES
-from kmem import (
-    InvalidArgumentError,
-    InvalidTypeError,
+from kmem import InvalidArgumentError, InvalidTypeError
+from kmem.page import gfp
+from kmem.slab import (
+    flags as slab_flags,
+    geometry as slab_geometry,
     kmalloc_sizes,
-    slab_flags,
-    slab_geometry,
-    slab_merge,
+    merge as slab_merge,
 )
-from kmem.slab_flags import (
+from kmem.slab.flags import (
     SLAB_CACHE_DMA,
     SLAB_CACHE_DMA32,
     SLAB_CONSISTENCY_CHECKS,
@@ -41,7 +40,7 @@ from kmem.slab_flags import (
     SLAB_TRACE,
     SLAB_TYPESAFE_BY_RCU,
 )
-from kmem.slab_geometry import (
+from kmem.slab.geometry import (
     CacheGeometry,
     calculate_alignment,
     calculate_geometry,
@@ -456,7 +455,7 @@ def test_readme_cache_geometry_examples_run() -> None:
     assert results.failed == 0
 
 
-@pytest.mark.parametrize("module", [slab_geometry, kmalloc_sizes, slab_merge, slab_flags])
+@pytest.mark.parametrize("module", [slab_geometry, kmalloc_sizes, slab_merge, slab_flags, gfp])
 def test_docstring_examples_run(module: ModuleType) -> None:
     results = doctest.testmod(module)
     assert results.failed == 0

@@ -6,12 +6,11 @@ import json
 from typing import Any, cast
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from fixture_files import SYS_KERNEL_SLAB, SYSFS_FLAG_FILES
 from kmem import InvalidArgumentError, InvalidTypeError
-from kmem.slab_flags import (
+from kmem.slab.flags import (
     SLAB_ACCOUNT,
     SLAB_CACHE_DMA,
     SLAB_CACHE_DMA32,
@@ -26,8 +25,8 @@ from kmem.slab_flags import (
     SLAB_TRACE,
     SLAB_TYPESAFE_BY_RCU,
 )
-from kmem.slab_geometry import calculate_geometry
-from kmem.slab_merge import find_mergeable, merge_into, slab_alias_name, slab_unmergeable
+from kmem.slab.geometry import calculate_geometry
+from kmem.slab.merge import find_mergeable, merge_into, slab_alias_name, slab_unmergeable
 
 FIXTURE = SYS_KERNEL_SLAB
 # Caches sysfs cannot show why they are unmergeable, from the kernel source: kmem_cache and

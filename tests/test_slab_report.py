@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from kmem import BuddyAllocator, SlabAllocator, SlabInfo
-from kmem.cli import main
-from kmem.slab_report import (
+from kmem.cli.main import main
+from kmem.slab.report import (
     format_slabinfo,
     fragmentation_rows,
     slabtop_row,
     slabtop_rows,
     sysfs_attributes,
 )
-from kmem.slub import SlubCache
+from kmem.slab.slub import SlubCache
 
 SAMPLE = Path(__file__).parent / "fixtures" / "proc_slabinfo_6.18_sample.txt"
 

@@ -15,18 +15,15 @@ from hypothesis.stateful import (
 )
 
 from kmem import BuddyAllocator, KmemCache, OutOfMemoryError, SlabAllocator
-from kmem.slab_flags import (
-    __GFP_ACCOUNT,
-    __GFP_DMA,
-    __GFP_RECLAIMABLE,
-    GFP_KERNEL,
+from kmem.page.gfp import __GFP_ACCOUNT, __GFP_DMA, __GFP_RECLAIMABLE, GFP_KERNEL
+from kmem.slab.flags import (
     SLAB_HWCACHE_ALIGN,
     SLAB_POISON,
     SLAB_RED_ZONE,
     SLAB_STORE_USER,
     SLAB_TYPESAFE_BY_RCU,
 )
-from kmem.slub import SlubCache
+from kmem.slab.slub import SlubCache
 
 CACHE_SPECS = [
     (24, 0), (100, SLAB_HWCACHE_ALIGN), (3072, SLAB_HWCACHE_ALIGN), (7168, 0),

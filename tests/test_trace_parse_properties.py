@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from kmem.trace.events import NULL_PTR
 from kmem.trace.parse import TraceFormatError, TraceParser

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fixture_files import DD_TRACE, LS_TRACE, OLD_KERNELS, PERF_SCRIPT, TRACE_CMD
-from kmem.cli import main
+from kmem.cli.main import main
 from kmem.errors import InvalidArgumentError
 from kmem.trace import pipeline
 from kmem.trace.parse import TraceFormatError, TraceParser

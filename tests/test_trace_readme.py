@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kmem.cli import main
+from kmem.cli.main import main
 
 ROOT = Path(__file__).parents[1]
 

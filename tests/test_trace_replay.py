@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fixture_files import DD_TRACE, LS_TRACE, PERF_SCRIPT
-from kmem.buddy import BuddyAllocator
-from kmem.cli import main
+from kmem.cli.main import main
 from kmem.errors import InvalidArgumentError
+from kmem.page.buddy import BuddyAllocator
 from kmem.trace.events import (
     BYTES_ALLOC,
     KFREE,
@@ -294,13 +294,13 @@ def test_replay_command_rejects_a_negative_caches_count(
 def test_memory_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from kmem.commands import size_argument
+    from kmem.cli.args import size_argument
 
     assert size_argument("1G") == 1 << 30
     assert size_argument("512M") == size_argument("512MiB") == 512 << 20
     assert size_argument("65536") == 65536
     assert size_argument("1T") == 1 << 40
-    for bad in ("lots", "0", "1.5", "-1G"):  # kmem.scenario.parse_size's rules
+    for bad in ("lots", "0", "1.5", "-1G"):  # kmem.show.scenario.parse_size's rules
         with pytest.raises(argparse.ArgumentTypeError, match="size"):
             size_argument(bad)
     # Every command words a bad size the same: an argparse usage error, exit status 2.

@@ -3,8 +3,7 @@ the counts of what the trace missed follow the issue's definitions."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from kmem.trace.events import NULL_PTR, TraceEvent
 from kmem.trace.replay import Replayer

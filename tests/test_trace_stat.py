@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kmem.cli import main
+from kmem.cli.main import main
 from kmem.errors import InvalidArgumentError
 from kmem.trace.parse import TraceParser
 from kmem.trace.report import (

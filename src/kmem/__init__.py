@@ -1,175 +1,253 @@
 """kmem: kernel memory allocation as Linux does it, on real bytes.
 
-Layers, bottom up: PhysicalMemory and its MemMap (page metadata), the BuddyAllocator (page
-allocator), slab caches on it, kmalloc on the caches. This module is the one public re-export
-point; import from here.
+Layers, bottom up, each a package that imports only the ones below it: kmem.page (physical
+memory, page metadata, the buddy page allocator), kmem.slab (slab caches, their policies,
+kmalloc), kmem.trace (real kmem traces: parse, statistics, replay), kmem.show (scenarios,
+explanations, pictures, the replay page) and kmem.cli (the ``kmem`` command).
+
+This module is the one public re-export point: ``from kmem import BuddyAllocator``. Names are
+loaded on first use (PEP 562), so importing kmem, or starting the ``kmem`` command, costs only
+what is used.
 """
 
-from kmem.buddy import MAX_PAGE_ORDER, Block, BuddyAllocator, BuddyStats, get_order
-from kmem.errors import (
-    DoubleFreeError,
-    InvalidArgumentError,
-    InvalidFreeError,
-    InvalidTypeError,
-    KmemError,
-    OutOfMemoryError,
-    WrongOrderError,
-)
-from kmem.explain import Step, alloc_steps, free_steps
-from kmem.fragmentation import FragmentationReport, extfrag_index, unusable_index
-from kmem.kmalloc import KMALLOC_LARGE_OWNER
-from kmem.kmalloc_sizes import (
-    KMALLOC_MAX_CACHE_SIZE,
-    KMALLOC_MIN_SIZE,
-    KMALLOC_SIZES,
-    kmalloc_bytes_alloc,
-    kmalloc_cache_name,
-    kmalloc_index,
-    kmalloc_size_class,
-)
-from kmem.mem_map import MemMap
-from kmem.memory import PhysicalMemory
-from kmem.scenario import Scenario, ScenarioNameError, ScenarioRun, ScenarioSyntaxError
-from kmem.slab import CacheExistsError, SlabAllocator
-from kmem.slab_cache import (
-    CacheDestroyedError,
-    CacheNotEmptyError,
-    CacheStats,
-    InteriorPointerError,
-    InvalidCpuError,
-    KmemCache,
-    LiveObject,
-    NotAnObjectError,
-    ObjectDoubleFreeError,
-    SlabInfo,
-    WrongCacheError,
-)
-from kmem.slab_debug import PoisonError, RedZoneError, SlabCorruptionError
-from kmem.slab_flags import (
-    __GFP_ACCOUNT,
-    __GFP_DMA,
-    __GFP_RECLAIMABLE,
-    __GFP_ZERO,
-    GFP_ATOMIC,
-    GFP_DMA,
-    GFP_KERNEL,
-    GFP_KERNEL_ACCOUNT,
-    GFP_NOFS,
-    GFP_NOWAIT,
-    SLAB_ACCOUNT,
-    SLAB_CACHE_DMA,
-    SLAB_CACHE_DMA32,
-    SLAB_CONSISTENCY_CHECKS,
-    SLAB_HWCACHE_ALIGN,
-    SLAB_NO_MERGE,
-    SLAB_POISON,
-    SLAB_RECLAIM_ACCOUNT,
-    SLAB_RED_ZONE,
-    SLAB_STORE_USER,
-    SLAB_TYPESAFE_BY_RCU,
-    UnknownGfpFlagError,
-    UnknownSlabFlagError,
-    parse_gfp_flags,
-    parse_slab_flags,
-)
-from kmem.slab_geometry import CacheGeometry, calculate_geometry
-from kmem.slab_merge import find_mergeable, slab_alias_name, slab_unmergeable
-from kmem.trace import (
-    KmemStat,
-    Replayer,
-    ReplayResult,
-    ReplaySnapshot,
-    TraceFileError,
-    TraceFormatError,
-    TraceParser,
-    open_trace,
-)
+from __future__ import annotations
 
-__all__ = [
-    "GFP_ATOMIC",
-    "GFP_DMA",
-    "GFP_KERNEL",
-    "GFP_KERNEL_ACCOUNT",
-    "GFP_NOFS",
-    "GFP_NOWAIT",
-    "KMALLOC_LARGE_OWNER",
-    "KMALLOC_MAX_CACHE_SIZE",
-    "KMALLOC_MIN_SIZE",
-    "KMALLOC_SIZES",
-    "MAX_PAGE_ORDER",
-    "SLAB_ACCOUNT",
-    "SLAB_CACHE_DMA",
-    "SLAB_CACHE_DMA32",
-    "SLAB_CONSISTENCY_CHECKS",
-    "SLAB_HWCACHE_ALIGN",
-    "SLAB_NO_MERGE",
-    "SLAB_POISON",
-    "SLAB_RECLAIM_ACCOUNT",
-    "SLAB_RED_ZONE",
-    "SLAB_STORE_USER",
-    "SLAB_TYPESAFE_BY_RCU",
-    "__GFP_ACCOUNT",
-    "__GFP_DMA",
-    "__GFP_RECLAIMABLE",
-    "__GFP_ZERO",
-    "Block",
-    "BuddyAllocator",
-    "BuddyStats",
-    "CacheDestroyedError",
-    "CacheExistsError",
-    "CacheGeometry",
-    "CacheNotEmptyError",
-    "CacheStats",
-    "DoubleFreeError",
-    "FragmentationReport",
-    "InteriorPointerError",
-    "InvalidArgumentError",
-    "InvalidCpuError",
-    "InvalidFreeError",
-    "InvalidTypeError",
-    "KmemCache",
-    "KmemError",
-    "KmemStat",
-    "LiveObject",
-    "MemMap",
-    "NotAnObjectError",
-    "ObjectDoubleFreeError",
-    "OutOfMemoryError",
-    "PhysicalMemory",
-    "PoisonError",
-    "RedZoneError",
-    "ReplayResult",
-    "ReplaySnapshot",
-    "Replayer",
-    "Scenario",
-    "ScenarioNameError",
-    "ScenarioRun",
-    "ScenarioSyntaxError",
-    "SlabAllocator",
-    "SlabCorruptionError",
-    "SlabInfo",
-    "Step",
-    "TraceFileError",
-    "TraceFormatError",
-    "TraceParser",
-    "UnknownGfpFlagError",
-    "UnknownSlabFlagError",
-    "WrongCacheError",
-    "WrongOrderError",
-    "alloc_steps",
-    "calculate_geometry",
-    "extfrag_index",
-    "find_mergeable",
-    "free_steps",
-    "get_order",
-    "kmalloc_bytes_alloc",
-    "kmalloc_cache_name",
-    "kmalloc_index",
-    "kmalloc_size_class",
-    "open_trace",
-    "parse_gfp_flags",
-    "parse_slab_flags",
-    "slab_alias_name",
-    "slab_unmergeable",
-    "unusable_index",
-]
+import importlib
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from kmem.errors import (
+        DoubleFreeError as DoubleFreeError,
+        InvalidArgumentError as InvalidArgumentError,
+        InvalidFreeError as InvalidFreeError,
+        InvalidTypeError as InvalidTypeError,
+        KmemError as KmemError,
+        OutOfMemoryError as OutOfMemoryError,
+        WrongOrderError as WrongOrderError,
+    )
+    from kmem.page.buddy import (
+        MAX_PAGE_ORDER as MAX_PAGE_ORDER,
+        Block as Block,
+        BuddyAllocator as BuddyAllocator,
+        BuddyStats as BuddyStats,
+        get_order as get_order,
+    )
+    from kmem.page.fragmentation import (
+        FragmentationReport as FragmentationReport,
+        extfrag_index as extfrag_index,
+        unusable_index as unusable_index,
+    )
+    from kmem.page.gfp import (
+        __GFP_ACCOUNT as __GFP_ACCOUNT,
+        __GFP_DMA as __GFP_DMA,
+        __GFP_RECLAIMABLE as __GFP_RECLAIMABLE,
+        __GFP_ZERO as __GFP_ZERO,
+        GFP_ATOMIC as GFP_ATOMIC,
+        GFP_DMA as GFP_DMA,
+        GFP_KERNEL as GFP_KERNEL,
+        GFP_KERNEL_ACCOUNT as GFP_KERNEL_ACCOUNT,
+        GFP_NOFS as GFP_NOFS,
+        GFP_NOWAIT as GFP_NOWAIT,
+        UnknownGfpFlagError as UnknownGfpFlagError,
+        parse_gfp_flags as parse_gfp_flags,
+    )
+    from kmem.page.mem_map import (
+        MemMap as MemMap,
+    )
+    from kmem.page.memory import (
+        PhysicalMemory as PhysicalMemory,
+    )
+    from kmem.show.explain import (
+        Step as Step,
+        alloc_steps as alloc_steps,
+        free_steps as free_steps,
+    )
+    from kmem.show.scenario import (
+        Scenario as Scenario,
+        ScenarioNameError as ScenarioNameError,
+        ScenarioSyntaxError as ScenarioSyntaxError,
+    )
+    from kmem.show.scenario_run import ScenarioRun as ScenarioRun
+    from kmem.slab.allocator import (
+        CacheExistsError as CacheExistsError,
+        SlabAllocator as SlabAllocator,
+    )
+    from kmem.slab.cache import (
+        KmemCache as KmemCache,
+    )
+    from kmem.slab.debug import (
+        PoisonError as PoisonError,
+        RedZoneError as RedZoneError,
+        SlabCorruptionError as SlabCorruptionError,
+    )
+    from kmem.slab.errors import (
+        CacheDestroyedError as CacheDestroyedError,
+        CacheNotEmptyError as CacheNotEmptyError,
+        InteriorPointerError as InteriorPointerError,
+        InvalidCpuError as InvalidCpuError,
+        NotAnObjectError as NotAnObjectError,
+        ObjectDoubleFreeError as ObjectDoubleFreeError,
+        WrongCacheError as WrongCacheError,
+    )
+    from kmem.slab.flags import (
+        SLAB_ACCOUNT as SLAB_ACCOUNT,
+        SLAB_CACHE_DMA as SLAB_CACHE_DMA,
+        SLAB_CACHE_DMA32 as SLAB_CACHE_DMA32,
+        SLAB_CONSISTENCY_CHECKS as SLAB_CONSISTENCY_CHECKS,
+        SLAB_HWCACHE_ALIGN as SLAB_HWCACHE_ALIGN,
+        SLAB_NO_MERGE as SLAB_NO_MERGE,
+        SLAB_POISON as SLAB_POISON,
+        SLAB_RECLAIM_ACCOUNT as SLAB_RECLAIM_ACCOUNT,
+        SLAB_RED_ZONE as SLAB_RED_ZONE,
+        SLAB_STORE_USER as SLAB_STORE_USER,
+        SLAB_TYPESAFE_BY_RCU as SLAB_TYPESAFE_BY_RCU,
+        UnknownSlabFlagError as UnknownSlabFlagError,
+        parse_slab_flags as parse_slab_flags,
+    )
+    from kmem.slab.geometry import (
+        CacheGeometry as CacheGeometry,
+        calculate_geometry as calculate_geometry,
+    )
+    from kmem.slab.kmalloc import (
+        KMALLOC_LARGE_OWNER as KMALLOC_LARGE_OWNER,
+    )
+    from kmem.slab.kmalloc_sizes import (
+        KMALLOC_MAX_CACHE_SIZE as KMALLOC_MAX_CACHE_SIZE,
+        KMALLOC_MIN_SIZE as KMALLOC_MIN_SIZE,
+        KMALLOC_SIZES as KMALLOC_SIZES,
+        kmalloc_bytes_alloc as kmalloc_bytes_alloc,
+        kmalloc_cache_name as kmalloc_cache_name,
+        kmalloc_index as kmalloc_index,
+        kmalloc_size_class as kmalloc_size_class,
+    )
+    from kmem.slab.merge import (
+        find_mergeable as find_mergeable,
+        slab_alias_name as slab_alias_name,
+        slab_unmergeable as slab_unmergeable,
+    )
+    from kmem.slab.stats import (
+        CacheStats as CacheStats,
+        LiveObject as LiveObject,
+        SlabInfo as SlabInfo,
+    )
+    from kmem.trace.parse import (
+        TraceFormatError as TraceFormatError,
+        TraceParser as TraceParser,
+    )
+    from kmem.trace.replay import (
+        Replayer as Replayer,
+        ReplayResult as ReplayResult,
+        ReplaySnapshot as ReplaySnapshot,
+    )
+    from kmem.trace.source import (
+        TraceFileError as TraceFileError,
+        open_trace as open_trace,
+    )
+    from kmem.trace.stat import (
+        KmemStat as KmemStat,
+    )
+
+# Every public name -> the module that defines it.
+_EXPORTS: Final[dict[str, str]] = {
+    "DoubleFreeError": "kmem.errors",
+    "InvalidArgumentError": "kmem.errors",
+    "InvalidFreeError": "kmem.errors",
+    "InvalidTypeError": "kmem.errors",
+    "KmemError": "kmem.errors",
+    "OutOfMemoryError": "kmem.errors",
+    "WrongOrderError": "kmem.errors",
+    "PhysicalMemory": "kmem.page.memory",
+    "MemMap": "kmem.page.mem_map",
+    "Block": "kmem.page.buddy",
+    "BuddyAllocator": "kmem.page.buddy",
+    "BuddyStats": "kmem.page.buddy",
+    "MAX_PAGE_ORDER": "kmem.page.buddy",
+    "get_order": "kmem.page.buddy",
+    "FragmentationReport": "kmem.page.fragmentation",
+    "extfrag_index": "kmem.page.fragmentation",
+    "unusable_index": "kmem.page.fragmentation",
+    "GFP_ATOMIC": "kmem.page.gfp",
+    "GFP_DMA": "kmem.page.gfp",
+    "GFP_KERNEL": "kmem.page.gfp",
+    "GFP_KERNEL_ACCOUNT": "kmem.page.gfp",
+    "GFP_NOFS": "kmem.page.gfp",
+    "GFP_NOWAIT": "kmem.page.gfp",
+    "UnknownGfpFlagError": "kmem.page.gfp",
+    "__GFP_ACCOUNT": "kmem.page.gfp",
+    "__GFP_DMA": "kmem.page.gfp",
+    "__GFP_RECLAIMABLE": "kmem.page.gfp",
+    "__GFP_ZERO": "kmem.page.gfp",
+    "parse_gfp_flags": "kmem.page.gfp",
+    "SLAB_ACCOUNT": "kmem.slab.flags",
+    "SLAB_CACHE_DMA": "kmem.slab.flags",
+    "SLAB_CACHE_DMA32": "kmem.slab.flags",
+    "SLAB_CONSISTENCY_CHECKS": "kmem.slab.flags",
+    "SLAB_HWCACHE_ALIGN": "kmem.slab.flags",
+    "SLAB_NO_MERGE": "kmem.slab.flags",
+    "SLAB_POISON": "kmem.slab.flags",
+    "SLAB_RECLAIM_ACCOUNT": "kmem.slab.flags",
+    "SLAB_RED_ZONE": "kmem.slab.flags",
+    "SLAB_STORE_USER": "kmem.slab.flags",
+    "SLAB_TYPESAFE_BY_RCU": "kmem.slab.flags",
+    "UnknownSlabFlagError": "kmem.slab.flags",
+    "parse_slab_flags": "kmem.slab.flags",
+    "CacheGeometry": "kmem.slab.geometry",
+    "calculate_geometry": "kmem.slab.geometry",
+    "find_mergeable": "kmem.slab.merge",
+    "slab_alias_name": "kmem.slab.merge",
+    "slab_unmergeable": "kmem.slab.merge",
+    "KMALLOC_MAX_CACHE_SIZE": "kmem.slab.kmalloc_sizes",
+    "KMALLOC_MIN_SIZE": "kmem.slab.kmalloc_sizes",
+    "KMALLOC_SIZES": "kmem.slab.kmalloc_sizes",
+    "kmalloc_bytes_alloc": "kmem.slab.kmalloc_sizes",
+    "kmalloc_cache_name": "kmem.slab.kmalloc_sizes",
+    "kmalloc_index": "kmem.slab.kmalloc_sizes",
+    "kmalloc_size_class": "kmem.slab.kmalloc_sizes",
+    "CacheStats": "kmem.slab.stats",
+    "LiveObject": "kmem.slab.stats",
+    "SlabInfo": "kmem.slab.stats",
+    "CacheDestroyedError": "kmem.slab.errors",
+    "CacheNotEmptyError": "kmem.slab.errors",
+    "InteriorPointerError": "kmem.slab.errors",
+    "InvalidCpuError": "kmem.slab.errors",
+    "NotAnObjectError": "kmem.slab.errors",
+    "ObjectDoubleFreeError": "kmem.slab.errors",
+    "WrongCacheError": "kmem.slab.errors",
+    "PoisonError": "kmem.slab.debug",
+    "RedZoneError": "kmem.slab.debug",
+    "SlabCorruptionError": "kmem.slab.debug",
+    "KmemCache": "kmem.slab.cache",
+    "KMALLOC_LARGE_OWNER": "kmem.slab.kmalloc",
+    "CacheExistsError": "kmem.slab.allocator",
+    "SlabAllocator": "kmem.slab.allocator",
+    "TraceFileError": "kmem.trace.source",
+    "open_trace": "kmem.trace.source",
+    "TraceFormatError": "kmem.trace.parse",
+    "TraceParser": "kmem.trace.parse",
+    "KmemStat": "kmem.trace.stat",
+    "ReplayResult": "kmem.trace.replay",
+    "ReplaySnapshot": "kmem.trace.replay",
+    "Replayer": "kmem.trace.replay",
+    "Step": "kmem.show.explain",
+    "alloc_steps": "kmem.show.explain",
+    "free_steps": "kmem.show.explain",
+    "Scenario": "kmem.show.scenario",
+    "ScenarioNameError": "kmem.show.scenario",
+    "ScenarioRun": "kmem.show.scenario_run",
+    "ScenarioSyntaxError": "kmem.show.scenario",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kmem' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

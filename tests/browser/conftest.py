@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kmem.html_page import write_page
+from kmem.show.html_page import write_page
 
 CHROMIUM = os.environ.get("KMEM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from kmem.html_page import write_page
-from kmem.scenario import load
-from kmem.snapshot import scenario_document
+from kmem.show.html_page import write_page
+from kmem.show.scenario import load
+from kmem.show.snapshot import scenario_document
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -14,8 +14,8 @@ from typing import Any
 
 from PIL import Image, ImageStat
 
-from kmem.scenario import load, parse
-from kmem.snapshot import scenario_document
+from kmem.show.scenario import load, parse
+from kmem.show.snapshot import scenario_document
 
 OpenPage = Callable[[dict[str, Any]], Any]
 
@@ -194,7 +194,7 @@ def test_seed_slab_steps_show_caches(open_page: OpenPage) -> None:
 def test_trace_page(open_page: OpenPage) -> None:
     from pathlib import Path
 
-    from kmem.snapshot import trace_document
+    from kmem.show.snapshot import trace_document
 
     trace = Path(__file__).parents[1] / "fixtures" / "traces" / "kmem-6.18-ls.txt.xz"
     document = trace_document(trace, max_frames=40, memory=64 << 20)
@@ -264,7 +264,7 @@ def _synthetic_trace(events: int) -> str:
 
 
 def test_100k_event_trace_page_stays_small(open_page: OpenPage, tmp_path: Any) -> None:
-    from kmem.snapshot import trace_document
+    from kmem.show.snapshot import trace_document
 
     trace = tmp_path / "big.trace"
     trace.write_text(_synthetic_trace(100_000))

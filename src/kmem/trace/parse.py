@@ -63,7 +63,7 @@ from itertools import islice
 from typing import Any, Final
 
 from kmem.errors import InvalidArgumentError, KmemError
-from kmem.slab_flags import GFP_FLAG_NAMES
+from kmem.page.gfp import GFP_FLAG_NAMES
 from kmem.trace.events import (
     EVENT_KIND,
     EVENT_NAMES,

@@ -54,9 +54,9 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Final, Protocol
 
-from kmem.buddy import BuddyAllocator
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
-from kmem.slab import SlabAllocator
+from kmem.page.buddy import BuddyAllocator
+from kmem.slab.allocator import SlabAllocator
 from kmem.trace.events import (
     EVENT_NAMES,
     KMALLOC,

@@ -322,34 +322,3 @@ def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int =
                 str(snap.unusable_index[result.max_order]),
             )
         console.print(table)
-
-
-def plot_replay(result: ReplayResult, path: str) -> None:
-    """Memory in use per layer and the fragmentation indices over the trace's time (.png or
-    .svg, as kmem.plot: a Figure of its own, no pyplot state or backend is touched)."""
-    from matplotlib.figure import Figure
-
-    from kmem.plot import picture_path
-
-    output = picture_path(path)
-    samples = [s for s in result.timeline if s.events] or list(result.timeline)
-    times = [s.time for s in samples]
-    mib = result.page_size / (1 << 20)
-    figure = Figure(figsize=(10, 7))
-    top, bottom = figure.subplots(2, 1, sharex=True)
-    top.plot(times, [s.slab_pages * mib for s in samples], label="slab layer")
-    top.plot(times, [s.page_layer_pages * mib for s in samples], label="page layer")
-    top.plot(times, [(s.slab_pages + s.page_layer_pages) * mib for s in samples],
-             label="total", linestyle="--")
-    top.set_ylabel("memory in use (MiB)")
-    top.set_title(f"kmem replay ({result.policy}, {','.join(result.layers)})")
-    top.legend()
-    for order in sorted({min(3, result.max_order), result.max_order}):
-        bottom.plot(times, [s.unusable_index[order] / 1000 for s in samples],
-                    label=f"unusable free space index, order {order}")
-    bottom.set_ylabel("index")
-    bottom.set_xlabel("trace time (s)")
-    bottom.set_ylim(-0.05, 1.05)
-    bottom.legend()
-    figure.tight_layout()
-    figure.savefig(output, dpi=100)

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from kmem.errors import InvalidArgumentError
-from kmem.kmalloc_sizes import kmalloc_cache_name
-from kmem.memory import check_page_size
-from kmem.slab_flags import GFP_FLAG_NAMES, parse_gfp_flags
+from kmem.page.gfp import GFP_FLAG_NAMES, parse_gfp_flags
+from kmem.page.memory import check_page_size
+from kmem.slab.kmalloc_sizes import kmalloc_cache_name
 from kmem.trace.events import (
     KMALLOC_NODE,
     MM_PAGE_ALLOC,
@@ -78,7 +78,7 @@ GFP_COMPACT: Final = {
 def gfp_value(flags: str) -> int:
     """The gfp_t value of a gfp_flags text (Linux 6.18 bits; names it does not know count 0).
 
-    kmem.slab_flags.parse_gfp_flags reads it; only a text it rejects (a flag name of an older
+    kmem.page.gfp.parse_gfp_flags reads it; only a text it rejects (a flag name of an older
     kernel) is summed here part by part, with what 6.18 knows.
     """
     try:

@@ -1,0 +1,7 @@
+"""``python -m kmem``: the same as the ``kmem`` command."""
+
+import sys
+
+from kmem.cli.main import main
+
+sys.exit(main())

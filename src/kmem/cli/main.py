@@ -1,0 +1,85 @@
+"""The ``kmem`` command: one subcommand per module of kmem.cli.
+
+Each command module defines ``register(subparsers)``, which adds its parser and sets
+``func(args) -> int`` as the parser default. kmem.cli.args.COMMANDS names every command with
+its one line of help, so that ``kmem --help`` imports no command module at all and ``kmem CMD``
+imports only CMD's: a command module imports what its parser needs, and its heavy dependencies
+(matplotlib, the trace parser, the HTML builder) only inside the function that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kmem.cli.args import COMMANDS
+from kmem.errors import KmemError
+
+
+def version_text() -> str:
+    """``kmem X.Y.Z`` from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"kmem {version('kmem')}"
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "kmem (not installed)"
+
+
+class _VersionAction(argparse.Action):
+    """--version, computed only when asked for (the metadata lookup costs milliseconds)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
+                         help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (the first word that is not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command it names is fully registered."""
+    parser = argparse.ArgumentParser(
+        prog="kmem",
+        description="Kernel memory allocation as Linux does it: buddy pages, slab caches, kmalloc.",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = _chosen_command(argv) if argv is not None else None
+    for name, help_text in COMMANDS.items():
+        if argv is None or name == chosen:
+            module = importlib.import_module(f"kmem.cli.{name}")
+            module.register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(words).parse_args(words)
+    try:
+        status: int = args.func(args)
+    except KmemError as error:
+        print(f"kmem {args.command}: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

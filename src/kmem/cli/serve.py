@@ -1,0 +1,69 @@
+"""``kmem serve [SCENARIO|TRACE]``: serve the replay page over HTTP on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from kmem.cli.args import COMMANDS
+from kmem.cli.html import add_source_arguments, document_from_args
+from kmem.errors import KmemError
+
+
+class ServeError(KmemError, OSError):
+    """The page cannot be served: the address is in use, not ours, or not allowed."""
+
+
+def make_server(page: str, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+    """An HTTP server answering GET / (and /index.html) with ``page``; 404 for anything else."""
+    if not 0 <= port <= 65535:
+        raise ServeError(f"cannot listen on {host}:{port}: a port is 0 to 65535")
+    body = page.encode("utf-8")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in ("/", "/index.html"):
+                self.send_error(404, "only / is served")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # quiet: the command prints the address once
+
+    try:
+        return ThreadingHTTPServer((host, port), Handler)
+    except OSError as error:
+        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help=COMMANDS["serve"],
+        description="Build the replay page (as kmem html) and serve it until interrupted.",
+    )
+    add_source_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (8000; 0 picks a free one)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kmem.show.html_page import build_page
+
+    page = build_page(document_from_args(args))
+    server = make_server(page, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"serving the kmem page at http://{host!s}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,72 @@
+"""``kmem slabinfo``: /proc/slabinfo (version 2.1, byte for byte) after a workload.
+
+The workload is the built-in one (kmem.show.workload.builtin_workload: the seed's 3 KB TCB and
+7 KB PCB caches plus a realistic kmalloc mix on every CPU) or a scenario file / built-in name.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from kmem.cli.args import COMMANDS, size_argument
+from kmem.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from kmem.slab.allocator import SlabAllocator
+
+
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options slabinfo and slabtop share: which workload, on which machine."""
+    parser.add_argument("--scenario", default=None,
+                        help="run this scenario (file or built-in name) instead of the"
+                        " built-in workload")
+    parser.add_argument("--policy", choices=("slub", "slab"), default="slub",
+                        help="slab policy of the built-in workload (default: slub)")
+    parser.add_argument("--cpus", type=int, default=2, help="simulated CPUs (default: 2)")
+    parser.add_argument("--memory", type=size_argument, default="64M", metavar="SIZE",
+                        help="memory size (default: 64M)")
+    parser.add_argument("--seed", type=int, default=1, help="workload random seed (default: 1)")
+
+
+def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
+    """The SlabAllocator after the workload the options of add_workload_arguments name."""
+    from kmem.show.workload import workload_allocator
+
+    return workload_allocator(scenario=args.scenario, policy=args.policy, nr_cpus=args.cpus,
+                              memory=args.memory, seed=args.seed)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "slabinfo",
+        help=COMMANDS["slabinfo"],
+        description="Run a workload on the slab allocator and print /proc/slabinfo (version"
+        " 2.1) exactly as Linux formats it, newest cache first.",
+    )
+    add_workload_arguments(parser)
+    parser.add_argument("--active", action="store_true",
+                        help="only caches that have slabs")
+    parser.add_argument("--cache", metavar="NAME", default=None,
+                        help="instead, print that cache's /sys/kernel/slab/NAME/ files"
+                        " (as `grep . /sys/kernel/slab/NAME/*` would)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from kmem.slab.report import format_slabinfo, sysfs_attributes
+
+    slab = allocator_from_args(args)
+    if args.cache is not None:
+        cache = slab.caches.get(args.cache)
+        if cache is None:
+            raise InvalidArgumentError(
+                f"no cache named {args.cache!r} (try: {', '.join(list(slab.caches)[-5:])})")
+        for key, value in sysfs_attributes(cache).items():
+            print(f"{key}:{value}")
+        return 0
+    rows = [cache.slabinfo() for cache in slab.cache_list()]
+    if args.active:
+        rows = [row for row in rows if row.num_slabs]
+    print(format_slabinfo(rows), end="")
+    return 0

@@ -1,0 +1,534 @@
+"""What every slab cache shares, whatever its policy: slabs of real pages, objects by address.
+
+A cache (Linux: struct kmem_cache) hands out objects of one size. Its memory comes in slabs: a
+block of ``1 << order`` contiguous pages from the buddy allocator (a compound page). Object
+``i`` of a slab starts at ``base + i * size`` where ``base`` is the slab's first byte, plus the
+left red zone (debug caches) and the colour offset (classic policy). An object's address is a
+byte address in the machine's physical memory, and ``view(addr)`` is a memoryview of its bytes.
+
+State, beside each slab's own (kmem.slab.slabs.Slab):
+
+    _slab_of_pfn    dict: every page of every slab of this cache -> its Slab, so a free finds
+                    its slab from the address in one lookup.
+    mem_map.owner   the buddy's per-page column: this cache's id on every page of its slabs
+                    (Linux: slab->slab_cache), so kfree(addr) finds the cache from the address.
+    _stat           the CONFIG_SLUB_STATS counters (kmem.slab.stats), snapshot by stats().
+    _debug          the SLUB_DEBUG hooks (kmem.slab.debug.SlabDebugger) of a debug cache.
+
+Errors are raised before any change: double free, a free of a free or foreign address, an
+interior pointer, a free to the wrong cache, destroying a cache with live objects (with the
+list of live objects), all leave the cache as it was. A slab is built completely (pages, owner
+entries, constructor, debug patterns) or not at all: out of memory in the buddy allocator
+reaches the caller as OutOfMemoryError with nothing left behind.
+
+The policies (``kmem.slab.slub``, ``kmem.slab.classic``) subclass KmemCache with their alloc/free
+paths. Each cache has its own lock (Linux's per-node list_lock and per-cpu locking, simplified
+to one lock per cache), so caches can be used from several threads; ``thread_safe=False``
+binds ``alloc``/``free`` to the unlocked paths for single-threaded callers.
+
+SLAB_TYPESAFE_BY_RCU caches do not give a discarded slab's pages back at once: the slab leaves
+every list (``where`` is "rcu") but keeps its pages and owner entries until ``rcu_barrier()``,
+as Linux frees such slabs from an RCU callback after a grace period.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from kmem.errors import InvalidTypeError, KmemError, OutOfMemoryError
+from kmem.page.buddy import Block
+from kmem.slab.debug import SlabDebugger
+from kmem.slab.errors import (
+    CacheDestroyedError,
+    InteriorPointerError,
+    InvalidCpuError,
+    NotAnObjectError,
+    ObjectDoubleFreeError,
+    WrongCacheError,
+)
+from kmem.slab.flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_TYPESAFE_BY_RCU
+from kmem.slab.geometry import CacheGeometry
+from kmem.slab.merge import merge_into, slab_alias_name, slab_unmergeable
+from kmem.slab.slabs import (
+    ON_CPU,
+    ON_CPU_PARTIAL,
+    ON_FULL,
+    ON_NODE_PARTIAL,
+    ON_NONE,
+    ON_RCU,
+    WHERE_NAMES,
+    Slab,
+)
+from kmem.slab.stats import (
+    FREE_SLAB,
+    ORDER_FALLBACK,
+    STAT_NAMES,
+    CacheStats,
+    LiveObject,
+    SlabInfo,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from kmem.page.buddy import BuddyAllocator
+
+Constructor = Callable[[memoryview], object]
+
+
+class KmemCache:
+    """A cache of equal objects (Linux: struct kmem_cache), common to both policies.
+
+    Public attributes carry /sys/kernel/slab/<cache>/ names and values: object_size,
+    slab_size, align, objs_per_slab, order, min_partial, cpu_partial, plus name, flags, ctor,
+    useroffset, usersize, inuse, offset (free pointer), red_left_pad and aliases (names of the
+    caches merged into this one).
+    """
+
+    policy: str = ""
+
+    def __init__(self, *, cache_id: int, name: str, geometry: CacheGeometry,
+                 buddy: BuddyAllocator, nr_cpus: int, ctor: Constructor | None,
+                 callers: list[str], thread_safe: bool = True) -> None:
+        self.id: Final = cache_id
+        self.name: Final = name
+        self.geometry = geometry  # raised by merges (object_size, inuse), as Linux does
+        self.object_size = geometry.object_size
+        self.size: Final = geometry.size
+        self.slab_size: Final = geometry.size
+        self.align: Final = geometry.align
+        self.inuse = geometry.inuse
+        self.offset: Final = geometry.offset
+        self.red_left_pad: Final = geometry.red_left_pad
+        self.objs_per_slab: Final = geometry.objs_per_slab
+        self.order: Final = geometry.order
+        self.min_order: Final = geometry.min_order
+        self.min_partial: Final = geometry.min_partial
+        self.cpu_partial: Final = geometry.cpu_partial
+        self.cpu_partial_slabs: Final = geometry.cpu_partial_slabs
+        self.flags: Final = geometry.flags
+        self.useroffset: Final = geometry.useroffset
+        self.usersize: Final = geometry.usersize
+        self.ctor: Final = ctor
+        self.nr_cpus: Final = nr_cpus
+        self.aliases: list[str] = []
+        self.refcount = 1
+        self.destroyed = False
+        self._buddy: Final = buddy
+        self._memory: Final = buddy.memory
+        self._owner: Final = buddy.mem_map.owner
+        self._page_shift: Final = buddy.page_shift
+        self._page_size: Final = buddy.page_size
+        self._lock: Final = threading.Lock()
+        self._lock_acquire: Final = self._lock.acquire  # bound: cheaper than `with` here
+        self._lock_release: Final = self._lock.release
+        self._slab_of_pfn: dict[int, Slab] = {}
+        # SLAB_TYPESAFE_BY_RCU: a discarded slab's pages stay allocated (and typed: its objects'
+        # memory keeps being an object of this cache) until rcu_barrier(), Linux's call_rcu.
+        self.typesafe_by_rcu: Final = bool(geometry.flags & SLAB_TYPESAFE_BY_RCU)
+        self._rcu_pending: list[Slab] = []
+        self._stat = [0] * len(STAT_NAMES)
+        self._alloc_fast = 0  # the hot counters, kept apart from the list: fewer bytecodes
+        self._free_fast = 0
+        self.thread_safe: Final = thread_safe
+        if not thread_safe:
+            # Single-threaded use: call the paths directly, without the lock's cost.
+            self.alloc = self._alloc_unlocked  # type: ignore[method-assign]
+            self.free = self._free_unlocked  # type: ignore[method-assign]
+        # kmalloc caches: the allocator's histogram of request sizes (count per size) and the
+        # sizes this cache serves, lo..hi (see count_kmalloc_requests).
+        self._kmalloc_requests: list[int] | None = None
+        self._kmalloc_sizes = range(0)
+        self._debug: SlabDebugger | None = (
+            SlabDebugger(geometry, self._memory, callers)
+            if geometry.flags & SLAB_DEBUG_FLAGS else None
+        )
+
+    def add_alias(self, alias: str, object_size: int) -> None:
+        """A new cache of ``object_size`` bytes aliases this one (__kmem_cache_alias)."""
+        self.geometry = merge_into(self.geometry, object_size)
+        self.object_size = self.geometry.object_size
+        self.inuse = self.geometry.inuse
+        self.refcount += 1
+        self.aliases.append(alias)
+
+    @property
+    def sysfs_name(self) -> str:
+        """The /sys/kernel/slab directory: ':' + flags + size for mergeable caches, else name."""
+        if slab_unmergeable(self.geometry):
+            return self.name
+        return slab_alias_name(self.geometry)
+
+    # -- the API every policy implements -------------------------------------------------------
+
+    def alloc(self, cpu: int = 0) -> int:
+        """Allocate an object; return its address. OutOfMemoryError when no page can be had."""
+        self._lock_acquire()
+        try:
+            return self._alloc_unlocked(cpu)
+        finally:
+            self._lock_release()
+
+    def free(self, address: int, cpu: int = 0) -> None:
+        """Free the object at ``address`` (allocated from this cache)."""
+        self._lock_acquire()
+        try:
+            self._free_unlocked(address, cpu)
+        finally:
+            self._lock_release()
+
+    def _alloc_unlocked(self, cpu: int = 0) -> int:
+        raise NotImplementedError
+
+    def _free_unlocked(self, address: int, cpu: int = 0) -> None:
+        raise NotImplementedError
+
+    def shrink(self) -> int:
+        """Give empty slabs back to the buddy allocator (kmem_cache_shrink); return how many."""
+        raise NotImplementedError
+
+    def _lists(self) -> Iterator[tuple[int, int, Slab]]:
+        """Every tracked slab as (where, cpu, slab), in list order (for check and reports)."""
+        raise NotImplementedError
+
+    def _active_objs(self) -> int:
+        """active_objs as /proc/slabinfo counts it under this policy."""
+        raise NotImplementedError
+
+    def _active_slabs(self) -> int:
+        return len(self._slabs())
+
+    def _tunables(self) -> tuple[int, int, int]:
+        return (0, 0, 0)
+
+    # -- slabs: creation and discard -----------------------------------------------------------
+
+    def _new_slab(self) -> Slab:
+        """A new slab from the buddy allocator, fully set up (Linux: allocate_slab).
+
+        Tries the preferred order, then the minimum order (ORDER_FALLBACK) when the buddy
+        allocator cannot give the larger block; raises OutOfMemoryError with nothing changed.
+        """
+        buddy = self._buddy
+        order = self.order
+        try:
+            pfn = buddy.alloc_pages(order)
+        except OutOfMemoryError:
+            if self._rcu_pending:  # the grace period ends: those pages come back first
+                self._rcu_barrier()
+                return self._new_slab()
+            if self.min_order >= order:
+                raise
+            order = self.min_order
+            pfn = buddy.alloc_pages(order)  # raises OutOfMemoryError: nothing to undo
+            self._stat[ORDER_FALLBACK] += 1
+        try:
+            return self._setup_slab(pfn, order)
+        except BaseException:
+            self._forget_pages(pfn, order)
+            buddy.free_pages(pfn, order)
+            raise
+
+    def _colour_offset(self, slab_bytes: int, objects: int) -> int:
+        """Bytes before the first object slot: 0 under SLUB, the next colour under classic."""
+        return 0
+
+    def _setup_slab(self, pfn: int, order: int) -> Slab:
+        nr_pages = 1 << order
+        slab_bytes = self._page_size << order
+        objects = slab_bytes // self.size
+        colour = self._colour_offset(slab_bytes, objects)
+        start = pfn << self._page_shift
+        slab = Slab(pfn, order, start, start + colour + self.red_left_pad, objects, colour)
+        self._owner[pfn : pfn + nr_pages] = array("I", [self.id]) * nr_pages
+        for page in range(pfn, pfn + nr_pages):
+            self._slab_of_pfn[page] = slab
+        ctor = self.ctor
+        debug = self._debug
+        if ctor is not None or debug is not None:
+            memory = self._memory
+            size = self.size
+            for index in range(objects):
+                address = slab.base + index * size
+                if debug is not None:
+                    debug.init_free(address)
+                if ctor is not None:
+                    ctor(memory.view(address, self.object_size))
+        return slab
+
+    def _forget_pages(self, pfn: int, order: int) -> None:
+        self._owner[pfn : pfn + (1 << order)] = array("I", [0]) * (1 << order)
+        for page in range(pfn, pfn + (1 << order)):
+            self._slab_of_pfn.pop(page, None)
+
+    def _discard_slab(self, slab: Slab) -> None:
+        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab).
+
+        Under SLAB_TYPESAFE_BY_RCU the pages are only given back by rcu_barrier() (Linux frees
+        them from an RCU callback); meanwhile they stay this cache's, on no list.
+        """
+        self._stat[FREE_SLAB] += 1
+        if self.typesafe_by_rcu:
+            for page in range(slab.pfn, slab.pfn + (1 << slab.order)):
+                del self._slab_of_pfn[page]
+            slab.where = ON_RCU
+            slab.cpu = -1
+            self._rcu_pending.append(slab)
+            return
+        self._forget_pages(slab.pfn, slab.order)
+        self._buddy.free_pages(slab.pfn, slab.order)
+
+    def rcu_barrier(self) -> int:
+        """End the RCU grace period: give the slabs discarded since back; return how many."""
+        with self._lock:
+            return self._rcu_barrier()
+
+    def _rcu_barrier(self) -> int:
+        pending = self._rcu_pending
+        for slab in pending:
+            self._forget_pages(slab.pfn, slab.order)
+            self._buddy.free_pages(slab.pfn, slab.order)
+        count = len(pending)
+        pending.clear()
+        return count
+
+    def pages_held(self) -> int:
+        """Pages this cache holds: its slabs' and those waiting for an RCU grace period."""
+        with self._lock:
+            return len(self._slab_of_pfn) + sum(1 << s.order for s in self._rcu_pending)
+
+    # -- lookups and errors (slow paths: they only read state) ----------------------------------
+
+    def _check_cpu(self, cpu: object) -> KmemError:
+        if isinstance(cpu, bool) or not isinstance(cpu, int):
+            return InvalidTypeError(f"cpu must be an int, not {type(cpu).__name__}")
+        return InvalidCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
+
+    def _bad_free_on(self, address: object, cpu: object) -> KmemError:
+        """The error for a free of ``address`` on ``cpu``: the cpu is checked first."""
+        if not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < self.nr_cpus:
+            return self._check_cpu(cpu)
+        return self._bad_free(address)
+
+    def _bad_free(self, address: object) -> KmemError:
+        """The specific error for freeing ``address`` to this cache, or a CacheDestroyedError."""
+        if self.destroyed:
+            return CacheDestroyedError(f"cache {self.name!r} was destroyed")
+        if isinstance(address, bool) or not isinstance(address, int):
+            return InvalidTypeError(f"address must be an int, not {type(address).__name__}")
+        pfn = address >> self._page_shift
+        slab = self._slab_of_pfn.get(pfn) if address >= 0 else None
+        if slab is None:
+            if any(s.pfn <= pfn < s.pfn + (1 << s.order) for s in self._rcu_pending):
+                return NotAnObjectError(
+                    f"address {address:#x} is in a slab of {self.name!r} that was discarded"
+                    " (its pages wait for an RCU grace period)"
+                )
+            if 0 <= pfn < len(self._owner) and address >= 0 and self._owner[pfn]:
+                return WrongCacheError(
+                    f"object {address:#x} belongs to another cache (id {self._owner[pfn]}),"
+                    f" not {self.name!r}"
+                )
+            return NotAnObjectError(f"address {address:#x} is not in a slab of {self.name!r}")
+        offset = address - slab.base
+        index, rest = divmod(offset, self.size)
+        if offset < 0 or rest or index >= slab.objects:
+            return InteriorPointerError(
+                f"address {address:#x} is not the start of an object of {self.name!r}"
+                f" (slab at pfn {slab.pfn:#x}, objects every {self.size} bytes from"
+                f" {slab.base:#x})"
+            )
+        return ObjectDoubleFreeError(
+            f"object {address:#x} of {self.name!r} is already free"
+        )
+
+    def _slab_of(self, address: int) -> tuple[Slab, int]:
+        """The slab and index of the allocated object at ``address``, or the specific error."""
+        if address.__class__ is int:
+            slab = self._slab_of_pfn.get(address >> self._page_shift)
+            if slab is not None:
+                offset = address - slab.base
+                index = offset // self.size
+                if offset >= 0 and index * self.size == offset and index < slab.objects and (
+                    slab.used[index]
+                ):
+                    return slab, index
+        raise self._bad_free(address)
+
+    def view(self, address: int) -> memoryview:
+        """The ``object_size`` bytes of the allocated object at ``address``, writable."""
+        with self._lock:
+            self._slab_of(address)
+        return self._memory.view(address, self.object_size)
+
+    def owns(self, address: int) -> bool:
+        """Is ``address`` an allocated object of this cache?"""
+        with self._lock:
+            try:
+                self._slab_of(address)
+            except KmemError:
+                return False
+            return True
+
+    def _slabs(self) -> list[Slab]:
+        """Every slab of the cache, once each, by ascending pfn."""
+        return sorted({id(s): s for s in self._slab_of_pfn.values()}.values(),
+                      key=lambda s: s.pfn)
+
+    def slab_extents(self) -> list[tuple[int, int]]:
+        """(head pfn, order) of every slab of the cache, by ascending pfn."""
+        with self._lock:
+            return [(slab.pfn, slab.order) for slab in self._slabs()]
+
+    def live_objects(self) -> list[LiveObject]:
+        """Every allocated object, by address."""
+        with self._lock:
+            return self._live_objects()
+
+    def _live_objects(self) -> list[LiveObject]:
+        out = []
+        for slab in self._slabs():
+            used = slab.used
+            index = used.find(1)
+            while index >= 0:
+                address = slab.base + index * self.size
+                track = self._debug.track(address, 0) if self._debug is not None else None
+                out.append(LiveObject(address, slab.pfn, index,
+                                      track.caller if track is not None else None))
+                index = used.find(1, index + 1)
+        return out
+
+    def count_kmalloc_requests(self, requests: list[int], sizes: range) -> None:
+        """Make this a kmalloc cache's stats: ``requests[n]`` counts the kmalloc calls of n
+        bytes (the allocator's histogram), ``sizes`` are the request sizes this cache serves."""
+        self._kmalloc_requests = requests
+        self._kmalloc_sizes = sizes
+
+    def kmalloc_requests(self) -> tuple[int, int, int]:
+        """(kmalloc calls served, bytes requested, bytes allocated) since boot; zeros for a
+        cache that is not kmalloc's."""
+        requests = self._kmalloc_requests
+        if requests is None:
+            return 0, 0, 0
+        sizes = self._kmalloc_sizes
+        calls = sum(requests[sizes.start:sizes.stop])
+        requested = sum(size * requests[size] for size in sizes)
+        return calls, requested, calls * self.size
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def slabinfo(self) -> SlabInfo:
+        """This cache's /proc/slabinfo numbers."""
+        with self._lock:
+            slabs = self._slabs()
+            num_objs = sum(s.objects for s in slabs)
+            limit, batch, shared = self._tunables()
+            return SlabInfo(
+                name=self.name,
+                active_objs=self._active_objs(),
+                num_objs=num_objs,
+                objsize=self.size,
+                objperslab=self.objs_per_slab,
+                pagesperslab=1 << self.order,
+                limit=limit,
+                batchcount=batch,
+                sharedfactor=shared,
+                active_slabs=self._active_slabs(),
+                num_slabs=len(slabs),
+                sharedavail=0,
+            )
+
+    def stats(self) -> CacheStats:
+        """The cache's counters and slab census, as a frozen snapshot."""
+        with self._lock:
+            slabs = self._slabs()
+            where = [0] * len(WHERE_NAMES)
+            for slab in slabs:
+                where[slab.where] += 1
+            _, requested, allocated = self.kmalloc_requests()
+            counters = dict(zip(STAT_NAMES, self._stat, strict=True))
+            counters["alloc_fastpath"] += self._alloc_fast
+            counters["free_fastpath"] += self._free_fast
+            return CacheStats(
+                name=self.name,
+                policy=self.policy,
+                objects=sum(s.inuse for s in slabs),
+                total_objects=sum(s.objects for s in slabs),
+                slabs=len(slabs),
+                partial_slabs=where[ON_NODE_PARTIAL],
+                cpu_slabs=where[ON_CPU],
+                cpu_partial_slabs=where[ON_CPU_PARTIAL],
+                full_slabs=where[ON_FULL] + where[ON_NONE],
+                empty_slabs=sum(1 for s in slabs if s.inuse == 0),
+                bytes_requested=requested,
+                bytes_allocated=allocated,
+                **counters,
+            )
+
+    @property
+    def is_kmalloc(self) -> bool:
+        return bool(self.flags & SLAB_KMALLOC)
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} {self.name!r} object_size={self.object_size}"
+                f" slab_size={self.size} objs_per_slab={self.objs_per_slab} order={self.order}>")
+
+    # -- invariants ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Verify every invariant of the cache, its slabs and their pages."""
+        with self._lock:
+            self._check_common()
+            self._check_lists()
+
+    def _check_common(self) -> None:
+        owner = self._owner
+        slabs = self._slabs()
+        for slab in slabs:
+            name = f"{self.name}: slab at pfn {slab.pfn:#x}"
+            for page in range(slab.pfn, slab.pfn + (1 << slab.order)):
+                if owner[page] != self.id:
+                    raise AssertionError(f"{name}: page {page:#x} owner is {owner[page]}")
+                if self._slab_of_pfn.get(page) is not slab:
+                    raise AssertionError(f"{name}: page {page:#x} does not map to the slab")
+            if not self._held(slab):
+                raise AssertionError(f"{name}: the buddy allocator does not hold it allocated")
+            if slab.objects != (self._page_size << slab.order) // self.size:
+                raise AssertionError(f"{name}: holds {slab.objects} objects")
+            if slab.base + slab.objects * self.size - self.red_left_pad > (
+                slab.start + (self._page_size << slab.order)
+            ):
+                raise AssertionError(f"{name}: objects overflow the slab")
+            free = list(slab.freelist) + list(slab.remote)
+            if len(set(free)) != len(free):
+                raise AssertionError(f"{name}: an object is twice on the freelist")
+            for index in free:
+                if index >= slab.objects or slab.used[index]:
+                    raise AssertionError(f"{name}: free object {index} is marked used")
+            if slab.used.count(1) + len(free) != slab.objects:
+                raise AssertionError(f"{name}: used + free != objects")
+            if slab.remote and slab.where != ON_CPU:
+                raise AssertionError(f"{name}: remote frees on a slab that is not a cpu slab")
+            if self._debug is not None:
+                self._debug.check_slab(slab, self.size)
+        if len(self._slab_of_pfn) != sum(1 << s.order for s in slabs):
+            raise AssertionError(f"{self.name}: page map holds stray pages")
+        for slab in self._rcu_pending:
+            name = f"{self.name}: RCU-pending slab at pfn {slab.pfn:#x}"
+            if slab.where != ON_RCU or slab.inuse or not self.typesafe_by_rcu:
+                raise AssertionError(f"{name} is not an empty slab of an RCU cache")
+            if not self._held(slab) or any(
+                owner[p] != self.id for p in range(slab.pfn, slab.pfn + (1 << slab.order))
+            ):
+                raise AssertionError(f"{name}: its pages are not held for the cache")
+
+    def _held(self, slab: Slab) -> bool:
+        """Does the buddy allocator hold the slab's pages as one allocated block?"""
+        return self._buddy.block_at(slab.pfn) == Block(slab.pfn, slab.order, "allocated")
+
+    def _check_lists(self) -> None:
+        raise NotImplementedError
+

@@ -1,0 +1,323 @@
+"""kmalloc: the general-purpose front end on the slab caches (Linux mm/slab_common.c, slub.c).
+
+kmalloc(size) serves a request from the smallest kmalloc cache that holds it: kmalloc-8 ..
+kmalloc-8k, with kmalloc-96 and kmalloc-192 in between (Linux's size_index table below 192
+bytes, the next power of two above; kmem.slab.kmalloc_sizes has the rules and the boot list).
+The GFP flags choose the family: __GFP_DMA -> dma-kmalloc-*, else __GFP_RECLAIMABLE ->
+kmalloc-rcl-*, else __GFP_ACCOUNT -> kmalloc-cg-*, else kmalloc-* (include/linux/slab.h
+kmalloc_type). Above KMALLOC_MAX_CACHE_SIZE
+(8 KiB) the request goes to the buddy allocator (kmalloc_large): order get_order(size), every
+page of the block marked with KMALLOC_LARGE_OWNER in mem_map.owner.
+
+The lookup is one list index: per family a list of 8193 caches indexed by size, built at boot
+from the size classes (computed once per process).
+
+kfree(addr) finds the cache from the address alone: mem_map.owner[pfn] is the cache id of a slab
+page (KmemCache.free does the rest), KMALLOC_LARGE_OWNER a large kmalloc block, 0 anything else
+(an error). kfree(None) is a no-op (NULL), as is kfree(zero_size_ptr).
+
+kmalloc(0) returns ``zero_size_ptr`` (Linux: ZERO_SIZE_PTR, 16): an address no object can have
+(16 bytes past the end of memory here, since address 16 is real memory in kmem); ksize of it
+is 0 and kfree ignores it.
+
+Bytes requested vs allocated: a histogram counts the kmalloc calls per requested size and
+family (one list increment per call, outside the cache lock: under heavy multi-threaded use a
+count may be lost, never an object); each kmalloc cache sums its own sizes from it
+(CacheStats.bytes_requested, bytes_allocated = calls x slab_size, Linux's bytes_alloc). Large
+kmallocs are counted apart. The internal fragmentation reports use both.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
+
+from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
+from kmem.page.buddy import get_order
+from kmem.page.gfp import __GFP_ZERO, GFP_KERNEL
+from kmem.slab.cache import KmemCache
+from kmem.slab.errors import InteriorPointerError, NotAnObjectError
+from kmem.slab.flags import (
+    KMALLOC_NOT_NORMAL_BITS,
+    SLAB_POISON,
+    SLAB_RED_ZONE,
+    SLAB_STORE_USER,
+    SLAB_TYPESAFE_BY_RCU,
+)
+from kmem.slab.kmalloc_sizes import (
+    KMALLOC_BOOT_CACHES,
+    KMALLOC_CLASS_BY_SIZE,
+    KMALLOC_MAX_CACHE_SIZE,
+    KMALLOC_NORMAL,
+    kmalloc_type,
+)
+
+if TYPE_CHECKING:
+    from kmem.page.buddy import BuddyAllocator
+
+# Names with two leading underscores would be mangled inside a class body: alias them.
+_GFP_ZERO: Final = __GFP_ZERO
+_NOT_PLAIN: Final = KMALLOC_NOT_NORMAL_BITS | __GFP_ZERO  # flags that leave the plain path
+
+# The smallest request size each class serves (kmalloc-96: 65, kmalloc-8: 1).
+_SMALLEST_OF_CLASS: Final[dict[int, int]] = {}
+for _size in range(KMALLOC_MAX_CACHE_SIZE, 0, -1):
+    _SMALLEST_OF_CLASS[KMALLOC_CLASS_BY_SIZE[_size]] = _size
+del _size
+
+KMALLOC_LARGE_OWNER: Final = 0xFFFFFFFF  # mem_map.owner of the pages of a large kmalloc
+_LARGE_RUN: Final = array("I", [KMALLOC_LARGE_OWNER])  # * n: a run of n pages' owner entries
+_NO_OWNER_RUN: Final = array("I", [0])
+# __GFP_ZERO for a kmalloc cache object: copy a slice of this (cheaper than a new bytes(n)).
+_ZEROS: Final = memoryview(bytes(KMALLOC_MAX_CACHE_SIZE))
+
+
+class KmallocFrontEnd:
+    """The kmalloc family of calls; SlabAllocator inherits them (see kmem.slab)."""
+
+    buddy: BuddyAllocator
+    nr_cpus: int
+    caches: dict[str, KmemCache]
+    _by_id: dict[int, KmemCache]
+    _lock: threading.RLock
+
+    def _boot_kmalloc(self, create: Callable[[str, int, int], KmemCache]) -> None:
+        """Create the kmalloc caches in Linux's order and build the size lookup tables."""
+        self._kmalloc_tables: list[list[KmemCache]] = []
+        self.zero_size_ptr: int = self.buddy.memory.size + 16
+        self._large_pages = 0
+        self._large_requested = 0
+        self._large_allocated = 0
+        by_class: list[dict[int, KmemCache]] = [{} for _ in range(4)]
+        for spec in KMALLOC_BOOT_CACHES:
+            by_class[spec.kmalloc_type][spec.size] = create(spec.name, spec.size, spec.flags)
+        classes = KMALLOC_CLASS_BY_SIZE
+        # Per family, how many kmalloc calls asked for each size (the fragmentation reports
+        # sum them per cache; one list increment per call).
+        self._kmalloc_requests: list[list[int]] = [[0] * len(classes) for _ in range(4)]
+        for family in range(4):
+            table = by_class[family]
+            self._kmalloc_tables.append([table[c] if c else table[8] for c in classes])
+            for size, cache in table.items():
+                cache.count_kmalloc_requests(self._kmalloc_requests[family],
+                                             range(_SMALLEST_OF_CLASS[size], size + 1))
+        self._kmalloc_normal: list[KmemCache] = self._kmalloc_tables[KMALLOC_NORMAL]
+        self._normal_requests = self._kmalloc_requests[KMALLOC_NORMAL]
+        self._memory_size = self.buddy.memory.size
+        self._owner = self.buddy.mem_map.owner
+        self._page_shift = self.buddy.page_shift
+
+    # -- kmalloc -------------------------------------------------------------------------------
+
+    def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+        """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO."""
+        if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
+            try:
+                special = gfp & _NOT_PLAIN
+            except TypeError:
+                raise _bad_gfp(gfp) from None
+            if not special:  # the common case: kmalloc-*, nothing to zero
+                address = self._kmalloc_normal[size].alloc(cpu)
+                self._normal_requests[size] += 1
+                return address
+            family = kmalloc_type(gfp)
+            cache = self._kmalloc_tables[family][size]
+            address = cache.alloc(cpu)
+            self._kmalloc_requests[family][size] += 1
+            if gfp & _GFP_ZERO:
+                self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
+            return address
+        return self._kmalloc_other(size, gfp, cpu)
+
+    def _kmalloc_other(self, size: int, gfp: int, cpu: int) -> int:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
+        if size < 0:
+            raise InvalidArgumentError(f"kmalloc size must be >= 0, got {size}")
+        if size == 0:
+            return self.zero_size_ptr
+        return self.kmalloc_large(size, gfp)
+
+    def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL) -> int:
+        """Pages straight from the buddy allocator for ``size`` bytes (order get_order(size))."""
+        kmalloc_type(gfp)  # bad gfp flags raise here, before any page is taken
+        buddy = self.buddy
+        order = get_order(size, buddy.page_shift)
+        if order > buddy.max_order:
+            raise InvalidArgumentError(
+                f"kmalloc of {size} bytes needs order {order}, above max_order {buddy.max_order}"
+                f" (KMALLOC_MAX_SIZE {buddy.page_size << buddy.max_order})"
+            )
+        with self._lock:
+            pfn = buddy.alloc_pages(order)  # OutOfMemoryError reaches the caller unchanged
+            self._owner[pfn : pfn + (1 << order)] = _LARGE_RUN * (1 << order)
+            self._large_pages += 1 << order
+            self._large_requested += size
+            self._large_allocated += buddy.page_size << order
+        address = pfn << buddy.page_shift
+        if gfp & _GFP_ZERO:
+            buddy.memory.view(address, buddy.page_size << order)[:] = bytes(
+                buddy.page_size << order)
+        return address
+
+    def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+        """kmalloc with the object zeroed (__GFP_ZERO)."""
+        try:
+            gfp |= _GFP_ZERO
+        except TypeError:
+            raise _bad_gfp(gfp) from None
+        return self.kmalloc(size, gfp, cpu)
+
+    def kcalloc(self, n: int, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+        """A zeroed array of ``n`` elements of ``size`` bytes; the product must not overflow."""
+        kmalloc_type(gfp)  # checks the flags
+        for value, what in ((n, "n"), (size, "size")):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
+            if value < 0:
+                raise InvalidArgumentError(f"kcalloc {what} must be >= 0, got {value}")
+        total = n * size
+        if total >= 1 << 64:
+            raise InvalidArgumentError(f"kcalloc({n}, {size}) overflows size_t")
+        return self.kmalloc(total, gfp | _GFP_ZERO, cpu)
+
+    def kmalloc_cache_for(self, size: int, gfp: int = GFP_KERNEL) -> KmemCache | None:
+        """The kmalloc cache that would serve ``size`` bytes, None above 8 KiB or for 0."""
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
+        if not 0 < size <= KMALLOC_MAX_CACHE_SIZE:
+            return None
+        return self._kmalloc_tables[kmalloc_type(gfp)][size]
+
+    # -- kfree, ksize, krealloc ----------------------------------------------------------------
+
+    def kfree(self, address: int | None, cpu: int = 0) -> None:
+        """Free kmalloc'd memory (or any slab object) by address; None is a no-op."""
+        try:  # the page's owner is the cache id (a negative address is checked by the cache)
+            cache = self._by_id.get(self._owner[address >> self._page_shift])  # type: ignore[operator]
+        except (TypeError, IndexError):
+            cache = None
+        if cache is not None:
+            cache.free(address, cpu)  # type: ignore[arg-type]
+            return
+        if address is None or address == self.zero_size_ptr:
+            return
+        self._kfree_other(address)
+
+    def _kfree_other(self, address: object) -> None:
+        """kfree of anything but a slab object: a large kmalloc block, or an error."""
+        if isinstance(address, bool) or not isinstance(address, int):
+            raise InvalidTypeError(f"address must be an int or None, not {type(address).__name__}")
+        if not 0 <= address < self._memory_size:
+            raise NotAnObjectError(
+                f"address {address:#x} lies outside memory [0, {self._memory_size:#x})")
+        pfn = address >> self._page_shift
+        owner = self._owner[pfn]
+        if owner == KMALLOC_LARGE_OWNER:
+            with self._lock:
+                block = self.buddy.block_at(pfn)
+                if block.pfn != pfn or address & (self.buddy.page_size - 1):
+                    raise InteriorPointerError(
+                        f"address {address:#x} lies inside the large kmalloc block at pfn"
+                        f" {block.pfn:#x}, not at its start"
+                    )
+                self._owner[pfn : pfn + (1 << block.order)] = _NO_OWNER_RUN * (1 << block.order)
+                self.buddy.free_pages(pfn, block.order)
+                self._large_pages -= 1 << block.order
+            return
+        if owner:
+            raise NotAnObjectError(f"address {address:#x} is in a slab of a destroyed cache")
+        raise NotAnObjectError(
+            f"address {address:#x} is neither a slab object nor a large kmalloc block"
+            f" (page {pfn:#x} belongs to no cache)"
+        )
+
+    def ksize(self, address: int) -> int:
+        """Bytes usable at ``address`` (Linux ksize): the object's size, or the large block's."""
+        if address == self.zero_size_ptr:
+            return 0
+        cache = self.cache_of(address)
+        if cache is not None:
+            cache.view(address)  # raises unless an allocated object
+            return _slab_ksize(cache)
+        pfn = address >> self._page_shift
+        block = self.buddy.block_at(pfn)
+        if block.pfn != pfn or address & (self.buddy.page_size - 1):
+            raise InteriorPointerError(f"address {address:#x} is not a large kmalloc block start")
+        return self.buddy.page_size << block.order
+
+    def cache_of(self, address: int) -> KmemCache | None:
+        """The cache whose slab holds ``address``; None for a large kmalloc block.
+
+        Raises NotAnObjectError for an address that is neither.
+        """
+        if isinstance(address, bool) or not isinstance(address, int):
+            raise InvalidTypeError(f"address must be an int, not {type(address).__name__}")
+        if not 0 <= address < self._memory_size:
+            raise NotAnObjectError(
+                f"address {address:#x} lies outside memory [0, {self._memory_size:#x})")
+        owner = self._owner[address >> self._page_shift]
+        if owner == KMALLOC_LARGE_OWNER:
+            return None
+        cache = self._by_id.get(owner)
+        if cache is None:
+            raise NotAnObjectError(f"address {address:#x} is not in a slab or kmalloc block")
+        return cache
+
+    def krealloc(self, address: int | None, new_size: int, gfp: int = GFP_KERNEL,
+                 cpu: int = 0) -> int:
+        """Resize: in place when the object already holds ``new_size`` bytes, else move.
+
+        krealloc(None, n) is kmalloc(n); krealloc(p, 0) frees p and returns zero_size_ptr.
+        """
+        kmalloc_type(gfp)  # checks the flags before anything changes
+        if address is None or address == self.zero_size_ptr:
+            return self.kmalloc(new_size, gfp, cpu)
+        old = self.ksize(address)  # raises for a bad address, before anything changes
+        if isinstance(new_size, bool) or not isinstance(new_size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(new_size).__name__}")
+        if new_size < 0:
+            raise InvalidArgumentError(f"krealloc size must be >= 0, got {new_size}")
+        if new_size == 0:
+            self.kfree(address, cpu)
+            return self.zero_size_ptr
+        if new_size <= old:
+            if gfp & _GFP_ZERO and new_size < old:
+                self.buddy.memory.view(address + new_size, old - new_size)[:] = bytes(
+                    old - new_size)
+            return address
+        new = self.kmalloc(new_size, gfp, cpu)
+        memory = self.buddy.memory
+        memory.view(new, old)[:] = memory.view(address, old)
+        self.kfree(address, cpu)
+        return new
+
+    # -- large kmalloc figures -----------------------------------------------------------------
+
+    @property
+    def large_kmalloc_pages(self) -> int:
+        """Pages held by large kmalloc blocks now."""
+        return self._large_pages
+
+    @property
+    def large_kmalloc_bytes(self) -> tuple[int, int]:
+        """(bytes requested, bytes allocated) by large kmallocs since boot."""
+        return self._large_requested, self._large_allocated
+
+
+def _bad_gfp(gfp: object) -> InvalidTypeError:
+    return InvalidTypeError(f"gfp flags must be an int, not {type(gfp).__name__}")
+
+
+def _slab_ksize(cache: KmemCache) -> int:
+    """Linux slab_ksize(): what of an object slot the caller may use."""
+    if cache.flags & (SLAB_RED_ZONE | SLAB_POISON):
+        return cache.object_size
+    if cache.flags & (SLAB_TYPESAFE_BY_RCU | SLAB_STORE_USER):
+        return cache.inuse
+    return cache.size
+
+
+__all__ = ["KMALLOC_LARGE_OWNER", "KmallocFrontEnd", "OutOfMemoryError"]

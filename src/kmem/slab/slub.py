@@ -1,0 +1,463 @@
+"""The SLUB policy (Linux 6.x mm/slub.c): cpu slabs, cpu partial lists, node partial lists.
+
+State of a cache, per simulated CPU c and for the one node:
+
+    _cpu_slab[c]      the cpu slab (frozen): allocations and same-CPU frees take its freelist
+                      (Linux: c->freelist); other CPUs' frees land in its ``remote`` list
+                      (Linux: slab->freelist while frozen), taken over when the freelist runs dry
+    _cpu_partial[c]   a stack of partial slabs (the end is the head, Linux: c->partial chain):
+                      a full slab that gets a free object goes here (put_cpu_partial); when it
+                      already holds cpu_partial_slabs slabs, they all go to the node list first
+    _node_partial     the node's partial list, an OrderedDict used as a list (head first) with
+                      O(1) removal (Linux: n->partial)
+
+Full slabs are on no list (Linux tracks them only with debugging).
+
+Allocation (slab_alloc_node / ___slab_alloc): the cpu slab's freelist (ALLOC_FASTPATH); else
+its remote frees (ALLOC_REFILL); else the cpu slab is full and dropped (DEACTIVATE_BYPASS) and
+the head of the cpu partial stack becomes the cpu slab (CPU_PARTIAL_ALLOC); else the node list
+head (ALLOC_FROM_PARTIAL), with more node slabs moved to the cpu partial stack until more than
+cpu_partial_slabs / 2 were moved (CPU_PARTIAL_NODE); else a new slab (ALLOC_SLAB), of the
+minimum order if the preferred one cannot be had (ORDER_FALLBACK).
+
+Free (do_slab_free / __slab_free): to the cpu slab of the freeing CPU, a push on its freelist
+(FREE_FASTPATH); else FREE_SLOWPATH: into another CPU's cpu slab (FREE_FROZEN); a full slab goes
+to the freeing CPU's partial stack (CPU_PARTIAL_FREE, with CPU_PARTIAL_DRAIN first if full);
+a slab on the node list that becomes empty is discarded when the node already holds
+min_partial partial slabs (FREE_REMOVE_PARTIAL, FREE_SLAB), else it stays. Slabs on a cpu
+partial stack stay there even when empty until the stack is drained, where empty ones beyond
+min_partial are discarded.
+
+Debug caches (SLAB_RED_ZONE/POISON/STORE_USER, cpu_partial 0) take Linux's debug path: no cpu
+slab; each allocation takes one object from the node list head or a new slab, full slabs go to
+a full list, and every allocation and free is checked (kmem.slab.debug).
+
+Invariants (``check()``): a slab is on exactly one list and its ``where``/``cpu`` say which;
+remote frees only on cpu slabs; a slab on the node or cpu partial lists has a free object
+(node: or is empty and kept below min_partial; cpu partial: may be empty); a slab on no list or
+the full list has none free (a cpu slab may be anything); every page maps to its slab.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from kmem.slab.cache import KmemCache
+from kmem.slab.slabs import ON_CPU, ON_CPU_PARTIAL, ON_FULL, ON_NODE_PARTIAL, ON_NONE, Slab
+from kmem.slab.stats import (
+    ALLOC_FROM_PARTIAL,
+    ALLOC_REFILL,
+    ALLOC_SLAB,
+    ALLOC_SLOWPATH,
+    CPU_PARTIAL_ALLOC,
+    CPU_PARTIAL_DRAIN,
+    CPU_PARTIAL_FREE,
+    CPU_PARTIAL_NODE,
+    CPUSLAB_FLUSH,
+    DEACTIVATE_BYPASS,
+    DEACTIVATE_EMPTY,
+    DEACTIVATE_FULL,
+    DEACTIVATE_REMOTE_FREES,
+    DEACTIVATE_TO_HEAD,
+    DEACTIVATE_TO_TAIL,
+    FREE_ADD_PARTIAL,
+    FREE_FROZEN,
+    FREE_REMOVE_PARTIAL,
+    FREE_SLOWPATH,
+)
+
+if TYPE_CHECKING:
+    from kmem.slab.debug import SlabDebugger
+
+
+class SlubCache(KmemCache):
+    """A cache under the SLUB policy."""
+
+    policy = "slub"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cpu_slab: dict[int, Slab | None] = dict.fromkeys(range(self.nr_cpus))
+        self._cpu_partial: list[list[Slab]] = [[] for _ in range(self.nr_cpus)]
+        self._node_partial: OrderedDict[Slab, None] = OrderedDict()
+        self._full: OrderedDict[Slab, None] = OrderedDict()  # debug caches only
+
+    # -- allocation ----------------------------------------------------------------------------
+
+    # The fast paths exist twice, with and without the cache lock (thread_safe=False): one
+    # call level less and a bound acquire/release instead of `with` halve their cost.
+
+    def alloc(self, cpu: int = 0) -> int:
+        """Allocate an object on ``cpu``; return its address (slab_alloc_node)."""
+        self._lock_acquire()
+        try:
+            try:  # the fast path: pop the cpu slab's freelist
+                if cpu.__class__ is not int:  # (1.0 and True would find cpu 1's slab)
+                    raise TypeError
+                slab = self._cpu_slab[cpu]
+                index = slab.freelist.pop()  # type: ignore[union-attr]
+            except (KeyError, TypeError, AttributeError, IndexError):
+                # no cpu slab (None), an empty freelist, or a bad cpu
+                return self._alloc_slowpath(cpu)
+            slab.used[index] = 1  # type: ignore[union-attr]
+            self._alloc_fast += 1
+            return slab.base + index * self.size  # type: ignore[union-attr]
+        finally:
+            self._lock_release()
+
+    def _alloc_unlocked(self, cpu: int = 0) -> int:
+        try:
+            if cpu.__class__ is not int:
+                raise TypeError
+            slab = self._cpu_slab[cpu]
+            index = slab.freelist.pop()  # type: ignore[union-attr]
+        except (KeyError, TypeError, AttributeError, IndexError):
+            return self._alloc_slowpath(cpu)
+        slab.used[index] = 1  # type: ignore[union-attr]
+        self._alloc_fast += 1
+        return slab.base + index * self.size  # type: ignore[union-attr]
+
+    def _take(self, slab: Slab) -> int:
+        index = slab.freelist.pop()
+        slab.used[index] = 1
+        return slab.base + index * self.size
+
+    def _freeze(self, slab: Slab, cpu: int) -> None:
+        slab.where = ON_CPU
+        slab.cpu = cpu
+        self._cpu_slab[cpu] = slab
+
+    def _alloc_slowpath(self, cpu: int) -> int:
+        """___slab_alloc: refill from remote frees, cpu partial, node partial, or a new slab."""
+        if cpu.__class__ is not int or cpu not in self._cpu_slab:
+            raise self._check_cpu(cpu)
+        if self.destroyed:
+            raise self._bad_free(0)
+        stat = self._stat
+        stat[ALLOC_SLOWPATH] += 1
+        slab = self._cpu_slab[cpu]
+        if slab is not None:
+            if slab.remote:  # get_freelist: objects other CPUs freed into this cpu slab
+                slab.freelist, slab.remote = slab.remote, slab.freelist
+                stat[ALLOC_REFILL] += 1
+                return self._take(slab)
+            # The cpu slab is full: unfreeze it onto no list.
+            slab.where = ON_NONE
+            slab.cpu = -1
+            self._cpu_slab[cpu] = None
+            stat[DEACTIVATE_BYPASS] += 1
+        partial = self._cpu_partial[cpu]
+        if partial:
+            slab = partial.pop()
+            self._freeze(slab, cpu)
+            stat[CPU_PARTIAL_ALLOC] += 1
+            return self._take(slab)
+        if self._node_partial:
+            slab = self._get_partial_node(cpu)
+            self._freeze(slab, cpu)
+            return self._take(slab)
+        slab = self._new_slab()
+        stat[ALLOC_SLAB] += 1
+        self._freeze(slab, cpu)
+        return self._take(slab)
+
+    def _get_partial_node(self, cpu: int) -> Slab:
+        """get_partial_node: the head slab for the cpu, and a few more for its partial stack."""
+        node = self._node_partial
+        chosen, _ = node.popitem(last=False)
+        self._stat[ALLOC_FROM_PARTIAL] += 1
+        limit = self.cpu_partial_slabs
+        if limit:
+            moved = 0
+            while node:
+                slab, _ = node.popitem(last=False)
+                self._put_cpu_partial(slab, cpu, drain=False)
+                self._stat[CPU_PARTIAL_NODE] += 1
+                moved += 1
+                if moved > limit // 2:
+                    break
+        return chosen
+
+    # -- free ----------------------------------------------------------------------------------
+
+    def free(self, address: int, cpu: int = 0) -> None:
+        """Free the object at ``address`` on ``cpu`` (do_slab_free)."""
+        self._lock_acquire()
+        try:
+            try:  # find the slab and check that address is one of its allocated objects
+                cpu_slab = self._cpu_slab[cpu]
+                slab = self._slab_of_pfn[address >> self._page_shift]
+                size = self.size
+                offset = address - slab.base  # >= 0: no colour nor red zone in fast caches
+                index = offset // size
+                if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
+                    raise self._bad_free_on(address, cpu)
+            except (KeyError, TypeError, IndexError):  # (an InvalidTypeError lands here too)
+                raise self._bad_free_on(address, cpu) from None
+            slab.used[index] = 0
+            if slab is cpu_slab:  # the fast path: push on this CPU's cpu slab freelist
+                slab.freelist.append(index)
+                self._free_fast += 1
+                return
+            self._free_slowpath(slab, index, cpu)
+        finally:
+            self._lock_release()
+
+    def _free_unlocked(self, address: int, cpu: int = 0) -> None:
+        try:
+            cpu_slab = self._cpu_slab[cpu]
+            slab = self._slab_of_pfn[address >> self._page_shift]
+            size = self.size
+            offset = address - slab.base
+            index = offset // size
+            if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
+                raise self._bad_free_on(address, cpu)
+        except (KeyError, TypeError, IndexError):
+            raise self._bad_free_on(address, cpu) from None
+        slab.used[index] = 0
+        if slab is cpu_slab:
+            slab.freelist.append(index)
+            self._free_fast += 1
+            return
+        self._free_slowpath(slab, index, cpu)
+
+    def _free_slowpath(self, slab: Slab, index: int, cpu: int) -> None:
+        """__slab_free: a slab that is not this CPU's cpu slab."""
+        stat = self._stat
+        stat[FREE_SLOWPATH] += 1
+        where = slab.where
+        if where == ON_CPU_PARTIAL:  # it has free objects already: it stays where it is
+            slab.freelist.append(index)
+            return
+        if where == ON_CPU:  # another CPU's cpu slab
+            slab.remote.append(index)
+            stat[FREE_FROZEN] += 1
+            return
+        freelist = slab.freelist
+        was_full = not freelist
+        freelist.append(index)
+        empty = len(freelist) == slab.objects
+        node = self._node_partial
+        if self.cpu_partial:
+            if was_full:
+                self._put_cpu_partial(slab, cpu, drain=True)
+                stat[CPU_PARTIAL_FREE] += 1
+                return
+            if slab.where != ON_NODE_PARTIAL:  # on a cpu partial stack: leave it there
+                return
+        elif was_full:
+            # No cpu partial lists (debug caches, cpu_partial 0): back to the node list.
+            self._full.pop(slab, None)
+            if empty and len(node) >= self.min_partial:
+                self._discard_slab(slab)
+                return
+            node[slab] = None
+            slab.where = ON_NODE_PARTIAL
+            stat[FREE_ADD_PARTIAL] += 1
+            return
+        if empty and len(node) >= self.min_partial and slab.where == ON_NODE_PARTIAL:
+            del node[slab]
+            stat[FREE_REMOVE_PARTIAL] += 1
+            self._discard_slab(slab)
+
+    def _put_cpu_partial(self, slab: Slab, cpu: int, *, drain: bool) -> None:
+        """put_cpu_partial: push onto the cpu's stack, draining a full stack to the node first."""
+        partial = self._cpu_partial[cpu]
+        if drain and len(partial) >= self.cpu_partial_slabs:
+            self._put_partials(partial)
+            self._stat[CPU_PARTIAL_DRAIN] += 1
+        partial.append(slab)
+        slab.where = ON_CPU_PARTIAL
+        slab.cpu = cpu
+
+    def _put_partials(self, partial: list[Slab]) -> None:
+        """__put_partials: the stack, head first, to the node list tail; empty extras discarded."""
+        node = self._node_partial
+        discard = []
+        while partial:
+            slab = partial.pop()
+            if len(slab.freelist) == slab.objects and len(node) >= self.min_partial:
+                discard.append(slab)
+            else:
+                node[slab] = None
+                slab.where = ON_NODE_PARTIAL
+                slab.cpu = -1
+                self._stat[FREE_ADD_PARTIAL] += 1
+        for slab in discard:
+            self._discard_slab(slab)
+
+    # -- flushing and shrinking ----------------------------------------------------------------
+
+    def _deactivate_slab(self, slab: Slab) -> None:
+        """deactivate_slab: a cpu slab goes back, remote frees merged after the cpu's freelist."""
+        stat = self._stat
+        if slab.remote:
+            stat[DEACTIVATE_REMOTE_FREES] += 1
+            head = False
+            merged = array("I", slab.remote)
+            merged.extend(slab.freelist)  # the cpu's freelist stays in front (popped first)
+            slab.freelist = merged
+            slab.remote = array("I")
+        else:
+            head = True
+        slab.cpu = -1
+        node = self._node_partial
+        if len(slab.freelist) == slab.objects and len(node) >= self.min_partial:
+            stat[DEACTIVATE_EMPTY] += 1
+            slab.where = ON_NONE
+            self._discard_slab(slab)
+        elif slab.freelist:
+            node[slab] = None
+            if head:
+                node.move_to_end(slab, last=False)
+            slab.where = ON_NODE_PARTIAL
+            stat[DEACTIVATE_TO_HEAD if head else DEACTIVATE_TO_TAIL] += 1
+        else:
+            slab.where = ON_NONE
+            stat[DEACTIVATE_FULL] += 1
+
+    def flush_cpu(self, cpu: int) -> None:
+        """flush_slab + put_partials_cpu: the CPU's cpu slab and partial stack go to the node."""
+        with self._lock:
+            self._flush_cpu(cpu)
+
+    def _flush_cpu(self, cpu: int) -> None:
+        slab = self._cpu_slab[cpu]
+        if slab is not None:
+            self._cpu_slab[cpu] = None
+            self._deactivate_slab(slab)
+            self._stat[CPUSLAB_FLUSH] += 1
+        self._put_partials(self._cpu_partial[cpu])
+
+    def shrink(self) -> int:
+        """kmem_cache_shrink: flush every CPU, then discard every empty node partial slab."""
+        with self._lock:
+            discarded = 0
+            for cpu in range(self.nr_cpus):
+                self._flush_cpu(cpu)
+            node = self._node_partial
+            for slab in [s for s in node if len(s.freelist) == s.objects]:
+                del node[slab]
+                slab.where = ON_NONE
+                self._discard_slab(slab)
+                discarded += 1
+            return discarded
+
+    # -- reports and invariants ----------------------------------------------------------------
+
+    def _lists(self) -> Iterator[tuple[int, int, Slab]]:
+        for cpu in range(self.nr_cpus):
+            slab = self._cpu_slab[cpu]
+            if slab is not None:
+                yield ON_CPU, cpu, slab
+            for slab in reversed(self._cpu_partial[cpu]):
+                yield ON_CPU_PARTIAL, cpu, slab
+        for slab in self._node_partial:
+            yield ON_NODE_PARTIAL, -1, slab
+        for slab in self._full:
+            yield ON_FULL, -1, slab
+
+    def _active_objs(self) -> int:
+        """SLUB counts every object as active except those free on node partial slabs."""
+        total = sum(s.objects for s in self._slabs())
+        return total - sum(len(s.freelist) for s in self._node_partial)
+
+    def _check_lists(self) -> None:
+        seen: set[int] = set()
+        for where, cpu, slab in self._lists():
+            name = f"{self.name}: slab at pfn {slab.pfn:#x}"
+            if id(slab) in seen:
+                raise AssertionError(f"{name} is on two lists")
+            seen.add(id(slab))
+            if slab.where != where or slab.cpu != cpu:
+                raise AssertionError(f"{name}: where={slab.where} cpu={slab.cpu}, on {where}")
+            if self._slab_of_pfn.get(slab.pfn) is not slab:
+                raise AssertionError(f"{name}: on a list but not in the cache")
+            if where == ON_CPU_PARTIAL and not slab.freelist:
+                raise AssertionError(f"{name}: full slab on a cpu partial list")
+            if where == ON_NODE_PARTIAL and not slab.freelist:
+                raise AssertionError(f"{name}: full slab on the node partial list")
+            if where == ON_FULL and slab.freelist:
+                raise AssertionError(f"{name}: slab with free objects on the full list")
+        for cpu in range(self.nr_cpus):
+            if len(self._cpu_partial[cpu]) > max(self.cpu_partial_slabs, 0) + (
+                self.cpu_partial_slabs // 2 + 1
+            ):
+                raise AssertionError(f"{self.name}: cpu {cpu} partial stack overflows")
+        for slab in self._slabs():
+            if id(slab) not in seen:
+                if slab.where != ON_NONE:
+                    raise AssertionError(f"{self.name}: slab {slab.pfn:#x} lost from its list")
+                if slab.freelist or slab.remote:
+                    raise AssertionError(
+                        f"{self.name}: slab {slab.pfn:#x} with free objects is on no list")
+        if self.cpu_partial == 0 and any(self._cpu_partial):
+            raise AssertionError(f"{self.name}: cpu partial slabs without cpu_partial")
+
+
+class SlubDebugCache(SlubCache):
+    """A SLUB cache with debug flags: Linux's alloc_single_from_partial / free_to_partial_list.
+
+    No cpu slab: every allocation takes one object from the head of the node partial list (or
+    a new slab, added at the head when it keeps free objects), under the node lock; full slabs
+    move to the full list; every object is checked on allocation and free.
+    """
+
+    # The plain locked wrappers around this class's own paths (SlubCache inlines its fast path).
+    alloc = KmemCache.alloc
+    free = KmemCache.free
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        assert self._debug is not None
+        self._debugger: Final[SlabDebugger] = self._debug
+
+    def _alloc_unlocked(self, cpu: int = 0) -> int:
+        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            raise self._check_cpu(cpu)
+        if self.destroyed:
+            raise self._bad_free(0)
+        stat = self._stat
+        stat[ALLOC_SLOWPATH] += 1
+        node = self._node_partial
+        new = not node
+        if new:
+            slab = self._new_slab()
+            stat[ALLOC_SLAB] += 1
+        else:
+            slab = next(iter(node))
+        address = slab.base + slab.freelist[-1] * self.size
+        try:
+            self._debugger.on_alloc(self.name, address, cpu)
+        except BaseException:
+            if new:
+                self._discard_slab(slab)
+            raise
+        self._take(slab)
+        if not new:
+            stat[ALLOC_FROM_PARTIAL] += 1
+        if not slab.freelist:
+            node.pop(slab, None)
+            self._full[slab] = None
+            slab.where = ON_FULL
+        elif new:
+            node[slab] = None
+            node.move_to_end(slab, last=False)
+            slab.where = ON_NODE_PARTIAL
+        return address
+
+    def _free_unlocked(self, address: int, cpu: int = 0) -> None:
+        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            raise self._check_cpu(cpu)
+        slab, index = self._slab_of(address)
+        self._debugger.check_free(self.name, address)
+        slab.used[index] = 0
+        self._debugger.on_free(address, cpu)
+        self._free_slowpath(slab, index, cpu)
+
+    def track(self, address: int) -> tuple[object, object]:
+        """(last alloc, last free) Track records of the object at ``address`` (STORE_USER)."""
+        return self._debugger.track(address, 0), self._debugger.track(address, 1)
