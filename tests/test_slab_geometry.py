@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import doctest
 import json
-from pathlib import Path
 from types import ModuleType
 from typing import Any, cast
 
@@ -436,23 +435,7 @@ def test_geometry_is_frozen() -> None:
         g.size = 128  # type: ignore[misc]
 
 
-# ---- documentation examples ------------------------------------------------------------------
-
-
-def _run_doctests(text: str, name: str) -> doctest.TestResults:
-    test = doctest.DocTestParser().get_doctest(text, {}, name, None, 0)
-    runner = doctest.DocTestRunner()
-    runner.run(test)
-    return runner.summarize(verbose=False)
-
-
-def test_readme_cache_geometry_examples_run() -> None:
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    start = text.index("<!-- subsection:geometry")
-    end = text.index("<!-- /subsection:geometry")
-    results = _run_doctests(text[start:end], "README cache geometry")
-    assert results.attempted >= 10
-    assert results.failed == 0
+# ---- docstring examples (the docs' examples run in tests/test_docs.py) -----------------------
 
 
 @pytest.mark.parametrize("module", [slab_geometry, kmalloc_sizes, slab_merge, slab_flags, gfp])
