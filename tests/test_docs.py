@@ -250,17 +250,20 @@ def test_readme_is_short_and_has_no_section_markers() -> None:
     assert "<!--" not in text
 
 
-def _subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    """kmem's parser (under "") and each command's, by name."""
     from kmem.cli.main import build_parser
 
-    for action in build_parser()._actions:
+    top = build_parser()
+    for action in top._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
+            return {"": top, **action.choices}
     raise AssertionError("kmem has no subcommands")
 
 
 def test_each_guide_documents_every_option_of_its_commands() -> None:
-    parsers = _subcommand_parsers()
+    parsers = _parsers()
+    del parsers[""]
     assert set(parsers) == set(GUIDE_OF_COMMAND), "a command without a guide, or a guide too many"
     readme = README.read_text()
     for command, parser in parsers.items():
@@ -275,7 +278,7 @@ def test_each_guide_documents_every_option_of_its_commands() -> None:
 
 def test_every_option_the_docs_mention_exists() -> None:
     known = set(OTHER_PROGRAMS_OPTIONS)
-    for parser in _subcommand_parsers().values():
+    for parser in _parsers().values():
         for action in parser._actions:
             known.update(action.option_strings)
     for page in PAGES:
