@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
@@ -20,6 +20,7 @@ test: $(STAMP)
 	$(BIN)/mypy
 	sh tests/browser/ensure-chromium.sh
 	$(BIN)/pytest
+	KMEM_PURE=1 $(BIN)/pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

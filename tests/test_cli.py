@@ -9,16 +9,17 @@ from importlib.metadata import version
 
 import pytest
 
+from kmem._compiled import core_backend
 from kmem.cli.args import COMMANDS
 from kmem.cli.main import build_parser, main
 
 
-def test_version_prints_the_installed_package_version(capsys: pytest.CaptureFixture[str]
+def test_version_prints_the_package_version_and_the_core(capsys: pytest.CaptureFixture[str]
                                                       ) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
     assert stop.value.code == 0
-    assert capsys.readouterr().out == f"kmem {version('kmem')}\n"
+    assert capsys.readouterr().out == f"kmem {version('kmem')} ({core_backend()} core)\n"
 
 
 def test_help_lists_every_command_with_its_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,7 +45,8 @@ def test_each_command_module_registers_the_command_the_table_names(name: str) ->
 def test_python_dash_m_kmem_is_the_kmem_command() -> None:
     done = subprocess.run([sys.executable, "-m", "kmem", "--version"], capture_output=True,
                           text=True, check=False)
-    assert (done.returncode, done.stdout) == (0, f"kmem {version('kmem')}\n")
+    assert done.returncode == 0
+    assert done.stdout == f"kmem {version('kmem')} ({core_backend()} core)\n"
 
 
 def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

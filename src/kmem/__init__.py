@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from kmem._compiled import core_backend as core_backend
     from kmem.errors import (
         DoubleFreeError as DoubleFreeError,
         InvalidArgumentError as InvalidArgumentError,
@@ -149,6 +150,7 @@ if TYPE_CHECKING:
 
 # Every public name -> the module that defines it.
 _EXPORTS: Final[dict[str, str]] = {
+    "core_backend": "kmem._compiled",
     "DoubleFreeError": "kmem.errors",
     "InvalidArgumentError": "kmem.errors",
     "InvalidFreeError": "kmem.errors",

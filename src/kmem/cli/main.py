@@ -19,13 +19,17 @@ from kmem.errors import KmemError
 
 
 def version_text() -> str:
-    """``kmem X.Y.Z`` from the installed package's metadata."""
+    """``kmem X.Y.Z (compiled core)`` from the installed package's metadata and the core in use
+    (kmem._compiled: ``pure`` without the C extension or with KMEM_PURE=1)."""
     from importlib.metadata import PackageNotFoundError, version
 
+    from kmem._compiled import core_backend
+
     try:
-        return f"kmem {version('kmem')}"
+        number = version("kmem")
     except PackageNotFoundError:  # running from a source tree that was never installed
-        return "kmem (not installed)"
+        number = "(not installed)"
+    return f"kmem {number} ({core_backend()} core)"
 
 
 class _VersionAction(argparse.Action):

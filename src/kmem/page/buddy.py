@@ -42,10 +42,13 @@ from __future__ import annotations
 
 import operator
 import threading
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Final, NamedTuple
 
+from kmem._compiled import core
 from kmem.errors import (
     DoubleFreeError,
     InvalidArgumentError,
@@ -68,7 +71,13 @@ from kmem.page.mem_map import (
 )
 from kmem.page.memory import Backing, PhysicalMemory, check_page_size
 
+if TYPE_CHECKING:
+    from kmem._core import BuddyZone
+
 MAX_PAGE_ORDER: Final = 10  # Linux's default MAX_PAGE_ORDER (4 MiB blocks of 4 KiB pages)
+# After nr_free[0..max_order] in the counters buffer: the non-empty mask, allocations, frees,
+# failures, splits, merges.
+_NR_COUNTERS: Final = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,23 +190,53 @@ class BuddyAllocator:
         self._state: Final = self.mem_map.state
         self._next: Final = self.mem_map.next
         self._prev: Final = self.mem_map.prev
-        self._nr_free = [0] * (max_order + 1)
-        self._nonempty = 0  # bit o set <=> free list o is not empty
-        self._lock: Final = threading.Lock()
+        # Every counter in one buffer that the compiled core shares: nr_free per order, the
+        # mask of non-empty lists (bit o set <=> free list o is not empty), then the event
+        # counts (see the _NONEMPTY.. offsets).
+        self._counters: Final = array("q", [0]) * (max_order + 1 + _NR_COUNTERS)
+        self._NONEMPTY: Final = max_order + 1
+        self._ALLOCATIONS: Final = max_order + 2
+        self._FREES: Final = max_order + 3
+        self._FAILURES: Final = max_order + 4
+        self._SPLITS: Final = max_order + 5
+        self._MERGES: Final = max_order + 6
+        self.thread_safe: Final = bool(thread_safe)
+        self._reserved_pages = 0
+        self._reserve(reserved_ranges)
+        self._free_boot_memory()
+        # The zone lock: a threading.Lock, or the compiled core's zone, which holds one.
+        self._lock: threading.Lock | BuddyZone = threading.Lock()
+        if core is not None:
+            self._use_compiled_core(core)
         # alloc_pages/free_pages call these bound methods (half the cost of `with` here).
         # A single-threaded user (a trace replay) may skip the lock: {}.clear is a C callable
         # that does nothing, cheaper than any Python function.
         self._lock_acquire: Final = self._lock.acquire if thread_safe else {}.clear
         self._lock_release: Final = self._lock.release if thread_safe else {}.clear
-        self.thread_safe: Final = thread_safe
-        self._allocations = 0
-        self._frees = 0
-        self._failures = 0
-        self._splits = 0
-        self._merges = 0
-        self._reserved_pages = 0
-        self._reserve(reserved_ranges)
-        self._free_boot_memory()
+
+    def _use_compiled_core(self, compiled: ModuleType) -> None:
+        """Run alloc_pages, free_pages, alloc and free in the compiled core (kmem._core).
+
+        The core works on this allocator's own buffers (the mem_map columns, the counters)
+        and its lock becomes the zone lock; whatever its fast paths do not handle (bad
+        arguments, an exhausted zone, a bad free) goes to the pure methods of this class,
+        which raise exactly the errors they raise without the core.
+        """
+        zone = compiled.BuddyZone(
+            state=self._state, next=self._next, prev=self._prev, counters=self._counters,
+            nr_pages=self.nr_pages, max_order=self.max_order,
+            alloc_order_limit=self._alloc_order_limit, page_shift=self.page_shift,
+            thread_safe=self.thread_safe,
+            pure_alloc_pages=BuddyAllocator.alloc_pages.__get__(self),
+            pure_free_pages=BuddyAllocator.free_pages.__get__(self),
+            pure_alloc=BuddyAllocator.alloc.__get__(self),
+            pure_free=BuddyAllocator.free.__get__(self),
+        )
+        self._lock = zone
+        self.alloc_pages = zone.alloc_pages  # type: ignore[method-assign]
+        self.free_pages = zone.free_pages  # type: ignore[method-assign]
+        self.alloc = zone.alloc  # type: ignore[method-assign]
+        self.free = zone.free  # type: ignore[method-assign]
 
     # -- boot ----------------------------------------------------------------------------
 
@@ -250,8 +289,9 @@ class BuddyAllocator:
         nxt[last] = pfn
         prv[head] = pfn
         self.mem_map.state[pfn] = FREE | order
-        self._nr_free[order] += 1
-        self._nonempty |= 1 << order
+        counters = self._counters
+        counters[order] += 1
+        counters[self._NONEMPTY] |= 1 << order
 
     # -- allocation ------------------------------------------------------------------------
 
@@ -266,6 +306,7 @@ class BuddyAllocator:
         try:
             # The fast path: list `order` has a block (its head's next is a pfn, not the head).
             nxt = self._next
+            counters = self._counters
             head = ~order
             pfn = nxt[head]
             if pfn < 0:
@@ -274,11 +315,11 @@ class BuddyAllocator:
                 after = nxt[pfn]
                 nxt[head] = after
                 self._prev[after] = head
-                self._nr_free[order] -= 1
+                counters[order] -= 1
                 if after < 0:  # the list head again: the list is now empty
-                    self._nonempty ^= 1 << order
+                    counters[self._NONEMPTY] ^= 1 << order
             self._state[pfn] = ALLOCATED + order
-            self._allocations += 1
+            counters[self._ALLOCATIONS] += 1
             return pfn
         finally:
             self._lock_release()
@@ -286,7 +327,8 @@ class BuddyAllocator:
     def _take_from_larger(self, order: int) -> int:
         """__rmqueue_smallest past an empty list: take the smallest larger free block off its
         list and split it down to ``order``; return its pfn (the kept lower piece)."""
-        avail = self._nonempty >> order
+        counters = self._counters
+        avail = counters[self._NONEMPTY] >> order
         if not avail:
             raise self._out_of_memory(order)
         high = order + (avail & -avail).bit_length() - 1  # the lowest set bit above `order`
@@ -296,9 +338,9 @@ class BuddyAllocator:
         after = nxt[pfn]
         nxt[head] = after
         self._prev[after] = head
-        self._nr_free[high] -= 1
+        counters[high] -= 1
         if after < 0:
-            self._nonempty ^= 1 << high
+            counters[self._NONEMPTY] ^= 1 << high
         self._expand(pfn, order, high)
         return pfn
 
@@ -310,11 +352,11 @@ class BuddyAllocator:
         nxt = self._next
         prv = self._prev
         state = self._state
-        nr_free = self._nr_free
+        nr_free = self._counters  # its first entries, 0..max_order, are nr_free
         head = ~high
-        self._splits += high - low
+        nr_free[self._SPLITS] += high - low
         # Every list from low to high - 1 receives a block.
-        self._nonempty |= (1 << high) - (1 << low)
+        nr_free[self._NONEMPTY] |= (1 << high) - (1 << low)
         size = 1 << high
         while high > low:
             high -= 1
@@ -374,7 +416,8 @@ class BuddyAllocator:
             except IndexError:
                 raise self._bad_free(pfn, order) from None
             state[pfn] = 0
-            self._frees += 1
+            counters = self._counters
+            counters[self._FREES] += 1
             # No bounds check below max_order: state is padded with BEYOND frames (never FREE)
             # to a whole max-order block, inside which every lower buddy lies.
             if order < self.max_order and state[pfn ^ (1 << order)] == FREE + order:
@@ -397,8 +440,8 @@ class BuddyAllocator:
                 prv[first] = pfn
                 nxt[head] = pfn
             state[pfn] = FREE + order
-            self._nr_free[order] += 1
-            self._nonempty |= 1 << order
+            counters[order] += 1
+            counters[self._NONEMPTY] |= 1 << order
         finally:
             self._lock_release()
 
@@ -408,7 +451,7 @@ class BuddyAllocator:
         state = self._state
         nxt = self._next
         prv = self._prev
-        nr_free = self._nr_free
+        nr_free = self._counters  # its first entries, 0..max_order, are nr_free
         max_order = self.max_order
         first_order = order
         while order < max_order:
@@ -421,11 +464,11 @@ class BuddyAllocator:
             prv[after] = before
             nr_free[order] -= 1
             if after == before:  # both are the list head: the list is now empty
-                self._nonempty ^= 1 << order
+                nr_free[self._NONEMPTY] ^= 1 << order
             state[buddy] = 0
             pfn &= buddy
             order += 1
-        self._merges += order - first_order
+        nr_free[self._MERGES] += order - first_order
         return pfn, order
 
     def free(self, address: int) -> None:
@@ -445,10 +488,10 @@ class BuddyAllocator:
     # -- errors (slow paths: they only read state) --------------------------------------------
 
     def _out_of_memory(self, order: int) -> OutOfMemoryError:
-        self._failures += 1
+        self._counters[self._FAILURES] += 1
         return OutOfMemoryError(
             f"no free block of order {order} or larger ({self.nr_free_pages} pages free,"
-            f" largest block order {self._nonempty.bit_length() - 1})"
+            f" largest block order {self.largest_free_order})"
         )
 
     def _check_order(self, order: object) -> int:
@@ -565,17 +608,18 @@ class BuddyAllocator:
     @property
     def nr_free(self) -> tuple[int, ...]:
         """Free blocks per order, 0..max_order (the numbers of /proc/buddyinfo)."""
-        return tuple(self._nr_free)
+        return tuple(self._counters[: self.max_order + 1])
 
     @property
     def nr_free_pages(self) -> int:
         """Free page frames in all (Linux's NR_FREE_PAGES)."""
-        return sum(count << order for order, count in enumerate(self._nr_free))
+        counters = self._counters
+        return sum(counters[order] << order for order in range(self.max_order + 1))
 
     @property
     def largest_free_order(self) -> int:
         """Order of the largest free block, or -1 when no page is free."""
-        return self._nonempty.bit_length() - 1
+        return self._counters[self._NONEMPTY].bit_length() - 1
 
     def free_blocks(self, order: int) -> list[int]:
         """The pfns on free list ``order``, head first (the order the next allocations take)."""
@@ -598,12 +642,12 @@ class BuddyAllocator:
                 free_pages=free,
                 allocated_pages=self.nr_pages - free - self._reserved_pages,
                 reserved_pages=self._reserved_pages,
-                nr_free=tuple(self._nr_free),
-                allocations=self._allocations,
-                frees=self._frees,
-                failures=self._failures,
-                splits=self._splits,
-                merges=self._merges,
+                nr_free=self.nr_free,
+                allocations=self._counters[self._ALLOCATIONS],
+                frees=self._counters[self._FREES],
+                failures=self._counters[self._FAILURES],
+                splits=self._counters[self._SPLITS],
+                merges=self._counters[self._MERGES],
             )
 
     def fragmentation(self) -> FragmentationReport:
@@ -612,7 +656,7 @@ class BuddyAllocator:
 
     def buddyinfo(self) -> str:
         """This zone's line of /proc/buddyinfo, exactly as mm/vmstat.c prints it."""
-        counts = "".join(f"{count:6d} " for count in self._nr_free)
+        counts = "".join(f"{count:6d} " for count in self.nr_free)
         return f"Node {self.node}, zone {self.zone:>8s} {counts}\n"
 
     # -- invariants --------------------------------------------------------------------------
@@ -656,11 +700,11 @@ class BuddyAllocator:
                 pfn = nxt[pfn]
             if prv[head] != previous:
                 raise AssertionError(f"free list {order}: tail link is wrong")
-            if count != self._nr_free[order]:
+            if count != self._counters[order]:
                 raise AssertionError(
-                    f"nr_free[{order}] is {self._nr_free[order]} but its list holds {count}"
+                    f"nr_free[{order}] is {self._counters[order]} but its list holds {count}"
                 )
-            if bool(count) != bool(self._nonempty >> order & 1):
+            if bool(count) != bool(self._counters[self._NONEMPTY] >> order & 1):
                 raise AssertionError(f"non-empty mask bit {order} disagrees with list {order}")
 
     def _check_frames(self) -> None:

@@ -1,0 +1,54 @@
+/* kmem's compiled core: shared declarations.
+ *
+ * The core runs kmem's hot paths over buffers that the Python classes own (the mem_map
+ * columns, the counters): it never keeps state of its own that Python cannot see. Each fast
+ * path handles only the common, valid case; anything else (a bad argument, an exhausted
+ * list, a bad free) is handed, before any state changes, to the pure-Python method it stands
+ * in for, which raises the same error with the same message (or, for an __index__ type,
+ * converts the argument and comes back). So the pure code is the one reference for every
+ * rule and every error, and the core only has to reproduce the state changes of the common
+ * path exactly. The lockstep tests (tests/test_core_lockstep.py) check that they agree.
+ *
+ * Locking: a core object that guards state carries one lock (PyThread_type_lock). Its fast
+ * paths take it without releasing the GIL when it is free, and block with the GIL released
+ * when it is not; Python slow paths take the same lock through the object's acquire/release
+ * and context-manager methods. Callbacks into Python always run with the lock released. This
+ * keeps the operations atomic under the GIL and stays correct on a free-threaded build.
+ */
+#ifndef KMEM_CORE_H
+#define KMEM_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* The mem_map's frame states (kmem/page/mem_map.py). */
+#define KMEM_FREE 0x40
+#define KMEM_ALLOCATED 0x80
+#define KMEM_RESERVED 0x20
+#define KMEM_BEYOND 0xFF
+#define KMEM_ORDER_MASK 0x1F
+#define KMEM_KIND_MASK 0xE0
+
+extern PyTypeObject kmem_BuddyZoneType;
+
+/* Take and drop a core lock (NULL: the object is not thread-safe). */
+static inline void kmem_lock(PyThread_type_lock lock)
+{
+    if (lock != NULL && !PyThread_acquire_lock(lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static inline void kmem_unlock(PyThread_type_lock lock)
+{
+    if (lock != NULL)
+        PyThread_release_lock(lock);
+}
+
+/* A writable, C-contiguous buffer of items of `itemsize` bytes, or an exception. */
+int kmem_get_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const char *what);
+
+#endif

@@ -1,0 +1,54 @@
+"""Twins for the lockstep tests: the same object built on the compiled core and on the pure one.
+
+kmem chooses its core once per process (kmem._compiled.core); a module that builds objects
+reads that choice through its own ``core`` name, so a test can build a pure twin beside a
+compiled object by hiding the core from that module while it constructs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from kmem._compiled import core
+
+T = TypeVar("T")
+
+# The modules whose objects pick a core when they are built.
+CORE_USERS = ("kmem.page.buddy",)
+
+needs_compiled = pytest.mark.skipif(core is None, reason="the compiled core is not built"
+                                    " (or KMEM_PURE=1): nothing to compare the pure core with")
+
+
+@contextlib.contextmanager
+def pure_core() -> Iterator[None]:
+    """Objects built inside run on the pure-Python core."""
+    saved = {name: sys.modules[name].core for name in CORE_USERS if name in sys.modules}
+    try:
+        for name in saved:
+            sys.modules[name].core = None  # type: ignore[attr-defined]
+        yield
+    finally:
+        for name, value in saved.items():
+            sys.modules[name].core = value  # type: ignore[attr-defined]
+
+
+def twins(factory: Callable[[], T]) -> tuple[T, T]:
+    """(compiled, pure): ``factory()`` built on each core."""
+    compiled = factory()
+    with pure_core():
+        pure = factory()
+    return compiled, pure
+
+
+def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
+    """What a call did: ("ok", its result) or ("error", (class name, message))."""
+    try:
+        return "ok", call()
+    except Exception as error:
+        return "error", (type(error).__name__, str(error))
