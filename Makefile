@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test fuzz lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ test: $(STAMP)
 	sh tests/browser/ensure-chromium.sh
 	$(BIN)/pytest
 	KMEM_PURE=1 $(BIN)/pytest
+	sh tools/fuzz.sh 20
+
+# The compiled core's lockstep tests under AddressSanitizer and UBSan, at length.
+fuzz: $(STAMP)
+	sh tools/fuzz.sh 2000
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache src/kmem/*.so

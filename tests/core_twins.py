@@ -8,6 +8,7 @@ compiled object by hiding the core from that module while it constructs.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -20,6 +21,9 @@ T = TypeVar("T")
 
 # The modules whose objects pick a core when they are built.
 CORE_USERS = ("kmem.page.buddy",)
+
+# How many random programs each lockstep test runs: tools/fuzz.sh raises it under ASan.
+FUZZ_EXAMPLES = int(os.environ.get("KMEM_FUZZ_EXAMPLES", "60"))
 
 needs_compiled = pytest.mark.skipif(core is None, reason="the compiled core is not built"
                                     " (or KMEM_PURE=1): nothing to compare the pure core with")

@@ -8,12 +8,14 @@ free-list link, every counter, and check()'s verdict.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from core_twins import needs_compiled, outcome, pure_core, twins
+from core_twins import FUZZ_EXAMPLES, needs_compiled, outcome, pure_core, twins
 from kmem import BuddyAllocator
 from kmem._compiled import core
 
@@ -120,7 +122,9 @@ class BuddyLockstep(RuleBasedStateMachine):
 
 
 TestBuddyLockstep = BuddyLockstep.TestCase
-TestBuddyLockstep.settings = settings(max_examples=60, stateful_step_count=60, deadline=None)
+TestBuddyLockstep.settings = settings(max_examples=FUZZ_EXAMPLES, stateful_step_count=60,
+                                      deadline=None)
+TestBuddyLockstep = pytest.mark.fuzz(TestBuddyLockstep)
 
 
 @needs_compiled
@@ -143,6 +147,28 @@ def test_a_long_random_workload_ends_in_the_same_state() -> None:
             if a[0] == "ok":
                 live.append((a[1], order))
     assert _buddy_state(compiled) == _buddy_state(pure)
+
+
+@pytest.mark.fuzz
+@pytest.mark.skipif(not os.environ.get("KMEM_EXPECT_SANITIZED"), reason="only under tools/fuzz.sh")
+def test_the_fuzz_run_uses_the_sanitized_core() -> None:
+    assert core is not None and "build/asan" in str(core.__file__)
+
+
+@pytest.mark.fuzz
+@needs_compiled
+def test_cores_are_freed_with_their_allocators() -> None:
+    import gc
+
+    def zones() -> int:
+        gc.collect()
+        return sum(isinstance(o, core.BuddyZone) for o in gc.get_objects())  # type: ignore[union-attr]
+
+    before = zones()
+    buddies = [BuddyAllocator(1 << 20) for _ in range(10)]
+    assert zones() == before + 10
+    del buddies
+    assert zones() == before
 
 
 def test_pure_core_helper_builds_a_pure_allocator() -> None:
