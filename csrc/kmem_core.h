@@ -31,6 +31,15 @@
 #define KMEM_KIND_MASK 0xE0
 
 extern PyTypeObject kmem_BuddyZoneType;
+extern PyTypeObject kmem_SlabCacheCoreType;
+extern PyTypeObject kmem_KmallocCoreType;
+
+/* slab.c: checks array.array's layout once; the slab fast paths run only if it matched. */
+int kmem_array_layout_ok(void);
+extern int kmem_slab_fast_paths;
+
+/* replay.c */
+PyObject *kmem_replay_feed(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Take and drop a core lock (NULL: the object is not thread-safe). */
 static inline void kmem_lock(PyThread_type_lock lock)

@@ -1,9 +1,17 @@
 /* kmem._core: the compiled core of kmem (see kmem_core.h for the design). */
 #include "kmem_core.h"
 
+static PyMethodDef core_functions[] = {
+    {"replay_feed", (PyCFunction)(void (*)(void))kmem_replay_feed, METH_FASTCALL,
+     "replay_feed(replayer, kinds, cpus, keys, tails, kmalloc, kmem_error): Replayer._feed's"
+     " loop over one batch (NotImplemented for columns that are not bytes and lists)"},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "kmem._core",
+    .m_methods = core_functions,
     .m_doc = "kmem's compiled hot paths, over the buffers of the pure-Python classes.",
     .m_size = -1,
 };
@@ -11,12 +19,17 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-    if (PyType_Ready(&kmem_BuddyZoneType) < 0)
+    if (PyType_Ready(&kmem_BuddyZoneType) < 0 || PyType_Ready(&kmem_SlabCacheCoreType) < 0 ||
+        PyType_Ready(&kmem_KmallocCoreType) < 0 || kmem_array_layout_ok() < 0)
         return NULL;
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(module, "BuddyZone", (PyObject *)&kmem_BuddyZoneType) < 0) {
+    if (PyModule_AddObjectRef(module, "BuddyZone", (PyObject *)&kmem_BuddyZoneType) < 0 ||
+        PyModule_AddObjectRef(module, "SlabCacheCore", (PyObject *)&kmem_SlabCacheCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "KmallocCore", (PyObject *)&kmem_KmallocCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "SLAB_FAST_PATHS",
+                              kmem_slab_fast_paths ? Py_True : Py_False) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Final, Protocol
 
+from kmem._compiled import core
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
@@ -297,6 +298,17 @@ class Replayer:
 
     def _feed(self, batch: EventBatch) -> None:
         """Replay a batch of events."""
+        count_kinds(self._counts, batch.kinds)
+        if core is None or core.replay_feed(
+            self, batch.kinds, batch.cpus, batch.keys, batch.tails, self.slab.kmalloc, KmemError
+        ) is NotImplemented:
+            self._feed_events(batch)
+        if batch.kinds:
+            self._last_time = batch.times[-1]
+
+    def _feed_events(self, batch: EventBatch) -> None:
+        """The replay loop over a batch's events (kmem._core.replay_feed runs the same loop,
+        step for step, in the compiled core)."""
         # Event kinds are ordered (kmem.trace.events): 0-1 kmalloc(_node), 2-3
         # kmem_cache_alloc(_node), 4-5 kfree and kmem_cache_free, 6 mm_page_alloc, 7-8
         # mm_page_free(_batched), then the events replay only counts. A slab event's key is
@@ -305,7 +317,6 @@ class Replayer:
         last_kmalloc, last_alloc, last_free = KMALLOC_NODE, KMEM_CACHE_ALLOC_NODE, KMEM_CACHE_FREE
         last_page_free = MM_PAGE_FREE_BATCHED
         kinds = batch.kinds
-        count_kinds(self._counts, kinds)
         do_slab, do_page, dedup = self._do_slab, self._do_page, self._dedup_slab_pages
         pending = self._pending  # (only filled when dedup)
         live = self._live
@@ -359,8 +370,6 @@ class Replayer:
                 elif kind <= last_page_free:
                     self._page_free(kind, key, tail[1])
                 # (the others, pcp refills and drains, are only counted)
-        if kinds:
-            self._last_time = batch.times[-1]
 
     def _decide_page(self, page: tuple[int, int], slab_alloc_follows: bool) -> None:
         """A waiting mm_page_alloc (pfn, order): the kernel's slab page if a slab allocation

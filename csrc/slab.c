@@ -1,0 +1,610 @@
+/* The slab caches' and kmalloc's hot paths (kmem/slab/slub.py, classic.py and kmalloc.py are
+ * the reference).
+ *
+ * A cache's state stays in its Python objects: the per-CPU dict of cpu slabs (SLUB), the
+ * partial list (classic, an OrderedDict), the dict from page to Slab, and per slab the
+ * freelist (an array('I') used as a stack), the used marks (a bytearray) and the base address.
+ * The core reads a Slab's fields at the offsets of its __slots__ (found once from the class's
+ * member descriptors) and pops and pushes the freelist in place. array.array has no public C
+ * API for that, so kmem_array_layout_ok() checks at import that the object is laid out as this
+ * file expects (its size, items, capacity and export count, read back through the buffer
+ * protocol); if it is not, the module says so (SLAB_FAST_PATHS is False) and the caches keep
+ * their pure paths. A push beyond the array's capacity, or onto an array that a buffer export
+ * pins, is left to the pure path, as is everything but the fast path itself:
+ *
+ *   SLUB alloc:    the cpu slab's freelist is not empty: pop it.
+ *   SLUB free:     the object is in this CPU's cpu slab: push it.
+ *   classic alloc: the first partial slab keeps a free object after this one: pop it.
+ *   classic free:  the slab stays partial (it was not full and does not become empty): push,
+ *                  and move the slab to the tail of the partial list (free_block's order).
+ *   kmalloc:       1..KMALLOC_MAX_CACHE_SIZE bytes, plain GFP flags: the size's cache alloc.
+ *   kfree:         an address in a slab page: the owner's free.
+ */
+#include "kmem_core.h"
+
+#include <structmember.h>
+
+typedef struct {
+    PyObject_VAR_HEAD
+    char *ob_item;
+    Py_ssize_t allocated;
+    const char *ob_descr; /* struct arraydescr, whose first member is the typecode */
+    PyObject *weakreflist;
+    Py_ssize_t ob_exports;
+} kmem_array;
+
+static PyTypeObject *array_type;
+int kmem_slab_fast_paths;
+
+/* Is `obj` an array('I') this file may pop and push in place? */
+static inline int
+is_index_array(PyObject *obj)
+{
+    return Py_TYPE(obj) == array_type && ((kmem_array *)obj)->ob_descr[0] == 'I';
+}
+
+int
+kmem_array_layout_ok(void)
+{
+    PyObject *module = PyImport_ImportModule("array");
+    if (module == NULL)
+        return -1;
+    PyObject *made = PyObject_CallMethod(module, "array", "s[iii]", "I", 7, 8, 9);
+    Py_DECREF(module);
+    if (made == NULL)
+        return -1;
+    kmem_array *a = (kmem_array *)made;
+    int ok = Py_SIZE(made) == 3 && a->allocated >= 3 && a->ob_exports == 0 &&
+             a->ob_descr != NULL && a->ob_descr[0] == 'I';
+    if (ok) {
+        uint32_t *items = (uint32_t *)a->ob_item;
+        ok = items[0] == 7 && items[1] == 8 && items[2] == 9;
+    }
+    if (ok) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(made, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(made);
+            return -1;
+        }
+        ok = view.buf == a->ob_item && view.len == 12 && a->ob_exports == 1;
+        PyBuffer_Release(&view);
+        ok = ok && a->ob_exports == 0;
+    }
+    if (ok)
+        array_type = Py_TYPE(made);
+    Py_DECREF(made);
+    kmem_slab_fast_paths = ok;
+    return 0;
+}
+
+/* The offset of a __slots__ member of `type`, or -1 with an exception. */
+static Py_ssize_t
+slot_offset(PyObject *type, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (descr == NULL)
+        return -1;
+    Py_ssize_t offset = -1;
+    if (Py_TYPE(descr) == &PyMemberDescr_Type) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == T_OBJECT_EX)
+            offset = member->offset;
+    }
+    Py_DECREF(descr);
+    if (offset < 0)
+        PyErr_Format(PyExc_TypeError, "%s is not a __slots__ member", name);
+    return offset;
+}
+
+#define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
+
+enum { SLUB = 0, CLASSIC = 1 };
+
+typedef struct {
+    PyObject_HEAD
+    int kind;
+    PyObject *cpu_slab;    /* SLUB: {cpu: Slab | None} */
+    PyObject *partial;     /* classic: OrderedDict of partial slabs, head first */
+    PyObject *slab_of_pfn; /* {pfn: Slab} */
+    PyObject *move_to_end; /* "move_to_end" */
+    Py_ssize_t off_freelist, off_used, off_base, off_objects;
+    long long size;
+    int page_shift;
+    long nr_cpus;
+    Py_buffer fast_view;
+    int64_t *fast; /* [alloc fast paths, free fast paths] */
+    PyThread_type_lock lock, own_lock;
+    PyObject *pure_alloc, *pure_free;
+} SlabCacheCore;
+
+/* A slab's base address, or -1. */
+static inline long long
+slab_base(SlabCacheCore *c, PyObject *slab)
+{
+    PyObject *base = SLOT(slab, c->off_base);
+    if (base == NULL || !PyLong_CheckExact(base))
+        return -1;
+    return PyLong_AsLongLong(base);
+}
+
+/* Pop the top of a slab's freelist if more than `keep` indices are on it: the index, or -1. */
+static inline long
+pop_index(SlabCacheCore *c, PyObject *slab, Py_ssize_t keep, long long *address)
+{
+    PyObject *freelist = SLOT(slab, c->off_freelist);
+    PyObject *used = SLOT(slab, c->off_used);
+    if (freelist == NULL || used == NULL || !is_index_array(freelist) ||
+        !PyByteArray_CheckExact(used))
+        return -1;
+    kmem_array *stack = (kmem_array *)freelist;
+    Py_ssize_t n = Py_SIZE(freelist);
+    long long base = slab_base(c, slab);
+    if (n <= keep || stack->ob_exports || base < 0)
+        return -1;
+    uint32_t index = ((uint32_t *)stack->ob_item)[n - 1];
+    if ((Py_ssize_t)index >= PyByteArray_GET_SIZE(used))
+        return -1;
+    Py_SET_SIZE(freelist, n - 1);
+    PyByteArray_AS_STRING(used)[index] = 1;
+    c->fast[0] += 1;
+    *address = base + (long long)index * c->size;
+    return (long)index;
+}
+
+static PyObject *
+cache_alloc(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!kwnames && nargs <= 1 && (nargs == 0 || PyLong_CheckExact(args[0]))) {
+        long long address = -1;
+        kmem_lock(c->lock);
+        if (c->kind == SLUB) {
+            PyObject *cpu = nargs ? args[0] : NULL;
+            PyObject *slab = NULL;
+            if (cpu == NULL) {
+                PyObject *zero = PyLong_FromLong(0); /* a cached small int */
+                slab = PyDict_GetItemWithError(c->cpu_slab, zero);
+                Py_DECREF(zero);
+            } else {
+                slab = PyDict_GetItemWithError(c->cpu_slab, cpu);
+            }
+            if (slab != NULL && slab != Py_None)
+                pop_index(c, slab, 0, &address);
+        } else {
+            long cpu = nargs ? PyLong_AsLong(args[0]) : 0;
+            if (cpu >= 0 && cpu < c->nr_cpus && PyDict_GET_SIZE(c->partial) > 0) {
+                PyObject *it = PyObject_GetIter(c->partial);
+                PyObject *slab = it ? PyIter_Next(it) : NULL;
+                Py_XDECREF(it);
+                if (slab != NULL) {
+                    pop_index(c, slab, 1, &address); /* the slab stays partial */
+                    Py_DECREF(slab);
+                }
+            }
+        }
+        kmem_unlock(c->lock);
+        if (PyErr_Occurred())
+            PyErr_Clear(); /* the pure path meets the same condition and reports it */
+        if (address >= 0)
+            return PyLong_FromLongLong(address);
+    }
+    return PyObject_Vectorcall(c->pure_alloc, args, (size_t)nargs, kwnames);
+}
+
+/* The slab and index of the allocated object at `address`, or NULL. */
+static PyObject *
+allocated_object(SlabCacheCore *c, long long address, uint32_t *index)
+{
+    PyObject *pfn = PyLong_FromLongLong(address >> c->page_shift);
+    if (pfn == NULL)
+        return NULL;
+    PyObject *slab = PyDict_GetItemWithError(c->slab_of_pfn, pfn);
+    Py_DECREF(pfn);
+    if (slab == NULL)
+        return NULL;
+    long long offset = address - slab_base(c, slab);
+    PyObject *used = SLOT(slab, c->off_used);
+    if (offset < 0 || offset % c->size || used == NULL || !PyByteArray_CheckExact(used))
+        return NULL;
+    long long i = offset / c->size;
+    if (i >= PyByteArray_GET_SIZE(used) || !PyByteArray_AS_STRING(used)[i])
+        return NULL;
+    *index = (uint32_t)i;
+    return slab;
+}
+
+/* Push `index` on the slab's freelist if there is room without a resize; 0 if not. */
+static inline int
+push_index(SlabCacheCore *c, PyObject *slab, uint32_t index, Py_ssize_t *size_after)
+{
+    PyObject *freelist = SLOT(slab, c->off_freelist);
+    if (freelist == NULL || !is_index_array(freelist))
+        return 0;
+    kmem_array *stack = (kmem_array *)freelist;
+    Py_ssize_t n = Py_SIZE(freelist);
+    if (n >= stack->allocated || stack->ob_exports)
+        return 0;
+    *size_after = n + 1;
+    return 1;
+}
+
+static inline void
+do_push(SlabCacheCore *c, PyObject *slab, uint32_t index)
+{
+    PyObject *freelist = SLOT(slab, c->off_freelist);
+    Py_ssize_t n = Py_SIZE(freelist);
+    ((uint32_t *)((kmem_array *)freelist)->ob_item)[n] = index;
+    Py_SET_SIZE(freelist, n + 1);
+    PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = 0;
+    c->fast[1] += 1;
+}
+
+static PyObject *
+cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!kwnames && (nargs == 1 || nargs == 2) && PyLong_CheckExact(args[0]) &&
+        (nargs == 1 || PyLong_CheckExact(args[1]))) {
+        int overflow;
+        long long address = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+        int done = 0;
+        if (!overflow && address >= 0) {
+            kmem_lock(c->lock);
+            uint32_t index;
+            Py_ssize_t after;
+            if (c->kind == SLUB) {
+                PyObject *cpu = nargs == 2 ? args[1] : NULL;
+                PyObject *zero = cpu ? NULL : PyLong_FromLong(0);
+                PyObject *cpu_slab = PyDict_GetItemWithError(c->cpu_slab, cpu ? cpu : zero);
+                Py_XDECREF(zero);
+                PyObject *slab = cpu_slab ? allocated_object(c, address, &index) : NULL;
+                if (slab != NULL && slab == cpu_slab && push_index(c, slab, index, &after)) {
+                    do_push(c, slab, index);
+                    done = 1;
+                }
+            } else {
+                long cpu = nargs == 2 ? PyLong_AsLong(args[1]) : 0;
+                PyObject *slab = NULL;
+                if (cpu >= 0 && cpu < c->nr_cpus)
+                    slab = allocated_object(c, address, &index);
+                PyObject *objects = slab ? SLOT(slab, c->off_objects) : NULL;
+                if (objects != NULL && PyLong_CheckExact(objects) &&
+                    push_index(c, slab, index, &after) && after > 1 &&
+                    after != PyLong_AsSsize_t(objects)) {
+                    Py_INCREF(slab);
+                    do_push(c, slab, index);
+                    /* free_block: the slab goes to the tail of the partial list */
+                    PyObject *moved = PyObject_CallMethodOneArg(c->partial, c->move_to_end, slab);
+                    Py_DECREF(slab);
+                    if (moved == NULL) {
+                        kmem_unlock(c->lock);
+                        return NULL;
+                    }
+                    Py_DECREF(moved);
+                    done = 1;
+                }
+            }
+            kmem_unlock(c->lock);
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        if (done)
+            Py_RETURN_NONE;
+    }
+    return PyObject_Vectorcall(c->pure_free, args, (size_t)nargs, kwnames);
+}
+
+static PyObject *
+cache_acquire(SlabCacheCore *c, PyObject *Py_UNUSED(ignored))
+{
+    kmem_lock(c->own_lock);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+cache_release(SlabCacheCore *c, PyObject *Py_UNUSED(ignored))
+{
+    PyThread_release_lock(c->own_lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+cache_exit(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyThread_release_lock(c->own_lock);
+    Py_RETURN_FALSE;
+}
+
+static int
+cache_traverse(SlabCacheCore *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->cpu_slab);
+    Py_VISIT(c->partial);
+    Py_VISIT(c->slab_of_pfn);
+    Py_VISIT(c->pure_alloc);
+    Py_VISIT(c->pure_free);
+    return 0;
+}
+
+static int
+cache_clear(SlabCacheCore *c)
+{
+    Py_CLEAR(c->cpu_slab);
+    Py_CLEAR(c->partial);
+    Py_CLEAR(c->slab_of_pfn);
+    Py_CLEAR(c->pure_alloc);
+    Py_CLEAR(c->pure_free);
+    return 0;
+}
+
+static void
+cache_dealloc(SlabCacheCore *c)
+{
+    PyObject_GC_UnTrack(c);
+    cache_clear(c);
+    Py_CLEAR(c->move_to_end);
+    if (c->fast)
+        PyBuffer_Release(&c->fast_view);
+    if (c->own_lock)
+        PyThread_free_lock(c->own_lock);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static int
+cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"kind", "slab_type", "cpu_slab", "partial", "slab_of_pfn",
+                               "size", "page_shift", "nr_cpus", "fast", "thread_safe",
+                               "pure_alloc", "pure_free", NULL};
+    const char *kind;
+    PyObject *slab_type, *cpu_slab, *partial, *slab_of_pfn, *fast, *pa, *pf;
+    long long size;
+    int page_shift, thread_safe;
+    long nr_cpus;
+    if (c->fast != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a SlabCacheCore is initialised once");
+        return -1;
+    }
+    if (!kmem_slab_fast_paths) {
+        PyErr_SetString(PyExc_RuntimeError, "array.array is not laid out as the core expects");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOO", keywords, &kind, &slab_type,
+                                     &cpu_slab, &partial, &slab_of_pfn, &size, &page_shift,
+                                     &nr_cpus, &fast, &thread_safe, &pa, &pf))
+        return -1;
+    if (strcmp(kind, "slub") == 0)
+        c->kind = SLUB;
+    else if (strcmp(kind, "classic") == 0)
+        c->kind = CLASSIC;
+    else {
+        PyErr_SetString(PyExc_ValueError, "kind is 'slub' or 'classic'");
+        return -1;
+    }
+    if (!PyDict_Check(slab_of_pfn) || (c->kind == SLUB && !PyDict_Check(cpu_slab)) ||
+        (c->kind == CLASSIC && !PyDict_Check(partial)) || size < 1 || page_shift < 0 ||
+        page_shift > 40 || nr_cpus < 1) {
+        PyErr_SetString(PyExc_ValueError, "SlabCacheCore: bad lists or geometry");
+        return -1;
+    }
+    if ((c->off_freelist = slot_offset(slab_type, "freelist")) < 0 ||
+        (c->off_used = slot_offset(slab_type, "used")) < 0 ||
+        (c->off_base = slot_offset(slab_type, "base")) < 0 ||
+        (c->off_objects = slot_offset(slab_type, "objects")) < 0)
+        return -1;
+    if (kmem_get_buffer(fast, &c->fast_view, 8, "fast") < 0)
+        return -1;
+    c->fast = c->fast_view.buf;
+    if (c->fast_view.len < 16) {
+        PyErr_SetString(PyExc_ValueError, "fast: two counters expected");
+        return -1;
+    }
+    c->move_to_end = PyUnicode_InternFromString("move_to_end");
+    c->own_lock = PyThread_allocate_lock();
+    if (c->move_to_end == NULL || c->own_lock == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->lock = thread_safe ? c->own_lock : NULL;
+    c->size = size;
+    c->page_shift = page_shift;
+    c->nr_cpus = nr_cpus;
+    Py_INCREF(cpu_slab);
+    c->cpu_slab = cpu_slab;
+    Py_INCREF(partial);
+    c->partial = partial;
+    Py_INCREF(slab_of_pfn);
+    c->slab_of_pfn = slab_of_pfn;
+    Py_INCREF(pa);
+    c->pure_alloc = pa;
+    Py_INCREF(pf);
+    c->pure_free = pf;
+    return 0;
+}
+
+static PyMethodDef cache_methods[] = {
+    {"alloc", (PyCFunction)(void (*)(void))cache_alloc, METH_FASTCALL | METH_KEYWORDS,
+     "alloc(cpu=0) -> address, as the cache's alloc"},
+    {"free", (PyCFunction)(void (*)(void))cache_free, METH_FASTCALL | METH_KEYWORDS,
+     "free(address, cpu=0), as the cache's free"},
+    {"acquire", (PyCFunction)cache_acquire, METH_NOARGS, "take the cache lock"},
+    {"release", (PyCFunction)cache_release, METH_NOARGS, "drop the cache lock"},
+    {"__enter__", (PyCFunction)cache_acquire, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))cache_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject kmem_SlabCacheCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kmem._core.SlabCacheCore",
+    .tp_doc = "The compiled fast paths of one slab cache, over its own lists and slabs.",
+    .tp_basicsize = sizeof(SlabCacheCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)cache_init,
+    .tp_dealloc = (destructor)cache_dealloc,
+    .tp_traverse = (traverseproc)cache_traverse,
+    .tp_clear = (inquiry)cache_clear,
+    .tp_methods = cache_methods,
+};
+
+/* -- kmalloc ------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *allocs;      /* list: size -> the alloc of its plain kmalloc cache */
+    PyObject *frees_by_id; /* list: cache id -> the cache's free, or None */
+    Py_buffer requests_view, owner_view;
+    int64_t *requests;     /* kmalloc calls per requested size (the plain family) */
+    uint32_t *owner;       /* mem_map.owner */
+    Py_ssize_t nr_pages, max_size;
+    unsigned long long not_plain;
+    int page_shift;
+    PyObject *zero;
+    PyObject *pure_kmalloc, *pure_kfree;
+} KmallocCore;
+
+static PyObject *
+kmalloc_kmalloc(KmallocCore *k, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!kwnames && nargs >= 1 && nargs <= 3 && PyLong_CheckExact(args[0])) {
+        int overflow;
+        long long size = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+        unsigned long long gfp = 0;
+        int plain = !overflow && size > 0 && size <= k->max_size;
+        if (plain && nargs >= 2) {
+            long long value = PyLong_CheckExact(args[1]) ?
+                PyLong_AsLongLongAndOverflow(args[1], &overflow) : -1;
+            plain = !overflow && value >= 0 && value <= 0xFFFFFFFFLL;
+            gfp = (unsigned long long)value;
+        }
+        if (plain && !(gfp & k->not_plain)) {
+            PyObject *alloc = PyList_GET_ITEM(k->allocs, size);
+            PyObject *cpu = nargs == 3 ? args[2] : k->zero;
+            PyObject *address = PyObject_Vectorcall(alloc, &cpu, 1, NULL);
+            if (address != NULL)
+                k->requests[size] += 1;
+            return address;
+        }
+    }
+    return PyObject_Vectorcall(k->pure_kmalloc, args, (size_t)nargs, kwnames);
+}
+
+static PyObject *
+kmalloc_kfree(KmallocCore *k, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (!kwnames && (nargs == 1 || nargs == 2) && PyLong_CheckExact(args[0])) {
+        int overflow;
+        long long address = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+        if (!overflow && address >= 0 && (address >> k->page_shift) < k->nr_pages) {
+            uint32_t id = k->owner[address >> k->page_shift];
+            if (id < (uint32_t)PyList_GET_SIZE(k->frees_by_id)) {
+                PyObject *free = PyList_GET_ITEM(k->frees_by_id, id);
+                if (free != Py_None) {
+                    PyObject *call[2] = {args[0], nargs == 2 ? args[1] : k->zero};
+                    return PyObject_Vectorcall(free, call, 2, NULL);
+                }
+            }
+        }
+    }
+    return PyObject_Vectorcall(k->pure_kfree, args, (size_t)nargs, kwnames);
+}
+
+static int
+kmalloc_traverse(KmallocCore *k, visitproc visit, void *arg)
+{
+    Py_VISIT(k->allocs);
+    Py_VISIT(k->frees_by_id);
+    Py_VISIT(k->pure_kmalloc);
+    Py_VISIT(k->pure_kfree);
+    return 0;
+}
+
+static int
+kmalloc_clear(KmallocCore *k)
+{
+    Py_CLEAR(k->allocs);
+    Py_CLEAR(k->frees_by_id);
+    Py_CLEAR(k->pure_kmalloc);
+    Py_CLEAR(k->pure_kfree);
+    return 0;
+}
+
+static void
+kmalloc_dealloc(KmallocCore *k)
+{
+    PyObject_GC_UnTrack(k);
+    kmalloc_clear(k);
+    Py_CLEAR(k->zero);
+    if (k->requests)
+        PyBuffer_Release(&k->requests_view);
+    if (k->owner)
+        PyBuffer_Release(&k->owner_view);
+    Py_TYPE(k)->tp_free((PyObject *)k);
+}
+
+static int
+kmalloc_init(KmallocCore *k, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"allocs", "frees_by_id", "requests", "owner", "page_shift",
+                               "not_plain", "pure_kmalloc", "pure_kfree", NULL};
+    PyObject *allocs, *frees, *requests, *owner, *pk, *pf;
+    int page_shift;
+    unsigned long long not_plain;
+    if (k->requests != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "a KmallocCore is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOiKOO", keywords, &allocs, &frees,
+                                     &requests, &owner, &page_shift, &not_plain, &pk, &pf))
+        return -1;
+    if (!PyList_CheckExact(allocs) || !PyList_CheckExact(frees) || page_shift < 0 ||
+        page_shift > 40) {
+        PyErr_SetString(PyExc_ValueError, "KmallocCore: allocs and frees_by_id are lists");
+        return -1;
+    }
+    if (kmem_get_buffer(requests, &k->requests_view, 8, "requests") < 0)
+        return -1;
+    k->requests = k->requests_view.buf;
+    if (kmem_get_buffer(owner, &k->owner_view, 4, "owner") < 0)
+        return -1;
+    k->owner = k->owner_view.buf;
+    k->max_size = PyList_GET_SIZE(allocs) - 1;
+    if (k->requests_view.len / 8 <= k->max_size) {
+        PyErr_SetString(PyExc_ValueError, "KmallocCore: a request count per size expected");
+        return -1;
+    }
+    k->nr_pages = k->owner_view.len / 4;
+    k->page_shift = page_shift;
+    k->not_plain = not_plain;
+    k->zero = PyLong_FromLong(0);
+    Py_INCREF(allocs);
+    k->allocs = allocs;
+    Py_INCREF(frees);
+    k->frees_by_id = frees;
+    Py_INCREF(pk);
+    k->pure_kmalloc = pk;
+    Py_INCREF(pf);
+    k->pure_kfree = pf;
+    return 0;
+}
+
+static PyMethodDef kmalloc_methods[] = {
+    {"kmalloc", (PyCFunction)(void (*)(void))kmalloc_kmalloc, METH_FASTCALL | METH_KEYWORDS,
+     "kmalloc(size, gfp=GFP_KERNEL, cpu=0) -> address, as SlabAllocator.kmalloc"},
+    {"kfree", (PyCFunction)(void (*)(void))kmalloc_kfree, METH_FASTCALL | METH_KEYWORDS,
+     "kfree(address, cpu=0), as SlabAllocator.kfree"},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject kmem_KmallocCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kmem._core.KmallocCore",
+    .tp_doc = "The compiled kmalloc and kfree of one SlabAllocator.",
+    .tp_basicsize = sizeof(KmallocCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)kmalloc_init,
+    .tp_dealloc = (destructor)kmalloc_dealloc,
+    .tp_traverse = (traverseproc)kmalloc_traverse,
+    .tp_clear = (inquiry)kmalloc_clear,
+    .tp_methods = kmalloc_methods,
+};
