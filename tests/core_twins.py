@@ -19,7 +19,8 @@ from kmem._compiled import core
 
 T = TypeVar("T")
 
-# The modules whose objects pick a core when they are built.
+# The module whose objects pick a core when they are built: a BuddyAllocator; the slab caches,
+# kmalloc and the replay loop on top of one follow it.
 CORE_USERS = ("kmem.page.buddy",)
 
 # How many random programs each lockstep test runs: tools/fuzz.sh raises it under ASan.

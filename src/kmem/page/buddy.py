@@ -206,6 +206,9 @@ class BuddyAllocator:
         self._free_boot_memory()
         # The zone lock: a threading.Lock, or the compiled core's zone, which holds one.
         self._lock: threading.Lock | BuddyZone = threading.Lock()
+        # The core this allocator runs on (None: the pure one), chosen once, here; the slab
+        # caches, kmalloc and the replay loop built on this allocator follow it.
+        self.compiled_core: Final = core
         if core is not None:
             self._use_compiled_core(core)
         # alloc_pages/free_pages call these bound methods (half the cost of `with` here).

@@ -47,6 +47,7 @@ lock costs about as much as the whole allocation fast path.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Final
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError
@@ -89,9 +90,12 @@ class SlabAllocator(KmallocFrontEnd):
         self._by_id: dict[int, KmemCache] = {}
         self._cache_list: list[KmemCache] = []  # creation order, one entry per real cache
         self._next_id = 1
+        # cache id -> its free (None: no cache, or destroyed), for kfree and the compiled core
+        self._frees_by_id: list[Callable[[int, int], None] | None] = [None]
         self._lock = threading.RLock()
         self._callers: list[str] = []  # STORE_USER caller names, shared by the debug caches
         self._boot_kmalloc(self._create_kmalloc_cache)
+        self._use_compiled_kmalloc()
 
     # -- cache creation and destruction --------------------------------------------------------
 
@@ -160,6 +164,7 @@ class SlabAllocator(KmallocFrontEnd):
             self._next_id += 1
             self.caches[name] = cache
             self._by_id[cache.id] = cache
+            self._frees_by_id.append(cache.free)  # at index cache.id: ids count up from 1
             self._cache_list.append(cache)
             return cache
 
@@ -208,6 +213,7 @@ class SlabAllocator(KmallocFrontEnd):
             for name in [n for n, c in self.caches.items() if c is target]:
                 del self.caches[name]
             del self._by_id[target.id]
+            self._frees_by_id[target.id] = None
             self._cache_list.remove(target)
 
     # -- queries and reports -------------------------------------------------------------------

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from kmem.errors import InvalidTypeError, KmemError, OutOfMemoryError
@@ -74,6 +74,7 @@ from kmem.slab.stats import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from kmem._core import SlabCacheCore
     from kmem.page.buddy import BuddyAllocator
 
 Constructor = Callable[[memoryview], object]
@@ -122,17 +123,19 @@ class KmemCache:
         self._owner: Final = buddy.mem_map.owner
         self._page_shift: Final = buddy.page_shift
         self._page_size: Final = buddy.page_size
-        self._lock: Final = threading.Lock()
-        self._lock_acquire: Final = self._lock.acquire  # bound: cheaper than `with` here
-        self._lock_release: Final = self._lock.release
+        # The cache lock: a threading.Lock, or the compiled core, which holds one.
+        self._lock: threading.Lock | SlabCacheCore = threading.Lock()
+        self._lock_acquire = self._lock.acquire  # bound: cheaper than `with` here
+        self._lock_release = self._lock.release
         self._slab_of_pfn: dict[int, Slab] = {}
         # SLAB_TYPESAFE_BY_RCU: a discarded slab's pages stay allocated (and typed: its objects'
         # memory keeps being an object of this cache) until rcu_barrier(), Linux's call_rcu.
         self.typesafe_by_rcu: Final = bool(geometry.flags & SLAB_TYPESAFE_BY_RCU)
         self._rcu_pending: list[Slab] = []
         self._stat = [0] * len(STAT_NAMES)
-        self._alloc_fast = 0  # the hot counters, kept apart from the list: fewer bytecodes
-        self._free_fast = 0
+        # The fast paths' counters (alloc, free), apart from the list: fewer bytecodes, and a
+        # buffer the compiled core shares.
+        self._fast: Final = array("q", [0, 0])
         self.thread_safe: Final = thread_safe
         if not thread_safe:
             # Single-threaded use: call the paths directly, without the lock's cost.
@@ -140,12 +143,39 @@ class KmemCache:
             self.free = self._free_unlocked  # type: ignore[method-assign]
         # kmalloc caches: the allocator's histogram of request sizes (count per size) and the
         # sizes this cache serves, lo..hi (see count_kmalloc_requests).
-        self._kmalloc_requests: list[int] | None = None
+        self._kmalloc_requests: Sequence[int] | None = None
         self._kmalloc_sizes = range(0)
         self._debug: SlabDebugger | None = (
             SlabDebugger(geometry, self._memory, callers)
             if geometry.flags & SLAB_DEBUG_FLAGS else None
         )
+
+    def _use_compiled_core(self, kind: str, *, cpu_slab: object = None,
+                           partial: object = None) -> None:
+        """Run alloc and free in the compiled core (kmem._core.SlabCacheCore), when it is built.
+
+        The core reads this cache's own lists (``cpu_slab`` for SLUB, ``partial`` for classic)
+        and slabs, and takes only the fast path; everything else goes to this class's pure
+        alloc and free (locked or not, as the cache is), before any change. The core's lock
+        becomes the cache lock. Debug caches keep their pure paths: every object is checked.
+        """
+        core = self._buddy.compiled_core
+        if core is None or not core.SLAB_FAST_PATHS or self._debug is not None:
+            return
+        cls = type(self)
+        pure_alloc = cls.alloc if self.thread_safe else cls._alloc_unlocked
+        pure_free = cls.free if self.thread_safe else cls._free_unlocked
+        fast = core.SlabCacheCore(
+            kind=kind, slab_type=Slab, cpu_slab={} if cpu_slab is None else cpu_slab,
+            partial={} if partial is None else partial, slab_of_pfn=self._slab_of_pfn,
+            size=self.size, page_shift=self._page_shift, nr_cpus=self.nr_cpus, fast=self._fast,
+            thread_safe=self.thread_safe, pure_alloc=pure_alloc.__get__(self),
+            pure_free=pure_free.__get__(self))
+        self._lock = fast
+        self._lock_acquire = fast.acquire
+        self._lock_release = fast.release
+        self.alloc = fast.alloc  # type: ignore[method-assign]
+        self.free = fast.free  # type: ignore[method-assign]
 
     def add_alias(self, alias: str, object_size: int) -> None:
         """A new cache of ``object_size`` bytes aliases this one (__kmem_cache_alias)."""
@@ -401,7 +431,7 @@ class KmemCache:
                 index = used.find(1, index + 1)
         return out
 
-    def count_kmalloc_requests(self, requests: list[int], sizes: range) -> None:
+    def count_kmalloc_requests(self, requests: Sequence[int], sizes: range) -> None:
         """Make this a kmalloc cache's stats: ``requests[n]`` counts the kmalloc calls of n
         bytes (the allocator's histogram), ``sizes`` are the request sizes this cache serves."""
         self._kmalloc_requests = requests
@@ -450,8 +480,8 @@ class KmemCache:
                 where[slab.where] += 1
             _, requested, allocated = self.kmalloc_requests()
             counters = dict(zip(STAT_NAMES, self._stat, strict=True))
-            counters["alloc_fastpath"] += self._alloc_fast
-            counters["free_fastpath"] += self._free_fast
+            counters["alloc_fastpath"] += self._fast[0]
+            counters["free_fastpath"] += self._fast[1]
             return CacheStats(
                 name=self.name,
                 policy=self.policy,

@@ -59,6 +59,8 @@ class ClassicSlabCache(KmemCache):
         self.colour: Final = left_over // self.colour_off
         self.colour_next = 0
         self._cpu_ids: Final = frozenset(range(self.nr_cpus))
+        if type(self).alloc is ClassicSlabCache.alloc and type(self).free is ClassicSlabCache.free:
+            self._use_compiled_core("classic", partial=self._partial)
 
     def _colour_offset(self, slab_bytes: int, objects: int) -> int:
         left_over = slab_bytes - objects * self.size
@@ -79,7 +81,7 @@ class ClassicSlabCache(KmemCache):
         partial = self._partial
         if partial:
             slab = next(iter(partial))
-            self._stat[ALLOC_FASTPATH] += 1
+            self._fast[0] += 1
         else:
             slab = self._refill()
         freelist = slab.freelist
@@ -144,7 +146,7 @@ class ClassicSlabCache(KmemCache):
             debug.on_free(address, cpu)
         freelist = slab.freelist
         freelist.append(index)
-        self._free_fast += 1
+        self._fast[1] += 1
         if len(freelist) == 1:  # it was full
             del self._full[slab]
             if slab.objects > 1:

@@ -81,6 +81,7 @@ class KmallocFrontEnd:
     nr_cpus: int
     caches: dict[str, KmemCache]
     _by_id: dict[int, KmemCache]
+    _frees_by_id: list[Callable[[int, int], None] | None]
     _lock: threading.RLock
 
     def _boot_kmalloc(self, create: Callable[[str, int, int], KmemCache]) -> None:
@@ -96,7 +97,8 @@ class KmallocFrontEnd:
         classes = KMALLOC_CLASS_BY_SIZE
         # Per family, how many kmalloc calls asked for each size (the fragmentation reports
         # sum them per cache; one list increment per call).
-        self._kmalloc_requests: list[list[int]] = [[0] * len(classes) for _ in range(4)]
+        self._kmalloc_requests: list[array[int]] = [array("q", [0]) * len(classes)
+                                                    for _ in range(4)]
         for family in range(4):
             table = by_class[family]
             self._kmalloc_tables.append([table[c] if c else table[8] for c in classes])
@@ -108,6 +110,24 @@ class KmallocFrontEnd:
         self._memory_size = self.buddy.memory.size
         self._owner = self.buddy.mem_map.owner
         self._page_shift = self.buddy.page_shift
+
+    def _use_compiled_kmalloc(self) -> None:
+        """Run kmalloc and kfree in the compiled core (kmem._core.KmallocCore), when built.
+
+        Its fast paths serve a plain kmalloc of a slab size and the kfree of a slab object
+        through the caches' own alloc and free; the rest goes to the pure methods.
+        """
+        core = self.buddy.compiled_core
+        if core is None:
+            return
+        cls = type(self)
+        fast = core.KmallocCore(
+            allocs=[cache.alloc for cache in self._kmalloc_normal],
+            frees_by_id=self._frees_by_id, requests=self._normal_requests, owner=self._owner,
+            page_shift=self._page_shift, not_plain=_NOT_PLAIN,
+            pure_kmalloc=cls.kmalloc.__get__(self), pure_kfree=cls.kfree.__get__(self))
+        self.kmalloc = fast.kmalloc  # type: ignore[method-assign]
+        self.kfree = fast.kfree  # type: ignore[method-assign]
 
     # -- kmalloc -------------------------------------------------------------------------------
 

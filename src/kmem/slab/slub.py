@@ -84,6 +84,8 @@ class SlubCache(KmemCache):
         self._cpu_partial: list[list[Slab]] = [[] for _ in range(self.nr_cpus)]
         self._node_partial: OrderedDict[Slab, None] = OrderedDict()
         self._full: OrderedDict[Slab, None] = OrderedDict()  # debug caches only
+        if type(self).alloc is SlubCache.alloc and type(self).free is SlubCache.free:
+            self._use_compiled_core("slub", cpu_slab=self._cpu_slab)
 
     # -- allocation ----------------------------------------------------------------------------
 
@@ -103,7 +105,7 @@ class SlubCache(KmemCache):
                 # no cpu slab (None), an empty freelist, or a bad cpu
                 return self._alloc_slowpath(cpu)
             slab.used[index] = 1  # type: ignore[union-attr]
-            self._alloc_fast += 1
+            self._fast[0] += 1
             return slab.base + index * self.size  # type: ignore[union-attr]
         finally:
             self._lock_release()
@@ -117,7 +119,7 @@ class SlubCache(KmemCache):
         except (KeyError, TypeError, AttributeError, IndexError):
             return self._alloc_slowpath(cpu)
         slab.used[index] = 1  # type: ignore[union-attr]
-        self._alloc_fast += 1
+        self._fast[0] += 1
         return slab.base + index * self.size  # type: ignore[union-attr]
 
     def _take(self, slab: Slab) -> int:
@@ -200,7 +202,7 @@ class SlubCache(KmemCache):
             slab.used[index] = 0
             if slab is cpu_slab:  # the fast path: push on this CPU's cpu slab freelist
                 slab.freelist.append(index)
-                self._free_fast += 1
+                self._fast[1] += 1
                 return
             self._free_slowpath(slab, index, cpu)
         finally:
@@ -220,7 +222,7 @@ class SlubCache(KmemCache):
         slab.used[index] = 0
         if slab is cpu_slab:
             slab.freelist.append(index)
-            self._free_fast += 1
+            self._fast[1] += 1
             return
         self._free_slowpath(slab, index, cpu)
 

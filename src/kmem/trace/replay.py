@@ -54,7 +54,6 @@ from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import Any, Final, Protocol
 
-from kmem._compiled import core
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
@@ -299,6 +298,7 @@ class Replayer:
     def _feed(self, batch: EventBatch) -> None:
         """Replay a batch of events."""
         count_kinds(self._counts, batch.kinds)
+        core = self.buddy.compiled_core
         if core is None or core.replay_feed(
             self, batch.kinds, batch.cpus, batch.keys, batch.tails, self.slab.kmalloc, KmemError
         ) is NotImplemented:
