@@ -30,4 +30,5 @@ COMMANDS: Final = {
     "slabinfo": 'print /proc/slabinfo after a workload',
     "slabtop": 'slabtop-like view of the slab caches after a workload',
     "stat": 'slab and page allocation statistics of a trace, as perf kmem stat',
+    "sweep": 'replay traces × parameter sets on a process pool or a Dask cluster; rank them',
 }
