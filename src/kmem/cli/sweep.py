@@ -72,6 +72,14 @@ def _heatmap(args: argparse.Namespace, parameters: Any) -> tuple[str, str] | Non
                          lambda _, what: SweepSpecError(f"--heatmap: {what}"))
 
 
+def _print_failures(result: SweepResult) -> None:
+    """Each failed run on standard error, one line each (as the progress bar prints them)."""
+    for failure in result.failures:
+        parameters = " ".join(f"{k}={v}" for k, v in failure.parameters.items())
+        print(f"kmem sweep: run failed: {failure.trace} {parameters}: {failure.error}",
+              file=sys.stderr)
+
+
 def _print_summary(result: SweepResult, console: Console, top: int) -> None:
     from rich.table import Table
 
@@ -79,10 +87,7 @@ def _print_summary(result: SweepResult, console: Console, top: int) -> None:
 
     console.print(f"{result.runs} runs: {len(result.rows)} done ({result.resumed} resumed),"
                   f" {len(result.failures)} failed; results in {result.output}/results.jsonl",
-                  highlight=False)
-    for failure in result.failures:
-        parameters = " ".join(f"{k}={v}" for k, v in failure.parameters.items())
-        console.print(f"failed: {failure.trace} {parameters}: {failure.error}", highlight=False)
+                  highlight=False, soft_wrap=True)
     ranked = rank_by_peak(result)
     if not ranked or top <= 0:
         return
@@ -116,12 +121,14 @@ def run(args: argparse.Namespace) -> int:
     result = sweep(spec, output=_output(args), jobs=args.jobs,
                    executor="dask" if args.dask else "process", address=args.dask,
                    ship=args.ship, resume=args.resume, parquet=args.parquet, progress=progress)
+    if not progress:
+        _print_failures(result)
     console = Console()
     _print_summary(result, console, args.top)
     if args.report or args.png:
         for path in write_sweep_report(result, args.report, args.png, heatmap):
             if path.suffix == ".html":
-                console.print(f"report written to {path}", highlight=False)
+                console.print(f"report written to {path}", highlight=False, soft_wrap=True)
         if args.png:
-            console.print(f"pictures written to {args.png}", highlight=False)
+            console.print(f"pictures written to {args.png}", highlight=False, soft_wrap=True)
     return 1 if result.failures else 0

@@ -523,8 +523,8 @@ class SweepProgress:
         if failure is not None:
             parameters = " ".join(f"{k}={v}" for k, v in failure.parameters.items())
             self._progress.console.print(
-                f"[red]run failed[/red]: {failure.trace} {parameters}: {failure.error}",
-                highlight=False, markup=True)
+                f"kmem sweep: run failed: {failure.trace} {parameters}: {failure.error}",
+                highlight=False, markup=False, soft_wrap=True, style="red")
         if outcome.seconds >= self._slowest[0]:
             self._slowest = (outcome.seconds, run.name)
         seconds, name = self._slowest

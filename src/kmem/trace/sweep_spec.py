@@ -41,9 +41,11 @@ import hashlib
 import inspect
 import itertools
 import json
+import lzma
 import os
 import re
 import tomllib
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,7 +437,8 @@ def _trace_file(name: str, path: str, where: _Where, dotted: str) -> TraceFile:
             size = os.fstat(raw.fileno()).st_size
     except KmemError as error:
         raise where.error(dotted, str(error)) from None
-    except (OSError, EOFError, ValueError) as error:  # unreadable, or broken compression
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as error:  # (unreadable,
+        # or its compression is broken)
         raise where.error(dotted, f"cannot read trace {name!r}: {error}") from None
     return TraceFile(name.replace(os.sep, "/"), path, size, digest)
 
