@@ -92,12 +92,14 @@ def _print_summary(result: SweepResult, console: Console, top: int) -> None:
     if not ranked or top <= 0:
         return
     table = Table(title="parameter sets by peak memory (score: × each trace's best)")
-    for column in ("rank", "parameter set", "peak score", "mean peak MiB", "unusable (order 3)"):
-        table.add_column(column, justify="left" if column == "parameter set" else "right")
+    # (short headers: the table fits 80 columns; docs/sweeps.md says what each holds)
+    for column in ("#", "parameter set", "peak score", "peak MiB", "unusable 3", "unusable max"):
+        table.add_column(column, justify="left" if column == "parameter set" else "right",
+                         no_wrap=column == "parameter set")
     for index, entry in enumerate(ranked[:top]):
         table.add_row(str(index + 1), entry.label + ("" if entry.complete else " (incomplete)"),
                       f"{entry.peak_score:.4f}", f"{entry.mean_peak_mib:.2f}",
-                      f"{entry.mean_unusable_costly:.3f}")
+                      f"{entry.mean_unusable_costly:.4f}", f"{entry.mean_unusable_max_order:.4f}")
     console.print(table)
 
 

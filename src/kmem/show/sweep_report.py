@@ -186,15 +186,40 @@ def ranking_figure(ranked: Sequence[Ranked], title: str, axis: str, values: Sequ
     return figure
 
 
+def fragmentation_figure(ranked: Sequence[Ranked]) -> Figure:
+    """Two bars per parameter set, the best on top: the mean unusable free space index at
+    order 3 (what the ranking sorts by) and at max order (its tie-break)."""
+    from matplotlib.figure import Figure
+
+    shown = list(ranked)[:MAX_BARS]
+    figure = Figure(figsize=(9, 1.4 + 0.5 * len(shown)))
+    ax = figure.subplots()
+    rows = range(len(shown))
+    for offset, values, colour, label in (
+        (-0.2, [r.mean_unusable_costly for r in shown], "#3b7dd8", "order 3"),
+        (0.2, [r.mean_unusable_max_order for r in shown], "#b07cc6", "max order"),
+    ):
+        bars = ax.barh([i + offset for i in rows], values, height=0.4, color=colour, label=label)
+        ax.bar_label(bars, fmt="{:.4f}", padding=3, fontsize="small")
+    ax.set_yticks(rows, [r.label + ("" if r.complete else " (incomplete)") for r in shown])
+    ax.invert_yaxis()
+    ax.set_xlim(0, max([0.01, *(r.mean_unusable_max_order for r in shown)]) * 1.15)
+    ax.set_xlabel("mean highest unusable free space index over the traces")
+    ax.set_title("fragmentation (lower is better; ranked by order 3, then max order)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
 def heatmap_figure(heat: HeatMap) -> Figure:
     """Two panels: peak memory (ratio to each trace's best) and fragmentation."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 1.8 + 0.5 * len(heat.y_values)))
     panels = figure.subplots(1, 2)
-    for ax, cells, title, floor in (
-        (panels[0], heat.peak, "peak memory (× each trace's best)", 1.0),
-        (panels[1], heat.fragmentation, "unusable free space index, order 3", 0.0),
+    for ax, cells, title, floor, digits in (
+        (panels[0], heat.peak, "peak memory (× each trace's best)", 1.0, 3),
+        (panels[1], heat.fragmentation, "unusable free space index, order 3", 0.0, 4),
     ):
         matrix = [[math.nan if v is None else v for v in line] for line in cells]
         known = [v for line in cells for v in line if v is not None]
@@ -207,8 +232,10 @@ def heatmap_figure(heat: HeatMap) -> Figure:
         ax.set_title(title)
         for j, line in enumerate(cells):
             for i, value in enumerate(line):
-                ax.text(i, j, "—" if value is None else f"{value:.3f}", ha="center",
-                        va="center", color="white" if value is not None else "black")
+                # dark text on the light (low) end of the colour map, light on the dark end
+                dark = value is None or (value - floor) / (top - floor) < 0.5
+                ax.text(i, j, "—" if value is None else f"{value:.{digits}f}", ha="center",
+                        va="center", color="black" if dark else "white")
         figure.colorbar(image, ax=ax)
     figure.tight_layout()
     return figure
@@ -288,7 +315,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]], text_columns
 
 def _ranking_rows(ranked: Sequence[Ranked]) -> list[list[object]]:
     return [[index + 1, r.label, f"{r.peak_score:.4f}", f"{r.mean_peak_mib:.2f}",
-             f"{r.mean_unusable_costly:.3f}", f"{r.mean_unusable_max_order:.3f}",
+             f"{r.mean_unusable_costly:.4f}", f"{r.mean_unusable_max_order:.4f}",
              f"{r.traces}" + ("" if r.complete else " (incomplete)")]
             for index, r in enumerate(ranked)]
 
@@ -312,9 +339,7 @@ def pictures(result: SweepResult, heatmap: tuple[str, str] | None = None
             "% above each trace's best peak (geometric mean over the traces)",
             [(r.peak_score - 1) * 100 for r in peak], "{:.1f}%"))))
         out.append(("ranking-fragmentation.png", "parameter sets by fragmentation",
-                    _png(ranking_figure(frag, "fragmentation (lower is better)",
-                                        "mean unusable free space index, order 3",
-                                        [r.mean_unusable_costly for r in frag]))))
+                    _png(fragmentation_figure(frag))))
     axes = heatmap or default_heatmap(result)
     if axes and result.rows:
         out.append(("heatmap.png", f"{axes[0]} × {axes[1]}",
