@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_trace import _fixture_events, _shifted, _TIME
+from benchmarks.bench_trace import _TIME, _fixture_events, _shifted
 
 EVENTS = 150_000
 TRACES = {
