@@ -150,6 +150,21 @@ def test_resume_runs_only_what_the_folder_lacks(tmp_path: Path, spec: Path) -> N
     assert nothing == []
 
 
+def test_a_row_appended_after_a_line_cut_short_is_kept(tmp_path: Path, spec: Path) -> None:
+    from kmem.trace.sweep import SweepFolder
+
+    run = _first_run(spec)
+    outcome = replay_run(run)
+    (tmp_path / RESULTS).write_text('{"run": "0123', encoding="utf-8")  # interrupted mid-line
+    (tmp_path / TIMELINES).write_text("", encoding="utf-8")
+    folder = SweepFolder(tmp_path, resume=True)
+    folder.open()
+    folder.record(outcome, None)
+    folder.close()
+    rows, timelines, _ = SweepFolder(tmp_path, resume=True).previous()
+    assert rows == {run.key: outcome.row} and timelines == {run.key: outcome.timeline}
+
+
 def test_a_folder_with_results_is_not_overwritten(tmp_path: Path, spec: Path) -> None:
     sweep(spec, output=tmp_path / "out", jobs=1)
     before = (tmp_path / "out" / RESULTS).read_bytes()

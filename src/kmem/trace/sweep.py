@@ -409,6 +409,12 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _ends_a_line(path: Path) -> bool:
+    with path.open("rb") as raw:
+        raw.seek(-1, os.SEEK_END)
+        return raw.read(1) == b"\n"
+
+
 class SweepFolder:
     """The output folder: rows appended as runs finish, everything rewritten in grid order at
     the end (write to a temporary file, then rename: a reader never sees half a table)."""
@@ -437,7 +443,9 @@ class SweepFolder:
     def open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         for name in (RESULTS, TIMELINES, TIMINGS):
-            self._files[name] = (self.path / name).open("a", encoding="utf-8")
+            stream = self._files[name] = (self.path / name).open("a", encoding="utf-8")
+            if stream.tell() and not _ends_a_line(self.path / name):
+                stream.write("\n")  # (an interrupted write: the next record starts its own line)
         self._files[FAILURES] = (self.path / FAILURES).open("w", encoding="utf-8")
 
     def record(self, outcome: RunOutcome, failure: RunFailure | None) -> None:
