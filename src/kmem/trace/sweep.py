@@ -56,7 +56,6 @@ from kmem.trace.parse import TraceParser
 from kmem.trace.replay import Replayer, ReplayResult, ReplaySnapshot
 from kmem.trace.source import open_trace
 from kmem.trace.sweep_spec import (
-    PARAMETER_KEYS,
     SweepRun,
     SweepSpec,
     SweepSpecError,
@@ -646,11 +645,6 @@ def sweep(spec: SweepSpec | str | os.PathLike[str] | Mapping[str, Any], *,
     if folder is not None:
         folder.finish(result, parquet)
     return result
-
-
-def parameter_columns(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A results row's parameter set (every parameter column, table order)."""
-    return {key: row[key] for key in PARAMETER_KEYS if key in row}
 
 
 __all__ = ["EXECUTORS", "RESULT_COLUMNS", "RunFailure", "RunOutcome", "SweepOptionError",
