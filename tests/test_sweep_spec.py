@@ -57,6 +57,19 @@ memory = "64M"
     assert runs[4].name == "traces/tar-6.18-first4000.txt.xz policy=slab cpus=2"
 
 
+def test_labels_write_sizes_as_people_do(folder: Path) -> None:
+    spec = load_sweep_spec(_spec(folder, """
+traces = ["traces/tar-*.txt.xz"]
+[parameters]
+memory = ["16M", "1.5G", 1000000, 1048576]
+page_size = [4096, 65536]
+"""))
+    assert [run.label for run in spec.runs()[::2]] == [
+        "memory=16M page_size=4K", "memory=1536M page_size=4K", "memory=1000000 page_size=4K",
+        "memory=1M page_size=4K"]
+    assert spec.runs()[1].label == "memory=16M page_size=64K"
+
+
 def test_parameters_left_out_take_the_replayers_defaults(folder: Path) -> None:
     spec = load_sweep_spec(_spec(folder, 'traces = "traces/tar-6.18-first4000.txt.xz"\n'))
     (run,) = spec.runs()

@@ -74,8 +74,10 @@ def _heatmap(args: argparse.Namespace, parameters: Any) -> tuple[str, str] | Non
 
 def _print_failures(result: SweepResult) -> None:
     """Each failed run on standard error, one line each (as the progress bar prints them)."""
+    from kmem.trace.sweep_spec import parameters_text
+
     for failure in result.failures:
-        parameters = " ".join(f"{k}={v}" for k, v in failure.parameters.items())
+        parameters = parameters_text(failure.parameters.items())
         print(f"kmem sweep: run failed: {failure.trace} {parameters}: {failure.error}",
               file=sys.stderr)
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from kmem.errors import InvalidArgumentError
 from kmem.trace.sweep import RESULT_COLUMNS, SweepResult
-from kmem.trace.sweep_spec import check_heatmap
+from kmem.trace.sweep_spec import check_heatmap, parameters_text, show_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -66,7 +66,7 @@ class Ranked:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{key}={value}" for key, value in self.values) or "(one set)"
+        return parameters_text(self.values) or "(one set)"
 
 
 def _peak_bytes(row: Mapping[str, Any]) -> int:
@@ -225,8 +225,8 @@ def heatmap_figure(heat: HeatMap) -> Figure:
         known = [v for line in cells for v in line if v is not None]
         top = max([floor + 0.001, *known])  # (a grid of equal values still gets a scale)
         image = ax.imshow(matrix, cmap="viridis_r", aspect="auto", vmin=floor, vmax=top)
-        ax.set_xticks(range(len(heat.x_values)), [str(v) for v in heat.x_values])
-        ax.set_yticks(range(len(heat.y_values)), [str(v) for v in heat.y_values])
+        ax.set_xticks(range(len(heat.x_values)), [show_value(heat.x, v) for v in heat.x_values])
+        ax.set_yticks(range(len(heat.y_values)), [show_value(heat.y, v) for v in heat.y_values])
         ax.set_xlabel(heat.x)
         ax.set_ylabel(heat.y)
         ax.set_title(title)
@@ -390,7 +390,7 @@ def report_html(result: SweepResult, heatmap: tuple[str, str] | None = None,
     if result.failures:
         parts.append("<h2 class=\"failed\">Failed runs</h2>")
         parts.append(_table(("trace", "parameters", "error"), [
-            [f.trace, " ".join(f"{k}={v}" for k, v in f.parameters.items()), f.error]
+            [f.trace, parameters_text(f.parameters.items()), f.error]
             for f in result.failures], 3))
     columns = list(result.rows[0]) if result.rows else []
     parts.append("<details><summary>The results table</summary>")

@@ -60,6 +60,7 @@ from kmem.trace.sweep_spec import (
     SweepSpec,
     SweepSpecError,
     load_sweep_spec,
+    parameters_text,
     sweep_spec,
 )
 
@@ -528,7 +529,7 @@ class SweepProgress:
 
     def update(self, run: SweepRun, outcome: RunOutcome, failure: RunFailure | None) -> None:
         if failure is not None:
-            parameters = " ".join(f"{k}={v}" for k, v in failure.parameters.items())
+            parameters = parameters_text(failure.parameters.items())
             self._progress.console.print(
                 f"kmem sweep: run failed: {failure.trace} {parameters}: {failure.error}",
                 highlight=False, markup=False, soft_wrap=True, style="red")

@@ -46,7 +46,7 @@ import os
 import re
 import tomllib
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -117,6 +117,14 @@ def _layers(value: object) -> ParameterValue:
         raise _BadValue(str(error)) from None
 
 
+def _show_size(value: ParameterValue) -> str:
+    """A size as people write it: 16M, 4K, 1G (bytes when no unit divides it)."""
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if isinstance(value, int) and value >= 1 << shift and value % (1 << shift) == 0:
+            return f"{value >> shift}{unit}"
+    return str(value)
+
+
 def _layer_tuple(value: ParameterValue) -> object:
     return tuple(str(value).split(","))
 
@@ -134,6 +142,7 @@ class ReplayParameter:
     canonical: Callable[[object], ParameterValue]  # TOML value -> the table's value
     to_argument: Callable[[ParameterValue], object] = _same  # table value -> the argument
     help: str = ""
+    show: Callable[[ParameterValue], str] = str  # how labels and messages write a value
 
 
 # Spec key -> Replayer keyword. A new replay option is one more row (tests check every row
@@ -141,9 +150,11 @@ class ReplayParameter:
 PARAMETERS: Final = (
     ReplayParameter("policy", "policy", _choice(POLICIES), help="slab allocator: slub or slab"),
     ReplayParameter("cpus", "nr_cpus", _whole(1), help="CPUs of the slab layer"),
-    ReplayParameter("memory", "memory", _size, help="kmem's memory size (bytes or '1G')"),
+    ReplayParameter("memory", "memory", _size, help="kmem's memory size (bytes or '1G')",
+                    show=_show_size),
     ReplayParameter("max_order", "max_order", _whole(0), help="the buddy's MAX_PAGE_ORDER"),
-    ReplayParameter("page_size", "page_size", _size, help="page size in bytes"),
+    ReplayParameter("page_size", "page_size", _size, help="page size in bytes",
+                    show=_show_size),
     ReplayParameter("layers", "layers", _layers, _layer_tuple,
                     help="layers replayed: 'slab,page', 'slab' or 'page'"),
 )
@@ -161,6 +172,16 @@ def replayer_arguments(parameters: Sequence[tuple[str, ParameterValue]]) -> dict
     """Replayer's keyword arguments for a full parameter set (every row's key and value)."""
     values = dict(parameters)
     return {row.argument: row.to_argument(values[row.key]) for row in PARAMETERS}
+
+
+def parameters_text(pairs: Iterable[tuple[str, Any]]) -> str:
+    """"policy=slab memory=16M": parameters as labels and messages write them."""
+    return " ".join(f"{key}={show_value(key, value)}" for key, value in pairs)
+
+
+def show_value(key: str, value: Any) -> str:
+    """One parameter's value as labels write it (16M for a memory size)."""
+    return _row(key).show(value)
 
 
 def _row(key: str) -> ReplayParameter:
@@ -256,7 +277,7 @@ class SweepSpec:
         for trace in self.traces:
             for parameters in sets:
                 values = dict(parameters)
-                label = " ".join(f"{key}={values[key]}" for key in swept)
+                label = parameters_text((key, values[key]) for key in swept)
                 runs.append(SweepRun(len(runs), trace, parameters, label, self.every,
                                      self.skip_bad))
         return runs
@@ -451,7 +472,7 @@ def _check_parameter_sets(spec: SweepSpec, where: _Where) -> None:
             Replayer(**replayer_arguments(parameters))
         except KmemError as error:
             values = dict(parameters)
-            given = " ".join(f"{key}={values[key]}" for key in spec.parameters)
+            given = parameters_text((key, values[key]) for key in spec.parameters)
             raise where.error("parameters", f"kmem cannot replay with {given}: {error}") from None
 
 
