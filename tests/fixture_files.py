@@ -27,6 +27,7 @@ DD_TRACE = TRACES / "kmem-6.18-dd-first15000.txt.xz"
 PERF_SCRIPT = TRACES / "perf" / "script.txt.xz"
 OLD_KERNELS = TRACES / "old-kernels.txt"
 TRACE_CMD = TRACES / "trace-cmd-report.txt"
+SWEEP_TRACES = TRACES / "sweep"  # three small recordings: tar, find and gzip (4,000 events each)
 
 # /sys/kernel/slab/<cache>/<file> holding 1 when the cache has that SLAB_* flag.
 SYSFS_FLAG_FILES = {

@@ -69,6 +69,10 @@ if TYPE_CHECKING:
         ScenarioSyntaxError as ScenarioSyntaxError,
     )
     from kmem.show.scenario_run import ScenarioRun as ScenarioRun
+    from kmem.show.sweep_report import (
+        SweepReportError as SweepReportError,
+        write_sweep_report as write_sweep_report,
+    )
     from kmem.slab.allocator import (
         CacheExistsError as CacheExistsError,
         SlabAllocator as SlabAllocator,
@@ -146,6 +150,16 @@ if TYPE_CHECKING:
     )
     from kmem.trace.stat import (
         KmemStat as KmemStat,
+    )
+    from kmem.trace.sweep import (
+        SweepOptionError as SweepOptionError,
+        SweepResult as SweepResult,
+        sweep as sweep,
+    )
+    from kmem.trace.sweep_spec import (
+        SweepSpec as SweepSpec,
+        SweepSpecError as SweepSpecError,
+        load_sweep_spec as load_sweep_spec,
     )
 
 # Every public name -> the module that defines it.
@@ -230,6 +244,12 @@ _EXPORTS: Final[dict[str, str]] = {
     "ReplayResult": "kmem.trace.replay",
     "ReplaySnapshot": "kmem.trace.replay",
     "Replayer": "kmem.trace.replay",
+    "SweepOptionError": "kmem.trace.sweep",
+    "SweepResult": "kmem.trace.sweep",
+    "sweep": "kmem.trace.sweep",
+    "SweepSpec": "kmem.trace.sweep_spec",
+    "SweepSpecError": "kmem.trace.sweep_spec",
+    "load_sweep_spec": "kmem.trace.sweep_spec",
     "Step": "kmem.show.explain",
     "alloc_steps": "kmem.show.explain",
     "free_steps": "kmem.show.explain",
@@ -237,6 +257,8 @@ _EXPORTS: Final[dict[str, str]] = {
     "ScenarioNameError": "kmem.show.scenario",
     "ScenarioRun": "kmem.show.scenario_run",
     "ScenarioSyntaxError": "kmem.show.scenario",
+    "SweepReportError": "kmem.show.sweep_report",
+    "write_sweep_report": "kmem.show.sweep_report",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,10 +7,10 @@ from typing import Final
 
 
 def size_argument(text: str) -> int:
-    """The argparse type of every size option: "64M" -> 67108864 (kmem.show.scenario.parse_size: K,
+    """The argparse type of every size option: "64M" -> 67108864 (kmem.page.size.parse_size: K,
     M, G and T are powers of 1024, an optional B or iB). Bad text is a usage error, worded the
     same for every command: "argument --memory: bad size 'lots' (expected e.g. 100, 21K, 1.5M)"."""
-    from kmem.show.scenario import parse_size  # here: `kmem --help` must not load the scenarios
+    from kmem.page.size import parse_size  # here: `kmem --help` must load no layer
 
     try:
         return parse_size(text.strip())
@@ -30,4 +30,5 @@ COMMANDS: Final = {
     "slabinfo": 'print /proc/slabinfo after a workload',
     "slabtop": 'slabtop-like view of the slab caches after a workload',
     "stat": 'slab and page allocation statistics of a trace, as perf kmem stat',
+    "sweep": 'replay traces × parameter sets on a process pool or a Dask cluster; rank them',
 }

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from kmem.errors import InvalidArgumentError, KmemError
+from kmem.errors import KmemError
+from kmem.page.size import parse_size as parse_size  # (its home is the page layer)
 from kmem.show.explain import Step
 
 
@@ -75,8 +75,6 @@ SEED_BUDDY_SCENARIO = SEED_SCENARIO.split("# Slab caches")[0]
 BUILTIN: dict[str, str] = {"seed": SEED_SCENARIO, "seed-buddy": SEED_BUDDY_SCENARIO}
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\Z", re.IGNORECASE)
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 # verb -> (positional argument kinds, allowed options)
 _GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -121,25 +119,6 @@ class Scenario:
     policy: str
     actions: tuple[Action, ...]
     text: str
-
-
-def parse_size(token: str) -> int:
-    """Bytes from "21K", "1.5M", "4096", "512MiB" (K, M, G, T: powers of 1024).
-
-    Bad text raises InvalidArgumentError (a ValueError).
-    """
-    match = _SIZE.match(token)
-    if not match:
-        raise InvalidArgumentError(f"bad size {token!r} (expected e.g. 100, 21K, 1.5M)")
-    # Exact arithmetic: a float rounds sizes above 2**53 bytes, and digits past its precision
-    # ("1.00000000000000001" would be 1).
-    try:
-        value = Fraction(match.group(1)) * _UNITS[match.group(2).upper()]
-    except ValueError:  # (more digits than Python converts: sys.get_int_max_str_digits())
-        raise InvalidArgumentError(f"bad size {token[:40]!r}... (too many digits)") from None
-    if value.denominator != 1 or value <= 0:
-        raise InvalidArgumentError(f"size {token!r} is not a positive whole number of bytes")
-    return value.numerator
 
 
 def _convert(kind: str, token: str) -> str | int:
