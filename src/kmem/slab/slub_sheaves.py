@@ -90,7 +90,7 @@ _CAN_BLOCK: Final = __GFP_DIRECT_RECLAIM
 class PercpuSheavesCache(KmemCache):
     """The sheaf layer of a SLUB cache (see the module docstring); subclasses give the slabs."""
 
-    kernel: str = ""
+    policy = "slub"
 
     def __init__(self, *, host: SheafHost, **kwargs: Any) -> None:
         super().__init__(**kwargs)
