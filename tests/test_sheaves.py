@@ -58,6 +58,13 @@ def test_sheaf_capacity_matches_the_real_6_18_machine() -> None:
     slab.check()
 
 
+def test_the_kernel_sheaf_capacity_table_matches_the_machine() -> None:
+    from kmem.slab.sheaves import KERNEL_SHEAF_CAPACITIES
+
+    machine = {name: c["sheaf_capacity"] for name, c in MACHINE.items() if c["sheaf_capacity"]}
+    assert machine == KERNEL_SHEAF_CAPACITIES
+
+
 def test_a_sheaf_cache_keeps_its_name_and_is_never_merged() -> None:
     slab = boot("6.18")
     maple = slab.kmem_cache_create("maple_node", 256, align=256, sheaf_capacity=32)

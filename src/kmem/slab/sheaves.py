@@ -63,6 +63,10 @@ POINTER_SIZE: Final = 8
 SHEAF_CALLER: Final = 0xFFFFFFFF8130A2C0
 BARN_CALLER: Final = 0xFFFFFFFF8130B470
 
+# The caches Linux creates with an explicit sheaf_capacity (lib/maple_tree.c, mm/vma_init.c; the
+# same in 6.18 and 7.0), for callers that recreate kernel caches by name, as a trace replay does.
+KERNEL_SHEAF_CAPACITIES: Final = {"maple_node": 32, "vm_area_struct": 32}
+
 # Counters of sheaves and barns, named as /sys/kernel/slab/<cache>/ stat files.
 SHEAF_STAT_NAMES: Final = (
     "alloc_cpu_sheaf", "free_cpu_sheaf", "free_rcu_sheaf", "free_rcu_sheaf_fail",
@@ -240,6 +244,7 @@ __all__ = [
     "BARN_CALLER",
     "DEFAULT_KERNEL",
     "KERNELS",
+    "KERNEL_SHEAF_CAPACITIES",
     "MAX_EMPTY_SHEAVES",
     "MAX_FULL_SHEAVES",
     "NODE_BARN_SIZE",
