@@ -364,3 +364,26 @@ def test_without_random_caches_the_caller_changes_nothing() -> None:
     slab = boot("6.18")
     assert {slab.cache_of(slab.kmalloc(50, caller=c)).name for c in range(20)} == {  # type: ignore[union-attr]
         "kmalloc-64"}
+
+
+@pytest.mark.parametrize(("kernel", "policy", "flags", "capacity"), [
+    ("6.17", "slub", 0, 0), ("6.18", "slub", 0, 4), ("7.0", "slub", 0, 0),
+    ("6.18", "slub", SLAB_RED_ZONE, 0), ("6.18", "slab", 0, 0),
+])
+def test_an_object_waiting_for_rcu_cannot_be_freed_again(kernel: str, policy: str, flags: int,
+                                                         capacity: int) -> None:
+    slab = SlabAllocator(BuddyAllocator(32 << 20), kernel=kernel, policy=policy)
+    cache = slab.kmem_cache_create("waiting", 128, flags=flags, sheaf_capacity=capacity)
+    address = cache.alloc(0)
+    slab.kfree_rcu(address, 0)
+    before = snapshot(slab)
+    for how in ("free", "kfree", "kfree_rcu"):
+        with pytest.raises(ObjectDoubleFreeError):
+            if how == "free":
+                cache.free(address, 0)
+            else:
+                getattr(slab, how)(address, 0)
+        assert snapshot(slab) == before
+    slab.synchronize_rcu()
+    assert cache.stats().objects == 0 or cache.stats().sheaf_objects == cache.stats().objects
+    slab.check()

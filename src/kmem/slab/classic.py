@@ -131,7 +131,7 @@ class ClassicSlabCache(KmemCache):
             size = self.size
             offset = address - slab.base  # < 0 in the colour area before the first object
             index = offset // size
-            valid = offset >= 0 and index * size == offset and slab.used[index]
+            valid = offset >= 0 and index * size == offset and slab.used[index] == 1
             valid = valid and cpu.__class__ is int and cpu in self._cpu_ids
         except (KeyError, TypeError, IndexError):
             valid = False

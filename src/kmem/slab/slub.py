@@ -194,7 +194,7 @@ class SlubCache(KmemCache):
                 size = self.size
                 offset = address - slab.base  # >= 0: no colour nor red zone in fast caches
                 index = offset // size
-                if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
+                if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
                     raise self._bad_free_on(address, cpu)
             except (KeyError, TypeError, IndexError):  # (an InvalidTypeError lands here too)
                 raise self._bad_free_on(address, cpu) from None
@@ -214,7 +214,7 @@ class SlubCache(KmemCache):
             size = self.size
             offset = address - slab.base
             index = offset // size
-            if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
+            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
                 raise self._bad_free_on(address, cpu)
         except (KeyError, TypeError, IndexError):
             raise self._bad_free_on(address, cpu) from None
