@@ -6,6 +6,8 @@ Figures (issue targets in brackets; the targets assume a typical desktop CPU):
 - kmalloc+kfree pairs over a realistic size mix (kmem.show.workload.KMALLOC_MIX, 8 B .. 8 KiB
   and some 16 KiB large kmallocs) [<= 0.6 us per pair];
 - the same pairs under the classic slab policy;
+- sheaf alloc+free pairs (Linux 6.18 with sheaf_capacity=32, and 7.0 where every cache has
+  sheaves) and 7.0 kmalloc pairs [a sheaf pair costs no more than a cpu-slab pair];
 - 1,000,000 allocations of 64-byte objects, then freeing them all: seconds, bytes of Python
   memory the allocator holds per live object (tracemalloc), and Python objects per live object
   (gc-tracked objects created) [no Python object per allocated object].
@@ -50,11 +52,13 @@ def calibration_ns() -> float:
     return _median(work)
 
 
-def cache_pairs(policy: str, thread_safe: bool, n: int = 200_000) -> float:
-    """us per alloc+free pair of a 64-byte object on cpu 0 (steady state: the fast paths)."""
+def cache_pairs(policy: str, thread_safe: bool, n: int = 200_000, kernel: str = "6.18",
+                sheaf_capacity: int = 0) -> float:
+    """us per alloc+free pair of a 64-byte object on cpu 0 (steady state: the fast paths:
+    the cpu slab's freelist, or with sheaves the main sheaf)."""
     slab = SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=2, policy=policy,
-                         thread_safe=thread_safe)
-    cache = slab.kmem_cache_create("bench64", 64)
+                         thread_safe=thread_safe, kernel=kernel)
+    cache = slab.kmem_cache_create("bench64", 64, sheaf_capacity=sheaf_capacity)
     keep = [cache.alloc() for _ in range(100)]  # a partly used slab, as in real life
     alloc, free = cache.alloc, cache.free
 
@@ -71,10 +75,11 @@ def cache_pairs(policy: str, thread_safe: bool, n: int = 200_000) -> float:
     return result
 
 
-def kmalloc_pairs(policy: str, thread_safe: bool, n: int = 100_000) -> float:
+def kmalloc_pairs(policy: str, thread_safe: bool, n: int = 100_000, kernel: str = "6.18"
+                  ) -> float:
     """us per kmalloc+kfree pair over KMALLOC_MIX, with a few hundred objects kept live."""
     slab = SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=2, policy=policy,
-                         thread_safe=thread_safe)
+                         thread_safe=thread_safe, kernel=kernel)
     rng = random.Random(7)
     population = [size for size, weight in KMALLOC_MIX for _ in range(weight)]
     sizes = [rng.choice(population) for _ in range(n)]
@@ -152,6 +157,12 @@ def run() -> dict[str, object]:
         "slub_kmalloc_pair_us_locked": round(kmalloc_pairs("slub", True), 3),
         "slub_kmalloc_pair_us_unlocked": round(kmalloc_pairs("slub", False), 3),
         "slab_kmalloc_pair_us_locked": round(kmalloc_pairs("slab", True), 3),
+        "sheaf_6_18_cache_pair_us_locked": round(
+            cache_pairs("slub", True, kernel="6.18", sheaf_capacity=32), 3),
+        "sheaf_6_18_cache_pair_us_unlocked": round(
+            cache_pairs("slub", False, kernel="6.18", sheaf_capacity=32), 3),
+        "sheaf_7_0_cache_pair_us_unlocked": round(cache_pairs("slub", False, kernel="7.0"), 3),
+        "sheaf_7_0_kmalloc_pair_us_unlocked": round(kmalloc_pairs("slub", False, kernel="7.0"), 3),
     }
     for key, value in million_objects().items():
         figures[f"million_64B_{key}"] = value

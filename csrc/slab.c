@@ -154,7 +154,8 @@ pop_index(SlabCacheCore *c, PyObject *slab, Py_ssize_t keep, long long *address)
 static PyObject *
 cache_alloc(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    if (!kwnames && nargs <= 1 && (nargs == 0 || PyLong_CheckExact(args[0]))) {
+    /* alloc(cpu=0, gfp=GFP_KERNEL): the fast paths do not look at gfp, as the pure ones */
+    if (!kwnames && nargs <= 2 && (nargs == 0 || PyLong_CheckExact(args[0]))) {
         long long address = -1;
         kmem_lock(c->lock);
         if (c->kind == SLUB) {
@@ -206,7 +207,8 @@ allocated_object(SlabCacheCore *c, long long address, uint32_t *index)
     if (offset < 0 || offset % c->size || used == NULL || !PyByteArray_CheckExact(used))
         return NULL;
     long long i = offset / c->size;
-    if (i >= PyByteArray_GET_SIZE(used) || !PyByteArray_AS_STRING(used)[i])
+    /* 1: held by a user (2 and 3 are objects in a sheaf or waiting for kfree_rcu) */
+    if (i >= PyByteArray_GET_SIZE(used) || PyByteArray_AS_STRING(used)[i] != 1)
         return NULL;
     *index = (uint32_t)i;
     return slab;
@@ -458,7 +460,7 @@ typedef struct {
     Py_ssize_t nr_pages, max_size;
     unsigned long long not_plain;
     int page_shift;
-    PyObject *zero;
+    PyObject *zero, *gfp_kernel;
     PyObject *pure_kmalloc, *pure_kfree;
 } KmallocCore;
 
@@ -478,8 +480,9 @@ kmalloc_kmalloc(KmallocCore *k, PyObject *const *args, Py_ssize_t nargs, PyObjec
         }
         if (plain && !(gfp & k->not_plain)) {
             PyObject *alloc = PyList_GET_ITEM(k->allocs, size);
-            PyObject *cpu = nargs == 3 ? args[2] : k->zero;
-            PyObject *address = PyObject_Vectorcall(alloc, &cpu, 1, NULL);
+            PyObject *call[2] = {nargs == 3 ? args[2] : k->zero,
+                                 nargs >= 2 ? args[1] : k->gfp_kernel};
+            PyObject *address = PyObject_Vectorcall(alloc, call, 2, NULL);
             if (address != NULL)
                 k->requests[size] += 1;
             return address;
@@ -534,6 +537,7 @@ kmalloc_dealloc(KmallocCore *k)
     PyObject_GC_UnTrack(k);
     kmalloc_clear(k);
     Py_CLEAR(k->zero);
+    Py_CLEAR(k->gfp_kernel);
     if (k->requests)
         PyBuffer_Release(&k->requests_view);
     if (k->owner)
@@ -545,16 +549,17 @@ static int
 kmalloc_init(KmallocCore *k, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"allocs", "frees_by_id", "requests", "owner", "page_shift",
-                               "not_plain", "pure_kmalloc", "pure_kfree", NULL};
-    PyObject *allocs, *frees, *requests, *owner, *pk, *pf;
+                               "not_plain", "gfp_kernel", "pure_kmalloc", "pure_kfree", NULL};
+    PyObject *allocs, *frees, *requests, *owner, *gfp_kernel, *pk, *pf;
     int page_shift;
     unsigned long long not_plain;
     if (k->requests != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a KmallocCore is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOiKOO", keywords, &allocs, &frees,
-                                     &requests, &owner, &page_shift, &not_plain, &pk, &pf))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOiKOOO", keywords, &allocs, &frees,
+                                     &requests, &owner, &page_shift, &not_plain, &gfp_kernel,
+                                     &pk, &pf))
         return -1;
     if (!PyList_CheckExact(allocs) || !PyList_CheckExact(frees) || page_shift < 0 ||
         page_shift > 40) {
@@ -576,6 +581,8 @@ kmalloc_init(KmallocCore *k, PyObject *args, PyObject *kwds)
     k->page_shift = page_shift;
     k->not_plain = not_plain;
     k->zero = PyLong_FromLong(0);
+    Py_INCREF(gfp_kernel);
+    k->gfp_kernel = gfp_kernel;
     Py_INCREF(allocs);
     k->allocs = allocs;
     Py_INCREF(frees);

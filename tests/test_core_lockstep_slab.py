@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import settings
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from core_twins import FUZZ_EXAMPLES, needs_compiled, outcome, twins
@@ -70,14 +69,20 @@ class SlabLockstep(RuleBasedStateMachine):
             if not self.live:
                 return
             address = self.live.pop((index + step * 7) % len(self.live))
-            if by_kfree:
-                kind, _ = self._both(lambda s: s.kfree(address, cpu))
-            else:
-                kind, _ = self._both(
-                    lambda s: s.cache_of(address).free(address, cpu)  # type: ignore[union-attr]
-                )
+            kind, _ = self._both(lambda s, a=address: self._free(s, a, cpu, by_kfree))
             if kind == "error":
                 self.live.append(address)
+
+    @staticmethod
+    def _free(slab: SlabAllocator, address: int, cpu: int, by_kfree: bool) -> None:
+        if by_kfree:
+            slab.kfree(address, cpu)
+            return
+        cache = slab.cache_of(address)
+        if cache is None:
+            slab.kfree(address, cpu)  # a large kmalloc has no cache
+        else:
+            cache.free(address, cpu)
 
     @rule(size=st.one_of(st.integers(0, 300), st.integers(0, 9000), st.integers(8193, 20000)),
           gfp=GFPS, cpu=st.integers(-1, 3), times=st.integers(1, 30))

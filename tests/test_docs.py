@@ -208,6 +208,7 @@ MINIMUM_EXAMPLES = {
     "README.md": (8, 3), "docs/buddy.md": (30, 3), "docs/slab.md": (40, 5),
     "docs/traces.md": (15, 10), "docs/pictures.md": (5, 10), "docs/api.md": (10, 0),
     "docs/development.md": (0, 0), "docs/README.md": (0, 0), "docs/sweeps.md": (6, 5),
+    "docs/sheaves.md": (20, 0),
 }  # fmt: skip
 
 

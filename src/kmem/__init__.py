@@ -130,6 +130,12 @@ if TYPE_CHECKING:
         slab_alias_name as slab_alias_name,
         slab_unmergeable as slab_unmergeable,
     )
+    from kmem.slab.sheaves import (
+        KERNELS as KERNELS,
+        SheafCapacityError as SheafCapacityError,
+        UnknownKernelError as UnknownKernelError,
+        calculate_sheaf_capacity as calculate_sheaf_capacity,
+    )
     from kmem.slab.stats import (
         CacheStats as CacheStats,
         LiveObject as LiveObject,
@@ -219,6 +225,10 @@ _EXPORTS: Final[dict[str, str]] = {
     "kmalloc_cache_name": "kmem.slab.kmalloc_sizes",
     "kmalloc_index": "kmem.slab.kmalloc_sizes",
     "kmalloc_size_class": "kmem.slab.kmalloc_sizes",
+    "KERNELS": "kmem.slab.sheaves",
+    "SheafCapacityError": "kmem.slab.sheaves",
+    "UnknownKernelError": "kmem.slab.sheaves",
+    "calculate_sheaf_capacity": "kmem.slab.sheaves",
     "CacheStats": "kmem.slab.stats",
     "LiveObject": "kmem.slab.stats",
     "SlabInfo": "kmem.slab.stats",

@@ -46,6 +46,7 @@ lock costs about as much as the whole allocation fast path.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Final
@@ -55,11 +56,31 @@ from kmem.page.buddy import BuddyAllocator
 from kmem.slab.cache import Constructor, KmemCache
 from kmem.slab.classic import ClassicSlabCache
 from kmem.slab.errors import CacheNotEmptyError
-from kmem.slab.flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC
+from kmem.slab.flags import (
+    SLAB_ACCOUNT,
+    SLAB_CACHE_DMA,
+    SLAB_DEBUG_FLAGS,
+    SLAB_KMALLOC,
+    SLAB_NO_MERGE,
+    SLAB_NO_OBJ_EXT,
+    SLAB_NOLEAKTRACE,
+    SLAB_RECLAIM_ACCOUNT,
+)
 from kmem.slab.geometry import CacheGeometry, calculate_geometry
 from kmem.slab.kmalloc import KMALLOC_LARGE_OWNER, KmallocFrontEnd
+from kmem.slab.kmalloc_sizes import KMALLOC_CLASS_BY_SIZE, KMALLOC_MAX_CACHE_SIZE
 from kmem.slab.merge import find_mergeable
+from kmem.slab.sheaves import (
+    DEFAULT_KERNEL,
+    SheafCapacityError,
+    SheafHost,
+    calculate_sheaf_capacity,
+    check_kernel,
+    check_sheaf_capacity,
+    sheaf_size,
+)
 from kmem.slab.slub import SlubCache, SlubDebugCache
+from kmem.slab.slub_sheaves import PercpuSheavesCache, SheafSlubCache, Slub7Cache
 from kmem.slab.stats import CacheStats, LiveObject
 
 POLICIES: Final = ("slub", "slab")
@@ -73,7 +94,8 @@ class SlabAllocator(KmallocFrontEnd):
     """Slab caches and kmalloc over ``buddy``, for ``nr_cpus`` simulated CPUs."""
 
     def __init__(self, buddy: BuddyAllocator, nr_cpus: int = 2, policy: str = "slub", *,
-                 thread_safe: bool = True) -> None:
+                 thread_safe: bool = True, kernel: str = DEFAULT_KERNEL,
+                 random_kmalloc_seed: int | None = None) -> None:
         if not isinstance(buddy, BuddyAllocator):
             raise InvalidTypeError(f"buddy must be a BuddyAllocator, not {type(buddy).__name__}")
         if isinstance(nr_cpus, bool) or not isinstance(nr_cpus, int):
@@ -82,6 +104,15 @@ class SlabAllocator(KmallocFrontEnd):
             raise InvalidArgumentError(f"nr_cpus must be in 1..4096, got {nr_cpus}")
         if policy not in POLICIES:
             raise InvalidArgumentError(f"policy must be 'slub' or 'slab', got {policy!r}")
+        check_kernel(kernel)
+        if random_kmalloc_seed is not None and (
+            isinstance(random_kmalloc_seed, bool) or not isinstance(random_kmalloc_seed, int)
+        ):
+            raise InvalidTypeError("random_kmalloc_seed must be an int or None, not"
+                                   f" {type(random_kmalloc_seed).__name__}")
+        if random_kmalloc_seed is not None and not 0 <= random_kmalloc_seed < 1 << 64:
+            raise InvalidArgumentError(
+                f"random_kmalloc_seed must be a u64, got {random_kmalloc_seed}")
         self.buddy = buddy
         self.nr_cpus = nr_cpus
         self.policy: Final = policy
@@ -94,7 +125,15 @@ class SlabAllocator(KmallocFrontEnd):
         self._frees_by_id: list[Callable[[int, int], None] | None] = [None]
         self._lock = threading.RLock()
         self._callers: list[str] = []  # STORE_USER caller names, shared by the debug caches
-        self._boot_kmalloc(self._create_kmalloc_cache)
+        # The Linux version modelled: "6.17" (cpu slabs only), "6.18" (sheaves where asked
+        # for), "7.0" (sheaves everywhere, no cpu slabs). Only the slub policy has versions.
+        self.kernel: Final = kernel
+        # call_rcu: callbacks run at the next synchronize_rcu() (a grace period), in order.
+        self._rcu_callbacks: list[Callable[[], None]] = []
+        self._sheaf_host = SheafHost(self.kzalloc, self.kfree, self._rcu_callbacks.append)
+        self._boot_kmalloc(self._create_kmalloc_cache, random_kmalloc_seed)
+        if kernel == "7.0" and policy == "slub":
+            self._bootstrap_kmalloc_sheaves()
         self._use_compiled_kmalloc()
 
     # -- cache creation and destruction --------------------------------------------------------
@@ -104,7 +143,23 @@ class SlabAllocator(KmallocFrontEnd):
         geometry = calculate_geometry(size, flags=flags | SLAB_KMALLOC, nr_cpus=self.nr_cpus,
                                       page_size=self.buddy.page_size, is_kmalloc=True,
                                       usersize=size)
-        return self._register(name, geometry, None)
+        return self._register(name, geometry, None, boot=True)
+
+    def _bootstrap_kmalloc_sheaves(self) -> None:
+        """7.0: sheaves for the kmalloc caches once they all exist -- the -rcl, dma- and -cg
+        families first (Linux gives them sheaves at creation, from normal caches that have
+        none yet), then the normal family and its random copies (bootstrap_kmalloc_sheaves)."""
+        kmalloc = [c for c in self._cache_list if isinstance(c, Slub7Cache)]
+        normal = [c for c in kmalloc if not c.flags & _NOT_NORMAL_CACHE]
+        for cache in [c for c in kmalloc if c.flags & _NOT_NORMAL_CACHE] + normal:
+            cache.enable_sheaves(self._sheaf_capacity_7(cache.geometry, 0))
+
+    def _sheaf_capacity_7(self, geometry: CacheGeometry, requested: int) -> int:
+        """calculate_sheaf_capacity of Linux 7.0 for a cache of this geometry."""
+        if geometry.flags & (SLAB_DEBUG_FLAGS | SLAB_NO_OBJ_EXT | SLAB_NOLEAKTRACE):
+            return 0
+        return calculate_sheaf_capacity(geometry.size, requested, self.buddy.page_size,
+                                        _kmalloc_size_roundup)
 
     def kmem_cache_create(
         self,
@@ -117,11 +172,21 @@ class SlabAllocator(KmallocFrontEnd):
         useroffset: int = 0,
         usersize: int = 0,
         freeptr_offset: int | None = None,
+        sheaf_capacity: int = 0,
     ) -> KmemCache:
         """Create a cache of ``size``-byte objects (Linux kmem_cache_create with its args).
 
         Returns the new cache, or an existing one this one merges into (its alias).
+        ``sheaf_capacity`` (6.18 and later) asks for per-CPU sheaves of that many objects; such
+        a cache is never merged. 7.0 gives every cache sheaves, at least this many.
         """
+        sheaf_capacity = check_sheaf_capacity(sheaf_capacity)
+        if sheaf_capacity and (self.policy == "slab" or self.kernel == "6.17"):
+            raise SheafCapacityError(
+                f"sheaf_capacity needs SLUB of Linux 6.18 or later, not {self.policy}"
+                f" {self.kernel}")
+        if sheaf_capacity:  # 6.18 skips the merge; 7.0 sets SLAB_NO_MERGE: the same effect
+            flags |= SLAB_NO_MERGE
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise InvalidArgumentError(f"cache name must be a non-empty word, got {name!r}")
         if ctor is not None and not callable(ctor):
@@ -139,7 +204,7 @@ class SlabAllocator(KmallocFrontEnd):
                 target.add_alias(name, size)
                 self.caches[name] = target
                 return target
-            return self._register(name, geometry, ctor)
+            return self._register(name, geometry, ctor, sheaf_capacity=sheaf_capacity)
 
     def _find_mergeable(self, size: int, align: int, flags: int, has_ctor: bool,
                         usersize: int) -> KmemCache | None:
@@ -148,19 +213,34 @@ class SlabAllocator(KmallocFrontEnd):
                                align=align, flags=flags, has_ctor=has_ctor, usersize=usersize)
         return None if index is None else self._cache_list[index]
 
-    def _register(self, name: str, geometry: CacheGeometry, ctor: Constructor | None
-                  ) -> KmemCache:
+    def _register(self, name: str, geometry: CacheGeometry, ctor: Constructor | None, *,
+                  sheaf_capacity: int = 0, boot: bool = False) -> KmemCache:
         cache_class: type[KmemCache]
+        capacity = 0
         if self.policy == "slab":
             cache_class = ClassicSlabCache
-        elif geometry.flags & SLAB_DEBUG_FLAGS:
+        elif geometry.flags & SLAB_DEBUG_FLAGS:  # every kernel: no sheaves, Linux's debug path
             cache_class = SlubDebugCache
+        elif self.kernel == "7.0":
+            cache_class = Slub7Cache
+            # no cpu partial lists: cpu_partial reads 0
+            geometry = dataclasses.replace(geometry, cpu_partial=0, cpu_partial_slabs=0)
+            capacity = 0 if boot else self._sheaf_capacity_7(geometry, sheaf_capacity)
+        elif self.kernel == "6.18" and sheaf_capacity:
+            cache_class = SheafSlubCache
+            capacity = sheaf_capacity
         else:
             cache_class = SlubCache
         with self._lock:
+            extra = ({"host": self._sheaf_host} if issubclass(cache_class, PercpuSheavesCache)
+                     else {})
             cache = cache_class(cache_id=self._next_id, name=name, geometry=geometry,
                                 buddy=self.buddy, nr_cpus=self.nr_cpus, ctor=ctor,
-                                callers=self._callers, thread_safe=self.thread_safe)
+                                callers=self._callers, thread_safe=self.thread_safe, **extra)
+            if self.policy == "slub":
+                cache.kernel = self.kernel
+            if isinstance(cache, PercpuSheavesCache) and capacity:
+                cache.enable_sheaves(capacity)  # OutOfMemoryError: nothing was registered
             self._next_id += 1
             self.caches[name] = cache
             self._by_id[cache.id] = cache
@@ -196,6 +276,8 @@ class SlabAllocator(KmallocFrontEnd):
                 if self.caches.get(name) is target:
                     del self.caches[name]
                 return
+            if self._rcu_work_pending():
+                self.kvfree_rcu_barrier()  # in-flight kfree_rcu()s may hold its objects
             leaks = target.live_objects()
             if leaks:
                 raise CacheNotEmptyError(
@@ -207,6 +289,9 @@ class SlabAllocator(KmallocFrontEnd):
                     tuple(leaks),
                 )
             target.shrink()
+            if isinstance(target, PercpuSheavesCache):
+                self._run_rcu_callbacks()  # the rcu_free sheaves the flush sent to RCU
+                target.release_sheaves()
             target.rcu_barrier()  # Linux: rcu_barrier() before a SLAB_TYPESAFE_BY_RCU cache goes
             target.destroyed = True
             target.refcount = 0
@@ -262,9 +347,48 @@ class SlabAllocator(KmallocFrontEnd):
         return sum(cache.shrink() for cache in self.cache_list())
 
     def synchronize_rcu(self) -> int:
-        """An RCU grace period: every SLAB_TYPESAFE_BY_RCU cache's discarded slabs go back to
-        the buddy allocator; return how many."""
+        """An RCU grace period: the kfree_rcu()s and rcu sheaves queued so far are done, then
+        every SLAB_TYPESAFE_BY_RCU cache's discarded slabs go back to the buddy allocator;
+        return how many slabs."""
+        self._run_rcu_callbacks()
         return sum(cache.rcu_barrier() for cache in self.cache_list())
+
+    def kfree_rcu(self, address: int | None, cpu: int = 0) -> None:
+        """Free ``address`` after the next RCU grace period (kvfree_call_rcu).
+
+        A cache with sheaves batches it into the CPU's rcu_free sheaf (__kfree_rcu_sheaf);
+        otherwise, or when that fails, the object waits on its own. A bad address raises the
+        same specific error kfree would, with nothing changed."""
+        try:
+            cache = self._by_id.get(self._owner[address >> self._page_shift])  # type: ignore[operator]
+        except (TypeError, IndexError):
+            cache = None
+        if cache is not None:
+            cache.kfree_rcu(address, cpu, self._rcu_callbacks.append)  # type: ignore[arg-type]
+            return
+        if address is None or address == self.zero_size_ptr:
+            return
+        self.ksize(address)  # a large kmalloc block start, or the specific error
+        self._rcu_callbacks.append(lambda: self.kfree(address, cpu))
+
+    def kvfree_rcu_barrier(self) -> None:
+        """Every kfree_rcu() so far completes: partly filled rcu sheaves are sent on
+        (flush_all_rcu_sheaves) and every queued RCU callback runs."""
+        for cache in self.cache_list():
+            if isinstance(cache, PercpuSheavesCache):
+                cache.flush_rcu_sheaves()
+        self._run_rcu_callbacks()
+
+    def _run_rcu_callbacks(self) -> None:
+        while self._rcu_callbacks:
+            callbacks = self._rcu_callbacks[:]
+            del self._rcu_callbacks[:]
+            for callback in callbacks:
+                callback()
+
+    def _rcu_work_pending(self) -> bool:
+        return bool(self._rcu_callbacks) or any(
+            isinstance(c, PercpuSheavesCache) and c.has_rcu_sheaf() for c in self._cache_list)
 
     def check(self) -> None:
         """Verify every invariant of every cache, slab and page, and the buddy allocator's."""
@@ -290,6 +414,37 @@ class SlabAllocator(KmallocFrontEnd):
                     f"{owned} pages have an owner but the caches hold {slab_pages} slab pages"
                     f" and kmalloc {large} large pages"
                 )
+            self._check_sheaf_memory()
+
+    def _check_sheaf_memory(self) -> None:
+        """Every barn and sheaf is a live kmalloc object of its size, none shared."""
+        seen: set[int] = set()
+        for cache in self._cache_list:
+            if not isinstance(cache, PercpuSheavesCache) or cache._barn is None:
+                continue
+            need = sheaf_size(cache.sheaf_capacity)
+            objects = [(cache._barn.address, 48)] + [
+                (sheaf.address, need) for _, _, sheaf in cache.sheaves()]
+            for address, size in objects:
+                if address in seen:
+                    raise AssertionError(f"{cache.name}: two sheaves share {address:#x}")
+                seen.add(address)
+                owner = self._by_id.get(self._owner[address >> self._page_shift])
+                if owner is None or not owner.owns(address) or self.ksize(address) < size:
+                    raise AssertionError(
+                        f"{cache.name}: sheaf memory {address:#x} is not a live kmalloc object"
+                        f" of {size} bytes")
+
+
+# The flags of a kmalloc cache outside the normal family (-rcl, dma-, -cg).
+_NOT_NORMAL_CACHE: Final = SLAB_RECLAIM_ACCOUNT | SLAB_CACHE_DMA | SLAB_ACCOUNT
+
+
+def _kmalloc_size_roundup(size: int) -> int:
+    """kmalloc_size_roundup: the bytes a kmalloc of ``size`` really gets (slab classes only)."""
+    if size > KMALLOC_MAX_CACHE_SIZE:
+        return size
+    return KMALLOC_CLASS_BY_SIZE[size]
 
 
 __all__ = ["POLICIES", "CacheExistsError", "SlabAllocator"]

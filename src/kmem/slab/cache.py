@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Final
 
 from kmem.errors import InvalidTypeError, KmemError, OutOfMemoryError
 from kmem.page.buddy import Block
+from kmem.page.gfp import GFP_KERNEL
 from kmem.slab.debug import SlabDebugger
 from kmem.slab.errors import (
     CacheDestroyedError,
@@ -59,6 +60,7 @@ from kmem.slab.slabs import (
     ON_NODE_PARTIAL,
     ON_NONE,
     ON_RCU,
+    RCU_PENDING,
     WHERE_NAMES,
     Slab,
 )
@@ -90,6 +92,8 @@ class KmemCache:
     """
 
     policy: str = ""
+    kernel: str = "6.17"  # the Linux version whose rules the cache follows (set by the allocator)
+    sheaf_capacity: int = 0  # /sys/kernel/slab/<cache>/sheaf_capacity (6.18 and later)
 
     def __init__(self, *, cache_id: int, name: str, geometry: CacheGeometry,
                  buddy: BuddyAllocator, nr_cpus: int, ctor: Constructor | None,
@@ -128,6 +132,7 @@ class KmemCache:
         self._lock_acquire = self._lock.acquire  # bound: cheaper than `with` here
         self._lock_release = self._lock.release
         self._slab_of_pfn: dict[int, Slab] = {}
+        self._slabs_made = 0
         # SLAB_TYPESAFE_BY_RCU: a discarded slab's pages stay allocated (and typed: its objects'
         # memory keeps being an object of this cache) until rcu_barrier(), Linux's call_rcu.
         self.typesafe_by_rcu: Final = bool(geometry.flags & SLAB_TYPESAFE_BY_RCU)
@@ -194,7 +199,7 @@ class KmemCache:
 
     # -- the API every policy implements -------------------------------------------------------
 
-    def alloc(self, cpu: int = 0) -> int:
+    def alloc(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         """Allocate an object; return its address. OutOfMemoryError when no page can be had."""
         self._lock_acquire()
         try:
@@ -210,7 +215,7 @@ class KmemCache:
         finally:
             self._lock_release()
 
-    def _alloc_unlocked(self, cpu: int = 0) -> int:
+    def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         raise NotImplementedError
 
     def _free_unlocked(self, address: int, cpu: int = 0) -> None:
@@ -273,6 +278,8 @@ class KmemCache:
         colour = self._colour_offset(slab_bytes, objects)
         start = pfn << self._page_shift
         slab = Slab(pfn, order, start, start + colour + self.red_left_pad, objects, colour)
+        slab.serial = self._slabs_made
+        self._slabs_made += 1
         self._owner[pfn : pfn + nr_pages] = array("I", [self.id]) * nr_pages
         for page in range(pfn, pfn + nr_pages):
             self._slab_of_pfn[page] = slab
@@ -383,7 +390,7 @@ class KmemCache:
                 offset = address - slab.base
                 index = offset // self.size
                 if offset >= 0 and index * self.size == offset and index < slab.objects and (
-                    slab.used[index]
+                    slab.used[index] == 1
                 ):
                     return slab, index
         raise self._bad_free(address)
@@ -482,6 +489,7 @@ class KmemCache:
             counters = dict(zip(STAT_NAMES, self._stat, strict=True))
             counters["alloc_fastpath"] += self._fast[0]
             counters["free_fastpath"] += self._fast[1]
+            self._add_sheaf_counters(counters)
             return CacheStats(
                 name=self.name,
                 policy=self.policy,
@@ -497,6 +505,30 @@ class KmemCache:
                 bytes_allocated=allocated,
                 **counters,
             )
+
+    def kfree_rcu(self, address: int, cpu: int,
+                  call_rcu: Callable[[Callable[[], None]], None]) -> None:
+        """kfree_rcu of an allocated object: it stays allocated, marked RCU_PENDING, until the
+        grace period's callback frees it on ``cpu``. Bad input raises, nothing changed."""
+        with self._lock:
+            if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+                raise self._check_cpu(cpu)
+            slab, index = self._slab_of(address)
+            self._kfree_rcu_locked(slab, index, address, cpu, call_rcu)
+
+    def _kfree_rcu_locked(self, slab: Slab, index: int, address: int, cpu: int,
+                          call_rcu: Callable[[Callable[[], None]], None]) -> None:
+        slab.used[index] = RCU_PENDING
+
+        def callback() -> None:
+            with self._lock:
+                slab.used[index] = 1
+            self.free(address, cpu)
+
+        call_rcu(callback)
+
+    def _add_sheaf_counters(self, counters: dict[str, int]) -> None:
+        """Caches with sheaves add their census and counters (kmem.slab.slub_sheaves)."""
 
     @property
     def is_kmalloc(self) -> bool:
@@ -538,7 +570,7 @@ class KmemCache:
             for index in free:
                 if index >= slab.objects or slab.used[index]:
                     raise AssertionError(f"{name}: free object {index} is marked used")
-            if slab.used.count(1) + len(free) != slab.objects:
+            if slab.used.count(0) != len(free):  # used: 1 a user's, 2 in a sheaf, 3 kfree_rcu'd
                 raise AssertionError(f"{name}: used + free != objects")
             if slab.remote and slab.where != ON_CPU:
                 raise AssertionError(f"{name}: remote frees on a slab that is not a cpu slab")

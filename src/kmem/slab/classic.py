@@ -38,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Final
 
+from kmem.page.gfp import GFP_KERNEL
 from kmem.slab.cache import KmemCache
 from kmem.slab.geometry import CACHE_LINE_SIZE
 from kmem.slab.slabs import ON_EMPTY, ON_FULL, ON_NODE_PARTIAL, Slab
@@ -75,7 +76,7 @@ class ClassicSlabCache(KmemCache):
 
     # -- allocation and free -------------------------------------------------------------------
 
-    def _alloc_unlocked(self, cpu: int = 0) -> int:
+    def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         if cpu.__class__ is not int or cpu not in self._cpu_ids:
             raise self._check_cpu(cpu)
         partial = self._partial
@@ -132,7 +133,7 @@ class ClassicSlabCache(KmemCache):
             size = self.size
             offset = address - slab.base  # < 0 in the colour area before the first object
             index = offset // size
-            valid = offset >= 0 and index * size == offset and slab.used[index]
+            valid = offset >= 0 and index * size == offset and slab.used[index] == 1
             valid = valid and cpu.__class__ is int and cpu in self._cpu_ids
         except (KeyError, TypeError, IndexError):
             valid = False

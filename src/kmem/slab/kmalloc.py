@@ -47,11 +47,13 @@ from kmem.slab.flags import (
     SLAB_TYPESAFE_BY_RCU,
 )
 from kmem.slab.kmalloc_sizes import (
-    KMALLOC_BOOT_CACHES,
     KMALLOC_CLASS_BY_SIZE,
     KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_NORMAL,
+    RANDOM_KMALLOC_CACHES_NR,
+    kmalloc_boot_caches,
     kmalloc_type,
+    random_kmalloc_copy,
 )
 
 if TYPE_CHECKING:
@@ -84,32 +86,49 @@ class KmallocFrontEnd:
     _frees_by_id: list[Callable[[int, int], None] | None]
     _lock: threading.RLock
 
-    def _boot_kmalloc(self, create: Callable[[str, int, int], KmemCache]) -> None:
-        """Create the kmalloc caches in Linux's order and build the size lookup tables."""
+    def _boot_kmalloc(self, create: Callable[[str, int, int], KmemCache],
+                      random_seed: int | None = None) -> None:
+        """Create the kmalloc caches in Linux's order and build the size lookup tables.
+
+        ``random_seed`` (CONFIG_RANDOM_KMALLOC_CACHES: random_kmalloc_seed) adds the 15
+        kmalloc-rnd-NN- copies of the normal family; a kmalloc then picks a copy by caller.
+        """
         self._kmalloc_tables: list[list[KmemCache]] = []
         self.zero_size_ptr: int = self.buddy.memory.size + 16
         self._large_pages = 0
         self._large_requested = 0
         self._large_allocated = 0
-        by_class: list[dict[int, KmemCache]] = [{} for _ in range(4)]
-        for spec in KMALLOC_BOOT_CACHES:
-            by_class[spec.kmalloc_type][spec.size] = create(spec.name, spec.size, spec.flags)
+        self.random_kmalloc_seed: int | None = random_seed
+        copies = RANDOM_KMALLOC_CACHES_NR + 1 if random_seed is not None else 1
+        # by_class[family] for the 4 families, then by_class[3 + copy] for the random copies
+        by_class: list[dict[int, KmemCache]] = [{} for _ in range(3 + copies)]
+        for spec in kmalloc_boot_caches(random_seed is not None):
+            slot = spec.kmalloc_type if not spec.copy else 3 + spec.copy
+            by_class[slot][spec.size] = create(spec.name, spec.size, spec.flags)
         classes = KMALLOC_CLASS_BY_SIZE
-        # Per family, how many kmalloc calls asked for each size (the fragmentation reports
-        # sum them per cache; one list increment per call).
+        # Per family (and copy), how many kmalloc calls asked for each size (the fragmentation
+        # reports sum them per cache; one increment per call, in a buffer the compiled core
+        # shares).
         self._kmalloc_requests: list[array[int]] = [array("q", [0]) * len(classes)
-                                                    for _ in range(4)]
-        for family in range(4):
-            table = by_class[family]
-            self._kmalloc_tables.append([table[c] if c else table[8] for c in classes])
+                                                    for _ in by_class]
+        tables = []
+        for slot, table in enumerate(by_class):
+            tables.append([table[c] if c else table[8] for c in classes])
             for size, cache in table.items():
-                cache.count_kmalloc_requests(self._kmalloc_requests[family],
+                cache.count_kmalloc_requests(self._kmalloc_requests[slot],
                                              range(_SMALLEST_OF_CLASS[size], size + 1))
+        self._kmalloc_tables = tables[:4]
+        # The normal family's copies: copy 0 is kmalloc-N itself.
+        self._kmalloc_copies = [tables[KMALLOC_NORMAL], *tables[4:]]
+        self._copy_requests = [self._kmalloc_requests[KMALLOC_NORMAL],
+                               *self._kmalloc_requests[4:]]
         self._kmalloc_normal: list[KmemCache] = self._kmalloc_tables[KMALLOC_NORMAL]
         self._normal_requests = self._kmalloc_requests[KMALLOC_NORMAL]
         self._memory_size = self.buddy.memory.size
         self._owner = self.buddy.mem_map.owner
         self._page_shift = self.buddy.page_shift
+        if random_seed is not None:
+            self.kmalloc = self._kmalloc_random  # type: ignore[method-assign]
 
     def _use_compiled_kmalloc(self) -> None:
         """Run kmalloc and kfree in the compiled core (kmem._core.KmallocCore), when built.
@@ -118,34 +137,57 @@ class KmallocFrontEnd:
         through the caches' own alloc and free; the rest goes to the pure methods.
         """
         core = self.buddy.compiled_core
-        if core is None:
+        if core is None or self.random_kmalloc_seed is not None:  # (copies chosen by caller)
             return
         cls = type(self)
         fast = core.KmallocCore(
             allocs=[cache.alloc for cache in self._kmalloc_normal],
             frees_by_id=self._frees_by_id, requests=self._normal_requests, owner=self._owner,
-            page_shift=self._page_shift, not_plain=_NOT_PLAIN,
+            page_shift=self._page_shift, not_plain=_NOT_PLAIN, gfp_kernel=GFP_KERNEL,
             pure_kmalloc=cls.kmalloc.__get__(self), pure_kfree=cls.kfree.__get__(self))
         self.kmalloc = fast.kmalloc  # type: ignore[method-assign]
         self.kfree = fast.kfree  # type: ignore[method-assign]
 
     # -- kmalloc -------------------------------------------------------------------------------
 
-    def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
-        """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO."""
+    def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: int = 0) -> int:
+        """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO;
+        ``caller`` (the call site's address) picks a random kmalloc copy when those exist."""
         if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
             try:
                 special = gfp & _NOT_PLAIN
             except TypeError:
                 raise _bad_gfp(gfp) from None
             if not special:  # the common case: kmalloc-*, nothing to zero
-                address = self._kmalloc_normal[size].alloc(cpu)
+                address = self._kmalloc_normal[size].alloc(cpu, gfp)
                 self._normal_requests[size] += 1
                 return address
             family = kmalloc_type(gfp)
             cache = self._kmalloc_tables[family][size]
-            address = cache.alloc(cpu)
+            address = cache.alloc(cpu, gfp)
             self._kmalloc_requests[family][size] += 1
+            if gfp & _GFP_ZERO:
+                self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
+            return address
+        return self._kmalloc_other(size, gfp, cpu)
+
+    def _kmalloc_random(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0,
+                        caller: int = 0) -> int:
+        """kmalloc with CONFIG_RANDOM_KMALLOC_CACHES: the normal family's copy by caller."""
+        if isinstance(caller, bool) or not isinstance(caller, int):
+            raise InvalidTypeError(f"caller must be an int address, not {type(caller).__name__}")
+        if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
+            family = kmalloc_type(gfp)  # checks the flags
+            if family == KMALLOC_NORMAL:
+                assert self.random_kmalloc_seed is not None
+                copy = random_kmalloc_copy(caller, self.random_kmalloc_seed)
+                cache = self._kmalloc_copies[copy][size]
+                requests = self._copy_requests[copy]
+            else:
+                cache = self._kmalloc_tables[family][size]
+                requests = self._kmalloc_requests[family]
+            address = cache.alloc(cpu, gfp)
+            requests[size] += 1
             if gfp & _GFP_ZERO:
                 self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
             return address
@@ -182,13 +224,13 @@ class KmallocFrontEnd:
                 buddy.page_size << order)
         return address
 
-    def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+    def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: int = 0) -> int:
         """kmalloc with the object zeroed (__GFP_ZERO)."""
         try:
             gfp |= _GFP_ZERO
         except TypeError:
             raise _bad_gfp(gfp) from None
-        return self.kmalloc(size, gfp, cpu)
+        return self.kmalloc(size, gfp, cpu, caller)
 
     def kcalloc(self, n: int, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
         """A zeroed array of ``n`` elements of ``size`` bytes; the product must not overflow."""
@@ -203,13 +245,20 @@ class KmallocFrontEnd:
             raise InvalidArgumentError(f"kcalloc({n}, {size}) overflows size_t")
         return self.kmalloc(total, gfp | _GFP_ZERO, cpu)
 
-    def kmalloc_cache_for(self, size: int, gfp: int = GFP_KERNEL) -> KmemCache | None:
+    def kmalloc_cache_for(self, size: int, gfp: int = GFP_KERNEL, caller: int = 0
+                          ) -> KmemCache | None:
         """The kmalloc cache that would serve ``size`` bytes, None above 8 KiB or for 0."""
         if isinstance(size, bool) or not isinstance(size, int):
             raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
         if not 0 < size <= KMALLOC_MAX_CACHE_SIZE:
             return None
-        return self._kmalloc_tables[kmalloc_type(gfp)][size]
+        family = kmalloc_type(gfp)
+        if family == KMALLOC_NORMAL and self.random_kmalloc_seed is not None:
+            if isinstance(caller, bool) or not isinstance(caller, int):
+                raise InvalidTypeError(f"caller must be an int, not {type(caller).__name__}")
+            return self._kmalloc_copies[random_kmalloc_copy(caller, self.random_kmalloc_seed)][
+                size]
+        return self._kmalloc_tables[family][size]
 
     # -- kfree, ksize, krealloc ----------------------------------------------------------------
 

@@ -78,6 +78,23 @@ KMALLOC_TYPE_FLAGS: tuple[int, ...] = (
 )
 
 
+# CONFIG_RANDOM_KMALLOC_CACHES: 15 copies of the normal family besides kmalloc-N itself.
+RANDOM_KMALLOC_CACHES_NR = 15
+GOLDEN_RATIO_64 = 0x61C8864680B583EB
+
+
+def hash_64(value: int, bits: int) -> int:
+    """Linux hash_64 on a 64-bit machine: the top ``bits`` bits of value * GOLDEN_RATIO_64."""
+    return ((value * GOLDEN_RATIO_64) & 0xFFFFFFFFFFFFFFFF) >> (64 - bits)
+
+
+def random_kmalloc_copy(caller: int, seed: int) -> int:
+    """Which copy of the normal family serves a kmalloc from ``caller`` (kmalloc_type with
+    CONFIG_RANDOM_KMALLOC_CACHES): 0 is kmalloc-N, 1..15 kmalloc-rnd-01-N .. -15-N."""
+    return hash_64((caller ^ seed) & 0xFFFFFFFFFFFFFFFF,
+                   (RANDOM_KMALLOC_CACHES_NR + 1).bit_length() - 1)
+
+
 @dataclass(frozen=True, slots=True)
 class KmallocCacheSpec:
     """One kmalloc cache to create at boot: its name, object size, type and creation flags.
@@ -91,6 +108,7 @@ class KmallocCacheSpec:
     index: int
     kmalloc_type: int
     flags: int
+    copy: int = 0  # random kmalloc caches: 1..15 for kmalloc-rnd-NN-SIZE
 
 
 def _check_size(size: object) -> int:
@@ -193,19 +211,24 @@ def kmalloc_cache_name(size: int, gfp: int = 0) -> str:
     )
 
 
-def kmalloc_boot_caches() -> tuple[KmallocCacheSpec, ...]:
+def kmalloc_boot_caches(random_caches: bool = False) -> tuple[KmallocCacheSpec, ...]:
     """Every kmalloc cache of this kernel config, in the order create_kmalloc_caches() makes them.
 
-    Per type (normal, rcl, dma, cg): first the odd classes 96 and 192, then 8 ... 8k.
+    Per type (normal, with random_caches the 15 kmalloc-rnd-NN- copies, rcl, dma, cg): first
+    the odd classes 96 and 192, then 8 ... 8k.
     """
+    families: list[tuple[int, str, int]] = [(KMALLOC_NORMAL, KMALLOC_TYPE_PREFIXES[0], 0)]
+    if random_caches:
+        families += [(KMALLOC_NORMAL, f"kmalloc-rnd-{copy:02d}-", copy)
+                     for copy in range(1, RANDOM_KMALLOC_CACHES_NR + 1)]
+    families += [(kind, KMALLOC_TYPE_PREFIXES[kind], 0) for kind in range(1, 4)]
     specs: list[KmallocCacheSpec] = []
-    for kind, prefix in enumerate(KMALLOC_TYPE_PREFIXES):
-        flags = KMALLOC_TYPE_FLAGS[kind] | SLAB_KMALLOC
+    for kind, prefix, copy in families:
+        flags = KMALLOC_TYPE_FLAGS[kind] | SLAB_KMALLOC  # random copies are SLAB_NO_MERGE too
         for index in (1, 2, *range(KMALLOC_SHIFT_LOW, KMALLOC_SHIFT_HIGH + 1)):
             size = KMALLOC_INFO_SIZES[index]
-            specs.append(
-                KmallocCacheSpec(prefix + kmalloc_class_name(size), size, index, kind, flags)
-            )
+            specs.append(KmallocCacheSpec(prefix + kmalloc_class_name(size), size, index, kind,
+                                          flags, copy))
     return tuple(specs)
 
 
@@ -217,6 +240,7 @@ KMALLOC_CLASS_BY_SIZE: tuple[int, ...] = tuple(
 )
 
 __all__ = [
+    "GOLDEN_RATIO_64",
     "KMALLOC_BOOT_CACHES",
     "KMALLOC_CGROUP",
     "KMALLOC_CLASS_BY_SIZE",
@@ -230,7 +254,9 @@ __all__ = [
     "KMALLOC_SIZES",
     "KMALLOC_SIZE_INDEX",
     "KMALLOC_TYPE_PREFIXES",
+    "RANDOM_KMALLOC_CACHES_NR",
     "KmallocCacheSpec",
+    "hash_64",
     "kmalloc_boot_caches",
     "kmalloc_bytes_alloc",
     "kmalloc_cache_name",
@@ -239,4 +265,5 @@ __all__ = [
     "kmalloc_large_order",
     "kmalloc_size_class",
     "kmalloc_type",
+    "random_kmalloc_copy",
 ]

@@ -31,6 +31,7 @@ from kmem.slab.flags import (
     SLAB_STORE_USER,
     SLAB_TYPESAFE_BY_RCU,
 )
+from kmem.slab.sheaves import STAT_FILES
 from kmem.slab.stats import STAT_NAMES, CacheStats, SlabInfo
 
 if TYPE_CHECKING:
@@ -234,8 +235,11 @@ def sysfs_attributes(cache: KmemCache) -> dict[str, int | str]:
     """A cache as /sys/kernel/slab/<cache>/ shows it: geometry, flags (0/1), aliases, slab
     counts and (as with CONFIG_SLUB_STATS, totals only) the stat counters.
 
-    ``objects`` is the allocated objects and ``total_objects`` the slots of all slabs;
-    ``partial`` the node partial slabs; ``cpu_slabs`` the cpu slabs plus cpu partial slabs.
+    ``objects`` is the allocated objects (those held in sheaves included, as Linux counts
+    them) and ``total_objects`` the slots of all slabs; ``partial`` the node partial slabs;
+    ``cpu_slabs`` the cpu slabs plus cpu partial slabs. The files are those of the cache's
+    kernel: 6.18 adds ``sheaf_capacity`` and the sheaf and barn counters, 7.0 has no cpu slab
+    counters (cpu_partial and cpu_slabs read 0).
     """
     stats = cache.stats()
     flags = cache.flags
@@ -263,6 +267,9 @@ def sysfs_attributes(cache: KmemCache) -> dict[str, int | str]:
         "total_objects": stats.total_objects,
         "usersize": cache.usersize,
     }
-    for name in STAT_NAMES:
+    kernel = cache.kernel if cache.policy == "slub" else "6.17"
+    if kernel != "6.17":
+        attributes["sheaf_capacity"] = cache.sheaf_capacity
+    for name in STAT_FILES[kernel] if kernel != "6.17" else STAT_NAMES:
         attributes[name] = getattr(stats, name)
     return dict(sorted(attributes.items()))

@@ -10,15 +10,17 @@ Python object per object:
                (SLUB without freelist randomisation).
     remote     array('I'): objects freed by another CPU into a SLUB cpu slab (Linux: the slab's
                own freelist while the CPU's lockless freelist is detached).
-    used       bytearray, 1 byte per object: 1 = allocated. It catches double frees and frees of
-               free objects in O(1), always (Linux needs SLUB_DEBUG for that).
+    used       bytearray, 1 byte per object: 0 = free on the slab, 1 = allocated by a user,
+               SHEAF_HELD = allocated into a sheaf (Linux 6.18/7.0), RCU_PENDING = given to
+               kfree_rcu and waiting for the grace period. It catches double frees and frees
+               of free objects in O(1), always (Linux needs SLUB_DEBUG for that).
 
 Where a slab is (``Slab.where``, one of the ON_* values): on a CPU (SLUB cpu slab), on a CPU's
 partial list, on the node's partial list, on the full list (debug and classic caches), on the
 empty list (classic), waiting for an RCU grace period, or nowhere (a full SLUB slab: Linux does
 not track full slabs without debugging).
 
-Invariant: ``used.count(1) + len(freelist) + len(remote) == objects``.
+Invariant: ``used.count(0) == len(freelist) + len(remote)``.
 """
 
 from __future__ import annotations
@@ -36,12 +38,16 @@ ON_EMPTY: Final = 5  # classic: empty slabs kept until shrink()
 ON_RCU: Final = 6  # SLAB_TYPESAFE_BY_RCU: discarded, pages kept until an RCU grace period
 WHERE_NAMES: Final = ("none", "cpu", "cpu_partial", "partial", "full", "empty", "rcu")
 
+# Slab.used values besides 0 (free) and 1 (a user's).
+SHEAF_HELD: Final = 2  # allocated from the slab into a sheaf: no user holds it
+RCU_PENDING: Final = 3  # given to kfree_rcu(): freed after the next RCU grace period
+
 
 class Slab:
     """One slab: ``1 << order`` pages at ``pfn`` holding ``objects`` object slots."""
 
     __slots__ = ("base", "colour", "cpu", "freelist", "objects", "order", "pfn", "remote",
-                 "start", "used", "where")
+                 "serial", "start", "used", "where")
 
     def __init__(self, pfn: int, order: int, start: int, base: int, objects: int,
                  colour: int) -> None:
@@ -57,6 +63,7 @@ class Slab:
         self.used = bytearray(objects)
         self.where = ON_NONE
         self.cpu = -1
+        self.serial = 0  # the cache's count of slabs made before this one
 
     @property
     def inuse(self) -> int:

@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from kmem.page.gfp import GFP_KERNEL
 from kmem.slab.cache import KmemCache
 from kmem.slab.slabs import ON_CPU, ON_CPU_PARTIAL, ON_FULL, ON_NODE_PARTIAL, ON_NONE, Slab
 from kmem.slab.stats import (
@@ -92,7 +93,7 @@ class SlubCache(KmemCache):
     # The fast paths exist twice, with and without the cache lock (thread_safe=False): one
     # call level less and a bound acquire/release instead of `with` halve their cost.
 
-    def alloc(self, cpu: int = 0) -> int:
+    def alloc(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         """Allocate an object on ``cpu``; return its address (slab_alloc_node)."""
         self._lock_acquire()
         try:
@@ -110,7 +111,7 @@ class SlubCache(KmemCache):
         finally:
             self._lock_release()
 
-    def _alloc_unlocked(self, cpu: int = 0) -> int:
+    def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         try:
             if cpu.__class__ is not int:
                 raise TypeError
@@ -195,7 +196,7 @@ class SlubCache(KmemCache):
                 size = self.size
                 offset = address - slab.base  # >= 0: no colour nor red zone in fast caches
                 index = offset // size
-                if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
+                if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
                     raise self._bad_free_on(address, cpu)
             except (KeyError, TypeError, IndexError):  # (an InvalidTypeError lands here too)
                 raise self._bad_free_on(address, cpu) from None
@@ -215,7 +216,7 @@ class SlubCache(KmemCache):
             size = self.size
             offset = address - slab.base
             index = offset // size
-            if index * size != offset or not slab.used[index] or cpu.__class__ is not int:
+            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
                 raise self._bad_free_on(address, cpu)
         except (KeyError, TypeError, IndexError):
             raise self._bad_free_on(address, cpu) from None
@@ -417,7 +418,7 @@ class SlubDebugCache(SlubCache):
         assert self._debug is not None
         self._debugger: Final[SlabDebugger] = self._debug
 
-    def _alloc_unlocked(self, cpu: int = 0) -> int:
+    def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
             raise self._check_cpu(cpu)
         if self.destroyed:

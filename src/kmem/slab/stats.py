@@ -83,6 +83,37 @@ class CacheStats:
     cpu_partial_drain: int
     bytes_requested: int  # kmalloc: sum of bytes asked for, since boot
     bytes_allocated: int  # kmalloc: kmalloc calls served x slab_size (Linux's bytes_alloc)
+    # Sheaves (Linux 6.18 and 7.0; all 0 for a cache without them): the census ...
+    sheaf_capacity: int = 0
+    sheaves: int = 0  # sheaves of this cache: per-CPU, in the barn, waiting for RCU
+    cpu_sheaf_objects: int = 0  # objects in the CPUs' main and spare sheaves
+    barn_full: int = 0  # full sheaves in the barn
+    barn_empty: int = 0  # empty sheaves in the barn
+    barn_objects: int = 0  # objects in the barn's full sheaves
+    rcu_sheaf_objects: int = 0  # kfree_rcu'd objects batched in rcu_free sheaves
+    # ... and the counters (kmem.slab.sheaves.SHEAF_STAT_NAMES), as sysfs names them
+    alloc_cpu_sheaf: int = 0  # 6.18: allocations from a CPU's sheaves (7.0: alloc_fastpath)
+    free_cpu_sheaf: int = 0  # 6.18: frees to a CPU's sheaves (7.0: free_fastpath)
+    free_rcu_sheaf: int = 0
+    free_rcu_sheaf_fail: int = 0
+    sheaf_flush: int = 0  # objects flushed from sheaves to slabs
+    sheaf_refill: int = 0  # objects refilled into sheaves from slabs
+    sheaf_alloc: int = 0  # sheaves allocated (kmalloc'd)
+    sheaf_free: int = 0  # sheaves freed
+    barn_get: int = 0
+    barn_get_fail: int = 0
+    barn_put: int = 0
+    barn_put_fail: int = 0
+    sheaf_prefill_fast: int = 0
+    sheaf_prefill_slow: int = 0
+    sheaf_prefill_oversize: int = 0
+    sheaf_return_fast: int = 0
+    sheaf_return_slow: int = 0
+
+    @property
+    def sheaf_objects(self) -> int:
+        """Objects held in sheaves: allocated from the slabs, not by a user."""
+        return self.cpu_sheaf_objects + self.barn_objects + self.rcu_sheaf_objects
 
     @property
     def internal_fragmentation(self) -> float:
