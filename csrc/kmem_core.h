@@ -38,7 +38,8 @@ extern PyTypeObject kmem_KmallocCoreType;
 int kmem_array_layout_ok(void);
 extern int kmem_slab_fast_paths;
 
-/* replay.c */
+/* replay.c, parse.c */
+PyObject *kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_replay_feed(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Take and drop a core lock (NULL: the object is not thread-safe). */

@@ -31,10 +31,14 @@ ODD: list[Any] = [None, True, False, 1.0, "0", -1, 2**70, -(2**70)]
 @pytest.mark.fuzz
 class SlabLockstep(RuleBasedStateMachine):
     @initialize(policy=st.sampled_from(["slub", "slab"]), cpus=st.integers(1, 3),
-                pages=st.sampled_from([32, 256]), thread_safe=st.booleans())
-    def boot(self, policy: str, cpus: int, pages: int, thread_safe: bool) -> None:
+                pages=st.sampled_from([32, 256]), thread_safe=st.booleans(),
+                kernel=st.sampled_from(["6.17", "6.18", "7.0"]))
+    def boot(self, policy: str, cpus: int, pages: int, thread_safe: bool, kernel: str) -> None:
+        kernel = kernel if policy == "slub" else "6.18"
         self.pair = twins(lambda: SlabAllocator(BuddyAllocator(pages * 4096), nr_cpus=cpus,
-                                                policy=policy, thread_safe=thread_safe))
+                                                policy=policy, thread_safe=thread_safe,
+                                                kernel=kernel))
+        self.sheaves = kernel == "6.18" and policy == "slub"
         self.cpus = cpus
         self.live: list[int] = []
         self.names: list[str] = []
@@ -45,10 +49,13 @@ class SlabLockstep(RuleBasedStateMachine):
         assert done == outcome(lambda: call(pure))
         return done
 
-    @rule(size=st.integers(1, 5000), flags=FLAGS, align=st.sampled_from([0, 8, 64]))
-    def create(self, size: int, flags: int, align: int) -> None:
+    @rule(size=st.integers(1, 5000), flags=FLAGS, align=st.sampled_from([0, 8, 64]),
+          capacity=st.sampled_from([0, 0, 4, 32]))
+    def create(self, size: int, flags: int, align: int, capacity: int) -> None:
         name = f"c{len(self.names)}"
-        kind, _ = self._both(lambda s: s.kmem_cache_create(name, size, align, flags) and None)
+        extra = {"sheaf_capacity": capacity} if self.sheaves and capacity else {}
+        kind, _ = self._both(
+            lambda s: s.kmem_cache_create(name, size, align, flags, **extra) and None)
         if kind == "ok":
             self.names.append(name)
 

@@ -40,3 +40,9 @@ SLAB_FAST_PATHS: bool
 def replay_feed(replayer: object, kinds: bytes, cpus: list[int], keys: list[Any],
                 tails: list[tuple[Any, ...]], kmalloc: Callable[..., int],
                 kmem_error: type[BaseException]) -> object: ...
+
+def parse_lines(lines: Any, size: int, first_number: int, event_kinds: dict[str, int],
+                call_sites: dict[str, str], tails: list[dict[str, Any]],
+                slow: Callable[[int, str], Any], null_ptr: str, max_line: int
+                ) -> tuple[bytearray, list[int], list[str], list[str], list[Any],
+                           list[tuple[Any, ...]], int, BaseException | None]: ...

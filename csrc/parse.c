@@ -1,0 +1,336 @@
+/* The trace parser's inline loop (kmem/trace/parse.py TraceParser._read_batch is the
+ * reference; rules L1-L3, H1-H4 and I1-I7 of its docstring).
+ *
+ * One batch of lines: each line the inline rules accept is read here, from the str's own
+ * bytes, with one dict lookup of its tail and one of its call site in the parser's memo
+ * tables; every other line — any doubt at all, a non-ASCII line, a memo miss — goes to the
+ * parser's _slow_event, exactly as the Python loop sends it there. Accepting a subset of what
+ * the Python loop accepts, and reading it identically, is what keeps the two equal: a line
+ * both could read gives the slow path's own event either way.
+ *
+ * parse_lines(lines, size, first_number, event_kinds, memo_call_sites, memo_tails, slow,
+ *             null_ptr, max_line) -> (kinds, cpus, times, sites, keys, tails, skipped, error)
+ * reads up to `size` lines of the iterator `lines`; `error` is the exception that stopped it
+ * (from `slow` or from the iterator) or None, and the columns hold the events before it.
+ */
+#include "kmem_core.h"
+
+#include <string.h>
+
+enum { KMEM_CACHE_FREE = 5, MAX_CPUS = 8192, NR_TOKENS = 7 };
+
+static inline int
+is_space(unsigned char c)
+{ /* ASCII whitespace as str.split() sees it (the line is ASCII: rule L2) */
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+}
+
+static inline int
+is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+static inline int
+is_hex(unsigned char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static inline int
+hex_value(unsigned char c)
+{
+    return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+}
+
+/* str.split(None, 6): six tokens and the rest (its leading whitespace skipped). 0 if fewer. */
+static int
+split7(const char *s, Py_ssize_t n, const char **start, Py_ssize_t *len)
+{
+    Py_ssize_t i = 0;
+    for (int t = 0; t < NR_TOKENS; t++) {
+        while (i < n && is_space((unsigned char)s[i]))
+            i++;
+        if (i == n)
+            return 0;
+        start[t] = s + i;
+        if (t == NR_TOKENS - 1) {
+            len[t] = n - i;
+            return 1;
+        }
+        while (i < n && !is_space((unsigned char)s[i]))
+            i++;
+        len[t] = s + i - start[t];
+    }
+    return 1;
+}
+
+/* A CPU column "[ddd]" (rule H1: 0..8191 with at least three digits, as f"[{cpu:03d}]"). */
+static long
+cpu_column(const char *s, Py_ssize_t n)
+{
+    if ((n != 5 && n != 6) || s[0] != '[' || s[n - 1] != ']')
+        return -1;
+    long cpu = 0;
+    for (Py_ssize_t i = 1; i < n - 1; i++) {
+        if (!is_digit((unsigned char)s[i]))
+            return -1;
+        cpu = cpu * 10 + (s[i] - '0');
+    }
+    if (n == 6 && (s[1] == '0' || cpu >= MAX_CPUS))
+        return -1;
+    return cpu;
+}
+
+/* Rule I4: 1-20 digits, ".", exactly six digits, ":". */
+static int
+inline_timestamp(const char *s, Py_ssize_t n)
+{
+    if (n < 9 || n > 28 || s[n - 8] != '.' || s[n - 1] != ':')
+        return 0;
+    for (Py_ssize_t i = 0; i < n - 1; i++)
+        if (i != n - 8 && !is_digit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+typedef struct {
+    PyObject *event_kinds, *call_sites, *tails, *null_ptr;
+} Memo;
+
+/* A lookup of the bytes [s, s+n) in a str-keyed dict: the value (borrowed), NULL if absent. */
+static PyObject *
+lookup(PyObject *dict, const char *s, Py_ssize_t n, int *failed)
+{
+    PyObject *key = PyUnicode_FromStringAndSize(s, n);
+    if (key == NULL) {
+        *failed = 1;
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    Py_DECREF(key);
+    if (value == NULL && PyErr_Occurred())
+        *failed = 1;
+    return value;
+}
+
+/* The inline read of one line (rules I1-I6): 1 with the event's columns, 0 to go slow,
+ * -1 on an error. The new references are returned in *time and *key. */
+static int
+read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
+            PyObject **time, PyObject **site, PyObject **key, PyObject **tail)
+{
+    if (!PyUnicode_IS_ASCII(line)) /* rule L2: other spaces and digits are the slow path's */
+        return 0;
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(line);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(line);
+    const char *t[NR_TOKENS];
+    Py_ssize_t len[NR_TOKENS];
+    if (n > max_line || !split7(s, n, t, len) || (unsigned char)t[0][0] < '$') /* I1 */
+        return 0;
+    int failed = 0;
+    PyObject *kind_obj = lookup(m->event_kinds, t[4], len[4], &failed); /* I2 */
+    if (kind_obj == NULL)
+        return failed ? -1 : 0;
+    *kind = (int)PyLong_AsLong(kind_obj);
+    *cpu = cpu_column(t[1], len[1]); /* I3 */
+    if (*cpu < 0 && (*cpu = cpu_column(t[2], len[2])) < 0)
+        return 0;
+    if (!inline_timestamp(t[3], len[3])) /* I4 */
+        return 0;
+    const char *rest = t[6];
+    Py_ssize_t rest_len = len[6];
+    PyObject *memo = PyList_GET_ITEM(m->tails, *kind);
+    if (*kind <= KMEM_CACHE_FREE) { /* I5 */
+        if (rest_len < 6 || memcmp(rest, "ptr=", 4) != 0)
+            return 0;
+        Py_ssize_t end = rest[5] == 'x' ? 22 : 20;
+        if (rest_len < end)
+            return 0;
+        Py_ssize_t first_hex = end == 22 ? 6 : 4;
+        if (end == 22 && rest[4] != '0')
+            return 0;
+        for (Py_ssize_t i = first_hex; i < end; i++)
+            if (!is_hex((unsigned char)rest[i]))
+                return 0;
+        *tail = lookup(memo, rest + end, rest_len - end, &failed);
+        if (*tail == NULL)
+            return failed ? -1 : 0;
+        *site = lookup(m->call_sites, t[5], len[5], &failed);
+        if (*site == NULL)
+            return failed ? -1 : 0;
+        int null = 1;
+        for (Py_ssize_t i = first_hex; i < end; i++)
+            null &= rest[i] == '0';
+        if (null)
+            *key = Py_NewRef(m->null_ptr);
+        else if ((*key = PyUnicode_FromStringAndSize(rest + 4, end - 4)) == NULL)
+            return -1;
+    } else { /* I6 */
+        const char *space = memchr(rest, ' ', (size_t)rest_len);
+        if (space == NULL || rest_len < 6 || memcmp(rest, "pfn=0x", 6) != 0 || len[5] < 5 ||
+            memcmp(t[5], "page=", 5) != 0)
+            return 0;
+        Py_ssize_t end = space - rest;
+        if (end <= 6 || end - 6 > 16)
+            return 0;
+        unsigned long long pfn = 0;
+        for (Py_ssize_t i = 6; i < end; i++) {
+            if (!is_hex((unsigned char)rest[i]))
+                return 0;
+            pfn = pfn << 4 | (unsigned long long)hex_value((unsigned char)rest[i]);
+        }
+        PyObject *entry = lookup(memo, rest + end, rest_len - end, &failed);
+        if (entry == NULL)
+            return failed ? -1 : 0;
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2)
+            return 0;
+        *tail = PyTuple_GET_ITEM(entry, 0);
+        *site = NULL; /* "" */
+        *key = pfn ? PyLong_FromUnsignedLongLong(pfn) : Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+        if (*key == NULL)
+            return -1;
+    }
+    if ((*time = PyUnicode_FromStringAndSize(t[3], len[3])) == NULL) {
+        Py_CLEAR(*key);
+        return -1;
+    }
+    return 1;
+}
+
+static int
+append_steal(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int status = PyList_Append(list, item);
+    Py_DECREF(item);
+    return status;
+}
+
+PyObject *
+kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "parse_lines takes 9 arguments");
+        return NULL;
+    }
+    PyObject *lines = args[0], *slow = args[6];
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t first = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t max_line = PyLong_AsSsize_t(args[8]);
+    if (PyErr_Occurred())
+        return NULL;
+    Memo m = {.event_kinds = args[3], .call_sites = args[4], .tails = args[5],
+              .null_ptr = args[7]};
+    if (!PyIter_Check(lines) || !PyDict_Check(m.event_kinds) || !PyDict_Check(m.call_sites) ||
+        !PyList_Check(m.tails) || !PyUnicode_Check(m.null_ptr)) {
+        PyErr_SetString(PyExc_TypeError, "parse_lines: an iterator, dicts and a list expected");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(m.tails); i++)
+        if (!PyDict_Check(PyList_GET_ITEM(m.tails, i))) {
+            PyErr_SetString(PyExc_TypeError, "parse_lines: a memo table per event kind");
+            return NULL;
+        }
+    PyObject *kinds = PyByteArray_FromStringAndSize(NULL, 0);
+    PyObject *cpus = PyList_New(0), *times = PyList_New(0), *sites = PyList_New(0);
+    PyObject *keys = PyList_New(0), *tails = PyList_New(0);
+    PyObject *empty = PyUnicode_FromStringAndSize("", 0);
+    PyObject *result = NULL, *error = Py_NewRef(Py_None);
+    Py_ssize_t events = 0, skipped = 0;
+    if (!kinds || !cpus || !times || !sites || !keys || !tails || !empty)
+        goto done;
+    for (Py_ssize_t read = 0; read < size; read++) {
+        PyObject *line = PyIter_Next(lines);
+        if (line == NULL)
+            break;
+        int kind;
+        long cpu;
+        PyObject *time = NULL, *site = NULL, *key = NULL, *tail = NULL;
+        int got = PyUnicode_Check(line) ? read_inline(&m, line, max_line, &kind, &cpu, &time,
+                                                      &site, &key, &tail) : 0;
+        if (got < 0) {
+            Py_DECREF(line);
+            break;
+        }
+        if (got == 0) { /* the slow path: it reads the line, or says what is wrong with it */
+            PyObject *number = PyLong_FromSsize_t(first + events + skipped + 1);
+            PyObject *call[2] = {number, line};
+            PyObject *event = number ? PyObject_Vectorcall(slow, call, 2, NULL) : NULL;
+            Py_XDECREF(number);
+            if (event == NULL) {
+                Py_DECREF(line);
+                break;
+            }
+            if (event == Py_None) {
+                Py_DECREF(event);
+                Py_DECREF(line);
+                skipped++;
+                continue;
+            }
+            if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != 13) {
+                Py_DECREF(event);
+                Py_DECREF(line);
+                PyErr_SetString(PyExc_TypeError, "_slow_event must give an event tuple");
+                break;
+            }
+            kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(event, 0));
+            cpu = PyLong_AsLong(PyTuple_GET_ITEM(event, 1));
+            time = Py_NewRef(PyTuple_GET_ITEM(event, 2));
+            site = PyTuple_GET_ITEM(event, 3);
+            if (kind <= KMEM_CACHE_FREE) {
+                key = Py_NewRef(PyTuple_GET_ITEM(event, 4));
+                tail = PyTuple_GetSlice(event, 5, 13);
+            } else {
+                key = Py_NewRef(PyTuple_GET_ITEM(event, 10));
+                tail = PyTuple_Pack(3, PyTuple_GET_ITEM(event, 8), PyTuple_GET_ITEM(event, 11),
+                                    PyTuple_GET_ITEM(event, 12));
+            }
+            int ok = tail != NULL && append_steal(sites, Py_NewRef(site)) == 0 &&
+                     append_steal(tails, tail) == 0;
+            Py_DECREF(event);
+            if (!ok || PyErr_Occurred()) {
+                Py_XDECREF(time);
+                Py_XDECREF(key);
+                Py_DECREF(line);
+                break;
+            }
+        } else {
+            if (append_steal(sites, Py_NewRef(site ? site : empty)) < 0 ||
+                append_steal(tails, Py_NewRef(tail)) < 0) {
+                Py_DECREF(time);
+                Py_DECREF(key);
+                Py_DECREF(line);
+                break;
+            }
+        }
+        Py_DECREF(line);
+        char kind_byte = (char)kind;
+        if (PyByteArray_Resize(kinds, events + 1) < 0 ||
+            (PyByteArray_AS_STRING(kinds)[events] = kind_byte, 0) ||
+            append_steal(cpus, PyLong_FromLong(cpu)) < 0 || append_steal(times, time) < 0 ||
+            append_steal(keys, key) < 0)
+            break;
+        events++;
+    }
+    if (PyErr_Occurred()) { /* the error that stopped the batch, for the caller to sort */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL)
+            PyException_SetTraceback(value, traceback);
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        Py_SETREF(error, value);
+    }
+    result = Py_BuildValue("(OOOOOOnO)", kinds, cpus, times, sites, keys, tails, skipped,
+                           error);
+done:
+    Py_XDECREF(kinds);
+    Py_XDECREF(cpus);
+    Py_XDECREF(times);
+    Py_XDECREF(sites);
+    Py_XDECREF(keys);
+    Py_XDECREF(tails);
+    Py_XDECREF(empty);
+    Py_XDECREF(error);
+    return result;
+}
