@@ -275,9 +275,8 @@ class PageMachine:
             if not zone.populated:
                 continue  # unpopulated zones keep the boot pageset (batch 1, high 0)
             batch, high_min, high_max = pcp_high_and_batch(
-                zone.managed, zone.watermark[1], self.nr_cpus, self.percpu_pagelist_high_fraction)
-            if pcp_batch is not None:
-                batch = pcp_batch
+                zone.managed, zone.watermark[1], self.nr_cpus, self.percpu_pagelist_high_fraction,
+                pcp_batch)
             if pcp_high is not None:
                 high_min = high_max = pcp_high
             free_high_batch = (cache_slice >> 12) > 3 * batch
@@ -409,13 +408,12 @@ class PageMachine:
             counts[0] += zone.zone_locked - locked
             counts[1] += zone.extfrag - extfrag
             counts[2] += 1
-            if pfn < 0:
-                return -1
-        zone.numa_hit += 1
         if flags & ALLOC_KSWAPD and zone.boosted_watermark:
-            # wakeup_kswapd: kswapd's boosted reclaim would end the boost; kmem has none.
+            # wakeup_kswapd (found or not): kswapd's boosted reclaim would end the boost.
             zone.boosted_watermark = False
             zone.watermark_boost = 0
+        if pfn >= 0:
+            zone.numa_hit += 1
         return pfn
 
     def _alloc_slowpath(self, order: int, gfp: int, plan: _Plan, cpu: int) -> int:

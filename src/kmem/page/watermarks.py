@@ -174,10 +174,12 @@ def zone_highsize(managed: int, low: int, batch: int, nr_split_cpus: int, fracti
 
 
 def pcp_high_and_batch(
-    managed: int, low: int, nr_cpus: int, high_fraction: int = 0
+    managed: int, low: int, nr_cpus: int, high_fraction: int = 0, batch: int | None = None
 ) -> tuple[int, int, int]:
-    """zone_set_pageset_high_and_batch for every CPU of the node: (batch, high_min, high_max)."""
-    batch = zone_batchsize(managed)
+    """zone_set_pageset_high_and_batch for every CPU of the node: (batch, high_min, high_max);
+    ``batch`` replaces zone_batchsize's (a what-if), high_min/high_max follow from it."""
+    if batch is None:
+        batch = zone_batchsize(managed)
     if high_fraction:
         high = zone_highsize(managed, low, batch, nr_cpus, high_fraction)
         return batch, high, high  # tuned by hand: no auto-tuning

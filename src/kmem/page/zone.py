@@ -477,7 +477,7 @@ class Zone:
             pfn &= ~(1 << order)
             order += 1
         if not to_tail and order < MAX_PAGE_ORDER - 1:
-            higher_buddy = pfn ^ (2 << order)  # the parent's buddy (buddy_merge_likely)
+            higher_buddy = (pfn & ~(1 << order)) ^ (2 << order)  # buddy_merge_likely
             to_tail = start <= higher_buddy < end and state[higher_buddy] == FREE | (order + 1)
         self._list_add(pfn, order, mt, to_tail)
 
