@@ -156,7 +156,7 @@ class PageMachine:
     """One node of page frames, its zones and its CPUs' page lists, as Linux 6.18 runs them.
 
     >>> machine = PageMachine(nr_cpus=2)     # one 1 GiB Normal zone
-    >>> pfn = machine.alloc_pages(0, gfp="GFP_KERNEL", cpu=1)
+    >>> pfn = machine.alloc_pages(0, gfp="GFP_HIGHUSER_MOVABLE", cpu=1)
     >>> machine.events(1).mm_page_alloc_zone_locked   # the pcp refill: one batch of 63
     63
     >>> machine.free_pages(pfn, 0, cpu=1)
