@@ -33,6 +33,17 @@ if TYPE_CHECKING:
         BuddyStats as BuddyStats,
         get_order as get_order,
     )
+    from kmem.page.errors import (
+        InvalidLayoutError as InvalidLayoutError,
+        LayoutOverlapError as LayoutOverlapError,
+        NoManagedPagesError as NoManagedPagesError,
+        NoMigratetypeError as NoMigratetypeError,
+        NoSuchCpuError as NoSuchCpuError,
+        NoZoneForGfpError as NoZoneForGfpError,
+        PfnNotInZoneError as PfnNotInZoneError,
+        UnknownZoneError as UnknownZoneError,
+        ZoneinfoFormatError as ZoneinfoFormatError,
+    )
     from kmem.page.fragmentation import (
         FragmentationReport as FragmentationReport,
         extfrag_index as extfrag_index,
@@ -51,17 +62,6 @@ if TYPE_CHECKING:
         GFP_NOWAIT as GFP_NOWAIT,
         UnknownGfpFlagError as UnknownGfpFlagError,
         parse_gfp_flags as parse_gfp_flags,
-    )
-    from kmem.page.errors import (
-        InvalidLayoutError as InvalidLayoutError,
-        LayoutOverlapError as LayoutOverlapError,
-        NoManagedPagesError as NoManagedPagesError,
-        NoMigratetypeError as NoMigratetypeError,
-        NoSuchCpuError as NoSuchCpuError,
-        NoZoneForGfpError as NoZoneForGfpError,
-        PfnNotInZoneError as PfnNotInZoneError,
-        UnknownZoneError as UnknownZoneError,
-        ZoneinfoFormatError as ZoneinfoFormatError,
     )
     from kmem.page.layout import (
         MachineLayout as MachineLayout,
