@@ -41,3 +41,12 @@ SYSFS_FLAG_FILES = {
     "cache_dma": SLAB_CACHE_DMA,
     "destroy_by_rcu": SLAB_TYPESAFE_BY_RCU,
 }
+
+# /proc outputs of the page allocator (see fixtures/README.md): the reference machine's, and a
+# live recording of a second machine of the same kind, both with min_free_kbytes 67584, 2 CPUs.
+ZONEINFO = FIXTURES / "proc_zoneinfo_6.18_2cpu.txt"
+ZONEINFO_LIVE = FIXTURES / "proc_zoneinfo_6.18_2cpu_live.txt"
+BUDDYINFO = FIXTURES / "proc_buddyinfo_6.18_2cpu.txt"
+PAGETYPEINFO = FIXTURES / "proc_pagetypeinfo_6.18_2cpu.txt"
+ZONEINFO_MIN_FREE_KBYTES = 67584
+ZONEINFO_CPUS = 2

@@ -33,6 +33,17 @@ if TYPE_CHECKING:
         BuddyStats as BuddyStats,
         get_order as get_order,
     )
+    from kmem.page.errors import (
+        InvalidLayoutError as InvalidLayoutError,
+        LayoutOverlapError as LayoutOverlapError,
+        NoManagedPagesError as NoManagedPagesError,
+        NoMigratetypeError as NoMigratetypeError,
+        NoSuchCpuError as NoSuchCpuError,
+        NoZoneForGfpError as NoZoneForGfpError,
+        PfnNotInZoneError as PfnNotInZoneError,
+        UnknownZoneError as UnknownZoneError,
+        ZoneinfoFormatError as ZoneinfoFormatError,
+    )
     from kmem.page.fragmentation import (
         FragmentationReport as FragmentationReport,
         extfrag_index as extfrag_index,
@@ -51,6 +62,16 @@ if TYPE_CHECKING:
         GFP_NOWAIT as GFP_NOWAIT,
         UnknownGfpFlagError as UnknownGfpFlagError,
         parse_gfp_flags as parse_gfp_flags,
+    )
+    from kmem.page.layout import (
+        MachineLayout as MachineLayout,
+        ZoneLayout as ZoneLayout,
+        layout_from_zoneinfo as layout_from_zoneinfo,
+        read_zoneinfo as read_zoneinfo,
+    )
+    from kmem.page.machine import (
+        CpuEvents as CpuEvents,
+        PageMachine as PageMachine,
     )
     from kmem.page.mem_map import (
         MemMap as MemMap,
@@ -180,6 +201,21 @@ _EXPORTS: Final[dict[str, str]] = {
     "WrongOrderError": "kmem.errors",
     "PhysicalMemory": "kmem.page.memory",
     "MemMap": "kmem.page.mem_map",
+    "PageMachine": "kmem.page.machine",
+    "CpuEvents": "kmem.page.machine",
+    "MachineLayout": "kmem.page.layout",
+    "ZoneLayout": "kmem.page.layout",
+    "layout_from_zoneinfo": "kmem.page.layout",
+    "read_zoneinfo": "kmem.page.layout",
+    "InvalidLayoutError": "kmem.page.errors",
+    "LayoutOverlapError": "kmem.page.errors",
+    "NoManagedPagesError": "kmem.page.errors",
+    "NoMigratetypeError": "kmem.page.errors",
+    "NoSuchCpuError": "kmem.page.errors",
+    "NoZoneForGfpError": "kmem.page.errors",
+    "PfnNotInZoneError": "kmem.page.errors",
+    "UnknownZoneError": "kmem.page.errors",
+    "ZoneinfoFormatError": "kmem.page.errors",
     "Block": "kmem.page.buddy",
     "BuddyAllocator": "kmem.page.buddy",
     "BuddyStats": "kmem.page.buddy",

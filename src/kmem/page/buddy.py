@@ -68,8 +68,12 @@ from kmem.page.mem_map import (
     ORDER_MASK,
     RESERVED,
     MemMap,
+    boot_blocks,
+    list_add_tail,
+    list_entries,
 )
 from kmem.page.memory import Backing, PhysicalMemory, check_page_size
+from kmem.page.vmstat import buddyinfo_line
 
 if TYPE_CHECKING:
     from kmem._core import BuddyZone
@@ -261,7 +265,8 @@ class BuddyAllocator:
         """Free every unreserved frame as Linux boots: largest aligned blocks, lowest first.
 
         Each run of free frames is cut into the largest naturally aligned blocks that fit
-        (memblock_free_all -> __free_pages_memory), each added at the tail of its list.
+        (memblock_free_all -> __free_pages_memory, kmem.page.mem_map.boot_blocks), each added
+        at the tail of its list.
         """
         state = self.mem_map.state
         nr_pages = self.nr_pages
@@ -273,24 +278,16 @@ class BuddyAllocator:
             end = state.find(RESERVED, pfn, nr_pages)
             if end < 0:
                 end = nr_pages
-            while pfn < end:
-                order = min(self.max_order, (pfn & -pfn).bit_length() - 1 if pfn else 99)
-                while pfn + (1 << order) > end:
-                    order -= 1
-                self._add_to_tail(pfn, order)
-                pfn += 1 << order
+            for block, order in boot_blocks(pfn, end, self.max_order):
+                self._add_to_tail(block, order)
+            pfn = end
 
     # -- list primitives (Linux: __add_to_free_list, del_page_from_free_list) ---------------
+    # The hot paths below inline kmem.page.mem_map's list_add/list_del: a call costs more
+    # than the four stores.
 
     def _add_to_tail(self, pfn: int, order: int) -> None:
-        nxt = self.mem_map.next
-        prv = self.mem_map.prev
-        head = ~order
-        last = prv[head]
-        prv[pfn] = last
-        nxt[pfn] = head
-        nxt[last] = pfn
-        prv[head] = pfn
+        list_add_tail(self.mem_map.next, self.mem_map.prev, ~order, pfn)
         self.mem_map.state[pfn] = FREE | order
         counters = self._counters
         counters[order] += 1
@@ -628,14 +625,7 @@ class BuddyAllocator:
         """The pfns on free list ``order``, head first (the order the next allocations take)."""
         order = self._check_order(order)
         with self._lock:
-            nxt = self.mem_map.next
-            head = ~order
-            out = []
-            pfn = nxt[head]
-            while pfn != head:
-                out.append(pfn)
-                pfn = nxt[pfn]
-            return out
+            return list_entries(self.mem_map.next, ~order)
 
     def stats(self) -> BuddyStats:
         with self._lock:
@@ -659,8 +649,7 @@ class BuddyAllocator:
 
     def buddyinfo(self) -> str:
         """This zone's line of /proc/buddyinfo, exactly as mm/vmstat.c prints it."""
-        counts = "".join(f"{count:6d} " for count in self.nr_free)
-        return f"Node {self.node}, zone {self.zone:>8s} {counts}\n"
+        return buddyinfo_line(self.node, self.zone, self.nr_free)
 
     # -- invariants --------------------------------------------------------------------------
 
