@@ -23,6 +23,7 @@ from kmem.page.gfp import (
     __GFP_ACCOUNT,
     __GFP_DMA,
     __GFP_RECLAIMABLE,
+    __GFP_ZERO,
     GFP_KERNEL,
     GFP_KERNEL_ACCOUNT,
 )
@@ -157,8 +158,46 @@ def test_krealloc_in_place_and_moving(slab: SlabAllocator) -> None:
     assert slab.ksize(s) == 16
     slab.kfree(s)
     slab.check()
-    assert slab.buddy.nr_free_pages + sum(
-        st.slabs for st in slab.stats().values()) > 0
+    # Everything is freed: no object lives, and every page is free or an empty cached slab's.
+    assert sum(st.objects for st in slab.stats().values()) == 0
+    assert slab.large_kmalloc_pages == 0
+    assert slab.buddy.nr_free_pages + sum(c.pages_held() for c in slab.cache_list()) == (
+        slab.buddy.nr_pages)
+
+
+@pytest.mark.parametrize("size", [100, 128, 192, 4096, 8192, 20000])
+def test_krealloc_to_the_size_it_holds_keeps_the_object(slab: SlabAllocator, size: int) -> None:
+    """__do_krealloc moves only when new_size > ksize(p): up to the size class, p stays."""
+    memory = slab.buddy.memory
+    p = slab.kmalloc(size)
+    held = slab.ksize(p)
+    memory.view(p, size)[:] = bytes(i % 251 for i in range(size))
+    before = slab_snapshot(slab)
+    assert slab.krealloc(p, held) == p
+    assert slab.krealloc(p, size) == p
+    assert slab_snapshot(slab) == before  # no allocation, no free, no counter moved
+    assert bytes(memory.view(p, size)) == bytes(i % 251 for i in range(size))
+    q = slab.krealloc(p, held + 1)
+    assert q != p and slab.ksize(q) > held
+    slab.kfree(q)
+
+
+def test_krealloc_gfp_zero_zeroes_the_tail_it_gives_up(slab: SlabAllocator) -> None:
+    """With __GFP_ZERO (want_init_on_alloc), __do_krealloc clears [new_size, ksize) of an
+    object it keeps; without it the old bytes stay; a moved object's new tail is zero."""
+    memory = slab.buddy.memory
+    p = slab.kmalloc(128)
+    memory.view(p, 128)[:] = b"\xaa" * 128
+    assert slab.krealloc(p, 100) == p
+    assert bytes(memory.view(p, 128)) == b"\xaa" * 128
+    assert slab.krealloc(p, 40, GFP_KERNEL | __GFP_ZERO) == p
+    assert bytes(memory.view(p, 128)) == b"\xaa" * 40 + bytes(88)
+    assert slab.krealloc(p, 128, GFP_KERNEL | __GFP_ZERO) == p  # nothing left to clear
+    assert bytes(memory.view(p, 128)) == b"\xaa" * 40 + bytes(88)
+    memory.view(p, 128)[:] = b"\xbb" * 128
+    q = slab.krealloc(p, 300, GFP_KERNEL | __GFP_ZERO)
+    assert q != p and bytes(memory.view(q, 512)) == b"\xbb" * 128 + bytes(384)
+    slab.kfree(q)
 
 
 def test_krealloc_rejects_a_negative_size_and_changes_nothing(slab: SlabAllocator) -> None:
