@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz lint typecheck pytest bench clean
+.PHONY: demo test fuzz lint typecheck pytest bench mutants clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP)
 # The compiled core's lockstep tests under AddressSanitizer and UBSan, at length.
 fuzz: $(STAMP)
 	sh tools/fuzz.sh 2000
+
+# Mutation testing of the core, module by module (long: hours for all of them on 2 CPUs):
+#   make mutants                              every module of tools/mutants.py
+#   make mutants MODULES="page/buddy slab/slub" JOBS=2
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py --jobs=$(or $(JOBS),1) $(MODULES)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
