@@ -57,6 +57,7 @@ def _scratch(module: str) -> Path:
             shutil.rmtree(work / name)
         shutil.copytree(ROOT / name, work / name,
                         ignore=shutil.ignore_patterns("__pycache__", "browser", ".hypothesis"))
+    shutil.copy2(ROOT / "README.md", work / "README.md")  # doc tests read it
     config = (ROOT / "pyproject.toml").read_text()
     config += (
         "\n[tool.mutmut]\n"
@@ -64,7 +65,7 @@ def _scratch(module: str) -> Path:
         f'only_mutate = ["src/kmem/{module}.py"]\n'
         f"pytest_add_cli_args_test_selection = {MODULES[module]!r}\n".replace("'", '"')
         + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
-        + 'also_copy = ["tests"]\n'
+        + 'also_copy = ["tests", "README.md"]\n'
     )
     (work / "pyproject.toml").write_text(config)
     return work
