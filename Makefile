@@ -19,8 +19,10 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	sh tests/browser/ensure-chromium.sh
-	$(BIN)/pytest
-	KMEM_PURE=1 $(BIN)/pytest
+	rm -rf build/coverage && mkdir -p build/coverage
+	$(BIN)/pytest --cov --cov-report=
+	KMEM_PURE=1 $(BIN)/pytest --cov --cov-append --cov-report=
+	$(BIN)/python tools/coverage_layers.py --check 98
 	sh tools/fuzz.sh 20
 
 # The compiled core's lockstep tests under AddressSanitizer and UBSan, at length.

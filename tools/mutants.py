@@ -18,6 +18,7 @@ by a test or listed as equivalent in docs/development-mutants.md.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,15 @@ def _scratch(module: str) -> Path:
             shutil.rmtree(work / name)
         shutil.copytree(ROOT / name, work / name,
                         ignore=shutil.ignore_patterns("__pycache__", "browser", ".hypothesis"))
+    # mutmut picks, per mutant, the tests that reached the mutated function when it ran them
+    # once; a module- or session-scoped fixture runs inside the first test that uses it only,
+    # so the others would never be picked. In the copy every fixture is per test.
+    for test_file in (work / "tests").rglob("*.py"):
+        text = test_file.read_text()
+        unscoped = re.sub(r'@pytest\.fixture\(scope="(module|session)"\)', "@pytest.fixture",
+                          text)
+        if unscoped != text:
+            test_file.write_text(unscoped)
     shutil.copy2(ROOT / "README.md", work / "README.md")  # doc tests read it
     config = (ROOT / "pyproject.toml").read_text()
     config += (
