@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -300,3 +300,62 @@ def test_fragmentation_counters(slab: SlabAllocator) -> None:
     k96 = slab.caches["kmalloc-96"].stats()
     assert (k96.bytes_requested, k96.bytes_allocated) == (65, 96)
     assert k96.internal_fragmentation == pytest.approx(1 - 65 / 96)
+
+
+def _on_cpu_slab(slab: SlabAllocator, address: int, cpu: int) -> bool:
+    """Is ``address`` in the cpu slab of ``cpu`` in its SLUB cache?"""
+    cache = slab.cache_of(address)
+    cpu_slab = cache._cpu_slab[cpu]  # type: ignore[union-attr]
+    return cpu_slab is not None and cpu_slab.start <= address < cpu_slab.start + (
+        4096 << cpu_slab.order)
+
+
+def test_every_kmalloc_entry_point_works_on_the_cpu_it_is_given() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2, policy="slub")
+    for cpu in (1, 0):
+        other = 1 - cpu
+        for address in (slab.kmalloc(100, cpu=cpu), slab.kzalloc(100, cpu=cpu),
+                        slab.kcalloc(2, 50, cpu=cpu), slab.krealloc(None, 100, cpu=cpu)):
+            assert _on_cpu_slab(slab, address, cpu) and not _on_cpu_slab(slab, address, other)
+        p = slab.kmalloc(100, cpu=cpu)
+        fast = slab.caches["kmalloc-128"].stats().free_fastpath
+        q = slab.krealloc(p, 300, cpu=cpu)  # moves: allocated on cpu, the old freed on cpu
+        assert _on_cpu_slab(slab, q, cpu)
+        assert slab.caches["kmalloc-128"].stats().free_fastpath == fast + 1
+        r = slab.kmalloc(100, cpu=cpu)
+        assert slab.krealloc(r, 0, cpu=cpu) == slab.zero_size_ptr
+        assert slab.caches["kmalloc-128"].stats().free_fastpath == fast + 2
+    # Without cpu=, CPU 0.
+    assert _on_cpu_slab(slab, slab.kcalloc(3, 30), 0)
+    assert _on_cpu_slab(slab, slab.krealloc(slab.kmalloc(40), 200), 0)
+
+
+def test_krealloc_keeps_the_gfp_family_when_it_allocates() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2, policy="slub")
+    p = slab.krealloc(None, 100, GFP_KERNEL_ACCOUNT)
+    assert slab.cache_of(p).name == "kmalloc-cg-128"  # type: ignore[union-attr]
+    q = slab.krealloc(p, 300, GFP_KERNEL_ACCOUNT)
+    assert slab.cache_of(q).name == "kmalloc-cg-512"  # type: ignore[union-attr]
+
+
+def test_kcalloc_of_nothing_and_its_exact_errors(slab: SlabAllocator) -> None:
+    assert slab.kcalloc(0, 8) == slab.zero_size_ptr == slab.kcalloc(8, 0)
+    for call, error, message in [
+        (lambda: slab.kcalloc(cast(Any, 1.5), 8), InvalidTypeError,
+         "n must be an int, not float"),
+        (lambda: slab.kcalloc(8, cast(Any, "8")), InvalidTypeError,
+         "size must be an int, not str"),
+        (lambda: slab.kcalloc(-1, 8), InvalidArgumentError, "kcalloc n must be >= 0, got -1"),
+        (lambda: slab.kcalloc(8, -2), InvalidArgumentError,
+         "kcalloc size must be >= 0, got -2"),
+        (lambda: slab.kcalloc(1 << 32, 1 << 32), InvalidArgumentError,  # exactly 2**64
+         r"kcalloc\(4294967296, 4294967296\) overflows size_t"),
+    ]:
+        with pytest.raises(error, match=f"^{message}$"):
+            call()
+    p = slab.kmalloc(10)
+    with pytest.raises(InvalidTypeError, match=r"^size must be an int, not float$"):
+        slab.krealloc(p, cast(Any, 1.5))
+    with pytest.raises(InvalidArgumentError, match=r"^krealloc size must be >= 0, got -1$"):
+        slab.krealloc(p, -1)
+    slab.kfree(p)
