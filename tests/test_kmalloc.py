@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -340,7 +341,7 @@ def test_krealloc_keeps_the_gfp_family_when_it_allocates() -> None:
 
 def test_kcalloc_of_nothing_and_its_exact_errors(slab: SlabAllocator) -> None:
     assert slab.kcalloc(0, 8) == slab.zero_size_ptr == slab.kcalloc(8, 0)
-    for call, error, message in [
+    cases: list[tuple[Callable[[], object], type[Exception], str]] = [
         (lambda: slab.kcalloc(cast(Any, 1.5), 8), InvalidTypeError,
          "n must be an int, not float"),
         (lambda: slab.kcalloc(8, cast(Any, "8")), InvalidTypeError,
@@ -350,7 +351,8 @@ def test_kcalloc_of_nothing_and_its_exact_errors(slab: SlabAllocator) -> None:
          "kcalloc size must be >= 0, got -2"),
         (lambda: slab.kcalloc(1 << 32, 1 << 32), InvalidArgumentError,  # exactly 2**64
          r"kcalloc\(4294967296, 4294967296\) overflows size_t"),
-    ]:
+    ]
+    for call, error, message in cases:
         with pytest.raises(error, match=f"^{message}$"):
             call()
     p = slab.kmalloc(10)
