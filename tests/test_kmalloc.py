@@ -361,3 +361,121 @@ def test_kcalloc_of_nothing_and_its_exact_errors(slab: SlabAllocator) -> None:
     with pytest.raises(InvalidArgumentError, match=r"^krealloc size must be >= 0, got -1$"):
         slab.krealloc(p, -1)
     slab.kfree(p)
+
+
+def test_kmalloc_errors_say_exactly_what_is_wrong(slab: SlabAllocator) -> None:
+    size = slab.buddy.memory.size
+    large = slab.kmalloc(20000)  # 5 pages: an order-3 block
+    free_page = slab.buddy.alloc_pages(0) << 12
+    slab.buddy.free_pages(free_page >> 12, 0)
+    cases: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (lambda: slab.kmalloc(cast(Any, 1.5)), InvalidTypeError, "size must be an int, not float"),
+        (lambda: slab.kmalloc(-1), InvalidArgumentError, "kmalloc size must be >= 0, got -1"),
+        (lambda: slab.kmalloc(64, cast(Any, 1.5)), InvalidTypeError,
+         "gfp flags must be an int, not float"),
+        (lambda: slab.kzalloc(64, cast(Any, "x")), InvalidTypeError,
+         "gfp flags must be an int, not str"),
+        (lambda: slab.kmalloc_cache_for(cast(Any, 1.5)), InvalidTypeError,
+         "size must be an int, not float"),
+        (lambda: slab.kfree(cast(Any, 1.5)), InvalidTypeError,
+         "address must be an int or None, not float"),
+        (lambda: slab.kfree(size), NotAnObjectError,
+         rf"address {size:#x} lies outside memory \[0, {size:#x}\)"),
+        (lambda: slab.kfree(large + 8), InteriorPointerError,
+         rf"address {large + 8:#x} lies inside the large kmalloc block at pfn {large >> 12:#x},"
+         " not at its start"),
+        (lambda: slab.kfree(large + 4096), InteriorPointerError,
+         rf"address {large + 4096:#x} lies inside the large kmalloc block at pfn"
+         rf" {large >> 12:#x}, not at its start"),
+        (lambda: slab.kfree(free_page), NotAnObjectError,
+         rf"address {free_page:#x} is neither a slab object nor a large kmalloc block \(page"
+         rf" {free_page >> 12:#x} belongs to no cache\)"),
+        (lambda: slab.ksize(large + 8), InteriorPointerError,
+         f"address {large + 8:#x} is not a large kmalloc block start"),
+        (lambda: slab.ksize(large + 4096), InteriorPointerError,
+         f"address {large + 4096:#x} is not a large kmalloc block start"),
+        (lambda: slab.cache_of(cast(Any, 1.5)), InvalidTypeError,
+         "address must be an int, not float"),
+        (lambda: slab.cache_of(size), NotAnObjectError,
+         rf"address {size:#x} lies outside memory \[0, {size:#x}\)"),
+        (lambda: slab.cache_of(free_page), NotAnObjectError,
+         f"address {free_page:#x} is not in a slab or kmalloc block"),
+        (lambda: slab.kmalloc(8 << 20), InvalidArgumentError,  # order 11 > max_order 10
+         r"kmalloc of 8388608 bytes needs order 11, above max_order 10 \(KMALLOC_MAX_SIZE"
+         r" 4194304\)"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=f"^{message}$"):
+            call()
+    slab.kfree(slab.kmalloc(4 << 20))  # KMALLOC_MAX_SIZE itself: order 10 is fine
+    slab.kfree(large)
+    assert slab.kmalloc_cache_for(0) is None
+    slab.check()
+
+
+def test_kmalloc_counts_requests_and_large_blocks(slab: SlabAllocator) -> None:
+    assert (slab.large_kmalloc_bytes, slab.large_kmalloc_pages) == ((0, 0), 0)
+    assert slab.cache_of(slab.kmalloc(8192)).name == "kmalloc-8k"  # type: ignore[union-attr]
+    for gfp, name in ((GFP_KERNEL, "kmalloc-128"), (GFP_KERNEL_ACCOUNT, "kmalloc-cg-128")):
+        before = slab.caches[name].stats()
+        slab.kmalloc(128, gfp)  # the class size itself is one of the sizes it serves
+        slab.kmalloc(100, gfp)
+        after = slab.caches[name].stats()
+        assert after.bytes_requested - before.bytes_requested == 228
+        assert after.bytes_allocated - before.bytes_allocated == 256
+    a, b = slab.kmalloc(20000), slab.kmalloc(40000)
+    assert slab.large_kmalloc_bytes == (60000, 32768 + 65536)
+    assert slab.large_kmalloc_pages == 8 + 16
+    slab.kfree(a)
+    assert slab.large_kmalloc_pages == 16 and slab.large_kmalloc_bytes == (60000, 98304)
+    slab.kfree(b)
+
+
+def test_without_gfp_zero_old_bytes_stay(slab: SlabAllocator) -> None:
+    """Linux zeroes only for __GFP_ZERO (init_on_alloc is off by default): a reused object or
+    block keeps what was written there."""
+    memory = slab.buddy.memory
+    for size, gfp in ((100, GFP_KERNEL_ACCOUNT), (20000, GFP_KERNEL)):
+        p = slab.kmalloc(size, gfp)
+        memory.view(p, size)[:] = b"\xaa" * size
+        slab.kfree(p)
+        q = slab.kmalloc(size, gfp)
+        assert q == p and bytes(memory.view(q, size)) == b"\xaa" * size
+        slab.kfree(q)
+
+
+def test_large_kmalloc_orders_follow_the_page_size() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB, page_size=16384), nr_cpus=2)
+    p = slab.kmalloc(40000)  # get_order(40000) with 16 KiB pages is 2
+    assert slab.ksize(p) == 65536
+    slab.kfree(p)
+
+
+def test_ksize_is_linux_slab_ksize() -> None:
+    """slab_ksize: the object size with red zones or poison, the inuse bytes with RCU or
+    STORE_USER (the free pointer or tracking follow them), else the whole slot."""
+    from kmem.slab.flags import (
+        SLAB_POISON,
+        SLAB_RED_ZONE,
+        SLAB_STORE_USER,
+        SLAB_TYPESAFE_BY_RCU,
+    )
+
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2)
+    for flags, expected in ((0, "size"), (SLAB_RED_ZONE, "object_size"),
+                            (SLAB_POISON, "object_size"), (SLAB_STORE_USER, "inuse"),
+                            (SLAB_TYPESAFE_BY_RCU, "inuse")):
+        cache = slab.kmem_cache_create(f"k{flags}", 100, flags=flags)
+        address = cache.alloc()
+        assert slab.ksize(address) == getattr(cache, expected), (flags, expected)
+        if flags in (SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU):
+            assert cache.inuse < cache.size  # the case tells inuse and size apart
+        cache.free(address)
+
+
+def test_kfree_works_on_the_cpu_it_is_given() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2, policy="slub")
+    p = slab.kmalloc(100, cpu=1)
+    fast = slab.caches["kmalloc-128"].stats().free_fastpath
+    slab.kfree(p, cpu=1)  # onto CPU 1's own cpu slab: the fast path
+    assert slab.caches["kmalloc-128"].stats().free_fastpath == fast + 1

@@ -74,7 +74,10 @@ def _scratch(module: str) -> Path:
         'source_paths = ["src"]\n'  # the whole package is copied, so imports find it
         f'only_mutate = ["src/kmem/{module}.py"]\n'
         f"pytest_add_cli_args_test_selection = {MODULES[module]!r}\n".replace("'", '"')
-        + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+        # (mutmut's trampolines stand between a test and the allocator, so the test of the
+        # caller names SLAB_STORE_USER records cannot pass there: it is left out.)
+        + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--deselect",'
+        ' "tests/test_slab_debug.py::test_store_user_records_callers"]\n'
         + 'also_copy = ["tests", "README.md"]\n'
     )
     (work / "pyproject.toml").write_text(config)
