@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -123,9 +123,9 @@ def test_bad_construction_arguments(kwargs: dict[str, object], error: type[KmemE
 def test_messages_name_the_argument_and_the_limits(buddy: BuddyAllocator) -> None:
     size = buddy.memory.size
     cases: list[tuple[Callable[[], object], type[KmemError], str]] = [
-        (lambda: buddy.free(1.5), InvalidTypeError, "address must be an int, not float"),
-        (lambda: buddy.view(1.5), InvalidTypeError, "address must be an int, not float"),
-        (lambda: buddy.block_at(1.5), InvalidTypeError, "pfn must be an int, not float"),
+        (lambda: buddy.free(cast(Any, 1.5)), InvalidTypeError, "address must be an int, not float"),
+        (lambda: buddy.view(cast(Any, 1.5)), InvalidTypeError, "address must be an int, not float"),
+        (lambda: buddy.block_at(cast(Any, 1.5)), InvalidTypeError, "pfn must be an int, not float"),
         (lambda: buddy.block_at(68), InvalidArgumentError,
          r"pfn 0x44 lies outside memory \[0, 0x44\)"),
         (lambda: buddy.block_at(-1), InvalidArgumentError,
