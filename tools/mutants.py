@@ -12,7 +12,7 @@ mutant, only the subset's tests that reach the mutated function, forked from a w
 Hypothesis runs derandomized there (tests/conftest.py, KMEM_MUTANTS=1), so a kill is
 repeatable. At the end each module's counts are printed and its surviving mutants are written
 to build/mutants/<module>/survivors.txt with their diffs (``mutmut show`` output), to be killed
-by a test or listed as equivalent in docs/development-mutants.md.
+by a test or listed as equivalent in docs/development.md (its Mutation testing section).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def _scratch(module: str) -> Path:
 
 def run(module: str, max_children: int) -> Counter[str]:
     work = _scratch(module)
-    env = {**os.environ, "KMEM_MUTANTS": "1"}
+    # KMEM_PURE=1: the Python modules mutated here are the ones that run (not the C core).
+    env = {**os.environ, "KMEM_MUTANTS": "1", "KMEM_PURE": "1"}
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     subprocess.run([mutmut, "run", "--max-children", str(max_children)], cwd=work, env=env,
                    check=False)
