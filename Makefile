@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fuzz lint typecheck pytest bench clean
+.PHONY: demo test fuzz lint typecheck pytest bench mutants clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,21 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 	sh tests/browser/ensure-chromium.sh
-	$(BIN)/pytest
-	KMEM_PURE=1 $(BIN)/pytest
+	rm -rf build/coverage && mkdir -p build/coverage
+	$(BIN)/pytest --cov --cov-report=
+	KMEM_PURE=1 $(BIN)/pytest --cov --cov-append --cov-report=
+	$(BIN)/python tools/coverage_layers.py --check 93
 	sh tools/fuzz.sh 20
 
 # The compiled core's lockstep tests under AddressSanitizer and UBSan, at length.
 fuzz: $(STAMP)
 	sh tools/fuzz.sh 2000
+
+# Mutation testing of the core, module by module (long: hours for all of them on 2 CPUs):
+#   make mutants                              every module of tools/mutants.py
+#   make mutants MODULES="page/buddy slab/slub" JOBS=2
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py --jobs=$(or $(JOBS),1) $(MODULES)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

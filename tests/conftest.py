@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from hypothesis import settings
+
 from kmem import BuddyAllocator
+
+if os.environ.get("KMEM_MUTANTS"):
+    # Mutation testing (tools/mutants.py): the same examples every run, so a kill repeats.
+    settings.register_profile("mutants", derandomize=True, database=None)
+    settings.load_profile("mutants")
 
 
 def buddy_snapshot(buddy: BuddyAllocator) -> tuple[Any, ...]:

@@ -263,3 +263,19 @@ def test_blocks_lists_every_block_in_address_order() -> None:
     ]
     # Together they cover memory exactly once.
     assert sum(1 << order for _, order, _ in listed) == 16
+
+
+@pytest.mark.parametrize(("nr_pages", "max_order"), [(100, 3), (64, 6), (1, 0), (1000, 10)])
+def test_mem_map_columns_at_boot(nr_pages: int, max_order: int) -> None:
+    """The mem_map's documented shape: one entry a frame, the state column padded with BEYOND
+    to a whole max-order block (so a buddy lookup needs no bounds check), no owner yet."""
+    from kmem.page.mem_map import BEYOND
+
+    mem_map = BuddyAllocator(nr_pages * 4096, max_order=max_order).mem_map
+    top = 1 << max_order
+    padded = -(-nr_pages // top) * top
+    assert (mem_map.nr_pages, mem_map.nr_orders) == (nr_pages, max_order + 1)
+    assert len(mem_map.state) == padded
+    assert bytes(mem_map.state[nr_pages:]) == bytes([BEYOND]) * (padded - nr_pages)
+    assert len(mem_map.owner) == nr_pages and not any(mem_map.owner)
+    assert len(mem_map.next) == len(mem_map.prev) == nr_pages + max_order + 1

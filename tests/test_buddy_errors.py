@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -118,3 +118,53 @@ def test_errors_are_also_the_builtin_kinds_callers_expect() -> None:
 def test_bad_construction_arguments(kwargs: dict[str, object], error: type[KmemError]) -> None:
     with pytest.raises(error):
         BuddyAllocator(**kwargs)  # type: ignore[arg-type]
+
+
+def test_messages_name_the_argument_and_the_limits(buddy: BuddyAllocator) -> None:
+    size = buddy.memory.size
+    cases: list[tuple[Callable[[], object], type[KmemError], str]] = [
+        (lambda: buddy.free(cast(Any, 1.5)), InvalidTypeError, "address must be an int, not float"),
+        (lambda: buddy.view(cast(Any, 1.5)), InvalidTypeError, "address must be an int, not float"),
+        (lambda: buddy.block_at(cast(Any, 1.5)), InvalidTypeError, "pfn must be an int, not float"),
+        (lambda: buddy.block_at(68), InvalidArgumentError,
+         r"pfn 0x44 lies outside memory \[0, 0x44\)"),
+        (lambda: buddy.block_at(-1), InvalidArgumentError,
+         r"pfn -0x1 lies outside memory \[0, 0x44\)"),
+        (lambda: buddy.free(size), InvalidFreeError,
+         rf"address {size:#x} lies outside memory \[0, {size:#x}\)"),
+        (lambda: buddy.free(8 * 4096 + 2), InvalidFreeError,
+         r"address 0x8002 is not page aligned \(page size 4096\)"),
+        (lambda: buddy.view(8 * 4096 + 4095), InvalidFreeError,
+         r"address 0x8fff is not page aligned \(page size 4096\)"),
+        (lambda: buddy.alloc_pages(7), InvalidArgumentError,
+         "order 7 is 128 pages, more than the 68 pages of memory"),
+    ]
+    for call, error, message in cases:
+        before = buddy_snapshot(buddy)
+        with pytest.raises(error, match=f"^{message}$"):
+            call()
+        assert buddy_snapshot(buddy) == before
+
+
+def test_edges_that_are_valid() -> None:
+    buddy = BuddyAllocator(64 * 4 * KiB, max_order=6)
+    assert buddy.alloc_pages(6) == 0  # order == the largest that fits: allowed
+    assert buddy.view(0).nbytes == 64 * 4096  # address 0 is a block's start
+    buddy.free(0)  # (free(0) as well)
+    assert buddy.block_at(0) == (0, 6, "free")
+    assert buddy.alloc_pages(6) == 0
+    buddy.free_pages(0, 6)  # order == max_order
+
+
+def test_block_at_names_the_block_of_every_frame() -> None:
+    """64 frames, 60-63 reserved: [0-31] allocated, [32-47] free, [48-55] allocated,
+    [56-59] free, then the reserved frames one by one."""
+    buddy = BuddyAllocator(64 * 4 * KiB, max_order=6, reserved=[(60 * 4 * KiB, 4 * 4 * KiB)])
+    assert buddy.alloc_pages(5) == 0
+    assert buddy.alloc_pages(3) == 48
+    expected = ([(0, 5, "allocated")] * 32 + [(32, 4, "free")] * 16
+                + [(48, 3, "allocated")] * 8 + [(56, 2, "free")] * 4
+                + [(pfn, 0, "reserved") for pfn in range(60, 64)])
+    assert [tuple(buddy.block_at(pfn)) for pfn in range(64)] == expected
+    assert [tuple(b) for b in buddy.blocks()] == sorted(set(expected))
+    assert buddy.block_tuples() == sorted(set(expected))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,6 +24,7 @@ from kmem.page.gfp import (
     __GFP_ACCOUNT,
     __GFP_DMA,
     __GFP_RECLAIMABLE,
+    __GFP_ZERO,
     GFP_KERNEL,
     GFP_KERNEL_ACCOUNT,
 )
@@ -157,8 +159,46 @@ def test_krealloc_in_place_and_moving(slab: SlabAllocator) -> None:
     assert slab.ksize(s) == 16
     slab.kfree(s)
     slab.check()
-    assert slab.buddy.nr_free_pages + sum(
-        st.slabs for st in slab.stats().values()) > 0
+    # Everything is freed: no object lives, and every page is free or an empty cached slab's.
+    assert sum(st.objects for st in slab.stats().values()) == 0
+    assert slab.large_kmalloc_pages == 0
+    assert slab.buddy.nr_free_pages + sum(c.pages_held() for c in slab.cache_list()) == (
+        slab.buddy.nr_pages)
+
+
+@pytest.mark.parametrize("size", [100, 128, 192, 4096, 8192, 20000])
+def test_krealloc_to_the_size_it_holds_keeps_the_object(slab: SlabAllocator, size: int) -> None:
+    """__do_krealloc moves only when new_size > ksize(p): up to the size class, p stays."""
+    memory = slab.buddy.memory
+    p = slab.kmalloc(size)
+    held = slab.ksize(p)
+    memory.view(p, size)[:] = bytes(i % 251 for i in range(size))
+    before = slab_snapshot(slab)
+    assert slab.krealloc(p, held) == p
+    assert slab.krealloc(p, size) == p
+    assert slab_snapshot(slab) == before  # no allocation, no free, no counter moved
+    assert bytes(memory.view(p, size)) == bytes(i % 251 for i in range(size))
+    q = slab.krealloc(p, held + 1)
+    assert q != p and slab.ksize(q) > held
+    slab.kfree(q)
+
+
+def test_krealloc_gfp_zero_zeroes_the_tail_it_gives_up(slab: SlabAllocator) -> None:
+    """With __GFP_ZERO (want_init_on_alloc), __do_krealloc clears [new_size, ksize) of an
+    object it keeps; without it the old bytes stay; a moved object's new tail is zero."""
+    memory = slab.buddy.memory
+    p = slab.kmalloc(128)
+    memory.view(p, 128)[:] = b"\xaa" * 128
+    assert slab.krealloc(p, 100) == p
+    assert bytes(memory.view(p, 128)) == b"\xaa" * 128
+    assert slab.krealloc(p, 40, GFP_KERNEL | __GFP_ZERO) == p
+    assert bytes(memory.view(p, 128)) == b"\xaa" * 40 + bytes(88)
+    assert slab.krealloc(p, 128, GFP_KERNEL | __GFP_ZERO) == p  # nothing left to clear
+    assert bytes(memory.view(p, 128)) == b"\xaa" * 40 + bytes(88)
+    memory.view(p, 128)[:] = b"\xbb" * 128
+    q = slab.krealloc(p, 300, GFP_KERNEL | __GFP_ZERO)
+    assert q != p and bytes(memory.view(q, 512)) == b"\xbb" * 128 + bytes(384)
+    slab.kfree(q)
 
 
 def test_krealloc_rejects_a_negative_size_and_changes_nothing(slab: SlabAllocator) -> None:
@@ -261,3 +301,181 @@ def test_fragmentation_counters(slab: SlabAllocator) -> None:
     k96 = slab.caches["kmalloc-96"].stats()
     assert (k96.bytes_requested, k96.bytes_allocated) == (65, 96)
     assert k96.internal_fragmentation == pytest.approx(1 - 65 / 96)
+
+
+def _on_cpu_slab(slab: SlabAllocator, address: int, cpu: int) -> bool:
+    """Is ``address`` in the cpu slab of ``cpu`` in its SLUB cache?"""
+    cache = slab.cache_of(address)
+    cpu_slab = cache._cpu_slab[cpu]  # type: ignore[union-attr]
+    return cpu_slab is not None and cpu_slab.start <= address < cpu_slab.start + (
+        4096 << cpu_slab.order)
+
+
+def test_every_kmalloc_entry_point_works_on_the_cpu_it_is_given() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2, policy="slub")
+    for cpu in (1, 0):
+        other = 1 - cpu
+        for address in (slab.kmalloc(100, cpu=cpu), slab.kzalloc(100, cpu=cpu),
+                        slab.kcalloc(2, 50, cpu=cpu), slab.krealloc(None, 100, cpu=cpu)):
+            assert _on_cpu_slab(slab, address, cpu) and not _on_cpu_slab(slab, address, other)
+        p = slab.kmalloc(100, cpu=cpu)
+        fast = slab.caches["kmalloc-128"].stats().free_fastpath
+        q = slab.krealloc(p, 300, cpu=cpu)  # moves: allocated on cpu, the old freed on cpu
+        assert _on_cpu_slab(slab, q, cpu)
+        assert slab.caches["kmalloc-128"].stats().free_fastpath == fast + 1
+        r = slab.kmalloc(100, cpu=cpu)
+        assert slab.krealloc(r, 0, cpu=cpu) == slab.zero_size_ptr
+        assert slab.caches["kmalloc-128"].stats().free_fastpath == fast + 2
+    # Without cpu=, CPU 0.
+    assert _on_cpu_slab(slab, slab.kcalloc(3, 30), 0)
+    assert _on_cpu_slab(slab, slab.krealloc(slab.kmalloc(40), 200), 0)
+
+
+def test_krealloc_keeps_the_gfp_family_when_it_allocates() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2, policy="slub")
+    p = slab.krealloc(None, 100, GFP_KERNEL_ACCOUNT)
+    assert slab.cache_of(p).name == "kmalloc-cg-128"  # type: ignore[union-attr]
+    q = slab.krealloc(p, 300, GFP_KERNEL_ACCOUNT)
+    assert slab.cache_of(q).name == "kmalloc-cg-512"  # type: ignore[union-attr]
+
+
+def test_kcalloc_of_nothing_and_its_exact_errors(slab: SlabAllocator) -> None:
+    assert slab.kcalloc(0, 8) == slab.zero_size_ptr == slab.kcalloc(8, 0)
+    cases: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (lambda: slab.kcalloc(cast(Any, 1.5), 8), InvalidTypeError,
+         "n must be an int, not float"),
+        (lambda: slab.kcalloc(8, cast(Any, "8")), InvalidTypeError,
+         "size must be an int, not str"),
+        (lambda: slab.kcalloc(-1, 8), InvalidArgumentError, "kcalloc n must be >= 0, got -1"),
+        (lambda: slab.kcalloc(8, -2), InvalidArgumentError,
+         "kcalloc size must be >= 0, got -2"),
+        (lambda: slab.kcalloc(1 << 32, 1 << 32), InvalidArgumentError,  # exactly 2**64
+         r"kcalloc\(4294967296, 4294967296\) overflows size_t"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=f"^{message}$"):
+            call()
+    p = slab.kmalloc(10)
+    with pytest.raises(InvalidTypeError, match=r"^size must be an int, not float$"):
+        slab.krealloc(p, cast(Any, 1.5))
+    with pytest.raises(InvalidArgumentError, match=r"^krealloc size must be >= 0, got -1$"):
+        slab.krealloc(p, -1)
+    slab.kfree(p)
+
+
+def test_kmalloc_errors_say_exactly_what_is_wrong(slab: SlabAllocator) -> None:
+    size = slab.buddy.memory.size
+    large = slab.kmalloc(20000)  # 5 pages: an order-3 block
+    free_page = slab.buddy.alloc_pages(0) << 12
+    slab.buddy.free_pages(free_page >> 12, 0)
+    cases: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (lambda: slab.kmalloc(cast(Any, 1.5)), InvalidTypeError, "size must be an int, not float"),
+        (lambda: slab.kmalloc(-1), InvalidArgumentError, "kmalloc size must be >= 0, got -1"),
+        (lambda: slab.kmalloc(64, cast(Any, 1.5)), InvalidTypeError,
+         "gfp flags must be an int, not float"),
+        (lambda: slab.kzalloc(64, cast(Any, "x")), InvalidTypeError,
+         "gfp flags must be an int, not str"),
+        (lambda: slab.kmalloc_cache_for(cast(Any, 1.5)), InvalidTypeError,
+         "size must be an int, not float"),
+        (lambda: slab.kfree(cast(Any, 1.5)), InvalidTypeError,
+         "address must be an int or None, not float"),
+        (lambda: slab.kfree(size), NotAnObjectError,
+         rf"address {size:#x} lies outside memory \[0, {size:#x}\)"),
+        (lambda: slab.kfree(large + 8), InteriorPointerError,
+         rf"address {large + 8:#x} lies inside the large kmalloc block at pfn {large >> 12:#x},"
+         " not at its start"),
+        (lambda: slab.kfree(large + 4096), InteriorPointerError,
+         rf"address {large + 4096:#x} lies inside the large kmalloc block at pfn"
+         rf" {large >> 12:#x}, not at its start"),
+        (lambda: slab.kfree(free_page), NotAnObjectError,
+         rf"address {free_page:#x} is neither a slab object nor a large kmalloc block \(page"
+         rf" {free_page >> 12:#x} belongs to no cache\)"),
+        (lambda: slab.ksize(large + 8), InteriorPointerError,
+         f"address {large + 8:#x} is not a large kmalloc block start"),
+        (lambda: slab.ksize(large + 4096), InteriorPointerError,
+         f"address {large + 4096:#x} is not a large kmalloc block start"),
+        (lambda: slab.cache_of(cast(Any, 1.5)), InvalidTypeError,
+         "address must be an int, not float"),
+        (lambda: slab.cache_of(size), NotAnObjectError,
+         rf"address {size:#x} lies outside memory \[0, {size:#x}\)"),
+        (lambda: slab.cache_of(free_page), NotAnObjectError,
+         f"address {free_page:#x} is not in a slab or kmalloc block"),
+        (lambda: slab.kmalloc(8 << 20), InvalidArgumentError,  # order 11 > max_order 10
+         r"kmalloc of 8388608 bytes needs order 11, above max_order 10 \(KMALLOC_MAX_SIZE"
+         r" 4194304\)"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=f"^{message}$"):
+            call()
+    slab.kfree(slab.kmalloc(4 << 20))  # KMALLOC_MAX_SIZE itself: order 10 is fine
+    slab.kfree(large)
+    assert slab.kmalloc_cache_for(0) is None
+    slab.check()
+
+
+def test_kmalloc_counts_requests_and_large_blocks(slab: SlabAllocator) -> None:
+    assert (slab.large_kmalloc_bytes, slab.large_kmalloc_pages) == ((0, 0), 0)
+    assert slab.cache_of(slab.kmalloc(8192)).name == "kmalloc-8k"  # type: ignore[union-attr]
+    for gfp, name in ((GFP_KERNEL, "kmalloc-128"), (GFP_KERNEL_ACCOUNT, "kmalloc-cg-128")):
+        before = slab.caches[name].stats()
+        slab.kmalloc(128, gfp)  # the class size itself is one of the sizes it serves
+        slab.kmalloc(100, gfp)
+        after = slab.caches[name].stats()
+        assert after.bytes_requested - before.bytes_requested == 228
+        assert after.bytes_allocated - before.bytes_allocated == 256
+    a, b = slab.kmalloc(20000), slab.kmalloc(40000)
+    assert slab.large_kmalloc_bytes == (60000, 32768 + 65536)
+    assert slab.large_kmalloc_pages == 8 + 16
+    slab.kfree(a)
+    assert slab.large_kmalloc_pages == 16 and slab.large_kmalloc_bytes == (60000, 98304)
+    slab.kfree(b)
+
+
+def test_without_gfp_zero_old_bytes_stay(slab: SlabAllocator) -> None:
+    """Linux zeroes only for __GFP_ZERO (init_on_alloc is off by default): a reused object or
+    block keeps what was written there."""
+    memory = slab.buddy.memory
+    for size, gfp in ((100, GFP_KERNEL_ACCOUNT), (20000, GFP_KERNEL)):
+        p = slab.kmalloc(size, gfp)
+        memory.view(p, size)[:] = b"\xaa" * size
+        slab.kfree(p)
+        q = slab.kmalloc(size, gfp)
+        assert q == p and bytes(memory.view(q, size)) == b"\xaa" * size
+        slab.kfree(q)
+
+
+def test_large_kmalloc_orders_follow_the_page_size() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB, page_size=16384), nr_cpus=2)
+    p = slab.kmalloc(40000)  # get_order(40000) with 16 KiB pages is 2
+    assert slab.ksize(p) == 65536
+    slab.kfree(p)
+
+
+def test_ksize_is_linux_slab_ksize() -> None:
+    """slab_ksize: the object size with red zones or poison, the inuse bytes with RCU or
+    STORE_USER (the free pointer or tracking follow them), else the whole slot."""
+    from kmem.slab.flags import (
+        SLAB_POISON,
+        SLAB_RED_ZONE,
+        SLAB_STORE_USER,
+        SLAB_TYPESAFE_BY_RCU,
+    )
+
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2)
+    for flags, expected in ((0, "size"), (SLAB_RED_ZONE, "object_size"),
+                            (SLAB_POISON, "object_size"), (SLAB_STORE_USER, "inuse"),
+                            (SLAB_TYPESAFE_BY_RCU, "inuse")):
+        cache = slab.kmem_cache_create(f"k{flags}", 100, flags=flags)
+        address = cache.alloc()
+        assert slab.ksize(address) == getattr(cache, expected), (flags, expected)
+        if flags in (SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU):
+            assert cache.inuse < cache.size  # the case tells inuse and size apart
+        cache.free(address)
+
+
+def test_kfree_works_on_the_cpu_it_is_given() -> None:
+    slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=2, policy="slub")
+    p = slab.kmalloc(100, cpu=1)
+    fast = slab.caches["kmalloc-128"].stats().free_fastpath
+    slab.kfree(p, cpu=1)  # onto CPU 1's own cpu slab: the fast path
+    assert slab.caches["kmalloc-128"].stats().free_fastpath == fast + 1

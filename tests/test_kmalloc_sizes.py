@@ -40,6 +40,7 @@ from kmem.slab.kmalloc_sizes import (
     KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_MIN_SIZE,
     KMALLOC_SIZES,
+    kmalloc_boot_caches,
     kmalloc_bytes_alloc,
     kmalloc_cache_name,
     kmalloc_index,
@@ -147,17 +148,22 @@ def test_cache_name_from_real_trace_flag_texts() -> None:
     ("call", "error", "message"),
     [
         (lambda: kmalloc_index(-1), InvalidArgumentError, ">= 0"),
-        (lambda: kmalloc_index(cast(Any, 1.5)), InvalidTypeError, "must be an int"),
+        (lambda: kmalloc_index(cast(Any, 1.5)), InvalidTypeError,
+         "kmalloc size must be an int, not float"),
         (lambda: kmalloc_index(True), InvalidTypeError, "must be an int"),
-        (lambda: kmalloc_index(8193), InvalidArgumentError, "kmalloc_large"),
+        (lambda: kmalloc_index(8193), InvalidArgumentError,
+         r"kmalloc size 8193 is above KMALLOC_MAX_CACHE_SIZE \(8192\): no cache serves it \(it"
+         r" goes to kmalloc_large\)$"),
         (lambda: kmalloc_size_class(10000), InvalidArgumentError, "KMALLOC_MAX_CACHE_SIZE"),
         (lambda: kmalloc_bytes_alloc(-5), InvalidArgumentError, ">= 0"),
         (lambda: kmalloc_bytes_alloc(cast(Any, "8")), InvalidTypeError, "must be an int"),
         (lambda: kmalloc_bytes_alloc(100, page_size=3000), InvalidArgumentError, "page_size"),
         (lambda: kmalloc_bytes_alloc(100, page_size=8), InvalidArgumentError, "page_size"),
-        (lambda: kmalloc_cache_name(0), InvalidArgumentError, "ZERO_SIZE_PTR"),
+        (lambda: kmalloc_cache_name(0), InvalidArgumentError,
+         r"^kmalloc\(0\) uses no cache \(it returns ZERO_SIZE_PTR\)$"),
         (lambda: kmalloc_cache_name(64, -1), InvalidArgumentError, "gfp"),
-        (lambda: kmalloc_cache_name(64, cast(Any, 1.0)), InvalidTypeError, "gfp"),
+        (lambda: kmalloc_cache_name(64, cast(Any, 1.0)), InvalidTypeError,
+         "gfp flags must be an int, not float"),
     ],
 )
 def test_bad_input_gets_specific_errors(
@@ -165,6 +171,16 @@ def test_bad_input_gets_specific_errors(
 ) -> None:
     with pytest.raises(error, match=message):
         call()
+
+
+def test_cache_name_without_gfp_flags_is_the_normal_cache() -> None:
+    assert kmalloc_cache_name(64) == "kmalloc-64"  # gfp 0: KMALLOC_NORMAL
+
+
+def test_classes_below_two_pages_do_not_depend_on_the_page_size() -> None:
+    # KMALLOC_SHIFT_HIGH = PAGE_SHIFT + 1 only moves the top: the classes up to 8k stay.
+    for size in range(8193):
+        assert kmalloc_bytes_alloc(size, page_size=16384) == kmalloc_bytes_alloc(size), size
 
 
 def test_larger_pages_scale_the_classes() -> None:
@@ -193,10 +209,15 @@ def test_boot_caches_are_exactly_the_machines_kmalloc_caches() -> None:
         for c in data["caches"]
         if c["name"].startswith(("kmalloc-", "dma-kmalloc-")) and c["name"] != "kmalloc_buckets"
     }
-    assert {spec.name for spec in KMALLOC_BOOT_CACHES} == set(machine)
-    assert len(KMALLOC_BOOT_CACHES) == 52
-    for spec in KMALLOC_BOOT_CACHES:
+    boot = kmalloc_boot_caches()
+    assert boot == KMALLOC_BOOT_CACHES  # the table kmem keeps is the function's answer
+    assert {spec.name for spec in boot} == set(machine)
+    assert len(boot) == 52
+    kind_gfp = [GFP_KERNEL, __GFP_RECLAIMABLE, __GFP_DMA, __GFP_ACCOUNT]  # kmalloc_type order
+    for spec in boot:
         cache = machine[spec.name]
+        assert spec.name == kmalloc_cache_name(spec.size, kind_gfp[spec.kmalloc_type])
+        assert spec.index == kmalloc_index(spec.size)
         assert cache["object_size"] == spec.size
         assert cache["usersize"] == spec.size  # create_kmalloc_cache's usercopy region
         assert cache["reclaim_account"] == bool(spec.flags & SLAB_RECLAIM_ACCOUNT)
@@ -215,13 +236,13 @@ def test_boot_caches_are_exactly_the_machines_kmalloc_caches() -> None:
 
 def test_boot_caches_in_linux_creation_order() -> None:
     # /proc/slabinfo lists the newest cache first, so the boot order is its reverse.
-    names = [spec.name for spec in KMALLOC_BOOT_CACHES]
+    names = [spec.name for spec in kmalloc_boot_caches()]
     listed = [n for n in reversed(_sys_slab()["slabinfo_names"]) if n in set(names)]
     assert listed == names
 
 
 def test_boot_cache_flags_per_type() -> None:
-    by_name = {spec.name: spec for spec in KMALLOC_BOOT_CACHES}
+    by_name = {spec.name: spec for spec in kmalloc_boot_caches()}
     assert by_name["kmalloc-64"].flags == SLAB_KMALLOC | SLAB_NO_MERGE
     assert by_name["kmalloc-rcl-64"].flags == SLAB_KMALLOC | SLAB_RECLAIM_ACCOUNT
     assert by_name["dma-kmalloc-64"].flags == SLAB_KMALLOC | SLAB_CACHE_DMA

@@ -8,6 +8,7 @@ those under ``if TYPE_CHECKING:``, which never run.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def _runtime_imports(tree: ast.Module) -> list[tuple[int, str]]:
     return found
 
 
+@functools.cache  # parsed once: test_no_import_circles asks for it once per import
 def _graph() -> dict[str, list[tuple[int, str]]]:
     graph = {}
     for path in sorted(PACKAGE.rglob("*.py")):

@@ -10,11 +10,16 @@ from kmem import (
     RedZoneError,
     SlabAllocator,
 )
-from kmem.slab.debug import POISON_END, POISON_FREE, SLUB_RED_ACTIVE, SLUB_RED_INACTIVE
 from kmem.slab.flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
 from kmem.slab.slub import SlubDebugCache
 
 MiB = 1 << 20
+# Linux's byte values (include/linux/poison.h), written here rather than imported from the
+# module under test, so a wrong constant there fails these tests.
+POISON_FREE = 0x6B  # a free object's bytes
+POISON_END = 0xA5  # its last byte
+SLUB_RED_INACTIVE = 0xBB  # red zones of a free object
+SLUB_RED_ACTIVE = 0xCC  # red zones of an allocated object
 DEBUG = SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER
 
 

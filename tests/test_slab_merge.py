@@ -187,6 +187,13 @@ def test_merge_into_grows_object_size_and_inuse() -> None:
     assert (merged.object_size, merged.inuse, merged.size) == (63, 64, 64)
     assert merge_into(target, 50).object_size == 60  # never shrinks
     assert target.object_size == 60  # the input geometry is untouched (frozen)
+    # __kmem_cache_alias: inuse = max(inuse, ALIGN(size, sizeof(void *))). A 40-byte cache
+    # in 64-byte slots has inuse 40; a 57-byte alias fits its slot and raises inuse to 64.
+    small = _cache(40, align=64)
+    assert (small.size, small.inuse) == (64, 40)
+    assert find_mergeable(57, [small]) == 0
+    assert (merge_into(small, 57).inuse, merge_into(small, 57).object_size) == (64, 57)
+    assert merge_into(small, 41).inuse == 48
 
 
 def test_alias_name_format() -> None:
@@ -202,7 +209,7 @@ def test_alias_name_format() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(InvalidTypeError, match="object_size"):
+    with pytest.raises(InvalidTypeError, match="object_size must be an int, not float"):
         find_mergeable(cast(Any, 6.5), [])
     with pytest.raises(InvalidArgumentError, match="object_size"):
         find_mergeable(0, [])

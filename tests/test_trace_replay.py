@@ -172,6 +172,23 @@ def test_page_events_map_onto_kmem_pfns_and_free_back() -> None:
     assert result.memory_in_use["page"]["peak_bytes"] == 5 * 4096
 
 
+def test_page_events_the_trace_got_wrong_are_counted() -> None:
+    """A pfn allocated again before its free was traced is a missed free (the old block is
+    given back first); a free whose order is not the allocation's is an order mismatch (kmem
+    frees the block it gave); a batched free has no order of its own to disagree with."""
+    fresh = BuddyAllocator(1 << 30).nr_free
+    replayer, result = _replay([
+        _page_alloc(0x40, order=1), _page_alloc(0x40, order=3),   # the first free was missed
+        _page_free(0x40, order=2),                                  # traced with another order
+        _page_alloc(0x80, order=1), _page_free(0x80, batched=True),  # batched: order 0, fine
+    ], layers=("page",))
+    page = result.page
+    assert (page["missed_frees"], page["order_mismatches"]) == (1, 1)
+    assert (page["allocs"], page["frees"], page["unknown_frees"]) == (3, 2, 0)
+    assert page["live_pages_at_end"] == 0 and replayer.buddy.nr_free == fresh
+    replayer.buddy.check()
+
+
 def test_slab_pages_are_not_counted_twice() -> None:
     lines = [
         _page_alloc(0x100, order=1, cpu=1),   # the kernel's new slab for the kmalloc below

@@ -16,12 +16,21 @@ import pytest
 
 from kmem.cli.main import main
 from kmem.errors import InvalidArgumentError
+from kmem.page.gfp import __GFP_ACCOUNT, __GFP_ZERO, GFP_KERNEL
 from kmem.trace.parse import TraceParser
 from kmem.trace.report import (
     format_gfp_legend,
     format_slab_summary,
 )
-from kmem.trace.stat import KmemStat, PageSummary, SlabSummary, gfp_compact, perf_call_site
+from kmem.trace.stat import (
+    KmemStat,
+    PageSummary,
+    SlabSummary,
+    fragmentation,
+    gfp_compact,
+    gfp_value,
+    perf_call_site,
+)
 
 PERF = Path(__file__).parent / "fixtures" / "traces" / "perf"
 
@@ -203,10 +212,36 @@ def test_call_site_spellings() -> None:
     assert perf_call_site("sched_setaffinity+0x127") == "sched_setaffinity+127"
     assert perf_call_site("nf_ct_ext_add+0x9e/0x160 [nf_conntrack]") == "nf_ct_ext_add+9e"
     assert perf_call_site("ffffffff811d2d8e") == "0xffffffff811d2d8e"
+    assert perf_call_site("0xffffffff811d2d8e") == "0xffffffff811d2d8e"  # no '+': an address
+    assert perf_call_site("nf_ct_ext_add+0x9e [nf_conntrack]") == "nf_ct_ext_add+9e"
+
+
+def test_gfp_text_of_an_older_kernel_sums_the_parts_6_18_knows() -> None:
+    # __GFP_NOTRACK (gone since 4.15) counts 0; a raw 0x part counts as its bits.
+    assert gfp_value("GFP_KERNEL|__GFP_NOTRACK|0x100") == GFP_KERNEL | __GFP_ZERO
+    assert gfp_value("__GFP_COLD|__GFP_ZERO|__GFP_ACCOUNT") == __GFP_ZERO | __GFP_ACCOUNT
+    assert gfp_value("__GFP_NOTRACK") == 0
+
+
+def test_fragmentation_is_perfs() -> None:
+    assert fragmentation(0, 0) == 0.0  # nothing allocated: no waste, no division by zero
+    assert fragmentation(0, 1) == 100.0
+    assert fragmentation(24, 32) == 25.0
+
+
+def test_page_events_beyond_perfs_tables_are_skipped_and_counted() -> None:
+    def page(pfn: int, order: int, mt: int) -> tuple:  # type: ignore[type-arg]
+        return (6, 0, "1.000000:", "", "", "", 0, 0, "GFP_KERNEL", -1, pfn, order, mt)
+
+    stat = KmemStat()
+    assert stat.skipped_page_events == 0
+    stat.add([page(1, 0, 0), page(2, 11, 0), page(3, 0, 9)])  # order 11, migratetype 9
+    assert stat.skipped_page_events == 2 and stat.page_summary().nr_allocs == 1
 
 
 def test_bad_sort_key_is_a_clear_error(stat: KmemStat) -> None:
-    with pytest.raises(InvalidArgumentError, match="unknown slab sort key 'size'"):
+    with pytest.raises(InvalidArgumentError, match=r"^unknown slab sort key 'size' \(choose from"
+                       r" ptr, callsite, hit, bytes, frag, pingpong\)$"):
         stat.slab_summary("hit,size")
 
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from PIL import Image, ImageStat
 
+from kmem import BuddyAllocator
 from kmem.show.scenario import load, parse
+from kmem.show.scenario_run import run_all
 from kmem.show.snapshot import scenario_document
 
 OpenPage = Callable[[dict[str, Any]], Any]
@@ -325,3 +327,50 @@ def test_listing_marks_the_current_line(open_page: OpenPage) -> None:
     assert number == 4
     page.keyboard.press("End")
     assert page.locator("#listing li.current").inner_text() == "free p1"
+
+
+BLOCKS_SCENARIO = """\
+memory 256K page 4K
+alloc A 4K
+alloc B 8K
+alloc C 21K
+alloc D 4K
+free A
+free C
+"""
+
+
+def _kmem_states() -> list[tuple[list[tuple[int, int]], str]]:
+    """Per frame, kmem's own (first pfn, order) of the block holding every pfn, and its
+    /proc/buddyinfo line: what the page must show."""
+    scenario = parse(BLOCKS_SCENARIO, "blocks")
+    out = []
+    empty = BuddyAllocator(256 << 10)
+    out.append(([(empty.block_at(p).pfn, empty.block_at(p).order) for p in range(64)],
+                 empty.buddyinfo().rstrip("\n")))
+    for _, live in run_all(scenario):
+        buddy = live.buddy
+        out.append(([(buddy.block_at(p).pfn, buddy.block_at(p).order) for p in range(64)],
+                    buddy.buddyinfo().rstrip("\n")))
+    return out
+
+
+def test_every_pfn_and_the_buddyinfo_line_are_the_allocators(open_page: OpenPage) -> None:
+    """Hovering a page, a block's first and last included, names the block the allocator has;
+    the buddyinfo line is byte for byte the allocator's (mm/vmstat.c's widths)."""
+    page = open_page(scenario_document(parse(BLOCKS_SCENARIO, "blocks")))
+    for step, (blocks, buddyinfo) in enumerate(_kmem_states()):
+        box = page.locator("#strip").bounding_box()  # the text above it changes with the step
+        cell = box["width"] / 32
+        assert page.inner_text("#stepno").startswith(f"step {step} /")
+        assert page.eval_on_selector("#buddyinfo", "e => e.textContent") == buddyinfo
+        for pfn, (first, order) in enumerate(blocks):
+            if pfn not in (first, first + (1 << order) - 1):
+                continue  # a block's edges are where an off-by-one shows; its inside is like them
+            page.mouse.move(box["x"] + cell * (pfn % 32 + 0.5),
+                            box["y"] + cell * (pfn // 32 + 0.5))
+            tooltip = page.inner_text("#tooltip")
+            span = f"[{first}-{first + (1 << order) - 1}]" if order else f"[{first}]"
+            assert f"pfn {pfn} (" in tooltip and f"block {span} order {order} " in tooltip, (
+                step, pfn, tooltip)
+        page.click("#next")

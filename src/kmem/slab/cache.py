@@ -301,13 +301,15 @@ class KmemCache:
         for page in range(pfn, pfn + (1 << order)):
             self._slab_of_pfn.pop(page, None)
 
-    def _discard_slab(self, slab: Slab) -> None:
-        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab).
+    def _discard_slab(self, slab: Slab, *, counted: bool = True) -> None:
+        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab), and
+        count FREE_SLAB unless ``counted`` is false (SLUB's shrink frees without counting).
 
         Under SLAB_TYPESAFE_BY_RCU the pages are only given back by rcu_barrier() (Linux frees
         them from an RCU callback); meanwhile they stay this cache's, on no list.
         """
-        self._stat[FREE_SLAB] += 1
+        if counted:
+            self._stat[FREE_SLAB] += 1
         if self.typesafe_by_rcu:
             for page in range(slab.pfn, slab.pfn + (1 << slab.order)):
                 del self._slab_of_pfn[page]

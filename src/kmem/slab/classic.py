@@ -11,15 +11,24 @@ State of a cache: three lists of slabs, each an OrderedDict used as a list with 
 Allocation takes an object from the first partial slab, else from the first empty slab (it
 becomes partial), else grows the cache by a new slab (Linux: cache_alloc_refill,
 get_first_slab, cache_grow_begin). Objects of a slab are handed out in ascending address order
-first, then last-freed first. A slab that gives its last object moves to the full list. A free
-moves the slab to the tail of the partial list, or of the empty list when it was the last
-object (Linux's free_block, "maximally fair").
+first, then last-freed first. The slab allocated from goes to the head of the partial list, or
+of the full list when it gave its last object (fixup_slab_list). A free moves the slab to the
+tail of the partial list (Linux's free_block: "maximum time for the other objects to be freed,
+too"), or to the head of the empty list when it was the last object; shrink() gives empty slabs
+back from the tail of the empty list (drain_freelist), so the most recently emptied, cache-warm
+slab is the last to go and the first to be reused.
 
 Slab colouring: a slab of ``objs`` objects of ``size`` bytes leaves ``left_over = slab bytes -
 objs * size`` bytes unused. The cache has ``colour = left_over // colour_off`` colours
 (colour_off = the cache line, 64 bytes, or the alignment if larger); each new slab starts its
 first object ``colour_next * colour_off`` bytes in, and colour_next cycles 0, 1, ..,
-colour - 1, 0, .. so that equal objects of different slabs fall on different cache lines.
+colour - 1, 0, .. so that equal objects of different slabs fall on different cache lines. As in
+Linux's mm/slab.c since 4.7 (cache_grow_begin), colour_next moves on before it is used: the first
+slab gets colour 1 (when the cache has more than one colour), then 2, .., colour - 1, 0, 1, ..
+
+Linux also destroys empty slabs as soon as the node's free objects exceed free_limit ((1 +
+nr_cpus) * batchcount + objects per slab); that limit belongs to the per-CPU arrays this
+policy leaves out, so empty slabs stay until shrink().
 
 Counters: an allocation from an existing slab counts as a fast path, one that grows the cache
 as a slow path (with ALLOC_SLAB); every free is a fast path. ``cpu=`` is accepted and checked so
@@ -66,10 +75,10 @@ class ClassicSlabCache(KmemCache):
     def _colour_offset(self, slab_bytes: int, objects: int) -> int:
         left_over = slab_bytes - objects * self.size
         colours = left_over // self.colour_off
-        offset = self.colour_next
-        self.colour_next += 1
+        self.colour_next += 1  # moved on first, as cache_grow_begin does
         if self.colour_next >= self.colour:
             self.colour_next = 0
+        offset = self.colour_next
         if offset >= colours:  # a minimum-order fallback slab has fewer colours
             offset = 0
         return offset * self.colour_off
@@ -97,6 +106,7 @@ class ClassicSlabCache(KmemCache):
         if not freelist:
             del partial[slab]
             self._full[slab] = None
+            self._full.move_to_end(slab, last=False)  # fixup_slab_list: list_add, the head
             slab.where = ON_FULL
         return slab.base + index * self.size
 
@@ -160,14 +170,16 @@ class ClassicSlabCache(KmemCache):
         else:
             del self._partial[slab]
         self._empty[slab] = None
+        self._empty.move_to_end(slab, last=False)  # free_block: list_add, the head
         slab.where = ON_EMPTY
 
     def shrink(self) -> int:
-        """Give every empty slab back to the buddy allocator; return how many."""
+        """Give every empty slab back to the buddy allocator, from the tail of the empty list
+        (drain_freelist); return how many."""
         with self._lock:
             count = len(self._empty)
             while self._empty:
-                slab, _ = self._empty.popitem(last=False)
+                slab, _ = self._empty.popitem()
                 self._discard_slab(slab)
             return count
 

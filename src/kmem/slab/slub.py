@@ -73,6 +73,8 @@ from kmem.slab.stats import (
 if TYPE_CHECKING:
     from kmem.slab.debug import SlabDebugger
 
+SHRINK_PROMOTE_MAX: Final = 32  # kmem_cache_shrink sorts slabs with up to this many free objects
+
 
 class SlubCache(KmemCache):
     """A cache under the SLUB policy."""
@@ -277,7 +279,8 @@ class SlubCache(KmemCache):
         slab.cpu = cpu
 
     def _put_partials(self, partial: list[Slab]) -> None:
-        """__put_partials: the stack, head first, to the node list tail; empty extras discarded."""
+        """__put_partials: the stack, head first, to the node list tail; empty extras discarded
+        (DEACTIVATE_EMPTY), last found first: Linux stacks them on a singly linked list."""
         node = self._node_partial
         discard = []
         while partial:
@@ -289,7 +292,10 @@ class SlubCache(KmemCache):
                 slab.where = ON_NODE_PARTIAL
                 slab.cpu = -1
                 self._stat[FREE_ADD_PARTIAL] += 1
-        for slab in discard:
+        for slab in reversed(discard):
+            slab.where = ON_NONE
+            slab.cpu = -1
+            self._stat[DEACTIVATE_EMPTY] += 1
             self._discard_slab(slab)
 
     # -- flushing and shrinking ----------------------------------------------------------------
@@ -336,18 +342,35 @@ class SlubCache(KmemCache):
         self._put_partials(self._cpu_partial[cpu])
 
     def shrink(self) -> int:
-        """kmem_cache_shrink: flush every CPU, then discard every empty node partial slab."""
+        """kmem_cache_shrink: flush every CPU, then __kmem_cache_do_shrink: discard every empty
+        node partial slab and sort the others, fewest free objects first; return how many
+        slabs were discarded.
+
+        Linux moves each slab with 1..SHRINK_PROMOTE_MAX free objects to the head of a bucket
+        per free count (so a bucket holds its slabs in reverse list order), splices the
+        buckets back in front of the slabs with more free objects, fullest bucket first, and
+        frees the empty slabs last found first, without a FREE_SLAB count.
+        """
         with self._lock:
-            discarded = 0
             for cpu in range(self.nr_cpus):
                 self._flush_cpu(cpu)
             node = self._node_partial
-            for slab in [s for s in node if len(s.freelist) == s.objects]:
-                del node[slab]
-                slab.where = ON_NONE
-                self._discard_slab(slab)
-                discarded += 1
-            return discarded
+            discard = []
+            promote: list[list[Slab]] = [[] for _ in range(SHRINK_PROMOTE_MAX)]
+            for slab in list(node):
+                free = len(slab.freelist)
+                if free == slab.objects:
+                    del node[slab]
+                    slab.where = ON_NONE
+                    discard.append(slab)
+                elif free <= SHRINK_PROMOTE_MAX:
+                    promote[free - 1].append(slab)
+            for bucket in reversed(promote):
+                for slab in bucket:
+                    node.move_to_end(slab, last=False)
+            for slab in reversed(discard):
+                self._discard_slab(slab, counted=False)
+            return len(discard)
 
     # -- reports and invariants ----------------------------------------------------------------
 
@@ -439,9 +462,7 @@ class SlubDebugCache(SlubCache):
             if new:
                 self._discard_slab(slab)
             raise
-        self._take(slab)
-        if not new:
-            stat[ALLOC_FROM_PARTIAL] += 1
+        self._take(slab)  # (no ALLOC_FROM_PARTIAL: Linux counts it only off the debug path)
         if not slab.freelist:
             node.pop(slab, None)
             self._full[slab] = None
