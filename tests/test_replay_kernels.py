@@ -197,3 +197,21 @@ def test_cli_bad_kernel_options_exit_2(args: list[str], capsys: pytest.CaptureFi
     assert status == 2
     err = capsys.readouterr().err
     assert "kmem" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_slabinfo_cache_lists_the_sheaf_files_of_its_kernel(
+        kernel: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["slabinfo", "--kernel", kernel, "--cache", "kmalloc-64"]) == 0
+    files = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    if kernel == "6.17":  # no sheaves, and none of their files
+        assert "sheaf_capacity" not in files and "barn_get" not in files
+        assert int(files["cpu_partial"]) > 0
+        return
+    if kernel == "6.18":  # the file exists; a kmalloc cache asks for no sheaves
+        assert files["sheaf_capacity"] == "0" and files["alloc_cpu_sheaf"] == "0"
+        return
+    # 7.0: sheaves are the fast paths (alloc_fastpath counts sheaf pops), no cpu partial list
+    assert int(files["sheaf_capacity"]) > 0 and files["cpu_partial"] == "0"
+    assert int(files["alloc_fastpath"]) > 0
+    assert int(files["sheaf_refill"]) >= int(files["sheaf_capacity"])  # a sheaf filled, at least
