@@ -15,7 +15,8 @@ shared machine's speed hits both alike. Figures (issue 11's targets in brackets)
   16,384];
 - a SLUB cache alloc+free pair, the same with 6.18's sheaves (sheaf_capacity=32, the pair
   against the cpu-slab pair: issue 14's target) and a kmalloc+kfree pair, unlocked
-  (thread_safe=False) and locked, against a minimal Python pair (list.pop and list.append, each in a method)
+  (thread_safe=False) and locked, against a minimal Python pair (list.pop and list.append,
+  each in a method)
   [cache pair <= 1.5x, kmalloc pair <= 2x the minimal pair];
 - the C limit: benchmarks/c/buddy_limit.c (intrusive lists, the operations inside C, no
   checks), compiled here with gcc, for fill+drain and the mixed workload at 16,384 and
