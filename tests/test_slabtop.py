@@ -109,6 +109,14 @@ def test_workload_once_lists_every_cache(capsys: pytest.CaptureFixture[str]) -> 
     assert text[2].split(": ")[1].split(" (")[0].endswith(f"/ {len(caches)}")
 
 
+def test_tables_take_the_letters_of_their_sort_words(capsys: pytest.CaptureFixture[str]
+                                                     ) -> None:
+    assert main(["slabtop", "-s", "c", "--no-counters", "--no-fragmentation"]) == 0
+    by_letter = capsys.readouterr().out
+    assert main(["slabtop", "--sort", "cache", "--no-counters", "--no-fragmentation"]) == 0
+    assert by_letter == capsys.readouterr().out
+
+
 def test_tables_summary_is_procps_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["slabtop", "--limit", "2", "--no-counters", "--no-fragmentation"]) == 0
     tables = capsys.readouterr().out
@@ -119,7 +127,7 @@ def test_tables_summary_is_procps_summary(capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(("argv", "message"), [
     (["-o", "-s", "x"], "--sort: unknown key 'x'"),
     (["--slabinfo", str(SLABINFO)], "--slabinfo needs -o"),
-    (["-s", "b"], "the other procps letters need -o"),
+    (["-s", "b"], "the letters b, v and p need -o"),
     (["-o", "--slabinfo", "/nonexistent/slabinfo"], "cannot read '/nonexistent/slabinfo'"),
     (["-o", "--slabinfo", str(SLABINFO), "--page-size", "0"], "--page-size must be 1"),
 ])

@@ -101,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
     if args.slabinfo is not None:
         raise InvalidArgumentError("--slabinfo needs -o (the tables need the workload's"
                                    " counters)")
-    if args.sort not in SORT_KEYS:
+    word = next((name for name, key in PROCPS_LETTER.items() if key == letter), None)
+    if word is None:
         raise InvalidArgumentError(
-            f"--sort {args.sort}: the tables sort by {', '.join(sorted(SORT_KEYS))}"
-            " (the other procps letters need -o)")
+            f"--sort {args.sort}: the tables sort by {', '.join(sorted(SORT_KEYS))} (or their"
+            " letters; the letters b, v and p need -o)")
 
     from kmem.slab.report import (
         counters_table,
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     slab = allocator_from_args(args)
     console = Console(highlight=False)
-    rows = slabtop_rows(slab, sort=SORT_KEYS[args.sort])
+    rows = slabtop_rows(slab, sort=SORT_KEYS[word])
     sys.stdout.write(procps_summary(cache.slabinfo() for cache in slab.cache_list()))
     console.print()
     console.print(slabtop_table(rows[: args.limit], title=f"slabtop ({slab.policy})"))
