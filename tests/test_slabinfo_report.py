@@ -41,6 +41,8 @@ def _text(name: str) -> str:
     (["-T"], "slabinfo-T.txt"),
     (["-T", "-B"], "slabinfo-T-B.txt"),
     (["-r"], "slabinfo-r.txt.xz"),
+    (["-r", "--match", "dentry"], "slabinfo-r-dentry.txt"),
+    (["-T", "--match", "kmalloc-[0-9]"], "slabinfo-T-kmalloc-digit.txt"),
 ])
 def test_cli_prints_the_tools_bytes_on_a_real_sys_kernel_slab(
         argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,6 +120,7 @@ def test_workload_report_numbers_are_the_allocators(capsys: pytest.CaptureFixtur
     (["--sys-slab", str(REAL)], "--sys-slab needs -r or -T"),
     (["-r", "--sys-slab", "/nonexistent/slab"], "cannot read '/nonexistent/slab'"),
     (["-r", "-N", "0"], "--lines must be 1 or more"),
+    (["-T", "--match", "("], "invalid pattern '('"),
 ])
 def test_bad_options_exit_2_with_one_line(argv: list[str], message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:

@@ -63,6 +63,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="with -r: only the first K caches (slabinfo -N)")
     parser.add_argument("-B", "--bytes", action="store_true",
                         help="with -T: sizes in bytes (slabinfo -B)")
+    parser.add_argument("--match", metavar="REGEX", default=None,
+                        help="with -r/-T: only caches whose name matches (slabinfo's"
+                        " slab-regexp, case-insensitive)")
     parser.set_defaults(func=run)
 
 
@@ -82,10 +85,10 @@ def _tools_mm_slabinfo(args: argparse.Namespace) -> int:
     snapshot = (load_snapshot(args.sys_slab) if args.sys_slab is not None
                 else snapshot_from_allocator(allocator_from_args(args)))
     if args.report:
-        print(slabinfo_report(snapshot, lines=-1 if args.lines is None else args.lines),
-              end="")
+        print(slabinfo_report(snapshot, lines=-1 if args.lines is None else args.lines,
+                              pattern=args.match), end="")
     else:
-        print(slabinfo_totals(snapshot, show_bytes=args.bytes), end="")
+        print(slabinfo_totals(snapshot, show_bytes=args.bytes, pattern=args.match), end="")
     return 0
 
 

@@ -212,7 +212,7 @@ class _Tool:
     """The tool's globals and functions, one instance per run."""
 
     def __init__(self, snapshot: SysfsSnapshot, *, show_bytes: bool = False,
-                 skip_zero: bool = True) -> None:
+                 skip_zero: bool = True, pattern: str | None = None) -> None:
         self.page_size = snapshot.page_size
         self.show_bytes = show_bytes
         self.skip_zero = skip_zero
@@ -223,8 +223,13 @@ class _Tool:
         self.aliases: list[tuple[str, str]] = []  # (name, the basename of its link)
         self.alias_slab: list[_Slab | None] = []
         self.alias_targets = 0
+        try:  # the tool's slab-regexp: case-insensitive, anywhere in the name
+            matcher = re.compile(pattern if pattern is not None else ".*", re.IGNORECASE)
+        except re.error as error:
+            raise InvalidArgumentError(f"invalid pattern {pattern!r}: {error}") from None
         for entry in snapshot.entries:
-            if entry.name.startswith("."):
+            if entry.name.startswith(".") or (
+                    not entry.name.startswith(":") and not matcher.search(entry.name)):
                 continue
             if entry.link is not None:
                 self.aliases.append((entry.name, entry.link.rsplit("/", 1)[-1]))
@@ -522,10 +527,13 @@ def _onoff(flag: int) -> str:
 
 
 def slabinfo_report(snapshot: SysfsSnapshot, *, lines: int = -1, first_alias: bool = False,
-                    inverted: bool = False, skip_zero: bool = True) -> str:
+                    inverted: bool = False, skip_zero: bool = True,
+                    pattern: str | None = None) -> str:
     """``slabinfo -r``: a report per cache, caches by name (strcasecmp), merged caches named
-    as the tool names them; ``lines`` (``-N``) stops after that many caches."""
-    tool = _Tool(snapshot, skip_zero=skip_zero)
+    as the tool names them; ``lines`` (``-N``) stops after that many caches; ``pattern`` (the
+    tool's slab-regexp) keeps the caches and aliases whose name it matches, case-insensitively
+    (``:``-named merged caches are always kept, as the tool keeps them)."""
+    tool = _Tool(snapshot, skip_zero=skip_zero, pattern=pattern)
     tool.link_slabs()
     tool.rename_slabs(first_alias)
     tool.sort_slabs(inverted)
@@ -539,9 +547,11 @@ def slabinfo_report(snapshot: SysfsSnapshot, *, lines: int = -1, first_alias: bo
     return "".join(tool.out)
 
 
-def slabinfo_totals(snapshot: SysfsSnapshot, *, show_bytes: bool = False) -> str:
+def slabinfo_totals(snapshot: SysfsSnapshot, *, show_bytes: bool = False,
+                    pattern: str | None = None) -> str:
     """``slabinfo -T``: totals and per-cache / per-object averages, minima and maxima over
-    the caches that have slabs and objects (``show_bytes``: -B, sizes in bytes)."""
-    tool = _Tool(snapshot, show_bytes=show_bytes)
+    the caches that have slabs and objects (``show_bytes``: -B, sizes in bytes; ``pattern``
+    as for slabinfo_report)."""
+    tool = _Tool(snapshot, show_bytes=show_bytes, pattern=pattern)
     tool.totals()
     return "".join(tool.out)
