@@ -128,3 +128,14 @@ def test_bad_options_exit_2_with_one_line(argv: list[str], message: str,
     assert captured.out == ""
     assert captured.err.startswith("kmem top: ") and message in captured.err
     assert captured.err.count("\n") == 1
+
+
+def test_commands_and_the_plot_module_load_no_matplotlib_nor_parser() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, kmem.show.rates_plot, kmem.cli.top, kmem.cli.leaks;"
+            " print('matplotlib' in sys.modules, 'kmem.trace.parse' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout == "False False\n"
