@@ -29,6 +29,9 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", type=size_argument, default="64M", metavar="SIZE",
                         help="memory size (default: 64M)")
     parser.add_argument("--seed", type=int, default=1, help="workload random seed (default: 1)")
+    parser.add_argument("--kernel", choices=("6.17", "6.18", "7.0"), default="6.18",
+                        help="whose SLUB runs the built-in workload: 7.0 gives every cache"
+                        " sheaves (--cache NAME then lists their counters; default: 6.18)")
 
 
 def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
@@ -36,7 +39,7 @@ def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
     from kmem.show.workload import workload_allocator
 
     return workload_allocator(scenario=args.scenario, policy=args.policy, nr_cpus=args.cpus,
-                              memory=args.memory, seed=args.seed)
+                              memory=args.memory, seed=args.seed, kernel=args.kernel)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
