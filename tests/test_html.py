@@ -170,8 +170,10 @@ def test_kmem_serve_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_kmem_html_rejects_no_frames(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["html", "seed-buddy", "--frames", "0", "-o", str(tmp_path / "x.html")]) == 2
-    assert "--frames must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a usage error, found by the parser
+        main(["html", "seed-buddy", "--frames", "0", "-o", str(tmp_path / "x.html")])
+    assert stop.value.code == 2
+    assert "argument --frames: '0': must be 1 or more" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
 
 

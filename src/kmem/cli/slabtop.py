@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from kmem.cli.args import COMMANDS
+from kmem.cli.args import COMMANDS, count_argument
 from kmem.cli.slabinfo import add_workload_arguments, allocator_from_args
 
 SORT_KEYS = {
@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_workload_arguments(parser)
     parser.add_argument("--sort", choices=sorted(SORT_KEYS), default="objs",
                         help="sort key (default: objs, as slabtop)")
-    parser.add_argument("--limit", type=int, default=30, help="rows to show (default: 30)")
+    parser.add_argument("--limit", type=count_argument, default=30, metavar="N",
+                        help="rows to show (default: 30)")
     parser.add_argument("--no-counters", action="store_true", help="skip the counters table")
     parser.add_argument("--no-fragmentation", action="store_true",
                         help="skip the fragmentation table")
@@ -33,8 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from kmem.cli.terminal import output_console
     from kmem.slab.report import (
         counters_table,
         fragmentation_rows,
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     slab = allocator_from_args(args)
-    console = Console(highlight=False)
+    console = output_console()
     rows = slabtop_rows(slab, sort=SORT_KEYS[args.sort])
     console.print(slabtop_summary(rows))
     console.print()

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from kmem.errors import InvalidArgumentError
 from kmem.page.mem_map import ORDER_MASK
 from kmem.show.scenario import Scenario
 from kmem.show.snapshot import scenario_document
@@ -81,7 +82,45 @@ def scenario_page(scenario: Scenario) -> str:
 
 
 def write_page(document: dict[str, Any], path: str | Path) -> Path:
-    """Write the page for ``document`` to ``path``; return the path."""
+    """Write the page for ``document`` to ``path``; return the path. The page is written
+    whole or not at all (into a temporary file beside it, then renamed), so a failure leaves
+    no half page and an existing file unchanged; one that cannot be written is a
+    PageWriteError naming it."""
     path = Path(path)
-    path.write_text(build_page(document), encoding="utf-8")
+    page = build_page(document)
+    write_atomically(path, page.encode("utf-8"))
     return path
+
+
+class PageWriteError(InvalidArgumentError):
+    """A page or picture cannot be written where it was asked for."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` into ``path``, through a temporary file in the same folder and a rename."""
+    import os
+    import tempfile
+
+    if path.is_dir():
+        raise PageWriteError(f"cannot write {str(path)!r}: it is a folder")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    except OSError as error:
+        raise PageWriteError(f"cannot write {str(path)!r}: {error.strerror}") from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except OSError as error:
+        os.unlink(temporary)
+        raise PageWriteError(f"cannot write {str(path)!r}: {error.strerror}") from None
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
