@@ -92,9 +92,15 @@ def add_machine_arguments(parser: argparse.ArgumentParser, *, what: str = "") ->
                         metavar="SIZE",
                         help=f"memory of the machine{what} (default {DEFAULT_MEMORY >> 30}G,"
                              f" at least {MIN_MEMORY >> 20}M)")
-    parser.add_argument("--cpus", "--nr-cpus", dest="cpus", type=cpus_argument,
-                        default=DEFAULT_CPUS, metavar="N",
-                        help=f"CPUs of the machine{what} (default {DEFAULT_CPUS})")
+    add_cpus_argument(parser, f"CPUs of the machine{what} (default {DEFAULT_CPUS})")
+
+
+def add_cpus_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """--cpus N, and --nr-cpus N as a hidden alias (the name kmem replay once had)."""
+    parser.add_argument("--cpus", type=cpus_argument, default=DEFAULT_CPUS, metavar="N",
+                        help=help)
+    parser.add_argument("--nr-cpus", dest="cpus", type=cpus_argument, default=DEFAULT_CPUS,
+                        help=argparse.SUPPRESS)
 
 
 def split_negative_values(words: list[str]) -> list[str]:
@@ -127,7 +133,7 @@ def output_path(path: str, option: str = "-o") -> str:
 
     from kmem.errors import InvalidArgumentError
 
-    if os.path.isdir(path):
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
         raise InvalidArgumentError(f"{option} {path!r} is a folder: give a file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):

@@ -53,8 +53,8 @@ def write_picture(path: str, draw: Callable[[str], object]) -> None:
 def run(args: argparse.Namespace) -> int:
     from kmem.show.plot import picture_path, plot
 
-    picture_path(args.output)  # the format, and below the place: before the replay
-    output_path(args.output)
+    output_path(args.output)  # the place and the format: before the replay
+    picture_path(args.output)
     document = document_from_args(args)
     write_picture(args.output,
                   lambda temporary: plot(document, temporary, args.plot_kind, args.step))

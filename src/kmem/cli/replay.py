@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     layers = parse_layers(args.layers)
     if args.plot:  # a bad file name or folder fails now, not after the replay
-        picture_path(args.plot)
         output_path(args.plot, "--plot")
+        picture_path(args.plot)
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.cpus,
                         memory=args.memory, max_order=args.max_order)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"

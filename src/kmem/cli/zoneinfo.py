@@ -14,7 +14,7 @@ import argparse
 from kmem.cli.args import (
     COMMANDS,
     DEFAULT_CPUS,
-    cpus_argument,
+    add_cpus_argument,
     int_argument,
     natural_argument,
 )
@@ -31,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--layout", metavar="FILE", default=None,
                         help="a /proc/zoneinfo file ('-': standard input), or zone sizes such"
                         " as DMA=16M,DMA32=2G,Normal=4G (default: one 1 GiB Normal zone)")
-    parser.add_argument("--cpus", "--nr-cpus", dest="cpus", type=cpus_argument,
-                        default=DEFAULT_CPUS, metavar="N", help="CPUs (default: 2)")
+    add_cpus_argument(parser, f"CPUs (default: {DEFAULT_CPUS})")
     parser.add_argument("--min-free-kbytes", type=natural_argument, default=None, metavar="K",
                         help="vm.min_free_kbytes (default: the kernel's formula, raised for"
                         " THP as khugepaged does)")
