@@ -31,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
     from rich.text import Text
 
-    from kmem.cli.terminal import output_console
     from kmem.show import memory_map
     from kmem.show.scenario import load
     from kmem.show.scenario_run import run_all
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=1))
         return 0
-    console = output_console()
+    # (prose wraps at the terminal's width; the buddyinfo lines below never do: soft_wrap)
+    console = Console(highlight=False)
     console.print(
         f"[bold]{scenario.name}[/]: {scenario.memory // 1024} KB of {scenario.page_size}-byte"
         f" pages, max_order {scenario.max_order}"

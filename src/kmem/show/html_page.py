@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import json
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,29 @@ _ORDER_BITS = ORDER_MASK.bit_length()  # 5: orders 0..31 (page.js decodes with 3
 
 def encode_blocks(blocks: list[int], width: int) -> str:
     """A frame's flat [pfn, order, code, ...] list as a string (pfns are implied)."""
-    digits = []
-    alphabet = BLOCK_ALPHABET
     limit = 1 << (6 * width)
-    for i in range(0, len(blocks), 3):
-        value = (blocks[i + 2] << _ORDER_BITS) | blocks[i + 1]
-        if value >= limit:
-            raise ValueError(f"block code {blocks[i + 2]} does not fit in {width} digits")
+    codes = blocks[2::3]
+    if codes and max(codes) << _ORDER_BITS >= limit:
+        raise ValueError(f"block code {max(codes)} does not fit in {width} digits")
+    if width <= 2:  # (nearly every page: a table of every value's digits, one lookup a block)
+        digits = _digit_table(width)
+        return "".join([digits[(code << _ORDER_BITS) | order]
+                        for order, code in zip(blocks[1::3], codes, strict=True)])
+    alphabet = BLOCK_ALPHABET
+    out = []
+    for order, code in zip(blocks[1::3], codes, strict=True):
+        value = (code << _ORDER_BITS) | order
         for shift in range(6 * (width - 1), -1, -6):
-            digits.append(alphabet[(value >> shift) & 63])
-    return "".join(digits)
+            out.append(alphabet[(value >> shift) & 63])
+    return "".join(out)
+
+
+@cache
+def _digit_table(width: int) -> tuple[str, ...]:
+    """The ``width``-digit string of every value below 64 ** width."""
+    if width == 1:
+        return tuple(BLOCK_ALPHABET)
+    return tuple(high + low for high in BLOCK_ALPHABET for low in BLOCK_ALPHABET)
 
 
 def _compact(document: dict[str, Any]) -> dict[str, Any]:
