@@ -41,8 +41,10 @@ import lzma
 import os
 import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -157,13 +159,20 @@ def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size
                  ) -> dict[str, Any]:
     total = int(cache.objs_per_slab)
     slot = int(cache.slab_size)
-    used: dict[int, list[int]] = {pfn: [] for pfn in pfns}
+    objects = cache.live_objects()  # by address: slab after slab, by ascending pfn
+    # Objects per slab counted at C speed; only the listed slabs' objects are walked one by
+    # one (for their used bits), and those come first in ``objects``.
+    inuse = Counter(map(_SLAB_PFN, objects))
+    order = sorted(set(pfns) | inuse.keys())
+    listed = order[:MAX_SLABS_LISTED]
+    walk = sum(inuse[pfn] for pfn in listed)
+    used: dict[int, list[int]] = {pfn: [] for pfn in listed}
     base: dict[int, int] = {}  # address of object 0 (after a colour offset or red zone)
-    for obj in cache.live_objects():
-        used.setdefault(obj.slab_pfn, []).append(obj.index)
+    for obj in objects[:walk]:
+        used[obj.slab_pfn].append(obj.index)
         base[obj.slab_pfn] = obj.address - obj.index * slot
     slabs: list[list[Any]] = []
-    for pfn in sorted(used):
+    for pfn in listed:
         indices = used[pfn]
         entry: list[Any] = [pfn, len(indices), total, base.get(pfn, pfn * page_size)]
         if total <= MAX_OBJECT_BITS:
@@ -172,24 +181,27 @@ def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size
                 bits[index] = "1"
             entry.append("".join(bits))
         slabs.append(entry)
-    full = sum(1 for s in slabs if s[1] == total)
-    empty = sum(1 for s in slabs if s[1] == 0)
+    full = sum(1 for pfn in order if inuse[pfn] == total)
+    empty = sum(1 for pfn in order if not inuse[pfn])
     return {
         "name": str(cache.name),
         "object_size": int(cache.object_size),
         "size": int(cache.slab_size),
         "objs_per_slab": total,
         "order": int(cache.order),
-        "active_objs": sum(s[1] for s in slabs),
-        "num_objs": total * len(slabs),
-        "nr_slabs": len(slabs),
+        "active_objs": len(objects),
+        "num_objs": total * len(order),
+        "nr_slabs": len(order),
         "full": full,
-        "partial": len(slabs) - full - empty,
+        "partial": len(order) - full - empty,
         "empty": empty,
-        "slabs": slabs[:MAX_SLABS_LISTED],
+        "slabs": slabs,
         "bytes_requested": int(stats.bytes_requested),
         "bytes_allocated": int(stats.bytes_allocated),
     }
+
+
+_SLAB_PFN = attrgetter("slab_pfn")
 
 
 class _CacheFrames:
