@@ -409,3 +409,22 @@ def test_serve_refuses_a_nonsense_bound() -> None:
 
     with pytest.raises(ServeError, match="must be positive"):
         make_server("", port=0, timeout=0)
+
+
+@pytest.mark.parametrize(("command", "name"), [("html", "p.html"), ("plot", "p.svg")])
+def test_an_output_through_a_link_or_into_a_fifo_keeps_the_link_and_the_fifo(
+        command: str, name: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    real, link = tmp_path / f"real-{name}", tmp_path / name
+    real.write_text("old")
+    link.symlink_to(real.name)
+    assert kmem([command, "seed-buddy", "-o", str(link)], capsys)[0] == 0
+    assert link.is_symlink() and real.read_text() != "old"  # the file replaced, not the link
+    fifo = tmp_path / f"fifo-{name}"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert kmem([command, "seed-buddy", "-o", str(fifo)], capsys)[0] == 0  # (/dev/stdout too)
+    reader.join(60)
+    assert received and received[0].lstrip().startswith(b"<")
+    assert fifo.is_fifo()  # written into, not renamed over

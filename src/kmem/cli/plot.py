@@ -30,24 +30,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def write_picture(path: str, draw: Callable[[str], object]) -> None:
     """``draw(temporary)`` writes the picture beside ``path``; renamed to it once whole, so a
-    failure leaves no half picture (and an existing file as it was)."""
+    failure leaves no half picture (and an existing file as it was). A symbolic link is
+    followed; a path that is no regular file (/dev/stdout, a FIFO) is drawn to directly."""
     import os
+    import stat
     import tempfile
 
     from kmem.show.html_page import PageWriteError
 
-    folder, name = os.path.split(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=os.path.splitext(name)[1],
-                                         dir=folder)
+    try:
+        if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+            draw(path)
+            return
+        target = os.path.realpath(path)
+        folder, name = os.path.split(target)
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.",
+                                             suffix=os.path.splitext(name)[1], dir=folder)
+    except OSError as error:
+        raise PageWriteError(f"cannot write {path!r}: {error.strerror or error}") from None
     os.close(handle)
     try:
         draw(temporary)
-        os.replace(temporary, path)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, target)
     except OSError as error:
         raise PageWriteError(f"cannot write {path!r}: {error.strerror or error}") from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def run(args: argparse.Namespace) -> int:

@@ -111,22 +111,30 @@ class PageWriteError(InvalidArgumentError):
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` into ``path``, through a temporary file in the same folder and a rename."""
+    """``data`` into ``path``, through a temporary file in the same folder and a rename (a
+    symbolic link is followed: the file it names is replaced, the link stays). A path that is
+    no regular file (/dev/stdout, a FIFO) is written to directly: a rename would replace it."""
     import os
+    import stat
     import tempfile
 
     if path.is_dir():
         raise PageWriteError(f"cannot write {str(path)!r}: it is a folder")
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            with open(path, "wb") as file:
+                file.write(data)
+            return
+        target = Path(os.path.realpath(path))
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                             dir=target.parent)
     except OSError as error:
         raise PageWriteError(f"cannot write {str(path)!r}: {error.strerror}") from None
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
         os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except OSError as error:
         os.unlink(temporary)
         raise PageWriteError(f"cannot write {str(path)!r}: {error.strerror}") from None
