@@ -428,3 +428,20 @@ def test_an_output_through_a_link_or_into_a_fifo_keeps_the_link_and_the_fifo(
     reader.join(60)
     assert received and received[0].lstrip().startswith(b"<")
     assert fifo.is_fifo()  # written into, not renamed over
+
+
+@pytest.mark.parametrize(("error", "status", "line"), [
+    (OSError(28, "No space left on device", "out.txt"),
+     2, "kmem stat: cannot read or write 'out.txt': No space left on device"),
+    (KeyboardInterrupt(), 130, "kmem stat: interrupted"),
+])
+def test_what_no_check_foresees_is_still_one_line(
+        error: BaseException, status: int, line: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kmem.cli import stat as stat_command
+
+    def fail(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(stat_command, "run", fail)
+    assert kmem(["stat", "trace.txt"], capsys) == (status, "", line + "\n")
