@@ -106,8 +106,7 @@ def _print_summary(result: SweepResult, console: Console, top: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from kmem.cli.terminal import output_console
     from kmem.errors import InvalidArgumentError
     from kmem.show.sweep_report import report_path, write_sweep_report
     from kmem.trace.sweep import sweep
@@ -127,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                    ship=args.ship, resume=args.resume, parquet=args.parquet, progress=progress)
     if not progress:
         _print_failures(result)
-    console = Console()
+    console = output_console()
     _print_summary(result, console, args.top)
     if args.report or args.png:
         for path in write_sweep_report(result, args.report, args.png, heatmap):
