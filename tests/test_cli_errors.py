@@ -273,6 +273,7 @@ def test_zoneinfo_takes_the_same_cpus_option() -> None:
     (["replay", "--memory", "-1G", "t"], "argument --memory: bad size '-1G'"),
     (["html", "--memory", "-1G"], "argument --memory: bad size '-1G'"),
     (["slabtop", "--memory", "-1.5M"], "argument --memory: bad size '-1.5M'"),
+    (["replay", "--memory", "４G", "t"], "argument --memory: bad size '４G'"),  # not ASCII
     (["slabinfo", "--cpus", "0"], "argument --cpus: '0': CPUs are 1 to 4096"),
     (["replay", "--cpus", "5000", "t"], "argument --cpus: '5000': CPUs are 1 to 4096"),
     (["replay", "--every", "0", "t"], "argument --every: '0': must be 1 or more"),
@@ -445,3 +446,8 @@ def test_what_no_check_foresees_is_still_one_line(
 
     monkeypatch.setattr(stat_command, "run", fail)
     assert kmem(["stat", "trace.txt"], capsys) == (status, "", line + "\n")
+
+
+def test_a_layout_giving_a_zone_twice_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert refused(["zoneinfo", "--layout", "Normal=1G,Normal=2G"], capsys) == (
+        "kmem zoneinfo: layout 'Normal=1G,Normal=2G': zone Normal given twice")

@@ -15,6 +15,8 @@ def size_argument(text: str) -> int:
     same for every command: "argument --memory: bad size 'lots' (expected e.g. 100, 21K, 1.5M)"."""
     from kmem.page.size import parse_size  # here: `kmem --help` must load no layer
 
+    if not text.isascii():  # ("４G": a regular expression's \d takes every script's digits)
+        raise argparse.ArgumentTypeError(f"bad size {text!r} (expected e.g. 100, 21K, 1.5M)")
     try:
         return parse_size(text.strip())
     except ValueError as error:
@@ -159,6 +161,8 @@ def load_layout(spec: str) -> MachineLayout:
         sizes: dict[str, int | tuple[int, int]] = {}
         for part in spec.split(","):
             name, _, size = part.partition("=")
+            if name.strip() in sizes:
+                raise InvalidLayoutError(f"layout {spec!r}: zone {name.strip()} given twice")
             amount, _, start = size.partition("@")
             try:
                 sizes[name.strip()] = (
