@@ -451,3 +451,23 @@ def test_what_no_check_foresees_is_still_one_line(
 def test_a_layout_giving_a_zone_twice_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert refused(["zoneinfo", "--layout", "Normal=1G,Normal=2G"], capsys) == (
         "kmem zoneinfo: layout 'Normal=1G,Normal=2G': zone Normal given twice")
+
+
+def test_html_reads_a_trace_from_a_pipe_whole(capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path, small_trace: Path) -> None:
+    # ``kmem html <(xzcat trace.xz)``: a FIFO reads once, and the page builder reads a trace
+    # twice (to space its frames); the second read once found it empty: a page of 0 steps.
+    from test_html import embedded
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(small_trace.read_bytes()))
+    writer.start()
+    page = tmp_path / "p.html"
+    status, _, err = kmem(["html", "--trace", str(fifo), "-o", str(page)], capsys)
+    writer.join(60)
+    assert status == 0, err
+    from_file = tmp_path / "f.html"
+    assert kmem(["html", "--trace", str(small_trace), "-o", str(from_file)], capsys)[0] == 0
+    assert embedded(page.read_text())["total_steps"] == embedded(
+        from_file.read_text())["total_steps"] > 0

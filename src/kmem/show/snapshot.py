@@ -348,9 +348,10 @@ def document_for(spec: str, kind: str | None = None,
     """
     if kind not in (None, "scenario", "trace"):
         raise InvalidArgumentError(f"kind must be 'scenario' or 'trace', not {kind!r}")
-    if spec == "-":
-        # Standard input is read once: spooled to a file, it is guessed and read as a file is.
-        with _spooled_stdin() as path:
+    if spec == "-" or _is_stream(spec):
+        # Standard input or a pipe (``<(xzcat trace.xz)``) can be read only once: spooled to a
+        # file, it is guessed and read (twice, see trace_document) as a file is.
+        with _spooled(spec) as path:
             return document_for(str(path), kind, max_frames, memory, policy, nr_cpus=nr_cpus,
                                 skip_bad=skip_bad, progress=progress)
     if kind is None:
@@ -362,16 +363,31 @@ def document_for(spec: str, kind: str | None = None,
                           skip_bad=skip_bad, progress=progress)
 
 
+def _is_stream(spec: str) -> bool:
+    """Is ``spec`` a FIFO or a character device (a file that reads once), not a built-in?"""
+    import stat
+
+    try:
+        return spec not in BUILTIN and not stat.S_ISREG(os.stat(spec).st_mode) and not (
+            stat.S_ISDIR(os.stat(spec).st_mode))
+    except OSError:
+        return False  # (the reader says what is wrong with it)
+
+
 @contextmanager
-def _spooled_stdin() -> Iterator[Path]:
+def _spooled(spec: str) -> Iterator[Path]:
     import shutil
     import sys
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="kmem-stdin-") as folder:
-        path = Path(folder) / "stdin"
+    with tempfile.TemporaryDirectory(prefix="kmem-input-") as folder:
+        path = Path(folder) / ("stdin" if spec == "-" else Path(spec).name)
         with open(path, "wb") as file:
-            shutil.copyfileobj(sys.stdin.buffer, file, 1 << 20)
+            if spec == "-":
+                shutil.copyfileobj(sys.stdin.buffer, file, 1 << 20)
+            else:
+                with open(spec, "rb") as source:
+                    shutil.copyfileobj(source, file, 1 << 20)
         yield path
 
 
