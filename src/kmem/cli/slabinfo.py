@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from kmem.cli.args import COMMANDS, size_argument
+from kmem.cli.args import COMMANDS, add_machine_arguments, int_argument
 from kmem.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -25,10 +25,9 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
                         " built-in workload")
     parser.add_argument("--policy", choices=("slub", "slab"), default="slub",
                         help="slab policy of the built-in workload (default: slub)")
-    parser.add_argument("--cpus", type=int, default=2, help="simulated CPUs (default: 2)")
-    parser.add_argument("--memory", type=size_argument, default="64M", metavar="SIZE",
-                        help="memory size (default: 64M)")
-    parser.add_argument("--seed", type=int, default=1, help="workload random seed (default: 1)")
+    add_machine_arguments(parser, what=" of the built-in workload")
+    parser.add_argument("--seed", type=int_argument, default=1,
+                        help="workload random seed (default: 1)")
     parser.add_argument("--kernel", choices=("6.17", "6.18", "7.0"), default="6.18",
                         help="whose SLUB runs the built-in workload: 7.0 gives every cache"
                         " sheaves (--cache NAME then lists their counters; default: 6.18)")
@@ -36,10 +35,19 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
 
 def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
     """The SlabAllocator after the workload the options of add_workload_arguments name."""
+    from kmem.errors import OutOfMemoryError
     from kmem.show.workload import workload_allocator
 
-    return workload_allocator(scenario=args.scenario, policy=args.policy, nr_cpus=args.cpus,
-                              memory=args.memory, seed=args.seed, kernel=args.kernel)
+    try:
+        return workload_allocator(scenario=args.scenario, policy=args.policy,
+                                  nr_cpus=args.cpus, memory=args.memory, seed=args.seed,
+                                  kernel=args.kernel)
+    except OutOfMemoryError as error:
+        if args.scenario is not None:
+            raise  # (the scenario's own machine: its error names its line)
+        raise InvalidArgumentError(
+            f"--memory {args.memory >> 20}M is too little for the built-in workload ({error})"
+        ) from None
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cache is not None:
         cache = slab.caches.get(args.cache)
         if cache is None:
-            raise InvalidArgumentError(
-                f"no cache named {args.cache!r} (try: {', '.join(list(slab.caches)[-5:])})")
+            raise InvalidArgumentError(f"no cache named {args.cache!r}"
+                                       f"{_suggestions(args.cache, list(slab.caches))}")
         for key, value in sysfs_attributes(cache).items():
             print(f"{key}:{value}")
         return 0
@@ -116,3 +124,14 @@ def run(args: argparse.Namespace) -> int:
         rows = [row for row in rows if row.num_slabs]
     print(format_slabinfo(rows), end="")
     return 0
+
+
+def _suggestions(name: str, names: list[str]) -> str:
+    """" (did you mean: a, b?)" for the names close to ``name`` (difflib: the ones a typo or a
+    missing prefix would give), else the hint to list them all."""
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    if close:
+        return f" (did you mean: {', '.join(close)}?)"
+    return " (kmem slabinfo lists every cache)"

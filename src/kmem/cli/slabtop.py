@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from kmem.cli.args import COMMANDS
+from kmem.cli.args import COMMANDS, count_argument, int_argument
 from kmem.cli.slabinfo import add_workload_arguments, allocator_from_args
 
 SORT_KEYS = {
@@ -37,9 +37,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--slabinfo", default=None, metavar="FILE",
                         help="with -o: the caches of this /proc/slabinfo file (- for standard"
                         " input) instead of a workload's")
-    parser.add_argument("--page-size", type=int, default=4096,
+    parser.add_argument("--page-size", type=int_argument, default=4096,
                         help="with --slabinfo: bytes per page (default 4096)")
-    parser.add_argument("--limit", type=int, default=30, help="rows to show (default: 30)")
+    parser.add_argument("--limit", type=count_argument, default=30, metavar="N",
+                        help="rows to show (default: 30)")
     parser.add_argument("--no-counters", action="store_true", help="skip the counters table")
     parser.add_argument("--no-fragmentation", action="store_true",
                         help="skip the fragmentation table")
@@ -91,8 +92,7 @@ def _print_once(args: argparse.Namespace, letter: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from rich.console import Console
-
+    from kmem.cli.terminal import output_console
     from kmem.errors import InvalidArgumentError
 
     letter = _sort_letter(args.sort)
@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     slab = allocator_from_args(args)
-    console = Console(highlight=False)
+    console = output_console()
     rows = slabtop_rows(slab, sort=SORT_KEYS[word])
     sys.stdout.write(procps_summary(cache.slabinfo() for cache in slab.cache_list()))
     console.print()

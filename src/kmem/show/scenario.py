@@ -213,13 +213,30 @@ def load(spec: str | Path | None = None) -> Scenario:
         return parse(BUILTIN[spec], spec)
     path = Path(spec)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as error:
         raise ScenarioNameError(
             f"cannot read scenario {str(spec)!r}: {error.strerror}"
             f" (built-in scenarios: {', '.join(BUILTIN)})"
         ) from None
-    return parse(text, path.name)
+    return parse(_scenario_text(data, path.name), path.name)
+
+
+def _scenario_text(data: bytes, source: str) -> str:
+    """A scenario file's bytes as text; binary or non-UTF-8 bytes are a ScenarioSyntaxError at
+    their line (a scenario is a few lines a person wrote, so a bad byte is a wrong file, and a
+    compressed trace given to ``kmem run`` is the usual one)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ScenarioSyntaxError(
+            f"{source}:{line}: not a scenario: byte 0x{data[error.start]:02x} is not UTF-8 text"
+            " (a kmem trace? kmem html and plot read those with --trace)") from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ScenarioSyntaxError(f"{source}:{line}: not a scenario: binary data (a NUL byte)")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
