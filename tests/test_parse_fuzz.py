@@ -16,6 +16,7 @@ under AddressSanitizer with KMEM_FUZZ_EXAMPLES examples each (make test: 20, mak
 from __future__ import annotations
 
 import lzma
+from collections import Counter
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -58,6 +59,21 @@ def seed_lines() -> tuple[str, ...]:
         lines = _lines(path)
         seeds.extend(lines if len(lines) < 500 else lines[::7])
     return tuple(seeds)
+
+
+# Lines tried by each test of this module (mutated lines, each read alone and in a batch):
+# written to the terminal at the end, for the counts the issue asks for.
+TRIED: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and TRIED:
+        reporter.write_line("")
+        for name, count in sorted(TRIED.items()):
+            reporter.write_line(f"parse fuzz: {name}: {count} lines tried")
 
 
 def _outcome(parser: TraceParser, lines: list[str]) -> tuple[Any, ...]:
@@ -176,7 +192,9 @@ def warmed_parsers() -> dict[bool, TraceParser]:
     return {skip_bad: _warmed(compiled=compiled, skip_bad=skip_bad) for skip_bad in (False, True)}
 
 
-def _fresh_and_warmed(lines: list[str], warmed_parsers: dict[bool, TraceParser]) -> None:
+def _fresh_and_warmed(lines: list[str], warmed_parsers: dict[bool, TraceParser],
+                      name: str) -> None:
+    TRIED[name] += len(lines)
     compiled = core is not None
     for skip_bad in (False, True):
         warmed = warmed_parsers[skip_bad]
@@ -192,7 +210,7 @@ def _fresh_and_warmed(lines: list[str], warmed_parsers: dict[bool, TraceParser])
 @given(st.lists(mutated_line(), min_size=1, max_size=LINES_PER_EXAMPLE))
 def test_a_warmed_parser_reads_mutated_lines_as_a_fresh_one(
         warmed_parsers: dict[bool, TraceParser], lines: list[str]) -> None:
-    _fresh_and_warmed(lines, warmed_parsers)
+    _fresh_and_warmed(lines, warmed_parsers, "warmed vs fresh, mutated lines")
 
 
 def test_a_warmed_parser_reads_every_known_bad_spelling_as_a_fresh_one(
@@ -207,7 +225,7 @@ def test_a_warmed_parser_reads_every_known_bad_spelling_as_a_fresh_one(
         tokens = line.split(" ")
         lines = [" ".join([*tokens[:i], odd, *tokens[i + 1:]])
                  for i in range(len(tokens)) if tokens[i] for odd in ODD_TOKENS]
-        _fresh_and_warmed(lines, warmed_parsers)
+        _fresh_and_warmed(lines, warmed_parsers, "warmed vs fresh, every odd token in place")
 
 
 # -- (b) the compiled loop reads exactly what the Python loop reads --------------------------
@@ -228,6 +246,7 @@ def twin_parsers() -> dict[tuple[bool, bool], TraceParser]:
 
 def _compiled_and_pure(lines: list[str],
                        twin_parsers: dict[tuple[bool, bool], TraceParser]) -> None:
+    TRIED["compiled vs pure, mutated lines"] += len(lines)
     for skip_bad in (False, True):
         for batch in _batches(lines):
             outcomes = []
