@@ -9,7 +9,10 @@ on its first quarter and on all of it shows that replay memory follows the live 
 trace length.
 
 Figures: the time of a bare Python loop that reads the file and split()s every line (the
-baseline of issue 4), of parsing alone, and of parsing + replaying through kmem's allocators
+baseline of issues 4 and 11), of the same loop over kmem.trace.source.open_trace (the bounded,
+decoding reader every command uses), of parsing alone with the compiled inline loop
+(csrc/parse.c) and with the pure-Python one side by side, of ``kmem stat`` of the whole trace
+(both cores, a fresh process each), and of parsing + replaying through kmem's allocators
 (slab,page layers, SLUB, 2 CPUs, 4 GiB) in one process, and with the parser in a second process
 (kmem.trace.pipeline, what ``kmem replay FILE`` does), with the CPU time of each process; peak
 RSS of a replay in a fresh child process. Timings on shared machines are noisy: ratios matter.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
 import re
 import resource
 import statistics
@@ -81,15 +85,43 @@ def bare_loop(path: Path) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def parse_only(path: Path) -> tuple[float, float]:
-    """(wall, CPU) seconds to parse every line into EventBatches (what replay reads)."""
-    from kmem.trace.parse import TraceParser
+def source_loop(path: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of bare_loop over open_trace's reader (bounded lines, UTF-8)."""
+    from kmem.trace.source import open_trace
 
     start, cpu = time.perf_counter(), time.process_time()
-    with path.open() as lines:
-        for _ in TraceParser().parse_batches(lines):  # what replay reads
+    with open_trace(path) as lines:
+        for line in lines:
+            line.split()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def parse_only(path: Path, compiled: bool = True) -> tuple[float, float]:
+    """(wall, CPU) seconds to parse every line into EventBatches (what replay reads), read
+    through open_trace, with the compiled inline loop or the pure-Python one."""
+    from kmem.trace.parse import TraceParser
+    from kmem.trace.source import open_trace
+
+    parser = TraceParser()
+    if not compiled:
+        parser._compiled_lines = None  # the pure loop, as KMEM_PURE=1 chooses it
+    elif parser._compiled_lines is None:
+        return float("nan"), float("nan")  # (no compiled core here)
+    start, cpu = time.perf_counter(), time.process_time()
+    with open_trace(path) as lines:
+        for _ in parser.parse_batches(lines):  # what replay reads
             pass
     return time.perf_counter() - start, time.process_time() - cpu
+
+
+def stat_child(path: Path, pure: bool) -> float:
+    """Wall seconds of ``kmem stat --json`` of the trace in a fresh process (startup and the
+    report included), on the compiled or the pure core."""
+    environment = {**os.environ, "KMEM_PURE": "1" if pure else "0"}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kmem", "stat", "--json", str(path)], check=True,
+                   capture_output=True, env=environment)
+    return time.perf_counter() - start
 
 
 _CHILD = """
@@ -98,6 +130,7 @@ from itertools import islice
 from kmem.trace.parse import TraceParser
 from kmem.trace.pipeline import ParserProcess
 from kmem.trace.replay import Replayer
+from kmem.trace.source import open_trace
 path, limit, parallel = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "parallel"
 start = time.perf_counter()
 replayer = Replayer(memory=4 << 30)
@@ -105,7 +138,7 @@ if parallel:  # kmem replay's default: a second process parses (the whole file)
     assert limit >= 1 << 40
     result = replayer.run_batches(ParserProcess(path).batches(), every=10000)
 else:  # kmem replay --serial (limit: the first lines of the file)
-    with open(path) as lines:
+    with open_trace(path) as lines:
         result = replayer.run_batches(TraceParser().parse_batches(islice(lines, limit)),
                                       every=10000)
 elapsed = time.perf_counter() - start
@@ -133,11 +166,17 @@ def run() -> dict[str, object]:
     _ensure(SAME_POINTERS, shift=False)
     size_mb = TRACE.stat().st_size / 1e6
     bares = [bare_loop(TRACE) for _ in range(3)]
-    parses = [parse_only(TRACE) for _ in range(2)]
+    sources = [source_loop(TRACE) for _ in range(3)]
+    parses = [parse_only(TRACE) for _ in range(3)]
+    pure_parses = [parse_only(TRACE, compiled=False) for _ in range(2)]
     bare = statistics.median(b[0] for b in bares)
     bare_cpu = statistics.median(b[1] for b in bares)
+    source = statistics.median(b[0] for b in sources)
     parse = statistics.median(p[0] for p in parses)
     parse_cpu = statistics.median(p[1] for p in parses)
+    pure_parse = statistics.median(p[0] for p in pure_parses)
+    stat = statistics.median(stat_child(TRACE, pure=False) for _ in range(3))
+    pure_stat = stat_child(TRACE, pure=True)
     replay = replay_child(TRACE)
     # The median of three runs: two processes feel the machine's other load twice.
     parallel = sorted((replay_child(TRACE, parallel=True) for _ in range(3)),
@@ -148,11 +187,17 @@ def run() -> dict[str, object]:
         "trace events": EVENTS,
         "trace size (MB)": round(size_mb, 1),
         "bare read+split loop (s)": round(bare, 2),
-        "parse only (s)": round(parse, 2),
+        "read+split loop over open_trace (s)": round(source, 2),
+        "parse only, compiled loop (s)": round(parse, 2),
+        "parse only, pure loop (s)": round(pure_parse, 2),
+        "kmem stat --json, compiled core / pure core (s)": f"{stat:.2f} / {pure_stat:.2f}",
         "parse + replay slab,page, one process (s)": round(replay["seconds"], 2),
         "parse + replay, parser in a second process (s)": round(parallel["seconds"], 2),
-        "parse / bare (x)": round(parse / bare, 2),
-        "replay, one process / bare (x)": round(replay["seconds"] / bare, 2),
+        "parse / bare (x): compiled loop, pure loop": f"{parse / bare:.2f}, "
+                                                      f"{pure_parse / bare:.2f}",
+        "kmem stat / bare (x, target <= 1): compiled, pure": f"{stat / bare:.2f}, "
+                                                             f"{pure_stat / bare:.2f}",
+        "replay, one process / bare (x, target <= 1)": round(replay["seconds"] / bare, 2),
         "replay, parser in a second process / bare (x, target <= 4)":
             round(parallel["seconds"] / bare, 2),
         "CPU time: bare / parse / replay (s)": f"{bare_cpu:.2f} / {parse_cpu:.2f} /"

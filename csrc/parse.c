@@ -1,5 +1,6 @@
 /* The trace parser's inline loop (kmem/trace/parse.py TraceParser._read_batch is the
- * reference; rules L1-L3, H1-H4 and I1-I7 of its docstring).
+ * reference; rules L1-L3, H1-H3, F1-F5 and I1-I7 of its docstring: this file implements
+ * I1-I7, the slow path in Python everything else).
  *
  * One batch of lines: each line the inline rules accept is read here, from the str's own
  * bytes, with one dict lookup of its tail and one of its call site in the parser's memo
@@ -21,7 +22,7 @@ enum { KMEM_CACHE_FREE = 5, MAX_CPUS = 8192, NR_TOKENS = 7 };
 
 static inline int
 is_space(unsigned char c)
-{ /* ASCII whitespace as str.split() sees it (the line is ASCII: rule L2) */
+{ /* ASCII whitespace as str.split() sees it (the line is ASCII: rule I1) */
     return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
 }
 
@@ -62,7 +63,7 @@ split7(const char *s, Py_ssize_t n, const char **start, Py_ssize_t *len)
     return 1;
 }
 
-/* A CPU column "[ddd]" (rule H1: 0..8191 with at least three digits, as f"[{cpu:03d}]"). */
+/* A CPU column "[ddd]" (rule I3: 0..8191 with at least three digits, as f"[{cpu:03d}]"). */
 static long
 cpu_column(const char *s, Py_ssize_t n)
 {
@@ -111,19 +112,38 @@ lookup(PyObject *dict, const char *s, Py_ssize_t n, int *failed)
     return value;
 }
 
+/* A pointer of rule I6 (page=): 0x and 1-16 hex digits, or 8 or 16 hex digits. */
+static int
+inline_pointer(const char *s, Py_ssize_t n)
+{
+    Py_ssize_t first = 0;
+    if (n >= 3 && s[0] == '0' && s[1] == 'x') {
+        if (n > 18)
+            return 0;
+        first = 2;
+    } else if (n != 8 && n != 16) {
+        return 0;
+    }
+    for (Py_ssize_t i = first; i < n; i++)
+        if (!is_hex((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
 /* The inline read of one line (rules I1-I6): 1 with the event's columns, 0 to go slow,
  * -1 on an error. The new references are returned in *time and *key. */
 static int
 read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
             PyObject **time, PyObject **site, PyObject **key, PyObject **tail)
 {
-    if (!PyUnicode_IS_ASCII(line)) /* rule L2: other spaces and digits are the slow path's */
+    if (!PyUnicode_IS_ASCII(line)) /* I1: other spaces and digits are the slow path's */
         return 0;
     const char *s = (const char *)PyUnicode_1BYTE_DATA(line);
     Py_ssize_t n = PyUnicode_GET_LENGTH(line);
     const char *t[NR_TOKENS];
     Py_ssize_t len[NR_TOKENS];
-    if (n > max_line || !split7(s, n, t, len) || (unsigned char)t[0][0] < '$') /* I1 */
+    if (n > max_line || memchr(s, '\r', (size_t)n) != NULL || !split7(s, n, t, len) ||
+        t[0][0] == '#') /* I1 */
         return 0;
     int failed = 0;
     PyObject *kind_obj = lookup(m->event_kinds, t[4], len[4], &failed); /* I2 */
@@ -131,8 +151,12 @@ read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
         return failed ? -1 : 0;
     *kind = (int)PyLong_AsLong(kind_obj);
     *cpu = cpu_column(t[1], len[1]); /* I3 */
-    if (*cpu < 0 && (*cpu = cpu_column(t[2], len[2])) < 0)
+    if (*cpu < 0) {
+        if (t[1][0] == '[' || (*cpu = cpu_column(t[2], len[2])) < 0)
+            return 0;
+    } else if (t[2][len[2] - 1] == ':') {
         return 0;
+    }
     if (!inline_timestamp(t[3], len[3])) /* I4 */
         return 0;
     const char *rest = t[6];
@@ -166,7 +190,7 @@ read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
     } else { /* I6 */
         const char *space = memchr(rest, ' ', (size_t)rest_len);
         if (space == NULL || rest_len < 6 || memcmp(rest, "pfn=0x", 6) != 0 || len[5] < 5 ||
-            memcmp(t[5], "page=", 5) != 0)
+            memcmp(t[5], "page=", 5) != 0 || !inline_pointer(t[5] + 5, len[5] - 5))
             return 0;
         Py_ssize_t end = space - rest;
         if (end <= 6 || end - 6 > 16)

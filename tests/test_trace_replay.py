@@ -290,7 +290,7 @@ def test_replay_command_text_and_bad_lines(capsys: pytest.CaptureFixture[str],
     trace = tmp_path / "t.txt"
     trace.write_text("\n".join([_kmalloc(1), "t-1 [000] ..... 1.000000: kfree: call_site=", ""]))
     assert main(["replay", str(trace)]) == 2
-    assert "line 2:" in capsys.readouterr().err
+    assert f"{trace}:2: " in capsys.readouterr().err
     assert main(["replay", "--skip-bad", "--policy", "slab", str(trace)]) == 0
     out = capsys.readouterr().out
     assert "1 malformed lines skipped" in out and "line 2" in out

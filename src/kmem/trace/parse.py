@@ -11,33 +11,87 @@ Field layouts of Linux 6.x (``name=`` and ``accounted=`` present) and of older k
 no ``name=``, no ``node=``/``accounted=``, ``*_node`` events, call sites as raw addresses, module
 suffixes such as ``call_site=f+0x9e/0x160 [nf_conntrack]``) are all read.
 
-Design, for speed: a line is split at most six times, which leaves the first field (``call_site=``,
-or ``page=`` of a page event) in t[5] and the rest of the line in t[6]: the pointer (or pfn) and
-the line's *tail*, every field after it. The event token (t[4] in ftrace and perf script lines;
-trace-cmd's, which lack the irq-flags column, get a placeholder inserted) is looked up in a dict;
-then the call_site token and the tail are looked up whole in memo tables that the slow path
-filled with what it validated. One lookup of a tail checks, validates and converts every field
-it holds (name, sizes, gfp flags, node, accounted; order and migratetype of a page event): a
-trace repeats a few hundred distinct tails, with new pointers, pfns and timestamps. Pointers stay
-text (16 hex digits, or 0x and 16: their length is checked, which catches truncation); pfns are
-converted. This works for every layout a kernel prints, 6.x or older, once the slow path has
-read one line with that tail.
+The grammar (every path reads exactly this; "digit" is an ASCII digit 0-9, "hex digit" 0-9,
+a-f or A-F: never another script's digits, an underscore, a sign or a space, which int() and
+float() would take; a token is a run of non-whitespace as str.split() cuts it):
 
-The inline loop reads ftrace and perf script lines with microsecond timestamps and 16-digit (or
-0x and 16) pointers; anything else goes to _slow_event. That first tries the memo tables again
-with any pointer spelling (``(nil)``, 8 digits), call sites in modules (``f+0x9e/0x160
-[nf_conntrack]``), any timestamp precision and trace-cmd's shape (``_fast_event``); a memo miss,
-a task name with spaces or a malformed line then goes to the slow path, which parses
-``key=value`` fields generically, validates every value (hex pointers, known gfp flag names,
-ranges) and teaches the memo tables the line's tail, but only if ``_fast_event`` then reads that
-line exactly as the slow path did. The memo tables are bounded (MAX_MEMO entries); past that the
-slow path still reads every line. The inline loop checks the timestamp's shape only (a "." six
-digits before its colon) and a pointer's length and characters (letters and digits, not hex
-digits only); the other paths convert the timestamp. A tail that repeats a field of the line's
-head (``ptr=``, ``call_site=``, ``pfn=``, ``page=``) is never learned: the slow path would read
-the last of the two.
+Lines
+  L1. A line holds at most MAX_LINE (65,536) characters, its line end not counted; a longer
+      one is malformed ("line longer than ..."). open_trace cuts a longer line short as it
+      reads, so that it is never held whole (kmem.trace.source).
+  L2. A line ends at "\\n", and a "\\r" right before it is part of the line end (CRLF files read
+      as LF ones); any other "\\r" makes the line malformed: a file with CR-only line ends
+      would otherwise read as one comment line, 0 events.
+  L3. A blank line, a comment (first token starting with "#") and a trace-cmd report header
+      (first token starting with "cpus=", "version" or "CPU", and no [cpu] column) is skipped,
+      not counted in ``lines``.
+Head
+  H1. The CPU column is the first token after the first that is "[", 1 or more digits, "]"
+      (the first token is tried last: perf script without comm and tid); its value is 0-8191
+      (Linux's largest NR_CPUS). No such token: malformed.
+  H2. The tokens after it up to the first ending in ":" are the irq-flags column (ftrace; none
+      in trace-cmd and perf script); that token is the timestamp: 1-20 digits, then optionally
+      "." and 1-9 digits, then ":" (so always finite: no nan, inf, 1e400, +1.5 or 1_0).
+  H3. The next token is the event: "NAME:" or "kmem:NAME:". A kmem tracepoint's NAME (or an
+      old name of one, mm_page_free_direct, mm_pagevec_free) is read; any other NAME is counted
+      in ``other_events`` and skipped; a token without the colon is malformed.
+Fields
+  F1. Every later token is KEY=VALUE with a non-empty KEY; the one exception is a "[module]"
+      token right after call_site=, which joins it. A KEY given twice: its last VALUE counts.
+      Fields the event does not use (cold=, ...) are not checked.
+  F2. Pointers (ptr=, page=): a NULL spelling ((nil), (null), 0, 0x0, 8 or 16 zeros, 0x and 16
+      zeros), or 0x and 1-16 hex digits, or 8 or 16 hex digits (a hashed %p).
+  F3. Decimal fields: bytes_req, bytes_alloc, order, alloc_order, percpu_refill are 1-19 digits;
+      node, migratetype, alloc_migratetype 1-19 digits with an optional "-". pfn= is "0x" and
+      1-16 hex digits (5.x and later) or 1-19 digits (4.x). order is below 32.
+  F4. gfp_flags: names joined by "|", each a flag some kernel prints, "0x" and 1-16 hex digits,
+      or "none". accounted: true or false. name: not empty. call_site: not empty.
+  F5. Required: call_site and ptr (slab events; allocations also bytes_req, bytes_alloc and
+      gfp_flags), pfn or page (page events; mm_page_alloc also migratetype and gfp_flags,
+      mm_page_alloc_zone_locked and mm_page_pcpu_drain also migratetype, extfrag alloc_order
+      and alloc_migratetype). A line missing one is malformed (truncated, most often).
 
-Invariant (tested on every fixture line): the fast path yields exactly what the slow path yields.
+The inline loop (the fast path) reads a subset of these lines, exactly as the rules above read
+them; everything else goes to _slow_event, whose reading is the reference:
+  I1. The line is ASCII, at most MAX_LINE characters, holds no "\\r", splits into at least seven
+      tokens (str.split(None, 6): t[0]..t[5] and the rest, t[6]), and t[0] is no comment.
+  I2. t[4] is a kmem event token (H3).
+  I3. The CPU column is t[1], or t[2] when t[1] does not start with "[" (perf script); it is
+      spelt as f"[{cpu:03d}]" for 0-8191. With the CPU in t[1], t[2] (irq flags) does not end
+      in ":".
+  I4. The timestamp t[3] is 1-20 digits, ".", exactly six digits, ":".
+  I5. Slab events: t[6] starts with "ptr=" and 16 hex digits, or "ptr=0x" and 16 hex digits;
+      the text after the pointer (the tail) is in the event kind's memo table, t[5] (the whole
+      call_site= token) in the call site memo table.
+  I6. Page events: t[5] is "page=" and a pointer of 0x and 1-16 hex digits, or 8 or 16 hex
+      digits; t[6] starts with "pfn=0x", 1-16 hex digits and a space, and the text from that
+      space on (the tail) is in the event kind's memo table.
+  I7. Anything else, or a memo miss, goes to _slow_event; so does every line of a trace before
+      its tails are learned.
+Both the Python loop (_read_batch) and the compiled one (csrc/parse.c, used when the compiled
+core is built: kmem._compiled) implement I1-I7; both send every other line to _slow_event.
+
+Design, for speed: the memo tables are filled by the slow path with what it validated. One
+lookup of a tail checks, validates and converts every field it holds (name, sizes, gfp flags,
+node, accounted; order and migratetype of a page event): a trace repeats a few hundred distinct
+tails, with new pointers, pfns and timestamps. Pointers stay text (their length and digits
+checked); pfns are converted. This works for every layout a kernel prints, 6.x or older, once
+the slow path has read one line with that tail.
+
+_slow_event first tries the memo tables again with any pointer spelling (``(nil)``, 8 digits),
+call sites in modules (``f+0x9e/0x160 [nf_conntrack]``), any timestamp precision, CRLF line ends
+and trace-cmd's shape (``_fast_event``); a memo miss, a task name with spaces or a malformed
+line then goes to the slow path, which parses ``key=value`` fields generically, validates every
+value (rules F1-F5) and teaches the memo tables the line's tail, but only if ``_fast_event`` then
+reads that line exactly as the slow path did. The memo tables are bounded (MAX_MEMO entries);
+past that the slow path still reads every line. A tail that repeats a field of the line's head
+(``ptr=``, ``call_site=``, ``pfn=``, ``page=``) is never learned: the slow path would read the
+last of the two.
+
+Invariant (tested on every fixture line, and fuzzed on mutations of them in
+tests/test_parse_fuzz.py): a parser that has learned a trace's tails yields exactly what a fresh
+one yields, line by line, events and errors alike; the compiled loop exactly what the Python
+loop yields.
 
 Output: parse_batches() yields the events as EventBatches (kmem.trace.events), one per BATCH
 lines: the loop appends each line's columns (a memo table's tail tuple is appended as is, one
@@ -46,11 +100,12 @@ pipe cheaply; the replay reads batches. parse() yields the same events as tuples
 ahead by up to a batch: the counters (lines, events) count the batches read so far.
 
 Errors: a malformed or truncated line raises TraceFormatError naming the line number, the reason
-and the line; with ``skip_bad=True`` it is counted in ``bad_lines`` (the first few kept in
-``bad_examples``) and parsing continues. Comment (``#``) and blank lines are skipped and not
-counted as lines; ``lines`` counts the others. Lines of other tracepoints are counted in
-``other_events`` and skipped. The parser holds no per-event state: memory stays flat however long
-the trace (the memo tables hold distinct field values, not events).
+and the line (and the file, once open_trace has named it); with ``skip_bad=True`` it is counted
+in ``bad_lines`` (the first few kept in ``bad_examples``) and parsing continues. A stream that
+breaks off (a truncated or corrupt compressed file) raises TraceFileError. Lines of other
+tracepoints are counted in ``other_events`` and skipped. The parser holds no per-event state:
+memory stays flat however long the trace (the memo tables hold distinct field values, not
+events).
 """
 
 from __future__ import annotations
@@ -62,6 +117,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import islice
 from typing import Any, Final
 
+from kmem._compiled import core
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.gfp import GFP_FLAG_NAMES
 from kmem.trace.events import (
@@ -85,24 +141,37 @@ from kmem.trace.events import (
     batch_events,
     count_kinds,
 )
-from kmem.trace.source import TraceFileError
+from kmem.trace.source import MAX_LINE_CHARS, TraceFileError
 
 
 class TraceFormatError(InvalidArgumentError):
-    """A trace line is malformed or truncated; the message names its line number and content."""
+    """A trace line is malformed or truncated; the message names its line number and content
+    (``line 12: ...``), and the file once open_trace has named it (``trace.txt:12: ...``)."""
 
-    def __init__(self, line_number: int, reason: str, line: str) -> None:
+    def __init__(self, line_number: int, reason: str, line: str, path: str | None = None
+                 ) -> None:
         text = line.rstrip("\n")
         if len(text) > 300:
             text = text[:300] + "..."
-        super().__init__(f"line {line_number}: {reason}: {text!r}")
         self.line_number = line_number
         self.reason = reason
         self.line = text
+        self.path = path
+        super().__init__(self._text())
 
-    def __reduce__(self) -> tuple[type[TraceFormatError], tuple[int, str, str]]:
+    def _text(self) -> str:
+        where = f"line {self.line_number}" if self.path is None else (
+            f"{self.path}:{self.line_number}")
+        return f"{where}: {self.reason}: {self.line!r}"
+
+    def name_file(self, path: str) -> None:
+        """Say which file the line is in (open_trace does, for errors raised in its block)."""
+        self.path = path
+        self.args = (self._text(),)
+
+    def __reduce__(self) -> tuple[type[TraceFormatError], tuple[int, str, str, str | None]]:
         # Pickled whole (kmem.trace.pipeline sends it from the parsing process).
-        return (type(self), (self.line_number, self.reason, self.line))
+        return (type(self), (self.line_number, self.reason, self.line, self.path))
 
 
 class _Bad(Exception):
@@ -116,8 +185,14 @@ _ALIASES: Final = {
 }
 _NULLS: Final = frozenset({"(nil)", "(null)", "0000000000000000", "00000000", "0x0", "0",
                            "0x0000000000000000"})
-_HEX_PTR: Final = re.compile(r"(?:0x)?[0-9a-fA-F]+")
-_GFP_HEX: Final = re.compile(r"0x[0-9a-fA-F]+|none")
+# The value shapes of rules H1-H2 and F2-F4 (spelt with [0-9], never \d: ASCII only).
+_HEX_PTR: Final = re.compile(r"0x[0-9a-fA-F]{1,16}|[0-9a-fA-F]{8}|[0-9a-fA-F]{16}")
+_GFP_HEX: Final = re.compile(r"0x[0-9a-fA-F]{1,16}|none")
+_UNSIGNED: Final = re.compile(r"[0-9]{1,19}")
+_SIGNED: Final = re.compile(r"-?[0-9]{1,19}")
+_HEX_PFN: Final = re.compile(r"0x[0-9a-fA-F]{1,16}")
+_TIMESTAMP: Final = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,9})?:")
+_SIGNED_FIELDS: Final = frozenset({"node", "migratetype", "alloc_migratetype"})
 # Names that older kernels print and 6.18 no longer has (include/trace/events/mmflags.h history).
 _OLD_GFP_NAMES: Final = frozenset({
     "GFP_TEMPORARY", "GFP_IOFS", "GFP_THISNODE", "GFP_NOWAIT", "__GFP_WAIT", "__GFP_COLD",
@@ -126,7 +201,9 @@ _OLD_GFP_NAMES: Final = frozenset({
     "__GFP_SKIP_KASAN", "__GFP_SKIP_KASAN_POISON", "__GFP_SKIP_KASAN_UNPOISON", "__GFP_UNMAPPED",
     "__GFP_KSWAPD_RECLAIM", "__GFP_DIRECT_RECLAIM", "__GFP_RECLAIM",
 })
-_CPU_TOKEN: Final = re.compile(r"\[(\d+)\]")
+_CPU_TOKEN: Final = re.compile(r"\[([0-9]+)\]")
+MAX_CPUS: Final = 8192  # Linux's largest NR_CPUS (rule H1)
+MAX_LINE: Final = MAX_LINE_CHARS  # characters of a line, its end not counted (rule L1)
 _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
 MAX_BAD_EXAMPLES: Final = 20
 MAX_MEMO: Final = 1 << 17
@@ -147,7 +224,7 @@ def _event_kinds() -> dict[str, int]:
 
 
 _EVENT_TOKENS: Final = _event_kinds()
-_CPU_TOKENS: Final = {f"[{cpu:03d}]": cpu for cpu in range(8192)}
+_CPU_TOKENS: Final = {f"[{cpu:03d}]": cpu for cpu in range(MAX_CPUS)}
 
 
 class TraceParser:
@@ -178,6 +255,10 @@ class TraceParser:
         self._tails: list[dict[str, tuple[Any, ...]]] = [{} for _ in EVENT_NAMES]
         self._memo_size = 0
         self._not_lines = 0  # comments, blank lines and trace-cmd headers: not counted as lines
+        # The compiled inline loop (csrc/parse.c), chosen when the parser is built: None on
+        # the pure core (KMEM_PURE=1, or no C extension), and the Python loop reads.
+        self._compiled_lines: Callable[..., Any] | None = (
+            None if core is None else core.parse_lines)
 
     @property
     def events(self) -> dict[str, int]:
@@ -222,6 +303,32 @@ class TraceParser:
                     ) -> tuple[EventBatch | None, int, KmemError | None]:
         """Parse up to ``size`` lines (``read`` were read before): (their batch, or None if
         they hold no event; the lines read; the error that stopped it, or None)."""
+        if self._compiled_lines is not None:
+            return self._read_batch_compiled(lines, size, read)
+        return self._read_batch_pure(lines, size, read)
+
+    def _read_batch_compiled(self, lines: Iterator[str], size: int, read: int
+                             ) -> tuple[EventBatch | None, int, KmemError | None]:
+        """_read_batch_pure's loop run in C (rules I1-I7; every other line goes to the same
+        _slow_event), its result and error sorted exactly as the Python loop sorts them."""
+        assert self._compiled_lines is not None
+        kinds, cpus, times, sites, keys, batch_tails, skipped, error = self._compiled_lines(
+            lines, size, read, _EVENT_TOKENS, self._call_sites, self._tails, self._slow_event,
+            NULL_PTR, MAX_LINE)
+        failure: KmemError | None = None
+        if isinstance(error, TraceFormatError):  # (raised by _slow_event: the line is counted)
+            failure = error
+            skipped += 1
+        elif isinstance(error, (EOFError, OSError, lzma.LZMAError, zlib.error)):
+            failure = _broken_stream(error, read + len(kinds) + skipped)
+        elif error is not None:
+            raise error  # not the trace's fault: a bug, or KeyboardInterrupt
+        batch = self._batch(kinds, cpus, times, sites, keys, batch_tails) if kinds else None
+        return batch, len(kinds) + skipped, failure
+
+    def _read_batch_pure(self, lines: Iterator[str], size: int, read: int
+                         ) -> tuple[EventBatch | None, int, KmemError | None]:
+        """The Python loop of _read_batch (the reference of the compiled one)."""
         # The hot loop: every name below is a local and a known line is read inline (no call).
         # A line is split at most 6 times: t[5] is the first field (call_site=, or page= of a
         # page event) and t[6] the rest, "ptr=<16 hex> <tail>" or "pfn=0x<hex> <tail>". The
@@ -237,6 +344,8 @@ class TraceParser:
         nulls = _INLINE_NULLS  # a tuple: compared, not hashed
         tails = self._tails
         slow = self._slow_event
+        hex_pointer = _HEX_PTR.fullmatch
+        max_line = MAX_LINE
         kinds = bytearray()
         cpus: list[int] = []
         times: list[str] = []
@@ -252,31 +361,45 @@ class TraceParser:
             for line in islice(lines, size):
                 t = line.split(None, 6)
                 try:
-                    kind = kinds_of[t[4]]
-                    cpu = cpus_of.get(t[1])
+                    kind = kinds_of[t[4]]  # I2
+                    # I1 (line.isascii() costs nothing: str knows it; on ASCII text isdigit()
+                    # and isalnum() mean [0-9] and [0-9a-zA-Z], and int() sees no other digits)
+                    if (not line.isascii() or len(line) > max_line or "\r" in line
+                            or t[0][0] == "#"):
+                        raise KeyError
+                    cpu = cpus_of.get(t[1])  # I3
                     if cpu is None:
+                        if t[1][0] == "[":  # (a CPU column spelt otherwise: the slow path's)
+                            raise KeyError
                         cpu = cpus_of[t[2]]  # perf script: "comm  pid [cpu]"
-                    time = t[3]
-                    if time[-8::7] != ".:":  # the timestamp's shape: "10308.077785:"
+                    elif t[2][-1] == ":":  # (no irq flags: t[2] is the timestamp)
+                        raise KeyError
+                    time = t[3]  # I4: "10308.077785:"
+                    if (time[-8::7] != ".:" or not time[:-8].isdigit()
+                            or not time[-7:-1].isdigit() or len(time) > 28):
                         raise KeyError
                     rest = t[6]
-                    if kind <= KMEM_CACHE_FREE:
+                    if kind <= KMEM_CACHE_FREE:  # I5
                         # hashed (16 hex digits) or raw (0x and 16) pointers
                         end = 22 if rest[5] == "x" else 20
                         key = rest[4:end]
-                        # (truncated, or a space or newline inside: no pointer)
-                        if rest[:4] != "ptr=" or len(key) != end - 4 or not key.isalnum():
+                        # (truncated, or a space or newline inside: no pointer; int() takes
+                        # "0X" for 0x, and "0x" only where rest[5] is the x)
+                        if (rest[:4] != "ptr=" or len(key) != end - 4 or not key.isalnum()
+                                or key[1] == "X"):
                             raise KeyError
+                        int(key, 16)  # (hex digits only, else ValueError)
                         tail = tails[kind][rest[end:]]
                         site = call_sites[t[5]]
                         if key in nulls:
                             key = NULL_PTR
-                    else:
+                    else:  # I6
                         end = rest.find(" ")
                         digits = rest[6:end]
                         if (rest[:6] != "pfn=0x" or t[5][:5] != "page="
-                                or not digits.isalnum()
-                                or digits[:2] in _HEX_PREFIXES):  # (int() takes "0x0x1")
+                                or not digits.isalnum() or len(digits) > 16
+                                or digits[:2] in _HEX_PREFIXES  # (int() takes "0x0x1")
+                                or not hex_pointer(t[5], 5)):
                             raise KeyError
                         tail, pfn_zero = tails[kind][rest[end:]]
                         site = ""
@@ -301,9 +424,7 @@ class TraceParser:
             failure = error
             skipped += 1
         except (EOFError, OSError, lzma.LZMAError, zlib.error) as error:
-            failure = TraceFileError(
-                f"the trace stream broke off after line {read + len(kinds) + skipped}: {error}")
-            failure.__cause__ = error
+            failure = _broken_stream(error, read + len(kinds) + skipped)
         batch = self._batch(kinds, cpus, times, sites, keys, batch_tails) if kinds else None
         return batch, len(kinds) + skipped, failure
 
@@ -324,29 +445,42 @@ class TraceParser:
             self.bad_examples.append(bad)
 
     def _gfp(self, token: str) -> str:
-        """The flags of a ``gfp_flags=...`` token, validated once per distinct token."""
+        """The flags of a ``gfp_flags=...`` token, validated once per distinct token (and only
+        a validated one is remembered: a field an event does not use is not checked)."""
         flags = self._gfp_flags.get(token)
         if flags is None:
             if token[:10] != "gfp_flags=":
                 raise _Bad(f"expected gfp_flags=, got {token!r}")
             flags = _check_gfp(token[10:])
+            if self._memo_size < MAX_MEMO:
+                self._gfp_flags[token] = flags
+                self._memo_size += 1
         return flags
 
-    def _learn(self, fields: dict[str, str]) -> None:
-        """Remember the validated call_site= and gfp_flags= tokens of an accepted line."""
-        for key, table in (("call_site", self._call_sites), ("gfp_flags", self._gfp_flags)):
-            value = fields.get(key)
-            # (a call site in a module has a space: "f+0x9e/0x160 [nf_conntrack]")
-            if value is not None and self._memo_size < MAX_MEMO:
-                token = f"{key}={value}"
-                if token not in table:
-                    table[token] = value
-                    self._memo_size += 1
+    def _learn_call_site(self, call_site: str) -> None:
+        """Remember the call_site= token of an accepted slab event (the fast paths read it
+        only in slab events: a page event's call_site= is not checked)."""
+        # (a call site in a module has a space: "f+0x9e/0x160 [nf_conntrack]")
+        token = "call_site=" + call_site
+        if token not in self._call_sites and self._memo_size < MAX_MEMO:
+            self._call_sites[token] = call_site
+            self._memo_size += 1
 
     # -- between the paths ---------------------------------------------------------------------
 
     def _slow_event(self, number: int, line: str) -> TraceEvent | None:
         """A line the fast loop could not read: its event, or None (skipped, or counted bad)."""
+        text = line[:-1] if line[-1:] == "\n" else line
+        if text[-1:] == "\r":
+            text = text[:-1]
+        if len(text) > MAX_LINE:  # L1
+            self._reject(number, line, _Bad(f"line longer than {MAX_LINE} characters"))
+            return None
+        if "\r" in text:  # L2
+            self._reject(number, line, _Bad(
+                "carriage return inside the line (a file with CR line ends? 'tr \\r \\n'"
+                " makes them newlines)"))
+            return None
         shaped = line.split(None, 6)
         if not shaped or shaped[0][0] == "#":
             self._not_lines += 1
@@ -380,18 +514,21 @@ class TraceParser:
         kind = _EVENT_TOKENS[t[4]]
         cpu = _CPU_TOKENS.get(t[1])
         if cpu is None:
+            if t[1][0] == "[":
+                raise KeyError
             cpu = _CPU_TOKENS[t[2]]
-        if t[3][-1:] != ":":
+        elif t[2][-1] == ":":
             raise KeyError
-        float(t[3][:-1])  # any precision (trace-cmd prints nanoseconds)
+        if not _TIMESTAMP.fullmatch(t[3]):  # any precision (trace-cmd prints nanoseconds)
+            raise KeyError
         call_site, rest = _call_site_and_rest(t)
         if kind <= KMEM_CACHE_FREE:
             ptr, tail = _pointer_and_tail(rest)
             return (kind, cpu, t[3], self._call_sites[call_site], ptr) + self._tails[kind][tail]
         end = rest.find(" ")
         digits = rest[6:end]
-        if (rest[:6] != "pfn=0x" or t[5][:5] != "page=" or not digits.isalnum()
-                or digits[:2] in _HEX_PREFIXES):
+        if (rest[:6] != "pfn=0x" or t[5][:5] != "page=" or not _is_pointer(t[5][5:])
+                or not _HEX_PFN.fullmatch(rest, 4, end)):
             raise KeyError
         (gfp, order, migratetype), pfn_zero = self._tails[kind][rest[end:]]
         return (kind, cpu, t[3], "", "", "", 0, 0, gfp, -1, int(digits, 16) or pfn_zero, order,
@@ -445,6 +582,8 @@ class TraceParser:
             match = _CPU_TOKEN.fullmatch(t[index])
             if match:
                 cpu = int(match.group(1))
+                if cpu >= MAX_CPUS:
+                    raise _Bad(f"CPU {cpu} out of range (0-{MAX_CPUS - 1})")
                 break
         if cpu < 0:
             if t[0].startswith(_NOT_EVENT_LINES):
@@ -456,10 +595,8 @@ class TraceParser:
         if index + 1 >= len(t):
             raise _Bad("truncated before the event name")
         time = t[index]
-        try:
-            float(time[:-1])
-        except ValueError:
-            raise _Bad(f"bad timestamp {time[:-1]!r}") from None
+        if not _TIMESTAMP.fullmatch(time):
+            raise _Bad(f"bad timestamp {time[:-1]!r}")
         token = t[index + 1]
         if token[-1] != ":":
             raise _Bad(f"bad event name {token!r}")
@@ -485,10 +622,17 @@ class TraceParser:
                 raise _Bad(f"field {token!r} is not key=value")
         if kind <= KMEM_CACHE_FREE:
             event = _slab_event(kind, fields, cpu, time, self._gfp)
-        else:
-            event = _page_event(kind, fields, cpu, time, self._gfp)
-        self._learn(fields)
-        return event
+            self._learn_call_site(event[3])
+            return event
+        return _page_event(kind, fields, cpu, time, self._gfp)
+
+
+def _broken_stream(error: BaseException, lines_read: int) -> TraceFileError:
+    """The TraceFileError of a stream that broke off (truncated, corrupt) after ``lines_read``
+    whole lines."""
+    failure = TraceFileError(f"the trace stream broke off after line {lines_read}: {error}")
+    failure.__cause__ = error
+    return failure
 
 
 def _check_gfp(flags: str) -> str:
@@ -502,13 +646,16 @@ def _check_gfp(flags: str) -> str:
     return flags
 
 
-def _int_field(fields: dict[str, str], key: str, base: int = 10) -> int:
+def _int_field(fields: dict[str, str], key: str) -> int:
+    """A decimal field (rule F3): digits, and a "-" before them where the kernel prints %d."""
     try:
-        return int(fields[key], base)
+        value = fields[key]
     except KeyError:
         raise _Bad(f"missing {key}= (truncated line?)") from None
-    except ValueError:
-        raise _Bad(f"bad {key}={fields[key]!r}") from None
+    shape = _SIGNED if key in _SIGNED_FIELDS else _UNSIGNED
+    if not shape.fullmatch(value):
+        raise _Bad(f"bad {key}={value!r}")
+    return int(value)
 
 
 def _ptr(fields: dict[str, str]) -> str:
@@ -522,9 +669,8 @@ def _ptr(fields: dict[str, str]) -> str:
 
 
 def _is_pointer(value: str) -> bool:
-    """A NULL spelling, 0x and hex digits, or 8 or 16 hex digits (hashed %p)."""
-    return value in _NULLS or (bool(_HEX_PTR.fullmatch(value)) and (
-        value[:2] == "0x" or len(value) in (8, 16)))
+    """A NULL spelling, 0x and 1-16 hex digits, or 8 or 16 hex digits (hashed %p): rule F2."""
+    return value in _NULLS or bool(_HEX_PTR.fullmatch(value))
 
 
 def _call_site_and_rest(t: list[str]) -> tuple[str, str]:
@@ -567,8 +713,6 @@ def _slab_event(
         return (kind, cpu, time, call_site, ptr, name, 0, 0, "", -1, -1, -1, -1)
     bytes_req = _int_field(fields, "bytes_req")
     bytes_alloc = _int_field(fields, "bytes_alloc")
-    if bytes_req < 0 or bytes_alloc < 0:
-        raise _Bad("negative size")
     node = _int_field(fields, "node") if "node" in fields else -1
     accounted = fields.get("accounted")
     if accounted is not None and accounted not in ("true", "false"):
@@ -583,15 +727,21 @@ def _slab_event(
 def _page_event(
     kind: int, fields: dict[str, str], cpu: int, time: str, gfp: Callable[[str], str]
 ) -> TraceEvent:
+    page = fields.get("page")
+    if page is not None and not _is_pointer(page):
+        raise _Bad(f"bad page={page!r}")
     if "pfn" in fields:
         # 5.x and later print pfn=0x%lx, 4.x printed pfn=%lu.
-        pfn = _int_field(fields, "pfn", 16 if fields["pfn"][:2] == "0x" else 10)
-    elif "page" in fields:
+        value = fields["pfn"]
+        if _HEX_PFN.fullmatch(value):
+            pfn = int(value, 16)
+        elif _UNSIGNED.fullmatch(value):
+            pfn = int(value)
+        else:
+            raise _Bad(f"bad pfn={value!r}")
+    elif page is not None:
         # Kernels before 3.x print only the struct page pointer: it still pairs alloc and free.
-        value = fields["page"]
-        pfn = 0 if value in _NULLS else int(value, 16) if _HEX_PTR.fullmatch(value) else -2
-        if pfn == -2:
-            raise _Bad(f"bad page={value!r}")
+        pfn = 0 if page in _NULLS else int(page, 16)
     else:
         raise _Bad("missing pfn= (truncated line?)")
     if kind == MM_PAGE_ALLOC_EXTFRAG:

@@ -182,14 +182,15 @@ def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> N
     dump_batch = marshal.dumps
     failure: list[KmemError] = []
     try:
-        with open_trace(raw) as lines:
-            # The batch of the events before an error goes first (parse_batches yields it
-            # before raising), so the parent raises it where a TraceParser would: after them.
-            try:
+        # The batch of the events before an error goes first (parse_batches yields it before
+        # raising), so the parent raises it where a TraceParser would: after them. (Caught
+        # outside open_trace's block, which names the file in the error.)
+        try:
+            with open_trace(raw) as lines:
                 for batch in parser.parse_batches(lines, BATCH):
                     send.send_bytes(dump_batch((position(), tuple(batch))))
-            except KmemError as error:
-                failure.append(error)
+        except KmemError as error:
+            failure.append(error)
         message: tuple[Any, ...] = (
             ("error", failure[0], _counters(parser)) if failure else ("done", _counters(parser)))
     except Exception as error:  # a bug: say so in the parent rather than hang or vanish

@@ -227,7 +227,7 @@ def _replay(run: SweepRun, chunks: Sequence[bytes] | None
     peaks = _FragmentationPeaks(replayer.buddy.max_order)
     source: str | BinaryIO = (run.trace.path if chunks is None
                                else io.BufferedReader(_ChunkReader(chunks)))
-    with open_trace(source) as lines:
+    with open_trace(source, name_errors=False) as lines:  # (a failure names its run's trace)
         result = replayer.run_batches(parser.parse_batches(lines), every=run.every,
                                       callback=peaks.see, parser=parser)
     return result_row(run, result, peaks), _timeline(run, result)
