@@ -53,9 +53,10 @@ from typing import Final
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError
 from kmem.page.buddy import BuddyAllocator
+from kmem.page.errors import MemoryClosedError
 from kmem.slab.cache import Constructor, KmemCache
 from kmem.slab.classic import ClassicSlabCache
-from kmem.slab.errors import CacheNotEmptyError
+from kmem.slab.errors import CacheNotEmptyError, KmallocCacheDestroyError, SlabPageSizeError
 from kmem.slab.flags import (
     SLAB_ACCOUNT,
     SLAB_CACHE_DMA,
@@ -66,9 +67,13 @@ from kmem.slab.flags import (
     SLAB_NOLEAKTRACE,
     SLAB_RECLAIM_ACCOUNT,
 )
-from kmem.slab.geometry import CacheGeometry, calculate_geometry
+from kmem.slab.geometry import MAX_OBJS_PER_PAGE, CacheGeometry, calculate_geometry
 from kmem.slab.kmalloc import KMALLOC_LARGE_OWNER, KmallocFrontEnd
-from kmem.slab.kmalloc_sizes import KMALLOC_CLASS_BY_SIZE, KMALLOC_MAX_CACHE_SIZE
+from kmem.slab.kmalloc_sizes import (
+    KMALLOC_CLASS_BY_SIZE,
+    KMALLOC_MAX_CACHE_SIZE,
+    KMALLOC_MIN_SIZE,
+)
 from kmem.slab.merge import find_mergeable
 from kmem.slab.sheaves import (
     DEFAULT_KERNEL,
@@ -98,6 +103,15 @@ class SlabAllocator(KmallocFrontEnd):
                  random_kmalloc_seed: int | None = None) -> None:
         if not isinstance(buddy, BuddyAllocator):
             raise InvalidTypeError(f"buddy must be a BuddyAllocator, not {type(buddy).__name__}")
+        if buddy.memory.closed:
+            raise MemoryClosedError("cannot build a slab allocator: the physical memory was closed")
+        if buddy.page_size // KMALLOC_MIN_SIZE > MAX_OBJS_PER_PAGE:
+            # Linux's calculate_order returns -1 for kmalloc-8 there: the boot cache fails.
+            raise SlabPageSizeError(
+                f"pages of {buddy.page_size} bytes are too large for slabs: one would hold"
+                f" {buddy.page_size // KMALLOC_MIN_SIZE} objects of kmalloc-{KMALLOC_MIN_SIZE},"
+                f" more than MAX_OBJS_PER_PAGE ({MAX_OBJS_PER_PAGE}): pages of at most 128 KiB"
+            )
         if isinstance(nr_cpus, bool) or not isinstance(nr_cpus, int):
             raise InvalidTypeError(f"nr_cpus must be an int, not {type(nr_cpus).__name__}")
         if not 1 <= nr_cpus <= 4096:
@@ -135,6 +149,7 @@ class SlabAllocator(KmallocFrontEnd):
         if kernel == "7.0" and policy == "slub":
             self._bootstrap_kmalloc_sheaves()
         self._use_compiled_kmalloc()
+        buddy.memory.on_close(self._kmalloc_memory_closed)
 
     # -- cache creation and destruction --------------------------------------------------------
 
@@ -189,6 +204,8 @@ class SlabAllocator(KmallocFrontEnd):
             flags |= SLAB_NO_MERGE
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise InvalidArgumentError(f"cache name must be a non-empty word, got {name!r}")
+        if self.buddy.memory.closed:
+            raise MemoryClosedError(f"cannot create cache {name!r}: the physical memory was closed")
         if ctor is not None and not callable(ctor):
             raise InvalidTypeError(f"ctor must be callable, not {type(ctor).__name__}")
         geometry = calculate_geometry(
@@ -245,6 +262,7 @@ class SlabAllocator(KmallocFrontEnd):
             self.caches[name] = cache
             self._by_id[cache.id] = cache
             self._frees_by_id.append(cache.free)  # at index cache.id: ids count up from 1
+            cache.frees_slot = (self._frees_by_id, cache.id)
             self._cache_list.append(cache)
             return cache
 
@@ -267,6 +285,11 @@ class SlabAllocator(KmallocFrontEnd):
                 name = target.aliases[-1] if target.aliases else target.name
             else:
                 raise InvalidTypeError(f"expected a cache or a name, not {type(cache).__name__}")
+            if target.is_kmalloc:
+                raise KmallocCacheDestroyError(
+                    f"{target.name!r} is a kmalloc cache: kmalloc serves its sizes from it, it"
+                    " cannot be destroyed"
+                )
             if target.refcount > 1:
                 # A merged cache: drop this user's name; the cache lives on for the others
                 # (keeping its first name in reports, as Linux keeps s->name).
@@ -278,28 +301,44 @@ class SlabAllocator(KmallocFrontEnd):
                 return
             if self._rcu_work_pending():
                 self.kvfree_rcu_barrier()  # in-flight kfree_rcu()s may hold its objects
-            leaks = target.live_objects()
-            if leaks:
-                raise CacheNotEmptyError(
-                    f"cache {target.name!r} still has {len(leaks)} allocated object(s): "
-                    + ", ".join(f"{leak.address:#x}" + (f" (from {leak.caller})"
-                                                        if leak.caller else "")
-                                for leak in leaks[:8])
-                    + (" ..." if len(leaks) > 8 else ""),
-                    tuple(leaks),
-                )
-            target.shrink()
             if isinstance(target, PercpuSheavesCache):
+                # The sheaves' teardown gives sheaf memory back through kfree, which takes the
+                # lock itself: the check and the mark are one lock hold, the teardown after.
+                with target._lock:
+                    self._refuse_leaks(target, target._live_objects())
+                    target.destroyed = True
+                target.shrink()
                 self._run_rcu_callbacks()  # the rcu_free sheaves the flush sent to RCU
                 target.release_sheaves()
-            target.rcu_barrier()  # Linux: rcu_barrier() before a SLAB_TYPESAFE_BY_RCU cache goes
-            target.destroyed = True
+                target.rcu_barrier()
+            else:
+                # One lock hold from the check for live objects to the last slab given back:
+                # no allocation can land in between.
+                target._lock_acquire()
+                try:
+                    self._refuse_leaks(target, target._live_objects())
+                    target._teardown()
+                    target.destroyed = True
+                finally:
+                    target._lock_release()
             target.refcount = 0
             for name in [n for n, c in self.caches.items() if c is target]:
                 del self.caches[name]
             del self._by_id[target.id]
             self._frees_by_id[target.id] = None
             self._cache_list.remove(target)
+
+    @staticmethod
+    def _refuse_leaks(target: KmemCache, leaks: list[LiveObject]) -> None:
+        if leaks:
+            raise CacheNotEmptyError(
+                f"cache {target.name!r} still has {len(leaks)} allocated object(s): "
+                + ", ".join(f"{leak.address:#x}" + (f" (from {leak.caller})"
+                                                    if leak.caller else "")
+                            for leak in leaks[:8])
+                + (" ..." if len(leaks) > 8 else ""),
+                tuple(leaks),
+            )
 
     # -- queries and reports -------------------------------------------------------------------
 
@@ -366,6 +405,7 @@ class SlabAllocator(KmallocFrontEnd):
         if cache is not None:
             cache.kfree_rcu(address, cpu, self._rcu_callbacks.append)  # type: ignore[arg-type]
             return
+        self._check_cpu_arg(cpu)  # before the grace period, not in its callback
         if address is None or address == self.zero_size_ptr:
             return
         self.ksize(address)  # a large kmalloc block start, or the specific error
