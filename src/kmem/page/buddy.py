@@ -58,7 +58,7 @@ from kmem.errors import (
     OutOfMemoryError,
     WrongOrderError,
 )
-from kmem.page.errors import MemoryClosedError
+from kmem.page.errors import MemoryClosedError, UnknownZoneError
 from kmem.page.fragmentation import FragmentationReport, fragmentation_report
 from kmem.page.mem_map import (
     ALLOCATED,
@@ -75,12 +75,14 @@ from kmem.page.mem_map import (
     list_entries,
 )
 from kmem.page.memory import Backing, PhysicalMemory, check_page_size
+from kmem.page.migratetype import ZONE_NAMES
 from kmem.page.vmstat import buddyinfo_line
 
 if TYPE_CHECKING:
     from kmem._core import BuddyZone
 
 MAX_PAGE_ORDER: Final = 10  # Linux's default MAX_PAGE_ORDER (4 MiB blocks of 4 KiB pages)
+MAX_NUMNODES: Final = 1024  # Linux: 1 << CONFIG_NODES_SHIFT, at most 10
 # After nr_free[0..max_order] in the counters buffer: the non-empty mask, allocations, frees,
 # failures, splits, merges.
 _NR_COUNTERS: Final = 6
@@ -186,8 +188,13 @@ class BuddyAllocator:
                 f"size {size} disagrees with the given memory's {memory.size} bytes"
             )
         node = _as_int(node, "node")
+        if not 0 <= node < MAX_NUMNODES:
+            raise InvalidArgumentError(f"node must be in 0..{MAX_NUMNODES - 1}, got {node}")
         if not isinstance(zone, str):
             raise InvalidTypeError(f"zone must be a str, not {type(zone).__name__}")
+        if zone not in ZONE_NAMES:
+            raise UnknownZoneError(
+                f"unknown zone {zone!r} (Linux's zones: {', '.join(ZONE_NAMES)})")
         max_order = _as_int(max_order, "max_order")
         if not 0 <= max_order <= ORDER_MASK - 1:
             raise InvalidArgumentError(f"max_order must be in 0..{ORDER_MASK - 1}, got {max_order}")

@@ -139,6 +139,9 @@ class PhysicalMemory:
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call the bound method ``callback`` when the memory closes (the allocators on it
         switch to refusing every change); held weakly, so it does not keep its object alive."""
+        if not callable(callback) or not hasattr(callback, "__self__"):
+            raise InvalidTypeError(
+                f"callback must be a bound method, not {type(callback).__name__}")
         self._on_close.append(weakref.WeakMethod(callback))
 
     def flush(self) -> None:

@@ -344,11 +344,11 @@ class SlabAllocator(KmallocFrontEnd):
 
     def kmem_cache_alloc(self, cache: KmemCache, cpu: int = 0) -> int:
         """Linux's name for cache.alloc()."""
-        return cache.alloc(cpu)
+        return _as_cache(cache).alloc(cpu)
 
     def kmem_cache_free(self, cache: KmemCache, address: int, cpu: int = 0) -> None:
         """Linux's name for cache.free()."""
-        cache.free(address, cpu)
+        _as_cache(cache).free(address, cpu)
 
     def cache_list(self) -> list[KmemCache]:
         """Every cache (aliases once), newest first as /proc/slabinfo lists them."""
@@ -398,10 +398,7 @@ class SlabAllocator(KmallocFrontEnd):
         A cache with sheaves batches it into the CPU's rcu_free sheaf (__kfree_rcu_sheaf);
         otherwise, or when that fails, the object waits on its own. A bad address raises the
         same specific error kfree would, with nothing changed."""
-        try:
-            cache = self._by_id.get(self._owner[address >> self._page_shift])  # type: ignore[operator]
-        except (TypeError, IndexError):
-            cache = None
+        cache = self._cache_by_owner(address)
         if cache is not None:
             cache.kfree_rcu(address, cpu, self._rcu_callbacks.append)  # type: ignore[arg-type]
             return
@@ -474,6 +471,12 @@ class SlabAllocator(KmallocFrontEnd):
                     raise AssertionError(
                         f"{cache.name}: sheaf memory {address:#x} is not a live kmalloc object"
                         f" of {size} bytes")
+
+
+def _as_cache(cache: object) -> KmemCache:
+    if not isinstance(cache, KmemCache):
+        raise InvalidTypeError(f"expected a cache, not {type(cache).__name__}")
+    return cache
 
 
 # The flags of a kmalloc cache outside the normal family (-rcl, dma-, -cg).

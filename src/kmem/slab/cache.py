@@ -484,7 +484,7 @@ class KmemCache:
         """The specific error for freeing ``address`` to this cache, or a CacheDestroyedError."""
         if self.destroyed:
             return CacheDestroyedError(f"cache {self.name!r} was destroyed")
-        if isinstance(address, bool) or not isinstance(address, int):
+        if address.__class__ is not int:  # addresses are plain ints, as alloc returns them
             return InvalidTypeError(f"address must be an int, not {type(address).__name__}")
         pfn = address >> self._page_shift
         slab = self._slab_of_pfn.get(pfn) if address >= 0 else None

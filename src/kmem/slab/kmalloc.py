@@ -277,6 +277,8 @@ class KmallocFrontEnd:
         if isinstance(size, bool) or not isinstance(size, int):
             raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
         family = kmalloc_type(check_gfp(gfp))
+        if size < 0:
+            raise InvalidArgumentError(f"kmalloc size must be >= 0, got {size}")
         if not 0 < size <= KMALLOC_MAX_CACHE_SIZE:
             return None
         if family == KMALLOC_NORMAL and self.random_kmalloc_seed is not None:
@@ -290,10 +292,7 @@ class KmallocFrontEnd:
 
     def kfree(self, address: int | None, cpu: int = 0) -> None:
         """Free kmalloc'd memory (or any slab object) by address; None is a no-op."""
-        try:  # the page's owner is the cache id (a negative address is checked by the cache)
-            cache = self._by_id.get(self._owner[address >> self._page_shift])  # type: ignore[operator]
-        except (TypeError, IndexError):
-            cache = None
+        cache = self._cache_by_owner(address)
         if cache is not None:
             cache.free(address, cpu)  # type: ignore[arg-type]
             return
@@ -302,9 +301,19 @@ class KmallocFrontEnd:
             return
         self._kfree_other(address)
 
+    def _cache_by_owner(self, address: object) -> KmemCache | None:
+        """The cache whose slab page holds ``address`` (an int, not a bool: False is not
+        address 0), or None; a negative address is the cache's to refuse."""
+        if address.__class__ is not int:
+            return None
+        try:  # the page's owner is the cache id
+            return self._by_id.get(self._owner[address >> self._page_shift])
+        except IndexError:
+            return None
+
     def _kfree_other(self, address: object) -> None:
         """kfree of anything but a slab object: a large kmalloc block, or an error."""
-        if isinstance(address, bool) or not isinstance(address, int):
+        if address.__class__ is not int:
             raise InvalidTypeError(f"address must be an int or None, not {type(address).__name__}")
         if not 0 <= address < self._memory_size:
             raise NotAnObjectError(

@@ -338,6 +338,8 @@ class SlubCache(KmemCache):
 
     def flush_cpu(self, cpu: int) -> None:
         """flush_slab + put_partials_cpu: the CPU's cpu slab and partial stack go to the node."""
+        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            raise self._check_cpu(cpu)
         with self._lock:
             self._flush_cpu(cpu)
 
@@ -497,4 +499,11 @@ class SlubDebugCache(SlubCache):
 
     def track(self, address: int) -> tuple[object, object]:
         """(last alloc, last free) Track records of the object at ``address`` (STORE_USER)."""
+        with self._lock:
+            slab = self._slab_of_pfn.get(address >> self._page_shift) if (
+                address.__class__ is int and address >= 0) else None
+            offset = address - slab.base if slab is not None else -1
+            if slab is None or offset < 0 or offset % self.size or (
+                    offset // self.size >= slab.objects):
+                raise self._bad_free(address)  # not an object's start: the specific error
         return self._debugger.track(address, 0), self._debugger.track(address, 1)
