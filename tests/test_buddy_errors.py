@@ -210,3 +210,12 @@ def test_closed_memory_refuses_every_change_on_both_cores(buddy: BuddyAllocator)
     buddy.check()
     with pytest.raises(MemoryClosedError):
         BuddyAllocator(memory=buddy.memory)
+
+
+def test_a_replay_of_7_tib_is_refused_before_any_metadata_is_built() -> None:
+    """kmem replay --memory 7T died of MemoryError or the OOM killer: now a HostMemoryError
+    (the CLI's exit status 2) before the first array is filled."""
+    from kmem.trace.replay import Replayer
+
+    with pytest.raises(HostMemoryError, match="1879048192 pages needs"):
+        Replayer(memory=7 << 40)
