@@ -296,6 +296,8 @@ def test_closed_memory_refuses_every_allocation_and_free(policy: str) -> None:
     world = World(policy)
     slab = world.slab
     big = slab.kmalloc(1 << 16)
+    empty = slab.kmem_cache_create("empty", 256)
+    empty.free(empty.alloc())  # a destroy would give its slab back
     before = slab_snapshot(slab)
     slab.buddy.memory.close()
     calls: list[Callable[[], Any]] = [
@@ -304,6 +306,9 @@ def test_closed_memory_refuses_every_allocation_and_free(policy: str) -> None:
         lambda: slab.kfree(big), lambda: slab.kzalloc(8), lambda: slab.kmalloc_large(8192),
         lambda: slab.kmem_cache_alloc(world.pcb), lambda: slab.kmem_cache_create("new", 64),
         lambda: slab.buddy.alloc_pages(0), lambda: world.tcb.view(world.t[0]),
+        lambda: world.tcb.shrink(), lambda: slab.shrink(), lambda: slab.synchronize_rcu(),
+        lambda: slab.kmem_cache_destroy(empty), lambda: slab.kfree_rcu(world.k),
+        lambda: world.tcb.rcu_barrier(),
     ]
     for call in calls:
         with pytest.raises(MemoryClosedError, match="physical memory was closed"):

@@ -49,7 +49,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NoReturn
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError
 from kmem.page.buddy import BuddyAllocator
@@ -149,7 +149,20 @@ class SlabAllocator(KmallocFrontEnd):
         if kernel == "7.0" and policy == "slub":
             self._bootstrap_kmalloc_sheaves()
         self._use_compiled_kmalloc()
-        buddy.memory.on_close(self._kmalloc_memory_closed)
+        buddy.memory.on_close(self._memory_closed)
+
+    def _memory_closed(self) -> None:
+        """The physical memory closed: kmalloc and kfree, and every call that would give pages
+        back (destroy, shrink, the RCU grace periods), refuse before anything changes."""
+        self._kmalloc_memory_closed()
+
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
+            raise MemoryClosedError("cannot change the slab allocator: the physical memory was"
+                                    " closed")
+
+        for name in ("kmem_cache_destroy", "shrink", "synchronize_rcu", "kvfree_rcu_barrier",
+                     "kfree_rcu"):
+            setattr(self, name, refuse)
 
     # -- cache creation and destruction --------------------------------------------------------
 

@@ -87,6 +87,10 @@ Constructor = Callable[[memoryview], object]
 
 GFP_MAX: Final = (1 << 32) - 1  # gfp_t is an unsigned int
 
+# The cache methods that change slabs or give pages back: refused once the memory is closed.
+_CHANGES: Final = ("alloc", "free", "shrink", "reap", "rcu_barrier", "flush_cpu", "kfree_rcu",
+                   "release_sheaves", "flush_rcu_sheaves", "enable_sheaves")
+
 
 def check_gfp(gfp: object) -> int:
     """``gfp`` if it is a gfp_t (an int in 0..2**32-1, not a bool), else the specific error."""
@@ -206,14 +210,16 @@ class KmemCache:
         self._memory.on_close(self._memory_closed)
 
     def _memory_closed(self) -> None:
-        """The physical memory closed: alloc and free refuse, on either core."""
+        """The physical memory closed: alloc, free and every call that gives pages back refuse,
+        on either core, before anything changes (queries and reports still answer)."""
 
         def refuse(*args: object, **kwargs: object) -> NoReturn:
             raise MemoryClosedError(
                 f"cache {self.name!r} cannot allocate or free: the physical memory was closed")
 
-        self.alloc = refuse  # type: ignore[method-assign]
-        self.free = refuse  # type: ignore[method-assign]
+        for name in _CHANGES:
+            if hasattr(self, name):
+                setattr(self, name, refuse)
 
     def _use_compiled_core(self, kind: str, *, cpu_slab: object = None,
                            partial: object = None) -> None:
