@@ -157,6 +157,22 @@ pop_index(SlabCacheCore *c, PyObject *slab, Py_ssize_t keep, long long *address)
     return (long)index;
 }
 
+/* Is `gfp` an exact int in 0..2**32-1 (a gfp_t)? Anything else goes to the pure path, which
+ * raises the specific error. */
+static inline int
+is_gfp(PyObject *gfp)
+{
+    if (!PyLong_CheckExact(gfp))
+        return 0;
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(gfp, &overflow);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return !overflow && value >= 0 && value <= 0xFFFFFFFFLL;
+}
+
 static PyObject *allocated_object(SlabCacheCore *c, long long address, uint32_t *index);
 
 /* The main sheaf of `cpu` (NULL: cpu 0), or NULL. */
@@ -222,8 +238,9 @@ sheaf_push(SlabCacheCore *c, PyObject *address_obj, long long address, PyObject 
 static PyObject *
 cache_alloc(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    /* alloc(cpu=0, gfp=GFP_KERNEL): the fast paths do not look at gfp, as the pure ones */
-    if (!kwnames && nargs <= 2 && (nargs == 0 || PyLong_CheckExact(args[0]))) {
+    /* alloc(cpu=0, gfp=GFP_KERNEL): the fast paths only check that gfp is a gfp_t */
+    if (!kwnames && nargs <= 2 && (nargs == 0 || PyLong_CheckExact(args[0])) &&
+        (nargs < 2 || is_gfp(args[1]))) {
         long long address = -1;
         kmem_lock(c->lock);
         if (c->kind == SHEAF) {

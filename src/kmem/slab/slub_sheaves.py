@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from kmem.errors import InvalidTypeError, OutOfMemoryError
+from kmem.errors import OutOfMemoryError
 from kmem.page.gfp import (
     __GFP_ACCOUNT,
     __GFP_DIRECT_RECLAIM,
@@ -44,7 +44,7 @@ from kmem.page.gfp import (
     GFP_KERNEL,
     GFP_NOWAIT,
 )
-from kmem.slab.cache import KmemCache
+from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.flags import SLAB_KMALLOC
 from kmem.slab.sheaves import (
     BARN_CALLER,
@@ -226,6 +226,8 @@ class PercpuSheavesCache(KmemCache):
             self._lock_release()
 
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
+        if gfp.__class__ is not int or gfp >> 32:
+            check_gfp(gfp)
         try:  # alloc_from_pcs: pop the main sheaf
             if cpu.__class__ is not int:
                 raise TypeError
@@ -240,8 +242,7 @@ class PercpuSheavesCache(KmemCache):
     def _alloc_slowpath_pcs(self, cpu: int, gfp: int) -> int:
         if cpu.__class__ is not int or cpu not in self._main:
             raise self._check_cpu(cpu)
-        if isinstance(gfp, bool) or not isinstance(gfp, int) or gfp < 0:
-            raise InvalidTypeError(f"gfp flags must be an int >= 0, not {gfp!r}")
+        check_gfp(gfp)
         if self.destroyed:
             raise self._bad_free(0)
         if self._replace_empty_main(cpu, gfp):
@@ -604,6 +605,8 @@ class PercpuSheavesCache(KmemCache):
 
     def flush_cpu(self, cpu: int) -> None:
         """flush_cpu_slab: the CPU's sheaves (pcs_flush_all), then (6.18) its cpu slabs."""
+        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            raise self._check_cpu(cpu)
         with self._lock:
             self._pcs_flush_all(cpu)
             self._flush_cpu_slabs(cpu)
