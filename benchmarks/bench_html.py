@@ -9,7 +9,9 @@ command runs in a fresh process (``python -m kmem``), as a user runs it, on the 
 
 Figures: the seconds of ``kmem replay --no-progress``, of ``kmem html`` at 100, 400 (the
 default) and 1600 frames, and the ratios html(400) / replay (the goal: at most 2) and
-html(1600) / html(100) (the page builder's cost independent of the frames asked for: near 1).
+html(1600) / html(100) (the page builder's cost independent of the frames asked for: near 1);
+the same html / replay ratio on a trace whose live set stays bounded (the same pointers each
+cycle): a frame costs the live objects of the caches that changed since the previous one.
 Timings on a shared machine are noisy: run it quiet (``make bench``).
 """
 
@@ -24,12 +26,15 @@ from benchmarks.bench_trace import _TIME, _fixture_events, _shifted
 
 EVENTS = 300_000
 TRACE = Path("/tmp/kmem-bench-html-trace.txt")
+STEADY = Path("/tmp/kmem-bench-html-trace-same-pointers.txt")  # the live set stays bounded
 PAGE = Path("/tmp/kmem-bench-html-page.html")
 REPEAT = 2
 
 
-def generate(path: Path, events: int = EVENTS) -> None:
-    """Write a trace of ``events`` events by cycling the fixture, pointers shifted per cycle."""
+def generate(path: Path, events: int = EVENTS, shift: bool = True) -> None:
+    """Write a trace of ``events`` events by cycling the fixture, pointers shifted per cycle
+    (unless not ``shift``: then the same pointers each cycle, and a live set that stays the
+    same size, as a long recording of a steady machine has)."""
     body = _fixture_events()
     first = float(_TIME.search(body[0]).group(1))  # type: ignore[union-attr]
     span = float(_TIME.search(body[-1]).group(1)) - first + 0.001  # type: ignore[union-attr]
@@ -38,7 +43,7 @@ def generate(path: Path, events: int = EVENTS) -> None:
         out.write("# tracer: nop\n#\n")
         while written < events:
             chunk = body[: events - written]
-            out.writelines(_shifted(line, cycle, cycle * span, True) for line in chunk)
+            out.writelines(_shifted(line, cycle, cycle * span, shift) for line in chunk)
             written += len(chunk)
             cycle += 1
 
@@ -54,9 +59,12 @@ def _seconds(*argv: str) -> float:
 
 
 def run() -> dict[str, object]:
-    if not TRACE.exists() or sum(1 for _ in TRACE.open()) != EVENTS + 2:
-        generate(TRACE)
+    for path, shift in ((TRACE, True), (STEADY, False)):
+        if not path.exists() or sum(1 for _ in path.open()) != EVENTS + 2:
+            generate(path, shift=shift)
     replay = _seconds("replay", "--no-progress", str(TRACE))
+    steady_replay = _seconds("replay", "--no-progress", str(STEADY))
+    steady_html = _seconds("html", "--no-progress", "--trace", str(STEADY), "-o", str(PAGE))
     html = {frames: _seconds("html", "--no-progress", "--trace", str(TRACE), "--frames",
                              str(frames), "-o", str(PAGE))
             for frames in (100, 400, 1600)}
@@ -69,6 +77,9 @@ def run() -> dict[str, object]:
         "kmem html, 1600 frames (s)": round(html[1600], 2),
         "html (400 frames) / replay": round(html[400] / replay, 2),
         "html 1600 frames / 100 frames": round(html[1600] / html[100], 2),
+        "steady live set: kmem replay (s)": round(steady_replay, 2),
+        "steady live set: kmem html, 400 frames (s)": round(steady_html, 2),
+        "steady live set: html / replay": round(steady_html / steady_replay, 2),
     }
 
 

@@ -471,3 +471,23 @@ def test_html_reads_a_trace_from_a_pipe_whole(capsys: pytest.CaptureFixture[str]
     assert kmem(["html", "--trace", str(small_trace), "-o", str(from_file)], capsys)[0] == 0
     assert embedded(page.read_text())["total_steps"] == embedded(
         from_file.read_text())["total_steps"] > 0
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("--report", f"{NONEXISTENT}/r.html"), ("--png", f"{NONEXISTENT}/png"),
+    ("-o", f"{NONEXISTENT}/out"),
+])
+def test_sweep_checks_where_it_writes_before_the_runs(
+        option: str, value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep_fixtures import sweep_folder
+
+    def no_runs(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the sweep ran before its outputs were checked")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("kmem.trace.sweep.sweep", no_runs)
+    spec = sweep_folder(tmp_path)
+    line = refused(["sweep", str(spec), option, value], capsys)
+    assert f"no folder '{NONEXISTENT}'" in line  # (the whole tree was once made, as root)
+    assert not Path(NONEXISTENT).parent.exists()

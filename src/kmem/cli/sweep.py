@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kmem.cli.args import COMMANDS, count_argument, natural_argument
+from kmem.cli.args import COMMANDS, count_argument, natural_argument, output_path
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -114,10 +114,17 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_sweep_spec(args.spec)
     heatmap = _heatmap(args, spec.parameters)
-    if args.report:
-        report_path(args.report)  # a bad name fails now, not after the runs
+    if args.report:  # a bad name or place fails now, not after the runs
+        output_path(args.report, "--report")
+        report_path(args.report)
     if args.png and Path(args.png).exists() and not Path(args.png).is_dir():
         raise InvalidArgumentError(f"--png {args.png!r} is a file, not a folder")
+    for option, folder in (("-o", _output(args)), ("--png", args.png)):
+        # The folder itself is made, not its parents: a typo in a parent is an error here
+        # rather than a new tree of folders found after the runs.
+        parent = Path(folder).absolute().parent if folder else None
+        if parent is not None and not parent.is_dir() and parent != _output(args).absolute():
+            raise InvalidArgumentError(f"{option} {str(folder)!r}: no folder {str(parent)!r}")
     if args.ship and not args.dask:
         raise InvalidArgumentError("--ship sends traces to a Dask cluster: give --dask too")
     progress = not args.no_progress and sys.stderr.isatty()
