@@ -155,7 +155,7 @@ def _kill_run(tmp_path: Path, kills: int, ops: int) -> dict[str, int]:
                     fcntl.flock(lock_fd, fcntl.LOCK_UN)
                 except BlockingIOError:
                     victim_pid = _holder(header)
-            live = {p.pid: s for s, p in running.items() if p.is_alive()}
+            live = {p.pid: s for s, p in running.items() if p.is_alive() and p.pid}
             if victim_pid not in live:
                 if not live:
                     break
