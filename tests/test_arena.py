@@ -413,3 +413,48 @@ class ArenaMachine(RuleBasedStateMachine):
 ArenaMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=40,
                                           deadline=None)
 test_arena_agrees_with_the_in_process_allocators = ArenaMachine.TestCase
+
+
+def test_cli_info_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kmem.cli.main import main
+
+    path = tmp_path / "heap.bin"
+    with Arena.create(path, size=2 << 20) as arena:
+        arena.cache("inode", 600).alloc()
+        arena.alloc(5000)
+        buddyinfo = arena.buddyinfo()
+    assert main(["arena", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "format_version     1" in out and buddyinfo in out
+    assert "inode                  1     13    600" in out
+    assert main(["arena", "check", str(path)]) == 0
+    assert "consistent" in capsys.readouterr().out
+
+
+def test_cli_refuses_bad_arenas_with_status_2(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from kmem.cli.main import main
+
+    path = tmp_path / "heap.bin"
+    Arena.create(path, size=2 << 20).close()
+    data = bytearray(path.read_bytes())
+    data[50] ^= 1  # inside the static header
+    path.write_bytes(bytes(data))
+    assert main(["arena", "check", str(path)]) == 2
+    assert capsys.readouterr().err == f"kmem arena: {path}: corrupt header (checksum mismatch)\n"
+    assert main(["arena", "info", f"kmem-none-{uuid.uuid4().hex[:8]}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_check_names_a_broken_invariant(tmp_path: Path) -> None:
+    from kmem.arena.arena import C_STATE
+
+    path = tmp_path / "heap.bin"
+    with Arena.create(path, size=2 << 20) as arena:
+        pfn = arena.alloc_pages(0)
+        state_word = arena._col[C_STATE] + pfn
+    with path.open("r+b") as file:  # forge: the allocated page claims to be free
+        file.seek(state_word * 8)
+        file.write((1 << 8).to_bytes(8, "little"))
+    with Arena.open(path) as arena, pytest.raises(ArenaCorruptError, match="check: free buddies"):
+        arena.check()
