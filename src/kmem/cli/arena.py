@@ -32,10 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from kmem.arena.arena import Arena
 
     where: str = args.where
-    if os.path.exists(where) or "/" in where:
-        arena = Arena.open(where)
-    else:
-        arena = Arena.attach(where)
+    is_file = os.path.exists(where) or "/" in where
+    arena = Arena.open(where) if is_file else Arena.attach(where)
     with arena:
         if args.action == "check":
             arena.check()
