@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from kmem import Arena, ArenaCache, OutOfMemoryError
-from kmem.arena.arena import D_HOLDER, D_LOG_COUNT
+from kmem.arena.arena import D_HOLDER, D_LOG_COUNT, MUTEX_WORD
 
 OPS = int(os.environ.get("KMEM_ARENA_OPS", "20000"))
 KILLS = int(os.environ.get("KMEM_ARENA_KILLS", "12"))
@@ -110,9 +110,10 @@ def _run_workers(arena: Arena, where: str, tmp: Path, ops: int) -> int:
     return sum(result["checks"] for result in results)
 
 
-def test_four_processes_share_one_arena(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lock", ["mutex", "flock"])
+def test_four_processes_share_one_arena(tmp_path: Path, lock: str) -> None:
     name = f"kmem-arena-{uuid.uuid4().hex[:12]}"
-    arena = Arena.create_shared(name, size=8 << 20)
+    arena = Arena.create_shared(name, size=8 << 20, lock=lock)
     try:
         checks = _run_workers(arena, name, tmp_path, OPS)
         assert checks > OPS  # each worker checked thousands of blocks
@@ -127,13 +128,23 @@ def test_four_processes_share_one_arena(tmp_path: Path) -> None:
         arena.unlink()
 
 
-def _holder(header: mmap.mmap) -> int:
-    return int(struct.unpack_from("<q", header, D_HOLDER * 8)[0])
+def _lock_holder(arena: Arena, lock_fd: int, header: mmap.mmap) -> int:
+    """The pid holding the arena's lock now, or 0."""
+    if arena.lock_kind == "mutex":
+        # glibc keeps a robust mutex's owner thread id in its first word (the futex), with
+        # the FUTEX_WAITERS and FUTEX_OWNER_DIED bits on top; a worker has one thread.
+        return int(struct.unpack_from("<I", header, MUTEX_WORD * 8)[0]) & 0x3FFFFFFF
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return int(struct.unpack_from("<q", header, D_HOLDER * 8)[0])
+    return 0
 
 
-def _kill_run(tmp_path: Path, kills: int, ops: int) -> dict[str, int]:
+def _kill_run(tmp_path: Path, kills: int, ops: int, lock: str) -> dict[str, int]:
     path = tmp_path / "heap.bin"
-    arena = Arena.create(path, size=8 << 20)
+    arena = Arena.create(path, size=8 << 20, lock=lock)
     where = str(path)
     rng = random.Random(kills)
     lock_fd = os.open(path, os.O_RDWR)
@@ -150,11 +161,7 @@ def _kill_run(tmp_path: Path, kills: int, ops: int) -> dict[str, int]:
             time.sleep(rng.uniform(0.005, 0.08))
             victim_pid = 0
             if rng.random() < 0.5:  # kill whoever holds the lock right now, if anyone
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(lock_fd, fcntl.LOCK_UN)
-                except BlockingIOError:
-                    victim_pid = _holder(header)
+                victim_pid = _lock_holder(arena, lock_fd, header)
             live = {p.pid: s for s, p in running.items() if p.is_alive() and p.pid}
             if victim_pid not in live:
                 if not live:
@@ -202,17 +209,19 @@ def _kill_run(tmp_path: Path, kills: int, ops: int) -> dict[str, int]:
             "rolled_back": recoveries, "survivor_checks": checks}
 
 
-def test_workers_killed_at_random_leave_a_consistent_arena(tmp_path: Path) -> None:
-    counts = _kill_run(tmp_path, KILLS, max(OPS // 4, 2000))
-    print(f"arena kill test: {counts}")
+@pytest.mark.parametrize("lock", ["mutex", "flock"])
+def test_workers_killed_at_random_leave_a_consistent_arena(tmp_path: Path, lock: str) -> None:
+    counts = _kill_run(tmp_path, KILLS, max(OPS // 4, 2000), lock)
+    print(f"arena kill test ({lock}): {counts}")
     assert counts["killed"] == KILLS
     assert counts["survivor_checks"] > 0
 
 
 @pytest.mark.fuzz
-def test_many_kills(tmp_path: Path) -> None:
-    counts = _kill_run(tmp_path, 10 * KILLS, OPS)
-    print(f"arena kill test (long): {counts}")
+@pytest.mark.parametrize("lock", ["mutex", "flock"])
+def test_many_kills(tmp_path: Path, lock: str) -> None:
+    counts = _kill_run(tmp_path, 10 * KILLS, OPS, lock)
+    print(f"arena kill test ({lock}, long): {counts}")
     assert counts["killed"] == 10 * KILLS
 
 

@@ -61,6 +61,7 @@ their slabs; the undo log is empty between operations.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import mmap
 import os
@@ -110,7 +111,7 @@ CACHE_NAME_BYTES: Final = 32
 # The static header, word by word.
 H_MAGIC, H_VERSION, H_PAGE_SIZE, H_NR_PAGES, H_MAX_ORDER, H_NR_CACHES, H_LOG_CAPACITY = range(7)
 H_SIZE, H_DATA, H_COLUMNS, H_HEADS, H_COUNTERS, H_CACHES, H_LOG = range(7, 14)
-H_RESERVED: Final = 14
+H_LOCK_KIND: Final = 14  # LOCK_FLOCK or LOCK_MUTEX, chosen at create
 H_CHECKSUM: Final = 15
 STATIC_WORDS: Final = 15
 # The dynamic header.
@@ -118,7 +119,9 @@ D_LOG_COUNT: Final = 16
 D_GENERATION: Final = 17
 D_RECOVERIES: Final = 18
 D_HOLDER: Final = 19
-HEADER_WORDS: Final = 24
+MUTEX_WORD: Final = 24  # the robust process-shared pthread mutex: words 24..31 (64 bytes)
+MUTEX_BYTES: Final = 64
+HEADER_WORDS: Final = 32
 HEADER_BYTES: Final = HEADER_WORDS * 8
 
 # The mem_map columns, in layout order.
@@ -144,6 +147,9 @@ S_ALLOCS, S_FREES, S_KMALLOC = range(11, 14)
 SLOT_WORDS: Final = 16
 
 _WORD: Final = 8
+LOCK_FLOCK: Final = 0
+LOCK_MUTEX: Final = 1
+LOCK_NAMES: Final = {"flock": LOCK_FLOCK, "mutex": LOCK_MUTEX}
 # Segments this process (or its parent before a fork) created: their resource tracker entry
 # is the creator's, so attach() must leave it alone.
 _CREATED_HERE: set[str] = set()
@@ -302,6 +308,11 @@ class Arena:
         self._depth = 0
         self._pid = os.getpid()
         self._lock_fd = os.open(lock_path, os.O_RDWR)
+        self.lock_kind: Final = "mutex" if words[H_LOCK_KIND] == LOCK_MUTEX else "flock"
+        # The mutex's address, as a ctypes object exporting the mapping (dropped at close).
+        self._mutex: ctypes.c_char | None = None
+        if self.lock_kind == "mutex":
+            self._mutex = ctypes.c_char.from_buffer(buffer, MUTEX_WORD * _WORD)
         self._closed = False
         self._views: list[tuple[int, memoryview, weakref.ref[ctypes.Array[ctypes.c_ubyte]]]] = []
         self._views_pruned_at = 16
@@ -310,8 +321,13 @@ class Arena:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], size: int, *, page_size: int = 4096,
-               max_order: int = MAX_PAGE_ORDER, nr_caches: int = DEFAULT_CACHES) -> Arena:
-        """A new arena in a new file of ``size`` bytes (the file must not exist)."""
+               max_order: int = MAX_PAGE_ORDER, nr_caches: int = DEFAULT_CACHES,
+               lock: str | None = None) -> Arena:
+        """A new arena in a new file of ``size`` bytes (the file must not exist).
+
+        ``lock`` is "mutex" (a robust process-shared pthread mutex in the header, the default
+        with the compiled core) or "flock" (an flock on the file, the pure default).
+        """
         layout = _new_layout(size, page_size, max_order, nr_caches)
         path = os.fspath(path)
         try:
@@ -328,7 +344,7 @@ class Arena:
             os.unlink(path)
             raise ArenaError(f"{path}: {error.strerror}") from None
         os.close(fd)
-        _format(buffer, layout)
+        _format(buffer, layout, _lock_kind(lock))
         return cls(buffer, path, path, None)
 
     @classmethod
@@ -364,7 +380,7 @@ class Arena:
     @classmethod
     def create_shared(cls, name: str, size: int, *, page_size: int = 4096,
                       max_order: int = MAX_PAGE_ORDER,
-                      nr_caches: int = DEFAULT_CACHES) -> Arena:
+                      nr_caches: int = DEFAULT_CACHES, lock: str | None = None) -> Arena:
         """A new arena in a new shared memory segment ``name`` (unlink() it when done)."""
         layout = _new_layout(size, page_size, max_order, nr_caches)
         try:
@@ -373,7 +389,7 @@ class Arena:
             raise ArenaExistsError(f"shared memory {name!r} exists (attach to it)") from None
         _CREATED_HERE.add(shm.name)
         buffer = _map_segment(shm)
-        _format(buffer, layout)
+        _format(buffer, layout, _lock_kind(lock))
         return cls(buffer, _segment_path(shm), f"shm:{shm.name}", shm)
 
     @classmethod
@@ -428,7 +444,12 @@ class Arena:
                     # A forked child: its flock must be on its own open file description.
                     self._lock_fd = os.open(self._lock_path, os.O_RDWR)
                     self._pid = os.getpid()
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                if self._mutex is not None:
+                    # The robust mutex: EOWNERDEAD means its holder died; the log below
+                    # is then rolled back and the mutex marked consistent again.
+                    _pthread().lock(self._mutex)
+                else:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             self._depth += 1
             words = self._words
             try:
@@ -448,7 +469,10 @@ class Arena:
                     if words[D_LOG_COUNT]:
                         words[D_GENERATION] += 1
                         words[D_LOG_COUNT] = 0  # the commit
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                    if self._mutex is not None:
+                        _pthread().unlock(self._mutex)
+                    else:
+                        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
 
@@ -887,6 +911,7 @@ class Arena:
                     " or a slice made from them): drop those, then close again"
                 )
             self._views = []
+            self._mutex = None
             self._words.release()
             self._bytes.release()
             try:
@@ -896,6 +921,8 @@ class Arena:
                 # the arena's own memory by other means): stay open and say so.
                 self._bytes = memoryview(self._mmap)
                 self._words = self._bytes.cast("q")
+                if self.lock_kind == "mutex":
+                    self._mutex = ctypes.c_char.from_buffer(self._mmap, MUTEX_WORD * _WORD)
                 raise ArenaBusyError(
                     f"{self._source}: the mapping is still exported: drop what holds it,"
                     " then close again"
@@ -990,6 +1017,7 @@ class Arena:
                 "size": self.size, "page_size": self.page_size, "nr_pages": self.nr_pages,
                 "max_order": self.max_order, "cache_slots": self.nr_caches,
                 "undo_log_capacity": self._log_capacity, "data_offset": self._data,
+                "lock": self.lock_kind,
                 "generation": words[D_GENERATION], "recoveries": words[D_RECOVERIES],
                 "last_holder_pid": words[D_HOLDER],
             }
@@ -1278,7 +1306,7 @@ def _new_layout(size: object, page_size: object, max_order: object,
     return layout
 
 
-def _format(buffer: mmap.mmap, layout: ArenaLayout) -> None:
+def _format(buffer: mmap.mmap, layout: ArenaLayout, lock_kind: int) -> None:
     """Write a new arena's metadata; the magic goes last, so a crash leaves no arena."""
     view = memoryview(buffer)
     words = view.cast("q")
@@ -1297,6 +1325,9 @@ def _format(buffer: mmap.mmap, layout: ArenaLayout) -> None:
         header[H_COUNTERS] = layout.counters
         header[H_CACHES] = layout.caches
         header[H_LOG] = layout.log
+        header[H_LOCK_KIND] = lock_kind
+        if lock_kind == LOCK_MUTEX:
+            _pthread().init(buffer)
         for index, value in enumerate(header):
             if index != H_MAGIC:
                 words[index] = value
@@ -1354,6 +1385,8 @@ def _validate(buffer: mmap.mmap, length: int, source: str) -> None:
                                            words[H_NR_CACHES], words[H_LOG_CAPACITY])
         except (KmemError, OverflowError, ValueError):
             expected = None
+        if words[H_LOCK_KIND] not in LOCK_NAMES.values():
+            raise ArenaCorruptError(f"{source}: corrupt header (lock kind {words[H_LOCK_KIND]})")
         if expected is None or not 0 <= words[H_MAX_ORDER] <= 30 or (
             words[H_NR_CACHES] < 1
         ) or (expected.nr_pages, expected.data, expected.columns, expected.heads,
@@ -1379,3 +1412,64 @@ def _map_segment(shm: shared_memory.SharedMemory) -> mmap.mmap:
 
 def _segment_path(shm: shared_memory.SharedMemory) -> str:
     return str(Path("/dev/shm") / shm.name.lstrip("/"))
+
+
+def _lock_kind(lock: str | None) -> int:
+    if lock is None:
+        from kmem._compiled import core
+
+        return LOCK_MUTEX if core is not None else LOCK_FLOCK
+    if lock not in LOCK_NAMES:
+        raise InvalidArgumentError(f"lock must be 'mutex' or 'flock', got {lock!r}")
+    return LOCK_NAMES[lock]
+
+
+class _Pthread:
+    """The robust process-shared mutex through libc (the pure path's way to the mutex the
+    compiled core takes directly)."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._lock = libc.pthread_mutex_lock
+        self._unlock = libc.pthread_mutex_unlock
+        self._consistent = libc.pthread_mutex_consistent
+        self._libc = libc
+        for function in (self._lock, self._unlock, self._consistent):
+            function.argtypes = [ctypes.c_void_p]
+            function.restype = ctypes.c_int
+
+    def init(self, buffer: mmap.mmap) -> None:
+        libc = self._libc
+        attr = ctypes.create_string_buffer(64)  # pthread_mutexattr_t is 4 bytes on glibc
+        mutex = ctypes.c_char.from_buffer(buffer, MUTEX_WORD * _WORD)
+        try:
+            for call in (libc.pthread_mutexattr_init(attr),
+                         libc.pthread_mutexattr_setpshared(attr, 1),  # PTHREAD_PROCESS_SHARED
+                         libc.pthread_mutexattr_setrobust(attr, 1),  # PTHREAD_MUTEX_ROBUST
+                         libc.pthread_mutex_init(ctypes.byref(mutex), attr),
+                         libc.pthread_mutexattr_destroy(attr)):
+                if call:
+                    raise ArenaError(f"cannot make the arena's mutex: {os.strerror(call)}")
+        finally:
+            del mutex
+
+    def lock(self, mutex: ctypes.c_char) -> None:
+        result = self._lock(ctypes.byref(mutex))
+        if result == errno.EOWNERDEAD:
+            # The holder died: this thread now holds the mutex; the caller rolls back the
+            # undo log, and the mutex is usable again.
+            self._consistent(ctypes.byref(mutex))
+        elif result:
+            raise ArenaError(f"cannot take the arena's mutex: {os.strerror(result)}")
+
+    def unlock(self, mutex: ctypes.c_char) -> None:
+        self._unlock(ctypes.byref(mutex))
+
+
+_PTHREAD: list[_Pthread] = []
+
+
+def _pthread() -> _Pthread:
+    if not _PTHREAD:
+        _PTHREAD.append(_Pthread())
+    return _PTHREAD[0]
