@@ -63,6 +63,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import threading
@@ -73,8 +74,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
-from typing import Final
+from types import ModuleType
+from typing import TYPE_CHECKING, Final
 
+from kmem._compiled import core
 from kmem.arena.errors import (
     ArenaBusyError,
     ArenaClosedError,
@@ -101,6 +104,9 @@ from kmem.page.memory import check_page_size
 from kmem.page.vmstat import buddyinfo_line
 from kmem.slab.geometry import calculate_order
 from kmem.slab.kmalloc_sizes import KMALLOC_INFO_SIZES, KMALLOC_SIZE_INDEX
+
+if TYPE_CHECKING:
+    from kmem._core import ArenaCore
 
 MAGIC: Final = int.from_bytes(b"KMEMAREN", "little", signed=True)
 FORMAT_VERSION: Final = 1
@@ -314,8 +320,32 @@ class Arena:
         if self.lock_kind == "mutex":
             self._mutex = ctypes.c_char.from_buffer(buffer, MUTEX_WORD * _WORD)
         self._closed = False
+        # The compiled core's fast paths (kmem._core.ArenaCore), for mutex arenas.
+        self._core: ArenaCore | None = None
+        if self.lock_kind == "mutex" and core is not None and hasattr(core, "ArenaCore"):
+            self._use_compiled_core(core)
         self._views: list[tuple[int, memoryview, weakref.ref[ctypes.Array[ctypes.c_ubyte]]]] = []
         self._views_pruned_at = 16
+
+    def _use_compiled_core(self, compiled: ModuleType) -> None:
+        """Run alloc_pages, free_pages, alloc, free, kmalloc, kfree and the caches' alloc and
+        free in the compiled core, over this arena's mapping. Whatever its fast paths do not
+        handle goes to the pure methods below, which raise the errors they always raise."""
+        arena_core = compiled.ArenaCore(
+            self._mmap,
+            pure_alloc_pages=Arena.alloc_pages.__get__(self),
+            pure_free_pages=Arena.free_pages.__get__(self),
+            pure_alloc=Arena.alloc.__get__(self), pure_free=Arena.free.__get__(self),
+            pure_kmalloc=Arena.kmalloc.__get__(self), pure_kfree=Arena.kfree.__get__(self),
+            pure_cache_alloc=self._cache_alloc, pure_cache_free=self._cache_free,
+        )
+        self._core = arena_core
+        self.alloc_pages = arena_core.alloc_pages  # type: ignore[method-assign]
+        self.free_pages = arena_core.free_pages  # type: ignore[method-assign]
+        self.alloc = arena_core.alloc  # type: ignore[method-assign]
+        self.free = arena_core.free  # type: ignore[method-assign]
+        self.kmalloc = arena_core.kmalloc  # type: ignore[method-assign]
+        self.kfree = arena_core.kfree  # type: ignore[method-assign]
 
     # -- construction ------------------------------------------------------------------------
 
@@ -726,6 +756,35 @@ class Arena:
                 slot = self._new_cache(name, size, kmalloc=False)
         return ArenaCache(self, slot, name, size)
 
+    def _cache_alloc(self, slot: int) -> int:
+        with self._locked():
+            self._check_slot(slot)
+            return self._slab_alloc(slot)
+
+    def _cache_free(self, slot: int, address: int) -> None:
+        address = _as_int(address, "address")
+        if not 0 <= address < self.nr_pages << self.page_shift:
+            raise self._bad_address(address)
+        with self._locked():
+            self._check_slot(slot)
+            owner = self._get(C_OWNER, address >> self.page_shift)
+            if owner != slot + 1:
+                if owner:
+                    raise InvalidFreeError(
+                        f"address {address:#x} belongs to cache {self._cache_name(owner - 1)!r},"
+                        f" not {self._cache_name(slot)!r}"
+                    )
+                raise InvalidFreeError(
+                    f"address {address:#x} is not an object of cache {self._cache_name(slot)!r}"
+                )
+            self._slab_free(slot, address)
+
+    def _check_slot(self, slot: object) -> None:
+        if type(slot) is not int or not 0 <= slot < self.nr_caches or (
+            not self._words[self._caches + slot * SLOT_WORDS + S_IN_USE]
+        ):
+            raise ArenaError(f"no cache in slot {slot!r} of the arena")
+
     def caches(self) -> list[str]:
         """The names of the arena's caches, kmalloc caches included, in creation order."""
         with self._locked():
@@ -912,6 +971,8 @@ class Arena:
                 )
             self._views = []
             self._mutex = None
+            if self._core is not None:
+                self._core.release()
             self._words.release()
             self._bytes.release()
             try:
@@ -1136,40 +1197,19 @@ class ArenaCache:
         self.arena: Final = arena
         self.name: Final = name
         self.object_size: Final = object_size
-        self._slot = slot
+        self.slot: Final = slot
+        arena_core = arena._core
+        if arena_core is not None:  # the compiled fast paths, bound to this slot
+            self.alloc = functools.partial(arena_core.cache_alloc, slot)  # type: ignore[method-assign]
+            self.free = functools.partial(arena_core.cache_free, slot)  # type: ignore[method-assign]
 
     def alloc(self) -> int:
         """Allocate one object; return its address."""
-        with self.arena._locked():
-            self._check_slot()
-            return self.arena._slab_alloc(self._slot)
+        return self.arena._cache_alloc(self.slot)
 
     def free(self, address: int) -> None:
         """Free an object this cache allocated."""
-        arena = self.arena
-        address = _as_int(address, "address")
-        if not 0 <= address < arena.nr_pages << arena.page_shift:
-            raise arena._bad_address(address)
-        with arena._locked():
-            self._check_slot()
-            owner = arena._get(C_OWNER, address >> arena.page_shift)
-            if owner != self._slot + 1:
-                if owner:
-                    raise InvalidFreeError(
-                        f"address {address:#x} belongs to cache {arena._cache_name(owner - 1)!r},"
-                        f" not {self.name!r}"
-                    )
-                raise InvalidFreeError(
-                    f"address {address:#x} is not an object of cache {self.name!r}"
-                )
-            arena._slab_free(self._slot, address)
-
-    def _check_slot(self) -> None:
-        words = self.arena._words
-        if not words[self.arena._caches + self._slot * SLOT_WORDS + S_IN_USE] or (
-            self.arena._cache_name(self._slot) != self.name
-        ):
-            raise ArenaError(f"cache {self.name!r} no longer exists in the arena")
+        self.arena._cache_free(self.slot, address)
 
     def __repr__(self) -> str:
         return f"<ArenaCache {self.name} {self.object_size} bytes>"
