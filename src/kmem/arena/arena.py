@@ -37,10 +37,21 @@ partial list; a full slab is on no list; a slab whose last object is freed goes 
 buddy allocator. kmalloc uses the caches kmalloc-8 .. kmalloc-(2 * page_size), created on first
 use; larger requests take pages directly (Linux's kmalloc_large).
 
-Many processes: every operation runs under an ``flock`` on the backing file (for a segment,
-its /dev/shm file), which the kernel drops when the holder dies, plus a thread lock for the
-threads of one process. A process that forked with an arena open takes its own lock file
-descriptor on first use (a flock belongs to an open file description, which fork shares).
+Many processes: every operation runs under a lock the kernel releases when its holder dies,
+chosen at create and recorded in the header. "mutex" (the default with the compiled core): a
+robust process-shared pthread mutex in the header's words 24..31; the compiled core
+(csrc/arena.c) takes it directly, the pure path through libc (ctypes); a locker that gets
+EOWNERDEAD rolls the undo log back and marks the mutex consistent. "flock" (the default
+without the core): an flock on the backing file (for a segment, its /dev/shm file); flock
+arenas always run the pure path. A thread lock orders the Python paths of one process's
+threads. A process that forked with an arena open takes its own flock descriptor on first use
+(a flock belongs to an open file description, which fork shares).
+
+The compiled core keeps no state: it reads the same words, takes the same lock, writes through
+the same undo log, and hands anything but the common valid case (a bad argument, an exhausted
+arena, a bad free, a kmalloc cache not made yet, a corrupt word) to the pure method, which
+raises the error it always raises; tests/test_arena_lockstep.py compares the two byte for
+byte.
 
 Crash consistency (all-or-nothing operations): every store of an operation goes through the
 undo log: first the (word, old value) record, then the log length, then the word. A finished
@@ -523,11 +534,12 @@ class Arena:
         count = words[D_LOG_COUNT]
         if not 0 <= count <= self._log_capacity:
             raise ArenaCorruptError(f"{self._source}: undo log length {count} is corrupt")
-        for record in range(self._log + 2 * (count - 1), self._log - 1, -2):
-            index = words[record]
-            if not 0 <= index < len(words):
-                raise ArenaCorruptError(f"{self._source}: undo log names word {index}")
-            words[index] = words[record + 1]
+        records = range(self._log + 2 * (count - 1), self._log - 1, -2)
+        for record in records:  # all checked before any is applied
+            if not 0 <= words[record] < len(words):
+                raise ArenaCorruptError(f"{self._source}: undo log names word {words[record]}")
+        for record in records:
+            words[words[record]] = words[record + 1]
         words[D_LOG_COUNT] = 0
 
     def _recover_now(self) -> None:
