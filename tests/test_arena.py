@@ -458,3 +458,43 @@ def test_check_names_a_broken_invariant(tmp_path: Path) -> None:
         file.write((1 << 8).to_bytes(8, "little"))
     with Arena.open(path) as arena, pytest.raises(ArenaCorruptError, match="check: free buddies"):
         arena.check()
+
+
+@pytest.mark.parametrize("lock", ["mutex", "flock"])
+def test_threads_of_one_process_share_an_arena(tmp_path: Path, lock: str) -> None:
+    import threading
+
+    arena = Arena.create(tmp_path / "a", size=4 << 20, lock=lock)
+    cache = arena.cache("obj", 72)
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        import random
+
+        rng = random.Random(seed)
+        held: list[tuple[str, int, bytes]] = []
+        for seq in range(1500):
+            if held and rng.random() < 0.5:
+                how, address, stamp = held.pop(rng.randrange(len(held)))
+                if bytes(arena.view(address)[:8]) != stamp:
+                    errors.append(f"{how} {address:#x} overwritten")
+                {"alloc": arena.free, "kmalloc": arena.kfree, "cache": cache.free}[how](address)
+                continue
+            how = rng.choice(["alloc", "kmalloc", "cache"])
+            address = (arena.alloc(rng.randint(1, 9000)) if how == "alloc" else
+                       arena.kmalloc(rng.randint(8, 3000)) if how == "kmalloc" else cache.alloc())
+            stamp = (seed << 32 | seq).to_bytes(8, "little")
+            arena.view(address)[:8] = stamp
+            held.append((how, address, stamp))
+        for how, address, _ in held:
+            {"alloc": arena.free, "kmalloc": arena.kfree, "cache": cache.free}[how](address)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    arena.check()
+    assert arena.nr_free_pages == arena.nr_pages
+    arena.close()

@@ -960,10 +960,11 @@ class Arena:
         raw = memoryview(exporter)
         view = raw.cast("B")
         raw.release()
-        self._views.append((address, view, weakref.ref(exporter)))
-        if len(self._views) >= self._views_pruned_at:
-            self._views = [entry for entry in self._views if entry[2]() is not None]
-            self._views_pruned_at = max(16, 2 * len(self._views))
+        with self._thread_lock:
+            self._views.append((address, view, weakref.ref(exporter)))
+            if len(self._views) >= self._views_pruned_at:
+                self._views = [entry for entry in self._views if entry[2]() is not None]
+                self._views_pruned_at = max(16, 2 * len(self._views))
         return view
 
     def close(self) -> None:
