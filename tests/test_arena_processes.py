@@ -265,3 +265,25 @@ def test_a_survivor_rolls_back_what_a_killed_holder_left(tmp_path: Path) -> None
     assert arena.stats().recoveries == 1
     arena.check()
     arena.close()
+
+
+def test_the_compiled_path_recovers_from_a_dead_holder(tmp_path: Path) -> None:
+    """The survivor's first call after the crash is a compiled fast path: it gets EOWNERDEAD
+    from the robust mutex, rolls the log back, and allocates as if the crash never was."""
+    crashed, twin = tmp_path / "crashed.bin", tmp_path / "twin.bin"
+    arenas = [Arena.create(path, size=2 << 20, lock="mutex") for path in (crashed, twin)]
+    for arena in arenas:
+        arena.cache("obj", 100)
+        arena.alloc(5000)
+    child = _FORK.Process(target=_die_mid_operation, args=(str(crashed),))
+    child.start()
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+    pfns = [arena.alloc_pages(0) for arena in arenas]  # the first: compiled, EOWNERDEAD
+    assert pfns[0] == pfns[1]
+    assert arenas[0].blocks() == arenas[1].blocks()
+    assert arenas[0].nr_free == arenas[1].nr_free
+    assert arenas[0].stats().recoveries == 1
+    for arena in arenas:
+        arena.check()
+        arena.close()
