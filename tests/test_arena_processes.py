@@ -116,6 +116,8 @@ def test_four_processes_share_one_arena(tmp_path: Path, lock: str) -> None:
     arena = Arena.create_shared(name, size=8 << 20, lock=lock)
     try:
         checks = _run_workers(arena, name, tmp_path, OPS)
+        print(f"arena shared test ({lock}): {WORKERS} x {OPS} operations, {checks} blocks"
+              " checked before their free")
         assert checks > OPS  # each worker checked thousands of blocks
         arena.check()
         stats = arena.stats()
