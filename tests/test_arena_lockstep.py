@@ -241,3 +241,66 @@ def test_corrupt_words_never_crash_the_compiled_paths(
     finally:
         compiled.close()
         pure.close()
+
+
+def _valid_image() -> bytes:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "a.bin"
+        with Arena.create(path, size=256 << 10, lock="mutex", nr_caches=4,
+                          page_size=1024) as arena:
+            arena.cache("obj", 48).alloc()
+            arena.kmalloc(100)
+            arena.alloc(3000)
+        return path.read_bytes()
+
+
+_IMAGE = _valid_image() if arena_module.core is not None else b""  # type: ignore[attr-defined]
+
+
+@given(damage=st.lists(st.tuples(st.integers(0, HEADER_WORDS - 1),
+                                 st.one_of(st.integers(-(1 << 63), (1 << 63) - 1),
+                                           st.integers(-64, 1 << 20))),
+                       min_size=1, max_size=5),
+       truncate=st.sampled_from([0, 0, 0, 8, 1024, 4096, 100000]),
+       calls=st.lists(st.tuples(st.integers(0, 7), st.integers(-1, 1 << 20)), max_size=12))
+@settings(max_examples=FUZZ_EXAMPLES * 4, deadline=None)
+def test_the_compiled_header_reader_survives_any_header(
+    damage: list[tuple[int, int]], truncate: int, calls: list[tuple[int, int]],
+) -> None:
+    """kmem._core.ArenaCore reads the header itself: fed corrupt or truncated headers
+    directly (without Arena.open's checks in front), it refuses them with ValueError or runs
+    its fast paths inside the buffer; every call it cannot make goes to the pure stand-in."""
+    import mmap
+
+    image = bytearray(_IMAGE[: len(_IMAGE) - truncate])
+    for index, value in damage:
+        if MUTEX_WORD <= index < MUTEX_WORD + MUTEX_BYTES // 8:
+            continue  # the mutex is the kernel's and glibc's: not the reader's input
+        image[index * 8 : index * 8 + 8] = value.to_bytes(8, "little", signed=True)
+    buffer = mmap.mmap(-1, len(image))
+    buffer[:] = bytes(image)
+    pure_calls: list[str] = []
+
+    def stand_in(name: str) -> Any:
+        def call(*args: object) -> str:
+            pure_calls.append(name)
+            return "pure"
+        return call
+
+    names = ["alloc_pages", "free_pages", "alloc", "free", "kmalloc", "kfree", "cache_alloc",
+             "cache_free"]
+    try:
+        fast = arena_module.core.ArenaCore(  # type: ignore[attr-defined,union-attr]
+            buffer, **{f"pure_{name}": stand_in(name) for name in names})
+    except ValueError as error:
+        assert str(error).startswith("arena header: ")
+    else:
+        for which, value in calls:
+            method = getattr(fast, names[which])
+            result = method(value, value) if names[which] in ("free_pages", "cache_free") else (
+                method(value))
+            assert result is None or isinstance(result, (int, str))
+        fast.release()
+    buffer.close()
