@@ -179,9 +179,18 @@ if TYPE_CHECKING:
         LiveObject as LiveObject,
         SlabInfo as SlabInfo,
     )
+    from kmem.trace.leaks import (
+        LeakReport as LeakReport,
+        LeakTracker as LeakTracker,
+        find_leaks as find_leaks,
+    )
     from kmem.trace.parse import (
         TraceFormatError as TraceFormatError,
         TraceParser as TraceParser,
+    )
+    from kmem.trace.rates import (
+        SlabRates as SlabRates,
+        slab_rates as slab_rates,
     )
     from kmem.trace.replay import (
         Replayer as Replayer,
@@ -317,6 +326,11 @@ _EXPORTS: Final[dict[str, str]] = {
     "TraceFormatError": "kmem.trace.parse",
     "TraceParser": "kmem.trace.parse",
     "KmemStat": "kmem.trace.stat",
+    "LeakReport": "kmem.trace.leaks",
+    "LeakTracker": "kmem.trace.leaks",
+    "find_leaks": "kmem.trace.leaks",
+    "SlabRates": "kmem.trace.rates",
+    "slab_rates": "kmem.trace.rates",
     "ReplayResult": "kmem.trace.replay",
     "ReplaySnapshot": "kmem.trace.replay",
     "Replayer": "kmem.trace.replay",

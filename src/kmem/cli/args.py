@@ -64,6 +64,7 @@ COMMANDS: Final = {
     "arena": "print (info) or verify (check) an arena kept in a file or shared memory",
     "demo": 'the buddy system step by step: a request splits a segment, its free coalesces',
     "html": 'write one self-contained HTML page replaying a scenario or a trace',
+    "leaks": 'outstanding allocations of a trace by call site, as bcc memleak',
     "plot": 'draw the memory map, memory use and fragmentation over time (PNG or SVG)',
     "replay": "run a kmem trace through kmem's own buddy, slab and kmalloc allocators",
     "run": 'run a scenario step by step (default: the built-in seed example)',
@@ -72,6 +73,7 @@ COMMANDS: Final = {
     "slabtop": 'slabtop-like view of the slab caches after a workload',
     "stat": 'slab and page allocation statistics of a trace, as perf kmem stat',
     "sweep": 'replay traces × parameter sets on a process pool or a Dask cluster; rank them',
+    "top": 'slab allocations per cache and interval of a trace, as bcc slabratetop',
     "zoneinfo": "boot the page machine on a layout and print /proc/zoneinfo (or buddyinfo,"
                 " pagetypeinfo)",
 }

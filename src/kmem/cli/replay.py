@@ -6,19 +6,23 @@ import argparse
 import json
 import os
 import sys
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol, TypeVar
 
 from kmem.cli.args import COMMANDS, size_argument
 from kmem.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from rich.progress import Progress
 
+    from kmem.trace.events import EventBatch
     from kmem.trace.parse import TraceParser
     from kmem.trace.pipeline import ParserProcess
-    from kmem.trace.replay import Replayer, ReplayResult
+    from kmem.trace.replay import LineCounts
+
+_R = TypeVar("_R")
+_Result_co = TypeVar("_Result_co", covariant=True)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +40,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="layers to replay: slab, page or slab,page (default slab,page)")
     parser.add_argument("--policy", choices=("slub", "slab"), default="slub",
                         help="slab allocator policy (default slub)")
+    parser.add_argument("--kernel", default="6.18", choices=("6.17", "6.18", "7.0"),
+                        help="whose SLUB: 6.17 (cpu slabs and partial lists), 6.18 (sheaves"
+                        " for maple_node and vm_area_struct, as Linux gives them) or 7.0"
+                        " (sheaves for every cache); default 6.18")
+    parser.add_argument("--compare", metavar="KERNELS", default=None,
+                        help="replay the trace once under each of these kernels, e.g."
+                        " 6.17,6.18,7.0, and print the figures side by side (--plot: slab"
+                        " memory over time under each)")
     parser.add_argument("--nr-cpus", type=int, default=2,
                         help="CPUs of kmem's slab layer; trace CPUs map modulo (default 2)")
     parser.add_argument("--memory", type=size_argument, default="1G", metavar="SIZE",
@@ -75,8 +87,15 @@ def _progress_bar() -> Progress:
                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
 
-def _replay_in_parallel(replayer: Replayer, args: argparse.Namespace, show_progress: bool
-                        ) -> tuple[ReplayResult, ParserProcess]:
+class _BatchRunner(Protocol[_Result_co]):
+    """A Replayer, or a KernelComparer: what the two ways of parsing feed."""
+
+    def run_batches(self, batches: Iterable[EventBatch], every: int = ...,
+                    callback: None = ..., parser: LineCounts | None = ...) -> _Result_co: ...
+
+
+def _replay_in_parallel(replayer: _BatchRunner[_R], args: argparse.Namespace,
+                        show_progress: bool) -> tuple[_R, ParserProcess]:
     """Parse in a child process (kmem.trace.pipeline) while this one replays."""
     from kmem.trace.pipeline import ParserProcess
 
@@ -93,8 +112,8 @@ def _replay_in_parallel(replayer: Replayer, args: argparse.Namespace, show_progr
         parser.close()  # (if the replay failed before reading)
 
 
-def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress: bool
-                     ) -> tuple[ReplayResult, TraceParser]:
+def _replay_serially(replayer: _BatchRunner[_R], args: argparse.Namespace,
+                     show_progress: bool) -> tuple[_R, TraceParser]:
     from kmem.trace.parse import TraceParser
     from kmem.trace.source import TraceFileError, open_trace
 
@@ -134,8 +153,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--caches must be 0 (all) or more, got {args.caches}")
     if args.plot:
         picture_path(args.plot)  # a bad file name fails now, not after the replay
+    if args.compare is not None:
+        return _compare(args, layers)
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.nr_cpus,
-                        memory=args.memory, max_order=args.max_order)
+                        memory=args.memory, max_order=args.max_order, kernel=args.kernel)
     show_progress = (not args.no_progress and not args.json and args.trace != "-"
                      and sys.stderr.isatty())
     parser: ParserProcess | TraceParser
@@ -153,6 +174,37 @@ def run(args: argparse.Namespace) -> int:
         if parser.bad_lines:
             console.print(f"{parser.bad_lines} malformed lines skipped; first:"
                           f" {parser.bad_examples[0]}", highlight=False)
+        if args.plot:
+            console.print(f"plot written to {args.plot}")
+    return 0
+
+
+def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
+    """``--compare KERNELS``: the trace under each kernel, side by side."""
+    from rich.console import Console
+
+    from kmem.show.plot import picture_path, plot_comparison
+    from kmem.trace import pipeline
+    from kmem.trace.compare import KernelComparer, parse_kernels, print_comparison
+
+    kernels = parse_kernels(args.compare)
+    if args.plot:
+        picture_path(args.plot)  # a bad file name fails now, not after the replays
+    comparer = KernelComparer(kernels, layers=layers, policy=args.policy, nr_cpus=args.nr_cpus,
+                              memory=args.memory, max_order=args.max_order)
+    show_progress = (not args.no_progress and not args.json and args.trace != "-"
+                     and sys.stderr.isatty())
+    if args.trace != "-" and not args.serial and pipeline.available():
+        comparison, _ = _replay_in_parallel(comparer, args, show_progress)
+    else:
+        comparison, _ = _replay_serially(comparer, args, show_progress)
+    if args.plot:
+        plot_comparison(comparison, args.plot)
+    if args.json:
+        print(json.dumps(comparison.to_json(), indent=2))
+    else:
+        console = Console()
+        print_comparison(comparison, console, caches=args.caches)
         if args.plot:
             console.print(f"plot written to {args.plot}")
     return 0

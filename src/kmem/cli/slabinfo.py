@@ -1,4 +1,6 @@
-"""``kmem slabinfo``: /proc/slabinfo (version 2.1, byte for byte) after a workload.
+"""``kmem slabinfo``: /proc/slabinfo (version 2.1, byte for byte) after a workload; with
+``-r`` / ``-T``, Linux's tools/mm/slabinfo report modes (of the workload, or of a
+/sys/kernel/slab directory or snapshot with ``--sys-slab``).
 
 The workload is the built-in one (kmem.show.workload.builtin_workload: the seed's 3 KB TCB and
 7 KB PCB caches plus a realistic kmalloc mix on every CPU) or a scenario file / built-in name.
@@ -27,6 +29,9 @@ def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", type=size_argument, default="64M", metavar="SIZE",
                         help="memory size (default: 64M)")
     parser.add_argument("--seed", type=int, default=1, help="workload random seed (default: 1)")
+    parser.add_argument("--kernel", choices=("6.17", "6.18", "7.0"), default="6.18",
+                        help="whose SLUB runs the built-in workload: 7.0 gives every cache"
+                        " sheaves (--cache NAME then lists their counters; default: 6.18)")
 
 
 def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
@@ -34,7 +39,7 @@ def allocator_from_args(args: argparse.Namespace) -> SlabAllocator:
     from kmem.show.workload import workload_allocator
 
     return workload_allocator(scenario=args.scenario, policy=args.policy, nr_cpus=args.cpus,
-                              memory=args.memory, seed=args.seed)
+                              memory=args.memory, seed=args.seed, kernel=args.kernel)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,12 +55,53 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--cache", metavar="NAME", default=None,
                         help="instead, print that cache's /sys/kernel/slab/NAME/ files"
                         " (as `grep . /sys/kernel/slab/NAME/*` would)")
+    parser.add_argument("-r", "--report", action="store_true",
+                        help="instead, tools/mm/slabinfo -r: a detailed report per cache")
+    parser.add_argument("-T", "--totals", action="store_true",
+                        help="instead, tools/mm/slabinfo -T: totals over all caches")
+    parser.add_argument("--sys-slab", metavar="PATH", default=None,
+                        help="with -r/-T: read a /sys/kernel/slab directory (or a JSON"
+                        " snapshot of one) instead of running a workload")
+    parser.add_argument("-N", "--lines", type=int, default=None, metavar="K",
+                        help="with -r: only the first K caches (slabinfo -N)")
+    parser.add_argument("-B", "--bytes", action="store_true",
+                        help="with -T: sizes in bytes (slabinfo -B)")
+    parser.add_argument("--match", metavar="REGEX", default=None,
+                        help="with -r/-T: only caches whose name matches (slabinfo's"
+                        " slab-regexp, case-insensitive)")
     parser.set_defaults(func=run)
+
+
+def _tools_mm_slabinfo(args: argparse.Namespace) -> int:
+    """-r / -T: tools/mm/slabinfo's report modes."""
+    from kmem.slab.slabinfo_tool import (
+        load_snapshot,
+        slabinfo_report,
+        slabinfo_totals,
+        snapshot_from_allocator,
+    )
+
+    if args.report and args.totals:
+        raise InvalidArgumentError("-r and -T are two reports: choose one")
+    if args.lines is not None and args.lines < 1:
+        raise InvalidArgumentError(f"--lines must be 1 or more, got {args.lines}")
+    snapshot = (load_snapshot(args.sys_slab) if args.sys_slab is not None
+                else snapshot_from_allocator(allocator_from_args(args)))
+    if args.report:
+        print(slabinfo_report(snapshot, lines=-1 if args.lines is None else args.lines,
+                              pattern=args.match), end="")
+    else:
+        print(slabinfo_totals(snapshot, show_bytes=args.bytes, pattern=args.match), end="")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from kmem.slab.report import format_slabinfo, sysfs_attributes
 
+    if args.report or args.totals:
+        return _tools_mm_slabinfo(args)
+    if args.sys_slab is not None:
+        raise InvalidArgumentError("--sys-slab needs -r or -T")
     slab = allocator_from_args(args)
     if args.cache is not None:
         cache = slab.caches.get(args.cache)

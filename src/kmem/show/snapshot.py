@@ -18,7 +18,9 @@ and each *frame* is::
      "caches": [{"name", "object_size", "size", "objs_per_slab", "order", "active_objs",
                  "num_objs", "nr_slabs", "full", "partial", "empty",
                  "bytes_requested", "bytes_allocated",   # kmalloc requests, since the start
-                 "slabs": [[pfn, inuse, total, base, "0110.."], ...]}, ...],  # first 48
+                 "slabs": [[pfn, inuse, total, base, "01s0.."], ...],  # first 48
+                 "sheaves": {"capacity", "cpus": [[main, spare], ...], "barn_full",
+                             "barn_empty"}}, ...],   # (only caches with sheaves)
      "owners": [[address, name], ...]}   # scenario objects and kmalloc memory by name
 
 Block codes: 0 free, 1 allocated (no label), 2 reserved, 3 + i allocated with labels[i]
@@ -50,7 +52,9 @@ from kmem.show.scenario import BUILTIN, Scenario, StepResult, load
 from kmem.show.scenario_run import ScenarioRun
 from kmem.show.scenario_slab import slab_page_labels
 from kmem.slab.allocator import SlabAllocator
+from kmem.slab.cache import KmemCache
 from kmem.slab.kmalloc import KMALLOC_LARGE_OWNER
+from kmem.slab.slub_sheaves import PercpuSheavesCache
 
 if TYPE_CHECKING:
     from kmem.trace.replay import ReplaySnapshot
@@ -125,8 +129,11 @@ def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] |
     Every cache a user created, and the kmalloc caches that have slabs (a machine boots dozens
     of empty kmalloc caches; listing them all would hide the interesting ones). A slab is
     ``[head pfn, objects in use, objects, address of object 0, used]`` where ``used`` is a
-    string of "0"/"1" per object (only for slabs of at most 64 objects); all from
-    ``slab_pages()`` (or the ``slab_pages`` the caller has just read) and ``live_objects()``.
+    string of "0"/"1" per object (only for slabs of at most 64 objects), "s" for an object
+    waiting in a sheaf; all from ``slab_pages()`` (or the ``slab_pages`` the caller has just
+    read), ``live_objects()`` and ``sheaves()``. A cache with sheaves (6.18, 7.0) also has
+    ``sheaves``: its capacity, the objects in each CPU's main and spare sheaf (-1: no spare)
+    and the barn's full and empty sheaves.
     """
     if slab is None:
         return []
@@ -156,6 +163,15 @@ def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] |
                     bits[index] = "1"
                 entry.append("".join(bits))
             slabs.append(entry)
+        sheaves = _sheaves(cache)
+        if sheaves is not None:  # the objects waiting in sheaves, marked "s"
+            by_head = {row[0]: row for row in slabs if len(row) > 4}
+            head_mask = ~((1 << cache.order) - 1)  # (a slab is a buddy block: aligned)
+            for address in sheaves.pop("_held"):
+                row = by_head.get(address // page_size & head_mask)
+                if row is not None:
+                    index = (address - row[3]) // slot
+                    row[4] = row[4][:index] + "s" + row[4][index + 1:]
         stats = cache.stats()
         full = sum(1 for s in slabs if s[1] == total)
         empty = sum(1 for s in slabs if s[1] == 0)
@@ -174,8 +190,30 @@ def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] |
             "slabs": slabs[:MAX_SLABS_LISTED],
             "bytes_requested": int(stats.bytes_requested),
             "bytes_allocated": int(stats.bytes_allocated),
+            **({"sheaves": sheaves} if sheaves is not None else {}),
         })
     return out
+
+
+def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
+    """A cache's sheaves for a frame (None without sheaves); "_held": the objects in them."""
+    if not isinstance(cache, PercpuSheavesCache) or not cache.sheaf_capacity:
+        return None
+    cpus = [[0, -1] for _ in range(cache.nr_cpus)]
+    full = empty = 0
+    held: list[int] = []
+    for place, cpu, sheaf in cache.sheaves():
+        held.extend(sheaf)
+        if place == "main":
+            cpus[cpu][0] = len(sheaf)
+        elif place == "spare":
+            cpus[cpu][1] = len(sheaf)
+        elif place == "barn_full":
+            full += 1
+        elif place == "barn_empty":
+            empty += 1
+    return {"capacity": int(cache.sheaf_capacity), "cpus": cpus, "barn_full": full,
+            "barn_empty": empty, "_held": held}
 
 
 def step_frame(result: StepResult | None) -> dict[str, Any]:
