@@ -498,3 +498,19 @@ def test_threads_of_one_process_share_an_arena(tmp_path: Path, lock: str) -> Non
     arena.check()
     assert arena.nr_free_pages == arena.nr_pages
     arena.close()
+
+
+def test_cli_reads_a_shared_memory_arena_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    from kmem.cli.main import main
+
+    name = f"kmem-cli-{uuid.uuid4().hex[:10]}"
+    arena = Arena.create_shared(name, size=1 << 20)
+    try:
+        arena.kmalloc(3000)
+        assert main(["arena", "check", name]) == 0
+        assert capsys.readouterr().out.startswith(f"shm:{name}: consistent")
+        assert main(["arena", "info", name]) == 0
+        assert "kmalloc-4k             1" in capsys.readouterr().out
+    finally:
+        arena.close()
+        arena.unlink()
