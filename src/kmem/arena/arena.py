@@ -7,9 +7,10 @@ allocator, and a file reopened later finds its allocations, free lists and cache
 Layout (word = 8 bytes; ``W[i]`` is word i of the buffer)::
 
     words 0..14   the static header: magic, format version, page size, nr_pages, max_order,
-                  cache slots, undo-log capacity, buffer size, data offset, and where each
-                  section starts; word 15 is the CRC-32 of words 0..14
-    words 16..23  the dynamic header: undo-log length, generation, recoveries, last holder pid
+                  cache slots, undo-log capacity, buffer size, data offset, where each
+                  section starts, the lock kind; word 15 is the CRC-32 of words 0..14
+    words 16..19  the dynamic header: undo-log length, generation, recoveries, last holder pid
+    words 24..31  the robust process-shared pthread mutex (a "mutex" arena)
     columns       seven columns of nr_pages words (the mem_map): state, next, prev, owner,
                   inuse, freelist, fresh
     heads         next and prev of every list head: free lists 0..max_order, then each
