@@ -12,7 +12,8 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-SOURCES = ["csrc/module.c", "csrc/buddy.c", "csrc/slab.c", "csrc/replay.c", "csrc/parse.c"]
+SOURCES = ["csrc/module.c", "csrc/buddy.c", "csrc/slab.c", "csrc/replay.c", "csrc/parse.c",
+           "csrc/arena.c"]
 
 
 class OptionalBuildExt(build_ext):

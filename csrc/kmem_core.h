@@ -33,6 +33,10 @@
 extern PyTypeObject kmem_BuddyZoneType;
 extern PyTypeObject kmem_SlabCacheCoreType;
 extern PyTypeObject kmem_KmallocCoreType;
+extern PyTypeObject kmem_ArenaCoreType;
+
+/* arena.c: readies ArenaCore and the pid cache its lock records. */
+int kmem_arena_init(void);
 
 /* slab.c: checks array.array's layout once; the slab fast paths run only if it matched. */
 int kmem_array_layout_ok(void);

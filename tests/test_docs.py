@@ -50,7 +50,7 @@ GUIDE_OF_COMMAND = {
     "demo": "buddy.md", "slabinfo": "slab.md", "slabtop": "slab.md", "stat": "traces.md",
     "replay": "traces.md", "run": "pictures.md", "html": "pictures.md", "serve": "pictures.md",
     "plot": "pictures.md", "sweep": "sweeps.md", "zoneinfo": "zones.md",
-    "leaks": "traces.md", "top": "traces.md",
+    "leaks": "traces.md", "top": "traces.md", "arena": "arena.md",
 }  # fmt: skip
 # Options the docs mention that belong to other programs (perf, Chromium, mypy).
 OTHER_PROGRAMS_OPTIONS = {
@@ -209,7 +209,7 @@ MINIMUM_EXAMPLES = {
     "README.md": (8, 3), "docs/buddy.md": (30, 3), "docs/slab.md": (40, 5),
     "docs/traces.md": (15, 10), "docs/pictures.md": (5, 10), "docs/api.md": (10, 0),
     "docs/development.md": (0, 0), "docs/README.md": (0, 0), "docs/sweeps.md": (6, 5),
-    "docs/sheaves.md": (20, 0), "docs/zones.md": (10, 4),
+    "docs/sheaves.md": (20, 0), "docs/zones.md": (10, 4), "docs/arena.md": (20, 3),
 }  # fmt: skip
 
 

@@ -20,6 +20,7 @@ PACKAGE = SRC / "kmem"
 # use: the errors, and the choice of core (kmem._compiled, which loads the C extension
 # kmem._core). kmem/__init__.py (the re-export point) and kmem/__main__.py sit above them all.
 LAYERS = [("kmem.errors", "kmem._compiled", "kmem._core"), ("kmem.page",), ("kmem.slab",),
+          ("kmem.arena",),
           ("kmem.trace",), ("kmem.show",), ("kmem.cli",)]
 TOP = {"kmem", "kmem.__main__"}
 

@@ -17,6 +17,23 @@ from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from kmem._compiled import core_backend as core_backend
+    from kmem.arena.arena import (
+        Arena as Arena,
+        ArenaCache as ArenaCache,
+        ArenaSlabInfo as ArenaSlabInfo,
+        ArenaStats as ArenaStats,
+    )
+    from kmem.arena.errors import (
+        ArenaBusyError as ArenaBusyError,
+        ArenaClosedError as ArenaClosedError,
+        ArenaCorruptError as ArenaCorruptError,
+        ArenaError as ArenaError,
+        ArenaExistsError as ArenaExistsError,
+        ArenaTruncatedError as ArenaTruncatedError,
+        ArenaVersionError as ArenaVersionError,
+        CacheMismatchError as CacheMismatchError,
+        NotAnArenaError as NotAnArenaError,
+    )
     from kmem.errors import (
         DoubleFreeError as DoubleFreeError,
         InvalidArgumentError as InvalidArgumentError,
@@ -217,6 +234,19 @@ _EXPORTS: Final[dict[str, str]] = {
     "KmemError": "kmem.errors",
     "OutOfMemoryError": "kmem.errors",
     "WrongOrderError": "kmem.errors",
+    "Arena": "kmem.arena.arena",
+    "ArenaCache": "kmem.arena.arena",
+    "ArenaStats": "kmem.arena.arena",
+    "ArenaSlabInfo": "kmem.arena.arena",
+    "ArenaBusyError": "kmem.arena.errors",
+    "ArenaClosedError": "kmem.arena.errors",
+    "ArenaCorruptError": "kmem.arena.errors",
+    "ArenaError": "kmem.arena.errors",
+    "ArenaExistsError": "kmem.arena.errors",
+    "ArenaTruncatedError": "kmem.arena.errors",
+    "ArenaVersionError": "kmem.arena.errors",
+    "CacheMismatchError": "kmem.arena.errors",
+    "NotAnArenaError": "kmem.arena.errors",
     "PhysicalMemory": "kmem.page.memory",
     "MemMap": "kmem.page.mem_map",
     "PageMachine": "kmem.page.machine",

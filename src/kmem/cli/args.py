@@ -188,6 +188,7 @@ def _size(text: str) -> int:
 # Every command: its name -> its one line of help (the module kmem.cli.<name> holds it).
 # kmem --help lists them from here without importing any command module.
 COMMANDS: Final = {
+    "arena": "print (info) or verify (check) an arena kept in a file or shared memory",
     "demo": 'the buddy system step by step: a request splits a segment, its free coalesces',
     "html": 'write one self-contained HTML page replaying a scenario or a trace',
     "leaks": 'outstanding allocations of a trace by call site, as bcc memleak',
