@@ -41,8 +41,9 @@ PAGE_KINDS = [MM_PAGE_ALLOC, MM_PAGE_ALLOC, MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE
               MM_PAGE_FREE_BATCHED, MM_PAGE_ALLOC_ZONE_LOCKED, MM_PAGE_PCPU_DRAIN]
 
 
-def _page_event(kind: int, cpu: int, pfn: int, order: int = 0, gfp: str = "") -> TraceEvent:
-    return (kind, cpu, "1.000000:", "", "", "", 0, 0, gfp, -1, pfn, order, 1)
+def _page_event(kind: int, cpu: int, pfn: int, order: int = 0, gfp: str = "", second: int = 1
+                ) -> TraceEvent:
+    return (kind, cpu, f"{second}.000000:", "", "", "", 0, 0, gfp, -1, pfn, order, 1)
 
 
 def _fixture_events(path: Any) -> list[TraceEvent]:
@@ -54,12 +55,18 @@ def _model_replay(events: list[TraceEvent], nr_cpus: int, pages: int, batch: int
                   ) -> tuple[list[dict[str, int]], dict[str, list[int]]]:
     """What the machine should predict, from the plain model, and the traced counts: the
     replay's rules restated (traced pfn -> model pfn; a live pfn allocated again is freed
-    first; a batched free of a pfn no longer live repeats an mm_page_free)."""
+    first; a batched free of a pfn no longer live repeats an mm_page_free; a vmstat tick for
+    every whole second of trace time passed)."""
     model = LinuxZoneModel([("Normal", 0, pages, pages, pages)], nr_cpus, pcp_batch=batch)
     live: dict[int, tuple[int, int]] = {}
     traced = {"locked": [0] * nr_cpus, "drain": [0] * nr_cpus}
+    second = None
     for event in events:
         kind, cpu, pfn, order = event[KIND], event[1] % nr_cpus, event[PFN], event[ORDER]
+        now = int(str(event[2]).split(".")[0])
+        for _ in range(min(now - second, 64) if second is not None else 0):
+            model.tick()
+        second = now
         if kind == MM_PAGE_ALLOC_ZONE_LOCKED:
             traced["locked"][cpu] += 1
         elif kind == MM_PAGE_PCPU_DRAIN:
@@ -77,15 +84,19 @@ def _model_replay(events: list[TraceEvent], nr_cpus: int, pages: int, batch: int
 
 events_strategy = st.lists(
     st.tuples(st.sampled_from(PAGE_KINDS), st.integers(0, 3), st.integers(0, 40),
-              st.sampled_from([0, 0, 0, 1, 2, 3, 4, 9]), st.sampled_from(GFPS)),
+              st.sampled_from([0, 0, 0, 1, 2, 3, 4, 9]), st.sampled_from(GFPS),
+              st.sampled_from([0, 0, 0, 0, 0, 0, 1, 2])),
     max_size=120)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=events_strategy, nr_cpus=st.integers(1, 3), batch=st.sampled_from([None, 2, 5]))
 def test_predictions_agree_with_the_model_and_invariants_hold(
-        raw: list[tuple[int, int, int, int, str]], nr_cpus: int, batch: int | None) -> None:
-    events = [_page_event(kind, cpu, pfn << 10, order, gfp) for kind, cpu, pfn, order, gfp in raw]
+        raw: list[tuple[int, int, int, int, str, int]], nr_cpus: int, batch: int | None) -> None:
+    events, second = [], 1
+    for kind, cpu, pfn, order, gfp, gap in raw:
+        second += gap
+        events.append(_page_event(kind, cpu, pfn << 10, order, gfp, second))
     pages = 2048  # 8 MiB: watermarks, drains and fallbacks come early
     replayer = Replayer(layers=("page",), memory=pages * 4096, machine_cpus=nr_cpus,
                         pcp_batch=batch, warm="cold")
@@ -106,6 +117,8 @@ def test_predictions_agree_with_the_model_and_invariants_hold(
         e["zone_locked"] for e in expected)
     assert sum(pcp["allocations_needing_refill"].values()) == pcp["pages"]["allocs"]
     assert sum(pcp["frees_causing_drain"].values()) == pcp["pages"]["frees"]
+    first_second = second - sum(gap for *_, gap in raw) + raw[0][-1] if raw else second
+    assert pcp["pages"]["vmstat_ticks"] == second - first_second
 
 
 def test_which_allocations_refill_and_which_frees_drain() -> None:
@@ -180,7 +193,7 @@ def test_a_zoneinfo_warm_start_serves_allocations_from_its_counts() -> None:
 
 def test_no_pcp_sends_every_allocation_to_the_buddy_lists() -> None:
     events = _allocations(100)
-    result = Replayer(layers=("page",), pcp=False).run(events).pcp
+    result = Replayer(layers=("page",), no_pcp=True).run(events).pcp
     assert result is not None and result["pcp"] is False
     assert result["zone_lock"] == 100 and result["refills"] == 0  # each one a zone lock
     batched = Replayer(layers=("page",), pcp_batch=10, warm="cold").run(events).pcp

@@ -77,7 +77,9 @@ def test_parameters_left_out_take_the_replayers_defaults(folder: Path) -> None:
     assert run.replayer_arguments() == {
         "policy": defaults["policy"], "nr_cpus": defaults["nr_cpus"],
         "memory": defaults["memory"], "max_order": defaults["max_order"],
-        "page_size": defaults["page_size"], "layers": tuple(defaults["layers"])}
+        "page_size": defaults["page_size"], "layers": tuple(defaults["layers"]),
+        **{name: defaults[name] for name in ("machine", "layout", "machine_cpus", "pcp_high",
+                                             "pcp_batch", "min_free_kbytes", "no_pcp", "warm")}}
     assert dict(run.parameters)["layers"] == "slab,page"
     assert run.label == ""
 
@@ -143,7 +145,13 @@ BAD_SPECS = [
      " parameters, report)"),
     (TRACE + "[parameters]\nkernel = '7.0'\n",
      "spec.toml:3: parameters.kernel: not a replay option (the options: policy, cpus, memory,"
-     " max_order, page_size, layers)"),
+     " max_order, page_size, layers, machine, layout, machine_cpus, pcp_high, pcp_batch,"
+     " min_free_kbytes, no_pcp, warm)"),
+    (TRACE + "[parameters]\npcp_high = -3\n",
+     "spec.toml:3: parameters.pcp_high: expected a whole number >= 1, got -3"),
+    (TRACE + "[parameters]\nwarm = 'hot'\n",
+     "spec.toml:3: parameters.warm: expected one of 'zoneinfo', 'movable', 'batch', 'cold',"
+     " got 'hot'"),
     (TRACE + "[parameters]\ncpus = 'two'\n",
      "spec.toml:3: parameters.cpus: expected a whole number, got 'two'"),
     (TRACE + "[parameters]\ncpus = [1, 0]\n",

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         picture_path(args.plot)  # a bad file name fails now, not after the replay
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.nr_cpus,
                         memory=args.memory, max_order=args.max_order, layout=args.layout,
-                        machine_cpus=args.cpus, pcp=not args.no_pcp, pcp_high=args.pcp_high,
+                        machine_cpus=args.cpus, no_pcp=args.no_pcp, pcp_high=args.pcp_high,
                         pcp_batch=args.pcp_batch, min_free_kbytes=args.min_free_kbytes,
                         warm=args.warm)
     show_progress = (not args.no_progress and not args.json and args.trace != "-"

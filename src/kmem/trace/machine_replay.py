@@ -14,6 +14,9 @@ too — and feeds them to the PageMachine:
                                       (6.x traces both for a folio batch)
     mm_page_alloc_zone_locked,        the kernel's own refills (and direct buddy allocations)
     mm_page_pcpu_drain                and drains: counted per CPU, the "traced" side
+    each new second of trace time     machine.vmstat_tick(): every pcp's high decays by an
+                                      eighth towards high_min, the excess drains (Linux's
+                                      vmstat_update runs once a second on each CPU)
 
 Per allocation and per free it also compares *which* ones took the zone lock: a traced
 allocation needed a refill when mm_page_alloc_zone_locked events came on its CPU since that
@@ -59,6 +62,7 @@ from kmem.trace.stat import gfp_value
 
 WARM_MODES: Final = ("zoneinfo", "movable", "batch", "cold")
 PCP_EVENTS: Final = ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain")
+MAX_TICKS: Final = 64  # vmstat ticks after a gap in the trace: high has decayed fully by then
 
 
 class _Side:
@@ -114,7 +118,9 @@ class MachineReplay:
         self.free_drains = _agreement()
         self.counts = dict.fromkeys(
             ("allocs", "frees", "unknown_frees", "missed_frees", "batched_duplicates",
-             "traced_failures", "kmem_oom", "refused", "warm_pages"), 0)
+             "traced_failures", "kmem_oom", "refused", "warm_pages", "vmstat_ticks"), 0)
+        self._second = ""  # the TIME text's whole seconds at the last tick, and their value
+        self._second_value = -1
         # Hidden warm stock per (zone index, cpu): pages still to come onto lists; -1 unlimited
         self._stock: dict[tuple[int, int], int] = {}
         self._warmed: set[tuple[int, int, int, int]] = set()  # (zone, cpu, order, mt) filled
@@ -216,12 +222,16 @@ class MachineReplay:
         table[key] += 1
 
     def feed(self, kinds: bytes, cpus: Sequence[int], keys: Sequence[Any],
-             tails: Sequence[tuple[Any, ...]]) -> None:
-        """Feed a batch's page events (the other kinds are skipped)."""
+             tails: Sequence[tuple[Any, ...]], times: Sequence[str]) -> None:
+        """Feed a batch's page events (the other kinds are skipped); ``times`` are the events'
+        TIME texts: vmstat's tick runs once per second of trace time."""
         nr_cpus = self.nr_cpus
-        for kind, cpu, key, tail in zip(kinds, cpus, keys, tails, strict=True):
+        for kind, cpu, key, tail, time in zip(kinds, cpus, keys, tails, times, strict=True):
             if kind < MM_PAGE_ALLOC or kind == MM_PAGE_ALLOC_EXTFRAG:
                 continue
+            second = time[:time.find(".")]
+            if second != self._second:
+                self._tick(second)
             if cpu >= nr_cpus:
                 cpu %= nr_cpus
             if kind == MM_PAGE_ALLOC_ZONE_LOCKED:
@@ -281,6 +291,19 @@ class MachineReplay:
         self._free_traced_drain[cpu] = False
         self._free_predicted_drain[cpu] = self.predicted.drain[cpu] > before
 
+    def _tick(self, second_text: str) -> None:
+        """Trace time reached a new second: vmstat_update's pcp high decay, once per second
+        passed (at most MAX_TICKS: by then every high is back at high_min)."""
+        try:
+            second = int(second_text)
+        except ValueError:  # (a timestamp kmem cannot read: no tick)
+            return
+        if self._second_value >= 0:
+            for _ in range(min(max(second - self._second_value, 0), MAX_TICKS)):
+                self.machine.vmstat_tick()
+                self.counts["vmstat_ticks"] += 1
+        self._second, self._second_value = second_text, second
+
     # -- results ------------------------------------------------------------------------------
 
     def finish(self) -> None:
@@ -307,22 +330,27 @@ class MachineReplay:
             "refills": sum(e.refills for e in events),
             "fallbacks": sum(e.mm_page_alloc_extfrag for e in events),
             "pageblocks_claimed": sum(z.claims for z in zones),
+            "fragmentation": _fragmentation_json([z.nr_free for z in zones]),
             "pages": dict(self.counts),
             "zones": {z.name: _zone_json(z) for z in zones},
         }
 
 
-def _zone_json(zone: Any) -> dict[str, Any]:
+def _fragmentation_json(nr_free: Sequence[Sequence[int]]) -> dict[str, list[int]]:
+    """Fragmentation indices (thousandths, per order) of free blocks counted per order."""
     from kmem.page.fragmentation import fragmentation_report
 
-    report = fragmentation_report(zone.nr_free)
+    report = fragmentation_report([sum(counts) for counts in zip(*nr_free, strict=True)])
+    return {"unusable_index": list(report.unusable), "extfrag_index": list(report.extfrag)}
+
+
+def _zone_json(zone: Any) -> dict[str, Any]:
     return {
         "free_pages": zone.free_pages,
         "pcp_pages": [pcp.count for pcp in zone.pcps],
         "pcp_high": [pcp.high for pcp in zone.pcps],
         "pcp_batch": zone.pcps[0].batch if zone.pcps else 0,
-        "unusable_index": list(report.unusable),
-        "extfrag_index": list(report.extfrag),
+        **_fragmentation_json([zone.nr_free]),
     }
 
 

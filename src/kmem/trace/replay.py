@@ -30,7 +30,7 @@ slab pages are ordinary pages). mm_page_free_batched repeats an mm_page_free of 
 mm_page_alloc_zone_locked and mm_page_pcpu_drain are the per-CPU page lists' refills and drains:
 the buddy allocator does not model them (its allocations are what callers see), they are counted.
 With a machine (``layout=``, or any of ``pcp_high``, ``pcp_batch``, ``min_free_kbytes``,
-``machine_cpus``, ``pcp=False``, ``machine=True``) every page event also goes to a
+``machine_cpus``, ``no_pcp=True``, ``machine=True``) every page event also goes to a
 kmem.page.PageMachine with per-CPU lists (kmem.trace.machine_replay): the result's ``pcp`` holds
 the refills and drains it predicts beside the trace's own (``to_json()["pcp"]``).
 
@@ -203,7 +203,7 @@ class Replayer:
         machine: bool = False,
         layout: str | MachineLayout | None = None,
         machine_cpus: int | None = None,
-        pcp: bool = True,
+        no_pcp: bool = False,
         pcp_high: int | None = None,
         pcp_batch: int | None = None,
         min_free_kbytes: int | None = None,
@@ -211,10 +211,10 @@ class Replayer:
     ) -> None:
         self.layers: Final = _check_layers(layers)
         self.machine_replay: Final = _machine_replay(
-            machine or layout is not None or machine_cpus is not None or not pcp
+            machine or layout is not None or machine_cpus is not None or no_pcp
             or pcp_high is not None or pcp_batch is not None or min_free_kbytes is not None,
-            layout, memory, nr_cpus if machine_cpus is None else machine_cpus, pcp, pcp_high,
-            pcp_batch, min_free_kbytes, warm)
+            layout, memory, nr_cpus if machine_cpus is None else machine_cpus, not no_pcp,
+            pcp_high, pcp_batch, min_free_kbytes, warm)
         self.policy: Final = policy
         self.nr_cpus: Final = nr_cpus
         # Replay is single-threaded: no locks in either layer (about 10% faster per call).
@@ -328,7 +328,8 @@ class Replayer:
         ) is NotImplemented:
             self._feed_events(batch)
         if self.machine_replay is not None:
-            self.machine_replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails)
+            self.machine_replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails,
+                                     batch.times)
         if batch.kinds:
             self._last_time = batch.times[-1]
 
