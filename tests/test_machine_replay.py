@@ -54,31 +54,69 @@ def _fixture_events(path: Any) -> list[TraceEvent]:
 def _model_replay(events: list[TraceEvent], nr_cpus: int, pages: int, batch: int | None
                   ) -> tuple[list[dict[str, int]], dict[str, list[int]]]:
     """What the machine should predict, from the plain model, and the traced counts: the
-    replay's rules restated (traced pfn -> model pfn; a live pfn allocated again is freed
-    first; a batched free of a pfn no longer live repeats an mm_page_free; a vmstat tick for
-    every whole second of trace time passed)."""
+    replay's rules restated. Traced pfn -> model pfn; a live pfn allocated again is freed
+    first. mm_page_free puts the page in its CPU's waiting list; its mm_page_free_batched
+    frees it (a batched free of a live pfn nobody freed frees it too, others repeat a free);
+    any other page event of the CPU (but a drain right after a free: that free's), a new
+    second (then a vmstat tick per second passed) and the end free the CPU's waiting pages
+    in order."""
     model = LinuxZoneModel([("Normal", 0, pages, pages, pages)], nr_cpus, pcp_batch=batch)
     live: dict[int, tuple[int, int]] = {}
+    waiting: list[list[int]] = [[] for _ in range(nr_cpus)]
+    waiting_cpu: dict[int, int] = {}
+    just_freed = [False] * nr_cpus  # the CPU's last page event put a page on its pcp
     traced = {"locked": [0] * nr_cpus, "drain": [0] * nr_cpus}
+
+    def free(cpu: int, pfn: int) -> None:
+        waiting[cpu].remove(pfn)
+        del waiting_cpu[pfn]
+        model.free(*live.pop(pfn), cpu)
+        just_freed[cpu] = True
+
+    def free_waiting(cpu: int) -> None:
+        for pfn in list(waiting[cpu]):
+            free(cpu, pfn)
+
     second = None
     for event in events:
         kind, cpu, pfn, order = event[KIND], event[1] % nr_cpus, event[PFN], event[ORDER]
         now = int(str(event[2]).split(".")[0])
-        for _ in range(min(now - second, 64) if second is not None else 0):
-            model.tick()
+        if second is not None and now != second:
+            for each in range(nr_cpus):
+                free_waiting(each)
+            for _ in range(min(now - second, 64)):
+                model.tick()
         second = now
+        if kind in (MM_PAGE_FREE, MM_PAGE_FREE_BATCHED, MM_PAGE_ALLOC):
+            just_freed[cpu] = False
+        if kind == MM_PAGE_FREE:
+            if pfn in live and pfn not in waiting_cpu:
+                waiting[cpu].append(pfn)
+                waiting_cpu[pfn] = cpu
+            continue
+        if kind == MM_PAGE_FREE_BATCHED:
+            if waiting_cpu.get(pfn) == cpu:
+                free(cpu, pfn)
+            elif pfn in live and pfn not in waiting_cpu:
+                model.free(*live.pop(pfn), cpu)
+                just_freed[cpu] = True
+            continue
+        if kind != MM_PAGE_PCPU_DRAIN or not just_freed[cpu]:
+            free_waiting(cpu)
         if kind == MM_PAGE_ALLOC_ZONE_LOCKED:
             traced["locked"][cpu] += 1
         elif kind == MM_PAGE_PCPU_DRAIN:
             traced["drain"][cpu] += 1
-        elif kind == MM_PAGE_ALLOC:
+        else:
+            if pfn in waiting_cpu:
+                free(waiting_cpu[pfn], pfn)
             if pfn in live:
                 model.free(*live.pop(pfn), cpu)
             got = model.alloc(order, parse_gfp_flags(event[GFP]), cpu)
             if got is not None:
                 live[pfn] = (got, order)
-        elif pfn in live:
-            model.free(*live.pop(pfn), cpu)
+    for each in range(nr_cpus):
+        free_waiting(each)
     return model.events, traced
 
 
@@ -239,3 +277,32 @@ def test_the_cli_prints_the_comparison(capsys: pytest.CaptureFixture[str]) -> No
                if "all" in line.split() and "mm_page_alloc_zone_locked" in line)
     assert [word for word in row.split() if word.isdigit()] == [str(traced), str(predicted)]
     assert "zone-lock acquisitions" in out
+
+
+def test_a_folio_batch_reaches_the_pcp_at_its_batched_events() -> None:
+    """free_unref_folios traces every folio's mm_page_free, then commits each with its
+    mm_page_free_batched: a drain after the first batched event is that page's."""
+    events = [
+        _page_event(MM_PAGE_ALLOC, 0, 0xA0, 0, "GFP_HIGHUSER_MOVABLE"),
+        _page_event(MM_PAGE_ALLOC, 0, 0xB0, 0, "GFP_HIGHUSER_MOVABLE"),
+        _page_event(MM_PAGE_FREE, 0, 0xA0),
+        _page_event(MM_PAGE_FREE, 0, 0xB0),
+        _page_event(MM_PAGE_FREE_BATCHED, 0, 0xA0),
+        _page_event(MM_PAGE_PCPU_DRAIN, 0, 0x123),
+        _page_event(MM_PAGE_FREE_BATCHED, 0, 0xB0),
+        _page_event(MM_PAGE_FREE_BATCHED, 0, 0xB0),  # (a repeat)
+    ]
+    replayer = Replayer(layers=("page",), machine=True, warm="cold")
+    seen: list[int] = []
+    machine_replay = replayer.machine_replay
+    assert machine_replay is not None
+    pcp = machine_replay.machine.pcp("Normal", 0)
+    result = replayer.run(events, every=1, callback=lambda _: seen.append(pcp.count))
+    # After both mm_page_free events the pages are not on the list yet; each batched event
+    # puts one there.
+    assert seen[3] - seen[2] == 0 and seen[4] - seen[3] == 0
+    assert seen[5] - seen[4] == 1 and seen[7] - seen[6] == 1
+    assert result.pcp is not None
+    drains = result.pcp["frees_causing_drain"]
+    assert drains["both"] + drains["traced_only"] == 1 and sum(drains.values()) == 2
+    assert result.pcp["pages"]["batched_duplicates"] == 1

@@ -8,15 +8,23 @@ too — and feeds them to the PageMachine:
     mm_page_alloc (pfn, order, gfp)   machine.alloc_pages(order, gfp, cpu): the pcp of the
                                       event's CPU (modulo the machine's CPUs), refilled by
                                       rmqueue_bulk when its list is empty
-    mm_page_free                      machine.free_pages(pfn, order, cpu): to the pcp, drained
-                                      by free_pcppages_bulk when count reaches high
-    mm_page_free_batched              the same, unless mm_page_free already freed that pfn
-                                      (6.x traces both for a folio batch)
+    mm_page_free                      free_pages_prepare: the page waits (see below)
+    mm_page_free_batched              machine.free_pages(pfn, order, cpu) of the waiting page:
+                                      to the pcp, drained by free_pcppages_bulk when count
+                                      reaches high; a repeat of a committed free is skipped
+    any other page event on the CPU   the CPU's waiting pages are freed first, in order
+                                      (not by drain events right after a commit: its drain)
     mm_page_alloc_zone_locked,        the kernel's own refills (and direct buddy allocations)
     mm_page_pcpu_drain                and drains: counted per CPU, the "traced" side
     each new second of trace time     machine.vmstat_tick(): every pcp's high decays by an
                                       eighth towards high_min, the excess drains (Linux's
                                       vmstat_update runs once a second on each CPU)
+
+When a page reaches the pcp: free_unref_folios (a folio batch) traces mm_page_free for every
+folio first, then commits them one by one, each with its mm_page_free_batched (and its drain
+right after it); a plain free_frozen_pages commits straight after its mm_page_free. So a freed
+page waits until its mm_page_free_batched, or until its CPU's next other page event (a plain
+free: nothing of the CPU happened in between), vmstat tick or the trace's end.
 
 Per allocation and per free it also compares *which* ones took the zone lock: a traced
 allocation needed a refill when mm_page_alloc_zone_locked events came on its CPU since that
@@ -114,6 +122,10 @@ class MachineReplay:
         self._open_free = [False] * nr_cpus
         self._free_traced_drain = [False] * nr_cpus
         self._free_predicted_drain = [False] * nr_cpus
+        # Per CPU: the traced pfns freed (mm_page_free) but not yet on the pcp, in order;
+        # and each such pfn's CPU.
+        self._pending: list[dict[int, None]] = [{} for _ in range(nr_cpus)]
+        self._pending_cpu: dict[int, int] = {}
         self.alloc_refills = _agreement()
         self.free_drains = _agreement()
         self.counts = dict.fromkeys(
@@ -226,6 +238,7 @@ class MachineReplay:
         """Feed a batch's page events (the other kinds are skipped); ``times`` are the events'
         TIME texts: vmstat's tick runs once per second of trace time."""
         nr_cpus = self.nr_cpus
+        pending = self._pending
         for kind, cpu, key, tail, time in zip(kinds, cpus, keys, tails, times, strict=True):
             if kind < MM_PAGE_ALLOC or kind == MM_PAGE_ALLOC_EXTFRAG:
                 continue
@@ -234,6 +247,18 @@ class MachineReplay:
                 self._tick(second)
             if cpu >= nr_cpus:
                 cpu %= nr_cpus
+            if kind == MM_PAGE_FREE:
+                self._close_free(cpu)
+                self._prepare_free(key, cpu)
+                continue
+            if kind == MM_PAGE_FREE_BATCHED:
+                self._close_free(cpu)
+                self._batched_free(key, cpu)
+                continue
+            # Anything else on this CPU: its plain frees were committed before — but drain
+            # events right after a commit are that commit's (its batch's other pages wait).
+            if pending[cpu] and (kind != MM_PAGE_PCPU_DRAIN or not self._open_free[cpu]):
+                self._commit_pending(cpu)
             if kind == MM_PAGE_ALLOC_ZONE_LOCKED:
                 self.traced.locked[cpu] += 1
                 self._locked_since[cpu] += 1
@@ -241,12 +266,9 @@ class MachineReplay:
                 self.traced.drain[cpu] += 1
                 if self._open_free[cpu]:
                     self._free_traced_drain[cpu] = True
-            elif kind == MM_PAGE_ALLOC:
+            else:  # mm_page_alloc
                 self._close_free(cpu)
                 self._alloc(key, tail, cpu)
-            elif kind in (MM_PAGE_FREE, MM_PAGE_FREE_BATCHED):
-                self._close_free(cpu)
-                self._free(kind, key, tail[1], cpu)
 
     def _alloc(self, pfn: int, tail: tuple[Any, ...], cpu: int) -> None:
         traced_locked = self._locked_since[cpu] > 0
@@ -255,6 +277,10 @@ class MachineReplay:
         if pfn < 0:
             counts["traced_failures"] += 1
             return
+        owner = self._pending_cpu.get(pfn)
+        if owner is not None:  # freed on another CPU, not committed yet: it was
+            self._commit(owner, pfn)
+            self._close_free(owner)
         old = self._pages.pop(pfn, None)
         if old is not None:  # its free was not traced
             counts["missed_frees"] += 1
@@ -277,16 +303,46 @@ class MachineReplay:
         self._pages[pfn] = (own, order)
         counts["allocs"] += 1
 
-    def _free(self, kind: int, pfn: int, order: int, cpu: int) -> None:
+    def _prepare_free(self, pfn: int, cpu: int) -> None:
+        """mm_page_free: free_pages_prepare. The page reaches the pcp at its
+        mm_page_free_batched if a folio batch frees it (free_unref_folios traces every
+        folio's mm_page_free first, then commits them one by one, each with its
+        mm_page_free_batched), else before this CPU's next page event (a plain free)."""
         self._locked_since[cpu] = 0
-        own = self._pages.pop(pfn, None)
-        counts = self.counts
-        if own is None:
-            counts["batched_duplicates" if kind == MM_PAGE_FREE_BATCHED else "unknown_frees"] += 1
+        if pfn not in self._pages or pfn in self._pending_cpu:
+            self.counts["unknown_frees"] += 1
             return
+        self._pending[cpu][pfn] = None
+        self._pending_cpu[pfn] = cpu
+
+    def _batched_free(self, pfn: int, cpu: int) -> None:
+        """mm_page_free_batched: the commit of a prepared page (or of a live one whose
+        mm_page_free the trace lost); otherwise it repeats a committed free."""
+        self._locked_since[cpu] = 0
+        if self._pending_cpu.get(pfn) == cpu:
+            self._commit(cpu, pfn)
+        elif pfn in self._pages and pfn not in self._pending_cpu:
+            self._pending[cpu][pfn] = None
+            self._pending_cpu[pfn] = cpu
+            self._commit(cpu, pfn)
+        else:
+            self.counts["batched_duplicates"] += 1
+
+    def _commit_pending(self, cpu: int) -> None:
+        """Every plain free still waiting on this CPU goes to its pcp, in order."""
+        for pfn in list(self._pending[cpu]):
+            self._close_free(cpu)
+            self._commit(cpu, pfn)
+
+    def _commit(self, cpu: int, pfn: int) -> None:
+        """free_frozen_page_commit of a prepared page; it is this CPU's open free (drain
+        events that follow on the CPU are its)."""
+        del self._pending[cpu][pfn]
+        del self._pending_cpu[pfn]
+        own = self._pages.pop(pfn)
         before = self.predicted.drain[cpu]
         self.machine.free_pages(own[0], own[1], cpu)
-        counts["frees"] += 1
+        self.counts["frees"] += 1
         self._open_free[cpu] = True
         self._free_traced_drain[cpu] = False
         self._free_predicted_drain[cpu] = self.predicted.drain[cpu] > before
@@ -299,6 +355,8 @@ class MachineReplay:
         except ValueError:  # (a timestamp kmem cannot read: no tick)
             return
         if self._second_value >= 0:
+            for cpu in range(self.nr_cpus):
+                self._commit_pending(cpu)
             for _ in range(min(max(second - self._second_value, 0), MAX_TICKS)):
                 self.machine.vmstat_tick()
                 self.counts["vmstat_ticks"] += 1
@@ -307,8 +365,10 @@ class MachineReplay:
     # -- results ------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """The trace ended: the last frees' drains are all in."""
+        """The trace ended: plain frees still waiting are committed, the last frees' drains
+        are all in."""
         for cpu in range(self.nr_cpus):
+            self._commit_pending(cpu)
             self._close_free(cpu)
 
     def to_json(self) -> dict[str, Any]:
