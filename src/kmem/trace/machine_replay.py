@@ -58,6 +58,7 @@ from typing import Any, Final
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.page.layout import MachineLayout, ZoneinfoZone
 from kmem.page.machine import PageMachine
+from kmem.page.migratetype import MIGRATE_TYPES, MIGRATETYPE_NAMES
 from kmem.trace.events import (
     MM_PAGE_ALLOC,
     MM_PAGE_ALLOC_EXTFRAG,
@@ -100,7 +101,7 @@ class MachineReplay:
     """Feeds a trace's page events to a PageMachine and compares its pcp with the trace's."""
 
     def __init__(self, machine: PageMachine, *, warm: str = "zoneinfo",
-                 zoneinfo: Sequence[ZoneinfoZone] = ()) -> None:
+                 zoneinfo: Sequence[ZoneinfoZone] = (), max_samples: int = 2000) -> None:
         if warm not in WARM_MODES:
             raise InvalidArgumentError(
                 f"unknown warm start {warm!r} (choose from {', '.join(WARM_MODES)})")
@@ -126,6 +127,10 @@ class MachineReplay:
         # and each such pfn's CPU.
         self._pending: list[dict[int, None]] = [{} for _ in range(nr_cpus)]
         self._pending_cpu: dict[int, int] = {}
+        # Samples over the trace (the replay's sampling points): (trace time, free pages per
+        # migratetype summed over the zones, pages on each CPU's pcps); halved when full.
+        self.timeline: list[tuple[float, tuple[int, ...], tuple[int, ...]]] = []
+        self._max_samples = max_samples
         self.alloc_refills = _agreement()
         self.free_drains = _agreement()
         self.counts = dict.fromkeys(
@@ -364,6 +369,19 @@ class MachineReplay:
 
     # -- results ------------------------------------------------------------------------------
 
+    def sample(self, time: float) -> None:
+        """Record free pages per migratetype and each CPU's pcp pages at trace time ``time``
+        (from the first page event on: before it, the trace has no time)."""
+        if not self._second:
+            return
+        zones = [z for z in self.machine.zones if z.populated]
+        free = tuple(sum(z.free_pages_mt[mt] for z in zones) for mt in range(MIGRATE_TYPES))
+        pcp = tuple(sum(z.pcps[cpu].count for z in zones) for cpu in range(self.nr_cpus))
+        timeline = self.timeline
+        timeline.append((time, free, pcp))
+        if len(timeline) >= self._max_samples:
+            del timeline[1:-1:2]  # keep the first and last, halve the rest
+
     def finish(self) -> None:
         """The trace ended: plain frees still waiting are committed, the last frees' drains
         are all in."""
@@ -393,6 +411,13 @@ class MachineReplay:
             "fragmentation": _fragmentation_json([z.nr_free for z in zones]),
             "pages": dict(self.counts),
             "zones": {z.name: _zone_json(z) for z in zones},
+            "timeline": {
+                "time": [t for t, _, _ in self.timeline],
+                "free_pages": {name: [free[mt] for _, free, _ in self.timeline]
+                               for mt, name in enumerate(MIGRATETYPE_NAMES)},
+                "pcp_pages": {str(cpu): [pcp[cpu] for _, _, pcp in self.timeline]
+                              for cpu in range(self.nr_cpus)},
+            },
         }
 
 

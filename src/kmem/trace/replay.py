@@ -559,6 +559,8 @@ class Replayer:
             live_objects=len(self._live), nr_free=buddy.nr_free,
             unusable_index=report.unusable, extfrag_index=report.extfrag,
         )
+        if self.machine_replay is not None:
+            self.machine_replay.sample(time)
         timeline = self.timeline
         timeline.append(snapshot)
         if len(timeline) >= self._max_samples:
