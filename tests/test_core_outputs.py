@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core_twins import needs_compiled
-from fixture_files import TRACES
+from fixture_files import TRACES, ZONEINFO
 
 FIXTURE_TRACES = sorted(p for p in TRACES.rglob("*") if p.is_file() and p.name != "README.md"
                         and not p.name.startswith("stat-") and p.suffix != ".data"
@@ -21,6 +21,7 @@ RUNS = [
     ["replay", "--json", "--policy", "slab", "--layers", "slab"],
     ["replay", "--json", "--layers", "page", "--every", "7"],
     ["replay", "--json", "--compare", "6.17,6.18,7.0", "--every", "50"],
+    ["replay", "--json", "--layout", str(ZONEINFO), "--every", "500"],  # the page machine
     ["stat", "--json"],
 ]
 

@@ -115,6 +115,9 @@ class MachineAgainstModel(RuleBasedStateMachine):
                     assert zone.free_list(mt, order) == mzone.lst(mt, order), (zone.name, mt, order)
             assert zone.nr_free == [mzone.nr_free(o) for o in range(NR_PAGE_ORDERS)]
             assert zone.free_pages == mzone.free_pages()
+            assert zone.free_pages_mt == [  # (what kmem plot --kind pcp draws)
+                sum(len(mzone.lst(mt, order)) << order for order in range(NR_PAGE_ORDERS))
+                for mt in range(MIGRATE_TYPES)]
             assert (zone.below_high, zone.boosted_watermark, zone.watermark_boost,
                     zone.nr_reserved_highatomic) == (
                 mzone.below_high, mzone.boosted, mzone.boost, mzone.reserved_highatomic)

@@ -143,9 +143,15 @@ BAD_SPECS = [
      " parameters, report)"),
     (TRACE + "[parameters]\nkernels = '7.0'\n",
      "spec.toml:3: parameters.kernels: not a replay option (the options: policy, kernel, cpus,"
-     " memory, max_order, page_size, layers)"),
+     " memory, max_order, page_size, layers, machine, layout, machine_cpus, pcp_high,"
+     " pcp_batch, min_free_kbytes, no_pcp, warm)"),
     (TRACE + "[parameters]\nkernel = '5.0'\n",
      "spec.toml:3: parameters.kernel: "),
+    (TRACE + "[parameters]\npcp_high = -3\n",
+     "spec.toml:3: parameters.pcp_high: expected a whole number >= 1, got -3"),
+    (TRACE + "[parameters]\nwarm = 'hot'\n",
+     "spec.toml:3: parameters.warm: expected one of 'zoneinfo', 'movable', 'batch', 'cold',"
+     " got 'hot'"),
     (TRACE + "[parameters]\ncpus = 'two'\n",
      "spec.toml:3: parameters.cpus: expected a whole number, got 'two'"),
     (TRACE + "[parameters]\ncpus = [1, 0]\n",

@@ -21,8 +21,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_source_arguments(parser)
     parser.add_argument("-o", "--output", default="kmem.png",
                         help="picture to write; .png or .svg (default kmem.png)")
-    parser.add_argument("--kind", dest="plot_kind", choices=KINDS, default="all",
-                        help="which picture (default: all of them in one figure)")
+    parser.add_argument("--kind", dest="plot_kind", choices=(*KINDS, "pcp"), default="all",
+                        help="which picture (default: all of them in one figure); pcp: a"
+                        " trace through the page machine, free pages per migratetype and"
+                        " each CPU's pcp pages over time")
+    parser.add_argument("--layout", metavar="FILE", default=None,
+                        help="for --kind pcp: the machine, as kmem replay --layout")
+    parser.add_argument("--warm", default="zoneinfo",
+                        choices=("zoneinfo", "movable", "batch", "cold"),
+                        help="for --kind pcp: the pcp lists at the trace's start (as kmem replay)")
     parser.add_argument("--step", type=int_argument, default=-1,
                         help="frame for the memory map and caches (default -1: the last)")
     parser.set_defaults(func=run)
@@ -73,8 +80,28 @@ def run(args: argparse.Namespace) -> int:
 
     output_path(args.output)  # the place and the format: before the replay
     picture_path(args.output)
+    if args.plot_kind == "pcp":
+        return _plot_pcp(args)
     document = document_from_args(args)
     write_picture(args.output,
                   lambda temporary: plot(document, temporary, args.plot_kind, args.step))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _plot_pcp(args: argparse.Namespace) -> int:
+    """The trace's page events through the page machine, drawn over the trace's time."""
+    from kmem.cli.terminal import read_trace, wants_progress
+    from kmem.show.plot_pcp import plot_pcp
+    from kmem.trace.parse import TraceParser
+    from kmem.trace.replay import Replayer
+
+    replayer = Replayer(layers=("page",), machine=True, layout=args.layout, warm=args.warm,
+                        memory=args.memory, nr_cpus=args.cpus)
+    parser = TraceParser(skip_bad=args.skip_bad)
+    with read_trace(args.input, wants_progress(args.no_progress)) as lines:
+        result = replayer.run_batches(parser.parse_batches(lines), parser=parser)
+    assert result.pcp is not None
+    write_picture(args.output, lambda temporary: plot_pcp(result.pcp or {}, temporary))
     print(f"wrote {args.output}")
     return 0

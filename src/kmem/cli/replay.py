@@ -67,6 +67,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--serial", action="store_true",
                         help="parse in this process (default for a file: a second process"
                         " parses while this one replays)")
+    machine = parser.add_argument_group(
+        "page machine", "feed the page events to a machine with zones and per-CPU lists too"
+        " (any of these turns it on; its CPUs are --cpus) and report its pcp refills and"
+        " drains beside the trace's")
+    machine.add_argument("--layout", metavar="FILE", default=None,
+                         help="the machine: a /proc/zoneinfo file (taken when the trace starts:"
+                         " its pcp counts warm the lists), or zone sizes such as"
+                         " DMA32=2G,Normal=4G (default: one Normal zone of --memory)")
+    machine.add_argument("--pcp-high", type=int, default=None, metavar="N",
+                         help="what if every pcp had this fixed high (default: 6.18's tuning)")
+    machine.add_argument("--pcp-batch", type=int, default=None, metavar="N",
+                         help="what if every pcp had this batch (default: zone_batchsize)")
+    machine.add_argument("--min-free-kbytes", type=int, default=None, metavar="K",
+                         help="vm.min_free_kbytes (default: the kernel's formula)")
+    machine.add_argument("--no-pcp", action="store_true",
+                         help="what if there were no per-CPU lists: every page to the buddy")
+    machine.add_argument("--warm", default="zoneinfo",
+                         choices=("zoneinfo", "movable", "batch", "cold"),
+                         help="what the pcp lists hold when the trace starts (default zoneinfo:"
+                         " the --layout file's counts, put on lists as allocations need them)")
     parser.set_defaults(func=run)
 
 
@@ -122,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
     if args.compare is not None:
         return _compare(args, layers)
     replayer = Replayer(layers=layers, policy=args.policy, nr_cpus=args.cpus,
-                        memory=args.memory, max_order=args.max_order, kernel=args.kernel)
+                        memory=args.memory, max_order=args.max_order, kernel=args.kernel,
+                        layout=args.layout, no_pcp=args.no_pcp, pcp_high=args.pcp_high,
+                        pcp_batch=args.pcp_batch, min_free_kbytes=args.min_free_kbytes,
+                        warm=args.warm)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
     parser: ParserProcess | TraceParser
     if args.trace != "-" and not args.serial and pipeline.available():
@@ -136,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         console = output_console()
         print_replay(result, console, slabinfo_rows=args.caches or 1 << 30)
+        if result.pcp is not None:
+            from kmem.show.pcp_table import print_pcp
+
+            print_pcp(result.pcp, console)
         if parser.bad_lines:
             console.print(f"{parser.bad_lines} malformed lines skipped; first:"
                           f" {parser.bad_examples[0]}", highlight=False)

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kmem.show import memory_map
     from kmem.show.scenario import load
+    from kmem.show.scenario_machine import MACHINE_VERBS
     from kmem.show.scenario_run import run_all
     from kmem.show.snapshot import cache_frames
 
@@ -73,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
             console.print(memory_map.render(state.buddy, highlight=[p for p, _ in
                                                                    result.highlight],
                                             labels=labels, width=args.width))
-        console.print(state.buddy.buddyinfo().rstrip(), style="dim", markup=False,
-                      soft_wrap=True)
+        # (a page machine verb shows the machine's buddyinfo, not the scenario buddy's)
+        shown = state.machine if result.verb in MACHINE_VERBS and state.machine else state.buddy
+        console.print(shown.buddyinfo().rstrip(), style="dim", markup=False, soft_wrap=True)
     if not args.no_map:
         console.print()
         console.print(memory_map.legend())

@@ -532,6 +532,16 @@ class PageMachine:
             raise InvalidArgumentError("warm_pcp needs a migratetype with pcp lists (0..2)")
         return pcp.fill(order, migratetype, count)
 
+    def preferred_zone(self, gfp: int | str) -> Zone:
+        """The first zone of the zonelist an allocation with these flags walks."""
+        plan = self._plan(self._gfp_value(gfp))
+        return plan.zonelist[0]
+
+    def gfp_pcp_migratetype(self, gfp: int | str) -> int:
+        """The pcp list type an allocation with these flags takes from (-1: none)."""
+        mt = self._plan(self._gfp_value(gfp)).migratetype
+        return mt if mt < MIGRATE_PCPTYPES else -1
+
     # -- queries ------------------------------------------------------------------------------
 
     @property

@@ -109,6 +109,10 @@ class PerCpuPages:
         """The pfns on list ``pindex``, head first."""
         return list_entries(self._next, self._heads[pindex])
 
+    def list_empty(self, order: int, mt: int) -> bool:
+        """Whether the list a block of this order and type comes from is empty."""
+        return self._next[self._heads[order_to_pindex(mt, order)]] < 0
+
     # -- allocation ------------------------------------------------------------------------
 
     def nr_pcp_alloc(self, order: int) -> int:

@@ -129,6 +129,8 @@ class Zone:
         self.free_pages = 0  # NR_FREE_PAGES
         self.free_pages_blocks = 0  # NR_FREE_PAGES_BLOCKS
         self.nr_free_highatomic = 0
+        # Free pages per migratetype (what /proc/pagetypeinfo sums; isolated ones too)
+        self.free_pages_mt = [0] * MIGRATE_TYPES
         self.nr_reserved_highatomic = 0
         self.watermark = [0, 0, 0, 0]  # _watermark[WMARK_MIN..WMARK_PROMO]
         self.watermark_boost = 0
@@ -164,6 +166,7 @@ class Zone:
 
     def _account(self, nr_pages: int, mt: int) -> None:
         """account_freepages: isolated pages are not free pages."""
+        self.free_pages_mt[mt] += nr_pages
         if mt == MIGRATE_ISOLATE:
             return
         self.free_pages += nr_pages
@@ -474,6 +477,8 @@ class Zone:
             self._list_del(buddy, order, buddy_mt)
             if buddy_mt != mt:
                 self.change_pageblock_range(buddy, order, mt)
+                self.free_pages_mt[buddy_mt] -= 1 << order  # (its pages are of mt now)
+                self.free_pages_mt[mt] += 1 << order
             pfn &= ~(1 << order)
             order += 1
         if not to_tail and order < MAX_PAGE_ORDER - 1:
@@ -591,6 +596,7 @@ class Zone:
         state, nxt, prv = self._state, self._next, self._prev
         nr_free = [0] * NR_PAGE_ORDERS
         free_pages = highatomic = blocks = 0
+        by_type = [0] * MIGRATE_TYPES
         for mt in range(MIGRATE_TYPES):
             for order in range(NR_PAGE_ORDERS):
                 head = self._heads[mt * NR_PAGE_ORDERS + order]
@@ -611,6 +617,7 @@ class Zone:
                         raise AssertionError(f"{where}: its pageblock is of another type")
                     self._check_merged(pfn, order, mt, where)
                     nr_free[order] += 1
+                    by_type[mt] += 1 << order
                     if mt != MIGRATE_ISOLATE:
                         free_pages += 1 << order
                         if order >= PAGEBLOCK_ORDER:
@@ -625,7 +632,8 @@ class Zone:
                     raise AssertionError(f"zone {self.name} free_list[{mt}][{order}]: bad tail")
         counts = (("nr_free", nr_free, self.nr_free), ("free_pages", free_pages, self.free_pages),
                   ("nr_free_highatomic", highatomic, self.nr_free_highatomic),
-                  ("free_pages_blocks", blocks, self.free_pages_blocks))
+                  ("free_pages_blocks", blocks, self.free_pages_blocks),
+                  ("free_pages_mt", by_type, self.free_pages_mt))
         for what, found, kept in counts:
             if found != kept:
                 raise AssertionError(f"zone {self.name}: {what} is {kept}, the lists hold {found}")

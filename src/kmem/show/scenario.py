@@ -17,6 +17,12 @@ K/M/G/T suffix (powers of 1024; "21K", "1.5M", "100")::
     kfree NAME                the same, as Linux names it for kmalloc memory
     shrink CACHE              give the cache's empty slabs back (kmem_cache_shrink)
     destroy CACHE             kmem_cache_destroy: the cache must have no live object
+    palloc NAME ORDER [cpu N] [gfp FLAGS]    2**ORDER pages from the page machine, through
+                              the CPU's per-CPU lists (kmem.show.scenario_machine)
+    pfree NAME [cpu N]        free them onto the CPU's pcp list
+    zone                      the machine's zone: free pages per migratetype, pageblock types
+    pcp [cpu N]               the machine's per-CPU lists
+    drain                     drain every pcp back to the buddy lists
 
 Names are letters, digits, "_", "-" and "."; a name is live from its allocation to its free.
 Every mistake is a KmemError whose message starts with ``SOURCE:LINE:`` — syntax errors are
@@ -92,9 +98,16 @@ _GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "kfree": (("name",), ()),
     "shrink": (("name",), ()),
     "destroy": (("name",), ()),
+    # the page machine's verbs (kmem.show.scenario_machine)
+    "palloc": (("name", "int"), ("cpu", "gfp")),
+    "pfree": (("name",), ("cpu",)),
+    "zone": ((), ()),
+    "pcp": ((), ("cpu",)),
+    "drain": ((), ()),
 }
 _OPTION_KINDS = {"page": "size", "max_order": "int", "cpus": "int", "policy": "word",
-                 "align": "size", "cpu": "int", "kernel": "word", "sheaves": "int"}
+                 "align": "size", "cpu": "int", "kernel": "word", "sheaves": "int",
+                 "gfp": "word"}
 
 
 @dataclass(frozen=True, slots=True)

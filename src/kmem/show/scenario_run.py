@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from kmem.errors import KmemError
 from kmem.page.buddy import BuddyAllocator, get_order
+from kmem.page.machine import PageMachine
 from kmem.show.explain import Step, alloc_steps, free_steps, sentence
 from kmem.show.scenario import (
     Action,
@@ -25,13 +26,14 @@ from kmem.show.scenario import (
     StepResult,
     at_line,
 )
+from kmem.show.scenario_machine import MachineVerbs
 from kmem.show.scenario_slab import SlabVerbs, slab_page_labels
 from kmem.slab.allocator import SlabAllocator
 from kmem.slab.cache import KmemCache
 
 
 @dataclass
-class ScenarioRun(SlabVerbs):
+class ScenarioRun(SlabVerbs, MachineVerbs):
     """The allocators of a scenario and its live names; ``execute`` performs one action."""
 
     scenario: Scenario
@@ -46,6 +48,8 @@ class ScenarioRun(SlabVerbs):
     _slab_use: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
     _object_cache: dict[str, KmemCache] = field(init=False, default_factory=dict)
     executed: int = field(init=False, default=0)
+    machine: PageMachine | None = field(init=False, default=None)  # (the first machine verb's)
+    machine_pages: dict[str, tuple[int, int, int]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         sc = self.scenario

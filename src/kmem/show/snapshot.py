@@ -320,6 +320,10 @@ def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict
         frame.update(buddy_frame(run.buddy, table, run.block_labels()))
         frame["caches"] = cache_frames(run.slab)
         frame["owners"] = [[a.address, a.name] for a in run.names.values() if a.kind != "pages"]
+        if run.machine is not None:  # (after a page machine verb: kmem.show.scenario_machine)
+            from kmem.show.machine_view import machine_frame
+
+            frame["machine"] = machine_frame(run.machine)
         frames.append(frame)
     return {
         "title": f"kmem: {scenario.name}",

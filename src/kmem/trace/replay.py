@@ -27,8 +27,12 @@ replay skips it, remembers its pfn, and skips that pfn's free too (``slab_page_e
 ``--layers slab`` replays only slab events, ``--layers page`` only page events (then the kernel's
 slab pages are ordinary pages). mm_page_free_batched repeats an mm_page_free of the same pfn in
 6.x: it frees only a pfn still live, else counts in ``batched_duplicates``.
-mm_page_alloc_zone_locked and mm_page_pcpu_drain are the per-CPU page lists' refills and drains,
-which kmem does not model (its allocations are what callers see): they are counted, not replayed.
+mm_page_alloc_zone_locked and mm_page_pcpu_drain are the per-CPU page lists' refills and drains:
+the buddy allocator does not model them (its allocations are what callers see), they are counted.
+With a machine (``layout=``, or any of ``pcp_high``, ``pcp_batch``, ``min_free_kbytes``,
+``machine_cpus``, ``no_pcp=True``, ``machine=True``) every page event also goes to a
+kmem.page.PageMachine with per-CPU lists (kmem.trace.machine_replay): the result's ``pcp`` holds
+the refills and drains it predicts beside the trace's own (``to_json()["pcp"]``).
 
 Which kernel's SLUB (``kernel``: 6.17, 6.18 or 7.0; kmem.slab.sheaves). 6.18 gives sheaves to the
 caches the kernel creates with a sheaf_capacity (maple_node, vm_area_struct: 32), 7.0 to every
@@ -61,10 +65,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
+from kmem.page.layout import MachineLayout, ZoneinfoZone
 from kmem.slab.allocator import SlabAllocator
 from kmem.slab.sheaves import DEFAULT_KERNEL, KERNEL_SHEAF_CAPACITIES, check_kernel
 from kmem.trace.events import (
@@ -84,6 +89,9 @@ from kmem.trace.events import (
     time_seconds,
 )
 from kmem.trace.stat import gfp_value
+
+if TYPE_CHECKING:
+    from kmem.trace.machine_replay import MachineReplay
 
 LAYERS: Final = ("slab", "page")
 _BATCH: Final = 1024  # events parsed ahead of the replay (memory: a bounded batch of tuples)
@@ -146,9 +154,12 @@ class ReplayResult:
     slabinfo: str
     buddyinfo: str
     timeline: tuple[ReplaySnapshot, ...]
+    pcp: dict[str, Any] | None = None  # the page machine's findings (machine replays only)
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
+        if self.pcp is None:
+            del document["pcp"]
         document["mismatch_examples"] = [
             {"bytes_req": r, "gfp_flags": g, "traced_bytes_alloc": t, "kmem_bytes_alloc": k}
             for r, g, t, k in self.mismatch_examples
@@ -211,8 +222,21 @@ class Replayer:
         page_size: int = 4096,
         max_samples: int = 2000,
         kernel: str = DEFAULT_KERNEL,
+        machine: bool = False,
+        layout: str | MachineLayout | None = None,
+        machine_cpus: int | None = None,
+        no_pcp: bool = False,
+        pcp_high: int | None = None,
+        pcp_batch: int | None = None,
+        min_free_kbytes: int | None = None,
+        warm: str = "zoneinfo",
     ) -> None:
         self.layers: Final = _check_layers(layers)
+        self.machine_replay: Final = _machine_replay(
+            machine or layout is not None or machine_cpus is not None or no_pcp
+            or pcp_high is not None or pcp_batch is not None or min_free_kbytes is not None,
+            layout, memory, nr_cpus if machine_cpus is None else machine_cpus, not no_pcp,
+            pcp_high, pcp_batch, min_free_kbytes, warm)
         self.policy: Final = policy
         self.kernel: Final = check_kernel(kernel)
         self.nr_cpus: Final = nr_cpus
@@ -293,7 +317,8 @@ class Replayer:
         the fast way, with no tuple per event."""
         yield from self.start(every)
         for batch in batches:
-            yield from self.replay_batch(batch, every)
+            # (a generator: a caller inspecting the replayer at a snapshot sees that moment)
+            yield from self._replay_batch(batch, every)
         yield from self.finish()
 
     def start(self, every: int = 1000) -> list[ReplaySnapshot]:
@@ -309,11 +334,14 @@ class Replayer:
 
     def replay_batch(self, batch: EventBatch, every: int | None = None) -> list[ReplaySnapshot]:
         """Replay one batch; the snapshots taken on the way (one every ``every`` events)."""
+        return list(self._replay_batch(batch, every))
+
+    def _replay_batch(self, batch: EventBatch, every: int | None = None
+                      ) -> Iterator[ReplaySnapshot]:
         if every is None:
             every = self._every
         elif every != self._every:
             self.start(every)
-        snapshots = []
         size = len(batch.kinds)
         start = 0
         while start < size:
@@ -322,9 +350,8 @@ class Replayer:
             self._since_sample += stop - start
             start = stop
             if self._since_sample == every:
-                snapshots.append(self._sample())
                 self._since_sample = 0
-        return snapshots
+                yield self._sample()
 
     def finish(self) -> list[ReplaySnapshot]:
         """End the replay: the page allocations still waiting, and the last snapshots."""
@@ -405,6 +432,9 @@ class Replayer:
             self, batch.kinds, batch.cpus, batch.keys, batch.tails, self.slab.kmalloc, KmemError
         ) is NotImplemented:
             self._feed_events(batch)
+        if self.machine_replay is not None:
+            self.machine_replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails,
+                                     batch.times)
         if batch.kinds:
             self._last_time = batch.times[-1]
 
@@ -646,6 +676,8 @@ class Replayer:
             live_objects=len(self._live), nr_free=buddy.nr_free,
             unusable_index=report.unusable, extfrag_index=report.extfrag,
         )
+        if self.machine_replay is not None:
+            self.machine_replay.sample(time)
         timeline = self.timeline
         timeline.append(snapshot)
         if len(timeline) >= self._max_samples:
@@ -703,4 +735,35 @@ class Replayer:
             slabinfo=self.slab.slabinfo() if self._do_slab else "",
             buddyinfo=self.buddy.buddyinfo(),
             timeline=tuple(self.timeline),
+            pcp=self._machine_result(),
         )
+
+    def _machine_result(self) -> dict[str, Any] | None:
+        if self.machine_replay is None:
+            return None
+        self.machine_replay.finish()
+        return self.machine_replay.to_json()
+
+
+def _machine_replay(wanted: bool, layout: str | MachineLayout | None, memory: int, nr_cpus: int,
+                    pcp: bool, pcp_high: int | None, pcp_batch: int | None,
+                    min_free_kbytes: int | None, warm: str) -> MachineReplay | None:
+    """The page machine a replay feeds (None: no machine asked for). Without a layout it is
+    one Normal zone of ``memory`` bytes, the buddy allocator's memory."""
+    from kmem.trace.machine_replay import WARM_MODES, MachineReplay, read_layout
+
+    if warm not in WARM_MODES:  # (also without a machine: a typo should not pass silently)
+        raise InvalidArgumentError(
+            f"unknown warm start {warm!r} (choose from {', '.join(WARM_MODES)})")
+    if not wanted:
+        return None
+    from kmem.page.machine import PageMachine
+
+    zoneinfo: list[ZoneinfoZone] = []
+    if layout is None:
+        layout = MachineLayout.from_sizes({"Normal": memory}, source=f"Normal={memory}")
+    elif isinstance(layout, str):
+        layout, zoneinfo = read_layout(layout)
+    machine = PageMachine(layout, nr_cpus=nr_cpus, min_free_kbytes=min_free_kbytes, pcp=pcp,
+                          pcp_high=pcp_high, pcp_batch=pcp_batch)
+    return MachineReplay(machine, warm=warm, zoneinfo=zoneinfo)

@@ -96,6 +96,11 @@ RESULT_COLUMNS: Final = {
     "extfrag_costly_end": "extfrag index at order 3 at the end (thousandths; -1000: would succeed)",
     "traced_pcp_refills": "mm_page_alloc_zone_locked events (per-CPU list refills, counted)",
     "traced_pcp_drains": "mm_page_pcpu_drain events (per-CPU list drains, counted)",
+    "predicted_pcp_refills": "the machine's mm_page_alloc_zone_locked events (-1: no machine)",
+    "predicted_pcp_drains": "the machine's mm_page_pcpu_drain events (-1: no machine)",
+    "zone_lock": "the machine's zone->lock acquisitions (-1: no machine)",
+    "fallbacks": "the machine's mm_page_alloc_extfrag events (-1: no machine)",
+    "machine_unusable_costly_end": "the machine's unusable index at order 3 at the end (-1: none)",
     "kmem_oom": "allocations kmem could not satisfy (raise memory)",
     "too_large": "requests above what max_order lets kmem serve",
     "traced_slab_failures": "slab allocations that failed in the traced kernel",
@@ -256,6 +261,7 @@ def result_row(run: SweepRun, result: ReplayResult, peaks: _FragmentationPeaks
         "extfrag_costly_end": final.extfrag_index[peaks.costly],
         "traced_pcp_refills": result.events["mm_page_alloc_zone_locked"],
         "traced_pcp_drains": result.events["mm_page_pcpu_drain"],
+        **_machine_figures(result.pcp),
         "kmem_oom": result.kmem_oom,
         "too_large": result.too_large,
         "traced_slab_failures": result.traced_slab_failures,
@@ -272,6 +278,17 @@ def result_row(run: SweepRun, result: ReplayResult, peaks: _FragmentationPeaks
     }
     assert list(figures) == list(RESULT_COLUMNS)  # (the columns' documentation stays true)
     return {"run": run.key, "trace": run.trace.name, **dict(run.parameters), **figures}
+
+
+def _machine_figures(pcp: dict[str, Any] | None) -> dict[str, int]:
+    """The page machine's columns of a run (kmem.trace.machine_replay), -1 without one."""
+    if pcp is None:
+        return dict.fromkeys(("predicted_pcp_refills", "predicted_pcp_drains", "zone_lock",
+                              "fallbacks", "machine_unusable_costly_end"), -1)
+    return {"predicted_pcp_refills": pcp["predicted"]["mm_page_alloc_zone_locked"],
+            "predicted_pcp_drains": pcp["predicted"]["mm_page_pcpu_drain"],
+            "zone_lock": pcp["zone_lock"], "fallbacks": pcp["fallbacks"],
+            "machine_unusable_costly_end": pcp["fragmentation"]["unusable_index"][3]}
 
 
 def _timeline(run: SweepRun, result: ReplayResult) -> dict[str, Any]:

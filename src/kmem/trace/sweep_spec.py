@@ -55,6 +55,7 @@ from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.size import parse_size
 from kmem.slab.allocator import POLICIES
 from kmem.slab.sheaves import KERNELS
+from kmem.trace.machine_replay import WARM_MODES
 from kmem.trace.replay import Replayer, parse_layers
 from kmem.trace.source import open_trace
 
@@ -126,6 +127,40 @@ def _show_size(value: ParameterValue) -> str:
     return str(value)
 
 
+def _flag(value: object) -> ParameterValue:
+    if not isinstance(value, bool):
+        raise _BadValue(f"expected true or false, got {value!r}")
+    return value
+
+
+def _whole_or_default(minimum: int) -> Callable[[object], ParameterValue]:
+    """A whole number >= minimum, or 0 for the default (Replayer's None)."""
+    whole = _whole(minimum)
+
+    def convert(value: object) -> ParameterValue:
+        if value is None or (value == 0 and not isinstance(value, bool)):
+            return 0
+        return whole(value)
+    return convert
+
+
+def _layout(value: object) -> ParameterValue:
+    """A --layout text: a zoneinfo file or zone sizes; "" (Replayer's None) for the default."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _BadValue(f"expected a zoneinfo file or zone sizes as text, got {value!r}")
+    return value
+
+
+def _none_if_zero(value: ParameterValue) -> object:
+    return None if value == 0 else value
+
+
+def _none_if_empty(value: ParameterValue) -> object:
+    return None if value == "" else value
+
+
 def _layer_tuple(value: ParameterValue) -> object:
     return tuple(str(value).split(","))
 
@@ -160,6 +195,22 @@ PARAMETERS: Final = (
                     show=_show_size),
     ReplayParameter("layers", "layers", _layers, _layer_tuple,
                     help="layers replayed: 'slab,page', 'slab' or 'page'"),
+    # The page machine (kmem.trace.machine_replay): any of these but warm turns it on.
+    ReplayParameter("machine", "machine", _flag, help="true: feed page events to the machine"),
+    ReplayParameter("layout", "layout", _layout, _none_if_empty,
+                    help="the machine: a /proc/zoneinfo file or zone sizes ('' : one Normal"
+                    " zone of memory)"),
+    ReplayParameter("machine_cpus", "machine_cpus", _whole_or_default(1), _none_if_zero,
+                    help="the machine's CPUs (0: cpus)"),
+    ReplayParameter("pcp_high", "pcp_high", _whole_or_default(1), _none_if_zero,
+                    help="a fixed pcp high for every CPU (0: 6.18's tuning)"),
+    ReplayParameter("pcp_batch", "pcp_batch", _whole_or_default(1), _none_if_zero,
+                    help="a fixed pcp batch (0: zone_batchsize)"),
+    ReplayParameter("min_free_kbytes", "min_free_kbytes", _whole_or_default(1), _none_if_zero,
+                    help="vm.min_free_kbytes (0: the kernel's formula)"),
+    ReplayParameter("no_pcp", "no_pcp", _flag, help="true: no per-CPU lists at all"),
+    ReplayParameter("warm", "warm", _choice(WARM_MODES),
+                    help="what the pcp lists hold when the trace starts"),
 )
 PARAMETER_KEYS: Final = tuple(row.key for row in PARAMETERS)
 # Replayer's keywords that are no what-if parameter (sampling, not the machine).

@@ -263,6 +263,59 @@
     $("buddyinfo").textContent = `Node 0, zone   Normal ${counts}`;
   }
 
+  // ---- the page machine: pageblocks, free blocks per migratetype, pcp lists --------------
+  function drawMachine(frame) {
+    const box = $("machine");
+    $("machine-panel").hidden = !frames.some((f) => f.machine);
+    box.textContent = "";
+    const m = frame.machine;
+    if (!m) { box.textContent = "No page machine yet at this step."; return; }
+    for (const z of m.zones) {
+      const head = document.createElement("p");
+      head.textContent = `zone ${z.name}: ${z.free_pages} pages free in the buddy lists`;
+      box.appendChild(head);
+      const strip = document.createElement("div");
+      strip.className = "pageblocks";
+      z.pageblocks.forEach((mt, i) => {
+        const cell = document.createElement("span");
+        cell.className = "pageblock";
+        cell.dataset.mt = m.types[mt];
+        cell.title = `pageblock ${i}: ${m.types[mt]}`;
+        cell.style.background = m.colours[mt];
+        strip.appendChild(cell);
+      });
+      box.appendChild(strip);
+      const free = document.createElement("pre");
+      free.className = "machine-free";
+      free.textContent = Object.entries(z.free).filter(([, n]) => n.some((x) => x))
+        .map(([t, n]) => `${t.padEnd(12)} ${n.map((x) => String(x).padStart(4)).join("")}`)
+        .join("\n");
+      box.appendChild(free);
+      const table = document.createElement("table");
+      table.className = "pcps";
+      table.innerHTML = "<thead><tr><th>cpu</th><th>count</th><th>high</th><th>batch</th>" +
+        "<th>waiting on the lists (pfn, head first)</th></tr></thead>";
+      const body = document.createElement("tbody");
+      for (const p of z.pcps) {
+        const tr = document.createElement("tr");
+        tr.dataset.cpu = String(p.cpu);
+        const lists = p.lists.map(([o, t, pfns, n]) => `order ${o} ${t}: ` +
+          pfns.map((x) => "0x" + x.toString(16)).join(" ") + (n > pfns.length ? ` … (${n})` : ""));
+        for (const v of [p.cpu, p.count, p.high, p.batch, lists.join("; ") || "empty"]) {
+          const td = document.createElement("td");
+          td.textContent = String(v);
+          tr.appendChild(td);
+        }
+        body.appendChild(tr);
+      }
+      table.appendChild(body);
+      box.appendChild(table);
+    }
+    const info = document.createElement("pre");
+    info.textContent = m.buddyinfo.trimEnd();
+    box.appendChild(info);
+  }
+
   // ---- caches -----------------------------------------------------------------------------
   function drawCaches(frame) {
     const box = $("caches");
@@ -466,6 +519,7 @@
     drawTree(frame);
     drawFreeLists(frame, previous);
     drawCaches(frame);
+    drawMachine(frame);
     drawChart();
     if (pinned !== null) showInfo(pinned, true);
     document.body.dataset.step = String(index);
