@@ -268,7 +268,7 @@ class KmemCache:
 
     def alloc(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         """Allocate an object; return its address. OutOfMemoryError when no page can be had."""
-        if gfp.__class__ is not int or gfp >> 32:
+        if gfp is not GFP_KERNEL and (gfp.__class__ is not int or gfp >> 32):
             check_gfp(gfp)
         self._lock_acquire()
         try:

@@ -94,7 +94,7 @@ class ClassicSlabCache(KmemCache):
     # -- allocation and free -------------------------------------------------------------------
 
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
-        if gfp.__class__ is not int or gfp >> 32:
+        if gfp is not GFP_KERNEL and (gfp.__class__ is not int or gfp >> 32):
             check_gfp(gfp)
         if cpu.__class__ is not int or cpu not in self._cpu_ids:
             raise self._check_cpu(cpu)

@@ -164,9 +164,9 @@ class KmallocFrontEnd:
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: int = 0) -> int:
         """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO;
         ``caller`` (the call site's address) picks a random kmalloc copy when those exist."""
-        # (gfp >> 32 is 0 exactly for a gfp_t, 0..2**32-1)
+        # (gfp >> 32 is 0 exactly for a gfp_t, 0..2**32-1; GFP_KERNEL, the default, is one)
         if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE and (
-            gfp.__class__ is int and not gfp >> 32
+            gfp is GFP_KERNEL or (gfp.__class__ is int and not gfp >> 32)
         ):
             special = gfp & _NOT_PLAIN
             if not special:  # the common case: kmalloc-*, nothing to zero
@@ -292,7 +292,13 @@ class KmallocFrontEnd:
 
     def kfree(self, address: int | None, cpu: int = 0) -> None:
         """Free kmalloc'd memory (or any slab object) by address; None is a no-op."""
-        cache = self._cache_by_owner(address)
+        # The page's owner is the cache id (a negative address is the cache's to refuse); a
+        # bool is no address (False is not address 0).
+        try:
+            cache = self._by_id.get(self._owner[address >> self._page_shift]) if (
+                address.__class__ is int) else None
+        except IndexError:
+            cache = None
         if cache is not None:
             cache.free(address, cpu)  # type: ignore[arg-type]
             return

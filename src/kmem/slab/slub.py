@@ -97,7 +97,8 @@ class SlubCache(KmemCache):
 
     def alloc(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         """Allocate an object on ``cpu``; return its address (slab_alloc_node)."""
-        if gfp.__class__ is not int or gfp >> 32:  # not a gfp_t (a bool, 2**100, ...)
+        # Not a gfp_t (a bool, 2**100, ...)? GFP_KERNEL itself, the default, is one at once.
+        if gfp is not GFP_KERNEL and (gfp.__class__ is not int or gfp >> 32):
             check_gfp(gfp)
         self._lock_acquire()
         try:
@@ -116,7 +117,7 @@ class SlubCache(KmemCache):
             self._lock_release()
 
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
-        if gfp.__class__ is not int or gfp >> 32:
+        if gfp is not GFP_KERNEL and (gfp.__class__ is not int or gfp >> 32):
             check_gfp(gfp)
         try:
             if cpu.__class__ is not int:
