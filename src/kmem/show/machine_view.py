@@ -13,9 +13,13 @@ Frame layout (JSON)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from kmem.show.plot_pcp import MIGRATETYPE_COLOURS
+# The page's and the plots' colour of each migratetype (kmem plot --kind pcp draws the same).
+MIGRATETYPE_COLOURS: Final = {"Unmovable": "#d62728", "Movable": "#2ca02c",
+                              "Reclaimable": "#1f77b4", "HighAtomic": "#ff7f0e",
+                              "Isolate": "#7f7f7f"}
+
 
 if TYPE_CHECKING:
     from kmem.page.machine import PageMachine

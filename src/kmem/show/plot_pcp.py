@@ -8,17 +8,15 @@ matplotlib is imported inside the drawing functions (the CLI's startup stays lig
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from kmem.errors import InvalidArgumentError
+from kmem.show.machine_view import MIGRATETYPE_COLOURS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 # The colours of /proc/pagetypeinfo's types as the HTML page draws pageblocks.
-MIGRATETYPE_COLOURS: Final = {"Unmovable": "#d62728", "Movable": "#2ca02c",
-                              "Reclaimable": "#1f77b4", "HighAtomic": "#ff7f0e",
-                              "Isolate": "#7f7f7f"}
 
 
 def pcp_figure(pcp: dict[str, Any]) -> Figure:
