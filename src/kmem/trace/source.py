@@ -74,7 +74,7 @@ class _XzReader(io.RawIOBase):
 
     def __init__(self, raw: IO[bytes]) -> None:
         super().__init__()
-        self._raw = raw
+        self._read = getattr(raw, "read1", raw.read)  # (read1: a pipe's bytes as they come)
         self._decompressor: lzma.LZMADecompressor | None = lzma.LZMADecompressor(lzma.FORMAT_XZ)
         self._input = b""
 
@@ -90,7 +90,7 @@ class _XzReader(io.RawIOBase):
                 continue
             data, self._input = self._input, b""
             if not data and decompressor.needs_input:
-                data = self._raw.read(_CHUNK)
+                data = self._read(_CHUNK)
                 if not data:
                     raise EOFError("compressed file ended before the end-of-stream marker was"
                                    " reached (a truncated xz file)")
@@ -108,14 +108,14 @@ class _XzReader(io.RawIOBase):
             padding += len(rest) - len(stripped)
             if stripped:
                 break
-            rest = self._raw.read(_CHUNK)
+            rest = self._read(_CHUNK)
             if not rest:
                 if padding % 4:
                     raise lzma.LZMAError("xz stream padding is not a multiple of 4 bytes")
                 self._decompressor = None  # the end
                 return
         while len(stripped) < len(_XZ_MAGIC):
-            more = self._raw.read(_CHUNK)
+            more = self._read(_CHUNK)
             if not more:
                 break
             stripped += more
@@ -137,7 +137,6 @@ class _BoundedLines:
     plain attribute."""
 
     def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
         self._read = getattr(raw, "read1", raw.read)  # (read1: a pipe's lines as they come)
         self._line = 0  # bytes of the current line passed on so far
         self._dropping = False  # inside the dropped rest of a cut line
