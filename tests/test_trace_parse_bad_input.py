@@ -277,3 +277,18 @@ def test_an_endless_line_on_stdin_fails_fast(command: list[str], monkeypatch: py
     assert zeros.read_bytes < 4 * MAX_LINE_BYTES
 
 
+
+
+def test_other_tracepoints_need_a_name_and_their_counters_stay_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    head = "a-1 [000] ..... 1.000000: "
+    with pytest.raises(TraceFormatError, match="bad event name"):
+        list(TraceParser().parse([head + "٣sched: x=1"]))
+    with pytest.raises(TraceFormatError, match="bad event name"):
+        list(TraceParser().parse([head + "a:b:c: x=1"]))
+    monkeypatch.setattr("kmem.trace.parse.MAX_OTHER_EVENTS", 3)
+    parser = TraceParser()
+    lines = [head + f"sched:event{n % 5}: x=1" for n in range(10)]
+    assert list(parser.parse(lines)) == []
+    assert parser.other_events == {"sched:event0": 2, "sched:event1": 2, "sched:event2": 2,
+                                   "(other names)": 4}

@@ -32,9 +32,12 @@ Head
   H2. The tokens after it up to the first ending in ":" are the irq-flags column (ftrace; none
       in trace-cmd and perf script); that token is the timestamp: 1-20 digits, then optionally
       "." and 1-9 digits, then ":" (so always finite: no nan, inf, 1e400, +1.5 or 1_0).
-  H3. The next token is the event: "NAME:" or "kmem:NAME:". A kmem tracepoint's NAME (or an
-      old name of one, mm_page_free_direct, mm_pagevec_free) is read; any other NAME is counted
-      in ``other_events`` and skipped; a token without the colon is malformed.
+  H3. The next token is the event: "NAME:" or "SYSTEM:NAME:", each an identifier (ASCII
+      letters, digits, "_"; no digit first). A kmem tracepoint (kmem:NAME or NAME, or an old
+      name of one, mm_page_free_direct, mm_pagevec_free) is read; any other is counted in
+      ``other_events`` (the first MAX_OTHER_EVENTS names apart, later ones together under
+      OTHER_EVENTS_BEYOND, so that the counters stay bounded) and skipped; any other token is
+      malformed.
 Fields
   F1. Every later token is KEY=VALUE with a non-empty KEY; the one exception is a "[module]"
       token right after call_site=, which joins it. A KEY given twice: its last VALUE counts.
@@ -192,6 +195,9 @@ _UNSIGNED: Final = re.compile(r"[0-9]{1,19}")
 _SIGNED: Final = re.compile(r"-?[0-9]{1,19}")
 _HEX_PFN: Final = re.compile(r"0x[0-9a-fA-F]{1,16}")
 _TIMESTAMP: Final = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,9})?:")
+_EVENT_NAME: Final = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*:){1,2}")  # name: or system:name:
+MAX_OTHER_EVENTS: Final = 1024  # distinct names of other tracepoints counted apart
+OTHER_EVENTS_BEYOND: Final = "(other names)"  # where the lines of further names are counted
 _SIGNED_FIELDS: Final = frozenset({"node", "migratetype", "alloc_migratetype"})
 # Names that older kernels print and 6.18 no longer has (include/trace/events/mmflags.h history).
 _OLD_GFP_NAMES: Final = frozenset({
@@ -598,12 +604,15 @@ class TraceParser:
         if not _TIMESTAMP.fullmatch(time):
             raise _Bad(f"bad timestamp {time[:-1]!r}")
         token = t[index + 1]
-        if token[-1] != ":":
-            raise _Bad(f"bad event name {token!r}")
         kind = _EVENT_TOKENS.get(token)
         if kind is None:
+            if not _EVENT_NAME.fullmatch(token):
+                raise _Bad(f"bad event name {token!r}")
             name = token[:-1]
-            self.other_events[name] = self.other_events.get(name, 0) + 1
+            others = self.other_events
+            if name not in others and len(others) >= MAX_OTHER_EVENTS:
+                name = OTHER_EVENTS_BEYOND
+            others[name] = others.get(name, 0) + 1
             return None
         return self._slow_fields(kind, t, index + 2, cpu, time)
 
