@@ -13,8 +13,10 @@ shared machine's speed hits both alike. Figures (issue 11's targets in brackets)
   workload's own loop timed apart and taken off) [compiled >= 4x faster than pure];
 - fill+drain at 16,777,216 pages with a call per operation from Python [<= 2x the cost at
   16,384];
-- a SLUB cache alloc+free pair and a kmalloc+kfree pair, unlocked (thread_safe=False) and
-  locked, against a minimal Python pair (list.pop and list.append, each in a method)
+- a SLUB cache alloc+free pair, the same with 6.18's sheaves (sheaf_capacity=32, the pair
+  against the cpu-slab pair: issue 14's target) and a kmalloc+kfree pair, unlocked
+  (thread_safe=False) and locked, against a minimal Python pair (list.pop and list.append,
+  each in a method)
   [cache pair <= 1.5x, kmalloc pair <= 2x the minimal pair];
 - the C limit: benchmarks/c/buddy_limit.c (intrusive lists, the operations inside C, no
   checks), compiled here with gcc, for fill+drain and the mixed workload at 16,384 and
@@ -276,11 +278,20 @@ def run() -> dict[str, object]:
             cache = slab.kmem_cache_create("bench64", 64)
             keep = [cache.alloc(0) for _ in range(20)]
             figures[f"slub_pair_{lock}_{name}_ns"] = round(cache_pair(cache))
+            # 6.18's sheaves in front of the cpu slab (maple_node's capacity)
+            sheaf_cache = slab.kmem_cache_create("bench64s", 64, sheaf_capacity=32)
+            held = [sheaf_cache.alloc(0) for _ in range(20)]
+            figures[f"sheaf_pair_{lock}_{name}_ns"] = round(cache_pair(sheaf_cache))
+            for address in held:
+                sheaf_cache.free(address, 0)
             figures[f"kmalloc_pair_{lock}_{name}_ns"] = round(kmalloc_pair(slab))
             for address in keep:
                 cache.free(address, 0)
         figures[f"slub_pair_{lock}_vs_minimal (target <= 1.5)"] = round(
             figures[f"slub_pair_{lock}_compiled_ns"] / minimal_pair, 2)  # type: ignore[operator]
+        figures[f"sheaf_pair_{lock}_vs_cpu_slab_pair (target <= 1)"] = round(
+            figures[f"sheaf_pair_{lock}_compiled_ns"]  # type: ignore[operator]
+            / figures[f"slub_pair_{lock}_compiled_ns"], 2)
         figures[f"kmalloc_pair_{lock}_vs_minimal (target <= 2)"] = round(
             figures[f"kmalloc_pair_{lock}_compiled_ns"] / minimal_pair, 2)  # type: ignore[operator]
     figures.update({key: round(value, 2) for key, value in c_limit().items()})

@@ -69,14 +69,21 @@ slab_event(Feed *f, int kind, PyObject *cpu, PyObject *key, PyObject *tail)
     }
     PyObject *entry = NULL, *info = NULL;
     if (kind > KMALLOC_NODE) { /* kmem_cache_alloc(_node) */
-        PyObject *cache = PyDict_GetItemWithError(f->cache_calls, PyTuple_GET_ITEM(tail, 0));
+        /* by (name, gfp_flags text): the cache's alloc, free and the gfp value */
+        PyObject *request = PyTuple_Pack(2, PyTuple_GET_ITEM(tail, 0), PyTuple_GET_ITEM(tail, 3));
+        if (request == NULL)
+            return -1;
+        PyObject *cache = PyDict_GetItemWithError(f->cache_calls, request);
+        Py_DECREF(request);
         if (cache != NULL)
             Py_INCREF(cache);
         else if (!PyErr_Occurred())
-            cache = call_method(f, "_cache_for", PyTuple_GET_ITEM(tail, 0),
-                                PyTuple_GET_ITEM(tail, 2));
+            cache = PyObject_CallMethod(f->replayer, "_cache_for", "OOO",
+                                        PyTuple_GET_ITEM(tail, 0), PyTuple_GET_ITEM(tail, 2),
+                                        PyTuple_GET_ITEM(tail, 3));
         if (cache != NULL) {
-            PyObject *address = PyObject_Vectorcall(PyTuple_GET_ITEM(cache, 0), &cpu, 1, NULL);
+            PyObject *args[2] = {cpu, PyTuple_GET_ITEM(cache, 2)};
+            PyObject *address = PyObject_Vectorcall(PyTuple_GET_ITEM(cache, 0), args, 2, NULL);
             if (address != NULL) {
                 entry = PyTuple_Pack(2, PyTuple_GET_ITEM(cache, 1), address);
                 Py_DECREF(address);

@@ -17,6 +17,9 @@
  *   classic alloc: the first partial slab keeps a free object after this one: pop it.
  *   classic free:  the slab stays partial (it was not full and does not become empty): push,
  *                  and move the slab to the tail of the partial list (free_block's order).
+ *   sheaf alloc:   (6.18 and 7.0, kmem/slab/slub_sheaves.py) the CPU's main sheaf is not
+ *                  empty: pop its top object.
+ *   sheaf free:    the main sheaf has room below the capacity: push the object on it.
  *   kmalloc:       1..KMALLOC_MAX_CACHE_SIZE bytes, plain GFP flags: the size's cache alloc.
  *   kfree:         an address in a slab page: the owner's free.
  */
@@ -98,12 +101,13 @@ slot_offset(PyObject *type, const char *name)
 
 #define SLOT(obj, offset) (*(PyObject **)((char *)(obj) + (offset)))
 
-enum { SLUB = 0, CLASSIC = 1 };
+enum { SLUB = 0, CLASSIC = 1, SHEAF = 2 };
+enum { USED_BY_USER = 1, SHEAF_HELD = 2 }; /* a slab's used marks (kmem/slab/sheaves.py) */
 
 typedef struct {
     PyObject_HEAD
     int kind;
-    PyObject *cpu_slab;    /* SLUB: {cpu: Slab | None} */
+    PyObject *cpu_slab;    /* SLUB: {cpu: Slab | None}; sheaves: {cpu: main Sheaf (a list)} */
     PyObject *partial;     /* classic: OrderedDict of partial slabs, head first */
     PyObject *slab_of_pfn; /* {pfn: Slab} */
     PyObject *move_to_end; /* "move_to_end" */
@@ -113,6 +117,8 @@ typedef struct {
     long nr_cpus;
     Py_buffer fast_view;
     int64_t *fast; /* [alloc fast paths, free fast paths] */
+    Py_buffer pcs_view;
+    int64_t *pcs; /* sheaves: [allocations from sheaves, frees to sheaves, capacity] */
     PyThread_type_lock lock, own_lock;
     PyObject *pure_alloc, *pure_free;
 } SlabCacheCore;
@@ -151,13 +157,101 @@ pop_index(SlabCacheCore *c, PyObject *slab, Py_ssize_t keep, long long *address)
     return (long)index;
 }
 
+/* Is `gfp` an exact int in 0..2**32-1 (a gfp_t)? Anything else goes to the pure path, which
+ * raises the specific error. */
+static inline int
+is_gfp(PyObject *gfp)
+{
+    if (!PyLong_CheckExact(gfp))
+        return 0;
+    int overflow;
+    long long value = PyLong_AsLongLongAndOverflow(gfp, &overflow);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return !overflow && value >= 0 && value <= 0xFFFFFFFFLL;
+}
+
+static PyObject *allocated_object(SlabCacheCore *c, long long address, uint32_t *index);
+
+/* The main sheaf of `cpu` (NULL: cpu 0), or NULL. */
+static inline PyObject *
+main_sheaf(SlabCacheCore *c, PyObject *cpu)
+{
+    PyObject *zero = cpu ? NULL : PyLong_FromLong(0); /* a cached small int */
+    PyObject *main = PyDict_GetItemWithError(c->cpu_slab, cpu ? cpu : zero);
+    Py_XDECREF(zero);
+    return main != NULL && PyList_Check(main) ? main : NULL;
+}
+
+/* alloc_from_pcs: pop the main sheaf's top object, marked used by a user: the address (a new
+ * reference), or NULL to take the pure path, which changed nothing yet. */
+static PyObject *
+sheaf_pop(SlabCacheCore *c, PyObject *cpu)
+{
+    PyObject *main = main_sheaf(c, cpu);
+    Py_ssize_t n = main ? PyList_GET_SIZE(main) : 0;
+    if (n == 0)
+        return NULL;
+    PyObject *top = PyList_GET_ITEM(main, n - 1);
+    if (!PyLong_CheckExact(top))
+        return NULL;
+    long long address = PyLong_AsLongLong(top);
+    if (address < 0)
+        return NULL;
+    PyObject *pfn = PyLong_FromLongLong(address >> c->page_shift);
+    if (pfn == NULL)
+        return NULL;
+    PyObject *slab = PyDict_GetItemWithError(c->slab_of_pfn, pfn);
+    Py_DECREF(pfn);
+    PyObject *used = slab ? SLOT(slab, c->off_used) : NULL;
+    long long base = slab ? slab_base(c, slab) : -1;
+    if (used == NULL || !PyByteArray_CheckExact(used) || base < 0 || address < base)
+        return NULL;
+    long long index = (address - base) / c->size;
+    if (index >= PyByteArray_GET_SIZE(used))
+        return NULL;
+    Py_SET_SIZE(main, n - 1); /* the list's reference to `top` is now ours */
+    PyByteArray_AS_STRING(used)[index] = USED_BY_USER;
+    c->pcs[0] += 1;
+    return top;
+}
+
+/* free_to_pcs: push an object a user holds onto the main sheaf while it has room; 1 if done,
+ * 0 to take the pure path (nothing changed), -1 on an error. */
+static int
+sheaf_push(SlabCacheCore *c, PyObject *address_obj, long long address, PyObject *cpu)
+{
+    PyObject *main = main_sheaf(c, cpu);
+    uint32_t index;
+    PyObject *slab = main ? allocated_object(c, address, &index) : NULL;
+    if (slab == NULL || PyList_GET_SIZE(main) >= c->pcs[2])
+        return 0;
+    if (PyList_Append(main, address_obj) < 0)
+        return -1;
+    PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = SHEAF_HELD;
+    c->pcs[1] += 1;
+    return 1;
+}
+
 static PyObject *
 cache_alloc(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    /* alloc(cpu=0, gfp=GFP_KERNEL): the fast paths do not look at gfp, as the pure ones */
-    if (!kwnames && nargs <= 2 && (nargs == 0 || PyLong_CheckExact(args[0]))) {
+    /* alloc(cpu=0, gfp=GFP_KERNEL): the fast paths only check that gfp is a gfp_t */
+    if (!kwnames && nargs <= 2 && (nargs == 0 || PyLong_CheckExact(args[0])) &&
+        (nargs < 2 || is_gfp(args[1]))) {
         long long address = -1;
         kmem_lock(c->lock);
+        if (c->kind == SHEAF) {
+            PyObject *popped = sheaf_pop(c, nargs ? args[0] : NULL);
+            kmem_unlock(c->lock);
+            if (popped != NULL)
+                return popped;
+            if (PyErr_Occurred())
+                PyErr_Clear(); /* the pure path meets the same condition and reports it */
+            return PyObject_Vectorcall(c->pure_alloc, args, (size_t)nargs, kwnames);
+        }
         if (c->kind == SLUB) {
             PyObject *cpu = nargs ? args[0] : NULL;
             PyObject *slab = NULL;
@@ -252,7 +346,14 @@ cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *
             kmem_lock(c->lock);
             uint32_t index;
             Py_ssize_t after;
-            if (c->kind == SLUB) {
+            if (c->kind == SHEAF) {
+                int pushed = sheaf_push(c, args[0], address, nargs == 2 ? args[1] : NULL);
+                if (pushed < 0) {
+                    kmem_unlock(c->lock);
+                    return NULL;
+                }
+                done = pushed;
+            } else if (c->kind == SLUB) {
                 PyObject *cpu = nargs == 2 ? args[1] : NULL;
                 PyObject *zero = cpu ? NULL : PyLong_FromLong(0);
                 PyObject *cpu_slab = PyDict_GetItemWithError(c->cpu_slab, cpu ? cpu : zero);
@@ -345,6 +446,8 @@ cache_dealloc(SlabCacheCore *c)
     Py_CLEAR(c->move_to_end);
     if (c->fast)
         PyBuffer_Release(&c->fast_view);
+    if (c->pcs)
+        PyBuffer_Release(&c->pcs_view);
     if (c->own_lock)
         PyThread_free_lock(c->own_lock);
     Py_TYPE(c)->tp_free((PyObject *)c);
@@ -355,9 +458,9 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"kind", "slab_type", "cpu_slab", "partial", "slab_of_pfn",
                                "size", "page_shift", "nr_cpus", "fast", "thread_safe",
-                               "pure_alloc", "pure_free", NULL};
+                               "pure_alloc", "pure_free", "pcs", NULL};
     const char *kind;
-    PyObject *slab_type, *cpu_slab, *partial, *slab_of_pfn, *fast, *pa, *pf;
+    PyObject *slab_type, *cpu_slab, *partial, *slab_of_pfn, *fast, *pa, *pf, *pcs = NULL;
     long long size;
     int page_shift, thread_safe;
     long nr_cpus;
@@ -369,19 +472,27 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "array.array is not laid out as the core expects");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOO", keywords, &kind, &slab_type,
-                                     &cpu_slab, &partial, &slab_of_pfn, &size, &page_shift,
-                                     &nr_cpus, &fast, &thread_safe, &pa, &pf))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOOO", keywords, &kind,
+                                     &slab_type, &cpu_slab, &partial, &slab_of_pfn, &size,
+                                     &page_shift, &nr_cpus, &fast, &thread_safe, &pa, &pf, &pcs))
         return -1;
     if (strcmp(kind, "slub") == 0)
         c->kind = SLUB;
     else if (strcmp(kind, "classic") == 0)
         c->kind = CLASSIC;
+    else if (strcmp(kind, "sheaf") == 0)
+        c->kind = SHEAF;
     else {
-        PyErr_SetString(PyExc_ValueError, "kind is 'slub' or 'classic'");
+        PyErr_SetString(PyExc_ValueError, "kind is 'slub', 'classic' or 'sheaf'");
         return -1;
     }
-    if (!PyDict_Check(slab_of_pfn) || (c->kind == SLUB && !PyDict_Check(cpu_slab)) ||
+    if (pcs == Py_None)
+        pcs = NULL;
+    if ((c->kind == SHEAF) != (pcs != NULL)) {
+        PyErr_SetString(PyExc_ValueError, "pcs is given for kind 'sheaf' only, and needed there");
+        return -1;
+    }
+    if (!PyDict_Check(slab_of_pfn) || (c->kind != CLASSIC && !PyDict_Check(cpu_slab)) ||
         (c->kind == CLASSIC && !PyDict_Check(partial)) || size < 1 || page_shift < 0 ||
         page_shift > 40 || nr_cpus < 1) {
         PyErr_SetString(PyExc_ValueError, "SlabCacheCore: bad lists or geometry");
@@ -398,6 +509,15 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
     if (c->fast_view.len < 16) {
         PyErr_SetString(PyExc_ValueError, "fast: two counters expected");
         return -1;
+    }
+    if (pcs != NULL) {
+        if (kmem_get_buffer(pcs, &c->pcs_view, 8, "pcs") < 0)
+            return -1;
+        c->pcs = c->pcs_view.buf;
+        if (c->pcs_view.len < 24) {
+            PyErr_SetString(PyExc_ValueError, "pcs: two counters and the capacity expected");
+            return -1;
+        }
     }
     c->move_to_end = PyUnicode_InternFromString("move_to_end");
     c->own_lock = PyThread_allocate_lock();

@@ -24,6 +24,7 @@ KMALLOC_TRACE_PAIRS = FIXTURES / "kmalloc_trace_pairs_6.18.txt"
 TRACES = FIXTURES / "traces"
 LS_TRACE = TRACES / "kmem-6.18-ls.txt.xz"
 DD_TRACE = TRACES / "kmem-6.18-dd-first15000.txt.xz"
+SHEAF_TRACE = TRACES / "kmem-6.18-sheaves-python-ls.txt.xz"  # with alloc_empty_sheaf events
 PERF_SCRIPT = TRACES / "perf" / "script.txt.xz"
 OLD_KERNELS = TRACES / "old-kernels.txt"
 TRACE_CMD = TRACES / "trace-cmd-report.txt"

@@ -11,13 +11,17 @@ from conftest import buddy_snapshot
 from kmem import (
     BuddyAllocator,
     DoubleFreeError,
+    HostMemoryError,
     InvalidArgumentError,
     InvalidFreeError,
     InvalidTypeError,
     KmemError,
+    MemoryClosedError,
     PhysicalMemory,
     WrongOrderError,
 )
+from kmem.page import mem_map
+from kmem.page.mem_map import MemMap
 
 KiB = 1024
 
@@ -113,6 +117,13 @@ def test_errors_are_also_the_builtin_kinds_callers_expect() -> None:
         ({"size": 1 << 20, "memory": PhysicalMemory(1 << 16)}, InvalidArgumentError),
         ({"size": 1 << 20, "node": "0"}, InvalidTypeError),
         ({"size": 1 << 20, "zone": 3}, InvalidTypeError),
+        # issue 12: malformed reserved ranges and memory objects get their own errors
+        ({"size": 1 << 20, "reserved": [(0, 10, 3)]}, InvalidTypeError),
+        ({"size": 1 << 20, "reserved": [5]}, InvalidTypeError),
+        ({"size": 1 << 20, "reserved": None}, InvalidTypeError),
+        ({"size": 1 << 20, "reserved": [(0.5, 4096)]}, InvalidTypeError),
+        ({"memory": b"\0" * 8192}, InvalidTypeError),
+        ({"size": 2**100}, InvalidArgumentError),
     ],
 )
 def test_bad_construction_arguments(kwargs: dict[str, object], error: type[KmemError]) -> None:
@@ -168,3 +179,43 @@ def test_block_at_names_the_block_of_every_frame() -> None:
     assert [tuple(buddy.block_at(pfn)) for pfn in range(64)] == expected
     assert [tuple(b) for b in buddy.blocks()] == sorted(set(expected))
     assert buddy.block_tuples() == sorted(set(expected))
+
+
+def test_a_size_the_host_cannot_hold_is_refused_before_anything_is_made() -> None:
+    """1 TiB of 4 KiB pages needs 3.4 GB of page metadata: refused at once, not after seconds
+    of filling arrays (or the host's OOM killer)."""
+    with pytest.raises(HostMemoryError, match=r"268435456 pages needs \d+ bytes of page metadata"):
+        BuddyAllocator(1 << 40)
+    with pytest.raises(HostMemoryError, match="page metadata"):
+        MemMap(1 << 28, 11)
+
+
+def test_half_of_the_hosts_available_memory_is_the_limit(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setattr(mem_map, "host_memory_available", lambda: 40 * 13 * 1024)
+    BuddyAllocator(10 * 1024 * 4096)  # 10240 frames: 133 KB, under half of 532 KB
+    with pytest.raises(HostMemoryError, match="MemAvailable"):
+        BuddyAllocator(30 * 1024 * 4096)
+
+
+def test_closed_memory_refuses_every_change_on_both_cores(buddy: BuddyAllocator) -> None:
+    before = buddy_snapshot(buddy)
+    buddy.memory.close()
+    for call in (lambda: buddy.alloc_pages(0), lambda: buddy.alloc(4096),
+                 lambda: buddy.free_pages(0, 3), lambda: buddy.free(0),
+                 lambda: buddy.view(0)):
+        with pytest.raises(MemoryClosedError, match="physical memory was closed"):
+            call()
+    assert buddy_snapshot(buddy) == before
+    buddy.check()
+    with pytest.raises(MemoryClosedError):
+        BuddyAllocator(memory=buddy.memory)
+
+
+def test_a_replay_of_7_tib_is_refused_before_any_metadata_is_built() -> None:
+    """kmem replay --memory 7T died of MemoryError or the OOM killer: now a HostMemoryError
+    (the CLI's exit status 2) before the first array is filled."""
+    from kmem.trace.replay import Replayer
+
+    with pytest.raises(HostMemoryError, match="1879048192 pages needs"):
+        Replayer(memory=7 << 40)

@@ -8,6 +8,7 @@ free-list link, every counter, and check()'s verdict.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -175,3 +176,20 @@ def test_pure_core_helper_builds_a_pure_allocator() -> None:
     with pure_core():
         buddy = BuddyAllocator(1 << 20)
     assert buddy.alloc_pages.__func__ is BuddyAllocator.alloc_pages  # type: ignore[attr-defined]
+
+
+@needs_compiled
+def test_closed_memory_is_refused_alike_on_both_cores() -> None:
+    """Closing the memory rebinds the compiled fast paths too: the same error on each core."""
+    compiled, pure = twins(lambda: BuddyAllocator(1 << 20))
+    for buddy in (compiled, pure):
+        buddy.alloc_pages(2)
+        buddy.memory.close()
+    calls: list[Any] = [lambda b: b.alloc_pages(0), lambda b: b.alloc(4096),
+                        lambda b: b.free_pages(0, 2), lambda b: b.free(0),
+                        lambda b: b.alloc_pages("x"), lambda b: b.view(0)]
+    for call in calls:
+        done = outcome(functools.partial(call, compiled))
+        assert done == outcome(functools.partial(call, pure))
+        assert done[0] == "error" and done[1][0] == "MemoryClosedError"
+    assert _buddy_state(compiled) == _buddy_state(pure)

@@ -25,6 +25,9 @@ FLAGS = st.sampled_from([0, SLAB_HWCACHE_ALIGN, SLAB_RED_ZONE | SLAB_POISON | SL
 GFPS = st.sampled_from([GFP_KERNEL, GFP_KERNEL | __GFP_ACCOUNT, GFP_KERNEL | __GFP_RECLAIMABLE,
                         __GFP_DMA, GFP_KERNEL | __GFP_ZERO, -1, 2**40, True, 1.0, None])
 ODD: list[Any] = [None, True, False, 1.0, "0", -1, 2**70, -(2**70)]
+# Not gfp_t values (issue 12): both cores refuse them with the same error.
+BAD_GFPS = st.sampled_from([False, True, 2**32, 2**100, -(2**100), -1, 1.5, None, "0"])
+ODD_CPUS = st.sampled_from([99, -5, True, False, 1.0, None, "0", 2**70])
 
 
 @needs_compiled
@@ -98,6 +101,39 @@ class SlabLockstep(RuleBasedStateMachine):
             kind, address = self._both(lambda s: s.kmalloc(size, gfp, cpu))
             if kind == "ok" and address != self.pair[0].zero_size_ptr:
                 self.live.append(address)
+
+    @rule(index=st.integers(0, 50), cpu=st.one_of(st.integers(0, 2), ODD_CPUS),
+          gfp=st.one_of(GFPS, BAD_GFPS))
+    def cache_alloc_checked(self, index: int, cpu: Any, gfp: Any) -> None:
+        if not self.names:
+            return
+        name = self.names[index % len(self.names)]
+        kind, address = self._both(lambda s: s.caches[name].alloc(cpu, gfp))
+        if kind == "ok":
+            self.live.append(address)
+
+    @rule(size=st.one_of(st.sampled_from(ODD), st.integers(-2, 20000)), gfp=st.one_of(GFPS,
+          BAD_GFPS), cpu=st.one_of(st.integers(0, 2), ODD_CPUS),
+          call=st.sampled_from(["kmalloc", "kmalloc_large", "kzalloc", "kcalloc", "kfree",
+                                "krealloc", "kfree_rcu", "destroy_kmalloc"]))
+    def kmalloc_checked(self, size: Any, gfp: Any, cpu: Any, call: str) -> None:
+        zero = self.pair[0].zero_size_ptr
+        target = self.live[0] if self.live else None
+        calls: dict[str, Any] = {
+            "kmalloc": lambda s: s.kmalloc(size, gfp, cpu),
+            "kmalloc_large": lambda s: s.kmalloc_large(size, gfp),
+            "kzalloc": lambda s: s.kzalloc(size, gfp, cpu),
+            "kcalloc": lambda s: s.kcalloc(2, size, gfp, cpu),
+            "kfree": lambda s: s.kfree(None if size is None else zero, cpu),
+            "krealloc": lambda s: s.krealloc(target, size, gfp, cpu),
+            "kfree_rcu": lambda s: s.kfree_rcu(None, cpu),
+            "destroy_kmalloc": lambda s: s.kmem_cache_destroy("kmalloc-64"),
+        }
+        kind, address = self._both(calls[call])
+        if call == "krealloc" and kind == "ok" and target is not None:
+            self.live.remove(target)
+        if kind == "ok" and isinstance(address, int) and address != zero:
+            self.live.append(address)
 
     @rule(offset=st.integers(-8, 300 * 4096), odd=st.sampled_from(ODD), use_odd=st.booleans(),
           cpu=st.integers(-1, 3), via=st.sampled_from(["kfree", "cache", "ksize", "cache_of"]))

@@ -20,6 +20,7 @@ RUNS = [
     ["replay", "--json", "--serial"],
     ["replay", "--json", "--policy", "slab", "--layers", "slab"],
     ["replay", "--json", "--layers", "page", "--every", "7"],
+    ["replay", "--json", "--compare", "6.17,6.18,7.0", "--every", "50"],
     ["stat", "--json"],
 ]
 

@@ -50,6 +50,7 @@ GUIDE_OF_COMMAND = {
     "demo": "buddy.md", "slabinfo": "slab.md", "slabtop": "slab.md", "stat": "traces.md",
     "replay": "traces.md", "run": "pictures.md", "html": "pictures.md", "serve": "pictures.md",
     "plot": "pictures.md", "sweep": "sweeps.md", "zoneinfo": "zones.md",
+    "leaks": "traces.md", "top": "traces.md",
 }  # fmt: skip
 # Options the docs mention that belong to other programs (perf, Chromium, mypy).
 OTHER_PROGRAMS_OPTIONS = {

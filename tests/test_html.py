@@ -170,8 +170,10 @@ def test_kmem_serve_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_kmem_html_rejects_no_frames(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert main(["html", "seed-buddy", "--frames", "0", "-o", str(tmp_path / "x.html")]) == 2
-    assert "--frames must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a usage error, found by the parser
+        main(["html", "seed-buddy", "--frames", "0", "-o", str(tmp_path / "x.html")])
+    assert stop.value.code == 2
+    assert "argument --frames: '0': must be 1 or more" in capsys.readouterr().err
     assert not (tmp_path / "x.html").exists()
 
 
@@ -192,3 +194,52 @@ def test_document_for_rejects_an_unknown_kind() -> None:
 
     with pytest.raises(InvalidArgumentError, match="kind must be 'scenario' or 'trace'"):
         document_for("seed", "picture")
+
+
+def _encode_plainly(blocks: list[int], width: int) -> str:
+    """The reference encoding: each block's (code << 5 | order) as ``width`` base-64 digits."""
+    from kmem.show.html_page import BLOCK_ALPHABET
+
+    out = ""
+    for i in range(0, len(blocks), 3):
+        value = blocks[i + 2] << 5 | blocks[i + 1]
+        out += "".join(BLOCK_ALPHABET[value >> (6 * k) & 63] for k in range(width - 1, -1, -1))
+    return out
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_block_encoding_matches_its_plain_definition(width: int) -> None:
+    from kmem.show.html_page import encode_blocks
+
+    largest = (1 << (6 * width - 5)) - 1  # the largest code that fits
+    codes = [0, largest, largest // 3, min(2, largest)]
+    blocks = [n for i, code in enumerate(codes) for n in (i, i % 32, code)]
+    assert encode_blocks(blocks, width) == _encode_plainly(blocks, width)
+    with pytest.raises(ValueError, match="does not fit"):
+        encode_blocks([0, 0, largest + 1], width)
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_cache_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
+    # trace_document reuses a cache's entry while its counters and slabs stay the same (the
+    # page builder walks only the caches that changed): at every frame, the entries must be
+    # exactly those cache_frames computes from nothing.
+    from fixture_files import DD_TRACE
+    from kmem.show.snapshot import _CacheFrames, cache_frames
+    from kmem.trace.parse import TraceParser
+    from kmem.trace.replay import Replayer
+    from kmem.trace.source import open_trace
+
+    replayer = Replayer(memory=64 << 20, policy=policy)
+    incremental = _CacheFrames()
+    frames = reused = 0
+    with open_trace(DD_TRACE) as lines:
+        for _ in replayer.iter_batch_snapshots(TraceParser().parse_batches(lines), every=97):
+            pages = replayer.slab.slab_pages()
+            fresh = cache_frames(replayer.slab, pages)
+            before = dict(incremental._previous)
+            assert incremental.frames(replayer.slab, pages) == fresh
+            reused += sum(1 for name, (_, _, entry) in incremental._previous.items()
+                          if name in before and before[name][2] is entry)
+            frames += 1
+    assert frames > 100 and reused > 0  # (the reuse happened, and was right)

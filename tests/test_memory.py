@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from kmem import BuddyAllocator, InvalidArgumentError, PhysicalMemory
+from kmem import (
+    BackingError,
+    BuddyAllocator,
+    HostMemoryError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    MemoryBusyError,
+    MemoryClosedError,
+    PhysicalMemory,
+)
 
 
 def test_view_is_exactly_the_block_and_writes_reach_memory() -> None:
@@ -69,3 +78,89 @@ def test_partial_last_page_is_not_memory() -> None:
     assert memory.size == 3 * 4096
     with pytest.raises(InvalidArgumentError, match="outside memory"):
         memory.view(3 * 4096, 1)
+
+
+@pytest.mark.parametrize("bad", [1.5, None, "0", float("nan"), True, False, [0]])
+def test_view_of_a_bad_address_or_length_is_a_type_error(bad: object) -> None:
+    memory = PhysicalMemory(1 << 16)
+    with pytest.raises(InvalidTypeError, match="address must be an int"):
+        memory.view(bad, 16)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="length must be an int"):
+        memory.view(0, bad)  # type: ignore[arg-type]
+
+
+def test_view_of_a_negative_length_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="outside memory"):
+        PhysicalMemory(1 << 16).view(100, -10)
+
+
+def test_close_with_live_views_changes_nothing_then_closes_once_released() -> None:
+    memory = PhysicalMemory(1 << 16)
+    memory.view(0, 4)[:] = b"kmem"
+    view = memory.view(0, 16)
+    with pytest.raises(MemoryBusyError, match="views of its bytes are still alive"):
+        memory.close()
+    assert not memory.closed
+    assert bytes(memory.view(0, 4)) == b"kmem"  # still open, every byte as it was
+    view.release()
+    memory.close()
+    assert memory.closed
+    memory.close()  # a second close does nothing
+    with pytest.raises(MemoryClosedError):
+        memory.view(0, 4)
+    with pytest.raises(MemoryClosedError):
+        memory.flush()
+
+
+def test_allocators_refuse_to_allocate_on_closed_memory() -> None:
+    memory = PhysicalMemory(1 << 20)
+    buddy = BuddyAllocator(memory=memory)
+    memory.close()
+    with pytest.raises(MemoryClosedError):
+        buddy.alloc_pages(0)
+    assert buddy.nr_free_pages == 256
+
+
+@pytest.mark.parametrize("where", ["dir", "/dev/null", "/proc/version", "missing folder"])
+def test_a_backing_that_cannot_hold_memory_is_a_backing_error(tmp_path: Path,
+                                                              where: str) -> None:
+    path = {"dir": str(tmp_path), "missing folder": str(tmp_path / "no" / "x.img")}.get(
+        where, where)
+    with pytest.raises(BackingError, match="backing file"):
+        PhysicalMemory(1 << 16, backing=path)
+    assert sorted(tmp_path.iterdir()) == []  # nothing created on the way
+
+
+def test_a_failed_mapping_leaves_no_file_behind(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmap
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", fail)
+    with pytest.raises(BackingError, match="Cannot allocate memory"):
+        PhysicalMemory(1 << 16, backing=str(tmp_path / "new.img"))
+    assert sorted(tmp_path.iterdir()) == []
+    old = tmp_path / "old.img"
+    old.write_bytes(b"x" * 100)
+    with pytest.raises(BackingError):
+        PhysicalMemory(1 << 16, backing=str(old))
+    assert old.read_bytes() == b"x" * 100  # shrunk back to what it was
+
+
+def test_a_size_beyond_the_address_space_is_a_host_memory_error() -> None:
+    with pytest.raises(HostMemoryError, match="address space"):
+        PhysicalMemory(2**100)
+    with pytest.raises(InvalidTypeError):
+        PhysicalMemory(True)
+
+
+def test_a_closed_shared_memory_segment_is_a_backing_error() -> None:
+    segment = shared_memory.SharedMemory(create=True, size=1 << 16)
+    segment.close()
+    try:
+        with pytest.raises(BackingError, match="closed"):
+            PhysicalMemory(1 << 16, backing=segment)
+    finally:
+        segment.unlink()

@@ -143,6 +143,8 @@ def test_kmem_run_reports_errors_with_exit_2(
     path.write_text("memory 64K\nalloc A 8K\nfree B\n")
     assert main(["run", str(path)]) == 2
     assert "bad.kmem:3: 'B' is not allocated" in capsys.readouterr().err
-    assert main(["run", "seed-buddy", "--width", "0"]) == 2  # once looped forever
+    with pytest.raises(SystemExit) as stop:  # once looped forever; now a usage error
+        main(["run", "seed-buddy", "--width", "0"])
+    assert stop.value.code == 2
     captured = capsys.readouterr()
-    assert "--width must be at least 1" in captured.err and captured.out == ""
+    assert "argument --width: '0': must be 1 or more" in captured.err and captured.out == ""

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from core_twins import pure_core
 from kmem import (
     BuddyAllocator,
     CacheDestroyedError,
     CacheExistsError,
     CacheNotEmptyError,
+    ConstructorReentryError,
     DoubleFreeError,
+    FreeToDestroyedCacheError,
     InteriorPointerError,
     InvalidArgumentError,
     InvalidCpuError,
+    InvalidGfpError,
     InvalidTypeError,
+    KmallocCacheDestroyError,
     KmemError,
+    MemoryClosedError,
     NotAnObjectError,
     ObjectDoubleFreeError,
     SlabAllocator,
+    SlabPageSizeError,
     WrongCacheError,
 )
 from test_slab import slab_snapshot
@@ -95,6 +103,45 @@ CASES: list[tuple[str, Callable[[Any], Any], type[KmemError], str]] = [
      InvalidTypeError, "callable"),
     ("view of a free object", lambda w: w.tcb.view(w.freed), ObjectDoubleFreeError,
      "already free"),
+    # issue 12: the slab layer checks its arguments as the buddy layer does
+    ("destroy a kmalloc cache", lambda w: w.slab.kmem_cache_destroy(w.slab.caches["kmalloc-64"]),
+     KmallocCacheDestroyError, "kmalloc cache"),
+    ("destroy a kmalloc cache by name", lambda w: w.slab.kmem_cache_destroy("kmalloc-rcl-96"),
+     KmallocCacheDestroyError, "kmalloc cache"),
+    ("kmalloc_large of 0", lambda w: w.slab.kmalloc_large(0), InvalidArgumentError, "positive"),
+    ("kmalloc_large of -1", lambda w: w.slab.kmalloc_large(-1), InvalidArgumentError,
+     "positive"),
+    ("kmalloc_large of False", lambda w: w.slab.kmalloc_large(False), InvalidTypeError,
+     "size must be an int, not bool"),
+    ("kmalloc_large of a float", lambda w: w.slab.kmalloc_large(8192.0), InvalidTypeError,
+     "not float"),
+    ("kmalloc_large of None", lambda w: w.slab.kmalloc_large(None), InvalidTypeError,
+     "not NoneType"),
+    ("kmalloc_large of a str", lambda w: w.slab.kmalloc_large("8192"), InvalidTypeError,
+     "not str"),
+    ("free of False (address 0 holds an object under SLUB)", lambda w: w.tcb.free(False),
+     InvalidTypeError, "not bool"),
+    ("kfree of False", lambda w: w.slab.kfree(False), InvalidTypeError, "not bool"),
+    ("kmalloc gfp=False", lambda w: w.slab.kmalloc(64, gfp=False), InvalidTypeError, "gfp"),
+    ("kmalloc gfp=2**100", lambda w: w.slab.kmalloc(64, gfp=2**100), InvalidGfpError, "gfp"),
+    ("kmalloc gfp=-2**100", lambda w: w.slab.kmalloc(64, gfp=-2**100), InvalidGfpError, "gfp"),
+    ("kmalloc gfp=2**32", lambda w: w.slab.kmalloc(64, gfp=2**32), InvalidGfpError, "gfp"),
+    ("kzalloc gfp=False", lambda w: w.slab.kzalloc(64, gfp=False), InvalidTypeError, "gfp"),
+    ("kcalloc gfp=2**100", lambda w: w.slab.kcalloc(2, 8, gfp=2**100), InvalidGfpError, "gfp"),
+    ("krealloc gfp=-1", lambda w: w.slab.krealloc(w.k, 10, gfp=-1), InvalidGfpError, "gfp"),
+    ("large kmalloc gfp=2**100", lambda w: w.slab.kmalloc(1 << 16, gfp=2**100), InvalidGfpError,
+     "gfp"),
+    ("cache alloc gfp=True", lambda w: w.tcb.alloc(0, True), InvalidTypeError, "gfp"),
+    ("cache alloc gfp=2**100", lambda w: w.tcb.alloc(0, 2**100), InvalidGfpError, "gfp"),
+    ("cache alloc gfp=-2**100", lambda w: w.tcb.alloc(gfp=-2**100), InvalidGfpError, "gfp"),
+    ("kmalloc(0) on cpu 99", lambda w: w.slab.kmalloc(0, cpu=99), InvalidCpuError, "cpu 99"),
+    ("large kmalloc on cpu -5", lambda w: w.slab.kmalloc(1 << 16, cpu=-5), InvalidCpuError,
+     "cpu -5"),
+    ("kfree(None) on cpu 99", lambda w: w.slab.kfree(None, cpu=99), InvalidCpuError, "cpu 99"),
+    ("krealloc in place on cpu 99", lambda w: w.slab.krealloc(w.k, 10, cpu=99),
+     InvalidCpuError, "cpu 99"),
+    ("kfree_rcu(None) on cpu -5", lambda w: w.slab.kfree_rcu(None, cpu=-5), InvalidCpuError,
+     "cpu -5"),
 ]
 
 
@@ -145,3 +192,164 @@ def test_destroy_reports_every_leak_then_works_once_freed(policy: str) -> None:
     again = world.slab.kmem_cache_create("tcb", 3072)
     assert again is not world.tcb
     world.slab.check()
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_a_free_to_a_destroyed_cache_fails_as_kfree_does(policy: str) -> None:
+    world = World(policy)
+    for addr in world.t:
+        world.tcb.free(addr)
+    world.slab.kmem_cache_destroy(world.tcb)
+    before = slab_snapshot(world.slab)
+    for cpu in (0, 99, "x"):  # the destroyed cache first, whatever else is wrong
+        with pytest.raises(FreeToDestroyedCacheError, match="was destroyed") as caught:
+            world.tcb.free(world.t[0], cpu=cpu)  # type: ignore[arg-type]
+        assert isinstance(caught.value, NotAnObjectError | CacheDestroyedError)
+    with pytest.raises(NotAnObjectError):
+        world.slab.kfree(world.t[0])
+    assert slab_snapshot(world.slab) == before
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_destroy_checks_and_tears_down_under_one_lock_hold(policy: str) -> None:
+    """No allocation can land between the check for live objects and the teardown: both run
+    with the cache lock held, and it is not released in between."""
+    with pure_core():  # a plain threading.Lock, whose holding can be observed
+        slab = SlabAllocator(BuddyAllocator(16 * MiB), policy=policy)
+    cache = slab.kmem_cache_create("one", 512)
+    cache.free(cache.alloc())
+    events: list[str] = []
+    lock = cache._lock
+    acquire, release = cache._lock_acquire, cache._lock_release
+    live, shrink = cache._live_objects, cache._shrink
+
+    def counted(name: str, call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            events.append(name if name in ("acquire", "release") or (
+                isinstance(lock, type(threading.Lock())) and lock.locked()) else name + "?")
+            return call()
+        return run
+
+    cache._lock_acquire = counted("acquire", acquire)  # type: ignore[assignment]
+    cache._lock_release = counted("release", release)
+    cache._live_objects = counted("live", live)  # type: ignore[method-assign]
+    cache._shrink = counted("shrink", shrink)  # type: ignore[method-assign]
+    slab.kmem_cache_destroy(cache)
+    assert events == ["acquire", "live", "shrink", "release"]
+    slab.check()
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+@pytest.mark.parametrize("thread_safe", [True, False])
+@pytest.mark.parametrize("reentry", ["alloc", "free", "kfree", "stats", "destroy"])
+def test_a_constructor_that_reenters_its_cache_raises_instead_of_deadlocking(
+        policy: str, thread_safe: bool, reentry: str) -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), policy=policy, thread_safe=thread_safe)
+    state: dict[str, Any] = {"armed": False}
+
+    def ctor(view: memoryview) -> None:
+        view[:4] = b"ctor"
+        if state["armed"]:
+            cache = state["cache"]
+            calls: dict[str, Callable[[], object]] = {
+             "alloc": lambda: cache.alloc(),
+             "free": lambda: cache.free(state["object"]),
+             "kfree": lambda: slab.kfree(state["object"]),
+             "stats": lambda: cache.stats(),
+             "destroy": lambda: slab.kmem_cache_destroy(cache)}
+            calls[reentry]()
+
+    cache = slab.kmem_cache_create("reenter", 1024, ctor=ctor)
+    state["cache"] = cache
+    state["object"] = cache.alloc()  # the first slab, built with the ctor unarmed
+    objects = [state["object"]] + [cache.alloc() for _ in range(cache.objs_per_slab - 1)]
+    free_pages = slab.buddy.nr_free_pages
+    live = cache.live_objects()
+    state["armed"] = True
+    outcome: list[BaseException] = []
+
+    def next_slab() -> None:
+        try:
+            cache.alloc()  # the slab is full: a new one, whose ctor calls back
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=next_slab, daemon=True)
+    worker.start()
+    worker.join(60)  # (a deadlock would hang here; the assertions do not depend on time)
+    assert not worker.is_alive(), "the re-entrant constructor deadlocked"
+    assert len(outcome) == 1 and isinstance(outcome[0], ConstructorReentryError), outcome
+    assert "called back into its own cache" in str(outcome[0])
+    assert slab.buddy.nr_free_pages == free_pages  # the new slab's pages went back
+    assert cache.live_objects() == live
+    slab.check()
+    state["armed"] = False
+    extra = cache.alloc()  # and the cache works on, lock free
+    assert bytes(cache.view(extra)[:4]) == b"ctor"
+    for address in [*objects, extra]:
+        cache.free(address)
+    slab.check()
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_closed_memory_refuses_every_allocation_and_free(policy: str) -> None:
+    world = World(policy)
+    slab = world.slab
+    big = slab.kmalloc(1 << 16)
+    empty = slab.kmem_cache_create("empty", 256)
+    empty.free(empty.alloc())  # a destroy would give its slab back
+    before = slab_snapshot(slab)
+    slab.buddy.memory.close()
+    calls: list[Callable[[], Any]] = [
+        lambda: world.tcb.alloc(), lambda: world.tcb.free(world.t[0]),
+        lambda: slab.kmalloc(64), lambda: slab.kmalloc(1 << 16), lambda: slab.kfree(world.k),
+        lambda: slab.kfree(big), lambda: slab.kzalloc(8), lambda: slab.kmalloc_large(8192),
+        lambda: slab.kmem_cache_alloc(world.pcb), lambda: slab.kmem_cache_create("new", 64),
+        lambda: slab.buddy.alloc_pages(0), lambda: world.tcb.view(world.t[0]),
+        lambda: world.tcb.shrink(), lambda: slab.shrink(), lambda: slab.synchronize_rcu(),
+        lambda: slab.kmem_cache_destroy(empty), lambda: slab.kfree_rcu(world.k),
+        lambda: world.tcb.rcu_barrier(),
+    ]
+    for call in calls:
+        with pytest.raises(MemoryClosedError, match="physical memory was closed"):
+            call()
+    with pytest.raises(MemoryClosedError):
+        SlabAllocator(slab.buddy)
+    # everything but the bytes (gone with the mapping) is as it was
+    assert slab_snapshot_without_bytes(slab) == before[:-1]
+    slab.check()
+
+
+def slab_snapshot_without_bytes(slab: SlabAllocator) -> tuple[Any, ...]:
+    buddy = slab.buddy
+    caches = []
+    for cache in slab.cache_list():
+        slabs = [(s.pfn, s.order, s.where, s.cpu, tuple(s.freelist), tuple(s.remote),
+                  bytes(s.used)) for s in cache._slabs()]
+        lists = [(where, cpu, s.pfn) for where, cpu, s in cache._lists()]
+        caches.append((cache.name, tuple(slabs), tuple(lists), cache.stats(), cache.refcount,
+                       tuple(cache.aliases)))
+    return (bytes(buddy.mem_map.state), bytes(buddy.mem_map.owner), buddy.nr_free,
+            tuple(tuple(buddy.free_blocks(o)) for o in range(buddy.max_order + 1)),
+            tuple(caches), tuple(sorted(slab.caches)))
+
+
+@pytest.mark.parametrize("page_size", [256 << 10, 1 << 20, 4 << 20])
+def test_pages_too_large_for_slabs_are_refused_at_construction(page_size: int) -> None:
+    """Linux's calculate_order gives -1 for kmalloc-8 on such pages (more than 32767 objects
+    in one page): the allocator refuses at once, with the reason, instead of a ValueError."""
+    buddy = BuddyAllocator(64 << 20, page_size=page_size)
+    with pytest.raises(SlabPageSizeError, match="MAX_OBJS_PER_PAGE"):
+        SlabAllocator(buddy)
+    assert buddy.nr_free_pages == buddy.nr_pages
+    SlabAllocator(BuddyAllocator(64 << 20, page_size=128 << 10)).kmalloc(100)  # the largest
+
+
+def test_a_scenario_on_pages_too_large_for_slabs_names_its_line() -> None:
+    from kmem.show.scenario import parse
+    from kmem.show.scenario_run import run_all
+
+    scenario = parse("memory 64M page 1M\nkmalloc a 100\n", "big.scn")
+    with pytest.raises(SlabPageSizeError, match=r"^big.scn:2: pages of 1048576 bytes"):
+        list(run_all(scenario))
+

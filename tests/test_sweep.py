@@ -126,7 +126,7 @@ def test_the_command_reports_failed_runs_and_exits_1(tmp_path: Path, spec: Path,
     failed = err.splitlines()
     assert len(failed) == 4
     assert failed[3].startswith(
-        "kmem sweep: run failed: traces/zz-broken.txt.xz policy=slab cpus=2 memory=64M"
+        "kmem sweep: run failed: traces/zz-broken.txt.xz policy=slab kernel=6.18 cpus=2 memory=64M"
         " max_order=10 page_size=4K layers=slab,page: TraceFormatError: line 301:")
     assert len((spec.parent / "spec-results" / RESULTS).read_text().splitlines()) == 12
 

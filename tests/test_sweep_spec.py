@@ -74,10 +74,10 @@ def test_parameters_left_out_take_the_replayers_defaults(folder: Path) -> None:
     spec = load_sweep_spec(_spec(folder, 'traces = "traces/tar-6.18-first4000.txt.xz"\n'))
     (run,) = spec.runs()
     defaults = {name: p.default for name, p in inspect.signature(Replayer).parameters.items()}
-    assert run.replayer_arguments() == {
-        "policy": defaults["policy"], "nr_cpus": defaults["nr_cpus"],
-        "memory": defaults["memory"], "max_order": defaults["max_order"],
-        "page_size": defaults["page_size"], "layers": tuple(defaults["layers"])}
+    expected = {row.argument: defaults[row.argument] for row in PARAMETERS}
+    expected["layers"] = tuple(defaults["layers"])
+    assert run.replayer_arguments() == expected
+    assert {"policy", "kernel", "nr_cpus", "memory", "max_order", "page_size"} <= set(expected)
     assert dict(run.parameters)["layers"] == "slab,page"
     assert run.label == ""
 
@@ -141,9 +141,11 @@ TRACE = 'traces = ["traces/tar-6.18-first4000.txt.xz"]\n'
 BAD_SPECS = [
     ('trace = ["x"]\n', "spec.toml:1: trace: unknown key (a spec has traces, every, skip_bad,"
      " parameters, report)"),
-    (TRACE + "[parameters]\nkernel = '7.0'\n",
-     "spec.toml:3: parameters.kernel: not a replay option (the options: policy, cpus, memory,"
-     " max_order, page_size, layers)"),
+    (TRACE + "[parameters]\nkernels = '7.0'\n",
+     "spec.toml:3: parameters.kernels: not a replay option (the options: policy, kernel, cpus,"
+     " memory, max_order, page_size, layers)"),
+    (TRACE + "[parameters]\nkernel = '5.0'\n",
+     "spec.toml:3: parameters.kernel: "),
     (TRACE + "[parameters]\ncpus = 'two'\n",
      "spec.toml:3: parameters.cpus: expected a whole number, got 'two'"),
     (TRACE + "[parameters]\ncpus = [1, 0]\n",

@@ -300,8 +300,10 @@ def test_replay_command_text_and_bad_lines(capsys: pytest.CaptureFixture[str],
 
 def test_replay_command_rejects_a_negative_caches_count(
         capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["replay", "--caches", "-1", str(LS_TRACE)]) == 2
-    assert "--caches must be 0 (all) or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # a usage error, found by the parser
+        main(["replay", "--caches", "-1", str(LS_TRACE)])
+    assert stop.value.code == 2
+    assert "argument --caches: '-1': must be 0 or more" in capsys.readouterr().err
     # A picture kmem cannot write fails before the replay (matplotlib's ValueError once came
     # after it, as a traceback).
     assert main(["replay", "--plot", "replay.foo", str(LS_TRACE)]) == 2

@@ -34,8 +34,12 @@ if TYPE_CHECKING:
         get_order as get_order,
     )
     from kmem.page.errors import (
+        BackingError as BackingError,
+        HostMemoryError as HostMemoryError,
         InvalidLayoutError as InvalidLayoutError,
         LayoutOverlapError as LayoutOverlapError,
+        MemoryBusyError as MemoryBusyError,
+        MemoryClosedError as MemoryClosedError,
         NoManagedPagesError as NoManagedPagesError,
         NoMigratetypeError as NoMigratetypeError,
         NoSuchCpuError as NoSuchCpuError,
@@ -109,10 +113,15 @@ if TYPE_CHECKING:
     from kmem.slab.errors import (
         CacheDestroyedError as CacheDestroyedError,
         CacheNotEmptyError as CacheNotEmptyError,
+        ConstructorReentryError as ConstructorReentryError,
+        FreeToDestroyedCacheError as FreeToDestroyedCacheError,
         InteriorPointerError as InteriorPointerError,
         InvalidCpuError as InvalidCpuError,
+        InvalidGfpError as InvalidGfpError,
+        KmallocCacheDestroyError as KmallocCacheDestroyError,
         NotAnObjectError as NotAnObjectError,
         ObjectDoubleFreeError as ObjectDoubleFreeError,
+        SlabPageSizeError as SlabPageSizeError,
         WrongCacheError as WrongCacheError,
     )
     from kmem.slab.flags import (
@@ -162,9 +171,18 @@ if TYPE_CHECKING:
         LiveObject as LiveObject,
         SlabInfo as SlabInfo,
     )
+    from kmem.trace.leaks import (
+        LeakReport as LeakReport,
+        LeakTracker as LeakTracker,
+        find_leaks as find_leaks,
+    )
     from kmem.trace.parse import (
         TraceFormatError as TraceFormatError,
         TraceParser as TraceParser,
+    )
+    from kmem.trace.rates import (
+        SlabRates as SlabRates,
+        slab_rates as slab_rates,
     )
     from kmem.trace.replay import (
         Replayer as Replayer,
@@ -207,6 +225,10 @@ _EXPORTS: Final[dict[str, str]] = {
     "ZoneLayout": "kmem.page.layout",
     "layout_from_zoneinfo": "kmem.page.layout",
     "read_zoneinfo": "kmem.page.layout",
+    "BackingError": "kmem.page.errors",
+    "HostMemoryError": "kmem.page.errors",
+    "MemoryBusyError": "kmem.page.errors",
+    "MemoryClosedError": "kmem.page.errors",
     "InvalidLayoutError": "kmem.page.errors",
     "LayoutOverlapError": "kmem.page.errors",
     "NoManagedPagesError": "kmem.page.errors",
@@ -270,6 +292,11 @@ _EXPORTS: Final[dict[str, str]] = {
     "SlabInfo": "kmem.slab.stats",
     "CacheDestroyedError": "kmem.slab.errors",
     "CacheNotEmptyError": "kmem.slab.errors",
+    "ConstructorReentryError": "kmem.slab.errors",
+    "FreeToDestroyedCacheError": "kmem.slab.errors",
+    "InvalidGfpError": "kmem.slab.errors",
+    "KmallocCacheDestroyError": "kmem.slab.errors",
+    "SlabPageSizeError": "kmem.slab.errors",
     "InteriorPointerError": "kmem.slab.errors",
     "InvalidCpuError": "kmem.slab.errors",
     "NotAnObjectError": "kmem.slab.errors",
@@ -287,6 +314,11 @@ _EXPORTS: Final[dict[str, str]] = {
     "TraceFormatError": "kmem.trace.parse",
     "TraceParser": "kmem.trace.parse",
     "KmemStat": "kmem.trace.stat",
+    "LeakReport": "kmem.trace.leaks",
+    "LeakTracker": "kmem.trace.leaks",
+    "find_leaks": "kmem.trace.leaks",
+    "SlabRates": "kmem.trace.rates",
+    "slab_rates": "kmem.trace.rates",
     "ReplayResult": "kmem.trace.replay",
     "ReplaySnapshot": "kmem.trace.replay",
     "Replayer": "kmem.trace.replay",

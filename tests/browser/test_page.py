@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageStat
@@ -374,3 +375,33 @@ def test_every_pfn_and_the_buddyinfo_line_are_the_allocators(open_page: OpenPage
             assert f"pfn {pfn} (" in tooltip and f"block {span} order {order} " in tooltip, (
                 step, pfn, tooltip)
         page.click("#next")
+
+
+SHEAF_SCENARIO = """\
+memory 1M page 4K cpus 2 kernel 6.18
+cache maple 256 sheaves 4
+obj a maple
+obj b maple
+free a
+"""
+
+
+def test_a_sheaf_cache_shows_its_sheaves_and_the_objects_waiting_in_them(
+        open_page: OpenPage, tmp_path: Path) -> None:
+    path = tmp_path / "sheaf.kmem"
+    path.write_text(SHEAF_SCENARIO)
+    document = scenario_document(load(str(path)))
+    page = open_page(document)
+    page.click("#last")
+    assert page.inner_text("#source") == "line 5: free a"
+    # a's object went onto CPU 0's main sheaf: 3 of 4 objects wait there (the refill took 4,
+    # b holds one), and the slab still counts them as allocated
+    rows = page.eval_on_selector_all(".sheaf-cpu", "rows => rows.map(r => r.textContent)")
+    assert rows == ["CPU 0: main 3/4", "CPU 1: main 0/4"]
+    assert page.inner_text(".barn") == "barn: 0 full, 1 empty sheaves"
+    maple = page.locator(".cache").filter(has_text="maple")
+    assert maple.locator(".obj.sheaf").count() == 3
+    assert maple.locator(".obj.used").count() == 1  # b's (the sheaves are kmalloc-64 objects)
+    title = maple.locator(".obj.sheaf").first.get_attribute("title")
+    assert title is not None and "waiting in a sheaf" in title
+    assert "goes onto the main sheaf of CPU 0" in page.inner_text("#explanation")

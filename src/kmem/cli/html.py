@@ -5,39 +5,43 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from kmem.cli.args import COMMANDS, size_argument
-from kmem.errors import InvalidArgumentError
-from kmem.show.snapshot import DEFAULT_TRACE_FRAMES, DEFAULT_TRACE_MEMORY
+from kmem.cli.args import COMMANDS, add_machine_arguments, count_argument, output_path
+from kmem.show.snapshot import DEFAULT_TRACE_FRAMES
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments ``kmem html`` and ``kmem serve`` share: what to replay and how."""
+    """The arguments ``kmem html``, ``plot`` and ``serve`` share: what to replay and how (a
+    trace is read as ``kmem replay`` reads it, on the same machine by default)."""
     parser.add_argument("input", nargs="?", default="seed",
-                        help="scenario file, built-in scenario name or kmem trace"
-                             " (default: the built-in seed example)")
+                        help="scenario file, built-in scenario name or kmem trace; - for"
+                             " standard input (default: the built-in seed example)")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--trace", dest="input_kind", action="store_const", const="trace",
                       help="read INPUT as a trace (default: guessed from its contents)")
     kind.add_argument("--scenario", dest="input_kind", action="store_const", const="scenario",
                       help="read INPUT as a scenario")
-    parser.add_argument("--memory", type=size_argument, default=DEFAULT_TRACE_MEMORY,
-                        metavar="SIZE",
-                        help="for a trace: memory of the machine it replays on"
-                             f" (default {DEFAULT_TRACE_MEMORY >> 20}M)")
+    add_machine_arguments(parser, what=" a trace replays on")
     parser.add_argument("--policy", choices=("slub", "slab"), default="slub",
                         help="for a trace: the slab policy it replays on (default slub)")
-    parser.add_argument("--frames", type=int, default=DEFAULT_TRACE_FRAMES,
+    parser.add_argument("--frames", type=count_argument, default=DEFAULT_TRACE_FRAMES,
+                        metavar="N",
                         help="snapshots kept of a long replay, evenly spaced"
                              f" (default {DEFAULT_TRACE_FRAMES})")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="for a trace: count malformed lines instead of stopping at the"
+                             " first")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def document_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The snapshot document the shared arguments ask for."""
+    """The snapshot document the shared arguments ask for (with a progress bar on a terminal
+    while a trace is read)."""
+    from kmem.cli.terminal import ProgressReport, wants_progress
     from kmem.show.snapshot import document_for
 
-    if args.frames < 1:
-        raise InvalidArgumentError(f"--frames must be at least 1, got {args.frames}")
-    return document_for(args.input, args.input_kind, args.frames, args.memory, args.policy)
+    with ProgressReport(wants_progress(args.no_progress)) as progress:
+        return document_for(args.input, args.input_kind, args.frames, args.memory, args.policy,
+                            nr_cpus=args.cpus, skip_bad=args.skip_bad, progress=progress)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from kmem.show.html_page import write_page
 
+    output_path(args.output)  # a page that cannot be written fails now, not after the replay
     document = document_from_args(args)
     path = write_page(document, args.output)
     frames = len(document["frames"])

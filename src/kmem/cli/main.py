@@ -14,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from kmem.cli.args import COMMANDS
+from kmem.cli.args import COMMANDS, split_negative_values
 from kmem.errors import KmemError
 
 
@@ -73,7 +73,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    words = sys.argv[1:] if argv is None else list(argv)
+    words = split_negative_values(sys.argv[1:] if argv is None else list(argv))
     args = build_parser(words).parse_args(words)
     try:
         status: int = args.func(args)
@@ -82,6 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print(f"kmem {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:
+        # The system refused a read or a write no check could foresee (a full disk, a file
+        # removed under us): one line, as for bad input, not a traceback.
+        where = f" {error.filename!r}" if error.filename else ""
+        print(f"kmem {args.command}: cannot read or write{where}:"
+              f" {error.strerror or error}", file=sys.stderr)
+        return 2
     return status
 
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from kmem.cli.args import COMMANDS
-from kmem.errors import InvalidArgumentError
+from kmem.cli.args import COMMANDS, count_argument
 from kmem.show.scenario import BUILTIN
 
 
@@ -26,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="scenario file or built-in name (default: seed)")
     parser.add_argument("--json", action="store_true", help="print the steps as JSON")
     parser.add_argument("--no-map", action="store_true", help="do not draw the memory map")
-    parser.add_argument("--width", type=int, default=64, help="memory map cells per row")
+    parser.add_argument("--width", type=count_argument, default=64, metavar="N",
+                        help="memory map cells per row (default 64)")
     parser.set_defaults(func=run)
 
 
@@ -39,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
     from kmem.show.scenario_run import run_all
     from kmem.show.snapshot import cache_frames
 
-    if args.width < 1:
-        raise InvalidArgumentError(f"--width must be at least 1, got {args.width}")
     scenario = load(args.scenario)
     if args.json:
         steps = []
@@ -60,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=1))
         return 0
+    # (prose wraps at the terminal's width; the buddyinfo lines below never do: soft_wrap)
     console = Console(highlight=False)
     console.print(
         f"[bold]{scenario.name}[/]: {scenario.memory // 1024} KB of {scenario.page_size}-byte"

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from kmem.cli.args import COMMANDS
+from kmem.cli.args import COMMANDS, count_argument, size_argument
 from kmem.trace.stat import DEFAULT_PAGE_SORT, DEFAULT_SLAB_SORT
 
 
@@ -32,19 +32,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--page-sort", default=DEFAULT_PAGE_SORT,
                         help="page sort keys: page, callsite, hit, bytes, order, migtype, gfp"
                              f" (default {DEFAULT_PAGE_SORT})")
-    parser.add_argument("-l", "--lines", type=int, default=-1,
+    parser.add_argument("-l", "--lines", type=count_argument, default=-1, metavar="N",
                         help="show at most this many rows per table (default all)")
-    parser.add_argument("--page-size", type=int, default=4096, help="bytes per page (4096)")
+    parser.add_argument("--page-size", type=size_argument, default=4096, metavar="SIZE",
+                        help="bytes per page (4K)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="count malformed lines instead of stopping at the first")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from kmem.cli.terminal import read_trace, wants_progress
     from kmem.trace.parse import TraceParser
     from kmem.trace.report import format_stat_text, page_json, slab_json
-    from kmem.trace.source import open_trace
     from kmem.trace.stat import KmemStat
 
     want_slab = args.slab or not args.page
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     # Validate the sort keys before reading a possibly long trace.
     stat.slab_summary(args.sort)
     stat.page_summary(args.page_sort)
-    with open_trace(args.trace) as lines:
+    with read_trace(args.trace, wants_progress(args.no_progress)) as lines:
         stat.add(parser.parse(lines))
     slab = stat.slab_summary(args.sort) if want_slab else None
     page = stat.page_summary(args.page_sort) if want_page else None

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kmem.cli.args import COMMANDS
+from kmem.cli.args import COMMANDS, count_argument, natural_argument, output_path
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("spec", help="the sweep spec (.toml)")
     parser.add_argument("-o", "--output", metavar="DIR",
                         help="output folder (default: the spec's name + '-results', here)")
-    parser.add_argument("--jobs", type=int, metavar="N",
+    parser.add_argument("--jobs", type=count_argument, metavar="N",
                         help="local worker processes (default: every core; 1: one after the"
                         " other, in this process)")
     parser.add_argument("--dask", metavar="ADDRESS",
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--heatmap", metavar="X,Y",
                         help="the two swept parameters of the heat map (default: the spec's"
                         " [report] heatmap, else its first two swept parameters)")
-    parser.add_argument("--top", type=int, default=10, metavar="N",
+    parser.add_argument("--top", type=natural_argument, default=10, metavar="N",
                         help="parameter sets shown in the ranking printed at the end (10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -106,8 +106,7 @@ def _print_summary(result: SweepResult, console: Console, top: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from kmem.cli.terminal import output_console
     from kmem.errors import InvalidArgumentError
     from kmem.show.sweep_report import report_path, write_sweep_report
     from kmem.trace.sweep import sweep
@@ -115,10 +114,17 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_sweep_spec(args.spec)
     heatmap = _heatmap(args, spec.parameters)
-    if args.report:
-        report_path(args.report)  # a bad name fails now, not after the runs
+    if args.report:  # a bad name or place fails now, not after the runs
+        output_path(args.report, "--report")
+        report_path(args.report)
     if args.png and Path(args.png).exists() and not Path(args.png).is_dir():
         raise InvalidArgumentError(f"--png {args.png!r} is a file, not a folder")
+    for option, folder in (("-o", _output(args)), ("--png", args.png)):
+        # The folder itself is made, not its parents: a typo in a parent is an error here
+        # rather than a new tree of folders found after the runs.
+        parent = Path(folder).absolute().parent if folder else None
+        if parent is not None and not parent.is_dir() and parent != _output(args).absolute():
+            raise InvalidArgumentError(f"{option} {str(folder)!r}: no folder {str(parent)!r}")
     if args.ship and not args.dask:
         raise InvalidArgumentError("--ship sends traces to a Dask cluster: give --dask too")
     progress = not args.no_progress and sys.stderr.isatty()
@@ -127,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
                    ship=args.ship, resume=args.resume, parquet=args.parquet, progress=progress)
     if not progress:
         _print_failures(result)
-    console = Console()
+    console = output_console()
     _print_summary(result, console, args.top)
     if args.report or args.png:
         for path in write_sweep_report(result, args.report, args.png, heatmap):

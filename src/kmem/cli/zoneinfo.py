@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import argparse
 
-from kmem.cli.args import COMMANDS
+from kmem.cli.args import (
+    COMMANDS,
+    DEFAULT_CPUS,
+    add_cpus_argument,
+    int_argument,
+    natural_argument,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,11 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--layout", metavar="FILE", default=None,
                         help="a /proc/zoneinfo file ('-': standard input), or zone sizes such"
                         " as DMA=16M,DMA32=2G,Normal=4G (default: one 1 GiB Normal zone)")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs (default: 2)")
-    parser.add_argument("--min-free-kbytes", type=int, default=None, metavar="K",
+    add_cpus_argument(parser, f"CPUs (default: {DEFAULT_CPUS})")
+    parser.add_argument("--min-free-kbytes", type=natural_argument, default=None, metavar="K",
                         help="vm.min_free_kbytes (default: the kernel's formula, raised for"
                         " THP as khugepaged does)")
-    parser.add_argument("--watermark-scale-factor", type=int, default=10, metavar="N",
+    parser.add_argument("--watermark-scale-factor", type=int_argument, default=10, metavar="N",
                         help="vm.watermark_scale_factor (default: 10)")
     parser.add_argument("--no-thp", action="store_true",
                         help="THP off: min_free_kbytes by the sqrt formula alone")

@@ -58,6 +58,7 @@ from kmem.errors import (
     OutOfMemoryError,
     WrongOrderError,
 )
+from kmem.page.errors import MemoryClosedError, UnknownZoneError
 from kmem.page.fragmentation import FragmentationReport, fragmentation_report
 from kmem.page.mem_map import (
     ALLOCATED,
@@ -69,16 +70,19 @@ from kmem.page.mem_map import (
     RESERVED,
     MemMap,
     boot_blocks,
+    check_host_memory,
     list_add_tail,
     list_entries,
 )
 from kmem.page.memory import Backing, PhysicalMemory, check_page_size
+from kmem.page.migratetype import ZONE_NAMES
 from kmem.page.vmstat import buddyinfo_line
 
 if TYPE_CHECKING:
     from kmem._core import BuddyZone
 
 MAX_PAGE_ORDER: Final = 10  # Linux's default MAX_PAGE_ORDER (4 MiB blocks of 4 KiB pages)
+MAX_NUMNODES: Final = 1024  # Linux: 1 << CONFIG_NODES_SHIFT, at most 10
 # After nr_free[0..max_order] in the counters buffer: the non-empty mask, allocations, frees,
 # failures, splits, merges.
 _NR_COUNTERS: Final = 6
@@ -117,6 +121,20 @@ def _as_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
     return operator.index(value)  # type: ignore[call-overload,unused-ignore]
+
+
+def _reserved_ranges(reserved: object) -> list[tuple[int, int]]:
+    """``reserved`` as a list of (start, size) int pairs, or a clear InvalidTypeError."""
+    if isinstance(reserved, str | bytes) or not hasattr(reserved, "__iter__"):
+        raise InvalidTypeError(
+            f"reserved must be an iterable of (start, size) pairs, not {type(reserved).__name__}"
+        )
+    ranges = []
+    for entry in reserved:
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
+            raise InvalidTypeError(f"a reserved range must be a (start, size) pair, not {entry!r}")
+        ranges.append((_as_int(entry[0], "reserved start"), _as_int(entry[1], "reserved size")))
+    return ranges
 
 
 def get_order(size: int, page_shift: int = 12) -> int:
@@ -161,22 +179,30 @@ class BuddyAllocator:
                 )
             if size // page_size > MAX_PAGES:
                 raise InvalidArgumentError(f"memory of {size} bytes exceeds {MAX_PAGES} pages")
+        elif not isinstance(memory, PhysicalMemory):
+            raise InvalidTypeError(f"memory must be a PhysicalMemory, not {type(memory).__name__}")
+        elif memory.closed:
+            raise MemoryClosedError("cannot build an allocator: the physical memory was closed")
         elif size is not None and _as_int(size, "size") != memory.size:
             raise InvalidArgumentError(
                 f"size {size} disagrees with the given memory's {memory.size} bytes"
             )
         node = _as_int(node, "node")
+        if not 0 <= node < MAX_NUMNODES:
+            raise InvalidArgumentError(f"node must be in 0..{MAX_NUMNODES - 1}, got {node}")
         if not isinstance(zone, str):
             raise InvalidTypeError(f"zone must be a str, not {type(zone).__name__}")
+        if zone not in ZONE_NAMES:
+            raise UnknownZoneError(
+                f"unknown zone {zone!r} (Linux's zones: {', '.join(ZONE_NAMES)})")
         max_order = _as_int(max_order, "max_order")
         if not 0 <= max_order <= ORDER_MASK - 1:
             raise InvalidArgumentError(f"max_order must be in 0..{ORDER_MASK - 1}, got {max_order}")
-        reserved_ranges = [
-            (_as_int(start, "reserved start"), _as_int(length, "reserved size"))
-            for start, length in reserved
-        ]
+        reserved_ranges = _reserved_ranges(reserved)
         if memory is None:
             assert size is not None
+            # The metadata is checked against the host before any memory or file is made.
+            check_host_memory(size // page_size, max_order + 1, "memory")
             memory = PhysicalMemory(size, page_size, backing)
         self.memory: Final = memory
         self.page_size: Final = memory.page_size
@@ -220,6 +246,19 @@ class BuddyAllocator:
         # that does nothing, cheaper than any Python function.
         self._lock_acquire: Final = self._lock.acquire if thread_safe else {}.clear
         self._lock_release: Final = self._lock.release if thread_safe else {}.clear
+        memory.on_close(self._memory_closed)
+
+    def _memory_closed(self) -> None:
+        """The memory closed: every change refuses from now on, on either core (the compiled
+        bindings are replaced too); queries still answer."""
+
+        def refuse(*args: object, **kwargs: object) -> int:
+            raise MemoryClosedError("cannot allocate or free: the physical memory was closed")
+
+        self.alloc_pages = refuse  # type: ignore[method-assign]
+        self.free_pages = refuse  # type: ignore[method-assign,assignment]
+        self.alloc = refuse  # type: ignore[method-assign]
+        self.free = refuse  # type: ignore[method-assign,assignment]
 
     def _use_compiled_core(self, compiled: ModuleType) -> None:
         """Run alloc_pages, free_pages, alloc and free in the compiled core (kmem._core).

@@ -6,7 +6,7 @@ its per-CPU lists are left exactly as they were.
 
 from __future__ import annotations
 
-from kmem.errors import InvalidArgumentError, InvalidFreeError
+from kmem.errors import InvalidArgumentError, InvalidFreeError, KmemError
 
 
 class UnknownZoneError(InvalidArgumentError):
@@ -54,3 +54,23 @@ class NoMigratetypeError(InvalidArgumentError):
 class NoZoneForGfpError(InvalidArgumentError):
     """GFP zone modifiers Linux forbids (__GFP_DMA|__GFP_DMA32, ...), or that ask for a zone
     this machine has no managed pages in."""
+
+
+class MemoryClosedError(KmemError):
+    """The PhysicalMemory was closed: its bytes are gone, nothing can be allocated, freed or
+    read any more (the allocators built on it refuse, with their state as it was)."""
+
+
+class MemoryBusyError(KmemError):
+    """PhysicalMemory.close() while views of its bytes are still alive: release them first.
+    The memory stays open and usable, exactly as before the call."""
+
+
+class BackingError(InvalidArgumentError):
+    """A ``backing`` for PhysicalMemory that cannot hold the memory: a directory, a device,
+    a file that cannot grow (/proc/...), a path whose folder does not exist."""
+
+
+class HostMemoryError(InvalidArgumentError):
+    """A memory size this host cannot hold: the page metadata it needs is more than the host
+    has available (MemAvailable), or the mapping is larger than the address space."""

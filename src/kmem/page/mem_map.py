@@ -44,6 +44,8 @@ from __future__ import annotations
 from array import array
 from typing import Final
 
+from kmem.page.errors import HostMemoryError
+
 FREE: Final = 0x40
 ALLOCATED: Final = 0x80
 PCP: Final = 0xC0
@@ -55,6 +57,44 @@ KIND_MASK: Final = 0xE0
 # The links are array('i'): 2**31 frames (less the list heads) is 8 TiB of 4 KiB pages.
 MAX_PAGES: Final = 2**31 - 64
 
+# The most page metadata kmem builds, whatever the host has: 2 GiB is 165 million frames
+# (660 GiB of 4 KiB pages). Larger pages need fewer frames for the same memory.
+MAX_METADATA_BYTES: Final = 2 << 30
+
+
+def metadata_bytes(nr_pages: int, nr_lists: int = 0) -> int:
+    """Bytes of mem_map columns for ``nr_pages`` frames: 13 a frame, 8 a list head."""
+    return 13 * nr_pages + 8 * nr_lists
+
+
+def host_memory_available() -> int | None:
+    """The host's MemAvailable in bytes (/proc/meminfo), or None where there is none."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_host_memory(nr_pages: int, nr_lists: int, what: str) -> None:
+    """Refuse, before anything is allocated, metadata for ``nr_pages`` frames that exceeds
+    MAX_METADATA_BYTES or half of the host's available memory (the rest is the host's)."""
+    need = metadata_bytes(nr_pages, nr_lists)
+    if need > MAX_METADATA_BYTES:
+        raise HostMemoryError(
+            f"{what} of {nr_pages} pages needs {need} bytes of page metadata, more than kmem's"
+            f" limit of {MAX_METADATA_BYTES} bytes (larger pages need fewer frames)"
+        )
+    available = host_memory_available()
+    if available is not None and need > available // 2:
+        raise HostMemoryError(
+            f"{what} of {nr_pages} pages needs {need} bytes of page metadata, more than half"
+            f" of the {available} bytes this host has available (MemAvailable)"
+        )
+
 
 class MemMap:
     """Per-frame metadata columns for ``nr_pages`` frames and ``nr_orders`` free lists."""
@@ -65,6 +105,7 @@ class MemMap:
         self.nr_pages: Final = nr_pages
         self.nr_orders: Final = nr_orders
         self.nr_lists: Final = nr_orders if nr_lists is None else nr_lists
+        check_host_memory(nr_pages, self.nr_lists, "a mem_map")
         # The buddy of a block below the top order lies inside the same top-order block, so
         # padding to a multiple of it keeps every buddy lookup inside the array.
         top = 1 << (nr_orders - 1)

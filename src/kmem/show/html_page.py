@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import html
 import json
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from kmem.errors import InvalidArgumentError
 from kmem.page.mem_map import ORDER_MASK
 from kmem.show.scenario import Scenario
 from kmem.show.snapshot import scenario_document
@@ -37,16 +39,29 @@ _ORDER_BITS = ORDER_MASK.bit_length()  # 5: orders 0..31 (page.js decodes with 3
 
 def encode_blocks(blocks: list[int], width: int) -> str:
     """A frame's flat [pfn, order, code, ...] list as a string (pfns are implied)."""
-    digits = []
-    alphabet = BLOCK_ALPHABET
     limit = 1 << (6 * width)
-    for i in range(0, len(blocks), 3):
-        value = (blocks[i + 2] << _ORDER_BITS) | blocks[i + 1]
-        if value >= limit:
-            raise ValueError(f"block code {blocks[i + 2]} does not fit in {width} digits")
+    codes = blocks[2::3]
+    if codes and max(codes) << _ORDER_BITS >= limit:
+        raise ValueError(f"block code {max(codes)} does not fit in {width} digits")
+    if width <= 2:  # (nearly every page: a table of every value's digits, one lookup a block)
+        digits = _digit_table(width)
+        return "".join([digits[(code << _ORDER_BITS) | order]
+                        for order, code in zip(blocks[1::3], codes, strict=True)])
+    alphabet = BLOCK_ALPHABET
+    out = []
+    for order, code in zip(blocks[1::3], codes, strict=True):
+        value = (code << _ORDER_BITS) | order
         for shift in range(6 * (width - 1), -1, -6):
-            digits.append(alphabet[(value >> shift) & 63])
-    return "".join(digits)
+            out.append(alphabet[(value >> shift) & 63])
+    return "".join(out)
+
+
+@cache
+def _digit_table(width: int) -> tuple[str, ...]:
+    """The ``width``-digit string of every value below 64 ** width."""
+    if width == 1:
+        return tuple(BLOCK_ALPHABET)
+    return tuple(high + low for high in BLOCK_ALPHABET for low in BLOCK_ALPHABET)
 
 
 def _compact(document: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +96,53 @@ def scenario_page(scenario: Scenario) -> str:
 
 
 def write_page(document: dict[str, Any], path: str | Path) -> Path:
-    """Write the page for ``document`` to ``path``; return the path."""
+    """Write the page for ``document`` to ``path``; return the path. The page is written
+    whole or not at all (into a temporary file beside it, then renamed), so a failure leaves
+    no half page and an existing file unchanged; one that cannot be written is a
+    PageWriteError naming it."""
     path = Path(path)
-    path.write_text(build_page(document), encoding="utf-8")
+    page = build_page(document)
+    write_atomically(path, page.encode("utf-8"))
     return path
+
+
+class PageWriteError(InvalidArgumentError):
+    """A page or picture cannot be written where it was asked for."""
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` into ``path``, through a temporary file in the same folder and a rename (a
+    symbolic link is followed: the file it names is replaced, the link stays). A path that is
+    no regular file (/dev/stdout, a FIFO) is written to directly: a rename would replace it."""
+    import os
+    import stat
+    import tempfile
+
+    if path.is_dir():
+        raise PageWriteError(f"cannot write {str(path)!r}: it is a folder")
+    try:
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            with open(path, "wb") as file:
+                file.write(data)
+            return
+        target = Path(os.path.realpath(path))
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                             dir=target.parent)
+    except OSError as error:
+        raise PageWriteError(f"cannot write {str(path)!r}: {error.strerror}") from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, target)
+    except OSError as error:
+        os.unlink(temporary)
+        raise PageWriteError(f"cannot write {str(path)!r}: {error.strerror}") from None
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

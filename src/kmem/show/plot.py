@@ -36,6 +36,7 @@ from kmem.show.snapshot import ALLOCATED_CODE, FREE_CODE, LABEL_BASE, RESERVED_C
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from kmem.trace.compare import KernelComparison
     from kmem.trace.replay import ReplayResult
 
 KINDS = ("all", "map", "usage", "fragmentation", "slab")
@@ -344,5 +345,34 @@ def plot_replay(result: ReplayResult, path: str) -> None:
     bottom.set_xlabel("trace time (s)")
     bottom.set_ylim(-0.05, 1.05)
     bottom.legend()
+    figure.tight_layout()
+    figure.savefig(output, dpi=100)
+
+
+def plot_comparison(comparison: KernelComparison, path: str) -> None:
+    """Slab pages over the trace's time under each kernel of a ``kmem replay --compare``, and
+    the objects each holds in sheaves and barns at the end (.png or .svg)."""
+    from matplotlib.figure import Figure
+
+    output = picture_path(path)
+    figure = Figure(figsize=(10, 7))
+    top, bottom = figure.subplots(2, 1, gridspec_kw={"height_ratios": (3, 1)})
+    for kernel in comparison.kernels:
+        result = comparison.results[kernel]
+        samples = [s for s in result.timeline if s.events] or list(result.timeline)
+        top.plot([s.time - samples[0].time for s in samples],
+                 [s.slab_pages * result.page_size / (1 << 20) for s in samples],
+                 label=f"Linux {kernel}")
+    top.set_ylabel("slab memory (MiB)")
+    top.set_xlabel("seconds since the first event")
+    top.set_title("kmem replay --compare: the same trace under each kernel's SLUB")
+    top.legend()
+    held = [comparison.results[k].sheaves for k in comparison.kernels]
+    labels = [f"Linux {k}" for k in comparison.kernels]
+    bottom.barh(labels, [h["cpu_sheaf_objects"] for h in held], label="in CPU sheaves")
+    bottom.barh(labels, [h["barn_objects"] for h in held],
+                left=[h["cpu_sheaf_objects"] for h in held], label="in barns")
+    bottom.set_xlabel("objects held in sheaves at the end")
+    bottom.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(output, dpi=100)

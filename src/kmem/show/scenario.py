@@ -3,11 +3,14 @@
 The language, one command a line, ``#`` starts a comment, sizes are bytes with an optional
 K/M/G/T suffix (powers of 1024; "21K", "1.5M", "100")::
 
-    memory 256K page 4K [max_order N] [cpus N] [policy slub|slab]
-                              the machine; must come first (default: 256K, 4K pages)
+    memory 256K page 4K [max_order N] [cpus N] [policy slub|slab] [kernel 6.17|6.18|7.0]
+                              the machine; must come first (default: 256K, 4K pages, SLUB
+                              of 6.18: kernel 7.0 gives every cache sheaves)
     alloc NAME SIZE           buddy allocation of SIZE bytes, rounded up to 2**order pages
     pages NAME ORDER          buddy allocation of 2**ORDER pages
-    cache CACHE SIZE [align N]    a slab cache of SIZE-byte objects (kmem_cache_create)
+    cache CACHE SIZE [align N] [sheaves N]
+                              a slab cache of SIZE-byte objects (kmem_cache_create), with
+                              per-CPU sheaves of N objects (6.18's sheaf_capacity)
     obj NAME CACHE [cpu N]    an object from a cache (kmem_cache_alloc)
     kmalloc NAME SIZE [cpu N] kmalloc(SIZE)
     free NAME                 free whatever NAME is: buddy block, object or kmalloc memory
@@ -41,6 +44,7 @@ from typing import Any
 from kmem.errors import KmemError
 from kmem.page.size import parse_size as parse_size  # (its home is the page layer)
 from kmem.show.explain import Step
+from kmem.slab.sheaves import DEFAULT_KERNEL, KERNELS
 
 
 class ScenarioSyntaxError(KmemError, ValueError):
@@ -78,10 +82,10 @@ _NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
 
 # verb -> (positional argument kinds, allowed options)
 _GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "memory": (("size",), ("page", "max_order", "cpus", "policy")),
+    "memory": (("size",), ("page", "max_order", "cpus", "policy", "kernel")),
     "alloc": (("name", "size"), ()),
     "pages": (("name", "int"), ()),
-    "cache": (("name", "size"), ("align",)),
+    "cache": (("name", "size"), ("align", "sheaves")),
     "obj": (("name", "name"), ("cpu",)),
     "kmalloc": (("name", "size"), ("cpu",)),
     "free": (("name",), ()),
@@ -90,7 +94,7 @@ _GRAMMAR: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "destroy": (("name",), ()),
 }
 _OPTION_KINDS = {"page": "size", "max_order": "int", "cpus": "int", "policy": "word",
-                 "align": "size", "cpu": "int"}
+                 "align": "size", "cpu": "int", "kernel": "word", "sheaves": "int"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,7 @@ class Scenario:
     policy: str
     actions: tuple[Action, ...]
     text: str
+    kernel: str = DEFAULT_KERNEL  # whose SLUB (kmem.slab.sheaves.KERNELS)
 
 
 def _convert(kind: str, token: str) -> str | int:
@@ -180,6 +185,7 @@ def parse(text: str, source: str = "<scenario>") -> Scenario:
     max_order = 10
     nr_cpus = 2
     policy = "slub"
+    kernel = DEFAULT_KERNEL
     if memory is not None:
         size = int(memory.args[0])
         page_size = int(memory.option("page", page_size))
@@ -190,7 +196,13 @@ def parse(text: str, source: str = "<scenario>") -> Scenario:
             raise ScenarioSyntaxError(
                 f"{source}:{memory.line}: policy must be slub or slab, got {policy!r}"
             )
-    return Scenario(source, size, page_size, max_order, nr_cpus, policy, tuple(actions), text)
+        kernel = str(memory.option("kernel", kernel))
+        if kernel not in KERNELS:
+            raise ScenarioSyntaxError(
+                f"{source}:{memory.line}: kernel must be one of {', '.join(KERNELS)},"
+                f" got {kernel!r}")
+    return Scenario(source, size, page_size, max_order, nr_cpus, policy, tuple(actions), text,
+                    kernel)
 
 
 def load(spec: str | Path | None = None) -> Scenario:
@@ -201,13 +213,30 @@ def load(spec: str | Path | None = None) -> Scenario:
         return parse(BUILTIN[spec], spec)
     path = Path(spec)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as error:
         raise ScenarioNameError(
             f"cannot read scenario {str(spec)!r}: {error.strerror}"
             f" (built-in scenarios: {', '.join(BUILTIN)})"
         ) from None
-    return parse(text, path.name)
+    return parse(_scenario_text(data, path.name), path.name)
+
+
+def _scenario_text(data: bytes, source: str) -> str:
+    """A scenario file's bytes as text; binary or non-UTF-8 bytes are a ScenarioSyntaxError at
+    their line (a scenario is a few lines a person wrote, so a bad byte is a wrong file, and a
+    compressed trace given to ``kmem run`` is the usual one)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ScenarioSyntaxError(
+            f"{source}:{line}: not a scenario: byte 0x{data[error.start]:02x} is not UTF-8 text"
+            " (a kmem trace? kmem html and plot read those with --trace)") from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise ScenarioSyntaxError(f"{source}:{line}: not a scenario: binary data (a NUL byte)")
+    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from kmem.show.explain import Step, clause, describe_alloc, describe_free, forma
 from kmem.show.scenario import Action, Allocation, Scenario, ScenarioNameError, StepResult
 from kmem.slab.allocator import SlabAllocator
 from kmem.slab.cache import KmemCache
+from kmem.slab.slub_sheaves import PercpuSheavesCache
 
 
 class SlabVerbs:
@@ -43,7 +44,7 @@ class SlabVerbs:
         pay for its boot-time kmalloc caches)."""
         if self.slab is None:
             self.slab = SlabAllocator(self.buddy, nr_cpus=self.scenario.nr_cpus,
-                                      policy=self.scenario.policy)
+                                      policy=self.scenario.policy, kernel=self.scenario.kernel)
         return self.slab
 
     def _do_cache(self, action: Action) -> StepResult:
@@ -54,7 +55,8 @@ class SlabVerbs:
                 f"{self.scenario.name}:{action.line}: cache {name!r} already exists"
             )
         size = int(action.args[1])
-        cache = slab.kmem_cache_create(name, size, align=int(action.option("align", 0)))
+        cache = slab.kmem_cache_create(name, size, align=int(action.option("align", 0)),
+                                       sheaf_capacity=int(action.option("sheaves", 0)))
         self.caches[name] = cache
         merged = ""
         if cache.name != name:
@@ -66,6 +68,10 @@ class SlabVerbs:
             f" {format_size(self.buddy.page_size << cache.order)} (order {cache.order});"
             " no slab yet: the first allocation takes pages from the buddy allocator."
         )
+        if cache.sheaf_capacity:
+            text += (f" Each CPU has a main sheaf of up to {cache.sheaf_capacity} objects in"
+                     " front of the slabs (and a barn of spare sheaves): an allocation pops it,"
+                     " a free pushes onto it.")
         return self._result(action, name, [], [], None, text)
 
     def _slab_alloc(self, action: Action, name: str, kind: str, size: int,
@@ -74,6 +80,8 @@ class SlabVerbs:
         """An object or kmalloc memory; ``label`` names the cache in the text (default: its
         name)."""
         before = self.buddy.nr_free
+        in_sheaves = sheaf_places(cache)
+        refills = _refills(cache)
         address = int(do_alloc())
         pfn = address >> self.buddy.page_shift
         block = self.buddy.block_at(pfn)
@@ -89,7 +97,18 @@ class SlabVerbs:
         if self.buddy.nr_free != before:
             steps = describe_alloc(self.buddy, before, block.pfn, block.order)
         cache_name = label or cache_name
-        if cache_name is None:
+        place = in_sheaves.get(address)
+        refilled = _refills(cache) - refills
+        if cache_name is not None and place is not None:
+            text = (f"{name}: {place} of cache {cache_name} held a free object: it pops"
+                    f" {address:#x} (its slab at pfn {block.pfn} already counted it as"
+                    " allocated); no slab is touched, no pages from the buddy allocator.")
+        elif cache_name is not None and refilled:
+            text = (f"{name}: the main sheaf of cache {cache_name} was empty: it is refilled"
+                    f" with {refilled} objects from the slabs"
+                    + (f" ({clause(steps)})" if steps else "")
+                    + f", and the allocation pops {address:#x}.")
+        elif cache_name is None:
             text = (f"{name}: {format_size(size)} is too big for the kmalloc caches: "
                     f"{clause(steps)} straight from the buddy allocator.")
         elif steps:
@@ -203,7 +222,12 @@ class SlabVerbs:
         block = self.buddy.block_at(alloc.pfn)
         released = block.state == "free"  # the slab (or large kmalloc) went back to the buddy
         steps = describe_free(self.buddy, alloc.pfn, alloc.order) if released else []
-        if alloc.cache is None:
+        place = sheaf_places(cache).get(alloc.address)
+        if place is not None:
+            text = (f"{alloc.name}: object at {alloc.address:#x} goes onto {place} of cache"
+                    f" {alloc.cache}, not back to its slab: the slab at pfn {alloc.pfn} still"
+                    " counts it as allocated until the sheaf is flushed.")
+        elif alloc.cache is None:
             text = f"{alloc.name}: large kmalloc memory goes back to the buddy allocator: "
             text += clause(steps) + "."
         elif released:
@@ -217,6 +241,22 @@ class SlabVerbs:
         highlight = [(s.pfn, s.order) for s in steps if s.kind == "place"] or [
             (alloc.pfn, alloc.order)]
         return self._result(action, alloc.name, steps, highlight, alloc.address, text)
+
+
+def sheaf_places(cache: KmemCache | None) -> dict[int, str]:
+    """Address -> where it waits ("main sheaf of CPU 0", "barn") of every object in a sheaf of
+    ``cache`` (none for a cache without sheaves)."""
+    if not isinstance(cache, PercpuSheavesCache):
+        return {}
+    names = {"main": "the main sheaf of CPU {}", "spare": "the spare sheaf of CPU {}",
+             "rcu_free": "the rcu_free sheaf of CPU {}", "barn_full": "the barn",
+             "barn_empty": "the barn", "rcu_waiting": "a sheaf waiting for RCU"}
+    return {address: names[place].format(cpu) for place, cpu, sheaf in cache.sheaves()
+            for address in sheaf}
+
+
+def _refills(cache: KmemCache | None) -> int:
+    return cache.stats().sheaf_refill if isinstance(cache, PercpuSheavesCache) else 0
 
 
 def slab_page_labels(slab_pages: Iterable[tuple[int, str]]) -> dict[int, str]:

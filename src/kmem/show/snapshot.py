@@ -18,7 +18,10 @@ and each *frame* is::
      "caches": [{"name", "object_size", "size", "objs_per_slab", "order", "active_objs",
                  "num_objs", "nr_slabs", "full", "partial", "empty",
                  "bytes_requested", "bytes_allocated",   # kmalloc requests, since the start
-                 "slabs": [[pfn, inuse, total, base, "0110.."], ...]}, ...],  # first 48
+                 "slabs": [[pfn, inuse, total, base, "01s0.."], ...],  # first 48
+                 "sheaves": {"capacity", "cpus": [[main, spare], ...], "barn_full",
+                             "barn_empty"}}, ...],   # (only caches with sheaves: "s" above
+                                                     # marks an object waiting in a sheaf)
      "owners": [[address, name], ...]}   # scenario objects and kmalloc memory by name
 
 Block codes: 0 free, 1 allocated (no label), 2 reserved, 3 + i allocated with labels[i]
@@ -38,9 +41,16 @@ the mem_map's documented ``owner`` column, where the slab layer marks large kmal
 from __future__ import annotations
 
 import lzma
+import os
 import re
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.buddy import BuddyAllocator
@@ -51,8 +61,12 @@ from kmem.show.scenario_run import ScenarioRun
 from kmem.show.scenario_slab import slab_page_labels
 from kmem.slab.allocator import SlabAllocator
 from kmem.slab.kmalloc import KMALLOC_LARGE_OWNER
+from kmem.slab.slub_sheaves import PercpuSheavesCache
 
 if TYPE_CHECKING:
+    from kmem.slab.cache import KmemCache
+    from kmem.slab.stats import CacheStats
+    from kmem.trace.events import EventBatch
     from kmem.trace.replay import ReplaySnapshot
 
 FREE_CODE = 0
@@ -79,6 +93,9 @@ class LabelTable:
         return LABEL_BASE + index
 
 
+_STATE_CODES = {"free": FREE_CODE, "reserved": RESERVED_CODE, "allocated": ALLOCATED_CODE}
+
+
 def buddy_frame(
     buddy: BuddyAllocator, table: LabelTable, labels: dict[int, str] | None = None,
     large_kmalloc: str | None = None,
@@ -91,18 +108,22 @@ def buddy_frame(
     """
     labels = labels or {}
     owner = buddy.mem_map.owner if large_kmalloc else None
-    blocks: list[int] = []
-    for pfn, order, state in iter_blocks(buddy):
-        if state == "free":
-            code = FREE_CODE
-        elif state == "reserved":
-            code = RESERVED_CODE
-        else:
+    walk = list(iter_blocks(buddy))
+    # Every block's code by its state in one comprehension, then the allocated blocks' labels,
+    # lowest pfn first (the order labels are numbered in): a long trace's page has hundreds of
+    # frames of thousands of blocks, so this loop is most of a frame's cost outside the slabs.
+    codes = [_STATE_CODES[state] for _, _, state in walk]
+    if labels or owner is not None:
+        for index, (pfn, _, state) in enumerate(walk):
+            if state != "allocated":
+                continue
             label = labels.get(pfn)
             if label is None and owner is not None and owner[pfn] == KMALLOC_LARGE_OWNER:
                 label = large_kmalloc
-            code = table.code(label) if label else ALLOCATED_CODE
-        blocks += (pfn, order, code)
+            if label:
+                codes[index] = table.code(label)
+    blocks = list(chain.from_iterable(
+        zip([pfn for pfn, _, _ in walk], [order for _, order, _ in walk], codes, strict=True)))
     nr_free = list(buddy.nr_free)
     free_lists = [
         buddy.free_blocks(order)[:MAX_LISTED] if count else [] for order, count in
@@ -130,52 +151,131 @@ def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] |
     """
     if slab is None:
         return []
-    page_size = int(slab.buddy.page_size)
+    return [_cache_entry(cache, pfns, cache.stats(), int(slab.buddy.page_size))
+            for cache, pfns in _shown_caches(slab, slab_pages)]
+
+
+def _shown_caches(slab: SlabAllocator, slab_pages: list[tuple[int, str]] | None
+                  ) -> Iterator[tuple[KmemCache, list[int]]]:
     slabs_of: dict[str, list[int]] = {}
     for pfn, name in slab.slab_pages() if slab_pages is None else slab_pages:
         slabs_of.setdefault(name, []).append(int(pfn))
-    out = []
     for cache in slab.cache_list():
         pfns = slabs_of.get(cache.name, [])
         if cache.is_kmalloc and not pfns:
             continue
-        total = int(cache.objs_per_slab)
-        slot = int(cache.slab_size)
-        used: dict[int, list[int]] = {pfn: [] for pfn in pfns}
-        base: dict[int, int] = {}  # address of object 0 (after a colour offset or red zone)
-        for obj in cache.live_objects():
-            used.setdefault(obj.slab_pfn, []).append(obj.index)
-            base[obj.slab_pfn] = obj.address - obj.index * slot
-        slabs: list[list[Any]] = []
-        for pfn in sorted(used):
-            indices = used[pfn]
-            entry: list[Any] = [pfn, len(indices), total, base.get(pfn, pfn * page_size)]
-            if total <= MAX_OBJECT_BITS:
-                bits = ["0"] * total
-                for index in indices:
-                    bits[index] = "1"
-                entry.append("".join(bits))
-            slabs.append(entry)
-        stats = cache.stats()
-        full = sum(1 for s in slabs if s[1] == total)
-        empty = sum(1 for s in slabs if s[1] == 0)
-        out.append({
-            "name": str(cache.name),
-            "object_size": int(cache.object_size),
-            "size": int(cache.slab_size),
-            "objs_per_slab": total,
-            "order": int(cache.order),
-            "active_objs": sum(s[1] for s in slabs),
-            "num_objs": total * len(slabs),
-            "nr_slabs": len(slabs),
-            "full": full,
-            "partial": len(slabs) - full - empty,
-            "empty": empty,
-            "slabs": slabs[:MAX_SLABS_LISTED],
-            "bytes_requested": int(stats.bytes_requested),
-            "bytes_allocated": int(stats.bytes_allocated),
-        })
-    return out
+        yield cache, pfns
+
+
+def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size: int
+                 ) -> dict[str, Any]:
+    total = int(cache.objs_per_slab)
+    slot = int(cache.slab_size)
+    objects = cache.live_objects()  # by address: slab after slab, by ascending pfn
+    # Objects per slab counted at C speed; only the listed slabs' objects are walked one by
+    # one (for their used bits), and those come first in ``objects``.
+    inuse = Counter(map(_SLAB_PFN, objects))
+    order = sorted(set(pfns) | inuse.keys())
+    listed = order[:MAX_SLABS_LISTED]
+    walk = sum(inuse[pfn] for pfn in listed)
+    used: dict[int, list[int]] = {pfn: [] for pfn in listed}
+    base: dict[int, int] = {}  # address of object 0 (after a colour offset or red zone)
+    for obj in objects[:walk]:
+        used[obj.slab_pfn].append(obj.index)
+        base[obj.slab_pfn] = obj.address - obj.index * slot
+    slabs: list[list[Any]] = []
+    for pfn in listed:
+        indices = used[pfn]
+        entry: list[Any] = [pfn, len(indices), total, base.get(pfn, pfn * page_size)]
+        if total <= MAX_OBJECT_BITS:
+            bits = ["0"] * total
+            for index in indices:
+                bits[index] = "1"
+            entry.append("".join(bits))
+        slabs.append(entry)
+    sheaves = _sheaves(cache)
+    if sheaves is not None:  # the objects waiting in sheaves, marked "s"
+        by_head = {row[0]: row for row in slabs if len(row) > 4}
+        head_mask = ~((1 << cache.order) - 1)  # (a slab is a buddy block: aligned)
+        for address in sheaves.pop("_held"):
+            row = by_head.get(address // page_size & head_mask)
+            if row is not None:
+                index = (address - row[3]) // slot
+                row[4] = row[4][:index] + "s" + row[4][index + 1:]
+    full = sum(1 for pfn in order if inuse[pfn] == total)
+    empty = sum(1 for pfn in order if not inuse[pfn])
+    return {
+        "name": str(cache.name),
+        "object_size": int(cache.object_size),
+        "size": int(cache.slab_size),
+        "objs_per_slab": total,
+        "order": int(cache.order),
+        "active_objs": len(objects),
+        "num_objs": total * len(order),
+        "nr_slabs": len(order),
+        "full": full,
+        "partial": len(order) - full - empty,
+        "empty": empty,
+        "slabs": slabs,
+        "bytes_requested": int(stats.bytes_requested),
+        "bytes_allocated": int(stats.bytes_allocated),
+        **({"sheaves": sheaves} if sheaves is not None else {}),
+    }
+
+
+def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
+    """A cache's sheaves for a frame (None without sheaves); "_held": the objects in them."""
+    if not isinstance(cache, PercpuSheavesCache) or not cache.sheaf_capacity:
+        return None
+    cpus = [[0, -1] for _ in range(cache.nr_cpus)]
+    full = empty = 0
+    held: list[int] = []
+    for place, cpu, sheaf in cache.sheaves():
+        held.extend(sheaf)
+        if place == "main":
+            cpus[cpu][0] = len(sheaf)
+        elif place == "spare":
+            cpus[cpu][1] = len(sheaf)
+        elif place == "barn_full":
+            full += 1
+        elif place == "barn_empty":
+            empty += 1
+    return {"capacity": int(cache.sheaf_capacity), "cpus": cpus, "barn_full": full,
+            "barn_empty": empty, "_held": held}
+
+
+_SLAB_PFN = attrgetter("slab_pfn")
+
+
+class _CacheFrames:
+    """cache_frames() for frame after frame of one replay, at the cost of the caches that
+    changed: a cache whose counters (CacheStats: every alloc and free moves one) and slabs are
+    those of the previous frame has the previous frame's entry, without walking its objects.
+    A long trace's busy caches hold most objects, but most caches sit still between frames,
+    and walking every live object of every cache for every frame made the page builder's cost
+    grow with the frames asked for (tests/test_html.py checks the entries equal
+    cache_frames')."""
+
+    def __init__(self) -> None:
+        self._previous: dict[str, tuple[tuple[int, ...], CacheStats, dict[str, Any]]] = {}
+
+    def frames(self, slab: SlabAllocator, slab_pages: list[tuple[int, str]]
+               ) -> list[dict[str, Any]]:
+        page_size = int(slab.buddy.page_size)
+        out = []
+        seen: dict[str, tuple[tuple[int, ...], CacheStats, dict[str, Any]]] = {}
+        for cache, pfns in _shown_caches(slab, slab_pages):
+            stats = cache.stats()
+            key = tuple(pfns)
+            before = self._previous.get(cache.name)
+            if before is not None and before[0] == key and before[1] == stats:
+                entry = before[2]
+            else:
+                entry = _cache_entry(cache, pfns, stats, page_size)
+            seen[cache.name] = (key, stats, entry)
+            out.append(entry)
+        self._previous = seen
+        return out
 
 
 def step_frame(result: StepResult | None) -> dict[str, Any]:
@@ -236,11 +336,19 @@ def scenario_document(scenario: Scenario, max_frames: int | None = None) -> dict
 # -- choosing the input: scenario or trace ------------------------------------------------------
 
 DEFAULT_TRACE_FRAMES = 400  # snapshots of a long replay: smooth on the slider, a few MB at most
-DEFAULT_TRACE_MEMORY = 256 << 20  # a trace's machine: enough for a short trace, a small page
+DEFAULT_TRACE_MEMORY = 1 << 30  # a trace's machine: kmem replay's (kmem.cli.args.DEFAULT_MEMORY)
 _TRACE_LINE = re.compile(
     r"# tracer:|\b(kmalloc|kmalloc_node|kfree|kmem_cache_alloc|kmem_cache_alloc_node|"
     r"kmem_cache_free|mm_page_alloc|mm_page_free|mm_page_free_batched):"
 )
+
+
+# The first bytes of a compressed file (kmem.trace.source reads both): such a file is a trace,
+# never a scenario, even when it is corrupt (the trace reader then says what is wrong with it).
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"\xfd7zXZ\x00")
+
+# progress(what, done, total): "counting" then "replaying", bytes of the file read so far.
+Progress = Callable[[str, int, int], object]
 
 
 def looks_like_trace(path: str | Path) -> bool:
@@ -248,32 +356,96 @@ def looks_like_trace(path: str | Path) -> bool:
     from kmem.trace.source import open_trace
 
     try:
+        with open(path, "rb") as raw:
+            if raw.read(6).startswith(_COMPRESSED_MAGIC):
+                return True
         with open_trace(path) as lines:
             for _, line in zip(range(200), lines, strict=False):
                 if _TRACE_LINE.search(line):
                     return True
-    except (OSError, KmemError, EOFError, lzma.LZMAError):
+    except (OSError, KmemError, EOFError, lzma.LZMAError, zlib.error):
         return False
     return False
 
 
 def document_for(spec: str, kind: str | None = None,
                  max_frames: int = DEFAULT_TRACE_FRAMES,
-                 memory: int = DEFAULT_TRACE_MEMORY, policy: str = "slub") -> dict[str, Any]:
-    """The document for a built-in scenario name, a scenario file or a trace file.
+                 memory: int = DEFAULT_TRACE_MEMORY, policy: str = "slub", *,
+                 nr_cpus: int = 2, skip_bad: bool = False,
+                 progress: Progress | None = None) -> dict[str, Any]:
+    """The document for a built-in scenario name, a scenario file or a trace file ("-": the
+    standard input, scenario or trace).
 
-    ``kind`` forces "scenario" or "trace"; by default a file is read as a trace when its
-    first lines look like ftrace kmem events, else as a scenario. ``memory`` and ``policy``
-    set up the machine a trace replays on (a scenario says its own).
+    ``kind`` forces "scenario" or "trace"; by default a file is read as a trace when it is
+    compressed or its first lines look like ftrace kmem events, else as a scenario.
+    ``memory``, ``policy``, ``nr_cpus`` and ``skip_bad`` set up the machine a trace replays on
+    and how its lines are read, as kmem replay does (a scenario says its own machine).
     """
+    if kind not in (None, "scenario", "trace"):
+        raise InvalidArgumentError(f"kind must be 'scenario' or 'trace', not {kind!r}")
+    if spec == "-" or _is_stream(spec):
+        # Standard input or a pipe (``<(xzcat trace.xz)``) can be read only once: spooled to a
+        # file, it is guessed and read (twice, see trace_document) as a file is.
+        with _spooled(spec) as path:
+            return document_for(str(path), kind, max_frames, memory, policy, nr_cpus=nr_cpus,
+                                skip_bad=skip_bad, progress=progress)
     if kind is None:
         kind = "trace" if spec not in BUILTIN and Path(spec).is_file() and looks_like_trace(
             spec) else "scenario"
     if kind == "scenario":
         return scenario_document(load(spec), max_frames)
-    if kind != "trace":
-        raise InvalidArgumentError(f"kind must be 'scenario' or 'trace', not {kind!r}")
-    return trace_document(spec, max_frames, memory=memory, policy=policy)
+    return trace_document(spec, max_frames, memory=memory, policy=policy, nr_cpus=nr_cpus,
+                          skip_bad=skip_bad, progress=progress)
+
+
+def _is_stream(spec: str) -> bool:
+    """Is ``spec`` a FIFO or a character device (a file that reads once), not a built-in?"""
+    import stat
+
+    try:
+        return spec not in BUILTIN and not stat.S_ISREG(os.stat(spec).st_mode) and not (
+            stat.S_ISDIR(os.stat(spec).st_mode))
+    except OSError:
+        return False  # (the reader says what is wrong with it)
+
+
+@contextmanager
+def _spooled(spec: str) -> Iterator[Path]:
+    import shutil
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kmem-input-") as folder:
+        path = Path(folder) / ("stdin" if spec == "-" else Path(spec).name)
+        with open(path, "wb") as file:
+            if spec == "-":
+                shutil.copyfileobj(sys.stdin.buffer, file, 1 << 20)
+            else:
+                with open(spec, "rb") as source:
+                    shutil.copyfileobj(source, file, 1 << 20)
+        yield path
+
+
+def _count_lines(path: str | Path, progress: Progress | None) -> int:
+    """The trace's lines, read as the parser reads them (decompressed, "\\n" ends a line); a
+    broken stream is the parser's TraceFileError, not a raw EOFError or LZMAError."""
+    from kmem.trace.source import TraceFileError, open_trace
+
+    count = 0
+    ended_with_newline = True
+    with open(path, "rb") as raw:
+        size = os.fstat(raw.fileno()).st_size
+        with open_trace(raw) as text:
+            try:
+                while chunk := text.read(1 << 20):
+                    count += chunk.count("\n")
+                    ended_with_newline = chunk.endswith("\n")
+                    if progress is not None:
+                        progress("counting", raw.tell(), size)
+            except (EOFError, OSError, lzma.LZMAError, zlib.error) as error:
+                raise TraceFileError(
+                    f"the trace stream broke off after line {count}: {error}") from None
+    return count + (not ended_with_newline)
 
 
 def trace_document(
@@ -283,44 +455,76 @@ def trace_document(
     memory: int = DEFAULT_TRACE_MEMORY,
     policy: str = "slub",
     nr_cpus: int = 2,
-    skip_bad: bool = True,
+    skip_bad: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Replay a kmem trace (kmem.trace.replay) and keep about ``max_frames`` snapshots.
 
-    The trace is read twice: once to count its lines, so the snapshots can be spaced evenly
-    (every ``lines / max_frames`` events), then to replay it. Each frame is the machine after
-    that many events; its text says what the events since the previous frame did.
+    The trace is read as ``kmem replay`` reads it: the same parser, the same errors (a
+    malformed line stops it, ``skip_bad`` counts it instead), parsed in a second process where
+    kmem.trace.pipeline can. It is read twice: once to count its lines, so the snapshots can
+    be spaced evenly (every ``lines / max_frames`` events), then to replay it. Each frame is
+    the machine after that many events; its text says what the events since the previous
+    frame did. ``progress(what, bytes done, bytes total)`` is called as the file is read.
     """
+    from kmem.trace import pipeline
     from kmem.trace.parse import TraceParser
     from kmem.trace.replay import Replayer
-    from kmem.trace.source import open_trace
+    from kmem.trace.source import TraceFileError, open_trace
 
-    with open_trace(path) as lines:
-        nr_lines = sum(1 for _ in lines)
-    every = max(1, -(-nr_lines // max(1, max_frames)))
+    try:
+        with open(path, "rb") as probe:  # (a folder or an unreadable file fails here, named)
+            size = os.fstat(probe.fileno()).st_size
+    except OSError as error:
+        raise TraceFileError(f"cannot open trace {str(path)!r}: {error.strerror}") from None
     replayer = Replayer(memory=memory, policy=policy, nr_cpus=nr_cpus)
-    parser = TraceParser(skip_bad=skip_bad)
-    table = LabelTable()
-    frames: list[dict[str, Any]] = []
-    previous: ReplaySnapshot | None = None
-    with open_trace(path) as lines:
-        for snap in replayer.iter_batch_snapshots(parser.parse_batches(lines), every=every):
-            frame = {"step": snap.events, "line": 0, "source": "", "steps": [], "highlight": []}
-            if previous is None:
-                frame["text"] = (
-                    f"{format_size(memory)} of memory, all free; the trace's events replay"
-                    f" through kmem's own allocators ({policy}, {nr_cpus} CPUs)."
-                )
+    # The child starts before the first progress report (a progress bar's thread must not
+    # exist at the fork: see ParserProcess.start); it reads ahead while the lines are counted.
+    process = (pipeline.ParserProcess(path, skip_bad=skip_bad)
+               if pipeline.available() and Path(path).is_file() else None)
+    parser: TraceParser | pipeline.ParserProcess = process or TraceParser(skip_bad=skip_bad)
+    if process is not None:
+        process.start()
+    try:
+        nr_lines = _count_lines(path, progress)
+        every = max(1, -(-nr_lines // max(1, max_frames)))
+        table = LabelTable()
+        frames: list[dict[str, Any]] = []
+        previous: ReplaySnapshot | None = None
+        caches = _CacheFrames()
+        with ExitStack() as stack:
+            batches: Iterable[EventBatch]
+            if process is not None:
+                report = (None if progress is None else
+                          lambda done: progress("replaying", done, size))
+                batches = process.batches(report)
             else:
-                frame["source"] = f"events {previous.events + 1}-{snap.events}"
-                frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
-            # Slab pages by cache, large kmalloc blocks; page events' blocks stay unlabelled.
-            slab_pages = replayer.slab.slab_pages()
-            frame.update(buddy_frame(replayer.buddy, table, slab_page_labels(slab_pages),
-                                     large_kmalloc="kmalloc:large"))
-            frame["caches"] = cache_frames(replayer.slab, slab_pages)
-            frames.append(frame)
-            previous = snap
+                assert isinstance(parser, TraceParser)
+                raw = stack.enter_context(open(path, "rb"))
+                lines = stack.enter_context(open_trace(raw))
+                batches = parser.parse_batches(
+                    lines if progress is None else _reporting(lines, raw, size, progress))
+            for snap in replayer.iter_batch_snapshots(batches, every=every):
+                frame = {"step": snap.events, "line": 0, "source": "", "steps": [],
+                         "highlight": []}
+                if previous is None:
+                    frame["text"] = (
+                        f"{format_size(memory)} of memory, all free; the trace's events replay"
+                        f" through kmem's own allocators ({policy}, {nr_cpus} CPUs)."
+                    )
+                else:
+                    frame["source"] = f"events {previous.events + 1}-{snap.events}"
+                    frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
+                # Slab pages by cache, large kmalloc blocks; page events' blocks unlabelled.
+                slab_pages = replayer.slab.slab_pages()
+                frame.update(buddy_frame(replayer.buddy, table, slab_page_labels(slab_pages),
+                                         large_kmalloc="kmalloc:large"))
+                frame["caches"] = caches.frames(replayer.slab, slab_pages)
+                frames.append(frame)
+                previous = snap
+    finally:
+        if process is not None:
+            process.close()
     result = replayer.result(parser)
     return {
         "title": f"kmem: trace {Path(path).name}",
@@ -340,6 +544,15 @@ def trace_document(
             "kmem_oom": result.kmem_oom,
         },
     }
+
+
+def _reporting(lines: IO[str], raw: IO[bytes], size: int, progress: Progress
+               ) -> Iterator[str]:
+    for number, line in enumerate(lines):
+        if not number & 0xFFFF:
+            progress("replaying", raw.tell(), size)
+        yield line
+    progress("replaying", size, size)
 
 
 def _trace_step_text(before: ReplaySnapshot, after: ReplaySnapshot, page_size: int) -> str:

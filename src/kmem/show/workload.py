@@ -17,6 +17,7 @@ from kmem.show.scenario import load
 from kmem.show.scenario_run import run_all
 from kmem.slab.allocator import SlabAllocator
 from kmem.slab.flags import SLAB_HWCACHE_ALIGN
+from kmem.slab.sheaves import DEFAULT_KERNEL
 
 # -- workloads to report on ---------------------------------------------------------------------
 
@@ -63,11 +64,13 @@ def builtin_workload(slab: SlabAllocator, *, seed: int = 1, operations: int = 40
 
 
 def workload_allocator(*, scenario: str | None = None, policy: str = "slub", nr_cpus: int = 2,
-                       memory: int = 64 << 20, seed: int = 1) -> SlabAllocator:
-    """A SlabAllocator after a workload: the built-in one, or a scenario (file or built-in
-    name of kmem.show.scenario) run to its end."""
+                       memory: int = 64 << 20, seed: int = 1, kernel: str = DEFAULT_KERNEL
+                       ) -> SlabAllocator:
+    """A SlabAllocator after a workload: the built-in one (on ``kernel``'s SLUB: 7.0 gives every
+    cache sheaves), or a scenario (file or built-in name of kmem.show.scenario) run to its end."""
     if scenario is None:
-        slab = SlabAllocator(BuddyAllocator(memory), nr_cpus=nr_cpus, policy=policy)
+        slab = SlabAllocator(BuddyAllocator(memory), nr_cpus=nr_cpus, policy=policy,
+                             kernel=kernel)
         builtin_workload(slab, seed=seed)
         return slab
     state = None

@@ -49,13 +49,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NoReturn
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError
 from kmem.page.buddy import BuddyAllocator
+from kmem.page.errors import MemoryClosedError
 from kmem.slab.cache import Constructor, KmemCache
 from kmem.slab.classic import ClassicSlabCache
-from kmem.slab.errors import CacheNotEmptyError
+from kmem.slab.errors import CacheNotEmptyError, KmallocCacheDestroyError, SlabPageSizeError
 from kmem.slab.flags import (
     SLAB_ACCOUNT,
     SLAB_CACHE_DMA,
@@ -66,9 +67,13 @@ from kmem.slab.flags import (
     SLAB_NOLEAKTRACE,
     SLAB_RECLAIM_ACCOUNT,
 )
-from kmem.slab.geometry import CacheGeometry, calculate_geometry
+from kmem.slab.geometry import MAX_OBJS_PER_PAGE, CacheGeometry, calculate_geometry
 from kmem.slab.kmalloc import KMALLOC_LARGE_OWNER, KmallocFrontEnd
-from kmem.slab.kmalloc_sizes import KMALLOC_CLASS_BY_SIZE, KMALLOC_MAX_CACHE_SIZE
+from kmem.slab.kmalloc_sizes import (
+    KMALLOC_CLASS_BY_SIZE,
+    KMALLOC_MAX_CACHE_SIZE,
+    KMALLOC_MIN_SIZE,
+)
 from kmem.slab.merge import find_mergeable
 from kmem.slab.sheaves import (
     DEFAULT_KERNEL,
@@ -98,6 +103,15 @@ class SlabAllocator(KmallocFrontEnd):
                  random_kmalloc_seed: int | None = None) -> None:
         if not isinstance(buddy, BuddyAllocator):
             raise InvalidTypeError(f"buddy must be a BuddyAllocator, not {type(buddy).__name__}")
+        if buddy.memory.closed:
+            raise MemoryClosedError("cannot build a slab allocator: the physical memory was closed")
+        if buddy.page_size // KMALLOC_MIN_SIZE > MAX_OBJS_PER_PAGE:
+            # Linux's calculate_order returns -1 for kmalloc-8 there: the boot cache fails.
+            raise SlabPageSizeError(
+                f"pages of {buddy.page_size} bytes are too large for slabs: one would hold"
+                f" {buddy.page_size // KMALLOC_MIN_SIZE} objects of kmalloc-{KMALLOC_MIN_SIZE},"
+                f" more than MAX_OBJS_PER_PAGE ({MAX_OBJS_PER_PAGE}): pages of at most 128 KiB"
+            )
         if isinstance(nr_cpus, bool) or not isinstance(nr_cpus, int):
             raise InvalidTypeError(f"nr_cpus must be an int, not {type(nr_cpus).__name__}")
         if not 1 <= nr_cpus <= 4096:
@@ -135,6 +149,20 @@ class SlabAllocator(KmallocFrontEnd):
         if kernel == "7.0" and policy == "slub":
             self._bootstrap_kmalloc_sheaves()
         self._use_compiled_kmalloc()
+        buddy.memory.on_close(self._memory_closed)
+
+    def _memory_closed(self) -> None:
+        """The physical memory closed: kmalloc and kfree, and every call that would give pages
+        back (destroy, shrink, the RCU grace periods), refuse before anything changes."""
+        self._kmalloc_memory_closed()
+
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
+            raise MemoryClosedError("cannot change the slab allocator: the physical memory was"
+                                    " closed")
+
+        for name in ("kmem_cache_destroy", "shrink", "synchronize_rcu", "kvfree_rcu_barrier",
+                     "kfree_rcu"):
+            setattr(self, name, refuse)
 
     # -- cache creation and destruction --------------------------------------------------------
 
@@ -189,6 +217,8 @@ class SlabAllocator(KmallocFrontEnd):
             flags |= SLAB_NO_MERGE
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise InvalidArgumentError(f"cache name must be a non-empty word, got {name!r}")
+        if self.buddy.memory.closed:
+            raise MemoryClosedError(f"cannot create cache {name!r}: the physical memory was closed")
         if ctor is not None and not callable(ctor):
             raise InvalidTypeError(f"ctor must be callable, not {type(ctor).__name__}")
         geometry = calculate_geometry(
@@ -245,6 +275,7 @@ class SlabAllocator(KmallocFrontEnd):
             self.caches[name] = cache
             self._by_id[cache.id] = cache
             self._frees_by_id.append(cache.free)  # at index cache.id: ids count up from 1
+            cache.frees_slot = (self._frees_by_id, cache.id)
             self._cache_list.append(cache)
             return cache
 
@@ -267,6 +298,11 @@ class SlabAllocator(KmallocFrontEnd):
                 name = target.aliases[-1] if target.aliases else target.name
             else:
                 raise InvalidTypeError(f"expected a cache or a name, not {type(cache).__name__}")
+            if target.is_kmalloc:
+                raise KmallocCacheDestroyError(
+                    f"{target.name!r} is a kmalloc cache: kmalloc serves its sizes from it, it"
+                    " cannot be destroyed"
+                )
             if target.refcount > 1:
                 # A merged cache: drop this user's name; the cache lives on for the others
                 # (keeping its first name in reports, as Linux keeps s->name).
@@ -278,22 +314,26 @@ class SlabAllocator(KmallocFrontEnd):
                 return
             if self._rcu_work_pending():
                 self.kvfree_rcu_barrier()  # in-flight kfree_rcu()s may hold its objects
-            leaks = target.live_objects()
-            if leaks:
-                raise CacheNotEmptyError(
-                    f"cache {target.name!r} still has {len(leaks)} allocated object(s): "
-                    + ", ".join(f"{leak.address:#x}" + (f" (from {leak.caller})"
-                                                        if leak.caller else "")
-                                for leak in leaks[:8])
-                    + (" ..." if len(leaks) > 8 else ""),
-                    tuple(leaks),
-                )
-            target.shrink()
             if isinstance(target, PercpuSheavesCache):
+                # The sheaves' teardown gives sheaf memory back through kfree, which takes the
+                # lock itself: the check and the mark are one lock hold, the teardown after.
+                with target._lock:
+                    self._refuse_leaks(target, target._live_objects())
+                    target.destroyed = True
+                target.shrink()
                 self._run_rcu_callbacks()  # the rcu_free sheaves the flush sent to RCU
                 target.release_sheaves()
-            target.rcu_barrier()  # Linux: rcu_barrier() before a SLAB_TYPESAFE_BY_RCU cache goes
-            target.destroyed = True
+                target.rcu_barrier()
+            else:
+                # One lock hold from the check for live objects to the last slab given back:
+                # no allocation can land in between.
+                target._lock_acquire()
+                try:
+                    self._refuse_leaks(target, target._live_objects())
+                    target._teardown()
+                    target.destroyed = True
+                finally:
+                    target._lock_release()
             target.refcount = 0
             for name in [n for n, c in self.caches.items() if c is target]:
                 del self.caches[name]
@@ -301,15 +341,27 @@ class SlabAllocator(KmallocFrontEnd):
             self._frees_by_id[target.id] = None
             self._cache_list.remove(target)
 
+    @staticmethod
+    def _refuse_leaks(target: KmemCache, leaks: list[LiveObject]) -> None:
+        if leaks:
+            raise CacheNotEmptyError(
+                f"cache {target.name!r} still has {len(leaks)} allocated object(s): "
+                + ", ".join(f"{leak.address:#x}" + (f" (from {leak.caller})"
+                                                    if leak.caller else "")
+                            for leak in leaks[:8])
+                + (" ..." if len(leaks) > 8 else ""),
+                tuple(leaks),
+            )
+
     # -- queries and reports -------------------------------------------------------------------
 
     def kmem_cache_alloc(self, cache: KmemCache, cpu: int = 0) -> int:
         """Linux's name for cache.alloc()."""
-        return cache.alloc(cpu)
+        return _as_cache(cache).alloc(cpu)
 
     def kmem_cache_free(self, cache: KmemCache, address: int, cpu: int = 0) -> None:
         """Linux's name for cache.free()."""
-        cache.free(address, cpu)
+        _as_cache(cache).free(address, cpu)
 
     def cache_list(self) -> list[KmemCache]:
         """Every cache (aliases once), newest first as /proc/slabinfo lists them."""
@@ -359,13 +411,11 @@ class SlabAllocator(KmallocFrontEnd):
         A cache with sheaves batches it into the CPU's rcu_free sheaf (__kfree_rcu_sheaf);
         otherwise, or when that fails, the object waits on its own. A bad address raises the
         same specific error kfree would, with nothing changed."""
-        try:
-            cache = self._by_id.get(self._owner[address >> self._page_shift])  # type: ignore[operator]
-        except (TypeError, IndexError):
-            cache = None
+        cache = self._cache_by_owner(address)
         if cache is not None:
             cache.kfree_rcu(address, cpu, self._rcu_callbacks.append)  # type: ignore[arg-type]
             return
+        self._check_cpu_arg(cpu)  # before the grace period, not in its callback
         if address is None or address == self.zero_size_ptr:
             return
         self.ksize(address)  # a large kmalloc block start, or the specific error
@@ -434,6 +484,12 @@ class SlabAllocator(KmallocFrontEnd):
                     raise AssertionError(
                         f"{cache.name}: sheaf memory {address:#x} is not a live kmalloc object"
                         f" of {size} bytes")
+
+
+def _as_cache(cache: object) -> KmemCache:
+    if not isinstance(cache, KmemCache):
+        raise InvalidTypeError(f"expected a cache, not {type(cache).__name__}")
+    return cache
 
 
 # The flags of a kmalloc cache outside the normal family (-rcl, dma-, -cg).

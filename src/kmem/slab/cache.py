@@ -36,16 +36,20 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from kmem.errors import InvalidTypeError, KmemError, OutOfMemoryError
 from kmem.page.buddy import Block
+from kmem.page.errors import MemoryClosedError
 from kmem.page.gfp import GFP_KERNEL
 from kmem.slab.debug import SlabDebugger
 from kmem.slab.errors import (
     CacheDestroyedError,
+    ConstructorReentryError,
+    FreeToDestroyedCacheError,
     InteriorPointerError,
     InvalidCpuError,
+    InvalidGfpError,
     NotAnObjectError,
     ObjectDoubleFreeError,
     WrongCacheError,
@@ -80,6 +84,52 @@ if TYPE_CHECKING:
     from kmem.page.buddy import BuddyAllocator
 
 Constructor = Callable[[memoryview], object]
+
+GFP_MAX: Final = (1 << 32) - 1  # gfp_t is an unsigned int
+
+# The cache methods that change slabs or give pages back: refused once the memory is closed.
+_CHANGES: Final = ("alloc", "free", "shrink", "reap", "rcu_barrier", "flush_cpu", "kfree_rcu",
+                   "release_sheaves", "flush_rcu_sheaves", "enable_sheaves")
+
+
+def check_gfp(gfp: object) -> int:
+    """``gfp`` if it is a gfp_t (an int in 0..2**32-1, not a bool), else the specific error."""
+    if isinstance(gfp, bool) or not isinstance(gfp, int):
+        raise InvalidTypeError(f"gfp flags must be an int, not {type(gfp).__name__}")
+    if not 0 <= gfp <= GFP_MAX:
+        raise InvalidGfpError(f"gfp flags must be in 0..{GFP_MAX:#x}, not {gfp:#x}")
+    return int(gfp)
+
+
+class _ConstructorGuard:
+    """The cache lock while constructors run: the constructing thread may not take it again
+    (a ctor that re-enters its cache would deadlock); other threads wait for it as usual."""
+
+    def __init__(self, cache: KmemCache, lock: threading.Lock | SlabCacheCore | _ConstructorGuard
+                 ) -> None:
+        self.cache = cache
+        self.lock = lock
+        self.thread = threading.get_ident()
+
+    def check(self) -> None:
+        if threading.get_ident() == self.thread:
+            raise ConstructorReentryError(
+                f"the constructor of cache {self.cache.name!r} called back into its own cache"
+                " while a slab was being built for it"
+            )
+
+    def acquire(self) -> object:
+        self.check()
+        return self.lock.acquire()
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> object:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 class KmemCache:
@@ -128,7 +178,7 @@ class KmemCache:
         self._page_shift: Final = buddy.page_shift
         self._page_size: Final = buddy.page_size
         # The cache lock: a threading.Lock, or the compiled core, which holds one.
-        self._lock: threading.Lock | SlabCacheCore = threading.Lock()
+        self._lock: threading.Lock | SlabCacheCore | _ConstructorGuard = threading.Lock()
         self._lock_acquire = self._lock.acquire  # bound: cheaper than `with` here
         self._lock_release = self._lock.release
         self._slab_of_pfn: dict[int, Slab] = {}
@@ -154,12 +204,29 @@ class KmemCache:
             SlabDebugger(geometry, self._memory, callers)
             if geometry.flags & SLAB_DEBUG_FLAGS else None
         )
+        # kfree's table of frees (the allocator's list and this cache's index in it), so that
+        # a constructor's kfree of its own cache's object is caught too.
+        self.frees_slot: tuple[list[Callable[[int, int], None] | None], int] | None = None
+        self._memory.on_close(self._memory_closed)
+
+    def _memory_closed(self) -> None:
+        """The physical memory closed: alloc, free and every call that gives pages back refuse,
+        on either core, before anything changes (queries and reports still answer)."""
+
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
+            raise MemoryClosedError(
+                f"cache {self.name!r} cannot allocate or free: the physical memory was closed")
+
+        for name in _CHANGES:
+            if hasattr(self, name):
+                setattr(self, name, refuse)
 
     def _use_compiled_core(self, kind: str, *, cpu_slab: object = None,
-                           partial: object = None) -> None:
+                           partial: object = None, pcs: object = None) -> None:
         """Run alloc and free in the compiled core (kmem._core.SlabCacheCore), when it is built.
 
-        The core reads this cache's own lists (``cpu_slab`` for SLUB, ``partial`` for classic)
+        The core reads this cache's own lists (``cpu_slab`` for SLUB, ``partial`` for classic,
+        for sheaves (kind "sheaf") ``cpu_slab`` is the main sheaves and ``pcs`` the counters)
         and slabs, and takes only the fast path; everything else goes to this class's pure
         alloc and free (locked or not, as the cache is), before any change. The core's lock
         becomes the cache lock. Debug caches keep their pure paths: every object is checked.
@@ -175,7 +242,7 @@ class KmemCache:
             partial={} if partial is None else partial, slab_of_pfn=self._slab_of_pfn,
             size=self.size, page_shift=self._page_shift, nr_cpus=self.nr_cpus, fast=self._fast,
             thread_safe=self.thread_safe, pure_alloc=pure_alloc.__get__(self),
-            pure_free=pure_free.__get__(self))
+            pure_free=pure_free.__get__(self), pcs=pcs)
         self._lock = fast
         self._lock_acquire = fast.acquire
         self._lock_release = fast.release
@@ -201,9 +268,11 @@ class KmemCache:
 
     def alloc(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         """Allocate an object; return its address. OutOfMemoryError when no page can be had."""
+        if gfp.__class__ is not int or gfp >> 32:
+            check_gfp(gfp)
         self._lock_acquire()
         try:
-            return self._alloc_unlocked(cpu)
+            return self._alloc_unlocked(cpu, gfp)
         finally:
             self._lock_release()
 
@@ -224,6 +293,18 @@ class KmemCache:
     def shrink(self) -> int:
         """Give empty slabs back to the buddy allocator (kmem_cache_shrink); return how many."""
         raise NotImplementedError
+
+    def _shrink(self) -> int:
+        """shrink() with the cache lock held."""
+        raise NotImplementedError
+
+    def _teardown(self) -> None:
+        """kmem_cache_destroy's work on a cache without live objects, the lock held: every
+        slab back to the buddy allocator, those waiting for RCU too (Linux's rcu_barrier)."""
+        self._shrink()
+        self._rcu_barrier()
+        if self._slab_of_pfn:
+            raise AssertionError(f"{self.name}: slabs left after the teardown")
 
     def _lists(self) -> Iterator[tuple[int, int, Slab]]:
         """Every tracked slab as (where, cpu, slab), in list order (for check and reports)."""
@@ -260,9 +341,11 @@ class KmemCache:
             order = self.min_order
             pfn = buddy.alloc_pages(order)  # raises OutOfMemoryError: nothing to undo
             self._stat[ORDER_FALLBACK] += 1
+        slabs_made = self._slabs_made
         try:
             return self._setup_slab(pfn, order)
         except BaseException:
+            self._slabs_made = slabs_made
             self._forget_pages(pfn, order)
             buddy.free_pages(pfn, order)
             raise
@@ -285,16 +368,59 @@ class KmemCache:
             self._slab_of_pfn[page] = slab
         ctor = self.ctor
         debug = self._debug
-        if ctor is not None or debug is not None:
+        if ctor is not None:
+            self._construct(slab, objects, ctor)
+        elif debug is not None:
+            for index in range(objects):
+                debug.init_free(slab.base + index * self.size)
+        return slab
+
+    def _construct(self, slab: Slab, objects: int, ctor: Constructor) -> None:
+        """Run the constructor on every object of a new slab, with the cache guarded against
+        it: a ctor that calls back into this cache (alloc, free, kfree of one of its objects,
+        a report) gets a ConstructorReentryError instead of a deadlock on the cache lock."""
+        lock = self._lock
+        guard = _ConstructorGuard(self, lock)
+        alloc, free = self.__dict__.get("alloc"), self.__dict__.get("free")
+        saved = (self._lock_acquire, alloc, free)
+
+        real_alloc: Callable[[int, int], int] = alloc or type(self).alloc.__get__(self)
+        real_free: Callable[[int, int], None] = free or type(self).free.__get__(self)
+
+        def guarded_alloc(cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
+            guard.check()
+            return real_alloc(cpu, gfp)
+
+        def guarded_free(address: int, cpu: int = 0) -> None:
+            guard.check()
+            real_free(address, cpu)
+
+        self._lock = guard
+        self._lock_acquire = guard.acquire  # type: ignore[assignment]
+        self.alloc = guarded_alloc  # type: ignore[method-assign]
+        self.free = guarded_free  # type: ignore[method-assign]
+        slot = self.frees_slot
+        if slot is not None:
+            slot[0][slot[1]] = guarded_free
+        try:
             memory = self._memory
+            debug = self._debug
             size = self.size
             for index in range(objects):
                 address = slab.base + index * size
                 if debug is not None:
                     debug.init_free(address)
-                if ctor is not None:
-                    ctor(memory.view(address, self.object_size))
-        return slab
+                ctor(memory.view(address, self.object_size))
+        finally:
+            self._lock = lock
+            self._lock_acquire = saved[0]
+            for name, method in (("alloc", saved[1]), ("free", saved[2])):
+                if method is None:
+                    self.__dict__.pop(name, None)
+                else:
+                    setattr(self, name, method)
+            if slot is not None:
+                slot[0][slot[1]] = self.free
 
     def _forget_pages(self, pfn: int, order: int) -> None:
         self._owner[pfn : pfn + (1 << order)] = array("I", [0]) * (1 << order)
@@ -347,16 +473,25 @@ class KmemCache:
         return InvalidCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
 
     def _bad_free_on(self, address: object, cpu: object) -> KmemError:
-        """The error for a free of ``address`` on ``cpu``: the cpu is checked first."""
+        """The error for a free of ``address`` on ``cpu``: a destroyed cache first, then the
+        cpu, then the address."""
+        if self.destroyed:
+            return self._destroyed_free(address)
         if not isinstance(cpu, int) or isinstance(cpu, bool) or not 0 <= cpu < self.nr_cpus:
             return self._check_cpu(cpu)
         return self._bad_free(address)
+
+    def _destroyed_free(self, address: object) -> KmemError:
+        shown = f"{address:#x}" if isinstance(address, int) and not isinstance(
+            address, bool) else repr(address)
+        return FreeToDestroyedCacheError(
+            f"cache {self.name!r} was destroyed: {shown} is no object of it")
 
     def _bad_free(self, address: object) -> KmemError:
         """The specific error for freeing ``address`` to this cache, or a CacheDestroyedError."""
         if self.destroyed:
             return CacheDestroyedError(f"cache {self.name!r} was destroyed")
-        if isinstance(address, bool) or not isinstance(address, int):
+        if address.__class__ is not int:  # addresses are plain ints, as alloc returns them
             return InvalidTypeError(f"address must be an int, not {type(address).__name__}")
         pfn = address >> self._page_shift
         slab = self._slab_of_pfn.get(pfn) if address >= 0 else None

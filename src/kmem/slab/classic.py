@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 from kmem.page.gfp import GFP_KERNEL
-from kmem.slab.cache import KmemCache
+from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.geometry import CACHE_LINE_SIZE
 from kmem.slab.slabs import ON_EMPTY, ON_FULL, ON_NODE_PARTIAL, Slab
 from kmem.slab.stats import ALLOC_FASTPATH, ALLOC_SLAB, ALLOC_SLOWPATH
@@ -72,6 +72,14 @@ class ClassicSlabCache(KmemCache):
         if type(self).alloc is ClassicSlabCache.alloc and type(self).free is ClassicSlabCache.free:
             self._use_compiled_core("classic", partial=self._partial)
 
+    def _setup_slab(self, pfn: int, order: int) -> Slab:
+        colour_next = self.colour_next
+        try:
+            return super()._setup_slab(pfn, order)
+        except BaseException:  # (a constructor failed): the next slab gets this colour again
+            self.colour_next = colour_next
+            raise
+
     def _colour_offset(self, slab_bytes: int, objects: int) -> int:
         left_over = slab_bytes - objects * self.size
         colours = left_over // self.colour_off
@@ -86,6 +94,8 @@ class ClassicSlabCache(KmemCache):
     # -- allocation and free -------------------------------------------------------------------
 
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
+        if gfp.__class__ is not int or gfp >> 32:
+            check_gfp(gfp)
         if cpu.__class__ is not int or cpu not in self._cpu_ids:
             raise self._check_cpu(cpu)
         partial = self._partial
@@ -145,6 +155,7 @@ class ClassicSlabCache(KmemCache):
             index = offset // size
             valid = offset >= 0 and index * size == offset and slab.used[index] == 1
             valid = valid and cpu.__class__ is int and cpu in self._cpu_ids
+            valid = valid and address.__class__ is int  # (False would free address 0)
         except (KeyError, TypeError, IndexError):
             valid = False
         if not valid:
@@ -177,11 +188,14 @@ class ClassicSlabCache(KmemCache):
         """Give every empty slab back to the buddy allocator, from the tail of the empty list
         (drain_freelist); return how many."""
         with self._lock:
-            count = len(self._empty)
-            while self._empty:
-                slab, _ = self._empty.popitem()
-                self._discard_slab(slab)
-            return count
+            return self._shrink()
+
+    def _shrink(self) -> int:
+        count = len(self._empty)
+        while self._empty:
+            slab, _ = self._empty.popitem()
+            self._discard_slab(slab)
+        return count
 
     reap = shrink
 

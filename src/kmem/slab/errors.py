@@ -43,3 +43,26 @@ class CacheNotEmptyError(KmemError):
 
 class CacheDestroyedError(KmemError):
     """The cache was destroyed: it cannot allocate or free any more."""
+
+
+class FreeToDestroyedCacheError(CacheDestroyedError, NotAnObjectError):
+    """A free to a destroyed cache: its address is no object any more, as kfree reports it
+    (a NotAnObjectError too)."""
+
+
+class KmallocCacheDestroyError(InvalidArgumentError):
+    """kmem_cache_destroy() of a kmalloc cache: kmalloc serves its sizes from it."""
+
+
+class InvalidGfpError(InvalidArgumentError):
+    """GFP flags that are not a gfp_t: an int in 0..2**32-1."""
+
+
+class SlabPageSizeError(InvalidArgumentError):
+    """A page size SLUB cannot lay slabs out in: a page of 256 KiB or more holds more than
+    MAX_OBJS_PER_PAGE (32767) objects of kmalloc-8, and Linux fails to create that cache."""
+
+
+class ConstructorReentryError(KmemError):
+    """A cache's constructor called back into its own cache (alloc, free, a report) while the
+    cache was building a slab for it: it would deadlock on the cache lock, or corrupt it."""

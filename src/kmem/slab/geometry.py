@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from kmem.errors import InvalidArgumentError, InvalidTypeError
 from kmem.page.buddy import MAX_PAGE_ORDER, get_order
 from kmem.page.memory import check_page_size
+from kmem.slab.errors import SlabPageSizeError
 from kmem.slab.flags import (
     SLAB_CACHE_DMA,
     SLAB_CACHE_DMA32,
@@ -177,7 +178,13 @@ def calculate_order(
     min_objects = min(min_objects, max_objects)
     first_order = max(min_order, get_order(min_objects * size, page_shift))
     if (page_size << first_order) // size > MAX_OBJS_PER_PAGE:
-        return get_order(size * MAX_OBJS_PER_PAGE, page_shift) - 1
+        order = get_order(size * MAX_OBJS_PER_PAGE, page_shift) - 1
+        if order < 0:  # Linux: calculate_order returns -1, kmem_cache_open fails
+            raise SlabPageSizeError(
+                f"objects of {size} bytes: one {page_size}-byte page holds {page_size // size},"
+                f" more than MAX_OBJS_PER_PAGE ({MAX_OBJS_PER_PAGE}); no slab order fits"
+            )
+        return order
     fraction = 16
     while fraction > 1:
         # Larger orders never waste a larger fraction, so the first order that fits is best.

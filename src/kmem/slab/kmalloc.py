@@ -32,13 +32,14 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import get_order
+from kmem.page.errors import MemoryClosedError
 from kmem.page.gfp import __GFP_ZERO, GFP_KERNEL
-from kmem.slab.cache import KmemCache
-from kmem.slab.errors import InteriorPointerError, NotAnObjectError
+from kmem.slab.cache import KmemCache, check_gfp
+from kmem.slab.errors import InteriorPointerError, InvalidCpuError, NotAnObjectError
 from kmem.slab.flags import (
     KMALLOC_NOT_NORMAL_BITS,
     SLAB_POISON,
@@ -148,16 +149,26 @@ class KmallocFrontEnd:
         self.kmalloc = fast.kmalloc  # type: ignore[method-assign]
         self.kfree = fast.kfree  # type: ignore[method-assign]
 
+    def _kmalloc_memory_closed(self) -> None:
+        """The physical memory closed: kmalloc, kfree and their kin refuse, on either core."""
+
+        def refuse(*args: object, **kwargs: object) -> NoReturn:
+            raise MemoryClosedError("cannot kmalloc or kfree: the physical memory was closed")
+
+        self.kmalloc = refuse  # type: ignore[method-assign]
+        self.kfree = refuse  # type: ignore[method-assign]
+        self.kmalloc_large = refuse  # type: ignore[method-assign]
+
     # -- kmalloc -------------------------------------------------------------------------------
 
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: int = 0) -> int:
         """Allocate ``size`` bytes; return the address. gfp picks the family and __GFP_ZERO;
         ``caller`` (the call site's address) picks a random kmalloc copy when those exist."""
-        if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
-            try:
-                special = gfp & _NOT_PLAIN
-            except TypeError:
-                raise _bad_gfp(gfp) from None
+        # (gfp >> 32 is 0 exactly for a gfp_t, 0..2**32-1)
+        if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE and (
+            gfp.__class__ is int and not gfp >> 32
+        ):
+            special = gfp & _NOT_PLAIN
             if not special:  # the common case: kmalloc-*, nothing to zero
                 address = self._kmalloc_normal[size].alloc(cpu, gfp)
                 self._normal_requests[size] += 1
@@ -169,15 +180,17 @@ class KmallocFrontEnd:
             if gfp & _GFP_ZERO:
                 self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
             return address
-        return self._kmalloc_other(size, gfp, cpu)
+        return self._kmalloc_other(size, gfp, cpu, caller)
 
     def _kmalloc_random(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0,
                         caller: int = 0) -> int:
         """kmalloc with CONFIG_RANDOM_KMALLOC_CACHES: the normal family's copy by caller."""
         if isinstance(caller, bool) or not isinstance(caller, int):
             raise InvalidTypeError(f"caller must be an int address, not {type(caller).__name__}")
-        if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE:
-            family = kmalloc_type(gfp)  # checks the flags
+        if size.__class__ is int and 0 < size <= KMALLOC_MAX_CACHE_SIZE and (
+            gfp.__class__ is int and not gfp >> 32
+        ):
+            family = kmalloc_type(gfp)
             if family == KMALLOC_NORMAL:
                 assert self.random_kmalloc_seed is not None
                 copy = random_kmalloc_copy(caller, self.random_kmalloc_seed)
@@ -191,20 +204,37 @@ class KmallocFrontEnd:
             if gfp & _GFP_ZERO:
                 self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
             return address
-        return self._kmalloc_other(size, gfp, cpu)
+        return self._kmalloc_other(size, gfp, cpu, caller)
 
-    def _kmalloc_other(self, size: int, gfp: int, cpu: int) -> int:
+    def _kmalloc_other(self, size: int, gfp: int, cpu: int, caller: int) -> int:
+        """kmalloc off the slab fast path: 0, a large size, or arguments to check (every
+        check the slab caches would make, made here too: the gfp flags, the size, the cpu)."""
+        gfp = check_gfp(gfp)
         if isinstance(size, bool) or not isinstance(size, int):
             raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
         if size < 0:
             raise InvalidArgumentError(f"kmalloc size must be >= 0, got {size}")
+        self._check_cpu_arg(cpu)
         if size == 0:
             return self.zero_size_ptr
-        return self.kmalloc_large(size, gfp)
+        if size <= KMALLOC_MAX_CACHE_SIZE:  # an int subclass (IntEnum, ...): as the int
+            return self.kmalloc(int(size), gfp, cpu, caller)
+        return self.kmalloc_large(int(size), gfp)
+
+    def _check_cpu_arg(self, cpu: object) -> None:
+        """Refuse a cpu= that is no CPU of the allocator, as the caches do."""
+        if cpu.__class__ is not int and (isinstance(cpu, bool) or not isinstance(cpu, int)):
+            raise InvalidTypeError(f"cpu must be an int, not {type(cpu).__name__}")
+        if not 0 <= cpu < self.nr_cpus:
+            raise InvalidCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
 
     def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL) -> int:
         """Pages straight from the buddy allocator for ``size`` bytes (order get_order(size))."""
-        kmalloc_type(gfp)  # bad gfp flags raise here, before any page is taken
+        kmalloc_type(check_gfp(gfp))  # bad gfp flags raise here, before any page is taken
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
+        if size <= 0:
+            raise InvalidArgumentError(f"kmalloc_large size must be positive, got {size}")
         buddy = self.buddy
         order = get_order(size, buddy.page_shift)
         if order > buddy.max_order:
@@ -226,15 +256,11 @@ class KmallocFrontEnd:
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0, caller: int = 0) -> int:
         """kmalloc with the object zeroed (__GFP_ZERO)."""
-        try:
-            gfp |= _GFP_ZERO
-        except TypeError:
-            raise _bad_gfp(gfp) from None
-        return self.kmalloc(size, gfp, cpu, caller)
+        return self.kmalloc(size, check_gfp(gfp) | _GFP_ZERO, cpu, caller)
 
     def kcalloc(self, n: int, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
         """A zeroed array of ``n`` elements of ``size`` bytes; the product must not overflow."""
-        kmalloc_type(gfp)  # checks the flags
+        kmalloc_type(check_gfp(gfp))
         for value, what in ((n, "n"), (size, "size")):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
@@ -250,9 +276,11 @@ class KmallocFrontEnd:
         """The kmalloc cache that would serve ``size`` bytes, None above 8 KiB or for 0."""
         if isinstance(size, bool) or not isinstance(size, int):
             raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
+        family = kmalloc_type(check_gfp(gfp))
+        if size < 0:
+            raise InvalidArgumentError(f"kmalloc size must be >= 0, got {size}")
         if not 0 < size <= KMALLOC_MAX_CACHE_SIZE:
             return None
-        family = kmalloc_type(gfp)
         if family == KMALLOC_NORMAL and self.random_kmalloc_seed is not None:
             if isinstance(caller, bool) or not isinstance(caller, int):
                 raise InvalidTypeError(f"caller must be an int, not {type(caller).__name__}")
@@ -264,20 +292,28 @@ class KmallocFrontEnd:
 
     def kfree(self, address: int | None, cpu: int = 0) -> None:
         """Free kmalloc'd memory (or any slab object) by address; None is a no-op."""
-        try:  # the page's owner is the cache id (a negative address is checked by the cache)
-            cache = self._by_id.get(self._owner[address >> self._page_shift])  # type: ignore[operator]
-        except (TypeError, IndexError):
-            cache = None
+        cache = self._cache_by_owner(address)
         if cache is not None:
             cache.free(address, cpu)  # type: ignore[arg-type]
             return
+        self._check_cpu_arg(cpu)  # (a slab object's cache checks it itself)
         if address is None or address == self.zero_size_ptr:
             return
         self._kfree_other(address)
 
+    def _cache_by_owner(self, address: object) -> KmemCache | None:
+        """The cache whose slab page holds ``address`` (an int, not a bool: False is not
+        address 0), or None; a negative address is the cache's to refuse."""
+        if address.__class__ is not int:
+            return None
+        try:  # the page's owner is the cache id
+            return self._by_id.get(self._owner[address >> self._page_shift])
+        except IndexError:
+            return None
+
     def _kfree_other(self, address: object) -> None:
         """kfree of anything but a slab object: a large kmalloc block, or an error."""
-        if isinstance(address, bool) or not isinstance(address, int):
+        if address.__class__ is not int:
             raise InvalidTypeError(f"address must be an int or None, not {type(address).__name__}")
         if not 0 <= address < self._memory_size:
             raise NotAnObjectError(
@@ -341,7 +377,8 @@ class KmallocFrontEnd:
 
         krealloc(None, n) is kmalloc(n); krealloc(p, 0) frees p and returns zero_size_ptr.
         """
-        kmalloc_type(gfp)  # checks the flags before anything changes
+        kmalloc_type(check_gfp(gfp))  # checks the flags before anything changes
+        self._check_cpu_arg(cpu)
         if address is None or address == self.zero_size_ptr:
             return self.kmalloc(new_size, gfp, cpu)
         old = self.ksize(address)  # raises for a bad address, before anything changes
@@ -374,10 +411,6 @@ class KmallocFrontEnd:
     def large_kmalloc_bytes(self) -> tuple[int, int]:
         """(bytes requested, bytes allocated) by large kmallocs since boot."""
         return self._large_requested, self._large_allocated
-
-
-def _bad_gfp(gfp: object) -> InvalidTypeError:
-    return InvalidTypeError(f"gfp flags must be an int, not {type(gfp).__name__}")
 
 
 def _slab_ksize(cache: KmemCache) -> int:

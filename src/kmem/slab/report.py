@@ -5,6 +5,9 @@
 - ``slabtop_rows(allocator)`` / ``slabtop_table(...)``: what slabtop(1) shows per cache
   (OBJS, ACTIVE, USE %, OBJ SIZE in K, SLABS, OBJ/SLAB, CACHE SIZE in K, NAME), sorted like
   slabtop's default (number of objects, descending), as rows and as a rich Table.
+- ``procps_slabtop(rows, sort)``: procps-ng ``slabtop -o``'s text byte for byte (its summary,
+  heading and ``"%6u %6u %3u%% %7.2fK %6u %8u %9luK %-23s"`` lines, every cache, sorted by a
+  procps -s letter), with ``parse_slabinfo(text)`` to read a saved /proc/slabinfo.
 - ``counters_table(...)``: the SLUB stat counters per cache (fast/slow paths, new and
   discarded slabs, cpu partial traffic).
 - ``sysfs_attributes(cache)``: the cache's /sys/kernel/slab/<cache>/ files and values.
@@ -15,12 +18,14 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from rich.table import Table
 
+from kmem.errors import InvalidArgumentError
 from kmem.slab.cache import KmemCache
 from kmem.slab.flags import (
     SLAB_CACHE_DMA,
@@ -273,3 +278,151 @@ def sysfs_attributes(cache: KmemCache) -> dict[str, int | str]:
     for name in STAT_FILES[kernel] if kernel != "6.17" else STAT_NAMES:
         attributes[name] = getattr(stats, name)
     return dict(sorted(attributes.items()))
+
+
+# -- procps slabtop -o -----------------------------------------------------------------------
+
+# procps slabtop's -s keys -> (the SlabInfo number it sorts on, ascending?). procps sorts on
+# the caches' /proc/slabinfo numbers: b objects per slab, c cache size (num_slabs *
+# pagesperslab * page size), l slabs, v active slabs, p pages per slab, u the use percent.
+PROCPS_SORT_KEYS: Final = {
+    "a": "active objects", "b": "objects per slab", "c": "cache size", "l": "slabs",
+    "v": "active slabs", "n": "name", "o": "objects (the default)", "p": "pages per slab",
+    "s": "object size", "u": "cache utilization",
+}
+_INT_MAX: Final = 2**31 - 1
+_UINT_MASK: Final = 2**32 - 1
+
+
+def _float32(value: float) -> float:
+    """``value`` rounded to a C float (procps computes the use percent in float)."""
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+def procps_use_percent(active_objs: int, num_objs: int) -> int:
+    """procps' use column: ``(unsigned)(100 * ((float)active / num))``, in single precision
+    as C computes it (57 of 100 objects is 57%, where double precision would truncate
+    56.99999... to 56)."""
+    if not num_objs:
+        return 0
+    ratio = _float32(_float32(active_objs) / _float32(num_objs))
+    return int(_float32(100 * ratio))
+
+
+def _procps_sort_value(row: SlabInfo, key: str, page_size: int) -> int | str:
+    if key == "n":
+        return row.name
+    return {
+        "o": row.num_objs, "a": row.active_objs, "s": row.objsize, "b": row.objperslab,
+        "p": row.pagesperslab, "l": row.num_slabs, "v": row.active_slabs,
+        "c": row.num_slabs * row.pagesperslab * page_size,
+        "u": procps_use_percent(row.active_objs, row.num_objs),
+    }[key]
+
+
+def procps_sorted(rows: Iterable[SlabInfo], key: str = "o", page_size: int = 4096
+                  ) -> list[SlabInfo]:
+    """The caches in slabtop's order for sort key ``key`` (one of PROCPS_SORT_KEYS): largest
+    first, names in ascending byte order (slabtop under LC_ALL=C); ties keep /proc/slabinfo's
+    order (glibc's qsort_r is a stable merge sort at these sizes)."""
+    if key not in PROCPS_SORT_KEYS:
+        raise InvalidArgumentError(
+            f"unknown slabtop sort key {key!r} (expected one of {', '.join(PROCPS_SORT_KEYS)})")
+    if key == "n":
+        return sorted(rows, key=lambda row: row.name.encode())
+    return sorted(rows, key=lambda row: _procps_sort_value(row, key, page_size), reverse=True)
+
+
+def _percent(part: int, whole: int) -> str:
+    """printf("%.1f", 100.0 * part / whole): 0 / 0 is a NaN, which glibc prints "-nan"."""
+    if whole == 0:
+        return "-nan" if part == 0 else "inf"
+    return f"{100.0 * part / whole:.1f}"
+
+
+def procps_summary(rows: Iterable[SlabInfo]) -> str:
+    """procps slabtop's five summary lines (newline-terminated) for these /proc/slabinfo rows.
+
+    As procps' library computes them: objects and slabs are sums over all caches; active
+    caches are those with objects, of all caches; the size is objects times object size
+    (active objects for the active size), not the slabs' pages; the average object is the total
+    size divided by the objects (integer division); the minimum and maximum object sizes run
+    over every cache, empty ones too. Counters are C unsigned ints where procps has them.
+    """
+    objs = active = slabs = active_slabs = caches = active_caches = 0
+    total_size = active_size = 0
+    min_size, max_size = _INT_MAX, 0
+    for row in rows:
+        min_size = min(min_size, row.objsize)
+        max_size = max(max_size, row.objsize)
+        if row.num_objs:
+            active_caches += 1
+        objs += row.num_objs
+        active += row.active_objs
+        total_size += row.num_objs * row.objsize
+        active_size += row.active_objs * row.objsize
+        slabs += row.num_slabs
+        active_slabs += row.active_slabs
+        caches += 1
+    objs &= _UINT_MASK
+    active &= _UINT_MASK
+    slabs &= _UINT_MASK
+    active_slabs &= _UINT_MASK
+    average = (total_size // objs) & _UINT_MASK if objs else 0
+    size_percent = _percent(active_size, total_size)
+    lines = [
+        f" {'Active / Total Objects (% used)':<35s}: {active} / {objs}"
+        f" ({_percent(active, objs)}%)",
+        f" {'Active / Total Slabs (% used)':<35s}: {active_slabs} / {slabs}"
+        f" ({_percent(active_slabs, slabs)}%)",
+        f" {'Active / Total Caches (% used)':<35s}: {active_caches} / {caches}"
+        f" ({_percent(active_caches, caches)}%)",
+        f" {'Active / Total Size (% used)':<35s}: {active_size / 1024.0:.2f}K /"
+        f" {total_size / 1024.0:.2f}K ({size_percent}%)",
+        f" {'Minimum / Average / Maximum Object':<35s}: {min_size / 1024.0:.2f}K /"
+        f" {average / 1024.0:.2f}K / {max_size / 1024.0:.2f}K",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def procps_slabtop(rows: Sequence[SlabInfo], sort: str = "o", page_size: int = 4096) -> str:
+    """The text of procps-ng's ``slabtop -o`` (4.0) for these /proc/slabinfo rows, byte for
+    byte: the five summary lines (procps_summary), a blank line, the heading padded to 78
+    columns, and one line per cache, empty caches included, sorted by ``sort``
+    (procps_sorted): ``"%6u %6u %3u%% %7.2fK %6u %8u %9luK %-23s"``."""
+    lines = [procps_summary(rows),
+             f"{'  OBJS ACTIVE  USE OBJ SIZE  SLABS OBJ/SLAB CACHE SIZE NAME':<78s}"]
+    for row in procps_sorted(rows, sort, page_size):
+        cache_kib = row.num_slabs * row.pagesperslab * page_size // 1024
+        lines.append(
+            f"{row.num_objs:6d} {row.active_objs:6d}"
+            f" {procps_use_percent(row.active_objs, row.num_objs):3d}%"
+            f" {row.objsize / 1024.0:7.2f}K {row.num_slabs:6d} {row.objperslab:8d}"
+            f" {cache_kib:9d}K {row.name:<23s}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_slabinfo(text: str, source: str = "slabinfo") -> list[SlabInfo]:
+    """The cache lines of a /proc/slabinfo text (version 2.x), in order; a line kmem cannot
+    read is an InvalidArgumentError naming ``source`` and the line number."""
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("slabinfo - version: 2."):
+        raise InvalidArgumentError(
+            f"{source}:1: not a /proc/slabinfo text (expected 'slabinfo - version: 2.x')")
+    rows = []
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip() or line.startswith("#"):
+            continue
+        head, _, rest = line.partition(" : tunables ")
+        tunables, _, slabdata = rest.partition(" : slabdata ")
+        fields = head.split()
+        try:
+            numbers = [int(field) for field in fields[1:6]]
+            limits = [int(field) for field in tunables.split()[:3]]
+            slab_numbers = [int(field) for field in slabdata.split()[:3]]
+        except ValueError:
+            numbers = []
+        if len(fields) != 6 or len(numbers) != 5 or len(limits) != 3 or len(slab_numbers) != 3:
+            raise InvalidArgumentError(f"{source}:{number}: not a slabinfo cache line: {line!r}")
+        rows.append(SlabInfo(fields[0], *numbers, *limits, *slab_numbers))
+    return rows

@@ -46,7 +46,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from kmem.page.gfp import GFP_KERNEL
-from kmem.slab.cache import KmemCache
+from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.slabs import ON_CPU, ON_CPU_PARTIAL, ON_FULL, ON_NODE_PARTIAL, ON_NONE, Slab
 from kmem.slab.stats import (
     ALLOC_FROM_PARTIAL,
@@ -97,6 +97,8 @@ class SlubCache(KmemCache):
 
     def alloc(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         """Allocate an object on ``cpu``; return its address (slab_alloc_node)."""
+        if gfp.__class__ is not int or gfp >> 32:  # not a gfp_t (a bool, 2**100, ...)
+            check_gfp(gfp)
         self._lock_acquire()
         try:
             try:  # the fast path: pop the cpu slab's freelist
@@ -114,6 +116,8 @@ class SlubCache(KmemCache):
             self._lock_release()
 
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
+        if gfp.__class__ is not int or gfp >> 32:
+            check_gfp(gfp)
         try:
             if cpu.__class__ is not int:
                 raise TypeError
@@ -198,7 +202,9 @@ class SlubCache(KmemCache):
                 size = self.size
                 offset = address - slab.base  # >= 0: no colour nor red zone in fast caches
                 index = offset // size
-                if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
+                if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int or (
+                    address.__class__ is not int  # (False would free address 0)
+                ):
                     raise self._bad_free_on(address, cpu)
             except (KeyError, TypeError, IndexError):  # (an InvalidTypeError lands here too)
                 raise self._bad_free_on(address, cpu) from None
@@ -218,7 +224,9 @@ class SlubCache(KmemCache):
             size = self.size
             offset = address - slab.base
             index = offset // size
-            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
+            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int or (
+                address.__class__ is not int
+            ):
                 raise self._bad_free_on(address, cpu)
         except (KeyError, TypeError, IndexError):
             raise self._bad_free_on(address, cpu) from None
@@ -330,6 +338,8 @@ class SlubCache(KmemCache):
 
     def flush_cpu(self, cpu: int) -> None:
         """flush_slab + put_partials_cpu: the CPU's cpu slab and partial stack go to the node."""
+        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            raise self._check_cpu(cpu)
         with self._lock:
             self._flush_cpu(cpu)
 
@@ -352,25 +362,28 @@ class SlubCache(KmemCache):
         frees the empty slabs last found first, without a FREE_SLAB count.
         """
         with self._lock:
-            for cpu in range(self.nr_cpus):
-                self._flush_cpu(cpu)
-            node = self._node_partial
-            discard = []
-            promote: list[list[Slab]] = [[] for _ in range(SHRINK_PROMOTE_MAX)]
-            for slab in list(node):
-                free = len(slab.freelist)
-                if free == slab.objects:
-                    del node[slab]
-                    slab.where = ON_NONE
-                    discard.append(slab)
-                elif free <= SHRINK_PROMOTE_MAX:
-                    promote[free - 1].append(slab)
-            for bucket in reversed(promote):
-                for slab in bucket:
-                    node.move_to_end(slab, last=False)
-            for slab in reversed(discard):
-                self._discard_slab(slab, counted=False)
-            return len(discard)
+            return self._shrink()
+
+    def _shrink(self) -> int:
+        for cpu in range(self.nr_cpus):
+            self._flush_cpu(cpu)
+        node = self._node_partial
+        discard = []
+        promote: list[list[Slab]] = [[] for _ in range(SHRINK_PROMOTE_MAX)]
+        for slab in list(node):
+            free = len(slab.freelist)
+            if free == slab.objects:
+                del node[slab]
+                slab.where = ON_NONE
+                discard.append(slab)
+            elif free <= SHRINK_PROMOTE_MAX:
+                promote[free - 1].append(slab)
+        for bucket in reversed(promote):
+            for slab in bucket:
+                node.move_to_end(slab, last=False)
+        for slab in reversed(discard):
+            self._discard_slab(slab, counted=False)
+        return len(discard)
 
     # -- reports and invariants ----------------------------------------------------------------
 
@@ -442,6 +455,8 @@ class SlubDebugCache(SlubCache):
         self._debugger: Final[SlabDebugger] = self._debug
 
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
+        if gfp.__class__ is not int or gfp >> 32:
+            check_gfp(gfp)
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
             raise self._check_cpu(cpu)
         if self.destroyed:
@@ -474,8 +489,8 @@ class SlubDebugCache(SlubCache):
         return address
 
     def _free_unlocked(self, address: int, cpu: int = 0) -> None:
-        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-            raise self._check_cpu(cpu)
+        if self.destroyed or cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            raise self._bad_free_on(address, cpu)
         slab, index = self._slab_of(address)
         self._debugger.check_free(self.name, address)
         slab.used[index] = 0
@@ -484,4 +499,11 @@ class SlubDebugCache(SlubCache):
 
     def track(self, address: int) -> tuple[object, object]:
         """(last alloc, last free) Track records of the object at ``address`` (STORE_USER)."""
+        with self._lock:
+            slab = self._slab_of_pfn.get(address >> self._page_shift) if (
+                address.__class__ is int and address >= 0) else None
+            offset = address - slab.base if slab is not None else -1
+            if slab is None or offset < 0 or offset % self.size or (
+                    offset // self.size >= slab.objects):
+                raise self._bad_free(address)  # not an object's start: the specific error
         return self._debugger.track(address, 0), self._debugger.track(address, 1)

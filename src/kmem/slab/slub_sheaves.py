@@ -28,11 +28,12 @@ sheaves may be objects of that very cache) and re-reads the per-CPU fields after
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from kmem.errors import InvalidTypeError, OutOfMemoryError
+from kmem.errors import OutOfMemoryError
 from kmem.page.gfp import (
     __GFP_ACCOUNT,
     __GFP_DIRECT_RECLAIM,
@@ -43,7 +44,7 @@ from kmem.page.gfp import (
     GFP_KERNEL,
     GFP_NOWAIT,
 )
-from kmem.slab.cache import KmemCache
+from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.flags import SLAB_KMALLOC
 from kmem.slab.sheaves import (
     BARN_CALLER,
@@ -85,6 +86,7 @@ from kmem.slab.stats import (
 _OBJCGS_CLEAR_MASK: Final = __GFP_DMA | __GFP_RECLAIMABLE | __GFP_ACCOUNT | __GFP_NOFAIL
 _NO_OBJ_EXT: Final = __GFP_NO_OBJ_EXT
 _CAN_BLOCK: Final = __GFP_DIRECT_RECLAIM
+_ALLOCS, _FREES, _CAPACITY = 0, 1, 2  # PercpuSheavesCache._pcs
 
 
 class PercpuSheavesCache(KmemCache):
@@ -104,8 +106,10 @@ class PercpuSheavesCache(KmemCache):
         self._rcu_waiting: list[Sheaf] = []  # handed to call_rcu, callback not run yet
         self._barn: Barn | None = None
         self._sheaf_stat = [0] * len(SHEAF_STAT_NAMES)
-        self._pcs_alloc = 0  # the sheaf fast paths' counters, apart: fewer bytecodes
-        self._pcs_free = 0
+        # The sheaf fast paths' counters (allocations, frees) and the capacity, in one buffer
+        # that the compiled core updates in place (kmem._core.SlabCacheCore, kind "sheaf")
+        self._pcs = array("q", [0, 0, 0])
+        self._use_compiled_core("sheaf", cpu_slab=self._main, pcs=self._pcs)
 
     # -- setting up and tearing down -----------------------------------------------------------
 
@@ -131,8 +135,8 @@ class PercpuSheavesCache(KmemCache):
             self._sheaf_stat[SHEAF_ALLOC] -= len(mains)
             raise
         self._barn = Barn(barn_address)
-        self._main = dict(enumerate(mains))
-        self.sheaf_capacity = self._capacity = capacity
+        self._main.update(enumerate(mains))  # (in place: the compiled core holds this dict)
+        self.sheaf_capacity = self._capacity = self._pcs[_CAPACITY] = capacity
 
     def release_sheaves(self, cpu: int = 0) -> None:
         """pcs_destroy and the barn's kfree, after a shutdown flushed everything."""
@@ -144,7 +148,7 @@ class PercpuSheavesCache(KmemCache):
                 self._main[c] = self._bootstrap
                 self._free_empty_sheaf(main, cpu)
             barn, self._barn = self._barn, None
-            self._capacity = 0
+            self._capacity = self._pcs[_CAPACITY] = 0
         self._host.kfree(barn.address, cpu)
 
     # -- sheaf memory: the kernel drops the per-CPU lock around these --------------------------
@@ -222,6 +226,8 @@ class PercpuSheavesCache(KmemCache):
             self._lock_release()
 
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
+        if gfp.__class__ is not int or gfp >> 32:
+            check_gfp(gfp)
         try:  # alloc_from_pcs: pop the main sheaf
             if cpu.__class__ is not int:
                 raise TypeError
@@ -230,21 +236,20 @@ class PercpuSheavesCache(KmemCache):
             return self._alloc_slowpath_pcs(cpu, gfp)
         slab = self._slab_of_pfn[address >> self._page_shift]
         slab.used[(address - slab.base) // self.size] = 1
-        self._pcs_alloc += 1
+        self._pcs[_ALLOCS] += 1
         return address
 
     def _alloc_slowpath_pcs(self, cpu: int, gfp: int) -> int:
         if cpu.__class__ is not int or cpu not in self._main:
             raise self._check_cpu(cpu)
-        if isinstance(gfp, bool) or not isinstance(gfp, int) or gfp < 0:
-            raise InvalidTypeError(f"gfp flags must be an int >= 0, not {gfp!r}")
+        check_gfp(gfp)
         if self.destroyed:
             raise self._bad_free(0)
         if self._replace_empty_main(cpu, gfp):
             address = self._main[cpu].pop()
             slab = self._slab_of_pfn[address >> self._page_shift]
             slab.used[(address - slab.base) // self.size] = 1
-            self._pcs_alloc += 1
+            self._pcs[_ALLOCS] += 1
             return address
         return self._alloc_from_slabs(cpu, gfp)
 
@@ -356,7 +361,7 @@ class PercpuSheavesCache(KmemCache):
         if len(main) < self._capacity:  # free_to_pcs: push on the main sheaf
             slab.used[index] = SHEAF_HELD
             main.append(address)
-            self._pcs_free += 1
+            self._pcs[_FREES] += 1
             return
         self._free_slowpath_pcs(slab, index, address, cpu)
 
@@ -364,7 +369,7 @@ class PercpuSheavesCache(KmemCache):
         if self._capacity and self._replace_full_main(cpu):
             slab.used[index] = SHEAF_HELD
             self._main[cpu].append(address)
-            self._pcs_free += 1
+            self._pcs[_FREES] += 1
             return
         self._free_to_slab(slab, index, cpu)
 
@@ -600,6 +605,8 @@ class PercpuSheavesCache(KmemCache):
 
     def flush_cpu(self, cpu: int) -> None:
         """flush_cpu_slab: the CPU's sheaves (pcs_flush_all), then (6.18) its cpu slabs."""
+        if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
+            raise self._check_cpu(cpu)
         with self._lock:
             self._pcs_flush_all(cpu)
             self._flush_cpu_slabs(cpu)
@@ -664,11 +671,11 @@ class PercpuSheavesCache(KmemCache):
         counters.update(zip(SHEAF_STAT_NAMES, self._sheaf_stat, strict=True))
         counters["sheaf_capacity"] = self.sheaf_capacity
         if self.kernel == "7.0":  # the sheaves are the fast paths
-            counters["alloc_fastpath"] += self._pcs_alloc
-            counters["free_fastpath"] += self._pcs_free
+            counters["alloc_fastpath"] += self._pcs[_ALLOCS]
+            counters["free_fastpath"] += self._pcs[_FREES]
         else:
-            counters["alloc_cpu_sheaf"] += self._pcs_alloc
-            counters["free_cpu_sheaf"] += self._pcs_free
+            counters["alloc_cpu_sheaf"] += self._pcs[_ALLOCS]
+            counters["free_cpu_sheaf"] += self._pcs[_FREES]
 
     def _check_sheaves(self) -> None:
         capacity = self._capacity

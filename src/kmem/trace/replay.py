@@ -30,6 +30,15 @@ slab pages are ordinary pages). mm_page_free_batched repeats an mm_page_free of 
 mm_page_alloc_zone_locked and mm_page_pcpu_drain are the per-CPU page lists' refills and drains,
 which kmem does not model (its allocations are what callers see): they are counted, not replayed.
 
+Which kernel's SLUB (``kernel``: 6.17, 6.18 or 7.0; kmem.slab.sheaves). 6.18 gives sheaves to the
+caches the kernel creates with a sheaf_capacity (maple_node, vm_area_struct: 32), 7.0 to every
+cache, 6.17 to none. A 6.18 or 7.0 trace shows the kernel kmalloc-ing its own sheaves
+(``call_site=alloc_empty_sheaf``); kmem's model kmallocs the sheaves its caches need, so those
+events are not replayed (they would count every sheaf twice, or count sheaves a 6.17 kernel never
+makes): the allocation and the free of such a pointer count in ``sheaves["kernel_sheaf_events"]``.
+Every kmem_cache_alloc passes its traced gfp flags to the cache: a sheaf refill may block only
+when they allow it (GFP_NOWAIT allocations take the slab path instead, as in the kernel).
+
 Memory in use per layer is sampled every ``every`` events (peaks are at that resolution; the
 page layer's peak is exact), with the buddy allocator's fragmentation indices; the sample list is
 halved whenever it reaches ``max_samples`` so memory stays bounded however long the trace.
@@ -57,6 +66,7 @@ from typing import Any, Final, Protocol
 from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
+from kmem.slab.sheaves import DEFAULT_KERNEL, KERNEL_SHEAF_CAPACITIES, check_kernel
 from kmem.trace.events import (
     EVENT_NAMES,
     KMALLOC,
@@ -78,6 +88,15 @@ from kmem.trace.stat import gfp_value
 LAYERS: Final = ("slab", "page")
 _BATCH: Final = 1024  # events parsed ahead of the replay (memory: a bounded batch of tuples)
 MAX_EXAMPLES: Final = 10
+# The kernel functions that kmalloc sheaves (mm/slub.c, 6.18 and 7.0): their events are kmem's
+# own model's business, not the trace's (see "Which kernel's SLUB" above).
+KERNEL_SHEAF_SITES: Final = ("alloc_empty_sheaf", "__alloc_empty_sheaf")
+# Sheaf figures of ReplayResult.sheaves: census and counters summed over every cache
+SHEAF_FIGURES: Final = (
+    "caches_with_sheaves", "sheaves", "cpu_sheaf_objects", "barn_objects", "rcu_sheaf_objects",
+    "sheaf_refill", "sheaf_flush", "sheaf_alloc", "sheaf_free", "barn_get", "barn_get_fail",
+    "barn_put", "barn_put_fail", "alloc_slowpath", "free_slowpath", "kernel_sheaf_events",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,7 @@ class ReplayResult:
 
     layers: tuple[str, ...]
     policy: str
+    kernel: str  # whose SLUB: 6.17, 6.18 or 7.0
     nr_cpus: int
     memory: int
     max_order: int
@@ -121,6 +141,7 @@ class ReplayResult:
     cache_errors: dict[str, str]  # caches kmem could not create, and why
     traced_slab_failures: int
     page: dict[str, int]
+    sheaves: dict[str, int]  # SHEAF_FIGURES: objects held in sheaves and barns, refills, ...
     memory_in_use: dict[str, dict[str, int]]  # layer -> {"peak_bytes", "final_bytes"}
     slabinfo: str
     buddyinfo: str
@@ -189,13 +210,16 @@ class Replayer:
         max_order: int = 10,
         page_size: int = 4096,
         max_samples: int = 2000,
+        kernel: str = DEFAULT_KERNEL,
     ) -> None:
         self.layers: Final = _check_layers(layers)
         self.policy: Final = policy
+        self.kernel: Final = check_kernel(kernel)
         self.nr_cpus: Final = nr_cpus
         # Replay is single-threaded: no locks in either layer (about 10% faster per call).
         self.buddy: Final = BuddyAllocator(memory, page_size, max_order, thread_safe=False)
-        self.slab: Final = SlabAllocator(self.buddy, nr_cpus, policy, thread_safe=False)
+        self.slab: Final = SlabAllocator(self.buddy, nr_cpus, policy, thread_safe=False,
+                                         kernel=kernel)
         self._max_samples = max_samples
         self._do_slab = "slab" in self.layers
         self._do_page = "page" in self.layers
@@ -204,8 +228,17 @@ class Replayer:
         # live object: freeing through the cache skips kfree's lookup of the address's cache.
         self._live: dict[str, tuple[Callable[[int, int], None], int]] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
-        # traced name (or cache-<bytes_alloc>) -> (alloc, free) of its cache: what _feed calls
-        self._cache_calls: dict[str, tuple[Callable[[int], int], Callable[[int, int], None]]] = {}
+        # (traced name or "", gfp_flags text) -> (alloc, free, gfp value) of its cache: what
+        # _feed calls, alloc(cpu, gfp)
+        self._cache_calls: dict[tuple[str, str], tuple[Callable[[int, int], int],
+                                                       Callable[[int, int], None], int]] = {}
+        self._gfp_values: dict[str, int] = {}
+        # The kernel's own sheaves (see "Which kernel's SLUB"): call sites seen, those that
+        # kmalloc sheaves, and the traced pointers of sheaves still live
+        self._sites_seen: set[str] = set()
+        self._sheaf_sites: set[str] = set()
+        self._kernel_sheaves: set[str] = set()
+        self.kernel_sheaf_events = 0
         # (bytes_req, gfp_flags text) -> (gfp value, kmem's bytes_alloc, free function) of a
         # kmalloc request
         self._kmalloc_calls: dict[tuple[int, str],
@@ -235,6 +268,8 @@ class Replayer:
         self._slab_peak = 0
         self._total_peak = 0
         self._last_time = ""  # the TIME text of the last event replayed
+        self._every = 1000  # sampling interval (start())
+        self._since_sample = 0  # events replayed since the last snapshot
 
     @property
     def page_size(self) -> int:
@@ -256,27 +291,51 @@ class Replayer:
                              ) -> Iterator[ReplaySnapshot]:
         """iter_snapshots() over EventBatches (TraceParser.parse_batches, ParserProcess.batches):
         the fast way, with no tuple per event."""
-        if every < 1:
-            raise InvalidArgumentError(f"every must be >= 1, got {every}")
-        if not self.timeline:
-            yield self._sample()
-        done = 0  # events since the last snapshot
+        yield from self.start(every)
         for batch in batches:
-            size = len(batch.kinds)
-            start = 0
-            while start < size:
-                stop = min(size, start + every - done)
-                self._feed(batch if stop - start == size else batch.part(start, stop))
-                done += stop - start
-                start = stop
-                if done == every:
-                    yield self._sample()
-                    done = 0
-        if done:
-            yield self._sample()  # the events since the last snapshot
+            yield from self.replay_batch(batch, every)
+        yield from self.finish()
+
+    def start(self, every: int = 1000) -> list[ReplaySnapshot]:
+        """Begin a replay sampled every ``every`` events: the first snapshot (none if begun).
+
+        start(), replay_batch() for each batch and finish() are iter_batch_snapshots() one step
+        at a time: the way to drive several replayers with the same batches (kmem.trace.compare).
+        """
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise InvalidArgumentError(f"every must be an int >= 1, got {every!r}")
+        self._every = every
+        return [] if self.timeline else [self._sample()]
+
+    def replay_batch(self, batch: EventBatch, every: int | None = None) -> list[ReplaySnapshot]:
+        """Replay one batch; the snapshots taken on the way (one every ``every`` events)."""
+        if every is None:
+            every = self._every
+        elif every != self._every:
+            self.start(every)
+        snapshots = []
+        size = len(batch.kinds)
+        start = 0
+        while start < size:
+            stop = min(size, start + every - self._since_sample)
+            self._feed(batch if stop - start == size else batch.part(start, stop))
+            self._since_sample += stop - start
+            start = stop
+            if self._since_sample == every:
+                snapshots.append(self._sample())
+                self._since_sample = 0
+        return snapshots
+
+    def finish(self) -> list[ReplaySnapshot]:
+        """End the replay: the page allocations still waiting, and the last snapshots."""
+        snapshots = []
+        if self._since_sample:
+            snapshots.append(self._sample())  # the events since the last snapshot
+            self._since_sample = 0
         flushed = self._flush_pending()
-        if flushed or self.timeline[-1].events != self.events_done:
-            yield self._sample()
+        if not self.timeline or flushed or self.timeline[-1].events != self.events_done:
+            snapshots.append(self._sample())
+        return snapshots
 
     def run(self, events: Iterable[TraceEvent], every: int = 1000,
             callback: Callable[[ReplaySnapshot], object] | None = None,
@@ -296,6 +355,49 @@ class Replayer:
     # -- the hot loop ---------------------------------------------------------------------
 
     def _feed(self, batch: EventBatch) -> None:
+        """Replay a batch of events, but not the kernel's kmallocs of its own sheaves."""
+        skip = self._kernel_sheaf_allocs(batch) if self._do_slab else None
+        if not skip:
+            self._feed_part(batch)
+            return
+        start = 0
+        for index in skip:
+            if index > start:
+                self._feed_part(batch.part(start, index))
+            self._skip_kernel_sheaf(batch, index)
+            start = index + 1
+        if start < len(batch.kinds):
+            self._feed_part(batch.part(start, len(batch.kinds)))
+
+    def _kernel_sheaf_allocs(self, batch: EventBatch) -> list[int] | None:
+        """Indices of the batch's kmalloc events that are the kernel allocating a sheaf."""
+        sites = batch.call_sites
+        fresh = set(sites).difference(self._sites_seen)
+        if fresh:
+            self._sites_seen.update(fresh)
+            self._sheaf_sites.update(site for site in fresh
+                                     if site.startswith(KERNEL_SHEAF_SITES))
+        sheaf_sites = self._sheaf_sites
+        if not sheaf_sites or sheaf_sites.isdisjoint(sites):
+            return None
+        kinds = batch.kinds
+        return [index for index, site in enumerate(sites)
+                if site in sheaf_sites and kinds[index] <= KMALLOC_NODE]
+
+    def _skip_kernel_sheaf(self, batch: EventBatch, index: int) -> None:
+        """A kernel sheaf's kmalloc: counted, its pointer remembered, nothing allocated."""
+        self._counts[batch.kinds[index]] += 1
+        cpu = batch.cpus[index]
+        pending = self._pending.pop(cpu, None)
+        if pending is not None:  # (the page a new kmalloc slab for the sheaf needed)
+            self._decide_page(pending, True)
+        key = batch.keys[index]
+        if key != NULL_PTR:
+            self._kernel_sheaves.add(key)
+        self.kernel_sheaf_events += 1
+        self._last_time = batch.times[index]
+
+    def _feed_part(self, batch: EventBatch) -> None:
         """Replay a batch of events."""
         count_kinds(self._counts, batch.kinds)
         core = self.buddy.compiled_core
@@ -343,10 +445,10 @@ class Replayer:
                     continue
                 try:
                     if kind > last_kmalloc:  # kmem_cache_alloc(_node)
-                        cache = cache_calls.get(tail[0])
+                        cache = cache_calls.get((tail[0], tail[3]))
                         if cache is None:
-                            cache = self._cache_for(tail[0], tail[2])
-                        live[key] = (cache[1], cache[0](cpu))
+                            cache = self._cache_for(tail[0], tail[2], tail[3])
+                        live[key] = (cache[1], cache[0](cpu, cache[2]))
                         continue
                     info = kmalloc_calls.get((tail[1], tail[3]))
                     if info is None:
@@ -384,6 +486,9 @@ class Replayer:
         """A free of a pointer with no live object: NULL, a failed allocation, or unknown."""
         if ptr == NULL_PTR:
             self.null_frees += 1
+        elif ptr in self._kernel_sheaves:  # the kernel freeing one of its own sheaves
+            self._kernel_sheaves.discard(ptr)
+            self.kernel_sheaf_events += 1
         elif ptr in self._oom_ptrs:
             self._oom_ptrs.discard(ptr)
         else:
@@ -433,12 +538,14 @@ class Replayer:
             self.too_large += 1
         self._oom_ptrs.add(ptr)
 
-    def _cache_for(self, traced_name: str, bytes_alloc: int
-                   ) -> tuple[Callable[[int], int], Callable[[int, int], None]]:
-        """(alloc, free) of the cache of a kmem_cache_alloc event, created on first sight.
-        Raises KmemError if kmem cannot create it (objects above what --max-order allows)."""
+    def _cache_for(self, traced_name: str, bytes_alloc: int, gfp_text: str
+                   ) -> tuple[Callable[[int, int], int], Callable[[int, int], None], int]:
+        """(alloc, free, gfp) of the cache of a kmem_cache_alloc event with these gfp flags,
+        the cache created on first sight (with the sheaves its kernel gives it). Raises
+        KmemError if kmem cannot create it (objects above what --max-order allows)."""
         name = traced_name or f"cache-{bytes_alloc}"
-        calls = self._cache_calls.get(name)
+        key = (name, gfp_text)
+        calls = self._cache_calls.get(key)
         if calls is not None:  # (an unnamed event: _feed looks it up by "" and comes here)
             return calls
         failed = self._cache_errors.get(name)
@@ -448,17 +555,24 @@ class Replayer:
             raise failed.with_traceback(None)
         cache = self.slab.caches.get(name)  # (a kmalloc cache, or one created before)
         if cache is None:
+            capacity = 0
+            if self.policy == "slub" and self.kernel != "6.17":
+                capacity = KERNEL_SHEAF_CAPACITIES.get(name, 0)
             try:
-                cache = self.slab.kmem_cache_create(name, max(bytes_alloc, 1))
+                cache = self.slab.kmem_cache_create(name, max(bytes_alloc, 1),
+                                                    sheaf_capacity=capacity)
             except KmemError as error:
                 self._cache_errors[name] = error
                 raise
         if cache.slab_size != bytes_alloc and name not in self.cache_size_mismatches:
             self.cache_size_mismatches[name] = (bytes_alloc, cache.slab_size)
+        gfp = self._gfp_values.get(gfp_text)
+        if gfp is None:
+            gfp = self._gfp_values[gfp_text] = gfp_value(gfp_text)
         # By its name; an unnamed event (kernels before 6.2) by its size-derived name, and
         # _feed never finds it by its name (""), so the next unnamed event of another size
         # comes here for its own cache.
-        calls = self._cache_calls[name] = (cache.alloc, cache.free)
+        calls = self._cache_calls[key] = (cache.alloc, cache.free, gfp)
         return calls
 
     # -- page layer ------------------------------------------------------------------------
@@ -544,13 +658,24 @@ class Replayer:
             return 0
         return sum(self._counts[MM_PAGE_FREE_BATCHED + 1:])
 
+    def _sheaf_figures(self) -> dict[str, int]:
+        """SHEAF_FIGURES: what every cache's sheaves and barn hold and did, summed."""
+        figures = dict.fromkeys(SHEAF_FIGURES, 0)
+        for stats in self.slab.stats().values():
+            if stats.sheaf_capacity:
+                figures["caches_with_sheaves"] += 1
+            for name in SHEAF_FIGURES[1:-1]:
+                figures[name] += getattr(stats, name)
+        figures["kernel_sheaf_events"] = self.kernel_sheaf_events
+        return figures
+
     def result(self, parser: LineCounts | None = None) -> ReplayResult:
         """The replay's findings (after iter_snapshots/run); ``parser`` adds its line counts."""
         page_bytes = self.page_size
         final_used = self.buddy.nr_pages - self.buddy.nr_free_pages
         final_slab = final_used - self.page_layer_pages
         return ReplayResult(
-            layers=self.layers, policy=self.policy, nr_cpus=self.nr_cpus,
+            layers=self.layers, policy=self.policy, kernel=self.kernel, nr_cpus=self.nr_cpus,
             memory=self.buddy.nr_pages * page_bytes, max_order=self.buddy.max_order,
             page_size=page_bytes,
             events=dict(zip(EVENT_NAMES, self._counts, strict=True)),
@@ -566,6 +691,7 @@ class Replayer:
             traced_slab_failures=self.traced_slab_failures,
             page={**self.page_counts, "not_replayed": self._not_replayed(),
                   "live_pages_at_end": self.page_layer_pages, "peak_pages": self.page_layer_peak},
+            sheaves=self._sheaf_figures(),
             memory_in_use={
                 "slab": {"peak_bytes": max(self._slab_peak, final_slab) * page_bytes,
                          "final_bytes": final_slab * page_bytes},

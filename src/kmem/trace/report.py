@@ -234,7 +234,9 @@ def _mib(value: int) -> str:
 
 def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int = 20) -> None:
     """The replay's findings as rich tables on ``console``."""
-    settings = (f"layers {','.join(result.layers)}, policy {result.policy}, {result.nr_cpus} CPUs,"
+    kernel = f" {result.kernel}" if result.policy == "slub" else ""
+    settings = (f"layers {','.join(result.layers)}, policy {result.policy}{kernel},"
+                f" {result.nr_cpus} CPUs,"
                 f" {_mib(result.memory)} of memory, max order {result.max_order}")
     console.print(f"[bold]kmem replay[/bold]: {settings}")
 

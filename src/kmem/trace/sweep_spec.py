@@ -54,6 +54,7 @@ from typing import Any, Final
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.size import parse_size
 from kmem.slab.allocator import POLICIES
+from kmem.slab.sheaves import KERNELS
 from kmem.trace.replay import Replayer, parse_layers
 from kmem.trace.source import open_trace
 
@@ -149,6 +150,8 @@ class ReplayParameter:
 # against Replayer's signature, and that every option of Replayer has a row).
 PARAMETERS: Final = (
     ReplayParameter("policy", "policy", _choice(POLICIES), help="slab allocator: slub or slab"),
+    ReplayParameter("kernel", "kernel", _choice(KERNELS),
+                    help="whose SLUB: 6.17, 6.18 (sheaves where Linux asks) or 7.0"),
     ReplayParameter("cpus", "nr_cpus", _whole(1), help="CPUs of the slab layer"),
     ReplayParameter("memory", "memory", _size, help="kmem's memory size (bytes or '1G')",
                     show=_show_size),

@@ -308,12 +308,14 @@
           for (let i = 0; i < total; i++) {
             const o = document.createElement("div");
             const used = bits[i] === "1";
+            const inSheaf = bits[i] === "s";
             const address = base + i * c.size;
-            o.className = "obj" + (used ? " used" : "");
+            o.className = "obj" + (used ? " used" : inSheaf ? " sheaf" : "");
             o.dataset.address = hex(address);
             const who = owners.get(address);
             o.title = `${c.name} object ${i} at ${hex(address)} (slab pfn ${pfn}): ` +
-              (used ? "in use" + (who ? ` by ${who}` : "") : "free");
+              (used ? "in use" + (who ? ` by ${who}` : "") : inSheaf ?
+                "free, waiting in a sheaf (the slab still counts it as allocated)" : "free");
             s.appendChild(o);
           }
         } else {  // many objects: one bar, filled to the share in use
@@ -330,10 +332,40 @@
         slabs.appendChild(more);
       }
       div.appendChild(slabs);
+      if (c.sheaves) div.appendChild(drawSheaves(c.sheaves));
       pictures.appendChild(div);
     }
     box.appendChild(table);
     box.appendChild(pictures);
+  }
+
+  // A cache's sheaves (6.18, 7.0): each CPU's main and spare sheaf as a bar filled to the
+  // objects it holds, and the barn's full and empty sheaves.
+  function drawSheaves(sheaves) {
+    const box = document.createElement("div");
+    box.className = "sheaves";
+    const bar = (label, count) => {
+      const s = document.createElement("span");
+      s.className = "sheaf";
+      s.textContent = `${label} ${count}/${sheaves.capacity}`;
+      s.title = `${label} sheaf: ${count} of ${sheaves.capacity} objects`;
+      s.style.background = `linear-gradient(90deg, #e0a458 ${100 * count / sheaves.capacity}%,` +
+        " #f4f6f8 0)";
+      return s;
+    };
+    sheaves.cpus.forEach(([main, spare], cpu) => {
+      const row = document.createElement("div");
+      row.className = "sheaf-cpu";
+      row.textContent = `CPU ${cpu}: `;
+      row.appendChild(bar("main", main));
+      if (spare >= 0) row.appendChild(bar("spare", spare));
+      box.appendChild(row);
+    });
+    const barn = document.createElement("div");
+    barn.className = "barn";
+    barn.textContent = `barn: ${sheaves.barn_full} full, ${sheaves.barn_empty} empty sheaves`;
+    box.appendChild(barn);
+    return box;
   }
 
   // ---- chart over time --------------------------------------------------------------------

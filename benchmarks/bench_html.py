@@ -1,0 +1,87 @@
+"""``kmem html`` against ``kmem replay`` on the same long trace, and its cost as the frames
+asked for grow (issue 12: a 1.25M-line trace took 212 s to page and 8-14 s to replay).
+
+The trace is generated (in /tmp, never committed) as benchmarks/bench_trace.py makes its own:
+the recorded fixture kmem-6.18-dd-first15000.txt.xz repeated, each cycle's pointers and pfns
+shifted into a range of their own, so the live set grows as a longer recording's would. Each
+command runs in a fresh process (``python -m kmem``), as a user runs it, on the same machine
+(1 GiB, SLUB, 2 CPUs: the defaults); wall time, the best of REPEAT runs.
+
+Figures: the seconds of ``kmem replay --no-progress``, of ``kmem html`` at 100, 400 (the
+default) and 1600 frames, and the ratios html(400) / replay (the goal: at most 2) and
+html(1600) / html(100) (the page builder's cost independent of the frames asked for: near 1);
+the same html / replay ratio on a trace whose live set stays bounded (the same pointers each
+cycle): a frame costs the live objects of the caches that changed since the previous one.
+Timings on a shared machine are noisy: run it quiet (``make bench``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.bench_trace import _TIME, _fixture_events, _shifted
+
+EVENTS = 300_000
+TRACE = Path("/tmp/kmem-bench-html-trace.txt")
+STEADY = Path("/tmp/kmem-bench-html-trace-same-pointers.txt")  # the live set stays bounded
+PAGE = Path("/tmp/kmem-bench-html-page.html")
+REPEAT = 2
+
+
+def generate(path: Path, events: int = EVENTS, shift: bool = True) -> None:
+    """Write a trace of ``events`` events by cycling the fixture, pointers shifted per cycle
+    (unless not ``shift``: then the same pointers each cycle, and a live set that stays the
+    same size, as a long recording of a steady machine has)."""
+    body = _fixture_events()
+    first = float(_TIME.search(body[0]).group(1))  # type: ignore[union-attr]
+    span = float(_TIME.search(body[-1]).group(1)) - first + 0.001  # type: ignore[union-attr]
+    written = cycle = 0
+    with path.open("w") as out:
+        out.write("# tracer: nop\n#\n")
+        while written < events:
+            chunk = body[: events - written]
+            out.writelines(_shifted(line, cycle, cycle * span, shift) for line in chunk)
+            written += len(chunk)
+            cycle += 1
+
+
+def _seconds(*argv: str) -> float:
+    best = float("inf")
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "kmem", *argv], check=True,
+                       stdout=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run() -> dict[str, object]:
+    for path, shift in ((TRACE, True), (STEADY, False)):
+        if not path.exists() or sum(1 for _ in path.open()) != EVENTS + 2:
+            generate(path, shift=shift)
+    replay = _seconds("replay", "--no-progress", str(TRACE))
+    steady_replay = _seconds("replay", "--no-progress", str(STEADY))
+    steady_html = _seconds("html", "--no-progress", "--trace", str(STEADY), "-o", str(PAGE))
+    html = {frames: _seconds("html", "--no-progress", "--trace", str(TRACE), "--frames",
+                             str(frames), "-o", str(PAGE))
+            for frames in (100, 400, 1600)}
+    PAGE.unlink(missing_ok=True)
+    return {
+        "trace events": EVENTS,
+        "kmem replay (s)": round(replay, 2),
+        "kmem html, 100 frames (s)": round(html[100], 2),
+        "kmem html, 400 frames (s)": round(html[400], 2),
+        "kmem html, 1600 frames (s)": round(html[1600], 2),
+        "html (400 frames) / replay": round(html[400] / replay, 2),
+        "html 1600 frames / 100 frames": round(html[1600] / html[100], 2),
+        "steady live set: kmem replay (s)": round(steady_replay, 2),
+        "steady live set: kmem html, 400 frames (s)": round(steady_html, 2),
+        "steady live set: html / replay": round(steady_html / steady_replay, 2),
+    }
+
+
+if __name__ == "__main__":
+    print(run())
