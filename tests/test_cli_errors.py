@@ -199,7 +199,7 @@ def test_html_reads_a_trace_exactly_as_stat_and_replay_do(
                        capsys)
         assert line == f"kmem {command}: {stat}"  # not a page of 0 steps
     if make == "bad_line":
-        assert stat.startswith("line 201: ")
+        assert stat.startswith(f"{trace}:201: ")  # (the file and the line)
         assert refused(["html", str(trace), "-o", str(tmp_path / "x.html")],
                        capsys) == f"kmem html: {stat}"  # guessed a trace: the same
 
