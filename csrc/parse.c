@@ -92,23 +92,66 @@ inline_timestamp(const char *s, Py_ssize_t n)
     return 1;
 }
 
+/* The lookups of one parse_lines call go through a small direct-mapped cache of the entries
+ * found: a trace repeats a few hundred tails and call sites, and comparing the bytes with a
+ * cached key (memcmp) costs a fraction of building a str and hashing it for the dict. Only
+ * entries found in a dict are cached, and the parser never changes or removes an entry once a
+ * lookup could have found it (_learn_tail removes only the entry it has just added, before any
+ * lookup here; tables never evict), so a hit gives exactly what the dict would. */
+enum { CACHE_SLOTS = 1024 };
+
+typedef struct {
+    PyObject *dict;  /* borrowed (alive for the call: the arguments hold it), for identity */
+    PyObject *key;   /* strong: an ASCII str */
+    PyObject *value; /* strong */
+} CacheSlot;
+
 typedef struct {
     PyObject *event_kinds, *call_sites, *tails, *null_ptr;
+    CacheSlot *cache; /* CACHE_SLOTS slots */
 } Memo;
 
-/* A lookup of the bytes [s, s+n) in a str-keyed dict: the value (borrowed), NULL if absent. */
-static PyObject *
-lookup(PyObject *dict, const char *s, Py_ssize_t n, int *failed)
+static inline uint64_t
+bytes_hash(const char *s, Py_ssize_t n, uintptr_t salt)
 {
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)n ^ ((uint64_t)salt * 0x9e3779b97f4a7c15ULL);
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, s + i, 8);
+        h = (h ^ word) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    uint64_t last = 0;
+    memcpy(&last, s + i, (size_t)(n - i));
+    h = (h ^ last) * 0x100000001b3ULL;
+    return h ^ (h >> 32);
+}
+
+/* A lookup of the bytes [s, s+n) (ASCII) in a str-keyed dict: the value (borrowed: the dict
+ * holds it for the call), NULL if absent; *failed on an error. */
+static PyObject *
+lookup(Memo *m, PyObject *dict, const char *s, Py_ssize_t n, int *failed)
+{
+    CacheSlot *slot = &m->cache[bytes_hash(s, n, (uintptr_t)dict) & (CACHE_SLOTS - 1)];
+    if (slot->dict == dict && PyUnicode_GET_LENGTH(slot->key) == n &&
+        memcmp(PyUnicode_1BYTE_DATA(slot->key), s, (size_t)n) == 0)
+        return slot->value;
     PyObject *key = PyUnicode_FromStringAndSize(s, n);
     if (key == NULL) {
         *failed = 1;
         return NULL;
     }
     PyObject *value = PyDict_GetItemWithError(dict, key);
-    Py_DECREF(key);
-    if (value == NULL && PyErr_Occurred())
-        *failed = 1;
+    if (value == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            *failed = 1;
+        return NULL;
+    }
+    Py_XSETREF(slot->key, key);
+    Py_XSETREF(slot->value, Py_NewRef(value));
+    slot->dict = dict;
     return value;
 }
 
@@ -146,7 +189,7 @@ read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
         t[0][0] == '#') /* I1 */
         return 0;
     int failed = 0;
-    PyObject *kind_obj = lookup(m->event_kinds, t[4], len[4], &failed); /* I2 */
+    PyObject *kind_obj = lookup(m, m->event_kinds, t[4], len[4], &failed); /* I2 */
     if (kind_obj == NULL)
         return failed ? -1 : 0;
     *kind = (int)PyLong_AsLong(kind_obj);
@@ -174,10 +217,10 @@ read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
         for (Py_ssize_t i = first_hex; i < end; i++)
             if (!is_hex((unsigned char)rest[i]))
                 return 0;
-        *tail = lookup(memo, rest + end, rest_len - end, &failed);
+        *tail = lookup(m, memo, rest + end, rest_len - end, &failed);
         if (*tail == NULL)
             return failed ? -1 : 0;
-        *site = lookup(m->call_sites, t[5], len[5], &failed);
+        *site = lookup(m, m->call_sites, t[5], len[5], &failed);
         if (*site == NULL)
             return failed ? -1 : 0;
         int null = 1;
@@ -201,7 +244,7 @@ read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
                 return 0;
             pfn = pfn << 4 | (unsigned long long)hex_value((unsigned char)rest[i]);
         }
-        PyObject *entry = lookup(memo, rest + end, rest_len - end, &failed);
+        PyObject *entry = lookup(m, memo, rest + end, rest_len - end, &failed);
         if (entry == NULL)
             return failed ? -1 : 0;
         if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2)
@@ -260,7 +303,10 @@ kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *empty = PyUnicode_FromStringAndSize("", 0);
     PyObject *result = NULL, *error = Py_NewRef(Py_None);
     Py_ssize_t events = 0, skipped = 0;
-    if (!kinds || !cpus || !times || !sites || !keys || !tails || !empty)
+    m.cache = PyMem_Calloc(CACHE_SLOTS, sizeof(CacheSlot));
+    if (m.cache == NULL)
+        PyErr_NoMemory();
+    if (!kinds || !cpus || !times || !sites || !keys || !tails || !empty || !m.cache)
         goto done;
     for (Py_ssize_t read = 0; read < size; read++) {
         PyObject *line = PyIter_Next(lines);
@@ -355,6 +401,13 @@ done:
     Py_XDECREF(keys);
     Py_XDECREF(tails);
     Py_XDECREF(empty);
+    if (m.cache != NULL) {
+        for (Py_ssize_t i = 0; i < CACHE_SLOTS; i++) {
+            Py_XDECREF(m.cache[i].key);
+            Py_XDECREF(m.cache[i].value);
+        }
+        PyMem_Free(m.cache);
+    }
     Py_XDECREF(error);
     return result;
 }

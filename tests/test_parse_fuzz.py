@@ -69,11 +69,12 @@ TRIED: Counter[str] = Counter()
 @pytest.fixture(scope="module", autouse=True)
 def _report_counts(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and TRIED:
-        reporter.write_line("")
-        for name, count in sorted(TRIED.items()):
-            reporter.write_line(f"parse fuzz: {name}: {count} lines tried")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is not None and TRIED:
+        with capture.global_and_fixture_disabled():  # (past pytest's capture, even with -q)
+            print()
+            for name, count in sorted(TRIED.items()):
+                print(f"parse fuzz: {name}: {count} lines tried")
 
 
 def _outcome(parser: TraceParser, lines: list[str]) -> tuple[Any, ...]:

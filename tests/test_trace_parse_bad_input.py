@@ -277,3 +277,28 @@ def test_an_endless_line_on_stdin_fails_fast(command: list[str], monkeypatch: py
     assert zeros.read_bytes < 4 * MAX_LINE_BYTES
 
 
+
+
+def test_other_tracepoints_need_a_name_and_their_counters_stay_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    head = "a-1 [000] ..... 1.000000: "
+    with pytest.raises(TraceFormatError, match="bad event name"):
+        list(TraceParser().parse([head + "٣sched: x=1"]))
+    with pytest.raises(TraceFormatError, match="bad event name"):
+        list(TraceParser().parse([head + "a:b:c: x=1"]))
+    monkeypatch.setattr("kmem.trace.parse.MAX_OTHER_EVENTS", 3)
+    parser = TraceParser()
+    lines = [head + f"sched:event{n % 5}: x=1" for n in range(10)]
+    assert list(parser.parse(lines)) == []
+    assert parser.other_events == {"sched:event0": 2, "sched:event1": 2, "sched:event2": 2,
+                                   "(other names)": 4}
+
+
+def test_memo_tables_stay_small_on_long_distinct_tails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lines of 10,000-character tails, each new: the memo stops learning at MAX_MEMO_CHARS,
+    and the lines past it are still read (by the slow path)."""
+    monkeypatch.setattr("kmem.trace.parse.MAX_MEMO_CHARS", 50_000)
+    lines = [KMALLOC.replace("accounted=", f"x{n}={'a' * 10_000} accounted=") for n in range(9)]
+    parser = TraceParser()
+    assert len(list(parser.parse(lines))) == 9
+    assert parser._memo_chars <= 50_000 and sum(map(len, parser._tails)) == 4

@@ -3,6 +3,8 @@
 # [EXAMPLES] builds kmem._core with -fsanitize=address,undefined into build/asan (beside a
 # copy of src/kmem) and runs every lockstep and differential test there, hypothesis making
 # EXAMPLES random programs per test (default 200; make test runs a bounded 20, make fuzz 2000).
+# The trace parser's fuzz tests (tests/test_parse_fuzz.py: mutated fixture lines, the compiled
+# inline loop of csrc/parse.c against the pure one) print how many lines they tried.
 #
 # Why hypothesis and not atheris: atheris needs libFuzzer's coverage callbacks, which gcc's
 # ASan runtime shadows (its coverage is then lost, for Python and C alike); hypothesis needs no

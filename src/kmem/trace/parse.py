@@ -32,9 +32,12 @@ Head
   H2. The tokens after it up to the first ending in ":" are the irq-flags column (ftrace; none
       in trace-cmd and perf script); that token is the timestamp: 1-20 digits, then optionally
       "." and 1-9 digits, then ":" (so always finite: no nan, inf, 1e400, +1.5 or 1_0).
-  H3. The next token is the event: "NAME:" or "kmem:NAME:". A kmem tracepoint's NAME (or an
-      old name of one, mm_page_free_direct, mm_pagevec_free) is read; any other NAME is counted
-      in ``other_events`` and skipped; a token without the colon is malformed.
+  H3. The next token is the event: "NAME:" or "SYSTEM:NAME:", each an identifier (ASCII
+      letters, digits, "_"; no digit first). A kmem tracepoint (kmem:NAME or NAME, or an old
+      name of one, mm_page_free_direct, mm_pagevec_free) is read; any other is counted in
+      ``other_events`` (the first MAX_OTHER_EVENTS names apart, later ones together under
+      OTHER_EVENTS_BEYOND, so that the counters stay bounded) and skipped; any other token is
+      malformed.
 Fields
   F1. Every later token is KEY=VALUE with a non-empty KEY; the one exception is a "[module]"
       token right after call_site=, which joins it. A KEY given twice: its last VALUE counts.
@@ -83,10 +86,10 @@ call sites in modules (``f+0x9e/0x160 [nf_conntrack]``), any timestamp precision
 and trace-cmd's shape (``_fast_event``); a memo miss, a task name with spaces or a malformed
 line then goes to the slow path, which parses ``key=value`` fields generically, validates every
 value (rules F1-F5) and teaches the memo tables the line's tail, but only if ``_fast_event`` then
-reads that line exactly as the slow path did. The memo tables are bounded (MAX_MEMO entries);
-past that the slow path still reads every line. A tail that repeats a field of the line's head
-(``ptr=``, ``call_site=``, ``pfn=``, ``page=``) is never learned: the slow path would read the
-last of the two.
+reads that line exactly as the slow path did. The memo tables are bounded (MAX_MEMO entries,
+MAX_MEMO_CHARS characters); past that the slow path still reads every line. A tail that repeats
+a field of the line's head (``ptr=``, ``call_site=``, ``pfn=``, ``page=``) is never learned: the
+slow path would read the last of the two.
 
 Invariant (tested on every fixture line, and fuzzed on mutations of them in
 tests/test_parse_fuzz.py): a parser that has learned a trace's tails yields exactly what a fresh
@@ -192,6 +195,9 @@ _UNSIGNED: Final = re.compile(r"[0-9]{1,19}")
 _SIGNED: Final = re.compile(r"-?[0-9]{1,19}")
 _HEX_PFN: Final = re.compile(r"0x[0-9a-fA-F]{1,16}")
 _TIMESTAMP: Final = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,9})?:")
+_EVENT_NAME: Final = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*:){1,2}")  # name: or system:name:
+MAX_OTHER_EVENTS: Final = 1024  # distinct names of other tracepoints counted apart
+OTHER_EVENTS_BEYOND: Final = "(other names)"  # where the lines of further names are counted
 _SIGNED_FIELDS: Final = frozenset({"node", "migratetype", "alloc_migratetype"})
 # Names that older kernels print and 6.18 no longer has (include/trace/events/mmflags.h history).
 _OLD_GFP_NAMES: Final = frozenset({
@@ -207,6 +213,7 @@ MAX_LINE: Final = MAX_LINE_CHARS  # characters of a line, its end not counted (r
 _NOT_EVENT_LINES: Final = ("cpus=", "version", "CPU")  # trace-cmd report header lines
 MAX_BAD_EXAMPLES: Final = 20
 MAX_MEMO: Final = 1 << 17
+MAX_MEMO_CHARS: Final = 1 << 24  # 16 Mi characters of memo keys (rule L1 allows 64 KiB lines)
 BATCH: Final = 2048  # lines a batch of parse_batches(): a few hundred KB of columns
 _HEX_PREFIXES: Final = ("0x", "0X")
 _INLINE_NULLS: Final = ("0" * 16, "0x" + "0" * 16)  # NULL in the inline loop's pointer shapes
@@ -254,6 +261,7 @@ class TraceParser:
         self._gfp_flags: dict[str, str] = {}
         self._tails: list[dict[str, tuple[Any, ...]]] = [{} for _ in EVENT_NAMES]
         self._memo_size = 0
+        self._memo_chars = 0
         self._not_lines = 0  # comments, blank lines and trace-cmd headers: not counted as lines
         # The compiled inline loop (csrc/parse.c), chosen when the parser is built: None on
         # the pure core (KMEM_PURE=1, or no C extension), and the Python loop reads.
@@ -452,19 +460,27 @@ class TraceParser:
             if token[:10] != "gfp_flags=":
                 raise _Bad(f"expected gfp_flags=, got {token!r}")
             flags = _check_gfp(token[10:])
-            if self._memo_size < MAX_MEMO:
+            if self._memo_room(token):
                 self._gfp_flags[token] = flags
-                self._memo_size += 1
         return flags
+
+    def _memo_room(self, key: str) -> bool:
+        """Whether the memo tables may learn ``key`` (then counted): at most MAX_MEMO entries
+        and MAX_MEMO_CHARS characters of keys in all, so that they stay small whatever the
+        trace (a line may be 64 KiB long)."""
+        if self._memo_size >= MAX_MEMO or self._memo_chars + len(key) > MAX_MEMO_CHARS:
+            return False
+        self._memo_size += 1
+        self._memo_chars += len(key)
+        return True
 
     def _learn_call_site(self, call_site: str) -> None:
         """Remember the call_site= token of an accepted slab event (the fast paths read it
         only in slab events: a page event's call_site= is not checked)."""
         # (a call site in a module has a space: "f+0x9e/0x160 [nf_conntrack]")
         token = "call_site=" + call_site
-        if token not in self._call_sites and self._memo_size < MAX_MEMO:
+        if token not in self._call_sites and self._memo_room(token):
             self._call_sites[token] = call_site
-            self._memo_size += 1
 
     # -- between the paths ---------------------------------------------------------------------
 
@@ -564,9 +580,7 @@ class TraceParser:
             same = self._fast_event(t) == event
         except (KeyError, IndexError, ValueError):
             same = False
-        if same:
-            self._memo_size += 1
-        else:
+        if not (same and self._memo_room(tail)):
             del table[tail]
 
     # -- slow path: any layout, full validation ----------------------------------------------
@@ -598,12 +612,15 @@ class TraceParser:
         if not _TIMESTAMP.fullmatch(time):
             raise _Bad(f"bad timestamp {time[:-1]!r}")
         token = t[index + 1]
-        if token[-1] != ":":
-            raise _Bad(f"bad event name {token!r}")
         kind = _EVENT_TOKENS.get(token)
         if kind is None:
+            if not _EVENT_NAME.fullmatch(token):
+                raise _Bad(f"bad event name {token!r}")
             name = token[:-1]
-            self.other_events[name] = self.other_events.get(name, 0) + 1
+            others = self.other_events
+            if name not in others and len(others) >= MAX_OTHER_EVENTS:
+                name = OTHER_EVENTS_BEYOND
+            others[name] = others.get(name, 0) + 1
             return None
         return self._slow_fields(kind, t, index + 2, cpu, time)
 

@@ -74,7 +74,7 @@ class _XzReader(io.RawIOBase):
 
     def __init__(self, raw: IO[bytes]) -> None:
         super().__init__()
-        self._raw = raw
+        self._read = getattr(raw, "read1", raw.read)  # (read1: a pipe's bytes as they come)
         self._decompressor: lzma.LZMADecompressor | None = lzma.LZMADecompressor(lzma.FORMAT_XZ)
         self._input = b""
 
@@ -90,7 +90,7 @@ class _XzReader(io.RawIOBase):
                 continue
             data, self._input = self._input, b""
             if not data and decompressor.needs_input:
-                data = self._raw.read(_CHUNK)
+                data = self._read(_CHUNK)
                 if not data:
                     raise EOFError("compressed file ended before the end-of-stream marker was"
                                    " reached (a truncated xz file)")
@@ -108,14 +108,14 @@ class _XzReader(io.RawIOBase):
             padding += len(rest) - len(stripped)
             if stripped:
                 break
-            rest = self._raw.read(_CHUNK)
+            rest = self._read(_CHUNK)
             if not rest:
                 if padding % 4:
                     raise lzma.LZMAError("xz stream padding is not a multiple of 4 bytes")
                 self._decompressor = None  # the end
                 return
         while len(stripped) < len(_XZ_MAGIC):
-            more = self._raw.read(_CHUNK)
+            more = self._read(_CHUNK)
             if not more:
                 break
             stripped += more
@@ -125,31 +125,52 @@ class _XzReader(io.RawIOBase):
         self._input = stripped
 
 
-class _BoundedLines(io.RawIOBase):
+class _BoundedLines:
     """The bytes of ``raw`` with every line of more than MAX_LINE_BYTES bytes cut to its first
     MAX_LINE_BYTES bytes and a newline, the rest of it dropped as it is read (see the module's
     docstring). Chunks are at most _CHUNK < MAX_LINE_BYTES bytes, so only the line that runs
-    across chunks can be too long: two searches per chunk, no work per line."""
+    across chunks can be too long: two searches per chunk, no work per line.
+
+    The buffer of the TextIOWrapper that decodes the trace, duck-typed rather than an io class:
+    the wrapper asks its buffer's ``closed`` for every line it reads, which an io.RawIOBase
+    answers slowly (a property, then the same question to the reader below); here it is a
+    plain attribute."""
 
     def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__()
         self._read = getattr(raw, "read1", raw.read)  # (read1: a pipe's lines as they come)
         self._line = 0  # bytes of the current line passed on so far
         self._dropping = False  # inside the dropped rest of a cut line
+        self.closed = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+    def writable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def read1(self, size: int = -1) -> bytes:
         while True:
-            chunk = self._read(min(len(view), _CHUNK))
+            chunk = self._read(_CHUNK if size < 0 else min(size, _CHUNK))
             if not chunk:
-                return 0
+                return b""
             out = self._bound(chunk)
             if out:
-                view[:len(out)] = out
-                return len(out)
+                return out
+
+    def read(self, size: int = -1) -> bytes:
+        """(TextIOWrapper reads through read1, but read() of the whole rest through this.)"""
+        if size >= 0:
+            return self.read1(size)
+        return b"".join(iter(self.read1, b""))
 
     def _bound(self, chunk: bytes) -> bytes:
         first = chunk.find(b"\n")
@@ -189,8 +210,10 @@ def _decompressed(raw: BinaryIO) -> IO[bytes]:
 
 def _text(raw: BinaryIO) -> IO[str]:
     """The trace's lines: decompressed, bounded, decoded."""
-    bounded = io.BufferedReader(_BoundedLines(_decompressed(raw)), _CHUNK)
-    return io.TextIOWrapper(bounded, encoding="utf-8", errors="replace", newline="\n")
+    bounded = cast(IO[bytes], _BoundedLines(_decompressed(raw)))
+    text = io.TextIOWrapper(bounded, encoding="utf-8", errors="replace", newline="\n")
+    text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]  # (fewer calls to read1)
+    return text
 
 
 @contextmanager
