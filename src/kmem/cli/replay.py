@@ -12,11 +12,13 @@ from kmem.cli.args import COMMANDS, size_argument
 from kmem.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from rich.progress import Progress
 
+    from kmem.trace.lost import LostEvents
     from kmem.trace.parse import TraceParser
+    from kmem.trace.perf_data import TraceInput
     from kmem.trace.pipeline import ParserProcess
     from kmem.trace.replay import Replayer, ReplayResult
 
@@ -51,13 +53,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--caches", type=int, default=20, metavar="N",
                         help="slabinfo rows to show, largest caches first (0: all; default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--kallsyms", metavar="FILE",
+                        help="perf.data: the kernel's symbols for call sites (default: perf's"
+                             " build-id cache, or /proc/kallsyms of the same kernel)")
     parser.add_argument("--serial", action="store_true",
                         help="parse in this process (default for a file: a second process"
                         " parses while this one replays)")
     parser.set_defaults(func=run)
 
 
-def _with_progress(lines: IO[str], raw: IO[bytes], size: int, progress: Progress
+def _with_progress(lines: Iterable[str], raw: IO[bytes], size: int, progress: Progress
                    ) -> Iterator[str]:
     task = progress.add_task("replaying", total=size)
     for number, line in enumerate(lines):
@@ -93,14 +98,16 @@ def _replay_in_parallel(replayer: Replayer, args: argparse.Namespace, show_progr
         parser.close()  # (if the replay failed before reading)
 
 
-def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress: bool
-                     ) -> tuple[ReplayResult, TraceParser]:
+def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress: bool,
+                     lost: LostEvents) -> tuple[ReplayResult, TraceParser]:
+    from kmem.trace.lost import watch_lines
     from kmem.trace.parse import TraceParser
     from kmem.trace.source import TraceFileError, open_trace
 
     parser = TraceParser(skip_bad=args.skip_bad)
     if args.trace == "-":
-        with open_trace("-") as lines:
+        with open_trace("-") as text:
+            lines = watch_lines(text, lost)
             return (replayer.run_batches(parser.parse_batches(lines), every=args.every,
                                          parser=parser), parser)
     try:
@@ -108,7 +115,8 @@ def _replay_serially(replayer: Replayer, args: argparse.Namespace, show_progress
     except OSError as error:
         raise TraceFileError(f"cannot open trace {args.trace!r}: {error.strerror}") from error
     try:
-        with open_trace(raw) as lines:
+        with open_trace(raw) as text:
+            lines = watch_lines(text, lost)
             if not show_progress:
                 return (replayer.run_batches(parser.parse_batches(lines), every=args.every,
                                              parser=parser), parser)
@@ -138,21 +146,58 @@ def run(args: argparse.Namespace) -> int:
                         memory=args.memory, max_order=args.max_order)
     show_progress = (not args.no_progress and not args.json and args.trace != "-"
                      and sys.stderr.isatty())
-    parser: ParserProcess | TraceParser
-    if args.trace != "-" and not args.serial and pipeline.available():
+    from kmem.cli.stat import warn_no_events
+    from kmem.trace.lost import LostEvents
+    from kmem.trace.perf_data import TraceInput
+
+    parser: ParserProcess | TraceParser | TraceInput
+    trace = TraceInput(args.trace, skip_bad=args.skip_bad, kallsyms=args.kallsyms)
+    lost: LostEvents | None = None
+    if trace.kind == "perf.data":
+        with trace:
+            result = replayer.run_batches(trace.batches(), every=args.every,
+                                          parser=trace.perf)
+        parser, lost = trace, trace.lost
+    elif args.trace != "-" and not args.serial and pipeline.available():
         result, parser = _replay_in_parallel(replayer, args, show_progress)
     else:
-        result, parser = _replay_serially(replayer, args, show_progress)
+        lost = LostEvents()
+        result, parser = _replay_serially(replayer, args, show_progress, lost)
+    if lost is None:  # (the parsing process read the text)
+        lost = _lost_of_text(args.trace)
+    if not sum(result.events.values()):
+        return warn_no_events(args.trace, parser.lines, getattr(parser, "other_events", {}))
     if args.plot:
         plot_replay(result, args.plot)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps({**result.to_json(), "lost": {
+            **lost.to_json(), "unknown_slab_frees": result.unknown_frees,
+            "unknown_page_frees": result.page.get("unknown_frees", -1)}}, indent=2))
     else:
         console = Console()
         print_replay(result, console, slabinfo_rows=args.caches or 1 << 30)
         if parser.bad_lines:
             console.print(f"{parser.bad_lines} malformed lines skipped; first:"
                           f" {parser.bad_examples[0]}", highlight=False)
+        if lost.any:
+            console.print(lost.describe(sum(result.events.values()), result.unknown_frees,
+                                        result.page.get("unknown_frees", -1)),
+                          highlight=False, end="")
         if args.plot:
             console.print(f"plot written to {args.plot}")
     return 0
+
+
+def _lost_of_text(path: str) -> LostEvents:
+    """The lost-event lines of a text trace the parsing process read (a second pass here, but a
+    cheap one: a prefix test per line)."""
+    from kmem.trace.lost import LostEvents, watch_lines
+    from kmem.trace.source import open_trace
+
+    lost = LostEvents()
+    if path == "-":
+        return lost  # (standard input is read once, by the replay)
+    with open_trace(path) as lines:
+        for _ in watch_lines(lines, lost):
+            pass
+    return lost

@@ -252,6 +252,7 @@ class KmemStat:
         self._nr_page_nomatch = self._page_nomatch_bytes = 0
         self._nr_page_fails = self._page_fail_bytes = 0
         self.skipped_page_events = 0  # orders/migratetypes beyond perf's tables
+        self.unknown_frees = 0  # slab frees of pointers never seen allocated
         self._call_site_names: dict[str, str] = {}
 
     def add(self, events: Iterable[TraceEvent]) -> None:
@@ -313,7 +314,8 @@ class KmemStat:
     def _slab_free(self, event: TraceEvent) -> None:
         row = self._alloc_stat.get(event[4])
         if row is None:
-            return  # perf ignores frees of pointers it never saw allocated
+            self.unknown_frees += 1  # (not in perf's numbers: it ignores these frees)
+            return
         self._total_freed += row[3]
         if event[1] != row[4]:
             row[5] += 1

@@ -1,0 +1,272 @@
+"""perf.data read directly gives the events and numbers `perf script` text gives.
+
+Fixtures (tests/fixtures/traces/perf-data/, README there says how each was made): three real
+recordings of a 2-CPU Linux 6.18 machine with perf 6.1 (`perf kmem record` with call chains and
+both CPUs; a `perf record` with a one-page buffer that lost 67% of its events; a pipe capture
+`perf record -o -`), each with its `perf script -F comm,tid,cpu,time,event,trace` text, the
+kernel symbols they use (kallsyms.txt.xz, trimmed from that boot's kallsyms) and perf kmem's own
+stat output of the first.
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import struct
+from pathlib import Path
+
+import pytest
+
+from kmem.cli.main import main
+from kmem.page.gfp import GFP_FLAG_NAMES
+from kmem.trace.events import EVENT_NAMES, MM_PAGE_ALLOC, TraceEvent, batch_events
+from kmem.trace.parse import TraceParser
+from kmem.trace.perf_data import (
+    KernelSymbols,
+    PerfData,
+    PerfDataError,
+    TraceInput,
+    parse_event_format,
+    time_text,
+)
+from kmem.trace.source import TraceFileError, open_trace
+from kmem.trace.stat import KmemStat
+
+HERE = Path(__file__).parent / "fixtures" / "traces" / "perf-data"
+
+
+def _unxz(path: Path) -> bytes:
+    with lzma.open(path) as file:
+        return file.read()
+
+KALLSYMS = HERE / "kallsyms.txt.xz"
+RECORDINGS = ("kmem-record-sleep", "lost-cat", "pipe-ls")
+
+
+@pytest.fixture(scope="module")
+def symbols() -> KernelSymbols:
+    return KernelSymbols(_unxz(KALLSYMS).decode())
+
+
+def _perf_events(name: str, symbols: KernelSymbols) -> tuple[PerfData, list[TraceEvent]]:
+    # (a pipe capture has no build id: perf script printed its call sites as addresses)
+    data = PerfData(_unxz(HERE / f"{name}.data.xz"), name=name,
+                    kallsyms=None if name == "pipe-ls" else symbols)
+    return data, [event for batch in data.batches() for event in batch_events(batch)]
+
+
+def _text_events(name: str) -> list[TraceEvent]:
+    with lzma.open(HERE / f"{name}.script.txt.xz", "rt") as lines:
+        return list(TraceParser().parse(lines))
+
+
+def _without_page_sites(events: list[TraceEvent]) -> list[TraceEvent]:
+    """Page events' call sites blanked: perf script -F trace text has no callchain."""
+    return [event if event[0] < MM_PAGE_ALLOC else (*event[:3], "", *event[4:])
+            for event in events]
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_events_equal_perf_script_text(name: str, symbols: KernelSymbols) -> None:
+    data, events = _perf_events(name, symbols)
+    text = _text_events(name)
+    assert len(events) == len(text) > 300
+    assert _without_page_sites(events) == text  # same events, same order, same call sites
+    assert data.events == dict(zip(EVENT_NAMES, [sum(e[0] == k for e in text)
+                                                 for k in range(len(EVENT_NAMES))], strict=True))
+
+
+def test_several_cpus_and_call_chains_are_read(symbols: KernelSymbols) -> None:
+    _, events = _perf_events("kmem-record-sleep", symbols)
+    assert {event[1] for event in events} == {0, 1}
+    times = [float(event[2][:-1]) for event in events]
+    assert times == sorted(times)  # perf's ordered delivery, though CPUs' buffers interleave
+    page_sites = {event[3] for event in events if event[0] == MM_PAGE_ALLOC}
+    assert page_sites and "" not in page_sites
+
+
+def test_page_call_site_is_the_first_frame_outside_the_page_allocator(
+        symbols: KernelSymbols) -> None:
+    _, events = _perf_events("kmem-record-sleep", symbols)
+    sites = [event[3] for event in events if event[0] == MM_PAGE_ALLOC]
+    # 6.18's first frames (__alloc_frozen_pages_noprof, alloc_pages_mpol, folio_alloc_noprof)
+    # are skipped: no page call site is an allocator function
+    assert not [site for site in sites if site.startswith(
+        ("__alloc_frozen_pages", "alloc_pages", "__alloc_pages", "folio_alloc"))]
+    assert any(site.startswith("__filemap_get_folio+") for site in sites)
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_stat_json_of_perf_data_equals_stat_of_perf_script_text(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / f"{name}.data"
+    data.write_bytes(_unxz(HERE / f"{name}.data.xz"))
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text(_unxz(KALLSYMS).decode())
+    options = [] if name == "pipe-ls" else ["--kallsyms", str(kallsyms)]
+    assert main(["stat", "--json", *options, str(data)]) == 0
+    from_data = json.loads(capsys.readouterr().out)
+    assert main(["stat", "--json", str(HERE / f"{name}.script.txt.xz")]) == 0
+    from_text = json.loads(capsys.readouterr().out)
+    assert from_data["slab"] == from_text["slab"]
+    # page callers: perf.data knows the call site, text does not; the rest is equal
+    for key in from_text["page"]:
+        if key != "callers":
+            assert from_data["page"][key] == from_text["page"][key], key
+    assert from_data["events"] == from_text["events"]
+    assert from_data["lines"] == from_text["lines"]  # one sample, one line
+
+
+def test_compressed_perf_data_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    assert main(["stat", "--json", str(HERE / "pipe-ls.data.xz")]) == 0
+    assert json.loads(capsys.readouterr().out)["events"]["kmalloc"] > 0
+
+
+def test_stat_text_equals_perf_kmem_on_the_same_file(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "perf.data"
+    data.write_bytes(_unxz(HERE / "kmem-record-sleep.data.xz"))
+    assert main(["stat", "--slab", "--page", str(data)]) == 0
+    text = capsys.readouterr().out
+    perf = (HERE / "kmem-record-sleep.stat-slab-page.txt").read_text()
+    assert text[:text.index("Order")] == perf[:perf.index("Order")]
+
+
+def test_lost_records_are_counted_and_placed(symbols: KernelSymbols) -> None:
+    data, events = _perf_events("lost-cat", symbols)
+    lost = data.lost_events_report()
+    # perf record: "Processed 928 samples and lost 67.03%!": 622 of 928
+    assert lost.total == 622 == data.lost_events
+    assert len(events) + lost.total == 928
+    assert [(s.cpu, s.count) for s in lost.stretches] == [(1, 50), (1, 572)]
+    assert sum(lost.per_event.values()) == 622  # LOST_SAMPLES: the same losses, per event
+    assert set(lost.per_event) <= set(EVENT_NAMES)
+    first_after = [float(e[2][:-1]) for e in events if e[1] == 1 and
+                   float(e[2][:-1]) >= lost.stretches[0].time]
+    assert first_after  # the loss lies inside the trace, on CPU 1
+
+
+def test_stat_says_what_was_lost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(HERE / "lost-cat.data.xz")
+    assert main(["stat", path]) == 0
+    out = capsys.readouterr().out
+    assert "LOST EVENTS: 622 (67.0% of 928)" in out
+    assert "CPU 1: 572 lost before" in out and "slab frees of pointers never seen" in out
+    assert main(["stat", "--json", path]) == 0
+    lost = json.loads(capsys.readouterr().out)["lost"]
+    assert lost["total"] == 622 and lost["unknown_slab_frees"] > 0
+    assert [s["count"] for s in lost["stretches"]] == [50, 572]
+
+
+def test_format_offsets_come_from_the_format_text() -> None:
+    text = """name: kfree
+ID: 7
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:unsigned long call_site;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:const void * ptr;\toffset:8;\tsize:8;\tsigned:0;
+
+print fmt: "call_site=%pS ptr=%p", (void *)REC->call_site, REC->ptr
+"""
+    fmt = parse_event_format(text, "kmem")
+    assert (fmt.id, fmt.name) == (7, "kfree")
+    assert fmt.fields["ptr"].offset == 8 and fmt.fields["call_site"].offset == 16
+    payload = struct.pack("<HHiQQ", 7, 0, 1, 0xFFFF888100001000, 0xFFFFFFFF81000010)
+    assert fmt.fields["ptr"].read(payload) == 0xFFFF888100001000
+    assert fmt.fields["call_site"].read(payload) == 0xFFFFFFFF81000010
+
+
+def test_gfp_table_is_evaluated_from_the_print_fmt(symbols: KernelSymbols) -> None:
+    data = PerfData(_unxz(HERE / "pipe-ls.data.xz"), kallsyms=symbols)
+    list(data.batches())
+    assert data.tracing is not None
+    kmalloc = next(f for f in data.tracing.formats.values() if f.name == "kmalloc")
+    assert kmalloc.gfp_table is not None and len(kmalloc.gfp_table) > 30
+    for value, name in kmalloc.gfp_table:
+        assert GFP_FLAG_NAMES[name] == value, name  # the C expressions, evaluated
+    assert kmalloc.gfp_text(0) == "none"
+    assert kmalloc.gfp_text(GFP_FLAG_NAMES["GFP_KERNEL"] | 1 << 30) == "GFP_KERNEL|0x40000000"
+
+
+def test_symbols_resolve_as_perf_prints_them() -> None:
+    symbols = KernelSymbols("ffffffff81000000 T _stext\nffffffff81000000 t alias\n"
+                            "ffffffff81000100 W weak_one\nffffffff81000100 T strong\n"
+                            "ffffffff81000200 T end_marker\n")
+    assert symbols.name(0xFFFFFFFF81000010) == "_stext+0x10"  # global over local
+    assert symbols.name(0xFFFFFFFF81000100) == "strong+0x0"  # non-weak over weak
+    assert symbols.name(0xFFFFFFFF80000000) == "0xffffffff80000000"
+    assert symbols.name(0xFFFFFFFF81000300) == "0xffffffff81000300"  # past the last symbol
+
+
+def test_time_text_truncates_to_microseconds_as_perf_script() -> None:
+    assert time_text(501_914_888_999) == "501.914888:"
+    assert time_text(5_000_001_000) == "5.000001:"
+
+
+def test_truncated_perf_data_is_one_clear_error(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    raw = _unxz(HERE / "lost-cat.data.xz")
+    path = tmp_path / "cut.data"
+    path.write_bytes(raw[:len(raw) // 2])
+    with pytest.raises(PerfDataError, match="truncated"):
+        PerfData.open(path)
+    assert main(["stat", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "truncated" in err
+
+
+def test_perf_data_without_kmem_events_says_how_to_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = bytearray(_unxz(HERE / "lost-cat.data.xz"))
+    _, _, attr_size, attrs_offset, attrs_size = struct.unpack_from("<8sQQQQ", raw)
+    for pos in range(attrs_offset, attrs_offset + attrs_size, attr_size):
+        raw[pos:pos + 4] = struct.pack("<I", 1)  # every attr a software event
+    path = tmp_path / "cycles.data"
+    path.write_bytes(bytes(raw))
+    assert main(["stat", str(path)]) == 2
+    assert capsys.readouterr().err == (f"kmem stat: {path}: perf.data without kmem events:"
+                                       " record with perf kmem record\n")
+
+
+def test_binary_files_are_refused_in_one_line(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    elf = tmp_path / "a.out"
+    elf.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(200))
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"hello\0world" * 10)
+    for path, what in ((elf, "an ELF file"), (blob, "a binary file")):
+        for command in ("stat", "replay"):
+            assert main([command, str(path)]) == 2
+            assert capsys.readouterr().err == f"kmem {command}: {path}: not a kmem trace: {what}\n"
+    with pytest.raises(TraceFileError, match=r"perf\.data file"), \
+            open_trace(HERE / "lost-cat.data.xz") as lines:
+        next(lines)
+
+
+def test_empty_trace_and_trace_without_kmem_events_warn_and_exit_3(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    other = tmp_path / "sched.txt"
+    other.write_text("# tracer: nop\n"
+                     "  bash-1 [000] ..... 1.000001: sched_switch: prev_comm=bash\n")
+    for command in ("stat", "replay"):
+        assert main([command, str(empty)]) == 3
+        captured = capsys.readouterr()
+        assert captured.out == "" and "it is empty" in captured.err
+        assert main([command, str(other)]) == 3
+        captured = capsys.readouterr()
+        assert captured.out == "" and "sched_switch 1" in captured.err
+
+
+def test_trace_input_counters_of_perf_data(symbols: KernelSymbols) -> None:
+    with TraceInput.open(HERE / "pipe-ls.data.xz") as trace:
+        assert trace.kind == "perf.data"
+        stat = KmemStat()
+        for batch in trace.batches():
+            stat.add(batch_events(batch))
+    assert trace.nr_events == trace.lines == 1144 and trace.bad_lines == 0
+    assert not trace.lost.any
