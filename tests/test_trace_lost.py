@@ -13,8 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from kmem.cli.main import main
 from kmem.trace.lost import LostEvents, watch_lines
