@@ -41,11 +41,12 @@ import mmap
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from kmem.errors import InvalidArgumentError
 from kmem.trace.events import (
     EVENT_KIND,
     EVENT_NAMES,
@@ -595,7 +596,11 @@ class PerfData:
 
     def __init__(self, buffer: bytes | mmap.mmap, *, kallsyms: KernelSymbols | None = None,
                  kallsyms_path: str | os.PathLike[str] | None = None,
-                 name: str = "perf.data") -> None:
+                 name: str = "perf.data", raw_ip: bool = False,
+                 time_window: tuple[int, int] | None = None) -> None:
+        """``raw_ip``: slab call sites as addresses (perf kmem --raw-ip; page call sites are
+        still found through the symbols). ``time_window``: (start, stop) in ns, 0 for open,
+        keeping the samples perf kmem --time keeps (inclusive; samples of time 0 always)."""
         self._buffer = buffer
         self._view = memoryview(buffer)
         self.name = name
@@ -616,7 +621,11 @@ class PerfData:
             path = kallsyms_path if kallsyms_path is not None else find_kallsyms(self.build_id)
             kallsyms = KernelSymbols.from_file(path) if path is not None else None
         self.symbols = kallsyms
+        self.raw_ip = raw_ip
+        self.time_window = time_window
         self._site_names: dict[int, str] = {}
+        self._page_site_names: dict[int, str] = {}
+        self._site_addresses: dict[str, int] = {}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> PerfData:
@@ -802,6 +811,10 @@ class PerfData:
         self.samples += 1
         self.lines += 1
         time = unpack_q(view, pos + layout.time)[0] if layout.time >= 0 else 0
+        window = self.time_window
+        if window is not None and time and (
+                (window[0] and time < window[0]) or (window[1] and time > window[1])):
+            return None  # (perf_time__skip_sample)
         cpu = unpack_i(view, pos + layout.cpu)[0] if layout.cpu >= 0 else -1
         at = layout.fixed_end
         chain_at = -1
@@ -844,11 +857,32 @@ class PerfData:
         return _Decoder(kind, fmt)
 
     def _site(self, address: int) -> str:
+        """A slab call site's text: ``sym+0x<offset>``, or the address (no symbols, --raw-ip)."""
         name = self._site_names.get(address)
         if name is None:
             name = self._site_names[address] = (
-                self.symbols.name(address) if self.symbols else f"0x{address:x}")
+                self.symbols.name(address) if self.symbols and not self.raw_ip
+                else f"0x{address:x}")
+            self._site_addresses[name] = address
         return name
+
+    def _page_site_text(self, address: int) -> str:
+        name = self._page_site_names.get(address)
+        if name is None:
+            name = self._page_site_names[address] = (
+                self.symbols.name(address) if self.symbols else f"0x{address:x}")
+            self._site_addresses[name] = address
+        return name
+
+    def call_site_address(self, call_site: str) -> int:
+        """The address of a call site text this reader gave (how perf orders call sites)."""
+        address = self._site_addresses.get(call_site)
+        if address is None:
+            try:
+                return int(call_site, 16)
+            except ValueError:
+                return 0
+        return address
 
     def _page_site(self, view: memoryview, chain_at: int, pos: int, layout: _Layout) -> str:
         """perf kmem's page call site: the first callchain frame outside the page allocator."""
@@ -865,10 +899,10 @@ class PerfData:
                 if frames > CALLCHAIN_DEPTH:
                     break
                 if not symbols.is_alloc_func(ip):
-                    return self._site(ip)
+                    return self._page_site_text(ip)
         if layout.ip >= 0:
-            return self._site(int.from_bytes(view[pos + layout.ip:pos + layout.ip + 8],
-                                             "little"))
+            return self._page_site_text(int.from_bytes(
+                view[pos + layout.ip:pos + layout.ip + 8], "little"))
         return ""
 
     def _lost(self, view: memoryview, kind: int, pos: int, length: int,
@@ -985,15 +1019,26 @@ class TraceInput:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, skip_bad: bool = False,
-                 kallsyms: str | os.PathLike[str] | None = None) -> None:
+                 kallsyms: str | os.PathLike[str] | None = None, raw_ip: bool = False,
+                 time_window: tuple[int, int] | None = None) -> None:
+        """``raw_ip`` and ``time_window``: as PerfData takes them (perf kmem --raw-ip, --time);
+        the window applies to text traces too (their microsecond timestamps); --raw-ip needs
+        perf.data (trace text holds symbols only)."""
         from kmem.trace.parse import TraceParser
 
         self.path = os.fspath(path)
         self.kallsyms = kallsyms
+        self.raw_ip = raw_ip
+        self.time_window = time_window
         self.lost = LostEvents()
         self.perf: PerfData | None = None
         self.parser = TraceParser(skip_bad=skip_bad)
+        self._counts = [0] * len(EVENT_NAMES)
         self.kind = "perf.data" if self._is_perf_data() else "text"
+        if raw_ip and self.kind == "text":
+            raise InvalidArgumentError(
+                f"--raw-ip needs a perf.data file: {self.path} is trace text, whose call sites"
+                " are symbols (kmem shows them as traced)")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> TraceInput:
@@ -1014,7 +1059,8 @@ class TraceInput:
             head = stdin.peek(8)[:8] if isinstance(stdin, io.BufferedReader) else b""
             if is_perf_data(head):
                 self.perf = PerfData(sys.stdin.buffer.read(), name="standard input",
-                                     kallsyms_path=self.kallsyms)
+                                     kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
+                                     time_window=self.time_window)
                 return True
             return False
         try:
@@ -1031,7 +1077,8 @@ class TraceInput:
             with open_trace(self.path):
                 pass  # a file that cannot be opened, or a binary one, is refused now
             return False
-        self.perf = PerfData.open(self.path, kallsyms_path=self.kallsyms)
+        self.perf = PerfData.open(self.path, kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
+                                  time_window=self.time_window)
         if not self.perf.pipe and not self.perf.has_kmem_events:
             raise PerfDataError(f"{self.path}: perf.data without kmem events: record with"
                                 " perf kmem record")
@@ -1042,12 +1089,26 @@ class TraceInput:
         from kmem.trace.lost import watch_lines
         from kmem.trace.source import open_trace
 
+        counts = self._counts
         if self.perf is not None:
-            yield from self.perf.batches()
+            for batch in self.perf.batches():
+                count_kinds(counts, batch.kinds)
+                yield batch
             self.lost = self.perf.lost_events_report()
             return
+        window = self.time_window
         with open_trace(self.path) as lines:
-            yield from self.parser.parse_batches(watch_lines(lines, self.lost))
+            for batch in self.parser.parse_batches(watch_lines(lines, self.lost)):
+                if window is not None:
+                    batch = _in_window(batch, window)
+                    if not batch.kinds:
+                        continue
+                count_kinds(counts, batch.kinds)
+                yield batch
+
+    def call_site_address(self) -> Callable[[str], int] | None:
+        """How to order call sites as perf does (perf.data: by address), or None (text)."""
+        return self.perf.call_site_address if self.perf is not None else None
 
     # the counters of either reader
     @property
@@ -1065,7 +1126,8 @@ class TraceInput:
 
     @property
     def events(self) -> dict[str, int]:
-        return self.perf.events if self.perf is not None else self.parser.events
+        """The events read (within the time window), by tracepoint name."""
+        return dict(zip(EVENT_NAMES, self._counts, strict=True))
 
     @property
     def other_events(self) -> dict[str, int]:
@@ -1074,6 +1136,41 @@ class TraceInput:
     @property
     def nr_events(self) -> int:
         return sum(self.events.values())
+
+
+def time_ns(time: str) -> int:
+    """A TIME text (``"10308.077785:"``) in nanoseconds, exactly."""
+    seconds, _, fraction = time[:-1].partition(".")
+    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+
+
+def parse_time_window(text: str) -> tuple[int, int]:
+    """perf kmem's ``--time START,STOP`` (seconds, either side may be empty) as (start, stop)
+    in ns, 0 for an open side (tools/perf/util/time-utils.c perf_time__parse_str)."""
+    start_text, comma, stop_text = text.partition(",")
+    try:
+        if not comma:
+            raise ValueError
+        start, stop = (time_ns(part.strip() + ":") if part.strip() else 0
+                       for part in (start_text, stop_text))
+    except ValueError:
+        raise InvalidArgumentError(f"bad --time {text!r}: expected START,STOP in seconds"
+                                   " (10.5,11 or 10.5, or ,11)") from None
+    if stop and stop < start:
+        raise InvalidArgumentError(f"bad --time {text!r}: STOP is before START")
+    return start, stop
+
+
+def _in_window(batch: EventBatch, window: tuple[int, int]) -> EventBatch:
+    """The events of ``batch`` perf kmem --time keeps (inclusive bounds)."""
+    start, stop = window
+    keep = [i for i, time in enumerate(batch.times)
+            if (not start or time_ns(time) >= start) and (not stop or time_ns(time) <= stop)]
+    if len(keep) == len(batch.times):
+        return batch
+    return EventBatch(bytes(batch.kinds[i] for i in keep), [batch.cpus[i] for i in keep],
+                      [batch.times[i] for i in keep], [batch.call_sites[i] for i in keep],
+                      [batch.keys[i] for i in keep], [batch.tails[i] for i in keep])
 
 
 def _first_bytes(file: Any) -> bytes:
