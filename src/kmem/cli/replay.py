@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     if lost is None:  # (the parsing process read the text)
         lost = _lost_of_text(args.trace)
     if not sum(result.events.values()):
-        return warn_no_events(args.trace, parser.lines, getattr(parser, "other_events", {}))
+        return warn_no_events(args.trace, parser.lines, getattr(parser, "other_events", {}),
+                              parser.bad_lines)
     if args.plot:
         plot_replay(result, args.plot)
     if args.json:

@@ -93,11 +93,13 @@ NO_EVENTS_EXIT = 3
 on stderr and no report: a report of zeros would look like a result)."""
 
 
-def warn_no_events(path: str, lines: int, other: dict[str, int]) -> int:
+def warn_no_events(path: str, lines: int, other: dict[str, int], bad_lines: int = 0) -> int:
     """Say on stderr that ``path`` holds no kmem event; the exit status to return."""
     what = (f"{lines} lines/samples read, other events only: "
             + ", ".join(f"{name} {count}" for name, count in sorted(other.items())[:5])
             if other else f"{lines} lines/samples read" if lines else "it is empty")
+    if bad_lines:
+        what += f", {bad_lines} malformed lines skipped"
     print(f"kmem: warning: {path} holds no kmem events ({what}); nothing to report",
           file=sys.stderr)
     return NO_EVENTS_EXIT
@@ -112,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
     want_slab = args.slab or not args.page
     want_page = args.page or not args.slab
     sorts = {key: ",".join(keys) for key, keys in args.sorts.items()}
-    slab_sort = {"sort": sorts.get(("slab", "caller"), DEFAULT_SLAB_SORT),
+    # (the per-cache table, kmem's addition, sorts as the per call site one, or as the per
+    # pointer one when only that one was given keys: `--slab --cache -s bytes`)
+    slab_sort = {"sort": sorts.get(("slab", "caller"), sorts.get(("slab", "alloc"),
+                                                                 DEFAULT_SLAB_SORT)),
                  "alloc_sort": sorts.get(("slab", "alloc"), DEFAULT_SLAB_SORT)}
     page_sort = {"sort": sorts.get(("page", "caller"), args.page_sort),
                  "alloc_sort": sorts.get(("page", "alloc"), args.page_sort)}
@@ -127,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         for batch in trace.batches():
             stat.add(batch_events(batch))
     if not trace.nr_events:
-        return warn_no_events(args.trace, trace.lines, trace.other_events)
+        return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines)
     slab = stat.slab_summary(**slab_sort) if want_slab else None
     page = stat.page_summary(**page_sort) if want_page else None
     lost = trace.lost

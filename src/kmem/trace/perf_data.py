@@ -364,8 +364,12 @@ class KernelSymbols:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KernelSymbols:
+        """Read a kallsyms file (plain, gzip or xz)."""
+        from kmem.trace.source import open_trace
+
         try:
-            return cls(Path(path).read_text(encoding="utf-8", errors="replace"))
+            with open_trace(path) as lines:
+                return cls(lines.read())
         except OSError as error:
             raise TraceFileError(f"cannot read kallsyms {os.fspath(path)!r}: "
                                  f"{error.strerror}") from error
