@@ -114,11 +114,12 @@ def run(args: argparse.Namespace) -> int:
     want_slab = args.slab or not args.page
     want_page = args.page or not args.slab
     sorts = {key: ",".join(keys) for key, keys in args.sorts.items()}
-    # (the per-cache table, kmem's addition, sorts as the per call site one, or as the per
-    # pointer one when only that one was given keys: `--slab --cache -s bytes`)
-    slab_sort = {"sort": sorts.get(("slab", "caller"), sorts.get(("slab", "alloc"),
-                                                                 DEFAULT_SLAB_SORT)),
-                 "alloc_sort": sorts.get(("slab", "alloc"), DEFAULT_SLAB_SORT)}
+    slab_sort = {"sort": sorts.get(("slab", "caller"), DEFAULT_SLAB_SORT),
+                 "alloc_sort": sorts.get(("slab", "alloc"), DEFAULT_SLAB_SORT),
+                 # (the per-cache table, kmem's addition, takes the per call site keys, or
+                 # the per pointer ones when only those were given: `--slab --cache -s bytes`)
+                 "cache_sort": sorts.get(("slab", "caller"), sorts.get(("slab", "alloc"),
+                                                                       DEFAULT_SLAB_SORT))}
     page_sort = {"sort": sorts.get(("page", "caller"), args.page_sort),
                  "alloc_sort": sorts.get(("page", "alloc"), args.page_sort)}
     window = parse_time_window(args.time) if args.time is not None else None

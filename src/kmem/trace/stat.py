@@ -431,12 +431,15 @@ class KmemStat:
         """How perf orders call sites: by address (when known), else kmem orders by name."""
         return (self._site_addresses.get(site, 0), site)
 
-    def slab_summary(self, sort: str = DEFAULT_SLAB_SORT, *, alloc_sort: str | None = None
-                     ) -> SlabSummary:
+    def slab_summary(self, sort: str = DEFAULT_SLAB_SORT, *, alloc_sort: str | None = None,
+                     cache_sort: str | None = None) -> SlabSummary:
         """The slab statistics, tables sorted by ``sort`` (perf's keys, descending); the
-        per-pointer table by ``alloc_sort`` if given (perf keeps one sort per table)."""
+        per-pointer table by ``alloc_sort`` and the per-cache one by ``cache_sort`` if given
+        (perf keeps one sort per table)."""
         keys = _check_keys(sort, SLAB_SORT_KEYS, "slab")
         alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, SLAB_SORT_KEYS,
+                                                                 "slab")
+        cache_keys = keys if cache_sort is None else _check_keys(cache_sort, SLAB_SORT_KEYS,
                                                                  "slab")
         callers = [
             SlabRow(site, s[2], s[1], s[0], s[3], 0, site, fragmentation(s[1], s[2]))
@@ -462,7 +465,7 @@ class KmemStat:
             total_freed=self._total_freed,
             nr_cross_allocs=self._nr_cross_allocs,
             callers=tuple(_sorted_slab(callers, keys, self._address)),
-            caches=tuple(_sorted_slab(caches, keys, self._address)),
+            caches=tuple(_sorted_slab(caches, cache_keys, self._address)),
             allocs=tuple(_sorted_slab(allocs, alloc_keys, self._address)),
         )
 
