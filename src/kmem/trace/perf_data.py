@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import io
+from operator import itemgetter
 import mmap
 import os
 import re
@@ -104,6 +105,9 @@ _ALLOC_FUNC: Final = re.compile(
     r"_?_?(alloc|get_free|get_zeroed)_pages?|_?_?(alloc_frozen_pages|folio_alloc|"
     r"vma_alloc_folio|alloc_pages_bulk)")
 CALLCHAIN_DEPTH: Final = 16  # perf kmem resolves this many frames (find_callsite)
+_CHAIN_KEY: Final = 24  # callchain entries a page call site is memoised by
+_RAW_HEAD: Final = struct.Struct("<IH")  # PERF_SAMPLE_RAW's size, then common_type
+_UNSEEN: Final = object()
 BATCH: Final = 2048
 
 
@@ -528,6 +532,12 @@ class _Decoder:
         if any(f.offset < self.tail_start for f in rest):
             self.tail_start = -1  # the tail is not one stretch of bytes: no memo
         self.rest = {f.name: f for f in rest}
+        # the hot path's reading of the head: unsigned 8-byte fields at fixed offsets
+        self.fast = (self.key.size == 8 and not self.key.signed and self.tail_start >= 0
+                     and (self.call_site is None
+                          or (self.call_site.size == 8 and not self.call_site.signed)))
+        self.key_offset = self.key.offset
+        self.site_offset = self.call_site.offset if self.call_site is not None else -1
 
     def tail(self, data: bytes | memoryview) -> tuple[Any, ...]:
         """The EventBatch tail of ``data``: slab NAME..MIGRATETYPE, page (gfp, order, mt)."""
@@ -573,16 +583,10 @@ class _Decoder:
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class _Sample:
-    """A decoded record on its way through the ordering queue."""
-
-    time: int
-    cpu: int
-    kind: int  # event kind, or -1 for a LOST record, -2 for a non-kmem tracepoint
-    call_site: str
-    key: Any
-    tail: tuple[Any, ...]
+# A decoded record on its way through the ordering queue: (time, cpu, kind, call site, key,
+# tail); kind -1 for a LOST record. (A plain tuple: one is built per event.)
+_Sample = tuple[int, int, int, str, Any, tuple[Any, ...]]
+_TIME_OF: Final = itemgetter(0)
 
 
 class PerfData:
@@ -630,6 +634,7 @@ class PerfData:
         self._site_names: dict[int, str] = {}
         self._page_site_names: dict[int, str] = {}
         self._site_addresses: dict[str, int] = {}
+        self._chain_sites: dict[bytes, str] = {}  # a call chain's first frames -> page site
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> PerfData:
@@ -767,6 +772,7 @@ class PerfData:
         by_id: dict[int, _Layout] = {}
         only: _Layout | None = None
         ready = False
+        id_at = -1
         view = self._view
         unpack_q = struct.Struct("<Q").unpack_from
         unpack_i = struct.Struct("<I").unpack_from
@@ -777,26 +783,27 @@ class PerfData:
                     ready = True
                 layout = only
                 if layout is None:
-                    layout = by_id.get(unpack_q(view, pos + by_id_offset(by_id))[0]
-                                       if by_id else -1)
+                    if id_at < 0:
+                        id_at = by_id_offset(by_id) if by_id else 0
+                    layout = by_id.get(unpack_q(view, pos + id_at)[0]) if by_id else None
                     if layout is None:
                         continue
                 sample = self._sample(view, pos, length, layout, decoders, unpack_q, unpack_i)
                 if sample is None:
                     continue
                 pending.append(sample)
-                if sample.time > max_time:
-                    max_time = sample.time
+                if sample[0] > max_time:
+                    max_time = sample[0]
             elif kind in (PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES):
                 if not ready:
                     by_id, only = self._layouts()
                     ready = True
                 lost = self._lost(view, kind, pos, length, only)
                 self.lost.append(lost)
-                pending.append(_Sample(lost.time, lost.cpu, -1, "", lost.count, ()))
+                pending.append((lost.time, lost.cpu, -1, "", lost.count, ()))
             elif kind == PERF_RECORD_FINISHED_ROUND:
                 if next_flush >= 0:
-                    pending.sort(key=_time_of)
+                    pending.sort(key=_TIME_OF)
                     cut = _first_after(pending, next_flush)
                     out.extend(pending[:cut])
                     del pending[:cut]
@@ -804,7 +811,7 @@ class PerfData:
                 while len(out) >= size:
                     yield self._batch(out[:size])
                     del out[:size]
-        pending.sort(key=_time_of)
+        pending.sort(key=_TIME_OF)
         out.extend(pending)
         for start in range(0, len(out), size):
             yield self._batch(out[start:start + size])
@@ -812,6 +819,9 @@ class PerfData:
     def _sample(self, view: memoryview, pos: int, length: int, layout: _Layout,
                 decoders: dict[int, _Decoder | None], unpack_q: Any, unpack_i: Any
                 ) -> _Sample | None:
+        """One sample record at ``pos``: its event as an ordering-queue tuple, or None (not a
+        kmem event, or outside the time window). The hot path: struct reads at the offsets
+        the layout and the event's format give, the tail memoised by its bytes."""
         self.samples += 1
         self.lines += 1
         time = unpack_q(view, pos + layout.time)[0] if layout.time >= 0 else 0
@@ -820,32 +830,45 @@ class PerfData:
                 (window[0] and time < window[0]) or (window[1] and time > window[1])):
             return None  # (perf_time__skip_sample)
         cpu = unpack_i(view, pos + layout.cpu)[0] if layout.cpu >= 0 else -1
-        at = layout.fixed_end
         chain_at = -1
+        raw_at = pos + layout.fixed_end
         if layout.callchain:
-            chain_at = pos + at
-            at += 8 + 8 * unpack_q(view, chain_at)[0]
-        raw_size = unpack_i(view, pos + at)[0]
-        data = view[pos + at + 4:pos + at + 4 + raw_size]
-        if pos + at + 4 + raw_size > pos + length or raw_size < 8:
+            chain_at = raw_at
+            raw_at += 8 + 8 * unpack_q(view, chain_at)[0]
+        raw_size, event_id = _RAW_HEAD.unpack_from(view, raw_at)
+        start = raw_at + 4
+        if start + raw_size > pos + length or raw_size < 8:
             raise PerfDataError(f"{self.name}: bad sample at byte {pos}")
-        event_id = data[0] | data[1] << 8
-        if event_id in decoders:
-            decoder = decoders[event_id]
-        else:
+        decoder = decoders.get(event_id, _UNSEEN)
+        if decoder is _UNSEEN:
             decoder = decoders[event_id] = self._decoder(event_id)
         if decoder is None:
             formats = self.tracing.formats if self.tracing else {}
             name = formats[event_id].name if event_id in formats else f"id-{event_id}"
             self.other_events[name] = self.other_events.get(name, 0) + 1
             return None
+        assert isinstance(decoder, _Decoder)
+        if decoder.fast:
+            tail = decoder.memo.get(self._buffer[start + decoder.tail_start:start + raw_size])
+            if tail is None:
+                tail = decoder.tail(view[start:start + raw_size])
+            value = unpack_q(view, start + decoder.key_offset)[0]
+            if decoder.slab:
+                key: Any = f"0x{value:x}" if value else NULL_PTR
+                address = unpack_q(view, start + decoder.site_offset)[0]
+                site = self._site_names.get(address) or self._site(address)
+            else:
+                key = decoder.key_of(view[start:start + raw_size])
+                site = self._page_site(view, chain_at, pos, layout)
+            return (time, cpu, decoder.kind, site, key, tail)
+        data = view[start:start + raw_size]
         key = decoder.key_of(data)
         tail = decoder.tail(data)
         if decoder.call_site is not None:
             site = self._site(decoder.call_site.read(data))
         else:
             site = self._page_site(view, chain_at, pos, layout)
-        return _Sample(time, cpu, decoder.kind, site, key, tail)
+        return (time, cpu, decoder.kind, site, key, tail)
 
     def _decoder(self, event_id: int) -> _Decoder | None:
         fmt = self.tracing.formats.get(event_id) if self.tracing else None
@@ -893,21 +916,40 @@ class PerfData:
         symbols = self.symbols
         if chain_at >= 0 and symbols is not None:
             count = int.from_bytes(view[chain_at:chain_at + 8], "little")
-            frames = 0
-            for index in range(count):
-                at = chain_at + 8 + 8 * index
-                ip = int.from_bytes(view[at:at + 8], "little")
-                if ip >= PERF_CONTEXT_MAX:
-                    continue
-                frames += 1
-                if frames > CALLCHAIN_DEPTH:
-                    break
-                if not symbols.is_alloc_func(ip):
-                    return self._page_site_text(ip)
+            # (a recording repeats its call chains: their first entries decide, memoised)
+            head = min(count, _CHAIN_KEY)
+            chain = bytes(view[chain_at + 8:chain_at + 8 + 8 * head])
+            site = self._chain_sites.get(chain)
+            if site is not None:
+                return site
+            site, decided_at = self._first_outside_allocator(view, chain_at, count)
+            if decided_at < head and len(self._chain_sites) < 1 << 16:
+                self._chain_sites[chain] = site  # (decided within the key's entries)
+            if site:
+                return site
         if layout.ip >= 0:
             return self._page_site_text(int.from_bytes(
                 view[pos + layout.ip:pos + layout.ip + 8], "little"))
         return ""
+
+    def _first_outside_allocator(self, view: memoryview, chain_at: int, count: int
+                                 ) -> tuple[str, int]:
+        """(the call site, or "" if none of the first frames is one; the entry that
+        decided)."""
+        symbols = self.symbols
+        assert symbols is not None
+        frames = 0
+        for index in range(count):
+            at = chain_at + 8 + 8 * index
+            ip = int.from_bytes(view[at:at + 8], "little")
+            if ip >= PERF_CONTEXT_MAX:
+                continue
+            frames += 1
+            if frames > CALLCHAIN_DEPTH:
+                return "", index
+            if not symbols.is_alloc_func(ip):
+                return self._page_site_text(ip), index
+        return "", count
 
     def _lost(self, view: memoryview, kind: int, pos: int, length: int,
               layout: _Layout | None) -> LostRecord:
@@ -957,12 +999,14 @@ class PerfData:
         return lost
 
     def _batch(self, samples: list[_Sample]) -> EventBatch:
-        kept = [s for s in samples if s.kind >= 0]
-        kinds = bytes(s.kind for s in kept)
-        count_kinds(self._counts, kinds)
-        return EventBatch(kinds, [s.cpu for s in kept], [time_text(s.time) for s in kept],
-                          [s.call_site for s in kept], [s.key for s in kept],
-                          [s.tail for s in kept])
+        kept = [s for s in samples if s[2] >= 0]
+        if not kept:
+            return EventBatch(b"", [], [], [], [], [])
+        times, cpus, kinds, sites, keys, tails = zip(*kept, strict=True)
+        kind_bytes = bytes(kinds)
+        count_kinds(self._counts, kind_bytes)
+        return EventBatch(kind_bytes, list(cpus), [time_text(t) for t in times], list(sites),
+                          list(keys), list(tails))
 
     def close(self) -> None:
         self._view.release()
@@ -994,15 +1038,11 @@ def by_id_offset(by_id: dict[int, _Layout]) -> int:
     return offsets.pop()
 
 
-def _time_of(sample: _Sample) -> int:
-    return sample.time
-
-
 def _first_after(samples: list[_Sample], limit: int) -> int:
     """Index of the first of time-sorted ``samples`` later than ``limit``."""
     from bisect import bisect_right
 
-    return bisect_right(samples, limit, key=_time_of)
+    return bisect_right(samples, limit, key=_TIME_OF)
 
 
 def time_text(ns: int) -> str:
