@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import ast
 import io
-from operator import itemgetter
 import mmap
 import os
 import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
