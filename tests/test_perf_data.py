@@ -405,3 +405,36 @@ def test_time_window_of_text_equals_that_of_perf_data(capsys: pytest.CaptureFixt
     assert 0 < sum(from_data["events"].values()) < 1144
     assert from_data["slab"]["total_bytes_allocated"] == \
         from_text["slab"]["total_bytes_allocated"]
+
+
+# -- plain perf script text with call chains ---------------------------------------------------
+
+def test_plain_perf_script_with_call_chains_gives_perf_datas_events(
+        symbols: KernelSymbols) -> None:
+    _, events = _perf_events("kmem-record-sleep", symbols)
+    with TraceInput.open(HERE / "kmem-record-sleep.script-callchains-first3000.txt.xz") as trace:
+        text = [event for batch in trace.batches() for event in batch_events(batch)]
+    assert len(text) == 3000
+    assert text == events[:3000]  # page call sites included, from the frames of each event
+    assert any(event[3] for event in text if event[0] >= MM_PAGE_ALLOC)
+
+
+def test_call_chain_rules_on_hand_made_frames() -> None:
+    from kmem.trace.script_callchains import ScriptCallchains
+
+    head = "  a  1 [000]   1.000001:    kmem:mm_page_alloc: page=0x1 pfn=0x1 order=0" \
+        " migratetype=0 gfp_flags=GFP_KERNEL\n"
+    kernel = "\tffffffff81000010 {}+0x10 ([kernel.kallsyms])\n"
+    chains = ScriptCallchains()
+    lines = [
+        head, kernel.format("__alloc_pages_noprof"), kernel.format("alloc_pages_mpol"),
+        kernel.format("my_driver_fill"), "\n",  # the first frame outside the allocator
+        head, kernel.format("__get_free_pages"), "\n",  # allocator frames only: no site
+        head, kernel.format("alloc_pages_noprof"),
+        "\t          f8350 __GI___libc_write+0x10 (/usr/lib/x86_64-linux-gnu/libc.so.6)\n",
+        head, *[kernel.format("__alloc_pages_noprof")] * 17, kernel.format("late"),
+    ]
+    kept = list(chains.lines(lines))
+    assert kept == [head, "\n", head, "\n", head, head]
+    # a frame outside the kernel is its address (as perf.data's kernel symbols leave it)
+    assert list(chains.sites) == ["my_driver_fill+0x10", "", "0xf8350", ""]

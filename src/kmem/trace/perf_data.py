@@ -1140,15 +1140,32 @@ class TraceInput:
                 yield batch
             self.lost = self.perf.lost_events_report()
             return
+        from kmem.trace.script_callchains import ScriptCallchains
+
         window = self.time_window
+        chains = ScriptCallchains()  # (plain perf script text: its call chains)
+
+        def ready(batch: EventBatch) -> EventBatch:
+            if not self.parser.bad_lines:  # (a skipped page line would shift the sites)
+                batch = chains.attach(batch)
+            return _in_window(batch, window) if window is not None else batch
+
         with open_trace(self.path) as lines:
-            for batch in self.parser.parse_batches(watch_lines(lines, self.lost)):
-                if window is not None:
-                    batch = _in_window(batch, window)
-                    if not batch.kinds:
-                        continue
-                count_kinds(counts, batch.kinds)
-                yield batch
+            previous: EventBatch | None = None
+            # One batch behind the parser: the call chain of a batch's last event is read with
+            # the lines of the next batch.
+            for batch in self.parser.parse_batches(chains.lines(watch_lines(lines, self.lost))):
+                if previous is not None:
+                    done = ready(previous)
+                    if done.kinds:
+                        count_kinds(counts, done.kinds)
+                        yield done
+                previous = batch
+            if previous is not None:
+                done = ready(previous)
+                if done.kinds:
+                    count_kinds(counts, done.kinds)
+                    yield done
 
     def call_site_address(self) -> Callable[[str], int] | None:
         """How to order call sites as perf does (perf.data: by address), or None (text)."""
