@@ -438,3 +438,18 @@ def test_call_chain_rules_on_hand_made_frames() -> None:
     assert kept == [head, "\n", head, "\n", head, head]
     # a frame outside the kernel is its address (as perf.data's kernel symbols leave it)
     assert list(chains.sites) == ["my_driver_fill+0x10", "", "0xf8350", ""]
+
+
+@pytest.mark.parametrize("name", ["kmem-record-sleep", "lost-cat"])
+def test_replay_of_perf_data_equals_replay_of_perf_script_text(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["replay", "--json", "--no-progress", str(HERE / f"{name}.data.xz")]) == 0
+    from_data = json.loads(capsys.readouterr().out)
+    assert main(["replay", "--json", "--serial", str(HERE / f"{name}.script.txt.xz")]) == 0
+    from_text = json.loads(capsys.readouterr().out)
+    lost_data, lost_text = from_data.pop("lost"), from_text.pop("lost")
+    assert from_data == from_text  # every count, memory figure, slabinfo and timeline
+    assert lost_data["unknown_slab_frees"] == lost_text["unknown_slab_frees"]
+    if name == "lost-cat":
+        assert lost_data["total"] == 622 and lost_text["total"] == 0  # (text has no trace of it)
