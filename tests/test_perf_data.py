@@ -453,3 +453,14 @@ def test_replay_of_perf_data_equals_replay_of_perf_script_text(
     assert lost_data["unknown_slab_frees"] == lost_text["unknown_slab_frees"]
     if name == "lost-cat":
         assert lost_data["total"] == 622 and lost_text["total"] == 0  # (text has no trace of it)
+
+
+def test_a_perf_pipe_on_standard_input_is_read(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    raw = io.BufferedReader(io.BytesIO(_unxz(HERE / "pipe-ls.data.xz")))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(raw))
+    capsys.readouterr()
+    assert main(["stat", "--json", "-"]) == 0
+    assert sum(json.loads(capsys.readouterr().out)["events"].values()) == 1144
