@@ -61,6 +61,7 @@ from kmem.trace.events import (
     count_kinds,
 )
 from kmem.trace.lost import LostEvents, LostStretch
+from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC
 from kmem.trace.source import TraceFileError
 
 PERF_MAGIC: Final = b"PERFILE2"
@@ -98,12 +99,6 @@ HEADER_BUILD_ID: Final = 2
 PERF_CONTEXT_MAX: Final = (1 << 64) - 4095  # callchain entries at or above: context markers
 _ATTR_SAMPLE_ID_ALL: Final = 1 << 18  # bit of perf_event_attr's flags word
 _TRACING_MAGIC: Final = b"\x17\x08\x44tracing"
-# perf kmem's page allocator functions (builtin-kmem.c build_alloc_func_list), and the entry points
-# Linux 6.x renamed out of that pattern (without them every 6.18 page call site would be
-# __alloc_frozen_pages_noprof, the first frame of every page allocation's callchain).
-_ALLOC_FUNC: Final = re.compile(
-    r"_?_?(alloc|get_free|get_zeroed)_pages?|_?_?(alloc_frozen_pages|folio_alloc|"
-    r"vma_alloc_folio|alloc_pages_bulk)")
 CALLCHAIN_DEPTH: Final = 16  # perf kmem resolves this many frames (find_callsite)
 _CHAIN_KEY: Final = 24  # callchain entries a page call site is memoised by
 _RAW_HEAD: Final = struct.Struct("<IH")  # PERF_SAMPLE_RAW's size, then common_type

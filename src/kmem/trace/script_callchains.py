@@ -20,6 +20,7 @@ left out then).
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Final
@@ -27,15 +28,19 @@ from typing import Final
 from kmem.trace.events import MM_PAGE_ALLOC, EventBatch
 
 CALLCHAIN_DEPTH: Final = 16
+# perf kmem's page allocator functions (builtin-kmem.c build_alloc_func_list), and the entry points
+# Linux 6.x renamed out of that pattern (without them every 6.18 page call site would be
+# __alloc_frozen_pages_noprof, the first frame of every page allocation's callchain).
+ALLOC_FUNC: Final = re.compile(
+    r"_?_?(alloc|get_free|get_zeroed)_pages?|_?_?(alloc_frozen_pages|folio_alloc|"
+    r"vma_alloc_folio|alloc_pages_bulk)")
 
 
 class ScriptCallchains:
     """Strips perf script's call chain lines, remembering each page event's call site."""
 
     def __init__(self) -> None:
-        from kmem.trace.perf_data import _ALLOC_FUNC
-
-        self._alloc_func = _ALLOC_FUNC
+        self._alloc_func = ALLOC_FUNC
         self.sites: deque[str] = deque()
         self.chains = 0  # event lines followed by a call chain
         self.page_lines = 0
@@ -90,4 +95,4 @@ class ScriptCallchains:
         return batch._replace(call_sites=sites)
 
 
-__all__ = ["ScriptCallchains"]
+__all__ = ["ALLOC_FUNC", "ScriptCallchains"]
