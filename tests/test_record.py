@@ -112,3 +112,13 @@ def test_unwritable_output_is_a_clear_error(capsys: pytest.CaptureFixture[str]) 
     assert main(["record", "-o", "/nonexistent/dir/x", "--", "true"]) == 2
     assert "cannot write '/nonexistent/dir/x'" in capsys.readouterr().err
     assert _instances() == before
+
+
+@needs_root
+def test_a_command_that_cannot_run_is_a_clear_error(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    before = _instances()
+    assert main(["record", "-o", str(tmp_path / "x"), "--", "no-such-command-kmem"]) == 2
+    assert capsys.readouterr().err == ("kmem record: cannot run 'no-such-command-kmem': No such"
+                                       " file or directory\n")
+    assert _instances() == before

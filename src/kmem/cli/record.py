@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--perf", action="store_true", help="record through perf record")
     parser.add_argument("--buffer-kb", type=int, default=16384, metavar="KB",
                         help="tracefs ring buffer per CPU (default 16384)")
-    parser.add_argument("command", nargs=argparse.REMAINDER,
+    parser.add_argument("workload", nargs=argparse.REMAINDER, metavar="CMD",
                         help="-- CMD [ARGS...]: the command to run while recording")
     parser.set_defaults(func=run)
 
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from kmem.trace.record import record_perf, record_tracefs
 
-    command = list(args.command)
+    command = list(args.workload)
     if command[:1] == ["--"]:
         command = command[1:]
     slab = args.slab or not args.page
