@@ -16,6 +16,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kmem.cli.main import main
 from kmem.page.gfp import GFP_FLAG_NAMES
@@ -464,3 +466,25 @@ def test_a_perf_pipe_on_standard_input_is_read(monkeypatch: pytest.MonkeyPatch,
     capsys.readouterr()
     assert main(["stat", "--json", "-"]) == 0
     assert sum(json.loads(capsys.readouterr().out)["events"].values()) == 1144
+
+
+_PIPE = _unxz(HERE / "pipe-ls.data.xz")
+_FILE = _unxz(HERE / "lost-cat.data.xz")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), st.integers(0, len(_FILE)),
+       st.lists(st.tuples(st.integers(0, len(_FILE) - 1), st.integers(0, 255)), max_size=6))
+def test_a_damaged_perf_data_is_read_or_refused_in_one_error(
+        pipe: bool, cut: int, changes: list[tuple[int, int]]) -> None:
+    data = bytearray(_PIPE if pipe else _FILE)[:cut]
+    for position, value in changes:
+        if position < len(data):
+            data[position] = value
+    try:
+        reader = PerfData(bytes(data), kallsyms=KernelSymbols(""))
+        events = [event for batch in reader.batches() for event in batch_events(batch)]
+    except PerfDataError as error:
+        assert "\n" not in str(error)
+    else:
+        assert all(isinstance(event[2], str) for event in events)

@@ -103,6 +103,9 @@ CALLCHAIN_DEPTH: Final = 16  # perf kmem resolves this many frames (find_callsit
 _CHAIN_KEY: Final = 24  # callchain entries a page call site is memoised by
 _RAW_HEAD: Final = struct.Struct("<IH")  # PERF_SAMPLE_RAW's size, then common_type
 _UNSEEN: Final = object()
+# What reading a damaged file can raise beyond the checks: turned into one PerfDataError line.
+_DAMAGE: Final = (struct.error, IndexError, ValueError, OverflowError, KeyError,
+                  UnicodeDecodeError)
 BATCH: Final = 2048
 
 
@@ -619,7 +622,12 @@ class PerfData:
         self.other_events: dict[str, int] = {}
         self._counts = [0] * len(EVENT_NAMES)
         self._data_start = self._data_end = 0
-        self._read_header()
+        try:
+            self._read_header()
+        except PerfDataError:
+            raise
+        except _DAMAGE as error:
+            raise PerfDataError(f"{name}: damaged perf.data header ({error})") from error
         if kallsyms is None:
             path = kallsyms_path if kallsyms_path is not None else find_kallsyms(self.build_id)
             kallsyms = KernelSymbols.from_file(path) if path is not None else None
@@ -690,6 +698,8 @@ class PerfData:
         for pos in range(attrs_offset, attrs_offset + attrs_size - attr_size + 1, attr_size):
             attr = self._attr(view, pos, attr_size - 16)
             ids_offset, ids_size = struct.unpack_from("<QQ", view, pos + attr_size - 16)
+            if ids_offset + ids_size > len(view):
+                raise PerfDataError(f"{self.name}: perf.data truncated (attr ids)")
             attr.ids = list(struct.unpack_from(f"<{ids_size // 8}Q", view, ids_offset))
             self.attrs.append(attr)
         self._data_start, self._data_end = data_offset, data_offset + data_size
@@ -758,7 +768,17 @@ class PerfData:
                                 f" byte {pos})")
 
     def batches(self, size: int = BATCH) -> Iterator[EventBatch]:
-        """The kmem events of the file in perf's order, as EventBatches of up to ``size``."""
+        """The kmem events of the file in perf's order, as EventBatches of up to ``size``;
+        a damaged file raises PerfDataError (after the batches before the damage)."""
+        try:
+            yield from self._batches(size)
+        except PerfDataError:
+            raise
+        except _DAMAGE as error:
+            raise PerfDataError(f"{self.name}: damaged perf.data ({type(error).__name__}:"
+                                f" {error})") from error
+
+    def _batches(self, size: int) -> Iterator[EventBatch]:
         pending: list[_Sample] = []
         out: list[_Sample] = []
         next_flush = -1  # flush up to this time at the next round (perf's ordered events)
