@@ -16,8 +16,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kmem.cli.main import main
 from kmem.page.gfp import GFP_FLAG_NAMES
