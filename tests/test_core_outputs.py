@@ -15,7 +15,8 @@ from fixture_files import TRACES, ZONEINFO
 
 FIXTURE_TRACES = sorted(p for p in TRACES.rglob("*") if p.is_file() and p.name != "README.md"
                         and not p.name.startswith("stat-") and p.suffix != ".data"
-                        and "perf-version" not in p.name)
+                        and "perf-version" not in p.name and "kallsyms" not in p.name
+                        and ".data" not in p.suffixes and ".stat-" not in p.name)
 RUNS = [
     ["replay", "--json", "--serial"],
     ["replay", "--json", "--policy", "slab", "--layers", "slab"],

@@ -49,7 +49,7 @@ NOT_RUN = "# not run by the doc tests:"
 GUIDE_OF_COMMAND = {
     "demo": "buddy.md", "slabinfo": "slab.md", "slabtop": "slab.md", "stat": "traces.md",
     "replay": "traces.md", "run": "pictures.md", "html": "pictures.md", "serve": "pictures.md",
-    "plot": "pictures.md", "sweep": "sweeps.md", "zoneinfo": "zones.md",
+    "plot": "pictures.md", "sweep": "sweeps.md", "zoneinfo": "zones.md", "record": "traces.md",
     "leaks": "traces.md", "top": "traces.md", "arena": "arena.md",
 }  # fmt: skip
 # Options the docs mention that belong to other programs (perf, Chromium, mypy).

@@ -158,23 +158,24 @@ def test_a_long_line_in_a_file_is_skipped_with_its_number(tmp_path: Path) -> Non
 
 
 class _Zeros(io.RawIOBase):
-    """An endless stream of zero bytes that counts what was read of it."""
+    """An endless stream of one byte (zero bytes by default) that counts what was read of it."""
 
-    def __init__(self) -> None:
+    def __init__(self, byte: bytes = b"\0") -> None:
         self.read_bytes = 0
+        self.byte = byte
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         size = len(buffer)
-        buffer[:size] = bytes(size)
+        buffer[:size] = self.byte * size
         self.read_bytes += size
         return size
 
 
 def test_an_endless_line_fails_on_its_first_line_without_reading_on() -> None:
-    zeros = _Zeros()
+    zeros = _Zeros(b"x")  # (zero bytes are refused before: a binary file)
     with pytest.raises(TraceFormatError) as caught, open_trace(io.BufferedReader(zeros)) as lines:
         list(TraceParser().parse(lines))
     assert caught.value.line_number == 1 and "longer than" in caught.value.reason
@@ -269,12 +270,18 @@ class _Stdin:
 @pytest.mark.parametrize("command", [["stat"], ["replay"]], ids=" ".join)
 def test_an_endless_line_on_stdin_fails_fast(command: list[str], monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """``head -c 4G /dev/zero | kmem stat -``: an error on line 1, not a MemoryError."""
+    """``head -c 4G /dev/zero | kmem stat -``: refused at once as binary, not a MemoryError;
+    an endless line of text fails on line 1 without reading on."""
     zeros = _Zeros()
     monkeypatch.setattr(sys, "stdin", _Stdin(zeros))
     assert main([*command, "-"]) == 2
-    assert "<stdin>:1: line longer than 65536 characters" in _one_error_line(capsys)
+    assert "<stdin>: not a kmem trace: a binary file" in _one_error_line(capsys)
     assert zeros.read_bytes < 4 * MAX_LINE_BYTES
+    letters = _Zeros(b"x")
+    monkeypatch.setattr(sys, "stdin", _Stdin(letters))
+    assert main([*command, "-"]) == 2
+    assert "<stdin>:1: line longer than 65536 characters" in _one_error_line(capsys)
+    assert letters.read_bytes < 4 * MAX_LINE_BYTES
 
 
 

@@ -193,13 +193,26 @@ if TYPE_CHECKING:
         LeakTracker as LeakTracker,
         find_leaks as find_leaks,
     )
+    from kmem.trace.lost import (
+        LostEvents as LostEvents,
+    )
     from kmem.trace.parse import (
         TraceFormatError as TraceFormatError,
         TraceParser as TraceParser,
     )
+    from kmem.trace.perf_data import (
+        PerfData as PerfData,
+        PerfDataError as PerfDataError,
+        TraceInput as TraceInput,
+    )
     from kmem.trace.rates import (
         SlabRates as SlabRates,
         slab_rates as slab_rates,
+    )
+    from kmem.trace.record import (
+        RecordError as RecordError,
+        record_perf as record_perf,
+        record_tracefs as record_tracefs,
     )
     from kmem.trace.replay import (
         Replayer as Replayer,
@@ -343,6 +356,13 @@ _EXPORTS: Final[dict[str, str]] = {
     "open_trace": "kmem.trace.source",
     "TraceFormatError": "kmem.trace.parse",
     "TraceParser": "kmem.trace.parse",
+    "LostEvents": "kmem.trace.lost",
+    "PerfData": "kmem.trace.perf_data",
+    "PerfDataError": "kmem.trace.perf_data",
+    "TraceInput": "kmem.trace.perf_data",
+    "RecordError": "kmem.trace.record",
+    "record_perf": "kmem.trace.record",
+    "record_tracefs": "kmem.trace.record",
     "KmemStat": "kmem.trace.stat",
     "LeakReport": "kmem.trace.leaks",
     "LeakTracker": "kmem.trace.leaks",

@@ -193,6 +193,7 @@ COMMANDS: Final = {
     "html": 'write one self-contained HTML page replaying a scenario or a trace',
     "leaks": 'outstanding allocations of a trace by call site, as bcc memleak',
     "plot": 'draw the memory map, memory use and fragmentation over time (PNG or SVG)',
+    "record": "record a kmem trace of a command (tracefs, or perf with --perf / -g)",
     "replay": "run a kmem trace through kmem's own buddy, slab and kmalloc allocators",
     "run": 'run a scenario step by step (default: the built-in seed example)',
     "serve": 'serve the replay page of a scenario or a trace over HTTP',

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from kmem.trace.events import EventBatch
+    from kmem.trace.lost import LostEvents
     from kmem.trace.parse import TraceParser
+    from kmem.trace.perf_data import TraceInput
     from kmem.trace.pipeline import ParserProcess
     from kmem.trace.replay import LineCounts
 
@@ -64,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--caches", type=natural_argument, default=20, metavar="N",
                         help="slabinfo rows to show, largest caches first (0: all; default 20)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--kallsyms", metavar="FILE",
+                        help="perf.data: the kernel's symbols for call sites (default: perf's"
+                             " build-id cache, or /proc/kallsyms of the same kernel)")
     parser.add_argument("--serial", action="store_true",
                         help="parse in this process (default for a file: a second process"
                         " parses while this one replays)")
@@ -117,12 +122,14 @@ def _replay_in_parallel(replayer: _BatchRunner[_R], args: argparse.Namespace,
 
 
 def _replay_serially(replayer: _BatchRunner[_R], args: argparse.Namespace,
-                     show_progress: bool) -> tuple[_R, TraceParser]:
+                     show_progress: bool, lost: LostEvents) -> tuple[_R, TraceParser]:
     from kmem.cli.terminal import read_trace
+    from kmem.trace.lost import watch_lines
     from kmem.trace.parse import TraceParser
 
     parser = TraceParser(skip_bad=args.skip_bad)
-    with read_trace(args.trace, show_progress) as lines:
+    with read_trace(args.trace, show_progress) as text:
+        lines = watch_lines(text, lost)
         return (replayer.run_batches(parser.parse_batches(lines), every=args.every,
                                      parser=parser), parser)
 
@@ -147,15 +154,34 @@ def run(args: argparse.Namespace) -> int:
                         pcp_batch=args.pcp_batch, min_free_kbytes=args.min_free_kbytes,
                         warm=args.warm)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
-    parser: ParserProcess | TraceParser
-    if args.trace != "-" and not args.serial and pipeline.available():
+    from kmem.cli.stat import warn_no_events
+    from kmem.trace.lost import LostEvents
+    from kmem.trace.perf_data import TraceInput
+
+    parser: ParserProcess | TraceParser | TraceInput
+    trace = TraceInput(args.trace, skip_bad=args.skip_bad, kallsyms=args.kallsyms)
+    lost: LostEvents | None = None
+    if trace.kind == "perf.data":
+        with trace:
+            result = replayer.run_batches(trace.batches(), every=args.every,
+                                          parser=trace.perf)
+        parser, lost = trace, trace.lost
+    elif args.trace != "-" and not args.serial and pipeline.available():
         result, parser = _replay_in_parallel(replayer, args, show_progress)
     else:
-        result, parser = _replay_serially(replayer, args, show_progress)
+        lost = LostEvents()
+        result, parser = _replay_serially(replayer, args, show_progress, lost)
+    if lost is None:  # (the parsing process read the text)
+        lost = _lost_of_text(args.trace)
+    if not sum(result.events.values()):
+        return warn_no_events(args.trace, parser.lines, getattr(parser, "other_events", {}),
+                              parser.bad_lines)
     if args.plot:
         write_picture(args.plot, lambda temporary: plot_replay(result, temporary))
     if args.json:
-        print(json.dumps(result.to_json(), indent=2))
+        print(json.dumps({**result.to_json(), "lost": {
+            **lost.to_json(), "unknown_slab_frees": result.unknown_frees,
+            "unknown_page_frees": result.page.get("unknown_frees", -1)}}, indent=2))
     else:
         console = output_console()
         print_replay(result, console, slabinfo_rows=args.caches or 1 << 30)
@@ -166,9 +192,28 @@ def run(args: argparse.Namespace) -> int:
         if parser.bad_lines:
             console.print(f"{parser.bad_lines} malformed lines skipped; first:"
                           f" {parser.bad_examples[0]}", highlight=False)
+        if lost.any:
+            console.print(lost.describe(sum(result.events.values()), result.unknown_frees,
+                                        result.page.get("unknown_frees", -1)),
+                          highlight=False, end="")
         if args.plot:
             console.print(f"plot written to {args.plot}")
     return 0
+
+
+def _lost_of_text(path: str) -> LostEvents:
+    """The lost-event lines of a text trace the parsing process read (a second pass here, but a
+    cheap one: a prefix test per line)."""
+    from kmem.trace.lost import LostEvents, watch_lines
+    from kmem.trace.source import open_trace
+
+    lost = LostEvents()
+    if path == "-":
+        return lost  # (standard input is read once, by the replay)
+    with open_trace(path) as lines:
+        for _ in watch_lines(lines, lost):
+            pass
+    return lost
 
 
 def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
@@ -178,6 +223,7 @@ def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
     from kmem.show.plot import plot_comparison
     from kmem.trace import pipeline
     from kmem.trace.compare import KernelComparer, parse_kernels, print_comparison
+    from kmem.trace.lost import LostEvents
 
     kernels = parse_kernels(args.compare)
     comparer = KernelComparer(kernels, layers=layers, policy=args.policy, nr_cpus=args.cpus,
@@ -186,7 +232,7 @@ def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
     if args.trace != "-" and not args.serial and pipeline.available():
         comparison, _ = _replay_in_parallel(comparer, args, show_progress)
     else:
-        comparison, _ = _replay_serially(comparer, args, show_progress)
+        comparison, _ = _replay_serially(comparer, args, show_progress, LostEvents())
     if args.plot:
         write_picture(args.plot, lambda temporary: plot_comparison(comparison, temporary))
     if args.json:

@@ -89,7 +89,8 @@ class EventBatch(NamedTuple):
     """Consecutive events as columns: event i is (kinds[i], cpus[i], times[i], ...).
 
     A slab event's key is its PTR and its tail its columns NAME..MIGRATETYPE (``event[5:]``);
-    a page event's key is its PFN, its call site "" and its tail (GFP, ORDER, MIGRATETYPE).
+    a page event's key is its PFN, its call site "" (perf.data: the call site perf kmem finds in
+    its callchain) and its tail (GFP, ORDER, MIGRATETYPE).
     """
 
     kinds: bytes
@@ -116,7 +117,7 @@ def count_kinds(counts: list[int], kinds: bytes | bytearray) -> None:
 def batch_events(batch: EventBatch) -> list[TraceEvent]:
     """The event tuples of ``batch``, in order."""
     return [(kind, cpu, time, site, key, *tail) if kind <= KMEM_CACHE_FREE
-            else (kind, cpu, time, "", "", "", 0, 0, tail[0], -1, key, tail[1], tail[2])
+            else (kind, cpu, time, site, "", "", 0, 0, tail[0], -1, key, tail[1], tail[2])
             for kind, cpu, time, site, key, tail in zip(*batch, strict=True)]
 
 

@@ -3,7 +3,7 @@
 The stat text follows perf kmem's printf formats column for column (LC_ALL=C: no thousands
 separators), so the two outputs can be compared line by line. Two differences, both said in the
 output: migratetype labels are today's names (perf 6.1 still prints pre-4.4 ones), and the page
-tables have no Callsite column (a trace has no callchains).
+tables of a text trace have no Callsite column (text has no callchains; perf.data has them).
 """
 
 from __future__ import annotations
@@ -88,22 +88,36 @@ def format_gfp_legend(summary: PageSummary) -> str:
     return "\n".join(out) + "\n"
 
 
+def page_site_name(call_site: str) -> str:
+    """A page call site as perf kmem's page tables print it: the function's name alone
+    (``sym+0x26b`` -> ``sym``), an unresolved address in hex without 0x."""
+    if call_site.startswith("0x"):
+        return call_site[2:]
+    return call_site.split("+", 1)[0]
+
+
 def format_page_table(summary: PageSummary, by_caller: bool, lines: int = -1) -> str:
+    """perf kmem's page table; the Callsite column only when the trace had call sites
+    (perf.data: its callchains)."""
     width = max(len("GFP flags"), _gfp_width(summary))
     rows: Sequence[PageRow] = summary.callers if by_caller else summary.allocs
+    sites = any(row.call_site for row in rows)
     head = "" if by_caller else f" {'PFN':<16s} |"
-    out = ["", _DOTS, f"{head} Total alloc (KB) | Hits      | Order | Mig.type |"
-           f" {'GFP flags':<{width}s}", _DOTS]
+    total = "Live" if summary.live else "Total"
+    out = ["", _DOTS, f"{head} {total:>5s} alloc (KB) | Hits      | Order | Mig.type |"
+           f" {'GFP flags':<{width}s}" + (" | Callsite" if sites else ""), _DOTS]
     shown, cut = _limited(rows, lines)
     for row in shown:
         pfn = "" if by_caller else f" {row.pfn:16d} |"
         out.append(
             f"{pfn} {row.alloc_bytes // 1024:16d} | {row.nr_alloc:9d} | {row.order:5d} |"
             f" {MIGRATETYPE_SHORT[row.migratetype]:>8s} | {gfp_compact(row.gfp_flags):<{width}s}"
+            + (f" | {page_site_name(row.call_site)}" if sites else "")
         )
     if cut:
         pfn = "" if by_caller else " ...              |"
-        out.append(f"{pfn} ...              | ...       | ...   | ...      | {'...':<{width}s}")
+        out.append(f"{pfn} ...              | ...       | ...   | ...      | {'...':<{width}s}"
+                   + (" | ..." if sites else ""))
     out.append(_DOTS)
     return "\n".join(out) + "\n"
 
@@ -199,12 +213,13 @@ def page_json(summary: PageSummary, lines: int = -1) -> dict[str, Any]:
             {**({"pfn": r.pfn} if with_pfn else {}), "order": r.order,
              "migratetype": r.migratetype, "gfp_flags": r.gfp_flags, "gfp": r.gfp,
              "nr_alloc": r.nr_alloc, "alloc_bytes": r.alloc_bytes, "nr_free": r.nr_free,
-             "free_bytes": r.free_bytes}
+             "free_bytes": r.free_bytes, "call_site": r.call_site}
             for r in shown
         ]
 
     return {
         "page_size": summary.page_size,
+        "live": summary.live,
         "allocation_requests": summary.nr_allocs,
         "allocation_bytes": summary.alloc_bytes,
         "free_requests": summary.nr_frees,

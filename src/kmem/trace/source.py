@@ -1,5 +1,9 @@
 """Opening a trace: a plain, gzip or xz file, or standard input, always read as a text stream.
 
+A binary file that is no trace (an ELF executable, a perf.data file read as text, trace-cmd's
+trace.dat, ...) is refused with one line naming what it is (TraceFileError), not read as garbage
+lines: the first bytes (after decompression) are checked for known magic numbers and NUL bytes.
+
 The compression is recognised by the file's first bytes (gzip ``1f 8b``, xz ``fd 37 7a 58 5a 00``),
 not its name, so ``kmem stat - < trace.xz`` and a mis-named file both work. Reading streams line
 by line: nothing is loaded whole. Undecodable bytes (a task name in another encoding) become U+FFFD
@@ -29,6 +33,7 @@ import io
 import lzma
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO, Final, cast
@@ -208,9 +213,46 @@ def _decompressed(raw: BinaryIO) -> IO[bytes]:
     return buffered
 
 
-def _text(raw: BinaryIO) -> IO[str]:
-    """The trace's lines: decompressed, bounded, decoded."""
-    bounded = cast(IO[bytes], _BoundedLines(_decompressed(raw)))
+# Magic numbers of binary files a user may hand over by mistake: what to call them.
+_BINARY_MAGIC: Final = (
+    (b"PERFILE2", "a perf.data file (kmem stat and kmem replay read it by its file name)"),
+    (b"\x7fELF", "an ELF file"),
+    (b"\x17\x08\x44tracing", "a trace-cmd trace.dat file (convert it with trace-cmd report)"),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file (decompress it first)"),
+    (b"BZh", "a bzip2-compressed file (decompress it first)"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"\x89PNG", "a PNG image"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def describe_binary(head: bytes) -> str | None:
+    """What a file starting with ``head`` is, if it is a binary file and no trace text."""
+    for magic, what in _BINARY_MAGIC:
+        if head.startswith(magic):
+            return what
+    if b"\0" in head:
+        return "a binary file"
+    return None
+
+
+def _refuse_binary(stream: IO[bytes], name: str) -> None:
+    """Raise TraceFileError if ``stream`` (peekable) starts like a binary file."""
+    peek = getattr(stream, "peek", None)
+    try:
+        head = peek(512)[:512] if peek is not None else b""
+    except (EOFError, OSError, lzma.LZMAError, zlib.error):
+        return  # (the reader says where the stream broke off)
+    what = describe_binary(head)
+    if what is not None:
+        raise TraceFileError(f"not a kmem trace: {what}", name)
+
+
+def _text(raw: BinaryIO, name: str) -> IO[str]:
+    """The trace's lines: decompressed, refused if binary, bounded, decoded."""
+    stream = _decompressed(raw)
+    _refuse_binary(stream, name)
+    bounded = cast(IO[bytes], _BoundedLines(stream))
     text = io.TextIOWrapper(bounded, encoding="utf-8", errors="replace", newline="\n")
     text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]  # (fewer calls to read1)
     return text
@@ -241,11 +283,11 @@ def open_trace(path: str | os.PathLike[str] | BinaryIO, *, name_errors: bool = T
     if not isinstance(path, (str, os.PathLike)):
         name = getattr(path, "name", None) if name_errors else None
         with _naming_errors(name if isinstance(name, str) else None):
-            yield _text(path)
+            yield _text(path, getattr(path, "name", "the trace"))
         return
     if os.fspath(path) == "-":
         with _naming_errors("<stdin>" if name_errors else None):
-            yield _text(sys.stdin.buffer)
+            yield _text(sys.stdin.buffer, "<stdin>")
         return
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's block
@@ -253,6 +295,6 @@ def open_trace(path: str | os.PathLike[str] | BinaryIO, *, name_errors: bool = T
         raise TraceFileError(f"cannot open trace {os.fspath(path)!r}: {error.strerror}") from error
     try:
         with _naming_errors(os.fspath(path) if name_errors else None):
-            yield _text(raw)
+            yield _text(raw, os.fspath(path))
     finally:
         raw.close()

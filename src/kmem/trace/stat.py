@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from kmem.errors import InvalidArgumentError
 from kmem.page.gfp import GFP_FLAG_NAMES, parse_gfp_flags
@@ -169,6 +169,7 @@ class PageRow:
     alloc_bytes: int
     nr_free: int
     free_bytes: int
+    call_site: str = ""  # perf.data: the page call site perf kmem finds (text traces: "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,7 @@ class PageSummary:
     callers: tuple[PageRow, ...]
     allocs: tuple[PageRow, ...]
     gfp_flags: tuple[tuple[int, str], ...]  # (value, text) of every gfp seen, by value
+    live: bool = False  # --live: allocs are the pages still allocated, callers net of frees
 
     @property
     def nr_alloc_freed(self) -> int:
@@ -224,8 +226,15 @@ class KmemStat:
     >>> stat.slab_summary().total_allocated                     # doctest: +SKIP
     """
 
-    def __init__(self, page_size: int = 4096, cpu_node: Callable[[int], int] | None = None):
+    def __init__(self, page_size: int = 4096, cpu_node: Callable[[int], int] | None = None,
+                 *, live: bool = False, site_order: Callable[[str], int] | None = None):
+        """``live``: perf kmem --live (the page tables show what is still allocated).
+        ``site_order``: a traced call site's address, to order tied rows as perf does (by
+        address; without it, by name)."""
         self.page_size: Final = check_page_size(page_size)
+        self.live: Final = live
+        self._site_order = site_order
+        self._site_addresses: dict[str, int] = {}  # perf's call site name -> its address
         self._cpu_node = cpu_node or (lambda cpu: 0)
         # slab: ptr -> [hit, bytes_req, bytes_alloc, last_alloc, alloc_cpu, pingpong], and its
         # latest call site
@@ -242,16 +251,21 @@ class KmemStat:
         self._total_freed = 0
         self._nr_allocs = 0
         self._nr_cross_allocs = 0
-        # page
-        self._live: dict[int, tuple[int, str, int]] = {}  # pfn -> (order, gfp, migratetype)
-        self._page_alloc: dict[tuple[int, int, int, str], list[int]] = {}
-        self._page_caller: dict[tuple[int, int, str], list[int]] = {}
+        # page: pfn -> [order, gfp, migratetype, call site, nr_alloc, alloc_bytes] of the live
+        # pages (order, gfp and migratetype of the first allocation, the latest call site)
+        self._live: dict[int, list[Any]] = {}
+        # (pfn, order, migratetype, gfp) -> [nr_alloc, alloc_bytes, nr_free, free_bytes, site]
+        self._page_alloc: dict[tuple[int, int, int, str], list[Any]] = {}
+        # (call site, order, migratetype, gfp) -> [nr_alloc, alloc_bytes, nr_free, free_bytes]
+        self._page_caller: dict[tuple[str, int, int, str], list[int]] = {}
+        self._gfps: set[str] = set()  # every gfp of a successful page allocation (the legend)
         self._order_stats = [[0] * MAX_MIGRATE_TYPES for _ in range(MAX_PAGE_ORDER)]
         self._nr_page_allocs = self._page_alloc_bytes = 0
         self._nr_page_frees = self._page_free_bytes = 0
         self._nr_page_nomatch = self._page_nomatch_bytes = 0
         self._nr_page_fails = self._page_fail_bytes = 0
         self.skipped_page_events = 0  # orders/migratetypes beyond perf's tables
+        self.unknown_frees = 0  # slab frees of pointers never seen allocated
         self._call_site_names: dict[str, str] = {}
 
     def add(self, events: Iterable[TraceEvent]) -> None:
@@ -273,6 +287,8 @@ class KmemStat:
         call_site = self._call_site_names.get(event[3])
         if call_site is None:
             call_site = self._call_site_names[event[3]] = perf_call_site(event[3])
+            if self._site_order is not None:
+                self._site_addresses[call_site] = self._site_order(event[3])
         ptr, bytes_req, bytes_alloc, cpu = event[4], event[6], event[7], event[1]
         row = self._alloc_stat.get(ptr)
         if row is None:
@@ -313,7 +329,8 @@ class KmemStat:
     def _slab_free(self, event: TraceEvent) -> None:
         row = self._alloc_stat.get(event[4])
         if row is None:
-            return  # perf ignores frees of pointers it never saw allocated
+            self.unknown_frees += 1  # (not in perf's numbers: it ignores these frees)
+            return
         self._total_freed += row[3]
         if event[1] != row[4]:
             row[5] += 1
@@ -346,16 +363,27 @@ class KmemStat:
             self._nr_page_fails += 1
             self._page_fail_bytes += size
             return
-        if pfn not in self._live:
-            self._live[pfn] = (order, gfp, migratetype)
-        key = (pfn, order, migratetype, gfp)
-        row = self._page_alloc.get(key)
-        if row is None:
-            self._page_alloc[key] = [1, size, 0, 0]
+        site = event[3]
+        if site and self._site_order is not None and site not in self._site_addresses:
+            self._site_addresses[site] = self._site_order(site)
+        self._gfps.add(gfp)
+        live = self._live.get(pfn)
+        if live is None:
+            self._live[pfn] = [order, gfp, migratetype, site, 1, size]
         else:
-            row[0] += 1
-            row[1] += size
-        caller_key = (order, migratetype, gfp)
+            live[3] = site
+            live[4] += 1
+            live[5] += size
+        if not self.live:
+            key = (pfn, order, migratetype, gfp)
+            row = self._page_alloc.get(key)
+            if row is None:
+                self._page_alloc[key] = [1, size, 0, 0, site]
+            else:
+                row[0] += 1
+                row[1] += size
+                row[4] = site
+        caller_key = (site, order, migratetype, gfp)
         caller = self._page_caller.get(caller_key)
         if caller is None:
             self._page_caller[caller_key] = [1, size, 0, 0]
@@ -377,24 +405,46 @@ class KmemStat:
             self._nr_page_nomatch += 1
             self._page_nomatch_bytes += size
             return
-        _, gfp, migratetype = live
-        row = self._page_alloc.get((pfn, order, migratetype, gfp))
-        if row is not None:
-            row[2] += 1
-            row[3] += size
-        caller = self._page_caller.get((order, migratetype, gfp))
+        _, gfp, migratetype, site, _, _ = live
+        if self.live:
+            # (perf counts the free under the free's order, as below)
+            self._order_stats[order][migratetype] -= 1
+        else:
+            row = self._page_alloc.get((pfn, order, migratetype, gfp))
+            if row is not None:
+                row[2] += 1
+                row[3] += size
+        caller_key = (site, order, migratetype, gfp)
+        caller = self._page_caller.get(caller_key)
         if caller is not None:
             caller[2] += 1
             caller[3] += size
+            if self.live:
+                caller[0] -= 1
+                caller[1] -= size
+                if caller[0] == 0:
+                    del self._page_caller[caller_key]
 
     # -- results ---------------------------------------------------------------------------
 
-    def slab_summary(self, sort: str = DEFAULT_SLAB_SORT) -> SlabSummary:
-        """The slab statistics, tables sorted by ``sort`` (perf's keys, descending)."""
+    def _address(self, site: str) -> tuple[int, str]:
+        """How perf orders call sites: by address (when known), else kmem orders by name."""
+        return (self._site_addresses.get(site, 0), site)
+
+    def slab_summary(self, sort: str = DEFAULT_SLAB_SORT, *, alloc_sort: str | None = None,
+                     cache_sort: str | None = None) -> SlabSummary:
+        """The slab statistics, tables sorted by ``sort`` (perf's keys, descending); the
+        per-pointer table by ``alloc_sort`` and the per-cache one by ``cache_sort`` if given
+        (perf keeps one sort per table)."""
         keys = _check_keys(sort, SLAB_SORT_KEYS, "slab")
+        alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, SLAB_SORT_KEYS,
+                                                                 "slab")
+        cache_keys = keys if cache_sort is None else _check_keys(cache_sort, SLAB_SORT_KEYS,
+                                                                 "slab")
         callers = [
             SlabRow(site, s[2], s[1], s[0], s[3], 0, site, fragmentation(s[1], s[2]))
-            for site, s in sorted(self._caller_stat.items())
+            for site, s in sorted(self._caller_stat.items(),
+                                  key=lambda item: self._address(item[0]))
         ]
         caches = [
             SlabRow(name, s[2], s[1], s[0], s[3], 0, name, fragmentation(s[1], s[2]))
@@ -414,26 +464,37 @@ class KmemStat:
             total_allocated=self._total_allocated,
             total_freed=self._total_freed,
             nr_cross_allocs=self._nr_cross_allocs,
-            callers=tuple(_sorted_slab(callers, keys)),
-            caches=tuple(_sorted_slab(caches, keys)),
-            allocs=tuple(_sorted_slab(allocs, keys)),
+            callers=tuple(_sorted_slab(callers, keys, self._address)),
+            caches=tuple(_sorted_slab(caches, cache_keys, self._address)),
+            allocs=tuple(_sorted_slab(allocs, alloc_keys, self._address)),
         )
 
-    def page_summary(self, sort: str = DEFAULT_PAGE_SORT) -> PageSummary:
-        """The page statistics, tables sorted by ``sort`` (perf's keys, descending)."""
+    def page_summary(self, sort: str = DEFAULT_PAGE_SORT, *, alloc_sort: str | None = None
+                     ) -> PageSummary:
+        """The page statistics, tables sorted by ``sort`` (perf's keys, descending); the
+        per-pfn table by ``alloc_sort`` if given."""
         keys = _check_keys(sort, PAGE_SORT_KEYS, "page")
-        gfps = {gfp for (_, _, gfp) in self._page_caller}
-        allocs = [
-            PageRow(pfn, order, mt, gfp, gfp_value(gfp), *row)
-            for (pfn, order, mt, gfp), row in self._page_alloc.items()
-        ]
+        alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, PAGE_SORT_KEYS,
+                                                                 "page")
+        gfps = self._gfps
+        if self.live:
+            allocs = [PageRow(pfn, order, mt, gfp, gfp_value(gfp), count, size, 0, 0, site)
+                      for pfn, (order, gfp, mt, site, count, size) in self._live.items()]
+            # perf's live tree iterates from the highest pfn down (its compare is reversed)
+            allocs.sort(key=lambda r: -r.pfn)
+        else:
+            allocs = [PageRow(pfn, order, mt, gfp, gfp_value(gfp), nr_alloc, size, nr_free,
+                              freed, site)
+                      for (pfn, order, mt, gfp), (nr_alloc, size, nr_free, freed, site)
+                      in self._page_alloc.items()]
+            # perf's trees iterate by (page, order, migtype, gfp) and (callsite, order, ...)
+            allocs.sort(key=lambda r: (r.pfn, r.order, r.migratetype, r.gfp))
         callers = [
-            PageRow(-1, order, mt, gfp, gfp_value(gfp), *row)
-            for (order, mt, gfp), row in self._page_caller.items()
+            PageRow(-1, order, mt, gfp, gfp_value(gfp), nr_alloc, size, nr_free, freed, site)
+            for (site, order, mt, gfp), (nr_alloc, size, nr_free, freed)
+            in self._page_caller.items()
         ]
-        # perf's trees iterate by (page, order, migtype, gfp) and (callsite, order, migtype, gfp)
-        allocs.sort(key=lambda r: (r.pfn, r.order, r.migratetype, r.gfp))
-        callers.sort(key=lambda r: (r.order, r.migratetype, r.gfp))
+        callers.sort(key=lambda r: (self._address(r.call_site), r.order, r.migratetype, r.gfp))
         return PageSummary(
             page_size=self.page_size,
             nr_allocs=self._nr_page_allocs,
@@ -445,17 +506,19 @@ class KmemStat:
             nr_fails=self._nr_page_fails,
             fail_bytes=self._page_fail_bytes,
             order_migratetype=tuple(tuple(row) for row in self._order_stats),
-            callers=tuple(_sorted_page(callers, keys)),
-            allocs=tuple(_sorted_page(allocs, keys)),
-            gfp_flags=tuple(sorted((gfp_value(g), g) for g in gfps)),
+            callers=tuple(_sorted_page(callers, keys, self._address)),
+            allocs=tuple(_sorted_page(allocs, alloc_keys, self._address)),
+            gfp_flags=tuple(sorted((gfp_value(g), g) for g in gfps if g)),
+            live=self.live,
         )
 
 
-def _slab_key(key: str) -> Callable[[SlabRow], object]:
+def _slab_key(key: str, address: Callable[[str], tuple[int, str]]
+              ) -> Callable[[SlabRow], object]:
     if key == "ptr":
         return lambda r: r.ptr
     if key == "callsite":
-        return lambda r: r.call_site
+        return lambda r: address(r.call_site)
     if key == "hit":
         return lambda r: r.hit
     if key == "bytes":
@@ -465,15 +528,16 @@ def _slab_key(key: str) -> Callable[[SlabRow], object]:
     return lambda r: r.pingpong
 
 
-def _sorted_slab(rows: list[SlabRow], keys: tuple[str, ...]) -> list[SlabRow]:
-    getters = [_slab_key(k) for k in keys]
+def _sorted_slab(rows: list[SlabRow], keys: tuple[str, ...],
+                 address: Callable[[str], tuple[int, str]]) -> list[SlabRow]:
+    getters = [_slab_key(k, address) for k in keys]
     # Descending on the keys, ties kept in the input order (perf's rbtree insertion is stable).
     return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
 
 
 _PAGE_KEYS: Final[dict[str, Callable[[PageRow], int]]] = {
     "page": lambda r: r.pfn,
-    "callsite": lambda r: 0,
+    "callsite": lambda r: 0,  # (by address: see _sorted_page)
     "hit": lambda r: r.nr_alloc,
     "bytes": lambda r: r.alloc_bytes,
     "order": lambda r: r.order,
@@ -482,6 +546,8 @@ _PAGE_KEYS: Final[dict[str, Callable[[PageRow], int]]] = {
 }
 
 
-def _sorted_page(rows: list[PageRow], keys: tuple[str, ...]) -> list[PageRow]:
-    getters = [_PAGE_KEYS[k] for k in keys]
+def _sorted_page(rows: list[PageRow], keys: tuple[str, ...],
+                 address: Callable[[str], tuple[int, str]]) -> list[PageRow]:
+    getters: list[Callable[[PageRow], object]] = [
+        (lambda r: address(r.call_site)) if k == "callsite" else _PAGE_KEYS[k] for k in keys]
     return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
