@@ -14,9 +14,9 @@ from collections.abc import Callable
 import pytest
 
 from kmem.errors import OutOfMemoryError
-from kmem.page.layout import MachineLayout
+from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
-from kmem.page.mem_map import FREE
+from kmem.page.mem_map import ALLOCATED, FREE, PCP
 from kmem.page.zone import Zone
 
 # Linux's values (include/linux/mmzone.h, pageblock-flags.h), not kmem's constants.
@@ -194,3 +194,70 @@ def test_check_lists_catches_a_corrupt_free_list(where: str, message: str) -> No
         zone.free_boot_block(pfn + PAGEBLOCK_PAGES, 9)
     with pytest.raises(AssertionError, match=message):
         machine.check()
+
+
+def _small_machine() -> PageMachine:
+    """16 MiB of Normal whose first 1024 frames are present but not managed (reserved)."""
+    return PageMachine(MachineLayout((ZoneLayout("Normal", 0, 4096, 4096, 3072),)), nr_cpus=1,
+                       pcp=False)
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("reserved in use", "below zone Normal's managed pages is in use"),
+    ("no block", "starts no block"),
+    ("misaligned", "is out of place"),
+    ("overlap", "overlaps another block"),
+    ("padding", "padding past the last frame"),
+    ("pcp frame", "frames are in pcp blocks"),
+    ("pageblock type", "no valid migratetype"),
+])
+def test_check_catches_a_corrupt_mem_map(where: str, message: str) -> None:
+    machine = _small_machine()
+    state = machine.mem_map.state
+    first, second = (machine.alloc_pages(0) for _ in range(2))
+    assert second == first + 1 and not first & 1  # split off one block, lowest first
+    whole = machine.alloc_pages(9)
+    machine.check()
+    if where == "reserved in use":
+        state[0] = ALLOCATED
+    elif where == "no block":
+        state[first] = 0
+    elif where == "misaligned":
+        state[second] = ALLOCATED | 1
+    elif where == "overlap":
+        state[first] = ALLOCATED | 1
+    elif where == "padding":
+        state.append(0)  # (the padding is the bytes past nr_pages)
+    elif where == "pcp frame":
+        state[first] = PCP  # a pcp block on no pcp list
+    else:
+        machine.pageblock_mt[whole // PAGEBLOCK_PAGES] = 7
+    with pytest.raises(AssertionError, match=message):
+        machine.check()
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("count", "count is"),
+    ("prev", "broken prev link"),
+    ("state", "does not belong"),
+    ("high", "below high_min"),
+    ("alloc_factor", "alloc_factor or free_count out of range"),
+])
+def test_the_pcp_check_catches_a_corrupt_pcp(where: str, message: str) -> None:
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1)
+    assert machine.warm_pcp(0, 8) == 8
+    pcp = machine.pcp("Normal", 0)
+    head = pcp.list(MOVABLE)[0]  # (order 0's lists are indexed by migratetype)
+    if where == "count":
+        pcp.count += 1
+    elif where == "prev":
+        machine.mem_map.prev[head] = head
+    elif where == "state":
+        machine.mem_map.state[head] = PCP | 1
+    elif where == "high":
+        pcp.high = 1
+        pcp.high_min = 5
+    else:
+        pcp.alloc_factor = 99
+    with pytest.raises(AssertionError, match=message):
+        pcp.check()
