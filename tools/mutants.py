@@ -34,9 +34,11 @@ SLAB_TESTS = ["tests/test_slab.py", "tests/test_slab_errors.py", "tests/test_sla
 MODULES: dict[str, list[str]] = {
     "page/buddy": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                    "tests/test_buddy_stateful.py", "tests/test_fragmentation.py",
-                   "tests/test_readme.py"],
+                   "tests/test_cov_page.py"],
     "page/mem_map": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                      "tests/test_buddy_stateful.py"],
+    "page/zone": ["tests/test_page_machine.py", "tests/test_page_machine_stateful.py",
+                  "tests/test_cov_page.py"],
     "slab/cache": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/slub": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/classic": [*SLAB_TESTS, "tests/test_slab_stateful.py"],

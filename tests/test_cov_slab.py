@@ -1,0 +1,93 @@
+"""What kmem.slab's other tests do not reach: SlabAllocator's argument errors, and the
+invariant checkers (SlabAllocator.check and each cache's check) catching each kind of
+corruption, so that the stateful and differential tests that rely on check() can fail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from kmem.errors import InvalidArgumentError, InvalidTypeError
+from kmem.page.buddy import BuddyAllocator
+from kmem.slab.allocator import SlabAllocator
+from kmem.slab.slabs import ON_FULL
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), [
+    ({"buddy": "16M"}, InvalidTypeError, "buddy must be a BuddyAllocator, not str"),
+    ({"nr_cpus": True}, InvalidTypeError, "nr_cpus must be an int, not bool"),
+    ({"nr_cpus": 0}, InvalidArgumentError, r"nr_cpus must be in 1\.\.4096, got 0"),
+    ({"policy": "slob"}, InvalidArgumentError, "policy must be 'slub' or 'slab', got 'slob'"),
+    ({"random_kmalloc_seed": 1.5}, InvalidTypeError,
+     "random_kmalloc_seed must be an int or None, not float"),
+    ({"random_kmalloc_seed": -1}, InvalidArgumentError, "random_kmalloc_seed must be a u64"),
+])
+def test_bad_allocator_arguments_are_named(arguments: dict[str, Any], error: type[Exception],
+                                           message: str) -> None:
+    given: dict[str, Any] = {"buddy": BuddyAllocator(16 << 20), **arguments}
+    with pytest.raises(error, match=message):
+        SlabAllocator(given.pop("buddy"), **given)
+
+
+def _allocator(policy: str) -> tuple[SlabAllocator, Any, list[int]]:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1, policy=policy)
+    cache = slab.kmem_cache_create("cov", 256)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(40)]  # more than one slab
+    slab.check()
+    return slab, cache, objects
+
+
+def _a_slab_with_free_objects(cache: Any) -> Any:
+    return next(s for s in cache._slabs() if s.freelist)
+
+
+def _twice_on_freelist(slab: SlabAllocator, cache: Any) -> None:
+    some = _a_slab_with_free_objects(cache)
+    some.freelist.append(some.freelist[0])
+
+
+def _free_marked_used(slab: SlabAllocator, cache: Any) -> None:
+    some = _a_slab_with_free_objects(cache)
+    some.used[some.freelist[0]] = 1
+
+
+def _wrong_object_count(slab: SlabAllocator, cache: Any) -> None:
+    cache._slabs()[0].objects += 1
+
+
+def _page_owner(slab: SlabAllocator, cache: Any) -> None:
+    slab.buddy.mem_map.owner[cache._slabs()[0].pfn] = 0
+
+
+def _wrong_list(slab: SlabAllocator, cache: Any) -> None:
+    _a_slab_with_free_objects(cache).where = ON_FULL + 3
+
+
+def _stray_owner(slab: SlabAllocator, cache: Any) -> None:
+    owner = slab.buddy.mem_map.owner
+    owner[owner.index(0)] = cache.id
+
+
+def _large_count(slab: SlabAllocator, cache: Any) -> None:
+    slab._large_pages += 1
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+@pytest.mark.parametrize(("corrupt", "message"), [
+    (_twice_on_freelist, "twice on the freelist"),
+    (_free_marked_used, "is marked used"),
+    (_wrong_object_count, "objects"),
+    (_page_owner, "owner is 0"),
+    (_wrong_list, "where="),
+    (_stray_owner, "pages have an owner"),
+    (_large_count, "large kmalloc pages marked"),
+])
+def test_check_catches_a_corrupt_cache(policy: str,
+                                       corrupt: Callable[[SlabAllocator, Any], None],
+                                       message: str) -> None:
+    slab, cache, _ = _allocator(policy)
+    corrupt(slab, cache)
+    with pytest.raises(AssertionError, match=message):
+        slab.check()
