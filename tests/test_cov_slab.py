@@ -91,3 +91,65 @@ def test_check_catches_a_corrupt_cache(policy: str,
     corrupt(slab, cache)
     with pytest.raises(AssertionError, match=message):
         slab.check()
+
+
+def _sheaves_allocator() -> tuple[SlabAllocator, Any, list[int]]:
+    """Linux 7.0: every cache has sheaves (and no cpu slabs)."""
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1, kernel="7.0")
+    cache = slab.kmem_cache_create("cov", 256)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(3 * cache.sheaf_capacity)]
+    for address in objects[::2]:
+        slab.kmem_cache_free(cache, address)
+    slab.check()
+    return slab, cache, objects[1::2]
+
+
+def _main(cache: Any) -> Any:
+    return cache._main[0]
+
+
+def _overfull(cache: Any, live: list[int]) -> None:
+    main = _main(cache)
+    while len(main) <= cache.sheaf_capacity:
+        main.append(main[-1])
+
+
+def _foreign_object(cache: Any, live: list[int]) -> None:
+    _main(cache).append(1 << 40)
+
+
+def _user_object_in_sheaf(cache: Any, live: list[int]) -> None:
+    _main(cache).append(live[0])  # a user holds it: not sheaf-held
+
+
+def _lost_from_sheaf(cache: Any, live: list[int]) -> None:
+    _main(cache).pop()  # still marked sheaf-held
+
+
+def _sheaf_in_two_places(cache: Any, live: list[int]) -> None:
+    cache._barn.empty.append(_main(cache))
+
+
+def _not_full_on_barn_full(cache: Any, live: list[int]) -> None:
+    cache._barn.full.append(type(_main(cache))(0))
+
+
+def _slab_on_wrong_list(cache: Any, live: list[int]) -> None:
+    _a_slab_with_free_objects(cache).where = ON_FULL + 3
+
+
+@pytest.mark.parametrize(("corrupt", "message"), [
+    (_overfull, "objects"),
+    (_foreign_object, "not of this cache"),
+    (_user_object_in_sheaf, "not marked as sheaf-held"),
+    (_lost_from_sheaf, "marked sheaf-held"),
+    (_sheaf_in_two_places, "is in two places"),
+    (_not_full_on_barn_full, "is not full"),
+    (_slab_on_wrong_list, "where="),
+])
+def test_check_catches_a_corrupt_sheaf(corrupt: Callable[[Any, list[int]], None],
+                                       message: str) -> None:
+    slab, cache, live = _sheaves_allocator()
+    corrupt(cache, live)
+    with pytest.raises(AssertionError, match=message):
+        slab.check()
