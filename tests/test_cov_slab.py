@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from kmem.errors import InvalidArgumentError, InvalidTypeError
+from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
+from kmem.slab.sheaves import sheaf_size
 from kmem.slab.slabs import ON_FULL
 
 
@@ -153,3 +154,21 @@ def test_check_catches_a_corrupt_sheaf(corrupt: Callable[[Any, list[int]], None]
     corrupt(cache, live)
     with pytest.raises(AssertionError, match=message):
         slab.check()
+
+
+def test_sheaves_that_do_not_fit_undo_the_cache_creation() -> None:
+    """enable_sheaves: the barn fits but the second CPU's main sheaf does not: the first
+    sheaf and the barn are freed again, the cache is not created, nothing else changed."""
+    slab = SlabAllocator(BuddyAllocator(1 << 20), nr_cpus=2)
+    slab.kmalloc(48)  # a kmalloc-64 slab with room for the barn
+    held = []
+    with pytest.raises(OutOfMemoryError):
+        while True:
+            held.append(slab.kmalloc(sheaf_size(32)))
+    slab.kfree(held.pop())  # room for one sheaf of 32 objects, not two
+    before = slab.slabinfo()
+    with pytest.raises(OutOfMemoryError):
+        slab.kmem_cache_create("cov", 256, sheaf_capacity=32)
+    assert "cov" not in slab.caches
+    assert slab.slabinfo() == before
+    slab.check()
