@@ -35,8 +35,10 @@ MODULES: dict[str, list[str]] = {
     "page/buddy": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                    "tests/test_buddy_stateful.py", "tests/test_fragmentation.py",
                    "tests/test_cov_page.py"],
+    # (the page machine's zones and pcps use its list primitives: their tests too)
     "page/mem_map": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
-                     "tests/test_buddy_stateful.py"],
+                     "tests/test_buddy_stateful.py", "tests/test_page_machine.py",
+                     "tests/test_cov_page.py"],
     "page/zone": ["tests/test_page_machine.py", "tests/test_page_machine_stateful.py",
                   "tests/test_cov_page.py"],
     "slab/cache": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
