@@ -12,6 +12,8 @@ import pytest
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
+from kmem.slab.geometry import calculate_geometry
+from kmem.slab.merge import find_mergeable
 from kmem.slab.sheaves import sheaf_size
 from kmem.slab.slabs import ON_FULL
 
@@ -172,3 +174,11 @@ def test_sheaves_that_do_not_fit_undo_the_cache_creation() -> None:
     assert "cov" not in slab.caches
     assert slab.slabinfo() == before
     slab.check()
+
+
+def test_a_misaligned_cache_is_passed_over_and_the_search_goes_on() -> None:
+    # find_mergeable (Linux's find_mergeable): a 40-byte slot cannot keep 16-byte alignment,
+    # so it is skipped, and the younger 32-byte cache is the one the new cache aliases.
+    caches = [calculate_geometry(40, nr_cpus=2), calculate_geometry(32, nr_cpus=2)]
+    assert find_mergeable(32, caches, align=16) == 1
+    assert find_mergeable(32, caches[:1], align=16) is None

@@ -47,7 +47,7 @@ MODULES: dict[str, list[str]] = {
     "slab/kmalloc": ["tests/test_kmalloc.py", "tests/test_slab.py", "tests/test_slab_errors.py"],
     "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py"],
     "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py"],
-    "slab/merge": ["tests/test_slab_merge.py"],
+    "slab/merge": ["tests/test_slab_merge.py", "tests/test_cov_slab.py"],
     "trace/stat": ["tests/test_trace_stat.py"],
 }
 
