@@ -45,7 +45,8 @@ MODULES: dict[str, list[str]] = {
     "slab/slub": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/classic": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/kmalloc": ["tests/test_kmalloc.py", "tests/test_slab.py", "tests/test_slab_errors.py"],
-    "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py"],
+    "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py",
+                           "tests/test_sheaves.py"],  # (random kmalloc caches)
     "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py"],
     "slab/merge": ["tests/test_slab_merge.py", "tests/test_cov_slab.py"],
     "trace/stat": ["tests/test_trace_stat.py"],
