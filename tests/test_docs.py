@@ -10,7 +10,9 @@ The conventions a doc writer follows (docs/development.md repeats them):
   ``...`` matches anything (doctest's ELLIPSIS). The command must exit 0: show a failing one
   as ``$ kmem ... || echo "exit status $?"``.
 - A ```sh block lists commands for the reader. Every line that starts with ``kmem `` runs and
-  must exit 0 (its output is not compared); other lines (sudo, perf, make) are not run. A kmem
+  must exit 0 (its output is not compared, but a file it names after ``-o``, ``--plot``,
+  ``--report`` or ``--png`` must then exist and not be empty); other lines (sudo, perf, make)
+  are not run. A kmem
   command that cannot run in a test ends with the comment ``# not run by the doc tests: WHY``;
   only ``kmem serve`` (it serves until interrupted) may.
 - A block whose info string names a file (```text file=my.kmem) is written to that file before
@@ -26,8 +28,10 @@ from __future__ import annotations
 import argparse
 import doctest
 import importlib
+import itertools
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -177,6 +181,23 @@ def _run_console(page: Path, block: Block, cwd: Path, results: Results) -> None:
                                     f"--- where the doc says\n{want}")
 
 
+# The options of a kmem command that name a file (or a folder) it writes.
+OUTPUT_OPTIONS = ("-o", "--output", "--plot", "--report", "--png")
+
+
+def missing_outputs(command: str, cwd: Path) -> list[str]:
+    """The files a kmem command line names as its outputs that are missing or empty."""
+    words = shlex.split(command, comments=True)
+    missing = []
+    for option, value in itertools.pairwise(words):
+        if option in OUTPUT_OPTIONS:
+            path = cwd / value
+            if not (path.is_dir() and any(path.iterdir())) and not (
+                    path.is_file() and path.stat().st_size):
+                missing.append(value)
+    return missing
+
+
 def _run_sh(page: Path, block: Block, cwd: Path, results: Results) -> None:
     for line, command in sh_commands(block):
         if NOT_RUN in command:
@@ -187,6 +208,8 @@ def _run_sh(page: Path, block: Block, cwd: Path, results: Results) -> None:
         if done.returncode:
             results.failures.append(f"{_name(page)}:{line}: `{command}` exited with status"
                                     f" {done.returncode}:\n{done.stdout}")
+        elif missing := missing_outputs(command, cwd):
+            results.failures.append(f"{_name(page)}:{line}: `{command}` wrote no {missing}")
 
 
 def run_page(page: Path, cwd: Path) -> Results:
@@ -244,6 +267,16 @@ def test_the_console_convention_compares_outputs(tmp_path: Path) -> None:
     assert len(results.failures) == 2
     assert "where the doc says\nfour" in results.failures[0]
     assert "exited with status 1" in results.failures[1]
+
+
+def test_the_sh_convention_checks_the_files_a_command_writes(tmp_path: Path) -> None:
+    (tmp_path / "written.png").write_bytes(b"\x89PNG")
+    (tmp_path / "empty.html").write_text("")
+    (tmp_path / "pictures").mkdir()
+    command = ("kmem plot -o written.png --report empty.html --png pictures"
+               " --plot absent.png  # a comment -o ignored.png")
+    assert missing_outputs(command, tmp_path) == ["empty.html", "pictures", "absent.png"]
+    assert missing_outputs("kmem stat --json trace.txt", tmp_path) == []
 
 
 def test_readme_is_short_and_has_no_section_markers() -> None:

@@ -4,8 +4,10 @@
     python tools/coverage_layers.py              # the table
     python tools/coverage_layers.py --check 93   # and exit 1 if a core layer is below 93 %
 
-``make test`` checks the floor the core layers stand at now (93 %: page 94.4, slab 94.2,
-trace 94.4 when this was written), so coverage cannot slide back; the goal is 98 %.
+``make test`` checks a floor a little under where the core layers stand (91 %: page 93.2,
+slab 93.9, trace about 94 with the tests/test_cov_*.py files), so coverage cannot slide back;
+the goal is 98 %. CI measures what a local ``make test`` measures (the same skips: see
+docs/development.md, Coverage), so the floor's margin is for new code, not for CI.
 
 Coverage is measured with branches, in the forked trace-parser child too (the
 ``concurrency = multiprocessing`` setting in pyproject.toml). The core layers (page, slab,

@@ -34,16 +34,21 @@ SLAB_TESTS = ["tests/test_slab.py", "tests/test_slab_errors.py", "tests/test_sla
 MODULES: dict[str, list[str]] = {
     "page/buddy": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                    "tests/test_buddy_stateful.py", "tests/test_fragmentation.py",
-                   "tests/test_readme.py"],
+                   "tests/test_cov_page.py"],
+    # (the page machine's zones and pcps use its list primitives: their tests too)
     "page/mem_map": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
-                     "tests/test_buddy_stateful.py"],
+                     "tests/test_buddy_stateful.py", "tests/test_page_machine.py",
+                     "tests/test_cov_page.py"],
+    "page/zone": ["tests/test_page_machine.py", "tests/test_page_machine_stateful.py",
+                  "tests/test_cov_page.py"],
     "slab/cache": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/slub": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/classic": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/kmalloc": ["tests/test_kmalloc.py", "tests/test_slab.py", "tests/test_slab_errors.py"],
-    "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py"],
+    "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py",
+                           "tests/test_sheaves.py"],  # (random kmalloc caches)
     "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py"],
-    "slab/merge": ["tests/test_slab_merge.py"],
+    "slab/merge": ["tests/test_slab_merge.py", "tests/test_cov_slab.py"],
     "trace/stat": ["tests/test_trace_stat.py"],
 }
 

@@ -55,6 +55,8 @@ _PICKLE_PROTO: Final = pickle.PROTO[0]
 # The pipe's buffer (Linux's default is 64 KiB, less than a batch): room for a few batches, so
 # that neither process waits for the other when one of them is briefly slower.
 _PIPE_BUFFER: Final = 1 << 20
+# How long close() waits for a child stopped early to end by itself before terminating it.
+_CLOSE_GRACE: Final = 2.0
 
 
 def available() -> bool:
@@ -76,6 +78,7 @@ class ParserProcess:
         self.other_events: dict[str, int] = {}
         self.events: dict[str, int] = dict.fromkeys(EVENT_NAMES, 0)
         self._child: BaseProcess | None = None
+        self._finished = False  # the child sent its last message ("done" or "error")
         self._receive: Connection | None = None
 
     def start(self) -> None:
@@ -103,9 +106,14 @@ class ParserProcess:
             self._receive.close()
         child = self._child
         if child is not None and child.pid is not None:
+            # A child that sent its last message ends by itself (it may still be flushing, as
+            # coverage's data in the tests: a terminate then would leave that half written).
+            # One stopped early ends on its next write to the closed pipe; the grace covers a
+            # child stuck reading a FIFO whose writer is silent.
+            child.join(None if self._finished else _CLOSE_GRACE)
             if child.is_alive():
                 child.terminate()
-            child.join()
+                child.join()
 
     def parse(self, progress: Callable[[int], object] | None = None
               ) -> Generator[TraceEvent, None, None]:
@@ -140,6 +148,7 @@ class ParserProcess:
                     yield EventBatch._make(columns)
                     continue
                 message = pickle.loads(blob)
+                self._finished = True
                 if message[0] == "done":
                     self._take_counters(message[1])
                     return

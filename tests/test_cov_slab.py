@@ -1,0 +1,184 @@
+"""What kmem.slab's other tests do not reach: SlabAllocator's argument errors, and the
+invariant checkers (SlabAllocator.check and each cache's check) catching each kind of
+corruption, so that the stateful and differential tests that rely on check() can fail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
+from kmem.page.buddy import BuddyAllocator
+from kmem.slab.allocator import SlabAllocator
+from kmem.slab.geometry import calculate_geometry
+from kmem.slab.merge import find_mergeable
+from kmem.slab.sheaves import sheaf_size
+from kmem.slab.slabs import ON_FULL
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), [
+    ({"buddy": "16M"}, InvalidTypeError, "buddy must be a BuddyAllocator, not str"),
+    ({"nr_cpus": True}, InvalidTypeError, "nr_cpus must be an int, not bool"),
+    ({"nr_cpus": 0}, InvalidArgumentError, r"nr_cpus must be in 1\.\.4096, got 0"),
+    ({"policy": "slob"}, InvalidArgumentError, "policy must be 'slub' or 'slab', got 'slob'"),
+    ({"random_kmalloc_seed": 1.5}, InvalidTypeError,
+     "random_kmalloc_seed must be an int or None, not float"),
+    ({"random_kmalloc_seed": -1}, InvalidArgumentError, "random_kmalloc_seed must be a u64"),
+])
+def test_bad_allocator_arguments_are_named(arguments: dict[str, Any], error: type[Exception],
+                                           message: str) -> None:
+    given: dict[str, Any] = {"buddy": BuddyAllocator(16 << 20), **arguments}
+    with pytest.raises(error, match=message):
+        SlabAllocator(given.pop("buddy"), **given)
+
+
+def _allocator(policy: str) -> tuple[SlabAllocator, Any, list[int]]:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1, policy=policy)
+    cache = slab.kmem_cache_create("cov", 256)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(40)]  # more than one slab
+    slab.check()
+    return slab, cache, objects
+
+
+def _a_slab_with_free_objects(cache: Any) -> Any:
+    return next(s for s in cache._slabs() if s.freelist)
+
+
+def _twice_on_freelist(slab: SlabAllocator, cache: Any) -> None:
+    some = _a_slab_with_free_objects(cache)
+    some.freelist.append(some.freelist[0])
+
+
+def _free_marked_used(slab: SlabAllocator, cache: Any) -> None:
+    some = _a_slab_with_free_objects(cache)
+    some.used[some.freelist[0]] = 1
+
+
+def _wrong_object_count(slab: SlabAllocator, cache: Any) -> None:
+    cache._slabs()[0].objects += 1
+
+
+def _page_owner(slab: SlabAllocator, cache: Any) -> None:
+    slab.buddy.mem_map.owner[cache._slabs()[0].pfn] = 0
+
+
+def _wrong_list(slab: SlabAllocator, cache: Any) -> None:
+    _a_slab_with_free_objects(cache).where = ON_FULL + 3
+
+
+def _stray_owner(slab: SlabAllocator, cache: Any) -> None:
+    owner = slab.buddy.mem_map.owner
+    owner[owner.index(0)] = cache.id
+
+
+def _large_count(slab: SlabAllocator, cache: Any) -> None:
+    slab._large_pages += 1
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+@pytest.mark.parametrize(("corrupt", "message"), [
+    (_twice_on_freelist, "twice on the freelist"),
+    (_free_marked_used, "is marked used"),
+    (_wrong_object_count, "objects"),
+    (_page_owner, "owner is 0"),
+    (_wrong_list, "where="),
+    (_stray_owner, "pages have an owner"),
+    (_large_count, "large kmalloc pages marked"),
+])
+def test_check_catches_a_corrupt_cache(policy: str,
+                                       corrupt: Callable[[SlabAllocator, Any], None],
+                                       message: str) -> None:
+    slab, cache, _ = _allocator(policy)
+    corrupt(slab, cache)
+    with pytest.raises(AssertionError, match=message):
+        slab.check()
+
+
+def _sheaves_allocator() -> tuple[SlabAllocator, Any, list[int]]:
+    """Linux 7.0: every cache has sheaves (and no cpu slabs)."""
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1, kernel="7.0")
+    cache = slab.kmem_cache_create("cov", 256)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(3 * cache.sheaf_capacity)]
+    for address in objects[::2]:
+        slab.kmem_cache_free(cache, address)
+    slab.check()
+    return slab, cache, objects[1::2]
+
+
+def _main(cache: Any) -> Any:
+    return cache._main[0]
+
+
+def _overfull(cache: Any, live: list[int]) -> None:
+    main = _main(cache)
+    while len(main) <= cache.sheaf_capacity:
+        main.append(main[-1])
+
+
+def _foreign_object(cache: Any, live: list[int]) -> None:
+    _main(cache).append(1 << 40)
+
+
+def _user_object_in_sheaf(cache: Any, live: list[int]) -> None:
+    _main(cache).append(live[0])  # a user holds it: not sheaf-held
+
+
+def _lost_from_sheaf(cache: Any, live: list[int]) -> None:
+    _main(cache).pop()  # still marked sheaf-held
+
+
+def _sheaf_in_two_places(cache: Any, live: list[int]) -> None:
+    cache._barn.empty.append(_main(cache))
+
+
+def _not_full_on_barn_full(cache: Any, live: list[int]) -> None:
+    cache._barn.full.append(type(_main(cache))(0))
+
+
+def _slab_on_wrong_list(cache: Any, live: list[int]) -> None:
+    _a_slab_with_free_objects(cache).where = ON_FULL + 3
+
+
+@pytest.mark.parametrize(("corrupt", "message"), [
+    (_overfull, "objects"),
+    (_foreign_object, "not of this cache"),
+    (_user_object_in_sheaf, "not marked as sheaf-held"),
+    (_lost_from_sheaf, "marked sheaf-held"),
+    (_sheaf_in_two_places, "is in two places"),
+    (_not_full_on_barn_full, "is not full"),
+    (_slab_on_wrong_list, "where="),
+])
+def test_check_catches_a_corrupt_sheaf(corrupt: Callable[[Any, list[int]], None],
+                                       message: str) -> None:
+    slab, cache, live = _sheaves_allocator()
+    corrupt(cache, live)
+    with pytest.raises(AssertionError, match=message):
+        slab.check()
+
+
+def test_sheaves_that_do_not_fit_undo_the_cache_creation() -> None:
+    """enable_sheaves: the barn fits but the second CPU's main sheaf does not: the first
+    sheaf and the barn are freed again, the cache is not created, nothing else changed."""
+    slab = SlabAllocator(BuddyAllocator(1 << 20), nr_cpus=2)
+    slab.kmalloc(48)  # a kmalloc-64 slab with room for the barn
+    held = []
+    with pytest.raises(OutOfMemoryError):
+        while True:
+            held.append(slab.kmalloc(sheaf_size(32)))
+    slab.kfree(held.pop())  # room for one sheaf of 32 objects, not two
+    before = slab.slabinfo()
+    with pytest.raises(OutOfMemoryError):
+        slab.kmem_cache_create("cov", 256, sheaf_capacity=32)
+    assert "cov" not in slab.caches
+    assert slab.slabinfo() == before
+    slab.check()
+
+
+def test_a_misaligned_cache_is_passed_over_and_the_search_goes_on() -> None:
+    # find_mergeable (Linux's find_mergeable): a 40-byte slot cannot keep 16-byte alignment,
+    # so it is skipped, and the younger 32-byte cache is the one the new cache aliases.
+    caches = [calculate_geometry(40, nr_cpus=2), calculate_geometry(32, nr_cpus=2)]
+    assert find_mergeable(32, caches, align=16) == 1
+    assert find_mergeable(32, caches[:1], align=16) is None
