@@ -35,6 +35,7 @@ typedef struct {
     int i_nonempty, i_allocations, i_frees, i_splits, i_merges;
     PyThread_type_lock lock; /* the zone lock; NULL for thread_safe=False fast paths */
     PyThread_type_lock own_lock;
+    int held; /* a Python path holds the lock (acquire) */
     /* the pure-Python methods the fast paths stand in for: bad input and errors go there */
     PyObject *pure_alloc_pages, *pure_free_pages, *pure_alloc, *pure_free;
 } BuddyZone;
@@ -177,9 +178,9 @@ zone_alloc_pages(BuddyZone *z, PyObject *const *args, Py_ssize_t nargs, PyObject
     long order = kwnames ? -1 : nargs == 0 ? 0 :
                  nargs == 1 ? small_int(args[0], 0, z->alloc_order_limit) : -1;
     if (order >= 0) {
-        kmem_lock(z->lock);
+        int locked = kmem_fast_lock(z->lock, z->held);
         Py_ssize_t pfn = alloc_block(z, (int)order);
-        kmem_unlock(z->lock);
+        kmem_fast_unlock(z->lock, locked);
         if (pfn >= 0)
             return PyLong_FromSsize_t(pfn);
     }
@@ -196,9 +197,9 @@ zone_alloc(BuddyZone *z, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
             unsigned long long pages = (unsigned long long)(size - 1) >> z->page_shift;
             int order = pages ? 64 - __builtin_clzll(pages) : 0;
             if (order <= z->alloc_order_limit) {
-                kmem_lock(z->lock);
+                int locked = kmem_fast_lock(z->lock, z->held);
                 Py_ssize_t pfn = alloc_block(z, order);
-                kmem_unlock(z->lock);
+                kmem_fast_unlock(z->lock, locked);
                 if (pfn >= 0)
                     return PyLong_FromSsize_t(pfn << z->page_shift);
             }
@@ -214,13 +215,13 @@ zone_free_pages(BuddyZone *z, PyObject *const *args, Py_ssize_t nargs, PyObject 
         long pfn = small_int(args[0], 0, (long)z->state_len - 1);
         long order = small_int(args[1], 0, 31);
         if (pfn >= 0 && order >= 0) {
-            kmem_lock(z->lock);
+            int locked = kmem_fast_lock(z->lock, z->held);
             if (z->state[pfn] == KMEM_ALLOCATED + order) {
                 free_block(z, pfn, (int)order);
-                kmem_unlock(z->lock);
+                kmem_fast_unlock(z->lock, locked);
                 Py_RETURN_NONE;
             }
-            kmem_unlock(z->lock);
+            kmem_fast_unlock(z->lock, locked);
         }
     }
     return PyObject_Vectorcall(z->pure_free_pages, args, (size_t)nargs, kwnames);
@@ -236,14 +237,14 @@ zone_free(BuddyZone *z, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
         if (!overflow && address >= 0 && !(address & page_mask) &&
             (address >> z->page_shift) < z->nr_pages) {
             Py_ssize_t pfn = (Py_ssize_t)(address >> z->page_shift);
-            kmem_lock(z->lock);
+            int locked = kmem_fast_lock(z->lock, z->held);
             uint8_t kind = z->state[pfn];
             if ((kind & KMEM_KIND_MASK) == KMEM_ALLOCATED) {
                 free_block(z, pfn, kind & KMEM_ORDER_MASK);
-                kmem_unlock(z->lock);
+                kmem_fast_unlock(z->lock, locked);
                 Py_RETURN_NONE;
             }
-            kmem_unlock(z->lock);
+            kmem_fast_unlock(z->lock, locked);
         }
     }
     return PyObject_Vectorcall(z->pure_free, args, (size_t)nargs, kwnames);
@@ -254,12 +255,14 @@ static PyObject *
 zone_acquire(BuddyZone *z, PyObject *Py_UNUSED(ignored))
 {
     kmem_lock(z->own_lock);
+    z->held = 1;
     Py_RETURN_TRUE;
 }
 
 static PyObject *
 zone_release(BuddyZone *z, PyObject *Py_UNUSED(ignored))
 {
+    z->held = 0;
     PyThread_release_lock(z->own_lock);
     Py_RETURN_NONE;
 }
@@ -267,6 +270,7 @@ zone_release(BuddyZone *z, PyObject *Py_UNUSED(ignored))
 static PyObject *
 zone_exit(BuddyZone *z, PyObject *const *args, Py_ssize_t nargs)
 {
+    z->held = 0;
     PyThread_release_lock(z->own_lock);
     Py_RETURN_FALSE;
 }

@@ -120,6 +120,7 @@ typedef struct {
     Py_buffer pcs_view;
     int64_t *pcs; /* sheaves: [allocations from sheaves, frees to sheaves, capacity] */
     PyThread_type_lock lock, own_lock;
+    int held; /* a Python path holds the lock (acquire) */
     PyObject *pure_alloc, *pure_free;
 } SlabCacheCore;
 
@@ -242,10 +243,10 @@ cache_alloc(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject 
     if (!kwnames && nargs <= 2 && (nargs == 0 || PyLong_CheckExact(args[0])) &&
         (nargs < 2 || is_gfp(args[1]))) {
         long long address = -1;
-        kmem_lock(c->lock);
+        int locked = kmem_fast_lock(c->lock, c->held);
         if (c->kind == SHEAF) {
             PyObject *popped = sheaf_pop(c, nargs ? args[0] : NULL);
-            kmem_unlock(c->lock);
+            kmem_fast_unlock(c->lock, locked);
             if (popped != NULL)
                 return popped;
             if (PyErr_Occurred())
@@ -276,7 +277,7 @@ cache_alloc(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject 
                 }
             }
         }
-        kmem_unlock(c->lock);
+        kmem_fast_unlock(c->lock, locked);
         if (PyErr_Occurred())
             PyErr_Clear(); /* the pure path meets the same condition and reports it */
         if (address >= 0)
@@ -343,13 +344,13 @@ cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *
         long long address = PyLong_AsLongLongAndOverflow(args[0], &overflow);
         int done = 0;
         if (!overflow && address >= 0) {
-            kmem_lock(c->lock);
+            int locked = kmem_fast_lock(c->lock, c->held);
             uint32_t index;
             Py_ssize_t after;
             if (c->kind == SHEAF) {
                 int pushed = sheaf_push(c, args[0], address, nargs == 2 ? args[1] : NULL);
                 if (pushed < 0) {
-                    kmem_unlock(c->lock);
+                    kmem_fast_unlock(c->lock, locked);
                     return NULL;
                 }
                 done = pushed;
@@ -378,14 +379,14 @@ cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *
                     PyObject *moved = PyObject_CallMethodOneArg(c->partial, c->move_to_end, slab);
                     Py_DECREF(slab);
                     if (moved == NULL) {
-                        kmem_unlock(c->lock);
+                        kmem_fast_unlock(c->lock, locked);
                         return NULL;
                     }
                     Py_DECREF(moved);
                     done = 1;
                 }
             }
-            kmem_unlock(c->lock);
+            kmem_fast_unlock(c->lock, locked);
         }
         if (PyErr_Occurred())
             PyErr_Clear();
@@ -399,12 +400,14 @@ static PyObject *
 cache_acquire(SlabCacheCore *c, PyObject *Py_UNUSED(ignored))
 {
     kmem_lock(c->own_lock);
+    c->held = 1;
     Py_RETURN_TRUE;
 }
 
 static PyObject *
 cache_release(SlabCacheCore *c, PyObject *Py_UNUSED(ignored))
 {
+    c->held = 0;
     PyThread_release_lock(c->own_lock);
     Py_RETURN_NONE;
 }
@@ -412,6 +415,7 @@ cache_release(SlabCacheCore *c, PyObject *Py_UNUSED(ignored))
 static PyObject *
 cache_exit(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs)
 {
+    c->held = 0;
     PyThread_release_lock(c->own_lock);
     Py_RETURN_FALSE;
 }
