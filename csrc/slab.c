@@ -193,7 +193,7 @@ sheaf_pop(SlabCacheCore *c, PyObject *cpu)
 {
     PyObject *main = main_sheaf(c, cpu);
     Py_ssize_t n = main ? PyList_GET_SIZE(main) : 0;
-    if (n == 0)
+    if (n == 0 || c->pcs[2] <= 0) /* (capacity 0: no sheaves, or the cache being destroyed) */
         return NULL;
     PyObject *top = PyList_GET_ITEM(main, n - 1);
     if (!PyLong_CheckExact(top))

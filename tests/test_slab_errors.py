@@ -353,3 +353,29 @@ def test_a_scenario_on_pages_too_large_for_slabs_names_its_line() -> None:
     with pytest.raises(SlabPageSizeError, match=r"^big.scn:2: pages of 1048576 bytes"):
         list(run_all(scenario))
 
+
+
+@pytest.mark.parametrize("kernel", ["6.18", "7.0"])
+def test_no_allocation_lands_on_a_sheaf_cache_being_destroyed(kernel: str) -> None:
+    """A sheaf cache's teardown runs after the lock hold that checks it and marks it destroyed
+    (kfree of its sheaves takes the lock): its main sheaves still hold objects then, and an
+    allocation in that window must be refused, not served from them."""
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), kernel=kernel)
+    cache = slab.kmem_cache_create("sheafy", 256, sheaf_capacity=8)
+    for cpu in (0, 1):
+        cache.free(cache.alloc(cpu), cpu)  # each CPU's main sheaf holds objects
+    assert cache.stats().cpu_sheaf_objects > 0
+    refused: list[str] = []
+    shrink = cache.shrink
+
+    def allocate_first() -> int:  # the window: destroyed, not yet torn down
+        for cpu in (0, 1):
+            with pytest.raises(KmemError, match="destroyed") as caught:
+                cache.alloc(cpu)
+            refused.append(type(caught.value).__name__)
+        return shrink()
+
+    cache.shrink = allocate_first  # type: ignore[method-assign]
+    slab.kmem_cache_destroy(cache)
+    assert refused == ["CacheDestroyedError", "CacheDestroyedError"]
+    slab.check()

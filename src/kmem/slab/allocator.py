@@ -316,10 +316,11 @@ class SlabAllocator(KmallocFrontEnd):
                 self.kvfree_rcu_barrier()  # in-flight kfree_rcu()s may hold its objects
             if isinstance(target, PercpuSheavesCache):
                 # The sheaves' teardown gives sheaf memory back through kfree, which takes the
-                # lock itself: the check and the mark are one lock hold, the teardown after.
+                # lock itself: the check, the mark and the closing of the sheaf fast paths are
+                # one lock hold (no allocation lands after it), the teardown after.
                 with target._lock:
                     self._refuse_leaks(target, target._live_objects())
-                    target.destroyed = True
+                    target.stop_sheaves()
                 target.shrink()
                 self._run_rcu_callbacks()  # the rcu_free sheaves the flush sent to RCU
                 target.release_sheaves()

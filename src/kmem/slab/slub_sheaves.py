@@ -138,6 +138,13 @@ class PercpuSheavesCache(KmemCache):
         self._main.update(enumerate(mains))  # (in place: the compiled core holds this dict)
         self.sheaf_capacity = self._capacity = self._pcs[_CAPACITY] = capacity
 
+    def stop_sheaves(self) -> None:
+        """Mark the cache destroyed and close its sheaf fast paths, under the cache lock held by
+        the caller: from here every allocation takes the slow path, which refuses (the sheaves'
+        objects are flushed by the teardown that follows, without the lock)."""
+        self.destroyed = True
+        self._capacity = self._pcs[_CAPACITY] = 0
+
     def release_sheaves(self, cpu: int = 0) -> None:
         """pcs_destroy and the barn's kfree, after a shutdown flushed everything."""
         with self._lock:
@@ -228,8 +235,8 @@ class PercpuSheavesCache(KmemCache):
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         if gfp.__class__ is not int or gfp >> 32:
             check_gfp(gfp)
-        try:  # alloc_from_pcs: pop the main sheaf
-            if cpu.__class__ is not int:
+        try:  # alloc_from_pcs: pop the main sheaf (capacity 0: no sheaves, or being destroyed)
+            if cpu.__class__ is not int or not self._capacity:
                 raise TypeError
             address = self._main[cpu].pop()
         except (KeyError, TypeError, IndexError):
