@@ -10,7 +10,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from kmem.cli.main import main
 from kmem.cli.serve import make_server
@@ -243,3 +245,116 @@ def test_cache_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None
                           if name in before and before[name][2] is entry)
             frames += 1
     assert frames > 100 and reused > 0  # (the reuse happened, and was right)
+
+
+# -- the slab rows of a frame, against live_objects() ---------------------------------------------
+
+def _entry_slabs_from_objects(cache: Any, pfns: list[int], page_size: int) -> dict[str, Any]:
+    """The reference: a cache entry's slab rows and counts from live_objects() and sheaves(),
+    one object at a time (how the page builder computed them before slab_usage())."""
+    from kmem.show.snapshot import MAX_OBJECT_BITS, MAX_SLABS_LISTED
+
+    total, slot = cache.objs_per_slab, cache.slab_size
+    objects = cache.live_objects()
+    inuse: dict[int, int] = {}
+    for obj in objects:
+        inuse[obj.slab_pfn] = inuse.get(obj.slab_pfn, 0) + 1
+    order = sorted(set(pfns) | inuse.keys())
+    rows = []
+    for pfn in order[:MAX_SLABS_LISTED]:
+        mine = [obj for obj in objects if obj.slab_pfn == pfn]
+        base = mine[0].address - mine[0].index * slot if mine else pfn * page_size
+        row: list[Any] = [pfn, len(mine), total, base]
+        if total <= MAX_OBJECT_BITS:
+            bits = ["0"] * total
+            for obj in mine:
+                bits[obj.index] = "1"
+            row.append(bits)
+        rows.append(row)
+    held = [address for _, _, sheaf in getattr(cache, "sheaves", list)() for address in sheaf]
+    extents = cache.slab_extents()
+    for address in held if getattr(cache, "sheaf_capacity", 0) else []:
+        head = next(pfn for pfn, order_ in extents
+                    if pfn <= address // page_size < pfn + (1 << order_))
+        for row in rows:
+            if row[0] == head and len(row) > 4:
+                row[4][(address - row[3]) // slot] = "s"
+    for row in rows:
+        if len(row) > 4:
+            row[4] = "".join(row[4])
+    counts = [inuse.get(pfn, 0) for pfn in order]
+    return {"active_objs": len(objects), "nr_slabs": len(order), "slabs": rows,
+            "full": counts.count(total), "empty": counts.count(0),
+            "num_objs": total * len(order)}
+
+
+_CACHE_KINDS = ["slub", "slab", "slub-debug", "slub-sheaves"]
+
+
+def _slab_world(kind: str) -> tuple[Any, Any]:
+    from kmem.page.buddy import BuddyAllocator
+    from kmem.slab.allocator import SlabAllocator
+    from kmem.slab.flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
+
+    policy = "slab" if kind == "slab" else "slub"
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=2, policy=policy, kernel="6.18")
+    flags = SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER if kind == "slub-debug" else 0
+    cache = slab.kmem_cache_create("objects", 200, flags=flags,
+                                   sheaf_capacity=4 if kind == "slub-sheaves" else 0)
+    return slab, cache
+
+
+_steps = st.lists(st.tuples(st.booleans(), st.integers(0, 1), st.integers(0, 1 << 16)),
+                  max_size=120)
+
+
+@pytest.mark.parametrize("kind", _CACHE_KINDS)
+@settings(max_examples=25, deadline=None)
+@given(steps=_steps)
+def test_slab_usage_agrees_with_live_objects(kind: str, steps: list[tuple[bool, int, int]]
+                                              ) -> None:
+    # slab_usage() is the per-slab view of live_objects(): after every alloc and free, each
+    # slab's users, object 0 and used bytes say exactly which objects live_objects() lists
+    # (sheaf-held objects, used 2, are no user's: not live).
+    from kmem.slab.slabs import SHEAF_HELD
+
+    _slab, cache = _slab_world(kind)
+    held: list[int] = []
+    for alloc, cpu, pick in steps:
+        if alloc or not held:
+            held.append(cache.alloc(cpu))
+        else:
+            cache.free(held.pop(pick % len(held)), cpu)
+        usage = cache.slab_usage()
+        assert [pfn for pfn, _, _, _ in usage] == [pfn for pfn, _ in cache.slab_extents()]
+        listed = [(pfn, index, base + index * cache.slab_size)
+                  for pfn, _, base, used in usage for index, mark in enumerate(used)
+                  if mark == 1]
+        assert listed == [(o.slab_pfn, o.index, o.address) for o in cache.live_objects()]
+        assert all(inuse == used.count(1) for _, inuse, _, used in usage)
+        in_sheaves = sorted(a for _, _, sheaf in getattr(cache, "sheaves", list)() for a in sheaf)
+        assert sorted(base + index * cache.slab_size for _, _, base, used in usage
+                      for index, mark in enumerate(used) if mark == SHEAF_HELD) == in_sheaves
+
+
+@pytest.mark.parametrize("kind", _CACHE_KINDS)
+@settings(max_examples=25, deadline=None)
+@given(steps=_steps)
+def test_cache_entries_match_their_objects(kind: str, steps: list[tuple[bool, int, int]]
+                                           ) -> None:
+    # The page's slab rows (from slab_usage()) are those the cache's objects say, one by one,
+    # "s" marking the objects waiting in a sheaf.
+    from kmem.show.snapshot import cache_frames
+
+    slab, cache = _slab_world(kind)
+    held: list[int] = []
+    for alloc, cpu, pick in steps:
+        if alloc or not held:
+            held.append(cache.alloc(cpu))
+        else:
+            cache.free(held.pop(pick % len(held)), cpu)
+        pages = slab.slab_pages()
+        (entry,) = [e for e in cache_frames(slab, pages) if e["name"] == "objects"]
+        pfns = [pfn for pfn, name in pages if name == "objects"]
+        expected = _entry_slabs_from_objects(cache, pfns, slab.buddy.page_size)
+        assert {key: entry[key] for key in expected} == expected

@@ -44,11 +44,9 @@ import lzma
 import os
 import re
 import zlib
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from itertools import chain
-from operator import attrgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -167,50 +165,39 @@ def _shown_caches(slab: SlabAllocator, slab_pages: list[tuple[int, str]] | None
         yield cache, pfns
 
 
+# Slab.used bytes as a frame's used string: 0 free, 1 a user's, 2 in a sheaf ("s" where the
+# cache has sheaves), 3 waiting for kfree_rcu (no user holds it: "0", as live_objects() says).
+_USED_CHARS = bytes([ord("0"), ord("1"), ord("0"), ord("0")]) + bytes(252)
+_USED_CHARS_SHEAVES = bytes([ord("0"), ord("1"), ord("s"), ord("0")]) + bytes(252)
+
+
 def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size: int
                  ) -> dict[str, Any]:
     total = int(cache.objs_per_slab)
-    slot = int(cache.slab_size)
-    objects = cache.live_objects()  # by address: slab after slab, by ascending pfn
-    # Objects per slab counted at C speed; only the listed slabs' objects are walked one by
-    # one (for their used bits), and those come first in ``objects``.
-    inuse = Counter(map(_SLAB_PFN, objects))
-    order = sorted(set(pfns) | inuse.keys())
-    listed = order[:MAX_SLABS_LISTED]
-    walk = sum(inuse[pfn] for pfn in listed)
-    used: dict[int, list[int]] = {pfn: [] for pfn in listed}
-    base: dict[int, int] = {}  # address of object 0 (after a colour offset or red zone)
-    for obj in objects[:walk]:
-        used[obj.slab_pfn].append(obj.index)
-        base[obj.slab_pfn] = obj.address - obj.index * slot
-    slabs: list[list[Any]] = []
-    for pfn in listed:
-        indices = used[pfn]
-        entry: list[Any] = [pfn, len(indices), total, base.get(pfn, pfn * page_size)]
-        if total <= MAX_OBJECT_BITS:
-            bits = ["0"] * total
-            for index in indices:
-                bits[index] = "1"
-            entry.append("".join(bits))
-        slabs.append(entry)
+    # One row per slab (slab_usage(): the slabs' used bytes), not one object at a time: a busy
+    # cache of a long trace holds hundreds of thousands of objects, and it changes every frame.
+    usage = {pfn: (inuse, base, used) for pfn, inuse, base, used in cache.slab_usage()}
+    order = sorted(set(pfns) | {pfn for pfn, (inuse, _, _) in usage.items() if inuse})
     sheaves = _sheaves(cache)
-    if sheaves is not None:  # the objects waiting in sheaves, marked "s"
-        by_head = {row[0]: row for row in slabs if len(row) > 4}
-        head_mask = ~((1 << cache.order) - 1)  # (a slab is a buddy block: aligned)
-        for address in sheaves.pop("_held"):
-            row = by_head.get(address // page_size & head_mask)
-            if row is not None:
-                index = (address - row[3]) // slot
-                row[4] = row[4][:index] + "s" + row[4][index + 1:]
-    full = sum(1 for pfn in order if inuse[pfn] == total)
-    empty = sum(1 for pfn in order if not inuse[pfn])
+    chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
+    slabs: list[list[Any]] = []
+    for pfn in order[:MAX_SLABS_LISTED]:
+        inuse, base, used = usage.get(pfn, (0, 0, b""))
+        # (a slab without a user's object says the address of its first page)
+        entry: list[Any] = [pfn, inuse, total, base if inuse else pfn * page_size]
+        if total <= MAX_OBJECT_BITS:  # (a slab of a fallback order has fewer objects)
+            entry.append(used.translate(chars).decode("ascii").ljust(total, "0"))
+        slabs.append(entry)
+    counts = [usage[pfn][0] if pfn in usage else 0 for pfn in order]
+    full = counts.count(total)
+    empty = counts.count(0)
     return {
         "name": str(cache.name),
         "object_size": int(cache.object_size),
         "size": int(cache.slab_size),
         "objs_per_slab": total,
         "order": int(cache.order),
-        "active_objs": len(objects),
+        "active_objs": sum(inuse for inuse, _, _ in usage.values()),
         "num_objs": total * len(order),
         "nr_slabs": len(order),
         "full": full,
@@ -224,14 +211,12 @@ def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size
 
 
 def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
-    """A cache's sheaves for a frame (None without sheaves); "_held": the objects in them."""
+    """A cache's sheaves for a frame (None without sheaves)."""
     if not isinstance(cache, PercpuSheavesCache) or not cache.sheaf_capacity:
         return None
     cpus = [[0, -1] for _ in range(cache.nr_cpus)]
     full = empty = 0
-    held: list[int] = []
     for place, cpu, sheaf in cache.sheaves():
-        held.extend(sheaf)
         if place == "main":
             cpus[cpu][0] = len(sheaf)
         elif place == "spare":
@@ -241,10 +226,7 @@ def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
         elif place == "barn_empty":
             empty += 1
     return {"capacity": int(cache.sheaf_capacity), "cpus": cpus, "barn_full": full,
-            "barn_empty": empty, "_held": held}
-
-
-_SLAB_PFN = attrgetter("slab_pfn")
+            "barn_empty": empty}
 
 
 class _CacheFrames:
