@@ -34,8 +34,9 @@ without replaying from the start, and frames of a long trace are sampled, so the
 Sources: ``scenario_document`` runs a scenario (kmem.show.scenario); ``trace_document`` replays a
 trace through kmem.trace.replay's Replayer, taking its snapshots every lines/max_frames
 events; both read allocator state only through public queries (``iter_blocks``, ``nr_free``,
-``free_blocks``, ``slab_pages()``, ``cache_list()``, ``live_objects()``, ``stats()``, and
-the mem_map's documented ``owner`` column, where the slab layer marks large kmalloc blocks).
+``free_blocks``, ``slab_pages()``, ``cache_list()``, ``slab_usage()``, ``kmalloc_requests()``,
+``sheaves()``, and the mem_map's documented ``owner`` column, where the slab layer marks large
+kmalloc blocks).
 """
 
 from __future__ import annotations
@@ -63,7 +64,6 @@ from kmem.slab.slub_sheaves import PercpuSheavesCache
 
 if TYPE_CHECKING:
     from kmem.slab.cache import KmemCache
-    from kmem.slab.stats import CacheStats
     from kmem.trace.events import EventBatch
     from kmem.trace.replay import ReplaySnapshot
 
@@ -144,12 +144,13 @@ def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] |
     Every cache a user created, and the kmalloc caches that have slabs (a machine boots dozens
     of empty kmalloc caches; listing them all would hide the interesting ones). A slab is
     ``[head pfn, objects in use, objects, address of object 0, used]`` where ``used`` is a
-    string of "0"/"1" per object (only for slabs of at most 64 objects); all from
-    ``slab_pages()`` (or the ``slab_pages`` the caller has just read) and ``live_objects()``.
+    string of "0"/"1" per object (only for slabs of at most 64 objects; "s" an object waiting in
+    a sheaf); all from ``slab_pages()`` (or the ``slab_pages`` the caller has just read) and
+    ``slab_usage()``.
     """
     if slab is None:
         return []
-    return [_cache_entry(cache, pfns, cache.stats(), int(slab.buddy.page_size))
+    return [_cache_entry(cache, pfns, _cache_state(cache), int(slab.buddy.page_size))
             for cache, pfns in _shown_caches(slab, slab_pages)]
 
 
@@ -171,14 +172,24 @@ _USED_CHARS = bytes([ord("0"), ord("1"), ord("0"), ord("0")]) + bytes(252)
 _USED_CHARS_SHEAVES = bytes([ord("0"), ord("1"), ord("s"), ord("0")]) + bytes(252)
 
 
-def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size: int
+# What a cache's entry in a frame is made of, besides the cache's fixed geometry and its slab
+# pfns: slab_usage(), the kmalloc bytes requested and allocated, the sheaves (or None).
+_CacheState = tuple[list[tuple[int, int, int, bytes]], int, int, "dict[str, Any] | None"]
+
+
+def _cache_state(cache: KmemCache) -> _CacheState:
+    _, requested, allocated = cache.kmalloc_requests()
+    return cache.slab_usage(), int(requested), int(allocated), _sheaves(cache)
+
+
+def _cache_entry(cache: KmemCache, pfns: list[int], state: _CacheState, page_size: int
                  ) -> dict[str, Any]:
     total = int(cache.objs_per_slab)
     # One row per slab (slab_usage(): the slabs' used bytes), not one object at a time: a busy
     # cache of a long trace holds hundreds of thousands of objects, and it changes every frame.
-    usage = {pfn: (inuse, base, used) for pfn, inuse, base, used in cache.slab_usage()}
+    slab_usage, requested, allocated, sheaves = state
+    usage = {pfn: (inuse, base, used) for pfn, inuse, base, used in slab_usage}
     order = sorted(set(pfns) | {pfn for pfn, (inuse, _, _) in usage.items() if inuse})
-    sheaves = _sheaves(cache)
     chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
     slabs: list[list[Any]] = []
     for pfn in order[:MAX_SLABS_LISTED]:
@@ -204,8 +215,8 @@ def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size
         "partial": len(order) - full - empty,
         "empty": empty,
         "slabs": slabs,
-        "bytes_requested": int(stats.bytes_requested),
-        "bytes_allocated": int(stats.bytes_allocated),
+        "bytes_requested": requested,
+        "bytes_allocated": allocated,
         **({"sheaves": sheaves} if sheaves is not None else {}),
     }
 
@@ -231,30 +242,29 @@ def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
 
 class _CacheFrames:
     """cache_frames() for frame after frame of one replay, at the cost of the caches that
-    changed: a cache whose counters (CacheStats: every alloc and free moves one) and slabs are
-    those of the previous frame has the previous frame's entry, without walking its objects.
-    A long trace's busy caches hold most objects, but most caches sit still between frames,
-    and walking every live object of every cache for every frame made the page builder's cost
-    grow with the frames asked for (tests/test_html.py checks the entries equal
+    changed: a cache whose slabs, slab_usage() (every alloc and free changes a used byte),
+    kmalloc bytes and sheaves are those of the previous frame has the previous frame's entry,
+    which is made of nothing else. Most caches sit still between frames, and comparing their
+    state costs a few byte-string comparisons (tests/test_html.py checks the entries equal
     cache_frames')."""
 
     def __init__(self) -> None:
-        self._previous: dict[str, tuple[tuple[int, ...], CacheStats, dict[str, Any]]] = {}
+        self._previous: dict[str, tuple[tuple[int, ...], _CacheState, dict[str, Any]]] = {}
 
     def frames(self, slab: SlabAllocator, slab_pages: list[tuple[int, str]]
                ) -> list[dict[str, Any]]:
         page_size = int(slab.buddy.page_size)
         out = []
-        seen: dict[str, tuple[tuple[int, ...], CacheStats, dict[str, Any]]] = {}
+        seen: dict[str, tuple[tuple[int, ...], _CacheState, dict[str, Any]]] = {}
         for cache, pfns in _shown_caches(slab, slab_pages):
-            stats = cache.stats()
+            state = _cache_state(cache)
             key = tuple(pfns)
             before = self._previous.get(cache.name)
-            if before is not None and before[0] == key and before[1] == stats:
+            if before is not None and before[0] == key and before[1] == state:
                 entry = before[2]
             else:
-                entry = _cache_entry(cache, pfns, stats, page_size)
-            seen[cache.name] = (key, stats, entry)
+                entry = _cache_entry(cache, pfns, state, page_size)
+            seen[cache.name] = (key, state, entry)
             out.append(entry)
         self._previous = seen
         return out
