@@ -16,6 +16,7 @@ from hypothesis import given, settings
 
 from kmem.cli.main import main
 from kmem.cli.serve import make_server
+from kmem.errors import KmemError
 from kmem.show.html_page import build_page, scenario_page
 from kmem.show.scenario import load, parse
 from kmem.show.snapshot import FREE_CODE, LABEL_BASE, scenario_document
@@ -222,18 +223,22 @@ def test_block_encoding_matches_its_plain_definition(width: int) -> None:
 
 
 @pytest.mark.parametrize("policy", ["slub", "slab"])
-def test_cache_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
+def test_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
     # trace_document reuses a cache's entry while its counters and slabs stay the same (the
     # page builder walks only the caches that changed): at every frame, the entries must be
     # exactly those cache_frames computes from nothing.
     from fixture_files import DD_TRACE
-    from kmem.show.snapshot import _CacheFrames, cache_frames
+    from kmem.show.scenario_slab import slab_page_labels
+    from kmem.show.snapshot import LabelTable, _BuddyFrames, _CacheFrames, buddy_frame, cache_frames
     from kmem.trace.parse import TraceParser
     from kmem.trace.replay import Replayer
     from kmem.trace.source import open_trace
 
     replayer = Replayer(memory=64 << 20, policy=policy)
     incremental = _CacheFrames()
+    # (and the blocks: _BuddyFrames walks only the stretches of memory that changed)
+    table = LabelTable()
+    buddy_frames = _BuddyFrames(replayer.buddy, LabelTable(), large_kmalloc="kmalloc:large")
     frames = reused = 0
     with open_trace(DD_TRACE) as lines:
         for _ in replayer.iter_batch_snapshots(TraceParser().parse_batches(lines), every=97):
@@ -241,6 +246,10 @@ def test_cache_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None
             fresh = cache_frames(replayer.slab, pages)
             before = dict(incremental._previous)
             assert incremental.frames(replayer.slab, pages) == fresh
+            labels = slab_page_labels(pages)
+            assert buddy_frames.frame(labels) == buddy_frame(
+                replayer.buddy, table, labels, large_kmalloc="kmalloc:large")
+            assert buddy_frames._table.labels == table.labels
             reused += sum(1 for name, (_, _, entry) in incremental._previous.items()
                           if name in before and before[name][2] is entry)
             frames += 1
@@ -358,3 +367,31 @@ def test_cache_entries_match_their_objects(kind: str, steps: list[tuple[bool, in
         pfns = [pfn for pfn, name in pages if name == "objects"]
         expected = _entry_slabs_from_objects(cache, pfns, slab.buddy.page_size)
         assert {key: entry[key] for key in expected} == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 16)), max_size=80),
+       labelled=st.integers(0, 7))
+def test_buddy_frames_walk_only_what_changed(steps: list[tuple[int, int]], labelled: int
+                                             ) -> None:
+    # After every alloc and free on a machine with reserved frames and several max-order
+    # stretches, the blocks reused from the previous frame and those walked again are exactly
+    # buddy_frame's, labels interned in the same order.
+    from kmem.page.buddy import BuddyAllocator
+    from kmem.show.snapshot import LabelTable, _BuddyFrames, buddy_frame
+
+    buddy = BuddyAllocator(100 * 4096, max_order=4, reserved=[(37 * 4096, 3 * 4096)])
+    incremental = _BuddyFrames(buddy, LabelTable())
+    table = LabelTable()
+    held: list[tuple[int, int]] = []
+    for order, pick in steps:
+        if pick % 3 or not held:
+            try:
+                held.append((buddy.alloc_pages(order), order))
+            except KmemError:
+                continue
+        else:
+            buddy.free_pages(*held.pop(pick % len(held)))
+        labels = {pfn: f"L{pfn % (labelled + 1)}" for pfn, _ in held[::2]}
+        assert incremental.frame(labels) == buddy_frame(buddy, table, labels)
+        assert incremental._table.labels == table.labels

@@ -53,6 +53,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.buddy import BuddyAllocator
+from kmem.page.mem_map import FREE, ORDER_MASK, RESERVED
 from kmem.show.explain import format_size
 from kmem.show.memory_map import iter_blocks
 from kmem.show.scenario import BUILTIN, Scenario, StepResult, load
@@ -122,6 +123,10 @@ def buddy_frame(
                 codes[index] = table.code(label)
     blocks = list(chain.from_iterable(
         zip([pfn for pfn, _, _ in walk], [order for _, order, _ in walk], codes, strict=True)))
+    return {"blocks": blocks, **_free_counts(buddy)}
+
+
+def _free_counts(buddy: BuddyAllocator) -> dict[str, Any]:
     nr_free = list(buddy.nr_free)
     free_lists = [
         buddy.free_blocks(order)[:MAX_LISTED] if count else [] for order, count in
@@ -129,12 +134,83 @@ def buddy_frame(
     ]
     free_pages = buddy.nr_free_pages
     return {
-        "blocks": blocks,
         "nr_free": nr_free,
         "free_lists": free_lists,
         "free_pages": free_pages,
         "used_pages": buddy.nr_pages - free_pages,
     }
+
+
+class _BuddyFrames:
+    """buddy_frame() for frame after frame of one replay, walking only the stretches of memory
+    that changed since the previous frame. Memory is cut at every max-order boundary (a block
+    is naturally aligned, so it never crosses one); a stretch whose mem_map ``state`` and
+    ``owner`` bytes (the columns kmem.page.mem_map documents) and labels are those of the
+    previous frame has the previous frame's blocks. A long trace's machine has thousands of
+    blocks and a frame touches a few stretches: walking every block of every frame was most of
+    the page builder's cost (tests/test_html.py checks the frames equal buddy_frame's)."""
+
+    def __init__(self, buddy: BuddyAllocator, table: LabelTable,
+                 large_kmalloc: str | None = None) -> None:
+        self._buddy = buddy
+        self._table = table
+        self._large_kmalloc = large_kmalloc
+        self._previous: list[tuple[object, list[int]] | None] = []
+
+    def frame(self, labels: dict[int, str]) -> dict[str, Any]:
+        buddy = self._buddy
+        state = buddy.mem_map.state
+        owner = buddy.mem_map.owner if self._large_kmalloc else None
+        nr_pages = buddy.nr_pages
+        shift = buddy.max_order
+        span = 1 << shift
+        nr_stretches = -(-nr_pages // span)
+        if len(self._previous) != nr_stretches:
+            self._previous = [None] * nr_stretches
+        labels_of: list[dict[int, str]] = [{} for _ in range(nr_stretches)]
+        for pfn, label in labels.items():
+            if 0 <= pfn < nr_pages:
+                labels_of[pfn >> shift][pfn] = label
+        parts = []
+        for index in range(nr_stretches):
+            start = index << shift
+            end = min(start + span, nr_pages)
+            key = (state[start:end], None if owner is None else owner[start:end],
+                   labels_of[index])
+            before = self._previous[index]
+            if before is not None and before[0] == key:
+                part = before[1]
+            else:
+                part = self._walk(start, end, labels_of[index])
+                self._previous[index] = (key, part)
+            parts.append(part)
+        return {"blocks": list(chain.from_iterable(parts)), **_free_counts(buddy)}
+
+    def _walk(self, start: int, end: int, labels: dict[int, str]) -> list[int]:
+        """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
+        them (its walk is BuddyAllocator.block_tuples': a reserved frame at a time, else a
+        block, free when its state has the FREE bit)."""
+        state = self._buddy.mem_map.state
+        owner = self._buddy.mem_map.owner if self._large_kmalloc else None
+        table = self._table
+        out: list[int] = []
+        pfn = start
+        while pfn < end:
+            kind = state[pfn]
+            if kind == RESERVED:
+                out += (pfn, 0, RESERVED_CODE)
+                pfn += 1
+                continue
+            order = kind & ORDER_MASK
+            code = FREE_CODE
+            if not kind & FREE:
+                label = labels.get(pfn)
+                if label is None and owner is not None and owner[pfn] == KMALLOC_LARGE_OWNER:
+                    label = self._large_kmalloc
+                code = table.code(label) if label else ALLOCATED_CODE
+            out += (pfn, order, code)
+            pfn += 1 << order
+        return out
 
 
 def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] | None = None
@@ -488,6 +564,7 @@ def trace_document(
         frames: list[dict[str, Any]] = []
         previous: ReplaySnapshot | None = None
         caches = _CacheFrames()
+        buddy_frames = _BuddyFrames(replayer.buddy, table, large_kmalloc="kmalloc:large")
         with ExitStack() as stack:
             batches: Iterable[EventBatch]
             if process is not None:
@@ -513,8 +590,7 @@ def trace_document(
                     frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
                 # Slab pages by cache, large kmalloc blocks; page events' blocks unlabelled.
                 slab_pages = replayer.slab.slab_pages()
-                frame.update(buddy_frame(replayer.buddy, table, slab_page_labels(slab_pages),
-                                         large_kmalloc="kmalloc:large"))
+                frame.update(buddy_frames.frame(slab_page_labels(slab_pages)))
                 frame["caches"] = caches.frames(replayer.slab, slab_pages)
                 frames.append(frame)
                 previous = snap
