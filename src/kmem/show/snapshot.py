@@ -146,45 +146,68 @@ class _BuddyFrames:
     that changed since the previous frame. Memory is cut at every max-order boundary (a block
     is naturally aligned, so it never crosses one); a stretch whose mem_map ``state`` and
     ``owner`` bytes (the columns kmem.page.mem_map documents) and labels are those of the
-    previous frame has the previous frame's blocks. A long trace's machine has thousands of
-    blocks and a frame touches a few stretches: walking every block of every frame was most of
-    the page builder's cost (tests/test_html.py checks the frames equal buddy_frame's)."""
+    previous frame has the previous frame's blocks. The changed stretches are found by halving:
+    a half whose bytes equal the previous frame's (one memcmp) is skipped whole. A long trace's
+    machine has thousands of blocks and a frame touches a few stretches: walking every block of
+    every frame was most of the page builder's cost (tests/test_html.py checks the frames equal
+    buddy_frame's)."""
 
     def __init__(self, buddy: BuddyAllocator, table: LabelTable,
                  large_kmalloc: str | None = None) -> None:
         self._buddy = buddy
         self._table = table
         self._large_kmalloc = large_kmalloc
-        self._previous: list[tuple[object, list[int]] | None] = []
+        self._parts: list[list[int]] = []  # each stretch's flat [pfn, order, code, ...]
+        self._state = b""  # the previous frame's state, owner (as bytes) and labels
+        self._owner = b""
+        self._labels: dict[int, str] = {}
 
     def frame(self, labels: dict[int, str]) -> dict[str, Any]:
         buddy = self._buddy
-        state = buddy.mem_map.state
-        owner = buddy.mem_map.owner if self._large_kmalloc else None
         nr_pages = buddy.nr_pages
         shift = buddy.max_order
-        span = 1 << shift
-        nr_stretches = -(-nr_pages // span)
-        if len(self._previous) != nr_stretches:
-            self._previous = [None] * nr_stretches
-        labels_of: list[dict[int, str]] = [{} for _ in range(nr_stretches)]
+        nr_stretches = -(-nr_pages // (1 << shift))
+        state = bytes(buddy.mem_map.state[:nr_pages])
+        owner = buddy.mem_map.owner.tobytes() if self._large_kmalloc else b""
+        walk: set[int] = set()
+        if len(self._parts) != nr_stretches:
+            self._parts = [[] for _ in range(nr_stretches)]
+            walk.update(range(nr_stretches))
+        else:
+            self._changed(self._state, state, 0, nr_stretches, shift, walk)
+            if owner:
+                width = buddy.mem_map.owner.itemsize.bit_length() - 1  # (bytes a page: 4)
+                self._changed(self._owner, owner, 0, nr_stretches, shift + width, walk)
+            before = self._labels
+            walk.update(pfn >> shift for pfn in labels.keys() ^ before.keys())
+            walk.update(pfn >> shift for pfn, label in labels.items()
+                        if before.get(pfn, label) != label)
+        walk &= set(range(nr_stretches))  # (a label off the end of memory labels no block)
+        labels_of: dict[int, dict[int, str]] = {index: {} for index in walk}
         for pfn, label in labels.items():
-            if 0 <= pfn < nr_pages:
-                labels_of[pfn >> shift][pfn] = label
-        parts = []
-        for index in range(nr_stretches):
+            mine = labels_of.get(pfn >> shift)
+            if mine is not None:
+                mine[pfn] = label
+        for index in sorted(walk):  # lowest first: the order labels are numbered in
             start = index << shift
-            end = min(start + span, nr_pages)
-            key = (state[start:end], None if owner is None else owner[start:end],
-                   labels_of[index])
-            before = self._previous[index]
-            if before is not None and before[0] == key:
-                part = before[1]
-            else:
-                part = self._walk(start, end, labels_of[index])
-                self._previous[index] = (key, part)
-            parts.append(part)
-        return {"blocks": list(chain.from_iterable(parts)), **_free_counts(buddy)}
+            self._parts[index] = self._walk(start, min(start + (1 << shift), nr_pages),
+                                            labels_of[index])
+        self._state, self._owner, self._labels = state, owner, dict(labels)
+        return {"blocks": list(chain.from_iterable(self._parts)), **_free_counts(buddy)}
+
+    @staticmethod
+    def _changed(before: bytes, now: bytes, low: int, high: int, shift: int, out: set[int]
+                 ) -> None:
+        """Add to ``out`` the stretches in [low, high) whose bytes (``1 << shift`` a stretch)
+        differ between ``before`` and ``now``."""
+        if before[low << shift:high << shift] == now[low << shift:high << shift]:
+            return
+        if high - low == 1:
+            out.add(low)
+            return
+        middle = (low + high) // 2
+        _BuddyFrames._changed(before, now, low, middle, shift, out)
+        _BuddyFrames._changed(before, now, middle, high, shift, out)
 
     def _walk(self, start: int, end: int, labels: dict[int, str]) -> list[int]:
         """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
