@@ -242,7 +242,8 @@ def test_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
     frames = reused = 0
     with open_trace(DD_TRACE) as lines:
         for _ in replayer.iter_batch_snapshots(TraceParser().parse_batches(lines), every=97):
-            pages = replayer.slab.slab_pages()
+            pages = incremental.slab_pages(replayer.slab)
+            assert pages == replayer.slab.slab_pages()
             fresh = cache_frames(replayer.slab, pages)
             before = dict(incremental._previous)
             assert incremental.frames(replayer.slab, pages) == fresh

@@ -284,9 +284,11 @@ _USED_CHARS_SHEAVES = bytes([ord("0"), ord("1"), ord("s"), ord("0")]) + bytes(25
 _CacheState = tuple[list[tuple[int, int, int, bytes]], int, int, "dict[str, Any] | None"]
 
 
-def _cache_state(cache: KmemCache) -> _CacheState:
+def _cache_state(cache: KmemCache, usage: list[tuple[int, int, int, bytes]] | None = None
+                 ) -> _CacheState:
     _, requested, allocated = cache.kmalloc_requests()
-    return cache.slab_usage(), int(requested), int(allocated), _sheaves(cache)
+    return (cache.slab_usage() if usage is None else usage, int(requested), int(allocated),
+            _sheaves(cache))
 
 
 def _cache_entry(cache: KmemCache, pfns: list[int], state: _CacheState, page_size: int
@@ -357,14 +359,23 @@ class _CacheFrames:
 
     def __init__(self) -> None:
         self._previous: dict[str, tuple[tuple[int, ...], _CacheState, dict[str, Any]]] = {}
+        self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
+
+    def slab_pages(self, slab: SlabAllocator) -> list[tuple[int, str]]:
+        """``slab.slab_pages()``, read from every cache's slab_usage(), which the next frames()
+        uses (reading the slabs once a frame, not once for the pages and again per cache)."""
+        self._usage = {cache.name: cache.slab_usage() for cache in slab.cache_list()}
+        return sorted((pfn, name) for name, usage in self._usage.items()
+                      for pfn, _, _, _ in usage)
 
     def frames(self, slab: SlabAllocator, slab_pages: list[tuple[int, str]]
                ) -> list[dict[str, Any]]:
         page_size = int(slab.buddy.page_size)
         out = []
         seen: dict[str, tuple[tuple[int, ...], _CacheState, dict[str, Any]]] = {}
+        usage_of, self._usage = self._usage, {}
         for cache, pfns in _shown_caches(slab, slab_pages):
-            state = _cache_state(cache)
+            state = _cache_state(cache, usage_of.get(cache.name))
             key = tuple(pfns)
             before = self._previous.get(cache.name)
             if before is not None and before[0] == key and before[1] == state:
@@ -620,7 +631,7 @@ def trace_document(
                     frame["source"] = f"events {previous.events + 1}-{snap.events}"
                     frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
                 # Slab pages by cache, large kmalloc blocks; page events' blocks unlabelled.
-                slab_pages = replayer.slab.slab_pages()
+                slab_pages = caches.slab_pages(replayer.slab)
                 frame.update(buddy_frames.frame(slab_page_labels(slab_pages)))
                 frame["caches"] = caches.frames(replayer.slab, slab_pages)
                 frames.append(frame)
