@@ -33,6 +33,7 @@ as Linux frees such slabs from an RCU callback after a grace period.
 
 from __future__ import annotations
 
+import operator
 import threading
 from array import array
 from collections.abc import Callable, Sequence
@@ -598,7 +599,8 @@ class KmemCache:
             return 0, 0, 0
         sizes = self._kmalloc_sizes
         calls = sum(requests[sizes.start:sizes.stop])
-        requested = sum(size * requests[size] for size in sizes)
+        # (at C speed: kmalloc-8k's sizes are 4,096 entries, summed for every frame of a page)
+        requested = sum(map(operator.mul, sizes, requests[sizes.start:sizes.stop:sizes.step]))
         return calls, requested, calls * self.size
 
     # -- reports -------------------------------------------------------------------------------
