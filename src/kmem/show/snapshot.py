@@ -297,31 +297,34 @@ def _cache_entry(cache: KmemCache, pfns: list[int], state: _CacheState, page_siz
     # One row per slab (slab_usage(): the slabs' used bytes), not one object at a time: a busy
     # cache of a long trace holds hundreds of thousands of objects, and it changes every frame.
     slab_usage, requested, allocated, sheaves = state
-    usage = {pfn: (inuse, base, used) for pfn, inuse, base, used in slab_usage}
-    order = sorted(set(pfns) | {pfn for pfn, (inuse, _, _) in usage.items() if inuse})
+    rows = slab_usage
+    if pfns != [row[0] for row in slab_usage]:  # (slab pages read at another moment)
+        usage = {row[0]: row for row in slab_usage}
+        rows = [usage.get(pfn, (pfn, 0, 0, b"")) for pfn in
+                sorted(set(pfns) | {pfn for pfn, inuse, _, _ in slab_usage if inuse})]
     chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
     slabs: list[list[Any]] = []
-    for pfn in order[:MAX_SLABS_LISTED]:
-        inuse, base, used = usage.get(pfn, (0, 0, b""))
+    for pfn, inuse, base, used in rows[:MAX_SLABS_LISTED]:
         # (a slab without a user's object says the address of its first page)
         entry: list[Any] = [pfn, inuse, total, base if inuse else pfn * page_size]
         if total <= MAX_OBJECT_BITS:  # (a slab of a fallback order has fewer objects)
             entry.append(used.translate(chars).decode("ascii").ljust(total, "0"))
         slabs.append(entry)
-    counts = [usage[pfn][0] if pfn in usage else 0 for pfn in order]
+    counts = [row[1] for row in rows]
     full = counts.count(total)
     empty = counts.count(0)
+    nr_slabs = len(rows)
     return {
         "name": str(cache.name),
         "object_size": int(cache.object_size),
         "size": int(cache.slab_size),
         "objs_per_slab": total,
         "order": int(cache.order),
-        "active_objs": sum(inuse for inuse, _, _ in usage.values()),
-        "num_objs": total * len(order),
-        "nr_slabs": len(order),
+        "active_objs": sum(counts),
+        "num_objs": total * nr_slabs,
+        "nr_slabs": nr_slabs,
         "full": full,
-        "partial": len(order) - full - empty,
+        "partial": nr_slabs - full - empty,
         "empty": empty,
         "slabs": slabs,
         "bytes_requested": requested,
@@ -358,7 +361,7 @@ class _CacheFrames:
     cache_frames')."""
 
     def __init__(self) -> None:
-        self._previous: dict[str, tuple[tuple[int, ...], _CacheState, dict[str, Any]]] = {}
+        self._previous: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
         self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
 
     def slab_pages(self, slab: SlabAllocator) -> list[tuple[int, str]]:
@@ -368,21 +371,25 @@ class _CacheFrames:
         return sorted((pfn, name) for name, usage in self._usage.items()
                       for pfn, _, _, _ in usage)
 
-    def frames(self, slab: SlabAllocator, slab_pages: list[tuple[int, str]]
-               ) -> list[dict[str, Any]]:
+    def frames(self, slab: SlabAllocator) -> list[dict[str, Any]]:
+        """cache_frames(slab), from the slab_usage() read by the last slab_pages(slab)."""
         page_size = int(slab.buddy.page_size)
         out = []
-        seen: dict[str, tuple[tuple[int, ...], _CacheState, dict[str, Any]]] = {}
+        seen: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
         usage_of, self._usage = self._usage, {}
-        for cache, pfns in _shown_caches(slab, slab_pages):
-            state = _cache_state(cache, usage_of.get(cache.name))
-            key = tuple(pfns)
+        for cache in slab.cache_list():  # (as _shown_caches chooses them)
+            usage = usage_of.get(cache.name)
+            if usage is None:
+                usage = cache.slab_usage()
+            if cache.is_kmalloc and not usage:
+                continue
+            state = _cache_state(cache, usage)  # (the slabs' pfns are in their usage)
             before = self._previous.get(cache.name)
-            if before is not None and before[0] == key and before[1] == state:
-                entry = before[2]
+            if before is not None and before[0] == state:
+                entry = before[1]
             else:
-                entry = _cache_entry(cache, pfns, state, page_size)
-            seen[cache.name] = (key, state, entry)
+                entry = _cache_entry(cache, [row[0] for row in usage], state, page_size)
+            seen[cache.name] = (state, entry)
             out.append(entry)
         self._previous = seen
         return out
@@ -633,7 +640,7 @@ def trace_document(
                 # Slab pages by cache, large kmalloc blocks; page events' blocks unlabelled.
                 slab_pages = caches.slab_pages(replayer.slab)
                 frame.update(buddy_frames.frame(slab_page_labels(slab_pages)))
-                frame["caches"] = caches.frames(replayer.slab, slab_pages)
+                frame["caches"] = caches.frames(replayer.slab)
                 frames.append(frame)
                 previous = snap
     finally:
