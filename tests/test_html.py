@@ -242,12 +242,12 @@ def test_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
     frames = reused = 0
     with open_trace(DD_TRACE) as lines:
         for _ in replayer.iter_batch_snapshots(TraceParser().parse_batches(lines), every=97):
-            pages = incremental.slab_pages(replayer.slab)
-            assert pages == replayer.slab.slab_pages()
+            labels = incremental.slab_labels(replayer.slab)
+            pages = replayer.slab.slab_pages()
+            assert labels == slab_page_labels(pages)
             fresh = cache_frames(replayer.slab, pages)
             before = dict(incremental._previous)
             assert incremental.frames(replayer.slab) == fresh
-            labels = slab_page_labels(pages)
             assert buddy_frames.frame(labels) == buddy_frame(
                 replayer.buddy, table, labels, large_kmalloc="kmalloc:large")
             assert buddy_frames._table.labels == table.labels

@@ -293,14 +293,15 @@ def _cache_state(cache: KmemCache, usage: list[tuple[int, int, int, bytes]] | No
             _sheaves(cache))
 
 
-def _cache_entry(cache: KmemCache, pfns: list[int], state: _CacheState, page_size: int
+def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, page_size: int
                  ) -> dict[str, Any]:
+    """The cache's entry; ``pfns`` None: its slabs are those of its slab_usage()."""
     total = int(cache.objs_per_slab)
     # One row per slab (slab_usage(): the slabs' used bytes), not one object at a time: a busy
     # cache of a long trace holds hundreds of thousands of objects, and it changes every frame.
     slab_usage, requested, allocated, sheaves = state
     rows = slab_usage
-    if pfns != [row[0] for row in slab_usage]:  # (slab pages read at another moment)
+    if pfns is not None and pfns != [row[0] for row in slab_usage]:  # (read at another time)
         usage = {row[0]: row for row in slab_usage}
         rows = [usage.get(pfn, (pfn, 0, 0, b"")) for pfn in
                 sorted(set(pfns) | {pfn for pfn, inuse, _, _ in slab_usage if inuse})]
@@ -366,15 +367,16 @@ class _CacheFrames:
         self._previous: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
         self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
 
-    def slab_pages(self, slab: SlabAllocator) -> list[tuple[int, str]]:
-        """``slab.slab_pages()``, read from every cache's slab_usage(), which the next frames()
-        uses (reading the slabs once a frame, not once for the pages and again per cache)."""
+    def slab_labels(self, slab: SlabAllocator) -> dict[int, str]:
+        """``slab_page_labels(slab.slab_pages())``, read from every cache's slab_usage(), which
+        the next frames() uses (the slabs read once a frame, not for the pages and again per
+        cache)."""
         self._usage = {cache.name: cache.slab_usage() for cache in slab.cache_list()}
-        return sorted((pfn, name) for name, usage in self._usage.items()
-                      for pfn, _, _, _ in usage)
+        return slab_page_labels((pfn, name) for name, usage in self._usage.items()
+                                for pfn, _, _, _ in usage)
 
     def frames(self, slab: SlabAllocator) -> list[dict[str, Any]]:
-        """cache_frames(slab), from the slab_usage() read by the last slab_pages(slab)."""
+        """cache_frames(slab), from the slab_usage() read by the last slab_labels(slab)."""
         page_size = int(slab.buddy.page_size)
         out = []
         seen: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
@@ -390,7 +392,7 @@ class _CacheFrames:
             if before is not None and before[0] == state:
                 entry = before[1]
             else:
-                entry = _cache_entry(cache, [row[0] for row in usage], state, page_size)
+                entry = _cache_entry(cache, None, state, page_size)
             seen[cache.name] = (state, entry)
             out.append(entry)
         self._previous = seen
@@ -640,8 +642,7 @@ def trace_document(
                     frame["source"] = f"events {previous.events + 1}-{snap.events}"
                     frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
                 # Slab pages by cache, large kmalloc blocks; page events' blocks unlabelled.
-                slab_pages = caches.slab_pages(replayer.slab)
-                frame.update(buddy_frames.frame(slab_page_labels(slab_pages)))
+                frame.update(buddy_frames.frame(caches.slab_labels(replayer.slab)))
                 frame["caches"] = caches.frames(replayer.slab)
                 frames.append(frame)
                 previous = snap
