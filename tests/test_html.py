@@ -10,10 +10,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from kmem.cli.main import main
 from kmem.cli.serve import make_server
+from kmem.errors import KmemError
 from kmem.show.html_page import build_page, scenario_page
 from kmem.show.scenario import load, parse
 from kmem.show.snapshot import FREE_CODE, LABEL_BASE, scenario_document
@@ -220,26 +223,177 @@ def test_block_encoding_matches_its_plain_definition(width: int) -> None:
 
 
 @pytest.mark.parametrize("policy", ["slub", "slab"])
-def test_cache_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
+def test_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
     # trace_document reuses a cache's entry while its counters and slabs stay the same (the
     # page builder walks only the caches that changed): at every frame, the entries must be
     # exactly those cache_frames computes from nothing.
     from fixture_files import DD_TRACE
-    from kmem.show.snapshot import _CacheFrames, cache_frames
+    from kmem.show.scenario_slab import slab_page_labels
+    from kmem.show.snapshot import LabelTable, _BuddyFrames, _CacheFrames, buddy_frame, cache_frames
     from kmem.trace.parse import TraceParser
     from kmem.trace.replay import Replayer
     from kmem.trace.source import open_trace
 
     replayer = Replayer(memory=64 << 20, policy=policy)
     incremental = _CacheFrames()
+    # (and the blocks: _BuddyFrames walks only the stretches of memory that changed)
+    table = LabelTable()
+    buddy_frames = _BuddyFrames(replayer.buddy, LabelTable(), large_kmalloc="kmalloc:large")
     frames = reused = 0
     with open_trace(DD_TRACE) as lines:
         for _ in replayer.iter_batch_snapshots(TraceParser().parse_batches(lines), every=97):
+            labels = incremental.slab_labels(replayer.slab)
             pages = replayer.slab.slab_pages()
+            assert labels == slab_page_labels(pages)
             fresh = cache_frames(replayer.slab, pages)
             before = dict(incremental._previous)
-            assert incremental.frames(replayer.slab, pages) == fresh
-            reused += sum(1 for name, (_, _, entry) in incremental._previous.items()
-                          if name in before and before[name][2] is entry)
+            assert incremental.frames(replayer.slab) == fresh
+            assert buddy_frames.frame(labels) == buddy_frame(
+                replayer.buddy, table, labels, large_kmalloc="kmalloc:large")
+            assert buddy_frames._table.labels == table.labels
+            reused += sum(1 for name, (_, entry) in incremental._previous.items()
+                          if name in before and before[name][1] is entry)
             frames += 1
     assert frames > 100 and reused > 0  # (the reuse happened, and was right)
+
+
+# -- the slab rows of a frame, against live_objects() ---------------------------------------------
+
+def _entry_slabs_from_objects(cache: Any, pfns: list[int], page_size: int) -> dict[str, Any]:
+    """The reference: a cache entry's slab rows and counts from live_objects() and sheaves(),
+    one object at a time (how the page builder computed them before slab_usage())."""
+    from kmem.show.snapshot import MAX_OBJECT_BITS, MAX_SLABS_LISTED
+
+    total, slot = cache.objs_per_slab, cache.slab_size
+    objects = cache.live_objects()
+    inuse: dict[int, int] = {}
+    for obj in objects:
+        inuse[obj.slab_pfn] = inuse.get(obj.slab_pfn, 0) + 1
+    order = sorted(set(pfns) | inuse.keys())
+    rows = []
+    for pfn in order[:MAX_SLABS_LISTED]:
+        mine = [obj for obj in objects if obj.slab_pfn == pfn]
+        base = mine[0].address - mine[0].index * slot if mine else pfn * page_size
+        row: list[Any] = [pfn, len(mine), total, base]
+        if total <= MAX_OBJECT_BITS:
+            bits = ["0"] * total
+            for obj in mine:
+                bits[obj.index] = "1"
+            row.append(bits)
+        rows.append(row)
+    held = [address for _, _, sheaf in getattr(cache, "sheaves", list)() for address in sheaf]
+    extents = cache.slab_extents()
+    for address in held if getattr(cache, "sheaf_capacity", 0) else []:
+        head = next(pfn for pfn, order_ in extents
+                    if pfn <= address // page_size < pfn + (1 << order_))
+        for row in rows:
+            if row[0] == head and len(row) > 4:
+                row[4][(address - row[3]) // slot] = "s"
+    for row in rows:
+        if len(row) > 4:
+            row[4] = "".join(row[4])
+    counts = [inuse.get(pfn, 0) for pfn in order]
+    return {"active_objs": len(objects), "nr_slabs": len(order), "slabs": rows,
+            "full": counts.count(total), "empty": counts.count(0),
+            "num_objs": total * len(order)}
+
+
+_CACHE_KINDS = ["slub", "slab", "slub-debug", "slub-sheaves"]
+
+
+def _slab_world(kind: str) -> tuple[Any, Any]:
+    from kmem.page.buddy import BuddyAllocator
+    from kmem.slab.allocator import SlabAllocator
+    from kmem.slab.flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
+
+    policy = "slab" if kind == "slab" else "slub"
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=2, policy=policy, kernel="6.18")
+    flags = SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER if kind == "slub-debug" else 0
+    cache = slab.kmem_cache_create("objects", 200, flags=flags,
+                                   sheaf_capacity=4 if kind == "slub-sheaves" else 0)
+    return slab, cache
+
+
+_steps = st.lists(st.tuples(st.booleans(), st.integers(0, 1), st.integers(0, 1 << 16)),
+                  max_size=120)
+
+
+@pytest.mark.parametrize("kind", _CACHE_KINDS)
+@settings(max_examples=25, deadline=None)
+@given(steps=_steps)
+def test_slab_usage_agrees_with_live_objects(kind: str, steps: list[tuple[bool, int, int]]
+                                              ) -> None:
+    # slab_usage() is the per-slab view of live_objects(): after every alloc and free, each
+    # slab's users, object 0 and used bytes say exactly which objects live_objects() lists
+    # (sheaf-held objects, used 2, are no user's: not live).
+    from kmem.slab.slabs import SHEAF_HELD
+
+    _slab, cache = _slab_world(kind)
+    held: list[int] = []
+    for alloc, cpu, pick in steps:
+        if alloc or not held:
+            held.append(cache.alloc(cpu))
+        else:
+            cache.free(held.pop(pick % len(held)), cpu)
+        usage = cache.slab_usage()
+        assert [pfn for pfn, _, _, _ in usage] == [pfn for pfn, _ in cache.slab_extents()]
+        listed = [(pfn, index, base + index * cache.slab_size)
+                  for pfn, _, base, used in usage for index, mark in enumerate(used)
+                  if mark == 1]
+        assert listed == [(o.slab_pfn, o.index, o.address) for o in cache.live_objects()]
+        assert all(inuse == used.count(1) for _, inuse, _, used in usage)
+        in_sheaves = sorted(a for _, _, sheaf in getattr(cache, "sheaves", list)() for a in sheaf)
+        assert sorted(base + index * cache.slab_size for _, _, base, used in usage
+                      for index, mark in enumerate(used) if mark == SHEAF_HELD) == in_sheaves
+
+
+@pytest.mark.parametrize("kind", _CACHE_KINDS)
+@settings(max_examples=25, deadline=None)
+@given(steps=_steps)
+def test_cache_entries_match_their_objects(kind: str, steps: list[tuple[bool, int, int]]
+                                           ) -> None:
+    # The page's slab rows (from slab_usage()) are those the cache's objects say, one by one,
+    # "s" marking the objects waiting in a sheaf.
+    from kmem.show.snapshot import cache_frames
+
+    slab, cache = _slab_world(kind)
+    held: list[int] = []
+    for alloc, cpu, pick in steps:
+        if alloc or not held:
+            held.append(cache.alloc(cpu))
+        else:
+            cache.free(held.pop(pick % len(held)), cpu)
+        pages = slab.slab_pages()
+        (entry,) = [e for e in cache_frames(slab, pages) if e["name"] == "objects"]
+        pfns = [pfn for pfn, name in pages if name == "objects"]
+        expected = _entry_slabs_from_objects(cache, pfns, slab.buddy.page_size)
+        assert {key: entry[key] for key in expected} == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 16)), max_size=80),
+       labelled=st.integers(0, 7))
+def test_buddy_frames_walk_only_what_changed(steps: list[tuple[int, int]], labelled: int
+                                             ) -> None:
+    # After every alloc and free on a machine with reserved frames and several max-order
+    # stretches, the blocks reused from the previous frame and those walked again are exactly
+    # buddy_frame's, labels interned in the same order.
+    from kmem.page.buddy import BuddyAllocator
+    from kmem.show.snapshot import LabelTable, _BuddyFrames, buddy_frame
+
+    # (25 stretches of 4 pages: more than the 16 compared at a time)
+    buddy = BuddyAllocator(100 * 4096, max_order=2, reserved=[(37 * 4096, 3 * 4096)])
+    incremental = _BuddyFrames(buddy, LabelTable())
+    table = LabelTable()
+    held: list[tuple[int, int]] = []
+    for order, pick in steps:
+        if pick % 3 or not held:
+            try:
+                held.append((buddy.alloc_pages(order), order))
+            except KmemError:
+                continue
+        else:
+            buddy.free_pages(*held.pop(pick % len(held)))
+        labels = {pfn: f"L{pfn % (labelled + 1)}" for pfn, _ in held[::2]}
+        assert incremental.frame(labels) == buddy_frame(buddy, table, labels)
+        assert incremental._table.labels == table.labels

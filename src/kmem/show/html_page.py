@@ -17,6 +17,8 @@ import html
 import json
 from functools import cache
 from importlib import resources
+from itertools import repeat
+from operator import lshift, or_
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,13 @@ def encode_blocks(blocks: list[int], width: int) -> str:
         raise ValueError(f"block code {max(codes)} does not fit in {width} digits")
     if width <= 2:  # (nearly every page: a table of every value's digits, one lookup a block)
         digits = _digit_table(width)
-        return "".join([digits[(code << _ORDER_BITS) | order]
-                        for order, code in zip(blocks[1::3], codes, strict=True)])
+        orders = blocks[1::3]
+        if len(orders) != len(codes):
+            raise ValueError("blocks must be [pfn, order, code, ...] triples")
+        # (maps of C functions, no Python bytecode a block: a long trace's page encodes
+        # millions of blocks)
+        return "".join(map(digits.__getitem__, map(
+            or_, map(lshift, codes, repeat(_ORDER_BITS)), orders)))
     alphabet = BLOCK_ALPHABET
     out = []
     for order, code in zip(blocks[1::3], codes, strict=True):

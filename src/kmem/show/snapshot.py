@@ -34,8 +34,9 @@ without replaying from the start, and frames of a long trace are sampled, so the
 Sources: ``scenario_document`` runs a scenario (kmem.show.scenario); ``trace_document`` replays a
 trace through kmem.trace.replay's Replayer, taking its snapshots every lines/max_frames
 events; both read allocator state only through public queries (``iter_blocks``, ``nr_free``,
-``free_blocks``, ``slab_pages()``, ``cache_list()``, ``live_objects()``, ``stats()``, and
-the mem_map's documented ``owner`` column, where the slab layer marks large kmalloc blocks).
+``free_blocks``, ``slab_pages()``, ``cache_list()``, ``slab_usage()``, ``kmalloc_requests()``,
+``sheaves()``, and the mem_map's documented ``owner`` column, where the slab layer marks large
+kmalloc blocks).
 """
 
 from __future__ import annotations
@@ -44,16 +45,15 @@ import lzma
 import os
 import re
 import zlib
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from itertools import chain
-from operator import attrgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.buddy import BuddyAllocator
+from kmem.page.mem_map import FREE, ORDER_MASK, RESERVED
 from kmem.show.explain import format_size
 from kmem.show.memory_map import iter_blocks
 from kmem.show.scenario import BUILTIN, Scenario, StepResult, load
@@ -65,7 +65,6 @@ from kmem.slab.slub_sheaves import PercpuSheavesCache
 
 if TYPE_CHECKING:
     from kmem.slab.cache import KmemCache
-    from kmem.slab.stats import CacheStats
     from kmem.trace.events import EventBatch
     from kmem.trace.replay import ReplaySnapshot
 
@@ -124,6 +123,10 @@ def buddy_frame(
                 codes[index] = table.code(label)
     blocks = list(chain.from_iterable(
         zip([pfn for pfn, _, _ in walk], [order for _, order, _ in walk], codes, strict=True)))
+    return {"blocks": blocks, **_free_counts(buddy)}
+
+
+def _free_counts(buddy: BuddyAllocator) -> dict[str, Any]:
     nr_free = list(buddy.nr_free)
     free_lists = [
         buddy.free_blocks(order)[:MAX_LISTED] if count else [] for order, count in
@@ -131,12 +134,116 @@ def buddy_frame(
     ]
     free_pages = buddy.nr_free_pages
     return {
-        "blocks": blocks,
         "nr_free": nr_free,
         "free_lists": free_lists,
         "free_pages": free_pages,
         "used_pages": buddy.nr_pages - free_pages,
     }
+
+
+class _BuddyFrames:
+    """buddy_frame() for frame after frame of one replay, walking only the stretches of memory
+    that changed since the previous frame. Memory is cut at every max-order boundary (a block
+    is naturally aligned, so it never crosses one); a stretch whose mem_map ``state`` and
+    ``owner`` bytes (the columns kmem.page.mem_map documents) and labels are those of the
+    previous frame has the previous frame's blocks. Stretches are compared 16 at a time first
+    (one memcmp skips 16 unchanged ones). A long trace's machine has thousands of blocks and a
+    frame touches a few stretches: walking every block of every frame was most of the page
+    builder's cost (tests/test_html.py checks the frames equal buddy_frame's)."""
+
+    def __init__(self, buddy: BuddyAllocator, table: LabelTable,
+                 large_kmalloc: str | None = None) -> None:
+        self._buddy = buddy
+        self._table = table
+        self._large_kmalloc = large_kmalloc
+        self._parts: list[list[int]] = []  # each stretch's flat [pfn, order, code, ...]
+        # The previous frame's state and owner bytes (copied into, never reallocated: a
+        # 64 GiB machine's owner column is 64 MiB) and labels.
+        self._state = bytearray()
+        self._owner = bytearray()
+        self._labels: dict[int, str] = {}
+
+    def frame(self, labels: dict[int, str]) -> dict[str, Any]:
+        buddy = self._buddy
+        mem_map = buddy.mem_map
+        nr_pages = buddy.nr_pages
+        shift = buddy.max_order
+        nr_stretches = -(-nr_pages // (1 << shift))
+        width = mem_map.owner.itemsize.bit_length() - 1  # (bytes an owner entry: 4)
+        walk: set[int] = set()
+        with memoryview(mem_map.state) as state, memoryview(mem_map.owner) as owner_items, \
+                owner_items.cast("B") as owner:
+            if len(self._parts) != nr_stretches or len(self._state) != len(state):
+                self._parts = [[] for _ in range(nr_stretches)]
+                self._state = bytearray(state)
+                self._owner = bytearray(owner) if self._large_kmalloc else bytearray()
+                walk.update(range(nr_stretches))
+            else:
+                _changed_stretches(self._state, state, nr_stretches, shift, walk)
+                self._state[:] = state
+                if self._large_kmalloc:
+                    _changed_stretches(self._owner, owner, nr_stretches, shift + width, walk)
+                    self._owner[:] = owner
+        before = self._labels
+        if labels != before:  # (the labels added, removed or changed, found at C speed)
+            walk.update(pfn >> shift for pfn, _ in labels.items() ^ before.items())
+        walk &= set(range(nr_stretches))  # (a label off the end of memory labels no block)
+        labels_of: dict[int, dict[int, str]] = {index: {} for index in walk}
+        for pfn, label in labels.items():
+            mine = labels_of.get(pfn >> shift)
+            if mine is not None:
+                mine[pfn] = label
+        for index in sorted(walk):  # lowest first: the order labels are numbered in
+            start = index << shift
+            self._parts[index] = self._walk(start, min(start + (1 << shift), nr_pages),
+                                            labels_of[index])
+        self._labels = dict(labels)
+        blocks: list[int] = []
+        for part in self._parts:  # (a list's += copies at C speed; chain goes item by item)
+            blocks += part
+        return {"blocks": blocks, **_free_counts(buddy)}
+
+    def _walk(self, start: int, end: int, labels: dict[int, str]) -> list[int]:
+        """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
+        them (its walk is BuddyAllocator.block_tuples': a reserved frame at a time, else a
+        block, free when its state has the FREE bit)."""
+        state = self._buddy.mem_map.state
+        owner = self._buddy.mem_map.owner if self._large_kmalloc else None
+        table = self._table
+        out: list[int] = []
+        pfn = start
+        while pfn < end:
+            kind = state[pfn]
+            if kind == RESERVED:
+                out += (pfn, 0, RESERVED_CODE)
+                pfn += 1
+                continue
+            order = kind & ORDER_MASK
+            code = FREE_CODE
+            if not kind & FREE:
+                label = labels.get(pfn)
+                if label is None and owner is not None and owner[pfn] == KMALLOC_LARGE_OWNER:
+                    label = self._large_kmalloc
+                code = table.code(label) if label else ALLOCATED_CODE
+            out += (pfn, order, code)
+            pfn += 1 << order
+        return out
+
+
+def _changed_stretches(before: bytearray, now: memoryview, nr_stretches: int, shift: int,
+                       out: set[int]) -> None:
+    """Add to ``out`` the stretches (``1 << shift`` bytes each) whose bytes differ between
+    ``before`` and ``now``: 16 stretches a comparison, then the stretches of those that
+    differ (slices of a few KiB: a slice of a whole column would be copied every frame)."""
+    group = 16
+    for low in range(0, nr_stretches, group):
+        start, end = low << shift, min(low + group, nr_stretches) << shift
+        if before[start:end] == now[start:end].tobytes():
+            continue
+        for index in range(low, min(low + group, nr_stretches)):
+            start, end = index << shift, (index + 1) << shift
+            if before[start:end] != now[start:end].tobytes():
+                out.add(index)
 
 
 def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] | None = None
@@ -146,12 +253,13 @@ def cache_frames(slab: SlabAllocator | None, slab_pages: list[tuple[int, str]] |
     Every cache a user created, and the kmalloc caches that have slabs (a machine boots dozens
     of empty kmalloc caches; listing them all would hide the interesting ones). A slab is
     ``[head pfn, objects in use, objects, address of object 0, used]`` where ``used`` is a
-    string of "0"/"1" per object (only for slabs of at most 64 objects); all from
-    ``slab_pages()`` (or the ``slab_pages`` the caller has just read) and ``live_objects()``.
+    string of "0"/"1" per object (only for slabs of at most 64 objects; "s" an object waiting in
+    a sheaf); all from ``slab_pages()`` (or the ``slab_pages`` the caller has just read) and
+    ``slab_usage()``.
     """
     if slab is None:
         return []
-    return [_cache_entry(cache, pfns, cache.stats(), int(slab.buddy.page_size))
+    return [_cache_entry(cache, pfns, _cache_state(cache), int(slab.buddy.page_size))
             for cache, pfns in _shown_caches(slab, slab_pages)]
 
 
@@ -167,71 +275,74 @@ def _shown_caches(slab: SlabAllocator, slab_pages: list[tuple[int, str]] | None
         yield cache, pfns
 
 
-def _cache_entry(cache: KmemCache, pfns: list[int], stats: CacheStats, page_size: int
+# Slab.used bytes as a frame's used string: 0 free, 1 a user's, 2 in a sheaf ("s" where the
+# cache has sheaves), 3 waiting for kfree_rcu (no user holds it: "0", as live_objects() says).
+_USED_CHARS = bytes([ord("0"), ord("1"), ord("0"), ord("0")]) + bytes(252)
+_USED_CHARS_SHEAVES = bytes([ord("0"), ord("1"), ord("s"), ord("0")]) + bytes(252)
+
+
+# What a cache's entry in a frame is made of, besides the cache's fixed geometry and its slab
+# pfns: slab_usage(), the kmalloc bytes requested and allocated, the sheaves (or None).
+_CacheState = tuple[list[tuple[int, int, int, bytes]], int, int, "dict[str, Any] | None"]
+
+
+def _cache_state(cache: KmemCache, usage: list[tuple[int, int, int, bytes]] | None = None
+                 ) -> _CacheState:
+    _, requested, allocated = cache.kmalloc_requests()
+    return (cache.slab_usage() if usage is None else usage, int(requested), int(allocated),
+            _sheaves(cache))
+
+
+def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, page_size: int
                  ) -> dict[str, Any]:
+    """The cache's entry; ``pfns`` None: its slabs are those of its slab_usage()."""
     total = int(cache.objs_per_slab)
-    slot = int(cache.slab_size)
-    objects = cache.live_objects()  # by address: slab after slab, by ascending pfn
-    # Objects per slab counted at C speed; only the listed slabs' objects are walked one by
-    # one (for their used bits), and those come first in ``objects``.
-    inuse = Counter(map(_SLAB_PFN, objects))
-    order = sorted(set(pfns) | inuse.keys())
-    listed = order[:MAX_SLABS_LISTED]
-    walk = sum(inuse[pfn] for pfn in listed)
-    used: dict[int, list[int]] = {pfn: [] for pfn in listed}
-    base: dict[int, int] = {}  # address of object 0 (after a colour offset or red zone)
-    for obj in objects[:walk]:
-        used[obj.slab_pfn].append(obj.index)
-        base[obj.slab_pfn] = obj.address - obj.index * slot
+    # One row per slab (slab_usage(): the slabs' used bytes), not one object at a time: a busy
+    # cache of a long trace holds hundreds of thousands of objects, and it changes every frame.
+    slab_usage, requested, allocated, sheaves = state
+    rows = slab_usage
+    if pfns is not None and pfns != [row[0] for row in slab_usage]:  # (read at another time)
+        usage = {row[0]: row for row in slab_usage}
+        rows = [usage.get(pfn, (pfn, 0, 0, b"")) for pfn in
+                sorted(set(pfns) | {pfn for pfn, inuse, _, _ in slab_usage if inuse})]
+    chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
     slabs: list[list[Any]] = []
-    for pfn in listed:
-        indices = used[pfn]
-        entry: list[Any] = [pfn, len(indices), total, base.get(pfn, pfn * page_size)]
-        if total <= MAX_OBJECT_BITS:
-            bits = ["0"] * total
-            for index in indices:
-                bits[index] = "1"
-            entry.append("".join(bits))
+    for pfn, inuse, base, used in rows[:MAX_SLABS_LISTED]:
+        # (a slab without a user's object says the address of its first page)
+        entry: list[Any] = [pfn, inuse, total, base if inuse else pfn * page_size]
+        if total <= MAX_OBJECT_BITS:  # (a slab of a fallback order has fewer objects)
+            entry.append(used.translate(chars).decode("ascii").ljust(total, "0"))
         slabs.append(entry)
-    sheaves = _sheaves(cache)
-    if sheaves is not None:  # the objects waiting in sheaves, marked "s"
-        by_head = {row[0]: row for row in slabs if len(row) > 4}
-        head_mask = ~((1 << cache.order) - 1)  # (a slab is a buddy block: aligned)
-        for address in sheaves.pop("_held"):
-            row = by_head.get(address // page_size & head_mask)
-            if row is not None:
-                index = (address - row[3]) // slot
-                row[4] = row[4][:index] + "s" + row[4][index + 1:]
-    full = sum(1 for pfn in order if inuse[pfn] == total)
-    empty = sum(1 for pfn in order if not inuse[pfn])
+    counts = [row[1] for row in rows]
+    full = counts.count(total)
+    empty = counts.count(0)
+    nr_slabs = len(rows)
     return {
         "name": str(cache.name),
         "object_size": int(cache.object_size),
         "size": int(cache.slab_size),
         "objs_per_slab": total,
         "order": int(cache.order),
-        "active_objs": len(objects),
-        "num_objs": total * len(order),
-        "nr_slabs": len(order),
+        "active_objs": sum(counts),
+        "num_objs": total * nr_slabs,
+        "nr_slabs": nr_slabs,
         "full": full,
-        "partial": len(order) - full - empty,
+        "partial": nr_slabs - full - empty,
         "empty": empty,
         "slabs": slabs,
-        "bytes_requested": int(stats.bytes_requested),
-        "bytes_allocated": int(stats.bytes_allocated),
+        "bytes_requested": requested,
+        "bytes_allocated": allocated,
         **({"sheaves": sheaves} if sheaves is not None else {}),
     }
 
 
 def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
-    """A cache's sheaves for a frame (None without sheaves); "_held": the objects in them."""
+    """A cache's sheaves for a frame (None without sheaves)."""
     if not isinstance(cache, PercpuSheavesCache) or not cache.sheaf_capacity:
         return None
     cpus = [[0, -1] for _ in range(cache.nr_cpus)]
     full = empty = 0
-    held: list[int] = []
     for place, cpu, sheaf in cache.sheaves():
-        held.extend(sheaf)
         if place == "main":
             cpus[cpu][0] = len(sheaf)
         elif place == "spare":
@@ -241,38 +352,48 @@ def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
         elif place == "barn_empty":
             empty += 1
     return {"capacity": int(cache.sheaf_capacity), "cpus": cpus, "barn_full": full,
-            "barn_empty": empty, "_held": held}
-
-
-_SLAB_PFN = attrgetter("slab_pfn")
+            "barn_empty": empty}
 
 
 class _CacheFrames:
     """cache_frames() for frame after frame of one replay, at the cost of the caches that
-    changed: a cache whose counters (CacheStats: every alloc and free moves one) and slabs are
-    those of the previous frame has the previous frame's entry, without walking its objects.
-    A long trace's busy caches hold most objects, but most caches sit still between frames,
-    and walking every live object of every cache for every frame made the page builder's cost
-    grow with the frames asked for (tests/test_html.py checks the entries equal
+    changed: a cache whose slabs, slab_usage() (every alloc and free changes a used byte),
+    kmalloc bytes and sheaves are those of the previous frame has the previous frame's entry,
+    which is made of nothing else. Most caches sit still between frames, and comparing their
+    state costs a few byte-string comparisons (tests/test_html.py checks the entries equal
     cache_frames')."""
 
     def __init__(self) -> None:
-        self._previous: dict[str, tuple[tuple[int, ...], CacheStats, dict[str, Any]]] = {}
+        self._previous: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
+        self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
 
-    def frames(self, slab: SlabAllocator, slab_pages: list[tuple[int, str]]
-               ) -> list[dict[str, Any]]:
+    def slab_labels(self, slab: SlabAllocator) -> dict[int, str]:
+        """``slab_page_labels(slab.slab_pages())``, read from every cache's slab_usage(), which
+        the next frames() uses (the slabs read once a frame, not for the pages and again per
+        cache)."""
+        self._usage = {cache.name: cache.slab_usage() for cache in slab.cache_list()}
+        return slab_page_labels((pfn, name) for name, usage in self._usage.items()
+                                for pfn, _, _, _ in usage)
+
+    def frames(self, slab: SlabAllocator) -> list[dict[str, Any]]:
+        """cache_frames(slab), from the slab_usage() read by the last slab_labels(slab)."""
         page_size = int(slab.buddy.page_size)
         out = []
-        seen: dict[str, tuple[tuple[int, ...], CacheStats, dict[str, Any]]] = {}
-        for cache, pfns in _shown_caches(slab, slab_pages):
-            stats = cache.stats()
-            key = tuple(pfns)
+        seen: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
+        usage_of, self._usage = self._usage, {}
+        for cache in slab.cache_list():  # (as _shown_caches chooses them)
+            usage = usage_of.get(cache.name)
+            if usage is None:
+                usage = cache.slab_usage()
+            if cache.is_kmalloc and not usage:
+                continue
+            state = _cache_state(cache, usage)  # (the slabs' pfns are in their usage)
             before = self._previous.get(cache.name)
-            if before is not None and before[0] == key and before[1] == stats:
-                entry = before[2]
+            if before is not None and before[0] == state:
+                entry = before[1]
             else:
-                entry = _cache_entry(cache, pfns, stats, page_size)
-            seen[cache.name] = (key, stats, entry)
+                entry = _cache_entry(cache, None, state, page_size)
+            seen[cache.name] = (state, entry)
             out.append(entry)
         self._previous = seen
         return out
@@ -496,6 +617,7 @@ def trace_document(
         frames: list[dict[str, Any]] = []
         previous: ReplaySnapshot | None = None
         caches = _CacheFrames()
+        buddy_frames = _BuddyFrames(replayer.buddy, table, large_kmalloc="kmalloc:large")
         with ExitStack() as stack:
             batches: Iterable[EventBatch]
             if process is not None:
@@ -520,10 +642,8 @@ def trace_document(
                     frame["source"] = f"events {previous.events + 1}-{snap.events}"
                     frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
                 # Slab pages by cache, large kmalloc blocks; page events' blocks unlabelled.
-                slab_pages = replayer.slab.slab_pages()
-                frame.update(buddy_frame(replayer.buddy, table, slab_page_labels(slab_pages),
-                                         large_kmalloc="kmalloc:large"))
-                frame["caches"] = caches.frames(replayer.slab, slab_pages)
+                frame.update(buddy_frames.frame(caches.slab_labels(replayer.slab)))
+                frame["caches"] = caches.frames(replayer.slab)
                 frames.append(frame)
                 previous = snap
     finally:
