@@ -35,13 +35,15 @@ from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
 
 LAYOUTS = {
-    "small": (ZoneLayout("Normal", 0, 2048, 2048, 2048),),
-    "two-zones": (ZoneLayout("DMA", 1, 1023, 1000, 900),
-                  ZoneLayout("Normal", 1024, 3072, 3072, 3000)),
+    # Big enough that the order-0 traffic mostly stays over the high watermark, where the
+    # fast paths run; the big orders and frees on other CPUs push it below now and then.
+    "normal-64M": (ZoneLayout("Normal", 0, 16384, 16384, 16384),),
+    "two-zones": (ZoneLayout("DMA", 1, 4095, 4000, 3900),
+                  ZoneLayout("Normal", 4096, 12288, 12288, 12000)),
 }
 GFPS = [GFP_KERNEL, GFP_KERNEL, GFP_HIGHUSER_MOVABLE, GFP_KERNEL | __GFP_RECLAIMABLE,
         GFP_ATOMIC, GFP_NOWAIT, GFP_DMA, "GFP_KERNEL", -1, 1 << 40]
-ORDERS = [0, 0, 0, 0, 0, 1, 2, 3, 9, -1, 11, True, 2**70, "0", None]
+ORDERS = [0] * 12 + [1, 2, 3, 9, -1, 11, True, 2**70, "0", None]
 ODD = st.sampled_from([-1, 2**70, 1 << 31, True, None, "1", 1.0])
 
 
@@ -103,7 +105,7 @@ def machine_state(machine: PageMachine) -> tuple[Any, ...]:
 
 @needs_compiled
 def test_the_compiled_core_serves_the_machine() -> None:
-    compiled, pure = _twins(lambda: PageMachine(MachineLayout(LAYOUTS["small"]), nr_cpus=2))
+    compiled, pure = _twins(lambda: PageMachine(MachineLayout(LAYOUTS["normal-64M"]), nr_cpus=2))
     assert core is not None
     assert isinstance(getattr(compiled.alloc_pages, "__self__", None), core.PcpCore)
     assert pure.alloc_pages.__func__ is PageMachine.alloc_pages  # type: ignore[attr-defined]
@@ -147,6 +149,21 @@ class PcpLockstep(RuleBasedStateMachine):
             if kind != "ok":
                 return
             self.live.append((pfn, order, cpu))
+
+    @rule(ops=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2),
+                                 st.sampled_from(GFPS[:6])), min_size=1, max_size=80))
+    def order0_traffic(self, ops: list[tuple[int, int, int]]) -> None:
+        """What the fast paths serve: order-0 allocations and frees mixed on several CPUs
+        (a free of the newest or the oldest block, as 0 or 1 says; 2 allocates)."""
+        for what, cpu, gfp in ops:
+            cpu %= self.pair[0].nr_cpus
+            if what == 2 or not self.live:
+                kind, pfn = self._both(lambda m: m.alloc_pages(0, gfp, cpu))  # noqa: B023
+                if kind == "ok":
+                    self.live.append((pfn, 0, cpu))
+            else:
+                pfn, order, _ = self.live.pop(-1 if what else 0)
+                self._both(functools.partial(_free, pfn=pfn, order=order, cpu=cpu))
 
     @rule(data=st.data())
     def alloc_by_keyword(self, data: st.DataObject) -> None:
