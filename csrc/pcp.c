@@ -13,6 +13,7 @@
  * The page machine is not thread-safe (its pure path takes no lock), so neither is this.
  */
 #include "kmem_core.h"
+#include <structmember.h>
 
 #define PCP_STATE 0xC0
 #define PAGEBLOCK_ORDER 9
@@ -32,6 +33,13 @@ typedef struct {
     int32_t *next, *prev;
     Py_ssize_t nr_pages, links_len, nr_pageblocks;
     long nr_cpus, alloc_highatomic, alloc_reserves, alloc_kswapd, wmark_high;
+    /* PerCpuPages has __slots__: its fields are read and written at their offsets. */
+    PyTypeObject *pcp_type;
+    Py_ssize_t off_heads, off_count, off_high, off_high_min, off_high_max, off_batch, off_flags,
+        off_free_count, off_alloc_factor;
+    /* machine._zonelist's zones' [start_pfn, end_pfn) (Final attributes). */
+    Py_ssize_t nr_zones;
+    long long zone_start[8], zone_end[8];
 } PcpCore;
 
 /* Interned attribute names. */
@@ -114,6 +122,79 @@ set_ll(PyObject *obj, PyObject *name, long long value)
     return rc;
 }
 
+/* The instance dict of a zone or the machine (plain attributes, no descriptors), borrowed;
+ * NULL with an exception set. */
+static PyObject *
+instance_dict(PyObject *obj)
+{
+    PyObject **where = _PyObject_GetDictPtr(obj);
+    if (where == NULL || *where == NULL || !PyDict_CheckExact(*where)) {
+        PyErr_SetString(PyExc_TypeError, "PcpCore: an object without an instance dict");
+        return NULL;
+    }
+    return *where;
+}
+
+/* dict[name] as a long long: 0, 1 (not an exact int or absent: slow path), -1 (error). */
+static int
+dget_ll(PyObject *dict, PyObject *name, long long *out)
+{
+    PyObject *value = PyDict_GetItemWithError(dict, name);
+    if (value == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    if (!PyLong_CheckExact(value))
+        return 1;
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    return overflow ? 1 : 0;
+}
+
+/* The truth of dict[name] (a bool): 0/1, 1 for anything else (slow), -1 (error). */
+static int
+dget_flag(PyObject *dict, PyObject *name)
+{
+    PyObject *value = PyDict_GetItemWithError(dict, name);
+    if (value == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    return value == Py_False ? 0 : 1;
+}
+
+static int
+dset_ll(PyObject *dict, PyObject *name, long long value)
+{
+    PyObject *number = PyLong_FromLongLong(value);
+    if (number == NULL)
+        return -1;
+    int rc = PyDict_SetItem(dict, name, number);
+    Py_DECREF(number);
+    return rc;
+}
+
+/* A PerCpuPages slot as a long long: 0, 1 (unset or not an exact int: slow). */
+static inline int
+sget_ll(PyObject *pcp, Py_ssize_t offset, long long *out)
+{
+    PyObject *value = *(PyObject **)((char *)pcp + offset);
+    if (value == NULL || !PyLong_CheckExact(value))
+        return 1;
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    return overflow ? 1 : 0;
+}
+
+static inline int
+sset_ll(PyObject *pcp, Py_ssize_t offset, long long value)
+{
+    PyObject *number = PyLong_FromLongLong(value);
+    if (number == NULL)
+        return -1;
+    PyObject **where = (PyObject **)((char *)pcp + offset);
+    PyObject *old = *where;
+    *where = number;
+    Py_XDECREF(old);
+    return 0;
+}
+
 /* An exact int argument in [lo, hi): 0 and its value, or 1 (slow path). */
 static int
 small_arg(PyObject *arg, long lo, long hi, long *out)
@@ -136,11 +217,12 @@ link_index(const PcpCore *core, long long link)
 
 /* pcp->lists head index of (pcp, order-0 list of mt), or 1 (slow path) / -1 (error). */
 static int
-list_head(PyObject *pcp, long mt, long long *head)
+list_head(const PcpCore *core, PyObject *pcp, long mt, long long *head)
 {
-    PyObject *heads = PyObject_GetAttr(pcp, s_heads);
+    PyObject *heads = *(PyObject **)((char *)pcp + core->off_heads);
     if (heads == NULL)
-        return -1;
+        return 1;
+    Py_INCREF(heads);
     int rc = 1;
     if (PyList_CheckExact(heads) && mt < PyList_GET_SIZE(heads)) {
         PyObject *item = PyList_GET_ITEM(heads, mt);
@@ -156,17 +238,18 @@ list_head(PyObject *pcp, long mt, long long *head)
 
 /* zone.pcps[cpu] (a new reference), NULL with an exception, or NULL without one (slow). */
 static PyObject *
-zone_pcp(PyObject *zone, long cpu)
+zone_pcp(const PcpCore *core, PyObject *zone_dict, long cpu)
 {
-    PyObject *pcps = PyObject_GetAttr(zone, s_pcps);
+    PyObject *pcps = PyDict_GetItemWithError(zone_dict, s_pcps);
     if (pcps == NULL)
         return NULL;
     PyObject *pcp = NULL;
     if (PyList_CheckExact(pcps) && cpu < PyList_GET_SIZE(pcps)) {
         pcp = PyList_GET_ITEM(pcps, cpu);
+        if (Py_TYPE(pcp) != core->pcp_type)
+            return NULL;
         Py_INCREF(pcp);
     }
-    Py_DECREF(pcps);
     return pcp;
 }
 
@@ -211,18 +294,27 @@ pcp_alloc_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObjec
         goto slow;
     zone = PyTuple_GET_ITEM(zonelist, 0);
     Py_INCREF(zone);
+    PyObject *zd = instance_dict(zone), *md = instance_dict(core->machine);
+    if (zd == NULL || md == NULL)
+        goto error;
     /* get_page_from_freelist's first zone: not below high, and over the high mark on
      * zone_watermark_fast's order-0 shortcut. */
-    TRY(get_bool(zone, s_below_high));  /* true: the slow path */
-    TRY(get_ll(zone, s_free_pages, &free));
+    TRY(dget_flag(zd, s_below_high));  /* true: the slow path */
+    TRY(dget_ll(zd, s_free_pages, &free));
     if (fast_flags & core->alloc_reserves)
         unusable = 0;
     else
-        TRY(get_ll(zone, s_nr_free_highatomic, &unusable));
-    TRY(get_ll(zone, s_watermark_boost, &boost));
-    if ((watermark = PyObject_GetAttr(zone, s_watermark)) == NULL ||
-        (reserve = PyObject_GetAttr(zone, s_lowmem_reserve)) == NULL)
-        goto error;
+        TRY(dget_ll(zd, s_nr_free_highatomic, &unusable));
+    TRY(dget_ll(zd, s_watermark_boost, &boost));
+    if ((watermark = PyDict_GetItemWithError(zd, s_watermark)) == NULL ||
+        (reserve = PyDict_GetItemWithError(zd, s_lowmem_reserve)) == NULL) {
+        watermark = reserve = NULL;
+        if (PyErr_Occurred())
+            goto error;
+        goto slow;
+    }
+    Py_INCREF(watermark);
+    Py_INCREF(reserve);
     if (!PyList_CheckExact(watermark) || PyList_GET_SIZE(watermark) <= core->wmark_high ||
         !PyTuple_CheckExact(reserve) || PyTuple_GET_SIZE(reserve) <= highest ||
         !PyLong_CheckExact(PyList_GET_ITEM(watermark, core->wmark_high)) ||
@@ -235,14 +327,14 @@ pcp_alloc_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObjec
     if (!(free - (free < unusable ? free : unusable) > mark + boost + lowmem))
         goto slow;
     if (fast_flags & core->alloc_kswapd)
-        TRY(get_bool(zone, s_boosted_watermark)); /* boosted: wakeup_kswapd, the slow path */
+        TRY(dget_flag(zd, s_boosted_watermark)); /* boosted: wakeup_kswapd, the slow path */
     /* rmqueue_pcplist: a non-empty list. */
-    if ((pcp = zone_pcp(zone, cpu)) == NULL) {
+    if ((pcp = zone_pcp(core, zd, cpu)) == NULL) {
         if (PyErr_Occurred())
             goto error;
         goto slow;
     }
-    TRY(list_head(pcp, mt, &head));
+    TRY(list_head(core, pcp, mt, &head));
     Py_ssize_t head_at = link_index(core, head);
     if (head_at < 0 || head_at >= core->links_len)
         goto slow;
@@ -250,23 +342,23 @@ pcp_alloc_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObjec
     if (pfn < 0 || pfn >= core->nr_pages)
         goto slow;
     long long free_count, count, numa_hit, allocations;
-    TRY(get_ll(pcp, s_free_count, &free_count));
-    TRY(get_ll(pcp, s_count, &count));
-    TRY(get_ll(zone, s_numa_hit, &numa_hit));
-    TRY(get_ll(core->machine, s_allocations, &allocations));
+    TRY(sget_ll(pcp, core->off_free_count, &free_count));
+    TRY(sget_ll(pcp, core->off_count, &count));
+    TRY(dget_ll(zd, s_numa_hit, &numa_hit));
+    TRY(dget_ll(md, s_allocations, &allocations));
     Py_ssize_t before = link_index(core, core->prev[pfn]), after = link_index(core, core->next[pfn]);
     if (before < 0 || before >= core->links_len || after < 0 || after >= core->links_len)
         goto slow;
     /* Every check passed: the state changes, in the pure path's order. */
-    if (set_ll(pcp, s_free_count, free_count >> 1) < 0)
+    if (sset_ll(pcp, core->off_free_count, free_count >> 1) < 0)
         goto error;
     core->next[before] = core->next[pfn];
     core->prev[after] = core->prev[pfn];
-    if (set_ll(pcp, s_count, count - 1) < 0 || set_ll(zone, s_numa_hit, numa_hit + 1) < 0)
+    if (sset_ll(pcp, core->off_count, count - 1) < 0 || dset_ll(zd, s_numa_hit, numa_hit + 1) < 0)
         goto error;
     core->state[pfn] = KMEM_ALLOCATED;
     core->alloc_mt[pfn] = (unsigned char)mt;
-    if (set_ll(core->machine, s_allocations, allocations + 1) < 0)
+    if (dset_ll(md, s_allocations, allocations + 1) < 0)
         goto error;
     Py_DECREF(zone);
     Py_DECREF(pcp);
@@ -298,14 +390,9 @@ pcp_free_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObject
         (nargs == 3 && small_arg(args[2], 0, core->nr_cpus, &cpu)))
         goto slow;
     /* The zone of pfn (machine._zone_of). */
-    Py_ssize_t nr_zones = PyTuple_GET_SIZE(core->zonelist);
-    for (Py_ssize_t i = 0; i < nr_zones; i++) {
-        PyObject *candidate = PyTuple_GET_ITEM(core->zonelist, i);
-        long long start, end;
-        if (get_ll(candidate, s_start_pfn, &start) || get_ll(candidate, s_end_pfn, &end))
-            goto slow_or_error;
-        if (start <= pfn && pfn < end) {
-            zone = candidate;
+    for (Py_ssize_t i = 0; i < core->nr_zones; i++) {
+        if (core->zone_start[i] <= pfn && pfn < core->zone_end[i]) {
+            zone = PyTuple_GET_ITEM(core->zonelist, i);
             Py_INCREF(zone);
             break;
         }
@@ -316,23 +403,26 @@ pcp_free_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObject
     if (block >= core->nr_pageblocks || core->pageblock_mt[block] >= MIGRATE_PCPTYPES)
         goto slow;  /* isolated or highatomic pageblocks */
     long mt = core->pageblock_mt[block];
-    if ((pcp = zone_pcp(zone, cpu)) == NULL) {
+    PyObject *zd = instance_dict(zone), *md = instance_dict(core->machine);
+    if (zd == NULL || md == NULL)
+        goto error;
+    if ((pcp = zone_pcp(core, zd, cpu)) == NULL) {
         if (PyErr_Occurred())
             goto error;
         goto slow;
     }
     long long head, count, high, high_min, high_max, batch, flags, free_count, alloc_factor,
         frees;
-    TRY(list_head(pcp, mt, &head));
-    TRY(get_ll(pcp, s_count, &count));
-    TRY(get_ll(pcp, s_high, &high));
-    TRY(get_ll(pcp, s_high_min, &high_min));
-    TRY(get_ll(pcp, s_high_max, &high_max));
-    TRY(get_ll(pcp, s_batch, &batch));
-    TRY(get_ll(pcp, s_flags, &flags));
-    TRY(get_ll(pcp, s_free_count, &free_count));
-    TRY(get_ll(pcp, s_alloc_factor, &alloc_factor));
-    TRY(get_ll(core->machine, s_frees, &frees));
+    TRY(list_head(core, pcp, mt, &head));
+    TRY(sget_ll(pcp, core->off_count, &count));
+    TRY(sget_ll(pcp, core->off_high, &high));
+    TRY(sget_ll(pcp, core->off_high_min, &high_min));
+    TRY(sget_ll(pcp, core->off_high_max, &high_max));
+    TRY(sget_ll(pcp, core->off_batch, &batch));
+    TRY(sget_ll(pcp, core->off_flags, &flags));
+    TRY(sget_ll(pcp, core->off_free_count, &free_count));
+    TRY(sget_ll(pcp, core->off_alloc_factor, &alloc_factor));
+    TRY(dget_ll(md, s_frees, &frees));
     if (batch < 0 || batch >= (1LL << 40))
         goto slow;
     /* nr_pcp_high(batch, free_high=False) without its tuning branches: the clamped high, on a
@@ -343,9 +433,9 @@ pcp_free_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObject
         clamped = high_max;
     if (clamped <= 0 || count + 1 >= clamped)
         goto slow;
-    TRY(get_bool(zone, s_reclaim_active));
+    TRY(dget_flag(zd, s_reclaim_active));
     if (high_min != high_max)
-        TRY(get_bool(zone, s_below_high));
+        TRY(dget_flag(zd, s_below_high));
     Py_ssize_t head_at = link_index(core, head);
     if (head_at < 0 || head_at >= core->links_len)
         goto slow;
@@ -353,29 +443,26 @@ pcp_free_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObject
     if (first < 0 || first >= core->links_len)
         goto slow;
     /* Every check passed: the state changes of free_pages + free_frozen_page_commit. */
-    if (set_ll(core->machine, s_frees, frees + 1) < 0 ||
-        set_ll(pcp, s_alloc_factor, alloc_factor >> 1) < 0)
+    if (dset_ll(md, s_frees, frees + 1) < 0 ||
+        sset_ll(pcp, core->off_alloc_factor, alloc_factor >> 1) < 0)
         goto error;
     core->next[pfn] = core->next[head_at];
     core->prev[pfn] = (int32_t)head;
     core->prev[first] = (int32_t)pfn;
     core->next[head_at] = (int32_t)pfn;
     core->state[pfn] = PCP_STATE;
-    if (set_ll(pcp, s_count, count + 1) < 0)
+    if (sset_ll(pcp, core->off_count, count + 1) < 0)
         goto error;
     if ((flags & PCPF_PREV_FREE_HIGH_ORDER) &&
-        set_ll(pcp, s_flags, flags & ~(long long)PCPF_PREV_FREE_HIGH_ORDER) < 0)
+        sset_ll(pcp, core->off_flags, flags & ~(long long)PCPF_PREV_FREE_HIGH_ORDER) < 0)
         goto error;
-    if (free_count < batch << PCP_BATCH_SCALE_MAX && set_ll(pcp, s_free_count, free_count + 1) < 0)
+    if (free_count < batch << PCP_BATCH_SCALE_MAX && sset_ll(pcp, core->off_free_count, free_count + 1) < 0)
         goto error;
-    if (set_ll(pcp, s_high, clamped) < 0)
+    if (sset_ll(pcp, core->off_high, clamped) < 0)
         goto error;
     Py_DECREF(zone);
     Py_DECREF(pcp);
     Py_RETURN_NONE;
-slow_or_error:
-    if (PyErr_Occurred())
-        goto error;
 slow:
     Py_XDECREF(zone);
     Py_XDECREF(pcp);
@@ -392,19 +479,40 @@ pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
     static char *keywords[] = {"machine", "state", "alloc_mt", "pageblock_mt", "next", "prev",
                                "nr_pages", "nr_cpus", "gfp_kernel", "alloc_highatomic",
                                "alloc_reserves", "alloc_kswapd", "wmark_high", "pure_alloc_pages",
-                               "pure_free_pages", NULL};
+                               "pure_free_pages", "pcp_type", NULL};
     PyObject *machine, *state, *alloc_mt, *pageblock_mt, *next, *prev, *gfp_kernel, *pa, *pf;
+    PyTypeObject *pcp_type;
     Py_ssize_t nr_pages;
     long nr_cpus, highatomic, reserves, kswapd, wmark_high;
     if (core->machine != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a PcpCore is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOnlOllllOO", keywords, &machine, &state,
-                                     &alloc_mt, &pageblock_mt, &next, &prev, &nr_pages, &nr_cpus,
-                                     &gfp_kernel, &highatomic, &reserves, &kswapd, &wmark_high,
-                                     &pa, &pf))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOnlOllllOOO!", keywords, &machine,
+                                     &state, &alloc_mt, &pageblock_mt, &next, &prev, &nr_pages,
+                                     &nr_cpus, &gfp_kernel, &highatomic, &reserves, &kswapd,
+                                     &wmark_high, &pa, &pf, &PyType_Type, &pcp_type))
         return -1;
+    struct { const char *name; Py_ssize_t *offset; } slots[] = {
+        {"_heads", &core->off_heads}, {"count", &core->off_count}, {"high", &core->off_high},
+        {"high_min", &core->off_high_min}, {"high_max", &core->off_high_max},
+        {"batch", &core->off_batch}, {"flags", &core->off_flags},
+        {"free_count", &core->off_free_count}, {"alloc_factor", &core->off_alloc_factor},
+    };
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
+        PyObject *descr = PyObject_GetAttrString((PyObject *)pcp_type, slots[i].name);
+        if (descr == NULL)
+            return -1;
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        if (ok)
+            *slots[i].offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "PcpCore: %s is not a __slots__ field", slots[i].name);
+            return -1;
+        }
+    }
     PyObject *plans = PyObject_GetAttrString(machine, "_plans");
     if (plans == NULL)
         return -1;
@@ -421,6 +529,20 @@ pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
     }
     core->plans = plans;
     core->zonelist = zonelist;
+    core->nr_zones = PyTuple_GET_SIZE(zonelist);
+    if (core->nr_zones > 8) {
+        PyErr_SetString(PyExc_ValueError, "PcpCore: more than 8 zones");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < core->nr_zones; i++) {
+        PyObject *zone = PyTuple_GET_ITEM(zonelist, i);
+        if (get_ll(zone, s_start_pfn, &core->zone_start[i]) != 0 ||
+            get_ll(zone, s_end_pfn, &core->zone_end[i]) != 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "PcpCore: zone bounds must be ints");
+            return -1;
+        }
+    }
     if (kmem_get_buffer(state, &core->state_view, 1, "state") < 0)
         return -1;
     core->state = core->state_view.buf;
@@ -453,6 +575,7 @@ pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
     /* The machine owns its core (machine.alloc_pages is bound to it): keep only a weak
      * link back would be cleaner, but a strong one with GC support is simpler and safe. */
     core->machine = Py_NewRef(machine);
+    core->pcp_type = (PyTypeObject *)Py_NewRef(pcp_type);
     core->gfp_kernel = Py_NewRef(gfp_kernel);
     core->pure_alloc = Py_NewRef(pa);
     core->pure_free = Py_NewRef(pf);
@@ -468,6 +591,7 @@ pcp_core_traverse(PcpCore *core, visitproc visit, void *arg)
     Py_VISIT(core->pure_alloc);
     Py_VISIT(core->pure_free);
     Py_VISIT(core->gfp_kernel);
+    Py_VISIT(core->pcp_type);
     return 0;
 }
 
@@ -480,6 +604,7 @@ pcp_core_clear(PcpCore *core)
     Py_CLEAR(core->pure_alloc);
     Py_CLEAR(core->pure_free);
     Py_CLEAR(core->gfp_kernel);
+    Py_CLEAR(core->pcp_type);
     return 0;
 }
 

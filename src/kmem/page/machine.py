@@ -259,7 +259,8 @@ class PageMachine:
             nr_pages=self.nr_pages, nr_cpus=self.nr_cpus, gfp_kernel=GFP_KERNEL,
             alloc_highatomic=ALLOC_HIGHATOMIC, alloc_reserves=ALLOC_RESERVES,
             alloc_kswapd=ALLOC_KSWAPD, wmark_high=WMARK_HIGH,
-            pure_alloc_pages=self.alloc_pages, pure_free_pages=self.free_pages)
+            pure_alloc_pages=self.alloc_pages, pure_free_pages=self.free_pages,
+            pcp_type=PerCpuPages)
         self.alloc_pages = pcp_core.alloc_pages  # type: ignore[method-assign]
         self.free_pages = pcp_core.free_pages  # type: ignore[method-assign]
 
