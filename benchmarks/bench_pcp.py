@@ -6,9 +6,9 @@ served by the list) against a BuddyAllocator pair (alloc_pages(0), free_pages(pf
 the same build and the same process, pure (the buddy's core hidden, as bench_core does) and
 compiled. Issue target: pcp pair <= 1.3x the plain buddy pair, each way.
 
-The page machine has no compiled core yet: its figure is the same for both columns, and the
-ratio against the compiled buddy shows what a C fast path (csrc/pcp.c) has to win. Each timing
-is the median of several rounds (shared machines are noisy: the lead runs them quiet).
+The page machine's pcp pair runs in csrc/pcp.c (PcpCore) on the compiled core; the pure column
+builds the machine with that core hidden, as the buddy's. Each timing is the median of several
+rounds (shared machines are noisy: the lead runs them quiet).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import kmem.page.buddy as buddy_module
+import kmem.page.machine as machine_module
 from kmem import BuddyAllocator, core_backend
 from kmem.page.gfp import GFP_KERNEL
 from kmem.page.machine import PageMachine
@@ -30,13 +31,15 @@ PAIRS = 200_000
 
 @contextlib.contextmanager
 def _pure() -> Iterator[None]:
-    names = vars(buddy_module)
-    saved = names["core"]
-    names["core"] = None
+    modules = (vars(buddy_module), vars(machine_module))
+    saved = [names["core"] for names in modules]
+    for names in modules:
+        names["core"] = None
     try:
         yield
     finally:
-        names["core"] = saved
+        for names, core in zip(modules, saved, strict=True):
+            names["core"] = core
 
 
 def _median_ns(work: Callable[[], None], n: int) -> float:
@@ -61,8 +64,9 @@ def buddy_pair_ns(pure: bool, n: int = PAIRS) -> float:
     return _median_ns(work, n)
 
 
-def pcp_pair_ns(n: int = PAIRS) -> float:
-    machine = PageMachine(nr_cpus=2)
+def pcp_pair_ns(pure: bool, n: int = PAIRS) -> float:
+    with _pure() if pure else contextlib.nullcontext():
+        machine = PageMachine(nr_cpus=2)
     alloc_pages, free_pages = machine.alloc_pages, machine.free_pages
     free_pages(alloc_pages(0, GFP_KERNEL, 0), 0, 0)  # the one refill, before timing
 
@@ -75,11 +79,11 @@ def pcp_pair_ns(n: int = PAIRS) -> float:
 
 def run() -> dict[str, object]:
     figures: dict[str, object] = {"core": core_backend()}
-    pcp = pcp_pair_ns()
     for name, pure in (("pure", True), ("compiled", False)):
         if not pure and core_backend() != "compiled":
             continue
         buddy = buddy_pair_ns(pure)
+        pcp = pcp_pair_ns(pure)
         figures[f"buddy_order0_pair_{name}_ns"] = round(buddy)
         figures[f"pcp_order0_pair_{name}_ns"] = round(pcp)
         figures[f"pcp_vs_buddy_{name} (target <= 1.3)"] = round(pcp / buddy, 2)

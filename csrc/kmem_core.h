@@ -35,6 +35,10 @@ extern PyTypeObject kmem_BuddyZoneType;
 extern PyTypeObject kmem_SlabCacheCoreType;
 extern PyTypeObject kmem_KmallocCoreType;
 extern PyTypeObject kmem_ArenaCoreType;
+extern PyTypeObject kmem_PcpCoreType;
+
+/* pcp.c: interns the attribute names PcpCore's fast paths read. */
+int kmem_pcp_init(void);
 
 /* arena.c: readies ArenaCore and the pid cache its lock records. */
 int kmem_arena_init(void);

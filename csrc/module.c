@@ -24,7 +24,8 @@ PyInit__core(void)
 {
     if (PyType_Ready(&kmem_BuddyZoneType) < 0 || PyType_Ready(&kmem_SlabCacheCoreType) < 0 ||
         PyType_Ready(&kmem_KmallocCoreType) < 0 || kmem_array_layout_ok() < 0 ||
-        kmem_arena_init() < 0)
+        kmem_arena_init() < 0 || kmem_pcp_init() < 0 ||
+        PyType_Ready(&kmem_PcpCoreType) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
@@ -33,6 +34,7 @@ PyInit__core(void)
         PyModule_AddObjectRef(module, "SlabCacheCore", (PyObject *)&kmem_SlabCacheCoreType) < 0 ||
         PyModule_AddObjectRef(module, "KmallocCore", (PyObject *)&kmem_KmallocCoreType) < 0 ||
         PyModule_AddObjectRef(module, "ArenaCore", (PyObject *)&kmem_ArenaCoreType) < 0 ||
+        PyModule_AddObjectRef(module, "PcpCore", (PyObject *)&kmem_PcpCoreType) < 0 ||
         PyModule_AddObjectRef(module, "SLAB_FAST_PATHS",
                               kmem_slab_fast_paths ? Py_True : Py_False) < 0) {
         Py_DECREF(module);

@@ -43,8 +43,10 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Final, NamedTuple
 
+from kmem._compiled import core
 from kmem.errors import (
     DoubleFreeError,
     InvalidArgumentError,
@@ -93,6 +95,7 @@ from kmem.page.watermarks import (
     ALLOC_KSWAPD,
     ALLOC_NO_WATERMARKS,
     ALLOC_NOFRAGMENT,
+    ALLOC_RESERVES,
     ALLOC_WMARK_LOW,
     ALLOC_WMARK_MASK,
     DEFAULT_LOWMEM_RESERVE_RATIO,
@@ -241,6 +244,25 @@ class PageMachine:
         self.allocations = 0
         self.frees = 0
         self.failures = 0
+        # The core this machine runs on (None: the pure one), chosen once, here.
+        self.compiled_core: Final = core if self.pcp_enabled else None
+        if self.compiled_core is not None:
+            self._use_compiled_core(self.compiled_core)
+
+    def _use_compiled_core(self, compiled: ModuleType) -> None:
+        """Serve order-0 pcp hits in the compiled core (csrc/pcp.c, kmem._core.PcpCore): it
+        works on this machine's own objects and mem_map columns, and hands every other call
+        (refills, drains, other orders, errors), before any change, to the methods below."""
+        pcp_core = compiled.PcpCore(
+            machine=self, state=self._state, alloc_mt=self._alloc_mt,
+            pageblock_mt=self.pageblock_mt, next=self.mem_map.next, prev=self.mem_map.prev,
+            nr_pages=self.nr_pages, nr_cpus=self.nr_cpus, gfp_kernel=GFP_KERNEL,
+            alloc_highatomic=ALLOC_HIGHATOMIC, alloc_reserves=ALLOC_RESERVES,
+            alloc_kswapd=ALLOC_KSWAPD, wmark_high=WMARK_HIGH,
+            pure_alloc_pages=self.alloc_pages, pure_free_pages=self.free_pages,
+            pcp_type=PerCpuPages)
+        self.alloc_pages = pcp_core.alloc_pages  # type: ignore[method-assign]
+        self.free_pages = pcp_core.free_pages  # type: ignore[method-assign]
 
     # -- boot --------------------------------------------------------------------------------
 
