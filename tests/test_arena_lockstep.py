@@ -237,7 +237,8 @@ def test_corrupt_words_never_crash_the_compiled_paths(
             results = []
             results = [outcome(functools.partial(_corrupt_call, arena, which, address))
                        for arena in (compiled, pure)]
-            assert results[0] == results[1]
+            # (the same error naming each its own file)
+            assert repr(results[0]) == repr(results[1]).replace(str(twin), str(path))
     finally:
         compiled.close()
         pure.close()

@@ -190,7 +190,7 @@ def missing_outputs(command: str, cwd: Path) -> list[str]:
     words = shlex.split(command, comments=True)
     missing = []
     for option, value in itertools.pairwise(words):
-        if option in OUTPUT_OPTIONS:
+        if option in OUTPUT_OPTIONS and not value.startswith("-"):  # (slabtop -o is a flag)
             path = cwd / value
             if not (path.is_dir() and any(path.iterdir())) and not (
                     path.is_file() and path.stat().st_size):
