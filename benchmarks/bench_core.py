@@ -144,9 +144,8 @@ def mixed(make: Callable[[], Any] | None, n: int = 300_000, nr_pages: int = 16_3
     picks = [rng.random() for _ in range(n)]
 
     def work() -> float:
-        if make is None:
-            counter = iter(range(1 << 40)).__next__
-            alloc_pages: Callable[[int], int] = lambda order: counter()  # noqa: E731
+        if make is None:  # C builtins of the same arity: a compiled method costs no less
+            alloc_pages: Callable[[int], int] = abs
             free_pages: Callable[[int, int], object] = max
         else:
             allocator = make()
