@@ -146,7 +146,11 @@ usage = resource.getrusage(resource.RUSAGE_SELF)
 parser = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": elapsed, "cpu_seconds": usage.ru_utime + usage.ru_stime,
                   "parser_cpu_seconds": parser.ru_utime + parser.ru_stime,
-                  "maxrss_kb": usage.ru_maxrss, "parser_maxrss_kb": parser.ru_maxrss,
+                  # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child of a
+                  # big parent would report the parent's peak
+                  "maxrss_kb": int(next(line.split()[1] for line in open("/proc/self/status")
+                                        if line.startswith("VmHWM:"))),
+                  "parser_maxrss_kb": parser.ru_maxrss,
                   "live_objects": result.live_objects_at_end,
                   "live_pages": result.page["live_pages_at_end"],
                   "mismatches": result.bytes_alloc_mismatches}))
