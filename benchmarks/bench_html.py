@@ -22,30 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.bench_trace import _TIME, _fixture_events, _shifted
+from benchmarks.bench_trace import ensure_trace
 
 EVENTS = 300_000
 TRACE = Path("/tmp/kmem-bench-html-trace.txt")
 STEADY = Path("/tmp/kmem-bench-html-trace-same-pointers.txt")  # the live set stays bounded
 PAGE = Path("/tmp/kmem-bench-html-page.html")
 REPEAT = 3  # (best of 3: the ratios stay near their quiet values under moderate load)
-
-
-def generate(path: Path, events: int = EVENTS, shift: bool = True) -> None:
-    """Write a trace of ``events`` events by cycling the fixture, pointers shifted per cycle
-    (unless not ``shift``: then the same pointers each cycle, and a live set that stays the
-    same size, as a long recording of a steady machine has)."""
-    body = _fixture_events()
-    first = float(_TIME.search(body[0]).group(1))  # type: ignore[union-attr]
-    span = float(_TIME.search(body[-1]).group(1)) - first + 0.001  # type: ignore[union-attr]
-    written = cycle = 0
-    with path.open("w") as out:
-        out.write("# tracer: nop\n#\n")
-        while written < events:
-            chunk = body[: events - written]
-            out.writelines(_shifted(line, cycle, cycle * span, shift) for line in chunk)
-            written += len(chunk)
-            cycle += 1
 
 
 def _seconds(*argv: str) -> float:
@@ -60,8 +43,7 @@ def _seconds(*argv: str) -> float:
 
 def run() -> dict[str, object]:
     for path, shift in ((TRACE, True), (STEADY, False)):
-        if not path.exists() or sum(1 for _ in path.open()) != EVENTS + 2:
-            generate(path, shift=shift)
+        ensure_trace(path, shift, EVENTS)
     replay = _seconds("replay", "--no-progress", str(TRACE))
     steady_replay = _seconds("replay", "--no-progress", str(STEADY))
     steady_html = _seconds("html", "--no-progress", "--trace", str(STEADY), "-o", str(PAGE))

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_trace import _TIME, _fixture_events, _shifted
+from benchmarks.bench_trace import ensure_trace
 
 EVENTS = 400_000
 ROUNDS = 2  # each way, alternating: the best of each tells the code, not a busy minute
@@ -39,24 +39,9 @@ memory = "1G"
 """
 
 
-def _generate(path: Path, shift: bool) -> None:
-    body = _fixture_events()
-    first = float(_TIME.search(body[0]).group(1))  # type: ignore[union-attr]
-    span = float(_TIME.search(body[-1]).group(1)) - first + 0.001  # type: ignore[union-attr]
-    written = cycle = 0
-    with path.open("w") as out:
-        out.write("# tracer: nop\n#\n")
-        while written < EVENTS:
-            chunk = body[: EVENTS - written]
-            out.writelines(_shifted(line, cycle, cycle * span, shift) for line in chunk)
-            written += len(chunk)
-            cycle += 1
-
-
 def _ensure_traces() -> None:
     for path, shift in TRACES.items():
-        if not path.exists() or sum(1 for _ in path.open()) != EVENTS + 2:
-            _generate(path, shift)
+        ensure_trace(path, shift, EVENTS)
 
 
 def _timed_sweep(spec: Path, jobs: int) -> tuple[float, str]:

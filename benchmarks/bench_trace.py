@@ -56,24 +56,25 @@ def _shifted(line: str, cycle: int, offset: float, shift: bool) -> str:
     return _TIME.sub(lambda m: f" {float(m.group(1)) + offset:.6f}: ", line, count=1)
 
 
-def generate(path: Path, shift: bool) -> None:
-    """Write a trace of EVENTS events by cycling the fixture (see the module docstring)."""
+def generate(path: Path, shift: bool, events: int = EVENTS) -> None:
+    """Write a trace of ``events`` events by cycling the fixture (see the module docstring)."""
     body = _fixture_events()
     first = float(_TIME.search(body[0]).group(1))  # type: ignore[union-attr]
     span = float(_TIME.search(body[-1]).group(1)) - first + 0.001  # type: ignore[union-attr]
     written = cycle = 0
     with path.open("w") as out:
         out.write("# tracer: nop\n#\n")
-        while written < EVENTS:
-            chunk = body[: EVENTS - written]
+        while written < events:
+            chunk = body[: events - written]
             out.writelines(_shifted(line, cycle, cycle * span, shift) for line in chunk)
             written += len(chunk)
             cycle += 1
 
 
-def _ensure(path: Path, shift: bool) -> None:
-    if not path.exists() or sum(1 for _ in path.open()) != EVENTS + 2:
-        generate(path, shift)
+def ensure_trace(path: Path, shift: bool, events: int = EVENTS) -> None:
+    """generate() unless ``path`` already holds that trace (its header and ``events`` lines)."""
+    if not path.exists() or sum(1 for _ in path.open()) != events + 2:
+        generate(path, shift, events)
 
 
 def bare_loop(path: Path) -> tuple[float, float]:
@@ -166,8 +167,8 @@ def replay_child(path: Path, limit: int = 1 << 40, parallel: bool = False) -> di
 
 
 def run() -> dict[str, object]:
-    _ensure(TRACE, shift=True)
-    _ensure(SAME_POINTERS, shift=False)
+    ensure_trace(TRACE, shift=True)
+    ensure_trace(SAME_POINTERS, shift=False)
     size_mb = TRACE.stat().st_size / 1e6
     bares = [bare_loop(TRACE) for _ in range(3)]
     sources = [source_loop(TRACE) for _ in range(3)]
