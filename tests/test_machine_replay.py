@@ -308,3 +308,16 @@ def test_a_folio_batch_reaches_the_pcp_at_its_batched_events() -> None:
     drains = result.pcp["frees_causing_drain"]
     assert drains["both"] + drains["traced_only"] == 1 and sum(drains.values()) == 2
     assert result.pcp["pages"]["batched_duplicates"] == 1
+
+
+@pytest.mark.parametrize(("layout", "message"), [
+    ("Normal=1G,Normal=2G", "layout 'Normal=1G,Normal=2G': zone Normal given twice"),
+    ("Normal=４G", "layout 'Normal=４G': zone Normal: bad size '４G'"),
+])
+def test_replay_reads_a_layout_of_sizes_as_zoneinfo_does(
+        layout: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """One reader of --layout for every command: the same errors, nothing replayed."""
+    for command in (["replay", "--layers", "page"], ["zoneinfo"]):
+        assert main([*command, "--layout", layout, *([str(LS_TRACE)] if command[0] == "replay"
+                                                      else [])]) == 2
+        assert message in capsys.readouterr().err

@@ -15,9 +15,7 @@ def size_argument(text: str) -> int:
     same for every command: "argument --memory: bad size 'lots' (expected e.g. 100, 21K, 1.5M)"."""
     from kmem.page.size import parse_size  # here: `kmem --help` must load no layer
 
-    if not text.isascii():  # ("４G": a regular expression's \d takes every script's digits)
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (expected e.g. 100, 21K, 1.5M)")
-    try:
+    try:  # (parse_size takes ASCII only: "４G" is bad)
         return parse_size(text.strip())
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
@@ -151,38 +149,9 @@ def load_layout(spec: str) -> MachineLayout:
     input), or zone sizes ``DMA=16M,DMA32=2G,Normal=4G`` (a zone may give its start:
     ``Normal=1G@4G``). A file kmem cannot read, or a zoneinfo line it cannot parse, is a
     KmemError naming it (``FILE:LINE: what is wrong``)."""
-    import os
-    import sys
+    from kmem.page.layout import read_layout_spec
 
-    from kmem.page.errors import InvalidLayoutError
-    from kmem.page.layout import MachineLayout, layout_from_zoneinfo
-
-    if spec != "-" and "=" in spec and not os.path.exists(spec):
-        sizes: dict[str, int | tuple[int, int]] = {}
-        for part in spec.split(","):
-            name, _, size = part.partition("=")
-            if name.strip() in sizes:
-                raise InvalidLayoutError(f"layout {spec!r}: zone {name.strip()} given twice")
-            amount, _, start = size.partition("@")
-            try:
-                sizes[name.strip()] = (
-                    (_size(amount), _size(start)) if start else _size(amount))
-            except argparse.ArgumentTypeError as error:
-                raise InvalidLayoutError(f"layout {spec!r}: zone {name.strip()}: {error}") from None
-        return MachineLayout.from_sizes(sizes, source=spec)
-    try:
-        if spec == "-":
-            text = sys.stdin.read()
-        else:
-            with open(spec, encoding="utf-8", errors="replace") as file:
-                text = file.read()
-    except OSError as error:
-        raise InvalidLayoutError(f"cannot read layout {spec!r}: {error.strerror}") from None
-    return layout_from_zoneinfo(text, source="<stdin>" if spec == "-" else spec)
-
-
-def _size(text: str) -> int:
-    return size_argument(text)
+    return read_layout_spec(spec)[0]
 
 
 # Every command: its name -> its one line of help (the module kmem.cli.<name> holds it).

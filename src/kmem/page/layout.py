@@ -380,3 +380,40 @@ def layout_from_zoneinfo(text: str, source: str = "zoneinfo") -> MachineLayout:
         return MachineLayout(tuple(layouts), source=source)
     except (InvalidLayoutError, LayoutOverlapError, NoManagedPagesError) as error:
         raise type(error)(f"{source}: {error}") from None
+
+
+def read_layout_spec(spec: str) -> tuple[MachineLayout, str | None]:
+    """The machine layout a --layout names, and the zoneinfo text it came from (None for
+    sizes): a /proc/zoneinfo file (``-`` for standard input), or zone sizes
+    ``DMA=16M,DMA32=2G,Normal=4G`` (a zone may give its start: ``Normal=1G@4G``). A file kmem
+    cannot read, a zone given twice, a bad size, or a zoneinfo line it cannot parse is a
+    KmemError naming it (``FILE:LINE: what is wrong``)."""
+    import os
+    import sys
+
+    from kmem.page.size import parse_size
+
+    if spec != "-" and "=" in spec and not os.path.exists(spec):
+        sizes: dict[str, int | tuple[int, int]] = {}
+        for part in spec.split(","):
+            name, _, size = part.partition("=")
+            name = name.strip()
+            if name in sizes:
+                raise InvalidLayoutError(f"layout {spec!r}: zone {name} given twice")
+            amount, _, start = size.partition("@")
+            try:
+                sizes[name] = ((parse_size(amount.strip()), parse_size(start.strip()))
+                               if start else parse_size(amount.strip()))
+            except ValueError as error:
+                raise InvalidLayoutError(f"layout {spec!r}: zone {name}: {error}") from None
+        return MachineLayout.from_sizes(sizes, source=spec), None
+    try:
+        if spec == "-":
+            text = sys.stdin.read()
+        else:
+            with open(spec, encoding="utf-8", errors="replace") as file:
+                text = file.read()
+    except OSError as error:
+        raise InvalidLayoutError(f"cannot read layout {spec!r}: {error.strerror}") from None
+    source = "<stdin>" if spec == "-" else spec
+    return layout_from_zoneinfo(text, source=source), text

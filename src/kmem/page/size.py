@@ -23,7 +23,8 @@ def parse_size(token: str) -> int:
 
     Bad text raises InvalidArgumentError (a ValueError).
     """
-    match = _SIZE.match(token)
+    # (ASCII only: a regular expression's \d takes every script's digits, "４G")
+    match = _SIZE.match(token) if token.isascii() else None
     if not match:
         raise InvalidArgumentError(f"bad size {token!r} (expected e.g. 100, 21K, 1.5M)")
     # Exact arithmetic: a float rounds sizes above 2**53 bytes, and digits past its precision

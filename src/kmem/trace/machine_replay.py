@@ -440,30 +440,10 @@ def _zone_json(zone: Any) -> dict[str, Any]:
 
 
 def read_layout(spec: str) -> tuple[MachineLayout, list[ZoneinfoZone]]:
-    """The machine layout a --layout names — a /proc/zoneinfo file, or zone sizes such as
-    ``DMA=16M,Normal=4G`` — and the file's zones (for a warm start; none for sizes). An
-    unreadable file or line is an InvalidLayoutError / ZoneinfoFormatError naming it."""
-    import os
+    """The machine layout a --layout names (kmem.page.layout.read_layout_spec) and the
+    zoneinfo file's zones, for a warm start (none for zone sizes)."""
+    from kmem.page.layout import read_layout_spec, read_zoneinfo
 
-    from kmem.page.errors import InvalidLayoutError
-    from kmem.page.layout import layout_from_zoneinfo, read_zoneinfo
-    from kmem.page.size import parse_size
-
-    if "=" in spec and not os.path.exists(spec):
-        sizes: dict[str, int | tuple[int, int]] = {}
-        for part in spec.split(","):
-            name, _, size = part.partition("=")
-            amount, _, start = size.partition("@")
-            try:
-                sizes[name.strip()] = ((parse_size(amount.strip()), parse_size(start.strip()))
-                                       if start else parse_size(amount.strip()))
-            except ValueError as error:
-                raise InvalidLayoutError(
-                    f"layout {spec!r}: zone {name.strip()}: {error}") from None
-        return MachineLayout.from_sizes(sizes, source=spec), []
-    try:
-        with open(spec, encoding="utf-8", errors="replace") as file:
-            text = file.read()
-    except OSError as error:
-        raise InvalidLayoutError(f"cannot read layout {spec!r}: {error.strerror}") from None
-    return layout_from_zoneinfo(text, source=spec), read_zoneinfo(text, spec)
+    layout, text = read_layout_spec(spec)
+    source = "<stdin>" if spec == "-" else spec
+    return layout, ([] if text is None else read_zoneinfo(text, source))
