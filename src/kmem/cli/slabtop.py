@@ -78,7 +78,7 @@ def _print_once(args: argparse.Namespace, letter: str) -> int:
             if args.slabinfo == "-":
                 text = sys.stdin.read()
             else:
-                with open(args.slabinfo, encoding="utf-8", errors="replace") as file:
+                with open(args.slabinfo, encoding="utf-8-sig", errors="replace") as file:
                     text = file.read()
         except OSError as error:
             raise InvalidArgumentError(

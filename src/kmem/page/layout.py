@@ -411,7 +411,7 @@ def read_layout_spec(spec: str) -> tuple[MachineLayout, str | None]:
         if spec == "-":
             text = sys.stdin.read()
         else:
-            with open(spec, encoding="utf-8", errors="replace") as file:
+            with open(spec, encoding="utf-8-sig", errors="replace") as file:
                 text = file.read()
     except OSError as error:
         raise InvalidLayoutError(f"cannot read layout {spec!r}: {error.strerror}") from None

@@ -240,7 +240,7 @@ def _scenario_text(data: bytes, source: str) -> str:
     their line (a scenario is a few lines a person wrote, so a bad byte is a wrong file, and a
     compressed trace given to ``kmem run`` is the usual one)."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise ScenarioSyntaxError(

@@ -253,7 +253,7 @@ def _text(raw: BinaryIO, name: str) -> IO[str]:
     stream = _decompressed(raw)
     _refuse_binary(stream, name)
     bounded = cast(IO[bytes], _BoundedLines(stream))
-    text = io.TextIOWrapper(bounded, encoding="utf-8", errors="replace", newline="\n")
+    text = io.TextIOWrapper(bounded, encoding="utf-8-sig", errors="replace", newline="\n")
     text._CHUNK_SIZE = _CHUNK  # type: ignore[attr-defined]  # (fewer calls to read1)
     return text
 

@@ -368,7 +368,7 @@ def load_sweep_spec(path: str | os.PathLike[str]) -> SweepSpec:
     """Read and check the spec at ``path`` (trace paths are relative to its folder)."""
     source = os.fspath(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise SweepSpecError(f"cannot read sweep spec {source!r}: {reason}") from None
