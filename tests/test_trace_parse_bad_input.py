@@ -220,7 +220,7 @@ def test_damaged_compressed_files_are_one_trace_file_error(tmp_path: Path, damag
 
 # -- the command line ----------------------------------------------------------------------
 
-COMMANDS = [["stat"], ["replay"], ["replay", "--serial"]]
+COMMANDS = [["stat"], ["replay"], ["replay", "--serial"], ["leaks"], ["top"]]
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -244,7 +244,9 @@ def test_the_commands_name_file_and_line_of_a_bad_line(
     assert f"{path}:4: " in error and reason.lower() in error.lower()
     assert error.startswith("kmem")
     assert main([*command, "--skip-bad", str(path)]) == 0
-    assert "1 malformed lines skipped" in capsys.readouterr().out
+    # the note names the line as the error did, its text intact (no markup eaten)
+    where = error.index(f"{path}:4: ")
+    assert f"1 malformed lines skipped; first: {error[where:]}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

@@ -56,6 +56,7 @@ def _at(text: str | None) -> tuple[float | None, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kmem.cli.terminal import skipped_lines_note
     from kmem.errors import InvalidArgumentError
     from kmem.trace.leaks import LeakTracker, format_leaks
     from kmem.trace.parse import TraceParser
@@ -79,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_leaks(report))
         if parser.bad_lines:
-            print(f"{parser.bad_lines} malformed lines skipped; first: {parser.bad_examples[0]}")
+            print(skipped_lines_note(parser.bad_lines, parser.bad_examples, args.trace))
     return 0

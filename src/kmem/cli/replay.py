@@ -136,7 +136,7 @@ def _replay_serially(replayer: _BatchRunner[_R], args: argparse.Namespace,
 
 def run(args: argparse.Namespace) -> int:
     from kmem.cli.plot import write_picture
-    from kmem.cli.terminal import output_console, wants_progress
+    from kmem.cli.terminal import output_console, skipped_lines_note, wants_progress
     from kmem.show.plot import picture_path, plot_replay
     from kmem.trace import pipeline
     from kmem.trace.replay import Replayer, parse_layers
@@ -190,14 +190,14 @@ def run(args: argparse.Namespace) -> int:
 
             print_pcp(result.pcp, console)
         if parser.bad_lines:
-            console.print(f"{parser.bad_lines} malformed lines skipped; first:"
-                          f" {parser.bad_examples[0]}", highlight=False)
+            console.print(skipped_lines_note(parser.bad_lines, parser.bad_examples, args.trace),
+                          markup=False)
         if lost.any:
             console.print(lost.describe(sum(result.events.values()), result.unknown_frees,
                                         result.page.get("unknown_frees", -1)),
                           highlight=False, end="")
         if args.plot:
-            console.print(f"plot written to {args.plot}")
+            console.print(f"plot written to {args.plot}", markup=False)
     return 0
 
 
@@ -241,5 +241,5 @@ def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
         console = output_console()
         print_comparison(comparison, console, caches=args.caches)
         if args.plot:
-            console.print(f"plot written to {args.plot}")
+            console.print(f"plot written to {args.plot}", markup=False)
     return 0

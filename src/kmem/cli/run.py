@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.text import Text
 
     from kmem.show import memory_map
@@ -62,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     # (prose wraps at the terminal's width; the buddyinfo lines below never do: soft_wrap)
     console = Console(highlight=False)
     console.print(
-        f"[bold]{scenario.name}[/]: {scenario.memory // 1024} KB of {scenario.page_size}-byte"
-        f" pages, max_order {scenario.max_order}"
+        f"[bold]{escape(scenario.name)}[/]: {scenario.memory // 1024} KB of"
+        f" {scenario.page_size}-byte pages, max_order {scenario.max_order}"
     )
     for result, state in run_all(scenario):
         console.print(Text.assemble("\n", (f"line {result.line}", "bold cyan"), ": ",

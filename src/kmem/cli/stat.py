@@ -110,7 +110,7 @@ def warn_no_events(path: str, lines: int, other: dict[str, int], bad_lines: int 
 def run(args: argparse.Namespace) -> int:
     from functools import partial
 
-    from kmem.cli.terminal import read_trace, wants_progress
+    from kmem.cli.terminal import read_trace, skipped_lines_note, wants_progress
     from kmem.trace.events import batch_events
     from kmem.trace.perf_data import TraceInput, parse_time_window
     from kmem.trace.report import format_stat_text, page_json, slab_json
@@ -158,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(format_stat_text(slab, page, caller=args.caller, alloc=args.alloc,
                                           cache=args.cache, lines=args.lines))
         if trace.bad_lines:
-            print(f"\n{trace.bad_lines} malformed lines skipped; first: "
-                  f"{trace.bad_examples[0]}")
+            print("\n" + skipped_lines_note(trace.bad_lines, trace.bad_examples, args.trace))
         if lost.any:
             print()
             sys.stdout.write(lost.describe(trace.nr_events, stat.unknown_frees,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Final
 
@@ -111,3 +111,14 @@ def _with_progress(lines: IO[str], raw: IO[bytes], size: int, bar: Progress) -> 
             bar.update(task, completed=raw.tell())
         yield line
     bar.update(task, completed=size)
+
+
+def skipped_lines_note(bad_lines: int, examples: Sequence[Exception], path: str) -> str:
+    """The line that --skip-bad prints after a report: how many lines it skipped and the first
+    one, named FILE:LINE as an error would name it (the parser counts lines, not files)."""
+    from kmem.trace.parse import TraceFormatError
+
+    first = examples[0]
+    if isinstance(first, TraceFormatError) and first.path is None:
+        first.name_file(path)
+    return f"{bad_lines} malformed lines skipped; first: {first}"

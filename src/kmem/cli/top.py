@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    from kmem.cli.terminal import skipped_lines_note
     from kmem.errors import InvalidArgumentError
     from kmem.show.plot import picture_path
     from kmem.trace.parse import TraceParser
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(format_rates(rates, args.maxrows))
     if parser.bad_lines:
-        print(f"{parser.bad_lines} malformed lines skipped; first: {parser.bad_examples[0]}")
+        print(skipped_lines_note(parser.bad_lines, parser.bad_examples, args.trace))
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0
