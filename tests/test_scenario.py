@@ -136,6 +136,15 @@ def test_kmem_run_prints_steps_and_json(capsys: pytest.CaptureFixture[str]) -> N
     assert document["steps"][0]["nr_free"][3:7] == [1, 1, 1, 0]
 
 
+def test_kmem_run_prints_a_scenario_name_with_brackets_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s[bold].txt"
+    path.write_text("memory 256K\nalloc A 4K\n")
+    assert main(["run", "--no-map", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("s[bold].txt: 256 KB")
+
+
 def test_kmem_run_reports_errors_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
