@@ -32,3 +32,13 @@ class DoubleFreeError(InvalidFreeError):
 
 class WrongOrderError(InvalidFreeError):
     """free_pages() was given an order other than the one the block was allocated with."""
+
+
+def int_argument(value: object, what: str) -> int:
+    """``value`` as an int, for an argument named ``what``: anything with ``__index__`` (an int,
+    a numpy integer) but a bool, else an InvalidTypeError naming its type (or nan, whose type
+    would not say what is wrong with it)."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        shown = "nan" if isinstance(value, float) and value != value else type(value).__name__
+        raise InvalidTypeError(f"{what} must be an int, not {shown}")
+    return value.__index__()  # type: ignore[no-any-return]

@@ -109,6 +109,7 @@ from kmem.errors import (
     KmemError,
     OutOfMemoryError,
     WrongOrderError,
+    int_argument,
 )
 from kmem.page.buddy import MAX_PAGE_ORDER
 from kmem.page.mem_map import boot_blocks
@@ -249,12 +250,6 @@ class ArenaSlabInfo:
     pagesperslab: int
     active_slabs: int
     num_slabs: int
-
-
-def _as_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
-    return int(value)  # type: ignore[call-overload,unused-ignore]
 
 
 def kmalloc_class(size: int, page_size: int) -> int:
@@ -675,8 +670,8 @@ class Arena:
 
     def free_pages(self, pfn: int, order: int) -> None:
         """Free the order-``order`` block at ``pfn`` that alloc_pages(order) returned."""
-        pfn = _as_int(pfn, "pfn")
-        order = _as_int(order, "order")
+        pfn = int_argument(pfn, "pfn")
+        order = int_argument(order, "order")
         with self._locked():
             if not 0 <= pfn < self.nr_pages or self._state(pfn) != K_ALLOC << 8 | order:
                 raise self._bad_free(pfn, order)
@@ -695,7 +690,7 @@ class Arena:
 
     def kmalloc(self, size: int) -> int:
         """Allocate ``size`` bytes from the kmalloc caches (or pages above 2 pages)."""
-        size = _as_int(size, "size")
+        size = int_argument(size, "size")
         if size <= 0:
             raise InvalidArgumentError(f"kmalloc size must be positive, got {size}")
         class_size = kmalloc_class(size, self.page_size)
@@ -717,7 +712,7 @@ class Arena:
 
     def kfree(self, address: int) -> None:
         """Free what kmalloc() returned at ``address``."""
-        address = _as_int(address, "address")
+        address = int_argument(address, "address")
         if not 0 <= address < self.nr_pages << self.page_shift:
             raise self._bad_address(address)
         pfn = address >> self.page_shift
@@ -748,7 +743,7 @@ class Arena:
                 f"cache name must be 1..{CACHE_NAME_BYTES} bytes of UTF-8 without NUL,"
                 f" got {name!r}"
             )
-        size = _as_int(size, "size")
+        size = int_argument(size, "size")
         if not 0 < size <= self.page_size << min(3, self._alloc_order_limit):
             raise InvalidArgumentError(
                 f"object size must be in 1..{self.page_size << min(3, self._alloc_order_limit)},"
@@ -775,7 +770,7 @@ class Arena:
             return self._slab_alloc(slot)
 
     def _cache_free(self, slot: int, address: int) -> None:
-        address = _as_int(address, "address")
+        address = int_argument(address, "address")
         if not 0 <= address < self.nr_pages << self.page_shift:
             raise self._bad_address(address)
         with self._locked():
@@ -938,7 +933,7 @@ class Arena:
         close() releases the views it handed out; a view something else still exports (a
         NumPy array over it) makes close() raise ArenaBusyError naming it.
         """
-        address = _as_int(address, "address")
+        address = int_argument(address, "address")
         if not 0 <= address < self.nr_pages << self.page_shift:
             raise self._bad_address(address)
         pfn = address >> self.page_shift
@@ -1113,7 +1108,7 @@ class Arena:
     # -- errors ---------------------------------------------------------------------------------
 
     def _size_order(self, size: object) -> int:
-        size = _as_int(size, "size")
+        size = int_argument(size, "size")
         if size <= 0:
             raise InvalidArgumentError(f"allocation size must be positive, got {size}")
         order = ((size - 1) >> self.page_shift).bit_length()
@@ -1131,7 +1126,7 @@ class Arena:
         return order
 
     def _check_alloc_order(self, order: object) -> int:
-        order = _as_int(order, "order")
+        order = int_argument(order, "order")
         if not 0 <= order <= self.max_order:
             raise InvalidArgumentError(f"order must be in 0..{self.max_order}, got {order}")
         if order > self._alloc_order_limit:
@@ -1142,7 +1137,7 @@ class Arena:
         return order
 
     def _page_of(self, address: object) -> int:
-        address = _as_int(address, "address")
+        address = int_argument(address, "address")
         pfn = address >> self.page_shift
         if address & (self.page_size - 1) or not 0 <= pfn < self.nr_pages:
             raise self._bad_address(address)
@@ -1340,14 +1335,14 @@ class _Checker:
 
 def _new_layout(size: object, page_size: object, max_order: object,
                 nr_caches: object) -> ArenaLayout:
-    size = _as_int(size, "size")
+    size = int_argument(size, "size")
     page_size = check_page_size(page_size)
     if page_size < 64:
         raise InvalidArgumentError(f"an arena's page size must be at least 64, got {page_size}")
-    max_order = _as_int(max_order, "max_order")
+    max_order = int_argument(max_order, "max_order")
     if not 0 <= max_order <= 30:
         raise InvalidArgumentError(f"max_order must be in 0..30, got {max_order}")
-    nr_caches = _as_int(nr_caches, "nr_caches")
+    nr_caches = int_argument(nr_caches, "nr_caches")
     if not 1 <= nr_caches <= 4096:
         raise InvalidArgumentError(f"nr_caches must be in 1..4096, got {nr_caches}")
     size -= size % page_size

@@ -40,7 +40,6 @@ One lock per allocator (Linux's zone->lock) makes it safe to share between threa
 
 from __future__ import annotations
 
-import operator
 import threading
 from array import array
 from collections.abc import Iterable
@@ -57,6 +56,7 @@ from kmem.errors import (
     KmemError,
     OutOfMemoryError,
     WrongOrderError,
+    int_argument,
 )
 from kmem.page.errors import MemoryClosedError, UnknownZoneError
 from kmem.page.fragmentation import FragmentationReport, fragmentation_report
@@ -116,13 +116,6 @@ class Block(NamedTuple):
     state: str
 
 
-def _as_int(value: object, what: str) -> int:
-    """``value`` as an int (anything with __index__ but bool), or a clear InvalidTypeError."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
-    return operator.index(value)  # type: ignore[call-overload,unused-ignore]
-
-
 def _reserved_ranges(reserved: object) -> list[tuple[int, int]]:
     """``reserved`` as a list of (start, size) int pairs, or a clear InvalidTypeError."""
     if isinstance(reserved, str | bytes) or not hasattr(reserved, "__iter__"):
@@ -133,7 +126,8 @@ def _reserved_ranges(reserved: object) -> list[tuple[int, int]]:
     for entry in reserved:
         if not isinstance(entry, tuple | list) or len(entry) != 2:
             raise InvalidTypeError(f"a reserved range must be a (start, size) pair, not {entry!r}")
-        ranges.append((_as_int(entry[0], "reserved start"), _as_int(entry[1], "reserved size")))
+        ranges.append((int_argument(entry[0], "reserved start"),
+                       int_argument(entry[1], "reserved size")))
     return ranges
 
 
@@ -171,7 +165,7 @@ class BuddyAllocator:
         if memory is None:
             if size is None:
                 raise InvalidArgumentError("give the memory size in bytes, or a PhysicalMemory")
-            size = _as_int(size, "size")
+            size = int_argument(size, "size")
             page_size = check_page_size(page_size)
             if size < page_size:
                 raise InvalidArgumentError(
@@ -183,11 +177,11 @@ class BuddyAllocator:
             raise InvalidTypeError(f"memory must be a PhysicalMemory, not {type(memory).__name__}")
         elif memory.closed:
             raise MemoryClosedError("cannot build an allocator: the physical memory was closed")
-        elif size is not None and _as_int(size, "size") != memory.size:
+        elif size is not None and int_argument(size, "size") != memory.size:
             raise InvalidArgumentError(
                 f"size {size} disagrees with the given memory's {memory.size} bytes"
             )
-        node = _as_int(node, "node")
+        node = int_argument(node, "node")
         if not 0 <= node < MAX_NUMNODES:
             raise InvalidArgumentError(f"node must be in 0..{MAX_NUMNODES - 1}, got {node}")
         if not isinstance(zone, str):
@@ -195,7 +189,7 @@ class BuddyAllocator:
         if zone not in ZONE_NAMES:
             raise UnknownZoneError(
                 f"unknown zone {zone!r} (Linux's zones: {', '.join(ZONE_NAMES)})")
-        max_order = _as_int(max_order, "max_order")
+        max_order = int_argument(max_order, "max_order")
         if not 0 <= max_order <= ORDER_MASK - 1:
             raise InvalidArgumentError(f"max_order must be in 0..{ORDER_MASK - 1}, got {max_order}")
         reserved_ranges = _reserved_ranges(reserved)
@@ -413,7 +407,7 @@ class BuddyAllocator:
     def alloc(self, size: int) -> int:
         """Allocate at least ``size`` bytes, rounded up to 2**order pages; return the address."""
         if size.__class__ is not int:
-            size = _as_int(size, "size")
+            size = int_argument(size, "size")
         if size <= 0:
             raise InvalidArgumentError(f"allocation size must be positive, got {size}")
         order = ((size - 1) >> self.page_shift).bit_length()
@@ -441,8 +435,8 @@ class BuddyAllocator:
         block may merge again soon, so the next allocation should not take it).
         """
         if pfn.__class__ is not int or order.__class__ is not int:
-            pfn = _as_int(pfn, "pfn")
-            order = _as_int(order, "order")
+            pfn = int_argument(pfn, "pfn")
+            order = int_argument(order, "order")
         self._lock_acquire()
         try:
             state = self._state
@@ -513,7 +507,7 @@ class BuddyAllocator:
     def free(self, address: int) -> None:
         """Free the block that alloc() returned at ``address``."""
         if address.__class__ is not int:
-            address = _as_int(address, "address")
+            address = int_argument(address, "address")
         pfn = address >> self.page_shift
         if address & (self.page_size - 1) or not 0 <= pfn < self.nr_pages:
             raise self._bad_address(address)
@@ -534,7 +528,7 @@ class BuddyAllocator:
         )
 
     def _check_order(self, order: object) -> int:
-        order = _as_int(order, "order")
+        order = int_argument(order, "order")
         if not 0 <= order <= self.max_order:
             raise InvalidArgumentError(f"order must be in 0..{self.max_order}, got {order}")
         return order
@@ -584,7 +578,7 @@ class BuddyAllocator:
 
     def block_at(self, pfn: int) -> Block:
         """The free, allocated or reserved block that frame ``pfn`` lies in."""
-        pfn = _as_int(pfn, "pfn")
+        pfn = int_argument(pfn, "pfn")
         if not 0 <= pfn < self.nr_pages:
             raise InvalidArgumentError(f"pfn {pfn:#x} lies outside memory [0, {self.nr_pages:#x})")
         with self._lock:
@@ -631,7 +625,7 @@ class BuddyAllocator:
 
     def view(self, address: int) -> memoryview:
         """The bytes of the allocated block at ``address``, readable and writable."""
-        address = _as_int(address, "address")
+        address = int_argument(address, "address")
         pfn = address >> self.page_shift
         if address & (self.page_size - 1) or not 0 <= pfn < self.nr_pages:
             raise self._bad_address(address)
@@ -642,7 +636,7 @@ class BuddyAllocator:
 
     def view_pages(self, pfn: int) -> memoryview:
         """The bytes of the allocated block whose first frame is ``pfn``."""
-        return self.view(_as_int(pfn, "pfn") << self.page_shift)
+        return self.view(int_argument(pfn, "pfn") << self.page_shift)
 
     @property
     def nr_free(self) -> tuple[int, ...]:

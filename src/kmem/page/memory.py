@@ -14,7 +14,6 @@ closed, view() and the allocators built on the memory raise MemoryClosedError.
 
 from __future__ import annotations
 
-import math
 import mmap
 import os
 import stat
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from multiprocessing import shared_memory
 from typing import Final
 
-from kmem.errors import InvalidArgumentError, InvalidTypeError
+from kmem.errors import InvalidArgumentError, InvalidTypeError, int_argument
 from kmem.page.errors import BackingError, HostMemoryError, MemoryBusyError, MemoryClosedError
 
 # Python's mmap module does not export MAP_NORESERVE; this is its value on Linux.
@@ -42,14 +41,6 @@ def check_page_size(page_size: object) -> int:
     if page_size < 16 or page_size & (page_size - 1):
         raise InvalidArgumentError(f"page_size must be a power of two >= 16, got {page_size}")
     return page_size
-
-
-def _index(value: object, what: str) -> int:
-    """``value`` as an int (anything with __index__ but bool: not a float, None, str or nan)."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        shown = "nan" if isinstance(value, float) and math.isnan(value) else type(value).__name__
-        raise InvalidTypeError(f"{what} must be an int, not {shown}")
-    return value.__index__()  # type: ignore[no-any-return]
 
 
 class PhysicalMemory:
@@ -121,8 +112,8 @@ class PhysicalMemory:
     def view(self, address: int, length: int) -> memoryview:
         """The bytes ``[address, address + length)``, without a copy."""
         if address.__class__ is not int or length.__class__ is not int:
-            address = _index(address, "address")
-            length = _index(length, "length")
+            address = int_argument(address, "address")
+            length = int_argument(length, "length")
         if length < 0 or not 0 <= address <= address + length <= self.size:
             raise InvalidArgumentError(
                 f"range [{address:#x}, {address + length:#x}) lies outside memory"
