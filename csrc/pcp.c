@@ -6,197 +6,81 @@
  * list is not empty (rmqueue_pcplist without a refill); an order-0 free of an allocated frame
  * of a pcp migratetype that stays below pcp->high (free_frozen_page_commit without a drain).
  * Anything else goes, before any change, to the pure-Python method: refills, drains, high
- * tuning on a reclaiming or below-high zone, every error. The fast paths change exactly the
- * fields the pure path changes, in the machine's and pcp's own objects and the mem_map's own
- * columns; nothing here keeps state of its own.
+ * tuning on a reclaiming or below-high zone, every error.
+ *
+ * The fast paths change exactly the values the pure path changes, in the buffers the Python
+ * objects own (kmem/page/counters.py): the machine's block (allocations, frees), each zone's
+ * block (free pages, watermarks, flags, numa_hit), each pcp's block (count, high, batch, ...),
+ * and the mem_map's columns. Nothing here keeps state of its own but a cache of the last gfp
+ * value's plan (machine._plans never changes an entry once made).
  *
  * The page machine is not thread-safe (its pure path takes no lock), so neither is this.
  */
 #include "kmem_core.h"
-#include <structmember.h>
 
 #define PCP_STATE 0xC0
 #define PAGEBLOCK_ORDER 9
 #define MIGRATE_PCPTYPES 3
+#define MAX_NR_ZONES 5
+#define NR_PCP_LISTS 14
 #define PCPF_PREV_FREE_HIGH_ORDER 1
 #define PCP_BATCH_SCALE_MAX 5
+
+/* The blocks of values (kmem/page/zone.py, pcp.py, machine.py: checked at init). */
+enum {
+    Z_FREE_PAGES, Z_NR_FREE_HIGHATOMIC, Z_WATERMARK_BOOST, Z_BELOW_HIGH, Z_BOOSTED_WATERMARK,
+    Z_RECLAIM_ACTIVE, Z_NUMA_HIT, Z_WATERMARK, Z_LOWMEM_RESERVE = Z_WATERMARK + 4,
+    Z_NR_VALUES = Z_LOWMEM_RESERVE + MAX_NR_ZONES
+};
+enum {
+    P_COUNT, P_HIGH, P_HIGH_MIN, P_HIGH_MAX, P_BATCH, P_FLAGS, P_ALLOC_FACTOR, P_FREE_COUNT,
+    P_NR_VALUES
+};
+enum { M_ALLOCATIONS, M_FREES, M_FAILURES, M_NR_VALUES };
 
 typedef struct {
     PyObject_HEAD
     PyObject *machine;
     PyObject *plans;    /* machine._plans: gfp -> _Plan(mt, highest, zonelist, fast_flags) */
-    PyObject *zonelist; /* machine._zonelist, for the zone of a freed pfn */
+    PyObject *zones;    /* machine.zones: zone objects by index */
     PyObject *pure_alloc, *pure_free;
     PyObject *gfp_kernel;
     Py_buffer state_view, alloc_mt_view, pageblock_view, next_view, prev_view;
+    Py_buffer machine_view, zone_view, pcp_view;
     unsigned char *state, *alloc_mt, *pageblock_mt;
     int32_t *next, *prev;
-    Py_ssize_t nr_pages, links_len, nr_pageblocks;
+    int64_t *machine_values, *zone_values, *pcp_values;
+    Py_ssize_t nr_pages, links_len, nr_pageblocks, pcp_list_base;
     long nr_cpus, alloc_highatomic, alloc_reserves, alloc_kswapd, wmark_high;
-    /* PerCpuPages has __slots__: its fields are read and written at their offsets. */
-    PyTypeObject *pcp_type;
-    Py_ssize_t off_heads, off_count, off_high, off_high_min, off_high_max, off_batch, off_flags,
-        off_free_count, off_alloc_factor;
-    /* machine._zonelist's zones' [start_pfn, end_pfn) (Final attributes). */
+    /* machine._zonelist's zones: [start_pfn, end_pfn) and zone index (Final attributes). */
     Py_ssize_t nr_zones;
-    long long zone_start[8], zone_end[8];
+    long long zone_start[MAX_NR_ZONES], zone_end[MAX_NR_ZONES];
+    long zone_index[MAX_NR_ZONES];
+    /* The plan of the last gfp value seen (plan_valid): what the fast path needs of it. */
+    int plan_valid, plan_fast;
+    long long plan_gfp, plan_flags;
+    long plan_mt, plan_highest, plan_zone;
 } PcpCore;
 
-/* Interned attribute names. */
-static PyObject *s_below_high, *s_watermark, *s_watermark_boost, *s_free_pages,
-    *s_nr_free_highatomic, *s_lowmem_reserve, *s_pcps, *s_heads, *s_boosted_watermark,
-    *s_free_count, *s_count, *s_numa_hit, *s_allocations, *s_frees, *s_start_pfn, *s_end_pfn,
-    *s_high, *s_high_min, *s_high_max, *s_batch, *s_flags, *s_alloc_factor, *s_reclaim_active;
-
+/* An attribute that must be an int (fits a long long): 0, or -1 with an exception set. */
 static int
-intern_names(void)
+get_ll(PyObject *obj, const char *name, long long *out)
 {
-#define NAME(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
-    NAME(s_below_high, "below_high");
-    NAME(s_watermark, "watermark");
-    NAME(s_watermark_boost, "watermark_boost");
-    NAME(s_free_pages, "free_pages");
-    NAME(s_nr_free_highatomic, "nr_free_highatomic");
-    NAME(s_lowmem_reserve, "lowmem_reserve");
-    NAME(s_pcps, "pcps");
-    NAME(s_heads, "_heads");
-    NAME(s_boosted_watermark, "boosted_watermark");
-    NAME(s_free_count, "free_count");
-    NAME(s_count, "count");
-    NAME(s_numa_hit, "numa_hit");
-    NAME(s_allocations, "allocations");
-    NAME(s_frees, "frees");
-    NAME(s_start_pfn, "start_pfn");
-    NAME(s_end_pfn, "end_pfn");
-    NAME(s_high, "high");
-    NAME(s_high_min, "high_min");
-    NAME(s_high_max, "high_max");
-    NAME(s_batch, "batch");
-    NAME(s_flags, "flags");
-    NAME(s_alloc_factor, "alloc_factor");
-    NAME(s_reclaim_active, "reclaim_active");
-#undef NAME
-    return 0;
-}
-
-/* An attribute that must be an int (fits a long long): 0, or -1 with an exception set. A
- * value that is not an exact int, or too large, is reported as 1: take the slow path. */
-static int
-get_ll(PyObject *obj, PyObject *name, long long *out)
-{
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value = PyObject_GetAttrString(obj, name);
     if (value == NULL)
         return -1;
     if (!PyLong_CheckExact(value)) {
         Py_DECREF(value);
-        return 1;
+        PyErr_Format(PyExc_TypeError, "PcpCore: %s must be an int", name);
+        return -1;
     }
-    int overflow;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    *out = PyLong_AsLongLong(value);
     Py_DECREF(value);
-    if (overflow)
-        return 1;
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* The truth of an attribute: 0/1, or -1 with an exception set. */
-static int
-get_bool(PyObject *obj, PyObject *name)
-{
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL)
-        return -1;
-    int truth = PyObject_IsTrue(value);
-    Py_DECREF(value);
-    return truth;
-}
-
-static int
-set_ll(PyObject *obj, PyObject *name, long long value)
-{
-    PyObject *number = PyLong_FromLongLong(value);
-    if (number == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(obj, name, number);
-    Py_DECREF(number);
-    return rc;
-}
-
-/* The instance dict of a zone or the machine (plain attributes, no descriptors), borrowed;
- * NULL with an exception set. */
-static PyObject *
-instance_dict(PyObject *obj)
-{
-    PyObject **where = _PyObject_GetDictPtr(obj);
-    if (where == NULL || *where == NULL || !PyDict_CheckExact(*where)) {
-        PyErr_SetString(PyExc_TypeError, "PcpCore: an object without an instance dict");
-        return NULL;
-    }
-    return *where;
-}
-
-/* dict[name] as a long long: 0, 1 (not an exact int or absent: slow path), -1 (error). */
-static int
-dget_ll(PyObject *dict, PyObject *name, long long *out)
-{
-    PyObject *value = PyDict_GetItemWithError(dict, name);
-    if (value == NULL)
-        return PyErr_Occurred() ? -1 : 1;
-    if (!PyLong_CheckExact(value))
-        return 1;
-    int overflow;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
-    return overflow ? 1 : 0;
-}
-
-/* The truth of dict[name] (a bool): 0/1, 1 for anything else (slow), -1 (error). */
-static int
-dget_flag(PyObject *dict, PyObject *name)
-{
-    PyObject *value = PyDict_GetItemWithError(dict, name);
-    if (value == NULL)
-        return PyErr_Occurred() ? -1 : 1;
-    return value == Py_False ? 0 : 1;
-}
-
-static int
-dset_ll(PyObject *dict, PyObject *name, long long value)
-{
-    PyObject *number = PyLong_FromLongLong(value);
-    if (number == NULL)
-        return -1;
-    int rc = PyDict_SetItem(dict, name, number);
-    Py_DECREF(number);
-    return rc;
-}
-
-/* A PerCpuPages slot as a long long: 0, 1 (unset or not an exact int: slow). */
-static inline int
-sget_ll(PyObject *pcp, Py_ssize_t offset, long long *out)
-{
-    PyObject *value = *(PyObject **)((char *)pcp + offset);
-    if (value == NULL || !PyLong_CheckExact(value))
-        return 1;
-    int overflow;
-    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
-    return overflow ? 1 : 0;
-}
-
-static inline int
-sset_ll(PyObject *pcp, Py_ssize_t offset, long long value)
-{
-    PyObject *number = PyLong_FromLongLong(value);
-    if (number == NULL)
-        return -1;
-    PyObject **where = (PyObject **)((char *)pcp + offset);
-    PyObject *old = *where;
-    *where = number;
-    Py_XDECREF(old);
-    return 0;
-}
-
 /* An exact int argument in [lo, hi): 0 and its value, or 1 (slow path). */
-static int
+static inline int
 small_arg(PyObject *arg, long lo, long hi, long *out)
 {
     if (!PyLong_CheckExact(arg))
@@ -210,58 +94,67 @@ small_arg(PyObject *arg, long lo, long hi, long *out)
 }
 
 static inline Py_ssize_t
-link_index(const PcpCore *core, long long link)
+link_index(const PcpCore *core, int32_t link)
 {
-    return link < 0 ? (Py_ssize_t)(core->links_len + link) : (Py_ssize_t)link;
+    return link < 0 ? core->links_len + link : (Py_ssize_t)link;
 }
 
-/* pcp->lists head index of (pcp, order-0 list of mt), or 1 (slow path) / -1 (error). */
+static inline int
+link_ok(const PcpCore *core, Py_ssize_t at)
+{
+    return at >= 0 && at < core->links_len;
+}
+
+/* Where the head of (zone, cpu)'s pcp list pindex sits in next/prev: its link is
+ * ~(pcp_list_base + (zone * nr_cpus + cpu) * NR_PCP_LISTS + pindex) (PerCpuPages._heads). */
+static inline int32_t
+pcp_head(const PcpCore *core, long zone, long cpu, long pindex)
+{
+    return (int32_t)~(core->pcp_list_base + (zone * core->nr_cpus + cpu) * NR_PCP_LISTS + pindex);
+}
+
+/* Cache machine._plans[gfp] for the fast path: 0 (cached), 1 (no plan yet: slow), -1 (error). */
 static int
-list_head(const PcpCore *core, PyObject *pcp, long mt, long long *head)
+load_plan(PcpCore *core, PyObject *gfp, long long gfp_value)
 {
-    PyObject *heads = *(PyObject **)((char *)pcp + core->off_heads);
-    if (heads == NULL)
+    PyObject *plan = PyDict_GetItemWithError(core->plans, gfp); /* borrowed */
+    if (plan == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 4)
         return 1;
-    Py_INCREF(heads);
-    int rc = 1;
-    if (PyList_CheckExact(heads) && mt < PyList_GET_SIZE(heads)) {
-        PyObject *item = PyList_GET_ITEM(heads, mt);
-        int overflow;
-        if (PyLong_CheckExact(item)) {
-            *head = PyLong_AsLongLongAndOverflow(item, &overflow);
-            rc = overflow ? 1 : 0;
-        }
-    }
-    Py_DECREF(heads);
-    return rc;
+    PyObject *zonelist = PyTuple_GET_ITEM(plan, 2);
+    long mt, highest, zone = -1;
+    if (small_arg(PyTuple_GET_ITEM(plan, 1), 0, MAX_NR_ZONES, &highest) ||
+        !PyTuple_CheckExact(zonelist) || PyTuple_GET_SIZE(zonelist) < 1 ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(plan, 3)))
+        return 1;
+    long long flags = PyLong_AsLongLong(PyTuple_GET_ITEM(plan, 3));
+    if (flags == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *first = PyTuple_GET_ITEM(zonelist, 0);
+    for (long i = 0; i < PyTuple_GET_SIZE(core->zones); i++)
+        if (PyTuple_GET_ITEM(core->zones, i) == first)
+            zone = i;
+    if (zone < 0)
+        return 1;
+    /* A plan the fast path cannot serve (no pcp list type, highatomic) is cached too: its
+     * calls go straight to the pure method. */
+    core->plan_fast = !small_arg(PyTuple_GET_ITEM(plan, 0), 0, MIGRATE_PCPTYPES, &mt) &&
+                      !(flags & core->alloc_highatomic);
+    core->plan_gfp = gfp_value;
+    core->plan_flags = flags;
+    core->plan_mt = core->plan_fast ? mt : 0;
+    core->plan_highest = highest;
+    core->plan_zone = zone;
+    core->plan_valid = 1;
+    return 0;
 }
-
-/* zone.pcps[cpu] (a new reference), NULL with an exception, or NULL without one (slow). */
-static PyObject *
-zone_pcp(const PcpCore *core, PyObject *zone_dict, long cpu)
-{
-    PyObject *pcps = PyDict_GetItemWithError(zone_dict, s_pcps);
-    if (pcps == NULL)
-        return NULL;
-    PyObject *pcp = NULL;
-    if (PyList_CheckExact(pcps) && cpu < PyList_GET_SIZE(pcps)) {
-        pcp = PyList_GET_ITEM(pcps, cpu);
-        if (Py_TYPE(pcp) != core->pcp_type)
-            return NULL;
-        Py_INCREF(pcp);
-    }
-    return pcp;
-}
-
-#define TRY(expr) do { int rc_ = (expr); if (rc_ < 0) goto error; if (rc_ > 0) goto slow; } while (0)
 
 static PyObject *
 pcp_alloc_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *zone = NULL, *pcp = NULL, *watermark = NULL, *reserve = NULL;
-    long order = 0, cpu = 0, mt, highest;
-    long long fast_flags, free, unusable, mark, boost, lowmem, head, pfn;
+    long order = 0, cpu = 0;
     if (kwnames != NULL || nargs > 3)
         goto slow;
     if (nargs >= 1 && small_arg(args[0], 0, 1, &order))
@@ -271,120 +164,65 @@ pcp_alloc_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObjec
     PyObject *gfp = nargs >= 2 ? args[1] : core->gfp_kernel;
     if (!PyLong_CheckExact(gfp))
         goto slow;
-    PyObject *plan = PyDict_GetItemWithError(core->plans, gfp); /* borrowed */
-    if (plan == NULL) {
-        if (PyErr_Occurred())
+    int overflow;
+    long long gfp_value = PyLong_AsLongLongAndOverflow(gfp, &overflow);
+    if (overflow || gfp_value < 0)
+        goto slow;
+    if (!core->plan_valid || core->plan_gfp != gfp_value) {
+        int rc = load_plan(core, gfp, gfp_value);
+        if (rc < 0)
             return NULL;
-        goto slow;
+        if (rc > 0)
+            goto slow;
     }
-    if (!PyTuple_CheckExact(plan) && !PyTuple_Check(plan))
+    if (!core->plan_fast)
         goto slow;
-    if (PyTuple_GET_SIZE(plan) != 4)
-        goto slow;
-    PyObject *zonelist = PyTuple_GET_ITEM(plan, 2);
-    if (small_arg(PyTuple_GET_ITEM(plan, 0), 0, MIGRATE_PCPTYPES, &mt) ||
-        small_arg(PyTuple_GET_ITEM(plan, 1), 0, 64, &highest) ||
-        !PyTuple_CheckExact(zonelist) || PyTuple_GET_SIZE(zonelist) < 1 ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(plan, 3)))
-        goto slow;
-    fast_flags = PyLong_AsLongLong(PyTuple_GET_ITEM(plan, 3));
-    if (fast_flags == -1 && PyErr_Occurred())
-        return NULL;
-    if (fast_flags & core->alloc_highatomic)
-        goto slow;
-    zone = PyTuple_GET_ITEM(zonelist, 0);
-    Py_INCREF(zone);
-    PyObject *zd = instance_dict(zone), *md = instance_dict(core->machine);
-    if (zd == NULL || md == NULL)
-        goto error;
+    long long flags = core->plan_flags;
+    long zone = core->plan_zone, mt = core->plan_mt;
+    int64_t *zv = core->zone_values + zone * Z_NR_VALUES;
     /* get_page_from_freelist's first zone: not below high, and over the high mark on
      * zone_watermark_fast's order-0 shortcut. */
-    TRY(dget_flag(zd, s_below_high));  /* true: the slow path */
-    TRY(dget_ll(zd, s_free_pages, &free));
-    if (fast_flags & core->alloc_reserves)
-        unusable = 0;
-    else
-        TRY(dget_ll(zd, s_nr_free_highatomic, &unusable));
-    TRY(dget_ll(zd, s_watermark_boost, &boost));
-    if ((watermark = PyDict_GetItemWithError(zd, s_watermark)) == NULL ||
-        (reserve = PyDict_GetItemWithError(zd, s_lowmem_reserve)) == NULL) {
-        watermark = reserve = NULL;
-        if (PyErr_Occurred())
-            goto error;
+    if (zv[Z_BELOW_HIGH])
         goto slow;
-    }
-    Py_INCREF(watermark);
-    Py_INCREF(reserve);
-    if (!PyList_CheckExact(watermark) || PyList_GET_SIZE(watermark) <= core->wmark_high ||
-        !PyTuple_CheckExact(reserve) || PyTuple_GET_SIZE(reserve) <= highest ||
-        !PyLong_CheckExact(PyList_GET_ITEM(watermark, core->wmark_high)) ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(reserve, highest)))
+    int64_t free = zv[Z_FREE_PAGES];
+    int64_t unusable = (flags & core->alloc_reserves) ? 0 : zv[Z_NR_FREE_HIGHATOMIC];
+    if (!(free - (free < unusable ? free : unusable) >
+          zv[Z_WATERMARK + core->wmark_high] + zv[Z_WATERMARK_BOOST] +
+              zv[Z_LOWMEM_RESERVE + core->plan_highest]))
         goto slow;
-    mark = PyLong_AsLongLong(PyList_GET_ITEM(watermark, core->wmark_high));
-    lowmem = PyLong_AsLongLong(PyTuple_GET_ITEM(reserve, highest));
-    if (PyErr_Occurred())
-        goto error;
-    if (!(free - (free < unusable ? free : unusable) > mark + boost + lowmem))
-        goto slow;
-    if (fast_flags & core->alloc_kswapd)
-        TRY(dget_flag(zd, s_boosted_watermark)); /* boosted: wakeup_kswapd, the slow path */
+    if ((flags & core->alloc_kswapd) && zv[Z_BOOSTED_WATERMARK])
+        goto slow; /* wakeup_kswapd ends the boost: the pure path */
     /* rmqueue_pcplist: a non-empty list. */
-    if ((pcp = zone_pcp(core, zd, cpu)) == NULL) {
-        if (PyErr_Occurred())
-            goto error;
-        goto slow;
-    }
-    TRY(list_head(core, pcp, mt, &head));
-    Py_ssize_t head_at = link_index(core, head);
-    if (head_at < 0 || head_at >= core->links_len)
-        goto slow;
-    pfn = core->next[head_at];
+    Py_ssize_t head_at = link_index(core, pcp_head(core, zone, cpu, mt));
+    int32_t pfn = core->next[head_at];
     if (pfn < 0 || pfn >= core->nr_pages)
         goto slow;
-    long long free_count, count, numa_hit, allocations;
-    TRY(sget_ll(pcp, core->off_free_count, &free_count));
-    TRY(sget_ll(pcp, core->off_count, &count));
-    TRY(dget_ll(zd, s_numa_hit, &numa_hit));
-    TRY(dget_ll(md, s_allocations, &allocations));
     Py_ssize_t before = link_index(core, core->prev[pfn]), after = link_index(core, core->next[pfn]);
-    if (before < 0 || before >= core->links_len || after < 0 || after >= core->links_len)
+    if (!link_ok(core, before) || !link_ok(core, after))
         goto slow;
-    /* Every check passed: the state changes, in the pure path's order. */
-    if (sset_ll(pcp, core->off_free_count, free_count >> 1) < 0)
-        goto error;
+    PyObject *result = PyLong_FromLong(pfn);
+    if (result == NULL)
+        return NULL;
+    /* Every check passed: the state changes of the pure path. */
+    int64_t *pv = core->pcp_values + (zone * core->nr_cpus + cpu) * P_NR_VALUES;
+    pv[P_FREE_COUNT] >>= 1;
     core->next[before] = core->next[pfn];
     core->prev[after] = core->prev[pfn];
-    if (sset_ll(pcp, core->off_count, count - 1) < 0 || dset_ll(zd, s_numa_hit, numa_hit + 1) < 0)
-        goto error;
+    pv[P_COUNT] -= 1;
+    zv[Z_NUMA_HIT] += 1;
     core->state[pfn] = KMEM_ALLOCATED;
     core->alloc_mt[pfn] = (unsigned char)mt;
-    if (dset_ll(md, s_allocations, allocations + 1) < 0)
-        goto error;
-    Py_DECREF(zone);
-    Py_DECREF(pcp);
-    Py_DECREF(watermark);
-    Py_DECREF(reserve);
-    return PyLong_FromLongLong(pfn);
+    core->machine_values[M_ALLOCATIONS] += 1;
+    return result;
 slow:
-    Py_XDECREF(zone);
-    Py_XDECREF(pcp);
-    Py_XDECREF(watermark);
-    Py_XDECREF(reserve);
     return PyObject_Vectorcall(core->pure_alloc, args, nargsf, kwnames);
-error:
-    Py_XDECREF(zone);
-    Py_XDECREF(pcp);
-    Py_XDECREF(watermark);
-    Py_XDECREF(reserve);
-    return NULL;
 }
 
 static PyObject *
 pcp_free_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *zone = NULL, *pcp = NULL;
-    long pfn, order, cpu = 0;
+    long pfn, order, cpu = 0, zone = -1;
     if (kwnames != NULL || nargs < 2 || nargs > 3 ||
         small_arg(args[0], 0, (long)core->nr_pages, &pfn) || small_arg(args[1], 0, 1, &order) ||
         (nargs == 3 && small_arg(args[2], 0, core->nr_cpus, &cpu)))
@@ -392,157 +230,154 @@ pcp_free_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObject
     /* The zone of pfn (machine._zone_of). */
     for (Py_ssize_t i = 0; i < core->nr_zones; i++) {
         if (core->zone_start[i] <= pfn && pfn < core->zone_end[i]) {
-            zone = PyTuple_GET_ITEM(core->zonelist, i);
-            Py_INCREF(zone);
+            zone = core->zone_index[i];
             break;
         }
     }
-    if (zone == NULL || core->state[pfn] != KMEM_ALLOCATED)
+    if (zone < 0 || core->state[pfn] != KMEM_ALLOCATED)
         goto slow;  /* no zone, or not an allocated order-0 frame: the pure path's errors */
     Py_ssize_t block = pfn >> PAGEBLOCK_ORDER;
     if (block >= core->nr_pageblocks || core->pageblock_mt[block] >= MIGRATE_PCPTYPES)
         goto slow;  /* isolated or highatomic pageblocks */
     long mt = core->pageblock_mt[block];
-    PyObject *zd = instance_dict(zone), *md = instance_dict(core->machine);
-    if (zd == NULL || md == NULL)
-        goto error;
-    if ((pcp = zone_pcp(core, zd, cpu)) == NULL) {
-        if (PyErr_Occurred())
-            goto error;
-        goto slow;
-    }
-    long long head, count, high, high_min, high_max, batch, flags, free_count, alloc_factor,
-        frees;
-    TRY(list_head(core, pcp, mt, &head));
-    TRY(sget_ll(pcp, core->off_count, &count));
-    TRY(sget_ll(pcp, core->off_high, &high));
-    TRY(sget_ll(pcp, core->off_high_min, &high_min));
-    TRY(sget_ll(pcp, core->off_high_max, &high_max));
-    TRY(sget_ll(pcp, core->off_batch, &batch));
-    TRY(sget_ll(pcp, core->off_flags, &flags));
-    TRY(sget_ll(pcp, core->off_free_count, &free_count));
-    TRY(sget_ll(pcp, core->off_alloc_factor, &alloc_factor));
-    TRY(dget_ll(md, s_frees, &frees));
-    if (batch < 0 || batch >= (1LL << 40))
+    int64_t *zv = core->zone_values + zone * Z_NR_VALUES;
+    int64_t *pv = core->pcp_values + (zone * core->nr_cpus + cpu) * P_NR_VALUES;
+    int64_t count = pv[P_COUNT], high_min = pv[P_HIGH_MIN], high_max = pv[P_HIGH_MAX];
+    int64_t batch = pv[P_BATCH];
+    if (batch < 0 || batch >= ((int64_t)1 << 40))
         goto slow;
     /* nr_pcp_high(batch, free_high=False) without its tuning branches: the clamped high, on a
      * zone that is not reclaiming and (unless high is fixed) not below high; the free must
      * leave count below it (else free_pcppages_bulk drains). */
-    long long clamped = high < high_min ? high_min : high;
+    int64_t clamped = pv[P_HIGH] < high_min ? high_min : pv[P_HIGH];
     if (clamped > high_max)
         clamped = high_max;
-    if (clamped <= 0 || count + 1 >= clamped)
+    if (clamped <= 0 || count + 1 >= clamped || zv[Z_RECLAIM_ACTIVE] ||
+        (high_min != high_max && zv[Z_BELOW_HIGH]))
         goto slow;
-    TRY(dget_flag(zd, s_reclaim_active));
-    if (high_min != high_max)
-        TRY(dget_flag(zd, s_below_high));
+    int32_t head = pcp_head(core, zone, cpu, mt);
     Py_ssize_t head_at = link_index(core, head);
-    if (head_at < 0 || head_at >= core->links_len)
-        goto slow;
     Py_ssize_t first = link_index(core, core->next[head_at]);
-    if (first < 0 || first >= core->links_len)
+    if (!link_ok(core, first))
         goto slow;
     /* Every check passed: the state changes of free_pages + free_frozen_page_commit. */
-    if (dset_ll(md, s_frees, frees + 1) < 0 ||
-        sset_ll(pcp, core->off_alloc_factor, alloc_factor >> 1) < 0)
-        goto error;
+    core->machine_values[M_FREES] += 1;
+    pv[P_ALLOC_FACTOR] >>= 1;
     core->next[pfn] = core->next[head_at];
-    core->prev[pfn] = (int32_t)head;
+    core->prev[pfn] = head;
     core->prev[first] = (int32_t)pfn;
     core->next[head_at] = (int32_t)pfn;
     core->state[pfn] = PCP_STATE;
-    if (sset_ll(pcp, core->off_count, count + 1) < 0)
-        goto error;
-    if ((flags & PCPF_PREV_FREE_HIGH_ORDER) &&
-        sset_ll(pcp, core->off_flags, flags & ~(long long)PCPF_PREV_FREE_HIGH_ORDER) < 0)
-        goto error;
-    if (free_count < batch << PCP_BATCH_SCALE_MAX && sset_ll(pcp, core->off_free_count, free_count + 1) < 0)
-        goto error;
-    if (sset_ll(pcp, core->off_high, clamped) < 0)
-        goto error;
-    Py_DECREF(zone);
-    Py_DECREF(pcp);
+    pv[P_COUNT] = count + 1;
+    pv[P_FLAGS] &= ~(int64_t)PCPF_PREV_FREE_HIGH_ORDER;
+    if (pv[P_FREE_COUNT] < batch << PCP_BATCH_SCALE_MAX)
+        pv[P_FREE_COUNT] += 1;
+    pv[P_HIGH] = clamped;
     Py_RETURN_NONE;
 slow:
-    Py_XDECREF(zone);
-    Py_XDECREF(pcp);
     return PyObject_Vectorcall(core->pure_free, args, nargsf, kwnames);
-error:
-    Py_XDECREF(zone);
-    Py_XDECREF(pcp);
-    return NULL;
+}
+
+/* A buffer of int64s of exactly `len` items. */
+static int
+get_values(PyObject *obj, Py_buffer *view, Py_ssize_t len, const char *what)
+{
+    if (kmem_get_buffer(obj, view, 8, what) < 0)
+        return -1;
+    if (view->len != len * 8) {
+        PyErr_Format(PyExc_ValueError, "PcpCore: %s needs %zd values", what, len);
+        PyBuffer_Release(view);
+        view->obj = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 static int
 pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"machine", "state", "alloc_mt", "pageblock_mt", "next", "prev",
-                               "nr_pages", "nr_cpus", "gfp_kernel", "alloc_highatomic",
+                               "machine_values", "zone_values", "pcp_values", "nr_pages",
+                               "nr_cpus", "pcp_list_base", "gfp_kernel", "alloc_highatomic",
                                "alloc_reserves", "alloc_kswapd", "wmark_high", "pure_alloc_pages",
-                               "pure_free_pages", "pcp_type", NULL};
+                               "pure_free_pages", "layout", NULL};
     PyObject *machine, *state, *alloc_mt, *pageblock_mt, *next, *prev, *gfp_kernel, *pa, *pf;
-    PyTypeObject *pcp_type;
-    Py_ssize_t nr_pages;
+    PyObject *machine_values, *zone_values, *pcp_values, *layout;
+    Py_ssize_t nr_pages, pcp_list_base;
     long nr_cpus, highatomic, reserves, kswapd, wmark_high;
-    if (core->machine != NULL) {
+    if (core->plans != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a PcpCore is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOnlOllllOOO!", keywords, &machine,
-                                     &state, &alloc_mt, &pageblock_mt, &next, &prev, &nr_pages,
-                                     &nr_cpus, &gfp_kernel, &highatomic, &reserves, &kswapd,
-                                     &wmark_high, &pa, &pf, &PyType_Type, &pcp_type))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOnlnOllllOOO!", keywords, &machine,
+                                     &state, &alloc_mt, &pageblock_mt, &next, &prev,
+                                     &machine_values, &zone_values, &pcp_values, &nr_pages,
+                                     &nr_cpus, &pcp_list_base, &gfp_kernel, &highatomic,
+                                     &reserves, &kswapd, &wmark_high, &pa, &pf, &PyTuple_Type,
+                                     &layout))
         return -1;
-    struct { const char *name; Py_ssize_t *offset; } slots[] = {
-        {"_heads", &core->off_heads}, {"count", &core->off_count}, {"high", &core->off_high},
-        {"high_min", &core->off_high_min}, {"high_max", &core->off_high_max},
-        {"batch", &core->off_batch}, {"flags", &core->off_flags},
-        {"free_count", &core->off_free_count}, {"alloc_factor", &core->off_alloc_factor},
+    /* The Python side's indices, in machine.py's _CORE_LAYOUT order, must be this file's. */
+    static const long expected[] = {
+        MAX_NR_ZONES, NR_PCP_LISTS, PAGEBLOCK_ORDER, MIGRATE_PCPTYPES, PCP_STATE,
+        KMEM_ALLOCATED, PCPF_PREV_FREE_HIGH_ORDER, PCP_BATCH_SCALE_MAX,
+        Z_FREE_PAGES, Z_NR_FREE_HIGHATOMIC, Z_WATERMARK_BOOST, Z_BELOW_HIGH,
+        Z_BOOSTED_WATERMARK, Z_RECLAIM_ACTIVE, Z_NUMA_HIT, Z_WATERMARK, Z_LOWMEM_RESERVE,
+        Z_NR_VALUES, P_COUNT, P_HIGH, P_HIGH_MIN, P_HIGH_MAX, P_BATCH, P_FLAGS, P_ALLOC_FACTOR,
+        P_FREE_COUNT, P_NR_VALUES, M_ALLOCATIONS, M_FREES, M_FAILURES, M_NR_VALUES,
     };
-    for (size_t i = 0; i < sizeof slots / sizeof slots[0]; i++) {
-        PyObject *descr = PyObject_GetAttrString((PyObject *)pcp_type, slots[i].name);
-        if (descr == NULL)
-            return -1;
-        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
-        if (ok)
-            *slots[i].offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-        Py_DECREF(descr);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "PcpCore: %s is not a __slots__ field", slots[i].name);
-            return -1;
-        }
+    Py_ssize_t nr_expected = (Py_ssize_t)(sizeof expected / sizeof expected[0]);
+    int same = PyTuple_GET_SIZE(layout) == nr_expected;
+    for (Py_ssize_t i = 0; same && i < nr_expected; i++) {
+        PyObject *item = PyTuple_GET_ITEM(layout, i);
+        same = PyLong_CheckExact(item) && PyLong_AsLong(item) == expected[i];
+    }
+    if (!same) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError,
+                            "PcpCore: the Python layout of zone/pcp values differs from csrc/pcp.c's");
+        return -1;
+    }
+    if (nr_cpus < 1 || nr_cpus > (1L << 20) || pcp_list_base < 0) {
+        PyErr_SetString(PyExc_ValueError, "PcpCore: bad nr_cpus or pcp_list_base");
+        return -1;
+    }
+    if (wmark_high < 0 || wmark_high >= 4) {
+        PyErr_SetString(PyExc_ValueError, "PcpCore: wmark_high must be in 0..3");
+        return -1;
     }
     PyObject *plans = PyObject_GetAttrString(machine, "_plans");
     if (plans == NULL)
         return -1;
     PyObject *zonelist = PyObject_GetAttrString(machine, "_zonelist");
-    if (zonelist == NULL) {
+    PyObject *zones = PyObject_GetAttrString(machine, "zones");
+    if (zonelist == NULL || zones == NULL || !PyDict_CheckExact(plans) ||
+        !PyTuple_CheckExact(zonelist) || !PyTuple_CheckExact(zones) ||
+        PyTuple_GET_SIZE(zones) != MAX_NR_ZONES || PyTuple_GET_SIZE(zonelist) > MAX_NR_ZONES) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "PcpCore needs machine._plans (dict), _zonelist and"
+                                             " zones (tuples of at most MAX_NR_ZONES)");
         Py_DECREF(plans);
-        return -1;
-    }
-    if (!PyDict_CheckExact(plans) || !PyTuple_CheckExact(zonelist)) {
-        PyErr_SetString(PyExc_TypeError, "PcpCore needs machine._plans (dict), _zonelist (tuple)");
-        Py_DECREF(plans);
-        Py_DECREF(zonelist);
+        Py_XDECREF(zonelist);
+        Py_XDECREF(zones);
         return -1;
     }
     core->plans = plans;
-    core->zonelist = zonelist;
+    core->zones = zones;
     core->nr_zones = PyTuple_GET_SIZE(zonelist);
-    if (core->nr_zones > 8) {
-        PyErr_SetString(PyExc_ValueError, "PcpCore: more than 8 zones");
-        return -1;
-    }
     for (Py_ssize_t i = 0; i < core->nr_zones; i++) {
         PyObject *zone = PyTuple_GET_ITEM(zonelist, i);
-        if (get_ll(zone, s_start_pfn, &core->zone_start[i]) != 0 ||
-            get_ll(zone, s_end_pfn, &core->zone_end[i]) != 0) {
+        long long index;
+        if (get_ll(zone, "start_pfn", &core->zone_start[i]) < 0 ||
+            get_ll(zone, "end_pfn", &core->zone_end[i]) < 0 || get_ll(zone, "index", &index) < 0 ||
+            index < 0 || index >= MAX_NR_ZONES || PyTuple_GET_ITEM(zones, index) != zone) {
             if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "PcpCore: zone bounds must be ints");
+                PyErr_SetString(PyExc_ValueError, "PcpCore: a zone not at its index");
+            Py_DECREF(zonelist);
             return -1;
         }
+        core->zone_index[i] = (long)index;
     }
+    Py_DECREF(zonelist);
     if (kmem_get_buffer(state, &core->state_view, 1, "state") < 0)
         return -1;
     core->state = core->state_view.buf;
@@ -558,24 +393,34 @@ pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
     if (kmem_get_buffer(prev, &core->prev_view, 4, "prev") < 0)
         return -1;
     core->prev = core->prev_view.buf;
+    if (get_values(machine_values, &core->machine_view, M_NR_VALUES, "machine_values") < 0 ||
+        get_values(zone_values, &core->zone_view, MAX_NR_ZONES * Z_NR_VALUES, "zone_values") < 0 ||
+        get_values(pcp_values, &core->pcp_view, MAX_NR_ZONES * nr_cpus * P_NR_VALUES,
+                   "pcp_values") < 0)
+        return -1;
+    core->machine_values = core->machine_view.buf;
+    core->zone_values = core->zone_view.buf;
+    core->pcp_values = core->pcp_view.buf;
+    core->links_len = core->next_view.len / 4;
+    /* Every pcp list head must lie in next/prev, below the frames' links. */
+    Py_ssize_t last_head = pcp_list_base + MAX_NR_ZONES * nr_cpus * NR_PCP_LISTS;
     if (nr_pages < 0 || nr_pages > core->state_view.len || nr_pages > core->alloc_mt_view.len ||
-        core->next_view.len != core->prev_view.len || nr_pages > core->next_view.len / 4 ||
-        nr_cpus < 1) {
-        PyErr_SetString(PyExc_ValueError, "PcpCore: buffers smaller than nr_pages");
+        core->next_view.len != core->prev_view.len || core->links_len > INT32_MAX ||
+        nr_pages + last_head > core->links_len ||
+        (nr_pages - 1) >> PAGEBLOCK_ORDER >= core->pageblock_view.len) {
+        PyErr_SetString(PyExc_ValueError, "PcpCore: buffers smaller than nr_pages and the lists");
         return -1;
     }
     core->nr_pages = nr_pages;
-    core->links_len = core->next_view.len / 4;
     core->nr_pageblocks = core->pageblock_view.len;
+    core->pcp_list_base = pcp_list_base;
     core->nr_cpus = nr_cpus;
     core->alloc_highatomic = highatomic;
     core->alloc_reserves = reserves;
     core->alloc_kswapd = kswapd;
     core->wmark_high = wmark_high;
-    /* The machine owns its core (machine.alloc_pages is bound to it): keep only a weak
-     * link back would be cleaner, but a strong one with GC support is simpler and safe. */
+    /* The machine owns its core (machine.alloc_pages is bound to it): a cycle the GC sees. */
     core->machine = Py_NewRef(machine);
-    core->pcp_type = (PyTypeObject *)Py_NewRef(pcp_type);
     core->gfp_kernel = Py_NewRef(gfp_kernel);
     core->pure_alloc = Py_NewRef(pa);
     core->pure_free = Py_NewRef(pf);
@@ -587,11 +432,10 @@ pcp_core_traverse(PcpCore *core, visitproc visit, void *arg)
 {
     Py_VISIT(core->machine);
     Py_VISIT(core->plans);
-    Py_VISIT(core->zonelist);
+    Py_VISIT(core->zones);
     Py_VISIT(core->pure_alloc);
     Py_VISIT(core->pure_free);
     Py_VISIT(core->gfp_kernel);
-    Py_VISIT(core->pcp_type);
     return 0;
 }
 
@@ -600,11 +444,10 @@ pcp_core_clear(PcpCore *core)
 {
     Py_CLEAR(core->machine);
     Py_CLEAR(core->plans);
-    Py_CLEAR(core->zonelist);
+    Py_CLEAR(core->zones);
     Py_CLEAR(core->pure_alloc);
     Py_CLEAR(core->pure_free);
     Py_CLEAR(core->gfp_kernel);
-    Py_CLEAR(core->pcp_type);
     return 0;
 }
 
@@ -612,7 +455,8 @@ static void
 release_views(PcpCore *core)
 {
     Py_buffer *views[] = {&core->state_view, &core->alloc_mt_view, &core->pageblock_view,
-                          &core->next_view, &core->prev_view};
+                          &core->next_view, &core->prev_view, &core->machine_view,
+                          &core->zone_view, &core->pcp_view};
     for (size_t i = 0; i < sizeof views / sizeof views[0]; i++)
         if (views[i]->obj != NULL)
             PyBuffer_Release(views[i]);
@@ -654,5 +498,5 @@ PyTypeObject kmem_PcpCoreType = {
 int
 kmem_pcp_init(void)
 {
-    return intern_names();
+    return 0;
 }

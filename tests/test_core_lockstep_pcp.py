@@ -4,8 +4,9 @@ A hypothesis state machine runs the same random calls — order-0 pcp hits, refi
 other orders, the vmstat tick, and bad calls of every kind — on a PageMachine built on each
 core, over several CPUs, gfp flags and layouts, and compares after every step what each call
 returned or raised (class and message) and the whole state: every frame's state byte and
-allocation type, every list link, every zone and pcp field, the machine's counters, events,
-and check()'s verdict.
+allocation type, every list link, every zone and pcp field (the plain attributes, the
+buffer-backed ones and the buffers themselves), the machine's counters, events, and check()'s
+verdict.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from core_twins import FUZZ_EXAMPLES, needs_compiled
 from kmem._compiled import core
 from kmem.errors import KmemError
+from kmem.page.counters import field_names
 from kmem.page.gfp import (
     __GFP_RECLAIMABLE,
     GFP_ATOMIC,
@@ -82,7 +84,7 @@ def _twins(factory: Callable[[], PageMachine]) -> tuple[PageMachine, PageMachine
 
 def _fields(obj: object, names: Any) -> tuple[Any, ...]:
     out = []
-    for name in sorted(names):
+    for name in sorted(set(names) | set(field_names(type(obj)))):
         value = getattr(obj, name)
         if isinstance(value, (int, bool, str, tuple)) or (
                 isinstance(value, list) and all(isinstance(v, int) for v in value)):
@@ -98,7 +100,9 @@ def machine_state(machine: PageMachine) -> tuple[Any, ...]:
         pcps = tuple(_fields(pcp, type(pcp).__slots__) for pcp in zone.pcps)
         zones.append((_fields(zone, vars(zone)), pcps))
     return (bytes(mem_map.state), mem_map.next.tobytes(), mem_map.prev.tobytes(),
-            bytes(machine._alloc_mt), bytes(machine.pageblock_mt), machine.allocations,
+            bytes(machine._alloc_mt), bytes(machine.pageblock_mt),
+            machine._machine_values.tobytes(), machine._zone_values.tobytes(),
+            machine._pcp_values.tobytes(), machine.allocations,
             machine.frees, machine.failures, tuple(map(tuple, machine._buddy_events)),
             tuple(zones), tuple(machine.events(cpu) for cpu in range(machine.nr_cpus)))
 

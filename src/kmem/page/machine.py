@@ -36,11 +36,19 @@ percpu_pagelist_high_fraction, thp (khugepaged's min_free_kbytes), pcp (False: e
 straight from the buddy lists), pcp_batch / pcp_high (fixed values instead of 6.18's),
 cache_slice (the per-CPU share of the last-level cache, deciding PCPF_FREE_HIGH_BATCH),
 watermark_boost_factor.
+
+Storage: the fields an order-0 pcp allocation or free touches are int64s in three buffers the
+machine owns (kmem.page.counters): its own allocations/frees/failures, a block per zone
+(free pages, watermarks, flags, numa_hit: kmem.page.zone) and a block per (zone, CPU) pcp
+(count, high, batch, ...: kmem.page.pcp). The compiled core (csrc/pcp.c) serves the common
+order-0 pcp hit and free on those buffers in place; the pure methods below read and write the
+same values as attributes.
 """
 
 from __future__ import annotations
 
 import operator
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -56,6 +64,7 @@ from kmem.errors import (
     OutOfMemoryError,
     WrongOrderError,
 )
+from kmem.page.counters import Counter
 from kmem.page.errors import (
     NoSuchCpuError,
     NoZoneForGfpError,
@@ -89,7 +98,21 @@ from kmem.page.migratetype import (
     gfp_zone,
     pcp_allowed_order,
 )
-from kmem.page.pcp import NR_PCP_LISTS, PCPF_FREE_HIGH_BATCH, PerCpuPages
+from kmem.page.pcp import (
+    NR_PCP_LISTS,
+    PCP_ALLOC_FACTOR,
+    PCP_BATCH,
+    PCP_COUNT,
+    PCP_FLAGS,
+    PCP_FREE_COUNT,
+    PCP_HIGH,
+    PCP_HIGH_MAX,
+    PCP_HIGH_MIN,
+    PCP_NR_VALUES,
+    PCPF_FREE_HIGH_BATCH,
+    PCPF_PREV_FREE_HIGH_ORDER,
+    PerCpuPages,
+)
 from kmem.page.watermarks import (
     ALLOC_HIGHATOMIC,
     ALLOC_KSWAPD,
@@ -100,6 +123,7 @@ from kmem.page.watermarks import (
     ALLOC_WMARK_MASK,
     DEFAULT_LOWMEM_RESERVE_RATIO,
     DEFAULT_WATERMARK_SCALE_FACTOR,
+    PCP_BATCH_SCALE_MAX,
     WATERMARK_BOOST_FACTOR,
     WMARK_HIGH,
     Watermarks,
@@ -111,7 +135,21 @@ from kmem.page.watermarks import (
     setup_per_zone_lowmem_reserve,
     setup_per_zone_wmarks,
 )
-from kmem.page.zone import LISTS_PER_ZONE, Tracer, Zone
+from kmem.page.zone import (
+    LISTS_PER_ZONE,
+    ZONE_BELOW_HIGH,
+    ZONE_BOOSTED_WATERMARK,
+    ZONE_FREE_PAGES,
+    ZONE_LOWMEM_RESERVE,
+    ZONE_NR_FREE_HIGHATOMIC,
+    ZONE_NR_VALUES,
+    ZONE_NUMA_HIT,
+    ZONE_RECLAIM_ACTIVE,
+    ZONE_WATERMARK,
+    ZONE_WATERMARK_BOOST,
+    Tracer,
+    Zone,
+)
 
 # Inside a class body Python would mangle the double-underscore names: aliases.
 _GFP_KSWAPD_RECLAIM: Final = __GFP_KSWAPD_RECLAIM
@@ -120,6 +158,24 @@ _GFP_DIRECT_RECLAIM: Final = __GFP_DIRECT_RECLAIM
 DEFAULT_CACHE_SLICE: Final = 16 << 20  # 32 MiB of L3 shared by this machine's 2 CPUs
 MAX_CPUS: Final = 4096
 EVENT_NAMES: Final = ("mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag")
+
+# The machine's own block of values (csrc/pcp.c has the same indices).
+MACHINE_ALLOCATIONS: Final = 0
+MACHINE_FREES: Final = 1
+MACHINE_FAILURES: Final = 2
+MACHINE_NR_VALUES: Final = 3
+
+# The constants and value indices csrc/pcp.c is compiled with, in its order (it checks them).
+_CORE_LAYOUT: Final = (
+    MAX_NR_ZONES, NR_PCP_LISTS, PAGEBLOCK_ORDER, MIGRATE_PCPTYPES, PCP, ALLOCATED,
+    PCPF_PREV_FREE_HIGH_ORDER, PCP_BATCH_SCALE_MAX,
+    ZONE_FREE_PAGES, ZONE_NR_FREE_HIGHATOMIC, ZONE_WATERMARK_BOOST, ZONE_BELOW_HIGH,
+    ZONE_BOOSTED_WATERMARK, ZONE_RECLAIM_ACTIVE, ZONE_NUMA_HIT, ZONE_WATERMARK,
+    ZONE_LOWMEM_RESERVE, ZONE_NR_VALUES,
+    PCP_COUNT, PCP_HIGH, PCP_HIGH_MIN, PCP_HIGH_MAX, PCP_BATCH, PCP_FLAGS, PCP_ALLOC_FACTOR,
+    PCP_FREE_COUNT, PCP_NR_VALUES,
+    MACHINE_ALLOCATIONS, MACHINE_FREES, MACHINE_FAILURES, MACHINE_NR_VALUES,
+)
 
 
 class _Plan(NamedTuple):
@@ -164,6 +220,10 @@ class PageMachine:
     63
     >>> machine.free_pages(pfn, 0, cpu=1)
     """
+
+    allocations = Counter(MACHINE_ALLOCATIONS)  # blocks handed out since boot
+    frees = Counter(MACHINE_FREES)
+    failures = Counter(MACHINE_FAILURES)  # allocations that raised OutOfMemoryError
 
     def __init__(
         self,
@@ -226,6 +286,10 @@ class PageMachine:
         nr_pageblocks = len(state) >> PAGEBLOCK_ORDER
         self.pageblock_mt: Final = bytearray([MIGRATE_MOVABLE]) * nr_pageblocks
         self._alloc_mt: Final = bytearray(self.nr_pages)
+        self._machine_values: Final = array("q", bytes(8 * MACHINE_NR_VALUES))
+        self._values: Final = memoryview(self._machine_values)
+        self._zone_values: Final = array("q", bytes(8 * MAX_NR_ZONES * ZONE_NR_VALUES))
+        self._pcp_values: Final = array("q", bytes(8 * MAX_NR_ZONES * nr_cpus * PCP_NR_VALUES))
         self.zones: Final = tuple(self._make_zone(i, tracer, watermark_boost_factor)
                                   for i in range(MAX_NR_ZONES))
         self._boot_free()
@@ -233,7 +297,7 @@ class PageMachine:
                                                        watermark_scale_factor)
         reserves = setup_per_zone_lowmem_reserve(managed, ratio)
         for zone in self.zones:
-            zone.watermark = list(self.watermarks[zone.index])
+            zone.watermark = tuple(self.watermarks[zone.index])
             zone.lowmem_reserve = reserves[zone.index]
         self._setup_pagesets(pcp_batch, pcp_high, cache_slice)
         # The fallback zonelist: zones with managed pages, highest first.
@@ -241,9 +305,6 @@ class PageMachine:
         self._plans: dict[int, _Plan] = {}
         self._gfp_values: dict[str, int] = {}
         self._buddy_events = [[0, 0, 0] for _ in range(nr_cpus)]  # zone_locked, extfrag, lock
-        self.allocations = 0
-        self.frees = 0
-        self.failures = 0
         # The core this machine runs on (None: the pure one), chosen once, here.
         self.compiled_core: Final = core if self.pcp_enabled else None
         if self.compiled_core is not None:
@@ -256,11 +317,13 @@ class PageMachine:
         pcp_core = compiled.PcpCore(
             machine=self, state=self._state, alloc_mt=self._alloc_mt,
             pageblock_mt=self.pageblock_mt, next=self.mem_map.next, prev=self.mem_map.prev,
-            nr_pages=self.nr_pages, nr_cpus=self.nr_cpus, gfp_kernel=GFP_KERNEL,
+            machine_values=self._machine_values, zone_values=self._zone_values,
+            pcp_values=self._pcp_values, nr_pages=self.nr_pages, nr_cpus=self.nr_cpus,
+            pcp_list_base=MAX_NR_ZONES * LISTS_PER_ZONE, gfp_kernel=GFP_KERNEL,
             alloc_highatomic=ALLOC_HIGHATOMIC, alloc_reserves=ALLOC_RESERVES,
             alloc_kswapd=ALLOC_KSWAPD, wmark_high=WMARK_HIGH,
             pure_alloc_pages=self.alloc_pages, pure_free_pages=self.free_pages,
-            pcp_type=PerCpuPages)
+            layout=_CORE_LAYOUT)
         self.alloc_pages = pcp_core.alloc_pages  # type: ignore[method-assign]
         self.free_pages = pcp_core.free_pages  # type: ignore[method-assign]
 
@@ -268,8 +331,9 @@ class PageMachine:
 
     def _make_zone(self, index: int, tracer: Tracer | None, boost_factor: int) -> Zone:
         layout = next((z for z in self.layout.zones if z.index == index), None)
+        values = memoryview(self._zone_values)[index * ZONE_NR_VALUES:][:ZONE_NR_VALUES]
         zone = Zone(index, layout, self.mem_map.state, self.mem_map.next, self.mem_map.prev,
-                    self.pageblock_mt, self._alloc_mt, index * LISTS_PER_ZONE)
+                    self.pageblock_mt, self._alloc_mt, index * LISTS_PER_ZONE, values)
         zone.tracer = tracer
         zone.watermark_boost_factor = boost_factor
         return zone
@@ -288,12 +352,15 @@ class PageMachine:
         """setup_per_cpu_pageset + zone_pcp_update(zone, 0): every populated zone's pcps."""
         base = MAX_NR_ZONES * LISTS_PER_ZONE
         nxt, prv = self.mem_map.next, self.mem_map.prev
+        pcp_values = memoryview(self._pcp_values)
         for zone in self.zones:
-            zone.pcps = [
-                PerCpuPages(zone, cpu, base + (zone.index * self.nr_cpus + cpu) * NR_PCP_LISTS,
-                            nxt, prv, self._state, self.pageblock_mt)
-                for cpu in range(self.nr_cpus)
-            ]
+            zone.pcps = []
+            for cpu in range(self.nr_cpus):
+                which = zone.index * self.nr_cpus + cpu  # csrc/pcp.c finds a pcp's lists so
+                zone.pcps.append(PerCpuPages(
+                    zone, cpu, base + which * NR_PCP_LISTS, nxt, prv, self._state,
+                    self.pageblock_mt,
+                    pcp_values[which * PCP_NR_VALUES:][:PCP_NR_VALUES]))
             if not zone.populated:
                 continue  # unpopulated zones keep the boot pageset (batch 1, high 0)
             batch, high_min, high_max = pcp_high_and_batch(
@@ -388,20 +455,20 @@ class PageMachine:
         if pfn < 0:
             pfn = self._alloc_slowpath(order, gfp_value, plan, cpu)
             if pfn < 0:
-                self.failures += 1
+                self._values[MACHINE_FAILURES] += 1
                 raise OutOfMemoryError(
                     f"no zone up to {ZONE_NAMES[plan.highest_zoneidx]} can give an order-{order}"
                     f" block of type {plan.migratetype} ({self.nr_free_pages} pages free)")
         self._state[pfn] = ALLOCATED | order
         self._alloc_mt[pfn] = plan.migratetype
-        self.allocations += 1
+        self._values[MACHINE_ALLOCATIONS] += 1
         return pfn
 
     def _get_page_from_freelist(self, order: int, plan: _Plan, flags: int, cpu: int) -> int:
         highest = plan.highest_zoneidx
         while True:
             for zone in plan.zonelist:
-                if zone.below_high or not zone.zone_watermark_fast(
+                if zone._values[ZONE_BELOW_HIGH] or not zone.zone_watermark_fast(
                         order, zone.wmark(WMARK_HIGH), highest, flags):
                     zone.below_high = True
                     if not zone.zone_watermark_fast(
@@ -430,12 +497,13 @@ class PageMachine:
             counts[0] += zone.zone_locked - locked
             counts[1] += zone.extfrag - extfrag
             counts[2] += 1
-        if flags & ALLOC_KSWAPD and zone.boosted_watermark:
+        values = zone._values  # (the hot path indexes the zone's values; see counters.py)
+        if flags & ALLOC_KSWAPD and values[ZONE_BOOSTED_WATERMARK]:
             # wakeup_kswapd (found or not): kswapd's boosted reclaim would end the boost.
             zone.boosted_watermark = False
             zone.watermark_boost = 0
         if pfn >= 0:
-            zone.numa_hit += 1
+            values[ZONE_NUMA_HIT] += 1
         return pfn
 
     def _alloc_slowpath(self, order: int, gfp: int, plan: _Plan, cpu: int) -> int:
@@ -472,7 +540,7 @@ class PageMachine:
         if not 0 <= order <= MAX_PAGE_ORDER or self._state[pfn] != ALLOCATED | order:
             raise self._bad_free(zone, pfn, order)
         self._state[pfn] = 0
-        self.frees += 1
+        self._values[MACHINE_FREES] += 1
         if not self.pcp_enabled or not pcp_allowed_order(order):
             zone.cpu = cpu
             self._buddy_events[cpu][2] += 1

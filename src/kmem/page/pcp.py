@@ -27,6 +27,10 @@ Invariants (check): every page on a list is in state PCP of the list's order, in
 count is the pages on the lists; high is 0 (untouched) or at least high_min (within
 [high_min, high_max] but after a vmstat tick that met a larger count);
 0 <= alloc_factor <= PCP_BATCH_SCALE_MAX.
+
+Storage: count, high, high_min, high_max, batch, flags, alloc_factor and free_count are int64s in
+a block of PCP_NR_VALUES in the machine's pcp buffer (kmem.page.counters), where the compiled
+core's order-0 fast paths (csrc/pcp.c) update them in place.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, Final
 
+from kmem.page.counters import Counter
 from kmem.page.mem_map import PCP, list_add, list_del, list_entries
 from kmem.page.migratetype import (
     HPAGE_PMD_ORDER,
@@ -44,6 +49,7 @@ from kmem.page.migratetype import (
     ZONE_MOVABLE,
 )
 from kmem.page.watermarks import PCP_BATCH_SCALE_MAX, WMARK_HIGH
+from kmem.page.zone import ZONE_BELOW_HIGH, ZONE_RECLAIM_ACTIVE
 
 if TYPE_CHECKING:
     from kmem.page.zone import Zone
@@ -54,6 +60,17 @@ NR_PCP_LISTS: Final = NR_LOWORDER_PCP_LISTS + NR_PCP_THP
 
 PCPF_PREV_FREE_HIGH_ORDER: Final = 1 << 0
 PCPF_FREE_HIGH_BATCH: Final = 1 << 1
+
+# A pcp's block in the machine's pcp buffer (csrc/pcp.c has the same indices).
+PCP_COUNT: Final = 0
+PCP_HIGH: Final = 1
+PCP_HIGH_MIN: Final = 2
+PCP_HIGH_MAX: Final = 3
+PCP_BATCH: Final = 4
+PCP_FLAGS: Final = 5
+PCP_ALLOC_FACTOR: Final = 6
+PCP_FREE_COUNT: Final = 7
+PCP_NR_VALUES: Final = 8
 
 
 def order_to_pindex(migratetype: int, order: int) -> int:
@@ -73,28 +90,34 @@ _PINDEX_ORDER: Final = tuple(pindex_to_order(i) for i in range(NR_PCP_LISTS))
 class PerCpuPages:
     """One CPU's page lists for one zone."""
 
-    __slots__ = ("_heads", "_next", "_pageblock_mt", "_prev", "_state", "alloc_factor",
-                 "batch", "count", "cpu", "drain_calls", "drains", "flags", "free_count", "high",
-                 "high_max", "high_min", "refill_calls", "refill_events", "refill_extfrag",
+    __slots__ = ("_heads", "_next", "_pageblock_mt", "_prev", "_state", "_values", "cpu",
+                 "drain_calls", "drains", "refill_calls", "refill_events", "refill_extfrag",
                  "refills", "zone")
 
+    count = Counter(PCP_COUNT)
+    high = Counter(PCP_HIGH)
+    high_min = Counter(PCP_HIGH_MIN)
+    high_max = Counter(PCP_HIGH_MAX)
+    batch = Counter(PCP_BATCH)
+    flags = Counter(PCP_FLAGS)
+    alloc_factor = Counter(PCP_ALLOC_FACTOR)
+    free_count = Counter(PCP_FREE_COUNT)
+
     def __init__(self, zone: Zone, cpu: int, list_base: int, nxt: array[int], prv: array[int],
-                 state: bytearray, pageblock_mt: bytearray) -> None:
+                 state: bytearray, pageblock_mt: bytearray, values: memoryview) -> None:
+        """``values``: this pcp's PCP_NR_VALUES int64s (format 'q'), zeroed."""
+        if values.format != "q" or len(values) != PCP_NR_VALUES:
+            raise ValueError(f"a pcp needs {PCP_NR_VALUES} int64 values")
         self.zone = zone
         self.cpu = cpu
-        self._heads = [~(list_base + i) for i in range(NR_PCP_LISTS)]
+        # The list heads never move: ~(list_base + pindex) (the compiled core relies on it).
+        self._heads: Final = tuple(~(list_base + i) for i in range(NR_PCP_LISTS))
         self._next = nxt
         self._prev = prv
         self._state = state
         self._pageblock_mt = pageblock_mt
-        self.count = 0
-        self.high = 0
-        self.high_min = 0
-        self.high_max = 0
+        self._values: Final = values
         self.batch = 1  # BOOT_PAGESET_BATCH until the machine sizes it
-        self.flags = 0
-        self.alloc_factor = 0
-        self.free_count = 0
         # What this CPU did to the zone, for its trace: rmqueue_bulk calls (each a zone lock)
         # and those that brought pages, their mm_page_alloc_zone_locked and
         # mm_page_alloc_extfrag events; free_pcppages_bulk calls and mm_page_pcpu_drain events.
@@ -135,7 +158,8 @@ class PerCpuPages:
 
     def rmqueue_pcplist(self, order: int, mt: int, flags: int) -> int:
         """A block from this CPU's list (refilled from the zone when empty); -1 if none."""
-        self.free_count >>= 1
+        values = self._values  # (the hot path indexes this pcp's values; see counters.py)
+        values[PCP_FREE_COUNT] >>= 1
         head = self._heads[order_to_pindex(mt, order)]
         nxt = self._next
         pfn = nxt[head]
@@ -153,30 +177,31 @@ class PerCpuPages:
             if pfn < 0:
                 return -1
         list_del(nxt, self._prev, pfn)
-        self.count -= 1 << order
+        values[PCP_COUNT] -= 1 << order
         return pfn
 
     # -- free --------------------------------------------------------------------------------
 
     def nr_pcp_high(self, batch: int, free_high: bool) -> int:
         """The count at which this free drains, tuning pcp->high on the way."""
-        high_min, high_max = self.high_min, self.high_max
-        high = self.high = min(max(self.high, high_min), high_max)
+        values = self._values
+        high_min, high_max = values[PCP_HIGH_MIN], values[PCP_HIGH_MAX]
+        high = values[PCP_HIGH] = min(max(values[PCP_HIGH], high_min), high_max)
         if not high:
             return 0
         if free_high:
             self.high = max(high - (batch << PCP_BATCH_SCALE_MAX), high_min)
             return 0
-        zone = self.zone
-        if zone.reclaim_active:
+        zone_values = self.zone._values
+        if zone_values[ZONE_RECLAIM_ACTIVE]:
             self.high = max(high - max(self.free_count, batch), high_min)
             return min(batch << 2, self.high)
         if high_min == high_max:
             return high
-        if zone.below_high:
+        if zone_values[ZONE_BELOW_HIGH]:
             self.high = max(high - max(self.free_count, batch), high_min)
             return max(self.count, high_min)
-        if self.count >= high:
+        if values[PCP_COUNT] >= high:
             need_high = self.free_count + batch
             if self.high < need_high:
                 self.high = min(max(need_high, high_min), high_max)
@@ -192,12 +217,13 @@ class PerCpuPages:
 
     def free_frozen_page_commit(self, pfn: int, order: int, mt: int) -> None:
         """Put a freed block at the head of its list; drain when the list is over high."""
-        self.alloc_factor >>= 1
+        values = self._values  # (the hot path indexes this pcp's values; see counters.py)
+        values[PCP_ALLOC_FACTOR] >>= 1
         pindex = order_to_pindex(mt, order)
         list_add(self._next, self._prev, self._heads[pindex], pfn)
         self._state[pfn] = PCP | order
-        self.count += 1 << order
-        batch = self.batch
+        values[PCP_COUNT] += 1 << order
+        batch = values[PCP_BATCH]
         free_high = False
         if order and order <= PAGE_ALLOC_COSTLY_ORDER:
             free_high = bool(
@@ -206,12 +232,12 @@ class PerCpuPages:
                 and (not self.flags & PCPF_FREE_HIGH_BATCH or self.count >= batch)
             )
             self.flags |= PCPF_PREV_FREE_HIGH_ORDER
-        elif self.flags & PCPF_PREV_FREE_HIGH_ORDER:
-            self.flags &= ~PCPF_PREV_FREE_HIGH_ORDER
-        if self.free_count < batch << PCP_BATCH_SCALE_MAX:
-            self.free_count += 1 << order
+        elif values[PCP_FLAGS] & PCPF_PREV_FREE_HIGH_ORDER:
+            values[PCP_FLAGS] &= ~PCPF_PREV_FREE_HIGH_ORDER
+        if values[PCP_FREE_COUNT] < batch << PCP_BATCH_SCALE_MAX:
+            values[PCP_FREE_COUNT] += 1 << order
         high = self.nr_pcp_high(batch, free_high)
-        if self.count < high:
+        if values[PCP_COUNT] < high:
             return
         self.free_pcppages_bulk(self.nr_pcp_free(batch, high, free_high), pindex)
         zone = self.zone

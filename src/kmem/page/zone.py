@@ -32,6 +32,11 @@ Flags: below_high (ZONE_BELOW_HIGH: set when an allocation found the zone under 
 cleared when a drain brings it back), boosted_watermark (ZONE_BOOSTED_WATERMARK).
 kmem has no kswapd and no reclaim: a boost is dropped when an allocation that may wake kswapd
 next passes (as kswapd's boosted reclaim would end it), and reclaim_active never becomes true.
+
+Storage: free_pages, nr_free_highatomic, watermark_boost, the three flags, numa_hit, the four
+watermarks and lowmem_reserve are int64s in a block of ZONE_NR_VALUES in the machine's zone
+buffer (kmem.page.counters), which the compiled core's order-0 pcp fast paths (csrc/pcp.c)
+read and update in place; ``watermark`` and ``lowmem_reserve`` read as tuples.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
+from kmem.page.counters import Counter, Flag
 from kmem.page.layout import ZoneLayout
 from kmem.page.mem_map import (
     FREE,
@@ -54,6 +60,7 @@ from kmem.page.mem_map import (
 )
 from kmem.page.migratetype import (
     FALLBACKS,
+    MAX_NR_ZONES,
     MAX_PAGE_ORDER,
     MIGRATE_HIGHATOMIC,
     MIGRATE_ISOLATE,
@@ -91,12 +98,32 @@ RMQUEUE_STEAL: Final = 3
 
 LISTS_PER_ZONE: Final = MIGRATE_TYPES * NR_PAGE_ORDERS
 
+# A zone's block in the machine's zone buffer (csrc/pcp.c has the same indices).
+ZONE_FREE_PAGES: Final = 0  # NR_FREE_PAGES
+ZONE_NR_FREE_HIGHATOMIC: Final = 1
+ZONE_WATERMARK_BOOST: Final = 2
+ZONE_BELOW_HIGH: Final = 3
+ZONE_BOOSTED_WATERMARK: Final = 4
+ZONE_RECLAIM_ACTIVE: Final = 5
+ZONE_NUMA_HIT: Final = 6
+ZONE_WATERMARK: Final = 7  # _watermark[WMARK_MIN..WMARK_PROMO]: 4 values
+ZONE_LOWMEM_RESERVE: Final = 11  # lowmem_reserve[MAX_NR_ZONES]
+ZONE_NR_VALUES: Final = ZONE_LOWMEM_RESERVE + MAX_NR_ZONES
+
 # tracer(event, cpu, pfn, order, migratetype, extra)
 Tracer = Callable[[str, int, int, int, int, tuple[int, ...]], None]
 
 
 class Zone:
     """One zone of the page machine (Linux's struct zone), on the machine's shared mem_map."""
+
+    free_pages = Counter(ZONE_FREE_PAGES)
+    nr_free_highatomic = Counter(ZONE_NR_FREE_HIGHATOMIC)
+    watermark_boost = Counter(ZONE_WATERMARK_BOOST)
+    below_high = Flag(ZONE_BELOW_HIGH)
+    boosted_watermark = Flag(ZONE_BOOSTED_WATERMARK)
+    reclaim_active = Flag(ZONE_RECLAIM_ACTIVE)
+    numa_hit = Counter(ZONE_NUMA_HIT)  # allocations served (zone_statistics counts one per call)
 
     def __init__(
         self,
@@ -108,7 +135,12 @@ class Zone:
         pageblock_mt: bytearray,
         alloc_mt: bytearray,
         list_base: int,
+        values: memoryview,
     ) -> None:
+        """``values``: this zone's ZONE_NR_VALUES int64s (format 'q'), zeroed."""
+        if values.format != "q" or len(values) != ZONE_NR_VALUES:
+            raise ValueError(f"a zone needs {ZONE_NR_VALUES} int64 values")
+        self._values: Final = values
         self.index: Final = index
         self.name: Final = ZONE_NAMES[index]
         self.start_pfn: Final = layout.start_pfn if layout else 0
@@ -126,28 +158,44 @@ class Zone:
         # The head of free_list[mt][order] is _heads[mt * NR_PAGE_ORDERS + order].
         self._heads: Final = [~(list_base + k) for k in range(LISTS_PER_ZONE)]
         self.nr_free = [0] * NR_PAGE_ORDERS
-        self.free_pages = 0  # NR_FREE_PAGES
         self.free_pages_blocks = 0  # NR_FREE_PAGES_BLOCKS
-        self.nr_free_highatomic = 0
         # Free pages per migratetype (what /proc/pagetypeinfo sums; isolated ones too)
         self.free_pages_mt = [0] * MIGRATE_TYPES
         self.nr_reserved_highatomic = 0
-        self.watermark = [0, 0, 0, 0]  # _watermark[WMARK_MIN..WMARK_PROMO]
-        self.watermark_boost = 0
         self.watermark_boost_factor = 15000
-        self.lowmem_reserve: tuple[int, ...] = ()
-        self.below_high = False
-        self.boosted_watermark = False
-        self.reclaim_active = False
         self.pcps: list[PerCpuPages] = []  # one per CPU, set by the machine
         # Counters: events and zone->lock acquisitions since boot.
         self.zone_locked = 0  # mm_page_alloc_zone_locked events
         self.extfrag = 0  # mm_page_alloc_extfrag events
         self.claims = 0  # pageblocks claimed by fallbacks
         self.lock_count = 0
-        self.numa_hit = 0  # allocations served (zone_statistics counts one per call)
         self.cpu = 0  # the CPU whose operation runs now (for the tracer)
         self.tracer: Tracer | None = None
+
+    @property
+    def watermark(self) -> tuple[int, ...]:
+        """_watermark[WMARK_MIN..WMARK_PROMO], without the boost."""
+        return tuple(self._values[ZONE_WATERMARK : ZONE_WATERMARK + 4])
+
+    @watermark.setter
+    def watermark(self, marks: tuple[int, ...] | list[int]) -> None:
+        if len(marks) != 4:
+            raise ValueError("a zone has 4 watermarks (min, low, high, promo)")
+        for which, mark in enumerate(marks):
+            self._values[ZONE_WATERMARK + which] = mark
+
+    @property
+    def lowmem_reserve(self) -> tuple[int, ...]:
+        """lowmem_reserve[highest_zoneidx]: the pages kept from allocations that could use a
+        higher zone (/proc/zoneinfo's protection)."""
+        return tuple(self._values[ZONE_LOWMEM_RESERVE : ZONE_LOWMEM_RESERVE + MAX_NR_ZONES])
+
+    @lowmem_reserve.setter
+    def lowmem_reserve(self, reserve: tuple[int, ...] | list[int]) -> None:
+        if len(reserve) != MAX_NR_ZONES:
+            raise ValueError(f"lowmem_reserve has {MAX_NR_ZONES} values, one per zone")
+        for index, pages in enumerate(reserve):
+            self._values[ZONE_LOWMEM_RESERVE + index] = pages
 
     # -- shape ---------------------------------------------------------------------------
 
@@ -160,7 +208,8 @@ class Zone:
 
     def wmark(self, which: int) -> int:
         """wmark_pages(): a watermark with the current boost."""
-        return self.watermark[which] + self.watermark_boost
+        values = self._values
+        return values[ZONE_WATERMARK + which] + values[ZONE_WATERMARK_BOOST]
 
     # -- list primitives with Linux's accounting ---------------------------------------------
 
@@ -169,9 +218,10 @@ class Zone:
         self.free_pages_mt[mt] += nr_pages
         if mt == MIGRATE_ISOLATE:
             return
-        self.free_pages += nr_pages
+        values = self._values
+        values[ZONE_FREE_PAGES] += nr_pages
         if mt == MIGRATE_HIGHATOMIC:
-            self.nr_free_highatomic += nr_pages
+            values[ZONE_NR_FREE_HIGHATOMIC] += nr_pages
 
     def _list_add(self, pfn: int, order: int, mt: int, tail: bool) -> None:
         """__add_to_free_list (no free page accounting)."""
@@ -556,7 +606,7 @@ class Zone:
                     floor -= floor // 4
             if flags & ALLOC_OOM:
                 floor -= floor // 2
-        if free <= floor + self.lowmem_reserve[highest_zoneidx]:
+        if free <= floor + self._values[ZONE_LOWMEM_RESERVE + highest_zoneidx]:
             return False
         if not order:
             return True
@@ -576,17 +626,18 @@ class Zone:
     def zone_watermark_fast(self, order: int, mark: int, highest_zoneidx: int, flags: int) -> bool:
         """zone_watermark_fast: the order-0 shortcut, then the full check, then (order-0
         __GFP_HIGH at the min mark) the check without the boost."""
-        free = self.free_pages
+        values = self._values
+        free = values[ZONE_FREE_PAGES]
         if not order:
-            unusable = 0 if flags & ALLOC_RESERVES else self.nr_free_highatomic
-            if free - min(free, unusable) > mark + self.lowmem_reserve[highest_zoneidx]:
+            unusable = 0 if flags & ALLOC_RESERVES else values[ZONE_NR_FREE_HIGHATOMIC]
+            if free - min(free, unusable) > mark + values[ZONE_LOWMEM_RESERVE + highest_zoneidx]:
                 return True
         if self.zone_watermark_ok(order, mark, highest_zoneidx, flags, free):
             return True
         if (not order and flags & ALLOC_MIN_RESERVE and self.watermark_boost
                 and flags & ALLOC_WMARK_MASK == WMARK_MIN):
-            return self.zone_watermark_ok(order, self.watermark[WMARK_MIN], highest_zoneidx,
-                                          flags, free)
+            return self.zone_watermark_ok(order, values[ZONE_WATERMARK + WMARK_MIN],
+                                          highest_zoneidx, flags, free)
         return False
 
     # -- invariants ----------------------------------------------------------------------------
