@@ -47,7 +47,6 @@ same values as attributes.
 
 from __future__ import annotations
 
-import operator
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +62,7 @@ from kmem.errors import (
     KmemError,
     OutOfMemoryError,
     WrongOrderError,
+    int_argument,
 )
 from kmem.page.counters import Counter
 from kmem.page.errors import (
@@ -205,12 +205,6 @@ class CpuEvents:
                 "refills": self.refills, "zone_lock": self.zone_lock}
 
 
-def _as_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise InvalidTypeError(f"{what} must be an int, not {type(value).__name__}")
-    return operator.index(value)  # type: ignore[call-overload,unused-ignore]
-
-
 class PageMachine:
     """One node of page frames, its zones and its CPUs' page lists, as Linux 6.18 runs them.
 
@@ -246,16 +240,16 @@ class PageMachine:
             layout = MachineLayout.default()
         if not isinstance(layout, MachineLayout):
             raise InvalidTypeError(f"layout must be a MachineLayout, not {type(layout).__name__}")
-        nr_cpus = _as_int(nr_cpus, "nr_cpus")
+        nr_cpus = int_argument(nr_cpus, "nr_cpus")
         if not 1 <= nr_cpus <= MAX_CPUS:
             raise InvalidArgumentError(f"nr_cpus must be in 1..{MAX_CPUS}, got {nr_cpus}")
-        watermark_scale_factor = _as_int(watermark_scale_factor, "watermark_scale_factor")
+        watermark_scale_factor = int_argument(watermark_scale_factor, "watermark_scale_factor")
         if not 1 <= watermark_scale_factor <= 3000:
             raise InvalidArgumentError("watermark_scale_factor must be in 1..3000 (sysctl range)")
-        ratio = tuple(_as_int(r, "lowmem_reserve_ratio") for r in lowmem_reserve_ratio)
+        ratio = tuple(int_argument(r, "lowmem_reserve_ratio") for r in lowmem_reserve_ratio)
         if len(ratio) != MAX_NR_ZONES or any(r < 0 for r in ratio):
             raise InvalidArgumentError(f"lowmem_reserve_ratio needs {MAX_NR_ZONES} ratios >= 0")
-        fraction = _as_int(percpu_pagelist_high_fraction, "percpu_pagelist_high_fraction")
+        fraction = int_argument(percpu_pagelist_high_fraction, "percpu_pagelist_high_fraction")
         if fraction and fraction < 8:
             raise InvalidArgumentError("percpu_pagelist_high_fraction must be 0 or >= 8")
         managed = layout.counts("managed")
@@ -263,11 +257,11 @@ class PageMachine:
         if min_free_kbytes is None:
             min_free_kbytes = default_min_free_kbytes(
                 managed, present, thp=thp, watermark_scale_factor=watermark_scale_factor)
-        min_free_kbytes = _as_int(min_free_kbytes, "min_free_kbytes")
+        min_free_kbytes = int_argument(min_free_kbytes, "min_free_kbytes")
         if min_free_kbytes < 0:
             raise InvalidArgumentError(f"min_free_kbytes must be >= 0, got {min_free_kbytes}")
         for what, value in (("pcp_batch", pcp_batch), ("pcp_high", pcp_high)):
-            if value is not None and _as_int(value, what) < 1:
+            if value is not None and int_argument(value, what) < 1:
                 raise InvalidArgumentError(f"{what} must be >= 1, got {value}")
         self.layout: Final = layout
         self.node: Final = layout.node
@@ -384,7 +378,7 @@ class PageMachine:
 
     def zone_of(self, pfn: int) -> Zone:
         """The zone whose span holds pfn."""
-        return self._zone_of(_as_int(pfn, "pfn"))
+        return self._zone_of(int_argument(pfn, "pfn"))
 
     def _zone_of(self, pfn: int) -> Zone:
         for zone in self._zonelist:
@@ -398,7 +392,7 @@ class PageMachine:
         return pcps[self._check_cpu(cpu)]
 
     def _check_cpu(self, cpu: object) -> int:
-        cpu = _as_int(cpu, "cpu")
+        cpu = int_argument(cpu, "cpu")
         if not 0 <= cpu < self.nr_cpus:
             raise NoSuchCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
         return cpu
@@ -409,7 +403,7 @@ class PageMachine:
             if value is None:
                 value = self._gfp_values[gfp] = parse_gfp_flags(gfp)
             return value
-        value = _as_int(gfp, "gfp")
+        value = int_argument(gfp, "gfp")
         if value < 0:
             raise InvalidArgumentError(f"gfp flags must be >= 0, got {value}")
         return value
@@ -444,7 +438,7 @@ class PageMachine:
         Raises OutOfMemoryError when no zone the flags allow can serve it.
         """
         if order.__class__ is not int or not 0 <= order <= MAX_PAGE_ORDER:
-            order = _as_int(order, "order")
+            order = int_argument(order, "order")
             if not 0 <= order <= MAX_PAGE_ORDER:
                 raise InvalidArgumentError(f"order must be in 0..{MAX_PAGE_ORDER}, got {order}")
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
@@ -532,8 +526,8 @@ class PageMachine:
     def free_pages(self, pfn: int, order: int, cpu: int = 0) -> None:
         """Free the order-``order`` block at pfn on ``cpu`` (free_frozen_pages)."""
         if pfn.__class__ is not int or order.__class__ is not int:
-            pfn = _as_int(pfn, "pfn")
-            order = _as_int(order, "order")
+            pfn = int_argument(pfn, "pfn")
+            order = int_argument(order, "order")
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
             cpu = self._check_cpu(cpu)
         zone = self._zone_of(pfn)
@@ -588,7 +582,7 @@ class PageMachine:
 
     def block_at(self, pfn: int) -> tuple[int, int, str]:
         """(first pfn, order, "free" | "pcp" | "allocated" | "reserved") of pfn's block."""
-        pfn = _as_int(pfn, "pfn")
+        pfn = int_argument(pfn, "pfn")
         if not 0 <= pfn < self.nr_pages:
             raise PfnNotInZoneError(f"pfn {pfn:#x} lies outside this machine's frames")
         return self._block_at(pfn)
@@ -614,11 +608,11 @@ class PageMachine:
         """Put up to ``count`` blocks on a CPU's pcp list, counting no event: the warm state
         a trace starts in without showing it. Return how many were put there."""
         pcp = self.pcp(zone, cpu)
-        count = _as_int(count, "count")
-        order = _as_int(order, "order")
+        count = int_argument(count, "count")
+        order = int_argument(order, "order")
         if count < 0 or not 0 <= order <= MAX_PAGE_ORDER or not pcp_allowed_order(order):
             raise InvalidArgumentError("warm_pcp needs count >= 0 and an order the pcp keeps")
-        if not 0 <= _as_int(migratetype, "migratetype") < MIGRATE_PCPTYPES:
+        if not 0 <= int_argument(migratetype, "migratetype") < MIGRATE_PCPTYPES:
             raise InvalidArgumentError("warm_pcp needs a migratetype with pcp lists (0..2)")
         return pcp.fill(order, migratetype, count)
 
