@@ -144,9 +144,17 @@ BAD_SPECS = [
     (TRACE + "[parameters]\nkernels = '7.0'\n",
      "spec.toml:3: parameters.kernels: not a replay option (the options: policy, kernel, cpus,"
      " memory, max_order, page_size, layers, machine, layout, machine_cpus, pcp_high,"
-     " pcp_batch, min_free_kbytes, no_pcp, warm)"),
+     " pcp_batch, min_free_kbytes, no_pcp, warm, random_kmalloc_seed)"),
     (TRACE + "[parameters]\nkernel = '5.0'\n",
      "spec.toml:3: parameters.kernel: "),
+    (TRACE + "[parameters]\nrandom_kmalloc_seed = -1\n",
+     "spec.toml:3: parameters.random_kmalloc_seed: expected a seed (a u64, or text such as"
+     " '0x1f'), got -1"),
+    (TRACE + "[parameters]\nrandom_kmalloc_seed = ['0x1', '0x1_0000_0000_0000_0000']\n",
+     "spec.toml:3: parameters.random_kmalloc_seed[1]: '0x1_0000_0000_0000_0000' is not a seed"),
+    (TRACE + "[parameters]\nrandom_kmalloc_seed = '18446744073709551616'\n",
+     "spec.toml:3: parameters.random_kmalloc_seed: '18446744073709551616' is not a seed: above"
+     " 2**64-1"),
     (TRACE + "[parameters]\npcp_high = -3\n",
      "spec.toml:3: parameters.pcp_high: expected a whole number >= 1, got -3"),
     (TRACE + "[parameters]\nwarm = 'hot'\n",
@@ -230,3 +238,14 @@ def test_the_command_refuses_a_bad_spec_with_status_2_before_any_run(
     assert capsys.readouterr().err == ("kmem sweep: --ship sends traces to a Dask cluster:"
                                        " give --dask too\n")
     assert not (folder / "out").exists()
+
+
+def test_a_random_kmalloc_seed_is_a_u64_as_a_number_or_as_text(folder: Path) -> None:
+    spec = load_sweep_spec(_spec(folder, TRACE + """[parameters]
+random_kmalloc_seed = ["", 5, "0xffffffffffffffff", "18446744073709551614"]
+"""))
+    seeds = [run.replayer_arguments()["random_kmalloc_seed"] for run in spec.runs()]
+    assert seeds == [None, 5, (1 << 64) - 1, (1 << 64) - 2]
+    # (the replayer builds random kmalloc caches with it: the copies exist)
+    replayer = Replayer(**spec.runs()[1].replayer_arguments())
+    assert "kmalloc-rnd-15-8k" in replayer.slab.caches

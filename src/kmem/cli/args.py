@@ -77,6 +77,17 @@ def int_argument(text: str) -> int:
     return _whole_number(text)
 
 
+def seed_argument(text: str) -> int:
+    """The argparse type of --random-kmalloc-seed: a u64 (random_kmalloc_seed), decimal or
+    0x hex."""
+    from kmem.trace.callers import parse_seed  # here: `kmem --help` must load no layer
+
+    try:
+        return parse_seed(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cpus_argument(text: str) -> int:
     """The argparse type of --cpus: 1 to MAX_CPUS (the page machine's and slab layer's bound)."""
     value = _whole_number(text)

@@ -14,6 +14,7 @@ from kmem.cli.args import (
     int_argument,
     natural_argument,
     output_path,
+    seed_argument,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="replay the trace once under each of these kernels, e.g."
                         " 6.17,6.18,7.0, and print the figures side by side (--plot: slab"
                         " memory over time under each)")
+    parser.add_argument("--random-kmalloc-seed", metavar="SEED", type=seed_argument,
+                        default=None,
+                        help="CONFIG_RANDOM_KMALLOC_CACHES with this random_kmalloc_seed (a"
+                        " u64, decimal or 0x hex): each kmalloc goes to the kmalloc-rnd-NN-SIZE"
+                        " copy its call site selects, as the kernel's kmalloc_type does"
+                        " (default: no random copies, as on this machine)")
     add_machine_arguments(parser, what=" the trace replays on (trace CPUs map modulo)")
     parser.add_argument("--max-order", type=int_argument, default=10,
                         help="buddy MAX_PAGE_ORDER (10)")
@@ -152,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                         memory=args.memory, max_order=args.max_order, kernel=args.kernel,
                         layout=args.layout, no_pcp=args.no_pcp, pcp_high=args.pcp_high,
                         pcp_batch=args.pcp_batch, min_free_kbytes=args.min_free_kbytes,
-                        warm=args.warm)
+                        warm=args.warm, random_kmalloc_seed=args.random_kmalloc_seed)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
     from kmem.cli.stat import warn_no_events
     from kmem.trace.lost import LostEvents
@@ -227,7 +234,8 @@ def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
 
     kernels = parse_kernels(args.compare)
     comparer = KernelComparer(kernels, layers=layers, policy=args.policy, nr_cpus=args.cpus,
-                              memory=args.memory, max_order=args.max_order)
+                              memory=args.memory, max_order=args.max_order,
+                              random_kmalloc_seed=args.random_kmalloc_seed)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
     if args.trace != "-" and not args.serial and pipeline.available():
         comparison, _ = _replay_in_parallel(comparer, args, show_progress)

@@ -71,7 +71,9 @@ from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.layout import MachineLayout, ZoneinfoZone
 from kmem.slab.allocator import SlabAllocator
+from kmem.slab.kmalloc_sizes import KMALLOC_NORMAL, kmalloc_type
 from kmem.slab.sheaves import DEFAULT_KERNEL, KERNEL_SHEAF_CAPACITIES, check_kernel
+from kmem.trace.callers import call_site_caller
 from kmem.trace.events import (
     EVENT_NAMES,
     KMALLOC,
@@ -155,11 +157,15 @@ class ReplayResult:
     buddyinfo: str
     timeline: tuple[ReplaySnapshot, ...]
     pcp: dict[str, Any] | None = None  # the page machine's findings (machine replays only)
+    # random kmalloc caches: seed, call sites, kmallocs per normal-family cache (seeded only)
+    random_kmalloc: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
         if self.pcp is None:
             del document["pcp"]
+        if self.random_kmalloc is None:
+            del document["random_kmalloc"]
         document["mismatch_examples"] = [
             {"bytes_req": r, "gfp_flags": g, "traced_bytes_alloc": t, "kmem_bytes_alloc": k}
             for r, g, t, k in self.mismatch_examples
@@ -230,6 +236,7 @@ class Replayer:
         pcp_batch: int | None = None,
         min_free_kbytes: int | None = None,
         warm: str = "zoneinfo",
+        random_kmalloc_seed: int | None = None,
     ) -> None:
         self.layers: Final = _check_layers(layers)
         self.machine_replay: Final = _machine_replay(
@@ -243,7 +250,16 @@ class Replayer:
         # Replay is single-threaded: no locks in either layer (about 10% faster per call).
         self.buddy: Final = BuddyAllocator(memory, page_size, max_order, thread_safe=False)
         self.slab: Final = SlabAllocator(self.buddy, nr_cpus, policy, thread_safe=False,
-                                         kernel=kernel)
+                                         kernel=kernel, random_kmalloc_seed=random_kmalloc_seed)
+        # CONFIG_RANDOM_KMALLOC_CACHES: every kmalloc event goes to kmalloc(..., caller=) with
+        # its call site's caller (_kmalloc_by_caller), apart from the replay loops.
+        self.random_kmalloc_seed: Final = random_kmalloc_seed
+        # (bytes_req, gfp_flags text, call site) -> (gfp value, kmem's bytes_alloc, free
+        # function, caller, the normal family's cache name or "")
+        self._caller_kmallocs: dict[tuple[int, str, str],
+                                    tuple[int, int, Callable[[int, int], None], int, str]] = {}
+        self._copy_events: dict[str, int] = {}  # normal-family cache -> kmallocs it served
+        self._copy_sites: set[str] = set()  # the call sites of those kmallocs
         self._max_samples = max_samples
         self._do_slab = "slab" in self.layers
         self._do_page = "page" in self.layers
@@ -382,16 +398,22 @@ class Replayer:
     # -- the hot loop ---------------------------------------------------------------------
 
     def _feed(self, batch: EventBatch) -> None:
-        """Replay a batch of events, but not the kernel's kmallocs of its own sheaves."""
+        """Replay a batch of events, but not the kernel's kmallocs of its own sheaves; with
+        random kmalloc caches, each kmalloc event on its own (_kmalloc_by_caller)."""
         skip = self._kernel_sheaf_allocs(batch) if self._do_slab else None
-        if not skip:
+        by_caller = self._kmalloc_events(batch)
+        if not skip and not by_caller:
             self._feed_part(batch)
             return
+        sheaf_allocs = set(skip) if skip and by_caller else ()
         start = 0
-        for index in skip:
+        for index in by_caller or skip or ():
             if index > start:
                 self._feed_part(batch.part(start, index))
-            self._skip_kernel_sheaf(batch, index)
+            if not by_caller or index in sheaf_allocs:
+                self._skip_kernel_sheaf(batch, index)
+            else:
+                self._kmalloc_by_caller(batch, index)
             start = index + 1
         if start < len(batch.kinds):
             self._feed_part(batch.part(start, len(batch.kinds)))
@@ -423,6 +445,67 @@ class Replayer:
             self._kernel_sheaves.add(key)
         self.kernel_sheaf_events += 1
         self._last_time = batch.times[index]
+
+    def _kmalloc_events(self, batch: EventBatch) -> list[int] | None:
+        """With random kmalloc caches, the indices of the batch's kmalloc events (the kernel
+        sheaves' among them): the compiled loop knows no call sites, so they go one by one."""
+        if self.random_kmalloc_seed is None or not self._do_slab:
+            return None
+        return [index for index, kind in enumerate(batch.kinds) if kind <= KMALLOC_NODE]
+
+    def _kmalloc_by_caller(self, batch: EventBatch, index: int) -> None:
+        """One kmalloc event with random kmalloc caches: the replay loop's kmalloc step
+        (_feed_events) with the event's call site as kmalloc's caller."""
+        self._counts[batch.kinds[index]] += 1
+        self._last_time = batch.times[index]
+        cpu = batch.cpus[index]
+        pending = self._pending.pop(cpu, None)
+        if pending is not None:  # (the page a new slab for this kmalloc needed)
+            self._decide_page(pending, True)
+        if cpu >= self.nr_cpus:
+            cpu %= self.nr_cpus
+        key, tail, site = batch.keys[index], batch.tails[index], batch.call_sites[index]
+        if (key in self._live or key == NULL_PTR) and self._odd_alloc(key, cpu):
+            return
+        try:
+            info = self._caller_kmallocs.get((tail[1], tail[3], site))
+            if info is None:
+                info, address = self._first_kmalloc_by_caller(tail[1], tail[3], site, cpu)
+            else:
+                address = self.slab.kmalloc(tail[1], info[0], cpu, info[3])
+            self._live[key] = (info[2], address)
+        except KmemError as error:
+            self._failed(key, error)
+            return
+        if info[4]:
+            self._copy_events[info[4]] = self._copy_events.get(info[4], 0) + 1
+            self._copy_sites.add(site)
+        if info[1] != tail[2]:
+            self._mismatch(tail, info[1])
+
+    def _first_kmalloc_by_caller(
+        self, size: int, gfp_text: str, site: str, cpu: int
+    ) -> tuple[tuple[int, int, Callable[[int, int], None], int, str], int]:
+        """_first_kmalloc for a (size, gfp_flags text, call site) with random kmalloc caches:
+        what _kmalloc_by_caller keeps of it, and the address."""
+        gfp = gfp_value(gfp_text)
+        caller = call_site_caller(site)
+        address = self.slab.kmalloc(size, gfp, cpu, caller)
+        cache = self.slab.kmalloc_cache_for(size, gfp, caller)
+        normal = cache is not None and kmalloc_type(gfp) == KMALLOC_NORMAL
+        calls = (gfp, self.slab.ksize(address), self.slab.kfree if cache is None else cache.free,
+                 caller, cache.name if normal and cache is not None else "")
+        self._caller_kmallocs[(size, gfp_text, site)] = calls
+        return calls, address
+
+    def _random_kmalloc_figures(self) -> dict[str, Any] | None:
+        """ReplayResult.random_kmalloc: the seed, and which of the normal family's caches
+        (kmalloc-N and its kmalloc-rnd-NN-N copies) served how many kmalloc events."""
+        if self.random_kmalloc_seed is None:
+            return None
+        return {"seed": self.random_kmalloc_seed, "call_sites": len(self._copy_sites),
+                "kmallocs": sum(self._copy_events.values()),
+                "caches": dict(sorted(self._copy_events.items(), key=_cache_order))}
 
     def _feed_part(self, batch: EventBatch) -> None:
         """Replay a batch of events."""
@@ -736,6 +819,7 @@ class Replayer:
             buddyinfo=self.buddy.buddyinfo(),
             timeline=tuple(self.timeline),
             pcp=self._machine_result(),
+            random_kmalloc=self._random_kmalloc_figures(),
         )
 
     def _machine_result(self) -> dict[str, Any] | None:
@@ -743,6 +827,13 @@ class Replayer:
             return None
         self.machine_replay.finish()
         return self.machine_replay.to_json()
+
+
+def _cache_order(item: tuple[str, int]) -> tuple[int, str]:
+    """kmalloc-N and kmalloc-rnd-NN-N by object size, then name (kmalloc-8 before -rnd-01-8)."""
+    name = item[0]
+    size = name.rsplit("-", 1)[1]
+    return (int(size[:-1]) << 10 if size.endswith("k") else int(size)), name
 
 
 def _machine_replay(wanted: bool, layout: str | MachineLayout | None, memory: int, nr_cpus: int,

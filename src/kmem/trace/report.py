@@ -247,6 +247,22 @@ def _mib(value: int) -> str:
     return f"{value / (1 << 20):,.2f} MiB"
 
 
+def _print_random_kmalloc(figures: dict[str, Any], console: Console, rows: int) -> None:
+    """Which of the normal family's caches (kmalloc-N and its kmalloc-rnd-NN-N copies) the
+    kmallocs of a replay with random kmalloc caches went to, most used first."""
+    caches = sorted(figures["caches"].items(), key=lambda item: -item[1])
+    console.print(f"[bold]Random kmalloc caches[/bold] (seed {figures['seed']:#x}):"
+                  f" {figures['kmallocs']:,} kmallocs of the normal family from"
+                  f" {figures['call_sites']:,} call sites went to {len(caches)} caches",
+                  highlight=False)
+    table = Table(show_edge=False)
+    table.add_column("name")
+    table.add_column("kmallocs", justify="right")
+    for name, count in caches[:rows]:
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
 def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int = 20) -> None:
     """The replay's findings as rich tables on ``console``."""
     kernel = f" {result.kernel}" if result.policy == "slub" else ""
@@ -317,6 +333,8 @@ def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int =
         for cache in caches[:slabinfo_rows]:
             table.add_row(*cache[:6])
         console.print(table)
+    if result.random_kmalloc is not None:
+        _print_random_kmalloc(result.random_kmalloc, console, slabinfo_rows)
     console.print("[bold]buddyinfo at the end[/bold]")
     console.print(result.buddyinfo.rstrip(), highlight=False)
 

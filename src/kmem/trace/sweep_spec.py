@@ -55,6 +55,7 @@ from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.size import parse_size
 from kmem.slab.allocator import POLICIES
 from kmem.slab.sheaves import KERNELS
+from kmem.trace.callers import parse_seed
 from kmem.trace.machine_replay import WARM_MODES
 from kmem.trace.replay import Replayer, parse_layers
 from kmem.trace.source import open_trace
@@ -153,6 +154,21 @@ def _layout(value: object) -> ParameterValue:
     return value
 
 
+def _seed(value: object) -> ParameterValue:
+    """A random_kmalloc_seed: a u64 as a whole number or as text (decimal or "0x..": TOML's
+    integers stop at 2**63-1); "" (Replayer's None) for no random kmalloc caches."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        try:
+            return parse_seed(value)
+        except ValueError as error:
+            raise _BadValue(str(error)) from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        raise _BadValue(f"expected a seed (a u64, or text such as '0x1f'), got {value!r}")
+    return value
+
+
 def _none_if_zero(value: ParameterValue) -> object:
     return None if value == 0 else value
 
@@ -211,6 +227,8 @@ PARAMETERS: Final = (
     ReplayParameter("no_pcp", "no_pcp", _flag, help="true: no per-CPU lists at all"),
     ReplayParameter("warm", "warm", _choice(WARM_MODES),
                     help="what the pcp lists hold when the trace starts"),
+    ReplayParameter("random_kmalloc_seed", "random_kmalloc_seed", _seed, _none_if_empty,
+                    help="CONFIG_RANDOM_KMALLOC_CACHES with this seed ('': none)"),
 )
 PARAMETER_KEYS: Final = tuple(row.key for row in PARAMETERS)
 # Replayer's keywords that are no what-if parameter (sampling, not the machine).
