@@ -43,6 +43,13 @@ makes): the allocation and the free of such a pointer count in ``sheaves["kernel
 Every kmem_cache_alloc passes its traced gfp flags to the cache: a sheaf refill may block only
 when they allow it (GFP_NOWAIT allocations take the slab path instead, as in the kernel).
 
+Random kmalloc caches (``random_kmalloc_seed``: CONFIG_RANDOM_KMALLOC_CACHES, kmem.slab.kmalloc).
+Each kmalloc event is ``kmalloc(bytes_req, gfp, cpu, caller)`` with its call site's caller
+(kmem.trace.callers): the normal family's copy is the one that call site selects. The replay
+loops (and the compiled one) know no call sites, so kmalloc events are replayed one by one
+beside them (``_kmalloc_by_caller``, the loop's kmalloc step with the caller); the result's
+``random_kmalloc`` counts the kmallocs each normal-family cache served.
+
 Memory in use per layer is sampled every ``every`` events (peaks are at that resolution; the
 page layer's peak is exact), with the buddy allocator's fragmentation indices; the sample list is
 halved whenever it reaches ``max_samples`` so memory stays bounded however long the trace.
