@@ -72,12 +72,30 @@ def test_long_scenarios_are_sampled() -> None:
 def test_kmem_html_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "seed.html"
     assert main(["html", "seed-buddy", "-o", str(out)]) == 0
-    assert "frames of 2 steps" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "frames of 2 steps" in said.err and not said.out  # (a status line: stderr)
     assert embedded(out.read_text())["total_steps"] == 2
     scenario = tmp_path / "mine.kmem"
     scenario.write_text("memory 64K\nalloc A 8K\n")
     assert main(["html", str(scenario), "-o", str(out)]) == 0
     assert embedded(out.read_text())["nr_pages"] == 16
+
+
+def test_kmem_html_to_the_standard_output_writes_the_page_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for target in ("/dev/stdout", "/proc/self/fd/1"):
+        done = subprocess.run([sys.executable, "-m", "kmem", "html", "seed-buddy", "-o", target],
+                              capture_output=True, check=True)
+        assert done.stdout.startswith(b"<!DOCTYPE html>") and done.stderr == b""
+        assert embedded(done.stdout.decode())["total_steps"] == 2
+    # Redirected into a file that is also -o: the file holds the page, nothing else.
+    page = tmp_path / "page.html"
+    with open(page, "wb") as stdout:
+        subprocess.run([sys.executable, "-m", "kmem", "html", "seed-buddy", "-o", str(page)],
+                       stdout=stdout, check=True)
+    assert embedded(page.read_text())["total_steps"] == 2
 
 
 def test_kmem_serve_answers_with_the_page() -> None:

@@ -165,8 +165,12 @@ def write_page(document: dict[str, Any], path: str | Path) -> Path:
     whole or not at all (into a temporary file beside it, then renamed), so a failure leaves
     no half page and an existing file unchanged; one that cannot be written is a
     PageWriteError naming it."""
+    return write_page_text(build_page(document), path)
+
+
+def write_page_text(page: str, path: str | Path) -> Path:
+    """write_page() of a page already built (build_page)."""
     path = Path(path)
-    page = build_page(document)
     write_atomically(path, page.encode("utf-8"))
     return path
 
