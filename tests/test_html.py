@@ -72,12 +72,30 @@ def test_long_scenarios_are_sampled() -> None:
 def test_kmem_html_writes_the_page(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "seed.html"
     assert main(["html", "seed-buddy", "-o", str(out)]) == 0
-    assert "frames of 2 steps" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "frames of 2 steps" in said.err and not said.out  # (a status line: stderr)
     assert embedded(out.read_text())["total_steps"] == 2
     scenario = tmp_path / "mine.kmem"
     scenario.write_text("memory 64K\nalloc A 8K\n")
     assert main(["html", str(scenario), "-o", str(out)]) == 0
     assert embedded(out.read_text())["nr_pages"] == 16
+
+
+def test_kmem_html_to_the_standard_output_writes_the_page_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for target in ("/dev/stdout", "/proc/self/fd/1"):
+        done = subprocess.run([sys.executable, "-m", "kmem", "html", "seed-buddy", "-o", target],
+                              capture_output=True, check=True)
+        assert done.stdout.startswith(b"<!DOCTYPE html>") and done.stderr == b""
+        assert embedded(done.stdout.decode())["total_steps"] == 2
+    # Redirected into a file that is also -o: the file holds the page, nothing else.
+    page = tmp_path / "page.html"
+    with open(page, "wb") as stdout:
+        subprocess.run([sys.executable, "-m", "kmem", "html", "seed-buddy", "-o", str(page)],
+                       stdout=stdout, check=True)
+    assert embedded(page.read_text())["total_steps"] == 2
 
 
 def test_kmem_serve_answers_with_the_page() -> None:
@@ -238,18 +256,18 @@ def test_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
     incremental = _CacheFrames()
     # (and the blocks: _BuddyFrames walks only the stretches of memory that changed)
     table = LabelTable()
-    buddy_frames = _BuddyFrames(replayer.buddy, LabelTable(), large_kmalloc="kmalloc:large")
+    # (slab pages labelled by their mem_map owner, not a label by pfn sent every frame)
+    buddy_frames = _BuddyFrames(replayer.buddy, LabelTable())
     frames = reused = 0
     with open_trace(DD_TRACE) as lines:
         for _ in replayer.iter_batch_snapshots(TraceParser().parse_batches(lines), every=97):
-            labels = incremental.slab_labels(replayer.slab)
+            by_pfn, by_owner = incremental.slab_labels(replayer.slab)
             pages = replayer.slab.slab_pages()
-            assert labels == slab_page_labels(pages)
             fresh = cache_frames(replayer.slab, pages)
             before = dict(incremental._previous)
             assert incremental.frames(replayer.slab) == fresh
-            assert buddy_frames.frame(labels) == buddy_frame(
-                replayer.buddy, table, labels, large_kmalloc="kmalloc:large")
+            assert buddy_frames.frame(by_pfn, by_owner) == buddy_frame(
+                replayer.buddy, table, slab_page_labels(pages), large_kmalloc="kmalloc:large")
             assert buddy_frames._table.labels == table.labels
             reused += sum(1 for name, (_, entry) in incremental._previous.items()
                           if name in before and before[name][1] is entry)
@@ -396,4 +414,115 @@ def test_buddy_frames_walk_only_what_changed(steps: list[tuple[int, int]], label
             buddy.free_pages(*held.pop(pick % len(held)))
         labels = {pfn: f"L{pfn % (labelled + 1)}" for pfn, _ in held[::2]}
         assert incremental.frame(labels) == buddy_frame(buddy, table, labels)
+        assert incremental._table.labels == table.labels
+
+
+# -- what the page sends: only what changed, decoded back to every frame ------------------------
+
+def _decoded_frames(page: str) -> tuple[dict[str, Any], list[list[int]], list[Any]]:
+    """The embedded document decoded as page.js decodes it: each frame's stretches from the
+    previous frame's and its "bd", joined and read as (order, code) digits from pfn 0; its
+    caches from the shared cache entries."""
+    from kmem.show.html_page import BLOCK_ALPHABET
+
+    sent = embedded(page)
+    width = sent["block_width"]
+    stretches: list[str] = [""] * sent["block_stretches"]
+    blocks_of, caches_of = [], []
+    for frame in sent["frames"]:
+        assert "blocks" not in frame and "caches" not in frame
+        changed = frame["bd"]
+        for index in range(0, len(changed), 2):
+            stretches[changed[index]] = changed[index + 1]
+        digits = "".join(stretches)
+        blocks, pfn = [], 0
+        for at in range(0, len(digits), width):
+            value = 0
+            for digit in digits[at:at + width]:
+                value = value * 64 + BLOCK_ALPHABET.index(digit)
+            blocks += [pfn, value & 31, value >> 5]
+            pfn += 1 << (value & 31)
+        blocks_of.append(blocks)
+        caches_of.append([sent["cache_entries"][i] for i in frame["c"]])
+    return sent, blocks_of, caches_of
+
+
+def _document(which: int) -> dict[str, Any]:
+    from kmem.show.snapshot import trace_document
+
+    if which == 0:
+        return scenario_document(load("seed"))
+    if which == 1:
+        return trace_document(TRACE, max_frames=30, memory=64 << 20)
+    # (a machine of more max-order blocks than the page cuts stretches: wider stretches)
+    return trace_document(TRACE, max_frames=12, memory=4 << 30, nr_cpus=1)
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+def test_the_page_sends_each_frame_whole_in_what_changed(which: int) -> None:
+    from kmem.show.html_page import MAX_STRETCHES
+
+    document = _document(which)
+    page = build_page(document)
+    sent, blocks_of, caches_of = _decoded_frames(page)
+    frames = document["frames"]
+    assert blocks_of == [f["blocks"] for f in frames]
+    assert caches_of == [f["caches"] for f in frames]
+    rest = [{k: v for k, v in f.items() if k not in ("blocks", "caches")} for f in frames]
+    assert [{k: v for k, v in f.items() if k not in ("bd", "c")} for f in sent["frames"]] == rest
+    assert sent["block_stretches"] <= MAX_STRETCHES
+    # Only what changed travels: a frame sends fewer stretches than there are, after the first.
+    sizes = [len(f["bd"]) // 2 for f in sent["frames"]]
+    assert sizes[0] == sent["block_stretches"]
+    if which:
+        assert sum(sizes[1:]) < (len(sizes) - 1) * sent["block_stretches"]
+        assert len(sent["cache_entries"]) < sum(len(c) for c in caches_of)
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 1 << 16)), max_size=120))
+def test_slab_pages_labelled_by_owner_are_those_labelled_by_pfn(
+        steps: list[tuple[int, int]]) -> None:
+    # A trace's frames label slab pages by their mem_map owner (a cache's id), not by pfn:
+    # after allocs, frees, large kmallocs, caches created and destroyed, and slabs of a
+    # SLAB_TYPESAFE_BY_RCU cache waiting for a grace period (their owner stays, they are no
+    # slabs of it), the frames are exactly buddy_frame's with slab_page_labels(slab_pages()).
+    from kmem.page.buddy import BuddyAllocator
+    from kmem.show.scenario_slab import slab_page_labels
+    from kmem.show.snapshot import LabelTable, _BuddyFrames, _CacheFrames, buddy_frame
+    from kmem.slab.allocator import SlabAllocator
+    from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
+
+    slab = SlabAllocator(BuddyAllocator(4 << 20, max_order=4), nr_cpus=1)
+    caches = [slab.kmem_cache_create("rcu", 1000, flags=SLAB_TYPESAFE_BY_RCU),
+              slab.kmem_cache_create("plain", 700)]
+    held: list[tuple[Any, int]] = []  # (cache or None for kmalloc, address)
+    incremental, labels_of = _BuddyFrames(slab.buddy, LabelTable()), _CacheFrames()
+    table = LabelTable()
+    # (first: 200 objects of the typesafe cache, all freed: empty slabs wait for a grace period)
+    for what, pick in [(0, 38)] * 6 + [(2, 39)] * 6 + steps:
+        try:
+            if what <= 1:
+                if caches:
+                    cache = caches[pick % 2 and len(caches) - 1]
+                    for _ in range(pick % 40):  # (many slabs at once)
+                        held.append((cache, cache.alloc()))
+            elif what == 2 and held:  # (frees many: empty slabs, a typesafe one's wait)
+                for _ in range(min(len(held), pick % 40 + 1)):
+                    cache, address = held.pop(pick % len(held) and -1)
+                    cache.free(address) if cache is not None else slab.kfree(address)
+            elif what == 3:
+                held.append((None, slab.kmalloc(8192 << (pick % 3))))  # large: whole pages
+            elif what == 4:
+                slab.synchronize_rcu() if pick % 2 else slab.shrink()
+            elif len(caches) < 4 and pick % 2:
+                caches.append(slab.kmem_cache_create(f"new{pick}", 64 + pick % 2000))
+            elif caches and not any(c is caches[-1] for c, _ in held):
+                slab.kmem_cache_destroy(caches.pop())
+        except KmemError:
+            continue
+        by_pfn, by_owner = labels_of.slab_labels(slab)
+        expected = buddy_frame(slab.buddy, table, slab_page_labels(slab.slab_pages()),
+                               large_kmalloc="kmalloc:large")
+        assert incremental.frame(by_pfn, by_owner) == expected
         assert incremental._table.labels == table.labels

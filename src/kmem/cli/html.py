@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from kmem.cli.args import COMMANDS, add_machine_arguments, count_argument, output_path
@@ -57,12 +60,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from kmem.show.html_page import write_page
+    from kmem.show.html_page import build_page, write_page_text
 
     output_path(args.output)  # a page that cannot be written fails now, not after the replay
     document = document_from_args(args)
-    path = write_page(document, args.output)
-    frames = len(document["frames"])
-    print(f"wrote {path} ({path.stat().st_size // 1024} KB, {frames} frames of"
-          f" {document['total_steps']} steps)")
+    page = build_page(document)
+    path = write_page_text(page, args.output)
+    if not _is_standard_output(path):  # (the page itself is the output: nothing else there)
+        frames = len(document["frames"])
+        # (a status line, on stderr: the standard output may be a pipe the page goes through)
+        print(f"wrote {path} ({len(page.encode()) // 1024} KB, {frames} frames of"
+              f" {document['total_steps']} steps)", file=sys.stderr)
     return 0
+
+
+def _is_standard_output(path: Path) -> bool:
+    """Is ``path`` the file the standard output writes to (/dev/stdout, /proc/self/fd/1, or
+    the file it is redirected into)?"""
+    try:
+        here, there = os.fstat(sys.stdout.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):  # (no standard output, or not a real file)
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)

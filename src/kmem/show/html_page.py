@@ -4,8 +4,9 @@
 and the snapshot document (kmem.show.snapshot) into a single file: no network, no other file is
 needed to open it. The JSON goes into a ``<script type="application/json">`` element; "</" is
 escaped as "<\\/" so no string inside the data can close that element early. Each frame's
-block list travels encoded (``encode_blocks``: two characters a block, pfns implied), which
-keeps a 400-frame trace page a few MB; the page decodes a frame when it shows it.
+block list travels encoded (``encode_blocks``: two characters a block, pfns implied) and only
+where it changed since the previous frame (``_compact``: stretches of memory), and a cache
+entry that several frames share is sent once; the page rebuilds a frame when it shows it.
 
 Why a template with placeholders and not a templating library: four substitutions do not need
 a dependency, and the web files stay plain HTML/CSS/JS that editors and linters understand.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+from bisect import bisect_left
 from functools import cache
 from importlib import resources
 from itertools import repeat
@@ -71,18 +73,74 @@ def _digit_table(width: int) -> tuple[str, ...]:
     return tuple(high + low for high in BLOCK_ALPHABET for low in BLOCK_ALPHABET)
 
 
+# A frame's blocks travel as the stretches of memory that changed since the previous frame:
+# memory is cut into stretches of whole max-order blocks (a block never crosses one) and a
+# frame sends [stretch, digits, stretch, digits, ...] for the stretches whose blocks differ
+# (the first frame sends them all); the page rebuilds each frame's digits from the previous
+# frame's. A trace's frame changes a few stretches of hundreds: encoding every block of every
+# frame was most of the page's bytes and of its build time. At most MAX_STRETCHES stretches
+# (bigger than a max-order block on a big machine), so that finding them stays cheap.
+MAX_STRETCHES = 512
+
+
+def stretch_pages(nr_pages: int, max_order: int) -> int:
+    """Pages a stretch: a max-order block's, or more (a power of two) on a big machine."""
+    pages = 1 << max_order
+    while -(-nr_pages // pages) > MAX_STRETCHES:
+        pages <<= 1
+    return pages
+
+
+def _stretch_parts(blocks: list[int], pages: int, nr_stretches: int) -> list[list[int]]:
+    """The flat [pfn, order, code, ...] list cut at every ``pages`` boundary."""
+    pfns = blocks[0::3]
+    cuts = [3 * bisect_left(pfns, index * pages) for index in range(nr_stretches)]
+    cuts.append(len(blocks))
+    return [blocks[cuts[index]:cuts[index + 1]] for index in range(nr_stretches)]
+
+
 def _compact(document: dict[str, Any]) -> dict[str, Any]:
-    """The document with every frame's blocks encoded; the input is not changed."""
-    largest = max((max(f["blocks"][2::3], default=0) for f in document["frames"]), default=0)
+    """The document as the page reads it; the input is not changed. Each frame's blocks
+    become "bd" (the changed stretches, encoded), its caches "c" (indices into the document's
+    "cache_entries", where an entry several frames hold is sent once)."""
+    frames_in = document["frames"]
+    largest = max((max(f["blocks"][2::3], default=0) for f in frames_in), default=0)
     width = 1
     while (largest + 1) << _ORDER_BITS > 1 << (6 * width):
         width += 1
+    nr_pages = int(document["nr_pages"])
+    pages = stretch_pages(nr_pages, int(document["max_order"]))
+    nr_stretches = max(1, -(-nr_pages // pages))
+    entries: list[Any] = []
+    # An entry sent once for all the frames that hold that very object: a trace's replay
+    # keeps an unchanged cache's entry (kmem.show.snapshot._CacheFrames). (Equal entries that
+    # are distinct objects are sent apiece: comparing them would cost what sending them does.)
+    by_id: dict[int, int] = {}
+    before: list[list[int]] | None = None
     frames = []
-    for frame in document["frames"]:
-        compact = {key: value for key, value in frame.items() if key != "blocks"}
-        compact["b"] = encode_blocks(frame["blocks"], width)
+    for frame in frames_in:
+        compact = {key: value for key, value in frame.items()
+                   if key not in ("blocks", "caches")}
+        parts = _stretch_parts(frame["blocks"], pages, nr_stretches)
+        changed: list[Any] = []
+        for index, part in enumerate(parts):
+            if before is None or part != before[index]:
+                changed += (index, encode_blocks(part, width))
+        before = parts
+        compact["bd"] = changed
+        if "caches" in frame:
+            indices = []
+            for entry in frame["caches"]:
+                number = by_id.get(id(entry))
+                if number is None:
+                    number = by_id[id(entry)] = len(entries)
+                    entries.append(entry)
+                indices.append(number)
+            compact["c"] = indices
         frames.append(compact)
-    return {**document, "frames": frames, "block_width": width}
+    return {**document, "frames": frames, "block_width": width,
+            "block_stretch_pages": pages, "block_stretches": nr_stretches,
+            "cache_entries": entries}
 
 
 def build_page(document: dict[str, Any]) -> str:
@@ -107,8 +165,12 @@ def write_page(document: dict[str, Any], path: str | Path) -> Path:
     whole or not at all (into a temporary file beside it, then renamed), so a failure leaves
     no half page and an existing file unchanged; one that cannot be written is a
     PageWriteError naming it."""
+    return write_page_text(build_page(document), path)
+
+
+def write_page_text(page: str, path: str | Path) -> Path:
+    """write_page() of a page already built (build_page)."""
     path = Path(path)
-    page = build_page(document)
     write_atomically(path, page.encode("utf-8"))
     return path
 

@@ -149,44 +149,53 @@ class _BuddyFrames:
     previous frame has the previous frame's blocks. Stretches are compared 16 at a time first
     (one memcmp skips 16 unchanged ones). A long trace's machine has thousands of blocks and a
     frame touches a few stretches: walking every block of every frame was most of the page
-    builder's cost (tests/test_html.py checks the frames equal buddy_frame's)."""
+    builder's cost (tests/test_html.py checks the frames equal buddy_frame's).
 
-    def __init__(self, buddy: BuddyAllocator, table: LabelTable,
-                 large_kmalloc: str | None = None) -> None:
+    An allocated block without a label by pfn takes the label its first page's ``owner``
+    says, from ``frame``'s ``owner_labels`` (a slab cache's id: "slab:NAME", the large kmalloc
+    mark): a trace's slab pages are labelled so, the owner bytes saying where they changed,
+    instead of a label a slab page sent every frame and compared with the previous frame's."""
+
+    def __init__(self, buddy: BuddyAllocator, table: LabelTable) -> None:
         self._buddy = buddy
         self._table = table
-        self._large_kmalloc = large_kmalloc
         self._parts: list[list[int]] = []  # each stretch's flat [pfn, order, code, ...]
         # The previous frame's state and owner bytes (copied into, never reallocated: a
         # 64 GiB machine's owner column is 64 MiB) and labels.
         self._state = bytearray()
         self._owner = bytearray()
         self._labels: dict[int, str] = {}
+        self._owner_labels: dict[int, str] = {}
 
-    def frame(self, labels: dict[int, str]) -> dict[str, Any]:
+    def frame(self, labels: dict[int, str], owner_labels: dict[int, str] | None = None
+              ) -> dict[str, Any]:
         buddy = self._buddy
         mem_map = buddy.mem_map
         nr_pages = buddy.nr_pages
         shift = buddy.max_order
         nr_stretches = -(-nr_pages // (1 << shift))
+        owner_labels = owner_labels or {}
         width = mem_map.owner.itemsize.bit_length() - 1  # (bytes an owner entry: 4)
         walk: set[int] = set()
         with memoryview(mem_map.state) as state, memoryview(mem_map.owner) as owner_items, \
                 owner_items.cast("B") as owner:
-            if len(self._parts) != nr_stretches or len(self._state) != len(state):
+            if len(self._parts) != nr_stretches or len(self._state) != len(state) or (
+                    owner_labels != self._owner_labels):
                 self._parts = [[] for _ in range(nr_stretches)]
                 self._state = bytearray(state)
-                self._owner = bytearray(owner) if self._large_kmalloc else bytearray()
+                self._owner = bytearray(owner) if owner_labels else bytearray()
                 walk.update(range(nr_stretches))
             else:
                 _changed_stretches(self._state, state, nr_stretches, shift, walk)
                 self._state[:] = state
-                if self._large_kmalloc:
+                if owner_labels:
                     _changed_stretches(self._owner, owner, nr_stretches, shift + width, walk)
                     self._owner[:] = owner
         before = self._labels
         if labels != before:  # (the labels added, removed or changed, found at C speed)
             walk.update(pfn >> shift for pfn, _ in labels.items() ^ before.items())
+            self._labels = dict(labels)
+        self._owner_labels = dict(owner_labels)
         walk &= set(range(nr_stretches))  # (a label off the end of memory labels no block)
         labels_of: dict[int, dict[int, str]] = {index: {} for index in walk}
         for pfn, label in labels.items():
@@ -196,19 +205,19 @@ class _BuddyFrames:
         for index in sorted(walk):  # lowest first: the order labels are numbered in
             start = index << shift
             self._parts[index] = self._walk(start, min(start + (1 << shift), nr_pages),
-                                            labels_of[index])
-        self._labels = dict(labels)
+                                            labels_of[index], owner_labels)
         blocks: list[int] = []
         for part in self._parts:  # (a list's += copies at C speed; chain goes item by item)
             blocks += part
         return {"blocks": blocks, **_free_counts(buddy)}
 
-    def _walk(self, start: int, end: int, labels: dict[int, str]) -> list[int]:
+    def _walk(self, start: int, end: int, labels: dict[int, str],
+              owner_labels: dict[int, str]) -> list[int]:
         """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
         them (its walk is BuddyAllocator.block_tuples': a reserved frame at a time, else a
         block, free when its state has the FREE bit)."""
         state = self._buddy.mem_map.state
-        owner = self._buddy.mem_map.owner if self._large_kmalloc else None
+        owner = self._buddy.mem_map.owner if owner_labels else None
         table = self._table
         out: list[int] = []
         pfn = start
@@ -222,8 +231,8 @@ class _BuddyFrames:
             code = FREE_CODE
             if not kind & FREE:
                 label = labels.get(pfn)
-                if label is None and owner is not None and owner[pfn] == KMALLOC_LARGE_OWNER:
-                    label = self._large_kmalloc
+                if label is None and owner is not None:
+                    label = owner_labels.get(owner[pfn])
                 code = table.code(label) if label else ALLOCATED_CODE
             out += (pfn, order, code)
             pfn += 1 << order
@@ -367,13 +376,24 @@ class _CacheFrames:
         self._previous: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
         self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
 
-    def slab_labels(self, slab: SlabAllocator) -> dict[int, str]:
-        """``slab_page_labels(slab.slab_pages())``, read from every cache's slab_usage(), which
-        the next frames() uses (the slabs read once a frame, not for the pages and again per
-        cache)."""
-        self._usage = {cache.name: cache.slab_usage() for cache in slab.cache_list()}
-        return slab_page_labels((pfn, name) for name, usage in self._usage.items()
-                                for pfn, _, _, _ in usage)
+    def slab_labels(self, slab: SlabAllocator, large_kmalloc: str = "kmalloc:large"
+                    ) -> tuple[dict[int, str], dict[int, str]]:
+        """The labels of the slab pages, as ``slab_page_labels(slab.slab_pages())`` and
+        buddy_frame's ``large_kmalloc`` label them, for _BuddyFrames.frame: (labels by pfn,
+        labels by mem_map owner). A slab page's ``owner`` is its cache's id, so the labels of
+        every cache go by owner, but those of a SLAB_TYPESAFE_BY_RCU cache: its slabs waiting
+        for a grace period keep their owner and are no slabs of it (slab_pages() leaves them
+        out), so they go by pfn, from the cache's slab_usage(), which the next frames() uses."""
+        by_owner = {KMALLOC_LARGE_OWNER: large_kmalloc}
+        by_pfn: dict[int, str] = {}
+        self._usage = {}
+        for cache in slab.cache_list():
+            if cache.typesafe_by_rcu:
+                usage = self._usage[cache.name] = cache.slab_usage()
+                by_pfn.update(slab_page_labels((pfn, cache.name) for pfn, _, _, _ in usage))
+            else:
+                by_owner[int(cache.id)] = f"slab:{cache.name}"
+        return by_pfn, by_owner
 
     def frames(self, slab: SlabAllocator) -> list[dict[str, Any]]:
         """cache_frames(slab), from the slab_usage() read by the last slab_labels(slab)."""
@@ -617,7 +637,7 @@ def trace_document(
         frames: list[dict[str, Any]] = []
         previous: ReplaySnapshot | None = None
         caches = _CacheFrames()
-        buddy_frames = _BuddyFrames(replayer.buddy, table, large_kmalloc="kmalloc:large")
+        buddy_frames = _BuddyFrames(replayer.buddy, table)
         with ExitStack() as stack:
             batches: Iterable[EventBatch]
             if process is not None:
@@ -642,7 +662,7 @@ def trace_document(
                     frame["source"] = f"events {previous.events + 1}-{snap.events}"
                     frame["text"] = _trace_step_text(previous, snap, replayer.page_size)
                 # Slab pages by cache, large kmalloc blocks; page events' blocks unlabelled.
-                frame.update(buddy_frames.frame(caches.slab_labels(replayer.slab)))
+                frame.update(buddy_frames.frame(*caches.slab_labels(replayer.slab)))
                 frame["caches"] = caches.frames(replayer.slab)
                 frames.append(frame)
                 previous = snap

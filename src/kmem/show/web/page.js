@@ -6,6 +6,21 @@
 (function () {
   const doc = JSON.parse(document.getElementById("kmem-data").textContent);
   const frames = doc.frames;
+  // A frame sends only what changed (kmem/show/html_page.py _compact): "bd", its blocks'
+  // digits by stretch of memory where they differ from the previous frame's, and "c", its
+  // caches as indices into doc.cache_entries. Each frame gets back its stretches (shared with
+  // the frames around it, joined when it is shown) and its caches.
+  {
+    let stretches = [];
+    for (const f of frames) {
+      if (f.bd.length) {
+        stretches = stretches.slice();
+        for (let i = 0; i < f.bd.length; i += 2) stretches[f.bd[i]] = f.bd[i + 1];
+      }
+      f.stretches = stretches;
+      if (f.c) f.caches = f.c.map((i) => doc.cache_entries[i]);
+    }
+  }
   const nrPages = doc.nr_pages;
   const pageSize = doc.page_size;
   const maxOrder = doc.max_order;
@@ -97,14 +112,14 @@
   $("strip-caption").textContent =
     `${nrPages} pages of ${size(pageSize)}, ${cols} a row` + (cell < 3 ? ", one pixel each" : "");
 
-  // Blocks arrive as a string of (order, code) digits (kmem/html_page.py encode_blocks);
+  // Blocks arrive as strings of (order, code) digits (kmem/html_page.py encode_blocks);
   // pfns follow from the orders since blocks tile memory. Decoded when a frame is shown.
   const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
   const DIGIT = new Int8Array(128);
   for (let i = 0; i < ALPHABET.length; i++) DIGIT[ALPHABET.charCodeAt(i)] = i;
   function blocksOf(frame) {
     if (frame.blocks) return frame.blocks;
-    const s = frame.b, w = doc.block_width, n = s.length / w;
+    const s = frame.stretches.join(""), w = doc.block_width, n = s.length / w;
     const out = new Int32Array(n * 3);
     let pfn = 0;
     for (let i = 0, k = 0; i < n; i++) {
@@ -510,7 +525,7 @@
     const shown = frames[current];
     current = index;
     const frame = frames[index];
-    if (shown !== frame && shown.b !== undefined) delete shown.blocks;  // keep one decoded
+    if (shown !== frame) delete shown.blocks;  // keep one decoded
     blocksOf(frame);
     $("slider").value = String(index);
     drawText(frame);
