@@ -111,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     from functools import partial
 
     from kmem.cli.terminal import read_trace, skipped_lines_note, wants_progress
-    from kmem.trace.events import batch_events
     from kmem.trace.perf_data import TraceInput, parse_time_window
     from kmem.trace.report import format_stat_text, page_json, slab_json
     from kmem.trace.stat import KmemStat
@@ -137,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                         site_order=trace.call_site_address())
         lines = partial(read_trace, progress=wants_progress(args.no_progress))
         for batch in trace.batches(lines):
-            stat.add(batch_events(batch))
+            stat.add_batch(batch)
     if not trace.nr_events:
         return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines)
     slab = stat.slab_summary(**slab_sort) if want_slab else None
