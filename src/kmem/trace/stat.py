@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final
 
 from kmem._compiled import core
@@ -563,7 +564,7 @@ class KmemStat:
                      fragmentation(s[1], s[2]))
              for ptr, s in self._alloc_stat.items()
              for value in (pointer_value(ptr),)),
-            key=lambda row: row.ptr,
+            key=attrgetter("ptr"),
         )
         return SlabSummary(
             nr_allocs=self._nr_allocs,
@@ -585,20 +586,28 @@ class KmemStat:
         alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, PAGE_SORT_KEYS,
                                                                  "page")
         gfps = self._gfps
+        values: dict[str, int] = {}
+
+        def value_of(gfp: str) -> int:  # (once per distinct text: a few, for many rows)
+            value = values.get(gfp)
+            if value is None:
+                value = values[gfp] = gfp_value(gfp)
+            return value
+
         if self.live:
-            allocs = [PageRow(pfn, order, mt, gfp, gfp_value(gfp), count, size, 0, 0, site)
+            allocs = [PageRow(pfn, order, mt, gfp, value_of(gfp), count, size, 0, 0, site)
                       for pfn, (order, gfp, mt, site, count, size) in self._live.items()]
             # perf's live tree iterates from the highest pfn down (its compare is reversed)
             allocs.sort(key=lambda r: -r.pfn)
         else:
-            allocs = [PageRow(pfn, order, mt, gfp, gfp_value(gfp), nr_alloc, size, nr_free,
+            allocs = [PageRow(pfn, order, mt, gfp, value_of(gfp), nr_alloc, size, nr_free,
                               freed, site)
                       for (pfn, order, mt, gfp), (nr_alloc, size, nr_free, freed, site)
                       in self._page_alloc.items()]
             # perf's trees iterate by (page, order, migtype, gfp) and (callsite, order, ...)
-            allocs.sort(key=lambda r: (r.pfn, r.order, r.migratetype, r.gfp))
+            allocs.sort(key=attrgetter("pfn", "order", "migratetype", "gfp"))
         callers = [
-            PageRow(-1, order, mt, gfp, gfp_value(gfp), nr_alloc, size, nr_free, freed, site)
+            PageRow(-1, order, mt, gfp, value_of(gfp), nr_alloc, size, nr_free, freed, site)
             for (site, order, mt, gfp), (nr_alloc, size, nr_free, freed)
             in self._page_caller.items()
         ]
@@ -616,7 +625,7 @@ class KmemStat:
             order_migratetype=tuple(tuple(row) for row in self._order_stats),
             callers=tuple(_sorted_page(callers, keys, self._address)),
             allocs=tuple(_sorted_page(allocs, alloc_keys, self._address)),
-            gfp_flags=tuple(sorted((gfp_value(g), g) for g in gfps if g)),
+            gfp_flags=tuple(sorted((value_of(g), g) for g in gfps if g)),
             live=self.live,
         )
 
@@ -643,8 +652,16 @@ def _slab_key(key: str, address: Callable[[str], tuple[int, str]]
     return lambda r: r.pingpong
 
 
+_SLAB_FIELDS: Final = {"ptr": "ptr", "hit": "hit", "bytes": "bytes_alloc", "frag": "frag",
+                       "pingpong": "pingpong"}
+_PAGE_FIELDS: Final = {"page": "pfn", "hit": "nr_alloc", "bytes": "alloc_bytes",
+                       "order": "order", "migtype": "migratetype", "gfp": "gfp"}
+
+
 def _sorted_slab(rows: list[SlabRow], keys: tuple[str, ...],
                  address: Callable[[str], tuple[int, str]]) -> list[SlabRow]:
+    if "callsite" not in keys:  # (the same order, the key read in C: attrgetter)
+        return sorted(rows, key=attrgetter(*(_SLAB_FIELDS[k] for k in keys)), reverse=True)
     getters = [_slab_key(k, address) for k in keys]
     # Descending on the keys, ties kept in the input order (perf's rbtree insertion is stable).
     return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
@@ -663,6 +680,8 @@ _PAGE_KEYS: Final[dict[str, Callable[[PageRow], int]]] = {
 
 def _sorted_page(rows: list[PageRow], keys: tuple[str, ...],
                  address: Callable[[str], tuple[int, str]]) -> list[PageRow]:
+    if "callsite" not in keys:  # (the same order, the key read in C: attrgetter)
+        return sorted(rows, key=attrgetter(*(_PAGE_FIELDS[k] for k in keys)), reverse=True)
     getters: list[Callable[[PageRow], object]] = [
         (lambda r: address(r.call_site)) if k == "callsite" else _PAGE_KEYS[k] for k in keys]
     return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
