@@ -789,6 +789,45 @@ export_page(StatCore *s, PyObject *out[5])
     return Py_None;
 }
 
+/* The counters, in _to_python's order. */
+static PyObject *
+counter_list(StatCore *s)
+{
+    int64_t counters[15] = {
+        s->total_requested, s->total_allocated, s->total_freed, s->nr_allocs,
+        s->nr_cross_allocs, s->unknown_frees, s->skipped_page_events,
+        s->nr_page_allocs, s->page_alloc_bytes, s->nr_page_frees, s->page_free_bytes,
+        s->nr_page_nomatch, s->page_nomatch_bytes, s->nr_page_fails, s->page_fail_bytes};
+    return int_list(counters, 15);
+}
+
+static PyObject *
+order_stat_lists(StatCore *s)
+{
+    PyObject *order_stats = PyList_New(MAX_PAGE_ORDER);
+    for (int order = 0; order_stats != NULL && order < MAX_PAGE_ORDER; order++) {
+        PyObject *row = int_list(s->order_stats[order], MAX_MIGRATE_TYPES);
+        if (row == NULL)
+            Py_CLEAR(order_stats);
+        else
+            PyList_SET_ITEM(order_stats, order, row);
+    }
+    return order_stats;
+}
+
+/* numbers() -> (the counters, order_stats): what a summary without its tables shows. */
+static PyObject *
+StatCore_numbers(StatCore *s, PyObject *unused)
+{
+    PyObject *counters = counter_list(s), *order_stats = order_stat_lists(s);
+    if (counters == NULL || order_stats == NULL) {
+        Py_XDECREF(counters);
+        Py_XDECREF(order_stats);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", counters, order_stats);
+}
+
 static PyObject *
 StatCore_export(StatCore *s, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -800,12 +839,7 @@ StatCore_export(StatCore *s, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *slab[5] = {NULL}, *page[5] = {NULL}, *result = NULL;
     if (export_slab(s, args[0], args[1], slab) != NULL && export_page(s, page) != NULL) {
-        int64_t counters[15] = {
-            s->total_requested, s->total_allocated, s->total_freed, s->nr_allocs,
-            s->nr_cross_allocs, s->unknown_frees, s->skipped_page_events,
-            s->nr_page_allocs, s->page_alloc_bytes, s->nr_page_frees, s->page_free_bytes,
-            s->nr_page_nomatch, s->page_nomatch_bytes, s->nr_page_fails, s->page_fail_bytes};
-        PyObject *numbers = int_list(counters, 15);
+        PyObject *numbers = counter_list(s);
         if (numbers != NULL)
             result = Py_BuildValue("(OOOOOOOOOON)", slab[0], slab[1], slab[2], slab[3],
                                    slab[4], page[0], page[1], page[2], page[3], page[4],
@@ -911,6 +945,8 @@ static PyGetSetDef StatCore_getset[] = {
 static PyMethodDef StatCore_methods[] = {
     {"feed", (PyCFunction)(void (*)(void))StatCore_feed, METH_FASTCALL,
      "feed(kinds, cpus, call_sites, keys, tails) -> the number of events accounted"},
+    {"numbers", (PyCFunction)StatCore_numbers, METH_NOARGS,
+     "numbers() -> (the counters, order_stats), the tables left in C"},
     {"export", (PyCFunction)(void (*)(void))StatCore_export, METH_FASTCALL,
      "export(caller_names, cache_names) -> KmemStat's tables and counters"},
     {NULL},

@@ -141,7 +141,10 @@ def _twins(**options: Any) -> tuple[KmemStat, KmemStat]:
 
 def _summaries(stat: KmemStat, sorts: tuple[str, str, str, str, str]) -> tuple[Any, ...]:
     slab, alloc, cache, page, page_alloc = sorts
-    return (outcome(lambda: stat.slab_summary(slab, alloc_sort=alloc, cache_sort=cache)),
+    counters = (outcome(lambda: stat.slab_summary(slab, tables=False)),
+                outcome(lambda: stat.page_summary(page, tables=False)))
+    return (counters, outcome(lambda: stat.slab_summary(slab, alloc_sort=alloc,
+                                                        cache_sort=cache)),
             outcome(lambda: stat.page_summary(page, alloc_sort=page_alloc)),
             stat.unknown_frees, stat.skipped_page_events)
 
@@ -236,6 +239,8 @@ def test_the_c_tables_hold_what_python_would() -> None:
 TEXT = TRACES / "kmem-6.18-dd-first15000.txt.xz"
 PERF_DATA = TRACES / "perf-data" / "kmem-record-sleep.data.xz"
 OPTIONS = [
+    [],
+    ["--page", "--live"],
     ["--caller", "--alloc", "--cache"],
     ["--slab", "--caller", "-s", "pingpong,hit", "--alloc", "-s", "bytes,ptr", "-l", "7"],
     ["--page", "--caller", "-s", "order,migtype,gfp", "--alloc", "-s", "hit,page", "-l", "9"],

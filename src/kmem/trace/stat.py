@@ -517,6 +517,17 @@ class KmemStat:
             self._cache_names.append(name)
         return index
 
+    def _numbers(self) -> tuple[list[int], list[list[int]]]:
+        """The counters, in the order StatCore gives them (see _to_python), and order_stats."""
+        if self._core is not None:
+            return self._core.numbers()  # type: ignore[no-any-return]
+        return ([self._total_requested, self._total_allocated, self._total_freed,
+                 self._nr_allocs, self._nr_cross_allocs, self._unknown_frees,
+                 self._skipped_page_events, self._nr_page_allocs, self._page_alloc_bytes,
+                 self._nr_page_frees, self._page_free_bytes, self._nr_page_nomatch,
+                 self._page_nomatch_bytes, self._nr_page_fails, self._page_fail_bytes],
+                self._order_stats)
+
     def _to_python(self) -> None:
         """Move the C tables (if any) into this object's dicts; Python counts from here on."""
         compiled = self._core
@@ -539,16 +550,23 @@ class KmemStat:
         return (self._site_addresses.get(site, 0), site)
 
     def slab_summary(self, sort: str = DEFAULT_SLAB_SORT, *, alloc_sort: str | None = None,
-                     cache_sort: str | None = None) -> SlabSummary:
+                     cache_sort: str | None = None, tables: bool = True) -> SlabSummary:
         """The slab statistics, tables sorted by ``sort`` (perf's keys, descending); the
         per-pointer table by ``alloc_sort`` and the per-cache one by ``cache_sort`` if given
-        (perf keeps one sort per table)."""
+        (perf keeps one sort per table). ``tables=False``: the counters alone, the tables
+        empty (what `kmem stat` prints without --caller, --alloc or --cache): the C tables
+        stay in C and no row is built."""
         keys = _check_keys(sort, SLAB_SORT_KEYS, "slab")
-        self._to_python()
         alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, SLAB_SORT_KEYS,
                                                                  "slab")
         cache_keys = keys if cache_sort is None else _check_keys(cache_sort, SLAB_SORT_KEYS,
                                                                  "slab")
+        if not tables:
+            numbers = self._numbers()[0]
+            return SlabSummary(nr_allocs=numbers[3], total_requested=numbers[0],
+                               total_allocated=numbers[1], total_freed=numbers[2],
+                               nr_cross_allocs=numbers[4], callers=(), allocs=(), caches=())
+        self._to_python()
         callers = [
             SlabRow(site, s[2], s[1], s[0], s[3], 0, site, fragmentation(s[1], s[2]))
             for site, s in sorted(self._caller_stat.items(),
@@ -577,14 +595,23 @@ class KmemStat:
             allocs=tuple(_sorted_slab(allocs, alloc_keys, self._address)),
         )
 
-    def page_summary(self, sort: str = DEFAULT_PAGE_SORT, *, alloc_sort: str | None = None
-                     ) -> PageSummary:
+    def page_summary(self, sort: str = DEFAULT_PAGE_SORT, *, alloc_sort: str | None = None,
+                     tables: bool = True) -> PageSummary:
         """The page statistics, tables sorted by ``sort`` (perf's keys, descending); the
-        per-pfn table by ``alloc_sort`` if given."""
+        per-pfn table by ``alloc_sort`` if given. ``tables=False``: the counters and the
+        order x migratetype counts alone, the tables and the gfp legend empty."""
         keys = _check_keys(sort, PAGE_SORT_KEYS, "page")
-        self._to_python()
         alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, PAGE_SORT_KEYS,
                                                                  "page")
+        if not tables:
+            numbers, order_stats = self._numbers()
+            return PageSummary(
+                page_size=self.page_size, nr_allocs=numbers[7], alloc_bytes=numbers[8],
+                nr_frees=numbers[9], free_bytes=numbers[10], nr_free_only=numbers[11],
+                free_only_bytes=numbers[12], nr_fails=numbers[13], fail_bytes=numbers[14],
+                order_migratetype=tuple(tuple(row) for row in order_stats), callers=(),
+                allocs=(), gfp_flags=(), live=self.live)
+        self._to_python()
         gfps = self._gfps
         values: dict[str, int] = {}
 
