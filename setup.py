@@ -14,6 +14,7 @@ from setuptools.command.build_ext import build_ext
 
 SOURCES = ["csrc/module.c", "csrc/buddy.c", "csrc/slab.c", "csrc/replay.c", "csrc/parse.c",
            "csrc/arena.c", "csrc/pcp.c"]
+SOURCES += ["csrc/stat.c"]
 
 
 class OptionalBuildExt(build_ext):

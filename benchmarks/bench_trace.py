@@ -115,14 +115,18 @@ def parse_only(path: Path, compiled: bool = True) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def stat_child(path: Path, pure: bool) -> float:
-    """Wall seconds of ``kmem stat --json`` of the trace in a fresh process (startup and the
-    report included), on the compiled or the pure core."""
+def stat_child(path: Path, pure: bool, *options: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``kmem stat OPTIONS`` of the trace in a fresh process (startup
+    and the report included), on the compiled core (its accumulation in csrc/stat.c) or the
+    pure one."""
     environment = {**os.environ, "KMEM_PURE": "1" if pure else "0"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "kmem", "stat", "--json", str(path)], check=True,
-                   capture_output=True, env=environment)
-    return time.perf_counter() - start
+    subprocess.run([sys.executable, "-m", "kmem", "stat", *options, "--no-progress",
+                    str(path)], check=True, capture_output=True, env=environment)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 _CHILD = """
@@ -180,8 +184,21 @@ def run() -> dict[str, object]:
     parse = statistics.median(p[0] for p in parses)
     parse_cpu = statistics.median(p[1] for p in parses)
     pure_parse = statistics.median(p[0] for p in pure_parses)
-    stat = statistics.median(stat_child(TRACE, pure=False) for _ in range(3))
-    pure_stat = stat_child(TRACE, pure=True)
+    # kmem stat (the summaries, the target) and --json (every table), each core, rounds
+    # interleaved so that both feel the same load; medians; the bare loop measured beside.
+    stat_runs: dict[tuple[bool, bool], list[tuple[float, float]]] = {
+        (pure, as_json): [] for pure in (False, True) for as_json in (False, True)}
+    stat_bares = []
+    for _ in range(3):
+        stat_bares.append(bare_loop(TRACE))
+        for (pure, as_json), runs in stat_runs.items():
+            if pure and len(runs) == 2:
+                continue  # (the pure core twice: it is the slow one)
+            runs.append(stat_child(TRACE, pure, *(["--json"] if as_json else [])))
+    stat_bare = statistics.median(b[0] for b in stat_bares)
+    stat_bare_cpu = statistics.median(b[1] for b in stat_bares)
+    stat_wall = {key: statistics.median(r[0] for r in runs) for key, runs in stat_runs.items()}
+    stat_cpu = {key: statistics.median(r[1] for r in runs) for key, runs in stat_runs.items()}
     replay = replay_child(TRACE)
     # The median of three runs: two processes feel the machine's other load twice.
     parallel = sorted((replay_child(TRACE, parallel=True) for _ in range(3)),
@@ -195,13 +212,22 @@ def run() -> dict[str, object]:
         "read+split loop over open_trace (s)": round(source, 2),
         "parse only, compiled loop (s)": round(parse, 2),
         "parse only, pure loop (s)": round(pure_parse, 2),
-        "kmem stat --json, compiled core / pure core (s)": f"{stat:.2f} / {pure_stat:.2f}",
+        "bare loop beside kmem stat, wall / CPU (s)": f"{stat_bare:.2f} / {stat_bare_cpu:.2f}",
+        "kmem stat, compiled core / pure core (s)":
+            f"{stat_wall[False, False]:.2f} / {stat_wall[True, False]:.2f}",
+        "kmem stat --json, compiled core / pure core (s)":
+            f"{stat_wall[False, True]:.2f} / {stat_wall[True, True]:.2f}",
         "parse + replay slab,page, one process (s)": round(replay["seconds"], 2),
         "parse + replay, parser in a second process (s)": round(parallel["seconds"], 2),
         "parse / bare (x): compiled loop, pure loop": f"{parse / bare:.2f}, "
                                                       f"{pure_parse / bare:.2f}",
-        "kmem stat / bare (x, target <= 1): compiled, pure": f"{stat / bare:.2f}, "
-                                                             f"{pure_stat / bare:.2f}",
+        "kmem stat / bare (x, target <= 1): compiled, pure":
+            f"{stat_wall[False, False] / stat_bare:.2f}, {stat_wall[True, False] / stat_bare:.2f}",
+        "kmem stat / bare, CPU time (x): compiled, pure":
+            f"{stat_cpu[False, False] / stat_bare_cpu:.2f},"
+            f" {stat_cpu[True, False] / stat_bare_cpu:.2f}",
+        "kmem stat --json / bare (x): compiled, pure":
+            f"{stat_wall[False, True] / stat_bare:.2f}, {stat_wall[True, True] / stat_bare:.2f}",
         "replay, one process / bare (x, target <= 1)": round(replay["seconds"] / bare, 2),
         "replay, parser in a second process / bare (x, target <= 4)":
             round(parallel["seconds"] / bare, 2),

@@ -1,6 +1,9 @@
 /* kmem._core: the compiled core of kmem (see kmem_core.h for the design). */
 #include "kmem_core.h"
 
+/* stat.c: perf kmem's statistics over EventBatch columns (kmem.trace.stat.KmemStat). */
+extern PyTypeObject kmem_StatCoreType;
+
 static PyMethodDef core_functions[] = {
     {"replay_feed", (PyCFunction)(void (*)(void))kmem_replay_feed, METH_FASTCALL,
      "replay_feed(replayer, kinds, cpus, keys, tails, kmalloc, kmem_error): Replayer._feed's"
@@ -27,9 +30,15 @@ PyInit__core(void)
         kmem_arena_init() < 0 || kmem_pcp_init() < 0 ||
         PyType_Ready(&kmem_PcpCoreType) < 0)
         return NULL;
+    if (PyType_Ready(&kmem_StatCoreType) < 0)
+        return NULL;
     PyObject *module = PyModule_Create(&core_module);
     if (module == NULL)
         return NULL;
+    if (PyModule_AddObjectRef(module, "StatCore", (PyObject *)&kmem_StatCoreType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(module, "BuddyZone", (PyObject *)&kmem_BuddyZoneType) < 0 ||
         PyModule_AddObjectRef(module, "SlabCacheCore", (PyObject *)&kmem_SlabCacheCoreType) < 0 ||
         PyModule_AddObjectRef(module, "KmallocCore", (PyObject *)&kmem_KmallocCoreType) < 0 ||

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from kmem.cli.args import COMMANDS, count_argument, size_argument
 from kmem.trace.stat import DEFAULT_PAGE_SORT, DEFAULT_SLAB_SORT
@@ -111,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
     from functools import partial
 
     from kmem.cli.terminal import read_trace, skipped_lines_note, wants_progress
-    from kmem.trace.events import batch_events
     from kmem.trace.perf_data import TraceInput, parse_time_window
     from kmem.trace.report import format_stat_text, page_json, slab_json
     from kmem.trace.stat import KmemStat
@@ -119,14 +119,15 @@ def run(args: argparse.Namespace) -> int:
     want_slab = args.slab or not args.page
     want_page = args.page or not args.slab
     sorts = {key: ",".join(keys) for key, keys in args.sorts.items()}
-    slab_sort = {"sort": sorts.get(("slab", "caller"), DEFAULT_SLAB_SORT),
-                 "alloc_sort": sorts.get(("slab", "alloc"), DEFAULT_SLAB_SORT),
-                 # (the per-cache table, kmem's addition, takes the per call site keys, or
-                 # the per pointer ones when only those were given: `--slab --cache -s bytes`)
-                 "cache_sort": sorts.get(("slab", "caller"), sorts.get(("slab", "alloc"),
-                                                                       DEFAULT_SLAB_SORT))}
-    page_sort = {"sort": sorts.get(("page", "caller"), args.page_sort),
-                 "alloc_sort": sorts.get(("page", "alloc"), args.page_sort)}
+    slab_sort: dict[str, Any] = {
+        "sort": sorts.get(("slab", "caller"), DEFAULT_SLAB_SORT),
+        "alloc_sort": sorts.get(("slab", "alloc"), DEFAULT_SLAB_SORT),
+        # (the per-cache table, kmem's addition, takes the per call site keys, or the per
+        # pointer ones when only those were given: `--slab --cache -s bytes`)
+        "cache_sort": sorts.get(("slab", "caller"), sorts.get(("slab", "alloc"),
+                                                              DEFAULT_SLAB_SORT))}
+    page_sort: dict[str, Any] = {"sort": sorts.get(("page", "caller"), args.page_sort),
+                                 "alloc_sort": sorts.get(("page", "alloc"), args.page_sort)}
     window = parse_time_window(args.time) if args.time is not None else None
     # Validate the sort keys before reading a possibly long trace.
     KmemStat().slab_summary(**slab_sort)
@@ -137,11 +138,13 @@ def run(args: argparse.Namespace) -> int:
                         site_order=trace.call_site_address())
         lines = partial(read_trace, progress=wants_progress(args.no_progress))
         for batch in trace.batches(lines):
-            stat.add(batch_events(batch))
+            stat.add_batch(batch)
     if not trace.nr_events:
         return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines)
-    slab = stat.slab_summary(**slab_sort) if want_slab else None
-    page = stat.page_summary(**page_sort) if want_page else None
+    # (the tables only where the output shows them: building them is most of the work)
+    tables = args.json or args.caller or args.alloc or args.cache
+    slab = stat.slab_summary(**slab_sort, tables=tables) if want_slab else None
+    page = stat.page_summary(**page_sort, tables=tables) if want_page else None
     lost = trace.lost
     if args.json:
         document = {

@@ -71,12 +71,13 @@ class ScriptCallchains:
                                           else f"0x{int(parts[0], 16):x}")
                         page = False
                 continue
-            if line.strip():
+            if line and not line.isspace():  # (line.strip(), without a new str a line)
                 if page:
                     self.sites.append("")  # (no frame outside the allocator)
                 chained = False
-                tokens = line.split(None, 6)
-                page = any(token.startswith("kmem:mm_page_") for token in tokens[2:6])
+                # (the split only where it can find one: ftrace text never names "kmem:")
+                page = "kmem:mm_page_" in line and any(
+                    token.startswith("kmem:mm_page_") for token in line.split(None, 6)[2:6])
                 if page:
                     self.page_lines += 1
                     frames = 0

@@ -33,23 +33,30 @@ pre-4.4 names ("Reclaimable" for MOVABLE); kmem prints the current names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final
 
+from kmem._compiled import core
 from kmem.errors import InvalidArgumentError
 from kmem.page.gfp import GFP_FLAG_NAMES, parse_gfp_flags
 from kmem.page.memory import check_page_size
 from kmem.slab.kmalloc_sizes import kmalloc_cache_name
 from kmem.trace.events import (
     KMALLOC_NODE,
+    KMEM_CACHE_FREE,
     MM_PAGE_ALLOC,
     MM_PAGE_FREE,
     SLAB_ALLOC_KINDS,
     SLAB_FREE_KINDS,
+    EventBatch,
     TraceEvent,
     pointer_value,
 )
+
+# The compiled core's StatCore counts in 64-bit integers: it takes page sizes up to this.
+_CORE_MAX_PAGE_SIZE: Final = 1 << 29
 
 MAX_PAGE_ORDER: Final = 11  # perf kmem's table size (orders 0..10)
 MAX_MIGRATE_TYPES: Final = 6
@@ -222,8 +229,19 @@ class KmemStat:
     """Accumulates perf kmem's statistics over a stream of trace events.
 
     >>> stat = KmemStat()
+    >>> stat.add_batch(batch)                                   # doctest: +SKIP
     >>> stat.add(events)                                        # doctest: +SKIP
     >>> stat.slab_summary().total_allocated                     # doctest: +SKIP
+
+    Two ways in: ``add_batch`` takes an EventBatch (what TraceParser.parse_batches and the
+    perf.data reader yield), ``add`` event tuples. With the compiled core (kmem._compiled),
+    add_batch runs the accumulation in C (csrc/stat.c, kmem._core.StatCore) over the batch's
+    columns, without an object per event; this class keeps what needs Python (naming call
+    sites and caches, once each, through _caller_of, _cache_of and _page_site_seen). The first
+    summary, ``add``, or an event the C code does not take (a column of an unexpected type, a
+    cpu_node function, a value beyond 64 bits) moves the C tables into this object's dicts
+    (_to_python), and the Python code below goes on from there: it is the reference, and what
+    runs with KMEM_PURE=1. Both give identical statistics (tests/test_core_lockstep_stat.py).
     """
 
     def __init__(self, page_size: int = 4096, cpu_node: Callable[[int], int] | None = None,
@@ -236,6 +254,12 @@ class KmemStat:
         self._site_order = site_order
         self._site_addresses: dict[str, int] = {}  # perf's call site name -> its address
         self._cpu_node = cpu_node or (lambda cpu: 0)
+        # The names of the call site and cache rows in the order they were first seen: the C
+        # accumulation counts rows by these indexes (see _caller_of, _cache_of).
+        self._caller_names: list[str] = []
+        self._caller_index: dict[str, int] = {}
+        self._cache_names: list[str] = []
+        self._cache_index: dict[str, int] = {}
         # slab: ptr -> [hit, bytes_req, bytes_alloc, last_alloc, alloc_cpu, pingpong], and its
         # latest call site
         self._alloc_stat: dict[str, list[int]] = {}
@@ -264,12 +288,43 @@ class KmemStat:
         self._nr_page_frees = self._page_free_bytes = 0
         self._nr_page_nomatch = self._page_nomatch_bytes = 0
         self._nr_page_fails = self._page_fail_bytes = 0
-        self.skipped_page_events = 0  # orders/migratetypes beyond perf's tables
-        self.unknown_frees = 0  # slab frees of pointers never seen allocated
+        self._skipped_page_events = 0  # orders/migratetypes beyond perf's tables
+        self._unknown_frees = 0  # slab frees of pointers never seen allocated
         self._call_site_names: dict[str, str] = {}
+        self._core: Any = None  # the C tables while add_batch runs them (None: these dicts)
+        if core is not None and cpu_node is None and self.page_size <= _CORE_MAX_PAGE_SIZE:
+            self._core = core.StatCore(
+                page_size=self.page_size, live=live, name_call_site=self._caller_of,
+                name_cache=self._cache_of,
+                page_call_site=self._page_site_seen if site_order is not None else None)
+
+    @property
+    def skipped_page_events(self) -> int:
+        """Page events with an order or migratetype beyond perf's tables (not counted)."""
+        return self._core.skipped_page_events if self._core is not None else \
+            self._skipped_page_events
+
+    @property
+    def unknown_frees(self) -> int:
+        """Slab frees of pointers never seen allocated (perf ignores them)."""
+        return self._core.unknown_frees if self._core is not None else self._unknown_frees
+
+    def add_batch(self, batch: EventBatch) -> None:
+        """Account every event of ``batch`` (in C with the compiled core; see the class)."""
+        compiled = self._core
+        if compiled is not None and len(batch.times) == len(batch.kinds):
+            done = compiled.feed(batch.kinds, batch.cpus, batch.call_sites, batch.keys,
+                                 batch.tails)
+            if done == len(batch.kinds):
+                return
+            self._to_python()  # (an event the C code leaves to Python: from here on, Python)
+            if done:
+                batch = batch.part(done, len(batch.kinds))
+        self.add(_events_of(batch))
 
     def add(self, events: Iterable[TraceEvent]) -> None:
         """Account every event of ``events``."""
+        self._to_python()
         for event in events:
             kind = event[0]
             if kind in SLAB_ALLOC_KINDS:
@@ -283,12 +338,26 @@ class KmemStat:
 
     # -- slab ----------------------------------------------------------------------------
 
-    def _slab_alloc(self, event: TraceEvent) -> None:
-        call_site = self._call_site_names.get(event[3])
+    def _call_site_name(self, traced: str) -> str:
+        """A traced call site's name as perf prints it (and its address noted, if known)."""
+        call_site = self._call_site_names.get(traced)
         if call_site is None:
-            call_site = self._call_site_names[event[3]] = perf_call_site(event[3])
+            call_site = self._call_site_names[traced] = perf_call_site(traced)
             if self._site_order is not None:
-                self._site_addresses[call_site] = self._site_order(event[3])
+                self._site_addresses[call_site] = self._site_order(traced)
+        return call_site
+
+    def _cache_name(self, kind: int, name: str, bytes_req: int, bytes_alloc: int,
+                    gfp: str) -> str:
+        """The per-cache row of an allocation: the traced cache name, else for kmalloc the
+        size class Linux serves it from."""
+        return name or (
+            self._kmalloc_name(bytes_req, gfp) if kind <= KMALLOC_NODE
+            else f"cache-{bytes_alloc}"  # a kmem_cache event of a kernel before 6.2: no name
+        )
+
+    def _slab_alloc(self, event: TraceEvent) -> None:
+        call_site = self._call_site_name(event[3])
         ptr, bytes_req, bytes_alloc, cpu = event[4], event[6], event[7], event[1]
         row = self._alloc_stat.get(ptr)
         if row is None:
@@ -300,10 +369,7 @@ class KmemStat:
             row[3] = bytes_alloc
             row[4] = cpu
         self._alloc_site[ptr] = call_site
-        cache_name = event[5] or (
-            self._kmalloc_name(bytes_req, event[8]) if event[0] <= KMALLOC_NODE
-            else f"cache-{bytes_alloc}"  # a kmem_cache event of a kernel before 6.2: no name
-        )
+        cache_name = self._cache_name(event[0], event[5], bytes_req, bytes_alloc, event[8])
         self._alloc_cache[ptr] = cache_name
         cache = self._cache_stat.get(cache_name)
         if cache is None:
@@ -329,7 +395,7 @@ class KmemStat:
     def _slab_free(self, event: TraceEvent) -> None:
         row = self._alloc_stat.get(event[4])
         if row is None:
-            self.unknown_frees += 1  # (not in perf's numbers: it ignores these frees)
+            self._unknown_frees += 1  # (not in perf's numbers: it ignores these frees)
             return
         self._total_freed += row[3]
         if event[1] != row[4]:
@@ -354,7 +420,7 @@ class KmemStat:
     def _page_alloc_event(self, event: TraceEvent) -> None:
         order, migratetype, gfp, pfn = event[11], event[12], event[8], event[10]
         if not 0 <= order < MAX_PAGE_ORDER or not 0 <= migratetype < MAX_MIGRATE_TYPES:
-            self.skipped_page_events += 1
+            self._skipped_page_events += 1
             return
         size = self.page_size << order
         self._nr_page_allocs += 1
@@ -364,8 +430,8 @@ class KmemStat:
             self._page_fail_bytes += size
             return
         site = event[3]
-        if site and self._site_order is not None and site not in self._site_addresses:
-            self._site_addresses[site] = self._site_order(site)
+        if self._site_order is not None:
+            self._page_site_seen(site)
         self._gfps.add(gfp)
         live = self._live.get(pfn)
         if live is None:
@@ -395,7 +461,7 @@ class KmemStat:
     def _page_free_event(self, event: TraceEvent) -> None:
         order, pfn = event[11], event[10]
         if not 0 <= order < MAX_PAGE_ORDER:
-            self.skipped_page_events += 1
+            self._skipped_page_events += 1
             return
         size = self.page_size << order
         self._nr_page_frees += 1
@@ -425,6 +491,58 @@ class KmemStat:
                 if caller[0] == 0:
                     del self._page_caller[caller_key]
 
+    def _page_site_seen(self, site: str) -> None:
+        """Note a page call site's address (when the trace knows addresses)."""
+        if site and site not in self._site_addresses:
+            assert self._site_order is not None
+            self._site_addresses[site] = self._site_order(site)
+
+    # -- the compiled accumulation -----------------------------------------------------------
+
+    def _caller_of(self, traced: str) -> int:
+        """StatCore's call back for a traced call site it has not seen: its caller row."""
+        name = self._call_site_name(traced)
+        index = self._caller_index.get(name)
+        if index is None:
+            index = self._caller_index[name] = len(self._caller_names)
+            self._caller_names.append(name)
+        return index
+
+    def _cache_of(self, kind: int, tail: tuple[Any, ...]) -> int:
+        """StatCore's call back for an allocation's tail it has not seen: its cache row."""
+        name = self._cache_name(kind, tail[0], tail[1], tail[2], tail[3])
+        index = self._cache_index.get(name)
+        if index is None:
+            index = self._cache_index[name] = len(self._cache_names)
+            self._cache_names.append(name)
+        return index
+
+    def _numbers(self) -> tuple[list[int], list[list[int]]]:
+        """The counters, in the order StatCore gives them (see _to_python), and order_stats."""
+        if self._core is not None:
+            return self._core.numbers()  # type: ignore[no-any-return]
+        return ([self._total_requested, self._total_allocated, self._total_freed,
+                 self._nr_allocs, self._nr_cross_allocs, self._unknown_frees,
+                 self._skipped_page_events, self._nr_page_allocs, self._page_alloc_bytes,
+                 self._nr_page_frees, self._page_free_bytes, self._nr_page_nomatch,
+                 self._page_nomatch_bytes, self._nr_page_fails, self._page_fail_bytes],
+                self._order_stats)
+
+    def _to_python(self) -> None:
+        """Move the C tables (if any) into this object's dicts; Python counts from here on."""
+        compiled = self._core
+        if compiled is None:
+            return
+        (self._alloc_stat, self._alloc_site, self._alloc_cache, self._caller_stat,
+         self._cache_stat, self._live, self._page_alloc, self._page_caller, self._gfps,
+         self._order_stats, numbers) = compiled.export(self._caller_names, self._cache_names)
+        (self._total_requested, self._total_allocated, self._total_freed, self._nr_allocs,
+         self._nr_cross_allocs, self._unknown_frees, self._skipped_page_events,
+         self._nr_page_allocs, self._page_alloc_bytes, self._nr_page_frees,
+         self._page_free_bytes, self._nr_page_nomatch, self._page_nomatch_bytes,
+         self._nr_page_fails, self._page_fail_bytes) = numbers
+        self._core = None
+
     # -- results ---------------------------------------------------------------------------
 
     def _address(self, site: str) -> tuple[int, str]:
@@ -432,15 +550,23 @@ class KmemStat:
         return (self._site_addresses.get(site, 0), site)
 
     def slab_summary(self, sort: str = DEFAULT_SLAB_SORT, *, alloc_sort: str | None = None,
-                     cache_sort: str | None = None) -> SlabSummary:
+                     cache_sort: str | None = None, tables: bool = True) -> SlabSummary:
         """The slab statistics, tables sorted by ``sort`` (perf's keys, descending); the
         per-pointer table by ``alloc_sort`` and the per-cache one by ``cache_sort`` if given
-        (perf keeps one sort per table)."""
+        (perf keeps one sort per table). ``tables=False``: the counters alone, the tables
+        empty (what `kmem stat` prints without --caller, --alloc or --cache): the C tables
+        stay in C and no row is built."""
         keys = _check_keys(sort, SLAB_SORT_KEYS, "slab")
         alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, SLAB_SORT_KEYS,
                                                                  "slab")
         cache_keys = keys if cache_sort is None else _check_keys(cache_sort, SLAB_SORT_KEYS,
                                                                  "slab")
+        if not tables:
+            numbers = self._numbers()[0]
+            return SlabSummary(nr_allocs=numbers[3], total_requested=numbers[0],
+                               total_allocated=numbers[1], total_freed=numbers[2],
+                               nr_cross_allocs=numbers[4], callers=(), allocs=(), caches=())
+        self._to_python()
         callers = [
             SlabRow(site, s[2], s[1], s[0], s[3], 0, site, fragmentation(s[1], s[2]))
             for site, s in sorted(self._caller_stat.items(),
@@ -456,7 +582,7 @@ class KmemStat:
                      fragmentation(s[1], s[2]))
              for ptr, s in self._alloc_stat.items()
              for value in (pointer_value(ptr),)),
-            key=lambda row: row.ptr,
+            key=attrgetter("ptr"),
         )
         return SlabSummary(
             nr_allocs=self._nr_allocs,
@@ -469,28 +595,46 @@ class KmemStat:
             allocs=tuple(_sorted_slab(allocs, alloc_keys, self._address)),
         )
 
-    def page_summary(self, sort: str = DEFAULT_PAGE_SORT, *, alloc_sort: str | None = None
-                     ) -> PageSummary:
+    def page_summary(self, sort: str = DEFAULT_PAGE_SORT, *, alloc_sort: str | None = None,
+                     tables: bool = True) -> PageSummary:
         """The page statistics, tables sorted by ``sort`` (perf's keys, descending); the
-        per-pfn table by ``alloc_sort`` if given."""
+        per-pfn table by ``alloc_sort`` if given. ``tables=False``: the counters and the
+        order x migratetype counts alone, the tables and the gfp legend empty."""
         keys = _check_keys(sort, PAGE_SORT_KEYS, "page")
         alloc_keys = keys if alloc_sort is None else _check_keys(alloc_sort, PAGE_SORT_KEYS,
                                                                  "page")
+        if not tables:
+            numbers, order_stats = self._numbers()
+            return PageSummary(
+                page_size=self.page_size, nr_allocs=numbers[7], alloc_bytes=numbers[8],
+                nr_frees=numbers[9], free_bytes=numbers[10], nr_free_only=numbers[11],
+                free_only_bytes=numbers[12], nr_fails=numbers[13], fail_bytes=numbers[14],
+                order_migratetype=tuple(tuple(row) for row in order_stats), callers=(),
+                allocs=(), gfp_flags=(), live=self.live)
+        self._to_python()
         gfps = self._gfps
+        values: dict[str, int] = {}
+
+        def value_of(gfp: str) -> int:  # (once per distinct text: a few, for many rows)
+            value = values.get(gfp)
+            if value is None:
+                value = values[gfp] = gfp_value(gfp)
+            return value
+
         if self.live:
-            allocs = [PageRow(pfn, order, mt, gfp, gfp_value(gfp), count, size, 0, 0, site)
+            allocs = [PageRow(pfn, order, mt, gfp, value_of(gfp), count, size, 0, 0, site)
                       for pfn, (order, gfp, mt, site, count, size) in self._live.items()]
             # perf's live tree iterates from the highest pfn down (its compare is reversed)
             allocs.sort(key=lambda r: -r.pfn)
         else:
-            allocs = [PageRow(pfn, order, mt, gfp, gfp_value(gfp), nr_alloc, size, nr_free,
+            allocs = [PageRow(pfn, order, mt, gfp, value_of(gfp), nr_alloc, size, nr_free,
                               freed, site)
                       for (pfn, order, mt, gfp), (nr_alloc, size, nr_free, freed, site)
                       in self._page_alloc.items()]
             # perf's trees iterate by (page, order, migtype, gfp) and (callsite, order, ...)
-            allocs.sort(key=lambda r: (r.pfn, r.order, r.migratetype, r.gfp))
+            allocs.sort(key=attrgetter("pfn", "order", "migratetype", "gfp"))
         callers = [
-            PageRow(-1, order, mt, gfp, gfp_value(gfp), nr_alloc, size, nr_free, freed, site)
+            PageRow(-1, order, mt, gfp, value_of(gfp), nr_alloc, size, nr_free, freed, site)
             for (site, order, mt, gfp), (nr_alloc, size, nr_free, freed)
             in self._page_caller.items()
         ]
@@ -508,9 +652,16 @@ class KmemStat:
             order_migratetype=tuple(tuple(row) for row in self._order_stats),
             callers=tuple(_sorted_page(callers, keys, self._address)),
             allocs=tuple(_sorted_page(allocs, alloc_keys, self._address)),
-            gfp_flags=tuple(sorted((gfp_value(g), g) for g in gfps if g)),
+            gfp_flags=tuple(sorted((value_of(g), g) for g in gfps if g)),
             live=self.live,
         )
+
+
+def _events_of(batch: EventBatch) -> Iterator[TraceEvent]:
+    """The event tuples of ``batch``, one at a time (kmem.trace.events.batch_events)."""
+    for kind, cpu, time, site, key, tail in zip(*batch, strict=True):
+        yield ((kind, cpu, time, site, key, *tail) if kind <= KMEM_CACHE_FREE
+               else (kind, cpu, time, site, "", "", 0, 0, tail[0], -1, key, tail[1], tail[2]))
 
 
 def _slab_key(key: str, address: Callable[[str], tuple[int, str]]
@@ -528,8 +679,16 @@ def _slab_key(key: str, address: Callable[[str], tuple[int, str]]
     return lambda r: r.pingpong
 
 
+_SLAB_FIELDS: Final = {"ptr": "ptr", "hit": "hit", "bytes": "bytes_alloc", "frag": "frag",
+                       "pingpong": "pingpong"}
+_PAGE_FIELDS: Final = {"page": "pfn", "hit": "nr_alloc", "bytes": "alloc_bytes",
+                       "order": "order", "migtype": "migratetype", "gfp": "gfp"}
+
+
 def _sorted_slab(rows: list[SlabRow], keys: tuple[str, ...],
                  address: Callable[[str], tuple[int, str]]) -> list[SlabRow]:
+    if "callsite" not in keys:  # (the same order, the key read in C: attrgetter)
+        return sorted(rows, key=attrgetter(*(_SLAB_FIELDS[k] for k in keys)), reverse=True)
     getters = [_slab_key(k, address) for k in keys]
     # Descending on the keys, ties kept in the input order (perf's rbtree insertion is stable).
     return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
@@ -548,6 +707,8 @@ _PAGE_KEYS: Final[dict[str, Callable[[PageRow], int]]] = {
 
 def _sorted_page(rows: list[PageRow], keys: tuple[str, ...],
                  address: Callable[[str], tuple[int, str]]) -> list[PageRow]:
+    if "callsite" not in keys:  # (the same order, the key read in C: attrgetter)
+        return sorted(rows, key=attrgetter(*(_PAGE_FIELDS[k] for k in keys)), reverse=True)
     getters: list[Callable[[PageRow], object]] = [
         (lambda r: address(r.call_site)) if k == "callsite" else _PAGE_KEYS[k] for k in keys]
     return sorted(rows, key=lambda r: tuple(g(r) for g in getters), reverse=True)
