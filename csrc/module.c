@@ -6,7 +6,7 @@ extern PyTypeObject kmem_StatCoreType;
 
 static PyMethodDef core_functions[] = {
     {"replay_feed", (PyCFunction)(void (*)(void))kmem_replay_feed, METH_FASTCALL,
-     "replay_feed(replayer, kinds, cpus, keys, tails, kmalloc, kmem_error): Replayer._feed's"
+     "replay_feed(replayer, kinds, cpus, keys, tails, kmalloc, errors): Replayer._feed_events'"
      " loop over one batch (NotImplemented for columns that are not bytes and lists)"},
     {"parse_lines", (PyCFunction)(void (*)(void))kmem_parse_lines, METH_FASTCALL,
      "parse_lines(lines, size, first_number, event_kinds, call_sites, tails, slow, null_ptr,"

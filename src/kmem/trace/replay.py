@@ -105,6 +105,8 @@ if TYPE_CHECKING:
 LAYERS: Final = ("slab", "page")
 _BATCH: Final = 1024  # events parsed ahead of the replay (memory: a bounded batch of tuples)
 MAX_EXAMPLES: Final = 10
+# What the compiled loop (kmem._core.replay_feed) catches as _feed_events and _page_alloc do
+_FEED_ERRORS: Final = (KmemError, OutOfMemoryError, InvalidArgumentError)
 # The kernel functions that kmalloc sheaves (mm/slub.c, 6.18 and 7.0): their events are kmem's
 # own model's business, not the trace's (see "Which kernel's SLUB" above).
 KERNEL_SHEAF_SITES: Final = ("alloc_empty_sheaf", "__alloc_empty_sheaf")
@@ -271,14 +273,18 @@ class Replayer:
         self._do_slab = "slab" in self.layers
         self._do_page = "page" in self.layers
         self._dedup_slab_pages = self._do_slab and self._do_page
-        # slab layer: traced pointer -> (the free function of its cache, kmem address) of every
-        # live object: freeing through the cache skips kfree's lookup of the address's cache.
-        self._live: dict[str, tuple[Callable[[int, int], None], int]] = {}
+        # slab layer: traced pointer -> (free slot, kmem address) of every live object, where
+        # _frees[free slot] is the free function of its cache: freeing through the cache skips
+        # kfree's lookup of the address's cache. (Two ints, not the function itself: a tuple of
+        # ints is no work for the garbage collector, and a long trace keeps 100k of them live;
+        # bound methods in them made the collector a quarter of a replay's time.)
+        self._live: dict[str, tuple[int, int]] = {}
+        self._frees: list[Callable[[int, int], None]] = []
+        self._free_slots: dict[Callable[[int, int], None], int] = {}
         self._oom_ptrs: set[str] = set()  # allocations kmem could not satisfy
-        # (traced name or "", gfp_flags text) -> (alloc, free, gfp value) of its cache: what
-        # _feed calls, alloc(cpu, gfp)
-        self._cache_calls: dict[tuple[str, str], tuple[Callable[[int, int], int],
-                                                       Callable[[int, int], None], int]] = {}
+        # (traced name or "", gfp_flags text) -> (alloc, free slot, gfp value) of its cache:
+        # what _feed calls, alloc(cpu, gfp)
+        self._cache_calls: dict[tuple[str, str], tuple[Callable[[int, int], int], int, int]] = {}
         self._gfp_values: dict[str, int] = {}
         # The kernel's own sheaves (see "Which kernel's SLUB"): call sites seen, those that
         # kmalloc sheaves, and the traced pointers of sheaves still live
@@ -286,10 +292,9 @@ class Replayer:
         self._sheaf_sites: set[str] = set()
         self._kernel_sheaves: set[str] = set()
         self.kernel_sheaf_events = 0
-        # (bytes_req, gfp_flags text) -> (gfp value, kmem's bytes_alloc, free function) of a
+        # (bytes_req, gfp_flags text) -> (gfp value, kmem's bytes_alloc, free slot) of a
         # kmalloc request
-        self._kmalloc_calls: dict[tuple[int, str],
-                                  tuple[int, int, Callable[[int, int], None]]] = {}
+        self._kmalloc_calls: dict[tuple[int, str], tuple[int, int, int]] = {}
         self.unknown_frees = 0
         self.null_frees = 0
         self.missed_frees = 0
@@ -519,7 +524,8 @@ class Replayer:
         count_kinds(self._counts, batch.kinds)
         core = self.buddy.compiled_core
         if core is None or core.replay_feed(
-            self, batch.kinds, batch.cpus, batch.keys, batch.tails, self.slab.kmalloc, KmemError
+            self, batch.kinds, batch.cpus, batch.keys, batch.tails, self.slab.kmalloc,
+            _FEED_ERRORS,
         ) is NotImplemented:
             self._feed_events(batch)
         if self.machine_replay is not None:
@@ -542,6 +548,7 @@ class Replayer:
         do_slab, do_page, dedup = self._do_slab, self._do_page, self._dedup_slab_pages
         pending = self._pending  # (only filled when dedup)
         live = self._live
+        frees = self._frees
         cache_calls = self._cache_calls
         kmalloc_calls = self._kmalloc_calls
         kmalloc = self.slab.kmalloc
@@ -557,7 +564,7 @@ class Replayer:
                 if kind > last_alloc:  # kfree, kmem_cache_free
                     entry = live.pop(key, None)
                     if entry is not None:
-                        entry[0](entry[1], cpu)
+                        frees[entry[0]](entry[1], cpu)
                     else:
                         self._free_of_nothing(key)
                     continue
@@ -626,14 +633,15 @@ class Replayer:
     # -- slab slow paths -------------------------------------------------------------------
 
     def _first_kmalloc(self, size: int, gfp_text: str, cpu: int
-                       ) -> tuple[tuple[int, int, Callable[[int, int], None]], int]:
+                       ) -> tuple[tuple[int, int, int], int]:
         """The first kmalloc(size, gfp) of a (size, gfp_flags text): (what _feed keeps of it,
         the address). It keeps the gfp value, kmem's bytes_alloc (ksize of what kmalloc
-        returned) and the free function of its cache (kfree for a large kmalloc)."""
+        returned) and the free slot of its cache (kfree for a large kmalloc)."""
         gfp = gfp_value(gfp_text)  # (an older kernel's flag names count 0)
         address = self.slab.kmalloc(size, gfp, cpu)
         cache = self.slab.kmalloc_cache_for(size, gfp)
-        calls = (gfp, self.slab.ksize(address), self.slab.kfree if cache is None else cache.free)
+        calls = (gfp, self.slab.ksize(address),
+                 self._free_slot(self.slab.kfree if cache is None else cache.free))
         self._kmalloc_calls[(size, gfp_text)] = calls
         return calls, address
 
@@ -646,8 +654,16 @@ class Replayer:
     def _missed_free(self, ptr: str, cpu: int) -> None:
         """The pointer is allocated again while live: its free was not traced."""
         self.missed_frees += 1
-        free, address = self._live.pop(ptr)
-        free(address, cpu)
+        slot, address = self._live.pop(ptr)
+        self._frees[slot](address, cpu)
+
+    def _free_slot(self, free: Callable[[int, int], None]) -> int:
+        """The index of ``free`` in _frees (appended the first time)."""
+        slot = self._free_slots.get(free)
+        if slot is None:
+            slot = self._free_slots[free] = len(self._frees)
+            self._frees.append(free)
+        return slot
 
     def _failed(self, ptr: str, error: Exception | None) -> None:
         """kmem could not allocate: out of memory, or a size it cannot serve (above
@@ -659,8 +675,8 @@ class Replayer:
         self._oom_ptrs.add(ptr)
 
     def _cache_for(self, traced_name: str, bytes_alloc: int, gfp_text: str
-                   ) -> tuple[Callable[[int, int], int], Callable[[int, int], None], int]:
-        """(alloc, free, gfp) of the cache of a kmem_cache_alloc event with these gfp flags,
+                   ) -> tuple[Callable[[int, int], int], int, int]:
+        """(alloc, free slot, gfp) of the cache of a kmem_cache_alloc event with these gfp flags,
         the cache created on first sight (with the sheaves its kernel gives it). Raises
         KmemError if kmem cannot create it (objects above what --max-order allows)."""
         name = traced_name or f"cache-{bytes_alloc}"
@@ -692,7 +708,7 @@ class Replayer:
         # By its name; an unnamed event (kernels before 6.2) by its size-derived name, and
         # _feed never finds it by its name (""), so the next unnamed event of another size
         # comes here for its own cache.
-        calls = self._cache_calls[key] = (cache.alloc, cache.free, gfp)
+        calls = self._cache_calls[key] = (cache.alloc, self._free_slot(cache.free), gfp)
         return calls
 
     # -- page layer ------------------------------------------------------------------------
