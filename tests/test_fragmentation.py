@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kmem import BuddyAllocator, extfrag_index, unusable_index
-from kmem.page.fragmentation import format_index
+from kmem.page.fragmentation import format_index, fragmentation_report
 
 
 def test_unusable_index_counts_free_pages_in_too_small_blocks() -> None:
@@ -41,3 +41,10 @@ def test_report_of_a_fragmented_zone() -> None:
     assert report.extfrag[1] == 1000 - (1000 + 8 * 1000 // 2) // 8
     line = report.unusable_index_line()
     assert line.startswith("Node 0, zone   Normal 0.000 1.000 ")
+
+
+def test_extfrag_index_line_is_the_kernels() -> None:
+    # mm/vmstat.c extfrag_show_print: "Node %d, zone %8s " then "%2d.%03d " per order.
+    report = fragmentation_report([8, 4, 0])
+    assert report.extfrag == (-1000, -1000, 584)
+    assert report.extfrag_index_line(1, "DMA32") == "Node 1, zone    DMA32 -1.000 -1.000  0.584 \n"

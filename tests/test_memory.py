@@ -164,3 +164,98 @@ def test_a_closed_shared_memory_segment_is_a_backing_error() -> None:
             PhysicalMemory(1 << 16, backing=segment)
     finally:
         segment.unlink()
+
+
+@pytest.mark.parametrize("size", ["64K", 65536.0, None])
+def test_a_memory_size_that_is_not_an_int_is_a_type_error(size: object) -> None:
+    with pytest.raises(InvalidTypeError, match="memory size must be an int"):
+        PhysicalMemory(size)  # type: ignore[arg-type]
+
+
+def test_a_memory_smaller_than_one_page_is_refused() -> None:
+    with pytest.raises(InvalidArgumentError, match="memory size 4095 is smaller than one page"
+                                                   r" \(4096 bytes\)"):
+        PhysicalMemory(4095)
+    assert PhysicalMemory(4096).nr_pages == 1
+
+
+def test_a_backing_path_of_bytes_is_a_type_error(tmp_path: Path) -> None:
+    class BytesPath:
+        def __fspath__(self) -> bytes:
+            return bytes(tmp_path / "x.img")
+
+    with pytest.raises(InvalidTypeError, match="backing path must be a str, not bytes"):
+        PhysicalMemory(1 << 16, backing=BytesPath())  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="backing must be None, a file path or a"):
+        PhysicalMemory(1 << 16, backing=3)  # type: ignore[arg-type]
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_backing_path_the_host_cannot_open_is_a_backing_error(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.img"
+    loop.symlink_to(loop)  # stat fails: too many levels of symbolic links
+    with pytest.raises(BackingError, match=r"loop\.img'.*symbolic links"):
+        PhysicalMemory(1 << 16, backing=str(loop))
+    dangling = tmp_path / "dangling.img"
+    dangling.symlink_to(tmp_path / "no" / "such.img")  # open cannot create its target
+    with pytest.raises(BackingError, match=r"dangling\.img'.*No such file or directory"):
+        PhysicalMemory(1 << 16, backing=str(dangling))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling.img", "loop.img"]
+
+
+def test_anonymous_memory_the_host_cannot_map_is_a_host_memory_error(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmap
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", fail)
+    with pytest.raises(HostMemoryError, match="cannot map 65536 bytes of anonymous memory:"
+                                              " Cannot allocate memory"):
+        PhysicalMemory(1 << 16)
+
+
+def test_on_close_takes_only_a_bound_method_and_does_not_keep_its_object_alive() -> None:
+    memory = PhysicalMemory(1 << 16)
+    with pytest.raises(InvalidTypeError, match="callback must be a bound method, not function"):
+        memory.on_close(lambda: None)
+    calls = []
+
+    class Watcher:
+        def closed(self) -> None:
+            calls.append(self)
+
+    kept, dropped = Watcher(), Watcher()
+    memory.on_close(kept.closed)
+    memory.on_close(dropped.closed)
+    del dropped
+    memory.close()
+    assert calls == [kept]  # the dropped one was not kept alive to be called
+
+
+def test_flush_of_a_shared_memory_backing_does_nothing_until_closed() -> None:
+    segment = shared_memory.SharedMemory(create=True, size=1 << 16)
+    try:
+        memory = PhysicalMemory(1 << 16, backing=segment)
+        memory.view(0, 4)[:] = b"kmem"
+        memory.flush()  # nothing to write back: the segment is the memory
+        assert segment.buf is not None and bytes(segment.buf[:4]) == b"kmem"
+        memory.close()
+        with pytest.raises(MemoryClosedError, match="cannot flush"):
+            memory.flush()
+    finally:
+        segment.close()
+        segment.unlink()
+
+
+def test_a_host_without_meminfo_has_no_memory_available_to_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from kmem.page import mem_map
+
+    def no_meminfo(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(mem_map, "open", no_meminfo, raising=False)
+    assert mem_map.host_memory_available() is None
+    assert BuddyAllocator(1 << 20).nr_free_pages == 256  # and memory is built without it

@@ -156,8 +156,8 @@ class PhysicalMemory:
         )
         try:
             self._buffer.release()
-        except BufferError:  # something holds a buffer of the view itself: nothing released
-            raise busy from None
+        except BufferError:  # pragma: no cover (only a buffer of the private _buffer itself)
+            raise busy from None  # nothing released
         if self._mmap is not None:
             try:
                 self._mmap.close()
@@ -195,7 +195,7 @@ def _map_file(path: str, size: int) -> mmap.mmap:
     original = None if existing is None else existing.st_size
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(info.st_mode):  # pragma: no cover (replaced since the stat above)
             raise BackingError(f"backing file {path!r} is not a regular file")
         if info.st_size < size:
             os.ftruncate(fd, size)
