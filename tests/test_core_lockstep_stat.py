@@ -189,12 +189,13 @@ def test_compiled_and_pure_stat_agree(batches: list[list[tuple[Any, ...]]], live
     assert _summaries(stats[0], sorts) == _summaries(stats[1], sorts)
 
 
-@given(events=st.lists(event(), max_size=60), sorts=SORTS)
+@given(events=st.lists(event(odd_values=False), max_size=60), sorts=SORTS)
 @settings(max_examples=max(20, FUZZ_EXAMPLES // 3), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 def test_add_after_add_batch_goes_on_in_python(events: list[tuple[Any, ...]],
                                                sorts: tuple[str, str, str, str, str]) -> None:
-    """add() of event tuples after add_batch: the C tables move over first."""
+    """add() of event tuples after add_batch: the C tables move over first (events the
+    parser could give: a cut tail would already break the conversion to tuples)."""
     half = len(events) // 2
     stats = _twins()
     _feed(stats, _batch(events[:half]))

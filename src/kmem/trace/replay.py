@@ -264,9 +264,8 @@ class Replayer:
         # its call site's caller (_kmalloc_by_caller), apart from the replay loops.
         self.random_kmalloc_seed: Final = random_kmalloc_seed
         # (bytes_req, gfp_flags text, call site) -> (gfp value, kmem's bytes_alloc, free
-        # function, caller, the normal family's cache name or "")
-        self._caller_kmallocs: dict[tuple[int, str, str],
-                                    tuple[int, int, Callable[[int, int], None], int, str]] = {}
+        # slot, caller, the normal family's cache name or "")
+        self._caller_kmallocs: dict[tuple[int, str, str], tuple[int, int, int, int, str]] = {}
         self._copy_events: dict[str, int] = {}  # normal-family cache -> kmallocs it served
         self._copy_sites: set[str] = set()  # the call sites of those kmallocs
         self._max_samples = max_samples
@@ -497,7 +496,7 @@ class Replayer:
 
     def _first_kmalloc_by_caller(
         self, size: int, gfp_text: str, site: str, cpu: int
-    ) -> tuple[tuple[int, int, Callable[[int, int], None], int, str], int]:
+    ) -> tuple[tuple[int, int, int, int, str], int]:
         """_first_kmalloc for a (size, gfp_flags text, call site) with random kmalloc caches:
         what _kmalloc_by_caller keeps of it, and the address."""
         gfp = gfp_value(gfp_text)
@@ -505,7 +504,8 @@ class Replayer:
         address = self.slab.kmalloc(size, gfp, cpu, caller)
         cache = self.slab.kmalloc_cache_for(size, gfp, caller)
         normal = cache is not None and kmalloc_type(gfp) == KMALLOC_NORMAL
-        calls = (gfp, self.slab.ksize(address), self.slab.kfree if cache is None else cache.free,
+        calls = (gfp, self.slab.ksize(address),
+                 self._free_slot(self.slab.kfree if cache is None else cache.free),
                  caller, cache.name if normal and cache is not None else "")
         self._caller_kmallocs[(size, gfp_text, site)] = calls
         return calls, address
