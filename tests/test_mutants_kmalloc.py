@@ -176,7 +176,7 @@ def _on_core(module: ModuleType | None) -> Iterator[None]:
     """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
     says: so the mutation tool's pure run also checks how kmalloc hands its tables to C."""
     buddy_module = sys.modules["kmem.page.buddy"]
-    saved = buddy_module.core  # type: ignore[attr-defined]
+    saved = buddy_module.core
     buddy_module.core = module  # type: ignore[attr-defined]
     try:
         yield

@@ -120,8 +120,8 @@ def run(module: str, max_children: int, tests: list[str] | None = None) -> Count
 
 def main(argv: list[str]) -> int:
     if "--list" in argv:
-        for module, tests in MODULES.items():
-            print(f"{module:20s} {' '.join(tests)}")
+        for module, subset in MODULES.items():
+            print(f"{module:20s} {' '.join(subset)}")
         return 0
     max_children = 1
     tests: list[str] | None = None
