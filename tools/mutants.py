@@ -4,6 +4,7 @@
     python tools/mutants.py                      # every module below
     python tools/mutants.py page/buddy slab/slub # some of them
     python tools/mutants.py --list               # the modules and their test subsets
+    python tools/mutants.py --tests=tests/test_kmalloc.py slab/kmalloc  # another test subset
 
 Each module runs in its own scratch copy, build/mutants/<module>/ (src, tests and a
 pyproject.toml whose [tool.mutmut] names the module and a fast test subset), so two modules can
@@ -44,16 +45,17 @@ MODULES: dict[str, list[str]] = {
     "slab/cache": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/slub": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/classic": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
-    "slab/kmalloc": ["tests/test_kmalloc.py", "tests/test_slab.py", "tests/test_slab_errors.py"],
+    "slab/kmalloc": ["tests/test_kmalloc.py", "tests/test_mutants_kmalloc.py",
+                     "tests/test_slab.py", "tests/test_slab_errors.py"],
     "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py",
                            "tests/test_sheaves.py"],  # (random kmalloc caches)
     "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py"],
     "slab/merge": ["tests/test_slab_merge.py", "tests/test_cov_slab.py"],
-    "trace/stat": ["tests/test_trace_stat.py"],
+    "trace/stat": ["tests/test_trace_stat.py", "tests/test_mutants_stat.py"],
 }
 
 
-def _scratch(module: str) -> Path:
+def _scratch(module: str, tests: list[str]) -> Path:
     """build/mutants/<module>: a copy of src and tests with the module's mutmut config."""
     work = BUILD / module.replace("/", ".")
     work.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ def _scratch(module: str) -> Path:
         "\n[tool.mutmut]\n"
         'source_paths = ["src"]\n'  # the whole package is copied, so imports find it
         f'only_mutate = ["src/kmem/{module}.py"]\n'
-        f"pytest_add_cli_args_test_selection = {MODULES[module]!r}\n".replace("'", '"')
+        f"pytest_add_cli_args_test_selection = {tests!r}\n".replace("'", '"')
         # (mutmut's trampolines stand between a test and the allocator, so the test of the
         # caller names SLAB_STORE_USER records cannot pass there: it is left out.)
         + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--deselect",'
@@ -89,8 +91,9 @@ def _scratch(module: str) -> Path:
     return work
 
 
-def run(module: str, max_children: int) -> Counter[str]:
-    work = _scratch(module)
+def run(module: str, max_children: int, tests: list[str] | None = None) -> Counter[str]:
+    """Run (or resume) the module's mutants with ``tests`` (default: its MODULES subset)."""
+    work = _scratch(module, tests or MODULES[module])
     # KMEM_PURE=1: the Python modules mutated here are the ones that run (not the C core).
     env = {**os.environ, "KMEM_MUTANTS": "1", "KMEM_PURE": "1"}
     mutmut = str(Path(sys.executable).with_name("mutmut"))
@@ -117,12 +120,26 @@ def run(module: str, max_children: int) -> Counter[str]:
 
 def main(argv: list[str]) -> int:
     if "--list" in argv:
-        for module, tests in MODULES.items():
-            print(f"{module:20s} {' '.join(tests)}")
+        for module, subset in MODULES.items():
+            print(f"{module:20s} {' '.join(subset)}")
         return 0
     max_children = 1
-    if argv and argv[0].startswith("--jobs="):
-        max_children = int(argv.pop(0).split("=", 1)[1])
+    tests: list[str] | None = None
+    while argv and argv[0].startswith("--"):
+        option, _, value = argv.pop(0).partition("=")
+        if option == "--jobs":
+            max_children = int(value)
+        elif option == "--tests":  # test files (comma-separated, or the option repeated)
+            named = [name for name in value.split(",") if name]
+            missing = [name for name in named if not (ROOT / name).is_file()]
+            if missing or not named:
+                print(f"mutants: no test file {', '.join(missing) or repr(value)}",
+                      file=sys.stderr)
+                return 2
+            tests = [*(tests or []), *named]
+        else:
+            print(f"mutants: unknown option {option}", file=sys.stderr)
+            return 2
     modules = [m.removeprefix("kmem/").removeprefix("src/kmem/").removesuffix(".py")
                .replace(".", "/") for m in argv] or list(MODULES)
     unknown = [m for m in modules if m not in MODULES]
@@ -130,7 +147,7 @@ def main(argv: list[str]) -> int:
         print(f"mutants: unknown module(s) {', '.join(unknown)}; see --list", file=sys.stderr)
         return 2
     for module in modules:
-        counts = run(module, max_children)
+        counts = run(module, max_children, tests)
         killed = counts["killed"]
         total = sum(counts.values())
         print(f"{module}: {total} mutants, {dict(sorted(counts.items()))}, killed "
