@@ -50,6 +50,9 @@ extern int kmem_slab_fast_paths;
 /* replay.c, parse.c */
 PyObject *kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_replay_feed(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* perf_data.c */
+PyObject *kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Take and drop a core lock (NULL: the object is not thread-safe). */
 static inline void kmem_lock(PyThread_type_lock lock)

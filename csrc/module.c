@@ -11,6 +11,12 @@ static PyMethodDef core_functions[] = {
     {"parse_lines", (PyCFunction)(void (*)(void))kmem_parse_lines, METH_FASTCALL,
      "parse_lines(lines, size, first_number, event_kinds, call_sites, tails, slow, null_ptr,"
      " max_line): TraceParser._read_batch's inline loop over up to `size` lines"},
+    {"perf_samples", (PyCFunction)(void (*)(void))kmem_perf_samples, METH_FASTCALL,
+     "perf_samples(view, pos, end, id_at, layouts, decoders, site_names, page_site_names,"
+     " chain_sites, has_symbols, window, pending, max_time): PerfData._sample's loop over"
+     " the sample records from pos on, up to the first it leaves to Python"},
+    {"perf_batch", (PyCFunction)(void (*)(void))kmem_perf_batch, METH_FASTCALL,
+     "perf_batch(samples): PerfData._batch's columns (NotImplemented for other lists)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -491,3 +491,42 @@ def test_sweep_checks_where_it_writes_before_the_runs(
     line = refused(["sweep", str(spec), option, value], capsys)
     assert f"no folder '{NONEXISTENT}'" in line  # (the whole tree was once made, as root)
     assert not Path(NONEXISTENT).parent.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["html", "--trace", "{trace}", "-o", "{out}.html"],
+    ["plot", "--trace", "{trace}", "-o", "{out}.png"],
+    ["plot", "--kind", "pcp", "--trace", "{trace}", "-o", "{out}.png"],
+    ["serve", "--trace", "{trace}", "--port", "0"],
+])
+def test_a_trace_without_kmem_events_is_no_page_nor_picture_but_exit_3(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As kmem stat (issue 16): a warning, nothing written, exit status 3; a page of an empty
+    replay would look like a result."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    other = tmp_path / "sched.txt"
+    other.write_text("  bash-1 [000] ..... 1.000001: sched_switch: prev_comm=bash\n")
+    for trace, what in ((empty, "(it is empty)"), (other, "(1 lines/samples read")):
+        out = tmp_path / "out"
+        filled = [part.format(trace=trace, out=out) for part in argv]
+        status, stdout, stderr = kmem(filled, capsys)
+        assert (status, stdout) == (3, "")
+        assert stderr.startswith(f"kmem: warning: {trace} holds no kmem events {what}")
+        assert stderr.endswith("; nothing to report\n") and stderr.count("\n") == 1
+        assert list(tmp_path.glob("out*")) == []
+
+
+def test_a_sweep_trace_without_kmem_events_is_a_failed_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sweep goes on past it (its other runs are results), but the run is no row of zeros:
+    a failed run that says why (a row of zeros ranked first once, then crashed the ranking)."""
+    (tmp_path / "sched.txt").write_text(
+        "  bash-1 [000] ..... 1.000001: sched_switch: prev_comm=bash\n")
+    (tmp_path / "spec.toml").write_text('traces = ["sched.txt"]\n[parameters]\ncpus = [1, 2]\n')
+    status, stdout, stderr = kmem(["sweep", str(tmp_path / "spec.toml"), "--jobs", "1",
+                                   "-o", str(tmp_path / "out"), "--no-progress"], capsys)
+    assert status == 1
+    assert "2 runs: 0 done (0 resumed), 2 failed" in stdout
+    assert stderr.count("holds no kmem events (1 lines read); nothing to replay") == 2
+    assert "Traceback" not in stderr

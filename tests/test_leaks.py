@@ -194,3 +194,47 @@ def test_api_rejects_bad_arguments() -> None:
         tracker.report(min_age=-1)
     with pytest.raises(InvalidArgumentError, match="top must be"):
         tracker.report(top=0)
+
+
+PERF_DATA = Path(__file__).parent / "fixtures" / "traces" / "perf-data"
+
+
+def _no_events_traces(tmp_path: Path) -> list[tuple[Path, str]]:
+    """An empty trace and one of other tracepoints only, with what the warning says of each."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    other = tmp_path / "sched.txt"
+    other.write_text("# tracer: nop\n"
+                     "  bash-1 [000] ..... 1.000001: sched_switch: prev_comm=bash\n")
+    return [(empty, "it is empty"),
+            (other, "1 lines/samples read, other events only: sched_switch 1")]
+
+
+@pytest.mark.parametrize("options", [[], ["--json"], ["--at", "+0.5", "--slab"]])
+def test_a_trace_without_kmem_events_warns_and_exits_3(
+        options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for path, what in _no_events_traces(tmp_path):
+        assert main(["leaks", str(path), *options]) == 3
+        captured = capsys.readouterr()
+        assert captured.out == ""  # (no report of nothing outstanding: it would read as no leak)
+        assert captured.err == (f"kmem: warning: {path} holds no kmem events"
+                                f" ({what}); nothing to report\n")
+
+
+@pytest.mark.parametrize("name", ["kmem-record-sleep", "pipe-ls"])
+def test_perf_data_gives_the_leaks_of_its_perf_script_text(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The slab leaks of a perf.data read directly are those of its perf script text (page
+    call sites differ: perf.data has them from the call chain, that text has none)."""
+    assert main(["leaks", str(PERF_DATA / f"{name}.script.txt.xz"), "--slab", "--json",
+                 "--top", "1000"]) == 0
+    text = json.loads(capsys.readouterr().out)
+    # (perf script resolved the file-mode recording's call sites with that boot's symbols;
+    # the pipe's, without a build id, not at all)
+    symbols = [] if name == "pipe-ls" else ["--kallsyms", str(PERF_DATA / "kallsyms.txt.xz")]
+    assert main(["leaks", str(PERF_DATA / f"{name}.data.xz"), "--slab", "--json", "--top",
+                 "1000", *symbols]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["sites"] and data["sites"] == text["sites"]
+    assert data["outstanding"] == text["outstanding"]
+    assert data["events"] == text["events"] == data["lines"]  # (a sample is a line)

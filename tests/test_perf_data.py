@@ -10,14 +10,17 @@ stat output of the first.
 
 from __future__ import annotations
 
+import functools
 import json
 import lzma
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from core_twins import FUZZ_EXAMPLES, needs_compiled
 from kmem.cli.main import main
 from kmem.page.gfp import GFP_FLAG_NAMES
 from kmem.trace.events import EVENT_NAMES, MM_PAGE_ALLOC, TraceEvent, batch_events
@@ -487,3 +490,126 @@ def test_a_damaged_perf_data_is_read_or_refused_in_one_error(
         assert "\n" not in str(error)
     else:
         assert all(isinstance(event[2], str) for event in events)
+
+
+# -- the compiled sample loop (csrc/perf_data.c) against the pure one -----------------------
+# Marked fuzz: tools/fuzz.sh runs these under AddressSanitizer with KMEM_FUZZ_EXAMPLES examples.
+
+@functools.cache
+def _recording(name: str) -> tuple[bytes, tuple[int, ...]]:
+    """A fixture's bytes and the offsets of its data records (where mutations aim)."""
+    buffer = _unxz(HERE / f"{name}.data.xz")
+    data = PerfData(buffer, name=name)
+    offsets = tuple(pos for _, _, pos, _ in data._records())
+    data.close()
+    return buffer, offsets
+
+
+@functools.cache
+def _fixture_symbols() -> KernelSymbols:
+    return KernelSymbols(_unxz(KALLSYMS).decode())
+
+
+def _outcome(buffer: bytes, compiled: bool, *, symbols: bool, window: tuple[int, int] | None,
+             raw_ip: bool) -> tuple[Any, ...]:
+    """Everything a reader of ``buffer`` gives: batches, counters, and the error that stopped
+    it (class and message), on the compiled loop or the pure one."""
+    batches: list[tuple[Any, ...]] = []
+    data: PerfData | None = None
+    error: tuple[str, str] | None = None
+    try:
+        data = PerfData(buffer, name="fuzz.data", raw_ip=raw_ip, time_window=window,
+                        kallsyms=_fixture_symbols() if symbols else None)
+        if not compiled:
+            data._compiled_loop = data._compiled_batch = None  # what KMEM_PURE=1 chooses
+        assert (data._compiled_loop is not None) == compiled
+        batches.extend(tuple(batch) for batch in data.batches())
+    except Exception as failure:  # (compared, class and message: both must fail alike)
+        error = (type(failure).__name__, str(failure))
+    if data is None:
+        return (error,)
+    counters = (data.samples, data.lines, data.events, data.other_events, data.lost,
+                dict(data._site_addresses))
+    data.close()
+    return batches, counters, error
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    """A fixture with a few of the damages a perf.data meets: cut short, a record's size or
+    type changed, bytes inside a record overwritten (its call chain length, its raw size,
+    its tracepoint id, its fields), a record repeated or dropped (in a file, whose feature
+    sections follow the data, the data section cut by its size in the header and records
+    overwritten by others in place, so that the damage reaches the sample loop)."""
+    buffer, offsets = _recording(draw(st.sampled_from(RECORDINGS)))
+    data = bytearray(buffer)
+    for _ in range(draw(st.integers(1, 4))):
+        at = offsets[draw(st.integers(0, len(offsets) - 1))]
+        size = int.from_bytes(data[at + 6:at + 8], "little") if at + 8 <= len(data) else 8
+        how = draw(st.sampled_from(["cut", "size", "type", "bytes", "u64", "repeat", "drop"]))
+        pipe = int.from_bytes(data[8:16], "little") == 16
+        if how == "cut" and not pipe:  # (a file cut short fails in its header: a record
+            # that claims bytes past the data section's end instead)
+            end = int.from_bytes(data[40:48], "little") + int.from_bytes(data[48:56], "little")
+            data[at + 6:at + 8] = min(0xFFFF, max(8, end - at + 8)).to_bytes(2, "little")
+        elif how == "cut":
+            del data[at + draw(st.integers(0, max(0, size - 1))):]
+        elif how == "size" and at + 8 <= len(data):
+            data[at + 6:at + 8] = (draw(st.sampled_from(
+                [0, 7, 8, size - 8, size + 8, 0xFFFF, draw(st.integers(0, 0xFFFF))]
+                )) & 0xFFFF).to_bytes(2, "little")
+        elif how == "type" and at + 4 <= len(data):
+            data[at:at + 4] = draw(st.sampled_from([2, 3, 9, 13, 64, 66, 68, 81, 1000])
+                                   ).to_bytes(4, "little")
+        elif how == "bytes":
+            where = at + draw(st.integers(0, max(0, size - 1)))
+            data[where:where + 4] = draw(st.binary(min_size=4, max_size=4))
+        elif how == "u64":  # a count, an offset or a size: out of range on purpose
+            where = at + 8 * draw(st.integers(1, max(1, size // 8 - 1)))
+            data[where:where + 8] = draw(st.sampled_from(
+                [0, 1, 24, 0xFFFF, 1 << 32, 1 << 63, (1 << 64) - 1])).to_bytes(8, "little")
+        elif how in ("repeat", "drop") and not pipe:  # (in place: the sections stay put)
+            other = offsets[draw(st.integers(0, len(offsets) - 1))]
+            data[at:at + size] = data[other:other + size]
+        elif how == "repeat":
+            data[at:at] = data[at:at + size]
+        elif how == "drop":
+            del data[at:at + size]
+    return bytes(data)
+
+
+@needs_compiled
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_mutated(), st.booleans(), st.booleans(),
+       st.one_of(st.none(), st.tuples(st.integers(0, 470 * 10**9), st.integers(0, 470 * 10**9))))
+def test_the_compiled_loop_reads_mutated_perf_data_as_the_pure_one(
+        buffer: bytes, symbols: bool, raw_ip: bool, window: tuple[int, int] | None) -> None:
+    assert _outcome(buffer, True, symbols=symbols, window=window, raw_ip=raw_ip) == _outcome(
+        buffer, False, symbols=symbols, window=window, raw_ip=raw_ip)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_the_compiled_loop_reads_the_recordings_as_the_pure_one(name: str) -> None:
+    """The fixtures whole, with most samples read by the compiled loop (else the fuzz test
+    above would compare the pure loop with itself)."""
+    buffer, _ = _recording(name)
+    assert _outcome(buffer, True, symbols=True, window=None, raw_ip=False) == _outcome(
+        buffer, False, symbols=True, window=None, raw_ip=False)
+    data = PerfData(buffer, kallsyms=_fixture_symbols())
+    compiled = data._compiled_loop
+    assert compiled is not None
+    read = 0
+
+    def counting(*args: Any) -> tuple[int, int, int]:
+        nonlocal read
+        result = compiled(*args)
+        read += result[1]
+        return result
+
+    data._compiled_loop = counting
+    for _ in data.batches():
+        pass
+    assert read > 0.6 * data.samples  # (the rest: first sightings of a tail, a site, a chain)

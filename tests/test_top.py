@@ -139,3 +139,38 @@ def test_commands_and_the_plot_module_load_no_matplotlib_nor_parser() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout == "False False\n"
+
+
+PERF_DATA = Path(__file__).parent / "fixtures" / "traces" / "perf-data"
+
+
+@pytest.mark.parametrize("options", [[], ["--json"], ["--plot", "top.png"]])
+def test_a_trace_without_kmem_events_warns_and_exits_3(
+        options: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    other = tmp_path / "sched.txt"
+    other.write_text("  bash-1 [000] ..... 1.000001: sched_switch: prev_comm=bash\n")
+    for path, what in ((empty, "it is empty"),
+                       (other, "1 lines/samples read, other events only: sched_switch 1")):
+        assert main(["top", str(path), *options]) == 3
+        captured = capsys.readouterr()
+        assert captured.out == ""  # (no table of empty intervals: it would look like a result)
+        assert captured.err == (f"kmem: warning: {path} holds no kmem events"
+                                f" ({what}); nothing to report\n")
+    assert not (tmp_path / "top.png").exists()
+
+
+@pytest.mark.parametrize("name", ["kmem-record-sleep", "pipe-ls"])
+def test_perf_data_gives_the_rates_of_its_perf_script_text(
+        name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["top", str(PERF_DATA / f"{name}.script.txt.xz"), "--interval", "5ms",
+                 "--json"]) == 0
+    text = json.loads(capsys.readouterr().out)
+    assert main(["top", str(PERF_DATA / f"{name}.data.xz"), "--interval", "5ms",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data.pop("lines") <= text.pop("lines")  # (the text has header lines too)
+    assert data["intervals"] and data == text

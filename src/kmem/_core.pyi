@@ -47,6 +47,15 @@ def parse_lines(lines: Any, size: int, first_number: int, event_kinds: dict[str,
                 ) -> tuple[bytearray, list[int], list[str], list[str], list[Any],
                            list[tuple[Any, ...]], int, BaseException | None]: ...
 
+def perf_samples(view: Any, pos: int, end: int, id_at: int,
+                 layouts: dict[int, tuple[int, int, int, int, bool]],
+                 decoders: dict[int, tuple[Any, ...]], site_names: dict[int, str],
+                 page_site_names: dict[int, str], chain_sites: dict[bytes, str],
+                 has_symbols: bool, window: tuple[int, int], pending: list[Any],
+                 max_time: int) -> tuple[int, int, int]: ...
+
+def perf_batch(samples: list[Any]) -> Any: ...
+
 class ArenaCore:
     """kmem.arena's fast paths over an arena's mapped buffer (csrc/arena.c)."""
     fast: bool

@@ -47,6 +47,17 @@ def document_from_args(args: argparse.Namespace) -> dict[str, Any]:
                             nr_cpus=args.cpus, skip_bad=args.skip_bad, progress=progress)
 
 
+def warn_if_no_events(args: argparse.Namespace, document: dict[str, Any]) -> int | None:
+    """For a trace that holds no kmem event, kmem stat's warning and exit status (a page or a
+    picture of an empty replay would look like a result); None for any other document."""
+    trace = document.get("trace")
+    if trace is None or sum(trace["events"].values()):
+        return None
+    from kmem.cli.stat import warn_no_events
+
+    return warn_no_events(args.input, trace["lines"], {}, trace["bad_lines"])
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "html",
@@ -64,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     output_path(args.output)  # a page that cannot be written fails now, not after the replay
     document = document_from_args(args)
+    if (status := warn_if_no_events(args, document)) is not None:
+        return status
     page = build_page(document)
     path = write_page_text(page, args.output)
     if not _is_standard_output(path):  # (the page itself is the output: nothing else there)

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " (or at --at TIME), grouped by call site as bcc's memleak prints them: bytes,"
         " allocations and the age of the oldest. Slab objects pair by pointer, pages by pfn.",
     )
-    parser.add_argument("trace", help="trace file, or - for standard input")
+    parser.add_argument("trace", help="trace file (text, or a perf.data file), or - for"
+                        " standard input")
     parser.add_argument("--at", default=None, metavar="TIME",
                         help="report at this trace timestamp (e.g. 552.2), or +SECONDS after"
                         " the first event (e.g. +0.1); default: the end of the trace")
@@ -34,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--skip-bad", action="store_true",
                         help="count malformed lines instead of stopping at the first")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--kallsyms", metavar="FILE",
+                        help="perf.data: the kernel's symbols for call sites (as kmem stat)")
     parser.set_defaults(func=run)
 
 
@@ -57,11 +60,12 @@ def _at(text: str | None) -> tuple[float | None, bool]:
 
 def run(args: argparse.Namespace) -> int:
     from kmem.cli.terminal import skipped_lines_note
+    from kmem.cli.stat import warn_no_events
     from kmem.errors import InvalidArgumentError
+    from kmem.trace.events import batch_events
     from kmem.trace.leaks import LeakTracker, format_leaks
-    from kmem.trace.parse import TraceParser
+    from kmem.trace.perf_data import TraceInput
     from kmem.trace.rates import parse_duration
-    from kmem.trace.source import open_trace
 
     at, relative = _at(args.at)
     min_age = parse_duration(args.min_age)
@@ -70,15 +74,18 @@ def run(args: argparse.Namespace) -> int:
     layers = [layer for layer, wanted in (("slab", args.slab), ("page", args.page)) if wanted]
     tracker = LeakTracker(layers=layers or ("slab", "page"), page_size=args.page_size,
                           stop_at=at, relative=relative)
-    parser = TraceParser(skip_bad=args.skip_bad)
-    with open_trace(args.trace) as lines:
-        tracker.add(parser.parse(lines))
+    with TraceInput.open(args.trace, skip_bad=args.skip_bad,
+                         kallsyms=args.kallsyms) as trace:
+        for batch in trace.batches():
+            tracker.add(batch_events(batch))
+    if not trace.nr_events:  # (a report of nothing outstanding would read as no leak)
+        return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines)
     report = tracker.report(min_age=min_age, top=args.top)
     if args.json:
-        print(json.dumps({"lines": parser.lines, "bad_lines": parser.bad_lines,
+        print(json.dumps({"lines": trace.lines, "bad_lines": trace.bad_lines,
                           **report.to_json()}, indent=2))
     else:
         sys.stdout.write(format_leaks(report))
-        if parser.bad_lines:
-            print(skipped_lines_note(parser.bad_lines, parser.bad_examples, args.trace))
+        if trace.bad_lines:
+            print(skipped_lines_note(trace.bad_lines, trace.bad_examples, args.trace))
     return 0

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from kmem.cli.args import COMMANDS, int_argument, output_path
-from kmem.cli.html import add_source_arguments, document_from_args
+from kmem.cli.html import add_source_arguments, document_from_args, warn_if_no_events
 from kmem.show.plot import KINDS
 
 
@@ -83,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot_kind == "pcp":
         return _plot_pcp(args)
     document = document_from_args(args)
+    if (status := warn_if_no_events(args, document)) is not None:
+        return status
     write_picture(args.output,
                   lambda temporary: plot(document, temporary, args.plot_kind, args.step))
     print(f"wrote {args.output}")
@@ -101,6 +103,10 @@ def _plot_pcp(args: argparse.Namespace) -> int:
     parser = TraceParser(skip_bad=args.skip_bad)
     with read_trace(args.input, wants_progress(args.no_progress)) as lines:
         result = replayer.run_batches(parser.parse_batches(lines), parser=parser)
+    if not sum(result.events.values()):
+        from kmem.cli.stat import warn_no_events
+
+        return warn_no_events(args.input, parser.lines, parser.other_events, parser.bad_lines)
     assert result.pcp is not None
     write_picture(args.output, lambda temporary: plot_pcp(result.pcp or {}, temporary))
     print(f"wrote {args.output}")

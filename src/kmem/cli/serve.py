@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
 from kmem.cli.args import COMMANDS, int_argument
-from kmem.cli.html import add_source_arguments, document_from_args
+from kmem.cli.html import add_source_arguments, document_from_args, warn_if_no_events
 from kmem.errors import KmemError
 
 
@@ -99,7 +99,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     from kmem.show.html_page import build_page
 
-    page = build_page(document_from_args(args))
+    document = document_from_args(args)
+    if (status := warn_if_no_events(args, document)) is not None:
+        return status
+    page = build_page(document)
     server = make_server(page, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"serving the kmem page at http://{host!s}:{port}/ (Ctrl-C stops)", flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 
 from kmem.cli.args import COMMANDS
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " allocations and bytes per slab cache as bcc's slabratetop does (kmalloc calls under"
         " their kmalloc cache), or write them as JSON, or plot the busiest caches over time.",
     )
-    parser.add_argument("trace", help="trace file, or - for standard input")
+    parser.add_argument("trace", help="trace file (text, or a perf.data file), or - for"
+                        " standard input")
     parser.add_argument("--interval", default="1s", metavar="DURATION",
                         help="interval length (e.g. 1s, 100ms; default 1s)")
     parser.add_argument("-r", "--maxrows", type=int, default=20, metavar="N",
@@ -30,16 +32,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--skip-bad", action="store_true",
                         help="count malformed lines instead of stopping at the first")
     parser.add_argument("--json", action="store_true", help="print the intervals as JSON")
+    parser.add_argument("--kallsyms", metavar="FILE",
+                        help="perf.data: the kernel's symbols for call sites (as kmem stat)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from kmem.cli.terminal import skipped_lines_note
+    from kmem.cli.stat import warn_no_events
     from kmem.errors import InvalidArgumentError
     from kmem.show.plot import picture_path
-    from kmem.trace.parse import TraceParser
+    from kmem.trace.events import TraceEvent, batch_events
+    from kmem.trace.perf_data import TraceInput
     from kmem.trace.rates import format_rates, parse_duration, slab_rates
-    from kmem.trace.source import open_trace
 
     interval = parse_duration(args.interval)
     if not interval > 0:
@@ -50,20 +55,26 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--caches must be 1 or more, got {args.caches}")
     if args.plot:
         picture_path(args.plot)  # a bad file name fails now, not after reading the trace
-    parser = TraceParser(skip_bad=args.skip_bad)
-    with open_trace(args.trace) as lines:
-        rates = slab_rates(parser.parse(lines), interval)
+    with TraceInput.open(args.trace, skip_bad=args.skip_bad,
+                         kallsyms=args.kallsyms) as trace:
+        def events() -> Iterator[TraceEvent]:
+            for batch in trace.batches():
+                yield from batch_events(batch)
+
+        rates = slab_rates(events(), interval)
+    if not trace.nr_events:  # (no table of empty intervals: it would look like a result)
+        return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines)
     if args.plot:
         from kmem.show.rates_plot import plot_rates
 
         plot_rates(rates, args.plot, caches=args.caches)
     if args.json:
-        print(json.dumps({"lines": parser.lines, "bad_lines": parser.bad_lines,
+        print(json.dumps({"lines": trace.lines, "bad_lines": trace.bad_lines,
                           **rates.to_json(args.maxrows)}, indent=2))
         return 0
     sys.stdout.write(format_rates(rates, args.maxrows))
-    if parser.bad_lines:
-        print(skipped_lines_note(parser.bad_lines, parser.bad_examples, args.trace))
+    if trace.bad_lines:
+        print(skipped_lines_note(trace.bad_lines, trace.bad_examples, args.trace))
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0

@@ -48,6 +48,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final
 
+from kmem._compiled import core
 from kmem.errors import InvalidArgumentError
 from kmem.trace.events import (
     EVENT_KIND,
@@ -506,6 +507,8 @@ class _Layout:
         for bit, size in trailer:
             self.trailer[bit] = at
             at += size
+        # what the compiled sample loop reads of it (csrc/perf_data.c)
+        self.compiled = (self.time, self.cpu, self.ip, self.fixed_end, self.callchain)
 
 
 class _Decoder:
@@ -537,6 +540,9 @@ class _Decoder:
                           or (self.call_site.size == 8 and not self.call_site.signed)))
         self.key_offset = self.key.offset
         self.site_offset = self.call_site.offset if self.call_site is not None else -1
+        # what the compiled sample loop reads of a fast decoder (csrc/perf_data.c)
+        self.compiled = (kind, int(self.slab), self.key_offset, self.site_offset,
+                         self.tail_start, self.memo)
 
     def tail(self, data: bytes | memoryview) -> tuple[Any, ...]:
         """The EventBatch tail of ``data``: slab NAME..MIGRATETYPE, page (gfp, order, mt)."""
@@ -623,6 +629,7 @@ class PerfData:
         self.other_events: dict[str, int] = {}
         self._counts = [0] * len(EVENT_NAMES)
         self._data_start = self._data_end = 0
+        self._next_record = 0  # (see _records)
         try:
             self._read_header()
         except PerfDataError:
@@ -639,6 +646,12 @@ class PerfData:
         self._page_site_names: dict[int, str] = {}
         self._site_addresses: dict[str, int] = {}
         self._chain_sites: dict[bytes, str] = {}  # a call chain's first frames -> page site
+        # The compiled sample loop and batch builder (csrc/perf_data.c), when the core is
+        # built: None on the pure-Python core (KMEM_PURE=1), whose loop is the reference.
+        self._compiled_loop: Callable[..., tuple[int, int, int]] | None = (
+            None if core is None else core.perf_samples)
+        self._compiled_batch: Callable[[list[_Sample]], Any] | None = (
+            None if core is None else core.perf_batch)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> PerfData:
@@ -737,11 +750,14 @@ class PerfData:
         return by_id, only
 
     def _records(self) -> Iterator[tuple[int, int, int, int]]:
-        """(type, misc, offset, size) of each data record; pipe header records are read here."""
+        """(type, misc, offset, size) of each data record; pipe header records are read here.
+        ``self._next_record`` is where the next record starts: the compiled sample loop moves
+        it past the samples it read between two records yielded here."""
         view = self._view
-        pos, end = self._data_start, self._data_end
+        end = self._data_end
+        self._next_record = self._data_start
         unpack = _RECORD_HEADER.unpack_from
-        while pos + 8 <= end:
+        while (pos := self._next_record) + 8 <= end:
             kind, misc, size = unpack(view, pos)
             if size < 8:
                 raise PerfDataError(f"{self.name}: bad record at byte {pos} (size {size})")
@@ -751,7 +767,7 @@ class PerfData:
             if kind == PERF_RECORD_HEADER_TRACING_DATA:  # pipe: the data follows the record
                 length = int.from_bytes(view[pos + 8:pos + 12], "little")
                 self.tracing = parse_tracing_data(view[pos + size:pos + size + length])
-                pos += size + ((length + 7) & ~7)
+                self._next_record = pos + size + ((length + 7) & ~7)
                 continue
             if kind == PERF_RECORD_HEADER_ATTR:
                 attr_size = int.from_bytes(view[pos + 12:pos + 16], "little") or 64
@@ -762,8 +778,8 @@ class PerfData:
             elif kind == PERF_RECORD_COMPRESSED:
                 raise PerfDataError(f"{self.name}: compressed perf.data (perf record -z): run"
                                     " perf inject -i FILE -o PLAIN first")
+            self._next_record = pos + size
             yield kind, misc, pos, size
-            pos += size
         if pos != end and not self.pipe:
             raise PerfDataError(f"{self.name}: perf.data truncated (a record header cut at"
                                 f" byte {pos})")
@@ -792,6 +808,13 @@ class PerfData:
         view = self._view
         unpack_q = struct.Struct("<Q").unpack_from
         unpack_i = struct.Struct("<I").unpack_from
+        compiled = self._compiled_loop
+        window = self.time_window or (0, 0)
+        if not all(0 <= bound < 1 << 64 for bound in window):
+            compiled = None  # (bounds the compiled loop cannot hold: the Python loop's)
+        decoders_seen = 0
+        fast: dict[int, tuple[Any, ...]] = {}
+        layouts: dict[int, tuple[int, int, int, int, bool]] | None = None
         for kind, _misc, pos, length in self._records():
             if kind == PERF_RECORD_SAMPLE:
                 if not ready:
@@ -805,11 +828,21 @@ class PerfData:
                     if layout is None:
                         continue
                 sample = self._sample(view, pos, length, layout, decoders, unpack_q, unpack_i)
-                if sample is None:
-                    continue
-                pending.append(sample)
-                if sample[0] > max_time:
-                    max_time = sample[0]
+                if sample is not None:
+                    pending.append(sample)
+                    if sample[0] > max_time:
+                        max_time = sample[0]
+                if compiled is not None:
+                    if len(decoders) != decoders_seen:  # (a new event: its fast decoder)
+                        decoders_seen = len(decoders)
+                        fast = {event_id: decoder.compiled for event_id, decoder
+                                in decoders.items() if decoder is not None and decoder.fast}
+                    if layouts is None:
+                        layouts = ({0: only.compiled} if only is not None else
+                                   {sample_id: by_id[sample_id].compiled for sample_id in by_id})
+                    max_time = self._compiled_samples(
+                        compiled, -1 if only is not None else id_at, layouts, fast, pending,
+                        max_time)
             elif kind in (PERF_RECORD_LOST, PERF_RECORD_LOST_SAMPLES):
                 if not ready:
                     by_id, only = self._layouts()
@@ -831,6 +864,21 @@ class PerfData:
         out.extend(pending)
         for start in range(0, len(out), size):
             yield self._batch(out[start:start + size])
+
+    def _compiled_samples(self, compiled: Callable[..., tuple[int, int, int]], id_at: int,
+                          layouts: dict[int, tuple[int, int, int, int, bool]],
+                          fast: dict[int, tuple[Any, ...]], pending: list[_Sample],
+                          max_time: int) -> int:
+        """The samples after the current record, read by the compiled loop (csrc/perf_data.c)
+        up to the first it leaves to _sample; the largest time queued."""
+        next_record, samples, max_time = compiled(
+            self._view, self._next_record, self._data_end, id_at, layouts, fast,
+            self._site_names, self._page_site_names, self._chain_sites,
+            self.symbols is not None, self.time_window or (0, 0), pending, max_time)
+        self._next_record = next_record
+        self.samples += samples
+        self.lines += samples
+        return max_time
 
     def _sample(self, view: memoryview, pos: int, length: int, layout: _Layout,
                 decoders: dict[int, _Decoder | None], unpack_q: Any, unpack_i: Any
@@ -1015,6 +1063,12 @@ class PerfData:
         return lost
 
     def _batch(self, samples: list[_Sample]) -> EventBatch:
+        if self._compiled_batch is not None:
+            columns = self._compiled_batch(samples)
+            if columns is not NotImplemented:
+                batch = EventBatch(*columns)
+                count_kinds(self._counts, batch.kinds)
+                return batch
         kept = [s for s in samples if s[2] >= 0]
         if not kept:
             return EventBatch(b"", [], [], [], [], [])

@@ -54,7 +54,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Literal
 from kmem.errors import InvalidArgumentError
 from kmem.trace.parse import TraceParser
 from kmem.trace.replay import Replayer, ReplayResult, ReplaySnapshot
-from kmem.trace.source import open_trace
+from kmem.trace.source import TraceFileError, open_trace
 from kmem.trace.sweep_spec import (
     SweepRun,
     SweepSpec,
@@ -235,6 +235,9 @@ def _replay(run: SweepRun, chunks: Sequence[bytes] | None
     with open_trace(source, name_errors=False) as lines:  # (a failure names its run's trace)
         result = replayer.run_batches(parser.parse_batches(lines), every=run.every,
                                       callback=peaks.see, parser=parser)
+    if not sum(result.events.values()):  # (a row of zeros would rank as the best run)
+        raise TraceFileError(f"holds no kmem events ({parser.lines} lines read); nothing to"
+                             " replay")
     return result_row(run, result, peaks), _timeline(run, result)
 
 

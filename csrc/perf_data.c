@@ -1,0 +1,527 @@
+/* The perf.data sample loop (kmem/trace/perf_data.py PerfData._sample is the reference).
+ *
+ * perf_samples(view, pos, end, id_at, layouts, decoders, site_names, page_site_names,
+ *              chain_sites, has_symbols, window, pending, max_time) -> (pos, samples, max_time)
+ * reads the PERF_RECORD_SAMPLE records from byte `pos` of the buffer `view` on, appending each
+ * kmem event's ordering-queue tuple (time, cpu, kind, call site, key, tail) to the list
+ * `pending`, exactly as PerfData._sample builds it, and stops at the first record it does not
+ * read itself: any other record type, a sample of an event without a fast decoder, a memo miss
+ * (a tail, a call site or a call chain not seen before), and any doubt at all about the
+ * record's bytes (a size below 8 or past `end`, a field, call chain or raw payload not wholly
+ * inside the record). That record is then read by the Python loop, which raises the errors of
+ * a damaged file itself: this loop never raises for the file's bytes, and reads only what lies
+ * inside [pos, end) of the buffer. It returns where it stopped, the samples it read (inside or
+ * outside the time window: the counters PerfData.samples and .lines), and the largest time of
+ * the events it queued.
+ *
+ * `layouts` maps a sample id to (time, cpu, ip, fixed_end, callchain) of its _Layout (offsets
+ * from the record's start, -1 for absent), the id read at offset `id_at`; with `id_at` -1 it
+ * holds one layout, every sample's (its key unused); `decoders` maps a tracepoint id to (kind, slab, key_offset,
+ * site_offset, tail_start, memo) of each _Decoder that is `fast`; `window` is (start, stop) in
+ * ns, 0 for an open side. The memo dicts are the reader's own: only entries found in them are
+ * used (and cached here by their bytes: the reader never changes an entry once made), so every
+ * event read here is the one the Python loop would build.
+ *
+ * perf_batch(samples) -> (kinds, cpus, times, sites, keys, tails) | NotImplemented
+ * PerfData._batch's columns of a list of ordering-queue tuples (LOST records, kind -1, left
+ * out), with the TIME text perf script prints; NotImplemented for a list it does not expect.
+ */
+#include "kmem_core.h"
+
+#include <string.h>
+
+enum { MAX_DECODERS = 64, TAIL_SLOTS = 512, SITE_SLOTS = 1024, CHAIN_KEY = 24,
+       MM_PAGE_ALLOC = 6, PERF_RECORD_SAMPLE = 9 };
+
+typedef struct {
+    long id;
+    int kind, slab;
+    Py_ssize_t key_offset, site_offset, tail_start;
+    PyObject *memo; /* borrowed: the decoders dict holds it for the call */
+} Decoder;
+
+typedef struct {
+    PyObject *key;   /* strong: bytes */
+    PyObject *value; /* strong */
+    PyObject *dict;  /* borrowed, for identity */
+} BytesSlot;
+
+typedef struct {
+    uint64_t address;
+    PyObject *value; /* strong; NULL: empty slot */
+} SiteSlot;
+
+typedef struct {
+    BytesSlot tails[TAIL_SLOTS];
+    BytesSlot chains[TAIL_SLOTS];
+    SiteSlot sites[SITE_SLOTS];
+    SiteSlot page_sites[SITE_SLOTS];
+} Cache;
+
+static inline uint64_t
+read_u64(const unsigned char *p)
+{
+    uint64_t value;
+    memcpy(&value, p, 8);
+    return value; /* (little-endian: perf_data.py refuses big-endian files in the header) */
+}
+
+static inline uint32_t
+read_u32(const unsigned char *p)
+{
+    uint32_t value;
+    memcpy(&value, p, 4);
+    return value;
+}
+
+static inline uint64_t
+mix(const unsigned char *s, Py_ssize_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)n;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        h = (h ^ read_u64(s + i)) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    uint64_t last = 0;
+    memcpy(&last, s + i, (size_t)(n - i));
+    h = (h ^ last) * 0x100000001b3ULL;
+    return h ^ (h >> 32);
+}
+
+/* The value of the bytes [s, s+n) in the bytes-keyed `dict` (borrowed), NULL if absent;
+ * *failed on an error. */
+static PyObject *
+bytes_lookup(BytesSlot *slots, PyObject *dict, const unsigned char *s, Py_ssize_t n,
+             int *failed)
+{
+    BytesSlot *slot = &slots[(mix(s, n) ^ (uintptr_t)dict) & (TAIL_SLOTS - 1)];
+    if (slot->dict == dict && slot->key != NULL && PyBytes_GET_SIZE(slot->key) == n &&
+        memcmp(PyBytes_AS_STRING(slot->key), s, (size_t)n) == 0)
+        return slot->value;
+    PyObject *key = PyBytes_FromStringAndSize((const char *)s, n);
+    if (key == NULL) {
+        *failed = 1;
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    if (value == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            *failed = 1;
+        return NULL;
+    }
+    Py_XSETREF(slot->key, key);
+    Py_XSETREF(slot->value, Py_NewRef(value));
+    slot->dict = dict;
+    return value;
+}
+
+/* The value of the int `address` in `dict` (borrowed), NULL if absent; *failed on an error. */
+static PyObject *
+site_lookup(SiteSlot *slots, PyObject *dict, uint64_t address, int *failed)
+{
+    SiteSlot *slot = &slots[(address ^ (address >> 17)) & (SITE_SLOTS - 1)];
+    if (slot->value != NULL && slot->address == address)
+        return slot->value;
+    PyObject *key = PyLong_FromUnsignedLongLong(address);
+    if (key == NULL) {
+        *failed = 1;
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(dict, key);
+    Py_DECREF(key);
+    if (value == NULL) {
+        if (PyErr_Occurred())
+            *failed = 1;
+        return NULL;
+    }
+    slot->address = address;
+    Py_XSETREF(slot->value, Py_NewRef(value));
+    return value;
+}
+
+static void
+cache_clear(Cache *c)
+{
+    for (int i = 0; i < TAIL_SLOTS; i++) {
+        Py_CLEAR(c->tails[i].key);
+        Py_CLEAR(c->tails[i].value);
+        Py_CLEAR(c->chains[i].key);
+        Py_CLEAR(c->chains[i].value);
+    }
+    for (int i = 0; i < SITE_SLOTS; i++) {
+        Py_CLEAR(c->sites[i].value);
+        Py_CLEAR(c->page_sites[i].value);
+    }
+}
+
+static int
+ssize_item(PyObject *tuple, Py_ssize_t index, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(PyTuple_GET_ITEM(tuple, index));
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* The decoders dict as a C table; -1 on an error (a malformed entry: TypeError). */
+static int
+read_decoders(PyObject *dict, Decoder *out, int *count)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    *count = 0;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (*count == MAX_DECODERS)
+            break; /* (the rest go the Python way) */
+        Decoder *d = &out[*count];
+        Py_ssize_t kind, slab;
+        if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 6 ||
+            !PyDict_CheckExact(PyTuple_GET_ITEM(value, 5))) {
+            PyErr_SetString(PyExc_TypeError, "perf_samples: bad decoder entry");
+            return -1;
+        }
+        d->id = PyLong_AsLong(key);
+        if ((d->id == -1 && PyErr_Occurred()) || ssize_item(value, 0, &kind) < 0 ||
+            ssize_item(value, 1, &slab) < 0 || ssize_item(value, 2, &d->key_offset) < 0 ||
+            ssize_item(value, 3, &d->site_offset) < 0 ||
+            ssize_item(value, 4, &d->tail_start) < 0)
+            return -1;
+        if (d->key_offset < 0 || d->tail_start < 0 || (slab && d->site_offset < 0)) {
+            PyErr_SetString(PyExc_ValueError, "perf_samples: bad decoder offsets");
+            return -1;
+        }
+        d->kind = (int)kind;
+        d->slab = slab != 0;
+        d->memo = PyTuple_GET_ITEM(value, 5);
+        (*count)++;
+    }
+    return 0;
+}
+
+/* A slab pointer as PerfData._sample spells it: f"0x{value:x}", "0" for NULL. */
+static PyObject *
+pointer_text(uint64_t value)
+{
+    if (value == 0)
+        return PyUnicode_FromStringAndSize("0", 1);
+    char text[19];
+    int n = snprintf(text, sizeof text, "0x%llx", (unsigned long long)value);
+    return PyUnicode_FromStringAndSize(text, n);
+}
+
+typedef struct {
+    uint64_t id;
+    Py_ssize_t time, cpu, ip, fixed_end;
+    int callchain;
+} Layout;
+
+enum { MAX_LAYOUTS = 256 };
+
+/* The layouts dict (sample id -> (time, cpu, ip, fixed_end, callchain)) as a C table; -1 on
+ * an error. */
+static int
+read_layouts(PyObject *dict, Layout *out, int *count)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    *count = 0;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (*count == MAX_LAYOUTS)
+            break; /* (samples of the other ids go the Python way) */
+        Layout *l = &out[*count];
+        if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 5) {
+            PyErr_SetString(PyExc_TypeError, "perf_samples: bad layout entry");
+            return -1;
+        }
+        l->id = PyLong_AsUnsignedLongLong(key);
+        int callchain = PyObject_IsTrue(PyTuple_GET_ITEM(value, 4));
+        if (PyErr_Occurred() || ssize_item(value, 0, &l->time) < 0 ||
+            ssize_item(value, 1, &l->cpu) < 0 || ssize_item(value, 2, &l->ip) < 0 ||
+            ssize_item(value, 3, &l->fixed_end) < 0 || callchain < 0)
+            return -1;
+        l->callchain = callchain;
+        (*count)++;
+    }
+    return 0;
+}
+
+typedef struct {
+    PyObject *site_names, *page_site_names, *chain_sites;
+    int has_symbols;
+    uint64_t window_start, window_stop;
+} Tables;
+
+/* One sample record of `size` bytes at `rec`: 1 queued (*out a new tuple), 2 read but not
+ * queued (outside the time window), 0 for the Python loop, -1 on an error. */
+static int
+read_sample(Cache *cache, const Layout *l, const Decoder *decoders, int nr_decoders,
+            const Tables *t, const unsigned char *rec, Py_ssize_t size, PyObject **out,
+            uint64_t *time_out)
+{
+    Py_ssize_t fixed[] = {l->time, l->cpu, l->ip};
+    for (int i = 0; i < 3; i++) /* (each 8 bytes: _FIXED_FIELDS) */
+        if (fixed[i] >= 0 && (fixed[i] < 8 || fixed[i] > size - 8))
+            return 0;
+    if (l->fixed_end < 8 || l->fixed_end > size)
+        return 0;
+    uint64_t time = l->time >= 0 ? read_u64(rec + l->time) : 0;
+    if (time && ((t->window_start && time < t->window_start) ||
+                 (t->window_stop && time > t->window_stop)))
+        return 2;
+    long cpu = l->cpu >= 0 ? (long)read_u32(rec + l->cpu) : -1;
+    Py_ssize_t raw_at = l->fixed_end, chain_at = -1;
+    uint64_t chain_count = 0;
+    if (l->callchain) {
+        if (raw_at > size - 8)
+            return 0;
+        chain_at = raw_at;
+        chain_count = read_u64(rec + chain_at);
+        if (chain_count > (uint64_t)(size - chain_at - 8) / 8)
+            return 0;
+        raw_at += 8 + 8 * (Py_ssize_t)chain_count;
+    }
+    if (raw_at > size - 6)
+        return 0;
+    uint32_t raw_size = read_u32(rec + raw_at);
+    unsigned event_id = (unsigned)rec[raw_at + 4] | (unsigned)rec[raw_at + 5] << 8;
+    Py_ssize_t start = raw_at + 4;
+    if (raw_size < 8 || raw_size > (uint64_t)(size - start))
+        return 0;
+    const Decoder *d = NULL;
+    for (int i = 0; i < nr_decoders; i++)
+        if (decoders[i].id == (long)event_id) {
+            d = &decoders[i];
+            break;
+        }
+    if (d == NULL || d->tail_start > (Py_ssize_t)raw_size ||
+        d->key_offset > (Py_ssize_t)raw_size - 8 ||
+        (d->slab && d->site_offset > (Py_ssize_t)raw_size - 8))
+        return 0;
+    const unsigned char *raw = rec + start;
+    int failed = 0;
+    PyObject *tail = bytes_lookup(cache->tails, d->memo, raw + d->tail_start,
+                                  (Py_ssize_t)raw_size - d->tail_start, &failed);
+    if (tail == NULL)
+        return failed ? -1 : 0;
+    uint64_t value = read_u64(raw + d->key_offset);
+    PyObject *site;
+    if (d->slab) {
+        site = site_lookup(cache->sites, t->site_names, read_u64(raw + d->site_offset),
+                           &failed);
+        /* (an empty name is looked up again by the Python loop's `or`: it goes there) */
+        if (site == NULL || PyUnicode_GET_LENGTH(site) == 0)
+            return failed ? -1 : 0;
+    } else if (chain_at >= 0 && t->has_symbols) {
+        Py_ssize_t head = chain_count < CHAIN_KEY ? (Py_ssize_t)chain_count : CHAIN_KEY;
+        site = bytes_lookup(cache->chains, t->chain_sites, rec + chain_at + 8, 8 * head,
+                            &failed);
+        if (site == NULL)
+            return failed ? -1 : 0;
+    } else if (l->ip >= 0) {
+        site = site_lookup(cache->page_sites, t->page_site_names, read_u64(rec + l->ip),
+                           &failed);
+        if (site == NULL)
+            return failed ? -1 : 0;
+    } else {
+        site = NULL; /* "" */
+    }
+    PyObject *key;
+    if (d->slab)
+        key = pointer_text(value);
+    else if (value == UINT64_MAX || (value == 0 && d->kind == MM_PAGE_ALLOC))
+        key = PyLong_FromLong(-1); /* a failed allocation */
+    else
+        key = PyLong_FromUnsignedLongLong(value);
+    if (key == NULL)
+        return -1;
+    PyObject *site_obj = site != NULL ? Py_NewRef(site) : PyUnicode_FromStringAndSize("", 0);
+    *out = site_obj == NULL ? NULL
+        : Py_BuildValue("(KliNNO)", (unsigned long long)time, cpu, d->kind, site_obj, key,
+                        tail);
+    if (site_obj == NULL)
+        Py_DECREF(key);
+    *time_out = time;
+    return *out == NULL ? -1 : 1;
+}
+
+PyObject *
+kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "perf_samples takes 13 arguments");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t id_at = PyLong_AsSsize_t(args[3]);
+    PyObject *layout_dict = args[4], *decoder_dict = args[5], *window = args[10];
+    PyObject *pending = args[11];
+    Tables t = {.site_names = args[6], .page_site_names = args[7], .chain_sites = args[8],
+                .has_symbols = PyObject_IsTrue(args[9])};
+    /* (times are u64: the largest so far is -1 before the first, else a u64) */
+    int have_max = PyObject_RichCompareBool(args[12], Py_False, Py_GE); /* >= 0 */
+    uint64_t max_time = have_max > 0 ? PyLong_AsUnsignedLongLong(args[12]) : 0;
+    if (PyErr_Occurred() || t.has_symbols < 0 || have_max < 0)
+        return NULL;
+    if (!PyDict_Check(layout_dict) || !PyDict_Check(decoder_dict)
+        || !PyDict_CheckExact(t.site_names) || !PyDict_CheckExact(t.page_site_names) ||
+        !PyDict_CheckExact(t.chain_sites) || !PyList_Check(pending) || !PyTuple_Check(window)
+        || PyTuple_GET_SIZE(window) != 2) {
+        PyErr_SetString(PyExc_TypeError, "perf_samples: bad arguments");
+        return NULL;
+    }
+    Layout layouts[MAX_LAYOUTS];
+    int nr_layouts;
+    if (read_layouts(layout_dict, layouts, &nr_layouts) < 0)
+        return NULL;
+    if (id_at < 0 && nr_layouts != 1) {
+        PyErr_SetString(PyExc_ValueError, "perf_samples: one layout without a sample id");
+        return NULL;
+    }
+    t.window_start = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(window, 0));
+    t.window_stop = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(window, 1));
+    if (PyErr_Occurred())
+        return NULL;
+    Decoder decoders[MAX_DECODERS];
+    int nr_decoders;
+    if (read_decoders(decoder_dict, decoders, &nr_decoders) < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (pos < 0 || end > view.len || pos > end) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "perf_samples: pos and end outside the buffer");
+        return NULL;
+    }
+    Cache *cache = PyMem_Calloc(1, sizeof(Cache));
+    if (cache == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    const unsigned char *buffer = view.buf;
+    Py_ssize_t samples = 0;
+    int status = 0;
+    while (end - pos >= 8) {
+        const unsigned char *rec = buffer + pos;
+        uint32_t type = read_u32(rec);
+        Py_ssize_t size = (Py_ssize_t)rec[6] | (Py_ssize_t)rec[7] << 8;
+        if (type != PERF_RECORD_SAMPLE || size < 8 || size > end - pos)
+            break;
+        const Layout *l = &layouts[0];
+        if (id_at >= 0) { /* the layout of the sample's id (PerfData._batches' by_id) */
+            if (id_at < 8 || id_at > size - 8)
+                break;
+            uint64_t id = read_u64(rec + id_at);
+            l = NULL;
+            for (int i = 0; i < nr_layouts; i++)
+                if (layouts[i].id == id) {
+                    l = &layouts[i];
+                    break;
+                }
+            if (l == NULL)
+                break;
+        }
+        PyObject *sample = NULL;
+        uint64_t time = 0;
+        status = read_sample(cache, l, decoders, nr_decoders, &t, rec, size, &sample, &time);
+        if (status <= 0)
+            break;
+        if (status == 1) {
+            int appended = PyList_Append(pending, sample);
+            Py_DECREF(sample);
+            if (appended < 0) {
+                status = -1;
+                break;
+            }
+            if (!have_max || time > max_time) {
+                max_time = time;
+                have_max = 1;
+            }
+        }
+        samples++;
+        pos += size;
+    }
+    cache_clear(cache);
+    PyMem_Free(cache);
+    PyBuffer_Release(&view);
+    if (status < 0)
+        return NULL;
+    if (!have_max)
+        return Py_BuildValue("(nni)", pos, samples, -1);
+    return Py_BuildValue("(nnK)", pos, samples, (unsigned long long)max_time);
+}
+
+PyObject *
+kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "perf_batch takes a list");
+        return NULL;
+    }
+    PyObject *samples = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(samples);
+    for (Py_ssize_t i = 0; i < n; i++) { /* what the loop below reads, checked first */
+        PyObject *s = PyList_GET_ITEM(samples, i);
+        if (!PyTuple_CheckExact(s) || PyTuple_GET_SIZE(s) != 6 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(s, 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(s, 2)))
+            Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *kinds = PyBytes_FromStringAndSize(NULL, n);
+    PyObject *cols[5] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0),
+                         PyList_New(0)};
+    Py_ssize_t kept = 0;
+    int ok = kinds != NULL;
+    for (int c = 0; c < 5; c++)
+        ok = ok && cols[c] != NULL;
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(samples, i);
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2));
+        if (kind == -1 && PyErr_Occurred()) {
+            ok = 0;
+            break;
+        }
+        if (kind < 0)
+            continue; /* a LOST record */
+        if (kind > 255) {
+            Py_DECREF(kinds);
+            for (int c = 0; c < 5; c++)
+                Py_DECREF(cols[c]);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        unsigned long long ns = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(s, 0));
+        if (ns == (unsigned long long)-1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                ok = 0;
+                break;
+            }
+            PyErr_Clear(); /* (a time that is no u64: the Python way's) */
+            Py_DECREF(kinds);
+            for (int c = 0; c < 5; c++)
+                Py_DECREF(cols[c]);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        char text[40];
+        int len = snprintf(text, sizeof text, "%llu.%06llu:", ns / 1000000000ULL,
+                           ns / 1000ULL % 1000000ULL);
+        PyObject *time = PyUnicode_FromStringAndSize(text, len);
+        if (time == NULL) {
+            ok = 0;
+            break;
+        }
+        PyBytes_AS_STRING(kinds)[kept++] = (char)kind;
+        ok = PyList_Append(cols[0], PyTuple_GET_ITEM(s, 1)) == 0 &&
+             PyList_Append(cols[1], time) == 0 &&
+             PyList_Append(cols[2], PyTuple_GET_ITEM(s, 3)) == 0 &&
+             PyList_Append(cols[3], PyTuple_GET_ITEM(s, 4)) == 0 &&
+             PyList_Append(cols[4], PyTuple_GET_ITEM(s, 5)) == 0;
+        Py_DECREF(time);
+    }
+    if (!ok || _PyBytes_Resize(&kinds, kept) < 0) {
+        Py_XDECREF(kinds);
+        for (int c = 0; c < 5; c++)
+            Py_XDECREF(cols[c]);
+        return NULL;
+    }
+    return Py_BuildValue("(NNNNNN)", kinds, cols[0], cols[1], cols[2], cols[3], cols[4]);
+}
