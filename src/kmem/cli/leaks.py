@@ -59,8 +59,8 @@ def _at(text: str | None) -> tuple[float | None, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kmem.cli.terminal import skipped_lines_note
     from kmem.cli.stat import warn_no_events
+    from kmem.cli.terminal import skipped_lines_note
     from kmem.errors import InvalidArgumentError
     from kmem.trace.events import batch_events
     from kmem.trace.leaks import LeakTracker, format_leaks

@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from kmem.cli.terminal import skipped_lines_note
     from kmem.cli.stat import warn_no_events
+    from kmem.cli.terminal import skipped_lines_note
     from kmem.errors import InvalidArgumentError
     from kmem.show.plot import picture_path
     from kmem.trace.events import TraceEvent, batch_events
