@@ -122,6 +122,11 @@ typedef struct {
     PyThread_type_lock lock, own_lock;
     int held; /* a Python path holds the lock (acquire) */
     PyObject *pure_alloc, *pure_free;
+    /* sheaves: the slab of the object last pushed onto (or popped from) a sheaf, so that
+     * sheaf_pop of that object skips the slab_of_pfn lookup. Only a hint: it is used when the
+     * popped address lies on one of its object slots marked SHEAF_HELD, which only a live slab
+     * has (a slab is discarded empty, all its marks 0, and live slabs do not overlap). */
+    PyObject *last_slab;
 } SlabCacheCore;
 
 /* A slab's base address, or -1. */
@@ -201,18 +206,33 @@ sheaf_pop(SlabCacheCore *c, PyObject *cpu)
     long long address = PyLong_AsLongLong(top);
     if (address < 0)
         return NULL;
-    PyObject *pfn = PyLong_FromLongLong(address >> c->page_shift);
-    if (pfn == NULL)
-        return NULL;
-    PyObject *slab = PyDict_GetItemWithError(c->slab_of_pfn, pfn);
-    Py_DECREF(pfn);
+    PyObject *slab = c->last_slab;
     PyObject *used = slab ? SLOT(slab, c->off_used) : NULL;
     long long base = slab ? slab_base(c, slab) : -1;
-    if (used == NULL || !PyByteArray_CheckExact(used) || base < 0 || address < base)
-        return NULL;
-    long long index = (address - base) / c->size;
-    if (index >= PyByteArray_GET_SIZE(used))
-        return NULL;
+    long long index = -1;
+    if (used != NULL && PyByteArray_CheckExact(used) && base >= 0 && address >= base &&
+        (address - base) % c->size == 0) {
+        index = (address - base) / c->size;
+        if (index >= PyByteArray_GET_SIZE(used) ||
+            PyByteArray_AS_STRING(used)[index] != SHEAF_HELD)
+            index = -1;
+    }
+    if (index < 0) { /* not the hinted slab's: look it up */
+        PyObject *pfn = PyLong_FromLongLong(address >> c->page_shift);
+        if (pfn == NULL)
+            return NULL;
+        slab = PyDict_GetItemWithError(c->slab_of_pfn, pfn);
+        Py_DECREF(pfn);
+        used = slab ? SLOT(slab, c->off_used) : NULL;
+        base = slab ? slab_base(c, slab) : -1;
+        if (used == NULL || !PyByteArray_CheckExact(used) || base < 0 || address < base)
+            return NULL;
+        index = (address - base) / c->size;
+        if (index >= PyByteArray_GET_SIZE(used))
+            return NULL;
+        Py_INCREF(slab);
+        Py_XSETREF(c->last_slab, slab);
+    }
     Py_SET_SIZE(main, n - 1); /* the list's reference to `top` is now ours */
     PyByteArray_AS_STRING(used)[index] = USED_BY_USER;
     c->pcs[0] += 1;
@@ -232,6 +252,10 @@ sheaf_push(SlabCacheCore *c, PyObject *address_obj, long long address, PyObject 
     if (PyList_Append(main, address_obj) < 0)
         return -1;
     PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = SHEAF_HELD;
+    if (slab != c->last_slab) {
+        Py_INCREF(slab);
+        Py_XSETREF(c->last_slab, slab);
+    }
     c->pcs[1] += 1;
     return 1;
 }
@@ -428,6 +452,7 @@ cache_traverse(SlabCacheCore *c, visitproc visit, void *arg)
     Py_VISIT(c->slab_of_pfn);
     Py_VISIT(c->pure_alloc);
     Py_VISIT(c->pure_free);
+    Py_VISIT(c->last_slab);
     return 0;
 }
 
@@ -439,6 +464,7 @@ cache_clear(SlabCacheCore *c)
     Py_CLEAR(c->slab_of_pfn);
     Py_CLEAR(c->pure_alloc);
     Py_CLEAR(c->pure_free);
+    Py_CLEAR(c->last_slab);
     return 0;
 }
 
