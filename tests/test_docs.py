@@ -58,8 +58,8 @@ GUIDE_OF_COMMAND = {
 }  # fmt: skip
 # Options the docs mention that belong to other programs (perf, Chromium, mypy).
 OTHER_PROGRAMS_OPTIONS = {
-    "--slab", "--page", "--headless", "--no-sandbox", "--disable-gpu", "--strict",
-}  # fmt: skip
+    "--slab", "--page", "--tests", "--headless", "--no-sandbox", "--disable-gpu", "--strict",
+}  # fmt: skip  # (perf kmem's, chromium's, mypy's, tools/mutants.py's --tests)
 
 
 @dataclass(frozen=True)
