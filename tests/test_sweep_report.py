@@ -140,3 +140,23 @@ def test_the_command_writes_the_report_of_a_sweep(tmp_path: Path,
     assert page.count("<img") == 6  # 2 rankings, the heat map, 3 traces' timelines
     assert "3 traces × 4 parameter sets = 12 runs: 12 done (0 resumed), 0 failed" in page
     assert len(list((tmp_path / "pictures").glob("timeline-*.png"))) == 3
+
+
+def test_a_run_that_never_allocated_ranks_as_one_page() -> None:
+    # Runs of trace "a" that peaked at 0 pages: the scores stay finite, a 0 peak counts as one
+    # page, so "a" contributes ratios 1 (0 pages), 1 (1 page) and 2 (2 pages).
+    result = _result()
+    rows = []
+    for row in result.rows:
+        row = dict(row)
+        if row["trace"] == "a":
+            row["total_peak_pages"] = {("slub", 1): 0, ("slub", 2): 1}.get(
+                (row["policy"], row["cpus"]), 2)
+        rows.append(row)
+    ranked = rank_by_peak(SweepResult(result.spec, tuple(rows), result.timelines, (), {}, 0, None))
+    scores = {r.label: r.peak_score for r in ranked}
+    # b's best is 150: slub1 2.0, slub2 1.1, slab1 4.0, slab2 1.0.
+    assert scores == pytest.approx({"policy=slub cpus=1": math.sqrt(1 * 2.0),
+                                    "policy=slub cpus=2": math.sqrt(1 * 1.1),
+                                    "policy=slab cpus=1": math.sqrt(2 * 4.0),
+                                    "policy=slab cpus=2": math.sqrt(2 * 1.0)})

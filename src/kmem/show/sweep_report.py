@@ -78,11 +78,17 @@ def _values(row: Mapping[str, Any], swept: Sequence[str]) -> tuple[tuple[str, An
 
 
 def _peak_ratios(rows: Sequence[Mapping[str, Any]]) -> list[float]:
-    """Each row's peak over the smallest peak among its trace's rows."""
+    """Each row's peak over the smallest peak among its trace's rows.
+
+    A peak is counted as at least one page: a run that never allocated (peak 0) would give a
+    ratio of 0, whose logarithm the geometric mean cannot take."""
+    def peak(row: Mapping[str, Any]) -> int:
+        return max(_peak_bytes(row), int(row["page_size"]))
+
     best: dict[str, int] = {}
     for row in rows:
-        best[row["trace"]] = min(best.get(row["trace"], 1 << 62), _peak_bytes(row))
-    return [_peak_bytes(row) / max(best[row["trace"]], 1) for row in rows]
+        best[row["trace"]] = min(best.get(row["trace"], 1 << 62), peak(row))
+    return [peak(row) / best[row["trace"]] for row in rows]
 
 
 def _geometric_mean(values: Sequence[float]) -> float:
