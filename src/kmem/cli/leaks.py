@@ -81,11 +81,15 @@ def run(args: argparse.Namespace) -> int:
     if not trace.nr_events:  # (a report of nothing outstanding would read as no leak)
         return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines)
     report = tracker.report(min_age=min_age, top=args.top)
+    lost = trace.lost  # (an allocation whose free was lost reads as a leak: say so)
     if args.json:
         print(json.dumps({"lines": trace.lines, "bad_lines": trace.bad_lines,
-                          **report.to_json()}, indent=2))
+                          **report.to_json(), "lost": lost.to_json()}, indent=2))
     else:
         sys.stdout.write(format_leaks(report))
         if trace.bad_lines:
             print(skipped_lines_note(trace.bad_lines, trace.bad_examples, args.trace))
+        if lost.any:
+            print()
+            sys.stdout.write(lost.describe(trace.nr_events, report.unknown_frees))
     return 0

@@ -68,13 +68,17 @@ def run(args: argparse.Namespace) -> int:
         from kmem.show.rates_plot import plot_rates
 
         plot_rates(rates, args.plot, caches=args.caches)
+    lost = trace.lost  # (rates of intervals with lost events are too low: say so)
     if args.json:
         print(json.dumps({"lines": trace.lines, "bad_lines": trace.bad_lines,
-                          **rates.to_json(args.maxrows)}, indent=2))
+                          **rates.to_json(args.maxrows), "lost": lost.to_json()}, indent=2))
         return 0
     sys.stdout.write(format_rates(rates, args.maxrows))
     if trace.bad_lines:
         print(skipped_lines_note(trace.bad_lines, trace.bad_examples, args.trace))
+    if lost.any:
+        print()
+        sys.stdout.write(lost.describe(trace.nr_events))
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0
