@@ -17,6 +17,7 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+import types
 import weakref
 from collections.abc import Callable
 from multiprocessing import shared_memory
@@ -130,7 +131,8 @@ class PhysicalMemory:
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call the bound method ``callback`` when the memory closes (the allocators on it
         switch to refusing every change); held weakly, so it does not keep its object alive."""
-        if not callable(callback) or not hasattr(callback, "__self__"):
+        # (a builtin's bound method, e.g. list.append, has __self__ but no weak reference)
+        if not isinstance(callback, types.MethodType):
             raise InvalidTypeError(
                 f"callback must be a bound method, not {type(callback).__name__}")
         self._on_close.append(weakref.WeakMethod(callback))
