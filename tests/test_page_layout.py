@@ -92,8 +92,8 @@ def _replace(old: str, new: str) -> str:
     (_replace("    cpu: 0\n", ""), 12, "a pageset 'count' line before any 'cpu:' line"),
     (_replace("count:    5", "count:    five"), 13, "cannot read"),
     (_replace("vm stats threshold: 4", "vm stats threshold: x"), 16, "cannot read the number"),
-    # (noticed where the pageset ends: the next line that is not one of its fields)
-    (_replace("              batch:    7\n", ""), 16, "the pageset of cpu 0 has no batch"),
+    # (noticed where the pageset ends, named at its 'cpu:' line)
+    (_replace("              batch:    7\n", ""), 12, "the pageset of cpu 0 has no batch"),
     (_replace("start_pfn:           4096", "start_pfn:           -1"), 18,
      "cannot read the number in 'start_pfn:"),
     (_replace("        managed  1000\n", ""), 1, "zone Normal has no managed line"),

@@ -312,7 +312,7 @@ class _ZoneinfoReader:
         number = line.split(":", 1)[1].strip()
         if not number.isdigit():
             raise self.fail(f"cannot read the CPU number in {line!r}")
-        self.cpu = {"cpu": int(number)}
+        self.cpu = {"cpu": int(number), "line": self.line_number}
 
     def take_cpu_field(self, key: str, text: str) -> None:
         if self.cpu is None:
@@ -328,8 +328,10 @@ class _ZoneinfoReader:
         assert self.zone is not None
         cpu, self.cpu = self.cpu, None
         missing = [k for k in ("count", "high", "batch") if k not in cpu]
-        if missing:
-            raise self.fail(f"the pageset of cpu {cpu['cpu']} has no {', '.join(missing)}")
+        if missing:  # (named at its 'cpu:' line: the line that ends it may be far below)
+            raise ZoneinfoFormatError(
+                self.source, cpu["line"],
+                f"the pageset of cpu {cpu['cpu']} has no {', '.join(missing)}")
         self.zone.pagesets.append(Pageset(
             cpu["cpu"], cpu["count"], cpu["high"], cpu["batch"], cpu.get("high_min"),
             cpu.get("high_max"), cpu.get("stat_threshold")))
