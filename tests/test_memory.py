@@ -221,7 +221,7 @@ def test_on_close_takes_only_a_bound_method_and_does_not_keep_its_object_alive()
     with pytest.raises(InvalidTypeError, match="callback must be a bound method, not function"):
         memory.on_close(lambda: None)
     with pytest.raises(InvalidTypeError, match="not builtin_function_or_method"):
-        memory.on_close([].append)  # (bound, but a builtin's: no weak reference to it)
+        memory.on_close([None].clear)  # (bound, but a builtin's: no weak reference to it)
     assert memory._on_close == []  # (nothing registered by the refused calls)
     calls = []
 
