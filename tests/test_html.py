@@ -85,11 +85,12 @@ def test_kmem_html_to_the_standard_output_writes_the_page_alone(tmp_path: Path) 
     import subprocess
     import sys
 
-    for target in ("/dev/stdout", "/proc/self/fd/1"):
+    for target in ("-", "/dev/stdout", "/proc/self/fd/1"):
         done = subprocess.run([sys.executable, "-m", "kmem", "html", "seed-buddy", "-o", target],
-                              capture_output=True, check=True)
+                              capture_output=True, check=True, cwd=tmp_path)
         assert done.stdout.startswith(b"<!DOCTYPE html>") and done.stderr == b""
         assert embedded(done.stdout.decode())["total_steps"] == 2
+    assert not (tmp_path / "-").exists()  # ("-" is the standard output, never a file of that name)
     # Redirected into a file that is also -o: the file holds the page, nothing else.
     page = tmp_path / "page.html"
     with open(page, "wb") as stdout:

@@ -66,18 +66,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " or a trace step by step: next, back, play and a slider.",
     )
     add_source_arguments(parser)
-    parser.add_argument("-o", "--output", default="kmem.html", help="page to write (kmem.html)")
+    parser.add_argument("-o", "--output", default="kmem.html",
+                        help="page to write (kmem.html), or - for the standard output")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from kmem.show.html_page import build_page, write_page_text
 
-    output_path(args.output)  # a page that cannot be written fails now, not after the replay
+    to_stdout = args.output == "-"
+    if not to_stdout:
+        output_path(args.output)  # a page that cannot be written fails now, not after the replay
     document = document_from_args(args)
     if (status := warn_if_no_events(args, document)) is not None:
         return status
     page = build_page(document)
+    if to_stdout:  # (the page alone: a status line there would break it)
+        sys.stdout.write(page)
+        sys.stdout.flush()
+        return 0
     path = write_page_text(page, args.output)
     if not _is_standard_output(path):  # (the page itself is the output: nothing else there)
         frames = len(document["frames"])
