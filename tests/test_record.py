@@ -122,3 +122,19 @@ def test_a_command_that_cannot_run_is_a_clear_error(tmp_path: Path,
     assert capsys.readouterr().err == ("kmem record: cannot run 'no-such-command-kmem': No such"
                                        " file or directory\n")
     assert _instances() == before
+
+
+@needs_root
+def test_an_instance_that_cannot_be_created_leaves_the_output_as_it_was(tmp_path: Path) -> None:
+    # A tracefs with the kmem events where no instance can be made ("instances" is a file).
+    fake = tmp_path / "tracefs"
+    (fake / "events" / "kmem" / "kmalloc").mkdir(parents=True)
+    (fake / "instances").write_text("")
+    output = tmp_path / "kept.txt"
+    output.write_text("an earlier recording\n")
+    with pytest.raises(RecordError, match="cannot create the tracefs instance"):
+        record_tracefs(["true"], output, tracefs=fake)
+    assert output.read_text() == "an earlier recording\n"
+    with pytest.raises(RecordError, match="cannot create the tracefs instance"):
+        record_tracefs(["true"], tmp_path / "new.txt", tracefs=fake)
+    assert not (tmp_path / "new.txt").exists()  # (no empty file left behind)

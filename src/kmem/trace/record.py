@@ -100,21 +100,23 @@ def record_tracefs(command: Sequence[str], output: str | os.PathLike[str], *, sl
     events = [name for name in wanted if (root / "events" / "kmem" / name).is_dir()]
     if not events:
         raise RecordError("this kernel has none of the kmem events asked for")
-    try:
-        out = open(output, "wb")  # noqa: SIM115 - closed in the finally below
-    except OSError as error:
-        raise RecordError(f"cannot write {os.fspath(output)!r}: {error.strerror}") from error
     instance = root / "instances" / f"kmem-record-{os.getpid()}"
     try:
         instance.mkdir()
     except OSError as error:
-        out.close()
         raise RecordError(f"cannot create the tracefs instance {instance}: {error.strerror}"
                           ) from error
+    out: BinaryIO | None = None
     try:
         _write(instance / "buffer_size_kb", str(buffer_kb))
         for name in events:
             _write(instance / "events" / "kmem" / name / "enable", "1")
+        # (opened once tracing is ready: a failure before leaves an existing file as it was)
+        try:
+            out = open(output, "wb")  # noqa: SIM115 - closed in the finally below
+        except OSError as error:
+            raise RecordError(f"cannot write {os.fspath(output)!r}: {error.strerror}"
+                              ) from error
         out.write(f"# tracer: nop\n# kmem record: {' '.join(command)} (tracefs instance,"
                   f" {buffer_kb} KB per CPU; events: {' '.join(events)})\n".encode())
         return _run_and_read(command, instance, out, Path(output))
@@ -124,7 +126,8 @@ def record_tracefs(command: Sequence[str], output: str | os.PathLike[str], *, sl
             for name in events:
                 _write(instance / "events" / "kmem" / name / "enable", "0")
         finally:
-            out.close()
+            if out is not None:
+                out.close()
             _remove_instance(instance)
 
 
