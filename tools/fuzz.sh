@@ -1,8 +1,9 @@
 #!/bin/sh
 # Run the compiled core's lockstep tests under AddressSanitizer and UBSan: tools/fuzz.sh
-# [EXAMPLES] builds kmem._core with -fsanitize=address,undefined into build/asan (beside a
-# copy of src/kmem) and runs every lockstep and differential test there, hypothesis making
-# EXAMPLES random programs per test (default 200; make test runs a bounded 20, make fuzz 2000).
+# [EXAMPLES [TEST_FILE...]] builds kmem._core with -fsanitize=address,undefined into build/asan
+# (beside a copy of src/kmem) and runs every lockstep and differential test there (or those of
+# the files named: a quicker check of one change), hypothesis making EXAMPLES random programs
+# per test (default 200; make test runs a bounded 20, make fuzz 2000).
 # The trace parser's fuzz tests (tests/test_parse_fuzz.py: mutated fixture lines, the compiled
 # inline loop of csrc/parse.c against the pure one) print how many lines they tried.
 #
@@ -14,6 +15,8 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 examples=${1:-200}
+[ $# -gt 0 ] && shift
+[ $# -gt 0 ] || set -- tests
 out=$here/build/asan
 rm -rf "$out" "$here/build/asan-tmp"
 mkdir -p "$out"
@@ -30,4 +33,4 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export PYTHONMALLOC=malloc KMEM_FUZZ_EXAMPLES=$examples KMEM_EXPECT_SANITIZED=1
 cd "$here"
 LD_PRELOAD="$asan:$ubsan" PYTHONPATH="$out:$here/tests" "$python" -m pytest -q -p no:cacheprovider \
-    -m fuzz tests
+    -m fuzz "$@"
