@@ -111,7 +111,7 @@ from kmem.errors import (
     WrongOrderError,
     int_argument,
 )
-from kmem.page.buddy import MAX_PAGE_ORDER
+from kmem.page.buddy import MAX_PAGE_ORDER, size_order
 from kmem.page.mem_map import boot_blocks
 from kmem.page.memory import check_page_size
 from kmem.page.vmstat import buddyinfo_line
@@ -1108,22 +1108,8 @@ class Arena:
     # -- errors ---------------------------------------------------------------------------------
 
     def _size_order(self, size: object) -> int:
-        size = int_argument(size, "size")
-        if size <= 0:
-            raise InvalidArgumentError(f"allocation size must be positive, got {size}")
-        order = ((size - 1) >> self.page_shift).bit_length()
-        if order > self.max_order:
-            raise InvalidArgumentError(
-                f"{size} bytes needs order {order}, above max_order {self.max_order}"
-                f" (largest block {self.page_size << self.max_order} bytes)"
-            )
-        if order > self._alloc_order_limit:
-            raise InvalidArgumentError(
-                f"{size} bytes needs order {order}, but the largest block {self.nr_pages}"
-                f" pages of memory can hold is {self.page_size << self._alloc_order_limit}"
-                " bytes"
-            )
-        return order
+        return size_order(size, self.page_shift, self.max_order, self._alloc_order_limit,
+                          self.nr_pages)
 
     def _check_alloc_order(self, order: object) -> int:
         order = int_argument(order, "order")

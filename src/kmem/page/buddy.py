@@ -139,6 +139,30 @@ def get_order(size: int, page_shift: int = 12) -> int:
     return ((size - 1) >> page_shift).bit_length()
 
 
+
+def size_order(size: object, page_shift: int, max_order: int, order_limit: int,
+               nr_pages: int) -> int:
+    """The order of the smallest block of at least ``size`` bytes (get_order), or an
+    InvalidArgumentError saying why no block can hold it: above max_order, or larger than the
+    largest block ``nr_pages`` pages can hold (``order_limit``)."""
+    if size.__class__ is not int:
+        size = int_argument(size, "size")
+    assert isinstance(size, int)
+    if size <= 0:
+        raise InvalidArgumentError(f"allocation size must be positive, got {size}")
+    order = ((size - 1) >> page_shift).bit_length()
+    if order > max_order:
+        raise InvalidArgumentError(
+            f"{size} bytes needs order {order}, above max_order {max_order}"
+            f" (largest block {1 << (page_shift + max_order)} bytes)"
+        )
+    if order > order_limit:
+        raise InvalidArgumentError(
+            f"{size} bytes needs order {order}, but the largest block {nr_pages}"
+            f" pages of memory can hold is {1 << (page_shift + order_limit)} bytes"
+        )
+    return order
+
 class BuddyAllocator:
     """A zone of ``size`` bytes of page frames managed by the buddy system.
 
@@ -406,22 +430,8 @@ class BuddyAllocator:
 
     def alloc(self, size: int) -> int:
         """Allocate at least ``size`` bytes, rounded up to 2**order pages; return the address."""
-        if size.__class__ is not int:
-            size = int_argument(size, "size")
-        if size <= 0:
-            raise InvalidArgumentError(f"allocation size must be positive, got {size}")
-        order = ((size - 1) >> self.page_shift).bit_length()
-        if order > self.max_order:
-            raise InvalidArgumentError(
-                f"{size} bytes needs order {order}, above max_order {self.max_order}"
-                f" (largest block {self.page_size << self.max_order} bytes)"
-            )
-        if order > self._alloc_order_limit:
-            raise InvalidArgumentError(
-                f"{size} bytes needs order {order}, but the largest block {self.nr_pages}"
-                f" pages of memory can hold is {self.page_size << self._alloc_order_limit}"
-                " bytes"
-            )
+        order = size_order(size, self.page_shift, self.max_order, self._alloc_order_limit,
+                           self.nr_pages)
         return self.alloc_pages(order) << self.page_shift
 
     # -- free ------------------------------------------------------------------------------
