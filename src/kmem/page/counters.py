@@ -22,8 +22,8 @@ class HasValues(Protocol):
     def _values(self) -> memoryview: ...
 
 
-class Counter:
-    """An int64 at ``index`` of the owner's ``_values``, as an int attribute."""
+class BufferField:
+    """A field at ``index`` of the owner's ``_values``; named after its attribute."""
 
     __slots__ = ("index", "name")
 
@@ -33,6 +33,12 @@ class Counter:
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+
+
+class Counter(BufferField):
+    """An int64 at ``index`` of the owner's ``_values``, as an int attribute."""
+
+    __slots__ = ()
 
     @overload
     def __get__(self, obj: None, owner: type | None = None) -> Counter: ...
@@ -48,17 +54,10 @@ class Counter:
         obj._values[self.index] = value
 
 
-class Flag:
+class Flag(BufferField):
     """A 0/1 at ``index`` of the owner's ``_values``, as a bool attribute."""
 
-    __slots__ = ("index", "name")
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+    __slots__ = ()
 
     @overload
     def __get__(self, obj: None, owner: type | None = None) -> Flag: ...
@@ -76,5 +75,5 @@ class Flag:
 def field_names(cls: type) -> tuple[str, ...]:
     """The names of cls's buffer-backed fields, in index order."""
     found = [(v.index, v.name) for klass in reversed(cls.__mro__) for v in vars(klass).values()
-             if isinstance(v, (Counter, Flag))]
+             if isinstance(v, BufferField)]
     return tuple(name for _, name in sorted(found))
