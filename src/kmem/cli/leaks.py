@@ -4,10 +4,10 @@ memleak reports them."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from kmem.cli.args import COMMANDS
+from kmem.trace.json_text import json_text
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     report = tracker.report(min_age=min_age, top=args.top)
     lost = trace.lost  # (an allocation whose free was lost reads as a leak: say so)
     if args.json:
-        print(json.dumps({"lines": trace.lines, "bad_lines": trace.bad_lines,
-                          **report.to_json(), "lost": lost.to_json()}, indent=2))
+        print(json_text({"lines": trace.lines, "bad_lines": trace.bad_lines,
+                          **report.to_json(), "lost": lost.to_json()}))
     else:
         sys.stdout.write(format_leaks(report))
         if trace.bad_lines:

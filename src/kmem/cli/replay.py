@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -16,6 +15,7 @@ from kmem.cli.args import (
     output_path,
     seed_argument,
 )
+from kmem.trace.json_text import json_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -186,9 +186,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         write_picture(args.plot, lambda temporary: plot_replay(result, temporary))
     if args.json:
-        print(json.dumps({**result.to_json(), "lost": {
+        print(json_text({**result.to_json(), "lost": {
             **lost.to_json(), "unknown_slab_frees": result.unknown_frees,
-            "unknown_page_frees": result.page.get("unknown_frees", -1)}}, indent=2))
+            "unknown_page_frees": result.page.get("unknown_frees", -1)}}))
     else:
         console = output_console()
         print_replay(result, console, slabinfo_rows=args.caches or 1 << 30)
@@ -244,7 +244,7 @@ def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
     if args.plot:
         write_picture(args.plot, lambda temporary: plot_comparison(comparison, temporary))
     if args.json:
-        print(json.dumps(comparison.to_json(), indent=2))
+        print(json_text(comparison.to_json()))
     else:
         console = output_console()
         print_comparison(comparison, console, caches=args.caches)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -112,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from functools import partial
 
     from kmem.cli.terminal import read_trace, skipped_lines_note, wants_progress
+    from kmem.trace.json_text import json_text
     from kmem.trace.perf_data import TraceInput, parse_time_window
     from kmem.trace.report import format_stat_text, page_json, slab_json
     from kmem.trace.stat import KmemStat
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             **({"slab": slab_json(slab, args.lines)} if slab else {}),
             **({"page": page_json(page, args.lines)} if page else {}),
         }
-        print(json.dumps(document, indent=2))
+        print(json_text(document))
     else:
         sys.stdout.write(format_stat_text(slab, page, caller=args.caller, alloc=args.alloc,
                                           cache=args.cache, lines=args.lines))

@@ -4,11 +4,11 @@ slabratetop prints them, and a plot of the busiest caches over time."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 
 from kmem.cli.args import COMMANDS
+from kmem.trace.json_text import json_text
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
         plot_rates(rates, args.plot, caches=args.caches)
     lost = trace.lost  # (rates of intervals with lost events are too low: say so)
     if args.json:
-        print(json.dumps({"lines": trace.lines, "bad_lines": trace.bad_lines,
-                          **rates.to_json(args.maxrows), "lost": lost.to_json()}, indent=2))
+        print(json_text({"lines": trace.lines, "bad_lines": trace.bad_lines,
+                          **rates.to_json(args.maxrows), "lost": lost.to_json()}))
         return 0
     sys.stdout.write(format_rates(rates, args.maxrows))
     if trace.bad_lines:
