@@ -94,3 +94,31 @@ def test_fragmentation_lines_follow_the_kernel_formulas(seed_document: dict[str,
     ys = np.asarray(dashed[0].get_ydata(), dtype=float).tolist()
     assert ys[1] == pytest.approx(0.375)
     assert all(y != y for y in (ys[0], ys[2]))  # NaN: the request would succeed
+
+
+def test_a_picture_to_the_standard_output_in_the_format_asked_for(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def kmem(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "kmem", "plot", "seed-buddy", *args],
+                              capture_output=True, cwd=tmp_path)
+
+    png = kmem("-o", "-")  # (png unless told otherwise: the picture alone, no status line)
+    assert png.returncode == 0 and png.stdout.startswith(b"\x89PNG\r\n\x1a\n")
+    svg = kmem("-o", "/dev/stdout", "--format", "svg")
+    assert svg.returncode == 0 and b"<svg" in svg.stdout and svg.stdout.startswith(b"<?xml")
+    assert not (tmp_path / "-").exists()
+    named = kmem("-o", "picture", "--format", "svg")  # (a name without a suffix)
+    assert named.returncode == 0 and b"<svg" in (tmp_path / "picture").read_bytes()
+    assert named.stdout == b"wrote picture\n"
+
+
+def test_a_format_that_the_name_contradicts_or_cannot_tell_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "a.png"
+    assert main(["plot", "seed-buddy", "-o", str(out), "--format", "svg"]) == 2
+    assert f"--format svg but -o '{out}' names a png file" in capsys.readouterr().err
+    assert main(["plot", "seed-buddy", "-o", str(tmp_path / "pic")]) == 2
+    assert "cannot tell the format of" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "pic").exists()

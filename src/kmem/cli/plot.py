@@ -20,7 +20,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_source_arguments(parser)
     parser.add_argument("-o", "--output", default="kmem.png",
-                        help="picture to write; .png or .svg (default kmem.png)")
+                        help="picture to write; .png or .svg (default kmem.png), or - for the"
+                        " standard output")
+    parser.add_argument("--format", choices=("png", "svg"), default=None,
+                        help="the picture's format where the file name does not tell it (-o -,"
+                        " /dev/stdout; default png there)")
     parser.add_argument("--kind", dest="plot_kind", choices=(*KINDS, "pcp"), default="all",
                         help="which picture (default: all of them in one figure); pcp: a"
                         " trace through the page machine, free pages per migratetype and"
@@ -75,19 +79,68 @@ def _umask() -> int:
     return mask
 
 
-def run(args: argparse.Namespace) -> int:
-    from kmem.show.plot import picture_path, plot
+def picture_format(output: str, chosen: str | None) -> str:
+    """The format of the picture for ``-o output``: its file name's suffix, else --format (png
+    for the standard output), else an error naming both ways to say it."""
+    from pathlib import Path
 
-    output_path(args.output)  # the place and the format: before the replay
-    picture_path(args.output)
+    from kmem.errors import InvalidArgumentError
+    from kmem.show.plot import FORMATS
+
+    suffix = Path(output).suffix.lower() if output != "-" else ""
+    if suffix in FORMATS:
+        if chosen is not None and f".{chosen}" != suffix:
+            raise InvalidArgumentError(f"--format {chosen} but -o {output!r} names a"
+                                       f" {suffix[1:]} file")
+        return suffix[1:]
+    if chosen is not None:
+        return chosen
+    if output == "-":
+        return "png"
+    raise InvalidArgumentError(f"cannot tell the format of {output!r}: use a .png or .svg"
+                               " file name, or --format")
+
+
+def _send(args: argparse.Namespace, draw: Callable[[str], object]) -> None:
+    """Draw the picture to -o, in the format picture_format chose; a status line unless the
+    picture itself goes to the standard output."""
+    import os
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from kmem.cli.html import _is_standard_output
+    from kmem.show.html_page import write_atomically
+
+    fmt = picture_format(args.output, args.format)
+    if Path(args.output).suffix.lower() == f".{fmt}":
+        write_picture(args.output, draw)
+    else:  # (drawn under a name matplotlib reads the format from, then copied whole)
+        with tempfile.TemporaryDirectory() as folder:
+            picture = os.path.join(folder, f"picture.{fmt}")
+            draw(picture)
+            data = Path(picture).read_bytes()
+        if args.output == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+            return
+        write_atomically(Path(args.output), data)
+    if not _is_standard_output(Path(args.output)):
+        print(f"wrote {args.output}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kmem.show.plot import plot
+
+    if args.output != "-":
+        output_path(args.output)  # the place and the format: before the replay
+    picture_format(args.output, args.format)
     if args.plot_kind == "pcp":
         return _plot_pcp(args)
     document = document_from_args(args)
     if (status := warn_if_no_events(args, document)) is not None:
         return status
-    write_picture(args.output,
-                  lambda temporary: plot(document, temporary, args.plot_kind, args.step))
-    print(f"wrote {args.output}")
+    _send(args, lambda temporary: plot(document, temporary, args.plot_kind, args.step))
     return 0
 
 
@@ -108,6 +161,5 @@ def _plot_pcp(args: argparse.Namespace) -> int:
 
         return warn_no_events(args.input, parser.lines, parser.other_events, parser.bad_lines)
     assert result.pcp is not None
-    write_picture(args.output, lambda temporary: plot_pcp(result.pcp or {}, temporary))
-    print(f"wrote {args.output}")
+    _send(args, lambda temporary: plot_pcp(result.pcp or {}, temporary))
     return 0
