@@ -9,12 +9,8 @@ tables of a text trace have no Callsite column (text has no callchains; perf.dat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from kmem.trace.replay import ReplayResult
 from kmem.trace.stat import (
     MIGRATETYPE_NAMES,
     MIGRATETYPE_SHORT,
@@ -24,6 +20,11 @@ from kmem.trace.stat import (
     SlabSummary,
     gfp_compact,
 )
+
+if TYPE_CHECKING:  # (kmem stat needs neither rich nor the replay: imported where drawn)
+    from rich.console import Console
+
+    from kmem.trace.replay import ReplayResult
 
 _DOTS = "-" * 105
 _ELLIPSIS_SLAB = (
@@ -250,6 +251,8 @@ def _mib(value: int) -> str:
 def _print_random_kmalloc(figures: dict[str, Any], console: Console, rows: int) -> None:
     """Which of the normal family's caches (kmalloc-N and its kmalloc-rnd-NN-N copies) the
     kmallocs of a replay with random kmalloc caches went to, most used first."""
+    from rich.table import Table
+
     caches = sorted(figures["caches"].items(), key=lambda item: -item[1])
     console.print(f"[bold]Random kmalloc caches[/bold] (seed {figures['seed']:#x}):"
                   f" {figures['kmallocs']:,} kmallocs of the normal family from"
@@ -265,6 +268,8 @@ def _print_random_kmalloc(figures: dict[str, Any], console: Console, rows: int) 
 
 def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int = 20) -> None:
     """The replay's findings as rich tables on ``console``."""
+    from rich.table import Table
+
     kernel = f" {result.kernel}" if result.policy == "slub" else ""
     settings = (f"layers {','.join(result.layers)}, policy {result.policy}{kernel},"
                 f" {result.nr_cpus} CPUs,"
