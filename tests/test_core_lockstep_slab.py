@@ -194,3 +194,131 @@ def test_the_compiled_caches_and_kmalloc_are_bound() -> None:
     assert type(pure.kmem_cache_create("plain", 64).alloc).__name__ == "method"
     debug = compiled.kmem_cache_create("debug", 64, flags=SLAB_RED_ZONE)
     assert type(debug.alloc).__name__ == "method"  # debug caches check every object in Python
+
+
+# -- change_count(): how kmem html's page builder knows which caches to read again ---------------
+#
+# The page builder (kmem.show.snapshot._CacheFrames) reads a cache again only when its
+# change_count() moved since the previous frame: the number must move whenever anything a page
+# shows of the cache changed, on either core, and both cores must count alike.
+
+def _shown(cache: Any) -> tuple[Any, ...]:
+    """What a page shows of a cache: its slabs and their objects, its kmalloc bytes, its
+    sheaves, its object size (kmem.show.snapshot builds a cache's entry from these alone)."""
+    from kmem.show.snapshot import _sheaves
+
+    return (cache.slab_usage(), cache.kmalloc_requests(), _sheaves(cache), cache.object_size)
+
+
+def _follow(slab: SlabAllocator, before: dict[int, Any]) -> tuple[dict[int, Any], int]:
+    """Every cache's (change_count(), what a page shows) now, checked against ``before``: a
+    cache whose shown state changed has another number, which never goes back. Returns the
+    new record and how many caches changed."""
+    now: dict[int, Any] = {}
+    changed = 0
+    for cache in slab.cache_list():
+        count = cache.change_count()
+        shown = _shown(cache)
+        then = before.get(id(cache))
+        if then is not None and then[0] is cache:
+            assert count >= then[1], f"{cache.name}: change_count went back"
+            if shown != then[2]:
+                changed += 1
+                assert count != then[1], f"{cache.name} changed, its change_count did not"
+        now[id(cache)] = (cache, count, shown)
+    return now, changed
+
+
+@needs_compiled
+@pytest.mark.fuzz
+class ChangeCountLockstep(SlabLockstep):
+    """SlabLockstep's random programs, plus kfree_rcu and grace periods and SLAB_TYPESAFE_BY_RCU
+    caches: after every step, each cache's change_count() is the same on both cores, and moved
+    on each core wherever what a page shows of the cache changed."""
+
+    @rule(size=st.integers(1, 3000))
+    def create_typesafe(self, size: int) -> None:
+        from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
+
+        name = f"c{len(self.names)}"
+        kind, _ = self._both(
+            lambda s: s.kmem_cache_create(name, size, 0, SLAB_TYPESAFE_BY_RCU) and None)
+        if kind == "ok":
+            self.names.append(name)
+
+    @rule(index=st.integers(0, 10**6), cpu=st.integers(0, 2), times=st.integers(1, 20))
+    def kfree_rcu_live(self, index: int, cpu: int, times: int) -> None:
+        for step in range(times):
+            if not self.live:
+                return
+            address = self.live.pop((index + step * 5) % len(self.live))
+            kind, _ = self._both(lambda s, a=address: s.kfree_rcu(a, cpu % self.cpus))
+            if kind == "error":
+                self.live.append(address)
+
+    @rule(barrier=st.booleans())
+    def grace_period(self, barrier: bool) -> None:
+        self._both(lambda s: s.kvfree_rcu_barrier() if barrier else s.synchronize_rcu())
+
+    @invariant()
+    def change_count_follows_what_a_page_shows(self) -> None:
+        if not hasattr(self, "pair"):
+            return
+        compiled, pure = self.pair
+        assert [(c.name, c.change_count()) for c in compiled.cache_list()] == [
+            (c.name, c.change_count()) for c in pure.cache_list()]
+        seen: tuple[dict[int, Any], dict[int, Any]] = getattr(self, "seen", ({}, {}))
+        self.seen = (_follow(compiled, seen[0])[0], _follow(pure, seen[1])[0])
+
+
+TestChangeCountLockstep = ChangeCountLockstep.TestCase
+TestChangeCountLockstep.settings = settings(max_examples=FUZZ_EXAMPLES, stateful_step_count=40,
+                                            deadline=None)
+
+
+@pytest.mark.parametrize(("policy", "kernel"), [("slub", "6.17"), ("slub", "6.18"),
+                                                ("slub", "7.0"), ("slab", "6.18")])
+def test_change_count_moves_whenever_a_page_would_show_a_change(policy: str, kernel: str
+                                                                ) -> None:
+    # On whichever core this process runs (KMEM_PURE=1: the pure one): random allocs, frees,
+    # kmallocs, kfree_rcus, grace periods, shrinks, flushes and merges on a small machine
+    # (out of memory included), each followed by the check.
+    import random
+
+    from kmem.errors import KmemError
+    from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
+
+    rng = random.Random(f"{policy} {kernel}")
+    slab = SlabAllocator(BuddyAllocator(192 * 4096), nr_cpus=2, policy=policy, kernel=kernel)
+    capacity = 6 if (policy, kernel) == ("slub", "6.18") else 0
+    caches = [slab.kmem_cache_create("plain", 96, sheaf_capacity=capacity),
+              slab.kmem_cache_create("debug", 200, 0, SLAB_RED_ZONE | SLAB_POISON),
+              slab.kmem_cache_create("rcu", 64, 0, SLAB_TYPESAFE_BY_RCU)]
+    live: list[int] = []
+    seen, _ = _follow(slab, {})
+    changes = 0
+    for step in range(1500):
+        what = rng.randrange(10)
+        cpu = rng.randrange(2)
+        try:
+            if what <= 2:
+                live.append(rng.choice(caches).alloc(cpu))
+            elif what == 3:
+                live.append(slab.kmalloc(rng.choice([8, 30, 96, 700, 3000, 9000]), cpu=cpu))
+            elif what <= 5 and live:
+                slab.kfree(live.pop(rng.randrange(len(live))), cpu)
+            elif what == 6 and live:
+                slab.kfree_rcu(live.pop(rng.randrange(len(live))), cpu)
+            elif what == 7:
+                slab.synchronize_rcu() if rng.random() < 0.5 else slab.kvfree_rcu_barrier()
+            elif what == 8:
+                cache = rng.choice(caches)
+                cache.shrink() if rng.random() < 0.5 else getattr(
+                    cache, "flush_cpu", lambda c: None)(cpu)
+            elif step % 100 == 9:  # a merge into "plain" (its object size may grow)
+                slab.kmem_cache_create(f"alias{step}", 90 + step % 7)
+        except KmemError:  # (out of memory: nothing changed, as the check then says)
+            pass
+        seen, changed = _follow(slab, seen)
+        changes += changed
+    assert changes > 500  # (the check had changes to follow)

@@ -270,10 +270,26 @@ def test_frames_of_a_replay_are_those_computed_afresh(policy: str) -> None:
             assert buddy_frames.frame(by_pfn, by_owner) == buddy_frame(
                 replayer.buddy, table, slab_page_labels(pages), large_kmalloc="kmalloc:large")
             assert buddy_frames._table.labels == table.labels
-            reused += sum(1 for name, (_, entry) in incremental._previous.items()
-                          if name in before and before[name][1] is entry)
+            reused += sum(1 for name, (_, _, _, entry) in incremental._previous.items()
+                          if entry is not None and name in before and before[name][3] is entry)
             frames += 1
     assert frames > 100 and reused > 0  # (the reuse happened, and was right)
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_a_page_skipping_unchanged_caches_is_the_page_reading_every_cache(
+        policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The page builder reads a cache again only when its change_count() moved: the page must
+    # be, byte for byte, the one built reading every cache at every frame.
+    from fixture_files import DD_TRACE
+    from kmem.show.html_page import build_page
+    from kmem.show.snapshot import _CacheFrames, trace_document
+
+    def page(skip: bool) -> str:
+        monkeypatch.setattr(_CacheFrames, "skip_unchanged", skip)
+        return build_page(trace_document(DD_TRACE, 150, memory=64 << 20, policy=policy))
+
+    assert page(True) == page(False)
 
 
 # -- the slab rows of a frame, against live_objects() ---------------------------------------------

@@ -366,15 +366,32 @@ def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
 
 class _CacheFrames:
     """cache_frames() for frame after frame of one replay, at the cost of the caches that
-    changed: a cache whose slabs, slab_usage() (every alloc and free changes a used byte),
-    kmalloc bytes and sheaves are those of the previous frame has the previous frame's entry,
-    which is made of nothing else. Most caches sit still between frames, and comparing their
-    state costs a few byte-string comparisons (tests/test_html.py checks the entries equal
-    cache_frames')."""
+    changed: a cache whose change_count() did not move since the previous frame is not read
+    at all (its slab_usage(), kmalloc bytes and sheaves are those of the previous frame), and
+    one whose number moved but whose state is that of the previous frame has the previous
+    frame's entry, which is made of nothing else. Most caches sit still between frames:
+    reading every cache's slab_usage() every frame was most of a long trace's page build
+    (tests/test_html.py checks the entries equal cache_frames', and a page built so equals
+    the page built reading every cache)."""
+
+    # Skip the caches whose change_count() did not move (False: read every cache every frame,
+    # as the tests compare against).
+    skip_unchanged = True
 
     def __init__(self) -> None:
-        self._previous: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
+        # name -> (the cache, its change_count(), its state and object_size, its entry: None
+        # for a kmalloc cache without slabs, which a frame leaves out)
+        self._previous: dict[str, tuple[KmemCache, int, tuple[_CacheState, int],
+                                        dict[str, Any] | None]] = {}
         self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
+        # SLAB_TYPESAFE_BY_RCU caches: name -> (the cache, its change_count(), its labels)
+        self._rcu_labels: dict[str, tuple[KmemCache, int, dict[int, str]]] = {}
+
+    def _unchanged(self, cache: KmemCache, count: int,
+                   before: tuple[KmemCache, int, Any] | tuple[KmemCache, int, Any, Any] | None
+                   ) -> bool:
+        return (self.skip_unchanged and before is not None and before[0] is cache
+                and before[1] == count)
 
     def slab_labels(self, slab: SlabAllocator, large_kmalloc: str = "kmalloc:large"
                     ) -> tuple[dict[int, str], dict[int, str]]:
@@ -383,37 +400,59 @@ class _CacheFrames:
         labels by mem_map owner). A slab page's ``owner`` is its cache's id, so the labels of
         every cache go by owner, but those of a SLAB_TYPESAFE_BY_RCU cache: its slabs waiting
         for a grace period keep their owner and are no slabs of it (slab_pages() leaves them
-        out), so they go by pfn, from the cache's slab_usage(), which the next frames() uses."""
+        out), so they go by pfn, from the cache's slab_usage(), which the next frames() uses
+        (read again only when its change_count() moved)."""
         by_owner = {KMALLOC_LARGE_OWNER: large_kmalloc}
         by_pfn: dict[int, str] = {}
         self._usage = {}
+        rcu_labels = {}
         for cache in slab.cache_list():
             if cache.typesafe_by_rcu:
-                usage = self._usage[cache.name] = cache.slab_usage()
-                by_pfn.update(slab_page_labels((pfn, cache.name) for pfn, _, _, _ in usage))
+                count = cache.change_count()
+                before = self._rcu_labels.get(cache.name)
+                if before is not None and self._unchanged(cache, count, before):
+                    labels = before[2]
+                else:
+                    usage = self._usage[cache.name] = cache.slab_usage()
+                    labels = slab_page_labels((pfn, cache.name) for pfn, _, _, _ in usage)
+                rcu_labels[cache.name] = (cache, count, labels)
+                by_pfn.update(labels)
             else:
                 by_owner[int(cache.id)] = f"slab:{cache.name}"
+        self._rcu_labels = rcu_labels
         return by_pfn, by_owner
 
     def frames(self, slab: SlabAllocator) -> list[dict[str, Any]]:
         """cache_frames(slab), from the slab_usage() read by the last slab_labels(slab)."""
         page_size = int(slab.buddy.page_size)
         out = []
-        seen: dict[str, tuple[_CacheState, dict[str, Any]]] = {}
+        seen: dict[str, tuple[KmemCache, int, tuple[_CacheState, int],
+                              dict[str, Any] | None]] = {}
         usage_of, self._usage = self._usage, {}
+        previous = self._previous
         for cache in slab.cache_list():  # (as _shown_caches chooses them)
-            usage = usage_of.get(cache.name)
+            name = cache.name
+            count = cache.change_count()
+            before = previous.get(name)
+            if before is not None and self._unchanged(cache, count, before):
+                seen[name] = before
+                if before[3] is not None:
+                    out.append(before[3])
+                continue
+            usage = usage_of.get(name)
             if usage is None:
                 usage = cache.slab_usage()
             if cache.is_kmalloc and not usage:
+                seen[name] = (cache, count, (([], 0, 0, None), 0), None)
                 continue
-            state = _cache_state(cache, usage)  # (the slabs' pfns are in their usage)
-            before = self._previous.get(cache.name)
-            if before is not None and before[0] == state:
-                entry = before[1]
+            # (the slabs' pfns are in their usage; object_size: a merge may raise it)
+            state = (_cache_state(cache, usage), int(cache.object_size))
+            if before is not None and before[0] is cache and before[3] is not None and (
+                    before[2] == state):
+                entry = before[3]
             else:
-                entry = _cache_entry(cache, None, state, page_size)
-            seen[cache.name] = (state, entry)
+                entry = _cache_entry(cache, None, state[0], page_size)
+            seen[name] = (cache, count, state, entry)
             out.append(entry)
         self._previous = seen
         return out

@@ -189,6 +189,9 @@ class KmemCache:
         self.typesafe_by_rcu: Final = bool(geometry.flags & SLAB_TYPESAFE_BY_RCU)
         self._rcu_pending: list[Slab] = []
         self._stat = [0] * len(STAT_NAMES)
+        # change_count()'s share for the changes no counter above moves (a shrink's uncounted
+        # discards, kfree_rcu marks, a merge's object_size, teardown): bumped where they happen.
+        self._changes = 0
         # The fast paths' counters (alloc, free), apart from the list: fewer bytecodes, and a
         # buffer the compiled core shares.
         self._fast: Final = array("q", [0, 0])
@@ -252,6 +255,7 @@ class KmemCache:
 
     def add_alias(self, alias: str, object_size: int) -> None:
         """A new cache of ``object_size`` bytes aliases this one (__kmem_cache_alias)."""
+        self._changes += 1  # (object_size may grow: a page shows it)
         self.geometry = merge_into(self.geometry, object_size)
         self.object_size = self.geometry.object_size
         self.inuse = self.geometry.inuse
@@ -302,6 +306,7 @@ class KmemCache:
     def _teardown(self) -> None:
         """kmem_cache_destroy's work on a cache without live objects, the lock held: every
         slab back to the buddy allocator, those waiting for RCU too (Linux's rcu_barrier)."""
+        self._changes += 1
         self._shrink()
         self._rcu_barrier()
         if self._slab_of_pfn:
@@ -459,6 +464,7 @@ class KmemCache:
             self._buddy.free_pages(slab.pfn, slab.order)
         count = len(pending)
         pending.clear()
+        self._changes += count
         return count
 
     def pages_held(self) -> int:
@@ -585,6 +591,17 @@ class KmemCache:
             return [(slab.pfn, slab.used.count(1), slab.base, bytes(slab.used))
                     for slab in self._slabs()]
 
+    def change_count(self) -> int:
+        """A number that moves whenever anything slab_usage(), kmalloc_requests(), sheaves()
+        or object_size say about this cache changes (and may move when nothing did), never
+        back: the sum of the counters both cores keep on every path that changes a slab or a
+        sheaf (an alloc or free, fast or slow, a slab made or discarded, a list move, a sheaf
+        filled or flushed...), plus the changes no counter follows. A reader of many caches
+        (the page builder of kmem html, frame after frame) re-reads only those whose number
+        moved. (Unlocked: a reader racing an alloc sees the number before or after it.)"""
+        fast = self._fast
+        return self._changes + sum(self._stat) + fast[0] + fast[1]
+
     def count_kmalloc_requests(self, requests: Sequence[int], sizes: range) -> None:
         """Make this a kmalloc cache's stats: ``requests[n]`` counts the kmalloc calls of n
         bytes (the allocator's histogram), ``sizes`` are the request sizes this cache serves."""
@@ -667,10 +684,12 @@ class KmemCache:
     def _kfree_rcu_locked(self, slab: Slab, index: int, address: int, cpu: int,
                           call_rcu: Callable[[Callable[[], None]], None]) -> None:
         slab.used[index] = RCU_PENDING
+        self._changes += 1
 
         def callback() -> None:
             with self._lock:
                 slab.used[index] = 1
+                self._changes += 1
             self.free(address, cpu)
 
         call_rcu(callback)

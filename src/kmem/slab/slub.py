@@ -384,6 +384,7 @@ class SlubCache(KmemCache):
                 node.move_to_end(slab, last=False)
         for slab in reversed(discard):
             self._discard_slab(slab, counted=False)
+        self._changes += len(discard)  # (uncounted discards: change_count must still move)
         return len(discard)
 
     # -- reports and invariants ----------------------------------------------------------------

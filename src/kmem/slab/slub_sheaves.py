@@ -133,6 +133,7 @@ class PercpuSheavesCache(KmemCache):
                 host.kfree(sheaf.address, cpu)
             host.kfree(barn_address, cpu)
             self._sheaf_stat[SHEAF_ALLOC] -= len(mains)
+            self._changes += len(mains)  # (change_count never goes back)
             raise
         self._barn = Barn(barn_address)
         self._main.update(enumerate(mains))  # (in place: the compiled core holds this dict)
@@ -144,6 +145,7 @@ class PercpuSheavesCache(KmemCache):
         objects are flushed by the teardown that follows, without the lock)."""
         self.destroyed = True
         self._capacity = self._pcs[_CAPACITY] = 0
+        self._changes += 1
 
     def release_sheaves(self, cpu: int = 0) -> None:
         """pcs_destroy and the barn's kfree, after a shutdown flushed everything."""
@@ -533,6 +535,7 @@ class PercpuSheavesCache(KmemCache):
                 if rcu_free is not None:
                     self._rcu_free[cpu] = None
                     self._call_rcu_sheaf(rcu_free, cpu, to_barn=False)
+                    self._changes += 1
 
     def has_rcu_sheaf(self) -> bool:
         """Is a kfree_rcu'd object of this cache still in a sheaf?"""
@@ -579,6 +582,7 @@ class PercpuSheavesCache(KmemCache):
             self._lock_acquire()
             try:
                 self._rcu_waiting.remove(sheaf)
+                self._changes += 1  # (an empty sheaf may join the barn uncounted)
                 if to_barn:
                     self._rcu_free_sheaf(sheaf, cpu)
                 else:  # rcu_free_sheaf_nobarn
@@ -672,6 +676,10 @@ class PercpuSheavesCache(KmemCache):
             else:
                 census["rcu_sheaf_objects"] += len(sheaf)
         return census
+
+    def change_count(self) -> int:
+        pcs = self._pcs
+        return super().change_count() + sum(self._sheaf_stat) + pcs[_ALLOCS] + pcs[_FREES]
 
     def _add_sheaf_counters(self, counters: dict[str, int]) -> None:
         counters.update(self._sheaf_census())
