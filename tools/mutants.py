@@ -51,6 +51,7 @@ MODULES: dict[str, list[str]] = {
                      "tests/test_slab_errors.py"],
     "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py",
                            "tests/test_mutants_kmalloc.py", "tests/test_mutants_kmalloc2.py",
+                           "tests/test_mutants_kmalloc_sizes.py",
                            "tests/test_sheaves.py"],  # (random kmalloc caches)
     "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py"],
     "slab/merge": ["tests/test_slab_merge.py", "tests/test_cov_slab.py"],
