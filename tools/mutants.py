@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "build" / "mutants"
 
 SLAB_TESTS = ["tests/test_slab.py", "tests/test_slab_errors.py", "tests/test_slab_debug.py",
-              "tests/test_slub_model.py", "tests/test_slab_classic_model.py"]
+              "tests/test_slub_model.py", "tests/test_slab_classic_model.py",
+              "tests/test_mutants_cpu.py"]
 # module -> the tests that exercise it (a fast subset of the whole suite)
 MODULES: dict[str, list[str]] = {
     "page/buddy": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
@@ -46,12 +47,16 @@ MODULES: dict[str, list[str]] = {
     "slab/slub": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/classic": [*SLAB_TESTS, "tests/test_slab_stateful.py"],
     "slab/kmalloc": ["tests/test_kmalloc.py", "tests/test_mutants_kmalloc.py",
-                     "tests/test_slab.py", "tests/test_slab_errors.py"],
+                     "tests/test_mutants_kmalloc2.py", "tests/test_slab.py",
+                     "tests/test_slab_errors.py"],
     "slab/kmalloc_sizes": ["tests/test_kmalloc_sizes.py", "tests/test_kmalloc.py",
+                           "tests/test_mutants_kmalloc.py", "tests/test_mutants_kmalloc2.py",
+                           "tests/test_mutants_kmalloc_sizes.py",
                            "tests/test_sheaves.py"],  # (random kmalloc caches)
     "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py"],
     "slab/merge": ["tests/test_slab_merge.py", "tests/test_cov_slab.py"],
-    "trace/stat": ["tests/test_trace_stat.py", "tests/test_mutants_stat.py"],
+    "trace/stat": ["tests/test_trace_stat.py", "tests/test_mutants_stat.py",
+                   "tests/test_mutants_stat2.py"],
 }
 
 

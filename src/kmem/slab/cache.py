@@ -474,6 +474,20 @@ class KmemCache:
 
     # -- lookups and errors (slow paths: they only read state) ----------------------------------
 
+    def _plain_cpu(self, cpu: object) -> int:
+        """The cpu a fast path refused, as a plain int: an int subclass that is not a bool (an
+        IntEnum) names the CPU of its value, as kmalloc takes it; anything else raises."""
+        if isinstance(cpu, int) and not isinstance(cpu, bool) and 0 <= cpu < self.nr_cpus:
+            return int(cpu)
+        raise self._check_cpu(cpu)
+
+    def _free_other(self, address: object, cpu: object) -> None:
+        """A free its fast path refused (the lock held): with an int-subclass cpu, the free on
+        that CPU; else the specific error, nothing changed."""
+        if cpu.__class__ is not int and isinstance(cpu, int) and not isinstance(cpu, bool):
+            return self._free_unlocked(address, int(cpu))  # type: ignore[arg-type]
+        raise self._bad_free_on(address, cpu) from None
+
     def _check_cpu(self, cpu: object) -> KmemError:
         if isinstance(cpu, bool) or not isinstance(cpu, int):
             return InvalidTypeError(f"cpu must be an int, not {type(cpu).__name__}")
@@ -677,7 +691,7 @@ class KmemCache:
         grace period's callback frees it on ``cpu``. Bad input raises, nothing changed."""
         with self._lock:
             if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-                raise self._check_cpu(cpu)
+                cpu = self._plain_cpu(cpu)
             slab, index = self._slab_of(address)
             self._kfree_rcu_locked(slab, index, address, cpu, call_rcu)
 

@@ -97,7 +97,7 @@ class ClassicSlabCache(KmemCache):
         if gfp is not GFP_KERNEL and (gfp.__class__ is not int or gfp >> 32):
             check_gfp(gfp)
         if cpu.__class__ is not int or cpu not in self._cpu_ids:
-            raise self._check_cpu(cpu)
+            cpu = self._plain_cpu(cpu)
         partial = self._partial
         if partial:
             slab = next(iter(partial))
@@ -159,7 +159,7 @@ class ClassicSlabCache(KmemCache):
         except (KeyError, TypeError, IndexError):
             valid = False
         if not valid:
-            raise self._bad_free_on(address, cpu)
+            return self._free_other(address, cpu)
         debug = self._debug
         if debug is not None:
             debug.check_free(self.name, address)

@@ -143,7 +143,8 @@ class SlubCache(KmemCache):
     def _alloc_slowpath(self, cpu: int) -> int:
         """___slab_alloc: refill from remote frees, cpu partial, node partial, or a new slab."""
         if cpu.__class__ is not int or cpu not in self._cpu_slab:
-            raise self._check_cpu(cpu)
+            # (an IntEnum cpu missed the fast path: the whole alloc again, as its int)
+            return self._alloc_unlocked(self._plain_cpu(cpu))
         if self.destroyed:
             raise self._bad_free(0)
         stat = self._stat
@@ -206,9 +207,9 @@ class SlubCache(KmemCache):
                 if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int or (
                     address.__class__ is not int  # (False would free address 0)
                 ):
-                    raise self._bad_free_on(address, cpu)
+                    return self._free_other(address, cpu)
             except (KeyError, TypeError, IndexError):  # (an InvalidTypeError lands here too)
-                raise self._bad_free_on(address, cpu) from None
+                return self._free_other(address, cpu)
             slab.used[index] = 0
             if slab is cpu_slab:  # the fast path: push on this CPU's cpu slab freelist
                 slab.freelist.append(index)
@@ -228,9 +229,9 @@ class SlubCache(KmemCache):
             if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int or (
                 address.__class__ is not int
             ):
-                raise self._bad_free_on(address, cpu)
+                return self._free_other(address, cpu)
         except (KeyError, TypeError, IndexError):
-            raise self._bad_free_on(address, cpu) from None
+            return self._free_other(address, cpu)
         slab.used[index] = 0
         if slab is cpu_slab:
             slab.freelist.append(index)
@@ -340,7 +341,7 @@ class SlubCache(KmemCache):
     def flush_cpu(self, cpu: int) -> None:
         """flush_slab + put_partials_cpu: the CPU's cpu slab and partial stack go to the node."""
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-            raise self._check_cpu(cpu)
+            cpu = self._plain_cpu(cpu)
         with self._lock:
             self._flush_cpu(cpu)
 
@@ -460,7 +461,7 @@ class SlubDebugCache(SlubCache):
         if gfp.__class__ is not int or gfp >> 32:
             check_gfp(gfp)
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-            raise self._check_cpu(cpu)
+            cpu = self._plain_cpu(cpu)
         if self.destroyed:
             raise self._bad_free(0)
         stat = self._stat
@@ -492,7 +493,7 @@ class SlubDebugCache(SlubCache):
 
     def _free_unlocked(self, address: int, cpu: int = 0) -> None:
         if self.destroyed or cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-            raise self._bad_free_on(address, cpu)
+            return self._free_other(address, cpu)
         slab, index = self._slab_of(address)
         self._debugger.check_free(self.name, address)
         slab.used[index] = 0

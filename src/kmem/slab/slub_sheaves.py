@@ -250,7 +250,8 @@ class PercpuSheavesCache(KmemCache):
 
     def _alloc_slowpath_pcs(self, cpu: int, gfp: int) -> int:
         if cpu.__class__ is not int or cpu not in self._main:
-            raise self._check_cpu(cpu)
+            # (an IntEnum cpu missed the fast path: the whole alloc again, as its int)
+            return self._alloc_unlocked(self._plain_cpu(cpu), gfp)
         check_gfp(gfp)
         if self.destroyed:
             raise self._bad_free(0)
@@ -364,9 +365,9 @@ class PercpuSheavesCache(KmemCache):
             offset = address - slab.base
             index = offset // size
             if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
-                raise self._bad_free_on(address, cpu)
+                return self._free_other(address, cpu)
         except (KeyError, TypeError, IndexError):
-            raise self._bad_free_on(address, cpu) from None
+            return self._free_other(address, cpu)
         if len(main) < self._capacity:  # free_to_pcs: push on the main sheaf
             slab.used[index] = SHEAF_HELD
             main.append(address)
@@ -522,7 +523,7 @@ class PercpuSheavesCache(KmemCache):
         """kvfree_call_rcu: into the CPU's rcu_free sheaf, else the object waits on its own."""
         with self._lock:
             if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-                raise self._check_cpu(cpu)
+                cpu = self._plain_cpu(cpu)
             slab, index = self._slab_of(address)
             if not self._kfree_rcu_sheaf(slab, index, address, cpu):
                 self._kfree_rcu_locked(slab, index, address, cpu, call_rcu)
@@ -617,7 +618,7 @@ class PercpuSheavesCache(KmemCache):
     def flush_cpu(self, cpu: int) -> None:
         """flush_cpu_slab: the CPU's sheaves (pcs_flush_all), then (6.18) its cpu slabs."""
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
-            raise self._check_cpu(cpu)
+            cpu = self._plain_cpu(cpu)
         with self._lock:
             self._pcs_flush_all(cpu)
             self._flush_cpu_slabs(cpu)
