@@ -111,7 +111,7 @@ typedef struct {
     PyObject *partial;     /* classic: OrderedDict of partial slabs, head first */
     PyObject *slab_of_pfn; /* {pfn: Slab} */
     PyObject *move_to_end; /* "move_to_end" */
-    Py_ssize_t off_freelist, off_used, off_base, off_objects;
+    Py_ssize_t off_freelist, off_used, off_base, off_objects, off_pfmemalloc;
     long long size;
     int page_shift;
     long nr_cpus;
@@ -283,6 +283,10 @@ sheaf_push(SlabCacheCore *c, PyObject *address_obj, long long address, PyObject 
             return 0;
         index = found;
     }
+    /* slab_free: 7.0 frees an object of a pfmemalloc slab to the slab, not the sheaves; the
+     * pure path knows the kernel and does what it says (rare: memory-reserve slabs only) */
+    if (SLOT(slab, c->off_pfmemalloc) != Py_False)
+        return 0;
     PyListObject *list = (PyListObject *)main;
     if (n < list->allocated) {
         Py_INCREF(address_obj);
@@ -568,7 +572,8 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
     if ((c->off_freelist = slot_offset(slab_type, "freelist")) < 0 ||
         (c->off_used = slot_offset(slab_type, "used")) < 0 ||
         (c->off_base = slot_offset(slab_type, "base")) < 0 ||
-        (c->off_objects = slot_offset(slab_type, "objects")) < 0)
+        (c->off_objects = slot_offset(slab_type, "objects")) < 0 ||
+        (c->off_pfmemalloc = slot_offset(slab_type, "pfmemalloc")) < 0)
         return -1;
     if (kmem_get_buffer(fast, &c->fast_view, 8, "fast") < 0)
         return -1;

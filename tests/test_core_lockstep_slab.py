@@ -9,10 +9,11 @@ frames and lists, the bytes of every slab page) must be the same, and check() mu
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from core_twins import FUZZ_EXAMPLES, needs_compiled, outcome, twins
@@ -202,11 +203,21 @@ def test_the_compiled_caches_and_kmalloc_are_bound() -> None:
 # slab they touched last with the expected mark (1 for a free, SHEAF_HELD for a pop). These
 # programs make the hint right and wrong in every way a user can: objects of several slabs
 # interleaved, double frees and interior pointers on the hinted slab, frees of objects of a slab
-# that was flushed and discarded, frees on another CPU, and frees after shrink and flush.
+# that was flushed and discarded, frees on another CPU, and frees after shrink and flush. Some
+# slabs are pfmemalloc (made while the page source gives pages from its reserves): 7.0 frees
+# their objects past the sheaves, which the compiled push leaves to the pure path.
+
+
+class _ReserveBuddy(BuddyAllocator):
+    reserves = False
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return self.reserves
+
 
 SHEAF_OPS = st.lists(st.tuples(
     st.sampled_from(["alloc", "alloc", "free", "free", "double", "interior", "stale", "shrink",
-                     "flush"]),
+                     "flush", "reserves", "rcu", "grace"]),
     st.integers(0, 10**6), st.integers(0, 1)), min_size=1, max_size=120)
 
 
@@ -223,13 +234,17 @@ def _sheaf_state(slab: SlabAllocator, name: str) -> tuple[Any, ...]:
 @pytest.mark.fuzz
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)
 @given(kernel=st.sampled_from(["6.18", "7.0"]), size=st.sampled_from([64, 1000]),
-       capacity=st.sampled_from([2, 4, 32]), thread_safe=st.booleans(), ops=SHEAF_OPS)
+       capacity=st.sampled_from([2, 4, 32]), thread_safe=st.booleans(), reserves=st.booleans(),
+       ops=SHEAF_OPS)
+@example(kernel="7.0", size=64, capacity=4, thread_safe=False, reserves=True,
+         ops=[("alloc", 0, 0), ("free", 0, 0)])  # a pfmemalloc slab's object: past the sheaf
 def test_sheaf_hint_lockstep(kernel: str, size: int, capacity: int, thread_safe: bool,
-                             ops: list[tuple[str, int, int]]) -> None:
-    compiled, pure = twins(lambda: SlabAllocator(BuddyAllocator(1 << 21), nr_cpus=2,
+                             reserves: bool, ops: list[tuple[str, int, int]]) -> None:
+    compiled, pure = twins(lambda: SlabAllocator(_ReserveBuddy(1 << 21), nr_cpus=2,
                                                  thread_safe=thread_safe, kernel=kernel))
     for s in (compiled, pure):
         s.kmem_cache_create("hinted", size, sheaf_capacity=capacity)
+        s.buddy.reserves = reserves  # type: ignore[attr-defined]
     live: list[int] = []
     gone: list[int] = []  # freed by the program: a second free must fail on both cores
 
@@ -267,6 +282,15 @@ def test_sheaf_hint_lockstep(kernel: str, size: int, capacity: int, thread_safe:
             both("shrink")
         elif op == "flush":
             both("flush_cpu", cpu)
+        elif op == "reserves":
+            for s in (compiled, pure):
+                s.buddy.reserves = bool(pick % 2)  # type: ignore[attr-defined]
+        elif op == "rcu" and live:
+            address = live.pop(pick % len(live))
+            done = outcome(partial(compiled.kfree_rcu, address, cpu))
+            assert done == outcome(partial(pure.kfree_rcu, address, cpu)) == ("ok", None)
+        elif op == "grace":
+            assert outcome(compiled.synchronize_rcu) == outcome(pure.synchronize_rcu)
         assert _sheaf_state(compiled, "hinted") == _sheaf_state(pure, "hinted")
     assert slab_snapshot(compiled) == slab_snapshot(pure)
     assert outcome(compiled.check) == outcome(pure.check) == ("ok", None)
