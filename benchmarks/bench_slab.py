@@ -8,6 +8,10 @@ Figures (issue targets in brackets; the targets assume a typical desktop CPU):
 - the same pairs under the classic slab policy;
 - sheaf alloc+free pairs (Linux 6.18 with sheaf_capacity=32, and 7.0 where every cache has
   sheaves) and 7.0 kmalloc pairs [a sheaf pair costs no more than a cpu-slab pair];
+- the sheaf pair beside the cpu-slab pair in the same process and build: CPU time per pair
+  with the rounds of the two interleaved, and their ratio ``sheaf_over_cpu_slab_pair_cpu_time_*``
+  [<= 1]; with valgrind installed, callgrind's instructions per pair of each (the pair loop run
+  N times less the same script run 0 times: loop overhead included, start-up not);
 - 1,000,000 allocations of 64-byte objects, then freeing them all: seconds, bytes of Python
   memory the allocator holds per live object (tracemalloc), and Python objects per live object
   (gc-tracked objects created) [no Python object per allocated object].
@@ -20,12 +24,17 @@ typical desktop) lets a reader scale the figures to another machine.
 from __future__ import annotations
 
 import gc
+import os
 import random
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from array import array
 from collections.abc import Callable
+from typing import Any
 
 from kmem import BuddyAllocator, SlabAllocator
 from kmem.show.workload import KMALLOC_MIX
@@ -99,6 +108,73 @@ def kmalloc_pairs(policy: str, thread_safe: bool, n: int = 100_000, kernel: str 
     return result
 
 
+def _pair_cache(thread_safe: bool, sheaf_capacity: int) -> tuple[SlabAllocator, Any]:
+    slab = SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=2, thread_safe=thread_safe)
+    cache = slab.kmem_cache_create("bench64", 64, sheaf_capacity=sheaf_capacity)
+    return slab, cache
+
+
+def sheaf_beside_cpu_slab(thread_safe: bool, n: int = 200_000, rounds: int = 7
+                          ) -> dict[str, float]:
+    """CPU us per alloc+free pair of a 64-byte object on cpu 0 under 6.18, the cache with
+    sheaf_capacity=32 (the main sheaf's pop and push) and without (the cpu slab's freelist),
+    rounds of the two interleaved so that the machine's load falls on both alike; the medians
+    and their ratio."""
+    timings: dict[int, list[float]] = {32: [], 0: []}
+    built = {capacity: _pair_cache(thread_safe, capacity) for capacity in timings}
+    keep = {capacity: [cache.alloc() for _ in range(100)] for capacity, (_, cache) in built.items()}
+    for _ in range(rounds):
+        for capacity, (_, cache) in built.items():
+            alloc, free = cache.alloc, cache.free
+            start = time.process_time()
+            for _ in range(n):
+                free(alloc())
+            timings[capacity].append((time.process_time() - start) / n * 1e6)
+    for capacity, (slab, cache) in built.items():
+        for address in keep[capacity]:
+            cache.free(address)
+        slab.check()
+    sheaf, cpu_slab = statistics.median(timings[32]), statistics.median(timings[0])
+    return {"sheaf": sheaf, "cpu_slab": cpu_slab, "ratio": sheaf / cpu_slab}
+
+
+_PAIR_SCRIPT = """
+import sys
+from kmem import BuddyAllocator, SlabAllocator
+n, capacity, thread_safe = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+slab = SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=2, thread_safe=thread_safe)
+cache = slab.kmem_cache_create("bench64", 64, sheaf_capacity=capacity)
+keep = [cache.alloc() for _ in range(100)]
+alloc, free = cache.alloc, cache.free
+for _ in range(n):
+    free(alloc())
+"""
+
+
+def callgrind_instructions(n: int, capacity: int, thread_safe: bool) -> int | None:
+    """Instructions callgrind counts for the pair script with ``n`` pairs (None: no valgrind)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    done = subprocess.run(
+        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c",
+         _PAIR_SCRIPT, str(n), str(capacity), "1" if thread_safe else "0"],
+        capture_output=True, text=True, check=True, env=dict(os.environ))
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split(":")[-1])
+    return None
+
+
+def callgrind_pair(capacity: int, thread_safe: bool, n: int = 50_000) -> int | None:
+    """Instructions per alloc+free pair (the loop's own included), or None without valgrind."""
+    many = callgrind_instructions(n, capacity, thread_safe)
+    none = callgrind_instructions(0, capacity, thread_safe)
+    if many is None or none is None:
+        return None
+    return round((many - none) / n)
+
+
 def million_objects(policy: str = "slub", n: int = 1_000_000) -> dict[str, object]:
     """Allocate n 64-byte objects (addresses kept in an array: no Python object each), free all.
 
@@ -164,6 +240,20 @@ def run() -> dict[str, object]:
         "sheaf_7_0_cache_pair_us_unlocked": round(cache_pairs("slub", False, kernel="7.0"), 3),
         "sheaf_7_0_kmalloc_pair_us_unlocked": round(kmalloc_pairs("slub", False, kernel="7.0"), 3),
     }
+    for locking, thread_safe in (("locked", True), ("unlocked", False)):
+        side = sheaf_beside_cpu_slab(thread_safe)
+        figures[f"sheaf_pair_cpu_us_{locking}"] = round(side["sheaf"], 3)
+        figures[f"cpu_slab_pair_cpu_us_{locking}"] = round(side["cpu_slab"], 3)
+        figures[f"sheaf_over_cpu_slab_pair_cpu_time_{locking}"] = round(side["ratio"], 3)
+    for locking, thread_safe in (("locked", True), ("unlocked", False)):
+        sheaf = callgrind_pair(32, thread_safe)
+        cpu_slab = callgrind_pair(0, thread_safe)
+        if sheaf is None or cpu_slab is None:
+            figures["callgrind"] = "skipped: valgrind is not installed"
+            break
+        figures[f"sheaf_pair_callgrind_instructions_{locking}"] = sheaf
+        figures[f"cpu_slab_pair_callgrind_instructions_{locking}"] = cpu_slab
+        figures[f"sheaf_over_cpu_slab_pair_instructions_{locking}"] = round(sheaf / cpu_slab, 3)
     for key, value in million_objects().items():
         figures[f"million_64B_{key}"] = value
     figures["calibration_ns_per_empty_call_after"] = round(calibration_ns(), 1)

@@ -111,7 +111,7 @@ typedef struct {
     PyObject *partial;     /* classic: OrderedDict of partial slabs, head first */
     PyObject *slab_of_pfn; /* {pfn: Slab} */
     PyObject *move_to_end; /* "move_to_end" */
-    Py_ssize_t off_freelist, off_used, off_base, off_objects;
+    Py_ssize_t off_freelist, off_used, off_base, off_objects, off_pfmemalloc;
     long long size;
     int page_shift;
     long nr_cpus;
@@ -191,6 +191,38 @@ main_sheaf(SlabCacheCore *c, PyObject *cpu)
     return main != NULL && PyList_Check(main) ? main : NULL;
 }
 
+/* The index of `address` on the hinted slab (c->last_slab) when it is one of its object slots
+ * and marked `mark`, else -1. A slot marked 1 or SHEAF_HELD lies on a live slab (a slab is
+ * discarded empty, all its marks 0, and live slabs do not overlap), so the hint then names the
+ * slab that slab_of_pfn would give. */
+static inline long long
+hinted_index(SlabCacheCore *c, long long address, char mark)
+{
+    PyObject *slab = c->last_slab;
+    if (slab == NULL)
+        return -1;
+    PyObject *used = SLOT(slab, c->off_used);
+    long long base = slab_base(c, slab);
+    if (used == NULL || !PyByteArray_CheckExact(used) || base < 0 || address < base)
+        return -1;
+    long long offset = address - base;
+    long long index = offset / c->size;
+    if (index * c->size != offset || index >= PyByteArray_GET_SIZE(used) ||
+        PyByteArray_AS_STRING(used)[index] != mark)
+        return -1;
+    return index;
+}
+
+/* Remember `slab` as the hint (a borrowed reference from slab_of_pfn). */
+static inline void
+set_hint(SlabCacheCore *c, PyObject *slab)
+{
+    if (slab != c->last_slab) {
+        Py_INCREF(slab);
+        Py_XSETREF(c->last_slab, slab);
+    }
+}
+
 /* alloc_from_pcs: pop the main sheaf's top object, marked used by a user: the address (a new
  * reference), or NULL to take the pure path, which changed nothing yet. */
 static PyObject *
@@ -206,56 +238,65 @@ sheaf_pop(SlabCacheCore *c, PyObject *cpu)
     long long address = PyLong_AsLongLong(top);
     if (address < 0)
         return NULL;
+    long long index = hinted_index(c, address, SHEAF_HELD);
     PyObject *slab = c->last_slab;
-    PyObject *used = slab ? SLOT(slab, c->off_used) : NULL;
-    long long base = slab ? slab_base(c, slab) : -1;
-    long long index = -1;
-    if (used != NULL && PyByteArray_CheckExact(used) && base >= 0 && address >= base &&
-        (address - base) % c->size == 0) {
-        index = (address - base) / c->size;
-        if (index >= PyByteArray_GET_SIZE(used) ||
-            PyByteArray_AS_STRING(used)[index] != SHEAF_HELD)
-            index = -1;
-    }
     if (index < 0) { /* not the hinted slab's: look it up */
         PyObject *pfn = PyLong_FromLongLong(address >> c->page_shift);
         if (pfn == NULL)
             return NULL;
         slab = PyDict_GetItemWithError(c->slab_of_pfn, pfn);
         Py_DECREF(pfn);
-        used = slab ? SLOT(slab, c->off_used) : NULL;
-        base = slab ? slab_base(c, slab) : -1;
+        PyObject *used = slab ? SLOT(slab, c->off_used) : NULL;
+        long long base = slab ? slab_base(c, slab) : -1;
         if (used == NULL || !PyByteArray_CheckExact(used) || base < 0 || address < base)
             return NULL;
         index = (address - base) / c->size;
         if (index >= PyByteArray_GET_SIZE(used))
             return NULL;
-        Py_INCREF(slab);
-        Py_XSETREF(c->last_slab, slab);
+        set_hint(c, slab);
     }
     Py_SET_SIZE(main, n - 1); /* the list's reference to `top` is now ours */
-    PyByteArray_AS_STRING(used)[index] = USED_BY_USER;
+    PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = USED_BY_USER;
     c->pcs[0] += 1;
     return top;
 }
 
 /* free_to_pcs: push an object a user holds onto the main sheaf while it has room; 1 if done,
- * 0 to take the pure path (nothing changed), -1 on an error. */
+ * 0 to take the pure path (nothing changed), -1 on an error. The object's slab is the hinted
+ * one when the address is a slot of it marked 1 (no slab_of_pfn lookup); the push appends in
+ * place while the list has room allocated. */
 static int
 sheaf_push(SlabCacheCore *c, PyObject *address_obj, long long address, PyObject *cpu)
 {
     PyObject *main = main_sheaf(c, cpu);
-    uint32_t index;
-    PyObject *slab = main ? allocated_object(c, address, &index) : NULL;
-    if (slab == NULL || PyList_GET_SIZE(main) >= c->pcs[2])
+    if (main == NULL)
         return 0;
-    if (PyList_Append(main, address_obj) < 0)
-        return -1;
-    PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = SHEAF_HELD;
-    if (slab != c->last_slab) {
-        Py_INCREF(slab);
-        Py_XSETREF(c->last_slab, slab);
+    Py_ssize_t n = PyList_GET_SIZE(main);
+    if (n >= c->pcs[2])
+        return 0;
+    long long index = hinted_index(c, address, USED_BY_USER);
+    PyObject *slab = c->last_slab;
+    if (index < 0) {
+        uint32_t found;
+        slab = allocated_object(c, address, &found);
+        if (slab == NULL)
+            return 0;
+        index = found;
     }
+    /* slab_free: 7.0 frees an object of a pfmemalloc slab to the slab, not the sheaves; the
+     * pure path knows the kernel and does what it says (rare: memory-reserve slabs only) */
+    if (SLOT(slab, c->off_pfmemalloc) != Py_False)
+        return 0;
+    PyListObject *list = (PyListObject *)main;
+    if (n < list->allocated) {
+        Py_INCREF(address_obj);
+        list->ob_item[n] = address_obj;
+        Py_SET_SIZE(main, n + 1);
+    } else if (PyList_Append(main, address_obj) < 0) {
+        return -1;
+    }
+    PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = SHEAF_HELD;
+    set_hint(c, slab);
     c->pcs[1] += 1;
     return 1;
 }
@@ -531,7 +572,8 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
     if ((c->off_freelist = slot_offset(slab_type, "freelist")) < 0 ||
         (c->off_used = slot_offset(slab_type, "used")) < 0 ||
         (c->off_base = slot_offset(slab_type, "base")) < 0 ||
-        (c->off_objects = slot_offset(slab_type, "objects")) < 0)
+        (c->off_objects = slot_offset(slab_type, "objects")) < 0 ||
+        (c->off_pfmemalloc = slot_offset(slab_type, "pfmemalloc")) < 0)
         return -1;
     if (kmem_get_buffer(fast, &c->fast_view, 8, "fast") < 0)
         return -1;

@@ -11,6 +11,11 @@ own memory is not modelled beyond counting sheaves allocated and freed.
 Below the sheaves, 6.18 keeps the 6.17 SLUB (cpu slab, cpu partial stack, node partial list)
 with kmem's documented simplifications (every discarded slab counts free_slab; shrink discards
 empty node partial slabs without reordering the list).
+
+pfmemalloc slabs (slabs on pages from the memory reserves): while ``reserves`` is set, every new
+slab is one. 7.0 ("slab: handle pfmemalloc slabs properly with sheaves") frees their objects to
+the slab, never to a sheaf, and flushes an rcu sheaf holding one after the grace period; 6.18
+treats them as any slab.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Slab:
         self.remote: list[int] = []
         self.where = "none"  # none, cpu, cpu_partial, partial
         self.cpu = -1
+        self.pfmemalloc = False
 
 
 class Sheaf:
@@ -62,6 +68,7 @@ class SheafModel:
         self.barn_full: list[Sheaf] = []  # index 0 is the head
         self.barn_empty: list[Sheaf] = []
         self.rcu_queue: list[tuple[str, object, int, bool]] = []
+        self.reserves = False  # new slabs come from the memory reserves: pfmemalloc
 
     # -- sheaf memory ------------------------------------------------------------------------
 
@@ -77,6 +84,7 @@ class SheafModel:
 
     def new_slab(self) -> Slab:
         slab = Slab(self.serials, self.per_slab)
+        slab.pfmemalloc = self.reserves
         self.serials += 1
         self.slabs[slab.serial] = slab
         self.stat["alloc_slab"] += 1
@@ -412,6 +420,10 @@ class SheafModel:
 
     def free(self, obj: Obj, cpu: int) -> None:
         assert self.state[obj] == "user"
+        if self.kernel == "7.0" and self.slabs[obj[0]].pfmemalloc:  # never into a sheaf
+            del self.state[obj]
+            self.free_one_to_slab(obj, cpu)
+            return
         if len(self.main[cpu].objects) == self.capacity and not self.replace_full_main(cpu):
             del self.state[obj]
             self.free_one_to_slab(obj, cpu)
@@ -500,6 +512,11 @@ class SheafModel:
         for _, sheaf, cpu, to_barn in queue:
             assert isinstance(sheaf, Sheaf)
             if not to_barn:
+                self.flush_unused(sheaf, cpu)
+                self.free_sheaf(sheaf)
+                continue
+            if self.kernel == "7.0" and any(self.slabs[o[0]].pfmemalloc for o in sheaf.objects):
+                self.stat["barn_put_fail"] += 1  # a reserve object in it: flushed, freed
                 self.flush_unused(sheaf, cpu)
                 self.free_sheaf(sheaf)
                 continue

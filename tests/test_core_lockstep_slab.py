@@ -9,10 +9,11 @@ frames and lists, the bytes of every slab page) must be the same, and check() mu
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
-from hypothesis import settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from core_twins import FUZZ_EXAMPLES, needs_compiled, outcome, twins
@@ -194,6 +195,105 @@ def test_the_compiled_caches_and_kmalloc_are_bound() -> None:
     assert type(pure.kmem_cache_create("plain", 64).alloc).__name__ == "method"
     debug = compiled.kmem_cache_create("debug", 64, flags=SLAB_RED_ZONE)
     assert type(debug.alloc).__name__ == "method"  # debug caches check every object in Python
+
+
+# -- the sheaf fast paths' last-slab hint --------------------------------------------------------
+#
+# The compiled sheaf push and pop skip the {pfn: slab} lookup when the address is a slot of the
+# slab they touched last with the expected mark (1 for a free, SHEAF_HELD for a pop). These
+# programs make the hint right and wrong in every way a user can: objects of several slabs
+# interleaved, double frees and interior pointers on the hinted slab, frees of objects of a slab
+# that was flushed and discarded, frees on another CPU, and frees after shrink and flush. Some
+# slabs are pfmemalloc (made while the page source gives pages from its reserves): 7.0 frees
+# their objects past the sheaves, which the compiled push leaves to the pure path.
+
+
+class _ReserveBuddy(BuddyAllocator):
+    reserves = False
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return self.reserves
+
+
+SHEAF_OPS = st.lists(st.tuples(
+    st.sampled_from(["alloc", "alloc", "free", "free", "double", "interior", "stale", "shrink",
+                     "flush", "reserves", "rcu", "grace"]),
+    st.integers(0, 10**6), st.integers(0, 1)), min_size=1, max_size=120)
+
+
+def _sheaf_state(slab: SlabAllocator, name: str) -> tuple[Any, ...]:
+    """Which objects each CPU's main and spare sheaf and the barn hold, in order."""
+    cache: Any = slab.caches[name]
+    barn = cache._barn
+    return (tuple(tuple(cache._main[c]) for c in range(slab.nr_cpus)),
+            tuple(None if s is None else tuple(s) for s in cache._spare),
+            None if barn is None else (tuple(map(tuple, barn.full)), tuple(map(tuple, barn.empty))))
+
+
+@needs_compiled
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(kernel=st.sampled_from(["6.18", "7.0"]), size=st.sampled_from([64, 1000]),
+       capacity=st.sampled_from([2, 4, 32]), thread_safe=st.booleans(), reserves=st.booleans(),
+       ops=SHEAF_OPS)
+@example(kernel="7.0", size=64, capacity=4, thread_safe=False, reserves=True,
+         ops=[("alloc", 0, 0), ("free", 0, 0)])  # a pfmemalloc slab's object: past the sheaf
+def test_sheaf_hint_lockstep(kernel: str, size: int, capacity: int, thread_safe: bool,
+                             reserves: bool, ops: list[tuple[str, int, int]]) -> None:
+    compiled, pure = twins(lambda: SlabAllocator(_ReserveBuddy(1 << 21), nr_cpus=2,
+                                                 thread_safe=thread_safe, kernel=kernel))
+    for s in (compiled, pure):
+        s.kmem_cache_create("hinted", size, sheaf_capacity=capacity)
+        s.buddy.reserves = reserves  # type: ignore[attr-defined]
+    live: list[int] = []
+    gone: list[int] = []  # freed by the program: a second free must fail on both cores
+
+    def both(method: str, *args: int) -> tuple[str, Any]:
+        done = outcome(lambda: getattr(compiled.caches["hinted"], method)(*args))
+        assert done == outcome(lambda: getattr(pure.caches["hinted"], method)(*args))
+        return done
+
+    for op, pick, cpu in ops:
+        if op == "alloc":
+            kind, address = both("alloc", cpu)
+            if kind == "ok":
+                live.append(address)
+                gone = [a for a in gone if a != address]
+        elif op == "free" and live:
+            address = live.pop(pick % len(live))
+            kind, _ = both("free", address, cpu)
+            assert kind == "ok"
+            gone.append(address)
+        elif op == "double" and gone:
+            kind, _ = both("free", gone[pick % len(gone)], cpu)
+            assert kind == "error"
+        elif op == "interior" and live:
+            address = live[pick % len(live)] + 1 + pick % (size - 1)
+            kind, _ = both("free", address, cpu)
+            assert kind == "error"
+        elif op == "stale":  # an address near the last object, maybe on no slab any more
+            base = (live or gone or [1 << 16])[-1]
+            address = base + (pick % 64 - 32) * size
+            kind, _ = both("free", address, cpu)
+            if kind == "ok":
+                live.remove(address)
+                gone.append(address)
+        elif op == "shrink":
+            both("shrink")
+        elif op == "flush":
+            both("flush_cpu", cpu)
+        elif op == "reserves":
+            for s in (compiled, pure):
+                s.buddy.reserves = bool(pick % 2)  # type: ignore[attr-defined]
+        elif op == "rcu" and live:
+            address = live.pop(pick % len(live))
+            done = outcome(partial(compiled.kfree_rcu, address, cpu))
+            assert done == outcome(partial(pure.kfree_rcu, address, cpu)) == ("ok", None)
+        elif op == "grace":
+            assert outcome(compiled.synchronize_rcu) == outcome(pure.synchronize_rcu)
+        assert _sheaf_state(compiled, "hinted") == _sheaf_state(pure, "hinted")
+    assert slab_snapshot(compiled) == slab_snapshot(pure)
+    assert outcome(compiled.check) == outcome(pure.check) == ("ok", None)
 
 
 # -- change_count(): how kmem html's page builder knows which caches to read again ---------------

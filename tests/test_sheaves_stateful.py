@@ -23,6 +23,16 @@ COUNTERS_7_0 = ("alloc_slowpath", "free_slowpath", "free_add_partial", "free_rem
                 "alloc_slab", "free_slab")
 
 
+class ReserveBuddy(BuddyAllocator):
+    """A page source whose pages come from its memory reserves while ``reserves`` is set (the
+    page machine's ALLOC_NO_WATERMARKS pass): the slabs made then are pfmemalloc."""
+
+    reserves = False
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return self.reserves
+
+
 class SheafLockstep(RuleBasedStateMachine):
     kernel = "6.18"
 
@@ -34,7 +44,8 @@ class SheafLockstep(RuleBasedStateMachine):
         self.live: dict[int, tuple[int, int]] = {}  # kmem address -> model object
 
     def _boot(self, cpus: int, size: int, capacity: int, thread_safe: bool) -> None:
-        self.slab = SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=cpus, kernel=self.kernel,
+        self.buddy = ReserveBuddy(64 << 20)
+        self.slab = SlabAllocator(self.buddy, nr_cpus=cpus, kernel=self.kernel,
                                   thread_safe=thread_safe)
         cache = self.slab.kmem_cache_create("lockstep", size, sheaf_capacity=capacity)
         assert isinstance(cache, PercpuSheavesCache)
@@ -53,7 +64,7 @@ class SheafLockstep(RuleBasedStateMachine):
         cache = self.cache
         assert isinstance(cache, PercpuSheavesCache)
         slabs = {s.serial: (list(reversed(s.freelist)), list(s.remote), WHERE_NAMES[s.where],
-                            s.cpu) for s in cache._slabs()}
+                            s.cpu, s.pfmemalloc) for s in cache._slabs()}
         lists: dict[str, list[int]] = {}
         for where, cpu, slab in cache._lists():
             lists.setdefault(f"{WHERE_NAMES[where]}{cpu}", []).append(slab.serial)
@@ -65,7 +76,7 @@ class SheafLockstep(RuleBasedStateMachine):
     def model_view(self) -> dict[str, object]:
         model = self.model
         assert model is not None
-        slabs = {s.serial: (list(reversed(s.free)), list(s.remote), s.where, s.cpu)
+        slabs = {s.serial: (list(reversed(s.free)), list(s.remote), s.where, s.cpu, s.pfmemalloc)
                  for s in model.slabs.values()}
         lists: dict[str, list[int]] = {}
         for cpu in range(model.nr_cpus):
@@ -146,6 +157,13 @@ class SheafLockstep(RuleBasedStateMachine):
         assert self.slab is not None and self.model is not None
         self.slab.synchronize_rcu()
         self.model.synchronize_rcu()
+
+    @precondition(lambda self: self.cache is not None)
+    @rule(on=st.booleans())
+    def reserves(self, on: bool) -> None:
+        """From now on new slabs are (or are not) on pages from the memory reserves."""
+        assert self.model is not None
+        self.buddy.reserves = self.model.reserves = on
 
     @precondition(lambda self: self.cache is not None)
     @rule()

@@ -280,6 +280,11 @@ class PageMachine:
         nr_pageblocks = len(state) >> PAGEBLOCK_ORDER
         self.pageblock_mt: Final = bytearray([MIGRATE_MOVABLE]) * nr_pageblocks
         self._alloc_mt: Final = bytearray(self.nr_pages)
+        # prep_new_page's set_page_pfmemalloc: 1 on the first frame of a block that only the
+        # ALLOC_NO_WATERMARKS pass (__GFP_MEMALLOC, the memory reserves) could give; the slab
+        # layer makes such a block a pfmemalloc slab (slab_set_pfmemalloc)
+        self._pfmemalloc: Final = bytearray(self.nr_pages)
+        self._reserve_used = False  # set by _alloc_slowpath when its reserve pass served
         self._machine_values: Final = array("q", bytes(8 * MACHINE_NR_VALUES))
         self._values: Final = memoryview(self._machine_values)
         self._zone_values: Final = array("q", bytes(8 * MAX_NR_ZONES * ZONE_NR_VALUES))
@@ -446,13 +451,17 @@ class PageMachine:
         gfp_value = self._gfp_value(gfp)
         plan = self._plans.get(gfp_value) or self._plan(gfp_value)
         pfn = self._get_page_from_freelist(order, plan, plan.fast_flags, cpu)
+        reserve = False
         if pfn < 0:
+            self._reserve_used = False
             pfn = self._alloc_slowpath(order, gfp_value, plan, cpu)
             if pfn < 0:
                 self._values[MACHINE_FAILURES] += 1
                 raise OutOfMemoryError(
                     f"no zone up to {ZONE_NAMES[plan.highest_zoneidx]} can give an order-{order}"
                     f" block of type {plan.migratetype} ({self.nr_free_pages} pages free)")
+            reserve = self._reserve_used
+        self._pfmemalloc[pfn] = reserve
         self._state[pfn] = ALLOCATED | order
         self._alloc_mt[pfn] = plan.migratetype
         self._values[MACHINE_ALLOCATIONS] += 1
@@ -510,6 +519,7 @@ class PageMachine:
             flags = reserve | (flags & ALLOC_KSWAPD)
             pfn = self._get_page_from_freelist(order, plan, flags, cpu)
             if pfn >= 0:
+                self._reserve_used = True
                 return pfn
         if not gfp & _GFP_DIRECT_RECLAIM:
             return -1
@@ -519,7 +529,18 @@ class PageMachine:
             if zone.unreserve_highatomic_pageblock(plan.migratetype, False):
                 break
         self.drain_all_pages()
-        return self._get_page_from_freelist(order, plan, flags, cpu)
+        pfn = self._get_page_from_freelist(order, plan, flags, cpu)
+        self._reserve_used = pfn >= 0 and bool(flags & ALLOC_NO_WATERMARKS)
+        return pfn
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        """Whether the allocated block at ``pfn`` came from the memory reserves: the page
+        allocator gave it only in its ALLOC_NO_WATERMARKS pass (page_is_pfmemalloc). A block
+        that is not allocated, or not at its first frame, is not."""
+        pfn = int_argument(pfn, "pfn")
+        if not 0 <= pfn < self.nr_pages:
+            raise PfnNotInZoneError(f"pfn {pfn:#x} lies outside this machine's frames")
+        return self._state[pfn] & KIND_MASK == ALLOCATED and bool(self._pfmemalloc[pfn])
 
     # -- free --------------------------------------------------------------------------------
 

@@ -369,6 +369,11 @@ class KmemCache:
         slab = Slab(pfn, order, start, start + colour + self.red_left_pad, objects, colour)
         slab.serial = self._slabs_made
         self._slabs_made += 1
+        # allocate_slab's slab_set_pfmemalloc: a page source with memory reserves says which
+        # pages came from them (a BuddyAllocator has none)
+        page_is_pfmemalloc = getattr(self._buddy, "page_is_pfmemalloc", None)
+        if page_is_pfmemalloc is not None:
+            slab.pfmemalloc = bool(page_is_pfmemalloc(pfn))
         self._owner[pfn : pfn + nr_pages] = array("I", [self.id]) * nr_pages
         for page in range(pfn, pfn + nr_pages):
             self._slab_of_pfn[page] = slab

@@ -15,6 +15,11 @@ Python object per object:
                kfree_rcu and waiting for the grace period. It catches double frees and frees
                of free objects in O(1), always (Linux needs SLUB_DEBUG for that).
 
+``pfmemalloc`` (slab_test_pfmemalloc): the slab's pages came from the memory reserves, given
+only because the allocation had the right to ignore the watermarks (ALLOC_NO_WATERMARKS). Its
+page source says so when the slab is made (``page_is_pfmemalloc(pfn)``); the BuddyAllocator
+every SlabAllocator runs on has no watermarks and no reserves, so there no slab is pfmemalloc.
+
 Where a slab is (``Slab.where``, one of the ON_* values): on a CPU (SLUB cpu slab), on a CPU's
 partial list, on the node's partial list, on the full list (debug and classic caches), on the
 empty list (classic), waiting for an RCU grace period, or nowhere (a full SLUB slab: Linux does
@@ -46,8 +51,8 @@ RCU_PENDING: Final = 3  # given to kfree_rcu(): freed after the next RCU grace p
 class Slab:
     """One slab: ``1 << order`` pages at ``pfn`` holding ``objects`` object slots."""
 
-    __slots__ = ("base", "colour", "cpu", "freelist", "objects", "order", "pfn", "remote",
-                 "serial", "start", "used", "where")
+    __slots__ = ("base", "colour", "cpu", "freelist", "objects", "order", "pfmemalloc", "pfn",
+                 "remote", "serial", "start", "used", "where")
 
     def __init__(self, pfn: int, order: int, start: int, base: int, objects: int,
                  colour: int) -> None:
@@ -64,6 +69,7 @@ class Slab:
         self.where = ON_NONE
         self.cpu = -1
         self.serial = 0  # the cache's count of slabs made before this one
+        self.pfmemalloc = False  # from the memory reserves (slab_set_pfmemalloc)
 
     @property
     def inuse(self) -> int:
@@ -72,4 +78,5 @@ class Slab:
 
     def __repr__(self) -> str:
         return (f"Slab(pfn={self.pfn:#x}, order={self.order}, objects={self.objects},"
-                f" inuse={self.inuse}, where={WHERE_NAMES[self.where]})")
+                f" inuse={self.inuse}, where={WHERE_NAMES[self.where]}"
+                f"{', pfmemalloc' if self.pfmemalloc else ''})")

@@ -369,6 +369,8 @@ class PercpuSheavesCache(KmemCache):
         except (KeyError, TypeError, IndexError):
             return self._free_other(address, cpu)
         if len(main) < self._capacity:  # free_to_pcs: push on the main sheaf
+            if slab.pfmemalloc and self.kernel == "7.0":
+                return self._free_to_slab(slab, index, cpu)  # slab_free: bypass the sheaves
             slab.used[index] = SHEAF_HELD
             main.append(address)
             self._pcs[_FREES] += 1
@@ -376,6 +378,13 @@ class PercpuSheavesCache(KmemCache):
         self._free_slowpath_pcs(slab, index, address, cpu)
 
     def _free_slowpath_pcs(self, slab: Slab, index: int, address: int, cpu: int) -> None:
+        # slab_free: in 7.0 an object of a pfmemalloc slab never goes to the sheaves (Linux
+        # "slab: handle pfmemalloc slabs properly with sheaves"); 6.18 has no such check. The
+        # same condition holds a remote-node free out (slab_nid(slab) != numa_mem_id()): kmem
+        # models one node, every slab is on it, so that half never fires.
+        if slab.pfmemalloc and self.kernel == "7.0":
+            self._free_to_slab(slab, index, cpu)
+            return
         if self._capacity and self._replace_full_main(cpu):
             slab.used[index] = SHEAF_HELD
             self._main[cpu].append(address)
@@ -595,9 +604,12 @@ class PercpuSheavesCache(KmemCache):
         self._host.call_rcu(callback)
 
     def _rcu_free_sheaf(self, sheaf: Sheaf, cpu: int) -> None:
-        """rcu_free_sheaf: after the grace period a full rcu sheaf is reused from the barn."""
+        """rcu_free_sheaf: after the grace period a full rcu sheaf is reused from the barn;
+        in 7.0 one holding an object of a pfmemalloc slab is flushed instead."""
         barn = self._barn
         stat = self._sheaf_stat
+        if self.kernel == "7.0" and self._holds_pfmemalloc(sheaf):
+            barn = None  # __rcu_free_sheaf_prepare found one: "goto flush"
         if barn is not None and sheaf and len(barn.full) < MAX_FULL_SHEAVES:
             stat[BARN_PUT] += 1
             barn.full.append(sheaf)
@@ -609,6 +621,11 @@ class PercpuSheavesCache(KmemCache):
             barn.empty.append(sheaf)
             return
         self._free_empty_sheaf(sheaf, cpu)
+
+    def _holds_pfmemalloc(self, sheaf: Sheaf) -> bool:
+        slab_of_pfn = self._slab_of_pfn
+        shift = self._page_shift
+        return any(slab_of_pfn[address >> shift].pfmemalloc for address in sheaf)
 
     # -- flushing, shrinking -------------------------------------------------------------------
 
