@@ -302,9 +302,12 @@ def _cache_state(cache: KmemCache, usage: list[tuple[int, int, int, bytes]] | No
             _sheaves(cache))
 
 
-def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, page_size: int
-                 ) -> dict[str, Any]:
-    """The cache's entry; ``pfns`` None: its slabs are those of its slab_usage()."""
+def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, page_size: int,
+                 rows_before: dict[Any, list[Any]] | None = None,
+                 rows_now: dict[Any, list[Any]] | None = None) -> dict[str, Any]:
+    """The cache's entry; ``pfns`` None: its slabs are those of its slab_usage(). A slab row
+    found in ``rows_before`` (by its slab_usage() row) is taken from there; every row made is
+    put in ``rows_now`` (a long trace's frame rewrites a few rows of a changed cache's 48)."""
     total = int(cache.objs_per_slab)
     # One row per slab (slab_usage(): the slabs' used bytes), not one object at a time: a busy
     # cache of a long trace holds hundreds of thousands of objects, and it changes every frame.
@@ -316,11 +319,17 @@ def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, p
                 sorted(set(pfns) | {pfn for pfn, inuse, _, _ in slab_usage if inuse})]
     chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
     slabs: list[list[Any]] = []
-    for pfn, inuse, base, used in rows[:MAX_SLABS_LISTED]:
-        # (a slab without a user's object says the address of its first page)
-        entry: list[Any] = [pfn, inuse, total, base if inuse else pfn * page_size]
-        if total <= MAX_OBJECT_BITS:  # (a slab of a fallback order has fewer objects)
-            entry.append(used.translate(chars).decode("ascii").ljust(total, "0"))
+    before = {} if rows_before is None else rows_before
+    for row in rows[:MAX_SLABS_LISTED]:
+        entry = before.get(row)
+        if entry is None:
+            pfn, inuse, base, used = row
+            # (a slab without a user's object says the address of its first page)
+            entry = [pfn, inuse, total, base if inuse else pfn * page_size]
+            if total <= MAX_OBJECT_BITS:  # (a slab of a fallback order has fewer objects)
+                entry.append(used.translate(chars).decode("ascii").ljust(total, "0"))
+        if rows_now is not None:
+            rows_now[row] = entry
         slabs.append(entry)
     counts = [row[1] for row in rows]
     full = counts.count(total)
@@ -386,6 +395,9 @@ class _CacheFrames:
         self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
         # SLAB_TYPESAFE_BY_RCU caches: name -> (the cache, its change_count(), its labels)
         self._rcu_labels: dict[str, tuple[KmemCache, int, dict[int, str]]] = {}
+        # name -> (the cache, its entry's slab rows by their slab_usage() row), for the next
+        # entry of that cache to take the rows that did not change
+        self._rows: dict[str, tuple[KmemCache, dict[Any, list[Any]]]] = {}
 
     def _unchanged(self, cache: KmemCache, count: int,
                    before: tuple[KmemCache, int, Any] | tuple[KmemCache, int, Any, Any] | None
@@ -430,10 +442,14 @@ class _CacheFrames:
                               dict[str, Any] | None]] = {}
         usage_of, self._usage = self._usage, {}
         previous = self._previous
+        rows_of, self._rows = self._rows, {}
         for cache in slab.cache_list():  # (as _shown_caches chooses them)
             name = cache.name
             count = cache.change_count()
             before = previous.get(name)
+            rows = rows_of.get(name)
+            if rows is not None:
+                self._rows[name] = rows
             if before is not None and self._unchanged(cache, count, before):
                 seen[name] = before
                 if before[3] is not None:
@@ -451,7 +467,11 @@ class _CacheFrames:
                     before[2] == state):
                 entry = before[3]
             else:
-                entry = _cache_entry(cache, None, state[0], page_size)
+                rows_now: dict[Any, list[Any]] = {}
+                entry = _cache_entry(cache, None, state[0], page_size,
+                                     rows[1] if rows is not None and rows[0] is cache else None,
+                                     rows_now)
+                self._rows[name] = (cache, rows_now)
             seen[name] = (cache, count, state, entry)
             out.append(entry)
         self._previous = seen
