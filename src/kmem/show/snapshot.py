@@ -141,6 +141,19 @@ def _free_counts(buddy: BuddyAllocator) -> dict[str, Any]:
     }
 
 
+class StretchBlocks(list[int]):
+    """A frame's flat block list as _BuddyFrames makes it, which says how it was made: cut in
+    ``parts`` of ``stretch_pages`` pages each, of which only those in ``walked`` may differ
+    from ``parts_before`` (the previous frame's parts; the others are those very lists). The
+    page builder then cuts and compares only those (kmem.show.html_page._compact); anything
+    else reads it as the list it is."""
+
+    stretch_pages: int
+    parts: list[list[int]]
+    walked: set[int]
+    parts_before: list[list[int]] | None
+
+
 class _BuddyFrames:
     """buddy_frame() for frame after frame of one replay, walking only the stretches of memory
     that changed since the previous frame. Memory is cut at every max-order boundary (a block
@@ -166,6 +179,7 @@ class _BuddyFrames:
         self._owner = bytearray()
         self._labels: dict[int, str] = {}
         self._owner_labels: dict[int, str] = {}
+        self._last_parts: list[list[int]] | None = None  # the previous frame's blocks.parts
 
     def frame(self, labels: dict[int, str], owner_labels: dict[int, str] | None = None
               ) -> dict[str, Any]:
@@ -206,9 +220,15 @@ class _BuddyFrames:
             start = index << shift
             self._parts[index] = self._walk(start, min(start + (1 << shift), nr_pages),
                                             labels_of[index], owner_labels)
-        blocks: list[int] = []
+        blocks = StretchBlocks()
         for part in self._parts:  # (a list's += copies at C speed; chain goes item by item)
             blocks += part
+        # (the stretches as they were cut, for the page builder: kmem.show.html_page._compact)
+        blocks.stretch_pages = 1 << shift
+        blocks.parts = list(self._parts)
+        blocks.walked = walk
+        blocks.parts_before = self._last_parts
+        self._last_parts = blocks.parts
         return {"blocks": blocks, **_free_counts(buddy)}
 
     def _walk(self, start: int, end: int, labels: dict[int, str],
