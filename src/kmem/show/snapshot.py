@@ -201,10 +201,16 @@ class _BuddyFrames:
                 walk.update(range(nr_stretches))
             else:
                 _changed_stretches(self._state, state, nr_stretches, shift, walk)
-                self._state[:] = state
                 if owner_labels:
                     _changed_stretches(self._owner, owner, nr_stretches, shift + width, walk)
-                    self._owner[:] = owner
+                # (the bytes of the stretches that changed, not of all memory: a 1 GiB
+                # machine's owner column is 1 MiB, and a frame changes a few stretches)
+                for index in walk:
+                    start, end = index << shift, (index + 1) << shift
+                    self._state[start:end] = state[start:end]
+                    if owner_labels:
+                        self._owner[start << width:end << width] = owner[
+                            start << width:end << width]
         before = self._labels
         if labels != before:  # (the labels added, removed or changed, found at C speed)
             walk.update(pfn >> shift for pfn, _ in labels.items() ^ before.items())
@@ -263,15 +269,16 @@ def _changed_stretches(before: bytearray, now: memoryview, nr_stretches: int, sh
                        out: set[int]) -> None:
     """Add to ``out`` the stretches (``1 << shift`` bytes each) whose bytes differ between
     ``before`` and ``now``: 16 stretches a comparison, then the stretches of those that
-    differ (slices of a few KiB: a slice of a whole column would be copied every frame)."""
+    differ. (``before.startswith(view, start)`` compares in place: a slice of either side
+    would be a copy, every frame.)"""
     group = 16
     for low in range(0, nr_stretches, group):
         start, end = low << shift, min(low + group, nr_stretches) << shift
-        if before[start:end] == now[start:end].tobytes():
+        if before.startswith(now[start:end], start):
             continue
         for index in range(low, min(low + group, nr_stretches)):
             start, end = index << shift, (index + 1) << shift
-            if before[start:end] != now[start:end].tobytes():
+            if not before.startswith(now[start:end], start):
                 out.add(index)
 
 
