@@ -27,7 +27,7 @@ from typing import Any
 from kmem.errors import InvalidArgumentError
 from kmem.page.mem_map import ORDER_MASK
 from kmem.show.scenario import Scenario
-from kmem.show.snapshot import scenario_document
+from kmem.show.snapshot import StretchBlocks, scenario_document
 
 
 def _web_file(name: str) -> str:
@@ -121,11 +121,23 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     for frame in frames_in:
         compact = {key: value for key, value in frame.items()
                    if key not in ("blocks", "caches")}
-        parts = _stretch_parts(frame["blocks"], pages, nr_stretches)
+        blocks = frame["blocks"]
         changed: list[Any] = []
-        for index, part in enumerate(parts):
-            if before is None or part != before[index]:
-                changed += (index, encode_blocks(part, width))
+        if (before is not None and isinstance(blocks, StretchBlocks)
+                and blocks.parts_before is before and blocks.stretch_pages == pages):
+            # Cut as this page cuts, and only the walked stretches can differ from the
+            # previous frame's (the others are the very lists): compare those alone.
+            parts = blocks.parts
+            for index in sorted(blocks.walked):
+                if parts[index] != before[index]:
+                    changed += (index, encode_blocks(parts[index], width))
+        else:
+            parts = (blocks.parts if isinstance(blocks, StretchBlocks)
+                     and blocks.stretch_pages == pages and len(blocks.parts) == nr_stretches
+                     else _stretch_parts(blocks, pages, nr_stretches))
+            for index, part in enumerate(parts):
+                if before is None or part != before[index]:
+                    changed += (index, encode_blocks(part, width))
         before = parts
         compact["bd"] = changed
         if "caches" in frame:

@@ -141,6 +141,19 @@ def _free_counts(buddy: BuddyAllocator) -> dict[str, Any]:
     }
 
 
+class StretchBlocks(list[int]):
+    """A frame's flat block list as _BuddyFrames makes it, which says how it was made: cut in
+    ``parts`` of ``stretch_pages`` pages each, of which only those in ``walked`` may differ
+    from ``parts_before`` (the previous frame's parts; the others are those very lists). The
+    page builder then cuts and compares only those (kmem.show.html_page._compact); anything
+    else reads it as the list it is."""
+
+    stretch_pages: int
+    parts: list[list[int]]
+    walked: set[int]
+    parts_before: list[list[int]] | None
+
+
 class _BuddyFrames:
     """buddy_frame() for frame after frame of one replay, walking only the stretches of memory
     that changed since the previous frame. Memory is cut at every max-order boundary (a block
@@ -166,6 +179,7 @@ class _BuddyFrames:
         self._owner = bytearray()
         self._labels: dict[int, str] = {}
         self._owner_labels: dict[int, str] = {}
+        self._last_parts: list[list[int]] | None = None  # the previous frame's blocks.parts
 
     def frame(self, labels: dict[int, str], owner_labels: dict[int, str] | None = None
               ) -> dict[str, Any]:
@@ -187,10 +201,16 @@ class _BuddyFrames:
                 walk.update(range(nr_stretches))
             else:
                 _changed_stretches(self._state, state, nr_stretches, shift, walk)
-                self._state[:] = state
                 if owner_labels:
                     _changed_stretches(self._owner, owner, nr_stretches, shift + width, walk)
-                    self._owner[:] = owner
+                # (the bytes of the stretches that changed, not of all memory: a 1 GiB
+                # machine's owner column is 1 MiB, and a frame changes a few stretches)
+                for index in walk:
+                    start, end = index << shift, (index + 1) << shift
+                    self._state[start:end] = state[start:end]
+                    if owner_labels:
+                        self._owner[start << width:end << width] = owner[
+                            start << width:end << width]
         before = self._labels
         if labels != before:  # (the labels added, removed or changed, found at C speed)
             walk.update(pfn >> shift for pfn, _ in labels.items() ^ before.items())
@@ -206,9 +226,15 @@ class _BuddyFrames:
             start = index << shift
             self._parts[index] = self._walk(start, min(start + (1 << shift), nr_pages),
                                             labels_of[index], owner_labels)
-        blocks: list[int] = []
+        blocks = StretchBlocks()
         for part in self._parts:  # (a list's += copies at C speed; chain goes item by item)
             blocks += part
+        # (the stretches as they were cut, for the page builder: kmem.show.html_page._compact)
+        blocks.stretch_pages = 1 << shift
+        blocks.parts = list(self._parts)
+        blocks.walked = walk
+        blocks.parts_before = self._last_parts
+        self._last_parts = blocks.parts
         return {"blocks": blocks, **_free_counts(buddy)}
 
     def _walk(self, start: int, end: int, labels: dict[int, str],
@@ -243,15 +269,16 @@ def _changed_stretches(before: bytearray, now: memoryview, nr_stretches: int, sh
                        out: set[int]) -> None:
     """Add to ``out`` the stretches (``1 << shift`` bytes each) whose bytes differ between
     ``before`` and ``now``: 16 stretches a comparison, then the stretches of those that
-    differ (slices of a few KiB: a slice of a whole column would be copied every frame)."""
+    differ. (``before.startswith(view, start)`` compares in place: a slice of either side
+    would be a copy, every frame.)"""
     group = 16
     for low in range(0, nr_stretches, group):
         start, end = low << shift, min(low + group, nr_stretches) << shift
-        if before[start:end] == now[start:end].tobytes():
+        if before.startswith(now[start:end], start):
             continue
         for index in range(low, min(low + group, nr_stretches)):
             start, end = index << shift, (index + 1) << shift
-            if before[start:end] != now[start:end].tobytes():
+            if not before.startswith(now[start:end], start):
                 out.add(index)
 
 
@@ -302,9 +329,12 @@ def _cache_state(cache: KmemCache, usage: list[tuple[int, int, int, bytes]] | No
             _sheaves(cache))
 
 
-def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, page_size: int
-                 ) -> dict[str, Any]:
-    """The cache's entry; ``pfns`` None: its slabs are those of its slab_usage()."""
+def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, page_size: int,
+                 rows_before: dict[Any, list[Any]] | None = None,
+                 rows_now: dict[Any, list[Any]] | None = None) -> dict[str, Any]:
+    """The cache's entry; ``pfns`` None: its slabs are those of its slab_usage(). A slab row
+    found in ``rows_before`` (by its slab_usage() row) is taken from there; every row made is
+    put in ``rows_now`` (a long trace's frame rewrites a few rows of a changed cache's 48)."""
     total = int(cache.objs_per_slab)
     # One row per slab (slab_usage(): the slabs' used bytes), not one object at a time: a busy
     # cache of a long trace holds hundreds of thousands of objects, and it changes every frame.
@@ -316,11 +346,17 @@ def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, p
                 sorted(set(pfns) | {pfn for pfn, inuse, _, _ in slab_usage if inuse})]
     chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
     slabs: list[list[Any]] = []
-    for pfn, inuse, base, used in rows[:MAX_SLABS_LISTED]:
-        # (a slab without a user's object says the address of its first page)
-        entry: list[Any] = [pfn, inuse, total, base if inuse else pfn * page_size]
-        if total <= MAX_OBJECT_BITS:  # (a slab of a fallback order has fewer objects)
-            entry.append(used.translate(chars).decode("ascii").ljust(total, "0"))
+    before = {} if rows_before is None else rows_before
+    for row in rows[:MAX_SLABS_LISTED]:
+        entry = before.get(row)
+        if entry is None:
+            pfn, inuse, base, used = row
+            # (a slab without a user's object says the address of its first page)
+            entry = [pfn, inuse, total, base if inuse else pfn * page_size]
+            if total <= MAX_OBJECT_BITS:  # (a slab of a fallback order has fewer objects)
+                entry.append(used.translate(chars).decode("ascii").ljust(total, "0"))
+        if rows_now is not None:
+            rows_now[row] = entry
         slabs.append(entry)
     counts = [row[1] for row in rows]
     full = counts.count(total)
@@ -386,6 +422,9 @@ class _CacheFrames:
         self._usage: dict[str, list[tuple[int, int, int, bytes]]] = {}
         # SLAB_TYPESAFE_BY_RCU caches: name -> (the cache, its change_count(), its labels)
         self._rcu_labels: dict[str, tuple[KmemCache, int, dict[int, str]]] = {}
+        # name -> (the cache, its entry's slab rows by their slab_usage() row), for the next
+        # entry of that cache to take the rows that did not change
+        self._rows: dict[str, tuple[KmemCache, dict[Any, list[Any]]]] = {}
 
     def _unchanged(self, cache: KmemCache, count: int,
                    before: tuple[KmemCache, int, Any] | tuple[KmemCache, int, Any, Any] | None
@@ -430,10 +469,14 @@ class _CacheFrames:
                               dict[str, Any] | None]] = {}
         usage_of, self._usage = self._usage, {}
         previous = self._previous
+        rows_of, self._rows = self._rows, {}
         for cache in slab.cache_list():  # (as _shown_caches chooses them)
             name = cache.name
             count = cache.change_count()
             before = previous.get(name)
+            rows = rows_of.get(name)
+            if rows is not None:
+                self._rows[name] = rows
             if before is not None and self._unchanged(cache, count, before):
                 seen[name] = before
                 if before[3] is not None:
@@ -451,7 +494,11 @@ class _CacheFrames:
                     before[2] == state):
                 entry = before[3]
             else:
-                entry = _cache_entry(cache, None, state[0], page_size)
+                rows_now: dict[Any, list[Any]] = {}
+                entry = _cache_entry(cache, None, state[0], page_size,
+                                     rows[1] if rows is not None and rows[0] is cache else None,
+                                     rows_now)
+                self._rows[name] = (cache, rows_now)
             seen[name] = (cache, count, state, entry)
             out.append(entry)
         self._previous = seen

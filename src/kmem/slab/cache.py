@@ -93,6 +93,9 @@ _CHANGES: Final = ("alloc", "free", "shrink", "reap", "rcu_barrier", "flush_cpu"
                    "release_sheaves", "flush_rcu_sheaves", "enable_sheaves")
 
 
+_SLAB_PFN: Final = operator.attrgetter("pfn")
+
+
 def check_gfp(gfp: object) -> int:
     """``gfp`` if it is a gfp_t (an int in 0..2**32-1, not a bool), else the specific error."""
     if isinstance(gfp, bool) or not isinstance(gfp, int):
@@ -575,8 +578,9 @@ class KmemCache:
 
     def _slabs(self) -> list[Slab]:
         """Every slab of the cache, once each, by ascending pfn."""
-        return sorted({id(s): s for s in self._slab_of_pfn.values()}.values(),
-                      key=lambda s: s.pfn)
+        # (a set of the page map's values, at C speed: a Slab hashes by identity; the pfns are
+        # distinct, so the order is the pfns' whatever the set's)
+        return sorted(set(self._slab_of_pfn.values()), key=_SLAB_PFN)
 
     def slab_extents(self) -> list[tuple[int, int]]:
         """(head pfn, order) of every slab of the cache, by ascending pfn."""
