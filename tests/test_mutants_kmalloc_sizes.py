@@ -13,7 +13,12 @@ from kmem.slab.flags import (
     SLAB_NO_MERGE,
     SLAB_RECLAIM_ACCOUNT,
 )
-from kmem.slab.kmalloc_sizes import KMALLOC_BOOT_CACHES, KmallocCacheSpec, kmalloc_boot_caches
+from kmem.slab.kmalloc_sizes import (
+    KMALLOC_BOOT_CACHES,
+    KmallocCacheSpec,
+    kmalloc_boot_caches,
+    kmalloc_bytes_alloc,
+)
 
 # create_kmalloc_caches, per type: the two odd classes first, then 8 .. 8k (index 3 .. 13)
 SIZES = [(96, "96", 1), (192, "192", 2)] + [
@@ -48,3 +53,11 @@ def test_boot_caches_with_the_fifteen_random_copies() -> None:
     assert len(specs) == 19 * 13
     assert specs[13].name == "kmalloc-rnd-01-96" and specs[15 * 13 + 12].name == (
         "kmalloc-rnd-15-8k")
+
+
+def test_bytes_alloc_on_small_pages_keeps_the_odd_classes() -> None:
+    """Up to 2 * page_size a request is a kmalloc class (the odd 192 included), whatever the
+    page size: 150 bytes on 256-byte pages and 130 on 128-byte pages take kmalloc-192."""
+    assert kmalloc_bytes_alloc(150, 256) == 192
+    assert kmalloc_bytes_alloc(130, 128) == 192
+    assert kmalloc_bytes_alloc(257, 128) == 512  # above 2 pages: page_size << get_order

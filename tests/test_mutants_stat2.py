@@ -194,3 +194,126 @@ def test_a_small_trace_by_hand() -> None:
         assert (page.nr_allocs, page.alloc_bytes, page.nr_frees, page.free_bytes,
                 page.nr_free_only, page.free_only_bytes) == (1, 8192, 2, 12288, 1, 4096)
         assert page.order_migratetype[1][0] == 1
+
+
+# -- figures by hand ---------------------------------------------------------------------------
+
+
+def _page(kind: int, pfn: int, order: int, site: str = "", mt: int = 0,
+          gfp: str = "GFP_KERNEL") -> tuple[Any, ...]:
+    return (kind, 0, "1.0:", site, pfn, (gfp if kind == 6 else "", order, mt))
+
+
+def _on_each_core(**options: Any) -> Iterator[KmemStat]:
+    for module in (_compiled(), None):
+        with _core(module):
+            yield KmemStat(**options)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_counters_alone_have_empty_tables(live: bool) -> None:
+    """tables=False: the counters (a failed allocation counted apart from its bytes), the page
+    size and --live as asked, every table and the gfp legend empty."""
+    for stat in _on_each_core(page_size=16384, live=live):
+        stat.add_batch(_batch([
+            (0, 0, "1.0:", "f+0x1/0x2", "0x100", ("", 60, 64, "GFP_KERNEL", -1, -1, -1, -1)),
+            _page(6, -1, 0), _page(6, -1, 0), _page(6, 3, 1)]))
+        slab = stat.slab_summary(tables=False)
+        assert (slab.callers, slab.allocs, slab.caches) == ((), (), ())
+        page = stat.page_summary(tables=False)
+        assert (page.callers, page.allocs, page.gfp_flags) == ((), (), ())
+        assert page.page_size == 16384 and page.live is live
+        assert (page.nr_allocs, page.alloc_bytes, page.nr_fails, page.fail_bytes) == (
+            3, 16384 * 4, 2, 32768)
+
+
+def test_per_cache_rows_have_their_own_fragmentation() -> None:
+    for stat in _on_each_core():
+        stat.add_batch(_batch([
+            (0, 0, "1.0:", "f+0x1/0x2", "0x100", ("", 48, 64, "GFP_KERNEL", -1, -1, -1, -1)),
+            (4, 0, "1.0:", "f+0x1/0x2", "0x100", ("", 0, 0, "", -1, -1, -1, -1))]))
+        (cache,) = stat.slab_summary().caches
+        assert (cache.key, cache.bytes_req, cache.bytes_alloc, cache.frag) == (
+            "kmalloc-64", 48, 64, 25.0)
+
+
+def test_a_page_caller_row_counts_every_free() -> None:
+    for stat in _on_each_core():
+        stat.add_batch(_batch([_page(6, 1, 1), _page(6, 5, 1), _page(7, 1, 1),
+                               _page(7, 5, 1)]))
+        (caller,) = stat.page_summary().callers
+        assert (caller.nr_alloc, caller.alloc_bytes, caller.nr_free, caller.free_bytes) == (
+            2, 16384, 2, 16384)
+
+
+def test_live_pages_come_highest_pfn_first_with_nothing_freed() -> None:
+    for stat in _on_each_core(live=True):
+        stat.add_batch(_batch([_page(6, pfn, 0) for pfn in (5, 9, 2)]))
+        allocs = stat.page_summary().allocs
+        assert [r.pfn for r in allocs] == [9, 5, 2]
+        assert {(r.gfp, r.nr_free, r.free_bytes) for r in allocs} == {(0xCC0, 0, 0)}
+
+
+def test_rows_of_one_pfn_keep_perf_tree_order_on_a_tie() -> None:
+    """The per-pfn table sorted by page alone: rows of the same pfn stay in perf's tree order,
+    (order, migratetype, gfp) ascending."""
+    for stat in _on_each_core():
+        stat.add_batch(_batch([_page(6, 8, 1, mt=0), _page(7, 8, 1), _page(6, 8, 0, mt=1),
+                               _page(7, 8, 0), _page(6, 8, 0, mt=0)]))
+        rows = stat.page_summary(alloc_sort="page").allocs
+        assert [(r.order, r.migratetype) for r in rows] == [(0, 0), (0, 1), (1, 0)]
+
+
+PAGE_ADDRESSES = {"low+0x1": 1, "high+0x2": 9, "zero+0x3": 0, "": 7}
+
+
+def test_page_call_sites_are_ordered_by_their_addresses() -> None:
+    """With addresses (perf.data), page callers sort by address: descending for the callsite
+    key, ascending among rows tied on the others; the empty site (no callchain) has none: 0."""
+    for stat in _on_each_core(site_order=PAGE_ADDRESSES.__getitem__):
+        stat.add_batch(_batch([_page(6, 1, 0, "high+0x2"), _page(6, 2, 0, ""),
+                               _page(6, 3, 0, "low+0x1"), _page(6, 4, 0, "zero+0x3")]))
+        by_site = stat.page_summary("callsite").callers
+        assert [r.call_site for r in by_site] == ["high+0x2", "low+0x1", "zero+0x3", ""]
+        tied = stat.page_summary("bytes,hit").callers
+        assert [r.call_site for r in tied] == ["", "zero+0x3", "low+0x1", "high+0x2"]
+
+
+def _slab(kind: int, cpu: int, ptr: str, req: int = 0, alloc: int = 0,
+          site: str = "f+0x1/0x2") -> tuple[Any, ...]:
+    tail = ("", req, alloc, "GFP_KERNEL", -1, -1, -1, -1) if kind <= 3 else (
+        "", 0, 0, "", -1, -1, -1, -1)
+    return (kind, cpu, "1.0:", site, ptr, tail)
+
+
+def test_pointer_rows_tied_on_the_call_site_sort_by_the_next_key() -> None:
+    """Four pointers of one call site: after "callsite" (all tied) each other key orders them,
+    descending, as perf's sort chain does."""
+    events = [
+        _slab(0, 0, "0x10", 8, 8), _slab(0, 0, "0x10", 8, 8), _slab(4, 1, "0x10"),  # 2 hits
+        _slab(0, 0, "0x20", 100, 128), _slab(4, 1, "0x20"), _slab(0, 0, "0x20", 100, 128),
+        _slab(4, 1, "0x20"),  # 2 ping-pongs, frag 21.875
+        _slab(0, 0, "0x30", 1000, 1024),  # the most bytes
+        _slab(0, 0, "0x40", 8, 16),  # the worst frag (50)
+    ]
+    expected = {"ptr": [0x40, 0x30, 0x20, 0x10], "hit": [0x10, 0x20, 0x30, 0x40],
+                "bytes": [0x30, 0x20, 0x10, 0x40], "frag": [0x40, 0x20, 0x30, 0x10],
+                "pingpong": [0x20, 0x10, 0x30, 0x40]}
+    for stat in _on_each_core():
+        stat.add_batch(_batch(events))
+        for key, order in expected.items():
+            rows = stat.slab_summary(alloc_sort=f"callsite,{key}").allocs
+            assert [r.ptr for r in rows] == order, key
+
+
+def test_page_callers_tied_on_the_call_site_sort_by_the_next_key() -> None:
+    events = [_page(6, 1, 0, "s+0x1"), _page(6, 2, 0, "s+0x1"), _page(6, 3, 2, "s+0x1"),
+              _page(6, 4, 1, "s+0x1", mt=1)]
+    for stat in _on_each_core(site_order=lambda site: 5):
+        stat.add_batch(_batch(events))
+        hits = stat.page_summary("callsite,hit").callers
+        assert (hits[0].order, hits[0].nr_alloc) == (0, 2)
+        orders = stat.page_summary("callsite,order").callers
+        assert [r.order for r in orders] == [2, 1, 0]
+        migratetypes = stat.page_summary("callsite,migtype").callers
+        assert migratetypes[0].migratetype == 1
