@@ -9,6 +9,7 @@ pageblock's migratetype); each ends with machine.check().
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -16,10 +17,15 @@ import pytest
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
+from kmem.page.counters import Counter, Flag, field_names
 from kmem.page.errors import NoSuchCpuError, PfnNotInZoneError
+from kmem.page.gfp import UnknownGfpFlagError, gfp_flags_text, parse_gfp_flags
 from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
 from kmem.page.mem_map import ALLOCATED, FREE, PCP, RESERVED
+from kmem.page.migratetype import migratetype_is_mergeable
+from kmem.page.size import parse_size
+from kmem.page.watermarks import gfp_pfmemalloc_flags, gfp_to_alloc_flags
 from kmem.page.zone import Zone
 
 # Linux's values (include/linux/mmzone.h, pageblock-flags.h), not kmem's constants.
@@ -560,3 +566,84 @@ def test_the_buddy_check_catches_each_corruption(where: str, message: str) -> No
         buddy.mem_map.state[63] = 0
     with pytest.raises(AssertionError, match=message):
         buddy.check()
+
+
+# -- gfp flags, alloc flags, sizes --------------------------------------------------------------
+
+ALLOC_CPUSET, ALLOC_KSWAPD, ALLOC_NO_WATERMARKS = 0x40, 0x800, 0x04  # mm/internal.h
+
+
+@pytest.mark.parametrize(("gfp", "order", "expected"), [
+    # gfp_to_alloc_flags (mm/page_alloc.c): WMARK_MIN (0), __GFP_HIGH and
+    # __GFP_KSWAPD_RECLAIM copied, the cpuset honoured unless a non-reclaiming __GFP_HIGH.
+    ("GFP_KERNEL", 0, ALLOC_CPUSET | ALLOC_KSWAPD),
+    ("GFP_NOWAIT", 0, ALLOC_CPUSET | ALLOC_KSWAPD | ALLOC_NON_BLOCK),
+    ("GFP_ATOMIC", 0, ALLOC_MIN_RESERVE | ALLOC_KSWAPD | ALLOC_NON_BLOCK),
+    ("GFP_ATOMIC", 1, ALLOC_MIN_RESERVE | ALLOC_KSWAPD | ALLOC_NON_BLOCK | ALLOC_HIGHATOMIC),
+    # __GFP_NOMEMALLOC: not non-blocking, so no highatomic either.
+    ("GFP_ATOMIC|__GFP_NOMEMALLOC", 1, ALLOC_MIN_RESERVE | ALLOC_KSWAPD),
+])
+def test_the_slow_paths_alloc_flags_follow_the_gfp_flags(gfp: str, order: int,
+                                                          expected: int) -> None:
+    assert gfp_to_alloc_flags(parse_gfp_flags(gfp), order) == expected
+
+
+def test_gfp_memalloc_ignores_watermarks_unless_nomemalloc_forbids_it() -> None:
+    assert gfp_pfmemalloc_flags(parse_gfp_flags("GFP_KERNEL|__GFP_MEMALLOC")) == \
+        ALLOC_NO_WATERMARKS
+    assert gfp_pfmemalloc_flags(parse_gfp_flags("GFP_KERNEL|__GFP_MEMALLOC|__GFP_NOMEMALLOC")) \
+        == 0
+    assert gfp_pfmemalloc_flags(parse_gfp_flags("GFP_KERNEL")) == 0
+
+
+@pytest.mark.parametrize(("text", "error", "message"), [
+    (0x400, InvalidTypeError, "gfp flags must be given as text, not int"),
+    ("  ", InvalidArgumentError, "empty gfp flags text"),
+    ("GFP_KERNEL|__GFP_BOGUS", UnknownGfpFlagError,
+     "unknown gfp flag '__GFP_BOGUS' in 'GFP_KERNEL|__GFP_BOGUS'"),
+    ("0xzz", UnknownGfpFlagError, "unknown gfp flag '0xzz'"),
+])
+def test_bad_gfp_texts_are_named(text: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        parse_gfp_flags(text)
+
+
+def test_gfp_texts_read_and_print_as_ftrace_does() -> None:
+    kernel = parse_gfp_flags("GFP_KERNEL")
+    assert parse_gfp_flags("none") == parse_gfp_flags("0") == 0
+    # A bit ftrace has no name for is printed, and read back, in hexadecimal.
+    assert parse_gfp_flags("GFP_KERNEL|0x10000000000") == kernel | 1 << 40
+    assert gfp_flags_text(kernel | 1 << 40) == "GFP_KERNEL|0x10000000000"
+    assert gfp_flags_text(1 << 40) == "0x10000000000"
+    assert gfp_flags_text(0) == "none"
+    assert gfp_flags_text(parse_gfp_flags("GFP_KERNEL|__GFP_ZERO")) == "GFP_KERNEL|__GFP_ZERO"
+    with pytest.raises(InvalidTypeError, match="gfp flags must be an int, not bool"):
+        gfp_flags_text(True)
+    with pytest.raises(InvalidArgumentError, match="gfp flags must be >= 0, not -1"):
+        gfp_flags_text(-1)
+
+
+@pytest.mark.parametrize(("token", "message"), [
+    ("1" * 5000, "(too many digits)"),
+    ("0.5", "is not a positive whole number of bytes"),
+    ("0K", "is not a positive whole number of bytes"),
+])
+def test_bad_sizes_are_named(token: str, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+        parse_size(token)
+
+
+def test_a_fractional_size_with_a_unit_is_exact() -> None:
+    assert parse_size("1.5K") == 1536
+    assert parse_size("0.5M") == 512 << 10
+
+
+def test_only_the_pcp_types_merge_across_pageblocks() -> None:
+    assert [migratetype_is_mergeable(mt) for mt in range(5)] == [True, True, True, False, False]
+
+
+def test_a_zones_buffer_fields_are_named_after_their_attributes() -> None:
+    # Read on the class, a field is its descriptor (what field_names lists).
+    assert isinstance(Zone.free_pages, Counter) and Zone.free_pages.name == "free_pages"
+    assert isinstance(Zone.below_high, Flag) and Zone.below_high.name == "below_high"
+    assert {"free_pages", "below_high"} <= set(field_names(Zone))
