@@ -12,6 +12,7 @@ import pytest
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
+from kmem.slab.flags import SLAB_NO_MERGE, SLAB_NOLEAKTRACE
 from kmem.slab.geometry import calculate_geometry
 from kmem.slab.merge import find_mergeable
 from kmem.slab.sheaves import sheaf_size
@@ -182,3 +183,108 @@ def test_a_misaligned_cache_is_passed_over_and_the_search_goes_on() -> None:
     caches = [calculate_geometry(40, nr_cpus=2), calculate_geometry(32, nr_cpus=2)]
     assert find_mergeable(32, caches, align=16) == 1
     assert find_mergeable(32, caches[:1], align=16) is None
+
+
+def _share_barn_memory(cache: Any, live: list[int]) -> None:
+    _main(cache).address = cache._barn.address
+
+
+def _sheaf_memory_freed(cache: Any, live: list[int]) -> None:
+    _main(cache).address += 8  # inside a kmalloc object, not its start
+
+
+@pytest.mark.parametrize(("corrupt", "message"), [
+    (_share_barn_memory, "two sheaves share"),
+    (_sheaf_memory_freed, "is not a live kmalloc object of"),
+])
+def test_check_catches_sheaf_memory_that_is_not_its_own(
+        corrupt: Callable[[Any, list[int]], None], message: str) -> None:
+    slab, cache, live = _sheaves_allocator()
+    corrupt(cache, live)
+    with pytest.raises(AssertionError, match=message):
+        slab.check()
+
+
+def test_check_catches_a_name_that_is_no_alias_of_its_cache() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    first = slab.kmem_cache_create("first", 256)
+    slab.kmem_cache_create("second", 1024)
+    slab.caches["second"] = first  # the name now leads to a cache that never had it
+    with pytest.raises(AssertionError, match="caches\\['second'\\] is 'first', not an alias"):
+        slab.check()
+
+
+def test_check_catches_a_cache_registered_under_another_id() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("cov", 256)
+    del slab._by_id[cache.id]
+    with pytest.raises(AssertionError, match="cache 'cov' is not registered by id"):
+        slab.check()
+
+
+def test_destroying_what_is_not_a_live_cache_is_refused() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("cov", 256)
+    slab.kmem_cache_destroy(cache)
+    before = slab.slabinfo()
+    with pytest.raises(InvalidArgumentError, match="cache 'cov' is not in this allocator"):
+        slab.kmem_cache_destroy(cache)  # (destroyed already)
+    with pytest.raises(InvalidTypeError, match="expected a cache or a name, not int"):
+        slab.kmem_cache_destroy(3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="expected a cache, not str"):
+        slab.kmem_cache_alloc("kmalloc-64")  # type: ignore[arg-type]
+    assert slab.slabinfo() == before
+    slab.check()
+
+
+def test_live_objects_lists_each_allocated_object_by_cache() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("cov", 256)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(3)]
+    slab.kmem_cache_free(cache, objects[1])
+    live = slab.live_objects()
+    assert sorted(o.address for o in live["cov"]) == sorted([objects[0], objects[2]])
+    # Each object's slab is the page its address lies in, its index its slot there.
+    pages = 1 << cache.geometry.order  # a slab is 2**order pages, naturally aligned
+    for o in live["cov"]:
+        assert o.slab_pfn == o.address // 4096 // pages * pages
+        assert o.index == (o.address - o.slab_pfn * 4096) // cache.geometry.size
+
+
+def test_kfree_rcu_of_a_large_kmalloc_waits_for_the_grace_period() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    free_before = slab.buddy.nr_free_pages
+    address = slab.kmalloc(5 * 4096)  # above the kmalloc caches: order-3 pages
+    assert slab.buddy.nr_free_pages == free_before - 8
+    slab.kfree_rcu(None)  # kfree_rcu(NULL) and of ZERO_SIZE_PTR: nothing to do
+    slab.kfree_rcu(slab.zero_size_ptr)
+    slab.kfree_rcu(address)
+    assert slab.buddy.nr_free_pages == free_before - 8  # not yet: a grace period first
+    slab.kvfree_rcu_barrier()
+    assert slab.buddy.nr_free_pages == free_before
+    slab.check()
+
+
+def test_destroying_a_cache_waits_for_pending_kfree_rcu() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    free_before = slab.buddy.nr_free_pages
+    address = slab.kmalloc(5 * 4096)
+    slab.kfree_rcu(address)
+    cache = slab.kmem_cache_create("cov", 256)
+    # kmem_cache_destroy runs rcu_barrier first (in-flight frees may be of its objects).
+    slab.kmem_cache_destroy(cache)
+    assert slab.buddy.nr_free_pages == free_before
+    slab.check()
+
+
+def test_a_7_0_cache_that_kmemleak_must_not_track_gets_no_sheaves() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1, kernel="7.0")
+    # calculate_sheaf_capacity (7.0): SLAB_NOLEAKTRACE and SLAB_NO_OBJ_EXT caches get none
+    # (their sheaves would be allocations kmemleak or obj_exts track).
+    quiet = slab.kmem_cache_create("quiet", 256, flags=SLAB_NOLEAKTRACE)
+    plain = slab.kmem_cache_create("plain", 256, flags=SLAB_NO_MERGE)
+    assert quiet.sheaf_capacity == 0
+    assert plain.sheaf_capacity > 0
+    address = slab.kmem_cache_alloc(quiet)
+    slab.kmem_cache_free(quiet, address)
+    slab.check()
