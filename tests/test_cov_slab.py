@@ -12,11 +12,18 @@ import pytest
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
-from kmem.slab.flags import SLAB_NO_MERGE, SLAB_NOLEAKTRACE
+from kmem.slab.flags import (
+    SLAB_NO_MERGE,
+    SLAB_NOLEAKTRACE,
+    SLAB_POISON,
+    SLAB_RED_ZONE,
+    SLAB_STORE_USER,
+)
 from kmem.slab.geometry import calculate_geometry
 from kmem.slab.merge import find_mergeable
 from kmem.slab.sheaves import sheaf_size
 from kmem.slab.slabs import ON_FULL
+from kmem.slab.slub import SlubDebugCache
 
 
 @pytest.mark.parametrize(("arguments", "error", "message"), [
@@ -288,3 +295,45 @@ def test_a_7_0_cache_that_kmemleak_must_not_track_gets_no_sheaves() -> None:
     address = slab.kmem_cache_alloc(quiet)
     slab.kmem_cache_free(quiet, address)
     slab.check()
+
+
+# -- debug caches -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra", [0, SLAB_POISON, SLAB_STORE_USER, SLAB_POISON | SLAB_STORE_USER])
+@pytest.mark.parametrize("align", [0, 8, 16, 64])
+def test_a_red_zoned_slot_always_has_both_red_zones(extra: int, align: int) -> None:
+    # calculate_sizes: SLAB_RED_ZONE puts at least a pointer's bytes left of the object and
+    # at least one byte (the rounding, or a whole pointer) right of it. The debugger relies
+    # on it: it writes and checks both sides unconditionally.
+    for size in range(1, 300):
+        geometry = calculate_geometry(size, align=align, flags=SLAB_RED_ZONE | extra)
+        assert geometry.red_left_pad >= 8
+        assert geometry.inuse - geometry.object_size >= 1
+
+
+def test_a_red_zone_only_cache_keeps_no_tracks() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("dbg", 100, flags=SLAB_RED_ZONE)
+    assert isinstance(cache, SlubDebugCache)
+    address = slab.kmem_cache_alloc(cache)
+    assert cache.track(address) == (None, None)  # no SLAB_STORE_USER: nothing recorded
+
+
+@pytest.mark.parametrize(("free_it", "side", "message"), [
+    (False, "right", "object {:#x}: red zone overwritten"),
+    (True, "right", "free object {:#x}: red zone overwritten"),
+    (True, "left", "free object {:#x}: red zone overwritten"),
+])
+def test_check_catches_an_overwritten_red_zone(free_it: bool, side: str, message: str) -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("dbg", 100, flags=SLAB_RED_ZONE)
+    address = slab.kmem_cache_alloc(cache)
+    keep = slab.kmem_cache_alloc(cache)  # (the slab stays, with a used object)
+    if free_it:
+        slab.kmem_cache_free(cache, address)
+    slab.check()
+    at = address + 100 if side == "right" else address - 1
+    slab.buddy.memory.view(at, 1)[0] = 0
+    with pytest.raises(AssertionError, match=message.format(address)):
+        slab.check()
+    del keep
