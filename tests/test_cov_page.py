@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from math import isqrt
 from typing import Any
 
 import pytest
@@ -647,3 +648,48 @@ def test_a_zones_buffer_fields_are_named_after_their_attributes() -> None:
     assert isinstance(Zone.free_pages, Counter) and Zone.free_pages.name == "free_pages"
     assert isinstance(Zone.below_high, Flag) and Zone.below_high.name == "below_high"
     assert {"free_pages", "below_high"} <= set(field_names(Zone))
+
+
+def test_without_thp_min_free_kbytes_is_the_square_root_rule() -> None:
+    machine = PageMachine(nr_cpus=2, thp=False)
+    lowmem_kbytes = sum(zone.managed for zone in machine.zones) * 4
+    # calculate_min_free_kbytes: int_sqrt(lowmem_kbytes * 16), within [128, 262144]; without
+    # THP khugepaged does not raise it.
+    assert machine.min_free_kbytes == min(max(isqrt(lowmem_kbytes * 16), 128), 262144)
+    assert PageMachine(nr_cpus=2).min_free_kbytes > machine.min_free_kbytes
+
+
+def test_a_percpu_pagelist_high_fraction_fixes_each_pcps_high() -> None:
+    machine = PageMachine(nr_cpus=2, percpu_pagelist_high_fraction=8)
+    zone = machine.zone("Normal")
+    pcp = machine.pcp("Normal", 0)
+    # zone_highsize with the sysctl set: managed / fraction, split over the node's CPUs; no
+    # auto-tuning, so high_min and high_max are the same.
+    assert pcp.high_min == pcp.high_max == zone.managed // 8 // 2
+
+
+def test_whole_pageblock_atomic_blocks_are_reserved_and_given_back_whole() -> None:
+    machine = PageMachine(nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    _fill_to_low_mark(machine, zone)
+    # reserve_highatomic_pageblock, order >= pageblock_order: the pageblocks of the block
+    # itself change type and the reserve grows by the block's size.
+    pfn = machine.alloc_pages(9, "GFP_ATOMIC")
+    assert machine.pageblock_mt[pfn // PAGEBLOCK_PAGES] == HIGHATOMIC
+    assert zone.nr_reserved_highatomic == PAGEBLOCK_PAGES and zone.nr_free_highatomic == 0
+    big = machine.alloc_pages(10, "GFP_ATOMIC")
+    assert [machine.pageblock_mt[big // PAGEBLOCK_PAGES + i] for i in (0, 1)] == \
+        [HIGHATOMIC, HIGHATOMIC]
+    assert zone.nr_reserved_highatomic == 3 * PAGEBLOCK_PAGES
+    machine.free_pages(pfn, 9)
+    machine.free_pages(big, 10)
+    assert zone.nr_free_highatomic == 3 * PAGEBLOCK_PAGES
+    # The reserve not counted as free, the zone is under its min mark: GFP_KERNEL's direct
+    # reclaim finds nothing and
+    # unreserve_highatomic_pageblock gives back the first free reserved block it meets
+    # (lowest order first: the order-9 one), typed as the request (unmovable).
+    machine.alloc_pages(0, "GFP_KERNEL")
+    assert machine.pageblock_mt[pfn // PAGEBLOCK_PAGES] == UNMOVABLE
+    assert zone.nr_reserved_highatomic == 2 * PAGEBLOCK_PAGES
+    assert machine.pageblock_mt[big // PAGEBLOCK_PAGES] == HIGHATOMIC
+    machine.check()
