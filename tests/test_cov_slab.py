@@ -22,7 +22,7 @@ from kmem.slab.flags import (
 from kmem.slab.geometry import calculate_geometry
 from kmem.slab.merge import find_mergeable
 from kmem.slab.sheaves import sheaf_size
-from kmem.slab.slabs import ON_FULL
+from kmem.slab.slabs import ON_CPU_PARTIAL, ON_FULL, ON_NONE
 from kmem.slab.slub import SlubDebugCache
 
 
@@ -337,3 +337,106 @@ def test_check_catches_an_overwritten_red_zone(free_it: bool, side: str, message
     with pytest.raises(AssertionError, match=message.format(address)):
         slab.check()
     del keep
+
+
+# -- SLUB's list invariants -----------------------------------------------------------------------
+
+def _slub_with_partial_slabs() -> tuple[SlabAllocator, Any]:
+    """A SLUB cache of 200 objects (16 a slab) with one object freed from each of its first
+    four slabs: those four wait on CPU 0's partial stack."""
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("cov", 256)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(200)]
+    per_slab = cache.geometry.objs_per_slab
+    for i in range(4):
+        slab.kmem_cache_free(cache, objects[i * per_slab])
+    assert len(cache._cpu_partial[0]) == 4
+    slab.check()
+    return slab, cache
+
+
+def _top_of_cpu_partial(cache: Any) -> Any:
+    return cache._cpu_partial[0][-1]
+
+
+def _first_node_partial(cache: Any) -> Any:
+    cache.flush_cpu(0)  # (everything to the node partial list: a legal state)
+    return next(iter(cache._node_partial))
+
+
+def _on_two_lists(cache: Any) -> None:
+    cache._node_partial[_top_of_cpu_partial(cache)] = None
+
+
+def _not_in_the_cache(cache: Any) -> None:
+    del cache._slab_of_pfn[_top_of_cpu_partial(cache).pfn]
+
+
+def _fill(slab: Any) -> None:
+    for index in slab.freelist:
+        slab.used[index] = 1
+    del slab.freelist[:]
+
+
+def _full_on_cpu_partial(cache: Any) -> None:
+    _fill(_top_of_cpu_partial(cache))
+
+
+def _full_on_node_partial(cache: Any) -> None:
+    _fill(_first_node_partial(cache))
+
+
+def _overflowing_cpu_partial(cache: Any) -> None:
+    cache.flush_cpu(0)
+    for slab in list(cache._node_partial):
+        del cache._node_partial[slab]
+        slab.where, slab.cpu = ON_CPU_PARTIAL, 0
+        cache._cpu_partial[0].append(slab)
+    cache.cpu_partial_slabs = 1  # 5 slabs on a stack that may hold 1 + 1
+
+
+def _lost(cache: Any) -> None:
+    slab = _first_node_partial(cache)
+    del cache._node_partial[slab]
+
+
+def _on_no_list(cache: Any) -> None:
+    slab = _first_node_partial(cache)
+    del cache._node_partial[slab]
+    slab.where, slab.cpu = ON_NONE, -1
+
+
+def _cpu_partial_disabled(cache: Any) -> None:
+    cache.cpu_partial = 0
+
+
+@pytest.mark.parametrize(("corrupt", "message"), [
+    (_on_two_lists, "slab at pfn 0x[0-9a-f]+ is on two lists"),
+    (_not_in_the_cache, "on a list but not in the cache"),
+    (_full_on_cpu_partial, "full slab on a cpu partial list"),
+    (_full_on_node_partial, "full slab on the node partial list"),
+    (_overflowing_cpu_partial, "cpu 0 partial stack overflows"),
+    (_lost, "lost from its list"),
+    (_on_no_list, "with free objects is on no list"),
+    (_cpu_partial_disabled, "cpu partial slabs without cpu_partial"),
+])
+def test_check_catches_a_slub_list_corruption(corrupt: Callable[[Any], None],
+                                              message: str) -> None:
+    slab, cache = _slub_with_partial_slabs()
+    corrupt(cache)
+    with pytest.raises(AssertionError, match=message):
+        slab.check()
+
+
+def test_check_catches_a_slab_with_free_objects_on_the_debug_full_list() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    # A debug cache (SLUB keeps its full slabs on a list) without red zones or poison, so
+    # that only the list rule can see the change.
+    cache: Any = slab.kmem_cache_create("dbg", 256, flags=SLAB_STORE_USER)
+    for _ in range(100):
+        slab.kmem_cache_alloc(cache)
+    full = next(iter(cache._full))
+    full.used[0] = 0
+    full.freelist.append(0)
+    with pytest.raises(AssertionError, match="slab with free objects on the full list"):
+        slab.check()
