@@ -18,6 +18,7 @@ from kmem.slab.flags import (
     SLAB_POISON,
     SLAB_RED_ZONE,
     SLAB_STORE_USER,
+    SLAB_TYPESAFE_BY_RCU,
 )
 from kmem.slab.geometry import calculate_geometry
 from kmem.slab.merge import find_mergeable
@@ -439,4 +440,69 @@ def test_check_catches_a_slab_with_free_objects_on_the_debug_full_list() -> None
     full.used[0] = 0
     full.freelist.append(0)
     with pytest.raises(AssertionError, match="slab with free objects on the full list"):
+        slab.check()
+
+
+def _not_held_by_the_buddy(slab: SlabAllocator, cache: Any) -> None:
+    some = _top_of_cpu_partial(cache)
+    slab.buddy.free_pages(some.pfn, some.order)  # freed behind the cache's back
+
+
+def _objects_past_the_slab(slab: SlabAllocator, cache: Any) -> None:
+    _top_of_cpu_partial(cache).base += 4096
+
+
+def _used_marked_free(slab: SlabAllocator, cache: Any) -> None:
+    some = _top_of_cpu_partial(cache)
+    some.used[next(i for i in range(some.objects) if some.used[i] == 1)] = 0
+
+
+def _remote_free_off_the_cpu_slab(slab: SlabAllocator, cache: Any) -> None:
+    some = _top_of_cpu_partial(cache)
+    some.remote.append(some.freelist.pop())
+
+
+def _stray_page(slab: SlabAllocator, cache: Any) -> None:
+    cache._slab_of_pfn[3000] = _top_of_cpu_partial(cache)
+
+
+@pytest.mark.parametrize(("corrupt", "message"), [
+    (_not_held_by_the_buddy, "the buddy allocator does not hold it allocated"),
+    (_objects_past_the_slab, "objects overflow the slab"),
+    (_used_marked_free, "used \\+ free != objects"),
+    (_remote_free_off_the_cpu_slab, "remote frees on a slab that is not a cpu slab"),
+    (_stray_page, "page map holds stray pages"),
+])
+def test_check_catches_a_corrupt_slab(corrupt: Callable[[SlabAllocator, Any], None],
+                                      message: str) -> None:
+    slab, cache = _slub_with_partial_slabs()
+    corrupt(slab, cache)
+    with pytest.raises(AssertionError, match=message):
+        slab.check()
+
+
+def _rcu_cache_with_pending_slabs() -> tuple[SlabAllocator, Any]:
+    """SLAB_TYPESAFE_BY_RCU: empty slabs past min_partial wait a grace period before their
+    pages go back (discard_slab's call_rcu)."""
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("rcu", 256, flags=SLAB_TYPESAFE_BY_RCU)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(100)]
+    for address in objects[:80]:
+        slab.kmem_cache_free(cache, address)
+    cache.flush_cpu(0)
+    assert cache._rcu_pending
+    slab.check()
+    return slab, cache
+
+
+def test_check_catches_an_rcu_pending_slab_that_is_not_empty_or_not_held() -> None:
+    slab, cache = _rcu_cache_with_pending_slabs()
+    pending = cache._rcu_pending[0]
+    pending.where = ON_NONE
+    with pytest.raises(AssertionError, match="is not an empty slab of an RCU cache"):
+        slab.check()
+    slab, cache = _rcu_cache_with_pending_slabs()
+    pending = cache._rcu_pending[0]
+    slab.buddy.free_pages(pending.pfn, pending.order)
+    with pytest.raises(AssertionError, match="its pages are not held for the cache"):
         slab.check()
