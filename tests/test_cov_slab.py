@@ -5,6 +5,7 @@ corruption, so that the stateful and differential tests that rely on check() can
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import IntEnum
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
+from kmem.slab.errors import SlabPageSizeError
 from kmem.slab.flags import (
     SLAB_NO_MERGE,
     SLAB_NOLEAKTRACE,
@@ -20,9 +22,9 @@ from kmem.slab.flags import (
     SLAB_STORE_USER,
     SLAB_TYPESAFE_BY_RCU,
 )
-from kmem.slab.geometry import calculate_geometry
+from kmem.slab.geometry import calculate_geometry, calculate_order
 from kmem.slab.merge import find_mergeable
-from kmem.slab.sheaves import sheaf_size
+from kmem.slab.sheaves import Sheaf, SheafCapacityError, check_sheaf_capacity, sheaf_size
 from kmem.slab.slabs import ON_CPU_PARTIAL, ON_FULL, ON_NONE
 from kmem.slab.slub import SlubDebugCache
 
@@ -506,3 +508,90 @@ def test_check_catches_an_rcu_pending_slab_that_is_not_empty_or_not_held() -> No
     slab.buddy.free_pages(pending.pfn, pending.order)
     with pytest.raises(AssertionError, match="its pages are not held for the cache"):
         slab.check()
+
+
+# -- the classic SLAB's lists ---------------------------------------------------------------------
+
+def _classic() -> tuple[SlabAllocator, Any]:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1, policy="slab")
+    cache: Any = slab.kmem_cache_create("cov", 256)
+    objects = [slab.kmem_cache_alloc(cache) for _ in range(100)]
+    slab.kmem_cache_free(cache, objects[0])
+    assert cache._partial and cache._full
+    slab.check()
+    return slab, cache
+
+
+def test_the_classic_check_catches_a_partial_slab_on_the_full_list() -> None:
+    slab, cache = _classic()
+    partial = next(iter(cache._partial))
+    del cache._partial[partial]
+    cache._full[partial] = None
+    partial.where = ON_FULL
+    with pytest.raises(AssertionError, match=f"{len(partial.freelist)} of 16 free, on list"):
+        slab.check()
+
+
+def test_the_classic_check_catches_a_misplaced_colour_and_a_slab_off_every_list() -> None:
+    slab, cache = _classic()
+    next(iter(cache._full)).colour += 1  # colours are multiples of colour_off (64)
+    with pytest.raises(AssertionError, match="colour offset 1 out of place"):
+        slab.check()
+    slab, cache = _classic()
+    del cache._full[next(iter(cache._full))]
+    with pytest.raises(AssertionError, match="cov: 7 slabs, 6 on lists"):
+        slab.check()
+
+
+# -- small pieces: sheaf capacity bounds, reprs, geometry, kmalloc arguments -------------------
+
+def test_a_sheaf_capacity_is_bounded_by_one_kmalloc() -> None:
+    assert check_sheaf_capacity(1 << 20) == 1 << 20  # 8 MiB of pointers: still one kmalloc
+    with pytest.raises(SheafCapacityError, match="1048577 makes a sheaf larger than kmalloc"):
+        check_sheaf_capacity((1 << 20) + 1)
+
+
+def test_slabs_and_sheaves_describe_themselves() -> None:
+    sheaf = Sheaf(0x1000)
+    sheaf.append(0x2000)
+    assert repr(sheaf) == "Sheaf(at 0x1000, 1 objects)"
+    _, cache = _classic()
+    full = next(iter(cache._full))
+    assert repr(full) == f"Slab(pfn={full.pfn:#x}, order=0, objects=16, inuse=16, where=full)"
+
+
+def test_a_slabs_pages_and_waste_follow_from_its_order() -> None:
+    geometry = calculate_geometry(700, nr_cpus=2)
+    assert geometry.pages_per_slab * 4096 == geometry.slab_bytes
+    # What is left once the slots are cut: the remainder of the slab by the slot size.
+    assert geometry.wasted_per_slab == geometry.slab_bytes % geometry.size
+    assert not geometry.is_debug
+    assert calculate_geometry(700, flags=SLAB_RED_ZONE).is_debug
+
+
+def test_is_kmalloc_must_be_a_bool() -> None:
+    with pytest.raises(InvalidTypeError, match="is_kmalloc must be a bool, not int"):
+        calculate_geometry(64, is_kmalloc=1)  # type: ignore[arg-type]
+
+
+def test_a_page_holding_more_than_max_objs_per_page_objects_takes_a_lower_order() -> None:
+    # calculate_order: (PAGE_SIZE << min_order) / size > MAX_OBJS_PER_PAGE (32767) ->
+    # get_order(size * MAX_OBJS_PER_PAGE) - 1; with nothing below order 0 the cache fails.
+    assert calculate_order(8, page_size=1 << 17, min_order=1) == 0
+    with pytest.raises(SlabPageSizeError, match="more than MAX_OBJS_PER_PAGE"):
+        calculate_geometry(8, page_size=1 << 18)
+
+
+def test_kmalloc_takes_an_int_subclass_size_as_its_int_and_names_a_bad_cpu() -> None:
+    class Size(IntEnum):
+        SMALL = 100
+
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=1)
+    address = slab.kmalloc(Size.SMALL)
+    assert slab.ksize(address) == 128  # kmalloc-128, as for 100
+    with pytest.raises(InvalidTypeError, match="cpu must be an int, not str"):
+        slab.kmalloc(100, cpu="0")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="kmalloc size must be >= 0, got -1"):
+        slab.kmalloc_cache_for(-1)
+    slab.kfree(address)
+    slab.check()
