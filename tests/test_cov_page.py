@@ -693,3 +693,20 @@ def test_whole_pageblock_atomic_blocks_are_reserved_and_given_back_whole() -> No
     assert zone.nr_reserved_highatomic == 2 * PAGEBLOCK_PAGES
     assert machine.pageblock_mt[big // PAGEBLOCK_PAGES] == HIGHATOMIC
     machine.check()
+
+
+def test_a_freed_highatomic_pageblock_does_not_merge_with_its_free_buddy() -> None:
+    machine = PageMachine(nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    _fill_to_low_mark(machine, zone)
+    pfn = machine.alloc_pages(9, "GFP_ATOMIC")  # a whole pageblock, now highatomic
+    buddy = pfn ^ PAGEBLOCK_PAGES
+    assert machine.block_at(buddy) == (buddy, 9, "free")
+    assert machine.pageblock_mt[buddy // PAGEBLOCK_PAGES] != HIGHATOMIC
+    machine.free_pages(pfn, 9)
+    # __free_one_page: above pageblock_order, a highatomic (or isolated) block merges only
+    # with a buddy of its own type, so both stay order-9 blocks.
+    assert machine.block_at(pfn) == (pfn, 9, "free")
+    assert machine.block_at(buddy) == (buddy, 9, "free")
+    assert zone.nr_free_highatomic == PAGEBLOCK_PAGES
+    machine.check()
