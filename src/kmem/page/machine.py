@@ -418,9 +418,7 @@ class PageMachine:
         plan = self._plans.get(gfp)
         if plan is not None:
             return plan
-        if gfp < 0:
-            raise InvalidArgumentError(f"gfp flags must be >= 0, got {gfp}")
-        mt = gfp_migratetype(gfp)
+        mt = gfp_migratetype(gfp)  # (gfp >= 0: every caller took it through _gfp_value)
         highest = gfp_zone(gfp)
         zonelist = tuple(z for z in self._zonelist if z.index <= highest)
         if not zonelist:

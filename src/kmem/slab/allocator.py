@@ -71,7 +71,6 @@ from kmem.slab.geometry import MAX_OBJS_PER_PAGE, CacheGeometry, calculate_geome
 from kmem.slab.kmalloc import KMALLOC_LARGE_OWNER, KmallocFrontEnd
 from kmem.slab.kmalloc_sizes import (
     KMALLOC_CLASS_BY_SIZE,
-    KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_MIN_SIZE,
 )
 from kmem.slab.merge import find_mergeable
@@ -498,9 +497,9 @@ _NOT_NORMAL_CACHE: Final = SLAB_RECLAIM_ACCOUNT | SLAB_CACHE_DMA | SLAB_ACCOUNT
 
 
 def _kmalloc_size_roundup(size: int) -> int:
-    """kmalloc_size_roundup: the bytes a kmalloc of ``size`` really gets (slab classes only)."""
-    if size > KMALLOC_MAX_CACHE_SIZE:
-        return size
+    """kmalloc_size_roundup for the sizes calculate_sheaf_capacity asks about: a sheaf of at
+    most 60 objects (about 500 bytes), always within the kmalloc caches (no large-kmalloc
+    case: Linux's PAGE_SIZE << get_order is never needed here)."""
     return KMALLOC_CLASS_BY_SIZE[size]
 
 

@@ -77,7 +77,7 @@ def caller_name() -> str:
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_KMEM_DIR):
         frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
+    if frame is None:  # pragma: no cover - kmem is always called from some outside frame
         return "?"
     code = frame.f_code
     return f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}"
@@ -108,13 +108,13 @@ class SlabDebugger:
 
     # -- patterns ----------------------------------------------------------------------------
 
+    # Red zones (only touched when SLAB_RED_ZONE is set): calculate_sizes always gives both
+    # sides at least a pointer's bytes then, so neither side is ever empty here.
     def _set_red_zones(self, address: int, value: int) -> None:
         memory = self._memory
-        if self.left:
-            memory.view(address - self.left, self.left)[:] = bytes([value]) * self.left
+        memory.view(address - self.left, self.left)[:] = bytes([value]) * self.left
         right = self.inuse - self.object_size
-        if right:
-            memory.view(address + self.object_size, right)[:] = bytes([value]) * right
+        memory.view(address + self.object_size, right)[:] = bytes([value]) * right
 
     def init_free(self, address: int) -> None:
         """Pattern of a free object: inactive red zones, poisoned body (Linux: init_object)."""
@@ -126,17 +126,13 @@ class SlabDebugger:
     def _bad_region(self, address: int, value: int) -> tuple[str, int] | None:
         """The first region around the object that does not hold ``value``, and its offset."""
         memory = self._memory
-        if self.left:
-            left = memory.view(address - self.left, self.left)
-            bad = _first_not(left, value)
-            if bad >= 0:
-                return "left red zone", bad - self.left
+        bad = _first_not(memory.view(address - self.left, self.left), value)
+        if bad >= 0:
+            return "left red zone", bad - self.left
         right = self.inuse - self.object_size
-        if right:
-            zone = memory.view(address + self.object_size, right)
-            bad = _first_not(zone, value)
-            if bad >= 0:
-                return "right red zone", self.object_size + bad
+        bad = _first_not(memory.view(address + self.object_size, right), value)
+        if bad >= 0:
+            return "right red zone", self.object_size + bad
         return None
 
     def _check_poison(self, address: int) -> int:
