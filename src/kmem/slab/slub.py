@@ -88,6 +88,9 @@ class SlubCache(KmemCache):
         self._cpu_partial: list[list[Slab]] = [[] for _ in range(self.nr_cpus)]
         self._node_partial: OrderedDict[Slab, None] = OrderedDict()
         self._full: OrderedDict[Slab, None] = OrderedDict()  # debug caches only
+        # Can a slab here be pfmemalloc? Only on a page source with reserves (not a
+        # BuddyAllocator): the node partial walk need not look for them otherwise.
+        self._may_pfmemalloc = getattr(self._buddy, "page_is_pfmemalloc", None) is not None
         if type(self).alloc is SlubCache.alloc and type(self).free is SlubCache.free:
             self._use_compiled_core("slub", cpu_slab=self._cpu_slab)
 
@@ -205,7 +208,7 @@ class SlubCache(KmemCache):
         """get_partial_node: the first slab the allocation may use (pfmemalloc_match), and a
         few more for the cpu's partial stack; None when no slab matches."""
         node = self._node_partial
-        if rights or not any(slab.pfmemalloc for slab in node):
+        if rights or not self._may_pfmemalloc or not any(slab.pfmemalloc for slab in node):
             chosen, _ = node.popitem(last=False)
             self._stat[ALLOC_FROM_PARTIAL] += 1
             limit = self.cpu_partial_slabs
