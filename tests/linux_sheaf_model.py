@@ -131,37 +131,61 @@ class SheafModel:
         slab.where = "cpu_partial"
         slab.cpu = cpu
 
-    def slub_alloc_617(self, cpu: int) -> Obj:
+    def slub_alloc_617(self, cpu: int, rights: bool = False) -> Obj:
+        """``rights``: the allocation may use the memory reserves (__GFP_MEMALLOC); without
+        them the slow path takes nothing from a pfmemalloc slab (pfmemalloc_match)."""
         slab = self.cpu_slab[cpu]
-        if slab is not None and slab.free:
+        if slab is not None and slab.free:  # the fast path does not look at pfmemalloc
             self.stat["alloc_fastpath"] += 1
             return self.take(slab)
         self.stat["alloc_slowpath"] += 1
         if slab is not None:
-            if slab.remote:
+            if slab.pfmemalloc and not rights:
+                self.cpu_slab[cpu] = None
+                self.deactivate_617(slab)
+            elif slab.remote:
                 slab.free, slab.remote = slab.remote, []
                 self.stat["alloc_refill"] += 1
                 return self.take(slab)
-            slab.where = "none"
-            slab.cpu = -1
-            self.cpu_slab[cpu] = None
-            self.stat["deactivate_bypass"] += 1
-        if self.cpu_partial[cpu]:
+            else:
+                slab.where = "none"
+                slab.cpu = -1
+                self.cpu_slab[cpu] = None
+                self.stat["deactivate_bypass"] += 1
+        while self.cpu_partial[cpu]:
             slab = self.cpu_partial[cpu].pop()
+            if slab.pfmemalloc and not rights:  # back to the node list, one slab
+                if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
+                    slab.where = "none"
+                    slab.cpu = -1
+                    self.discard(slab)
+                else:
+                    self.partial.append(slab)
+                    slab.where = "partial"
+                    slab.cpu = -1
+                    self.stat["free_add_partial"] += 1
+                continue
             self.stat["cpu_partial_alloc"] += 1
-        elif self.partial:
-            slab = self.partial.pop(0)
+            self.freeze(slab, cpu)
+            return self.take(slab)
+        usable = [s for s in self.partial if rights or not s.pfmemalloc]
+        if usable:
+            slab = usable[0]
+            self.partial.remove(slab)
             self.stat["alloc_from_partial"] += 1
-            moved = 0
-            while self.partial and self.cpu_partial_slabs:
-                other = self.partial.pop(0)
+            for moved, other in enumerate(usable[1:] if self.cpu_partial_slabs else [], 1):
+                self.partial.remove(other)
                 self.put_cpu_partial(other, cpu, drain=False)
                 self.stat["cpu_partial_node"] += 1
-                moved += 1
                 if moved > self.cpu_partial_slabs // 2:
                     break
-        else:
-            slab = self.new_slab()
+            self.freeze(slab, cpu)
+            return self.take(slab)
+        slab = self.new_slab()
+        if slab.pfmemalloc and not rights:  # one object; the slab is not kept as cpu slab
+            obj = self.take(slab)
+            self.deactivate_617(slab)
+            return obj
         self.freeze(slab, cpu)
         return self.take(slab)
 
@@ -197,30 +221,33 @@ class SheafModel:
         slab = self.cpu_slab[cpu]
         if slab is not None:
             self.cpu_slab[cpu] = None
-            if slab.remote:
-                self.stat["deactivate_remote_frees"] += 1
-                slab.free = slab.remote + slab.free
-                slab.remote = []
-                head = False
-            else:
-                head = True
-            slab.cpu = -1
-            if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
-                self.stat["deactivate_empty"] += 1
-                slab.where = "none"
-                self.discard(slab)
-            elif slab.free:
-                if head:
-                    self.partial.insert(0, slab)
-                else:
-                    self.partial.append(slab)
-                slab.where = "partial"
-                self.stat["deactivate_to_head" if head else "deactivate_to_tail"] += 1
-            else:
-                slab.where = "none"
-                self.stat["deactivate_full"] += 1
+            self.deactivate_617(slab)
             self.stat["cpuslab_flush"] += 1
         self.put_partials(cpu)
+
+    def deactivate_617(self, slab: Slab) -> None:
+        if slab.remote:
+            self.stat["deactivate_remote_frees"] += 1
+            slab.free = slab.remote + slab.free
+            slab.remote = []
+            head = False
+        else:
+            head = True
+        slab.cpu = -1
+        if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
+            self.stat["deactivate_empty"] += 1
+            slab.where = "none"
+            self.discard(slab)
+        elif slab.free:
+            if head:
+                self.partial.insert(0, slab)
+            else:
+                self.partial.append(slab)
+            slab.where = "partial"
+            self.stat["deactivate_to_head" if head else "deactivate_to_tail"] += 1
+        else:
+            slab.where = "none"
+            self.stat["deactivate_full"] += 1
 
     # 7.0: the node partial list only
 

@@ -9,9 +9,12 @@ counted by hand on a cache whose every slab is (or is not) pfmemalloc.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from kmem import BuddyAllocator, SlabAllocator
+from kmem.page.gfp import __GFP_MEMALLOC, GFP_KERNEL
 from kmem.slab.slub_sheaves import PercpuSheavesCache
 
 
@@ -87,4 +90,62 @@ def test_7_0_flushes_an_rcu_sheaf_holding_a_pfmemalloc_object(kernel: str, reser
     else:  # flushed back to the slabs, the sheaf freed
         assert (s.barn_full, s.barn_objects, s.objects) == (0, 0, in_use - n)
         assert s.barn_put_fail == 1
+    slab.check()
+
+
+# -- the allocation side: pfmemalloc_match in SLUB's slow path (6.17 and 6.18's cpu slabs) ----
+
+RIGHTS = GFP_KERNEL | __GFP_MEMALLOC  # may use the reserves (gfp_pfmemalloc_allowed)
+
+
+def _slub(reserves: bool) -> tuple[SlabAllocator, ReserveBuddy, Any]:
+    buddy = ReserveBuddy(64 << 20)
+    slab = SlabAllocator(buddy, nr_cpus=2, kernel="6.17")
+    cache = slab.kmem_cache_create("slub", 512)
+    buddy.reserves = reserves
+    return slab, buddy, cache
+
+
+def _slab_of(cache: Any, address: int) -> Any:
+    return cache._slab_of_pfn[address >> cache._page_shift]
+
+
+def test_a_new_pfmemalloc_slab_is_not_kept_as_the_cpu_slab_of_an_allocation_without_rights(
+        ) -> None:
+    slab, buddy, cache = _slub(reserves=True)
+    first = cache.alloc(0, GFP_KERNEL)
+    owner = _slab_of(cache, first)
+    assert owner.pfmemalloc
+    assert cache._cpu_slab[0] is None  # one object given, the slab deactivated
+    assert owner in cache._node_partial
+    buddy.reserves = False
+    second = cache.alloc(0, GFP_KERNEL)  # passes over the pfmemalloc partial slab
+    assert _slab_of(cache, second) is not owner
+    assert not _slab_of(cache, second).pfmemalloc
+    third = cache.alloc(1, RIGHTS)  # with the rights, the partial slab serves
+    assert _slab_of(cache, third) is owner
+    for address in (first, second, third):
+        cache.free(address)
+    slab.check()
+
+
+def test_a_pfmemalloc_cpu_slab_serves_its_freelist_to_anyone_but_is_dropped_when_it_runs_dry(
+        ) -> None:
+    slab, buddy, cache = _slub(reserves=True)
+    taken = [cache.alloc(0, RIGHTS)]  # a new pfmemalloc slab, loaded: the allocation may
+    owner = _slab_of(cache, taken[0])
+    assert cache._cpu_slab[0] is owner
+    buddy.reserves = False
+    taken.append(cache.alloc(0, GFP_KERNEL))  # the fast path does not look (as in Linux)
+    assert _slab_of(cache, taken[-1]) is owner
+    while owner.freelist:
+        taken.append(cache.alloc(0, RIGHTS))
+    cache.free(taken.pop(0), 1)  # a remote free: the cpu slab could refill from it...
+    assert len(owner.remote) == 1
+    other = cache.alloc(0, GFP_KERNEL)  # ...but this allocation may not use it
+    assert _slab_of(cache, other) is not owner
+    assert cache._cpu_slab[0] is not owner and owner in cache._node_partial
+    taken.append(other)
+    for address in taken:
+        cache.free(address)
     slab.check()

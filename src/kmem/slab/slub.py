@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from kmem.page.gfp import GFP_KERNEL
+from kmem.page.watermarks import gfp_pfmemalloc_flags
 from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.slabs import ON_CPU, ON_CPU_PARTIAL, ON_FULL, ON_NODE_PARTIAL, ON_NONE, Slab
 from kmem.slab.stats import (
@@ -87,6 +88,9 @@ class SlubCache(KmemCache):
         self._cpu_partial: list[list[Slab]] = [[] for _ in range(self.nr_cpus)]
         self._node_partial: OrderedDict[Slab, None] = OrderedDict()
         self._full: OrderedDict[Slab, None] = OrderedDict()  # debug caches only
+        # Can a slab here be pfmemalloc? Only on a page source with reserves (not a
+        # BuddyAllocator): the node partial walk need not look for them otherwise.
+        self._may_pfmemalloc = getattr(self._buddy, "page_is_pfmemalloc", None) is not None
         if type(self).alloc is SlubCache.alloc and type(self).free is SlubCache.free:
             self._use_compiled_core("slub", cpu_slab=self._cpu_slab)
 
@@ -109,7 +113,7 @@ class SlubCache(KmemCache):
                 index = slab.freelist.pop()  # type: ignore[union-attr]
             except (KeyError, TypeError, AttributeError, IndexError):
                 # no cpu slab (None), an empty freelist, or a bad cpu
-                return self._alloc_slowpath(cpu)
+                return self._alloc_slowpath(cpu, gfp)
             slab.used[index] = 1  # type: ignore[union-attr]
             self._fast[0] += 1
             return slab.base + index * self.size  # type: ignore[union-attr]
@@ -125,7 +129,7 @@ class SlubCache(KmemCache):
             slab = self._cpu_slab[cpu]
             index = slab.freelist.pop()  # type: ignore[union-attr]
         except (KeyError, TypeError, AttributeError, IndexError):
-            return self._alloc_slowpath(cpu)
+            return self._alloc_slowpath(cpu, gfp)
         slab.used[index] = 1  # type: ignore[union-attr]
         self._fast[0] += 1
         return slab.base + index * self.size  # type: ignore[union-attr]
@@ -140,8 +144,15 @@ class SlubCache(KmemCache):
         slab.cpu = cpu
         self._cpu_slab[cpu] = slab
 
-    def _alloc_slowpath(self, cpu: int) -> int:
-        """___slab_alloc: refill from remote frees, cpu partial, node partial, or a new slab."""
+    def _alloc_slowpath(self, cpu: int, gfp: int = GFP_KERNEL) -> int:
+        """___slab_alloc: refill from remote frees, cpu partial, node partial, or a new slab.
+
+        pfmemalloc_match: an allocation without the right to the memory reserves
+        (gfp_pfmemalloc_allowed) takes no object from a pfmemalloc slab here: such a cpu slab is
+        deactivated, such cpu partial slabs go to the node list, node partial ones are passed
+        over, and a new one gives this one object and is not kept as the cpu slab. (The fast
+        path does not look, as in Linux: a pfmemalloc cpu slab's freelist serves anyone.)
+        """
         if cpu.__class__ is not int or cpu not in self._cpu_slab:
             # (an IntEnum cpu missed the fast path: the whole alloc again, as its int)
             return self._alloc_unlocked(self._plain_cpu(cpu))
@@ -151,46 +162,84 @@ class SlubCache(KmemCache):
         stat[ALLOC_SLOWPATH] += 1
         slab = self._cpu_slab[cpu]
         if slab is not None:
-            if slab.remote:  # get_freelist: objects other CPUs freed into this cpu slab
+            if slab.pfmemalloc and not self._reserve_rights(gfp):
+                self._cpu_slab[cpu] = None
+                self._deactivate_slab(slab)
+            elif slab.remote:  # get_freelist: objects other CPUs freed into this cpu slab
                 slab.freelist, slab.remote = slab.remote, slab.freelist
                 stat[ALLOC_REFILL] += 1
                 return self._take(slab)
-            # The cpu slab is full: unfreeze it onto no list.
-            slab.where = ON_NONE
-            slab.cpu = -1
-            self._cpu_slab[cpu] = None
-            stat[DEACTIVATE_BYPASS] += 1
+            else:  # The cpu slab is full: unfreeze it onto no list.
+                slab.where = ON_NONE
+                slab.cpu = -1
+                self._cpu_slab[cpu] = None
+                stat[DEACTIVATE_BYPASS] += 1
         partial = self._cpu_partial[cpu]
-        if partial:
+        while partial:
             slab = partial.pop()
+            if slab.pfmemalloc and not self._reserve_rights(gfp):
+                self._put_partials([slab])  # __put_partials of this one slab
+                continue
             self._freeze(slab, cpu)
             stat[CPU_PARTIAL_ALLOC] += 1
             return self._take(slab)
         if self._node_partial:
-            slab = self._get_partial_node(cpu)
-            self._freeze(slab, cpu)
-            return self._take(slab)
+            chosen = self._get_partial_node(cpu, self._reserve_rights(gfp))
+            if chosen is not None:
+                self._freeze(chosen, cpu)
+                return self._take(chosen)
         slab = self._new_slab()
         stat[ALLOC_SLAB] += 1
+        if slab.pfmemalloc and not self._reserve_rights(gfp):
+            # "we don't make further mismatched allocations easier": one object, then the
+            # slab is deactivated instead of loaded
+            slab.cpu = cpu
+            address = self._take(slab)
+            self._deactivate_slab(slab)
+            return address
         self._freeze(slab, cpu)
         return self._take(slab)
 
-    def _get_partial_node(self, cpu: int) -> Slab:
-        """get_partial_node: the head slab for the cpu, and a few more for its partial stack."""
+    @staticmethod
+    def _reserve_rights(gfp: int) -> bool:
+        """gfp_pfmemalloc_allowed: may this allocation use the memory reserves?"""
+        return bool(gfp_pfmemalloc_flags(gfp))
+
+    def _get_partial_node(self, cpu: int, rights: bool = True) -> Slab | None:
+        """get_partial_node: the first slab the allocation may use (pfmemalloc_match), and a
+        few more for the cpu's partial stack; None when no slab matches."""
         node = self._node_partial
-        chosen, _ = node.popitem(last=False)
-        self._stat[ALLOC_FROM_PARTIAL] += 1
+        if rights or not self._may_pfmemalloc or not any(slab.pfmemalloc for slab in node):
+            chosen, _ = node.popitem(last=False)
+            self._stat[ALLOC_FROM_PARTIAL] += 1
+            limit = self.cpu_partial_slabs
+            if limit:
+                moved = 0
+                while node:
+                    slab, _ = node.popitem(last=False)
+                    self._put_cpu_partial(slab, cpu, drain=False)
+                    self._stat[CPU_PARTIAL_NODE] += 1
+                    moved += 1
+                    if moved > limit // 2:
+                        break
+            return chosen
+        found: Slab | None = None
+        moved = 0
         limit = self.cpu_partial_slabs
-        if limit:
-            moved = 0
-            while node:
-                slab, _ = node.popitem(last=False)
+        for slab in list(node):  # the list walk, passing over pfmemalloc slabs
+            if slab.pfmemalloc:
+                continue
+            del node[slab]
+            if found is None:
+                found = slab
+                self._stat[ALLOC_FROM_PARTIAL] += 1
+            else:
                 self._put_cpu_partial(slab, cpu, drain=False)
                 self._stat[CPU_PARTIAL_NODE] += 1
                 moved += 1
-                if moved > limit // 2:
-                    break
-        return chosen
+            if not limit or moved > limit // 2:
+                break
+        return found
 
     # -- free ----------------------------------------------------------------------------------
 

@@ -755,15 +755,15 @@ class SheafSlubCache(PercpuSheavesCache, SlubCache):
     kernel = "6.18"
 
     def _alloc_from_slabs(self, cpu: int, gfp: int) -> int:
-        return SlubCache._alloc_unlocked(self, cpu)
+        return SlubCache._alloc_unlocked(self, cpu, gfp)
 
     def _alloc_bulk(self, count: int, cpu: int, gfp: int) -> list[int]:
         # __kmem_cache_alloc_bulk: the cpu slab's freelist, the slow path when it runs dry;
         # all or nothing.
         objects: list[int] = []
         try:
-            for _ in range(count):
-                objects.append(SlubCache._alloc_unlocked(self, cpu))
+            for _ in range(count):  # (6.18 refills with the allocation's gfp: pfmemalloc_match)
+                objects.append(SlubCache._alloc_unlocked(self, cpu, gfp))
         except OutOfMemoryError:
             self._free_bulk(objects, cpu)
             return []
