@@ -13,7 +13,9 @@
  * pins, is left to the pure path, as is everything but the fast path itself:
  *
  *   SLUB alloc:    the cpu slab's freelist is not empty: pop it.
- *   SLUB free:     the object is in this CPU's cpu slab: push it.
+ *   SLUB free:     the object is in this CPU's cpu slab: push it; in another slab that
+ *                  changes no list (another CPU's cpu slab, a cpu partial slab, a node
+ *                  partial slab that does not become empty): __slab_free's push, counted.
  *   classic alloc: the first partial slab keeps a free object after this one: pop it.
  *   classic free:  the slab stays partial (it was not full and does not become empty): push,
  *                  and move the slab to the tail of the partial list (free_block's order).
@@ -128,6 +130,11 @@ typedef struct {
      * popped address lies on one of its object slots marked SHEAF_HELD, which only a live slab
      * has (a slab is discarded empty, all its marks 0, and live slabs do not overlap). */
     PyObject *last_slab;
+    /* SLUB's free slow path when no list changes (slow_free=): the cache's _stat list, the
+     * indices of FREE_SLOWPATH and FREE_FROZEN in it, the ON_* values of Slab.where. */
+    PyObject *stat;
+    Py_ssize_t stat_slowpath, stat_frozen, off_where, off_remote;
+    long on_cpu, on_cpu_partial, on_node_partial;
 } SlabCacheCore;
 
 /* A slab's base address, or -1. */
@@ -360,6 +367,62 @@ do_push(SlabCacheCore *c, PyObject *slab, uint32_t index)
     c->fast[1] += 1;
 }
 
+/* Add 1 to the exact int at stat[i]: the new value (a new reference), or NULL. */
+static PyObject *
+stat_plus_one(SlabCacheCore *c, Py_ssize_t i)
+{
+    PyObject *old = PyList_GET_ITEM(c->stat, i);
+    if (!PyLong_CheckExact(old))
+        return NULL;
+    long long value = PyLong_AsLongLong(old);
+    if (value == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLongLong(value + 1);
+}
+
+/* __slab_free (slub.py _free_slowpath) of an object the freeing CPU's cpu slab does not hold,
+ * when the slab changes no list: on another CPU's cpu slab (a push on its remote frees,
+ * FREE_FROZEN), on a cpu partial stack, or on the node partial list and not becoming empty
+ * (a push on its freelist); FREE_SLOWPATH counted. 1 if done, 0 to take the pure path
+ * (nothing changed). */
+static int
+slub_free_slowpath(SlabCacheCore *c, PyObject *slab, uint32_t index)
+{
+    PyObject *where_obj = SLOT(slab, c->off_where);
+    PyObject *objects = SLOT(slab, c->off_objects);
+    if (c->stat == NULL || where_obj == NULL || !PyLong_CheckExact(where_obj) ||
+        objects == NULL || !PyLong_CheckExact(objects))
+        return 0;
+    long where = PyLong_AsLong(where_obj);
+    int frozen = where == c->on_cpu;
+    if (!frozen && where != c->on_cpu_partial && where != c->on_node_partial)
+        return 0;
+    PyObject *target = SLOT(slab, frozen ? c->off_remote : c->off_freelist);
+    if (target == NULL || !is_index_array(target))
+        return 0;
+    kmem_array *stack = (kmem_array *)target;
+    Py_ssize_t n = Py_SIZE(target);
+    if (n >= stack->allocated || stack->ob_exports)
+        return 0;
+    /* node partial: a full slab would move, an empty one may be discarded */
+    if (where == c->on_node_partial && (n == 0 || n + 1 >= PyLong_AsSsize_t(objects)))
+        return 0;
+    PyObject *slowpath = stat_plus_one(c, c->stat_slowpath);
+    PyObject *frozen_count = frozen && slowpath ? stat_plus_one(c, c->stat_frozen) : NULL;
+    if (slowpath == NULL || (frozen && frozen_count == NULL)) {
+        Py_XDECREF(slowpath);
+        Py_XDECREF(frozen_count);
+        return 0;
+    }
+    ((uint32_t *)stack->ob_item)[n] = index;
+    Py_SET_SIZE(target, n + 1);
+    PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = 0;
+    PyList_SetItem(c->stat, c->stat_slowpath, slowpath); /* (steals; drops the old value) */
+    if (frozen)
+        PyList_SetItem(c->stat, c->stat_frozen, frozen_count);
+    return 1;
+}
+
 static PyObject *
 cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -388,6 +451,8 @@ cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *
                 if (slab != NULL && slab == cpu_slab && push_index(c, slab, index, &after)) {
                     do_push(c, slab, index);
                     done = 1;
+                } else if (slab != NULL && slab != cpu_slab) {
+                    done = slub_free_slowpath(c, slab, index);
                 }
             } else {
                 long cpu = nargs == 2 ? PyLong_AsLong(args[1]) : 0;
@@ -454,6 +519,7 @@ cache_traverse(SlabCacheCore *c, visitproc visit, void *arg)
     Py_VISIT(c->pure_alloc);
     Py_VISIT(c->pure_free);
     Py_VISIT(c->last_slab);
+    Py_VISIT(c->stat);
     return 0;
 }
 
@@ -466,6 +532,7 @@ cache_clear(SlabCacheCore *c)
     Py_CLEAR(c->pure_alloc);
     Py_CLEAR(c->pure_free);
     Py_CLEAR(c->last_slab);
+    Py_CLEAR(c->stat);
     return 0;
 }
 
@@ -489,9 +556,10 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"kind", "slab_type", "cpu_slab", "partial", "slab_of_pfn",
                                "size", "page_shift", "nr_cpus", "fast", "thread_safe",
-                               "pure_alloc", "pure_free", "pcs", NULL};
+                               "pure_alloc", "pure_free", "pcs", "slow_free", NULL};
     const char *kind;
     PyObject *slab_type, *cpu_slab, *partial, *slab_of_pfn, *fast, *pa, *pf, *pcs = NULL;
+    PyObject *slow_free = NULL;
     long long size;
     int page_shift, thread_safe;
     long nr_cpus;
@@ -503,9 +571,10 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "array.array is not laid out as the core expects");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOOO", keywords, &kind,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOOOO", keywords, &kind,
                                      &slab_type, &cpu_slab, &partial, &slab_of_pfn, &size,
-                                     &page_shift, &nr_cpus, &fast, &thread_safe, &pa, &pf, &pcs))
+                                     &page_shift, &nr_cpus, &fast, &thread_safe, &pa, &pf, &pcs,
+                                     &slow_free))
         return -1;
     if (strcmp(kind, "slub") == 0)
         c->kind = SLUB;
@@ -528,6 +597,27 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         page_shift > 40 || nr_cpus < 1) {
         PyErr_SetString(PyExc_ValueError, "SlabCacheCore: bad lists or geometry");
         return -1;
+    }
+    if (slow_free != NULL && slow_free != Py_None) {
+        /* (stat list, FREE_SLOWPATH, FREE_FROZEN, ON_CPU, ON_CPU_PARTIAL, ON_NODE_PARTIAL) */
+        PyObject *stat;
+        if (strcmp(kind, "slub") != 0 ||
+            !PyArg_ParseTuple(slow_free, "O!nnlll;slow_free: (stat, 2 indices, 3 ON_ values)",
+                              &PyList_Type, &stat, &c->stat_slowpath, &c->stat_frozen,
+                              &c->on_cpu, &c->on_cpu_partial, &c->on_node_partial)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "slow_free is for kind 'slub'");
+            return -1;
+        }
+        if (c->stat_slowpath < 0 || c->stat_slowpath >= PyList_GET_SIZE(stat) ||
+            c->stat_frozen < 0 || c->stat_frozen >= PyList_GET_SIZE(stat)) {
+            PyErr_SetString(PyExc_ValueError, "slow_free: a counter index out of range");
+            return -1;
+        }
+        if ((c->off_where = slot_offset(slab_type, "where")) < 0 ||
+            (c->off_remote = slot_offset(slab_type, "remote")) < 0)
+            return -1;
+        c->stat = Py_NewRef(stat);
     }
     if ((c->off_freelist = slot_offset(slab_type, "freelist")) < 0 ||
         (c->off_used = slot_offset(slab_type, "used")) < 0 ||
