@@ -15,7 +15,10 @@ decoding reader every command uses), of parsing alone with the compiled inline l
 (both cores, a fresh process each), and of parsing + replaying through kmem's allocators
 (slab,page layers, SLUB, 2 CPUs, 4 GiB) in one process, and with the parser in a second process
 (kmem.trace.pipeline, what ``kmem replay FILE`` does), with the CPU time of each process; peak
-RSS of a replay in a fresh child process. Timings on shared machines are noisy: ratios matter.
+RSS of a replay in a fresh child process; the CPU time spent inside the compiled replay loop
+(kmem._core.replay_feed) per event, beside the C limit per operation (benchmarks/c/buddy_limit.c,
+issue 11's "operations run inside the core <= 3x the C limit"). Timings on shared machines are
+noisy: ratios matter. ``python -m benchmarks.bench_trace replay`` runs the replay figures alone.
 """
 
 from __future__ import annotations
@@ -132,11 +135,26 @@ def stat_child(path: Path, pure: bool, *options: str) -> tuple[float, float]:
 _CHILD = """
 import json, resource, sys, time
 from itertools import islice
+import kmem._compiled
 from kmem.trace.parse import TraceParser
 from kmem.trace.pipeline import ParserProcess
 from kmem.trace.replay import Replayer
 from kmem.trace.source import open_trace
 path, limit, parallel = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "parallel"
+# The CPU time inside the compiled replay loop (replay_feed), per event it was given: what the
+# operations cost run inside the core (issue 11's "<= 3x the C limit").
+feed = [0, 0]
+core = kmem._compiled.core
+if core is not None:
+    _replay_feed = core.replay_feed
+    def _timed_feed(replayer, kinds, *rest):
+        before = time.process_time_ns()
+        try:
+            return _replay_feed(replayer, kinds, *rest)
+        finally:
+            feed[0] += time.process_time_ns() - before
+            feed[1] += len(kinds)
+    core.replay_feed = _timed_feed
 start = time.perf_counter()
 replayer = Replayer(memory=4 << 30)
 if parallel:  # kmem replay's default: a second process parses (the whole file)
@@ -158,7 +176,8 @@ print(json.dumps({"seconds": elapsed, "cpu_seconds": usage.ru_utime + usage.ru_s
                   "parser_maxrss_kb": parser.ru_maxrss,
                   "live_objects": result.live_objects_at_end,
                   "live_pages": result.page["live_pages_at_end"],
-                  "mismatches": result.bytes_alloc_mismatches}))
+                  "mismatches": result.bytes_alloc_mismatches,
+                  "feed_ns_per_event": feed[0] / feed[1] if feed[1] else float("nan")}))
 """
 
 
@@ -168,6 +187,37 @@ def replay_child(path: Path, limit: int = 1 << 40, parallel: bool = False) -> di
     output = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(limit), mode],
                             check=True, capture_output=True, text=True).stdout
     return json.loads(output)  # type: ignore[no-any-return]
+
+
+def c_limit_ns() -> float:
+    """The C limit per operation (benchmarks/c/buddy_limit.c, the mixed workload at 16,384
+    pages: intrusive lists, every operation inside C, no checks), in ns."""
+    from benchmarks.bench_core import c_limit
+
+    return c_limit()["c_limit_mixed_16384_ns"]
+
+
+def replay_rounds(rounds: int = 3) -> dict[str, object]:
+    """The replay figures alone (``python -m benchmarks.bench_trace replay``): per round the
+    bare loop and a serial replay in a fresh process, one after the other; CPU ratios per
+    round, the replay loop inside the core per event, and the C limit beside it."""
+    ensure_trace(TRACE, shift=True)
+    ratios, feeds = [], []
+    for _ in range(rounds):
+        bare_cpu = bare_loop(TRACE)[1]
+        replay = replay_child(TRACE)
+        ratios.append(replay["cpu_seconds"] / bare_cpu)
+        feeds.append(replay["feed_ns_per_event"])
+    limit = c_limit_ns()
+    return {
+        "CPU time: replay, one process / bare (x), per round":
+            ", ".join(f"{r:.2f}" for r in ratios),
+        "replay loop inside the core (replay_feed) per event, CPU (ns), per round":
+            ", ".join(f"{f:.0f}" for f in feeds),
+        "C limit per operation, buddy_limit.c mixed at 16,384 pages (ns)": round(limit, 1),
+        "replay_feed per event / C limit (x, target <= 3)":
+            round(statistics.median(feeds) / limit, 1),
+    }
 
 
 def run() -> dict[str, object]:
@@ -203,6 +253,7 @@ def run() -> dict[str, object]:
     # The median of three runs: two processes feel the machine's other load twice.
     parallel = sorted((replay_child(TRACE, parallel=True) for _ in range(3)),
                       key=lambda run: run["seconds"])[1]
+    limit = c_limit_ns()
     quarter = replay_child(SAME_POINTERS, EVENTS // 4)
     whole = replay_child(SAME_POINTERS)
     return {
@@ -238,6 +289,11 @@ def run() -> dict[str, object]:
         "CPU time of the two processes: replaying / parsing (s)":
             f"{parallel['cpu_seconds']:.2f} / {parallel['parser_cpu_seconds']:.2f}",
         "replay per event, one process (us)": round(replay["seconds"] / EVENTS * 1e6, 2),
+        "replay loop inside the core (replay_feed) per event, CPU (ns)":
+            round(replay["feed_ns_per_event"], 1),
+        "C limit per operation, buddy_limit.c mixed at 16,384 pages (ns)": round(limit, 1),
+        "replay_feed per event / C limit (x, target <= 3)":
+            round(replay["feed_ns_per_event"] / limit, 1),
         "replay peak RSS (MB)": round(replay["maxrss_kb"] / 1024, 1),
         "parser process peak RSS (MB)": round(parallel["parser_maxrss_kb"] / 1024, 1),
         "replay live objects / live pages at end": f"{replay['live_objects']}"
@@ -251,5 +307,5 @@ def run() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    for key, value in run().items():
+    for key, value in (replay_rounds() if sys.argv[1:] == ["replay"] else run()).items():
         print(f"{key:<55} {value}")

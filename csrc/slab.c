@@ -13,14 +13,17 @@
  * pins, is left to the pure path, as is everything but the fast path itself:
  *
  *   SLUB alloc:    the cpu slab's freelist is not empty: pop it.
- *   SLUB free:     the object is in this CPU's cpu slab: push it.
+ *   SLUB free:     the object is in this CPU's cpu slab: push it; in another slab that
+ *                  changes no list (another CPU's cpu slab, a cpu partial slab, a node
+ *                  partial slab that does not become empty): __slab_free's push, counted.
  *   classic alloc: the first partial slab keeps a free object after this one: pop it.
  *   classic free:  the slab stays partial (it was not full and does not become empty): push,
  *                  and move the slab to the tail of the partial list (free_block's order).
  *   sheaf alloc:   (6.18 and 7.0, kmem/slab/slub_sheaves.py) the CPU's main sheaf is not
  *                  empty: pop its top object.
  *   sheaf free:    the main sheaf has room below the capacity: push the object on it.
- *   kmalloc:       1..KMALLOC_MAX_CACHE_SIZE bytes, plain GFP flags: the size's cache alloc.
+ *   kmalloc:       1..KMALLOC_MAX_CACHE_SIZE bytes, a gfp_t: the alloc of the size's cache of
+ *                  its family (kmalloc_type), and with __GFP_ZERO a memset of the object.
  *   kfree:         an address in a slab page: the owner's free.
  */
 #include "kmem_core.h"
@@ -127,6 +130,11 @@ typedef struct {
      * popped address lies on one of its object slots marked SHEAF_HELD, which only a live slab
      * has (a slab is discarded empty, all its marks 0, and live slabs do not overlap). */
     PyObject *last_slab;
+    /* SLUB's free slow path when no list changes (slow_free=): the cache's _stat list, the
+     * indices of FREE_SLOWPATH and FREE_FROZEN in it, the ON_* values of Slab.where. */
+    PyObject *stat;
+    Py_ssize_t stat_slowpath, stat_frozen, off_where, off_remote;
+    long on_cpu, on_cpu_partial, on_node_partial;
 } SlabCacheCore;
 
 /* A slab's base address, or -1. */
@@ -400,6 +408,62 @@ do_push(SlabCacheCore *c, PyObject *slab, uint32_t index)
     c->fast[1] += 1;
 }
 
+/* Add 1 to the exact int at stat[i]: the new value (a new reference), or NULL. */
+static PyObject *
+stat_plus_one(SlabCacheCore *c, Py_ssize_t i)
+{
+    PyObject *old = PyList_GET_ITEM(c->stat, i);
+    if (!PyLong_CheckExact(old))
+        return NULL;
+    long long value = PyLong_AsLongLong(old);
+    if (value == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLongLong(value + 1);
+}
+
+/* __slab_free (slub.py _free_slowpath) of an object the freeing CPU's cpu slab does not hold,
+ * when the slab changes no list: on another CPU's cpu slab (a push on its remote frees,
+ * FREE_FROZEN), on a cpu partial stack, or on the node partial list and not becoming empty
+ * (a push on its freelist); FREE_SLOWPATH counted. 1 if done, 0 to take the pure path
+ * (nothing changed). */
+static int
+slub_free_slowpath(SlabCacheCore *c, PyObject *slab, uint32_t index)
+{
+    PyObject *where_obj = SLOT(slab, c->off_where);
+    PyObject *objects = SLOT(slab, c->off_objects);
+    if (c->stat == NULL || where_obj == NULL || !PyLong_CheckExact(where_obj) ||
+        objects == NULL || !PyLong_CheckExact(objects))
+        return 0;
+    long where = PyLong_AsLong(where_obj);
+    int frozen = where == c->on_cpu;
+    if (!frozen && where != c->on_cpu_partial && where != c->on_node_partial)
+        return 0;
+    PyObject *target = SLOT(slab, frozen ? c->off_remote : c->off_freelist);
+    if (target == NULL || !is_index_array(target))
+        return 0;
+    kmem_array *stack = (kmem_array *)target;
+    Py_ssize_t n = Py_SIZE(target);
+    if (n >= stack->allocated || stack->ob_exports)
+        return 0;
+    /* node partial: a full slab would move, an empty one may be discarded */
+    if (where == c->on_node_partial && (n == 0 || n + 1 >= PyLong_AsSsize_t(objects)))
+        return 0;
+    PyObject *slowpath = stat_plus_one(c, c->stat_slowpath);
+    PyObject *frozen_count = frozen && slowpath ? stat_plus_one(c, c->stat_frozen) : NULL;
+    if (slowpath == NULL || (frozen && frozen_count == NULL)) {
+        Py_XDECREF(slowpath);
+        Py_XDECREF(frozen_count);
+        return 0;
+    }
+    ((uint32_t *)stack->ob_item)[n] = index;
+    Py_SET_SIZE(target, n + 1);
+    PyByteArray_AS_STRING(SLOT(slab, c->off_used))[index] = 0;
+    PyList_SetItem(c->stat, c->stat_slowpath, slowpath); /* (steals; drops the old value) */
+    if (frozen)
+        PyList_SetItem(c->stat, c->stat_frozen, frozen_count);
+    return 1;
+}
+
 static PyObject *
 cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -428,6 +492,8 @@ cache_free(SlabCacheCore *c, PyObject *const *args, Py_ssize_t nargs, PyObject *
                 if (slab != NULL && slab == cpu_slab && push_index(c, slab, index, &after)) {
                     do_push(c, slab, index);
                     done = 1;
+                } else if (slab != NULL && slab != cpu_slab) {
+                    done = slub_free_slowpath(c, slab, index);
                 }
             } else {
                 long cpu = nargs == 2 ? PyLong_AsLong(args[1]) : 0;
@@ -494,6 +560,7 @@ cache_traverse(SlabCacheCore *c, visitproc visit, void *arg)
     Py_VISIT(c->pure_alloc);
     Py_VISIT(c->pure_free);
     Py_VISIT(c->last_slab);
+    Py_VISIT(c->stat);
     return 0;
 }
 
@@ -506,6 +573,7 @@ cache_clear(SlabCacheCore *c)
     Py_CLEAR(c->pure_alloc);
     Py_CLEAR(c->pure_free);
     Py_CLEAR(c->last_slab);
+    Py_CLEAR(c->stat);
     return 0;
 }
 
@@ -529,9 +597,10 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"kind", "slab_type", "cpu_slab", "partial", "slab_of_pfn",
                                "size", "page_shift", "nr_cpus", "fast", "thread_safe",
-                               "pure_alloc", "pure_free", "pcs", NULL};
+                               "pure_alloc", "pure_free", "pcs", "slow_free", NULL};
     const char *kind;
     PyObject *slab_type, *cpu_slab, *partial, *slab_of_pfn, *fast, *pa, *pf, *pcs = NULL;
+    PyObject *slow_free = NULL;
     long long size;
     int page_shift, thread_safe;
     long nr_cpus;
@@ -543,9 +612,10 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "array.array is not laid out as the core expects");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOOO", keywords, &kind,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOOOO", keywords, &kind,
                                      &slab_type, &cpu_slab, &partial, &slab_of_pfn, &size,
-                                     &page_shift, &nr_cpus, &fast, &thread_safe, &pa, &pf, &pcs))
+                                     &page_shift, &nr_cpus, &fast, &thread_safe, &pa, &pf, &pcs,
+                                     &slow_free))
         return -1;
     if (strcmp(kind, "slub") == 0)
         c->kind = SLUB;
@@ -568,6 +638,27 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         page_shift > 40 || nr_cpus < 1) {
         PyErr_SetString(PyExc_ValueError, "SlabCacheCore: bad lists or geometry");
         return -1;
+    }
+    if (slow_free != NULL && slow_free != Py_None) {
+        /* (stat list, FREE_SLOWPATH, FREE_FROZEN, ON_CPU, ON_CPU_PARTIAL, ON_NODE_PARTIAL) */
+        PyObject *stat;
+        if (strcmp(kind, "slub") != 0 ||
+            !PyArg_ParseTuple(slow_free, "O!nnlll;slow_free: (stat, 2 indices, 3 ON_ values)",
+                              &PyList_Type, &stat, &c->stat_slowpath, &c->stat_frozen,
+                              &c->on_cpu, &c->on_cpu_partial, &c->on_node_partial)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "slow_free is for kind 'slub'");
+            return -1;
+        }
+        if (c->stat_slowpath < 0 || c->stat_slowpath >= PyList_GET_SIZE(stat) ||
+            c->stat_frozen < 0 || c->stat_frozen >= PyList_GET_SIZE(stat)) {
+            PyErr_SetString(PyExc_ValueError, "slow_free: a counter index out of range");
+            return -1;
+        }
+        if ((c->off_where = slot_offset(slab_type, "where")) < 0 ||
+            (c->off_remote = slot_offset(slab_type, "remote")) < 0)
+            return -1;
+        c->stat = Py_NewRef(stat);
     }
     if ((c->off_freelist = slot_offset(slab_type, "freelist")) < 0 ||
         (c->off_used = slot_offset(slab_type, "used")) < 0 ||
@@ -642,19 +733,59 @@ PyTypeObject kmem_SlabCacheCoreType = {
 
 /* -- kmalloc ------------------------------------------------------------------------------ */
 
+/* The kmalloc families, in the order of the tables KmallocFrontEnd passes (its kmalloc_type
+ * values: KMALLOC_NORMAL, KMALLOC_RECLAIM, KMALLOC_DMA, KMALLOC_CGROUP). */
+enum { NR_FAMILIES = 4 };
+
 typedef struct {
     PyObject_HEAD
-    PyObject *allocs;      /* list: size -> the alloc of its plain kmalloc cache */
+    PyObject *allocs;      /* per family a list: size -> the alloc of its kmalloc cache */
+    PyObject *caches;      /* per family a list: size -> the cache (object_size, __GFP_ZERO) */
     PyObject *frees_by_id; /* list: cache id -> the cache's free, or None */
-    Py_buffer requests_view, owner_view;
-    int64_t *requests;     /* kmalloc calls per requested size (the plain family) */
+    Py_buffer requests_view[NR_FAMILIES], owner_view;
+    int64_t *requests[NR_FAMILIES]; /* per family, kmalloc calls per requested size */
     uint32_t *owner;       /* mem_map.owner */
     Py_ssize_t nr_pages, max_size;
-    unsigned long long not_plain;
+    unsigned long long not_normal, gfp_dma, gfp_reclaimable, gfp_zero;
+    int family_of[NR_FAMILIES]; /* index of normal, reclaim, dma, cgroup in the tables */
     int page_shift;
     PyObject *zero, *gfp_kernel;
+    PyObject *memory;      /* the PhysicalMemory: its _buffer, read at each zeroing */
+    PyObject *buffer_name, *object_size_name;
+    PyObject *zero_object; /* KmallocFrontEnd._zero_object(address, cache): the reference */
     PyObject *pure_kmalloc, *pure_kfree;
 } KmallocCore;
+
+/* __GFP_ZERO: the object's object_size bytes set to 0, in place through the memory's buffer;
+ * whatever that cannot do (a closed memory, an odd attribute) goes to _zero_object, which
+ * does the same or raises what the pure kmalloc raises. 0, or -1 with an exception. */
+static int
+zero_object(KmallocCore *k, PyObject *cache, PyObject *address_obj)
+{
+    long long address = PyLong_AsLongLong(address_obj);
+    PyObject *size_obj = address < 0 ? NULL : PyObject_GetAttr(cache, k->object_size_name);
+    long long n = size_obj != NULL && PyLong_CheckExact(size_obj) ?
+        PyLong_AsLongLong(size_obj) : -1;
+    Py_XDECREF(size_obj);
+    PyObject *buffer = n >= 0 ? PyObject_GetAttr(k->memory, k->buffer_name) : NULL;
+    if (buffer != NULL) {
+        Py_buffer view;
+        int got = PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE) == 0;
+        Py_DECREF(buffer);
+        if (got) {
+            int inside = n <= view.len && address <= view.len - n;
+            if (inside)
+                memset((char *)view.buf + address, 0, (size_t)n);
+            PyBuffer_Release(&view);
+            if (inside)
+                return 0;
+        }
+    }
+    PyErr_Clear();
+    PyObject *done = PyObject_CallFunctionObjArgs(k->zero_object, address_obj, cache, NULL);
+    Py_XDECREF(done);
+    return done ? 0 : -1;
+}
 
 static PyObject *
 kmalloc_kmalloc(KmallocCore *k, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -669,14 +800,26 @@ kmalloc_kmalloc(KmallocCore *k, PyObject *const *args, Py_ssize_t nargs, PyObjec
                 PyLong_AsLongLongAndOverflow(args[1], &overflow) : -1;
             plain = !overflow && value >= 0 && value <= 0xFFFFFFFFLL;
             gfp = (unsigned long long)value;
+        } else if (plain) {
+            gfp = PyLong_AsUnsignedLongLong(k->gfp_kernel); /* checked at init */
         }
-        if (plain && !(gfp & k->not_plain)) {
-            PyObject *alloc = PyList_GET_ITEM(k->allocs, size);
+        if (plain) {
+            /* kmalloc_type */
+            int family = !(gfp & k->not_normal) ? k->family_of[0] :
+                         gfp & k->gfp_dma ? k->family_of[2] :
+                         gfp & k->gfp_reclaimable ? k->family_of[1] : k->family_of[3];
+            PyObject *alloc = PyList_GET_ITEM(PyList_GET_ITEM(k->allocs, family), size);
             PyObject *call[2] = {nargs == 3 ? args[2] : k->zero,
                                  nargs >= 2 ? args[1] : k->gfp_kernel};
             PyObject *address = PyObject_Vectorcall(alloc, call, 2, NULL);
-            if (address != NULL)
-                k->requests[size] += 1;
+            if (address == NULL)
+                return NULL;
+            k->requests[family][size] += 1;
+            if (gfp & k->gfp_zero) {
+                PyObject *cache = PyList_GET_ITEM(PyList_GET_ITEM(k->caches, family), size);
+                if (zero_object(k, cache, address) < 0)
+                    Py_CLEAR(address);
+            }
             return address;
         }
     }
@@ -707,7 +850,10 @@ static int
 kmalloc_traverse(KmallocCore *k, visitproc visit, void *arg)
 {
     Py_VISIT(k->allocs);
+    Py_VISIT(k->caches);
     Py_VISIT(k->frees_by_id);
+    Py_VISIT(k->memory);
+    Py_VISIT(k->zero_object);
     Py_VISIT(k->pure_kmalloc);
     Py_VISIT(k->pure_kfree);
     return 0;
@@ -717,7 +863,10 @@ static int
 kmalloc_clear(KmallocCore *k)
 {
     Py_CLEAR(k->allocs);
+    Py_CLEAR(k->caches);
     Py_CLEAR(k->frees_by_id);
+    Py_CLEAR(k->memory);
+    Py_CLEAR(k->zero_object);
     Py_CLEAR(k->pure_kmalloc);
     Py_CLEAR(k->pure_kfree);
     return 0;
@@ -730,59 +879,107 @@ kmalloc_dealloc(KmallocCore *k)
     kmalloc_clear(k);
     Py_CLEAR(k->zero);
     Py_CLEAR(k->gfp_kernel);
-    if (k->requests)
-        PyBuffer_Release(&k->requests_view);
+    Py_CLEAR(k->buffer_name);
+    Py_CLEAR(k->object_size_name);
+    for (int i = 0; i < NR_FAMILIES; i++)
+        if (k->requests[i])
+            PyBuffer_Release(&k->requests_view[i]);
     if (k->owner)
         PyBuffer_Release(&k->owner_view);
     Py_TYPE(k)->tp_free((PyObject *)k);
 }
 
+/* A list of NR_FAMILIES lists of `size` items each. */
+static int
+family_tables(PyObject *tables, Py_ssize_t size)
+{
+    if (!PyList_CheckExact(tables) || PyList_GET_SIZE(tables) != NR_FAMILIES)
+        return 0;
+    for (int i = 0; i < NR_FAMILIES; i++) {
+        PyObject *table = PyList_GET_ITEM(tables, i);
+        if (!PyList_CheckExact(table) || PyList_GET_SIZE(table) != size)
+            return 0;
+    }
+    return 1;
+}
+
 static int
 kmalloc_init(KmallocCore *k, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"allocs", "frees_by_id", "requests", "owner", "page_shift",
-                               "not_plain", "gfp_kernel", "pure_kmalloc", "pure_kfree", NULL};
-    PyObject *allocs, *frees, *requests, *owner, *gfp_kernel, *pk, *pf;
-    int page_shift;
-    unsigned long long not_plain;
-    if (k->requests != NULL) {
+    static char *keywords[] = {"allocs", "caches", "frees_by_id", "requests", "owner",
+                               "page_shift", "families", "gfp_bits", "gfp_kernel", "memory",
+                               "zero_object", "pure_kmalloc", "pure_kfree", NULL};
+    PyObject *allocs, *caches, *frees, *requests, *owner, *gfp_kernel, *memory, *zo, *pk, *pf;
+    int page_shift, families[NR_FAMILIES];
+    unsigned long long dma, reclaimable, account, zero;
+    if (k->owner != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a KmallocCore is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOiKOOO", keywords, &allocs, &frees,
-                                     &requests, &owner, &page_shift, &not_plain, &gfp_kernel,
-                                     &pk, &pf))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOi(iiii)(KKKK)OOOOO", keywords,
+                                     &allocs, &caches, &frees, &requests, &owner, &page_shift,
+                                     &families[0], &families[1], &families[2], &families[3],
+                                     &dma, &reclaimable, &account, &zero, &gfp_kernel, &memory,
+                                     &zo, &pk, &pf))
         return -1;
-    if (!PyList_CheckExact(allocs) || !PyList_CheckExact(frees) || page_shift < 0 ||
-        page_shift > 40) {
-        PyErr_SetString(PyExc_ValueError, "KmallocCore: allocs and frees_by_id are lists");
+    Py_ssize_t tables = PyList_CheckExact(allocs) && PyList_GET_SIZE(allocs) == NR_FAMILIES &&
+        PyList_CheckExact(PyList_GET_ITEM(allocs, 0)) ?
+        PyList_GET_SIZE(PyList_GET_ITEM(allocs, 0)) : 0;
+    int seen = 0;
+    for (int i = 0; i < NR_FAMILIES; i++)
+        if (families[i] >= 0 && families[i] < NR_FAMILIES)
+            seen |= 1 << families[i];
+    if (tables < 2 || !family_tables(allocs, tables) || !family_tables(caches, tables) ||
+        !PyList_CheckExact(frees) || !PyList_CheckExact(requests) ||
+        PyList_GET_SIZE(requests) != NR_FAMILIES || page_shift < 0 || page_shift > 40 ||
+        seen != (1 << NR_FAMILIES) - 1) {
+        PyErr_SetString(PyExc_ValueError, "KmallocCore: allocs and caches are one list per"
+                        " family, frees_by_id a list, families a permutation");
         return -1;
     }
-    if (kmem_get_buffer(requests, &k->requests_view, 8, "requests") < 0)
+    int overflow;
+    long long kernel = PyLong_CheckExact(gfp_kernel) ?
+        PyLong_AsLongLongAndOverflow(gfp_kernel, &overflow) : -1;
+    if (kernel < 0 || kernel > 0xFFFFFFFFLL || overflow) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "KmallocCore: gfp_kernel is a gfp_t int");
         return -1;
-    k->requests = k->requests_view.buf;
+    }
+    k->max_size = tables - 1;
+    for (int i = 0; i < NR_FAMILIES; i++) {
+        if (kmem_get_buffer(PyList_GET_ITEM(requests, i), &k->requests_view[i], 8,
+                            "requests") < 0)
+            return -1;
+        k->requests[i] = k->requests_view[i].buf;
+        if (k->requests_view[i].len / 8 <= k->max_size) {
+            PyErr_SetString(PyExc_ValueError, "KmallocCore: a request count per size expected");
+            return -1;
+        }
+    }
     if (kmem_get_buffer(owner, &k->owner_view, 4, "owner") < 0)
         return -1;
     k->owner = k->owner_view.buf;
-    k->max_size = PyList_GET_SIZE(allocs) - 1;
-    if (k->requests_view.len / 8 <= k->max_size) {
-        PyErr_SetString(PyExc_ValueError, "KmallocCore: a request count per size expected");
-        return -1;
-    }
     k->nr_pages = k->owner_view.len / 4;
     k->page_shift = page_shift;
-    k->not_plain = not_plain;
+    for (int i = 0; i < NR_FAMILIES; i++)
+        k->family_of[i] = families[i];
+    k->not_normal = dma | reclaimable | account;
+    k->gfp_dma = dma;
+    k->gfp_reclaimable = reclaimable;
+    k->gfp_zero = zero;
     k->zero = PyLong_FromLong(0);
-    Py_INCREF(gfp_kernel);
-    k->gfp_kernel = gfp_kernel;
-    Py_INCREF(allocs);
-    k->allocs = allocs;
-    Py_INCREF(frees);
-    k->frees_by_id = frees;
-    Py_INCREF(pk);
-    k->pure_kmalloc = pk;
-    Py_INCREF(pf);
-    k->pure_kfree = pf;
+    k->buffer_name = PyUnicode_InternFromString("_buffer");
+    k->object_size_name = PyUnicode_InternFromString("object_size");
+    if (k->zero == NULL || k->buffer_name == NULL || k->object_size_name == NULL)
+        return -1;
+    k->gfp_kernel = Py_NewRef(gfp_kernel);
+    k->allocs = Py_NewRef(allocs);
+    k->caches = Py_NewRef(caches);
+    k->frees_by_id = Py_NewRef(frees);
+    k->memory = Py_NewRef(memory);
+    k->zero_object = Py_NewRef(zo);
+    k->pure_kmalloc = Py_NewRef(pk);
+    k->pure_kfree = Py_NewRef(pf);
     return 0;
 }
 

@@ -449,3 +449,55 @@ def test_change_count_moves_whenever_a_page_would_show_a_change(policy: str, ker
         seen, changed = _follow(slab, seen)
         changes += changed
     assert changes > 500  # (the check had changes to follow)
+
+
+@needs_compiled
+@pytest.mark.fuzz
+@pytest.mark.parametrize("seed", range(4))
+def test_slub_free_slow_paths_in_lockstep(seed: int) -> None:
+    """Frees on every CPU of objects allocated on every CPU: to another CPU's cpu slab, to cpu
+    partial slabs, to node partial slabs that stay partial (the compiled core's share of
+    __slab_free) and to slabs that move or go (the pure path's). Both cores end every step in
+    the same state, counters included, and the core took part of the slow paths itself."""
+    import random
+
+    rng = random.Random(seed)
+    compiled, pure = twins(lambda: SlabAllocator(BuddyAllocator(1024 * 4096), nr_cpus=3,
+                                                 thread_safe=bool(seed & 1)))
+    calls: dict[str, list[int]] = {}
+    size = rng.choice([64, 192, 700])
+    for name, slab in (("compiled", compiled), ("pure", pure)):
+        cache: Any = slab.kmem_cache_create("obj", size)  # (a SlubCache)
+        counted = [0]
+        original = cache._free_slowpath
+
+        def counting(*args: Any, _original: Any = original, _counted: list[int] = counted
+                     ) -> None:
+            _counted[0] += 1
+            _original(*args)
+
+        cache._free_slowpath = counting
+        calls[name] = counted
+    live: list[int] = []
+
+    def both(call: Any) -> tuple[str, Any]:
+        done = outcome(lambda: call(compiled.caches["obj"]))
+        assert done == outcome(lambda: call(pure.caches["obj"]))
+        return done
+
+    for step in range(3000):
+        cpu = rng.randrange(3)
+        if live and (rng.random() < 0.48 or len(live) > 1500):
+            address = live.pop(rng.randrange(len(live)))
+            assert both(lambda c, a=address, n=cpu: c.free(a, n)) == ("ok", None)
+        else:
+            kind, address = both(lambda c, n=cpu: c.alloc(n))
+            assert kind == "ok"
+            live.append(address)
+        if step % 250 == 0:
+            assert slab_snapshot(compiled) == slab_snapshot(pure)
+    assert slab_snapshot(compiled) == slab_snapshot(pure)
+    assert outcome(compiled.check) == outcome(pure.check) == ("ok", None)
+    stats = pure.caches["obj"].stats()
+    assert stats.free_slowpath == calls["pure"][0] > calls["compiled"][0] > 0
+    assert stats.free_frozen > 0

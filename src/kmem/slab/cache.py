@@ -229,11 +229,13 @@ class KmemCache:
                 setattr(self, name, refuse)
 
     def _use_compiled_core(self, kind: str, *, cpu_slab: object = None,
-                           partial: object = None, pcs: object = None) -> None:
+                           partial: object = None, pcs: object = None,
+                           slow_free: object = None) -> None:
         """Run alloc and free in the compiled core (kmem._core.SlabCacheCore), when it is built.
 
         The core reads this cache's own lists (``cpu_slab`` for SLUB, ``partial`` for classic,
-        for sheaves (kind "sheaf") ``cpu_slab`` is the main sheaves and ``pcs`` the counters)
+        for sheaves (kind "sheaf") ``cpu_slab`` is the main sheaves and ``pcs`` the counters;
+        SLUB's ``slow_free`` lets the core take the free slow paths that change no list)
         and slabs, and takes only the fast path; everything else goes to this class's pure
         alloc and free (locked or not, as the cache is), before any change. The core's lock
         becomes the cache lock. Debug caches keep their pure paths: every object is checked.
@@ -249,7 +251,7 @@ class KmemCache:
             partial={} if partial is None else partial, slab_of_pfn=self._slab_of_pfn,
             size=self.size, page_shift=self._page_shift, nr_cpus=self.nr_cpus, fast=self._fast,
             thread_safe=self.thread_safe, pure_alloc=pure_alloc.__get__(self),
-            pure_free=pure_free.__get__(self), pcs=pcs)
+            pure_free=pure_free.__get__(self), pcs=pcs, slow_free=slow_free)
         self._lock = fast
         self._lock_acquire = fast.acquire
         self._lock_release = fast.release

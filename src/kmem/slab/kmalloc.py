@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import get_order
 from kmem.page.errors import MemoryClosedError
-from kmem.page.gfp import __GFP_ZERO, GFP_KERNEL
+from kmem.page.gfp import __GFP_ACCOUNT, __GFP_DMA, __GFP_RECLAIMABLE, __GFP_ZERO, GFP_KERNEL
 from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.errors import InteriorPointerError, InvalidCpuError, NotAnObjectError
 from kmem.slab.flags import (
@@ -48,9 +48,12 @@ from kmem.slab.flags import (
     SLAB_TYPESAFE_BY_RCU,
 )
 from kmem.slab.kmalloc_sizes import (
+    KMALLOC_CGROUP,
     KMALLOC_CLASS_BY_SIZE,
+    KMALLOC_DMA,
     KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_NORMAL,
+    KMALLOC_RECLAIM,
     RANDOM_KMALLOC_CACHES_NR,
     kmalloc_boot_caches,
     kmalloc_type,
@@ -62,6 +65,8 @@ if TYPE_CHECKING:
 
 # Names with two leading underscores would be mangled inside a class body: alias them.
 _GFP_ZERO: Final = __GFP_ZERO
+# The bits the compiled kmalloc picks the family and the zeroing by (kmalloc_type's order).
+_GFP_BITS: Final = (__GFP_DMA, __GFP_RECLAIMABLE, __GFP_ACCOUNT, __GFP_ZERO)
 _NOT_PLAIN: Final = KMALLOC_NOT_NORMAL_BITS | __GFP_ZERO  # flags that leave the plain path
 
 # The smallest request size each class serves (kmalloc-96: 65, kmalloc-8: 1).
@@ -134,20 +139,30 @@ class KmallocFrontEnd:
     def _use_compiled_kmalloc(self) -> None:
         """Run kmalloc and kfree in the compiled core (kmem._core.KmallocCore), when built.
 
-        Its fast paths serve a plain kmalloc of a slab size and the kfree of a slab object
-        through the caches' own alloc and free; the rest goes to the pure methods.
+        Its fast paths serve a kmalloc of a slab size with gfp_t flags, every family and
+        __GFP_ZERO included (the zeroing done in C, or by _zero_object when C cannot), and the
+        kfree of a slab object, through the caches' own alloc and free; the rest goes to the
+        pure methods.
         """
         core = self.buddy.compiled_core
         if core is None or self.random_kmalloc_seed is not None:  # (copies chosen by caller)
             return
         cls = type(self)
         fast = core.KmallocCore(
-            allocs=[cache.alloc for cache in self._kmalloc_normal],
-            frees_by_id=self._frees_by_id, requests=self._normal_requests, owner=self._owner,
-            page_shift=self._page_shift, not_plain=_NOT_PLAIN, gfp_kernel=GFP_KERNEL,
+            allocs=[[cache.alloc for cache in table] for table in self._kmalloc_tables],
+            caches=[list(table) for table in self._kmalloc_tables],
+            frees_by_id=self._frees_by_id, requests=self._kmalloc_requests[:4],
+            owner=self._owner, page_shift=self._page_shift,
+            families=(KMALLOC_NORMAL, KMALLOC_RECLAIM, KMALLOC_DMA, KMALLOC_CGROUP),
+            gfp_bits=_GFP_BITS,
+            gfp_kernel=GFP_KERNEL, memory=self.buddy.memory, zero_object=self._zero_object,
             pure_kmalloc=cls.kmalloc.__get__(self), pure_kfree=cls.kfree.__get__(self))
         self.kmalloc = fast.kmalloc  # type: ignore[method-assign]
         self.kfree = fast.kfree  # type: ignore[method-assign]
+
+    def _zero_object(self, address: int, cache: KmemCache) -> None:
+        """__GFP_ZERO on a kmalloc cache object: its object_size bytes set to 0."""
+        self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
 
     def _kmalloc_memory_closed(self) -> None:
         """The physical memory closed: kmalloc, kfree and their kin refuse, on either core."""
@@ -178,7 +193,7 @@ class KmallocFrontEnd:
             address = cache.alloc(cpu, gfp)
             self._kmalloc_requests[family][size] += 1
             if gfp & _GFP_ZERO:
-                self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
+                self._zero_object(address, cache)
             return address
         return self._kmalloc_other(size, gfp, cpu, caller)
 
@@ -202,7 +217,7 @@ class KmallocFrontEnd:
             address = cache.alloc(cpu, gfp)
             requests[size] += 1
             if gfp & _GFP_ZERO:
-                self.buddy.memory.view(address, cache.object_size)[:] = _ZEROS[:cache.object_size]
+                self._zero_object(address, cache)
             return address
         return self._kmalloc_other(size, gfp, cpu, caller)
 

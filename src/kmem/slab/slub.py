@@ -92,7 +92,10 @@ class SlubCache(KmemCache):
         # BuddyAllocator): the node partial walk need not look for them otherwise.
         self._may_pfmemalloc = getattr(self._buddy, "page_is_pfmemalloc", None) is not None
         if type(self).alloc is SlubCache.alloc and type(self).free is SlubCache.free:
-            self._use_compiled_core("slub", cpu_slab=self._cpu_slab)
+            # The core also takes _free_slowpath's pushes that change no list, counting them
+            # in this _stat list as it does.
+            self._use_compiled_core("slub", cpu_slab=self._cpu_slab, slow_free=(
+                self._stat, FREE_SLOWPATH, FREE_FROZEN, ON_CPU, ON_CPU_PARTIAL, ON_NODE_PARTIAL))
 
     # -- allocation ----------------------------------------------------------------------------
 
