@@ -294,10 +294,11 @@ def test_pointer_rows_tied_on_the_call_site_sort_by_the_next_key() -> None:
         _slab(0, 0, "0x20", 100, 128), _slab(4, 1, "0x20"), _slab(0, 0, "0x20", 100, 128),
         _slab(4, 1, "0x20"),  # 2 ping-pongs, frag 21.875
         _slab(0, 0, "0x30", 1000, 1024),  # the most bytes
-        _slab(0, 0, "0x40", 8, 16),  # the worst frag (50)
+        _slab(0, 0, "0x40", 8, 16), _slab(0, 1, "0x40", 8, 16),
+        _slab(0, 1, "0x40", 8, 16),  # the most hits (3), the worst frag (50)
     ]
-    expected = {"ptr": [0x40, 0x30, 0x20, 0x10], "hit": [0x10, 0x20, 0x30, 0x40],
-                "bytes": [0x30, 0x20, 0x10, 0x40], "frag": [0x40, 0x20, 0x30, 0x10],
+    expected = {"ptr": [0x40, 0x30, 0x20, 0x10], "hit": [0x40, 0x10, 0x20, 0x30],
+                "bytes": [0x30, 0x20, 0x40, 0x10], "frag": [0x40, 0x20, 0x30, 0x10],
                 "pingpong": [0x20, 0x10, 0x30, 0x40]}
     for stat in _on_each_core():
         stat.add_batch(_batch(events))
