@@ -19,7 +19,7 @@ import pytest
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.counters import Counter, Flag, field_names
-from kmem.page.errors import NoSuchCpuError, PfnNotInZoneError
+from kmem.page.errors import NoSuchCpuError, PfnNotInZoneError, UnknownZoneError
 from kmem.page.gfp import UnknownGfpFlagError, gfp_flags_text, parse_gfp_flags
 from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
@@ -710,3 +710,38 @@ def test_a_freed_highatomic_pageblock_does_not_merge_with_its_free_buddy() -> No
     assert machine.block_at(buddy) == (buddy, 9, "free")
     assert zone.nr_free_highatomic == PAGEBLOCK_PAGES
     machine.check()
+
+
+def test_an_unknown_zone_name_is_refused() -> None:
+    with pytest.raises(UnknownZoneError, match="unknown zone 'normal'"):
+        BuddyAllocator(64 * 4096, zone="normal")  # (Linux's name is Normal)
+
+
+def test_a_buddy_block_lookup_names_a_corrupt_mem_map() -> None:
+    buddy = _buddy()
+    buddy.mem_map.state[4] = 0  # the order-2 block at pfn 4 forgot its first frame
+    with pytest.raises(AssertionError, match="pfn 0x5 lies in no block"):
+        buddy.block_at(5)
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("misaligned", "list 4: pfn 0x[0-9a-f]+ misaligned"),
+    ("tail", "list 1: bad tail link"),
+])
+def test_the_pcp_check_catches_a_misplaced_block(where: str, message: str) -> None:
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1)
+    pcp = machine.pcp("Normal", 0)
+    nxt, prv, state = machine.mem_map.next, machine.mem_map.prev, machine.mem_map.state
+    if where == "misaligned":
+        # order_to_pindex: order 1's movable list is pindex 1 * MIGRATE_PCPTYPES + 1 = 4.
+        assert machine.warm_pcp(0, 2, order=1) == 2
+        block = pcp.list(4)[0]
+        before, after = prv[block], nxt[block]
+        state[block], state[block + 1] = 0, state[block]
+        nxt[before], prv[block + 1], nxt[block + 1], prv[after] = block + 1, before, after, \
+            block + 1
+    else:
+        assert machine.warm_pcp(0, 3) == 3
+        prv[pcp._heads[MOVABLE]] = pcp.list(MOVABLE)[0]  # the tail link names the first
+    with pytest.raises(AssertionError, match=message):
+        pcp.check()

@@ -4,6 +4,7 @@ corruption, so that the stateful and differential tests that rely on check() can
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.slab.allocator import SlabAllocator
-from kmem.slab.errors import SlabPageSizeError
+from kmem.slab.errors import InvalidCpuError, InvalidGfpError, SlabPageSizeError
 from kmem.slab.flags import (
     SLAB_NO_MERGE,
     SLAB_NOLEAKTRACE,
@@ -594,4 +595,28 @@ def test_kmalloc_takes_an_int_subclass_size_as_its_int_and_names_a_bad_cpu() -> 
     with pytest.raises(InvalidArgumentError, match="kmalloc size must be >= 0, got -1"):
         slab.kmalloc_cache_for(-1)
     slab.kfree(address)
+    slab.check()
+
+
+def test_a_sheaves_cache_refuses_bad_arguments_and_changes_nothing() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 << 20), nr_cpus=2, kernel="7.0")
+    cache = slab.kmem_cache_create("cov", 256)
+    held = cache.alloc()
+    before, live = slab.slabinfo(), cache.live_objects()
+    calls: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (lambda: cache.alloc(0, 1 << 40), InvalidGfpError,
+         "gfp flags must be in 0..0xffffffff, not 0x10000000000"),
+        (lambda: cache.alloc(0, "GFP_KERNEL"), InvalidTypeError,  # type: ignore[arg-type]
+         "gfp flags must be an int, not str"),
+        (lambda: cache.alloc(5), InvalidCpuError, "cpu 5 is not in 0..1"),
+        (lambda: cache.alloc("0"), InvalidTypeError,  # type: ignore[arg-type]
+         "cpu must be an int, not str"),
+        (lambda: cache.free(held, 7), InvalidCpuError, "cpu 7 is not in 0..1"),
+        (lambda: cache.free(True), InvalidTypeError, "address must be an int, not bool"),
+    ]
+    for call, error, message in calls:
+        with pytest.raises(error, match=re.escape(message)):
+            call()
+    assert slab.slabinfo() == before and cache.live_objects() == live
+    cache.free(held)
     slab.check()
