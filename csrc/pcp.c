@@ -45,9 +45,9 @@ typedef struct {
     PyObject *zones;    /* machine.zones: zone objects by index */
     PyObject *pure_alloc, *pure_free;
     PyObject *gfp_kernel;
-    Py_buffer state_view, alloc_mt_view, pageblock_view, next_view, prev_view;
+    Py_buffer state_view, alloc_mt_view, pageblock_view, next_view, prev_view, pfmemalloc_view;
     Py_buffer machine_view, zone_view, pcp_view;
-    unsigned char *state, *alloc_mt, *pageblock_mt;
+    unsigned char *state, *alloc_mt, *pageblock_mt, *pfmemalloc;
     int32_t *next, *prev;
     int64_t *machine_values, *zone_values, *pcp_values;
     Py_ssize_t nr_pages, links_len, nr_pageblocks, pcp_list_base;
@@ -212,6 +212,7 @@ pcp_alloc_pages(PcpCore *core, PyObject *const *args, Py_ssize_t nargsf, PyObjec
     zv[Z_NUMA_HIT] += 1;
     core->state[pfn] = KMEM_ALLOCATED;
     core->alloc_mt[pfn] = (unsigned char)mt;
+    core->pfmemalloc[pfn] = 0; /* (a pcp hit is the first pass's: never the reserves') */
     core->machine_values[M_ALLOCATIONS] += 1;
     return result;
 slow:
@@ -296,12 +297,14 @@ get_values(PyObject *obj, Py_buffer *view, Py_ssize_t len, const char *what)
 static int
 pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"machine", "state", "alloc_mt", "pageblock_mt", "next", "prev",
+    static char *keywords[] = {"machine", "state", "alloc_mt", "pfmemalloc", "pageblock_mt",
+                               "next", "prev",
                                "machine_values", "zone_values", "pcp_values", "nr_pages",
                                "nr_cpus", "pcp_list_base", "gfp_kernel", "alloc_highatomic",
                                "alloc_reserves", "alloc_kswapd", "wmark_high", "pure_alloc_pages",
                                "pure_free_pages", "layout", NULL};
-    PyObject *machine, *state, *alloc_mt, *pageblock_mt, *next, *prev, *gfp_kernel, *pa, *pf;
+    PyObject *machine, *state, *alloc_mt, *pfmemalloc, *pageblock_mt, *next, *prev, *gfp_kernel;
+    PyObject *pa, *pf;
     PyObject *machine_values, *zone_values, *pcp_values, *layout;
     Py_ssize_t nr_pages, pcp_list_base;
     long nr_cpus, highatomic, reserves, kswapd, wmark_high;
@@ -309,8 +312,8 @@ pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "a PcpCore is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOnlnOllllOOO!", keywords, &machine,
-                                     &state, &alloc_mt, &pageblock_mt, &next, &prev,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$OOOOOOOOOOnlnOllllOOO!", keywords, &machine,
+                                     &state, &alloc_mt, &pfmemalloc, &pageblock_mt, &next, &prev,
                                      &machine_values, &zone_values, &pcp_values, &nr_pages,
                                      &nr_cpus, &pcp_list_base, &gfp_kernel, &highatomic,
                                      &reserves, &kswapd, &wmark_high, &pa, &pf, &PyTuple_Type,
@@ -384,6 +387,9 @@ pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
     if (kmem_get_buffer(alloc_mt, &core->alloc_mt_view, 1, "alloc_mt") < 0)
         return -1;
     core->alloc_mt = core->alloc_mt_view.buf;
+    if (kmem_get_buffer(pfmemalloc, &core->pfmemalloc_view, 1, "pfmemalloc") < 0)
+        return -1;
+    core->pfmemalloc = core->pfmemalloc_view.buf;
     if (kmem_get_buffer(pageblock_mt, &core->pageblock_view, 1, "pageblock_mt") < 0)
         return -1;
     core->pageblock_mt = core->pageblock_view.buf;
@@ -405,6 +411,7 @@ pcp_core_init(PcpCore *core, PyObject *args, PyObject *kwds)
     /* Every pcp list head must lie in next/prev, below the frames' links. */
     Py_ssize_t last_head = pcp_list_base + MAX_NR_ZONES * nr_cpus * NR_PCP_LISTS;
     if (nr_pages < 0 || nr_pages > core->state_view.len || nr_pages > core->alloc_mt_view.len ||
+        nr_pages > core->pfmemalloc_view.len ||
         core->next_view.len != core->prev_view.len || core->links_len > INT32_MAX ||
         nr_pages + last_head > core->links_len ||
         (nr_pages - 1) >> PAGEBLOCK_ORDER >= core->pageblock_view.len) {
@@ -454,7 +461,8 @@ pcp_core_clear(PcpCore *core)
 static void
 release_views(PcpCore *core)
 {
-    Py_buffer *views[] = {&core->state_view, &core->alloc_mt_view, &core->pageblock_view,
+    Py_buffer *views[] = {&core->state_view, &core->alloc_mt_view, &core->pfmemalloc_view,
+                          &core->pageblock_view,
                           &core->next_view, &core->prev_view, &core->machine_view,
                           &core->zone_view, &core->pcp_view};
     for (size_t i = 0; i < sizeof views / sizeof views[0]; i++)

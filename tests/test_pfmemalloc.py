@@ -71,3 +71,24 @@ def test_page_is_pfmemalloc_refuses_bad_pfns() -> None:
         machine.page_is_pfmemalloc(machine.nr_pages)
     with pytest.raises(InvalidTypeError):
         machine.page_is_pfmemalloc("0")  # type: ignore[arg-type]
+
+
+def test_a_reserve_page_reused_through_the_pcp_lists_is_not_pfmemalloc() -> None:
+    # With pcp lists (the compiled core serves order-0 pcp hits): a reserve page freed onto a
+    # pcp list and handed out again by the first pass is an ordinary page again.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 16 << 20}), nr_cpus=1)
+    taken = []
+    while True:
+        try:
+            taken.append(machine.alloc_pages(0, GFP_KERNEL))
+        except OutOfMemoryError:
+            break
+    reserve = machine.alloc_pages(0, GFP_KERNEL | __GFP_MEMALLOC)
+    assert machine.page_is_pfmemalloc(reserve)
+    for pfn in taken[: len(taken) // 2]:
+        machine.free_pages(pfn, 0)
+    machine.free_pages(reserve, 0)
+    again = [machine.alloc_pages(0, GFP_KERNEL) for _ in range(8)]
+    assert reserve in again  # (the pcp list is LIFO: the reserve page came back)
+    assert not any(machine.page_is_pfmemalloc(pfn) for pfn in again)
+    machine.check()

@@ -149,3 +149,19 @@ def test_a_pfmemalloc_cpu_slab_serves_its_freelist_to_anyone_but_is_dropped_when
     for address in taken:
         cache.free(address)
     slab.check()
+
+
+def test_a_cpu_given_as_an_int_subclass_keeps_the_allocations_rights() -> None:
+    # An IntEnum cpu misses the fast path and is retried as its int: with its gfp, so an
+    # allocation with the rights keeps the new pfmemalloc slab as its cpu slab.
+    from enum import IntEnum
+
+    class Cpu(IntEnum):
+        BOOT = 0
+
+    slab, _, cache = _slub(reserves=True)
+    first = cache.alloc(Cpu.BOOT, RIGHTS)
+    assert _slab_of(cache, first).pfmemalloc
+    assert cache._cpu_slab[0] is _slab_of(cache, first)  # kept, as alloc(0, RIGHTS) keeps it
+    cache.free(first)
+    slab.check()

@@ -79,8 +79,9 @@ class ArenaCore:
 
 class PcpCore:
     """PageMachine's order-0 pcp fast paths over its objects and mem_map (csrc/pcp.c)."""
-    def __init__(self, *, machine: Any, state: Any, alloc_mt: Any, pageblock_mt: Any,
-                 next: Any, prev: Any, nr_pages: int, nr_cpus: int, gfp_kernel: int,
+    def __init__(self, *, machine: Any, state: Any, alloc_mt: Any, pfmemalloc: Any,
+                 pageblock_mt: Any, next: Any, prev: Any, nr_pages: int, nr_cpus: int,
+                 gfp_kernel: int,
                  alloc_highatomic: int, alloc_reserves: int, alloc_kswapd: int,
                  wmark_high: int, pure_alloc_pages: Callable[..., int],
                  pure_free_pages: Callable[..., None], pcp_type: type) -> None: ...

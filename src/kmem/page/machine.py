@@ -314,7 +314,7 @@ class PageMachine:
         works on this machine's own objects and mem_map columns, and hands every other call
         (refills, drains, other orders, errors), before any change, to the methods below."""
         pcp_core = compiled.PcpCore(
-            machine=self, state=self._state, alloc_mt=self._alloc_mt,
+            machine=self, state=self._state, alloc_mt=self._alloc_mt, pfmemalloc=self._pfmemalloc,
             pageblock_mt=self.pageblock_mt, next=self.mem_map.next, prev=self.mem_map.prev,
             machine_values=self._machine_values, zone_values=self._zone_values,
             pcp_values=self._pcp_values, nr_pages=self.nr_pages, nr_cpus=self.nr_cpus,

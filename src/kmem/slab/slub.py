@@ -158,7 +158,7 @@ class SlubCache(KmemCache):
         """
         if cpu.__class__ is not int or cpu not in self._cpu_slab:
             # (an IntEnum cpu missed the fast path: the whole alloc again, as its int)
-            return self._alloc_unlocked(self._plain_cpu(cpu))
+            return self._alloc_unlocked(self._plain_cpu(cpu), gfp)
         if self.destroyed:
             raise self._bad_free(0)
         stat = self._stat
