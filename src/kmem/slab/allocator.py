@@ -324,8 +324,8 @@ class SlabAllocator(KmallocFrontEnd):
                 self._run_rcu_callbacks()  # the rcu_free sheaves the flush sent to RCU
                 target.release_sheaves()
                 target.rcu_barrier()
-                with target._lock:  # (objects the rcu_free sheaves gave back after the shrink
-                    target._teardown()  # left slabs empty on the lists: those go back too)
+                target.shrink()  # (objects the rcu_free sheaves gave back after the first
+                # shrink left slabs empty on the lists: those go back too)
             else:
                 # One lock hold from the check for live objects to the last slab given back:
                 # no allocation can land in between.
