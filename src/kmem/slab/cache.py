@@ -177,6 +177,10 @@ class KmemCache:
         self.refcount = 1
         self.destroyed = False
         self._buddy: Final = buddy
+        # allocate_slab's slab_set_pfmemalloc asks the page source which pages came from its
+        # memory reserves; a BuddyAllocator has none (no such method: no slab is pfmemalloc)
+        self._page_is_pfmemalloc: Final[Callable[[int], bool] | None] = getattr(
+            buddy, "page_is_pfmemalloc", None)
         self._memory: Final = buddy.memory
         self._owner: Final = buddy.mem_map.owner
         self._page_shift: Final = buddy.page_shift
@@ -374,11 +378,8 @@ class KmemCache:
         slab = Slab(pfn, order, start, start + colour + self.red_left_pad, objects, colour)
         slab.serial = self._slabs_made
         self._slabs_made += 1
-        # allocate_slab's slab_set_pfmemalloc: a page source with memory reserves says which
-        # pages came from them (a BuddyAllocator has none)
-        page_is_pfmemalloc = getattr(self._buddy, "page_is_pfmemalloc", None)
-        if page_is_pfmemalloc is not None:
-            slab.pfmemalloc = bool(page_is_pfmemalloc(pfn))
+        if self._page_is_pfmemalloc is not None:
+            slab.pfmemalloc = bool(self._page_is_pfmemalloc(pfn))
         self._owner[pfn : pfn + nr_pages] = array("I", [self.id]) * nr_pages
         for page in range(pfn, pfn + nr_pages):
             self._slab_of_pfn[page] = slab

@@ -88,9 +88,6 @@ class SlubCache(KmemCache):
         self._cpu_partial: list[list[Slab]] = [[] for _ in range(self.nr_cpus)]
         self._node_partial: OrderedDict[Slab, None] = OrderedDict()
         self._full: OrderedDict[Slab, None] = OrderedDict()  # debug caches only
-        # Can a slab here be pfmemalloc? Only on a page source with reserves (not a
-        # BuddyAllocator): the node partial walk need not look for them otherwise.
-        self._may_pfmemalloc = getattr(self._buddy, "page_is_pfmemalloc", None) is not None
         if type(self).alloc is SlubCache.alloc and type(self).free is SlubCache.free:
             # The core also takes _free_slowpath's pushes that change no list, counting them
             # in this _stat list as it does.
@@ -187,7 +184,10 @@ class SlubCache(KmemCache):
             stat[CPU_PARTIAL_ALLOC] += 1
             return self._take(slab)
         if self._node_partial:
-            chosen = self._get_partial_node(cpu, self._reserve_rights(gfp))
+            # (a slab can be pfmemalloc only on a page source with reserves: else no rights
+            # are asked for)
+            chosen = self._get_partial_node(
+                cpu, self._page_is_pfmemalloc is None or self._reserve_rights(gfp))
             if chosen is not None:
                 self._freeze(chosen, cpu)
                 return self._take(chosen)
@@ -212,7 +212,7 @@ class SlubCache(KmemCache):
         """get_partial_node: the first slab the allocation may use (pfmemalloc_match), and a
         few more for the cpu's partial stack; None when no slab matches."""
         node = self._node_partial
-        if rights or not self._may_pfmemalloc or not any(slab.pfmemalloc for slab in node):
+        if rights or not any(slab.pfmemalloc for slab in node):
             chosen, _ = node.popitem(last=False)
             self._stat[ALLOC_FROM_PARTIAL] += 1
             limit = self.cpu_partial_slabs
