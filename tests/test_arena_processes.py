@@ -157,17 +157,27 @@ def _kill_run(tmp_path: Path, kills: int, ops: int, lock: str) -> dict[str, int]
         process = _start(where, seed, ops, tmp_path / f"r{seed}")
         running[seed] = process
         seed += 1
+    finished: dict[int, multiprocessing.process.BaseProcess] = {}
     killed = killed_holding = 0
     try:
         while killed < kills:
             time.sleep(rng.uniform(0.005, 0.08))
+            # A worker that ran all its operations is replaced, so that there is always one
+            # to kill (on a loaded machine this loop can sleep through whole workers' runs).
+            for done_seed, process in list(running.items()):
+                if not process.is_alive():
+                    process.join()
+                    assert process.exitcode == 0, (done_seed, process.exitcode)
+                    finished[done_seed] = running.pop(done_seed)
+                    running[seed] = _start(where, seed, ops, tmp_path / f"r{seed}")
+                    seed += 1
             victim_pid = 0
             if rng.random() < 0.5:  # kill whoever holds the lock right now, if anyone
                 victim_pid = _lock_holder(arena, lock_fd, header)
             live = {p.pid: s for s, p in running.items() if p.is_alive() and p.pid}
             if victim_pid not in live:
                 if not live:
-                    break
+                    continue
                 victim_pid = rng.choice(sorted(live))
             else:
                 killed_holding += 1
@@ -179,7 +189,8 @@ def _kill_run(tmp_path: Path, kills: int, ops: int, lock: str) -> dict[str, int]
             seed += 1
         for process in running.values():
             process.join()
-        exit_codes = {s: p.exitcode for s, p in running.items()}
+        finished.update(running)
+        exit_codes = {s: p.exitcode for s, p in finished.items()}
         assert set(exit_codes.values()) <= {0}, exit_codes
     finally:
         for process in running.values():
@@ -188,7 +199,7 @@ def _kill_run(tmp_path: Path, kills: int, ops: int, lock: str) -> dict[str, int]
                 process.join()
         header.close()
         os.close(lock_fd)
-    checks = sum(json.loads((tmp_path / f"r{s}").read_text())["checks"] for s in running)
+    checks = sum(json.loads((tmp_path / f"r{s}").read_text())["checks"] for s in finished)
     arena.check()
     blocks = arena.blocks()
     slabinfo = arena.slabinfo()
