@@ -562,10 +562,14 @@ def test_slabs_and_sheaves_describe_themselves() -> None:
 
 
 def test_a_slabs_pages_and_waste_follow_from_its_order() -> None:
+    # Worked by hand from calculate_sizes/calculate_order: 700 bytes align to 704-byte slots;
+    # 2 CPUs want 4 * (fls(2) + 1) = 12 objects, 12 * 704 = 8448 bytes, so order 2 at least;
+    # a 16 KiB slab cuts 23 slots (16192 bytes) and leaves 192, under 16384 / 16: order 2.
     geometry = calculate_geometry(700, nr_cpus=2)
-    assert geometry.pages_per_slab * 4096 == geometry.slab_bytes
-    # What is left once the slots are cut: the remainder of the slab by the slot size.
-    assert geometry.wasted_per_slab == geometry.slab_bytes % geometry.size
+    assert (geometry.size, geometry.order, geometry.objs_per_slab) == (704, 2, 23)
+    assert geometry.pages_per_slab == 4
+    assert geometry.slab_bytes == 16384
+    assert geometry.wasted_per_slab == 192
     assert not geometry.is_debug
     assert calculate_geometry(700, flags=SLAB_RED_ZONE).is_debug
 
