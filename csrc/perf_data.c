@@ -198,15 +198,31 @@ read_decoders(PyObject *dict, Decoder *out, int *count)
     return 0;
 }
 
-/* A slab pointer as PerfData._sample spells it: f"0x{value:x}", "0" for NULL. */
+/* An ASCII text as a str (no UTF-8 decoding: the text is made here, digits only). */
+static PyObject *
+ascii_text(const char *text, Py_ssize_t n)
+{
+    PyObject *str = PyUnicode_New(n, 127);
+    if (str != NULL)
+        memcpy(PyUnicode_DATA(str), text, (size_t)n);
+    return str;
+}
+
+/* A slab pointer as PerfData._sample spells it: f"0x{value:x}", "0" for NULL. (By hand:
+ * snprintf was a tenth of the loop's time.) */
 static PyObject *
 pointer_text(uint64_t value)
 {
     if (value == 0)
         return PyUnicode_FromStringAndSize("0", 1);
-    char text[19];
-    int n = snprintf(text, sizeof text, "0x%llx", (unsigned long long)value);
-    return PyUnicode_FromStringAndSize(text, n);
+    char text[18];
+    int n = 2;
+    for (int shift = 60; shift >= 0; shift -= 4)
+        if (value >> shift || n > 2)
+            text[n++] = "0123456789abcdef"[value >> shift & 15];
+    text[0] = '0';
+    text[1] = 'x';
+    return ascii_text(text, n);
 }
 
 typedef struct {
@@ -385,14 +401,30 @@ read_sample(Cache *cache, const Layout *l, const Decoder *decoders, int nr_decod
         key = PyLong_FromUnsignedLongLong(value);
     if (key == NULL)
         return -1;
-    PyObject *site_obj = site != NULL ? Py_NewRef(site) : PyUnicode_FromStringAndSize("", 0);
-    *out = site_obj == NULL ? NULL
-        : Py_BuildValue("(KliNNO)", (unsigned long long)time, cpu, d->kind, site_obj, key,
-                        tail);
-    if (site_obj == NULL)
-        Py_DECREF(key);
+    PyObject *items[6] = {PyLong_FromUnsignedLongLong(time), PyLong_FromLong(cpu),
+                          PyLong_FromLong(d->kind),
+                          site != NULL ? Py_NewRef(site) : PyUnicode_FromStringAndSize("", 0),
+                          key, Py_NewRef(tail)};
+    PyObject *sample = PyTuple_New(6);
+    int ok = sample != NULL;
+    for (int i = 0; i < 6; i++) {
+        ok = ok && items[i] != NULL;
+        if (sample != NULL && items[i] != NULL)
+            PyTuple_SET_ITEM(sample, i, items[i]);
+        else
+            Py_XDECREF(items[i]);
+    }
+    if (!ok) {
+        Py_XDECREF(sample);
+        return -1;
+    }
+    /* (untracked by the cyclic GC: its items are ints, strs and a memo's tail of ints and
+     * strs, so no cycle can pass through it; tracked, the queue's hundreds of thousands of
+     * tuples were traversed at every collection the allocations trigger) */
+    PyObject_GC_UnTrack(sample);
+    *out = sample;
     *time_out = time;
-    return *out == NULL ? -1 : 1;
+    return 1;
 }
 
 PyObject *
@@ -530,6 +562,27 @@ kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nnK)", pos, samples, (unsigned long long)max_time);
 }
 
+/* A time as perf script prints it: seconds, microseconds truncated, and the colon
+ * ("501.914888:"), written by hand (snprintf was most of this function's time). */
+static PyObject *
+time_text(uint64_t ns)
+{
+    char text[32];
+    char *end = text + sizeof text;
+    char *p = end;
+    *--p = ':';
+    uint64_t micros = ns / 1000 % 1000000;
+    for (int i = 0; i < 6; i++, micros /= 10)
+        *--p = (char)('0' + micros % 10);
+    *--p = '.';
+    uint64_t seconds = ns / 1000000000;
+    do {
+        *--p = (char)('0' + seconds % 10);
+        seconds /= 10;
+    } while (seconds);
+    return ascii_text(p, end - p);
+}
+
 PyObject *
 kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -538,65 +591,57 @@ kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *samples = args[0];
-    Py_ssize_t n = PyList_GET_SIZE(samples);
-    for (Py_ssize_t i = 0; i < n; i++) { /* what the loop below reads, checked first */
+    Py_ssize_t n = PyList_GET_SIZE(samples), kept = 0;
+    /* What the loop below reads, checked first: a list it does not expect is the Python
+     * way's, before anything is made. */
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *s = PyList_GET_ITEM(samples, i);
         if (!PyTuple_CheckExact(s) || PyTuple_GET_SIZE(s) != 6 ||
             !PyLong_CheckExact(PyTuple_GET_ITEM(s, 0)) ||
             !PyLong_CheckExact(PyTuple_GET_ITEM(s, 2)))
             Py_RETURN_NOTIMPLEMENTED;
-    }
-    PyObject *kinds = PyBytes_FromStringAndSize(NULL, n);
-    PyObject *cols[5] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0),
-                         PyList_New(0)};
-    Py_ssize_t kept = 0;
-    int ok = kinds != NULL;
-    for (int c = 0; c < 5; c++)
-        ok = ok && cols[c] != NULL;
-    for (Py_ssize_t i = 0; ok && i < n; i++) {
-        PyObject *s = PyList_GET_ITEM(samples, i);
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2));
-        if (kind == -1 && PyErr_Occurred()) {
-            ok = 0;
-            break;
-        }
+        if (kind == -1 && PyErr_Occurred())
+            return NULL;
         if (kind < 0)
             continue; /* a LOST record */
-        if (kind > 255) {
-            Py_DECREF(kinds);
-            for (int c = 0; c < 5; c++)
-                Py_DECREF(cols[c]);
+        if (kind > 255)
             Py_RETURN_NOTIMPLEMENTED;
-        }
         unsigned long long ns = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(s, 0));
         if (ns == (unsigned long long)-1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
-                ok = 0;
-                break;
-            }
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;
             PyErr_Clear(); /* (a time that is no u64: the Python way's) */
-            Py_DECREF(kinds);
-            for (int c = 0; c < 5; c++)
-                Py_DECREF(cols[c]);
             Py_RETURN_NOTIMPLEMENTED;
         }
-        char text[40];
-        int len = snprintf(text, sizeof text, "%llu.%06llu:", ns / 1000000000ULL,
-                           ns / 1000ULL % 1000000ULL);
-        PyObject *time = PyUnicode_FromStringAndSize(text, len);
+        kept++;
+    }
+    PyObject *kinds = PyBytes_FromStringAndSize(NULL, kept);
+    PyObject *cols[5];
+    int ok = kinds != NULL;
+    for (int c = 0; c < 5; c++) {
+        cols[c] = PyList_New(kept);
+        ok = ok && cols[c] != NULL;
+    }
+    for (Py_ssize_t i = 0, at = 0; ok && i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(samples, i);
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2)); /* (checked above) */
+        if (kind < 0)
+            continue;
+        PyObject *time = time_text(PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(s, 0)));
         if (time == NULL) {
             ok = 0;
             break;
         }
-        PyBytes_AS_STRING(kinds)[kept++] = (char)kind;
-        ok = PyList_Append(cols[0], PyTuple_GET_ITEM(s, 1)) == 0 &&
-             PyList_Append(cols[1], time) == 0 &&
-             PyList_Append(cols[2], PyTuple_GET_ITEM(s, 3)) == 0 &&
-             PyList_Append(cols[3], PyTuple_GET_ITEM(s, 4)) == 0 &&
-             PyList_Append(cols[4], PyTuple_GET_ITEM(s, 5)) == 0;
-        Py_DECREF(time);
+        PyBytes_AS_STRING(kinds)[at] = (char)kind;
+        PyList_SET_ITEM(cols[0], at, Py_NewRef(PyTuple_GET_ITEM(s, 1)));
+        PyList_SET_ITEM(cols[1], at, time);
+        PyList_SET_ITEM(cols[2], at, Py_NewRef(PyTuple_GET_ITEM(s, 3)));
+        PyList_SET_ITEM(cols[3], at, Py_NewRef(PyTuple_GET_ITEM(s, 4)));
+        PyList_SET_ITEM(cols[4], at, Py_NewRef(PyTuple_GET_ITEM(s, 5)));
+        at++;
     }
-    if (!ok || _PyBytes_Resize(&kinds, kept) < 0) {
+    if (!ok) {
         Py_XDECREF(kinds);
         for (int c = 0; c < 5; c++)
             Py_XDECREF(cols[c]);
