@@ -47,7 +47,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from kmem._compiled import core
 from kmem.errors import InvalidArgumentError
@@ -66,6 +66,9 @@ from kmem.trace.events import (
 from kmem.trace.lost import LostEvents, LostStretch
 from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC
 from kmem.trace.source import TraceFileError
+
+if TYPE_CHECKING:
+    from kmem.trace.parse import TraceParser
 
 PERF_MAGIC: Final = b"PERFILE2"
 _GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -1189,21 +1192,30 @@ class TraceInput:
         """``raw_ip`` and ``time_window``: as PerfData takes them (perf kmem --raw-ip, --time);
         the window applies to text traces too (their microsecond timestamps); --raw-ip needs
         perf.data (trace text holds symbols only)."""
-        from kmem.trace.parse import TraceParser
-
         self.path = os.fspath(path)
         self.kallsyms = kallsyms
         self.raw_ip = raw_ip
         self.time_window = time_window
         self.lost = LostEvents()
         self.perf: PerfData | None = None
-        self.parser = TraceParser(skip_bad=skip_bad)
+        self._skip_bad = skip_bad
+        self._parser: TraceParser | None = None
         self._counts = [0] * len(EVENT_NAMES)
         self.kind = "perf.data" if self._is_perf_data() else "text"
         if raw_ip and self.kind == "text":
             raise InvalidArgumentError(
                 f"--raw-ip needs a perf.data file: {self.path} is trace text, whose call sites"
                 " are symbols (kmem shows them as traced)")
+
+    @property
+    def parser(self) -> TraceParser:
+        """The text parser (made when first asked: a perf.data never needs it, and importing
+        kmem.trace.parse is a tenth of reading a small perf.data)."""
+        if self._parser is None:
+            from kmem.trace.parse import TraceParser
+
+            self._parser = TraceParser(skip_bad=self._skip_bad)
+        return self._parser
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> TraceInput:
