@@ -1,12 +1,13 @@
 /* The perf.data sample loop (kmem/trace/perf_data.py PerfData._sample is the reference).
  *
  * perf_samples(view, pos, end, id_at, layouts, decoders, site_names, page_site_names,
- *              chain_sites, has_symbols, window, pending, max_time) -> (pos, samples, max_time)
+ *              starts, alloc, window, pending, max_time) -> (pos, samples, max_time)
  * reads the PERF_RECORD_SAMPLE records from byte `pos` of the buffer `view` on, appending each
  * kmem event's ordering-queue tuple (time, cpu, kind, call site, key, tail) to the list
  * `pending`, exactly as PerfData._sample builds it, and stops at the first record it does not
  * read itself: any other record type, a sample of an event without a fast decoder, a memo miss
- * (a tail, a call site or a call chain not seen before), and any doubt at all about the
+ * (a tail or a call site not seen before, a call chain's symbol not yet known to be a page
+ * allocator function or not), and any doubt at all about the
  * record's bytes (a size below 8 or past `end`, a field, call chain or raw payload not wholly
  * inside the record). That record is then read by the Python loop, which raises the errors of
  * a damaged file itself: this loop never raises for the file's bytes, and reads only what lies
@@ -16,9 +17,11 @@
  *
  * `layouts` maps a sample id to (time, cpu, ip, fixed_end, callchain) of its _Layout (offsets
  * from the record's start, -1 for absent), the id read at offset `id_at`; with `id_at` -1 it
- * holds one layout, every sample's (its key unused); `decoders` maps a tracepoint id to (kind, slab, key_offset,
- * site_offset, tail_start, memo) of each _Decoder that is `fast`; `window` is (start, stop) in
- * ns, 0 for an open side. The memo dicts are the reader's own: only entries found in them are
+ * holds one layout, every sample's (its key unused); `decoders` maps a tracepoint id to (kind,
+ * slab, key_offset, site_offset, tail_start, memo) of each _Decoder that is `fast`; `starts`
+ * and `alloc` are KernelSymbols' _starts and _alloc (None, None without symbols): a page
+ * event's call chain is walked here, as PerfData._page_site walks it; `window` is (start,
+ * stop) in ns, 0 for an open side. The memo dicts are the reader's own: only entries found in them are
  * used (and cached here by their bytes: the reader never changes an entry once made), so every
  * event read here is the one the Python loop would build.
  *
@@ -30,7 +33,7 @@
 
 #include <string.h>
 
-enum { MAX_DECODERS = 64, TAIL_SLOTS = 512, SITE_SLOTS = 1024, CHAIN_KEY = 24,
+enum { MAX_DECODERS = 64, TAIL_SLOTS = 512, SITE_SLOTS = 1024,
        MM_PAGE_ALLOC = 6, PERF_RECORD_SAMPLE = 9 };
 
 typedef struct {
@@ -53,7 +56,6 @@ typedef struct {
 
 typedef struct {
     BytesSlot tails[TAIL_SLOTS];
-    BytesSlot chains[TAIL_SLOTS];
     SiteSlot sites[SITE_SLOTS];
     SiteSlot page_sites[SITE_SLOTS];
 } Cache;
@@ -147,8 +149,6 @@ cache_clear(Cache *c)
     for (int i = 0; i < TAIL_SLOTS; i++) {
         Py_CLEAR(c->tails[i].key);
         Py_CLEAR(c->tails[i].value);
-        Py_CLEAR(c->chains[i].key);
-        Py_CLEAR(c->chains[i].value);
     }
     for (int i = 0; i < SITE_SLOTS; i++) {
         Py_CLEAR(c->sites[i].value);
@@ -198,15 +198,31 @@ read_decoders(PyObject *dict, Decoder *out, int *count)
     return 0;
 }
 
-/* A slab pointer as PerfData._sample spells it: f"0x{value:x}", "0" for NULL. */
+/* An ASCII text as a str (no UTF-8 decoding: the text is made here, digits only). */
+static PyObject *
+ascii_text(const char *text, Py_ssize_t n)
+{
+    PyObject *str = PyUnicode_New(n, 127);
+    if (str != NULL)
+        memcpy(PyUnicode_DATA(str), text, (size_t)n);
+    return str;
+}
+
+/* A slab pointer as PerfData._sample spells it: f"0x{value:x}", "0" for NULL. (By hand:
+ * snprintf was a tenth of the loop's time.) */
 static PyObject *
 pointer_text(uint64_t value)
 {
     if (value == 0)
         return PyUnicode_FromStringAndSize("0", 1);
-    char text[19];
-    int n = snprintf(text, sizeof text, "0x%llx", (unsigned long long)value);
-    return PyUnicode_FromStringAndSize(text, n);
+    char text[18];
+    int n = 2;
+    for (int shift = 60; shift >= 0; shift -= 4)
+        if (value >> shift || n > 2)
+            text[n++] = "0123456789abcdef"[value >> shift & 15];
+    text[0] = '0';
+    text[1] = 'x';
+    return ascii_text(text, n);
 }
 
 typedef struct {
@@ -246,10 +262,61 @@ read_layouts(PyObject *dict, Layout *out, int *count)
 }
 
 typedef struct {
-    PyObject *site_names, *page_site_names, *chain_sites;
-    int has_symbols;
+    PyObject *site_names, *page_site_names;
+    const uint64_t *starts;      /* KernelSymbols._starts; NULL: no symbols */
+    const unsigned char *alloc;  /* KernelSymbols._alloc: 0 not decided, 1 no, 2 yes */
+    Py_ssize_t nr_symbols;
     uint64_t window_start, window_stop;
 } Tables;
+
+enum { CALLCHAIN_DEPTH = 16 };
+static const uint64_t PERF_CONTEXT_MAX = (uint64_t)-4095;
+
+/* KernelSymbols._index: the symbol holding `address`, -1 before the first or at or past the
+ * last (whose end is unknown). */
+static Py_ssize_t
+symbol_index(const Tables *t, uint64_t address)
+{
+    Py_ssize_t low = 0, high = t->nr_symbols; /* the first start above address: bisect_right */
+    while (low < high) {
+        Py_ssize_t mid = low + (high - low) / 2;
+        if (t->starts[mid] <= address)
+            low = mid + 1;
+        else
+            high = mid;
+    }
+    Py_ssize_t index = low - 1;
+    return index < 0 || index + 1 >= t->nr_symbols ? -1 : index;
+}
+
+/* PerfData._page_site's walk of a call chain (_first_outside_allocator): 1 with *site the
+ * page call site of the first frame outside the page allocator (NULL: none among the first
+ * CALLCHAIN_DEPTH frames, the sample's IP decides), 0 for the Python loop (a symbol whether
+ * allocator or not is not yet decided, or a site name not yet made), -1 with *failed. */
+static int
+chain_site(Cache *cache, const Tables *t, const unsigned char *chain, uint64_t count,
+           PyObject **site, int *failed)
+{
+    int frames = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t ip = read_u64(chain + 8 * i);
+        if (ip >= PERF_CONTEXT_MAX)
+            continue;
+        if (++frames > CALLCHAIN_DEPTH)
+            break;
+        Py_ssize_t index = symbol_index(t, ip);
+        if (index >= 0) {
+            if (t->alloc[index] == 0)
+                return 0;
+            if (t->alloc[index] == 2)
+                continue;
+        }
+        *site = site_lookup(cache->page_sites, t->page_site_names, ip, failed);
+        return *site == NULL ? (*failed ? -1 : 0) : 1;
+    }
+    *site = NULL;
+    return 1;
+}
 
 /* One sample record of `size` bytes at `rec`: 1 queued (*out a new tuple), 2 read but not
  * queued (outside the time window), 0 for the Python loop, -1 on an error. */
@@ -311,19 +378,19 @@ read_sample(Cache *cache, const Layout *l, const Decoder *decoders, int nr_decod
         /* (an empty name is looked up again by the Python loop's `or`: it goes there) */
         if (site == NULL || PyUnicode_GET_LENGTH(site) == 0)
             return failed ? -1 : 0;
-    } else if (chain_at >= 0 && t->has_symbols) {
-        Py_ssize_t head = chain_count < CHAIN_KEY ? (Py_ssize_t)chain_count : CHAIN_KEY;
-        site = bytes_lookup(cache->chains, t->chain_sites, rec + chain_at + 8, 8 * head,
-                            &failed);
-        if (site == NULL)
-            return failed ? -1 : 0;
-    } else if (l->ip >= 0) {
-        site = site_lookup(cache->page_sites, t->page_site_names, read_u64(rec + l->ip),
-                           &failed);
-        if (site == NULL)
-            return failed ? -1 : 0;
     } else {
         site = NULL; /* "" */
+        if (chain_at >= 0 && t->starts != NULL) {
+            int found = chain_site(cache, t, rec + chain_at + 8, chain_count, &site, &failed);
+            if (found <= 0)
+                return failed ? -1 : 0;
+        }
+        if (site == NULL && l->ip >= 0) {
+            site = site_lookup(cache->page_sites, t->page_site_names, read_u64(rec + l->ip),
+                               &failed);
+            if (site == NULL)
+                return failed ? -1 : 0;
+        }
     }
     PyObject *key;
     if (d->slab)
@@ -334,14 +401,30 @@ read_sample(Cache *cache, const Layout *l, const Decoder *decoders, int nr_decod
         key = PyLong_FromUnsignedLongLong(value);
     if (key == NULL)
         return -1;
-    PyObject *site_obj = site != NULL ? Py_NewRef(site) : PyUnicode_FromStringAndSize("", 0);
-    *out = site_obj == NULL ? NULL
-        : Py_BuildValue("(KliNNO)", (unsigned long long)time, cpu, d->kind, site_obj, key,
-                        tail);
-    if (site_obj == NULL)
-        Py_DECREF(key);
+    PyObject *items[6] = {PyLong_FromUnsignedLongLong(time), PyLong_FromLong(cpu),
+                          PyLong_FromLong(d->kind),
+                          site != NULL ? Py_NewRef(site) : PyUnicode_FromStringAndSize("", 0),
+                          key, Py_NewRef(tail)};
+    PyObject *sample = PyTuple_New(6);
+    int ok = sample != NULL;
+    for (int i = 0; i < 6; i++) {
+        ok = ok && items[i] != NULL;
+        if (sample != NULL && items[i] != NULL)
+            PyTuple_SET_ITEM(sample, i, items[i]);
+        else
+            Py_XDECREF(items[i]);
+    }
+    if (!ok) {
+        Py_XDECREF(sample);
+        return -1;
+    }
+    /* (untracked by the cyclic GC: its items are ints, strs and a memo's tail of ints and
+     * strs, so no cycle can pass through it; tracked, the queue's hundreds of thousands of
+     * tuples were traversed at every collection the allocations trigger) */
+    PyObject_GC_UnTrack(sample);
+    *out = sample;
     *time_out = time;
-    return *out == NULL ? -1 : 1;
+    return 1;
 }
 
 PyObject *
@@ -355,17 +438,16 @@ kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t id_at = PyLong_AsSsize_t(args[3]);
     PyObject *layout_dict = args[4], *decoder_dict = args[5], *window = args[10];
     PyObject *pending = args[11];
-    Tables t = {.site_names = args[6], .page_site_names = args[7], .chain_sites = args[8],
-                .has_symbols = PyObject_IsTrue(args[9])};
+    Tables t = {.site_names = args[6], .page_site_names = args[7]};
     /* (times are u64: the largest so far is -1 before the first, else a u64) */
     int have_max = PyObject_RichCompareBool(args[12], Py_False, Py_GE); /* >= 0 */
     uint64_t max_time = have_max > 0 ? PyLong_AsUnsignedLongLong(args[12]) : 0;
-    if (PyErr_Occurred() || t.has_symbols < 0 || have_max < 0)
+    if (PyErr_Occurred() || have_max < 0)
         return NULL;
     if (!PyDict_Check(layout_dict) || !PyDict_Check(decoder_dict)
         || !PyDict_CheckExact(t.site_names) || !PyDict_CheckExact(t.page_site_names) ||
-        !PyDict_CheckExact(t.chain_sites) || !PyList_Check(pending) || !PyTuple_Check(window)
-        || PyTuple_GET_SIZE(window) != 2) {
+        (args[8] == Py_None) != (args[9] == Py_None) || !PyList_Check(pending) ||
+        !PyTuple_Check(window) || PyTuple_GET_SIZE(window) != 2) {
         PyErr_SetString(PyExc_TypeError, "perf_samples: bad arguments");
         return NULL;
     }
@@ -385,18 +467,43 @@ kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int nr_decoders;
     if (read_decoders(decoder_dict, decoders, &nr_decoders) < 0)
         return NULL;
-    Py_buffer view;
+    Py_buffer view, starts = {0}, alloc = {0};
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (pos < 0 || end > view.len || pos > end) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "perf_samples: pos and end outside the buffer");
-        return NULL;
+    if (args[8] != Py_None) { /* the symbols: KernelSymbols._starts (u64s) and ._alloc */
+        if (PyObject_GetBuffer(args[8], &starts, PyBUF_FORMAT) < 0) {
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        if (PyObject_GetBuffer(args[9], &alloc, PyBUF_SIMPLE) < 0) {
+            PyBuffer_Release(&starts);
+            PyBuffer_Release(&view);
+            return NULL;
+        }
+        if (starts.itemsize != 8 || starts.format == NULL || strcmp(starts.format, "Q") != 0
+            || alloc.len != starts.len / 8) {
+            PyBuffer_Release(&alloc);
+            PyBuffer_Release(&starts);
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_TypeError, "perf_samples: bad symbol table");
+            return NULL;
+        }
+        t.starts = starts.buf;
+        t.alloc = alloc.buf;
+        t.nr_symbols = starts.len / 8;
     }
-    Cache *cache = PyMem_Calloc(1, sizeof(Cache));
+    Cache *cache = NULL;
+    if (pos < 0 || end > view.len || pos > end)
+        PyErr_SetString(PyExc_ValueError, "perf_samples: pos and end outside the buffer");
+    else if ((cache = PyMem_Calloc(1, sizeof(Cache))) == NULL)
+        PyErr_NoMemory();
     if (cache == NULL) {
+        if (t.starts != NULL) {
+            PyBuffer_Release(&alloc);
+            PyBuffer_Release(&starts);
+        }
         PyBuffer_Release(&view);
-        return PyErr_NoMemory();
+        return NULL;
     }
     const unsigned char *buffer = view.buf;
     Py_ssize_t samples = 0;
@@ -443,12 +550,37 @@ kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     cache_clear(cache);
     PyMem_Free(cache);
+    if (t.starts != NULL) {
+        PyBuffer_Release(&alloc);
+        PyBuffer_Release(&starts);
+    }
     PyBuffer_Release(&view);
     if (status < 0)
         return NULL;
     if (!have_max)
         return Py_BuildValue("(nni)", pos, samples, -1);
     return Py_BuildValue("(nnK)", pos, samples, (unsigned long long)max_time);
+}
+
+/* A time as perf script prints it: seconds, microseconds truncated, and the colon
+ * ("501.914888:"), written by hand (snprintf was most of this function's time). */
+static PyObject *
+time_text(uint64_t ns)
+{
+    char text[32];
+    char *end = text + sizeof text;
+    char *p = end;
+    *--p = ':';
+    uint64_t micros = ns / 1000 % 1000000;
+    for (int i = 0; i < 6; i++, micros /= 10)
+        *--p = (char)('0' + micros % 10);
+    *--p = '.';
+    uint64_t seconds = ns / 1000000000;
+    do {
+        *--p = (char)('0' + seconds % 10);
+        seconds /= 10;
+    } while (seconds);
+    return ascii_text(p, end - p);
 }
 
 PyObject *
@@ -459,69 +591,222 @@ kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *samples = args[0];
-    Py_ssize_t n = PyList_GET_SIZE(samples);
-    for (Py_ssize_t i = 0; i < n; i++) { /* what the loop below reads, checked first */
+    Py_ssize_t n = PyList_GET_SIZE(samples), kept = 0;
+    /* What the loop below reads, checked first: a list it does not expect is the Python
+     * way's, before anything is made. */
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *s = PyList_GET_ITEM(samples, i);
         if (!PyTuple_CheckExact(s) || PyTuple_GET_SIZE(s) != 6 ||
             !PyLong_CheckExact(PyTuple_GET_ITEM(s, 0)) ||
             !PyLong_CheckExact(PyTuple_GET_ITEM(s, 2)))
             Py_RETURN_NOTIMPLEMENTED;
-    }
-    PyObject *kinds = PyBytes_FromStringAndSize(NULL, n);
-    PyObject *cols[5] = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0),
-                         PyList_New(0)};
-    Py_ssize_t kept = 0;
-    int ok = kinds != NULL;
-    for (int c = 0; c < 5; c++)
-        ok = ok && cols[c] != NULL;
-    for (Py_ssize_t i = 0; ok && i < n; i++) {
-        PyObject *s = PyList_GET_ITEM(samples, i);
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2));
-        if (kind == -1 && PyErr_Occurred()) {
-            ok = 0;
-            break;
-        }
+        if (kind == -1 && PyErr_Occurred())
+            return NULL;
         if (kind < 0)
             continue; /* a LOST record */
-        if (kind > 255) {
-            Py_DECREF(kinds);
-            for (int c = 0; c < 5; c++)
-                Py_DECREF(cols[c]);
+        if (kind > 255)
             Py_RETURN_NOTIMPLEMENTED;
-        }
         unsigned long long ns = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(s, 0));
         if (ns == (unsigned long long)-1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
-                ok = 0;
-                break;
-            }
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+                return NULL;
             PyErr_Clear(); /* (a time that is no u64: the Python way's) */
-            Py_DECREF(kinds);
-            for (int c = 0; c < 5; c++)
-                Py_DECREF(cols[c]);
             Py_RETURN_NOTIMPLEMENTED;
         }
-        char text[40];
-        int len = snprintf(text, sizeof text, "%llu.%06llu:", ns / 1000000000ULL,
-                           ns / 1000ULL % 1000000ULL);
-        PyObject *time = PyUnicode_FromStringAndSize(text, len);
+        kept++;
+    }
+    PyObject *kinds = PyBytes_FromStringAndSize(NULL, kept);
+    PyObject *cols[5];
+    int ok = kinds != NULL;
+    for (int c = 0; c < 5; c++) {
+        cols[c] = PyList_New(kept);
+        ok = ok && cols[c] != NULL;
+    }
+    for (Py_ssize_t i = 0, at = 0; ok && i < n; i++) {
+        PyObject *s = PyList_GET_ITEM(samples, i);
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2)); /* (checked above) */
+        if (kind < 0)
+            continue;
+        PyObject *time = time_text(PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(s, 0)));
         if (time == NULL) {
             ok = 0;
             break;
         }
-        PyBytes_AS_STRING(kinds)[kept++] = (char)kind;
-        ok = PyList_Append(cols[0], PyTuple_GET_ITEM(s, 1)) == 0 &&
-             PyList_Append(cols[1], time) == 0 &&
-             PyList_Append(cols[2], PyTuple_GET_ITEM(s, 3)) == 0 &&
-             PyList_Append(cols[3], PyTuple_GET_ITEM(s, 4)) == 0 &&
-             PyList_Append(cols[4], PyTuple_GET_ITEM(s, 5)) == 0;
-        Py_DECREF(time);
+        PyBytes_AS_STRING(kinds)[at] = (char)kind;
+        PyList_SET_ITEM(cols[0], at, Py_NewRef(PyTuple_GET_ITEM(s, 1)));
+        PyList_SET_ITEM(cols[1], at, time);
+        PyList_SET_ITEM(cols[2], at, Py_NewRef(PyTuple_GET_ITEM(s, 3)));
+        PyList_SET_ITEM(cols[3], at, Py_NewRef(PyTuple_GET_ITEM(s, 4)));
+        PyList_SET_ITEM(cols[4], at, Py_NewRef(PyTuple_GET_ITEM(s, 5)));
+        at++;
     }
-    if (!ok || _PyBytes_Resize(&kinds, kept) < 0) {
+    if (!ok) {
         Py_XDECREF(kinds);
         for (int c = 0; c < 5; c++)
             Py_XDECREF(cols[c]);
         return NULL;
     }
     return Py_BuildValue("(NNNNNN)", kinds, cols[0], cols[1], cols[2], cols[3], cols[4]);
+}
+
+/* kallsyms_table(data) -> (starts, spans) | NotImplemented
+ * KernelSymbols' table of a kallsyms text (perf_data.py _symbol_table is the reference): the
+ * addresses of the text and data symbols (a u64 each, ascending, one per address) and, for
+ * each, where the name perf keeps at that address lies in `data` (a u64 offset and a u64
+ * length). Lines split at \n, \r and \r\n, fields at ASCII whitespace (bytes.split()), as the
+ * reference splits them. NotImplemented for an address field that is not plain hex digits (the
+ * reference reads it with int(x, 16), whose signs, prefixes and underscores stay there). */
+
+typedef struct {
+    uint64_t address;
+    Py_ssize_t offset, length, order; /* order: the line's rank, for a stable sort */
+    char kind;
+} Symbol;
+
+static int
+symbol_cmp(const void *a, const void *b)
+{
+    const Symbol *x = a, *y = b;
+    if (x->address != y->address)
+        return x->address < y->address ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static int
+is_field_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+static Py_ssize_t
+leading_underscores(const unsigned char *s, Py_ssize_t n)
+{
+    Py_ssize_t i = 0;
+    while (i < n && s[i] == '_')
+        i++;
+    return i;
+}
+
+/* Whether `s` wins over `old` at one address (the reference's _better: non-weak, then
+ * global, then fewer leading underscores, then the longer name; else the first seen). */
+static int
+symbol_better(const unsigned char *data, const Symbol *s, const Symbol *old)
+{
+    int weak = s->kind == 'W' || s->kind == 'w';
+    int old_weak = old->kind == 'W' || old->kind == 'w';
+    if (weak != old_weak)
+        return old_weak;
+    int upper = s->kind >= 'A' && s->kind <= 'Z' && !weak;
+    int old_upper = old->kind >= 'A' && old->kind <= 'Z' && !old_weak;
+    if (upper != old_upper)
+        return upper;
+    Py_ssize_t u = leading_underscores(data + s->offset, s->length);
+    Py_ssize_t old_u = leading_underscores(data + old->offset, old->length);
+    if (u != old_u)
+        return u < old_u;
+    return s->length > old->length;
+}
+
+PyObject *
+kmem_kallsyms_table(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "kallsyms_table takes bytes");
+        return NULL;
+    }
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]);
+    Py_ssize_t capacity = 1024, count = 0;
+    Symbol *symbols = PyMem_Malloc((size_t)capacity * sizeof(Symbol));
+    if (symbols == NULL)
+        return PyErr_NoMemory();
+    Py_ssize_t pos = 0;
+    while (pos < size) {
+        Py_ssize_t line_end = pos;
+        while (line_end < size && data[line_end] != '\n' && data[line_end] != '\r')
+            line_end++;
+        Py_ssize_t next = line_end;
+        if (next < size)
+            next += data[next] == '\r' && next + 1 < size && data[next + 1] == '\n' ? 2 : 1;
+        /* the line's first three fields */
+        Py_ssize_t start[3], stop[3];
+        int fields = 0;
+        Py_ssize_t at = pos;
+        while (fields < 3) {
+            while (at < line_end && is_field_space(data[at]))
+                at++;
+            if (at == line_end)
+                break;
+            start[fields] = at;
+            while (at < line_end && !is_field_space(data[at]))
+                at++;
+            stop[fields++] = at;
+        }
+        pos = next;
+        if (fields < 3 || stop[1] - start[1] != 1 || strchr("TtWwDdBb", data[start[1]]) == NULL
+            || data[start[1]] == '\0')
+            continue;
+        uint64_t address = 0;
+        int overflow = 0;
+        for (Py_ssize_t i = start[0]; i < stop[0]; i++) {
+            unsigned char c = data[i];
+            unsigned digit;
+            if (c >= '0' && c <= '9')
+                digit = c - '0';
+            else if (c >= 'a' && c <= 'f')
+                digit = c - 'a' + 10;
+            else if (c >= 'A' && c <= 'F')
+                digit = c - 'A' + 10;
+            else {
+                PyMem_Free(symbols);
+                Py_RETURN_NOTIMPLEMENTED;
+            }
+            if (address >> 60)
+                overflow = 1;
+            address = address << 4 | digit;
+        }
+        if (overflow)
+            continue; /* (no u64: the reference skips it too) */
+        if (count == capacity) {
+            capacity *= 2;
+            Symbol *grown = PyMem_Realloc(symbols, (size_t)capacity * sizeof(Symbol));
+            if (grown == NULL) {
+                PyMem_Free(symbols);
+                return PyErr_NoMemory();
+            }
+            symbols = grown;
+        }
+        symbols[count] = (Symbol){.address = address, .offset = start[2],
+                                  .length = stop[2] - start[2], .order = count,
+                                  .kind = (char)data[start[1]]};
+        count++;
+    }
+    qsort(symbols, (size_t)count, sizeof(Symbol), symbol_cmp);
+    Py_ssize_t kept = 0; /* one per address, the best of its group, in place */
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (kept > 0 && symbols[kept - 1].address == symbols[i].address) {
+            if (symbol_better(data, &symbols[i], &symbols[kept - 1]))
+                symbols[kept - 1] = symbols[i];
+        } else {
+            symbols[kept++] = symbols[i];
+        }
+    }
+    PyObject *starts = PyBytes_FromStringAndSize(NULL, kept * 8);
+    PyObject *spans = PyBytes_FromStringAndSize(NULL, kept * 16);
+    if (starts == NULL || spans == NULL) {
+        Py_XDECREF(starts);
+        Py_XDECREF(spans);
+        PyMem_Free(symbols);
+        return NULL;
+    }
+    unsigned char *s = (unsigned char *)PyBytes_AS_STRING(starts);
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(spans);
+    for (Py_ssize_t i = 0; i < kept; i++) {
+        uint64_t span[2] = {(uint64_t)symbols[i].offset, (uint64_t)symbols[i].length};
+        memcpy(s + 8 * i, &symbols[i].address, 8);
+        memcpy(p + 16 * i, span, 16);
+    }
+    PyMem_Free(symbols);
+    return Py_BuildValue("(NN)", starts, spans);
 }

@@ -41,12 +41,13 @@ import mmap
 import os
 import re
 import struct
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from kmem._compiled import core
 from kmem.errors import InvalidArgumentError
@@ -65,6 +66,9 @@ from kmem.trace.events import (
 from kmem.trace.lost import LostEvents, LostStretch
 from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC
 from kmem.trace.source import TraceFileError
+
+if TYPE_CHECKING:
+    from kmem.trace.parse import TraceParser
 
 PERF_MAGIC: Final = b"PERFILE2"
 _GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -325,46 +329,88 @@ def parse_tracing_data(data: bytes | memoryview) -> TracingData:
 
 # -- kernel symbols ------------------------------------------------------------------------
 
-def _underscores(name: str) -> int:
-    return len(name) - len(name.lstrip("_"))
+def _underscores(name: bytes) -> int:
+    return len(name) - len(name.lstrip(b"_"))
+
+
+def _better(name: bytes, kind: bytes, old_name: bytes, old_kind: bytes) -> bool:
+    """Whether (name, kind) wins over the symbol already at its address (perf's rules:
+    non-weak, then global, then fewer leading underscores, then the longer name, in bytes as
+    perf's strlen counts)."""
+    weak, old_weak = kind in b"Ww", old_kind in b"Ww"
+    if weak != old_weak:
+        return old_weak
+    upper, old_upper = kind.isupper() and not weak, old_kind.isupper() and not old_weak
+    if upper != old_upper:
+        return upper
+    if _underscores(name) != _underscores(old_name):
+        return _underscores(name) < _underscores(old_name)
+    return len(name) > len(old_name)
+
+
+def _symbol_table(data: bytes) -> tuple[list[int], list[str]]:
+    """The symbols of a kallsyms text: their addresses (ascending, one per address) and the
+    name perf keeps at each. The reference of csrc/perf_data.c kallsyms_table: lines split
+    at \\n, \\r and \\r\\n, fields at ASCII whitespace; a line of fewer than three fields, of
+    another type than T/W/D/B (either case), or whose address is no u64 is skipped."""
+    best: dict[int, tuple[bytes, bytes]] = {}  # address -> (name, type)
+    for line in data.splitlines():
+        parts = line.split()
+        if len(parts) < 3 or len(parts[1]) != 1 or parts[1] not in b"TtWwDdBb":
+            continue
+        try:
+            address = int(parts[0], 16)
+        except ValueError:
+            continue
+        if not 0 <= address < 1 << 64:
+            continue
+        name, kind = parts[2], parts[1]
+        old = best.get(address)
+        if old is None or _better(name, kind, *old):
+            best[address] = (name, kind)
+    starts = sorted(best)
+    return starts, [best[address][0].decode("utf-8", "replace") for address in starts]
 
 
 class KernelSymbols:
     """Addresses to ``sym+0x<offset>`` with a kallsyms text, as perf resolves kernel addresses:
     text and data symbols (types T/W/D/B, either case), each ending where the next begins; of
-    several at one address the one perf's choose_best_symbol keeps."""
+    several at one address the one perf's choose_best_symbol keeps.
 
-    def __init__(self, kallsyms: str) -> None:
-        best: dict[int, tuple[str, str]] = {}  # address -> (name, type)
-        for line in kallsyms.splitlines():
-            parts = line.split()
-            if len(parts) < 3 or parts[1].upper() not in "TWDB" or len(parts[1]) != 1:
-                continue
-            try:
-                address = int(parts[0], 16)
-            except ValueError:
-                continue
-            name, kind = parts[2], parts[1]
-            old = best.get(address)
-            if old is None or self._better(name, kind, *old):
-                best[address] = (name, kind)
-        self._starts = sorted(best)
-        self._names = [best[address][0] for address in self._starts]
-        self._alloc_funcs = [bool(_ALLOC_FUNC.match(name)) for name in self._names]
+    The table is read by the compiled core when it is built (csrc/perf_data.c kallsyms_table:
+    names stay bytes of the text until one is asked for), else by _symbol_table;
+    ``compiled=False`` chooses the latter. Whether a symbol is a page allocator function is
+    decided when first asked (``_alloc``: 0 not yet, 1 no, 2 yes), for the few symbols call
+    chains meet: the compiled sample loop reads ``_starts`` and ``_alloc`` and leaves a symbol
+    not yet decided to PerfData's Python loop."""
 
-    @staticmethod
-    def _better(name: str, kind: str, old_name: str, old_kind: str) -> bool:
-        """Whether (name, kind) wins over the symbol already at its address (perf's rules:
-        non-weak, then global, then fewer leading underscores, then the longer name)."""
-        weak, old_weak = kind in "Ww", old_kind in "Ww"
-        if weak != old_weak:
-            return old_weak
-        upper, old_upper = kind.isupper() and not weak, old_kind.isupper() and not old_weak
-        if upper != old_upper:
-            return upper
-        if _underscores(name) != _underscores(old_name):
-            return _underscores(name) < _underscores(old_name)
-        return len(name) > len(old_name)
+    def __init__(self, kallsyms: str | bytes, *, compiled: bool = True) -> None:
+        data = (kallsyms.encode("utf-8", "surrogatepass") if isinstance(kallsyms, str)
+                else bytes(kallsyms))
+        table = (core.kallsyms_table(data) if compiled and core is not None
+                 else NotImplemented)
+        self._starts = array("Q")
+        self._names: list[str] | None = None
+        self._data = data
+        self._spans = array("Q")  # (offset, length) of each name in _data: the compiled table
+        if table is NotImplemented:
+            starts, self._names = _symbol_table(data)
+            self._starts.extend(starts)
+        else:
+            self._starts.frombytes(table[0])
+            self._spans.frombytes(table[1])
+        self._alloc = bytearray(len(self._starts))
+
+    def symbol_name(self, index: int) -> str:
+        """The name of the ``index``-th symbol (by address)."""
+        if self._names is not None:
+            return self._names[index]
+        offset, length = self._spans[2 * index], self._spans[2 * index + 1]
+        return self._data[offset:offset + length].decode("utf-8", "replace")
+
+    def table(self) -> tuple[list[int], list[str]]:
+        """Every symbol's address and name, ascending (what either reading gives alike)."""
+        return list(self._starts), [self.symbol_name(i) for i in range(len(self._starts))]
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KernelSymbols:
@@ -391,12 +437,17 @@ class KernelSymbols:
         index = self._index(address)
         if index < 0:
             return f"0x{address:x}"
-        return f"{self._names[index]}+0x{address - self._starts[index]:x}"
+        return f"{self.symbol_name(index)}+0x{address - self._starts[index]:x}"
 
     def is_alloc_func(self, address: int) -> bool:
         """Whether ``address`` lies in a page allocator function (perf kmem's alloc_func_list)."""
         index = self._index(address)
-        return index >= 0 and self._alloc_funcs[index]
+        if index < 0:
+            return False
+        known = self._alloc[index]
+        if not known:
+            known = self._alloc[index] = 2 if _ALLOC_FUNC.match(self.symbol_name(index)) else 1
+        return known == 2
 
 
 def _kernel_build_id(view: memoryview, offset: int, size: int) -> str | None:
@@ -871,10 +922,13 @@ class PerfData:
                           max_time: int) -> int:
         """The samples after the current record, read by the compiled loop (csrc/perf_data.c)
         up to the first it leaves to _sample; the largest time queued."""
+        symbols = self.symbols
         next_record, samples, max_time = compiled(
             self._view, self._next_record, self._data_end, id_at, layouts, fast,
-            self._site_names, self._page_site_names, self._chain_sites,
-            self.symbols is not None, self.time_window or (0, 0), pending, max_time)
+            self._site_names, self._page_site_names,
+            None if symbols is None else symbols._starts,
+            None if symbols is None else symbols._alloc,
+            self.time_window or (0, 0), pending, max_time)
         self._next_record = next_record
         self.samples += samples
         self.lines += samples
@@ -1138,21 +1192,30 @@ class TraceInput:
         """``raw_ip`` and ``time_window``: as PerfData takes them (perf kmem --raw-ip, --time);
         the window applies to text traces too (their microsecond timestamps); --raw-ip needs
         perf.data (trace text holds symbols only)."""
-        from kmem.trace.parse import TraceParser
-
         self.path = os.fspath(path)
         self.kallsyms = kallsyms
         self.raw_ip = raw_ip
         self.time_window = time_window
         self.lost = LostEvents()
         self.perf: PerfData | None = None
-        self.parser = TraceParser(skip_bad=skip_bad)
+        self._skip_bad = skip_bad
+        self._parser: TraceParser | None = None
         self._counts = [0] * len(EVENT_NAMES)
         self.kind = "perf.data" if self._is_perf_data() else "text"
         if raw_ip and self.kind == "text":
             raise InvalidArgumentError(
                 f"--raw-ip needs a perf.data file: {self.path} is trace text, whose call sites"
                 " are symbols (kmem shows them as traced)")
+
+    @property
+    def parser(self) -> TraceParser:
+        """The text parser (made when first asked: a perf.data never needs it, and importing
+        kmem.trace.parse is a tenth of reading a small perf.data)."""
+        if self._parser is None:
+            from kmem.trace.parse import TraceParser
+
+            self._parser = TraceParser(skip_bad=self._skip_bad)
+        return self._parser
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> TraceInput:
