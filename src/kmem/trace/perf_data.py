@@ -415,14 +415,19 @@ class KernelSymbols:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KernelSymbols:
         """Read a kallsyms file (plain, gzip or xz)."""
+        import lzma
+        import zlib
+
         from kmem.trace.source import open_trace
 
         try:
             with open_trace(path) as lines:
                 return cls(lines.read())
-        except OSError as error:
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
+            # (a damaged gzip or xz file: its error has no strerror, or is no OSError at all)
+            reason = getattr(error, "strerror", None) or str(error)
             raise TraceFileError(f"cannot read kallsyms {os.fspath(path)!r}: "
-                                 f"{error.strerror}") from error
+                                 f"{reason}") from error
 
     def _index(self, address: int) -> int:
         from bisect import bisect_right
@@ -1041,8 +1046,9 @@ class PerfData:
             if site is not None:
                 return site
             site, decided_at = self._first_outside_allocator(view, chain_at, count)
-            if decided_at < head and len(self._chain_sites) < 1 << 16:
-                self._chain_sites[chain] = site  # (decided within the key's entries)
+            if site and decided_at < head and len(self._chain_sites) < 1 << 16:
+                self._chain_sites[chain] = site  # (decided within the key's entries; "" is not
+                # memoised: a chain with no frame outside the allocator leaves it to the IP)
             if site:
                 return site
         if layout.ip >= 0:
