@@ -427,7 +427,12 @@ def test_buddy_frames_walk_only_what_changed(steps: list[tuple[int, int]], label
     # (25 stretches of 4 pages: more than the 16 compared at a time)
     buddy = BuddyAllocator(100 * 4096, max_order=2, reserved=[(37 * 4096, 3 * 4096)])
     incremental = _BuddyFrames(buddy, LabelTable())
+    # (and frames of changes only, in stretches of two max-order blocks, the last one short:
+    # the stretches they send, laid over the previous frame's, are the frame's blocks)
+    changes = _BuddyFrames(buddy, LabelTable(), 8, flat=False)
+    stretches: list[list[int]] = [[] for _ in range(-(-100 // 8))]
     table = LabelTable()
+    first = True
     held: list[tuple[int, int]] = []
     for order, pick in steps:
         if pick % 3 or not held:
@@ -438,8 +443,47 @@ def test_buddy_frames_walk_only_what_changed(steps: list[tuple[int, int]], label
         else:
             buddy.free_pages(*held.pop(pick % len(held)))
         labels = {pfn: f"L{pfn % (labelled + 1)}" for pfn, _ in held[::2]}
-        assert incremental.frame(labels) == buddy_frame(buddy, table, labels)
+        expected = buddy_frame(buddy, table, labels)
+        assert incremental.frame(labels) == expected
         assert incremental._table.labels == table.labels
+        frame = changes.frame(labels)
+        sent = frame.pop("block_changes")
+        assert frame == {key: value for key, value in expected.items() if key != "blocks"}
+        for index, part in zip(sent[0::2], sent[1::2], strict=True):
+            assert first or part != stretches[index]  # (only stretches that changed)
+            assert all(index * 8 <= pfn < index * 8 + 8 for pfn in part[0::3])
+            stretches[index] = part
+        assert [block for part in stretches for block in part] == expected["blocks"]
+        assert changes._table.labels == table.labels
+        first = False
+
+
+def test_buddy_frames_stretches_hold_whole_max_order_blocks() -> None:
+    from kmem.errors import InvalidArgumentError
+    from kmem.page.buddy import BuddyAllocator
+    from kmem.show.snapshot import LabelTable, _BuddyFrames
+
+    buddy = BuddyAllocator(64 * 4096, max_order=3)
+    for stretch in (4, 12, 0):  # (below a max-order block, or not a power of two)
+        with pytest.raises(InvalidArgumentError, match="power of two of at least 8 pages"):
+            _BuddyFrames(buddy, LabelTable(), stretch)
+
+
+@pytest.mark.parametrize("memory", [64 << 20, 4 << 30])
+def test_a_page_of_block_changes_is_the_page_of_whole_frames(memory: int) -> None:
+    # kmem html asks for the frames as only the page reads them: each frame's stretches of
+    # memory that changed, no frame's whole block list (on 4 GiB, stretches wider than a
+    # max-order block). The page must be, byte for byte, the one of the whole frames.
+    from kmem.show.snapshot import trace_document
+
+    whole = trace_document(TRACE, max_frames=30, memory=memory, nr_cpus=1)
+    changes = trace_document(TRACE, max_frames=30, memory=memory, nr_cpus=1, for_page=True)
+    assert all("blocks" not in frame for frame in changes["frames"])
+    assert len(changes["frames"]) == len(whole["frames"]) > 10
+    assert build_page(changes) == build_page(whole)
+    # (a document of changes cut otherwise than the page cuts is refused, not misdrawn)
+    with pytest.raises(ValueError, match="not cut as this page cuts"):
+        build_page({**changes, "block_changes_pages": changes["block_changes_pages"] * 2})
 
 
 # -- what the page sends: only what changed, decoded back to every frame ------------------------
@@ -485,7 +529,7 @@ def _document(which: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_the_page_sends_each_frame_whole_in_what_changed(which: int) -> None:
-    from kmem.show.html_page import MAX_STRETCHES
+    from kmem.show.snapshot import MAX_STRETCHES
 
     document = _document(which)
     page = build_page(document)

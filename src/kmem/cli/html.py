@@ -36,15 +36,17 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def document_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def document_from_args(args: argparse.Namespace, for_page: bool = False) -> dict[str, Any]:
     """The snapshot document the shared arguments ask for (with a progress bar on a terminal
-    while a trace is read)."""
+    while a trace is read); ``for_page``: a trace's as only the page builder reads it
+    (kmem.show.snapshot.trace_document)."""
     from kmem.cli.terminal import ProgressReport, wants_progress
     from kmem.show.snapshot import document_for
 
     with ProgressReport(wants_progress(args.no_progress)) as progress:
         return document_for(args.input, args.input_kind, args.frames, args.memory, args.policy,
-                            nr_cpus=args.cpus, skip_bad=args.skip_bad, progress=progress)
+                            nr_cpus=args.cpus, skip_bad=args.skip_bad, progress=progress,
+                            for_page=for_page)
 
 
 def warn_if_no_events(args: argparse.Namespace, document: dict[str, Any]) -> int | None:
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     if not to_stdout:
         output_path(args.output)  # a page that cannot be written fails now, not after the replay
-    document = document_from_args(args)
+    document = document_from_args(args, for_page=True)
     if (status := warn_if_no_events(args, document)) is not None:
         return status
     page = build_page(document)

@@ -27,7 +27,7 @@ from typing import Any
 from kmem.errors import InvalidArgumentError
 from kmem.page.mem_map import ORDER_MASK
 from kmem.show.scenario import Scenario
-from kmem.show.snapshot import StretchBlocks, scenario_document
+from kmem.show.snapshot import StretchBlocks, scenario_document, stretch_pages
 
 
 def _web_file(name: str) -> str:
@@ -73,22 +73,12 @@ def _digit_table(width: int) -> tuple[str, ...]:
     return tuple(high + low for high in BLOCK_ALPHABET for low in BLOCK_ALPHABET)
 
 
-# A frame's blocks travel as the stretches of memory that changed since the previous frame:
-# memory is cut into stretches of whole max-order blocks (a block never crosses one) and a
+# A frame's blocks travel as the stretches of memory that changed since the previous frame
+# (kmem.show.snapshot.stretch_pages: whole max-order blocks, at most MAX_STRETCHES of them): a
 # frame sends [stretch, digits, stretch, digits, ...] for the stretches whose blocks differ
 # (the first frame sends them all); the page rebuilds each frame's digits from the previous
 # frame's. A trace's frame changes a few stretches of hundreds: encoding every block of every
-# frame was most of the page's bytes and of its build time. At most MAX_STRETCHES stretches
-# (bigger than a max-order block on a big machine), so that finding them stays cheap.
-MAX_STRETCHES = 512
-
-
-def stretch_pages(nr_pages: int, max_order: int) -> int:
-    """Pages a stretch: a max-order block's, or more (a power of two) on a big machine."""
-    pages = 1 << max_order
-    while -(-nr_pages // pages) > MAX_STRETCHES:
-        pages <<= 1
-    return pages
+# frame was most of the page's bytes and of its build time.
 
 
 def _stretch_parts(blocks: list[int], pages: int, nr_stretches: int) -> list[list[int]]:
@@ -104,7 +94,11 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     become "bd" (the changed stretches, encoded), its caches "c" (indices into the document's
     "cache_entries", where an entry several frames hold is sent once)."""
     frames_in = document["frames"]
-    largest = max((max(f["blocks"][2::3], default=0) for f in frames_in), default=0)
+    # (the largest block code sets the digits a block: of every block of every frame, or of
+    # every stretch a frame of changes sends, which is every block a frame holds)
+    largest = max((max(f["blocks"][2::3], default=0) if "blocks" in f else
+                   max((max(part[2::3], default=0) for part in f["block_changes"][1::2]),
+                       default=0) for f in frames_in), default=0)
     width = 1
     while (largest + 1) << _ORDER_BITS > 1 << (6 * width):
         width += 1
@@ -120,9 +114,20 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     frames = []
     for frame in frames_in:
         compact = {key: value for key, value in frame.items()
-                   if key not in ("blocks", "caches")}
-        blocks = frame["blocks"]
+                   if key not in ("blocks", "block_changes", "caches")}
         changed: list[Any] = []
+        if "blocks" not in frame:  # (trace_document(for_page=True): the changes are known)
+            if document.get("block_changes_pages") != pages:
+                raise ValueError("the frames' block changes are not cut as this page cuts")
+            changes = frame["block_changes"]
+            for index in range(0, len(changes), 2):
+                changed += (changes[index], encode_blocks(changes[index + 1], width))
+            compact["bd"] = changed
+            if "caches" in frame:
+                compact["c"] = _entry_numbers(frame["caches"], entries, by_id)
+            frames.append(compact)
+            continue
+        blocks = frame["blocks"]
         if (before is not None and isinstance(blocks, StretchBlocks)
                 and blocks.parts_before is before and blocks.stretch_pages == pages):
             # Cut as this page cuts, and only the walked stretches can differ from the
@@ -141,18 +146,25 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
         before = parts
         compact["bd"] = changed
         if "caches" in frame:
-            indices = []
-            for entry in frame["caches"]:
-                number = by_id.get(id(entry))
-                if number is None:
-                    number = by_id[id(entry)] = len(entries)
-                    entries.append(entry)
-                indices.append(number)
-            compact["c"] = indices
+            compact["c"] = _entry_numbers(frame["caches"], entries, by_id)
         frames.append(compact)
-    return {**document, "frames": frames, "block_width": width,
+    return {**{key: value for key, value in document.items() if key != "block_changes_pages"},
+            "frames": frames, "block_width": width,
             "block_stretch_pages": pages, "block_stretches": nr_stretches,
             "cache_entries": entries}
+
+
+def _entry_numbers(caches: list[Any], entries: list[Any], by_id: dict[int, int]
+                   ) -> list[int]:
+    """The numbers of a frame's cache entries in ``entries``, where those not sent yet go."""
+    indices = []
+    for entry in caches:
+        number = by_id.get(id(entry))
+        if number is None:
+            number = by_id[id(entry)] = len(entries)
+            entries.append(entry)
+        indices.append(number)
+    return indices
 
 
 def build_page(document: dict[str, Any]) -> str:

@@ -141,6 +141,20 @@ def _free_counts(buddy: BuddyAllocator) -> dict[str, Any]:
     }
 
 
+# A trace's frames cut memory in stretches of whole max-order blocks (a block never crosses
+# one), the page's unit of what changed (kmem.show.html_page): at most MAX_STRETCHES of them
+# (bigger than a max-order block on a big machine), so that finding them stays cheap.
+MAX_STRETCHES = 512
+
+
+def stretch_pages(nr_pages: int, max_order: int) -> int:
+    """Pages a stretch: a max-order block's, or more (a power of two) on a big machine."""
+    pages = 1 << max_order
+    while -(-nr_pages // pages) > MAX_STRETCHES:
+        pages <<= 1
+    return pages
+
+
 class StretchBlocks(list[int]):
     """A frame's flat block list as _BuddyFrames makes it, which says how it was made: cut in
     ``parts`` of ``stretch_pages`` pages each, of which only those in ``walked`` may differ
@@ -169,9 +183,21 @@ class _BuddyFrames:
     mark): a trace's slab pages are labelled so, the owner bytes saying where they changed,
     instead of a label a slab page sent every frame and compared with the previous frame's."""
 
-    def __init__(self, buddy: BuddyAllocator, table: LabelTable) -> None:
+    def __init__(self, buddy: BuddyAllocator, table: LabelTable, stretch: int | None = None,
+                 *, flat: bool = True) -> None:
         self._buddy = buddy
         self._table = table
+        # Pages a stretch: a max-order block's by default, or a power of two above it (the
+        # page's stretches, stretch_pages()); a block never crosses either.
+        if stretch is None:
+            stretch = 1 << buddy.max_order
+        if stretch & (stretch - 1) or stretch < 1 << buddy.max_order:
+            raise InvalidArgumentError(
+                f"a stretch is a power of two of at least {1 << buddy.max_order} pages,"
+                f" not {stretch}")
+        self._shift = stretch.bit_length() - 1
+        # flat: each frame's "blocks" (a StretchBlocks), else its "block_changes" only
+        self._flat = flat
         self._parts: list[list[int]] = []  # each stretch's flat [pfn, order, code, ...]
         # The previous frame's state and owner bytes (copied into, never reallocated: a
         # 64 GiB machine's owner column is 64 MiB) and labels.
@@ -186,7 +212,7 @@ class _BuddyFrames:
         buddy = self._buddy
         mem_map = buddy.mem_map
         nr_pages = buddy.nr_pages
-        shift = buddy.max_order
+        shift = self._shift
         nr_stretches = -(-nr_pages // (1 << shift))
         owner_labels = owner_labels or {}
         width = mem_map.owner.itemsize.bit_length() - 1  # (bytes an owner entry: 4)
@@ -226,15 +252,22 @@ class _BuddyFrames:
             start = index << shift
             self._parts[index] = self._walk(start, min(start + (1 << shift), nr_pages),
                                             labels_of[index], owner_labels)
+        parts, before_parts = list(self._parts), self._last_parts
+        self._last_parts = parts
+        if not self._flat:
+            changes: list[Any] = []
+            for index in sorted(walk):
+                if before_parts is None or parts[index] != before_parts[index]:
+                    changes += (index, parts[index])
+            return {"block_changes": changes, **_free_counts(buddy)}
         blocks = StretchBlocks()
-        for part in self._parts:  # (a list's += copies at C speed; chain goes item by item)
+        for part in parts:  # (a list's += copies at C speed; chain goes item by item)
             blocks += part
         # (the stretches as they were cut, for the page builder: kmem.show.html_page._compact)
         blocks.stretch_pages = 1 << shift
-        blocks.parts = list(self._parts)
+        blocks.parts = parts
         blocks.walked = walk
-        blocks.parts_before = self._last_parts
-        self._last_parts = blocks.parts
+        blocks.parts_before = before_parts
         return {"blocks": blocks, **_free_counts(buddy)}
 
     def _walk(self, start: int, end: int, labels: dict[int, str],
@@ -603,14 +636,15 @@ def document_for(spec: str, kind: str | None = None,
                  max_frames: int = DEFAULT_TRACE_FRAMES,
                  memory: int = DEFAULT_TRACE_MEMORY, policy: str = "slub", *,
                  nr_cpus: int = 2, skip_bad: bool = False,
-                 progress: Progress | None = None) -> dict[str, Any]:
+                 progress: Progress | None = None, for_page: bool = False) -> dict[str, Any]:
     """The document for a built-in scenario name, a scenario file or a trace file ("-": the
     standard input, scenario or trace).
 
     ``kind`` forces "scenario" or "trace"; by default a file is read as a trace when it is
     compressed or its first lines look like ftrace kmem events, else as a scenario.
     ``memory``, ``policy``, ``nr_cpus`` and ``skip_bad`` set up the machine a trace replays on
-    and how its lines are read, as kmem replay does (a scenario says its own machine).
+    and how its lines are read, as kmem replay does (a scenario says its own machine);
+    ``for_page`` a trace's document as only the page builder reads it (see trace_document).
     """
     if kind not in (None, "scenario", "trace"):
         raise InvalidArgumentError(f"kind must be 'scenario' or 'trace', not {kind!r}")
@@ -619,14 +653,14 @@ def document_for(spec: str, kind: str | None = None,
         # file, it is guessed and read (twice, see trace_document) as a file is.
         with _spooled(spec) as path:
             return document_for(str(path), kind, max_frames, memory, policy, nr_cpus=nr_cpus,
-                                skip_bad=skip_bad, progress=progress)
+                                skip_bad=skip_bad, progress=progress, for_page=for_page)
     if kind is None:
         kind = "trace" if spec not in BUILTIN and Path(spec).is_file() and looks_like_trace(
             spec) else "scenario"
     if kind == "scenario":
         return scenario_document(load(spec), max_frames)
     return trace_document(spec, max_frames, memory=memory, policy=policy, nr_cpus=nr_cpus,
-                          skip_bad=skip_bad, progress=progress)
+                          skip_bad=skip_bad, progress=progress, for_page=for_page)
 
 
 def _is_stream(spec: str) -> bool:
@@ -688,6 +722,7 @@ def trace_document(
     nr_cpus: int = 2,
     skip_bad: bool = False,
     progress: Progress | None = None,
+    for_page: bool = False,
 ) -> dict[str, Any]:
     """Replay a kmem trace (kmem.trace.replay) and keep about ``max_frames`` snapshots.
 
@@ -697,6 +732,13 @@ def trace_document(
     be spaced evenly (every ``lines / max_frames`` events), then to replay it. Each frame is
     the machine after that many events; its text says what the events since the previous
     frame did. ``progress(what, bytes done, bytes total)`` is called as the file is read.
+
+    ``for_page``: the document as only the page builder (kmem.show.html_page) reads it, which
+    needs no frame's whole block list: a frame has, instead of "blocks", "block_changes"
+    ``[stretch, blocks, stretch, blocks, ...]``, the flat blocks of each stretch of memory
+    (``document["block_changes_pages"]`` pages, stretch_pages()) that differ from the previous
+    frame's (every stretch in frame 0). The page is the same; a long trace's frames of tens of
+    thousands of numbers each, every one made and then cut up again, were a third of its cost.
     """
     from kmem.trace import pipeline
     from kmem.trace.parse import TraceParser
@@ -723,7 +765,8 @@ def trace_document(
         frames: list[dict[str, Any]] = []
         previous: ReplaySnapshot | None = None
         caches = _CacheFrames()
-        buddy_frames = _BuddyFrames(replayer.buddy, table)
+        stretch = stretch_pages(replayer.buddy.nr_pages, replayer.buddy.max_order)
+        buddy_frames = _BuddyFrames(replayer.buddy, table, stretch, flat=not for_page)
         with ExitStack() as stack:
             batches: Iterable[EventBatch]
             if process is not None:
@@ -764,6 +807,7 @@ def trace_document(
         "max_order": replayer.buddy.max_order,
         "labels": table.labels,
         "frames": frames,
+        **({"block_changes_pages": stretch} if for_page else {}),
         "total_steps": replayer.events_done,
         "trace": {
             "events": result.events,
