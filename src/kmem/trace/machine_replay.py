@@ -56,10 +56,11 @@ not be fed too: they would count twice. The replay's own rule decides which they
 kmem.trace.replay, "Not counting slab pages twice"): an mm_page_alloc that could be a slab page
 (not movable, not a user page) waits for its CPU's next event; a slab allocation there makes
 it the kernel's slab page, skipped with its free (``pages["slab_page_events_skipped"]``), any
-other event replays it. The slab layer's pages reach the machine as the replay makes them, a
-batch's slab events before the batch's page events: the order between the two layers is kept
-to a batch (1024 events), not to the event. Then also machine.check() holds after every event,
-the slab layer's blocks included (SlabAllocator.check).
+other event replays it. The slab layer's pages reach the machine as the replay makes them, in
+trace order with the page events: the replay cuts each batch so that each run of page events
+reaches the machine before the run of slab events after it, and those before the next page
+events. SlabAllocator.check() checks the machine too, with the
+slab layer's blocks in it.
 """
 
 from __future__ import annotations
