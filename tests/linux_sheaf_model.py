@@ -15,7 +15,12 @@ empty node partial slabs without reordering the list).
 pfmemalloc slabs (slabs on pages from the memory reserves): while ``reserves`` is set, every new
 slab is one. 7.0 ("slab: handle pfmemalloc slabs properly with sheaves") frees their objects to
 the slab, never to a sheaf, and flushes an rcu sheaf holding one after the grace period; 6.18
-treats them as any slab.
+treats them as any slab. On the allocation side, an allocation has the ``rights`` to the reserves
+(gfp_pfmemalloc_allowed: __GFP_MEMALLOC) or not; pfmemalloc_match lets only one with them take
+objects from a pfmemalloc slab in the slow paths. 7.0 refills every sheaf with __GFP_NOMEMALLOC
+(never the rights: a refill passes over every pfmemalloc partial slab), and its one-object path
+(get_from_partial_node) takes the first partial slab the allocation may use; 6.18 refills with
+the allocation's own flags, through the 6.17 slow path.
 """
 
 from __future__ import annotations
@@ -251,13 +256,14 @@ class SheafModel:
 
     # 7.0: the node partial list only
 
-    def slab_alloc_70(self) -> Obj:
+    def slab_alloc_70(self, rights: bool = False) -> Obj:
         self.stat["alloc_slowpath"] += 1
-        if self.partial:
-            slab = self.partial[0]
+        usable = [s for s in self.partial if rights or not s.pfmemalloc]
+        if usable:
+            slab = usable[0]
             obj = self.take(slab)
             if not slab.free:
-                self.partial.pop(0)
+                self.partial.remove(slab)
                 slab.where = "none"
             return obj
         slab = self.new_slab()
@@ -287,10 +293,14 @@ class SheafModel:
             self.stat["free_add_partial"] += 1
 
     def refill_objects_70(self, count: int) -> list[Obj]:
+        """refill_sheaf's refill_objects, always with __GFP_NOMEMALLOC: no rights, so
+        get_partial_node_bulk skips every pfmemalloc partial slab."""
         got: list[Obj] = []
         private: list[Slab] = []  # index 0 is the private list's head
         total = 0
         for slab in list(self.partial):
+            if slab.pfmemalloc:
+                continue
             self.partial.remove(slab)
             slab.where = "none"
             private.insert(0, slab)
@@ -322,12 +332,14 @@ class SheafModel:
 
     # -- the kernel-specific slab side ---------------------------------------------------------
 
-    def alloc_from_slabs(self, cpu: int) -> Obj:
-        return self.slub_alloc_617(cpu) if self.kernel == "6.18" else self.slab_alloc_70()
-
-    def bulk_alloc(self, count: int, cpu: int) -> list[Obj]:
+    def alloc_from_slabs(self, cpu: int, rights: bool = False) -> Obj:
         if self.kernel == "6.18":
-            return [self.slub_alloc_617(cpu) for _ in range(count)]
+            return self.slub_alloc_617(cpu, rights)
+        return self.slab_alloc_70(rights)
+
+    def bulk_alloc(self, count: int, cpu: int, rights: bool = False) -> list[Obj]:
+        if self.kernel == "6.18":  # the refill keeps the allocation's flags
+            return [self.slub_alloc_617(cpu, rights) for _ in range(count)]
         return self.refill_objects_70(count)
 
     def free_group(self, serial: int, indices: list[int], cpu: int) -> None:
@@ -364,9 +376,9 @@ class SheafModel:
 
     # -- sheaf helpers -------------------------------------------------------------------------
 
-    def refill(self, sheaf: Sheaf, cpu: int) -> None:
+    def refill(self, sheaf: Sheaf, cpu: int, rights: bool = False) -> None:
         want = self.capacity - len(sheaf.objects)
-        got = self.bulk_alloc(want, cpu)
+        got = self.bulk_alloc(want, cpu, rights)
         for obj in got:
             self.state[obj] = "sheaf"
         sheaf.objects.extend(got)
@@ -392,9 +404,9 @@ class SheafModel:
 
     # -- allocation ----------------------------------------------------------------------------
 
-    def alloc(self, cpu: int, can_block: bool = True) -> Obj:
-        if not self.main[cpu].objects and not self.replace_empty_main(cpu, can_block):
-            obj = self.alloc_from_slabs(cpu)
+    def alloc(self, cpu: int, can_block: bool = True, rights: bool = False) -> Obj:
+        if not self.main[cpu].objects and not self.replace_empty_main(cpu, can_block, rights):
+            obj = self.alloc_from_slabs(cpu, rights)
             self.state[obj] = "user"
             return obj
         obj = self.main[cpu].objects.pop()
@@ -402,7 +414,7 @@ class SheafModel:
         self.stat["sheaf_alloc_fast"] += 1
         return obj
 
-    def replace_empty_main(self, cpu: int, can_block: bool) -> bool:
+    def replace_empty_main(self, cpu: int, can_block: bool, rights: bool = False) -> bool:
         spare = self.spare[cpu]
         if spare is not None and spare.objects:
             self.main[cpu], self.spare[cpu] = spare, self.main[cpu]
@@ -425,7 +437,7 @@ class SheafModel:
             empty = None
         if empty is None:
             empty = self.new_sheaf()
-        self.refill(empty, cpu)  # memory is ample in the lockstep tests: refills succeed
+        self.refill(empty, cpu, rights)  # memory is ample in the lockstep tests: refills succeed
         full = empty
         if not self.main[cpu].objects:
             if self.kernel == "7.0" and self.spare[cpu] is None:

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from kmem import BuddyAllocator, SlabAllocator
-from kmem.page.gfp import __GFP_MEMALLOC, GFP_KERNEL
+from kmem.page.gfp import __GFP_MEMALLOC, __GFP_NOMEMALLOC, GFP_ATOMIC, GFP_KERNEL
+from kmem.slab.flags import SLAB_RED_ZONE
+from kmem.slab.slub import SlubDebugCache
 from kmem.slab.slub_sheaves import PercpuSheavesCache
 
 
@@ -164,4 +166,122 @@ def test_a_cpu_given_as_an_int_subclass_keeps_the_allocations_rights() -> None:
     assert _slab_of(cache, first).pfmemalloc
     assert cache._cpu_slab[0] is _slab_of(cache, first)  # kept, as alloc(0, RIGHTS) keeps it
     cache.free(first)
+    slab.check()
+
+
+# -- 7.0's allocation side: __GFP_NOMEMALLOC refills, the partial list passes over pfmemalloc --
+
+
+def _slub7(size: int = 256) -> tuple[SlabAllocator, ReserveBuddy, Any]:
+    buddy = ReserveBuddy(64 << 20)
+    slab = SlabAllocator(buddy, nr_cpus=1, kernel="7.0")
+    return slab, buddy, slab.kmem_cache_create("slub7", size)
+
+
+def test_7_0_sheaf_refills_take_no_object_of_a_pfmemalloc_slab() -> None:
+    slab, buddy, cache = _slub7()
+    buddy.reserves = True
+    first = cache.alloc(0, GFP_ATOMIC | __GFP_MEMALLOC)  # may not block: one object, no refill
+    pfm = _slab_of(cache, first)
+    assert pfm.pfmemalloc and pfm.inuse == 1 and cache.stats().sheaf_refill == 0
+    buddy.reserves = False
+    # A refill carries __GFP_NOMEMALLOC whatever the allocation's flags: even with the
+    # rights, none of the pfmemalloc slab's free objects go into the sheaf.
+    cache.alloc(0, RIGHTS)
+    s = cache.stats()
+    assert s.sheaf_refill == cache.sheaf_capacity
+    assert pfm.inuse == 1
+    # its objects: pfm's one, and the refill's from new slabs only
+    per_slab = cache.objs_per_slab
+    assert s.alloc_slab == 1 + -(-cache.sheaf_capacity // per_slab)
+    slab.check()
+
+
+def test_6_18_sheaf_refills_keep_the_allocations_rights() -> None:
+    # 6.18's refill goes through the 6.17 slow path with the allocation's gfp: with the rights
+    # the pfmemalloc cpu slab keeps serving it
+    buddy = ReserveBuddy(64 << 20)
+    slab = SlabAllocator(buddy, nr_cpus=1, kernel="6.18")
+    cache = slab.kmem_cache_create("slub618", 256, sheaf_capacity=4)
+    buddy.reserves = True
+    cache.alloc(0, RIGHTS)
+    buddy.reserves = False
+    (pfm,) = cache._slabs()
+    assert pfm.pfmemalloc and pfm.inuse == cache.sheaf_capacity  # the refill took 4 from it
+    slab.check()
+
+
+def test_7_0_one_object_path_passes_over_pfmemalloc_partial_slabs_without_rights() -> None:
+    slab, buddy, cache = _slub7()
+    buddy.reserves = True
+    first = cache.alloc(0, GFP_ATOMIC | __GFP_MEMALLOC)
+    pfm = _slab_of(cache, first)
+    buddy.reserves = False
+    second = cache.alloc(0, GFP_ATOMIC)  # no refill (may not block), no rights: a new slab
+    assert _slab_of(cache, second) is not pfm and not _slab_of(cache, second).pfmemalloc
+    third = cache.alloc(0, GFP_ATOMIC)  # the new slab heads the partial list now
+    assert _slab_of(cache, third) is _slab_of(cache, second)
+    assert pfm.inuse == 1
+    for address in (first, second, third):
+        cache.free(address)
+    slab.check()
+
+
+def test_7_0_one_object_path_with_rights_takes_a_pfmemalloc_partial_head() -> None:
+    slab, buddy, cache = _slub7()
+    buddy.reserves = True
+    first = cache.alloc(0, GFP_ATOMIC | __GFP_MEMALLOC)
+    buddy.reserves = False
+    second = cache.alloc(0, GFP_ATOMIC | __GFP_MEMALLOC)
+    assert _slab_of(cache, second) is _slab_of(cache, first)
+    # __GFP_NOMEMALLOC wins over __GFP_MEMALLOC: no rights
+    third = cache.alloc(0, GFP_ATOMIC | __GFP_MEMALLOC | __GFP_NOMEMALLOC)
+    assert _slab_of(cache, third) is not _slab_of(cache, first)
+    slab.check()
+
+
+# -- SLUB debug caches (6.18's debug alloc path: get_partial_node's pfmemalloc_match) ----------
+
+
+@pytest.mark.parametrize("kernel", ["6.17", "6.18", "7.0"])
+def test_debug_caches_pass_over_pfmemalloc_partial_slabs_without_rights(kernel: str) -> None:
+    buddy = ReserveBuddy(64 << 20)
+    slab = SlabAllocator(buddy, nr_cpus=1, kernel=kernel)
+    cache = slab.kmem_cache_create("debug", 256, flags=SLAB_RED_ZONE)
+    assert isinstance(cache, SlubDebugCache)
+    buddy.reserves = True
+    first = cache.alloc(0, GFP_KERNEL)  # alloc_single_from_new_slab: served, whatever it is
+    pfm = _slab_of(cache, first)
+    assert pfm.pfmemalloc and pfm in cache._node_partial
+    buddy.reserves = False
+    second = cache.alloc(0, RIGHTS)  # may use the reserves: the partial head serves
+    assert _slab_of(cache, second) is pfm
+    third = cache.alloc(0, GFP_KERNEL)  # may not: passed over, a new slab
+    other = _slab_of(cache, third)
+    assert other is not pfm and not other.pfmemalloc
+    assert next(iter(cache._node_partial)) is other  # the new slab heads the list
+    fourth = cache.alloc(0, GFP_KERNEL)
+    assert _slab_of(cache, fourth) is other
+    assert pfm.inuse == 2
+    for address in (first, second, third, fourth):
+        cache.free(address)
+    slab.check()
+
+
+def test_debug_cache_without_a_usable_partial_slab_fills_a_new_one() -> None:
+    # every partial slab pfmemalloc, the allocation without rights: a new slab each time the
+    # non-pfmemalloc ones are full, never an object of the pfmemalloc slab
+    buddy = ReserveBuddy(64 << 20)
+    slab = SlabAllocator(buddy, nr_cpus=1, kernel="6.18")
+    cache = slab.kmem_cache_create("debug2", 512, flags=SLAB_RED_ZONE)
+    buddy.reserves = True
+    first = cache.alloc(0, RIGHTS)
+    pfm = _slab_of(cache, first)
+    buddy.reserves = False
+    taken = [cache.alloc(0, GFP_KERNEL) for _ in range(2 * cache.objs_per_slab)]
+    assert all(_slab_of(cache, a) is not pfm for a in taken)
+    assert cache.stats().alloc_slab == 3
+    assert pfm.inuse == 1
+    for address in [first, *taken]:
+        cache.free(address)
     slab.check()

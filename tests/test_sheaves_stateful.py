@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from kmem import BuddyAllocator, KmemCache, SlabAllocator
-from kmem.page.gfp import GFP_ATOMIC, GFP_KERNEL
+from kmem.page.gfp import __GFP_MEMALLOC, GFP_ATOMIC, GFP_KERNEL
 from kmem.slab.slabs import WHERE_NAMES
 from kmem.slab.slub_sheaves import PercpuSheavesCache
 from linux_sheaf_model import SheafModel
@@ -21,6 +21,8 @@ COUNTERS_SHEAVES = ("sheaf_refill", "sheaf_flush", "sheaf_alloc", "sheaf_free", 
                     "barn_get_fail", "barn_put", "barn_put_fail", "free_rcu_sheaf")
 COUNTERS_7_0 = ("alloc_slowpath", "free_slowpath", "free_add_partial", "free_remove_partial",
                 "alloc_slab", "free_slab")
+
+MEMALLOC = __GFP_MEMALLOC  # (a class body would mangle the double-underscore name)
 
 
 class ReserveBuddy(BuddyAllocator):
@@ -105,12 +107,14 @@ class SheafLockstep(RuleBasedStateMachine):
     # -- rules ---------------------------------------------------------------------------------
 
     @precondition(lambda self: self.cache is not None)
-    @rule(cpu=st.integers(0, 2), atomic=st.booleans())
-    def alloc(self, cpu: int, atomic: bool) -> None:
+    @rule(cpu=st.integers(0, 2), atomic=st.booleans(), rights=st.booleans())
+    def alloc(self, cpu: int, atomic: bool, rights: bool = False) -> None:
+        """``rights``: with __GFP_MEMALLOC, the allocation may use the memory reserves."""
         assert self.cache is not None and self.model is not None
         cpu %= self.cache.nr_cpus
-        address = self.cache.alloc(cpu, GFP_ATOMIC if atomic else GFP_KERNEL)
-        expected = self.model.alloc(cpu, can_block=not atomic)
+        gfp = (GFP_ATOMIC if atomic else GFP_KERNEL) | (MEMALLOC if rights else 0)
+        address = self.cache.alloc(cpu, gfp)
+        expected = self.model.alloc(cpu, can_block=not atomic, rights=rights)
         assert self.obj_of(address) == expected
         assert address not in self.live
         self.live[address] = expected
@@ -256,3 +260,27 @@ def test_lockstep_flush_of_sheaves_holding_many_slabs_interleaved() -> None:
         machine.shrink()
         machine.same_state()
         machine.teardown()
+
+
+def test_lockstep_7_0_refills_and_slab_path_pass_over_pfmemalloc_slabs() -> None:
+    """A fixed run through the 7.0 allocation rules on pfmemalloc slabs: a slab made from the
+    reserves heads the partial list; an allocation with the rights takes from it, one
+    without passes over it (a new slab), and so does a refill (always __GFP_NOMEMALLOC)."""
+    machine = Lockstep70()
+    machine.boot(cpus=1, size=1024, capacity=5, thread_safe=False)
+    cache = machine.cache
+    assert cache is not None
+    machine.reserves(on=True)
+    machine.alloc(cpu=0, atomic=True)  # may not block: no refill; a new pfmemalloc slab
+    machine.reserves(on=False)
+    machine.alloc(cpu=0, atomic=True, rights=True)  # the partial head serves it
+    machine.same_state()
+    (pfm,) = cache._slabs()
+    assert pfm.pfmemalloc and pfm.inuse == 2
+    machine.alloc(cpu=0, atomic=True)  # without the rights: a new slab instead
+    machine.same_state()
+    assert pfm.inuse == 2 and len(cache._slabs()) == 2
+    machine.alloc(cpu=0, atomic=False)  # a refill of a whole sheaf: none of it from pfm
+    machine.same_state()
+    assert pfm.inuse == 2
+    assert cache.stats().sheaf_refill == cache.sheaf_capacity

@@ -4,6 +4,8 @@ Public API (stable; the trace replay and the visualisation drive it)::
 
     slab = SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=2, policy="slub")  # or "slab"
     # thread_safe=False: no cache locks, for single-threaded callers
+    # machine=PageMachine(...): slab pages also from a page machine, with the allocation's
+    # gfp flags (watermarks, memory reserves, pfmemalloc slabs: kmem.slab.machine_pages)
     cache = slab.kmem_cache_create(name, size, align=0, flags=0, ctor=None,
                                    useroffset=0, usersize=0, freeptr_offset=None)
     addr = cache.alloc(cpu=0)          # byte address; OutOfMemoryError when no page
@@ -49,7 +51,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from typing import Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError
 from kmem.page.buddy import BuddyAllocator
@@ -73,6 +75,7 @@ from kmem.slab.kmalloc_sizes import (
     KMALLOC_CLASS_BY_SIZE,
     KMALLOC_MIN_SIZE,
 )
+from kmem.slab.machine_pages import MachinePages
 from kmem.slab.merge import find_mergeable
 from kmem.slab.sheaves import (
     DEFAULT_KERNEL,
@@ -87,6 +90,9 @@ from kmem.slab.slub import SlubCache, SlubDebugCache
 from kmem.slab.slub_sheaves import PercpuSheavesCache, SheafSlubCache, Slub7Cache
 from kmem.slab.stats import CacheStats, LiveObject
 
+if TYPE_CHECKING:
+    from kmem.page.machine import PageMachine
+
 POLICIES: Final = ("slub", "slab")
 
 
@@ -99,9 +105,22 @@ class SlabAllocator(KmallocFrontEnd):
 
     def __init__(self, buddy: BuddyAllocator, nr_cpus: int = 2, policy: str = "slub", *,
                  thread_safe: bool = True, kernel: str = DEFAULT_KERNEL,
-                 random_kmalloc_seed: int | None = None) -> None:
+                 random_kmalloc_seed: int | None = None,
+                 machine: PageMachine | None = None) -> None:
         if not isinstance(buddy, BuddyAllocator):
             raise InvalidTypeError(f"buddy must be a BuddyAllocator, not {type(buddy).__name__}")
+        if machine is not None:
+            from kmem.page.machine import PageMachine
+
+            if not isinstance(machine, PageMachine):
+                raise InvalidTypeError(
+                    f"machine must be a PageMachine or None, not {type(machine).__name__}")
+            from kmem.page.layout import PAGE_SIZE
+
+            if buddy.page_size != PAGE_SIZE:
+                raise InvalidArgumentError(
+                    f"a page machine has pages of {PAGE_SIZE} bytes, the buddy allocator of"
+                    f" {buddy.page_size}: a slab block must be the same size in both")
         if buddy.memory.closed:
             raise MemoryClosedError("cannot build a slab allocator: the physical memory was closed")
         if buddy.page_size // KMALLOC_MIN_SIZE > MAX_OBJS_PER_PAGE:
@@ -127,6 +146,11 @@ class SlabAllocator(KmallocFrontEnd):
             raise InvalidArgumentError(
                 f"random_kmalloc_seed must be a u64, got {random_kmalloc_seed}")
         self.buddy = buddy
+        # With a page machine, every slab and large kmalloc block of the buddy allocator is
+        # backed by a machine block taken with the allocation's gfp flags: watermarks, reserves
+        # and pfmemalloc slabs (kmem.slab.machine_pages). None: the buddy allocator alone.
+        self.machine: Final = machine
+        self.pages = None if machine is None else MachinePages(buddy, machine)
         self.nr_cpus = nr_cpus
         self.policy: Final = policy
         self.thread_safe: Final = bool(thread_safe)
@@ -265,7 +289,8 @@ class SlabAllocator(KmallocFrontEnd):
                      else {})
             cache = cache_class(cache_id=self._next_id, name=name, geometry=geometry,
                                 buddy=self.buddy, nr_cpus=self.nr_cpus, ctor=ctor,
-                                callers=self._callers, thread_safe=self.thread_safe, **extra)
+                                callers=self._callers, thread_safe=self.thread_safe,
+                                pages=self.pages, **extra)
             if self.policy == "slub":
                 cache.kernel = self.kernel
             if isinstance(cache, PercpuSheavesCache) and capacity:
@@ -446,6 +471,8 @@ class SlabAllocator(KmallocFrontEnd):
         """Verify every invariant of every cache, slab and page, and the buddy allocator's."""
         with self._lock:
             self.buddy.check()
+            if self.pages is not None:
+                self.pages.check()
             slab_pages = 0
             for cache in self._cache_list:
                 cache.check()

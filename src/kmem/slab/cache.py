@@ -43,6 +43,7 @@ from kmem.errors import InvalidTypeError, KmemError, OutOfMemoryError
 from kmem.page.buddy import Block
 from kmem.page.errors import MemoryClosedError
 from kmem.page.gfp import GFP_KERNEL
+from kmem.page.watermarks import gfp_pfmemalloc_flags
 from kmem.slab.debug import SlabDebugger
 from kmem.slab.errors import (
     CacheDestroyedError,
@@ -57,6 +58,7 @@ from kmem.slab.errors import (
 )
 from kmem.slab.flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_TYPESAFE_BY_RCU
 from kmem.slab.geometry import CacheGeometry
+from kmem.slab.machine_pages import new_slab_pages
 from kmem.slab.merge import merge_into, slab_alias_name, slab_unmergeable
 from kmem.slab.slabs import (
     ON_CPU,
@@ -83,6 +85,7 @@ if TYPE_CHECKING:
 
     from kmem._core import SlabCacheCore
     from kmem.page.buddy import BuddyAllocator
+    from kmem.slab.machine_pages import MachinePages
 
 Constructor = Callable[[memoryview], object]
 
@@ -151,7 +154,8 @@ class KmemCache:
 
     def __init__(self, *, cache_id: int, name: str, geometry: CacheGeometry,
                  buddy: BuddyAllocator, nr_cpus: int, ctor: Constructor | None,
-                 callers: list[str], thread_safe: bool = True) -> None:
+                 callers: list[str], thread_safe: bool = True,
+                 pages: MachinePages | None = None) -> None:
         self.id: Final = cache_id
         self.name: Final = name
         self.geometry = geometry  # raised by merges (object_size, inuse), as Linux does
@@ -177,10 +181,14 @@ class KmemCache:
         self.refcount = 1
         self.destroyed = False
         self._buddy: Final = buddy
+        # A page machine behind the buddy's blocks (kmem.slab.machine_pages): slab pages are
+        # allocated with the allocation's gfp flags, under watermarks, maybe from the reserves
+        self._pages: Final = pages
         # allocate_slab's slab_set_pfmemalloc asks the page source which pages came from its
         # memory reserves; a BuddyAllocator has none (no such method: no slab is pfmemalloc)
-        self._page_is_pfmemalloc: Final[Callable[[int], bool] | None] = getattr(
-            buddy, "page_is_pfmemalloc", None)
+        self._page_is_pfmemalloc: Final[Callable[[int], bool] | None] = (
+            pages.page_is_pfmemalloc if pages is not None
+            else getattr(buddy, "page_is_pfmemalloc", None))
         self._memory: Final = buddy.memory
         self._owner: Final = buddy.mem_map.owner
         self._page_shift: Final = buddy.page_shift
@@ -337,12 +345,16 @@ class KmemCache:
 
     # -- slabs: creation and discard -----------------------------------------------------------
 
-    def _new_slab(self) -> Slab:
+    def _new_slab(self, gfp: int = GFP_KERNEL, cpu: int = 0) -> Slab:
         """A new slab from the buddy allocator, fully set up (Linux: allocate_slab).
 
         Tries the preferred order, then the minimum order (ORDER_FALLBACK) when the buddy
         allocator cannot give the larger block; raises OutOfMemoryError with nothing changed.
+        On a page machine (``pages``) the blocks are asked for with the allocation's ``gfp``
+        on ``cpu`` (kmem.slab.machine_pages); a buddy allocator takes no flags.
         """
+        if self._pages is not None:
+            return self._new_slab_on_machine(self._pages, gfp, cpu)
         buddy = self._buddy
         order = self.order
         try:
@@ -364,6 +376,38 @@ class KmemCache:
             self._forget_pages(pfn, order)
             buddy.free_pages(pfn, order)
             raise
+
+    def _new_slab_on_machine(self, pages: MachinePages, gfp: int, cpu: int) -> Slab:
+        try:
+            pfn, order = new_slab_pages(pages, gfp, self.flags, self.order, self.min_order, cpu)
+        except OutOfMemoryError:
+            if self._rcu_pending:  # the grace period ends: those pages come back first
+                self._rcu_barrier()
+                return self._new_slab_on_machine(pages, gfp, cpu)
+            raise
+        if order != self.order:
+            self._stat[ORDER_FALLBACK] += 1
+        slabs_made = self._slabs_made
+        try:
+            return self._setup_slab(pfn, order)
+        except BaseException:
+            self._slabs_made = slabs_made
+            self._forget_pages(pfn, order)
+            pages.free_pages(pfn, order, cpu)
+            raise
+
+    def _free_slab_pages(self, pfn: int, order: int) -> None:
+        """A discarded slab's block back to its page source (a machine's: on CPU 0, the
+        discard knowing no CPU)."""
+        if self._pages is not None:
+            self._pages.free_pages(pfn, order)
+        else:
+            self._buddy.free_pages(pfn, order)
+
+    @staticmethod
+    def _reserve_rights(gfp: int) -> bool:
+        """gfp_pfmemalloc_allowed: may this allocation use the memory reserves?"""
+        return bool(gfp_pfmemalloc_flags(gfp))
 
     def _colour_offset(self, slab_bytes: int, objects: int) -> int:
         """Bytes before the first object slot: 0 under SLUB, the next colour under classic."""
@@ -461,7 +505,7 @@ class KmemCache:
             self._rcu_pending.append(slab)
             return
         self._forget_pages(slab.pfn, slab.order)
-        self._buddy.free_pages(slab.pfn, slab.order)
+        self._free_slab_pages(slab.pfn, slab.order)
 
     def rcu_barrier(self) -> int:
         """End the RCU grace period: give the slabs discarded since back; return how many."""
@@ -472,7 +516,7 @@ class KmemCache:
         pending = self._rcu_pending
         for slab in pending:
             self._forget_pages(slab.pfn, slab.order)
-            self._buddy.free_pages(slab.pfn, slab.order)
+            self._free_slab_pages(slab.pfn, slab.order)
         count = len(pending)
         pending.clear()
         self._changes += count

@@ -103,7 +103,7 @@ class ClassicSlabCache(KmemCache):
             slab = next(iter(partial))
             self._fast[0] += 1
         else:
-            slab = self._refill()
+            slab = self._refill(gfp, cpu)
         freelist = slab.freelist
         if self._debug is not None:
             try:
@@ -120,7 +120,7 @@ class ClassicSlabCache(KmemCache):
             slab.where = ON_FULL
         return slab.base + index * self.size
 
-    def _refill(self) -> Slab:
+    def _refill(self, gfp: int = GFP_KERNEL, cpu: int = 0) -> Slab:
         """No partial slab: the first empty slab, else a new one; it joins the partial list."""
         if self.destroyed:
             raise self._bad_free(0)
@@ -129,7 +129,7 @@ class ClassicSlabCache(KmemCache):
             slab, _ = empty.popitem(last=False)
             self._stat[ALLOC_FASTPATH] += 1
         else:
-            slab = self._new_slab()
+            slab = self._new_slab(gfp, cpu)
             self._stat[ALLOC_SLOWPATH] += 1
             self._stat[ALLOC_SLAB] += 1
         self._partial[slab] = None

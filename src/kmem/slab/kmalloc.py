@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import get_order
 from kmem.page.errors import MemoryClosedError
-from kmem.page.gfp import __GFP_ACCOUNT, __GFP_DMA, __GFP_RECLAIMABLE, __GFP_ZERO, GFP_KERNEL
+from kmem.page.gfp import (
+    __GFP_ACCOUNT,
+    __GFP_COMP,
+    __GFP_DMA,
+    __GFP_RECLAIMABLE,
+    __GFP_ZERO,
+    GFP_KERNEL,
+)
 from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.errors import InteriorPointerError, InvalidCpuError, NotAnObjectError
 from kmem.slab.flags import (
@@ -62,9 +69,11 @@ from kmem.slab.kmalloc_sizes import (
 
 if TYPE_CHECKING:
     from kmem.page.buddy import BuddyAllocator
+    from kmem.slab.machine_pages import MachinePages
 
 # Names with two leading underscores would be mangled inside a class body: alias them.
 _GFP_ZERO: Final = __GFP_ZERO
+_GFP_COMP: Final = __GFP_COMP
 # The bits the compiled kmalloc picks the family and the zeroing by (kmalloc_type's order).
 _GFP_BITS: Final = (__GFP_DMA, __GFP_RECLAIMABLE, __GFP_ACCOUNT, __GFP_ZERO)
 _NOT_PLAIN: Final = KMALLOC_NOT_NORMAL_BITS | __GFP_ZERO  # flags that leave the plain path
@@ -86,6 +95,7 @@ class KmallocFrontEnd:
     """The kmalloc family of calls; SlabAllocator inherits them (see kmem.slab)."""
 
     buddy: BuddyAllocator
+    pages: MachinePages | None  # a page machine behind the buddy's blocks, or None
     nr_cpus: int
     caches: dict[str, KmemCache]
     _by_id: dict[int, KmemCache]
@@ -258,7 +268,11 @@ class KmallocFrontEnd:
                 f" (KMALLOC_MAX_SIZE {buddy.page_size << buddy.max_order})"
             )
         with self._lock:
-            pfn = buddy.alloc_pages(order)  # OutOfMemoryError reaches the caller unchanged
+            pages = self.pages
+            if pages is None:
+                pfn = buddy.alloc_pages(order)  # OutOfMemoryError reaches the caller unchanged
+            else:  # kmalloc_large_node: alloc_pages(gfp | __GFP_COMP) on a page machine
+                pfn = pages.alloc_pages(order, gfp | _GFP_COMP)
             self._owner[pfn : pfn + (1 << order)] = _LARGE_RUN * (1 << order)
             self._large_pages += 1 << order
             self._large_requested += size
@@ -350,7 +364,10 @@ class KmallocFrontEnd:
                         f" {block.pfn:#x}, not at its start"
                     )
                 self._owner[pfn : pfn + (1 << block.order)] = _NO_OWNER_RUN * (1 << block.order)
-                self.buddy.free_pages(pfn, block.order)
+                if self.pages is None:
+                    self.buddy.free_pages(pfn, block.order)
+                else:
+                    self.pages.free_pages(pfn, block.order)
                 self._large_pages -= 1 << block.order
             return
         if owner:

@@ -46,7 +46,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from kmem.page.gfp import GFP_KERNEL
-from kmem.page.watermarks import gfp_pfmemalloc_flags
 from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.slabs import ON_CPU, ON_CPU_PARTIAL, ON_FULL, ON_NODE_PARTIAL, ON_NONE, Slab
 from kmem.slab.stats import (
@@ -191,7 +190,7 @@ class SlubCache(KmemCache):
             if chosen is not None:
                 self._freeze(chosen, cpu)
                 return self._take(chosen)
-        slab = self._new_slab()
+        slab = self._new_slab(gfp, cpu)
         stat[ALLOC_SLAB] += 1
         if slab.pfmemalloc and not self._reserve_rights(gfp):
             # "we don't make further mismatched allocations easier": one object, then the
@@ -202,11 +201,6 @@ class SlubCache(KmemCache):
             return address
         self._freeze(slab, cpu)
         return self._take(slab)
-
-    @staticmethod
-    def _reserve_rights(gfp: int) -> bool:
-        """gfp_pfmemalloc_allowed: may this allocation use the memory reserves?"""
-        return bool(gfp_pfmemalloc_flags(gfp))
 
     def _get_partial_node(self, cpu: int, rights: bool = True) -> Slab | None:
         """get_partial_node: the first slab the allocation may use (pfmemalloc_match), and a
@@ -497,7 +491,10 @@ class SlubDebugCache(SlubCache):
 
     No cpu slab: every allocation takes one object from the head of the node partial list (or
     a new slab, added at the head when it keeps free objects), under the node lock; full slabs
-    move to the full list; every object is checked on allocation and free.
+    move to the full list; every object is checked on allocation and free. pfmemalloc_match
+    holds here too: an allocation without the right to the reserves passes over pfmemalloc
+    partial slabs (get_partial_node); a new slab serves it whatever it is
+    (alloc_single_from_new_slab does not look).
     """
 
     # The plain locked wrappers around this class's own paths (SlubCache inlines its fast path).
@@ -519,12 +516,15 @@ class SlubDebugCache(SlubCache):
         stat = self._stat
         stat[ALLOC_SLOWPATH] += 1
         node = self._node_partial
-        new = not node
-        if new:
-            slab = self._new_slab()
-            stat[ALLOC_SLAB] += 1
-        else:
+        slab: Slab | None = None
+        if node:  # get_partial_node: the first slab pfmemalloc_match lets this allocation use
             slab = next(iter(node))
+            if slab.pfmemalloc and not self._reserve_rights(gfp):
+                slab = next((s for s in node if not s.pfmemalloc), None)
+        new = slab is None
+        if slab is None:
+            slab = self._new_slab(gfp, cpu)
+            stat[ALLOC_SLAB] += 1
         address = slab.base + slab.freelist[-1] * self.size
         try:
             self._debugger.on_alloc(self.name, address, cpu)

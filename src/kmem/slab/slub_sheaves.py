@@ -40,6 +40,7 @@ from kmem.page.gfp import (
     __GFP_DMA,
     __GFP_NO_OBJ_EXT,
     __GFP_NOFAIL,
+    __GFP_NOMEMALLOC,
     __GFP_RECLAIMABLE,
     GFP_KERNEL,
     GFP_NOWAIT,
@@ -86,6 +87,7 @@ from kmem.slab.stats import (
 _OBJCGS_CLEAR_MASK: Final = __GFP_DMA | __GFP_RECLAIMABLE | __GFP_ACCOUNT | __GFP_NOFAIL
 _NO_OBJ_EXT: Final = __GFP_NO_OBJ_EXT
 _CAN_BLOCK: Final = __GFP_DIRECT_RECLAIM
+_GFP_NOMEMALLOC: Final = __GFP_NOMEMALLOC  # 7.0 refills: never from the reserves
 _ALLOCS, _FREES, _CAPACITY = 0, 1, 2  # PercpuSheavesCache._pcs
 
 
@@ -321,10 +323,17 @@ class PercpuSheavesCache(KmemCache):
         return True
 
     def _refill_sheaf(self, sheaf: Sheaf, cpu: int, gfp: int) -> bool:
-        """refill_sheaf: fill to capacity from the slabs; False if it could not."""
+        """refill_sheaf: fill to capacity from the slabs; False if it could not.
+
+        7.0 refills with __GFP_NOMEMALLOC (__pcs_replace_empty_main, alloc_full_sheaf): a
+        sheaf serves anyone, so it never holds reserve memory -- no object of a pfmemalloc
+        partial slab, no new slab on reserve pages. 6.18 refills with the allocation's flags.
+        """
         want = self._capacity - len(sheaf)
         if not want:
             return True
+        if self.kernel == "7.0":
+            gfp |= _GFP_NOMEMALLOC
         objects = self._alloc_bulk(want, cpu, gfp)
         slab_of_pfn = self._slab_of_pfn
         shift = self._page_shift
@@ -841,18 +850,24 @@ class Slub7Cache(PercpuSheavesCache):
     # -- the slab side -------------------------------------------------------------------------
 
     def _alloc_from_slabs(self, cpu: int, gfp: int) -> int:
-        """___slab_alloc: one object from the partial head, else a new slab (to the head)."""
+        """___slab_alloc: one object from the first partial slab the allocation may use
+        (get_from_partial_node's pfmemalloc_match: a pfmemalloc slab only with the right to
+        the reserves), else a new slab (to the head)."""
         stat = self._stat
         stat[ALLOC_SLOWPATH] += 1
         node = self._node_partial
+        slab: Slab | None = None
         if node:
             slab = next(iter(node))
+            if slab.pfmemalloc and not self._reserve_rights(gfp):
+                slab = next((s for s in node if not s.pfmemalloc), None)
+        if slab is not None:
             index = slab.freelist.pop()
             if not slab.freelist:
                 del node[slab]
                 slab.where = ON_NONE
         else:
-            slab = self._new_slab()
+            slab = self._new_slab(gfp, cpu)
             stat[ALLOC_SLAB] += 1
             index = slab.freelist.pop()
             if slab.freelist:
@@ -864,13 +879,13 @@ class Slub7Cache(PercpuSheavesCache):
 
     def _alloc_bulk(self, count: int, cpu: int, gfp: int) -> list[int]:
         """refill_objects(min = max = count): whole freelists of partial slabs, then new slabs."""
-        objects = self._refill_from_partial(count)
+        objects = self._refill_from_partial(count, self._reserve_rights(gfp))
         stat = self._stat
         size = self.size
         node = self._node_partial
         while len(objects) < count:
             try:
-                slab = self._new_slab()
+                slab = self._new_slab(gfp, cpu)
             except OutOfMemoryError:
                 break
             stat[ALLOC_SLAB] += 1
@@ -884,13 +899,17 @@ class Slub7Cache(PercpuSheavesCache):
                 slab.where = ON_NODE_PARTIAL
         return objects
 
-    def _refill_from_partial(self, count: int) -> list[int]:
+    def _refill_from_partial(self, count: int, rights: bool = True) -> list[int]:
         """__refill_objects_node: take partial slabs from the head until they hold ``count``
-        free objects (get_partial_node_bulk), then empty their freelists, last taken first."""
+        free objects (get_partial_node_bulk, passing over pfmemalloc slabs without the
+        ``rights`` to the reserves: pfmemalloc_match), then empty their freelists, last taken
+        first."""
         node = self._node_partial
         taken: list[Slab] = []  # the end is the private list's head
         total = 0
         for slab in node:
+            if slab.pfmemalloc and not rights:
+                continue
             taken.append(slab)
             total += len(slab.freelist)
             if total >= count:

@@ -48,6 +48,19 @@ there. ``warm`` says what kmem assumes:
 
 Invariant: the machine's state is only ever changed by alloc_pages/free_pages/warm calls of a
 traced event, so machine.check() holds after every event (tested).
+
+The slab layer on the machine (``slab_pages_elsewhere``: ``Replayer(slab_on_machine=True)``).
+Then kmem's slab layer takes its own slab pages from the machine (with the allocations' gfp
+flags: watermarks, reserves, pfmemalloc slabs), so the kernel's slab pages of the trace must
+not be fed too: they would count twice. The replay's own rule decides which they are (see
+kmem.trace.replay, "Not counting slab pages twice"): an mm_page_alloc that could be a slab page
+(not movable, not a user page) waits for its CPU's next event; a slab allocation there makes
+it the kernel's slab page, skipped with its free (``pages["slab_page_events_skipped"]``), any
+other event replays it. The slab layer's pages reach the machine as the replay makes them, in
+trace order with the page events: the replay cuts each batch so that each run of page events
+reaches the machine before the run of slab events after it, and those before the next page
+events. SlabAllocator.check() checks the machine too, with the
+slab layer's blocks in it.
 """
 
 from __future__ import annotations
@@ -60,6 +73,7 @@ from kmem.page.layout import MachineLayout, ZoneinfoZone
 from kmem.page.machine import PageMachine
 from kmem.page.migratetype import MIGRATE_TYPES, MIGRATETYPE_NAMES
 from kmem.trace.events import (
+    KMEM_CACHE_ALLOC_NODE,
     MM_PAGE_ALLOC,
     MM_PAGE_ALLOC_EXTFRAG,
     MM_PAGE_ALLOC_ZONE_LOCKED,
@@ -101,7 +115,8 @@ class MachineReplay:
     """Feeds a trace's page events to a PageMachine and compares its pcp with the trace's."""
 
     def __init__(self, machine: PageMachine, *, warm: str = "zoneinfo",
-                 zoneinfo: Sequence[ZoneinfoZone] = (), max_samples: int = 2000) -> None:
+                 zoneinfo: Sequence[ZoneinfoZone] = (), max_samples: int = 2000,
+                 slab_pages_elsewhere: bool = False) -> None:
         if warm not in WARM_MODES:
             raise InvalidArgumentError(
                 f"unknown warm start {warm!r} (choose from {', '.join(WARM_MODES)})")
@@ -136,6 +151,14 @@ class MachineReplay:
         self.counts = dict.fromkeys(
             ("allocs", "frees", "unknown_frees", "missed_frees", "batched_duplicates",
              "traced_failures", "kmem_oom", "refused", "warm_pages", "vmstat_ticks"), 0)
+        # The slab layer runs on this machine: the kernel's slab pages are skipped. Per trace
+        # CPU, an mm_page_alloc (machine cpu, pfn, tail) waiting for its CPU's next event; the
+        # traced pfns found to be slab pages.
+        self.slab_pages_elsewhere: Final = slab_pages_elsewhere
+        self._maybe_slab: dict[int, tuple[int, int, tuple[Any, ...]]] = {}
+        self._slab_pfns: set[int] = set()
+        if slab_pages_elsewhere:
+            self.counts["slab_page_events_skipped"] = 0
         self._second = ""  # the TIME text's whole seconds at the last tick, and their value
         self._second_value = -1
         # Hidden warm stock per (zone index, cpu): pages still to come onto lists; -1 unlimited
@@ -244,9 +267,13 @@ class MachineReplay:
         TIME texts: vmstat's tick runs once per second of trace time."""
         nr_cpus = self.nr_cpus
         pending = self._pending
+        maybe_slab = self._maybe_slab
         for kind, cpu, key, tail, time in zip(kinds, cpus, keys, tails, times, strict=True):
+            if maybe_slab and cpu in maybe_slab:
+                self._decide_page(cpu, kind <= KMEM_CACHE_ALLOC_NODE)
             if kind < MM_PAGE_ALLOC or kind == MM_PAGE_ALLOC_EXTFRAG:
                 continue
+            raw_cpu = cpu
             second = time[:time.find(".")]
             if second != self._second:
                 self._tick(second)
@@ -254,10 +281,16 @@ class MachineReplay:
                 cpu %= nr_cpus
             if kind == MM_PAGE_FREE:
                 self._close_free(cpu)
+                if key in self._slab_pfns:  # (only filled with slab_pages_elsewhere)
+                    self._slab_page_free(key)
+                    continue
                 self._prepare_free(key, cpu)
                 continue
             if kind == MM_PAGE_FREE_BATCHED:
                 self._close_free(cpu)
+                if key in self._slab_pfns:
+                    self._slab_page_free(key)
+                    continue
                 self._batched_free(key, cpu)
                 continue
             # Anything else on this CPU: its plain frees were committed before — but drain
@@ -271,9 +304,43 @@ class MachineReplay:
                 self.traced.drain[cpu] += 1
                 if self._open_free[cpu]:
                     self._free_traced_drain[cpu] = True
+            elif self.slab_pages_elsewhere and tail[2] != 1 and "HIGHUSER" not in tail[0]:
+                # mm_page_alloc that could be a slab page (never movable, never a user page):
+                # the CPU's next event decides
+                maybe_slab[raw_cpu] = (cpu, key, tail)
             else:  # mm_page_alloc
                 self._close_free(cpu)
                 self._alloc(key, tail, cpu)
+
+    def slab_event(self, cpu: int) -> None:
+        """A slab allocation on trace CPU ``cpu`` the replay did not pass to feed (a kernel
+        sheaf's kmalloc, a kmalloc replayed with its caller): it decides that CPU's waiting
+        page as feed's events do."""
+        if cpu in self._maybe_slab:
+            self._decide_page(cpu, True)
+
+    def _decide_page(self, raw_cpu: int, slab_alloc_follows: bool) -> None:
+        """The waiting mm_page_alloc of a trace CPU: the kernel's slab page if a slab
+        allocation followed it (skipped, with its free), else replayed now."""
+        cpu, pfn, tail = self._maybe_slab.pop(raw_cpu)
+        if slab_alloc_follows and pfn >= 0:
+            if pfn in self._pending_cpu:  # freed, not committed yet: it was
+                owner = self._pending_cpu[pfn]
+                self._commit(owner, pfn)
+                self._close_free(owner)
+            old = self._pages.pop(pfn, None)
+            if old is not None:  # a live page's free was not traced
+                self.counts["missed_frees"] += 1
+                self.machine.free_pages(old[0], old[1], cpu)
+            self._slab_pfns.add(pfn)
+            self.counts["slab_page_events_skipped"] += 1
+            return
+        self._close_free(cpu)
+        self._alloc(pfn, tail, cpu)
+
+    def _slab_page_free(self, pfn: int) -> None:
+        self._slab_pfns.discard(pfn)
+        self.counts["slab_page_events_skipped"] += 1
 
     def _alloc(self, pfn: int, tail: tuple[Any, ...], cpu: int) -> None:
         traced_locked = self._locked_since[cpu] > 0
@@ -282,6 +349,8 @@ class MachineReplay:
         if pfn < 0:
             counts["traced_failures"] += 1
             return
+        if self._slab_pfns:
+            self._slab_pfns.discard(pfn)  # a slab page whose free was not traced
         owner = self._pending_cpu.get(pfn)
         if owner is not None:  # freed on another CPU, not committed yet: it was
             self._commit(owner, pfn)
@@ -385,6 +454,8 @@ class MachineReplay:
     def finish(self) -> None:
         """The trace ended: plain frees still waiting are committed, the last frees' drains
         are all in."""
+        for raw_cpu in list(self._maybe_slab):  # no event followed: ordinary pages
+            self._decide_page(raw_cpu, False)
         for cpu in range(self.nr_cpus):
             self._commit_pending(cpu)
             self._close_free(cpu)
@@ -410,6 +481,7 @@ class MachineReplay:
             "pageblocks_claimed": sum(z.claims for z in zones),
             "fragmentation": _fragmentation_json([z.nr_free for z in zones]),
             "pages": dict(self.counts),
+            **({"slab_layer_on_machine": True} if self.slab_pages_elsewhere else {}),
             "zones": {z.name: _zone_json(z) for z in zones},
             "timeline": {
                 "time": [t for t, _, _ in self.timeline],

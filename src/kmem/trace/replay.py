@@ -32,7 +32,12 @@ the buddy allocator does not model them (its allocations are what callers see), 
 With a machine (``layout=``, or any of ``pcp_high``, ``pcp_batch``, ``min_free_kbytes``,
 ``machine_cpus``, ``no_pcp=True``, ``machine=True``) every page event also goes to a
 kmem.page.PageMachine with per-CPU lists (kmem.trace.machine_replay): the result's ``pcp`` holds
-the refills and drains it predicts beside the trace's own (``to_json()["pcp"]``).
+the refills and drains it predicts beside the trace's own (``to_json()["pcp"]``). The slab layer
+stays on the buddy allocator unless ``slab_on_machine=True``: then its slab pages (and large
+kmallocs) are also the machine's, taken with each allocation's traced gfp flags, so watermarks
+and the memory reserves reach it -- an allocation with __GFP_MEMALLOC past the min watermark
+makes a pfmemalloc slab, and SLUB's pfmemalloc rules apply -- and the kernel's own slab page
+events are not fed to the machine (kmem.trace.machine_replay).
 
 Which kernel's SLUB (``kernel``: 6.17, 6.18 or 7.0; kmem.slab.sheaves). 6.18 gives sheaves to the
 caches the kernel creates with a sheaf_capacity (maple_node, vm_area_struct: 32), 7.0 to every
@@ -69,12 +74,13 @@ EventBatches (``TraceParser.parse_batches``, ``ParserProcess.batches``): the fas
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from kmem.errors import InvalidArgumentError, KmemError, OutOfMemoryError
+from kmem.errors import InvalidArgumentError, InvalidTypeError, KmemError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.layout import MachineLayout, ZoneinfoZone
 from kmem.slab.allocator import SlabAllocator
@@ -103,6 +109,9 @@ if TYPE_CHECKING:
     from kmem.trace.machine_replay import MachineReplay
 
 LAYERS: Final = ("slab", "page")
+# A run of page (and counted-only) events then a run of slab events (kinds 0-5): the segments a
+# replay with the slab layer on the machine feeds to both in turn
+_SEGMENTS: Final = re.compile(rb"[\x06-\xff]*[\x00-\x05]*")
 _BATCH: Final = 1024  # events parsed ahead of the replay (memory: a bounded batch of tuples)
 MAX_EXAMPLES: Final = 10
 # What the compiled loop (kmem._core.replay_feed) catches as _feed_events and _page_alloc do
@@ -246,20 +255,31 @@ class Replayer:
         min_free_kbytes: int | None = None,
         warm: str = "zoneinfo",
         random_kmalloc_seed: int | None = None,
+        slab_on_machine: bool = False,
     ) -> None:
         self.layers: Final = _check_layers(layers)
+        if not isinstance(slab_on_machine, bool):
+            raise InvalidTypeError(
+                f"slab_on_machine must be a bool, not {type(slab_on_machine).__name__}")
+        # The slab layer's pages from the page machine (watermarks, reserves, pfmemalloc
+        # slabs) instead of the kernel's slab page events: see machine_replay's docstring.
+        self._slab_machine: Final = slab_on_machine and "slab" in self.layers
         self.machine_replay: Final = _machine_replay(
             machine or layout is not None or machine_cpus is not None or no_pcp
-            or pcp_high is not None or pcp_batch is not None or min_free_kbytes is not None,
+            or pcp_high is not None or pcp_batch is not None or min_free_kbytes is not None
+            or slab_on_machine,
             layout, memory, nr_cpus if machine_cpus is None else machine_cpus, not no_pcp,
-            pcp_high, pcp_batch, min_free_kbytes, warm)
+            pcp_high, pcp_batch, min_free_kbytes, warm, self._slab_machine)
         self.policy: Final = policy
         self.kernel: Final = check_kernel(kernel)
         self.nr_cpus: Final = nr_cpus
         # Replay is single-threaded: no locks in either layer (about 10% faster per call).
         self.buddy: Final = BuddyAllocator(memory, page_size, max_order, thread_safe=False)
-        self.slab: Final = SlabAllocator(self.buddy, nr_cpus, policy, thread_safe=False,
-                                         kernel=kernel, random_kmalloc_seed=random_kmalloc_seed)
+        self.slab: Final = SlabAllocator(
+            self.buddy, nr_cpus, policy, thread_safe=False, kernel=kernel,
+            random_kmalloc_seed=random_kmalloc_seed,
+            machine=self.machine_replay.machine if self._slab_machine
+            and self.machine_replay is not None else None)
         # CONFIG_RANDOM_KMALLOC_CACHES: every kmalloc event goes to kmalloc(..., caller=) with
         # its call site's caller (_kmalloc_by_caller), apart from the replay loops.
         self.random_kmalloc_seed: Final = random_kmalloc_seed
@@ -451,6 +471,8 @@ class Replayer:
         pending = self._pending.pop(cpu, None)
         if pending is not None:  # (the page a new kmalloc slab for the sheaf needed)
             self._decide_page(pending, True)
+        if self._slab_machine:  # (the machine replay's own waiting page: this event decides)
+            self.machine_replay.slab_event(cpu)  # type: ignore[union-attr]
         key = batch.keys[index]
         if key != NULL_PTR:
             self._kernel_sheaves.add(key)
@@ -473,6 +495,8 @@ class Replayer:
         pending = self._pending.pop(cpu, None)
         if pending is not None:  # (the page a new slab for this kmalloc needed)
             self._decide_page(pending, True)
+        if self._slab_machine:
+            self.machine_replay.slab_event(cpu)  # type: ignore[union-attr]
         if cpu >= self.nr_cpus:
             cpu %= self.nr_cpus
         key, tail, site = batch.keys[index], batch.tails[index], batch.call_sites[index]
@@ -522,17 +546,36 @@ class Replayer:
     def _feed_part(self, batch: EventBatch) -> None:
         """Replay a batch of events."""
         count_kinds(self._counts, batch.kinds)
+        machine_replay = self.machine_replay
+        if self._slab_machine and machine_replay is not None:
+            # The slab layer allocates from the machine: the machine must have seen the page
+            # events before each run of slab events, and those before the page events after
+            # them. Each segment (page events, then slab events) goes to the machine first
+            # (it changes nothing for slab events but decide which page was a slab's).
+            size = len(batch.kinds)
+            for match in _SEGMENTS.finditer(batch.kinds):
+                start, stop = match.span()
+                if start == stop:
+                    continue
+                part = batch if stop - start == size else batch.part(start, stop)
+                machine_replay.feed(part.kinds, part.cpus, part.keys, part.tails, part.times)
+                self._replay_events(part)
+        else:
+            self._replay_events(batch)
+            if machine_replay is not None:
+                machine_replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails,
+                                    batch.times)
+        if batch.kinds:
+            self._last_time = batch.times[-1]
+
+    def _replay_events(self, batch: EventBatch) -> None:
+        """The replay loop over a batch, in the compiled core if it is built."""
         core = self.buddy.compiled_core
         if core is None or core.replay_feed(
             self, batch.kinds, batch.cpus, batch.keys, batch.tails, self.slab.kmalloc,
             _FEED_ERRORS,
         ) is NotImplemented:
             self._feed_events(batch)
-        if self.machine_replay is not None:
-            self.machine_replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails,
-                                     batch.times)
-        if batch.kinds:
-            self._last_time = batch.times[-1]
 
     def _feed_events(self, batch: EventBatch) -> None:
         """The replay loop over a batch's events (kmem._core.replay_feed runs the same loop,
@@ -861,7 +904,8 @@ def _cache_order(item: tuple[str, int]) -> tuple[int, str]:
 
 def _machine_replay(wanted: bool, layout: str | MachineLayout | None, memory: int, nr_cpus: int,
                     pcp: bool, pcp_high: int | None, pcp_batch: int | None,
-                    min_free_kbytes: int | None, warm: str) -> MachineReplay | None:
+                    min_free_kbytes: int | None, warm: str, slab_on_machine: bool = False
+                    ) -> MachineReplay | None:
     """The page machine a replay feeds (None: no machine asked for). Without a layout it is
     one Normal zone of ``memory`` bytes, the buddy allocator's memory."""
     from kmem.trace.machine_replay import WARM_MODES, MachineReplay, read_layout
@@ -880,4 +924,5 @@ def _machine_replay(wanted: bool, layout: str | MachineLayout | None, memory: in
         layout, zoneinfo = read_layout(layout)
     machine = PageMachine(layout, nr_cpus=nr_cpus, min_free_kbytes=min_free_kbytes, pcp=pcp,
                           pcp_high=pcp_high, pcp_batch=pcp_batch)
-    return MachineReplay(machine, warm=warm, zoneinfo=zoneinfo)
+    return MachineReplay(machine, warm=warm, zoneinfo=zoneinfo,
+                         slab_pages_elsewhere=slab_on_machine)
