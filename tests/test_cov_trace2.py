@@ -15,6 +15,7 @@ import lzma
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from kmem.trace.events import (
     MM_PAGE_ALLOC,
     MM_PAGE_ALLOC_EXTFRAG,
     NULL_PTR,
+    TraceEvent,
     batch_events,
 )
 from kmem.trace.perf_data import (
@@ -174,8 +176,8 @@ def kmem_tracing(*extra: str, kmalloc_fields: Sequence[tuple[str, int, int, int]
     return tracing_data({"kmem": texts, **(others or {})})
 
 
-def events_of(data: bytes, **options: object) -> list[tuple[object, ...]]:
-    reader = PerfData(data, **options)  # type: ignore[arg-type]
+def events_of(data: bytes, **options: Any) -> list[tuple[object, ...]]:
+    reader = PerfData(data, **options)
     try:
         return [event for batch in reader.batches() for event in batch_events(batch)]
     finally:
@@ -595,3 +597,334 @@ def test_kallsyms_is_found_for_the_running_kernel_by_its_build_id(
 
     monkeypatch.setattr(Path, "read_bytes", unreadable)
     assert find_kallsyms("deadbeef") is None
+
+
+# -- kmem stat: perf kmem's rarer rules -----------------------------------------------------------
+
+def _slab(kind: int, cpu: int, site: str, ptr: str, req: int = 0, alloc: int = 0,
+          node: int = -1, time: str = "1.000000:") -> TraceEvent:
+    return (kind, cpu, time, site, ptr, "", req, alloc, "GFP_KERNEL" if req else "", node,
+            -1, -1, -1)
+
+
+def _page(kind: int, pfn: int, order: int, site: str = "", cpu: int = 0, mt: int = 0,
+          gfp: str = "GFP_KERNEL", time: str = "1.000000:") -> TraceEvent:
+    return (kind, cpu, time, site, "", "", 0, 0, gfp, -1, pfn, order, mt)
+
+
+def test_sorting_by_call_site_orders_by_address_as_perf_does() -> None:
+    # perf kmem's callsite_cmp compares the call sites' addresses, sort_slab_insert puts the
+    # larger first; among a site's pointers the next keys decide (ptr descending here).
+    from kmem.trace.stat import KmemStat
+
+    addresses = {"a_func+0x1/0x10": 0x3000, "b_func+0x1/0x10": 0x1000,
+                 "c_func+0x1/0x10": 0x2000}
+    events = [_slab(KMALLOC, 0, "b_func+0x1/0x10", "0x10", 8, 8),
+              _slab(KMALLOC, 0, "a_func+0x1/0x10", "0x20", 8, 8),
+              _slab(KMALLOC, 0, "c_func+0x1/0x10", "0x30", 8, 8),
+              _slab(KMALLOC, 0, "c_func+0x1/0x10", "0x40", 8, 8)]
+    stat = KmemStat(site_order=addresses.__getitem__)
+    stat.add(events)
+    every = "callsite,ptr,hit,bytes,frag,pingpong"
+    summary = stat.slab_summary(every, alloc_sort=every)
+    assert [row.key for row in summary.callers] == ["a_func+1", "c_func+1", "b_func+1"]
+    assert [row.key for row in summary.allocs] == ["0x20", "0x40", "0x30", "0x10"]
+    # without addresses (a text trace) kmem orders the names, descending as well
+    by_name = KmemStat()
+    by_name.add(events)
+    assert [row.key for row in by_name.slab_summary("callsite").callers] == [
+        "c_func+1", "b_func+1", "a_func+1"]
+
+
+def test_page_tables_sorted_by_call_site_order_by_address() -> None:
+    from kmem.trace.stat import KmemStat
+
+    addresses = {"f+0x10": 0x1000, "g+0x10": 0x2000}
+    stat = KmemStat(site_order=addresses.__getitem__)
+    stat.add([_page(MM_PAGE_ALLOC, 0x100, 0, "f+0x10"),
+              _page(MM_PAGE_ALLOC, 0x200, 1, "g+0x10"),
+              _page(MM_PAGE_ALLOC, 0x300, 0, "f+0x10")])
+    summary = stat.page_summary("callsite,hit,bytes,order,migtype,gfp,page",
+                                alloc_sort="callsite,page")
+    assert [(row.call_site, row.nr_alloc) for row in summary.callers] == [
+        ("g+0x10", 1), ("f+0x10", 2)]
+    assert [row.pfn for row in summary.allocs] == [0x200, 0x300, 0x100]
+
+
+def test_cross_node_allocations_are_those_on_another_node_than_the_cpu() -> None:
+    # perf kmem: node != -1 and node != cpunode_map[cpu] (a kmalloc_node elsewhere).
+    from kmem.trace.stat import KmemStat
+
+    stat = KmemStat(cpu_node=lambda cpu: cpu // 2)
+    stat.add([_slab(KMALLOC, 0, "f+0x1", "0x10", 8, 8, node=0),
+              _slab(KMALLOC, 3, "f+0x1", "0x20", 8, 8, node=0),  # cpu 3 is on node 1
+              _slab(KMALLOC, 2, "f+0x1", "0x30", 8, 8, node=-1)])
+    summary = stat.slab_summary()
+    assert (summary.nr_cross_allocs, summary.nr_allocs) == (1, 3)
+
+
+def test_page_events_beyond_perfs_tables_are_skipped_and_counted() -> None:
+    # perf kmem's order table has MAX_PAGE_ORDER (11) rows: an order 11 event is not counted.
+    from kmem.trace.events import MM_PAGE_FREE
+    from kmem.trace.stat import KmemStat
+
+    stat = KmemStat()
+    stat.add([_page(MM_PAGE_ALLOC, 0x1000, 11), _page(MM_PAGE_FREE, 0x1000, 11),
+              _page(MM_PAGE_ALLOC, 0x2000, 0), _page(MM_PAGE_ALLOC, 0x3000, 0, mt=6)])
+    page = stat.page_summary()
+    assert stat.skipped_page_events == 3 and (page.nr_allocs, page.nr_frees) == (1, 0)
+
+
+def test_a_bare_symbol_call_site_stays_as_traced() -> None:
+    from kmem.trace.stat import perf_call_site
+
+    assert perf_call_site("do_sys_open") == "do_sys_open"
+    assert perf_call_site("ffffffff81000010") == "0xffffffff81000010"
+    assert perf_call_site("f+0x3b/0x60 [nf_conntrack]") == "f+3b"
+
+
+# -- lost events: the report's lines -------------------------------------------------------------
+
+def test_lost_events_are_described_where_and_how_many() -> None:
+    from kmem.trace.lost import LostEvents, LostStretch
+
+    assert LostEvents().describe(100) == ""  # nothing lost: nothing said
+    stretches = [LostStretch(1, -1, 12.5, "buffer started")]
+    stretches += [LostStretch(cpu % 2, 5, 13.0 + cpu, "LOST marker") for cpu in range(11)]
+    lost = LostEvents(entries_in_buffer=445, entries_written=1445, stretches=stretches)
+    text = lost.describe(9000, unknown_frees=3, limit=4)
+    # 1000 overwritten + 11 markers of 5 = 1055 of 10055 events
+    assert text.splitlines() == [
+        "LOST EVENTS: 1055 (10.5% of 10055) events were lost while recording.",
+        "  ftrace ring buffer overwrote the oldest 1000 of 1445 events written"
+        " (entries-in-buffer 445): a larger buffer_size_kb keeps them",
+        "  CPU 1: kept events start at 12.500000 (older ones overwritten)",
+        "  CPU 0: 5 lost before 13.000000 (LOST marker)",
+        "  CPU 1: 5 lost before 14.000000 (LOST marker)",
+        "  CPU 0: 5 lost before 15.000000 (LOST marker)",
+        "  ... 8 more (--json lists them all)",
+        "  This explains 3 slab frees of pointers never seen allocated (their allocations were"
+        " among the lost events); allocations freed in lost stretches stay outstanding."]
+
+
+def test_lost_samples_alone_give_the_total() -> None:
+    # perf.data with only LOST_SAMPLES records (no LOST): their per-event counts are the total
+    from kmem.trace.lost import LostEvents
+
+    lost = LostEvents(per_event={"kmalloc": 3, "kfree": 4})
+    assert lost.total == 7 and lost.any
+    assert "  kfree: 4 samples lost\n  kmalloc: 3 samples lost\n" in lost.describe(93)
+
+
+def test_cpu_lines_that_are_not_lost_markers_pass_unnoticed() -> None:
+    from kmem.trace.lost import LostEvents, watch_lines
+
+    lost = LostEvents()
+    lines = ["CPU:0 something else\n", "CPU:1 [LOST EVENTS]\n",
+             "  ls-1 [001] ..... 5.000001: kfree: call_site=f ptr=0x0\n"]
+    assert list(watch_lines(lines, lost)) == lines
+    assert lost.uncounted == 1 and [(s.cpu, s.count, s.time) for s in lost.stretches] == [
+        (1, -1, 5.000001)]
+
+
+# -- call sites, leaks, the comparison, the replay report ----------------------------------------
+
+def test_call_site_callers_of_empty_and_odd_texts() -> None:
+    from kmem.trace.callers import call_site_caller
+
+    assert call_site_caller("  ") == 0  # an event that names no call site
+    # "0xzz" is no number: hashed as a name, the same as any spelling of that name
+    assert call_site_caller("0xzz+0x4/0x10") == call_site_caller("0xzz+0x4")
+    assert call_site_caller("0xzz+0x4") != call_site_caller("0xzz+0x5")
+
+
+def test_leak_tracker_checks_and_report_time() -> None:
+    from kmem.errors import InvalidArgumentError
+    from kmem.trace.leaks import LeakTracker
+
+    with pytest.raises(InvalidArgumentError, match=r"^page size must be >= 1, got 0$"):
+        LeakTracker(page_size=0)
+    tracker = LeakTracker(layers=("slab",))
+    tracker.add([_slab(KMALLOC, 0, "f+0x1", "0x10", 8, 16, time="1.000000:"),
+                 _slab(KMALLOC, 0, "g+0x1", "0x20", 8, 16, time="3.000000:")])
+    assert tracker.slab_objects == 2
+    # ages measured from `at`: at 4 s, f's object is 3 s old, g's 1 s: only f's is >= 2 s
+    report = tracker.report(at=4.0, min_age=2.0)
+    assert [(site.call_site, site.oldest_age) for site in report.sites] == [("f+0x1", 3.0)]
+
+
+def test_the_replay_report_names_each_disagreement() -> None:
+    # kmalloc(100) is served from kmalloc-128 (the trace said 100); cache foo of 100-byte
+    # objects gets slab_size 104 (SLUB aligns to sizeof(void *)); a 16 MiB cache is above
+    # KMALLOC_MAX_SIZE (1 << (MAX_PAGE_ORDER + PAGE_SHIFT) = 4 MiB): not replayed.
+    from rich.console import Console
+
+    from kmem.trace.events import KMEM_CACHE_ALLOC
+    from kmem.trace.replay import Replayer
+    from kmem.trace.report import print_replay
+
+    def cache_alloc(ptr: str, name: str, size: int) -> TraceEvent:
+        return (KMEM_CACHE_ALLOC, 0, "1.000001:", "f+0x1", ptr, name, size, size, "GFP_KERNEL",
+                -1, -1, -1, -1)
+
+    events = [_slab(KMALLOC, 0, "f+0x1", "0x10", 100, 100), cache_alloc("0x20", "foo", 100),
+              cache_alloc("0x30", "huge", 1 << 24)]
+    result = Replayer(layers=("slab",)).run(events)
+    console = Console(record=True, width=200)
+    print_replay(result, console)
+    text = console.export_text()
+    assert "  bytes_alloc differs: kmalloc(100, GFP_KERNEL): trace 100, kmem 128\n" in text
+    assert ("  cache huge not replayed: object_size 16777216 is above KMALLOC_MAX_SIZE"
+            " (4194304)\n") in text
+    assert "  cache foo: traced bytes_alloc 100, kmem slab_size 104\n" in text
+
+
+def test_the_replay_reports_timeline_ends_with_the_last_sample() -> None:
+    # 24 samples: every 2nd is shown (24 // 10), 1, 3, ..., 23, and the last one, 24, too.
+    from rich.console import Console
+
+    from kmem.trace.replay import Replayer
+    from kmem.trace.report import print_replay
+
+    events = [_slab(KMALLOC, 0, "f+0x1", f"0x{16 * (i + 1):x}", 8, 8,
+                    time=f"1.{i:06d}:") for i in range(24)]
+    result = Replayer(layers=("slab",)).run(events, every=1)
+    console = Console(record=True, width=200)
+    print_replay(result, console)
+    lines = console.export_text().split("Over the trace")[1].splitlines()[3:]
+    assert [int(line.split()[0]) for line in lines if line.strip()] == [*range(1, 24, 2), 24]
+
+
+def test_stat_text_with_the_cache_table_and_page_site_names() -> None:
+    from kmem.trace.report import format_stat_text, page_site_name
+    from kmem.trace.stat import KmemStat
+
+    assert page_site_name("0xffffffff81000010") == "ffffffff81000010"
+    assert page_site_name("alloc_pages_mpol+0x8a") == "alloc_pages_mpol"
+    stat = KmemStat()
+    stat.add([_slab(KMALLOC, 0, "f+0x1", "0x10", 100, 128)])
+    text = format_stat_text(stat.slab_summary(), None, cache=True)
+    # kmalloc(100, GFP_KERNEL) is kmalloc-128's: the Cache table's row, then the summary
+    assert text.splitlines()[1].startswith(" Cache ")
+    assert " kmalloc-128                        |       128/128   |       100/100   |        1 |" \
+           in text
+    assert "Net total bytes allocated: 128" in text
+
+
+def test_a_kernel_comparison_needs_a_kernel_and_says_when_caches_agree() -> None:
+    from rich.console import Console
+
+    from kmem.errors import InvalidArgumentError
+    from kmem.trace.compare import KernelComparer, print_comparison
+    from kmem.trace.events import MM_PAGE_FREE, event_batch
+
+    with pytest.raises(InvalidArgumentError, match=r"^a comparison needs at least one kernel$"):
+        KernelComparer([])
+    comparer = KernelComparer(["6.17", "6.18"], layers=("page",))
+    # before any replay: no timeline, the unusable indexes read 0
+    assert dict(comparer.comparison().rows())["unusable free space index, order 3 (%)"] == [
+        0.0, 0.0]
+    snapshots: list[Any] = []
+    batch = event_batch([_page(MM_PAGE_ALLOC, 0x100, 0), _page(MM_PAGE_FREE, 0x100, 0)])
+    comparison = comparer.run_batches([batch], every=1, callback=snapshots.append)
+    # each kernel's snapshots: at its start (0 events), then every event (every=1)
+    assert sorted(s.events for s in snapshots) == [0, 0, 1, 1, 2, 2]
+    console = Console(record=True, width=120)
+    print_comparison(comparison, console)  # (page events only: no slab caches at all)
+    assert "every cache holds the same slab pages under each kernel" in console.export_text()
+
+
+# -- the page machine's replay: warm starts and odd events ---------------------------------------
+
+def test_a_batch_warm_start_fills_each_list_once() -> None:
+    # "batch": each list starts as if refilled once (pcp.batch pages, uncounted); its next
+    # empty moment is a real refill (a zone lock).
+    from kmem.trace.replay import Replayer
+
+    replayer = Replayer(layers=("page",), machine=True, warm="batch")
+    assert replayer.machine_replay is not None
+    batch = replayer.machine_replay.machine.pcp("Normal", 0).batch
+    events = [_page(MM_PAGE_ALLOC, 0x1000 + i, 0, time="1.000000:") for i in range(batch)]
+    first = Replayer(layers=("page",), machine=True, warm="batch").run(events).pcp
+    assert first is not None
+    assert first["pages"]["warm_pages"] == batch
+    assert first["predicted"]["mm_page_alloc_zone_locked"] == 0
+    more = [*events, _page(MM_PAGE_ALLOC, 0x5000, 0, time="1.000000:")]
+    second = Replayer(layers=("page",), machine=True, warm="batch").run(more).pcp
+    assert second is not None
+    assert second["pages"]["warm_pages"] == batch
+    assert second["predicted"]["mm_page_alloc_zone_locked"] > 0
+    # without pcp lists there is nothing to warm
+    off = Replayer(layers=("page",), no_pcp=True, warm="batch").run(events).pcp
+    assert off is not None and off["pages"]["warm_pages"] == 0
+
+
+def test_a_movable_warm_start_puts_the_printed_counts_on_the_movable_lists() -> None:
+    # The reference zoneinfo's Normal pagesets hold 2435 (cpu 0) and 2442 (cpu 1) pages; with
+    # one machine CPU only cpu 0's. They go on order-0 MOVABLE at once: a movable allocation
+    # takes from them, an unmovable one finds its list empty and refills.
+    from fixture_files import ZONEINFO
+    from kmem.trace.replay import Replayer
+
+    movable = [_page(MM_PAGE_ALLOC, 0x1000, 0, gfp="GFP_HIGHUSER_MOVABLE")]
+    both = Replayer(layers=("page",), layout=str(ZONEINFO), warm="movable").run(movable).pcp
+    assert both is not None and both["pages"]["warm_pages"] == 2435 + 2442
+    assert both["predicted"]["mm_page_alloc_zone_locked"] == 0
+    one = Replayer(layers=("page",), layout=str(ZONEINFO), warm="movable", machine_cpus=1
+                   ).run([_page(MM_PAGE_ALLOC, 0x1000, 0)]).pcp
+    assert one is not None and one["pages"]["warm_pages"] == 2435
+    assert one["predicted"]["mm_page_alloc_zone_locked"] > 0
+
+
+def test_the_machine_replay_counts_odd_page_events() -> None:
+    from kmem.trace.events import MM_PAGE_FREE
+    from kmem.trace.replay import Replayer
+
+    events = [
+        _page(MM_PAGE_ALLOC, -1, 0),  # the kernel's allocation failed
+        _page(MM_PAGE_ALLOC, 0x100, 0, cpu=0),
+        _page(MM_PAGE_FREE, 0x100, 0, cpu=0),  # waits on cpu 0 for its commit...
+        _page(MM_PAGE_ALLOC, 0x100, 0, cpu=1),  # ...which comes first: the page was free
+        _page(MM_PAGE_ALLOC, 0x200, 11),  # an order no zone serves: refused
+    ]
+    pcp = Replayer(layers=("page",), machine=True, warm="cold").run(events).pcp
+    assert pcp is not None
+    pages = pcp["pages"]
+    assert (pages["traced_failures"], pages["allocs"], pages["frees"], pages["missed_frees"],
+            pages["refused"]) == (1, 2, 1, 0, 1)
+
+
+def test_the_machine_replay_runs_out_of_memory_in_a_small_zone() -> None:
+    # A 1 MiB Normal zone has 256 pages: an order-9 (512-page) allocation cannot be served.
+    from kmem.trace.replay import Replayer
+
+    pcp = Replayer(layers=("page",), layout="Normal=1M", warm="cold").run(
+        [_page(MM_PAGE_ALLOC, 0x1000, 9)]).pcp
+    assert pcp is not None and pcp["pages"]["kmem_oom"] == 1 and pcp["pages"]["allocs"] == 0
+
+
+def test_machine_replay_options_and_its_timeline_halving() -> None:
+    from kmem.errors import InvalidArgumentError
+    from kmem.trace.events import event_batch
+    from kmem.trace.machine_replay import MachineReplay
+    from kmem.trace.replay import Replayer
+
+    replayer = Replayer(layers=("page",), machine=True, warm="cold")
+    assert replayer.machine_replay is not None
+    machine = replayer.machine_replay.machine
+    with pytest.raises(InvalidArgumentError, match=r"^unknown warm start 'hot' \(choose from"
+                       " zoneinfo, movable, batch, cold\\)$"):
+        MachineReplay(machine, warm="hot")
+    replay = MachineReplay(machine, warm="cold", max_samples=4)
+    batch = event_batch([_page(MM_PAGE_ALLOC, 0x100, 0)])
+    replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails, batch.times)
+    for time in range(1, 8):
+        replay.sample(float(time))
+    # at 4 samples the middle ones are halved: the first and the last always stay
+    times = [t for t, _, _ in replay.timeline]
+    assert times[0] == 1.0 and times[-1] == 7.0 and len(times) < 4
+    # a timestamp kmem cannot read (events given by hand) makes no vmstat tick
+    odd = MachineReplay(machine, warm="cold")
+    odd.feed(bytes([MM_PAGE_ALLOC]) * 2, [0, 0], [0x200, 0x201],
+             [("GFP_KERNEL", 0, 0)] * 2, ["x.5:", "y.5:"])
+    assert odd.counts["vmstat_ticks"] == 0 and odd.counts["allocs"] == 2
