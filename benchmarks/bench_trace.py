@@ -18,7 +18,8 @@ decoding reader every command uses), of parsing alone with the compiled inline l
 RSS of a replay in a fresh child process; the CPU time spent inside the compiled replay loop
 (kmem._core.replay_feed) per event, beside the C limit per operation (benchmarks/c/buddy_limit.c,
 issue 11's "operations run inside the core <= 3x the C limit"). Timings on shared machines are
-noisy: ratios matter. ``python -m benchmarks.bench_trace replay`` runs the replay figures alone.
+noisy: ratios matter. ``python -m benchmarks.bench_trace replay`` runs the replay figures alone,
+``python -m benchmarks.bench_trace stat [PYTHON]`` the kmem stat ones (beside another build).
 """
 
 from __future__ import annotations
@@ -118,18 +119,65 @@ def parse_only(path: Path, compiled: bool = True) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def stat_child(path: Path, pure: bool, *options: str) -> tuple[float, float]:
+def stat_child(path: Path, pure: bool, *options: str, python: str = sys.executable
+               ) -> tuple[float, float]:
     """(wall, CPU) seconds of ``kmem stat OPTIONS`` of the trace in a fresh process (startup
     and the report included), on the compiled core (its accumulation in csrc/stat.c) or the
-    pure one."""
+    pure one; ``python``: the interpreter of another build (stat_rounds)."""
     environment = {**os.environ, "KMEM_PURE": "1" if pure else "0"}
+    if "PYTHONDONTWRITEBYTECODE" in environment:
+        # (without bytecode caches every run compiles kmem's modules again: 40 ms of CPU that
+        # no installed kmem pays; a cache directory per interpreter keeps builds apart and
+        # writes nothing into their source trees)
+        del environment["PYTHONDONTWRITEBYTECODE"]
+        environment["PYTHONPYCACHEPREFIX"] = f"/tmp/kmem-bench-pycache{Path(python).parent}"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "kmem", "stat", *options, "--no-progress",
+    subprocess.run([python, "-m", "kmem", "stat", *options, "--no-progress",
                     str(path)], check=True, capture_output=True, env=environment)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def stat_rounds(other: str | None = None, rounds: int = 4) -> dict[str, object]:
+    """The `kmem stat` figures alone (``python -m benchmarks.bench_trace stat [PYTHON]``):
+    rounds of the bare loop (in a fresh process too, as kmem stat runs), ``kmem stat`` and
+    ``kmem stat --json`` on the compiled core, interleaved with the same commands of another
+    build's interpreter (``other``, e.g. main's .venv/bin/python) so that both feel the same
+    load; medians of wall and CPU seconds, and the load average."""
+    ensure_trace(TRACE, shift=True)
+    builds = {"this build": sys.executable, **({"other build": other} if other else {})}
+    runs: dict[str, list[tuple[float, float]]] = {}
+    bare_code = ("import sys\nwith open(sys.argv[1]) as lines:\n"
+                 "    for line in lines:\n        line.split()\n")
+    stat_child(TRACE, False)  # (warm: the page cache, the bytecode caches)
+    if other:
+        stat_child(TRACE, False, python=other)
+    loads = [os.getloadavg()[0]]
+    for _ in range(rounds):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", bare_code, str(TRACE)], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        runs.setdefault("bare loop, fresh process", []).append(
+            (time.perf_counter() - start,
+             (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)))
+        for name, python in builds.items():
+            for options in ((), ("--json",)):
+                label = " ".join(["kmem stat", *options]) + f", {name}"
+                runs.setdefault(label, []).append(
+                    stat_child(TRACE, False, *options, python=python))
+        loads.append(os.getloadavg()[0])
+    bare_cpu = statistics.median(cpu for _, cpu in runs["bare loop, fresh process"])
+    out: dict[str, object] = {}
+    for label, values in runs.items():
+        wall = statistics.median(w for w, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        out[f"{label}: wall / CPU (s), CPU / bare"] = f"{wall:.2f} / {cpu:.2f}, " \
+                                                      f"{cpu / bare_cpu:.2f}x"
+    out["load average (1 min) over the rounds"] = f"{min(loads):.1f}-{max(loads):.1f}"
+    return out
 
 
 _CHILD = """
@@ -307,5 +355,9 @@ def run() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    for key, value in (replay_rounds() if sys.argv[1:] == ["replay"] else run()).items():
+    if sys.argv[1:2] == ["stat"]:
+        figures = stat_rounds(sys.argv[2] if len(sys.argv) > 2 else None)
+    else:
+        figures = replay_rounds() if sys.argv[1:] == ["replay"] else run()
+    for key, value in figures.items():
         print(f"{key:<55} {value}")

@@ -38,8 +38,10 @@ pytestmark = needs_compiled
 SLAB_SITES = ["f+0x10/0x20", "f+0x10/0x40", "g+0x1e/0x80 [nf_conntrack]", "ffffffff8123abcd",
               "bad+0x1/0x2", "h"]
 PAGE_SITES = ["", "", "", "alloc_pages_bulk+0x3", "0xffffffff81000000", "bad+0x1"]
+# (csrc/stat.c compares ASCII keys of up to 16 characters packed in the row, others as strs:
+# keys on both sides of that line, one the other's prefix, and one not ASCII)
 POINTERS = ["0", "000000004df4a32a", "0x4df4a32a", "00000000deadbeef", "deadbeef",
-            "0xffff888102c69fa0"]
+            "0xffff888102c69fa0", "000000004df4a32a0", "", "d\u00e9adbeef"]
 PFNS = [-1, 0, 1, 2, 7, 0x12345, 1 << 40]
 NAMES = ["", "", "kmalloc-64", "dentry"]
 SIZES = [0, 1, 8, 60, 64, 100, 4096, 8192, 8193, 1 << 20]
