@@ -10,6 +10,7 @@ refills), counted by hand.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -254,3 +255,24 @@ def test_without_slab_on_machine_the_machine_replay_is_unchanged() -> None:
     assert "slab_layer_on_machine" not in result.pcp
     assert "slab_page_events_skipped" not in result.pcp["pages"]
     assert not any(s.pfmemalloc for c in plain.slab.cache_list() for s in c._slabs())
+
+
+def test_the_command_line_puts_the_slab_layer_on_the_machine(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from fixture_files import LS_TRACE
+    from kmem.cli.main import main
+
+    def replay(*options: str) -> dict[str, Any]:
+        assert main(["replay", str(LS_TRACE), "--serial", "--no-progress", "--json",
+                     "--layout", "Normal=256M", *options]) == 0
+        document: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return document
+
+    on, off = replay("--slab-on-machine"), replay()
+    assert on["pcp"]["slab_layer_on_machine"] is True
+    # every page event the kernel's slab layer made stays off the machine (kmem's own slab
+    # layer took its pages there), and the trace's other page events reach it as before
+    skipped = on["pcp"]["pages"]["slab_page_events_skipped"]
+    assert skipped > 0
+    assert "slab_layer_on_machine" not in off["pcp"]
+    assert on["events"] == off["events"]

@@ -187,6 +187,8 @@ def test_cli_compare_prints_the_kernels_side_by_side(capsys: pytest.CaptureFixtu
     ["--compare", "7.0"],
     ["--kernel", "5.0"],
     ["--compare", "6.17,7.0", "--plot", "out.gif"],
+    ["--compare", "6.17,7.0", "--layout", "Normal=1G"],
+    ["--compare", "6.17,7.0", "--slab-on-machine"],
 ])
 def test_cli_bad_kernel_options_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]
                                        ) -> None:
@@ -197,6 +199,17 @@ def test_cli_bad_kernel_options_exit_2(args: list[str], capsys: pytest.CaptureFi
     assert status == 2
     err = capsys.readouterr().err
     assert "kmem" in err and "Traceback" not in err
+
+
+def test_cli_compare_names_the_machine_options_it_cannot_take(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # (the comparison replays each kernel's slab and buddy layers: a machine option would be
+    # silently dropped)
+    assert main(["replay", str(SHEAF_TRACE), "--compare", "6.17,7.0", "--no-pcp",
+                 "--warm", "cold"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "--no-pcp, --warm cannot be used with it" in captured.err
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

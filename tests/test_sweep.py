@@ -128,7 +128,8 @@ def test_the_command_reports_failed_runs_and_exits_1(tmp_path: Path, spec: Path,
     assert failed[3].startswith(
         "kmem sweep: run failed: traces/zz-broken.txt.xz policy=slab kernel=6.18 cpus=2 memory=64M"
         " max_order=10 page_size=4K layers=slab,page machine=False layout= machine_cpus=0"
-        " pcp_high=0 pcp_batch=0 min_free_kbytes=0 no_pcp=False warm=zoneinfo random_kmalloc_seed=:"
+        " pcp_high=0 pcp_batch=0 min_free_kbytes=0 no_pcp=False warm=zoneinfo"
+        " slab_on_machine=False random_kmalloc_seed=:"
         " TraceFormatError: line 301:")
     assert len((spec.parent / "spec-results" / RESULTS).read_text().splitlines()) == 12
 

@@ -144,7 +144,7 @@ BAD_SPECS = [
     (TRACE + "[parameters]\nkernels = '7.0'\n",
      "spec.toml:3: parameters.kernels: not a replay option (the options: policy, kernel, cpus,"
      " memory, max_order, page_size, layers, machine, layout, machine_cpus, pcp_high,"
-     " pcp_batch, min_free_kbytes, no_pcp, warm, random_kmalloc_seed)"),
+     " pcp_batch, min_free_kbytes, no_pcp, warm, slab_on_machine, random_kmalloc_seed)"),
     (TRACE + "[parameters]\nkernel = '5.0'\n",
      "spec.toml:3: parameters.kernel: "),
     (TRACE + "[parameters]\nrandom_kmalloc_seed = -1\n",

@@ -15,6 +15,7 @@ from kmem.cli.args import (
     output_path,
     seed_argument,
 )
+from kmem.errors import InvalidArgumentError
 from kmem.trace.json_text import json_text
 
 if TYPE_CHECKING:
@@ -95,6 +96,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                          help="vm.min_free_kbytes (default: the kernel's formula)")
     machine.add_argument("--no-pcp", action="store_true",
                          help="what if there were no per-CPU lists: every page to the buddy")
+    machine.add_argument("--slab-on-machine", action="store_true",
+                         help="the slab layer takes its pages from the machine with each"
+                         " allocation's gfp flags (watermarks, reserves, pfmemalloc slabs)"
+                         " instead of following the trace's slab page events")
     machine.add_argument("--warm", default="zoneinfo",
                          choices=("zoneinfo", "movable", "batch", "cold"),
                          help="what the pcp lists hold when the trace starts (default zoneinfo:"
@@ -159,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
                         memory=args.memory, max_order=args.max_order, kernel=args.kernel,
                         layout=args.layout, no_pcp=args.no_pcp, pcp_high=args.pcp_high,
                         pcp_batch=args.pcp_batch, min_free_kbytes=args.min_free_kbytes,
-                        warm=args.warm, random_kmalloc_seed=args.random_kmalloc_seed)
+                        warm=args.warm, random_kmalloc_seed=args.random_kmalloc_seed,
+                        slab_on_machine=args.slab_on_machine)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
     from kmem.cli.stat import warn_no_events
     from kmem.trace.lost import LostEvents
@@ -233,6 +239,16 @@ def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
     from kmem.trace.lost import LostEvents
 
     kernels = parse_kernels(args.compare)
+    machine_options = [name for name, given in (
+        ("--layout", args.layout is not None), ("--pcp-high", args.pcp_high is not None),
+        ("--pcp-batch", args.pcp_batch is not None),
+        ("--min-free-kbytes", args.min_free_kbytes is not None), ("--no-pcp", args.no_pcp),
+        ("--slab-on-machine", args.slab_on_machine), ("--warm", args.warm != "zoneinfo"))
+        if given]
+    if machine_options:  # (the comparison replays the kernels' slab and buddy layers only)
+        raise InvalidArgumentError(
+            f"--compare replays without the page machine: {', '.join(machine_options)}"
+            " cannot be used with it")
     comparer = KernelComparer(kernels, layers=layers, policy=args.policy, nr_cpus=args.cpus,
                               memory=args.memory, max_order=args.max_order,
                               random_kmalloc_seed=args.random_kmalloc_seed)

@@ -227,6 +227,9 @@ PARAMETERS: Final = (
     ReplayParameter("no_pcp", "no_pcp", _flag, help="true: no per-CPU lists at all"),
     ReplayParameter("warm", "warm", _choice(WARM_MODES),
                     help="what the pcp lists hold when the trace starts"),
+    ReplayParameter("slab_on_machine", "slab_on_machine", _flag,
+                    help="true: the slab layer's pages from the machine (watermarks, reserves,"
+                    " pfmemalloc slabs)"),
     ReplayParameter("random_kmalloc_seed", "random_kmalloc_seed", _seed, _none_if_empty,
                     help="CONFIG_RANDOM_KMALLOC_CACHES with this seed ('': none)"),
 )
