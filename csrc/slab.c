@@ -658,7 +658,7 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         if ((c->off_where = slot_offset(slab_type, "where")) < 0 ||
             (c->off_remote = slot_offset(slab_type, "remote")) < 0)
             return -1;
-        c->stat = Py_NewRef(stat);
+        Py_XSETREF(c->stat, Py_NewRef(stat));  /* (an init that failed later set it) */
     }
     if ((c->off_freelist = slot_offset(slab_type, "freelist")) < 0 ||
         (c->off_used = slot_offset(slab_type, "used")) < 0 ||
@@ -903,6 +903,20 @@ family_tables(PyObject *tables, Py_ssize_t size)
     return 1;
 }
 
+/* A failed init lets go of the request arrays it took: held, their owners could never be
+ * resized ("cannot resize an array that is exporting buffers"), and a second init would take
+ * them again over the first views. */
+static int
+kmalloc_init_failed(KmallocCore *k)
+{
+    for (int i = 0; i < NR_FAMILIES; i++)
+        if (k->requests[i]) {
+            PyBuffer_Release(&k->requests_view[i]);
+            k->requests[i] = NULL;
+        }
+    return -1;
+}
+
 static int
 kmalloc_init(KmallocCore *k, PyObject *args, PyObject *kwds)
 {
@@ -949,15 +963,15 @@ kmalloc_init(KmallocCore *k, PyObject *args, PyObject *kwds)
     for (int i = 0; i < NR_FAMILIES; i++) {
         if (kmem_get_buffer(PyList_GET_ITEM(requests, i), &k->requests_view[i], 8,
                             "requests") < 0)
-            return -1;
+            return kmalloc_init_failed(k);
         k->requests[i] = k->requests_view[i].buf;
         if (k->requests_view[i].len / 8 <= k->max_size) {
             PyErr_SetString(PyExc_ValueError, "KmallocCore: a request count per size expected");
-            return -1;
+            return kmalloc_init_failed(k);
         }
     }
     if (kmem_get_buffer(owner, &k->owner_view, 4, "owner") < 0)
-        return -1;
+        return kmalloc_init_failed(k);
     k->owner = k->owner_view.buf;
     k->nr_pages = k->owner_view.len / 4;
     k->page_shift = page_shift;

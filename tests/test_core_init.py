@@ -1,0 +1,65 @@
+"""The compiled core's constructors as kmem's classes call them: a call that fails leaves
+nothing taken. (They are internal: the Python classes pass them their own buffers, so a failure
+here means a broken build or a bug; it must still not pin those buffers for good.)"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any
+
+import pytest
+
+from core_twins import needs_compiled
+from kmem._compiled import core
+
+pytestmark = needs_compiled
+
+
+def _kmalloc_core_arguments(requests: list[Any]) -> dict[str, Any]:
+    tables = [[None, None] for _ in range(4)]  # sizes 0 and 1: the smallest table it takes
+    return dict(allocs=tables, caches=[list(t) for t in tables], frees_by_id=[],
+                requests=requests, owner=array("I", [0]), page_shift=12, families=(0, 1, 2, 3),
+                gfp_bits=(1, 2, 4, 8), gfp_kernel=0xcc0, memory=None, zero_object=None,
+                pure_kmalloc=None, pure_kfree=None)
+
+
+@pytest.mark.parametrize("bad", ["not a buffer", array("q", [0])])  # (no count for size 1)
+def test_a_kmalloc_core_that_fails_lets_go_of_the_request_arrays(bad: object) -> None:
+    assert core is not None
+    taken = [array("q", [0, 0]), array("q", [0, 0])]
+    fast = core.KmallocCore.__new__(core.KmallocCore)
+    with pytest.raises((TypeError, ValueError)):
+        fast.__init__(**_kmalloc_core_arguments([*taken, bad, array("q", [0, 0])]))
+    for counts in taken:  # an array still exported cannot grow
+        counts.append(1)
+    # the object may be initialised again once the failure is gone, and lets go when freed
+    fast.__init__(**_kmalloc_core_arguments([*taken, array("q", [0, 0]), array("q", [0, 0])]))
+    with pytest.raises(RuntimeError, match="initialised once"):
+        fast.__init__(**_kmalloc_core_arguments([*taken, *taken]))
+    with pytest.raises(BufferError):
+        taken[0].append(1)
+    del fast
+    for counts in taken:
+        counts.append(1)
+
+
+class _HalfASlab:
+    __slots__ = ("remote", "where")  # the slow free's members, none of the fast paths'
+    freelist = None  # (a class attribute, not a slot)
+
+
+def test_a_slab_cache_core_initialised_again_after_a_failure_keeps_one_reference() -> None:
+    import sys
+
+    assert core is not None
+    stat = [0, 0]
+    before = sys.getrefcount(stat)
+    cache = core.SlabCacheCore.__new__(core.SlabCacheCore)
+    for _ in range(3):
+        with pytest.raises(TypeError, match="freelist is not a __slots__ member"):
+            cache.__init__(kind="slub", slab_type=_HalfASlab, cpu_slab={}, partial=[],
+                           slab_of_pfn={}, size=64, page_shift=12, nr_cpus=1,
+                           fast=array("q", [0, 0]), thread_safe=False, pure_alloc=None,
+                           pure_free=None, pcs=None, slow_free=(stat, 0, 1, 1, 2, 3))
+    del cache
+    assert sys.getrefcount(stat) == before
