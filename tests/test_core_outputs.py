@@ -23,6 +23,9 @@ RUNS = [
     ["replay", "--json", "--layers", "page", "--every", "7"],
     ["replay", "--json", "--compare", "6.17,6.18,7.0", "--every", "50"],
     ["replay", "--json", "--layout", str(ZONEINFO), "--every", "500"],  # the page machine
+    # the slab layer on a small machine's pages, near its watermarks
+    ["replay", "--json", "--layout", "DMA32=24M,Normal=40M", "--min-free-kbytes", "8192",
+     "--slab-on-machine", "--every", "400"],
     # random kmalloc caches: kmalloc events by call site, apart from the compiled loop
     ["replay", "--json", "--random-kmalloc-seed", "0x9e3779b97f4a7c15", "--every", "300"],
     ["replay", "--json", "--compare", "6.17,7.0", "--random-kmalloc-seed", "3", "--serial"],
