@@ -44,11 +44,9 @@ if TYPE_CHECKING:
         WrongOrderError as WrongOrderError,
     )
     from kmem.page.buddy import (
-        MAX_PAGE_ORDER as MAX_PAGE_ORDER,
         Block as Block,
         BuddyAllocator as BuddyAllocator,
         BuddyStats as BuddyStats,
-        get_order as get_order,
     )
     from kmem.page.errors import (
         BackingError as BackingError,
@@ -100,6 +98,7 @@ if TYPE_CHECKING:
     from kmem.page.memory import (
         PhysicalMemory as PhysicalMemory,
     )
+    from kmem.page.order import MAX_PAGE_ORDER as MAX_PAGE_ORDER, get_order as get_order
     from kmem.show.explain import (
         Step as Step,
         alloc_steps as alloc_steps,
@@ -284,8 +283,8 @@ _EXPORTS: Final[dict[str, str]] = {
     "Block": "kmem.page.buddy",
     "BuddyAllocator": "kmem.page.buddy",
     "BuddyStats": "kmem.page.buddy",
-    "MAX_PAGE_ORDER": "kmem.page.buddy",
-    "get_order": "kmem.page.buddy",
+    "MAX_PAGE_ORDER": "kmem.page.order",
+    "get_order": "kmem.page.order",
     "FragmentationReport": "kmem.page.fragmentation",
     "extfrag_index": "kmem.page.fragmentation",
     "unusable_index": "kmem.page.fragmentation",

@@ -111,9 +111,10 @@ from kmem.errors import (
     WrongOrderError,
     int_argument,
 )
-from kmem.page.buddy import MAX_PAGE_ORDER, size_order
+from kmem.page.buddy import size_order
 from kmem.page.mem_map import boot_blocks
 from kmem.page.memory import check_page_size
+from kmem.page.order import MAX_PAGE_ORDER
 from kmem.page.vmstat import buddyinfo_line
 from kmem.slab.geometry import calculate_order
 from kmem.slab.kmalloc_sizes import KMALLOC_INFO_SIZES, KMALLOC_SIZE_INDEX

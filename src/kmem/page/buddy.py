@@ -76,12 +76,12 @@ from kmem.page.mem_map import (
 )
 from kmem.page.memory import Backing, PhysicalMemory, check_page_size
 from kmem.page.migratetype import ZONE_NAMES
+from kmem.page.order import MAX_PAGE_ORDER
 from kmem.page.vmstat import buddyinfo_line
 
 if TYPE_CHECKING:
     from kmem._core import BuddyZone
 
-MAX_PAGE_ORDER: Final = 10  # Linux's default MAX_PAGE_ORDER (4 MiB blocks of 4 KiB pages)
 MAX_NUMNODES: Final = 1024  # Linux: 1 << CONFIG_NODES_SHIFT, at most 10
 # After nr_free[0..max_order] in the counters buffer: the non-empty mask, allocations, frees,
 # failures, splits, merges.
@@ -129,14 +129,6 @@ def _reserved_ranges(reserved: object) -> list[tuple[int, int]]:
         ranges.append((int_argument(entry[0], "reserved start"),
                        int_argument(entry[1], "reserved size")))
     return ranges
-
-
-def get_order(size: int, page_shift: int = 12) -> int:
-    """The order of the smallest block of ``2**page_shift``-byte pages that holds ``size`` bytes.
-
-    Linux's get_order(): get_order(1) == get_order(4096) == 0, get_order(4097) == 1.
-    """
-    return ((size - 1) >> page_shift).bit_length()
 
 
 

@@ -17,14 +17,17 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+import sys
 import types
 import weakref
 from collections.abc import Callable
-from multiprocessing import shared_memory
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeGuard
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError, int_argument
 from kmem.page.errors import BackingError, HostMemoryError, MemoryBusyError, MemoryClosedError
+
+if TYPE_CHECKING:
+    from multiprocessing.shared_memory import SharedMemory
 
 # Python's mmap module does not export MAP_NORESERVE; this is its value on Linux.
 _MAP_NORESERVE: Final = getattr(mmap, "MAP_NORESERVE", 0x4000)
@@ -32,7 +35,14 @@ _MAP_NORESERVE: Final = getattr(mmap, "MAP_NORESERVE", 0x4000)
 # x86-64 and arm64 give a process 47 bits of user address space: no mapping is larger.
 MAX_MEMORY_BYTES: Final = 1 << 47
 
-Backing = str | os.PathLike[str] | shared_memory.SharedMemory | None
+Backing: TypeAlias = "str | os.PathLike[str] | SharedMemory | None"
+
+
+def _is_shared_memory(backing: object) -> TypeGuard[SharedMemory]:
+    """Is ``backing`` a multiprocessing SharedMemory? (Without importing the module: a process
+    that made one has imported it, and importing multiprocessing costs every command ~12 ms.)"""
+    module = sys.modules.get("multiprocessing.shared_memory")
+    return module is not None and isinstance(backing, module.SharedMemory)
 
 
 def check_page_size(page_size: object) -> int:
@@ -70,7 +80,7 @@ class PhysicalMemory:
         # A partial last page is not memory anyone can allocate: drop it, as the kernel does.
         self.size: Final = self.nr_pages << self.page_shift
         self._mmap: mmap.mmap | None = None
-        self._shm: shared_memory.SharedMemory | None = None
+        self._shm: SharedMemory | None = None
         self.closed = False
         # What to tell when the memory closes: the allocators built on it (weakly held).
         self._on_close: list[weakref.WeakMethod[Callable[[], None]]] = []
@@ -85,7 +95,7 @@ class PhysicalMemory:
                 ) from None
             self._buffer = memoryview(self._mmap)
             self.backing_kind = "anonymous"
-        elif isinstance(backing, shared_memory.SharedMemory):
+        elif _is_shared_memory(backing):
             buffer = backing.buf
             if buffer is None:
                 raise BackingError(f"shared memory segment {backing.name!r} is closed")

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kmem.errors import InvalidArgumentError
-from kmem.page.buddy import BuddyAllocator, get_order
+from kmem.page.buddy import BuddyAllocator
 from kmem.page.memory import check_page_size
+from kmem.page.order import get_order
 from kmem.show.explain import Step, alloc_steps, format_size, free_steps
 
 

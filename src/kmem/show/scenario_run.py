@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from kmem.errors import KmemError
-from kmem.page.buddy import BuddyAllocator, get_order
+from kmem.page.buddy import BuddyAllocator
 from kmem.page.machine import PageMachine
+from kmem.page.order import get_order
 from kmem.show.explain import Step, alloc_steps, free_steps, sentence
 from kmem.show.scenario import (
     Action,

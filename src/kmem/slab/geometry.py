@@ -33,8 +33,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError
-from kmem.page.buddy import MAX_PAGE_ORDER, get_order
 from kmem.page.memory import check_page_size
+from kmem.page.order import MAX_PAGE_ORDER, get_order
 from kmem.slab.errors import SlabPageSizeError
 from kmem.slab.flags import (
     SLAB_CACHE_DMA,

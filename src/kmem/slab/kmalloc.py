@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError, OutOfMemoryError
-from kmem.page.buddy import get_order
 from kmem.page.errors import MemoryClosedError
 from kmem.page.gfp import (
     __GFP_ACCOUNT,
@@ -45,6 +44,7 @@ from kmem.page.gfp import (
     __GFP_ZERO,
     GFP_KERNEL,
 )
+from kmem.page.order import get_order
 from kmem.slab.cache import KmemCache, check_gfp
 from kmem.slab.errors import InteriorPointerError, InvalidCpuError, NotAnObjectError
 from kmem.slab.flags import (

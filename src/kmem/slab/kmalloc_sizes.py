@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError
-from kmem.page.buddy import MAX_PAGE_ORDER, get_order
 from kmem.page.gfp import __GFP_DMA, __GFP_RECLAIMABLE
 from kmem.page.memory import check_page_size
+from kmem.page.order import MAX_PAGE_ORDER, get_order
 from kmem.slab.flags import (
     KMALLOC_NOT_NORMAL_BITS,
     SLAB_ACCOUNT,
