@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.bench_trace import ensure_trace
+from benchmarks.children import installed_environment
 
 EVENTS = 300_000
 TRACE = Path("/tmp/kmem-bench-html-trace.txt")
@@ -45,7 +46,8 @@ def _seconds(*argv: str) -> float:
     for _ in range(REPEAT):
         start = _children_cpu()
         done = subprocess.run([sys.executable, "-m", "kmem", *argv],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=installed_environment())
         if done.returncode:  # (kmem html's status line goes to stderr: shown only on failure)
             raise RuntimeError(f"kmem {' '.join(argv)}: {done.stderr.decode()}")
         best = min(best, _children_cpu() - start)

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.children import installed_environment
+
 DATA = Path("/tmp/kmem-bench-perf.data")
 WORKLOAD = ["sh", "-c", "ls -lR /usr/share/doc /usr/share/man > /dev/null"]
 ROUNDS = 5
@@ -39,7 +41,7 @@ def _timed(argv: list[str]) -> tuple[float, float, str]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, check=True, capture_output=True, text=True,
-                          env={**os.environ, "LC_ALL": "C"})
+                          env=installed_environment(LC_ALL="C"))
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

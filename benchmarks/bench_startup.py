@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.children import installed_environment
+
 KMEM = [sys.executable, "-m", "kmem"]
 if (Path(sys.executable).parent / "kmem").exists():  # the installed entry point, as users run it
     KMEM = [str(Path(sys.executable).parent / "kmem")]
@@ -28,7 +30,7 @@ COMMANDS = {
 
 def _once(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, check=True, env=installed_environment())
     return time.perf_counter() - start
 
 

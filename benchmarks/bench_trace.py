@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.children import installed_environment
+
 FIXTURE = (Path(__file__).parent.parent / "tests" / "fixtures" / "traces"
            / "kmem-6.18-dd-first15000.txt.xz")
 EVENTS = 1_000_000
@@ -124,13 +126,7 @@ def stat_child(path: Path, pure: bool, *options: str, python: str = sys.executab
     """(wall, CPU) seconds of ``kmem stat OPTIONS`` of the trace in a fresh process (startup
     and the report included), on the compiled core (its accumulation in csrc/stat.c) or the
     pure one; ``python``: the interpreter of another build (stat_rounds)."""
-    environment = {**os.environ, "KMEM_PURE": "1" if pure else "0"}
-    if "PYTHONDONTWRITEBYTECODE" in environment:
-        # (without bytecode caches every run compiles kmem's modules again: 40 ms of CPU that
-        # no installed kmem pays; a cache directory per interpreter keeps builds apart and
-        # writes nothing into their source trees)
-        del environment["PYTHONDONTWRITEBYTECODE"]
-        environment["PYTHONPYCACHEPREFIX"] = f"/tmp/kmem-bench-pycache{Path(python).parent}"
+    environment = installed_environment(python, KMEM_PURE="1" if pure else "0")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([python, "-m", "kmem", "stat", *options, "--no-progress",
