@@ -54,6 +54,8 @@ PyObject *kmem_replay_feed(PyObject *module, PyObject *const *args, Py_ssize_t n
 PyObject *kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_kallsyms_table(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* slab.c */
+PyObject *kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Take and drop a core lock (NULL: the object is not thread-safe). */
 static inline void kmem_lock(PyThread_type_lock lock)

@@ -20,6 +20,9 @@ static PyMethodDef core_functions[] = {
     {"kallsyms_table", (PyCFunction)(void (*)(void))kmem_kallsyms_table, METH_FASTCALL,
      "kallsyms_table(data): KernelSymbols' (starts, name spans) of a kallsyms text"
      " (NotImplemented for an address that is not plain hex)"},
+    {"slab_usage", (PyCFunction)(void (*)(void))kmem_slab_usage, METH_FASTCALL,
+     "slab_usage(slabs): KmemCache.slab_usage()'s rows of a list of slabs (NotImplemented"
+     " for anything else)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1018,3 +1018,65 @@ PyTypeObject kmem_KmallocCoreType = {
     .tp_clear = (inquiry)kmalloc_clear,
     .tp_methods = kmalloc_methods,
 };
+
+/* -- slab_usage ------------------------------------------------------------------------------ */
+
+/* KmemCache.slab_usage()'s rows: (pfn, objects a user holds, base, used as bytes) of each slab
+ * of `slabs` (a list of Slab, as _slabs() gives them). A page builder reads every changed
+ * cache this way each frame, and the rows cost more in Python than the bytes they copy.
+ * NotImplemented for anything but a list of slabs with those slots set and `used` a bytearray:
+ * the Python comprehension then does the work and raises what it raises. */
+PyObject *
+kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static PyTypeObject *slab_type;
+    static Py_ssize_t off_pfn, off_base, off_used;
+    if (nargs != 1 || !PyList_CheckExact(args[0]))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *slabs = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(slabs);
+    if (n && Py_TYPE(PyList_GET_ITEM(slabs, 0)) != slab_type) {
+        PyObject *type = (PyObject *)Py_TYPE(PyList_GET_ITEM(slabs, 0));
+        Py_ssize_t pfn = slot_offset(type, "pfn"), base = slot_offset(type, "base"),
+                   used = slot_offset(type, "used");
+        if (pfn < 0 || base < 0 || used < 0) {
+            PyErr_Clear();
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        /* (held: a type freed and another made at its address would read wrong offsets) */
+        Py_XSETREF(slab_type, (PyTypeObject *)Py_NewRef(type));
+        off_pfn = pfn;
+        off_base = base;
+        off_used = used;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: nothing made for nothing */
+        PyObject *slab = PyList_GET_ITEM(slabs, i);
+        if (Py_TYPE(slab) != slab_type || SLOT(slab, off_pfn) == NULL ||
+            SLOT(slab, off_base) == NULL || SLOT(slab, off_used) == NULL ||
+            !PyByteArray_CheckExact(SLOT(slab, off_used)))
+            Py_RETURN_NOTIMPLEMENTED;
+    }
+    PyObject *rows = PyList_New(n);
+    if (rows == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *slab = PyList_GET_ITEM(slabs, i);
+        PyObject *used = SLOT(slab, off_used);
+        const char *bytes = PyByteArray_AS_STRING(used);
+        Py_ssize_t size = PyByteArray_GET_SIZE(used), users = 0;
+        for (Py_ssize_t j = 0; j < size; j++)
+            users += bytes[j] == 1;
+        PyObject *count = PyLong_FromSsize_t(users);
+        PyObject *copy = PyBytes_FromStringAndSize(bytes, size);
+        PyObject *row = count && copy ? PyTuple_Pack(4, SLOT(slab, off_pfn), count,
+                                                     SLOT(slab, off_base), copy) : NULL;
+        Py_XDECREF(count);
+        Py_XDECREF(copy);
+        if (row == NULL) {
+            Py_DECREF(rows);
+            return NULL;
+        }
+        PyList_SET_ITEM(rows, i, row);
+    }
+    return rows;
+}

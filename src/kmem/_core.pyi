@@ -59,6 +59,8 @@ def perf_samples(view: Any, pos: int, end: int, id_at: int,
 
 def perf_batch(samples: list[Any]) -> Any: ...
 
+def slab_usage(slabs: list[Any]) -> list[tuple[int, int, int, bytes]] | Any: ...
+
 class ArenaCore:
     """kmem.arena's fast paths over an arena's mapped buffer (csrc/arena.c)."""
     fast: bool
