@@ -1,0 +1,447 @@
+"""The trace layer's paths the other tests leave out (issue #18): recording's errors and its
+copy loop, json_text's rarer values, the parser process's ends, xz streams and long lines
+arriving in pieces, the parser's messages for truncated lines, and the sweep spec's errors.
+
+Expected values come from the formats themselves (the kernel's ``CPU:N [LOST M EVENTS]`` marker
+of kernel/trace/trace.c, xz(1)'s stream padding rule, json.dumps as the oracle of json_text),
+worked out by hand, not read back from kmem.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import lzma
+import math
+import os
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kmem.trace.json_text as json_text_module
+import kmem.trace.parse as parse_module
+import kmem.trace.pipeline as pipeline
+import kmem.trace.record as record
+from fixture_files import LS_TRACE
+from kmem.cli.main import main
+from kmem.trace.events import KMALLOC, MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED
+from kmem.trace.json_text import json_text
+from kmem.trace.parse import TraceFormatError, TraceParser, parse_trace
+from kmem.trace.pipeline import ParserProcess
+from kmem.trace.record import RecordError, find_tracefs, record_perf, record_tracefs
+from kmem.trace.source import MAX_LINE_BYTES, TraceFileError, open_trace
+
+_LS = lzma.decompress(LS_TRACE.read_bytes()).decode().splitlines(keepends=True)
+
+
+# -- kmem record -------------------------------------------------------------------------------
+
+def _fake_tracefs(root: Path, *events: str) -> Path:
+    """A directory laid out as tracefs is (events/kmem/<event>/, instances/)."""
+    (root / "events" / "kmem").mkdir(parents=True)
+    for name in events:
+        (root / "events" / "kmem" / name).mkdir()
+    (root / "instances").mkdir()
+    return root
+
+
+def _no_proc_mounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A system without a readable /proc/mounts (record's other files open as usual)."""
+    real_open = open
+
+    def fake_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if path == "/proc/mounts":
+            raise FileNotFoundError(2, "No such file or directory", path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(record, "open", fake_open, raising=False)
+
+
+def test_without_proc_mounts_tracefs_is_looked_for_where_it_is_usually_mounted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_proc_mounts(monkeypatch)
+    empty, mounted = tmp_path / "empty", _fake_tracefs(tmp_path / "tracing", "kmalloc")
+    empty.mkdir()
+    monkeypatch.setattr(record, "TRACEFS_MOUNTS", (str(empty), str(mounted)))
+    assert find_tracefs() == mounted  # the first one with the kmem events
+    monkeypatch.setattr(record, "TRACEFS_MOUNTS", (str(empty),))
+    assert find_tracefs() is None
+
+
+def test_no_tracefs_anywhere_is_a_clear_error_at_the_command_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _no_proc_mounts(monkeypatch)
+    monkeypatch.setattr(record, "TRACEFS_MOUNTS", (str(tmp_path / "none"),))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    output = tmp_path / "out.txt"
+    assert main(["record", "-o", str(output), "--", "true"]) == 2
+    assert capsys.readouterr().err == (
+        "kmem record: tracefs with the kmem events not found at /sys/kernel/tracing: mount it"
+        " (mount -t tracefs nodev /sys/kernel/tracing)\n")
+    assert not output.exists()
+
+
+def test_a_buffer_below_one_page_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    output = tmp_path / "out.txt"
+    assert main(["record", "--buffer-kb", "3", "-o", str(output), "--", "true"]) == 2
+    assert capsys.readouterr().err == (
+        "kmem record: buffer size must be at least 4 KB per CPU, got 3\n")
+    assert not output.exists()
+
+
+def test_a_kernel_without_the_kmem_events_asked_for_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    fake = _fake_tracefs(tmp_path / "tracefs", "mm_page_alloc")  # a page event only
+    with pytest.raises(RecordError, match=r"^this kernel has none of the kmem events asked for$"):
+        record_tracefs(["true"], tmp_path / "out.txt", page=False, tracefs=fake)
+    assert not (tmp_path / "out.txt").exists()
+    assert list((fake / "instances").iterdir()) == []  # refused before making an instance
+
+
+def test_a_tracefs_file_that_refuses_a_write_is_named(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # An instance without the event's directory: enabling it cannot be written.
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    fake = _fake_tracefs(tmp_path / "tracefs", "kmalloc")
+    instance = fake / "instances" / f"kmem-record-{os.getpid()}"
+    enable = instance / "events" / "kmem" / "kmalloc" / "enable"
+    with pytest.raises(RecordError) as caught:
+        record_tracefs(["true"], tmp_path / "out.txt", page=False, tracefs=fake)
+    assert str(caught.value) == f"cannot write {enable}: No such file or directory"
+    assert not (tmp_path / "out.txt").exists()  # the output is opened once tracing is ready
+
+
+def _instance(tmp_path: Path, pipe_text: bytes) -> Path:
+    """An instance directory whose trace_pipe holds ``pipe_text`` (a file: read to its end)."""
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / "trace_pipe").write_bytes(pipe_text)
+    return instance
+
+
+def test_the_kernels_lost_event_markers_are_added_up(tmp_path: Path) -> None:
+    # kernel/trace/trace.c prints "CPU:%d [LOST %lu EVENTS]\n" where the reader fell behind.
+    text = (b"  ls-1  [000] .....  1.000001: kfree: call_site=f+0x1 ptr=0000000012345678\n"
+            b"CPU:1 [LOST 123 EVENTS]\n"
+            b"  ls-1  [001] .....  1.000002: kfree: call_site=f+0x1 ptr=0000000012345679\n"
+            b"CPU:0 [LOST 7 EVENTS]\n"
+            b"CPU:2 [LOST many EVENTS]\n"  # (not a count: not added)
+            b"  sh-2  [000] .....  1.000003: kfree: call_site=g+0x2 ptr=000000001234567a\n")
+    instance = _instance(tmp_path, text)
+    out = io.BytesIO()
+    result = record._run_and_read(["true"], instance, out, tmp_path / "out.txt")
+    assert (result.status, result.lines, result.lost) == (0, 6, 130)
+    assert out.getvalue() == text  # copied as the kernel wrote it
+    assert (instance / "tracing_on").read_text() == "0\n"  # tracing stopped at the end
+
+
+def test_an_interrupted_recording_kills_the_command(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    instance = _instance(tmp_path, b"")
+    pid_file = tmp_path / "pid"
+    real_sleep = time.sleep
+
+    def interrupt_once_started(seconds: float) -> None:
+        if pid_file.exists() and pid_file.read_text().strip():
+            raise KeyboardInterrupt
+        real_sleep(0.01)
+
+    monkeypatch.setattr(time, "sleep", interrupt_once_started)
+    command = ["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"]
+    with pytest.raises(KeyboardInterrupt):
+        record._run_and_read(command, instance, io.BytesIO(), tmp_path / "out.txt")
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(pid, 0)
+
+
+def test_perf_not_installed_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert main(["record", "--perf", "-o", str(tmp_path / "p.data"), "--", "true"]) == 2
+    assert capsys.readouterr().err == (
+        "kmem record: perf is not installed (kmem record without --perf and -g records through"
+        " tracefs)\n")
+
+
+def test_a_perf_that_writes_nothing_is_a_clear_error(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    perf = tmp_path / "perf"
+    perf.write_text("#!/bin/sh\necho 'perf: failed to open kmem:kmalloc' >&2\nexit 255\n")
+    perf.chmod(perf.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: str(perf))
+    output = tmp_path / "p.data"
+    with pytest.raises(RecordError) as caught:
+        record_perf(["true"], output)
+    assert str(caught.value) == f"perf record wrote no {str(output)!r} (exit status 255)"
+
+
+# -- json_text ---------------------------------------------------------------------------------
+
+class _Kind(IntEnum):
+    SLAB = 1
+
+
+class _Name(str):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    math.nan, math.inf, -math.inf, 1.5, "é\n", None, True, False, 7,
+    [math.inf, -math.inf, math.nan],
+    _Kind.SLAB, _Name("kmalloc-64"), [_Kind.SLAB, _Name("x"), 2.0],
+    {1.5: [1], math.inf: [2], None: [3], True: [4], False: [5], 2: [6], "s": [7]},
+    {_Name("k"): {"a": [1]}},
+], ids=repr)
+def test_json_text_of_each_scalar_and_key_is_json_dumps(value: Any) -> None:
+    assert json_text(value) == json.dumps(value, indent=2)
+
+
+def test_a_key_json_refuses_is_refused_in_a_nested_dict_too() -> None:
+    with pytest.raises(TypeError, match="keys must be str"):
+        json_text({(1, 2): [3]})
+
+
+def test_json_text_without_the_c_encoder_is_the_same_text(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    # (a Python built without _json: json.encoder.c_make_encoder is None)
+    document = {"rows": [{"name": "kmalloc-64", "bytes": 64, "ratio": 1.5, "ok": True,
+                          "none": None}], "n": 1}
+    monkeypatch.setattr(json_text_module, "c_make_encoder", None)
+    monkeypatch.setattr(json_text_module, "_FLAT_ENCODERS", {})
+    assert json_text(document) == json.dumps(document, indent=2)
+
+
+# -- the parser process ------------------------------------------------------------------------
+
+def _trace_file(tmp_path: Path) -> Path:
+    path = tmp_path / "t.txt"
+    path.write_text("".join(_LS[:200]))
+    return path
+
+
+def test_closing_a_parser_process_never_started_does_nothing(tmp_path: Path) -> None:
+    parser = ParserProcess(_trace_file(tmp_path))
+    parser.close()
+    assert list(parser.parse()) == list(TraceParser().parse(_LS[:200]))
+
+
+def _exit_at_once(raw: Any, skip_bad: bool, send: Any, receive: Any) -> None:
+    os._exit(3)
+
+
+def test_a_parser_child_that_dies_is_a_clear_error(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _trace_file(tmp_path)
+    monkeypatch.setattr(pipeline, "_child", _exit_at_once)
+    with pytest.raises(TraceFileError) as caught:
+        list(ParserProcess(path).parse())
+    assert str(caught.value) == (
+        f"the parser process of {str(path)!r} stopped without a word (exit code 3)")
+
+
+def test_a_child_stuck_on_a_silent_fifo_is_stopped_when_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # a writer that never writes (nor closes)
+    try:
+        monkeypatch.setattr(pipeline, "_CLOSE_GRACE", 0.05)
+        parser = ParserProcess(fifo)
+        parser.start()
+        parser.close()
+        assert parser._child is not None and not parser._child.is_alive()
+    finally:
+        os.close(writer)
+
+
+def test_a_system_refusing_the_larger_pipe_buffer_still_parses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fcntl = pytest.importorskip("fcntl")
+
+    def refuse(*args: Any) -> Any:
+        raise PermissionError(1, "Operation not permitted")  # above pipe-max-size, no root
+
+    monkeypatch.setattr(fcntl, "fcntl", refuse)
+    assert list(ParserProcess(_trace_file(tmp_path)).parse()) == list(
+        TraceParser().parse(_LS[:200]))
+
+
+# -- streams arriving in pieces ----------------------------------------------------------------
+
+class _Pieces(io.RawIOBase):
+    """A pipe delivering the given pieces of bytes, one read each (as a writer wrote them)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self._pieces = [piece for piece in pieces if piece]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pieces:
+            return 0
+        piece = self._pieces.pop(0)
+        size = min(len(buffer), len(piece))
+        buffer[:size] = piece[:size]
+        if size < len(piece):
+            self._pieces.insert(0, piece[size:])
+        return size
+
+
+def _events(pieces: list[bytes]) -> list[Any]:
+    with open_trace(io.BufferedReader(_Pieces(pieces))) as lines:
+        return list(TraceParser().parse(lines))
+
+
+def test_xz_padding_and_the_next_streams_magic_split_across_reads_are_read() -> None:
+    text = "".join(_LS[:300]).encode()
+    first, second = lzma.compress(text[:20000]), lzma.compress(text[20000:])
+    expected = list(TraceParser().parse(_LS[:300]))
+    # padding running over a read, then the next stream's magic arriving two bytes at a time
+    assert _events([first + bytes(2), bytes(6), second[:2], second[2:4], second[4:]]
+                   ) == expected
+
+
+def test_a_few_bytes_after_the_xz_stream_are_trailing_garbage() -> None:
+    packed = lzma.compress("".join(_LS[:50]).encode())
+    with pytest.raises(TraceFileError, match=r"trailing garbage after the xz stream"
+                                             r" \(b'\\xfd7'\)"):
+        _events([packed + bytes(4), b"\xfd7"])  # a stream's magic cut short, then the end
+
+
+def test_a_long_line_ending_in_a_later_read_is_cut_and_the_next_ones_read(tmp_path: Path
+                                                                         ) -> None:
+    # the line is the file's first (the reads of 64 KiB all fall inside it) and ends in the
+    # read that takes it over the limit
+    long = "x=" + "a" * (MAX_LINE_BYTES + 100) + "\n"
+    path = tmp_path / "long.txt"
+    path.write_text(long + "".join(_LS[20:40]))
+    parser = TraceParser(skip_bad=True)
+    with open_trace(path) as lines:
+        events = list(parser.parse(lines))
+    assert events == list(TraceParser().parse(_LS[20:40]))
+    assert parser.bad_lines == 1 and parser.bad_examples[0].line_number == 1
+    assert "longer than 65536 characters" in str(parser.bad_examples[0])
+
+
+def test_the_trace_streams_bytes_can_be_read_by_size(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"# tracer: nop\nline two\n")
+    with open_trace(path) as lines:
+        buffer = lines.buffer  # type: ignore[attr-defined]
+        assert buffer.read(5) == b"# tra"
+        assert buffer.read() == b"cer: nop\nline two\n"
+
+
+
+def test_an_instance_removed_by_someone_else_is_left_at_that(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_waiting(seconds: float) -> None:
+        raise AssertionError("waited for an instance that is gone")
+
+    monkeypatch.setattr(time, "sleep", no_waiting)
+    record._remove_instance(tmp_path / "kmem-record-gone")
+
+
+# -- the parser's readings and messages ----------------------------------------------------------
+
+KMALLOC_LINE = ("bash-4479    [000] .....   388.061916: kmalloc: call_site=lsm_blob_alloc+0x3b/0x60"
+                " ptr=00000000eff03f93 bytes_req=11 bytes_alloc=16"
+                " gfp_flags=GFP_KERNEL_ACCOUNT|__GFP_ZERO node=-1 accounted=true\n")
+# the event tuple: kind, cpu, time, call site, pointer, cache name, bytes_req, bytes_alloc,
+# gfp flags, node, pfn, order, migratetype
+KMALLOC_EVENT = (KMALLOC, 0, "388.061916:", "lsm_blob_alloc+0x3b/0x60", "00000000eff03f93", "",
+                 11, 16, "GFP_KERNEL_ACCOUNT|__GFP_ZERO", -1, -1, -1, -1)
+PAGE_FREE = "bash-4479    [000] .....   388.062159: mm_page_free: {}\n"
+
+
+def test_lines_without_the_irq_flags_column_read_the_same() -> None:
+    # ftrace with the irq-info option off prints no flags column ("[000]   388.061916:")
+    bare = KMALLOC_LINE.replace(".....   ", "")
+    assert list(TraceParser().parse([bare])) == [KMALLOC_EVENT]
+    warmed = TraceParser()
+    assert list(warmed.parse([KMALLOC_LINE, bare, bare])) == [KMALLOC_EVENT] * 3
+
+
+def test_fields_in_another_order_are_read_by_their_names() -> None:
+    swapped = KMALLOC_LINE.replace(
+        "call_site=lsm_blob_alloc+0x3b/0x60 ptr=00000000eff03f93",
+        "ptr=00000000eff03f93 call_site=lsm_blob_alloc+0x3b/0x60")
+    assert list(TraceParser().parse([swapped, swapped, KMALLOC_LINE])) == [KMALLOC_EVENT] * 3
+
+
+def test_gfp_flags_mixing_hex_and_names_are_kept_as_printed() -> None:
+    # (flags the kernel has no name for print as hex: "0x2|__GFP_ZERO")
+    line = KMALLOC_LINE.replace("GFP_KERNEL_ACCOUNT|__GFP_ZERO", "0x2|__GFP_ZERO")
+    (event,) = TraceParser().parse([line])
+    assert event[8] == "0x2|__GFP_ZERO"
+
+
+def test_a_batched_free_without_its_order_is_one_page() -> None:
+    line = ("sh-4522    [001] ...2.   388.062343: mm_page_free_batched: page=00000000ab5c4d69"
+            " pfn=0x110900\n")
+    assert list(TraceParser().parse([line, line])) == [
+        (MM_PAGE_FREE_BATCHED, 1, "388.062343:", "", "", "", 0, 0, "", -1, 0x110900, 0, -1)] * 2
+
+
+def test_page_lines_with_only_the_struct_page_pointer_pair_by_it() -> None:
+    # (the oldest layouts print page=%p and no pfn: the pointer stands for the page)
+    alloc = ("bash-1187  [001] ....   218.347230: mm_page_alloc: page=ffffea0001ecaa00 order=1"
+             " migratetype=0 gfp_flags=GFP_KERNEL\n")
+    free = "bash-1187  [001] ....   218.347240: mm_page_free: page=ffffea0001ecaa00 order=1\n"
+    events = list(TraceParser().parse([alloc, free]))
+    assert [(e[0], e[10], e[11]) for e in events] == [(MM_PAGE_ALLOC, 0xffffea0001ecaa00, 1),
+                                                      (MM_PAGE_FREE, 0xffffea0001ecaa00, 1)]
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (PAGE_FREE.format("order=0"), "missing pfn= (truncated line?)"),
+    (PAGE_FREE.format("page=00000000750f8522 pfn=0x10cdcc"), "missing order= (truncated line?)"),
+    (PAGE_FREE.format("page=00000000750f8522 pfn=0x10cdcc order=0").replace(
+        "mm_page_free:", "mm_page_alloc_zone_locked:"), "missing migratetype= (truncated line?)"),
+    (PAGE_FREE.format("page=00000000750f8522 pfn=0x10cdcc order=0").replace(
+        "mm_page_free:", "mm_page_pcpu_drain:"), "missing migratetype= (truncated line?)"),
+    ("bash-4479    [000] .....   388.061800: kmem_cache_alloc: call_site=__d_alloc+0x2d/0x230"
+     " ptr=00000000fd9c5bdb name= bytes_req=192 bytes_alloc=192 gfp_flags=GFP_KERNEL node=-1"
+     " accounted=true\n", "empty name= (truncated line?)"),
+    (KMALLOC_LINE.replace("ptr=00000000eff03f93", "ptr="), "missing ptr= (truncated line?)"),
+], ids=["no pfn", "no order", "zone_locked without migratetype",
+        "pcpu_drain without migratetype", "empty name", "empty ptr"])
+def test_a_truncated_line_is_named_with_what_is_missing(line: str, reason: str) -> None:
+    with pytest.raises(TraceFormatError) as caught:
+        list(TraceParser().parse([KMALLOC_LINE, line]))
+    assert (caught.value.line_number, caught.value.reason) == (2, reason)
+
+
+def test_parse_trace_is_a_parsers_events() -> None:
+    assert list(parse_trace(_LS, skip_bad=True)) == list(TraceParser().parse(_LS))
+
+
+def test_an_error_of_the_lines_themselves_is_not_taken_for_the_traces() -> None:
+    def lines() -> Iterator[str]:
+        yield KMALLOC_LINE
+        raise RuntimeError("the source of the lines failed")
+
+    with pytest.raises(RuntimeError, match="the source of the lines failed"):
+        list(TraceParser(skip_bad=True).parse(lines()))
+
+
+def test_a_parser_whose_memo_tables_are_full_reads_the_same_events(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = list(TraceParser().parse(_LS))
+    monkeypatch.setattr(parse_module, "MAX_MEMO_CHARS", 0)  # nothing more may be learnt
+    assert list(TraceParser().parse(_LS)) == expected
