@@ -9,6 +9,7 @@ worked out by hand, not read back from kmem.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import lzma
@@ -445,3 +446,19 @@ def test_a_parser_whose_memo_tables_are_full_reads_the_same_events(
     expected = list(TraceParser().parse(_LS))
     monkeypatch.setattr(parse_module, "MAX_MEMO_CHARS", 0)  # nothing more may be learnt
     assert list(TraceParser().parse(_LS)) == expected
+
+
+@pytest.mark.parametrize("compress", [lzma.compress, gzip.compress], ids=["xz", "gzip"])
+@pytest.mark.parametrize("first", [1, 2, 5])
+def test_a_compressed_trace_from_a_pipe_whose_first_read_is_short_is_decompressed(
+        compress: Any, first: int) -> None:
+    # (bug: the magic number was looked for in the first read only, and a stream whose first
+    # read brought fewer bytes than the magic was read as text: "carriage return inside")
+    packed = compress("".join(_LS[:60]).encode())
+    assert _events([packed[:first], packed[first:]]) == list(TraceParser().parse(_LS[:60]))
+
+
+def test_a_perf_data_file_from_a_pipe_in_pieces_is_named() -> None:
+    head = b"PERFILE2" + bytes(100)
+    with pytest.raises(TraceFileError, match=r"^the trace: not a kmem trace: a perf\.data file"):
+        _events([head[:3], head[3:7], head[7:]])
