@@ -16,6 +16,7 @@ import lzma
 import math
 import os
 import shutil
+import signal
 import stat
 import time
 from collections.abc import Iterator
@@ -30,13 +31,18 @@ import kmem.trace.parse as parse_module
 import kmem.trace.pipeline as pipeline
 import kmem.trace.record as record
 from fixture_files import LS_TRACE
+from kmem import SweepSpecError, load_sweep_spec, sweep
 from kmem.cli.main import main
+from kmem.errors import InvalidArgumentError
 from kmem.trace.events import KMALLOC, MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED
 from kmem.trace.json_text import json_text
 from kmem.trace.parse import TraceFormatError, TraceParser, parse_trace
 from kmem.trace.pipeline import ParserProcess
 from kmem.trace.record import RecordError, find_tracefs, record_perf, record_tracefs
 from kmem.trace.source import MAX_LINE_BYTES, TraceFileError, open_trace
+from kmem.trace.sweep import FAILURES, RESULTS, TIMELINES
+from kmem.trace.sweep_spec import sweep_spec
+from sweep_fixtures import broken_trace, sweep_folder
 
 _LS = lzma.decompress(LS_TRACE.read_bytes()).decode().splitlines(keepends=True)
 
@@ -462,3 +468,179 @@ def test_a_perf_data_file_from_a_pipe_in_pieces_is_named() -> None:
     head = b"PERFILE2" + bytes(100)
     with pytest.raises(TraceFileError, match=r"^the trace: not a kmem trace: a perf\.data file"):
         _events([head[:3], head[3:7], head[7:]])
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+
+ONE_TRACE = 'traces = ["traces/tar-6.18-first4000.txt.xz"]\nevery = 500\n'
+
+
+def _sweep_spec(folder: Path, text: str) -> Path:
+    return sweep_folder(folder, text)
+
+
+def _replay_json(capsys: pytest.CaptureFixture[str], *arguments: str) -> dict[str, Any]:
+    capsys.readouterr()
+    assert main(["replay", "--json", "--serial", "--every", "500", *arguments]) == 0
+    document: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return document
+
+
+def test_a_row_with_the_page_machine_holds_what_kmem_replay_predicts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _sweep_spec(tmp_path, ONE_TRACE + '[parameters]\nmemory = "64M"\n'
+                       'layout = "DMA32=16M,Normal=48M"\n')
+    (row,) = sweep(spec, jobs=1).rows
+    pcp = _replay_json(capsys, "--memory", "64M", "--layout", "DMA32=16M,Normal=48M",
+                       str(tmp_path / "traces" / "tar-6.18-first4000.txt.xz"))["pcp"]
+    assert row["layout"] == "DMA32=16M,Normal=48M"
+    assert row["predicted_pcp_refills"] == pcp["predicted"]["mm_page_alloc_zone_locked"] > 0
+    assert row["predicted_pcp_drains"] == pcp["predicted"]["mm_page_pcpu_drain"]
+    assert (row["zone_lock"], row["fallbacks"]) == (pcp["zone_lock"], pcp["fallbacks"])
+    assert row["machine_unusable_costly_end"] == pcp["fragmentation"]["unusable_index"][3]
+
+
+def test_resuming_into_a_new_folder_runs_everything(tmp_path: Path) -> None:
+    spec = _sweep_spec(tmp_path, ONE_TRACE + "[parameters]\ncpus = [1, 2]\n")
+    result = sweep(spec, output=tmp_path / "new", jobs=1, resume=True)
+    assert (result.resumed, len(result.rows)) == (0, 2)
+    assert (tmp_path / "new" / RESULTS).read_text() == result.table_text()
+
+
+def test_resuming_skips_lines_that_are_no_run_record(tmp_path: Path) -> None:
+    spec = _sweep_spec(tmp_path, ONE_TRACE + "[parameters]\ncpus = [1, 2]\n")
+    whole = sweep(spec, output=tmp_path / "whole", jobs=1)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    first = whole.rows[0]["run"]
+    for name in (RESULTS, TIMELINES):
+        lines = (tmp_path / "whole" / name).read_text().splitlines(keepends=True)
+        (partial / name).write_text('[1, 2]\n{"run": 3}\n"text"\n' + lines[0])
+    ran: list[str] = []
+    resumed = sweep(spec, output=partial, jobs=1, resume=True,
+                    on_run=lambda run, outcome, failure: ran.append(run.key))
+    assert resumed.resumed == 1 and ran == [whole.rows[1]["run"]] and first not in ran
+    assert (partial / RESULTS).read_bytes() == (tmp_path / "whole" / RESULTS).read_bytes()
+
+
+def test_the_progress_bar_prints_a_failed_run_with_its_parameters(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = _sweep_spec(tmp_path, 'traces = ["traces/zz-broken.txt.xz"]\n'
+                       '[parameters]\ncpus = [1, 2]\n')
+    line = broken_trace(tmp_path / "traces" / "zz-broken.txt.xz")
+    result = sweep(spec, jobs=1, progress=True)
+    assert len(result.failures) == 2 and not result.rows
+    err = capsys.readouterr().err
+    for cpus in (1, 2):
+        assert (f"kmem sweep: run failed: traces/zz-broken.txt.xz policy=slub kernel=6.18"
+                f" cpus={cpus} ") in err
+    assert f": TraceFormatError: line {line}: " in err
+    assert "2/2" in err
+
+
+def _forkserver_children() -> list[int]:
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server:
+                children.append(int(entry.name))
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_runs_of_a_worker_that_dies_are_failures_and_the_sweep_ends(tmp_path: Path) -> None:
+    spec = _sweep_spec(tmp_path, 'traces = ["traces/*.txt.xz"]\nevery = 500\n'
+                       '[parameters]\ncpus = [1, 2, 3]\n')
+    killed: list[int] = []
+
+    def kill_the_workers(run: Any, outcome: Any, failure: Any) -> None:
+        if not killed:  # (as the kernel's OOM killer would, in the middle of the sweep)
+            killed.extend(_forkserver_children())
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    result = sweep(spec, output=tmp_path / "out", jobs=2, on_run=kill_the_workers)
+    assert killed and result.runs == 9 and result.failures
+    for failure in result.failures:
+        assert failure.error.startswith("BrokenProcessPool: the worker running it failed: ")
+    failed = [json.loads(line) for line in (tmp_path / "out" / FAILURES).read_text().splitlines()]
+    assert [f["run"] for f in failed] == [f.run for f in result.failures]
+    assert sweep(spec, jobs=2).failures == ()  # the next sweep has workers again
+
+
+def test_the_dask_executor_on_a_cluster_of_its_own_gives_the_pools_table(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    spec = _sweep_spec(tmp_path, ONE_TRACE + "[parameters]\ncpus = [1, 2]\n")
+    here = sweep(spec, jobs=1)
+    on_dask = sweep(spec, executor="dask", jobs=1)  # (address None: a LocalCluster here)
+    assert on_dask.table_text() == here.table_text()
+
+
+def test_a_scheduler_address_dask_cannot_use_is_refused_before_any_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    spec = _sweep_spec(tmp_path, ONE_TRACE)
+    assert main(["sweep", str(spec), "-o", str(tmp_path / "out"), "--dask", "not an address",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kmem sweep: cannot reach the Dask scheduler at 'not an address': ")
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+# -- sweep specs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "message"), [
+    (ONE_TRACE + "[parameters]\nlayers = 3\n",
+     ":4: parameters.layers: expected layers as text ('slab,page', 'slab' or 'page'), got 3"),
+    (ONE_TRACE + "[parameters]\nmachine = 'yes'\n",
+     ":4: parameters.machine: expected true or false, got 'yes'"),
+    (ONE_TRACE + "[parameters]\nlayout = 5\n",
+     ":4: parameters.layout: expected a zoneinfo file or zone sizes as text, got 5"),
+    (ONE_TRACE + "report = 3\n", ":3: report: expected a table ([report])"),
+    (ONE_TRACE + "[parameters]\ncpus = [1, 2]\n[report]\nheatmap = 'cpus'\n",
+     ":6: report.heatmap: expected two parameter names, got 'cpus'"),
+    (ONE_TRACE + "[parameters]\ncpus = [1, 2]\n[report]\nheatmap = ['cpus', 'cpus']\n",
+     ":6: report.heatmap: two different parameters, not 'cpus' twice"),
+    (ONE_TRACE + 'x = "unterminated', ": not valid TOML: Unterminated string (at end of"
+     " document)"),
+    ('traces = ["traces/perf.data"]\n', ":1: traces[0]: "),
+], ids=["layers", "machine", "layout", "report", "heatmap one", "heatmap twice", "toml end",
+        "perf.data"])
+def test_more_bad_specs_are_named_with_line_and_key(tmp_path: Path, text: str, message: str
+                                                    ) -> None:
+    spec = _sweep_spec(tmp_path, text)
+    (tmp_path / "traces" / "perf.data").write_bytes(b"PERFILE2" + bytes(200))
+    with pytest.raises(SweepSpecError) as raised:
+        load_sweep_spec(spec)
+    assert str(raised.value).startswith(f"{spec}{message}"), str(raised.value)
+    if "perf.data" in text:
+        assert str(raised.value).endswith("not a kmem trace: a perf.data file (kmem stat and"
+                                          " kmem replay read it by its file name)")
+
+
+def test_a_spec_mapping_takes_the_replayers_own_defaults(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep_folder(tmp_path, ONE_TRACE)
+    monkeypatch.chdir(tmp_path)
+    spec = sweep_spec({"traces": ["traces/tar-6.18-first4000.txt.xz"],
+                       "parameters": {"layers": ("slab", "page"), "layout": None}})
+    assert spec.parameters["layers"] == ("slab,page",)
+    assert spec.parameters["layout"] == ("",)
+
+
+def test_a_parameter_row_naming_no_replayer_option_is_caught(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import kmem.trace.sweep_spec as sweep_spec_module
+
+    bogus = sweep_spec_module.ReplayParameter("speed", "speed", lambda value: 1)
+    monkeypatch.setattr(sweep_spec_module, "PARAMETERS", (*sweep_spec_module.PARAMETERS, bogus))
+    with pytest.raises(InvalidArgumentError, match="sweep parameter 'speed' sets Replayer's"
+                                                   " 'speed', which Replayer does not take"):
+        sweep_spec_module.parameter_defaults()
