@@ -34,11 +34,20 @@ from fixture_files import LS_TRACE
 from kmem import SweepSpecError, load_sweep_spec, sweep
 from kmem.cli.main import main
 from kmem.errors import InvalidArgumentError
-from kmem.trace.events import KMALLOC, MM_PAGE_ALLOC, MM_PAGE_FREE, MM_PAGE_FREE_BATCHED
+from kmem.trace.events import (
+    KFREE,
+    KMALLOC,
+    MM_PAGE_ALLOC,
+    MM_PAGE_FREE,
+    MM_PAGE_FREE_BATCHED,
+    NULL_PTR,
+    event_batch,
+)
 from kmem.trace.json_text import json_text
 from kmem.trace.parse import TraceFormatError, TraceParser, parse_trace
 from kmem.trace.pipeline import ParserProcess
 from kmem.trace.record import RecordError, find_tracefs, record_perf, record_tracefs
+from kmem.trace.replay import Replayer
 from kmem.trace.source import MAX_LINE_BYTES, TraceFileError, open_trace
 from kmem.trace.sweep import FAILURES, RESULTS, TIMELINES
 from kmem.trace.sweep_spec import sweep_spec
@@ -644,3 +653,228 @@ def test_a_parameter_row_naming_no_replayer_option_is_caught(monkeypatch: pytest
     with pytest.raises(InvalidArgumentError, match="sweep parameter 'speed' sets Replayer's"
                                                    " 'speed', which Replayer does not take"):
         sweep_spec_module.parameter_defaults()
+
+
+# -- the page machine with the slab layer on it ------------------------------------------------
+# (kmem.trace.machine_replay's rule: an mm_page_alloc that could be a slab page -- not movable,
+# no user page -- waits for its CPU's next event; a slab allocation there makes it the kernel's
+# slab page, skipped with its free; any other event, or the end of the trace, replays it.)
+
+def _page_event(kind: int, pfn: int, cpu: int, gfp: str = "GFP_KERNEL", mt: int = 0,
+                order: int = 0) -> tuple[Any, ...]:
+    return (kind, cpu, "1.000000:", "", "", "", 0, 0, gfp, -1, pfn, order, mt)
+
+
+def _kmalloc_event(cpu: int, ptr: str = "00000000deadbeef") -> tuple[Any, ...]:
+    return (KMALLOC, cpu, "1.000000:", "f+0x1/0x2", ptr, "", 64, 64, "GFP_KERNEL", -1, -1, -1,
+            -1)
+
+
+USER_PAGE: dict[str, Any] = {"gfp": "GFP_HIGHUSER_MOVABLE", "mt": 1}  # (never a slab page)
+
+
+def _slab_machine() -> Any:
+    from kmem.trace.machine_replay import MachineReplay
+
+    machine = Replayer(layers=("page",), machine=True, warm="cold").machine_replay
+    assert machine is not None
+    return MachineReplay(machine.machine, warm="cold", slab_pages_elsewhere=True)
+
+
+def _feed(replay: Any, events: list[tuple[Any, ...]]) -> dict[str, int]:
+    batch = event_batch(events)
+    replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails, batch.times)
+    replay.finish()
+    counts: dict[str, int] = replay.counts
+    return counts
+
+
+def _free_pages(replay: Any) -> int:
+    """The machine's free pages, per-CPU lists drained first (at the end of a test)."""
+    replay.machine.drain_all_pages()
+    free: int = replay.machine.nr_free_pages
+    return free
+
+
+def test_a_kernel_slab_page_freed_in_a_batch_is_skipped_with_its_free() -> None:
+    replay = _slab_machine()
+    before = _free_pages(replay)
+    counts = _feed(replay, [_page_event(MM_PAGE_ALLOC, 0x100, 0), _kmalloc_event(0),
+                            _page_event(MM_PAGE_FREE_BATCHED, 0x100, 0)])
+    assert counts["slab_page_events_skipped"] == 2  # its allocation and its free
+    assert (counts["allocs"], counts["frees"], counts["unknown_frees"]) == (0, 0, 0)
+    assert _free_pages(replay) == before
+
+
+def test_a_slab_allocation_the_replay_keeps_decides_the_waiting_page_too() -> None:
+    # (a kmalloc the replay does not feed to the machine: kmem.trace.replay calls slab_event)
+    replay = _slab_machine()
+    batch = event_batch([_page_event(MM_PAGE_ALLOC, 0x100, 0)])
+    replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails, batch.times)
+    replay.slab_event(1)  # another CPU's: the page still waits
+    replay.slab_event(0)
+    replay.finish()
+    assert (replay.counts["slab_page_events_skipped"], replay.counts["allocs"]) == (1, 0)
+
+
+def test_a_slab_page_freed_elsewhere_and_not_yet_committed_was_free() -> None:
+    replay = _slab_machine()
+    before = _free_pages(replay)
+    counts = _feed(replay, [
+        _page_event(MM_PAGE_ALLOC, 0x100, 1, **USER_PAGE),  # a user page on CPU 1...
+        _page_event(MM_PAGE_FREE, 0x100, 1),  # ...freed there, its commit still to come
+        _page_event(MM_PAGE_ALLOC, 0x100, 0),  # CPU 0 gets it again: a slab page
+        _kmalloc_event(0)])
+    assert (counts["allocs"], counts["frees"], counts["slab_page_events_skipped"]) == (1, 1, 1)
+    assert _free_pages(replay) == before
+
+
+def test_a_live_page_that_becomes_a_slab_page_had_its_free_lost() -> None:
+    replay = _slab_machine()
+    before = _free_pages(replay)
+    counts = _feed(replay, [_page_event(MM_PAGE_ALLOC, 0x100, 0, **USER_PAGE),
+                            _page_event(MM_PAGE_ALLOC, 0x100, 1), _kmalloc_event(1)])
+    assert (counts["allocs"], counts["missed_frees"], counts["slab_page_events_skipped"]) == (
+        1, 1, 1)
+    assert _free_pages(replay) == before  # the user page went back when its free was found lost
+
+
+def test_a_page_still_waiting_at_the_end_of_the_trace_is_an_ordinary_page() -> None:
+    replay = _slab_machine()
+    before = _free_pages(replay)
+    counts = _feed(replay, [_page_event(MM_PAGE_ALLOC, 0x100, 0)])
+    assert (counts["allocs"], counts["slab_page_events_skipped"]) == (1, 0)
+    assert _free_pages(replay) == before - 1
+
+
+# -- replays: the kernel's sheaves, random kmalloc caches, sampling, the page layer -------------
+
+def _kmalloc(ptr: str, cpu: int = 0, site: str = "f+0x1/0x2", req: int = 64, alloc: int = 64,
+             gfp: str = "GFP_KERNEL") -> tuple[Any, ...]:
+    return (KMALLOC, cpu, "1.000000:", site, ptr, "", req, alloc, gfp, -1, -1, -1, -1)
+
+
+def _kfree(ptr: str, cpu: int = 0) -> tuple[Any, ...]:
+    return (KFREE, cpu, "1.000000:", "g+0x1/0x2", ptr, "", 0, 0, "", -1, -1, -1, -1)
+
+
+SHEAF_SITE = "__alloc_empty_sheaf+0x2c/0x80"
+
+
+def test_a_kernel_sheafs_slab_page_is_skipped_with_the_sheaf() -> None:
+    # the page a new kmalloc slab needed for the kernel's sheaf, then the sheaf's kmalloc: both
+    # are the kernel's own business (kmem's model makes its own sheaves)
+    events = [_page_event(MM_PAGE_ALLOC, 0x100, 0), _kmalloc("00000000000000a0", site=SHEAF_SITE),
+              _kfree("00000000000000a0")]
+    result = Replayer(kernel="6.18").run(events)
+    assert result.page["slab_page_events_skipped"] == 1 and result.page["allocs"] == 0
+    assert result.sheaves["kernel_sheaf_events"] == 2
+    assert result.live_objects_at_end == 0 and result.unknown_frees == 0
+    on_machine = Replayer(kernel="6.18", slab_on_machine=True, warm="cold").run(events).pcp
+    assert on_machine is not None
+    assert on_machine["pages"]["slab_page_events_skipped"] == 1
+    assert on_machine["pages"]["allocs"] == 0
+
+
+def test_with_random_kmalloc_caches_a_page_before_a_kmalloc_is_its_slab_page() -> None:
+    events = [_page_event(MM_PAGE_ALLOC, 0x100, 0), _kmalloc("00000000000000a0")]
+    choices: list[dict[str, Any]] = [{}, {"slab_on_machine": True, "warm": "cold"}]
+    for options in choices:
+        result = Replayer(random_kmalloc_seed=7, **options).run(events)
+        page = result.pcp["pages"] if result.pcp is not None else result.page
+        assert (page["slab_page_events_skipped"], page["allocs"]) == (1, 0), options
+        assert result.live_objects_at_end == 1
+
+
+def _odd_kmallocs() -> list[tuple[Any, ...]]:
+    """kmallocs on a CPU beyond the replay's, a live pointer allocated again, a failed one,
+    bytes_alloc kmem does not give, and more than a tiny memory holds."""
+    events = [_kmalloc("00000000000000a0", cpu=5), _kmalloc("00000000000000a0", cpu=1),
+              _kmalloc(NULL_PTR)]
+    events += [_kmalloc(f"00000000000001{i:02x}", req=64 + i, alloc=100 + i) for i in range(12)]
+    events += [_kmalloc(f"00000000000002{i:02x}", req=4096, alloc=4096) for i in range(40)]
+    return events
+
+
+def test_random_kmalloc_caches_count_the_odd_events_as_the_replay_loop_does() -> None:
+    # kmalloc events go one by one with their caller there: the figures must be the loop's
+    plain = Replayer(memory=64 << 10).run(_odd_kmallocs())
+    seeded = Replayer(memory=64 << 10, random_kmalloc_seed=3).run(_odd_kmallocs())
+    assert plain.missed_frees == 1 and plain.traced_slab_failures == 1
+    assert plain.bytes_alloc_mismatches == 12 and len(plain.mismatch_examples) == 10
+    assert plain.kmem_oom > 0
+    for figure in ("missed_frees", "traced_slab_failures", "bytes_alloc_mismatches",
+                   "bytes_alloc_checked", "mismatch_examples", "kmem_oom",
+                   "live_objects_at_end"):
+        assert getattr(seeded, figure) == getattr(plain, figure), figure
+
+
+def test_replaying_batch_by_batch_takes_a_new_sampling_interval() -> None:
+    from kmem.trace.events import EventBatch
+
+    replayer = Replayer()
+    assert [s.events for s in replayer.start(1000)] == [0]
+    batch = event_batch([_kmalloc(f"00000000000003{i:02x}") for i in range(12)])
+    assert [s.events for s in replayer.replay_batch(batch, every=5)] == [5, 10]
+    assert replayer.replay_batch(EventBatch(b"", [], [], [], [], [])) == []
+    for every in (0, True, 2.5):
+        with pytest.raises(InvalidArgumentError, match=f"every must be an int >= 1, got {every}"):
+            replayer.start(every)  # type: ignore[arg-type]
+
+
+def test_no_layer_at_all_is_refused_at_the_command_line(capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    assert main(["replay", "--layers", " , ", str(LS_TRACE)]) == 2
+    assert capsys.readouterr().err == (
+        "kmem replay: give at least one layer: slab, page or slab,page\n")
+
+
+def test_page_allocations_beyond_kmems_memory_are_counted() -> None:
+    # 1 MiB is 256 pages: one order-8 block takes them all, the next cannot be had
+    events = [_page_event(MM_PAGE_ALLOC, 0x1000, 0, order=8, **USER_PAGE),
+              _page_event(MM_PAGE_ALLOC, 0x2000, 0, order=8, **USER_PAGE)]
+    result = Replayer(layers=("page",), memory=1 << 20).run(events)
+    assert (result.kmem_oom, result.page["allocs"]) == (1, 1)
+    assert result.memory_in_use["page"]["peak_bytes"] == 1 << 20
+
+
+# -- slabratetop, perf script call chains, perf kmem stat's summary ----------------------------
+
+def test_kmallocs_no_kmalloc_cache_serves_are_named_as_slabratetop_rows() -> None:
+    from kmem.trace.rates import slab_rates
+
+    # kmalloc(0) returns ZERO_SIZE_PTR (0x10) from no cache; above KMALLOC_MAX_CACHE_SIZE
+    # (8 KiB) kmalloc_large takes pages: bytes_alloc is PAGE_SIZE << order
+    events = [_kmalloc("0000000000000010", req=0, alloc=0),
+              _kmalloc("00000000000000a0", req=10000, alloc=16384),
+              _kmalloc("00000000000000b0", req=8192, alloc=8192)]
+    (interval,) = slab_rates(events).intervals
+    assert [(c.name, c.allocs, c.bytes) for c in interval.caches] == [
+        ("kmalloc-large", 1, 16384), ("kmalloc-8k", 1, 8192), ("kmalloc-0", 1, 0)]
+
+
+def test_a_script_cut_after_a_page_events_allocator_frames_gives_it_no_site() -> None:
+    from kmem.trace.script_callchains import ScriptCallchains
+
+    head = ("  a  1 [000]   1.000001:    kmem:mm_page_alloc: page=0x1 pfn=0x1 order=0"
+            " migratetype=0 gfp_flags=GFP_KERNEL\n")
+    chains = ScriptCallchains()
+    assert list(chains.lines([head, "\tffffffff81000010 __get_free_pages+0x10"
+                                    " ([kernel.kallsyms])\n"])) == [head]
+    assert list(chains.sites) == [""]
+    bare = ScriptCallchains()  # (a page event as the last line, no frame read yet)
+    assert list(bare.lines([head])) == [head] and list(bare.sites) == [""]
+
+
+def test_the_slab_summary_has_no_net_line_when_everything_was_freed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # builtin-kmem.c print_slab_summary: "Net total bytes allocated" only if allocated > freed
+    trace = tmp_path / "t.txt"
+    trace.write_text(KMALLOC_LINE + KMALLOC_LINE.replace("388.061916: kmalloc:", "388.061917:"
+                                                         " kfree:").split(" bytes_req")[0]
+                     + "\n")
+    assert main(["stat", "--slab", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "Total bytes allocated: 16\nTotal bytes freed:     16\n" in out
+    assert "Net total" not in out
+    assert "Total bytes wasted on internal fragmentation: 5\n" in out
