@@ -40,6 +40,7 @@ import io
 import mmap
 import os
 import re
+import stat
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -1181,6 +1182,15 @@ def time_text(ns: int) -> str:
     return f"{ns // 1_000_000_000}.{ns // 1000 % 1_000_000:06d}:"
 
 
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file (which can be read twice), or missing (its reader
+    says why); False for a pipe, a FIFO or a device, whose bytes can be read only once."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
 class TraceInput:
     """The events of a trace of any kind kmem reads, with the counters the reports show.
 
@@ -1245,6 +1255,11 @@ class TraceInput:
                                      kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
                                      time_window=self.time_window)
                 return True
+            return False
+        if not is_regular_file(self.path):
+            # A pipe named by its path (kmem stat <(xzcat trace.xz)) is read once, as text: a
+            # look at its first bytes here would take them from the text reader. (perf.data is
+            # read from a file, or from standard input.)
             return False
         try:
             with open(self.path, "rb") as file:

@@ -258,7 +258,8 @@ def _decompressed(raw: BinaryIO) -> IO[bytes]:
 
 # Magic numbers of binary files a user may hand over by mistake: what to call them.
 _BINARY_MAGIC: Final = (
-    (b"PERFILE2", "a perf.data file (kmem stat and kmem replay read it by its file name)"),
+    (b"PERFILE2", "a perf.data file (kmem stat and kmem replay read it from a file or from"
+     " standard input)"),
     (b"\x7fELF", "an ELF file"),
     (b"\x17\x08\x44tracing", "a trace-cmd trace.dat file (convert it with trace-cmd report)"),
     (b"\x28\xb5\x2f\xfd", "a zstd-compressed file (decompress it first)"),
