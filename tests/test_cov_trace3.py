@@ -942,3 +942,24 @@ def test_a_perf_data_from_a_pipe_named_by_its_path_says_where_kmem_reads_one(
     assert (status, out) == (2, "")
     assert err == (f"kmem stat: {pipe.path}: not a kmem trace: a perf.data file (kmem stat and"
                    " kmem replay read it from a file or from standard input)\n")
+
+
+# -- perf kmem stat --time on trace text ---------------------------------------------------------
+
+def test_a_time_window_holding_the_whole_trace_changes_nothing(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # the ls trace's events are at 388.061769 to 388.068385 s
+    whole = _cli(capsys, "stat", "--json", str(LS_TRACE))
+    assert _cli(capsys, "stat", "--json", "--time", "388.0,389.0", str(LS_TRACE)) == whole
+
+
+def test_a_time_window_holding_no_event_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _cli(capsys, "stat", "--time", "1,2", str(LS_TRACE))
+    assert (status, out) == (3, "")
+    assert err == (f"kmem: warning: {LS_TRACE} holds no kmem events in --time 1,2 (5459"
+                   " lines/samples read); nothing to report\n")
+    later = _cli(capsys, "stat", "--json", "--time", "388.068,", str(LS_TRACE))
+    assert later[0] == 0
+    events = json.loads(later[1])["events"]
+    assert 0 < sum(events.values()) < sum(json.loads(
+        _cli(capsys, "stat", "--json", str(LS_TRACE))[1])["events"].values())
