@@ -714,7 +714,12 @@ class PerfData:
     def open(cls, path: str | os.PathLike[str], **options: Any) -> PerfData:
         """Open ``path``, mapped (not read) when it is a regular file."""
         try:
-            with open(path, "rb") as file:
+            with open(path, "rb") as raw:
+                file: Any = raw
+                if not stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
+                    # a pipe (perf.data <(xzcat x.data.xz)): read once, whole (perf's records
+                    # need random access)
+                    file = io.BytesIO(raw.read())
                 head = file.read(6)
                 file.seek(0)
                 if head.startswith((_GZIP_MAGIC, _XZ_MAGIC)):
@@ -726,7 +731,7 @@ class PerfData:
                         buffer = file.read()  # a pipe or an empty file
         except OSError as error:
             raise TraceFileError(f"cannot open trace {os.fspath(path)!r}: "
-                                 f"{error.strerror}") from error
+                                 f"{error.strerror or error}") from error
         return cls(buffer, name=os.fspath(path), **options)
 
     @property
