@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
     from kmem.cli.stat import warn_no_events
     from kmem.trace.lost import LostEvents
-    from kmem.trace.perf_data import TraceInput
+    from kmem.trace.perf_data import TraceInput, is_regular_file
 
     parser: ParserProcess | TraceParser | TraceInput
     trace = TraceInput(args.trace, skip_bad=args.skip_bad, kallsyms=args.kallsyms)
@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
             result = replayer.run_batches(trace.batches(), every=args.every,
                                           parser=trace.perf)
         parser, lost = trace, trace.lost
-    elif args.trace != "-" and not args.serial and pipeline.available():
+    elif (args.trace != "-" and not args.serial and pipeline.available()
+          and is_regular_file(args.trace)):  # (a pipe: read once, its lost events with it)
         result, parser = _replay_in_parallel(replayer, args, show_progress)
     else:
         lost = LostEvents()

@@ -98,14 +98,17 @@ NO_EVENTS_EXIT = 3
 on stderr and no report: a report of zeros would look like a result)."""
 
 
-def warn_no_events(path: str, lines: int, other: dict[str, int], bad_lines: int = 0) -> int:
-    """Say on stderr that ``path`` holds no kmem event; the exit status to return."""
+def warn_no_events(path: str, lines: int, other: dict[str, int], bad_lines: int = 0,
+                   window: str | None = None) -> int:
+    """Say on stderr that ``path`` holds no kmem event (in the --time ``window`` if given);
+    the exit status to return."""
     what = (f"{lines} lines/samples read, other events only: "
             + ", ".join(f"{name} {count}" for name, count in sorted(other.items())[:5])
             if other else f"{lines} lines/samples read" if lines else "it is empty")
     if bad_lines:
         what += f", {bad_lines} malformed lines skipped"
-    print(f"kmem: warning: {path} holds no kmem events ({what}); nothing to report",
+    where = f" in --time {window}" if window is not None else ""
+    print(f"kmem: warning: {path} holds no kmem events{where} ({what}); nothing to report",
           file=sys.stderr)
     return NO_EVENTS_EXIT
 
@@ -143,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         for batch in trace.batches(lines):
             stat.add_batch(batch)
     if not trace.nr_events:
-        return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines)
+        return warn_no_events(args.trace, trace.lines, trace.other_events, trace.bad_lines,
+                              args.time)
     # (the tables only where the output shows them: building them is most of the work)
     tables = args.json or args.caller or args.alloc or args.cache
     with _collector_paused(tables):

@@ -456,9 +456,7 @@ class TraceParser:
         """The flags of a ``gfp_flags=...`` token, validated once per distinct token (and only
         a validated one is remembered: a field an event does not use is not checked)."""
         flags = self._gfp_flags.get(token)
-        if flags is None:
-            if token[:10] != "gfp_flags=":
-                raise _Bad(f"expected gfp_flags=, got {token!r}")
+        if flags is None:  # (both callers pass "gfp_flags=" and the field's value)
             flags = _check_gfp(token[10:])
             if self._memo_room(token):
                 self._gfp_flags[token] = flags
@@ -676,10 +674,7 @@ def _int_field(fields: dict[str, str], key: str) -> int:
 
 
 def _ptr(fields: dict[str, str]) -> str:
-    try:
-        value = fields["ptr"]
-    except KeyError:
-        raise _Bad("missing ptr= (truncated line?)") from None
+    value = fields["ptr"]  # (present: _slab_event checked it first)
     if not _is_pointer(value):
         raise _Bad(f"bad pointer ptr={value!r}")
     return NULL_PTR if value in _NULLS else value

@@ -39,6 +39,7 @@ import io
 import mmap
 import os
 import re
+import stat
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -714,7 +715,12 @@ class PerfData:
     def open(cls, path: str | os.PathLike[str], **options: Any) -> PerfData:
         """Open ``path``, mapped (not read) when it is a regular file."""
         try:
-            with open(path, "rb") as file:
+            with open(path, "rb") as raw:
+                file: Any = raw
+                if not stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
+                    # a pipe (perf.data <(xzcat x.data.xz)): read once, whole (perf's records
+                    # need random access)
+                    file = io.BytesIO(raw.read())
                 head = file.read(6)
                 file.seek(0)
                 if head.startswith((_GZIP_MAGIC, _XZ_MAGIC)):
@@ -726,7 +732,7 @@ class PerfData:
                         buffer = file.read()  # a pipe or an empty file
         except OSError as error:
             raise TraceFileError(f"cannot open trace {os.fspath(path)!r}: "
-                                 f"{error.strerror}") from error
+                                 f"{error.strerror or error}") from error
         return cls(buffer, name=os.fspath(path), **options)
 
     @property
@@ -1182,6 +1188,15 @@ def time_text(ns: int) -> str:
     return f"{ns // 1_000_000_000}.{ns // 1000 % 1_000_000:06d}:"
 
 
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a regular file (which can be read twice), or missing (its reader
+    says why); False for a pipe, a FIFO or a device, whose bytes can be read only once."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return True
+
+
 class TraceInput:
     """The events of a trace of any kind kmem reads, with the counters the reports show.
 
@@ -1246,6 +1261,11 @@ class TraceInput:
                                      kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
                                      time_window=self.time_window)
                 return True
+            return False
+        if not is_regular_file(self.path):
+            # A pipe named by its path (kmem stat <(xzcat trace.xz)) is read once, as text: a
+            # look at its first bytes here would take them from the text reader. (perf.data is
+            # read from a file, or from standard input.)
             return False
         try:
             with open(self.path, "rb") as file:

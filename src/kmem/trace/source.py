@@ -5,7 +5,8 @@ trace.dat, ...) is refused with one line naming what it is (TraceFileError), not
 lines: the first bytes (after decompression) are checked for known magic numbers and NUL bytes.
 
 The compression is recognised by the file's first bytes (gzip ``1f 8b``, xz ``fd 37 7a 58 5a 00``),
-not its name, so ``kmem stat - < trace.xz`` and a mis-named file both work. Reading streams line
+not its name, so ``kmem stat - < trace.xz`` and a mis-named file both work (also from a pipe
+whose first read brings only a byte or two of them). Reading streams line
 by line: nothing is loaded whole. Undecodable bytes (a task name in another encoding) become U+FFFD
 instead of stopping the read.
 
@@ -43,6 +44,9 @@ from kmem.errors import InvalidArgumentError
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _XZ_MAGIC: Final = b"\xfd7zXZ\x00"
 _CHUNK: Final = 1 << 16  # bytes read at a time: every layer below the text reader
+# The first bytes read before the file's kind is decided (its compression, or a binary file's
+# magic number: the longest, trace-cmd's, is 10 bytes), however few a pipe's first read brings.
+_SNIFF_BYTES: Final = 16
 MAX_LINE_CHARS: Final = 1 << 16  # kmem.trace.parse.MAX_LINE (this layer cannot import it)
 # A UTF-8 character (or a replacement character for an undecodable byte) takes at most 4 bytes,
 # so the first MAX_LINE_BYTES bytes of a line decode to more than MAX_LINE_CHARS characters.
@@ -200,11 +204,50 @@ class _BoundedLines:
         return head + chunk[first + 1:]
 
 
+class _Prefixed(io.RawIOBase):
+    """The bytes ``head`` read off ``rest`` already, then the rest of ``rest`` as it comes."""
+
+    def __init__(self, head: bytes, rest: io.BufferedReader) -> None:
+        super().__init__()
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._head:
+            size = min(len(view), len(self._head))
+            view[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        data = self._rest.read1(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+
+def _sniffable(buffered: io.BufferedReader) -> io.BufferedReader:
+    """``buffered``, or a reader of the same bytes whose buffer holds the first _SNIFF_BYTES
+    (or all, if fewer): a pipe's first read may bring a byte or two of a magic number, and
+    peek() reads no further than that one read."""
+    head = buffered.peek(_SNIFF_BYTES)
+    if not head or len(head) >= _SNIFF_BYTES:
+        return buffered
+    head = buffered.read1(_SNIFF_BYTES)
+    while len(head) < _SNIFF_BYTES:
+        more = buffered.read1(_SNIFF_BYTES - len(head))
+        if not more:
+            break
+        head += more
+    return io.BufferedReader(_Prefixed(head, buffered), _CHUNK)
+
+
 def _decompressed(raw: BinaryIO) -> IO[bytes]:
     """``raw`` itself, or a decompressing reader over it when it starts with gzip/xz magic."""
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
+    buffered = _sniffable(raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
         cast(io.RawIOBase, raw), _CHUNK
-    )
+    ))
     head = buffered.peek(6)[:6]
     if head.startswith(_GZIP_MAGIC):
         return cast(IO[bytes], gzip.GzipFile(fileobj=buffered, mode="rb"))
@@ -215,7 +258,8 @@ def _decompressed(raw: BinaryIO) -> IO[bytes]:
 
 # Magic numbers of binary files a user may hand over by mistake: what to call them.
 _BINARY_MAGIC: Final = (
-    (b"PERFILE2", "a perf.data file (kmem stat and kmem replay read it by its file name)"),
+    (b"PERFILE2", "a perf.data file (kmem stat and kmem replay read it from a file or from"
+     " standard input)"),
     (b"\x7fELF", "an ELF file"),
     (b"\x17\x08\x44tracing", "a trace-cmd trace.dat file (convert it with trace-cmd report)"),
     (b"\x28\xb5\x2f\xfd", "a zstd-compressed file (decompress it first)"),

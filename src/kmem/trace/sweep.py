@@ -311,7 +311,7 @@ def default_jobs() -> int:
     """Every core this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # (not Linux)
+    except AttributeError:  # pragma: no cover - not Linux (sched_getaffinity is Linux's)
         return os.cpu_count() or 1
 
 
@@ -336,7 +336,7 @@ def _run_on_pool(runs: Sequence[SweepRun], jobs: int) -> Iterator[RunOutcome]:
     no worker inherits the caller's threads (a progress bar's, a notebook's)."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
+    if "forkserver" in methods:  # pragma: no branch - every POSIX system has it
         context.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
     try:
@@ -498,7 +498,7 @@ class SweepFolder:
         self._replace(TIMINGS, _jsonl({"run": row["run"],
                                        "seconds": round(result.seconds[row["run"]], 4)}
                                       for row in result.rows if row["run"] in result.seconds))
-        if parquet:
+        if parquet:  # pragma: no cover - needs pyarrow (optional; test_sweep.py where installed)
             _write_parquet(result.rows, self.path / PARQUET)
 
     def _replace(self, name: str, text: str) -> None:
@@ -510,14 +510,15 @@ class SweepFolder:
 def _pyarrow() -> Any:
     try:
         import pyarrow
-        import pyarrow.parquet
+        import pyarrow.parquet  # pragma: no cover - pyarrow is optional, not in the dev extras
     except ImportError:
         raise SweepOptionError("Parquet output needs pyarrow (pip install pyarrow);"
                                " the JSON lines table needs nothing") from None
-    return pyarrow
+    return pyarrow  # pragma: no cover - (with pyarrow installed: test_sweep.py's Parquet test)
 
 
-def _write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+def _write_parquet(rows: Sequence[Mapping[str, Any]], path: Path
+                   ) -> None:  # pragma: no cover - needs pyarrow (optional)
     pyarrow = _pyarrow()
     pyarrow.parquet.write_table(pyarrow.Table.from_pylist(list(rows)), path)
 
