@@ -10,7 +10,7 @@ static PyMethodDef core_functions[] = {
      " loop over one batch (NotImplemented for columns that are not bytes and lists)"},
     {"parse_lines", (PyCFunction)(void (*)(void))kmem_parse_lines, METH_FASTCALL,
      "parse_lines(lines, size, first_number, event_kinds, call_sites, tails, slow, null_ptr,"
-     " max_line): TraceParser._read_batch's inline loop over up to `size` lines"},
+     " max_line[, watch]): TraceParser._read_batch's inline loop over up to `size` lines"},
     {"perf_samples", (PyCFunction)(void (*)(void))kmem_perf_samples, METH_FASTCALL,
      "perf_samples(view, pos, end, id_at, layouts, decoders, site_names, page_site_names,"
      " starts, alloc, window, pending, max_time): PerfData._sample's loop over"

@@ -10,15 +10,23 @@
  * both could read gives the slow path's own event either way.
  *
  * parse_lines(lines, size, first_number, event_kinds, memo_call_sites, memo_tails, slow,
- *             null_ptr, max_line) -> (kinds, cpus, times, sites, keys, tails, skipped, error)
+ *             null_ptr, max_line[, watch]) -> (kinds, cpus, times, sites, keys, tails,
+ *                                             skipped, error)
  * reads up to `size` lines of the iterator `lines`; `error` is the exception that stopped it
- * (from `slow` or from the iterator) or None, and the columns hold the events before it.
+ * (from `slow`, `watch` or the iterator) or None, and the columns hold the events before it.
+ *
+ * `watch` (None, or TraceParser's LineWatch.see: kmem/trace/parse.py, WATCH_*) is shown a line
+ * before it is read, unless the line is one it does nothing to: one the inline rules read,
+ * starting with no tab and no "CPU:", with no token t[2]..t[5] starting with "kmem:mm_page_",
+ * while its last answer did not ask for the next line (WATCH_NEXT; the first line of a call
+ * is always shown: the answer before it was given to an earlier call). A line it drops
+ * (WATCH_DROP) is not read and not counted: the parser never sees it.
  */
 #include "kmem_core.h"
 
 #include <string.h>
 
-enum { KMEM_CACHE_FREE = 5, MAX_CPUS = 8192, NR_TOKENS = 7 };
+enum { KMEM_CACHE_FREE = 5, MAX_CPUS = 8192, NR_TOKENS = 7, WATCH_DROP = 1, WATCH_NEXT = 2 };
 
 /* ASCII whitespace as str.split() sees it (the line is ASCII: rule I1): space, \t-\r and
  * 0x1c-0x1f. A table, not three comparisons: split7 asks it of the ~100 bytes of every line's
@@ -178,11 +186,28 @@ inline_pointer(const char *s, Py_ssize_t n)
     return 1;
 }
 
+static const char PAGE_EVENT[] = "kmem:mm_page_";
+enum { PAGE_EVENT_LEN = sizeof PAGE_EVENT - 1 };
+
+/* Whether a watch must see a line the inline rules read (split in `t`, ASCII): it starts with
+ * a tab or "CPU:", or a token t[2]..t[5] starts with "kmem:mm_page_" (see parse_lines). */
+static int
+watched(const char *s, Py_ssize_t n, const char *const *t, const Py_ssize_t *len)
+{
+    if (s[0] == '\t' || (n >= 4 && memcmp(s, "CPU:", 4) == 0))
+        return 1;
+    for (int i = 2; i < 6; i++)
+        if (len[i] >= PAGE_EVENT_LEN && memcmp(t[i], PAGE_EVENT, PAGE_EVENT_LEN) == 0)
+            return 1;
+    return 0;
+}
+
 /* The inline read of one line (rules I1-I6): 1 with the event's columns, 0 to go slow,
- * -1 on an error. The new references are returned in *time and *key. */
+ * -1 on an error. The new references are returned in *time and *key. With `marked`, it is
+ * set to whether a watch must see the line (watched()) when the line is read. */
 static int
 read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
-            PyObject **time, PyObject **site, PyObject **key, PyObject **tail)
+            PyObject **time, PyObject **site, PyObject **key, PyObject **tail, int *marked)
 {
     if (!PyUnicode_IS_ASCII(line)) /* I1: other spaces and digits are the slow path's */
         return 0;
@@ -264,6 +289,8 @@ read_inline(Memo *m, PyObject *line, Py_ssize_t max_line, int *kind, long *cpu,
         Py_CLEAR(*key);
         return -1;
     }
+    if (marked != NULL)
+        *marked = watched(s, n, t, len);
     return 1;
 }
 
@@ -280,11 +307,12 @@ append_steal(PyObject *list, PyObject *item)
 PyObject *
 kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "parse_lines takes 9 arguments");
+    if (nargs != 9 && nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "parse_lines takes 9 or 10 arguments");
         return NULL;
     }
     PyObject *lines = args[0], *slow = args[6];
+    PyObject *watch = nargs == 10 && args[9] != Py_None ? args[9] : NULL;
     Py_ssize_t size = PyLong_AsSsize_t(args[1]);
     Py_ssize_t first = PyLong_AsSsize_t(args[2]);
     Py_ssize_t max_line = PyLong_AsSsize_t(args[8]);
@@ -293,7 +321,8 @@ kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Memo m = {.event_kinds = args[3], .call_sites = args[4], .tails = args[5],
               .null_ptr = args[7]};
     if (!PyIter_Check(lines) || !PyDict_Check(m.event_kinds) || !PyDict_Check(m.call_sites) ||
-        !PyList_Check(m.tails) || !PyUnicode_Check(m.null_ptr)) {
+        !PyList_Check(m.tails) || !PyUnicode_Check(m.null_ptr) ||
+        (watch != NULL && !PyCallable_Check(watch))) {
         PyErr_SetString(PyExc_TypeError, "parse_lines: an iterator, dicts and a list expected");
         return NULL;
     }
@@ -313,18 +342,44 @@ kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_NoMemory();
     if (!kinds || !cpus || !times || !sites || !keys || !tails || !empty || !m.cache)
         goto done;
-    for (Py_ssize_t read = 0; read < size; read++) {
+    /* The watch's last answer asked for the next line: the first line of a batch is always
+     * shown (the answer before it was the last call's). */
+    int watch_next = 1;
+    while (events + skipped < size) { /* (lines the watch drops are not counted) */
         PyObject *line = PyIter_Next(lines);
         if (line == NULL)
             break;
-        int kind;
+        int kind, marked = 0;
         long cpu;
         PyObject *time = NULL, *site = NULL, *key = NULL, *tail = NULL;
         int got = PyUnicode_Check(line) ? read_inline(&m, line, max_line, &kind, &cpu, &time,
-                                                      &site, &key, &tail) : 0;
+                                                      &site, &key, &tail,
+                                                      watch ? &marked : NULL) : 0;
         if (got < 0) {
             Py_DECREF(line);
             break;
+        }
+        if (watch != NULL && (watch_next || got == 0 || marked)) {
+            PyObject *answer = PyObject_CallOneArg(watch, line);
+            long flags = answer == NULL ? -1 : PyLong_AsLong(answer);
+            Py_XDECREF(answer);
+            if (flags == -1 && PyErr_Occurred()) {
+                if (got == 1) {
+                    Py_DECREF(time);
+                    Py_DECREF(key);
+                }
+                Py_DECREF(line);
+                break;
+            }
+            watch_next = (flags & WATCH_NEXT) != 0;
+            if (flags & WATCH_DROP) {
+                if (got == 1) {
+                    Py_DECREF(time);
+                    Py_DECREF(key);
+                }
+                Py_DECREF(line);
+                continue;
+            }
         }
         if (got == 0) { /* the slow path: it reads the line, or says what is wrong with it */
             PyObject *number = PyLong_FromSsize_t(first + events + skipped + 1);

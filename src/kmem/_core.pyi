@@ -46,7 +46,8 @@ def replay_feed(replayer: object, kinds: bytes, cpus: list[int], keys: list[Any]
 
 def parse_lines(lines: Any, size: int, first_number: int, event_kinds: dict[str, int],
                 call_sites: dict[str, str], tails: list[dict[str, Any]],
-                slow: Callable[[int, str], Any], null_ptr: str, max_line: int
+                slow: Callable[[int, str], Any], null_ptr: str, max_line: int,
+                watch: Callable[[str], int] | None = None, /
                 ) -> tuple[bytearray, list[int], list[str], list[str], list[Any],
                            list[tuple[Any, ...]], int, BaseException | None]: ...
 

@@ -80,6 +80,10 @@ MIGRATETYPE: Final = 12
 
 NULL_PTR: Final = "0"
 
+# The answers of a line watch (kmem.trace.parse.LineWatch): flags.
+WATCH_DROP: Final = 1  # the line is not the parser's (not read, not counted)
+WATCH_NEXT: Final = 2  # show the watch the next line, whatever it is
+
 TraceEvent = tuple[int, int, str, str, str, str, int, int, str, int, int, int, int]
 """(kind, cpu, time text, call_site, ptr, name, bytes_req, bytes_alloc, gfp, node, pfn, order,
 migratetype)"""

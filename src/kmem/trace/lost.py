@@ -15,7 +15,9 @@ stays outstanding. Where the losses are told:
   per event: they are reported, not added again to the LOST records' total).
 
 watch_lines() passes trace text through unchanged while it notes these lines (a prefix test per
-line); LostEvents holds what was found and says it in text and JSON.
+line; LostWatch is its reading of one line, for readers that skip the lines it cannot care
+about: kmem.trace.parse's compiled loop); LostEvents holds what was found and says it in text
+and JSON.
 """
 
 from __future__ import annotations
@@ -127,10 +129,22 @@ class LostEvents:
         return "\n".join(out) + "\n"
 
 
-def watch_lines(lines: Iterable[str], lost: LostEvents) -> Iterator[str]:
-    """``lines`` unchanged, noting in ``lost`` the header and markers that tell of lost events."""
-    waiting: list[tuple[int, int, str]] = []  # markers waiting for the next event's time
-    for line in lines:
+class LostWatch:
+    """The per-line reading of watch_lines(), for a reader that shows it only the lines that
+    can matter: ``see(line)`` notes what ``line`` tells and says whether the next line must be
+    seen too, whatever it is (a marker waits for the time of the event after it); a line
+    starting with neither "#" nor "CPU:" is a no-op while it says no. ``finish()`` at the
+    end of the lines."""
+
+    __slots__ = ("lost", "waiting")
+
+    def __init__(self, lost: LostEvents) -> None:
+        self.lost = lost
+        self.waiting: list[tuple[int, int, str]] = []  # markers waiting for the next time
+
+    def see(self, line: str) -> bool:
+        """Note what ``line`` tells; whether the next line must be seen too."""
+        lost, waiting = self.lost, self.waiting
         first = line[:1]
         if first == "#" or first == "C":
             if first == "#":
@@ -138,8 +152,7 @@ def watch_lines(lines: Iterable[str], lost: LostEvents) -> Iterator[str]:
                 if match:
                     lost.entries_in_buffer = int(match[1])
                     lost.entries_written = int(match[2])
-                    yield line
-                    continue
+                    return bool(waiting)
                 match = _STARTED.match(line)
                 if match:
                     waiting.append((int(match[1]), 0, "buffer started"))
@@ -158,8 +171,23 @@ def watch_lines(lines: Iterable[str], lost: LostEvents) -> Iterator[str]:
                 lost.stretches.extend(LostStretch(cpu, count, time, what)
                                       for cpu, count, what in waiting)
                 waiting.clear()
+        return bool(waiting)
+
+    def finish(self) -> None:
+        """The end of the lines: markers still waiting had no event after them."""
+        self.lost.stretches.extend(LostStretch(cpu, count, -1.0, what)
+                                   for cpu, count, what in self.waiting)
+        self.waiting.clear()
+
+
+def watch_lines(lines: Iterable[str], lost: LostEvents) -> Iterator[str]:
+    """``lines`` unchanged, noting in ``lost`` the header and markers that tell of lost events."""
+    watch = LostWatch(lost)
+    see = watch.see
+    for line in lines:
+        see(line)
         yield line
-    lost.stretches.extend(LostStretch(cpu, count, -1.0, what) for cpu, count, what in waiting)
+    watch.finish()
 
 
-__all__ = ["LostEvents", "LostStretch", "watch_lines"]
+__all__ = ["LostEvents", "LostStretch", "LostWatch", "watch_lines"]

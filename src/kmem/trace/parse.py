@@ -118,7 +118,7 @@ import re
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import islice
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from kmem._compiled import core
 from kmem.errors import InvalidArgumentError, KmemError
@@ -139,6 +139,8 @@ from kmem.trace.events import (
     MM_PAGE_FREE_BATCHED,
     MM_PAGE_PCPU_DRAIN,
     NULL_PTR,
+    WATCH_DROP,
+    WATCH_NEXT,
     EventBatch,
     TraceEvent,
     batch_events,
@@ -221,6 +223,34 @@ _INLINE_NULLS: Final = ("0" * 16, "0x" + "0" * 16)  # NULL in the inline loop's 
 _SLAB_ALLOC_REQUIRED: Final = ("call_site", "ptr", "bytes_req", "bytes_alloc", "gfp_flags")
 
 
+class LineWatch(Protocol):
+    """What parse_batches shows the lines before it reads them (kmem.trace.perf_data's
+    TraceInput: lost-event markers, perf script's call chains), and what it may leave out.
+
+    ``see(line)`` reads a line and answers WATCH_DROP and WATCH_NEXT flags (0: keep the line,
+    nothing more asked); ``finish()`` is called once the lines have run out (not after an
+    error). The pure loop shows it every line. The compiled one leaves out the lines a watch
+    must do nothing to (keep them, change nothing): while its last answer was no WATCH_NEXT
+    (it shows it the first line of every batch), every line the inline rules (I1-I6) read
+    that starts with no tab and no "CPU:" and has no token of t[2]..t[5] starting with
+    "kmem:mm_page_"; so ordinary ftrace lines never reach Python. A watch must do nothing
+    to those lines while it answers no WATCH_NEXT (tests/test_parse_watch_fuzz.py holds
+    TraceInput's to it)."""
+
+    def see(self, line: str) -> int: ...
+
+    def finish(self) -> None: ...
+
+
+def _watched(lines: Iterable[str], watch: LineWatch) -> Iterator[str]:
+    """``lines`` shown to ``watch``, without those it drops (the pure loop's way)."""
+    see = watch.see
+    for line in lines:
+        if not see(line) & WATCH_DROP:
+            yield line
+    watch.finish()
+
+
 def _event_kinds() -> dict[str, int]:
     """Event token (as split() yields it, colon included) -> kind, for every accepted spelling."""
     kinds: dict[str, int] = {}
@@ -281,10 +311,12 @@ class TraceParser:
         for batch in self.parse_batches(lines):
             yield from batch_events(batch)
 
-    def parse_batches(self, lines: Iterable[str], size: int = BATCH
-                      ) -> Generator[EventBatch, None, None]:
+    def parse_batches(self, lines: Iterable[str], size: int = BATCH,
+                      watch: LineWatch | None = None) -> Generator[EventBatch, None, None]:
         """Yield the events of ``lines`` as EventBatches, one per ``size`` lines read (the last
         one shorter; lines that hold no event make a batch shorter too, never empty).
+        ``watch`` is shown the lines first (LineWatch; the lines it drops are not read, and
+        count in no batch's size).
 
         A malformed line (TraceFormatError) or a stream that breaks off (TraceFileError) raises
         after the batch of the events before it. The counters (lines, events, ...) count the
@@ -293,11 +325,20 @@ class TraceParser:
         if size < 1:
             raise InvalidArgumentError(f"size must be >= 1, got {size}")
         lines = iter(lines)
+        see: Callable[[str], int] | None = None
+        if watch is not None:
+            if self._compiled_lines is None:
+                lines = _watched(lines, watch)  # every line, through a generator
+            else:
+                see = watch.see  # the compiled loop shows it the lines that can matter
         lines_before, not_lines = self.lines, self._not_lines
         read = 0  # lines read so far
         while True:
-            batch, consumed, failure = self._read_batch(lines, size, read)
+            batch, consumed, failure = self._read_batch(lines, size, read, see)
             read += consumed
+            if see is not None and failure is None and consumed < size:
+                assert watch is not None
+                watch.finish()  # (the lines ran out: what _watched does at their end)
             # Every line read is counted but comments, blank lines and trace-cmd headers.
             self.lines = lines_before + read - (self._not_lines - not_lines)
             if batch is not None:
@@ -307,22 +348,27 @@ class TraceParser:
             if consumed < size:
                 return
 
-    def _read_batch(self, lines: Iterator[str], size: int, read: int
+    def _read_batch(self, lines: Iterator[str], size: int, read: int,
+                    see: Callable[[str], int] | None = None
                     ) -> tuple[EventBatch | None, int, KmemError | None]:
         """Parse up to ``size`` lines (``read`` were read before): (their batch, or None if
-        they hold no event; the lines read; the error that stopped it, or None)."""
+        they hold no event; the lines read; the error that stopped it, or None). ``see``: a
+        LineWatch's, for the compiled loop (the pure loop's lines went through _watched)."""
         if self._compiled_lines is not None:
-            return self._read_batch_compiled(lines, size, read)
+            return self._read_batch_compiled(lines, size, read, see)
+        assert see is None
         return self._read_batch_pure(lines, size, read)
 
-    def _read_batch_compiled(self, lines: Iterator[str], size: int, read: int
+    def _read_batch_compiled(self, lines: Iterator[str], size: int, read: int,
+                             see: Callable[[str], int] | None = None
                              ) -> tuple[EventBatch | None, int, KmemError | None]:
         """_read_batch_pure's loop run in C (rules I1-I7; every other line goes to the same
-        _slow_event), its result and error sorted exactly as the Python loop sorts them."""
+        _slow_event), its result and error sorted exactly as the Python loop sorts them;
+        ``see`` is shown the lines a LineWatch may care about."""
         assert self._compiled_lines is not None
         kinds, cpus, times, sites, keys, batch_tails, skipped, error = self._compiled_lines(
             lines, size, read, _EVENT_TOKENS, self._call_sites, self._tails, self._slow_event,
-            NULL_PTR, MAX_LINE)
+            NULL_PTR, MAX_LINE, see)
         failure: KmemError | None = None
         if isinstance(error, TraceFormatError):  # (raised by _slow_event: the line is counted)
             failure = error
@@ -785,4 +831,5 @@ def parse_trace(lines: Iterable[str], *, skip_bad: bool = False) -> Iterator[Tra
     return TraceParser(skip_bad=skip_bad).parse(lines)
 
 
-__all__ = ["MAX_MEMO", "TraceFormatError", "TraceParser", "parse_trace"]
+__all__ = ["MAX_MEMO", "WATCH_DROP", "WATCH_NEXT", "LineWatch", "TraceFormatError", "TraceParser",
+           "parse_trace"]

@@ -60,11 +60,13 @@ from kmem.trace.events import (
     MM_PAGE_FREE_BATCHED,
     NULL_PTR,
     SLAB_FREE_KINDS,
+    WATCH_DROP,
+    WATCH_NEXT,
     EventBatch,
     count_kinds,
 )
-from kmem.trace.lost import LostEvents, LostStretch
-from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC
+from kmem.trace.lost import LostEvents, LostStretch, LostWatch
+from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC, ScriptCallchains
 from kmem.trace.source import TraceFileError
 
 if TYPE_CHECKING:
@@ -1197,11 +1199,33 @@ def is_regular_file(path: str | os.PathLike[str]) -> bool:
         return True
 
 
+class _TextWatch:
+    """The LineWatch (kmem.trace.parse) of a text trace: what watch_lines() notes of lost
+    events, then the call chains of plain perf script text, as those two generators in a row
+    would read the lines (the compiled parse loop shows it only the lines that can matter)."""
+
+    __slots__ = ("_chains", "_chains_see", "_lost", "_lost_see")
+
+    def __init__(self, lost: LostWatch, chains: ScriptCallchains) -> None:
+        self._lost, self._lost_see = lost, lost.see
+        self._chains, self._chains_see = chains, chains.see
+
+    def see(self, line: str) -> int:
+        more = self._lost_see(line)
+        flags = 0 if self._chains_see(line) else WATCH_DROP
+        return flags | WATCH_NEXT if more or self._chains.busy else flags
+
+    def finish(self) -> None:
+        self._lost.finish()
+        self._chains.finish()
+
+
 class TraceInput:
     """The events of a trace of any kind kmem reads, with the counters the reports show.
 
     Text (ftrace, trace-cmd report, perf script; plain, gzip or xz) goes through
-    kmem.trace.parse's TraceParser, with watch_lines() noting lost events; perf.data (a file, or
+    kmem.trace.parse's TraceParser, with a _TextWatch noting lost events (watch_lines()) and
+    perf script's call chains; perf.data (a file, or
     a pipe capture on standard input) through PerfData. ``kind`` says which.
 
     >>> with TraceInput.open("perf.data") as trace:              # doctest: +SKIP
@@ -1292,7 +1316,6 @@ class TraceInput:
                 | None = None) -> Iterator[EventBatch]:
         """The trace's events, in EventBatches; a text trace's lines come from
         ``open_lines(path)`` (default open_trace: a caller may add a progress bar)."""
-        from kmem.trace.lost import watch_lines
         from kmem.trace.source import open_trace
 
         counts = self._counts
@@ -1302,8 +1325,6 @@ class TraceInput:
                 yield batch
             self.lost = self.perf.lost_events_report()
             return
-        from kmem.trace.script_callchains import ScriptCallchains
-
         window = self.time_window
         chains = ScriptCallchains()  # (plain perf script text: its call chains)
 
@@ -1316,7 +1337,8 @@ class TraceInput:
             previous: EventBatch | None = None
             # One batch behind the parser: the call chain of a batch's last event is read with
             # the lines of the next batch.
-            for batch in self.parser.parse_batches(chains.lines(watch_lines(lines, self.lost))):
+            watch = _TextWatch(LostWatch(self.lost), chains)
+            for batch in self.parser.parse_batches(lines, watch=watch):
                 if previous is not None:
                     done = ready(previous)
                     if done.kinds:
