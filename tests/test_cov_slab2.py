@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from kmem.errors import OutOfMemoryError
+from kmem.errors import InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.gfp import GFP_ATOMIC
 from kmem.slab.allocator import SlabAllocator
-from kmem.slab.flags import SLAB_NOLEAKTRACE
+from kmem.slab.errors import CacheDestroyedError, InteriorPointerError, NotAnObjectError
+from kmem.slab.flags import SLAB_NOLEAKTRACE, SLAB_RED_ZONE, SLAB_STORE_USER
 from kmem.slab.sheaves import Sheaf, SheafHost, sheaf_size
 from kmem.slab.slabs import ON_NODE_PARTIAL, ON_NONE
 
@@ -433,4 +434,86 @@ def test_kfree_rcu_with_no_memory_for_an_rcu_sheaf_waits_on_its_own() -> None:
     slab.synchronize_rcu()  # then freed as by kfree: onto main, which has room
     stats = cache.stats()
     assert (stats.objects, stats.cpu_sheaf_objects) == (1, 1) and cache.live_objects() == []
+    slab.check()
+
+
+# -- plain and debug SLUB caches: the cpu and address arguments, a debug cache's node list ----
+
+
+@pytest.mark.parametrize("kernel", ["6.17", "6.18"])
+def test_a_slub_cache_takes_an_int_enum_cpu_as_its_int(kernel: str) -> None:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, kernel=kernel)
+    cache: Any = slab.kmem_cache_create("plain", 256)
+    objects = [cache.alloc(0) for _ in range(3)]
+    cache.free(objects[0], Cpu.BOOT)  # freed on CPU 0: its cpu slab takes it back first
+    assert cache.alloc(0) == objects[0]
+    cache.kfree_rcu(objects[1], Cpu.BOOT, slab._sheaf_host.call_rcu)
+    slab.synchronize_rcu()
+    cache.flush_cpu(Cpu.BOOT)  # the cpu slab to the node list
+    stats = cache.stats()
+    assert (stats.objects, stats.cpu_slabs) == (2, 0)
+    assert sorted(obj.address for obj in cache.live_objects()) == sorted(
+        [objects[0], objects[2]])
+    slab.check()
+
+
+class Address(IntEnum):
+    OBJECT = 4096
+
+
+@pytest.mark.parametrize(("kernel", "capacity"), [("6.17", 0), ("6.18", 4), ("7.0", 0)])
+def test_an_address_that_is_an_int_subclass_is_refused_and_nothing_changes(
+        kernel: str, capacity: int) -> None:
+    """Addresses are plain ints, as alloc returns them. (A sheaf cache's free used to push an
+    IntEnum address on the main sheaf, and the next alloc handed it out.)"""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, kernel=kernel)
+    cache: Any = slab.kmem_cache_create("plain", 256, sheaf_capacity=capacity)
+    address = cache.alloc(0)
+    Start = IntEnum("Start", {"OBJECT": address})  # an object's start, as an int subclass
+    before = cache.stats()
+    with pytest.raises(InvalidTypeError, match="address must be an int, not Start"):
+        cache.free(Start.OBJECT, 0)
+    assert cache.stats() == before
+    assert [obj.address for obj in cache.live_objects()] == [address]
+    slab.check()
+
+
+def test_a_debug_cache_takes_an_int_enum_cpu_and_refuses_a_destroyed_cache() -> None:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("dbg", 64, flags=SLAB_STORE_USER)
+    address = cache.alloc(Cpu.BOOT)
+    allocated, freed = cache.track(address)
+    assert allocated.cpu == 0 and freed is None
+    cache.free(address, 0)
+    slab.kmem_cache_destroy(cache)
+    with pytest.raises(CacheDestroyedError):
+        cache.alloc(0)
+
+
+def test_a_debug_cache_names_what_is_no_object_start_when_asked_for_its_tracks() -> None:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("dbg", 64, flags=SLAB_STORE_USER)
+    address = cache.alloc(0)
+    with pytest.raises(InteriorPointerError):
+        cache.track(address + 8)
+    with pytest.raises(NotAnObjectError):
+        cache.track(address + (1 << 30))  # no slab of this cache there
+    with pytest.raises(InvalidTypeError):
+        cache.track(Address.OBJECT)
+
+
+def test_a_debug_cache_keeps_min_partial_empty_slabs_and_discards_the_rest() -> None:
+    """A debug cache has no cpu partial lists: a free that empties a full slab puts it on the
+    node list unless that holds min_partial slabs already (then it is discarded). With one
+    object per slab every free empties its slab. min_partial = ilog2(size) / 2 clamped to
+    5..10 (set_min_partial): a slot of 16 KiB..32 KiB gives 14 / 2 = 7."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("big", 20000, flags=SLAB_RED_ZONE)
+    assert 1 << 14 <= cache.size < 1 << 15 and cache.objs_per_slab == 1
+    objects = [cache.alloc(0) for _ in range(9)]
+    assert cache.stats().slabs == 9
+    for address in objects:
+        cache.free(address, 0)
+    stats = cache.stats()
+    assert (stats.slabs, stats.partial_slabs, stats.objects) == (7, 7, 0)
     slab.check()

@@ -375,7 +375,9 @@ class PercpuSheavesCache(KmemCache):
             size = self.size
             offset = address - slab.base
             index = offset // size
-            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
+            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int or (
+                address.__class__ is not int  # (an int subclass would be handed out by alloc)
+            ):
                 return self._free_other(address, cpu)
         except (KeyError, TypeError, IndexError):
             return self._free_other(address, cpu)
