@@ -17,8 +17,13 @@ from kmem.errors import InvalidTypeError, OutOfMemoryError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.gfp import GFP_ATOMIC
 from kmem.slab.allocator import SlabAllocator
-from kmem.slab.errors import CacheDestroyedError, InteriorPointerError, NotAnObjectError
-from kmem.slab.flags import SLAB_NOLEAKTRACE, SLAB_RED_ZONE, SLAB_STORE_USER
+from kmem.slab.debug import PoisonError
+from kmem.slab.errors import (
+    CacheDestroyedError,
+    InteriorPointerError,
+    NotAnObjectError,
+)
+from kmem.slab.flags import SLAB_NOLEAKTRACE, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
 from kmem.slab.sheaves import Sheaf, SheafHost, sheaf_size
 from kmem.slab.slabs import ON_NODE_PARTIAL, ON_NONE
 
@@ -517,3 +522,39 @@ def test_a_debug_cache_keeps_min_partial_empty_slabs_and_discards_the_rest() -> 
     stats = cache.stats()
     assert (stats.slabs, stats.partial_slabs, stats.objects) == (7, 7, 0)
     slab.check()
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_a_poison_check_failing_on_a_partial_slab_leaves_the_slab_where_it_was(
+        policy: str) -> None:
+    """A use-after-free caught on the next allocation (check_object / check_poison) hands out
+    nothing: the partial slab that holds the object stays partial, its other object allocated,
+    and once the poison is restored the object is handed out normally."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, policy=policy)
+    cache: Any = slab.kmem_cache_create("dbg", 200, flags=SLAB_POISON)
+    a, b = cache.alloc(0), cache.alloc(0)
+    cache.free(a, 0)
+    slab.buddy.memory.view(a + 10, 1)[0] = 0x41
+    before = cache.stats()
+    with pytest.raises(PoisonError, match="offset 10"):
+        cache.alloc(0)
+    after = cache.stats()
+    assert (after.objects, after.partial_slabs, after.slabs) == (1, 1, 1) == (
+        before.objects, before.partial_slabs, before.slabs)
+    assert [obj.address for obj in cache.live_objects()] == [b]
+    slab.check()
+    assert cache.alloc(0) == a
+
+
+def test_a_classic_slab_of_one_object_goes_from_full_to_free_in_one_free() -> None:
+    """mm/slab.c free_block: a slab with no object in use goes to slabs_free -- for a slab of
+    one object straight from slabs_full, never on slabs_partial."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, policy="slab")
+    cache: Any = slab.kmem_cache_create("big", 20000)
+    assert cache.objs_per_slab == 1
+    address = cache.alloc(0)
+    cache.free(address, 0)
+    stats = cache.stats()
+    assert (stats.slabs, stats.objects, stats.partial_slabs) == (1, 0, 0)
+    slab.check()
+    assert cache.alloc(0) == address  # the free slab is used again
