@@ -307,8 +307,10 @@ class SlubCache(KmemCache):
                 self._put_cpu_partial(slab, cpu, drain=True)
                 stat[CPU_PARTIAL_FREE] += 1
                 return
-            if slab.where != ON_NODE_PARTIAL:  # on a cpu partial stack: leave it there
-                return
+            if slab.where != ON_NODE_PARTIAL:
+                # (defensive: a slab with free objects that is no cpu slab and on no cpu
+                # partial stack -- both returned above -- is on the node list)
+                return  # pragma: no cover
         elif was_full:
             # No cpu partial lists (debug caches, cpu_partial 0): back to the node list.
             self._full.pop(slab, None)
@@ -529,8 +531,8 @@ class SlubDebugCache(SlubCache):
         try:
             self._debugger.on_alloc(self.name, address, cpu)
         except BaseException:
-            if new:
-                self._discard_slab(slab)
+            if new:  # pragma: no cover -- only an interrupt: a new slab's objects are freshly
+                self._discard_slab(slab)  # poisoned and red-zoned (a ctor forbids poison)
             raise
         self._take(slab)  # (no ALLOC_FROM_PARTIAL: Linux counts it only off the debug path)
         if not slab.freelist:

@@ -307,7 +307,9 @@ class PercpuSheavesCache(KmemCache):
         if not main:
             if self.kernel == "7.0" and spare is None:
                 self._spare[cpu] = main
-            elif main is not self._bootstrap:
+            elif main is not self._bootstrap:  # pragma: no branch
+                # (always: a cache with a barn has its own main sheaves; the bootstrap sheaf
+                # is main only before enable_sheaves and after release_sheaves, barn None)
                 barn.empty.append(main)
             self._main[cpu] = full
             return True
@@ -330,8 +332,8 @@ class PercpuSheavesCache(KmemCache):
         partial slab, no new slab on reserve pages. 6.18 refills with the allocation's flags.
         """
         want = self._capacity - len(sheaf)
-        if not want:
-            return True
+        if not want:  # pragma: no cover -- every caller refills an empty sheaf (Linux's case
+            return True  # is kmem_cache_refill_sheaf of a prefilled sheaf, not modelled)
         if self.kernel == "7.0":
             gfp |= _GFP_NOMEMALLOC
         objects = self._alloc_bulk(want, cpu, gfp)
@@ -373,7 +375,9 @@ class PercpuSheavesCache(KmemCache):
             size = self.size
             offset = address - slab.base
             index = offset // size
-            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int:
+            if index * size != offset or slab.used[index] != 1 or cpu.__class__ is not int or (
+                address.__class__ is not int  # (an int subclass would be handed out by alloc)
+            ):
                 return self._free_other(address, cpu)
         except (KeyError, TypeError, IndexError):
             return self._free_other(address, cpu)
@@ -404,8 +408,7 @@ class PercpuSheavesCache(KmemCache):
     def _replace_full_main(self, cpu: int) -> bool:
         """__pcs_replace_full_main: True when main has room for one more object now."""
         barn = self._barn
-        if barn is None:
-            return False
+        assert barn is not None  # the caller saw a sheaf capacity: a cache with sheaves
         stat = self._sheaf_stat
         capacity = self._capacity
         while True:  # "restart"
@@ -623,7 +626,9 @@ class PercpuSheavesCache(KmemCache):
             stat[BARN_PUT] += 1
             barn.full.append(sheaf)
             return
-        if sheaf:
+        if sheaf:  # pragma: no branch
+            # (always: a sheaf goes to RCU for the barn only when full; Linux's empty one is
+            # a slab_free_hook that kept every object back, KASAN or debug, not modelled)
             stat[BARN_PUT_FAIL] += 1
             self._flush_unused(sheaf, cpu)
         if barn is not None and len(barn.empty) < MAX_EMPTY_SHEAVES:
@@ -948,7 +953,9 @@ class Slub7Cache(PercpuSheavesCache):
         if not empty and not was_full:
             return
         if (was_full and slab.where != ON_NONE) or (not was_full and slab.where != ON_NODE_PARTIAL):
-            return
+            # Linux: a slab another CPU's refill took off the list meanwhile. kmem's refills
+            # run under the cache lock, so no free sees one.
+            return  # pragma: no cover
         node = self._node_partial
         stat = self._stat
         if empty and len(node) >= self.min_partial:
