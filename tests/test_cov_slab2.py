@@ -558,3 +558,68 @@ def test_a_classic_slab_of_one_object_goes_from_full_to_free_in_one_free() -> No
     assert (stats.slabs, stats.objects, stats.partial_slabs) == (1, 0, 0)
     slab.check()
     assert cache.alloc(0) == address  # the free slab is used again
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_other_threads_wait_for_a_constructor_as_for_the_cache_lock(policy: str) -> None:
+    """While a constructor runs for a new slab, only its own thread is refused re-entry;
+    another thread's alloc, free and report wait for the cache lock, then go through."""
+    import threading
+
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, policy=policy)
+    running, go = threading.Event(), threading.Event()
+    armed = [False]
+
+    def ctor(view: memoryview) -> None:
+        if armed[0]:
+            armed[0] = False
+            running.set()
+            go.wait(30)
+
+    cache: Any = slab.kmem_cache_create("ctor", 1024, ctor=ctor)
+    first = [cache.alloc(0) for _ in range(cache.objs_per_slab)]  # one full slab
+    armed[0] = True
+    results: dict[str, object] = {}
+
+    def builder() -> None:
+        results["builder"] = cache.alloc(0)  # a new slab: the ctor waits for `go`
+
+    def other() -> None:
+        cache.free(first[0], 0)
+        results["objects"] = cache.stats().objects
+        results["other"] = cache.alloc(0)
+
+    threads = [threading.Thread(target=builder, daemon=True)]
+    threads[0].start()
+    assert running.wait(30)
+    threads.append(threading.Thread(target=other, daemon=True))
+    threads[1].start()
+    threads[1].join(0.2)  # (it waits for the lock; the assertions do not depend on time)
+    go.set()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    # The other thread's free and report waited for the new slab: the full slab's objects
+    # and the builder's, less the one freed.
+    assert results["objects"] == cache.objs_per_slab
+    assert results["other"] != results["builder"]
+    assert len(cache.live_objects()) == cache.objs_per_slab + 1
+    slab.check()
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_a_red_zoned_cache_with_a_constructor_gets_both(policy: str) -> None:
+    """A ctor forbids poison (the object must keep what the ctor wrote) but not red zones:
+    a new slab's objects get their free red zones, then the ctor's bytes."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, policy=policy)
+
+    def ctor(view: memoryview) -> None:
+        view[:4] = b"ctor"
+
+    cache: Any = slab.kmem_cache_create("rz", 100, flags=SLAB_RED_ZONE | SLAB_POISON, ctor=ctor)
+    address = cache.alloc(0)
+    assert bytes(slab.buddy.memory.view(address, 4)) == b"ctor"
+    slab.check()  # red zones of every object as they should be
+    slab.buddy.memory.view(address + 100, 1)[0] ^= 0xFF  # past the object: the red zone
+    with pytest.raises(AssertionError, match="red"):
+        slab.check()
