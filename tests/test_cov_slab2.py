@@ -623,3 +623,34 @@ def test_a_red_zoned_cache_with_a_constructor_gets_both(policy: str) -> None:
     slab.buddy.memory.view(address + 100, 1)[0] ^= 0xFF  # past the object: the red zone
     with pytest.raises(AssertionError, match="red"):
         slab.check()
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+def test_fragmentation_rows_show_large_kmalloc_only_once_there_was_one() -> None:
+    from kmem.slab.report import fragmentation_rows
+
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    assert "kmalloc_large" not in [row.name for row in fragmentation_rows(slab)]
+    # 20000 bytes > KMALLOC_MAX_CACHE_SIZE (8 KiB): a page block of get_order(20000) = 3,
+    # 32 KiB, of which 20000 bytes were asked for.
+    address = slab.kmalloc(20000)
+    large = [row for row in fragmentation_rows(slab) if row.name == "kmalloc_large"]
+    assert len(large) == 1
+    row = large[0]
+    assert (row.bytes_requested, row.bytes_allocated, row.slab_bytes) == (20000, 32768, 32768)
+    assert row.wasted_percent == pytest.approx(100 * 12768 / 32768)
+    slab.kfree(address)
+
+
+def test_slabtop_rows_can_include_the_caches_without_objects() -> None:
+    from kmem.slab.report import slabtop_rows
+
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("one", 100)
+    cache.alloc(0)
+    names = [row.name for row in slabtop_rows(slab)]
+    every = [row.name for row in slabtop_rows(slab, include_empty=True, sort="name")]
+    assert "one" in names and set(names) < set(every)
+    assert every == sorted(c.name for c in slab.cache_list())
