@@ -654,3 +654,36 @@ def test_slabtop_rows_can_include_the_caches_without_objects() -> None:
     every = [row.name for row in slabtop_rows(slab, include_empty=True, sort="name")]
     assert "one" in names and set(names) < set(every)
     assert every == sorted(c.name for c in slab.cache_list())
+
+
+def test_a_sysfs_snapshot_is_read_from_a_directory_and_saved_as_json(tmp_path: Any) -> None:
+    """slabinfo reads /sys/kernel/slab: a directory per cache, a symlink per alias; the
+    snapshot of a copy of it round-trips through a gzip'd JSON file unchanged."""
+    import gzip
+    import json
+    import os
+
+    from kmem.errors import InvalidArgumentError
+    from kmem.slab.slabinfo_tool import load_snapshot, snapshot_from_dir
+
+    root = tmp_path / "slab"
+    (root / "kmalloc-64").mkdir(parents=True)
+    (root / "kmalloc-64" / "object_size").write_text("64\n")
+    (root / "kmalloc-64" / "slabs").write_text("3 N0=3\n")
+    os.symlink("kmalloc-64", root / ":0000064")
+    (root / ".lock").write_text("")  # a dot entry: not a cache
+    snapshot = load_snapshot(root, page_size=4096)
+    by_name = {entry.name: entry for entry in snapshot.entries}
+    assert sorted(by_name) == [":0000064", "kmalloc-64"]
+    assert by_name[":0000064"].link == "kmalloc-64"
+    assert by_name["kmalloc-64"].files == {"object_size": "64\n", "slabs": "3 N0=3\n"}
+    saved = tmp_path / "slab.json.gz"
+    saved.write_bytes(gzip.compress(json.dumps(snapshot.to_json()).encode()))
+    again = load_snapshot(saved)
+    assert again == snapshot
+
+    (root / "junk").write_text("x")
+    with pytest.raises(InvalidArgumentError, match="neither a cache directory nor an alias"):
+        snapshot_from_dir(root)
+    with pytest.raises(InvalidArgumentError, match="cannot read"):
+        snapshot_from_dir(tmp_path / "missing")
