@@ -687,3 +687,83 @@ def test_a_sysfs_snapshot_is_read_from_a_directory_and_saved_as_json(tmp_path: A
         snapshot_from_dir(root)
     with pytest.raises(InvalidArgumentError, match="cannot read"):
         snapshot_from_dir(tmp_path / "missing")
+
+
+# -- 7.0's slab side ------------------------------------------------------------------------------
+
+
+def test_a_7_0_slab_of_one_object_is_full_at_once_and_joins_no_list() -> None:
+    """___slab_alloc of 7.0 from a new slab: with its only object handed out the slab is full,
+    so it never goes on the node partial list; its free sends the object to the main sheaf."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, kernel="7.0")
+    cache: Any = slab.kmem_cache_create("big", 20000)
+    assert cache.objs_per_slab == 1
+    address = cache.alloc(0, GFP_ATOMIC)  # no refill: one object from a new slab
+    stats = cache.stats()
+    assert (stats.slabs, stats.partial_slabs, stats.objects, stats.alloc_slab) == (1, 0, 1, 1)
+    slab.check()
+    cache.free(address, 0)
+    assert cache.stats().cpu_sheaf_objects == 1
+    slab.check()
+
+
+class ReserveBuddy(BuddyAllocator):
+    """A page source whose pages come from its memory reserves while ``reserves`` is set."""
+
+    reserves = False
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return self.reserves
+
+
+def test_a_7_0_free_of_a_pfmemalloc_object_with_main_full_goes_to_its_slab() -> None:
+    """slab_free of 7.0: an object of a pfmemalloc slab never goes to the sheaves -- with main
+    full too, where the sheaf slow path (__pcs_replace_full_main) would otherwise run: no
+    barn traffic, main stays as it is."""
+    from kmem.page.gfp import __GFP_MEMALLOC
+
+    buddy = ReserveBuddy(8 << 20)
+    slab = SlabAllocator(buddy, nr_cpus=1, kernel="7.0")
+    cache: Any = slab.kmem_cache_create("pfm", 1024)
+    assert cache.sheaf_capacity == 12
+    buddy.reserves = True
+    reserve = cache.alloc(0, GFP_ATOMIC | __GFP_MEMALLOC)  # a new slab on reserve pages
+    buddy.reserves = False
+    ordinary = cache.alloc(0)  # a refill of 12 from a new slab (never a pfmemalloc one)
+    cache.free(ordinary, 0)
+    assert _places(cache) == [("main", 12), ("spare", 0)]
+    pfm = cache._slab_of_pfn[reserve >> cache._page_shift]
+    assert pfm.pfmemalloc
+    before = cache.stats()
+    cache.free(reserve, 0)
+    after = cache.stats()
+    assert _places(cache) == [("main", 12), ("spare", 0)]
+    assert after.free_slowpath - before.free_slowpath == 1
+    assert (after.barn_put, after.barn_put_fail) == (before.barn_put, before.barn_put_fail)
+    assert reserve not in [obj.address for obj in cache.live_objects()]
+    slab.check()
+
+
+def test_a_free_whose_main_was_emptied_meanwhile_and_no_sheaf_to_be_had_goes_to_the_slab(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """6.18, capacity 4: a free finds main full, no spare, no empty barn sheaf, and kzallocs
+    one with the lock dropped; meanwhile another task takes main's 4 objects, and the kzalloc
+    fails (no memory). sheaf_flush_main finds nothing to flush, so the sheaves refuse the
+    free (free_to_pcs fails) and do_slab_free gives the object to its slab."""
+    slab, cache = _boot("6.18", 256, 4)
+    objects = [cache.alloc(0, GFP_ATOMIC) for _ in range(5)]
+    for address in objects[:4]:
+        cache.free(address, 0)
+    assert _places(cache) == [("main", 4)]
+    _exhaust(slab, sheaf_size(4))
+    theirs: list[int] = []
+    _another_task(cache, monkeypatch, lambda: theirs.extend(cache.alloc(0) for _ in range(4)))
+    before = cache.stats()
+    cache.free(objects[4], 0)
+    after = cache.stats()
+    assert sorted(theirs) == sorted(objects[:4])
+    assert _places(cache) == [("main", 0)]
+    assert after.sheaf_flush == before.sheaf_flush and after.sheaf_alloc == before.sheaf_alloc
+    assert after.objects - before.objects == -1  # back in its slab, not in a sheaf
+    assert sorted(obj.address for obj in cache.live_objects()) == sorted(objects[:4])
+    slab.check()
