@@ -558,3 +558,212 @@ def test_a_classic_slab_of_one_object_goes_from_full_to_free_in_one_free() -> No
     assert (stats.slabs, stats.objects, stats.partial_slabs) == (1, 0, 0)
     slab.check()
     assert cache.alloc(0) == address  # the free slab is used again
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_other_threads_wait_for_a_constructor_as_for_the_cache_lock(policy: str) -> None:
+    """While a constructor runs for a new slab, only its own thread is refused re-entry;
+    another thread's alloc, free and report wait for the cache lock, then go through."""
+    import threading
+
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, policy=policy)
+    running, go = threading.Event(), threading.Event()
+    armed = [False]
+
+    def ctor(view: memoryview) -> None:
+        if armed[0]:
+            armed[0] = False
+            running.set()
+            go.wait(30)
+
+    cache: Any = slab.kmem_cache_create("ctor", 1024, ctor=ctor)
+    first = [cache.alloc(0) for _ in range(cache.objs_per_slab)]  # one full slab
+    armed[0] = True
+    results: dict[str, object] = {}
+
+    def builder() -> None:
+        results["builder"] = cache.alloc(0)  # a new slab: the ctor waits for `go`
+
+    def other() -> None:
+        cache.free(first[0], 0)
+        results["objects"] = cache.stats().objects
+        results["other"] = cache.alloc(0)
+
+    threads = [threading.Thread(target=builder, daemon=True)]
+    threads[0].start()
+    assert running.wait(30)
+    threads.append(threading.Thread(target=other, daemon=True))
+    threads[1].start()
+    threads[1].join(0.2)  # (it waits for the lock; the assertions do not depend on time)
+    go.set()
+    for thread in threads:
+        thread.join(30)
+        assert not thread.is_alive()
+    # The other thread's free and report waited for the new slab: the full slab's objects
+    # and the builder's, less the one freed.
+    assert results["objects"] == cache.objs_per_slab
+    assert results["other"] != results["builder"]
+    assert len(cache.live_objects()) == cache.objs_per_slab + 1
+    slab.check()
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_a_red_zoned_cache_with_a_constructor_gets_both(policy: str) -> None:
+    """A ctor forbids poison (the object must keep what the ctor wrote) but not red zones:
+    a new slab's objects get their free red zones, then the ctor's bytes."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, policy=policy)
+
+    def ctor(view: memoryview) -> None:
+        view[:4] = b"ctor"
+
+    cache: Any = slab.kmem_cache_create("rz", 100, flags=SLAB_RED_ZONE | SLAB_POISON, ctor=ctor)
+    address = cache.alloc(0)
+    assert bytes(slab.buddy.memory.view(address, 4)) == b"ctor"
+    slab.check()  # red zones of every object as they should be
+    slab.buddy.memory.view(address + 100, 1)[0] ^= 0xFF  # past the object: the red zone
+    with pytest.raises(AssertionError, match="red"):
+        slab.check()
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+def test_fragmentation_rows_show_large_kmalloc_only_once_there_was_one() -> None:
+    from kmem.slab.report import fragmentation_rows
+
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    assert "kmalloc_large" not in [row.name for row in fragmentation_rows(slab)]
+    # 20000 bytes > KMALLOC_MAX_CACHE_SIZE (8 KiB): a page block of get_order(20000) = 3,
+    # 32 KiB, of which 20000 bytes were asked for.
+    address = slab.kmalloc(20000)
+    large = [row for row in fragmentation_rows(slab) if row.name == "kmalloc_large"]
+    assert len(large) == 1
+    row = large[0]
+    assert (row.bytes_requested, row.bytes_allocated, row.slab_bytes) == (20000, 32768, 32768)
+    assert row.wasted_percent == pytest.approx(100 * 12768 / 32768)
+    slab.kfree(address)
+
+
+def test_slabtop_rows_can_include_the_caches_without_objects() -> None:
+    from kmem.slab.report import slabtop_rows
+
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("one", 100)
+    cache.alloc(0)
+    names = [row.name for row in slabtop_rows(slab)]
+    every = [row.name for row in slabtop_rows(slab, include_empty=True, sort="name")]
+    assert "one" in names and set(names) < set(every)
+    assert every == sorted(c.name for c in slab.cache_list())
+
+
+def test_a_sysfs_snapshot_is_read_from_a_directory_and_saved_as_json(tmp_path: Any) -> None:
+    """slabinfo reads /sys/kernel/slab: a directory per cache, a symlink per alias; the
+    snapshot of a copy of it round-trips through a gzip'd JSON file unchanged."""
+    import gzip
+    import json
+    import os
+
+    from kmem.errors import InvalidArgumentError
+    from kmem.slab.slabinfo_tool import load_snapshot, snapshot_from_dir
+
+    root = tmp_path / "slab"
+    (root / "kmalloc-64").mkdir(parents=True)
+    (root / "kmalloc-64" / "object_size").write_text("64\n")
+    (root / "kmalloc-64" / "slabs").write_text("3 N0=3\n")
+    os.symlink("kmalloc-64", root / ":0000064")
+    (root / ".lock").write_text("")  # a dot entry: not a cache
+    snapshot = load_snapshot(root, page_size=4096)
+    by_name = {entry.name: entry for entry in snapshot.entries}
+    assert sorted(by_name) == [":0000064", "kmalloc-64"]
+    assert by_name[":0000064"].link == "kmalloc-64"
+    assert by_name["kmalloc-64"].files == {"object_size": "64\n", "slabs": "3 N0=3\n"}
+    saved = tmp_path / "slab.json.gz"
+    saved.write_bytes(gzip.compress(json.dumps(snapshot.to_json()).encode()))
+    again = load_snapshot(saved)
+    assert again == snapshot
+
+    (root / "junk").write_text("x")
+    with pytest.raises(InvalidArgumentError, match="neither a cache directory nor an alias"):
+        snapshot_from_dir(root)
+    with pytest.raises(InvalidArgumentError, match="cannot read"):
+        snapshot_from_dir(tmp_path / "missing")
+
+
+# -- 7.0's slab side ------------------------------------------------------------------------------
+
+
+def test_a_7_0_slab_of_one_object_is_full_at_once_and_joins_no_list() -> None:
+    """___slab_alloc of 7.0 from a new slab: with its only object handed out the slab is full,
+    so it never goes on the node partial list; its free sends the object to the main sheaf."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, kernel="7.0")
+    cache: Any = slab.kmem_cache_create("big", 20000)
+    assert cache.objs_per_slab == 1
+    address = cache.alloc(0, GFP_ATOMIC)  # no refill: one object from a new slab
+    stats = cache.stats()
+    assert (stats.slabs, stats.partial_slabs, stats.objects, stats.alloc_slab) == (1, 0, 1, 1)
+    slab.check()
+    cache.free(address, 0)
+    assert cache.stats().cpu_sheaf_objects == 1
+    slab.check()
+
+
+class ReserveBuddy(BuddyAllocator):
+    """A page source whose pages come from its memory reserves while ``reserves`` is set."""
+
+    reserves = False
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return self.reserves
+
+
+def test_a_7_0_free_of_a_pfmemalloc_object_with_main_full_goes_to_its_slab() -> None:
+    """slab_free of 7.0: an object of a pfmemalloc slab never goes to the sheaves -- with main
+    full too, where the sheaf slow path (__pcs_replace_full_main) would otherwise run: no
+    barn traffic, main stays as it is."""
+    from kmem.page.gfp import __GFP_MEMALLOC
+
+    buddy = ReserveBuddy(8 << 20)
+    slab = SlabAllocator(buddy, nr_cpus=1, kernel="7.0")
+    cache: Any = slab.kmem_cache_create("pfm", 1024)
+    assert cache.sheaf_capacity == 12
+    buddy.reserves = True
+    reserve = cache.alloc(0, GFP_ATOMIC | __GFP_MEMALLOC)  # a new slab on reserve pages
+    buddy.reserves = False
+    ordinary = cache.alloc(0)  # a refill of 12 from a new slab (never a pfmemalloc one)
+    cache.free(ordinary, 0)
+    assert _places(cache) == [("main", 12), ("spare", 0)]
+    pfm = cache._slab_of_pfn[reserve >> cache._page_shift]
+    assert pfm.pfmemalloc
+    before = cache.stats()
+    cache.free(reserve, 0)
+    after = cache.stats()
+    assert _places(cache) == [("main", 12), ("spare", 0)]
+    assert after.free_slowpath - before.free_slowpath == 1
+    assert (after.barn_put, after.barn_put_fail) == (before.barn_put, before.barn_put_fail)
+    assert reserve not in [obj.address for obj in cache.live_objects()]
+    slab.check()
+
+
+def test_a_free_whose_main_was_emptied_meanwhile_and_no_sheaf_to_be_had_goes_to_the_slab(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """6.18, capacity 4: a free finds main full, no spare, no empty barn sheaf, and kzallocs
+    one with the lock dropped; meanwhile another task takes main's 4 objects, and the kzalloc
+    fails (no memory). sheaf_flush_main finds nothing to flush, so the sheaves refuse the
+    free (free_to_pcs fails) and do_slab_free gives the object to its slab."""
+    slab, cache = _boot("6.18", 256, 4)
+    objects = [cache.alloc(0, GFP_ATOMIC) for _ in range(5)]
+    for address in objects[:4]:
+        cache.free(address, 0)
+    assert _places(cache) == [("main", 4)]
+    _exhaust(slab, sheaf_size(4))
+    theirs: list[int] = []
+    _another_task(cache, monkeypatch, lambda: theirs.extend(cache.alloc(0) for _ in range(4)))
+    before = cache.stats()
+    cache.free(objects[4], 0)
+    after = cache.stats()
+    assert sorted(theirs) == sorted(objects[:4])
+    assert _places(cache) == [("main", 0)]
+    assert after.sheaf_flush == before.sheaf_flush and after.sheaf_alloc == before.sheaf_alloc
+    assert after.objects - before.objects == -1  # back in its slab, not in a sheaf
+    assert sorted(obj.address for obj in cache.live_objects()) == sorted(objects[:4])
+    slab.check()

@@ -136,7 +136,7 @@ class _ConstructorGuard:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
-        self.lock.release()
+        self.release()
 
 
 class KmemCache:

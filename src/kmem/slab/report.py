@@ -309,9 +309,8 @@ def procps_use_percent(active_objs: int, num_objs: int) -> int:
     return int(_float32(100 * ratio))
 
 
-def _procps_sort_value(row: SlabInfo, key: str, page_size: int) -> int | str:
-    if key == "n":
-        return row.name
+def _procps_sort_value(row: SlabInfo, key: str, page_size: int) -> int:
+    """A numeric sort key's value (procps_sorted orders by name itself)."""
     return {
         "o": row.num_objs, "a": row.active_objs, "s": row.objsize, "b": row.objperslab,
         "p": row.pagesperslab, "l": row.num_slabs, "v": row.active_slabs,

@@ -446,7 +446,9 @@ class PercpuSheavesCache(KmemCache):
                 stat[BARN_PUT_FAIL] += 1
             if not self._flush_main(cpu):
                 return False
-            if len(self._main[cpu]) < capacity:
+            if len(self._main[cpu]) < capacity:  # pragma: no branch
+                # (always: main was just flushed; Linux restarts for a task preempted or
+                # migrated meanwhile, and sheaf_flush_main does not drop kmem's lock)
                 return True
 
     def _install_empty(self, cpu: int, empty: Sheaf) -> None:
