@@ -1093,3 +1093,18 @@ def test_a_failed_kmalloc_of_a_kernel_sheaf_is_the_kernels_business_too() -> Non
     result = Replayer(kernel="6.18").run([_kmalloc(NULL_PTR, site=SHEAF_SITE)])
     assert result.sheaves["kernel_sheaf_events"] == 1
     assert (result.traced_slab_failures, result.live_objects_at_end) == (0, 0)
+
+
+def test_the_result_of_a_replayer_that_replayed_nothing_prints_and_serialises() -> None:
+    from rich.console import Console
+
+    from kmem.trace.report import print_replay
+
+    result = Replayer(memory=1 << 20).result()  # (the API: result() before any replay)
+    assert result.timeline == () and result.to_json()["fragmentation_at_end"] is None
+    screen = io.StringIO()
+    print_replay(result, Console(file=screen, width=120))
+    text = screen.getvalue()
+    assert "buddyinfo at the end" in text and "Over the trace" not in text
+    # 1 MiB of 4 KiB pages: one free order-8 block, nothing at the other orders
+    assert "Node 0, zone   Normal" + "      0" * 8 + "      1      0      0" in text
