@@ -1057,3 +1057,54 @@ def test_call_sites_perf_data_never_gave_order_by_their_hex_address_or_first() -
         assert reader.call_site_address("my_function+0x10") == 0
     finally:
         reader.close()
+
+
+def test_a_lost_record_of_attrs_of_different_layouts_reads_the_common_trailer() -> None:
+    # two attrs, one with call chains: no single layout, but the trailer (sample_id_all:
+    # TID, TIME, ID, CPU here) is the same for both
+    plain = made.KMEM_SAMPLE | made.SAMPLE_ID
+    attrs = [(made.attr(made.KMALLOC_ID, plain), [11]),
+             (made.attr(made.PAGE_ALLOC_ID, plain | made.SAMPLE_CALLCHAIN), [13])]
+    trailer = struct.pack("<IIQQII", 100, 100, 7_000_000_000, 11, 1, 0)
+    records = made.record(2, struct.pack("<QQ", 1, 6) + trailer)
+    reader = PerfData(made.perf_file(attrs, records, made.kmem_tracing()))
+    try:
+        assert [event for batch in reader.batches() for event in batch_events(batch)] == []
+        assert [(r.kind, r.count, r.cpu, r.time) for r in reader.lost] == [
+            ("LOST", 6, 1, 7_000_000_000)]
+    finally:
+        reader.close()
+
+
+def test_a_sum_beyond_what_the_compiled_tables_hold_is_counted_in_python() -> None:
+    from kmem.trace.stat import KmemStat
+
+    # a first event of 2 TiB (the C tables stop at 2^40 per value): the whole batch goes to
+    # the Python tables, with the same sums
+    stat = KmemStat()
+    stat.add_batch(event_batch([_kmalloc("00000000000000a0", req=1 << 41, alloc=1 << 41),
+                                _kmalloc("00000000000000b0", req=11, alloc=16)]))
+    summary = stat.slab_summary()
+    assert (summary.total_requested, summary.total_allocated, summary.nr_allocs) == (
+        (1 << 41) + 11, (1 << 41) + 16, 2)
+
+
+def test_a_failed_kmalloc_of_a_kernel_sheaf_is_the_kernels_business_too() -> None:
+    result = Replayer(kernel="6.18").run([_kmalloc(NULL_PTR, site=SHEAF_SITE)])
+    assert result.sheaves["kernel_sheaf_events"] == 1
+    assert (result.traced_slab_failures, result.live_objects_at_end) == (0, 0)
+
+
+def test_the_result_of_a_replayer_that_replayed_nothing_prints_and_serialises() -> None:
+    from rich.console import Console
+
+    from kmem.trace.report import print_replay
+
+    result = Replayer(memory=1 << 20).result()  # (the API: result() before any replay)
+    assert result.timeline == () and result.to_json()["fragmentation_at_end"] is None
+    screen = io.StringIO()
+    print_replay(result, Console(file=screen, width=120))
+    text = screen.getvalue()
+    assert "buddyinfo at the end" in text and "Over the trace" not in text
+    # 1 MiB of 4 KiB pages: one free order-8 block, nothing at the other orders
+    assert "Node 0, zone   Normal" + "      0" * 8 + "      1      0      0" in text

@@ -1134,7 +1134,9 @@ class PerfData:
     def _batch(self, samples: list[_Sample]) -> EventBatch:
         if self._compiled_batch is not None:
             columns = self._compiled_batch(samples)
-            if columns is not NotImplemented:
+            # (NotImplemented only for lists of another shape than this reader makes: a time
+            # beyond u64, a kind beyond a byte; the Python way below handles those)
+            if columns is not NotImplemented:  # pragma: no branch
                 batch = EventBatch(*columns)
                 count_kinds(self._counts, batch.kinds)
                 return batch

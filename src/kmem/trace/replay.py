@@ -565,8 +565,7 @@ class Replayer:
             if machine_replay is not None:
                 machine_replay.feed(batch.kinds, batch.cpus, batch.keys, batch.tails,
                                     batch.times)
-        if batch.kinds:
-            self._last_time = batch.times[-1]
+        self._last_time = batch.times[-1]  # (never empty: _feed's batches and parts are not)
 
     def _replay_events(self, batch: EventBatch) -> None:
         """The replay loop over a batch, in the compiled core if it is built."""
