@@ -74,12 +74,13 @@ from kmem.page.mem_map import (
     list_add_tail,
     list_entries,
 )
-from kmem.page.memory import Backing, PhysicalMemory, check_page_size
+from kmem.page.memory import PhysicalMemory, check_page_size
 from kmem.page.migratetype import ZONE_NAMES
 from kmem.page.vmstat import buddyinfo_line
 
 if TYPE_CHECKING:
     from kmem._core import BuddyZone
+    from kmem.page.memory import Backing
 
 MAX_PAGE_ORDER: Final = 10  # Linux's default MAX_PAGE_ORDER (4 MiB blocks of 4 KiB pages)
 MAX_NUMNODES: Final = 1024  # Linux: 1 << CONFIG_NODES_SHIFT, at most 10

@@ -17,11 +17,11 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+import sys
 import types
 import weakref
 from collections.abc import Callable
-from multiprocessing import shared_memory
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeGuard
 
 from kmem.errors import InvalidArgumentError, InvalidTypeError, int_argument
 from kmem.page.errors import BackingError, HostMemoryError, MemoryBusyError, MemoryClosedError
@@ -32,7 +32,18 @@ _MAP_NORESERVE: Final = getattr(mmap, "MAP_NORESERVE", 0x4000)
 # x86-64 and arm64 give a process 47 bits of user address space: no mapping is larger.
 MAX_MEMORY_BYTES: Final = 1 << 47
 
-Backing = str | os.PathLike[str] | shared_memory.SharedMemory | None
+if TYPE_CHECKING:
+    # (imported only where a segment is made: multiprocessing is a tenth of kmem stat's start)
+    from multiprocessing import shared_memory
+
+    Backing: TypeAlias = str | os.PathLike[str] | shared_memory.SharedMemory | None
+
+
+def _is_shared_memory(backing: object) -> TypeGuard[shared_memory.SharedMemory]:
+    """Whether ``backing`` is a SharedMemory segment (there is none before its module is
+    imported, so this never imports it)."""
+    module = sys.modules.get("multiprocessing.shared_memory")
+    return module is not None and isinstance(backing, module.SharedMemory)
 
 
 def check_page_size(page_size: object) -> int:
@@ -85,7 +96,7 @@ class PhysicalMemory:
                 ) from None
             self._buffer = memoryview(self._mmap)
             self.backing_kind = "anonymous"
-        elif isinstance(backing, shared_memory.SharedMemory):
+        elif _is_shared_memory(backing):
             buffer = backing.buf
             if buffer is None:
                 raise BackingError(f"shared memory segment {backing.name!r} is closed")
