@@ -74,13 +74,14 @@ from kmem.page.mem_map import (
     list_add_tail,
     list_entries,
 )
-from kmem.page.memory import Backing, PhysicalMemory, check_page_size
+from kmem.page.memory import PhysicalMemory, check_page_size
 from kmem.page.migratetype import ZONE_NAMES
 from kmem.page.order import MAX_PAGE_ORDER
 from kmem.page.vmstat import buddyinfo_line
 
 if TYPE_CHECKING:
     from kmem._core import BuddyZone
+    from kmem.page.memory import Backing
 
 MAX_NUMNODES: Final = 1024  # Linux: 1 << CONFIG_NODES_SHIFT, at most 10
 # After nr_free[0..max_order] in the counters buffer: the non-empty mask, allocations, frees,
