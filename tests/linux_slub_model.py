@@ -107,6 +107,10 @@ class LinuxSlubModel:
         self.full: list[ModelSlab] = []
         self.slabs: list[ModelSlab] = []  # every slab of the cache, for address lookups
         self.stat = dict.fromkeys(STAT_ITEMS, 0)
+        # smp_processor_id() of the kernel code running now: each entry point sets it; every
+        # discard_slab's pages go to __free_pages on it, recorded as (pfn, order, cpu)
+        self.this_cpu = 0
+        self.freed: list[tuple[int, int, int]] = []
 
     def has_cpu_partial(self) -> bool:  # kmem_cache_has_cpu_partial
         return not self.debug
@@ -141,7 +145,8 @@ class LinuxSlubModel:
 
     def discard_slab(self, slab: ModelSlab) -> None:
         self.slabs.remove(slab)
-        self.pages.free_pages(slab.pfn, slab.order)
+        self.pages.free_pages(slab.pfn, slab.order)  # free_slab -> __free_pages, on this CPU
+        self.freed.append((slab.pfn, slab.order, self.this_cpu))
 
     def add_partial(self, slab: ModelSlab, tail: bool) -> None:
         if tail:
@@ -158,6 +163,7 @@ class LinuxSlubModel:
 
     def alloc(self, cpu: int) -> int | None:
         """slab_alloc_node: the address of the new object, None when no page can be had."""
+        self.this_cpu = cpu
         if self.cpu_slab[cpu] is not None and self.cpu_freelist[cpu]:
             slab = self.cpu_slab[cpu]
             assert slab is not None
@@ -292,6 +298,7 @@ class LinuxSlubModel:
 
     def free(self, address: int, cpu: int) -> None:
         """do_slab_free: the fast path onto this CPU's cpu slab, else __slab_free."""
+        self.this_cpu = cpu
         slab, index = self.find(address)
         if slab is self.cpu_slab[cpu]:
             self.cpu_freelist[cpu].insert(0, index)
@@ -361,7 +368,8 @@ class LinuxSlubModel:
             self.stat["deactivate_full"] += 1
 
     def flush_cpu(self, cpu: int) -> None:
-        """flush_cpu_slab: flush_slab, then put_partials."""
+        """flush_cpu_slab: flush_slab, then put_partials (flush_all queues it on ``cpu``)."""
+        self.this_cpu = cpu
         slab = self.cpu_slab[cpu]
         if slab is not None:
             freelist = self.cpu_freelist[cpu]
@@ -374,10 +382,12 @@ class LinuxSlubModel:
         if chain:
             self.put_partials(chain)
 
-    def shrink(self) -> None:
-        """__kmem_cache_shrink: flush_all, then __kmem_cache_do_shrink."""
-        for cpu in range(len(self.cpu_slab)):
-            self.flush_cpu(cpu)
+    def shrink(self, cpu: int = 0) -> None:
+        """__kmem_cache_shrink on ``cpu``: flush_all (each CPU's flush on that CPU), then
+        __kmem_cache_do_shrink."""
+        for other in range(len(self.cpu_slab)):
+            self.flush_cpu(other)
+        self.this_cpu = cpu
         discard: list[ModelSlab] = []
         promote: list[list[ModelSlab]] = [[] for _ in range(SHRINK_PROMOTE_MAX)]
         for slab in list(self.node_partial):

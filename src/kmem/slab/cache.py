@@ -396,11 +396,12 @@ class KmemCache:
             pages.free_pages(pfn, order, cpu)
             raise
 
-    def _free_slab_pages(self, pfn: int, order: int) -> None:
-        """A discarded slab's block back to its page source (a machine's: on CPU 0, the
-        discard knowing no CPU)."""
+    def _free_slab_pages(self, pfn: int, order: int, cpu: int = 0) -> None:
+        """A discarded slab's block back to its page source; a machine's frees it on ``cpu``,
+        the CPU doing the free or flush that discarded the slab (__free_pages: that CPU's
+        pcp list)."""
         if self._pages is not None:
-            self._pages.free_pages(pfn, order)
+            self._pages.free_pages(pfn, order, cpu)
         else:
             self._buddy.free_pages(pfn, order)
 
@@ -488,12 +489,14 @@ class KmemCache:
         for page in range(pfn, pfn + (1 << order)):
             self._slab_of_pfn.pop(page, None)
 
-    def _discard_slab(self, slab: Slab, *, counted: bool = True) -> None:
-        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab), and
-        count FREE_SLAB unless ``counted`` is false (SLUB's shrink frees without counting).
+    def _discard_slab(self, slab: Slab, *, counted: bool = True, cpu: int = 0) -> None:
+        """Give an empty slab's pages back to the buddy allocator (Linux: discard_slab) on
+        ``cpu``, the CPU discarding it, and count FREE_SLAB unless ``counted`` is false (SLUB's
+        shrink frees without counting).
 
         Under SLAB_TYPESAFE_BY_RCU the pages are only given back by rcu_barrier() (Linux frees
-        them from an RCU callback); meanwhile they stay this cache's, on no list.
+        them from an RCU callback, on the CPU that queued it: ``slab.cpu`` keeps it);
+        meanwhile they stay this cache's, on no list.
         """
         if counted:
             self._stat[FREE_SLAB] += 1
@@ -501,11 +504,11 @@ class KmemCache:
             for page in range(slab.pfn, slab.pfn + (1 << slab.order)):
                 del self._slab_of_pfn[page]
             slab.where = ON_RCU
-            slab.cpu = -1
+            slab.cpu = cpu
             self._rcu_pending.append(slab)
             return
         self._forget_pages(slab.pfn, slab.order)
-        self._free_slab_pages(slab.pfn, slab.order)
+        self._free_slab_pages(slab.pfn, slab.order, cpu)
 
     def rcu_barrier(self) -> int:
         """End the RCU grace period: give the slabs discarded since back; return how many."""
@@ -516,7 +519,7 @@ class KmemCache:
         pending = self._rcu_pending
         for slab in pending:
             self._forget_pages(slab.pfn, slab.order)
-            self._free_slab_pages(slab.pfn, slab.order)
+            self._free_slab_pages(slab.pfn, slab.order, slab.cpu)
         count = len(pending)
         pending.clear()
         self._changes += count

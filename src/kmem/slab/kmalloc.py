@@ -244,7 +244,7 @@ class KmallocFrontEnd:
             return self.zero_size_ptr
         if size <= KMALLOC_MAX_CACHE_SIZE:  # an int subclass (IntEnum, ...): as the int
             return self.kmalloc(int(size), gfp, cpu, caller)
-        return self.kmalloc_large(int(size), gfp)
+        return self.kmalloc_large(int(size), gfp, int(cpu))
 
     def _check_cpu_arg(self, cpu: object) -> None:
         """Refuse a cpu= that is no CPU of the allocator, as the caches do."""
@@ -253,13 +253,16 @@ class KmallocFrontEnd:
         if not 0 <= cpu < self.nr_cpus:
             raise InvalidCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
 
-    def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL) -> int:
-        """Pages straight from the buddy allocator for ``size`` bytes (order get_order(size))."""
+    def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+        """Pages straight from the buddy allocator for ``size`` bytes (order get_order(size));
+        on a page machine, allocated on ``cpu``."""
         kmalloc_type(check_gfp(gfp))  # bad gfp flags raise here, before any page is taken
         if isinstance(size, bool) or not isinstance(size, int):
             raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
         if size <= 0:
             raise InvalidArgumentError(f"kmalloc_large size must be positive, got {size}")
+        self._check_cpu_arg(cpu)
+        cpu = int(cpu)  # (an int subclass names the CPU of its value)
         buddy = self.buddy
         order = get_order(size, buddy.page_shift)
         if order > buddy.max_order:
@@ -272,7 +275,7 @@ class KmallocFrontEnd:
             if pages is None:
                 pfn = buddy.alloc_pages(order)  # OutOfMemoryError reaches the caller unchanged
             else:  # kmalloc_large_node: alloc_pages(gfp | __GFP_COMP) on a page machine
-                pfn = pages.alloc_pages(order, gfp | _GFP_COMP)
+                pfn = pages.alloc_pages(order, gfp | _GFP_COMP, cpu)
             self._owner[pfn : pfn + (1 << order)] = _LARGE_RUN * (1 << order)
             self._large_pages += 1 << order
             self._large_requested += size
@@ -334,7 +337,7 @@ class KmallocFrontEnd:
         self._check_cpu_arg(cpu)  # (a slab object's cache checks it itself)
         if address is None or address == self.zero_size_ptr:
             return
-        self._kfree_other(address)
+        self._kfree_other(address, int(cpu))
 
     def _cache_by_owner(self, address: object) -> KmemCache | None:
         """The cache whose slab page holds ``address`` (an int, not a bool: False is not
@@ -346,8 +349,9 @@ class KmallocFrontEnd:
         except IndexError:
             return None
 
-    def _kfree_other(self, address: object) -> None:
-        """kfree of anything but a slab object: a large kmalloc block, or an error."""
+    def _kfree_other(self, address: object, cpu: int = 0) -> None:
+        """kfree of anything but a slab object: a large kmalloc block (free_large_kmalloc,
+        on ``cpu`` on a page machine), or an error."""
         if address.__class__ is not int:
             raise InvalidTypeError(f"address must be an int or None, not {type(address).__name__}")
         if not 0 <= address < self._memory_size:
@@ -367,7 +371,7 @@ class KmallocFrontEnd:
                 if self.pages is None:
                     self.buddy.free_pages(pfn, block.order)
                 else:
-                    self.pages.free_pages(pfn, block.order)
+                    self.pages.free_pages(pfn, block.order, cpu)
                 self._large_pages -= 1 << block.order
             return
         if owner:

@@ -5,10 +5,12 @@ no slab is ever pfmemalloc. ``SlabAllocator(buddy, machine=PageMachine(...))`` p
 ``MachinePages`` between them: every slab (and large kmalloc) block is still a block of the
 buddy allocator -- the address space, where objects live and the owner column says which
 cache a page is -- and is also allocated from the page machine, with the allocation's gfp
-flags, on the allocating CPU. The machine decides as Linux's __alloc_pages does: the block is
-refused (OutOfMemoryError, the buddy block given back) when no zone may give it under its
-watermarks, and it is pfmemalloc when only the ALLOC_NO_WATERMARKS pass (__GFP_MEMALLOC)
-could give it; a slab made on such a block is pfmemalloc (slab_set_pfmemalloc).
+flags, on the allocating CPU, and freed to it on the CPU whose free, flush or drain discarded
+the slab (or whose kfree freed the large kmalloc). The machine decides as Linux's
+__alloc_pages does: the block is refused (OutOfMemoryError, the buddy block given back) when
+no zone may give it under its watermarks, and it is pfmemalloc when only the
+ALLOC_NO_WATERMARKS pass (__GFP_MEMALLOC) could give it; a slab made on such a block is
+pfmemalloc (slab_set_pfmemalloc).
 
 allocate_slab's gfp (mm/slub.c, 6.18 and 7.0), ``slab_gfp``: the caller's reclaim and
 constraint bits, plus the cache's own (__GFP_COMP for a multi-page slab, __GFP_RECLAIMABLE for

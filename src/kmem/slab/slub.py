@@ -163,7 +163,7 @@ class SlubCache(KmemCache):
         if slab is not None:
             if slab.pfmemalloc and not self._reserve_rights(gfp):
                 self._cpu_slab[cpu] = None
-                self._deactivate_slab(slab)
+                self._deactivate_slab(slab, cpu)
             elif slab.remote:  # get_freelist: objects other CPUs freed into this cpu slab
                 slab.freelist, slab.remote = slab.remote, slab.freelist
                 stat[ALLOC_REFILL] += 1
@@ -177,7 +177,7 @@ class SlubCache(KmemCache):
         while partial:
             slab = partial.pop()
             if slab.pfmemalloc and not self._reserve_rights(gfp):
-                self._put_partials([slab])  # __put_partials of this one slab
+                self._put_partials([slab], cpu)  # __put_partials of this one slab
                 continue
             self._freeze(slab, cpu)
             stat[CPU_PARTIAL_ALLOC] += 1
@@ -197,7 +197,7 @@ class SlubCache(KmemCache):
             # slab is deactivated instead of loaded
             slab.cpu = cpu
             address = self._take(slab)
-            self._deactivate_slab(slab)
+            self._deactivate_slab(slab, cpu)
             return address
         self._freeze(slab, cpu)
         return self._take(slab)
@@ -315,7 +315,7 @@ class SlubCache(KmemCache):
             # No cpu partial lists (debug caches, cpu_partial 0): back to the node list.
             self._full.pop(slab, None)
             if empty and len(node) >= self.min_partial:
-                self._discard_slab(slab)
+                self._discard_slab(slab, cpu=cpu)
                 return
             node[slab] = None
             slab.where = ON_NODE_PARTIAL
@@ -324,21 +324,22 @@ class SlubCache(KmemCache):
         if empty and len(node) >= self.min_partial and slab.where == ON_NODE_PARTIAL:
             del node[slab]
             stat[FREE_REMOVE_PARTIAL] += 1
-            self._discard_slab(slab)
+            self._discard_slab(slab, cpu=cpu)
 
     def _put_cpu_partial(self, slab: Slab, cpu: int, *, drain: bool) -> None:
         """put_cpu_partial: push onto the cpu's stack, draining a full stack to the node first."""
         partial = self._cpu_partial[cpu]
         if drain and len(partial) >= self.cpu_partial_slabs:
-            self._put_partials(partial)
+            self._put_partials(partial, cpu)
             self._stat[CPU_PARTIAL_DRAIN] += 1
         partial.append(slab)
         slab.where = ON_CPU_PARTIAL
         slab.cpu = cpu
 
-    def _put_partials(self, partial: list[Slab]) -> None:
-        """__put_partials: the stack, head first, to the node list tail; empty extras discarded
-        (DEACTIVATE_EMPTY), last found first: Linux stacks them on a singly linked list."""
+    def _put_partials(self, partial: list[Slab], cpu: int) -> None:
+        """__put_partials on ``cpu``: the stack, head first, to the node list tail; empty
+        extras discarded (DEACTIVATE_EMPTY), last found first: Linux stacks them on a singly
+        linked list."""
         node = self._node_partial
         discard = []
         while partial:
@@ -354,12 +355,13 @@ class SlubCache(KmemCache):
             slab.where = ON_NONE
             slab.cpu = -1
             self._stat[DEACTIVATE_EMPTY] += 1
-            self._discard_slab(slab)
+            self._discard_slab(slab, cpu=cpu)
 
     # -- flushing and shrinking ----------------------------------------------------------------
 
-    def _deactivate_slab(self, slab: Slab) -> None:
-        """deactivate_slab: a cpu slab goes back, remote frees merged after the cpu's freelist."""
+    def _deactivate_slab(self, slab: Slab, cpu: int) -> None:
+        """deactivate_slab on ``cpu``: a cpu slab goes back, remote frees merged after the
+        cpu's freelist."""
         stat = self._stat
         if slab.remote:
             stat[DEACTIVATE_REMOTE_FREES] += 1
@@ -375,7 +377,7 @@ class SlubCache(KmemCache):
         if len(slab.freelist) == slab.objects and len(node) >= self.min_partial:
             stat[DEACTIVATE_EMPTY] += 1
             slab.where = ON_NONE
-            self._discard_slab(slab)
+            self._discard_slab(slab, cpu=cpu)
         elif slab.freelist:
             node[slab] = None
             if head:
@@ -397,9 +399,9 @@ class SlubCache(KmemCache):
         slab = self._cpu_slab[cpu]
         if slab is not None:
             self._cpu_slab[cpu] = None
-            self._deactivate_slab(slab)
+            self._deactivate_slab(slab, cpu)  # (flush_all runs each CPU's flush on that CPU)
             self._stat[CPUSLAB_FLUSH] += 1
-        self._put_partials(self._cpu_partial[cpu])
+        self._put_partials(self._cpu_partial[cpu], cpu)
 
     def shrink(self) -> int:
         """kmem_cache_shrink: flush every CPU, then __kmem_cache_do_shrink: discard every empty
@@ -532,7 +534,7 @@ class SlubDebugCache(SlubCache):
             self._debugger.on_alloc(self.name, address, cpu)
         except BaseException:
             if new:  # pragma: no cover -- only an interrupt: a new slab's objects are freshly
-                self._discard_slab(slab)  # poisoned and red-zoned (a ctor forbids poison)
+                self._discard_slab(slab, cpu=cpu)  # poisoned and red-zoned (ctor: no poison)
             raise
         self._take(slab)  # (no ALLOC_FROM_PARTIAL: Linux counts it only off the debug path)
         if not slab.freelist:

@@ -826,7 +826,7 @@ class SheafSlubCache(PercpuSheavesCache, SlubCache):
             del node[slab]
             stat[FREE_REMOVE_PARTIAL] += 1
             slab.where = ON_NONE
-            self._discard_slab(slab)
+            self._discard_slab(slab, cpu=cpu)
 
     def _flush_cpu_slabs(self, cpu: int) -> None:
         self._flush_cpu(cpu)
@@ -886,7 +886,7 @@ class Slub7Cache(PercpuSheavesCache):
 
     def _alloc_bulk(self, count: int, cpu: int, gfp: int) -> list[int]:
         """refill_objects(min = max = count): whole freelists of partial slabs, then new slabs."""
-        objects = self._refill_from_partial(count, self._reserve_rights(gfp))
+        objects = self._refill_from_partial(count, cpu, self._reserve_rights(gfp))
         stat = self._stat
         size = self.size
         node = self._node_partial
@@ -906,11 +906,11 @@ class Slub7Cache(PercpuSheavesCache):
                 slab.where = ON_NODE_PARTIAL
         return objects
 
-    def _refill_from_partial(self, count: int, rights: bool = True) -> list[int]:
-        """__refill_objects_node: take partial slabs from the head until they hold ``count``
-        free objects (get_partial_node_bulk, passing over pfmemalloc slabs without the
-        ``rights`` to the reserves: pfmemalloc_match), then empty their freelists, last taken
-        first."""
+    def _refill_from_partial(self, count: int, cpu: int, rights: bool = True) -> list[int]:
+        """__refill_objects_node on ``cpu``: take partial slabs from the head until they hold
+        ``count`` free objects (get_partial_node_bulk, passing over pfmemalloc slabs without
+        the ``rights`` to the reserves: pfmemalloc_match), then empty their freelists, last
+        taken first."""
         node = self._node_partial
         taken: list[Slab] = []  # the end is the private list's head
         total = 0
@@ -935,19 +935,20 @@ class Slub7Cache(PercpuSheavesCache):
             if freelist:  # more than needed: __slab_free gives the rest back, in order
                 rest = list(freelist)
                 del freelist[:]
-                self._slab_free(slab, rest)
+                self._slab_free(slab, rest, cpu)
         while taken:  # slabs not reached go back to the partial head
             slab = taken.pop()
             if len(slab.freelist) == slab.objects and len(node) >= self.min_partial:
-                self._discard_slab(slab)
+                self._discard_slab(slab, cpu=cpu)
                 continue
             node[slab] = None
             node.move_to_end(slab, last=False)
             slab.where = ON_NODE_PARTIAL
         return objects
 
-    def _slab_free(self, slab: Slab, indices: list[int]) -> None:
-        """__slab_free of a detached freelist (push order) without cpu partial lists."""
+    def _slab_free(self, slab: Slab, indices: list[int], cpu: int) -> None:
+        """__slab_free on ``cpu`` of a detached freelist (push order) without cpu partial
+        lists."""
         freelist = slab.freelist
         was_full = not freelist
         freelist.extend(indices)
@@ -965,7 +966,7 @@ class Slub7Cache(PercpuSheavesCache):
                 del node[slab]
                 stat[FREE_REMOVE_PARTIAL] += 1
             slab.where = ON_NONE
-            self._discard_slab(slab)
+            self._discard_slab(slab, cpu=cpu)
             return
         if was_full:
             node[slab] = None
@@ -974,14 +975,14 @@ class Slub7Cache(PercpuSheavesCache):
 
     def _free_to_slab(self, slab: Slab, index: int, cpu: int) -> None:
         slab.used[index] = 0
-        self._slab_free(slab, [index])
+        self._slab_free(slab, [index], cpu)
         self._stat[FREE_SLOWPATH] += 1
 
     def _free_group(self, slab: Slab, indices: list[int], cpu: int) -> None:
         used = slab.used
         for index in indices:
             used[index] = 0
-        self._slab_free(slab, indices)
+        self._slab_free(slab, indices, cpu)
 
     def _discard_empty_partials(self) -> int:
         node = self._node_partial
