@@ -444,6 +444,25 @@ def test_call_chain_rules_on_hand_made_frames() -> None:
     assert list(chains.sites) == ["my_driver_fill+0x10", "", "0xf8350", ""]
 
 
+@pytest.mark.parametrize("address", ["zz", "\u0661\u0662", "ff_ff", "1" * 17, "-1"])
+def test_a_page_events_frame_with_no_hex_address_is_a_malformed_line(
+        address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    head = "  a  1 [000]   1.000001:    kmem:mm_page_alloc: page=0x1 pfn=0x1 order=0" \
+        " migratetype=0 gfp_flags=GFP_KERNEL\n"
+    trace = tmp_path / "chain.txt"
+    trace.write_text(f"{head}\t{address} my_driver_fill+0x10 ([kernel.kallsyms])\n\n{head}")
+    capsys.readouterr()
+    assert main(["stat", "--page", str(trace)]) == 2  # (it was a ValueError traceback)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{trace}:2: " in captured.err and address in captured.err
+    assert "Traceback" not in captured.err
+    assert main(["stat", "--page", "--skip-bad", "--json", str(trace)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["page"]["allocation_requests"] == 2  # both events, the bad frame skipped
+    assert report["bad_lines"] == 1
+
+
 @pytest.mark.parametrize("name", ["kmem-record-sleep", "lost-cat"])
 def test_replay_of_perf_data_equals_replay_of_perf_script_text(
         name: str, capsys: pytest.CaptureFixture[str]) -> None:

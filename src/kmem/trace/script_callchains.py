@@ -35,6 +35,8 @@ CALLCHAIN_DEPTH: Final = 16
 ALLOC_FUNC: Final = re.compile(
     r"_?_?(alloc|get_free|get_zeroed)_pages?|_?_?(alloc_frozen_pages|folio_alloc|"
     r"vma_alloc_folio|alloc_pages_bulk)")
+# A frame's address as perf script prints it (int(..., 16) would take "٠x1" and "f_f" too).
+_HEX: Final = re.compile(r"[0-9a-f]{1,16}", re.ASCII | re.IGNORECASE)
 
 
 class ScriptCallchains:
@@ -76,6 +78,12 @@ class ScriptCallchains:
                     self.sites.append("")
                     self._page = False
                     return False
+                if not _HEX.fullmatch(parts[0]):
+                    # Not a frame perf script prints: kept, for the parser to reject as the
+                    # malformed line it is (with its number; --skip-bad counts it).
+                    self.sites.append("")
+                    self._page = False
+                    return True
                 symbol = parts[1]
                 kernel = len(parts) > 2 and parts[2].startswith("([") and \
                     not parts[2].startswith("([unknown]")
