@@ -43,10 +43,19 @@ def run_one(name: str) -> int:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
         return run_one(argv[1])
-    names = argv or sorted(
+    known = sorted(
         m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
         if m.name.startswith("bench_")
     )
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip() + "\n\nBenchmarks: " + " ".join(known))
+        return 0
+    unknown = [name for name in argv if name not in known]
+    if unknown:
+        print(f"benchmarks: no benchmark {' '.join(unknown)} (there are: {' '.join(known)})",
+              file=sys.stderr)
+        return 2
+    names = argv or known
     status = 0
     for name in names:
         done = subprocess.run([sys.executable, "-m", "benchmarks", "--one", name], check=False)
