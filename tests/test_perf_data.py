@@ -444,6 +444,29 @@ def test_call_chain_rules_on_hand_made_frames() -> None:
     assert list(chains.sites) == ["my_driver_fill+0x10", "", "0xf8350", ""]
 
 
+@pytest.mark.parametrize("command", [["replay", "--json", "--no-progress"],
+                                     ["replay", "--json", "--serial"],
+                                     ["html", "--no-progress", "-o", "-", "--trace"]])
+def test_replay_and_html_read_plain_perf_script_call_chains_as_stat_does(
+        command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # (they failed on the first frame: "no [cpu] column: not a trace event line")
+    with lzma.open(HERE / "kmem-record-sleep.script-callchains-first3000.txt.xz", "rt") as text:
+        lines = text.readlines()
+    events = [line for line in lines if line.strip() and not line.startswith("\t")]
+    assert len(events) < len(lines) - 3000  # (the frames, and a blank line after each chain)
+    (tmp_path / "chains").mkdir()
+    (tmp_path / "events").mkdir()
+    (tmp_path / "chains" / "trace.txt").write_text("".join(lines))
+    (tmp_path / "events" / "trace.txt").write_text("".join(events))
+    capsys.readouterr()
+    assert main([*command, str(tmp_path / "chains" / "trace.txt")]) == 0
+    with_chains = capsys.readouterr().out
+    assert main([*command, str(tmp_path / "events" / "trace.txt")]) == 0
+    assert with_chains == capsys.readouterr().out
+    if command[0] == "replay":
+        assert sum(json.loads(with_chains)["events"].values()) == 3000
+
+
 @pytest.mark.parametrize("address", ["zz", "\u0661\u0662", "ff_ff", "1" * 17, "-1"])
 def test_a_page_events_frame_with_no_hex_address_is_a_malformed_line(
         address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -148,14 +148,16 @@ def _plot_pcp(args: argparse.Namespace) -> int:
     """The trace's page events through the page machine, drawn over the trace's time."""
     from kmem.cli.terminal import read_trace, wants_progress
     from kmem.show.plot_pcp import plot_pcp
+    from kmem.trace.lost import LostEvents
     from kmem.trace.parse import TraceParser
+    from kmem.trace.perf_data import text_batches
     from kmem.trace.replay import Replayer
 
     replayer = Replayer(layers=("page",), machine=True, layout=args.layout, warm=args.warm,
                         memory=args.memory, nr_cpus=args.cpus)
     parser = TraceParser(skip_bad=args.skip_bad)
     with read_trace(args.input, wants_progress(args.no_progress)) as lines:
-        result = replayer.run_batches(parser.parse_batches(lines), parser=parser)
+        result = replayer.run_batches(text_batches(parser, lines, LostEvents()), parser=parser)
     if not sum(result.events.values()):
         from kmem.cli.stat import warn_no_events
 

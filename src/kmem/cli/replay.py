@@ -136,13 +136,12 @@ def _replay_in_parallel(replayer: _BatchRunner[_R], args: argparse.Namespace,
 def _replay_serially(replayer: _BatchRunner[_R], args: argparse.Namespace,
                      show_progress: bool, lost: LostEvents) -> tuple[_R, TraceParser]:
     from kmem.cli.terminal import read_trace
-    from kmem.trace.lost import watch_lines
     from kmem.trace.parse import TraceParser
+    from kmem.trace.perf_data import text_batches
 
     parser = TraceParser(skip_bad=args.skip_bad)
     with read_trace(args.trace, show_progress) as text:
-        lines = watch_lines(text, lost)
-        return (replayer.run_batches(parser.parse_batches(lines), every=args.every,
+        return (replayer.run_batches(text_batches(parser, text, lost), every=args.every,
                                      parser=parser), parser)
 
 
@@ -173,7 +172,6 @@ def run(args: argparse.Namespace) -> int:
 
     parser: ParserProcess | TraceParser | TraceInput
     trace = TraceInput(args.trace, skip_bad=args.skip_bad, kallsyms=args.kallsyms)
-    lost: LostEvents | None = None
     if trace.kind == "perf.data":
         with trace:
             result = replayer.run_batches(trace.batches(), every=args.every,
@@ -182,11 +180,10 @@ def run(args: argparse.Namespace) -> int:
     elif (args.trace != "-" and not args.serial and pipeline.available()
           and is_regular_file(args.trace)):  # (a pipe: read once, its lost events with it)
         result, parser = _replay_in_parallel(replayer, args, show_progress)
+        lost = parser.lost  # (the parsing process noted them)
     else:
         lost = LostEvents()
         result, parser = _replay_serially(replayer, args, show_progress, lost)
-    if lost is None:  # (the parsing process read the text)
-        lost = _lost_of_text(args.trace)
     if not sum(result.events.values()):
         return warn_no_events(args.trace, parser.lines, getattr(parser, "other_events", {}),
                               parser.bad_lines)
@@ -213,21 +210,6 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             console.print(f"plot written to {args.plot}", markup=False)
     return 0
-
-
-def _lost_of_text(path: str) -> LostEvents:
-    """The lost-event lines of a text trace the parsing process read (a second pass here, but a
-    cheap one: a prefix test per line)."""
-    from kmem.trace.lost import LostEvents, watch_lines
-    from kmem.trace.source import open_trace
-
-    lost = LostEvents()
-    if path == "-":
-        return lost  # (standard input is read once, by the replay)
-    with open_trace(path) as lines:
-        for _ in watch_lines(lines, lost):
-            pass
-    return lost
 
 
 def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:

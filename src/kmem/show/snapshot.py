@@ -692,8 +692,10 @@ def _spooled(spec: str) -> Iterator[Path]:
 
 
 def _count_lines(path: str | Path, progress: Progress | None) -> int:
-    """The trace's lines, read as the parser reads them (decompressed, "\\n" ends a line); a
-    broken stream is the parser's TraceFileError, not a raw EOFError or LZMAError."""
+    """The trace's lines, read as the parser reads them (decompressed, "\\n" ends a line),
+    but for perf script's call chains (a frame starts with a tab, a blank line ends the chain:
+    a frame split across two chunks counts, which only moves the frames a little); a broken
+    stream is the parser's TraceFileError, not a raw EOFError or LZMAError."""
     from kmem.trace.source import TraceFileError, open_trace
 
     count = 0
@@ -703,7 +705,7 @@ def _count_lines(path: str | Path, progress: Progress | None) -> int:
         with open_trace(raw) as text:
             try:
                 while chunk := text.read(1 << 20):
-                    count += chunk.count("\n")
+                    count += chunk.count("\n") - chunk.count("\n\t") - chunk.count("\n\n")
                     ended_with_newline = chunk.endswith("\n")
                     if progress is not None:
                         progress("counting", raw.tell(), size)
@@ -741,7 +743,9 @@ def trace_document(
     thousands of numbers each, every one made and then cut up again, were a third of its cost.
     """
     from kmem.trace import pipeline
+    from kmem.trace.lost import LostEvents
     from kmem.trace.parse import TraceParser
+    from kmem.trace.perf_data import text_batches
     from kmem.trace.replay import Replayer
     from kmem.trace.source import TraceFileError, open_trace
 
@@ -777,8 +781,9 @@ def trace_document(
                 assert isinstance(parser, TraceParser)
                 raw = stack.enter_context(open(path, "rb"))
                 lines = stack.enter_context(open_trace(raw))
-                batches = parser.parse_batches(
-                    lines if progress is None else _reporting(lines, raw, size, progress))
+                batches = text_batches(  # (as kmem replay reads it: call chains, markers)
+                    parser, lines if progress is None else _reporting(lines, raw, size, progress),
+                    LostEvents())
             for snap in replayer.iter_batch_snapshots(batches, every=every):
                 frame = {"step": snap.events, "line": 0, "source": "", "steps": [],
                          "highlight": []}

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from kmem._compiled import core
-from kmem.errors import InvalidArgumentError
+from kmem.errors import InvalidArgumentError, KmemError
 from kmem.trace.events import (
     EVENT_KIND,
     EVENT_NAMES,
@@ -1222,6 +1222,35 @@ class _TextWatch:
         self._chains.finish()
 
 
+def text_batches(parser: TraceParser, lines: Iterable[str], lost: LostEvents
+                 ) -> Iterator[EventBatch]:
+    """The EventBatches of trace text as every command reads it: ``parser``'s, with the
+    lost-event header and markers noted in ``lost`` and plain perf script's call chains taken
+    out, each page event given the call site perf kmem finds in its chain (ScriptCallchains).
+
+    One batch behind the parser: the call chain of a batch's last event is read with the lines
+    of the next batch. A malformed line raises after the batches of the events before it, as
+    parse_batches does."""
+    chains = ScriptCallchains()
+
+    def ready(batch: EventBatch) -> EventBatch:
+        # (a skipped page line would shift the sites: then none is attached)
+        return batch if parser.bad_lines else chains.attach(batch)
+
+    previous: EventBatch | None = None
+    try:
+        for batch in parser.parse_batches(lines, watch=_TextWatch(LostWatch(lost), chains)):
+            if previous is not None:
+                yield ready(previous)
+            previous = batch
+    except KmemError:
+        if previous is not None:
+            yield ready(previous)
+        raise
+    if previous is not None:
+        yield ready(previous)
+
+
 class TraceInput:
     """The events of a trace of any kind kmem reads, with the counters the reports show.
 
@@ -1328,27 +1357,9 @@ class TraceInput:
             self.lost = self.perf.lost_events_report()
             return
         window = self.time_window
-        chains = ScriptCallchains()  # (plain perf script text: its call chains)
-
-        def ready(batch: EventBatch) -> EventBatch:
-            if not self.parser.bad_lines:  # (a skipped page line would shift the sites)
-                batch = chains.attach(batch)
-            return _in_window(batch, window) if window is not None else batch
-
         with (open_lines or open_trace)(self.path) as lines:
-            previous: EventBatch | None = None
-            # One batch behind the parser: the call chain of a batch's last event is read with
-            # the lines of the next batch.
-            watch = _TextWatch(LostWatch(self.lost), chains)
-            for batch in self.parser.parse_batches(lines, watch=watch):
-                if previous is not None:
-                    done = ready(previous)
-                    if done.kinds:
-                        count_kinds(counts, done.kinds)
-                        yield done
-                previous = batch
-            if previous is not None:
-                done = ready(previous)
+            for batch in text_batches(self.parser, lines, self.lost):
+                done = _in_window(batch, window) if window is not None else batch
                 if done.kinds:
                     count_kinds(counts, done.kinds)
                     yield done
@@ -1437,4 +1448,4 @@ def _first_bytes(file: Any) -> bytes:
 
 
 __all__ = ["KernelSymbols", "LostRecord", "PerfData", "PerfDataError", "TraceInput",
-           "is_perf_data", "parse_event_format"]
+           "is_perf_data", "parse_event_format", "text_batches"]

@@ -15,10 +15,14 @@ order, exactly as TraceParser yields them.
 
 ``parse()`` yields the same events as tuples.
 
+The child reads the text as every command reads it (kmem.trace.perf_data.text_batches): the
+lost-event header and markers noted (``lost``, a LostEvents, sent with the counters), plain
+perf script's call chains taken out and their page call sites attached.
+
 Errors travel too: a malformed line's TraceFormatError (or a broken file's TraceFileError) is
 raised here at the same point of the stream as a TraceParser would raise it, after the events
 before it. Closing the iterator early stops the child. The counters (lines, bad_lines,
-bad_examples, other_events, events) are filled in when the child has read the whole trace. A
+bad_examples, other_events, events, lost) are filled in when the child has read the whole trace. A
 ParserProcess reads its trace once; ``start()`` starts the child before batches() or parse() (do it
 before starting threads, such as a progress bar's).
 
@@ -44,7 +48,9 @@ from typing import Any, Final
 
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.trace.events import EVENT_NAMES, EventBatch, TraceEvent, batch_events
-from kmem.trace.parse import BATCH, TraceFormatError, TraceParser
+from kmem.trace.lost import LostEvents
+from kmem.trace.parse import TraceFormatError, TraceParser
+from kmem.trace.perf_data import text_batches
 from kmem.trace.source import TraceFileError, open_trace
 
 # Event batches travel marshalled (columns of bytes, str, int and shared tail tuples: a third
@@ -77,6 +83,7 @@ class ParserProcess:
         self.bad_examples: list[TraceFormatError] = []
         self.other_events: dict[str, int] = {}
         self.events: dict[str, int] = dict.fromkeys(EVENT_NAMES, 0)
+        self.lost = LostEvents()  # what the trace's header and markers tell of lost events
         self._child: BaseProcess | None = None
         self._finished = False  # the child sent its last message ("done" or "error")
         self._receive: Connection | None = None
@@ -174,10 +181,10 @@ def _enlarge(connection: Connection) -> None:
         pass
 
 
-def _counters(parser: TraceParser) -> dict[str, Any]:
+def _counters(parser: TraceParser, lost: LostEvents) -> dict[str, Any]:
     return {"lines": parser.lines, "bad_lines": parser.bad_lines,
             "bad_examples": parser.bad_examples, "other_events": parser.other_events,
-            "events": parser.events}
+            "events": parser.events, "lost": lost}
 
 
 def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> None:
@@ -188,6 +195,7 @@ def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> N
     receive.close()
     position = raw.tell if raw.seekable() else lambda: 0  # (a pipe or a FIFO has none)
     parser = TraceParser(skip_bad=skip_bad)
+    lost = LostEvents()
     dump_batch = marshal.dumps
     failure: list[KmemError] = []
     try:
@@ -195,16 +203,17 @@ def _child(raw: Any, skip_bad: bool, send: Connection, receive: Connection) -> N
         # raising), so the parent raises it where a TraceParser would: after them. (Caught
         # outside open_trace's block, which names the file in the error.)
         try:
-            with open_trace(raw) as lines:
-                for batch in parser.parse_batches(lines, BATCH):
+            with open_trace(raw) as lines:  # (read as every command reads text: text_batches)
+                for batch in text_batches(parser, lines, lost):
                     send.send_bytes(dump_batch((position(), tuple(batch))))
         except KmemError as error:
             failure.append(error)
         message: tuple[Any, ...] = (
-            ("error", failure[0], _counters(parser)) if failure else ("done", _counters(parser)))
+            ("error", failure[0], _counters(parser, lost)) if failure
+            else ("done", _counters(parser, lost)))
     except Exception as error:  # a bug: say so in the parent rather than hang or vanish
         message = ("error", TraceFileError(f"the parser process failed: {error!r}"),
-                   _counters(parser))
+                   _counters(parser, lost))
     try:
         send.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
     except OSError:

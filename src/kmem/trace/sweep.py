@@ -52,7 +52,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final, Literal
 
 from kmem.errors import InvalidArgumentError
+from kmem.trace.lost import LostEvents
 from kmem.trace.parse import TraceParser
+from kmem.trace.perf_data import text_batches
 from kmem.trace.replay import Replayer, ReplayResult, ReplaySnapshot
 from kmem.trace.source import TraceFileError, open_trace
 from kmem.trace.sweep_spec import (
@@ -233,8 +235,9 @@ def _replay(run: SweepRun, chunks: Sequence[bytes] | None
     source: str | BinaryIO = (run.trace.path if chunks is None
                                else io.BufferedReader(_ChunkReader(chunks)))
     with open_trace(source, name_errors=False) as lines:  # (a failure names its run's trace)
-        result = replayer.run_batches(parser.parse_batches(lines), every=run.every,
-                                      callback=peaks.see, parser=parser)
+        # (read as kmem replay reads text: perf script's call chains, lost-event markers)
+        result = replayer.run_batches(text_batches(parser, lines, LostEvents()),
+                                      every=run.every, callback=peaks.see, parser=parser)
     if not sum(result.events.values()):  # (a row of zeros would rank as the best run)
         raise TraceFileError(f"holds no kmem events ({parser.lines} lines read); nothing to"
                              " replay")
