@@ -1108,3 +1108,21 @@ def test_the_result_of_a_replayer_that_replayed_nothing_prints_and_serialises() 
     assert "buddyinfo at the end" in text and "Over the trace" not in text
     # 1 MiB of 4 KiB pages: one free order-8 block, nothing at the other orders
     assert "Node 0, zone   Normal" + "      0" * 8 + "      1      0      0" in text
+
+
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="needs /dev/fd")
+@pytest.mark.parametrize("command", [["stat", "--json"], ["replay", "--json", "--every", "500"]])
+def test_a_pipe_named_by_its_path_reads_under_a_terminal_too(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    # (bug: with standard error a terminal the progress bar asked the pipe its position:
+    # "the trace stream broke off after line 0: [Errno 29] Illegal seek", exit 2)
+    expected = _cli(capsys, *command, str(LS_TRACE))
+    monkeypatch.setattr("kmem.cli.terminal.wants_progress", lambda no_progress=False: True)
+    pipe = _PipePath(LS_TRACE.read_bytes())
+    try:
+        got = _cli(capsys, *command, pipe.path)
+    finally:
+        pipe.close()
+    assert got[0] == expected[0] == 0, got[2]
+    assert got[1] == expected[1]
