@@ -485,6 +485,26 @@ def test_a_perf_data_file_from_a_pipe_in_pieces_is_named() -> None:
         _events([head[:3], head[3:7], head[7:]])
 
 
+@pytest.mark.parametrize("first", [1, 5])
+@pytest.mark.parametrize("kind", ["perf.data", "text"])
+def test_standard_input_whose_first_read_is_short_is_read_whole(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], first: int,
+        kind: str) -> None:
+    # (bug: the perf.data check of standard input peeked at its first read only: a perf pipe
+    # whose first read brought fewer than 8 bytes was read as text and refused, "not a kmem
+    # trace: a perf.data file (... read it from a file or from standard input)")
+    name = "perf-data/pipe-ls.data.xz" if kind == "perf.data" else "kmem-6.18-ls.txt.xz"
+    data = lzma.decompress((LS_TRACE.parent / name).read_bytes())
+    expected = None
+    for pieces in [[data], [data[:first], data[first:]]]:
+        stdin = io.TextIOWrapper(io.BufferedReader(_Pieces(pieces)))
+        monkeypatch.setattr("sys.stdin", stdin)
+        got = _cli(capsys, "stat", "--json", "-")
+        assert got[0] == 0, got[2]
+        assert expected is None or got == expected
+        expected = got
+
+
 # -- sweeps ------------------------------------------------------------------------------------
 
 ONE_TRACE = 'traces = ["traces/tar-6.18-first4000.txt.xz"]\nevery = 500\n'

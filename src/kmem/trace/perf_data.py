@@ -67,7 +67,7 @@ from kmem.trace.events import (
 )
 from kmem.trace.lost import LostEvents, LostStretch, LostWatch
 from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC, ScriptCallchains
-from kmem.trace.source import TraceFileError
+from kmem.trace.source import TraceFileError, stdin_bytes
 
 if TYPE_CHECKING:
     from kmem.trace.parse import TraceParser
@@ -1277,13 +1277,10 @@ class TraceInput:
             self.perf.close()
 
     def _is_perf_data(self) -> bool:
-        import sys
-
         if self.path == "-":
-            stdin = sys.stdin.buffer
-            head = stdin.peek(8)[:8] if isinstance(stdin, io.BufferedReader) else b""
-            if is_perf_data(head):
-                self.perf = PerfData(sys.stdin.buffer.read(), name="standard input",
+            stdin = stdin_bytes()  # (its first bytes gathered: peek() sees only what is read)
+            if is_perf_data(stdin.peek(8)[:8]):
+                self.perf = PerfData(stdin.read(), name="standard input",
                                      kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
                                      time_window=self.time_window)
                 return True

@@ -243,6 +243,22 @@ def _sniffable(buffered: io.BufferedReader) -> io.BufferedReader:
     return io.BufferedReader(_Prefixed(head, buffered), _CHUNK)
 
 
+_stdin: tuple[object, io.BufferedReader] | None = None  # (sys.stdin.buffer, its stdin_bytes())
+
+
+def stdin_bytes() -> io.BufferedReader:
+    """Standard input's bytes, the first _SNIFF_BYTES of them in the buffer: a look at them
+    (peek) by one reader leaves them to the next (kmem.trace.perf_data's perf.data check, then
+    the text reader), however few the pipe's first read brought. The same reader while
+    sys.stdin.buffer is the same."""
+    global _stdin
+    buffer = sys.stdin.buffer
+    if _stdin is None or _stdin[0] is not buffer:
+        _stdin = (buffer, _sniffable(buffer if isinstance(buffer, io.BufferedReader)
+                                     else io.BufferedReader(cast(io.RawIOBase, buffer), _CHUNK)))
+    return _stdin[1]
+
+
 def _decompressed(raw: BinaryIO) -> IO[bytes]:
     """``raw`` itself, or a decompressing reader over it when it starts with gzip/xz magic."""
     buffered = _sniffable(raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
@@ -331,7 +347,7 @@ def open_trace(path: str | os.PathLike[str] | BinaryIO, *, name_errors: bool = T
         return
     if os.fspath(path) == "-":
         with _naming_errors("<stdin>" if name_errors else None):
-            yield _text(sys.stdin.buffer, "<stdin>")
+            yield _text(stdin_bytes(), "<stdin>")
         return
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's block
