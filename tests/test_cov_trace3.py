@@ -505,6 +505,34 @@ def test_standard_input_whose_first_read_is_short_is_read_whole(
         expected = got
 
 
+@pytest.mark.parametrize("compress", [lzma.compress, gzip.compress], ids=["xz", "gzip"])
+@pytest.mark.parametrize("name", ["perf-data/pipe-ls.data.xz", "kmem-6.18-ls.txt.xz"])
+def test_a_compressed_trace_on_standard_input_reads_as_its_file(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str,
+        compress: Any, tmp_path: Path) -> None:
+    # (bug: standard input was checked for perf.data before decompression: a compressed
+    # perf.data there was refused as "a perf.data file (... read it from a file or from
+    # standard input)", which kmem stat FILE reads)
+    packed = tmp_path / "trace"
+    packed.write_bytes(compress(lzma.decompress((LS_TRACE.parent / name).read_bytes())))
+    expected = _cli(capsys, "stat", "--json", str(packed))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(
+        _Pieces([packed.read_bytes()]))))
+    got = _cli(capsys, "stat", "--json", "-")
+    assert got[0] == expected[0] == 0, got[2]
+    assert got[1] == expected[1]
+
+
+def test_a_cut_compressed_perf_data_on_standard_input_is_one_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    data = lzma.decompress((LS_TRACE.parent / "perf-data/pipe-ls.data.xz").read_bytes())
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(
+        _Pieces([lzma.compress(data)[:3000]]))))
+    status, out, err = _cli(capsys, "stat", "-")
+    assert (status, out) == (2, "")
+    assert err.startswith("kmem stat: standard input: cannot decompress: ") and err.count("\n") == 1
+
+
 # -- sweeps ------------------------------------------------------------------------------------
 
 ONE_TRACE = 'traces = ["traces/tar-6.18-first4000.txt.xz"]\nevery = 500\n'

@@ -67,7 +67,7 @@ from kmem.trace.events import (
 )
 from kmem.trace.lost import LostEvents, LostStretch, LostWatch
 from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC, ScriptCallchains
-from kmem.trace.source import TraceFileError, stdin_bytes
+from kmem.trace.source import TraceFileError, stdin_stream
 
 if TYPE_CHECKING:
     from kmem.trace.parse import TraceParser
@@ -1278,9 +1278,20 @@ class TraceInput:
 
     def _is_perf_data(self) -> bool:
         if self.path == "-":
-            stdin = stdin_bytes()  # (its first bytes gathered: peek() sees only what is read)
-            if is_perf_data(stdin.peek(8)[:8]):
-                self.perf = PerfData(stdin.read(), name="standard input",
+            import lzma
+            import zlib
+
+            stdin = stdin_stream()  # (decompressed; its first bytes left to the text reader)
+            try:
+                head = stdin.peek(8)[:8]  # type: ignore[attr-defined]  # (BufferedReader, GzipFile)
+            except (EOFError, OSError, lzma.LZMAError, zlib.error):
+                head = b""  # (the text reader says where the stream broke off)
+            if is_perf_data(head):
+                try:
+                    data = stdin.read()
+                except (EOFError, OSError, lzma.LZMAError, zlib.error) as error:
+                    raise PerfDataError(f"standard input: cannot decompress: {error}") from error
+                self.perf = PerfData(data, name="standard input",
                                      kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
                                      time_window=self.time_window)
                 return True

@@ -243,22 +243,6 @@ def _sniffable(buffered: io.BufferedReader) -> io.BufferedReader:
     return io.BufferedReader(_Prefixed(head, buffered), _CHUNK)
 
 
-_stdin: tuple[object, io.BufferedReader] | None = None  # (sys.stdin.buffer, its stdin_bytes())
-
-
-def stdin_bytes() -> io.BufferedReader:
-    """Standard input's bytes, the first _SNIFF_BYTES of them in the buffer: a look at them
-    (peek) by one reader leaves them to the next (kmem.trace.perf_data's perf.data check, then
-    the text reader), however few the pipe's first read brought. The same reader while
-    sys.stdin.buffer is the same."""
-    global _stdin
-    buffer = sys.stdin.buffer
-    if _stdin is None or _stdin[0] is not buffer:
-        _stdin = (buffer, _sniffable(buffer if isinstance(buffer, io.BufferedReader)
-                                     else io.BufferedReader(cast(io.RawIOBase, buffer), _CHUNK)))
-    return _stdin[1]
-
-
 def _decompressed(raw: BinaryIO) -> IO[bytes]:
     """``raw`` itself, or a decompressing reader over it when it starts with gzip/xz magic."""
     buffered = _sniffable(raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(
@@ -270,6 +254,20 @@ def _decompressed(raw: BinaryIO) -> IO[bytes]:
     if head.startswith(_XZ_MAGIC):
         return cast(IO[bytes], io.BufferedReader(_XzReader(buffered), _CHUNK))
     return buffered
+
+
+_stdin: tuple[object, IO[bytes]] | None = None  # (sys.stdin.buffer, its stdin_stream())
+
+
+def stdin_stream() -> IO[bytes]:
+    """Standard input's bytes, decompressed (gzip, xz) and peekable, for both of its readers:
+    kmem.trace.perf_data's perf.data check looks at the first bytes, and the text reader then
+    reads them (a pipe is read once). The same stream while sys.stdin.buffer is the same."""
+    global _stdin
+    buffer = sys.stdin.buffer
+    if _stdin is None or _stdin[0] is not buffer:
+        _stdin = (buffer, _decompressed(buffer))
+    return _stdin[1]
 
 
 # Magic numbers of binary files a user may hand over by mistake: what to call them.
@@ -310,7 +308,11 @@ def _refuse_binary(stream: IO[bytes], name: str) -> None:
 
 def _text(raw: BinaryIO, name: str) -> IO[str]:
     """The trace's lines: decompressed, refused if binary, bounded, decoded."""
-    stream = _decompressed(raw)
+    return _lines(_decompressed(raw), name)
+
+
+def _lines(stream: IO[bytes], name: str) -> IO[str]:
+    """The lines of a decompressed trace: refused if binary, bounded, decoded."""
     _refuse_binary(stream, name)
     bounded = cast(IO[bytes], _BoundedLines(stream))
     text = io.TextIOWrapper(bounded, encoding="utf-8-sig", errors="replace", newline="\n")
@@ -347,7 +349,7 @@ def open_trace(path: str | os.PathLike[str] | BinaryIO, *, name_errors: bool = T
         return
     if os.fspath(path) == "-":
         with _naming_errors("<stdin>" if name_errors else None):
-            yield _text(stdin_bytes(), "<stdin>")
+            yield _lines(stdin_stream(), "<stdin>")
         return
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's block
