@@ -20,7 +20,8 @@
  * starting with no tab and no "CPU:", with no token t[2]..t[5] starting with "kmem:mm_page_",
  * while its last answer did not ask for the next line (WATCH_NEXT; the first line of a call
  * is always shown: the answer before it was given to an earlier call). A line it drops
- * (WATCH_DROP) is not read and not counted: the parser never sees it.
+ * (WATCH_DROP) goes to `slow` as an empty line: no event, but numbered and counted as a
+ * blank line is, so the lines after it keep their numbers in the file.
  */
 #include "kmem_core.h"
 
@@ -345,7 +346,7 @@ kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* The watch's last answer asked for the next line: the first line of a batch is always
      * shown (the answer before it was the last call's). */
     int watch_next = 1;
-    while (events + skipped < size) { /* (lines the watch drops are not counted) */
+    while (events + skipped < size) {
         PyObject *line = PyIter_Next(lines);
         if (line == NULL)
             break;
@@ -372,13 +373,13 @@ kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 break;
             }
             watch_next = (flags & WATCH_NEXT) != 0;
-            if (flags & WATCH_DROP) {
+            if (flags & WATCH_DROP) { /* read as a blank line (see parse_lines) */
                 if (got == 1) {
                     Py_DECREF(time);
                     Py_DECREF(key);
                 }
-                Py_DECREF(line);
-                continue;
+                Py_SETREF(line, Py_NewRef(empty));
+                got = 0;
             }
         }
         if (got == 0) { /* the slow path: it reads the line, or says what is wrong with it */

@@ -608,6 +608,10 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "a SlabCacheCore is initialised once");
         return -1;
     }
+    /* A failed init may have set the slow free's stat list: kept, an init without slow_free
+     * would run the slow free anyway (it runs whenever c->stat is set), on that list and with
+     * the failed init's member offsets. */
+    Py_CLEAR(c->stat);
     if (!kmem_slab_fast_paths) {
         PyErr_SetString(PyExc_RuntimeError, "array.array is not laid out as the core expects");
         return -1;
@@ -658,7 +662,7 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         if ((c->off_where = slot_offset(slab_type, "where")) < 0 ||
             (c->off_remote = slot_offset(slab_type, "remote")) < 0)
             return -1;
-        Py_XSETREF(c->stat, Py_NewRef(stat));  /* (an init that failed later set it) */
+        c->stat = Py_NewRef(stat);
     }
     if ((c->off_freelist = slot_offset(slab_type, "freelist")) < 0 ||
         (c->off_used = slot_offset(slab_type, "used")) < 0 ||

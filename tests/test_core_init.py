@@ -63,3 +63,25 @@ def test_a_slab_cache_core_initialised_again_after_a_failure_keeps_one_reference
                            pure_free=None, pcs=None, slow_free=(stat, 0, 1, 1, 2, 3))
     del cache
     assert sys.getrefcount(stat) == before
+
+
+def test_a_slab_cache_core_initialised_again_without_slow_free_drops_the_failed_ones() -> None:
+    # (bug: the stat list of a failed init's slow_free stayed set after an init without one,
+    # and the slow free runs whenever it is set: on that list, with _HalfASlab's offsets of
+    # `where` and `remote` read in a real Slab)
+    import sys
+
+    from kmem.slab.slabs import Slab
+
+    assert core is not None
+    stat = [0, 0]
+    before = sys.getrefcount(stat)
+    cache = core.SlabCacheCore.__new__(core.SlabCacheCore)
+    arguments: dict[str, Any] = dict(kind="slub", cpu_slab={}, partial=[], slab_of_pfn={},
+                                     size=64, page_shift=12, nr_cpus=1, thread_safe=False,
+                                     pure_alloc=None, pure_free=None, pcs=None)
+    with pytest.raises(TypeError, match="freelist is not a __slots__ member"):
+        cache.__init__(slab_type=_HalfASlab, fast=array("q", [0, 0]),
+                       slow_free=(stat, 0, 1, 1, 2, 3), **arguments)
+    cache.__init__(slab_type=Slab, fast=array("q", [0, 0]), slow_free=None, **arguments)
+    assert sys.getrefcount(stat) == before

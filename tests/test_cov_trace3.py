@@ -485,6 +485,54 @@ def test_a_perf_data_file_from_a_pipe_in_pieces_is_named() -> None:
         _events([head[:3], head[3:7], head[7:]])
 
 
+@pytest.mark.parametrize("first", [1, 5])
+@pytest.mark.parametrize("kind", ["perf.data", "text"])
+def test_standard_input_whose_first_read_is_short_is_read_whole(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], first: int,
+        kind: str) -> None:
+    # (bug: the perf.data check of standard input peeked at its first read only: a perf pipe
+    # whose first read brought fewer than 8 bytes was read as text and refused, "not a kmem
+    # trace: a perf.data file (... read it from a file or from standard input)")
+    name = "perf-data/pipe-ls.data.xz" if kind == "perf.data" else "kmem-6.18-ls.txt.xz"
+    data = lzma.decompress((LS_TRACE.parent / name).read_bytes())
+    expected = None
+    for pieces in [[data], [data[:first], data[first:]]]:
+        stdin = io.TextIOWrapper(io.BufferedReader(_Pieces(pieces)))
+        monkeypatch.setattr("sys.stdin", stdin)
+        got = _cli(capsys, "stat", "--json", "-")
+        assert got[0] == 0, got[2]
+        assert expected is None or got == expected
+        expected = got
+
+
+@pytest.mark.parametrize("compress", [lzma.compress, gzip.compress], ids=["xz", "gzip"])
+@pytest.mark.parametrize("name", ["perf-data/pipe-ls.data.xz", "kmem-6.18-ls.txt.xz"])
+def test_a_compressed_trace_on_standard_input_reads_as_its_file(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str,
+        compress: Any, tmp_path: Path) -> None:
+    # (bug: standard input was checked for perf.data before decompression: a compressed
+    # perf.data there was refused as "a perf.data file (... read it from a file or from
+    # standard input)", which kmem stat FILE reads)
+    packed = tmp_path / "trace"
+    packed.write_bytes(compress(lzma.decompress((LS_TRACE.parent / name).read_bytes())))
+    expected = _cli(capsys, "stat", "--json", str(packed))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(
+        _Pieces([packed.read_bytes()]))))
+    got = _cli(capsys, "stat", "--json", "-")
+    assert got[0] == expected[0] == 0, got[2]
+    assert got[1] == expected[1]
+
+
+def test_a_cut_compressed_perf_data_on_standard_input_is_one_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    data = lzma.decompress((LS_TRACE.parent / "perf-data/pipe-ls.data.xz").read_bytes())
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(
+        _Pieces([lzma.compress(data)[:3000]]))))
+    status, out, err = _cli(capsys, "stat", "-")
+    assert (status, out) == (2, "")
+    assert err.startswith("kmem stat: standard input: cannot decompress: ") and err.count("\n") == 1
+
+
 # -- sweeps ------------------------------------------------------------------------------------
 
 ONE_TRACE = 'traces = ["traces/tar-6.18-first4000.txt.xz"]\nevery = 500\n'
@@ -1108,3 +1156,21 @@ def test_the_result_of_a_replayer_that_replayed_nothing_prints_and_serialises() 
     assert "buddyinfo at the end" in text and "Over the trace" not in text
     # 1 MiB of 4 KiB pages: one free order-8 block, nothing at the other orders
     assert "Node 0, zone   Normal" + "      0" * 8 + "      1      0      0" in text
+
+
+@pytest.mark.skipif(not Path("/dev/fd").is_dir(), reason="needs /dev/fd")
+@pytest.mark.parametrize("command", [["stat", "--json"], ["replay", "--json", "--every", "500"]])
+def test_a_pipe_named_by_its_path_reads_under_a_terminal_too(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        command: list[str]) -> None:
+    # (bug: with standard error a terminal the progress bar asked the pipe its position:
+    # "the trace stream broke off after line 0: [Errno 29] Illegal seek", exit 2)
+    expected = _cli(capsys, *command, str(LS_TRACE))
+    monkeypatch.setattr("kmem.cli.terminal.wants_progress", lambda no_progress=False: True)
+    pipe = _PipePath(LS_TRACE.read_bytes())
+    try:
+        got = _cli(capsys, *command, pipe.path)
+    finally:
+        pipe.close()
+    assert got[0] == expected[0] == 0, got[2]
+    assert got[1] == expected[1]

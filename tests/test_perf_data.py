@@ -486,6 +486,25 @@ def test_a_page_events_frame_with_no_hex_address_is_a_malformed_line(
     assert report["bad_lines"] == 1
 
 
+def test_a_malformed_line_after_call_chain_frames_is_named_with_its_line_in_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # (bug: the frames a call chain's reader kept from the parser were not counted, so every
+    # line after them was named by a smaller number: here 2 and 4 instead of 3 and 7)
+    head = "  a  1 [000]   1.000001:    kmem:mm_page_alloc: page=0x1 pfn=0x1 order=0" \
+        " migratetype=0 gfp_flags=GFP_KERNEL\n"
+    frame = "\tffffffff81000000 __alloc_pages+0x10 ([kernel.kallsyms])\n"
+    trace = tmp_path / "chain.txt"
+    for text, number in [(f"{head}{frame}\tzz my_driver_fill+0x10 ([kernel.kallsyms])\n", 3),
+                         (f"{head}{frame}{frame}\n{head}\n  a  1 [000] bad\n", 7)]:
+        trace.write_text(text)
+        capsys.readouterr()
+        assert main(["stat", "--page", str(trace)]) == 2
+        assert f"{trace}:{number}: " in capsys.readouterr().err
+    assert main(["stat", "--page", "--json", "--skip-bad", str(trace)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["lines"], report["bad_lines"]) == (3, 1)  # (frames and blank lines: none)
+
+
 @pytest.mark.parametrize("name", ["kmem-record-sleep", "lost-cat"])
 def test_replay_of_perf_data_equals_replay_of_perf_script_text(
         name: str, capsys: pytest.CaptureFixture[str]) -> None:

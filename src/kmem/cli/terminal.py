@@ -13,6 +13,7 @@ nothing but the output (``kmem stat trace.xz | less`` or ``2> log``).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -99,6 +100,12 @@ def read_trace(path: str, progress: bool) -> Iterator[Iterator[str]]:
         raw = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's block
     except OSError as error:
         raise TraceFileError(f"cannot open trace {path!r}: {error.strerror}") from error
+    if not stat.S_ISREG(os.fstat(raw.fileno()).st_mode):
+        # A pipe named by its path (kmem stat <(xzcat t.xz)): no size, and tell() fails on it
+        # (the progress bar's position read broke the stream off after line 0).
+        with raw, open_trace(raw) as lines:
+            yield lines
+        return
     with raw, open_trace(raw) as lines, progress_bar() as bar:
         size = os.fstat(raw.fileno()).st_size
         yield _with_progress(lines, raw, size, bar)

@@ -81,7 +81,7 @@ MIGRATETYPE: Final = 12
 NULL_PTR: Final = "0"
 
 # The answers of a line watch (kmem.trace.parse.LineWatch): flags.
-WATCH_DROP: Final = 1  # the line is not the parser's (not read, not counted)
+WATCH_DROP: Final = 1  # the line is not the parser's (read as an empty line: numbered only)
 WATCH_NEXT: Final = 2  # show the watch the next line, whatever it is
 
 TraceEvent = tuple[int, int, str, str, str, str, int, int, str, int, int, int, int]

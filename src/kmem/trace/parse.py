@@ -243,11 +243,12 @@ class LineWatch(Protocol):
 
 
 def _watched(lines: Iterable[str], watch: LineWatch) -> Iterator[str]:
-    """``lines`` shown to ``watch``, without those it drops (the pure loop's way)."""
+    """``lines`` shown to ``watch``, those it drops as empty lines (the pure loop's way): read
+    as blank lines are, numbered but no event, so a malformed line after a call chain is named
+    with its line in the file."""
     see = watch.see
     for line in lines:
-        if not see(line) & WATCH_DROP:
-            yield line
+        yield "" if see(line) & WATCH_DROP else line
     watch.finish()
 
 
@@ -315,8 +316,8 @@ class TraceParser:
                       watch: LineWatch | None = None) -> Generator[EventBatch, None, None]:
         """Yield the events of ``lines`` as EventBatches, one per ``size`` lines read (the last
         one shorter; lines that hold no event make a batch shorter too, never empty).
-        ``watch`` is shown the lines first (LineWatch; the lines it drops are not read, and
-        count in no batch's size).
+        ``watch`` is shown the lines first (LineWatch; the lines it drops are read as empty
+        lines: numbered and counted as blank lines are, in no event and not in ``lines``).
 
         A malformed line (TraceFormatError) or a stream that breaks off (TraceFileError) raises
         after the batch of the events before it. The counters (lines, events, ...) count the

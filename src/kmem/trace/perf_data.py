@@ -67,7 +67,7 @@ from kmem.trace.events import (
 )
 from kmem.trace.lost import LostEvents, LostStretch, LostWatch
 from kmem.trace.script_callchains import ALLOC_FUNC as _ALLOC_FUNC, ScriptCallchains
-from kmem.trace.source import TraceFileError
+from kmem.trace.source import TraceFileError, stdin_stream
 
 if TYPE_CHECKING:
     from kmem.trace.parse import TraceParser
@@ -1306,13 +1306,21 @@ class TraceInput:
             self.perf.close()
 
     def _is_perf_data(self) -> bool:
-        import sys
-
         if self.path == "-":
-            stdin = sys.stdin.buffer
-            head = stdin.peek(8)[:8] if isinstance(stdin, io.BufferedReader) else b""
+            import lzma
+            import zlib
+
+            stdin = stdin_stream()  # (decompressed; its first bytes left to the text reader)
+            try:
+                head = stdin.peek(8)[:8]  # type: ignore[attr-defined]  # (BufferedReader, GzipFile)
+            except (EOFError, OSError, lzma.LZMAError, zlib.error):
+                head = b""  # (the text reader says where the stream broke off)
             if is_perf_data(head):
-                self.perf = PerfData(sys.stdin.buffer.read(), name="standard input",
+                try:
+                    data = stdin.read()
+                except (EOFError, OSError, lzma.LZMAError, zlib.error) as error:
+                    raise PerfDataError(f"standard input: cannot decompress: {error}") from error
+                self.perf = PerfData(data, name="standard input",
                                      kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
                                      time_window=self.time_window)
                 return True

@@ -256,6 +256,20 @@ def _decompressed(raw: BinaryIO) -> IO[bytes]:
     return buffered
 
 
+_stdin: tuple[object, IO[bytes]] | None = None  # (sys.stdin.buffer, its stdin_stream())
+
+
+def stdin_stream() -> IO[bytes]:
+    """Standard input's bytes, decompressed (gzip, xz) and peekable, for both of its readers:
+    kmem.trace.perf_data's perf.data check looks at the first bytes, and the text reader then
+    reads them (a pipe is read once). The same stream while sys.stdin.buffer is the same."""
+    global _stdin
+    buffer = sys.stdin.buffer
+    if _stdin is None or _stdin[0] is not buffer:
+        _stdin = (buffer, _decompressed(buffer))
+    return _stdin[1]
+
+
 # Magic numbers of binary files a user may hand over by mistake: what to call them.
 _BINARY_MAGIC: Final = (
     (b"PERFILE2", "a perf.data file (kmem stat and kmem replay read it from a file or from"
@@ -294,7 +308,11 @@ def _refuse_binary(stream: IO[bytes], name: str) -> None:
 
 def _text(raw: BinaryIO, name: str) -> IO[str]:
     """The trace's lines: decompressed, refused if binary, bounded, decoded."""
-    stream = _decompressed(raw)
+    return _lines(_decompressed(raw), name)
+
+
+def _lines(stream: IO[bytes], name: str) -> IO[str]:
+    """The lines of a decompressed trace: refused if binary, bounded, decoded."""
     _refuse_binary(stream, name)
     bounded = cast(IO[bytes], _BoundedLines(stream))
     text = io.TextIOWrapper(bounded, encoding="utf-8-sig", errors="replace", newline="\n")
@@ -331,7 +349,7 @@ def open_trace(path: str | os.PathLike[str] | BinaryIO, *, name_errors: bool = T
         return
     if os.fspath(path) == "-":
         with _naming_errors("<stdin>" if name_errors else None):
-            yield _text(sys.stdin.buffer, "<stdin>")
+            yield _lines(stdin_stream(), "<stdin>")
         return
     try:
         raw = open(path, "rb")  # noqa: SIM115 - closed below, after the caller's block
