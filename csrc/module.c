@@ -23,6 +23,13 @@ static PyMethodDef core_functions[] = {
     {"slab_usage", (PyCFunction)(void (*)(void))kmem_slab_usage, METH_FASTCALL,
      "slab_usage(slabs): KmemCache.slab_usage()'s rows of a list of slabs (NotImplemented"
      " for anything else)"},
+    {"changed_stretches", (PyCFunction)(void (*)(void))kmem_changed_stretches, METH_FASTCALL,
+     "changed_stretches(before, now, nr_stretches, shift): the stretches whose bytes differ"
+     " (kmem.show.snapshot._changed_stretches; NotImplemented for anything else)"},
+    {"walk_blocks", (PyCFunction)(void (*)(void))kmem_walk_blocks, METH_FASTCALL,
+     "walk_blocks(state, owner, start, end, labels, owner_labels, index, names, base): a"
+     " stretch's flat blocks (kmem.show.snapshot._walk_blocks; NotImplemented for anything"
+     " else)"},
     {NULL, NULL, 0, NULL},
 };
 

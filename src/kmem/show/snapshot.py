@@ -226,9 +226,11 @@ class _BuddyFrames:
                 self._owner = bytearray(owner) if owner_labels else bytearray()
                 walk.update(range(nr_stretches))
             else:
-                _changed_stretches(self._state, state, nr_stretches, shift, walk)
+                core = buddy.compiled_core
+                _changed_stretches(core, self._state, state, nr_stretches, shift, walk)
                 if owner_labels:
-                    _changed_stretches(self._owner, owner, nr_stretches, shift + width, walk)
+                    _changed_stretches(core, self._owner, owner, nr_stretches, shift + width,
+                                       walk)
                 # (the bytes of the stretches that changed, not of all memory: a 1 GiB
                 # machine's owner column is 1 MiB, and a frame changes a few stretches)
                 for index in walk:
@@ -272,34 +274,68 @@ class _BuddyFrames:
 
     def _walk(self, start: int, end: int, labels: dict[int, str],
               owner_labels: dict[int, str]) -> list[int]:
-        """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
-        them (its walk is BuddyAllocator.block_tuples': a reserved frame at a time, else a
-        block, free when its state has the FREE bit)."""
-        state = self._buddy.mem_map.state
-        owner = self._buddy.mem_map.owner if owner_labels else None
-        table = self._table
-        out: list[int] = []
-        pfn = start
-        while pfn < end:
-            kind = state[pfn]
-            if kind == RESERVED:
-                out += (pfn, 0, RESERVED_CODE)
-                pfn += 1
-                continue
-            order = kind & ORDER_MASK
-            code = FREE_CODE
-            if not kind & FREE:
-                label = labels.get(pfn)
-                if label is None and owner is not None:
-                    label = owner_labels.get(owner[pfn])
-                code = table.code(label) if label else ALLOCATED_CODE
-            out += (pfn, order, code)
-            pfn += 1 << order
-        return out
+        """The flat [pfn, order, code, ...] of the blocks in [start, end) (_walk_blocks)."""
+        mem_map = self._buddy.mem_map
+        return _walk_blocks(self._buddy.compiled_core, mem_map.state,
+                            mem_map.owner if owner_labels else None, start, end, labels,
+                            owner_labels, self._table)
 
 
-def _changed_stretches(before: bytearray, now: memoryview, nr_stretches: int, shift: int,
-                       out: set[int]) -> None:
+def _walk_blocks(core: Any, state: bytearray, owner: Any, start: int, end: int,
+                 labels: dict[int, str], owner_labels: dict[int, str], table: LabelTable
+                 ) -> list[int]:
+    """_walk_blocks_pure, from the compiled core when there is one (kmem._core.walk_blocks:
+    a frame walks a few stretches of hundreds of blocks each, a Python loop a block)."""
+    if core is not None:
+        out = core.walk_blocks(state, owner, start, end, labels, owner_labels, table._index,
+                               table.labels, LABEL_BASE)
+        if out is not NotImplemented:
+            return out  # type: ignore[no-any-return]
+    return _walk_blocks_pure(state, owner, start, end, labels, owner_labels, table)
+
+
+def _walk_blocks_pure(state: bytearray, owner: Any, start: int, end: int,
+                      labels: dict[int, str], owner_labels: dict[int, str], table: LabelTable
+                      ) -> list[int]:
+    """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
+    them (its walk is BuddyAllocator.block_tuples': a reserved frame at a time, else a
+    block, free when its state has the FREE bit); an allocated block's label is its pfn's in
+    ``labels``, else its first page's ``owner`` entry's in ``owner_labels`` (``owner`` None:
+    none)."""
+    out: list[int] = []
+    pfn = start
+    while pfn < end:
+        kind = state[pfn]
+        if kind == RESERVED:
+            out += (pfn, 0, RESERVED_CODE)
+            pfn += 1
+            continue
+        order = kind & ORDER_MASK
+        code = FREE_CODE
+        if not kind & FREE:
+            label = labels.get(pfn)
+            if label is None and owner is not None:
+                label = owner_labels.get(owner[pfn])
+            code = table.code(label) if label else ALLOCATED_CODE
+        out += (pfn, order, code)
+        pfn += 1 << order
+    return out
+
+
+def _changed_stretches(core: Any, before: bytearray, now: memoryview, nr_stretches: int,
+                       shift: int, out: set[int]) -> None:
+    """_changed_stretches_pure, from the compiled core when there is one
+    (kmem._core.changed_stretches: a memcmp a stretch, no slice object each)."""
+    if core is not None:
+        changed = core.changed_stretches(before, now, nr_stretches, shift)
+        if changed is not NotImplemented:
+            out.update(changed)
+            return
+    _changed_stretches_pure(before, now, nr_stretches, shift, out)
+
+
+def _changed_stretches_pure(before: bytearray, now: memoryview, nr_stretches: int,
+                            shift: int, out: set[int]) -> None:
     """Add to ``out`` the stretches (``1 << shift`` bytes each) whose bytes differ between
     ``before`` and ``now``: 16 stretches a comparison, then the stretches of those that
     differ. (``before.startswith(view, start)`` compares in place: a slice of either side
