@@ -1022,61 +1022,140 @@ PyTypeObject kmem_KmallocCoreType = {
 /* -- slab_usage ------------------------------------------------------------------------------ */
 
 /* KmemCache.slab_usage()'s rows: (pfn, objects a user holds, base, used as bytes) of each slab
- * of `slabs` (a list of Slab, as _slabs() gives them). A page builder reads every changed
- * cache this way each frame, and the rows cost more in Python than the bytes they copy.
- * NotImplemented for anything but a list of slabs with those slots set and `used` a bytearray:
- * the Python comprehension then does the work and raises what it raises. */
-PyObject *
-kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+ * of `slabs`: a list of Slab, as _slabs() gives them, or the cache's map of pfn -> Slab
+ * (_slab_of_pfn, every page of a slab), whose slabs it takes once each by ascending pfn as
+ * _slabs() does. A page builder reads every changed cache this way each frame, and the rows
+ * (and the set and sort of the map) cost more in Python than the bytes they copy.
+ * NotImplemented for anything but a list or dict of slabs with those slots set and `used` a
+ * bytearray: the Python comprehension then does the work and raises what it raises. */
+
+static PyTypeObject *usage_slab_type;
+static Py_ssize_t usage_off_pfn, usage_off_base, usage_off_used;
+
+/* Is `slab` a Slab this reads (its type's slot offsets learnt on the way, when `first`; else
+ * it must be of the type learnt)? */
+static int
+usage_slab_ok(PyObject *slab, int first)
 {
-    static PyTypeObject *slab_type;
-    static Py_ssize_t off_pfn, off_base, off_used;
-    if (nargs != 1 || !PyList_CheckExact(args[0]))
-        Py_RETURN_NOTIMPLEMENTED;
-    PyObject *slabs = args[0];
-    Py_ssize_t n = PyList_GET_SIZE(slabs);
-    if (n && Py_TYPE(PyList_GET_ITEM(slabs, 0)) != slab_type) {
-        PyObject *type = (PyObject *)Py_TYPE(PyList_GET_ITEM(slabs, 0));
+    if (!first && Py_TYPE(slab) != usage_slab_type)
+        return 0;
+    if (Py_TYPE(slab) != usage_slab_type) {
+        PyObject *type = (PyObject *)Py_TYPE(slab);
         Py_ssize_t pfn = slot_offset(type, "pfn"), base = slot_offset(type, "base"),
                    used = slot_offset(type, "used");
         if (pfn < 0 || base < 0 || used < 0) {
             PyErr_Clear();
-            Py_RETURN_NOTIMPLEMENTED;
+            return 0;
         }
         /* (held: a type freed and another made at its address would read wrong offsets) */
-        Py_XSETREF(slab_type, (PyTypeObject *)Py_NewRef(type));
-        off_pfn = pfn;
-        off_base = base;
-        off_used = used;
+        Py_XSETREF(usage_slab_type, (PyTypeObject *)Py_NewRef(type));
+        usage_off_pfn = pfn;
+        usage_off_base = base;
+        usage_off_used = used;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: nothing made for nothing */
-        PyObject *slab = PyList_GET_ITEM(slabs, i);
-        if (Py_TYPE(slab) != slab_type || SLOT(slab, off_pfn) == NULL ||
-            SLOT(slab, off_base) == NULL || SLOT(slab, off_used) == NULL ||
-            !PyByteArray_CheckExact(SLOT(slab, off_used)))
+    return SLOT(slab, usage_off_pfn) != NULL && SLOT(slab, usage_off_base) != NULL &&
+           SLOT(slab, usage_off_used) != NULL &&
+           PyByteArray_CheckExact(SLOT(slab, usage_off_used));
+}
+
+typedef struct {
+    Py_ssize_t pfn;
+    PyObject *slab;
+} PfnSlab;
+
+static int
+by_pfn(const void *a, const void *b)
+{
+    const PfnSlab *x = a, *y = b;
+    if (x->pfn != y->pfn)
+        return x->pfn < y->pfn ? -1 : 1;
+    /* (the pages of one slab side by side, to be taken once) */
+    return x->slab == y->slab ? 0 : (uintptr_t)x->slab < (uintptr_t)y->slab ? -1 : 1;
+}
+
+/* The map's slabs once each by ascending pfn (a new list), NotImplemented, or NULL. */
+static PyObject *
+slabs_of_map(PyObject *map)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(map), pos = 0, i = 0, kept = 0;
+    PfnSlab *items = PyMem_Malloc(sizeof(PfnSlab) * (size_t)(n ? n : 1));
+    if (items == NULL)
+        return PyErr_NoMemory();
+    PyObject *key, *slab;
+    while (PyDict_Next(map, &pos, &key, &slab)) {
+        PyObject *pfn;
+        if (i >= n || !usage_slab_ok(slab, i == 0) ||
+            !PyLong_CheckExact(pfn = SLOT(slab, usage_off_pfn))) {
+            PyMem_Free(items);
             Py_RETURN_NOTIMPLEMENTED;
+        }
+        Py_ssize_t value = PyLong_AsSsize_t(pfn);
+        if (value == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyMem_Free(items);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        items[i].pfn = value;
+        items[i].slab = slab;
+        i++;
     }
-    PyObject *rows = PyList_New(n);
+    qsort(items, (size_t)i, sizeof(PfnSlab), by_pfn);
+    n = i;
+    for (i = 0; i < n; i++)
+        if (i == 0 || items[i].slab != items[kept - 1].slab)
+            items[kept++] = items[i];
+    PyObject *slabs = PyList_New(kept);
+    if (slabs != NULL)
+        for (i = 0; i < kept; i++)
+            PyList_SET_ITEM(slabs, i, Py_NewRef(items[i].slab));
+    PyMem_Free(items);
+    return slabs;
+}
+
+PyObject *
+kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1 || !(PyList_CheckExact(args[0]) || PyDict_CheckExact(args[0])))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *slabs;
+    if (PyDict_CheckExact(args[0])) {
+        slabs = slabs_of_map(args[0]);
+        if (slabs == NULL || slabs == Py_NotImplemented)
+            return slabs;
+    } else {
+        slabs = Py_NewRef(args[0]);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(slabs);
+    PyObject *rows = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: nothing made for nothing */
+        if (!usage_slab_ok(PyList_GET_ITEM(slabs, i), i == 0)) {
+            Py_DECREF(slabs);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    rows = PyList_New(n);
     if (rows == NULL)
-        return NULL;
+        goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *slab = PyList_GET_ITEM(slabs, i);
-        PyObject *used = SLOT(slab, off_used);
+        PyObject *used = SLOT(slab, usage_off_used);
         const char *bytes = PyByteArray_AS_STRING(used);
         Py_ssize_t size = PyByteArray_GET_SIZE(used), users = 0;
         for (Py_ssize_t j = 0; j < size; j++)
             users += bytes[j] == 1;
         PyObject *count = PyLong_FromSsize_t(users);
         PyObject *copy = PyBytes_FromStringAndSize(bytes, size);
-        PyObject *row = count && copy ? PyTuple_Pack(4, SLOT(slab, off_pfn), count,
-                                                     SLOT(slab, off_base), copy) : NULL;
+        PyObject *row = count && copy ? PyTuple_Pack(4, SLOT(slab, usage_off_pfn), count,
+                                                     SLOT(slab, usage_off_base), copy) : NULL;
         Py_XDECREF(count);
         Py_XDECREF(copy);
         if (row == NULL) {
-            Py_DECREF(rows);
-            return NULL;
+            Py_CLEAR(rows);
+            goto done;
         }
         PyList_SET_ITEM(rows, i, row);
     }
+done:
+    Py_DECREF(slabs);
     return rows;
 }

@@ -48,6 +48,11 @@ def test_both_cores_give_the_same_slab_usage(spec: tuple[str, str, int, int],
             rows = compiled_cache.slab_usage()
             assert rows == pure_cache.slab_usage()
             assert all(type(row[3]) is bytes for row in rows)
+            # (from the cache's map of pfn -> slab, as slab_usage() reads it, and from the
+            # list _slabs() makes of it)
+            assert core is not None
+            assert core.slab_usage(compiled_cache._slabs()) == rows
+            assert core.slab_usage(dict(reversed(compiled_cache._slab_of_pfn.items()))) == rows
     kmalloc = compiled.cache_list()  # every cache, the kmalloc ones (sheaves live there) too
     for cache, twin in zip(kmalloc, pure.cache_list(), strict=True):
         assert cache.slab_usage() == twin.slab_usage(), cache.name
@@ -71,3 +76,18 @@ def test_what_the_core_does_not_know_goes_back_to_python() -> None:
         assert core.slab_usage(bad) is NotImplemented
     assert core.slab_usage([slab]) == [(5, 1, 5 << 12, bytes([0, 1, 2, 0]))]  # (type again)
     assert core.slab_usage() is NotImplemented
+    # A cache's map of pfn -> slab: every page of a slab, its slabs taken once by pfn.
+    big = Slab(8, 1, 8 << 12, 8 << 12, 2, 0)
+    big.used[0] = 1
+    rows = [(5, 1, 5 << 12, bytes([0, 1, 2, 0])), (8, 1, 8 << 12, bytes([1, 0]))]
+    assert core.slab_usage({9: big, 5: slab, 8: big}) == rows
+    assert core.slab_usage({}) == []
+    other: Any = _Other()
+    other.pfn, other.base, other.used = 7, 7 << 12, bytearray(2)
+    huge = Slab(2**70, 0, 0, 0, 1, 0)
+    maps: list[dict[int, Any]] = [{5: slab, 6: odd}, {5: slab, 7: other}, {7: other, 5: slab},
+                                  {6: unset}, {1: huge}, {5: slab, 6: 3}]
+    for bad_map in maps:
+        assert core.slab_usage(bad_map) is NotImplemented
+    assert core.slab_usage({5: slab}) == rows[:1]
+    assert core.slab_usage([slab, other]) is NotImplemented  # (another type: other offsets)

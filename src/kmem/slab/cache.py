@@ -661,14 +661,14 @@ class KmemCache:
         live_objects() lists), 2 waiting in a sheaf, 3 waiting for kfree_rcu's grace period.
         The per-slab view of live_objects() at the cost of the slabs, not of the objects."""
         with self._lock:
-            slabs = self._slabs()
             core = self._buddy.compiled_core
-            if core is not None:  # (the same rows from C: kmem html reads them every frame)
-                rows = core.slab_usage(slabs)
+            if core is not None:  # (the same rows from C: kmem html reads them every frame;
+                # the map's slabs taken once each and sorted there too)
+                rows = core.slab_usage(self._slab_of_pfn)
                 if rows is not NotImplemented:
                     return rows  # type: ignore[no-any-return]
             return [(slab.pfn, slab.used.count(1), slab.base, bytes(slab.used))
-                    for slab in slabs]
+                    for slab in self._slabs()]
 
     def change_count(self) -> int:
         """A number that moves whenever anything slab_usage(), kmalloc_requests(), sheaves()
