@@ -129,7 +129,7 @@ def buddy_frame(
 def _free_counts(buddy: BuddyAllocator) -> dict[str, Any]:
     nr_free = list(buddy.nr_free)
     free_lists = [
-        buddy.free_blocks(order)[:MAX_LISTED] if count else [] for order, count in
+        buddy.free_blocks(order, MAX_LISTED) if count else [] for order, count in
         enumerate(nr_free)
     ]
     free_pages = buddy.nr_free_pages
