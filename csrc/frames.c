@@ -204,3 +204,121 @@ done:
         PyBuffer_Release(&owner);
     return out;
 }
+
+/* slab_rows(rows, before, rows_now, total, page_size, chars, listed, max_bits): a cache
+ * entry's slab rows and counts from its slab_usage() `rows`, as _slab_rows_pure makes them:
+ * (slabs, objects in use, full slabs, empty slabs). Each of the first `listed` rows is the
+ * list `before` (dict row -> list) holds for it, else [pfn, inuse, total, base (the first
+ * page's address, pfn * page_size, when no object is in use)] and, when total <= max_bits,
+ * its used bytes through the 256-byte table `chars`, padded with "0" to `total`; each is put
+ * in `rows_now` (dict, or None). NotImplemented for anything else (a row that is no 4-tuple
+ * of an int count, used that is not bytes, a character that is not ASCII), before any
+ * change: the pure twin then does the work and raises what it raises. */
+PyObject *
+kmem_slab_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8 || !PyList_CheckExact(args[0]) || !PyDict_CheckExact(args[1]) ||
+        !(args[2] == Py_None || PyDict_CheckExact(args[2])) || !PyLong_CheckExact(args[3]) ||
+        !PyBytes_CheckExact(args[5]) || PyBytes_GET_SIZE(args[5]) != 256 ||
+        !PyLong_CheckExact(args[6]) || !PyLong_CheckExact(args[7]))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *rows = args[0], *before = args[1], *rows_now = args[2], *total = args[3];
+    PyObject *page_size = args[4];
+    const unsigned char *chars = (const unsigned char *)PyBytes_AS_STRING(args[5]);
+    Py_ssize_t objects = PyLong_AsSsize_t(total), listed = PyLong_AsSsize_t(args[6]),
+               max_bits = PyLong_AsSsize_t(args[7]);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows), active = 0, full = 0, empty = 0;
+    if (listed < 0)
+        listed = 0;
+    if (listed > n)
+        listed = n;
+    for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: nothing made for nothing */
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 4 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 1)))
+            Py_RETURN_NOTIMPLEMENTED;
+        Py_ssize_t inuse = PyLong_AsSsize_t(PyTuple_GET_ITEM(row, 1));
+        if (inuse == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        if (i < listed && (!PyBytes_CheckExact(PyTuple_GET_ITEM(row, 3)) ||
+                           !PyLong_CheckExact(PyTuple_GET_ITEM(row, 0)) ||
+                           !PyLong_CheckExact(PyTuple_GET_ITEM(row, 2))))
+            Py_RETURN_NOTIMPLEMENTED;  /* (so a listed row hashes, as the pure twin's does) */
+        if (i < listed && objects <= max_bits) {
+            PyObject *used = PyTuple_GET_ITEM(row, 3);
+            const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(used);
+            for (Py_ssize_t j = 0; j < PyBytes_GET_SIZE(used); j++)
+                if (chars[bytes[j]] >= 128)
+                    Py_RETURN_NOTIMPLEMENTED;
+        }
+        active += inuse;
+        full += inuse == objects;
+        empty += inuse == 0;
+    }
+    PyObject *slabs = PyList_New(listed);
+    if (slabs == NULL)
+        return NULL;
+    int by_row = PyDict_GET_SIZE(before) > 0;
+    for (Py_ssize_t i = 0; i < listed; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        PyObject *entry = by_row ? PyDict_GetItemWithError(before, row) : NULL;
+        if (entry != NULL) {
+            Py_INCREF(entry);
+        } else {
+            if (PyErr_Occurred())
+                goto error;
+            PyObject *pfn = PyTuple_GET_ITEM(row, 0), *inuse = PyTuple_GET_ITEM(row, 1);
+            PyObject *base = PyLong_AsSsize_t(inuse) != 0  /* (checked: it fits) */
+                                 ? Py_NewRef(PyTuple_GET_ITEM(row, 2))
+                                 : PyNumber_Multiply(pfn, page_size);
+            if (base == NULL)
+                goto error;
+            entry = PyList_New(0);
+            if (entry == NULL || PyList_Append(entry, pfn) < 0 ||
+                PyList_Append(entry, inuse) < 0 || PyList_Append(entry, total) < 0 ||
+                PyList_Append(entry, base) < 0) {
+                Py_DECREF(base);
+                Py_XDECREF(entry);
+                goto error;
+            }
+            Py_DECREF(base);
+            if (objects <= max_bits) {
+                PyObject *used = PyTuple_GET_ITEM(row, 3);
+                Py_ssize_t size = PyBytes_GET_SIZE(used);
+                Py_ssize_t length = size < objects ? objects : size;
+                PyObject *text = PyUnicode_New(length, 127);
+                if (text == NULL) {
+                    Py_DECREF(entry);
+                    goto error;
+                }
+                Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
+                const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(used);
+                for (Py_ssize_t j = 0; j < size; j++)
+                    out[j] = chars[bytes[j]];
+                for (Py_ssize_t j = size; j < length; j++)
+                    out[j] = '0';
+                int failed = PyList_Append(entry, text) < 0;
+                Py_DECREF(text);
+                if (failed) {
+                    Py_DECREF(entry);
+                    goto error;
+                }
+            }
+        }
+        if (rows_now != Py_None && PyDict_SetItem(rows_now, row, entry) < 0) {
+            Py_DECREF(entry);
+            goto error;
+        }
+        PyList_SET_ITEM(slabs, i, entry);
+    }
+    return Py_BuildValue("(Nnnn)", slabs, active, full, empty);
+error:
+    Py_DECREF(slabs);
+    return NULL;
+}

@@ -30,6 +30,10 @@ static PyMethodDef core_functions[] = {
      "walk_blocks(state, owner, start, end, labels, owner_labels, index, names, base): a"
      " stretch's flat blocks (kmem.show.snapshot._walk_blocks; NotImplemented for anything"
      " else)"},
+    {"slab_rows", (PyCFunction)(void (*)(void))kmem_slab_rows, METH_FASTCALL,
+     "slab_rows(rows, before, rows_now, total, page_size, chars, listed, max_bits): a cache"
+     " entry's slab rows and counts (kmem.show.snapshot._slab_rows; NotImplemented for"
+     " anything else)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,7 +1,7 @@
-"""The page builder's buddy reads from the compiled core (kmem._core.changed_stretches and
-walk_blocks) give what their pure twins in kmem.show.snapshot give, on random buddy states,
-owners and labels, and on arbitrary bytes; and hand anything they do not know back to Python
-(NotImplemented), never misreading it."""
+"""The page builder's reads from the compiled core (kmem._core.changed_stretches, walk_blocks
+and slab_rows) give what their pure twins in kmem.show.snapshot give, on random buddy states,
+owners and labels, random slab rows, and arbitrary bytes; and hand anything they do not know
+back to Python (NotImplemented), never misreading it."""
 
 from __future__ import annotations
 
@@ -17,9 +17,14 @@ from kmem import BuddyAllocator
 from kmem._compiled import core
 from kmem.errors import KmemError
 from kmem.show.snapshot import (
+    _USED_CHARS,
+    _USED_CHARS_SHEAVES,
     LABEL_BASE,
+    MAX_OBJECT_BITS,
+    MAX_SLABS_LISTED,
     LabelTable,
     _changed_stretches_pure,
+    _slab_rows_pure,
     _walk_blocks_pure,
 )
 
@@ -169,3 +174,56 @@ def test_changed_stretches_hands_back_what_it_does_not_know() -> None:
                  (before, [0] * 64, 4, 4), (before, bytearray(64), 2**70, 4)):
         assert core.changed_stretches(*args) is NotImplemented, args
     assert core.changed_stretches(before) is NotImplemented
+
+
+ROWS = st.lists(st.tuples(st.integers(0, 2**40), st.integers(0, 70), st.integers(0, 2**50),
+                          st.binary(max_size=70).map(lambda b: bytes(x % 4 for x in b))),
+                max_size=70)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(rows=ROWS, total=st.integers(1, 80), page_size=st.sampled_from([4096, 65536]),
+       sheaves=st.booleans(), keep=st.lists(st.booleans(), max_size=70),
+       with_now=st.booleans())
+def test_slab_rows_is_the_pure_rows(rows: list[tuple[int, int, int, bytes]], total: int,
+                                    page_size: int, sheaves: bool, keep: list[bool],
+                                    with_now: bool) -> None:
+    assert core is not None
+    chars = _USED_CHARS_SHEAVES if sheaves else _USED_CHARS
+    # (rows of a previous entry, as lists of their own: taken, never remade)
+    before = {row: [row[0], "kept"] for row, kept in zip(rows, keep, strict=False) if kept}
+    pure_now: dict[Any, list[Any]] | None = {} if with_now else None
+    compiled_now: dict[Any, list[Any]] | None = {} if with_now else None
+    want = _slab_rows_pure(rows, before, pure_now, total, page_size, chars)
+    got = core.slab_rows(rows, before, compiled_now, total, page_size, chars,
+                         MAX_SLABS_LISTED, MAX_OBJECT_BITS)
+    assert got == want
+    assert compiled_now == pure_now
+    for made, row in zip(got[0], rows, strict=False):
+        assert (made is before[row]) if row in before else made not in before.values()
+
+
+def test_slab_rows_hands_back_what_it_does_not_know() -> None:
+    assert core is not None
+    row = (3, 1, 3 << 12, bytes([0, 1, 2]))
+    args: list[Any] = [[row], {}, {}, 4, 4096, _USED_CHARS, MAX_SLABS_LISTED,
+                       MAX_OBJECT_BITS]
+    assert core.slab_rows(*args) == ([[3, 1, 4, 3 << 12, "0100"]], 1, 0, 0)
+    assert core.slab_rows([(3, 0, 9, b"")], {}, None, 2, 4096, _USED_CHARS, 48, 64) == (
+        [[3, 0, 2, 3 << 12, "00"]], 0, 0, 1)
+    assert core.slab_rows([(3, 0, 9, b"")], {}, None, 2, 4096, _USED_CHARS, 48, 1) == (
+        [[3, 0, 2, 3 << 12]], 0, 0, 1)  # (more objects than max_bits: no used string)
+    high = bytes([ord("0"), 200]) + bytes(254)
+    for place, odd in ((0, (row,)), (0, [list(row)]), (0, [(3, 1, 3 << 12)]),
+                       (0, [(3, 1.0, 3 << 12, b"")]), (0, [(3, 1, 3 << 12, bytearray(1))]),
+                       (0, [("3", 1, 3 << 12, b"")]), (0, [(3, 2**70, 0, b"")]),
+                       (1, None), (2, []), (3, 4.0), (5, _USED_CHARS[:255]),
+                       (5, bytearray(_USED_CHARS)), (5, high), (6, None), (7, 2**70)):
+        bad = list(args)
+        bad[place] = odd
+        if place == 5 and odd is high:
+            bad[0] = [(3, 1, 3 << 12, bytes([1]))]
+        assert core.slab_rows(*bad) is NotImplemented, (place, odd)
+    assert args[2] == {row: [3, 1, 4, 3 << 12, "0100"]}  # (the first call's; none since)
+    assert core.slab_rows(*args[:7]) is NotImplemented

@@ -51,6 +51,7 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from kmem._compiled import core
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.mem_map import FREE, ORDER_MASK, RESERVED
@@ -414,8 +415,49 @@ def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, p
         rows = [usage.get(pfn, (pfn, 0, 0, b"")) for pfn in
                 sorted(set(pfns) | {pfn for pfn, inuse, _, _ in slab_usage if inuse})]
     chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
+    slabs, active, full, empty = _slab_rows(core, rows,
+                                            {} if rows_before is None else rows_before,
+                                            rows_now, total, page_size, chars)
+    nr_slabs = len(rows)
+    return {
+        "name": str(cache.name),
+        "object_size": int(cache.object_size),
+        "size": int(cache.slab_size),
+        "objs_per_slab": total,
+        "order": int(cache.order),
+        "active_objs": active,
+        "num_objs": total * nr_slabs,
+        "nr_slabs": nr_slabs,
+        "full": full,
+        "partial": nr_slabs - full - empty,
+        "empty": empty,
+        "slabs": slabs,
+        "bytes_requested": requested,
+        "bytes_allocated": allocated,
+        **({"sheaves": sheaves} if sheaves is not None else {}),
+    }
+
+
+def _slab_rows(core: Any, rows: list[Any], before: dict[Any, list[Any]],
+               rows_now: dict[Any, list[Any]] | None, total: int, page_size: int,
+               chars: bytes) -> tuple[list[list[Any]], int, int, int]:
+    """_slab_rows_pure, from the compiled core when there is one (kmem._core.slab_rows: every
+    changed cache of every frame of a long trace's page makes its rows)."""
+    if core is not None:
+        made = core.slab_rows(rows, before, rows_now, total, page_size, chars,
+                              MAX_SLABS_LISTED, MAX_OBJECT_BITS)
+        if made is not NotImplemented:
+            return made  # type: ignore[no-any-return]
+    return _slab_rows_pure(rows, before, rows_now, total, page_size, chars)
+
+
+def _slab_rows_pure(rows: list[Any], before: dict[Any, list[Any]],
+                    rows_now: dict[Any, list[Any]] | None, total: int, page_size: int,
+                    chars: bytes) -> tuple[list[list[Any]], int, int, int]:
+    """(the first MAX_SLABS_LISTED slab rows, objects in use, full slabs, empty slabs) of a
+    cache of ``total`` objects a slab, from its slab_usage() ``rows``. A row found in
+    ``before`` is taken from there; every row made is put in ``rows_now``."""
     slabs: list[list[Any]] = []
-    before = {} if rows_before is None else rows_before
     for row in rows[:MAX_SLABS_LISTED]:
         entry = before.get(row)
         if entry is None:
@@ -428,26 +470,7 @@ def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, p
             rows_now[row] = entry
         slabs.append(entry)
     counts = [row[1] for row in rows]
-    full = counts.count(total)
-    empty = counts.count(0)
-    nr_slabs = len(rows)
-    return {
-        "name": str(cache.name),
-        "object_size": int(cache.object_size),
-        "size": int(cache.slab_size),
-        "objs_per_slab": total,
-        "order": int(cache.order),
-        "active_objs": sum(counts),
-        "num_objs": total * nr_slabs,
-        "nr_slabs": nr_slabs,
-        "full": full,
-        "partial": nr_slabs - full - empty,
-        "empty": empty,
-        "slabs": slabs,
-        "bytes_requested": requested,
-        "bytes_allocated": allocated,
-        **({"sheaves": sheaves} if sheaves is not None else {}),
-    }
+    return slabs, sum(counts), counts.count(total), counts.count(0)
 
 
 def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
