@@ -219,6 +219,9 @@ class KmemCache:
         # sizes this cache serves, lo..hi (see count_kmalloc_requests).
         self._kmalloc_requests: Sequence[int] | None = None
         self._kmalloc_sizes = range(0)
+        # The counts kmalloc_requests() last summed and what it said of them (its sums over
+        # thousands of sizes are read again only when a count moved)
+        self._requests_seen: tuple[Sequence[int], range, tuple[int, int]] | None = None
         self._debug: SlabDebugger | None = (
             SlabDebugger(geometry, self._memory, callers)
             if geometry.flags & SLAB_DEBUG_FLAGS else None
@@ -694,9 +697,18 @@ class KmemCache:
         if requests is None:
             return 0, 0, 0
         sizes = self._kmalloc_sizes
-        calls = sum(requests[sizes.start:sizes.stop])
-        # (at C speed: kmalloc-8k's sizes are 4,096 entries, summed for every frame of a page)
-        requested = sum(map(operator.mul, sizes, requests[sizes.start:sizes.stop:sizes.step]))
+        counts = requests[sizes.start:sizes.stop]
+        seen = self._requests_seen
+        if seen is not None and seen[1] == sizes and seen[0] == counts:
+            # (the same counts: a memcmp of the histogram's array, not the sums again; kmem
+            # html asks every frame of each kmalloc cache that changed)
+            calls, requested = seen[2]
+        else:
+            calls = sum(counts)
+            # (at C speed: kmalloc-8k's sizes are 4,096 entries)
+            requested = sum(map(operator.mul, sizes,
+                                requests[sizes.start:sizes.stop:sizes.step]))
+            self._requests_seen = (counts, sizes, (calls, requested))
         return calls, requested, calls * self.size
 
     # -- reports -------------------------------------------------------------------------------
