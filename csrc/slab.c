@@ -1095,12 +1095,18 @@ slabs_of_map(PyObject *map)
             PyMem_Free(items);
             Py_RETURN_NOTIMPLEMENTED;
         }
+        if (i && items[i - 1].slab == slab)
+            continue;  /* (a slab's pages go in the map one after another: taken once here) */
         items[i].pfn = value;
         items[i].slab = slab;
         i++;
     }
-    qsort(items, (size_t)i, sizeof(PfnSlab), by_pfn);
     n = i;
+    int sorted = 1;
+    for (i = 1; i < n && sorted; i++)
+        sorted = by_pfn(&items[i - 1], &items[i]) < 0;
+    if (!sorted)
+        qsort(items, (size_t)n, sizeof(PfnSlab), by_pfn);
     for (i = 0; i < n; i++)
         if (i == 0 || items[i].slab != items[kept - 1].slab)
             items[kept++] = items[i];
