@@ -242,10 +242,12 @@ class _BuddyFrames:
                             start << width:end << width]
         before = self._labels
         if labels != before:  # (the labels added, removed or changed, found at C speed)
-            walk.update(pfn >> shift for pfn, _ in labels.items() ^ before.items())
+            # (a label off the end of memory labels no block)
+            walk.update(index for index in {pfn >> shift for pfn, _ in
+                                            labels.items() ^ before.items()}
+                        if 0 <= index < nr_stretches)
             self._labels = dict(labels)
         self._owner_labels = dict(owner_labels)
-        walk &= set(range(nr_stretches))  # (a label off the end of memory labels no block)
         labels_of: dict[int, dict[int, str]] = {index: {} for index in walk}
         for pfn, label in labels.items():
             mine = labels_of.get(pfn >> shift)
