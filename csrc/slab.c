@@ -1118,11 +1118,66 @@ slabs_of_map(PyObject *map)
     return slabs;
 }
 
+/* The row of `previous` (from *seen on, rows by ascending pfn) equal to the one `slab` would
+ * make now (its used bytes, their `users`), or NULL. A previous row that is no such row
+ * stops the search for good (*nr_previous = 0). */
+static PyObject *
+previous_row(PyObject *previous, Py_ssize_t *seen, Py_ssize_t *nr_previous, PyObject *slab,
+             const char *bytes, Py_ssize_t size, Py_ssize_t users)
+{
+    PyObject *pfn = SLOT(slab, usage_off_pfn), *base = SLOT(slab, usage_off_base);
+    if (*nr_previous == 0 || !PyLong_CheckExact(pfn) || !PyLong_CheckExact(base))
+        return NULL;
+    Py_ssize_t value = PyLong_AsSsize_t(pfn);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    while (*seen < *nr_previous) {
+        PyObject *row = PyList_GET_ITEM(previous, *seen);
+        Py_ssize_t before;
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 4 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 1)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 2)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(row, 3)) ||
+            ((before = PyLong_AsSsize_t(PyTuple_GET_ITEM(row, 0))) == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            *nr_previous = 0;
+            return NULL;
+        }
+        if (before < value) {
+            (*seen)++;
+            continue;
+        }
+        if (before > value)
+            return NULL;
+        PyObject *used = PyTuple_GET_ITEM(row, 3);
+        Py_ssize_t count = PyLong_AsSsize_t(PyTuple_GET_ITEM(row, 1));
+        if (count == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+        /* (exact ints compare without running Python code) */
+        if (count != users || PyBytes_GET_SIZE(used) != size ||
+            memcmp(PyBytes_AS_STRING(used), bytes, (size_t)size) != 0 ||
+            PyObject_RichCompareBool(PyTuple_GET_ITEM(row, 2), base, Py_EQ) != 1)
+            return NULL;
+        return row;
+    }
+    return NULL;
+}
+
 PyObject *
 kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1 || !(PyList_CheckExact(args[0]) || PyDict_CheckExact(args[0])))
+    if (nargs < 1 || nargs > 2 || !(PyList_CheckExact(args[0]) || PyDict_CheckExact(args[0])))
         Py_RETURN_NOTIMPLEMENTED;
+    /* (the rows this gave last time, by ascending pfn: a row that would be made again equal
+     * is that very tuple, so comparing the rows with those, as the page builder does, and
+     * hashing them are cheap, and nothing is allocated for a slab that did not change) */
+    PyObject *previous = nargs == 2 && PyList_CheckExact(args[1]) ? args[1] : NULL;
+    Py_ssize_t seen = 0, nr_previous = previous ? PyList_GET_SIZE(previous) : 0;
     PyObject *slabs;
     if (PyDict_CheckExact(args[0])) {
         slabs = slabs_of_map(args[0]);
@@ -1149,6 +1204,11 @@ kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t size = PyByteArray_GET_SIZE(used), users = 0;
         for (Py_ssize_t j = 0; j < size; j++)
             users += bytes[j] == 1;
+        PyObject *same = previous_row(previous, &seen, &nr_previous, slab, bytes, size, users);
+        if (same != NULL) {
+            PyList_SET_ITEM(rows, i, Py_NewRef(same));
+            continue;
+        }
         PyObject *count = PyLong_FromSsize_t(users);
         PyObject *copy = PyBytes_FromStringAndSize(bytes, size);
         PyObject *row = count && copy ? PyTuple_Pack(4, SLOT(slab, usage_off_pfn), count,

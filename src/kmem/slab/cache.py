@@ -222,6 +222,9 @@ class KmemCache:
         # The counts kmalloc_requests() last summed and what it said of them (its sums over
         # thousands of sizes are read again only when a count moved)
         self._requests_seen: tuple[Sequence[int], range, tuple[int, int]] | None = None
+        # The rows slab_usage() last gave from the compiled core (which gives a row that did
+        # not change as that very tuple again)
+        self._usage_seen: list[tuple[int, int, int, bytes]] = []
         self._debug: SlabDebugger | None = (
             SlabDebugger(geometry, self._memory, callers)
             if geometry.flags & SLAB_DEBUG_FLAGS else None
@@ -667,8 +670,9 @@ class KmemCache:
             core = self._buddy.compiled_core
             if core is not None:  # (the same rows from C: kmem html reads them every frame;
                 # the map's slabs taken once each and sorted there too)
-                rows = core.slab_usage(self._slab_of_pfn)
+                rows = core.slab_usage(self._slab_of_pfn, self._usage_seen)
                 if rows is not NotImplemented:
+                    self._usage_seen = rows
                     return rows  # type: ignore[no-any-return]
             return [(slab.pfn, slab.used.count(1), slab.base, bytes(slab.used))
                     for slab in self._slabs()]
