@@ -236,6 +236,9 @@ kmem_slab_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         listed = 0;
     if (listed > n)
         listed = n;
+    int ascii = 1;  /* (a table of ASCII only: no used string can hold anything else) */
+    for (int b = 0; b < 256; b++)
+        ascii &= chars[b] < 128;
     for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: nothing made for nothing */
         PyObject *row = PyList_GET_ITEM(rows, i);
         if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 4 ||
@@ -250,7 +253,7 @@ kmem_slab_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 0)) ||
                            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 2))))
             Py_RETURN_NOTIMPLEMENTED;  /* (so a listed row hashes, as the pure twin's does) */
-        if (i < listed && objects <= max_bits) {
+        if (!ascii && i < listed && objects <= max_bits) {
             PyObject *used = PyTuple_GET_ITEM(row, 3);
             const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(used);
             for (Py_ssize_t j = 0; j < PyBytes_GET_SIZE(used); j++)
