@@ -563,15 +563,19 @@ class _CacheFrames:
                               dict[str, Any] | None]] = {}
         usage_of, self._usage = self._usage, {}
         previous = self._previous
-        rows_of, self._rows = self._rows, {}
+        rows_of = self._rows
+        rows_kept: dict[str, tuple[KmemCache, dict[Any, list[Any]]]] = {}
+        self._rows = rows_kept
+        skip = self.skip_unchanged
         for cache in slab.cache_list():  # (as _shown_caches chooses them)
             name = cache.name
             count = cache.change_count()
             before = previous.get(name)
             rows = rows_of.get(name)
             if rows is not None:
-                self._rows[name] = rows
-            if before is not None and self._unchanged(cache, count, before):
+                rows_kept[name] = rows
+            # (_unchanged, inline: most of the caches, every frame)
+            if skip and before is not None and before[0] is cache and before[1] == count:
                 seen[name] = before
                 if before[3] is not None:
                     out.append(before[3])
@@ -592,7 +596,7 @@ class _CacheFrames:
                 entry = _cache_entry(cache, None, state[0], page_size,
                                      rows[1] if rows is not None and rows[0] is cache else None,
                                      rows_now)
-                self._rows[name] = (cache, rows_now)
+                rows_kept[name] = (cache, rows_now)
             seen[name] = (cache, count, state, entry)
             out.append(entry)
         self._previous = seen
