@@ -14,7 +14,7 @@ from setuptools.command.build_ext import build_ext
 
 SOURCES = ["csrc/module.c", "csrc/buddy.c", "csrc/slab.c", "csrc/replay.c", "csrc/parse.c",
            "csrc/arena.c", "csrc/pcp.c", "csrc/perf_data.c"]
-SOURCES += ["csrc/stat.c"]
+SOURCES += ["csrc/stat.c", "csrc/frames.c"]
 
 
 class OptionalBuildExt(build_ext):

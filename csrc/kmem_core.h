@@ -56,6 +56,10 @@ PyObject *kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t na
 PyObject *kmem_kallsyms_table(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 /* slab.c */
 PyObject *kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* frames.c */
+PyObject *kmem_changed_stretches(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *kmem_walk_blocks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *kmem_slab_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Take and drop a core lock (NULL: the object is not thread-safe). */
 static inline void kmem_lock(PyThread_type_lock lock)

@@ -21,8 +21,19 @@ static PyMethodDef core_functions[] = {
      "kallsyms_table(data): KernelSymbols' (starts, name spans) of a kallsyms text"
      " (NotImplemented for an address that is not plain hex)"},
     {"slab_usage", (PyCFunction)(void (*)(void))kmem_slab_usage, METH_FASTCALL,
-     "slab_usage(slabs): KmemCache.slab_usage()'s rows of a list of slabs (NotImplemented"
-     " for anything else)"},
+     "slab_usage(slabs): KmemCache.slab_usage()'s rows of a list of slabs or of a cache's"
+     " map of pfn -> slab (NotImplemented for anything else)"},
+    {"changed_stretches", (PyCFunction)(void (*)(void))kmem_changed_stretches, METH_FASTCALL,
+     "changed_stretches(before, now, nr_stretches, shift): the stretches whose bytes differ"
+     " (kmem.show.snapshot._changed_stretches; NotImplemented for anything else)"},
+    {"walk_blocks", (PyCFunction)(void (*)(void))kmem_walk_blocks, METH_FASTCALL,
+     "walk_blocks(state, owner, start, end, labels, owner_labels, index, names, base): a"
+     " stretch's flat blocks (kmem.show.snapshot._walk_blocks; NotImplemented for anything"
+     " else)"},
+    {"slab_rows", (PyCFunction)(void (*)(void))kmem_slab_rows, METH_FASTCALL,
+     "slab_rows(rows, before, rows_now, total, page_size, chars, listed, max_bits): a cache"
+     " entry's slab rows and counts (kmem.show.snapshot._slab_rows; NotImplemented for"
+     " anything else)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1026,61 +1026,206 @@ PyTypeObject kmem_KmallocCoreType = {
 /* -- slab_usage ------------------------------------------------------------------------------ */
 
 /* KmemCache.slab_usage()'s rows: (pfn, objects a user holds, base, used as bytes) of each slab
- * of `slabs` (a list of Slab, as _slabs() gives them). A page builder reads every changed
- * cache this way each frame, and the rows cost more in Python than the bytes they copy.
- * NotImplemented for anything but a list of slabs with those slots set and `used` a bytearray:
- * the Python comprehension then does the work and raises what it raises. */
-PyObject *
-kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+ * of `slabs`: a list of Slab, as _slabs() gives them, or the cache's map of pfn -> Slab
+ * (_slab_of_pfn, every page of a slab), whose slabs it takes once each by ascending pfn as
+ * _slabs() does. A page builder reads every changed cache this way each frame, and the rows
+ * (and the set and sort of the map) cost more in Python than the bytes they copy.
+ * NotImplemented for anything but a list or dict of slabs with those slots set and `used` a
+ * bytearray: the Python comprehension then does the work and raises what it raises. */
+
+static PyTypeObject *usage_slab_type;
+static Py_ssize_t usage_off_pfn, usage_off_base, usage_off_used;
+
+/* Is `slab` a Slab this reads (its type's slot offsets learnt on the way, when `first`; else
+ * it must be of the type learnt)? */
+static int
+usage_slab_ok(PyObject *slab, int first)
 {
-    static PyTypeObject *slab_type;
-    static Py_ssize_t off_pfn, off_base, off_used;
-    if (nargs != 1 || !PyList_CheckExact(args[0]))
-        Py_RETURN_NOTIMPLEMENTED;
-    PyObject *slabs = args[0];
-    Py_ssize_t n = PyList_GET_SIZE(slabs);
-    if (n && Py_TYPE(PyList_GET_ITEM(slabs, 0)) != slab_type) {
-        PyObject *type = (PyObject *)Py_TYPE(PyList_GET_ITEM(slabs, 0));
+    if (!first && Py_TYPE(slab) != usage_slab_type)
+        return 0;
+    if (Py_TYPE(slab) != usage_slab_type) {
+        PyObject *type = (PyObject *)Py_TYPE(slab);
         Py_ssize_t pfn = slot_offset(type, "pfn"), base = slot_offset(type, "base"),
                    used = slot_offset(type, "used");
         if (pfn < 0 || base < 0 || used < 0) {
             PyErr_Clear();
-            Py_RETURN_NOTIMPLEMENTED;
+            return 0;
         }
         /* (held: a type freed and another made at its address would read wrong offsets) */
-        Py_XSETREF(slab_type, (PyTypeObject *)Py_NewRef(type));
-        off_pfn = pfn;
-        off_base = base;
-        off_used = used;
+        Py_XSETREF(usage_slab_type, (PyTypeObject *)Py_NewRef(type));
+        usage_off_pfn = pfn;
+        usage_off_base = base;
+        usage_off_used = used;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: nothing made for nothing */
-        PyObject *slab = PyList_GET_ITEM(slabs, i);
-        if (Py_TYPE(slab) != slab_type || SLOT(slab, off_pfn) == NULL ||
-            SLOT(slab, off_base) == NULL || SLOT(slab, off_used) == NULL ||
-            !PyByteArray_CheckExact(SLOT(slab, off_used)))
+    return SLOT(slab, usage_off_pfn) != NULL && SLOT(slab, usage_off_base) != NULL &&
+           SLOT(slab, usage_off_used) != NULL &&
+           PyByteArray_CheckExact(SLOT(slab, usage_off_used));
+}
+
+typedef struct {
+    Py_ssize_t pfn;
+    PyObject *slab;
+} PfnSlab;
+
+static int
+by_pfn(const void *a, const void *b)
+{
+    const PfnSlab *x = a, *y = b;
+    if (x->pfn != y->pfn)
+        return x->pfn < y->pfn ? -1 : 1;
+    /* (the pages of one slab side by side, to be taken once) */
+    return x->slab == y->slab ? 0 : (uintptr_t)x->slab < (uintptr_t)y->slab ? -1 : 1;
+}
+
+/* The map's slabs once each by ascending pfn (a new list), NotImplemented, or NULL. */
+static PyObject *
+slabs_of_map(PyObject *map)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(map), pos = 0, i = 0, kept = 0;
+    PfnSlab *items = PyMem_Malloc(sizeof(PfnSlab) * (size_t)(n ? n : 1));
+    if (items == NULL)
+        return PyErr_NoMemory();
+    PyObject *key, *slab;
+    while (PyDict_Next(map, &pos, &key, &slab)) {
+        PyObject *pfn;
+        if (i >= n || !usage_slab_ok(slab, i == 0) ||
+            !PyLong_CheckExact(pfn = SLOT(slab, usage_off_pfn))) {
+            PyMem_Free(items);
             Py_RETURN_NOTIMPLEMENTED;
+        }
+        Py_ssize_t value = PyLong_AsSsize_t(pfn);
+        if (value == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            PyMem_Free(items);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        if (i && items[i - 1].slab == slab)
+            continue;  /* (a slab's pages go in the map one after another: taken once here) */
+        items[i].pfn = value;
+        items[i].slab = slab;
+        i++;
     }
-    PyObject *rows = PyList_New(n);
-    if (rows == NULL)
+    n = i;
+    int sorted = 1;
+    for (i = 1; i < n && sorted; i++)
+        sorted = by_pfn(&items[i - 1], &items[i]) < 0;
+    if (!sorted)
+        qsort(items, (size_t)n, sizeof(PfnSlab), by_pfn);
+    for (i = 0; i < n; i++)
+        if (i == 0 || items[i].slab != items[kept - 1].slab)
+            items[kept++] = items[i];
+    PyObject *slabs = PyList_New(kept);
+    if (slabs != NULL)
+        for (i = 0; i < kept; i++)
+            PyList_SET_ITEM(slabs, i, Py_NewRef(items[i].slab));
+    PyMem_Free(items);
+    return slabs;
+}
+
+/* The row of `previous` (from *seen on, rows by ascending pfn) equal to the one `slab` would
+ * make now (its used bytes, their `users`), or NULL. A previous row that is no such row
+ * stops the search for good (*nr_previous = 0). */
+static PyObject *
+previous_row(PyObject *previous, Py_ssize_t *seen, Py_ssize_t *nr_previous, PyObject *slab,
+             const char *bytes, Py_ssize_t size, Py_ssize_t users)
+{
+    PyObject *pfn = SLOT(slab, usage_off_pfn), *base = SLOT(slab, usage_off_base);
+    if (*nr_previous == 0 || !PyLong_CheckExact(pfn) || !PyLong_CheckExact(base))
         return NULL;
+    Py_ssize_t value = PyLong_AsSsize_t(pfn);
+    if (value == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    while (*seen < *nr_previous) {
+        PyObject *row = PyList_GET_ITEM(previous, *seen);
+        Py_ssize_t before;
+        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != 4 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 1)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(row, 2)) ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(row, 3)) ||
+            ((before = PyLong_AsSsize_t(PyTuple_GET_ITEM(row, 0))) == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            *nr_previous = 0;
+            return NULL;
+        }
+        if (before < value) {
+            (*seen)++;
+            continue;
+        }
+        if (before > value)
+            return NULL;
+        PyObject *used = PyTuple_GET_ITEM(row, 3);
+        Py_ssize_t count = PyLong_AsSsize_t(PyTuple_GET_ITEM(row, 1));
+        if (count == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+        /* (exact ints compare without running Python code) */
+        if (count != users || PyBytes_GET_SIZE(used) != size ||
+            memcmp(PyBytes_AS_STRING(used), bytes, (size_t)size) != 0 ||
+            PyObject_RichCompareBool(PyTuple_GET_ITEM(row, 2), base, Py_EQ) != 1)
+            return NULL;
+        return row;
+    }
+    return NULL;
+}
+
+PyObject *
+kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2 || !(PyList_CheckExact(args[0]) || PyDict_CheckExact(args[0])))
+        Py_RETURN_NOTIMPLEMENTED;
+    /* (the rows this gave last time, by ascending pfn: a row that would be made again equal
+     * is that very tuple, so comparing the rows with those, as the page builder does, and
+     * hashing them are cheap, and nothing is allocated for a slab that did not change) */
+    PyObject *previous = nargs == 2 && PyList_CheckExact(args[1]) ? args[1] : NULL;
+    Py_ssize_t seen = 0, nr_previous = previous ? PyList_GET_SIZE(previous) : 0;
+    PyObject *slabs;
+    if (PyDict_CheckExact(args[0])) {
+        slabs = slabs_of_map(args[0]);
+        if (slabs == NULL || slabs == Py_NotImplemented)
+            return slabs;
+    } else {
+        slabs = Py_NewRef(args[0]);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(slabs);
+    PyObject *rows = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {  /* checked first: nothing made for nothing */
+        if (!usage_slab_ok(PyList_GET_ITEM(slabs, i), i == 0)) {
+            Py_DECREF(slabs);
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+    }
+    rows = PyList_New(n);
+    if (rows == NULL)
+        goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *slab = PyList_GET_ITEM(slabs, i);
-        PyObject *used = SLOT(slab, off_used);
+        PyObject *used = SLOT(slab, usage_off_used);
         const char *bytes = PyByteArray_AS_STRING(used);
         Py_ssize_t size = PyByteArray_GET_SIZE(used), users = 0;
         for (Py_ssize_t j = 0; j < size; j++)
             users += bytes[j] == 1;
+        PyObject *same = previous_row(previous, &seen, &nr_previous, slab, bytes, size, users);
+        if (same != NULL) {
+            PyList_SET_ITEM(rows, i, Py_NewRef(same));
+            continue;
+        }
         PyObject *count = PyLong_FromSsize_t(users);
         PyObject *copy = PyBytes_FromStringAndSize(bytes, size);
-        PyObject *row = count && copy ? PyTuple_Pack(4, SLOT(slab, off_pfn), count,
-                                                     SLOT(slab, off_base), copy) : NULL;
+        PyObject *row = count && copy ? PyTuple_Pack(4, SLOT(slab, usage_off_pfn), count,
+                                                     SLOT(slab, usage_off_base), copy) : NULL;
         Py_XDECREF(count);
         Py_XDECREF(copy);
         if (row == NULL) {
-            Py_DECREF(rows);
-            return NULL;
+            Py_CLEAR(rows);
+            goto done;
         }
         PyList_SET_ITEM(rows, i, row);
     }
+done:
+    Py_DECREF(slabs);
     return rows;
 }

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import buddy_snapshot
 from kmem import BuddyAllocator, OutOfMemoryError, get_order
+from kmem.errors import InvalidArgumentError, InvalidTypeError
 from linux_buddy_model import LinuxBuddyModel
 
 KiB = 1024
@@ -25,6 +26,18 @@ def test_boot_carves_largest_aligned_blocks_lowest_first() -> None:
     assert capped.free_blocks(0) == [12]
     assert capped.alloc_pages(2) == 0  # the first allocation takes the lowest address
     capped.check()
+
+
+def test_free_blocks_limit_takes_the_head_of_the_list() -> None:
+    buddy = BuddyAllocator(13 * 4 * KiB, max_order=2)
+    assert buddy.free_blocks(2, 2) == [0, 4]
+    assert buddy.free_blocks(2, 0) == []
+    assert buddy.free_blocks(2, 5) == buddy.free_blocks(2) == [0, 4, 8]
+    assert buddy.free_blocks(1, 3) == []
+    with pytest.raises(InvalidArgumentError, match="limit must be >= 0, got -1"):
+        buddy.free_blocks(2, -1)
+    with pytest.raises(InvalidTypeError):
+        buddy.free_blocks(2, 1.5)  # type: ignore[arg-type]
 
 
 def test_split_keeps_lower_half_and_puts_upper_halves_at_list_heads() -> None:

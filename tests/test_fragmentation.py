@@ -48,3 +48,20 @@ def test_extfrag_index_line_is_the_kernels() -> None:
     report = fragmentation_report([8, 4, 0])
     assert report.extfrag == (-1000, -1000, 584)
     assert report.extfrag_index_line(1, "DMA32") == "Node 1, zone    DMA32 -1.000 -1.000  0.584 \n"
+
+
+def test_report_is_the_indices_of_every_order() -> None:
+    # fragmentation_report's one pass against unusable_index and extfrag_index order by order
+    import random
+
+    rng = random.Random(12)
+    cases = [[], [0], [0, 0, 0], [1], [0, 0, 1], [3, 0, 0, 0], [8, 4, 0]]
+    cases += [[rng.choice((0, 0, 1, 2, 7, 300)) for _ in range(rng.randint(1, 12))]
+              for _ in range(300)]
+    for nr_free in cases:
+        report = fragmentation_report(nr_free)
+        orders = range(len(nr_free))
+        assert report.unusable == tuple(unusable_index(nr_free, o) for o in orders), nr_free
+        assert report.extfrag == tuple(extfrag_index(nr_free, o) for o in orders), nr_free
+        assert report.free_pages == sum(n << o for o, n in enumerate(nr_free))
+        assert report.largest_free_order == max((o for o in orders if nr_free[o]), default=-1)

@@ -443,6 +443,8 @@ def test_buddy_frames_walk_only_what_changed(steps: list[tuple[int, int]], label
         else:
             buddy.free_pages(*held.pop(pick % len(held)))
         labels = {pfn: f"L{pfn % (labelled + 1)}" for pfn, _ in held[::2]}
+        if pick % 4 == 1:  # (labels of no frame, off either end of memory, label nothing)
+            labels.update({100 + pick % 9: "beyond", -1 - pick % 5: "before"})
         expected = buddy_frame(buddy, table, labels)
         assert incremental.frame(labels) == expected
         assert incremental._table.labels == table.labels

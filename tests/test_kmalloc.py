@@ -56,6 +56,25 @@ def test_every_size_gets_the_smallest_class_that_holds_it(slab: SlabAllocator) -
     slab.check()
 
 
+def test_kmalloc_requests_follow_every_call(slab: SlabAllocator) -> None:
+    # kmalloc_requests() sums its sizes' counts again only when a count moved: asked after
+    # every call (kmem html's frames ask it often), it says each call the moment it is made.
+    import random
+
+    rng = random.Random(5)
+    served: dict[str, list[int]] = {}
+    for step in range(400):
+        size = rng.choice((rng.randint(1, 300), rng.randint(1, 8192), 8192, 96))
+        slab.kmalloc(size)
+        name = slab.kmalloc_cache_for(size).name  # type: ignore[union-attr]
+        served.setdefault(name, []).append(size)
+        for cache_name in (name, "kmalloc-8k", "kmalloc-96")[: 1 + step % 3]:
+            sizes = served.get(cache_name, [])
+            cache = slab.caches[cache_name]
+            assert cache.kmalloc_requests() == (len(sizes), sum(sizes),
+                                                len(sizes) * cache.size), (step, cache_name)
+
+
 def test_bytes_alloc_of_real_kmalloc_events(slab: SlabAllocator) -> None:
     """Every (bytes_req, bytes_alloc, gfp) kmalloc event of a real 6.18 trace: same bytes."""
     checked = 0

@@ -60,7 +60,20 @@ def perf_samples(view: Any, pos: int, end: int, id_at: int,
 
 def perf_batch(samples: list[Any]) -> Any: ...
 
-def slab_usage(slabs: list[Any]) -> list[tuple[int, int, int, bytes]] | Any: ...
+def slab_usage(slabs: list[Any] | dict[int, Any],
+               previous: list[tuple[int, int, int, bytes]] = ..., /
+               ) -> list[tuple[int, int, int, bytes]] | Any: ...
+
+def changed_stretches(before: Any, now: Any, nr_stretches: int, shift: int) -> list[int] | Any: ...
+
+def walk_blocks(state: Any, owner: Any, start: int, end: int, labels: dict[int, str],
+                owner_labels: dict[int, str], index: dict[str, int], names: list[str],
+                base: int, /) -> list[int] | Any: ...
+
+def slab_rows(rows: list[tuple[int, int, int, bytes]], before: dict[Any, list[Any]],
+              rows_now: dict[Any, list[Any]] | None, total: int, page_size: int,
+              chars: bytes, listed: int, max_bits: int, /
+              ) -> tuple[list[list[Any]], int, int, int] | Any: ...
 
 class ArenaCore:
     """kmem.arena's fast paths over an arena's mapped buffer (csrc/arena.c)."""

@@ -657,11 +657,16 @@ class BuddyAllocator:
         """Order of the largest free block, or -1 when no page is free."""
         return self._counters[self._NONEMPTY].bit_length() - 1
 
-    def free_blocks(self, order: int) -> list[int]:
-        """The pfns on free list ``order``, head first (the order the next allocations take)."""
+    def free_blocks(self, order: int, limit: int | None = None) -> list[int]:
+        """The pfns on free list ``order``, head first (the order the next allocations take);
+        with ``limit``, at most its first ``limit`` (the rest of a long list is not walked)."""
         order = self._check_order(order)
+        if limit is not None:
+            limit = int_argument(limit, "limit")
+            if limit < 0:
+                raise InvalidArgumentError(f"limit must be >= 0, got {limit}")
         with self._lock:
-            return list_entries(self.mem_map.next, ~order)
+            return list_entries(self.mem_map.next, ~order, limit)
 
     def stats(self) -> BuddyStats:
         with self._lock:

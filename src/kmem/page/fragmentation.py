@@ -83,11 +83,26 @@ class FragmentationReport:
 
 
 def fragmentation_report(nr_free: Sequence[int]) -> FragmentationReport:
-    orders = range(len(nr_free))
-    largest = max((o for o in orders if nr_free[o]), default=-1)
+    """unusable_index() and extfrag_index() of every order, in one pass over ``nr_free``: the
+    free pages of the blocks of ``order`` and above are what both ask of an order (a replay
+    reports every sample, and the orders squared were most of a sample's cost)."""
+    nr_free = list(nr_free)
+    free_pages = sum(n << o for o, n in enumerate(nr_free))
+    total = sum(nr_free)
+    largest = max((o for o, n in enumerate(nr_free) if n), default=-1)
+    unusable = []
+    extfrag = []
+    usable = free_pages  # the free pages in blocks of this order or above
+    for order, blocks in enumerate(nr_free):
+        unusable.append(1000 if free_pages == 0 else
+                        (free_pages - usable) * 1000 // free_pages)
+        if total == 0:
+            extfrag.append(0)
+        elif usable:  # (a block of this order or above: the request succeeds)
+            extfrag.append(-1000)
+        else:
+            extfrag.append(1000 - (1000 + free_pages * 1000 // (1 << order)) // total)
+        usable -= blocks << order
     return FragmentationReport(
-        unusable=tuple(unusable_index(nr_free, o) for o in orders),
-        extfrag=tuple(extfrag_index(nr_free, o) for o in orders),
-        largest_free_order=largest,
-        free_pages=sum(n << o for o, n in enumerate(nr_free)),
-    )
+        unusable=tuple(unusable), extfrag=tuple(extfrag), largest_free_order=largest,
+        free_pages=free_pages)

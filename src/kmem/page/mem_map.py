@@ -159,11 +159,16 @@ def list_del(nxt: array[int], prv: array[int], pfn: int) -> None:
     prv[after] = before
 
 
-def list_entries(nxt: array[int], head: int) -> list[int]:
-    """The pfns on the list, head first."""
+def list_entries(nxt: array[int], head: int, limit: int | None = None) -> list[int]:
+    """The pfns on the list, head first (at most ``limit`` of them)."""
     out = []
     pfn = nxt[head]
-    while pfn != head:
+    if limit is None:
+        while pfn != head:
+            out.append(pfn)
+            pfn = nxt[pfn]
+        return out
+    while pfn != head and len(out) < limit:
         out.append(pfn)
         pfn = nxt[pfn]
     return out

@@ -51,6 +51,7 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from kmem._compiled import core
 from kmem.errors import InvalidArgumentError, KmemError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.mem_map import FREE, ORDER_MASK, RESERVED
@@ -129,7 +130,7 @@ def buddy_frame(
 def _free_counts(buddy: BuddyAllocator) -> dict[str, Any]:
     nr_free = list(buddy.nr_free)
     free_lists = [
-        buddy.free_blocks(order)[:MAX_LISTED] if count else [] for order, count in
+        buddy.free_blocks(order, MAX_LISTED) if count else [] for order, count in
         enumerate(nr_free)
     ]
     free_pages = buddy.nr_free_pages
@@ -226,9 +227,11 @@ class _BuddyFrames:
                 self._owner = bytearray(owner) if owner_labels else bytearray()
                 walk.update(range(nr_stretches))
             else:
-                _changed_stretches(self._state, state, nr_stretches, shift, walk)
+                core = buddy.compiled_core
+                _changed_stretches(core, self._state, state, nr_stretches, shift, walk)
                 if owner_labels:
-                    _changed_stretches(self._owner, owner, nr_stretches, shift + width, walk)
+                    _changed_stretches(core, self._owner, owner, nr_stretches, shift + width,
+                                       walk)
                 # (the bytes of the stretches that changed, not of all memory: a 1 GiB
                 # machine's owner column is 1 MiB, and a frame changes a few stretches)
                 for index in walk:
@@ -239,10 +242,12 @@ class _BuddyFrames:
                             start << width:end << width]
         before = self._labels
         if labels != before:  # (the labels added, removed or changed, found at C speed)
-            walk.update(pfn >> shift for pfn, _ in labels.items() ^ before.items())
+            # (a label off the end of memory labels no block)
+            walk.update(index for index in {pfn >> shift for pfn, _ in
+                                            labels.items() ^ before.items()}
+                        if 0 <= index < nr_stretches)
             self._labels = dict(labels)
         self._owner_labels = dict(owner_labels)
-        walk &= set(range(nr_stretches))  # (a label off the end of memory labels no block)
         labels_of: dict[int, dict[int, str]] = {index: {} for index in walk}
         for pfn, label in labels.items():
             mine = labels_of.get(pfn >> shift)
@@ -272,34 +277,68 @@ class _BuddyFrames:
 
     def _walk(self, start: int, end: int, labels: dict[int, str],
               owner_labels: dict[int, str]) -> list[int]:
-        """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
-        them (its walk is BuddyAllocator.block_tuples': a reserved frame at a time, else a
-        block, free when its state has the FREE bit)."""
-        state = self._buddy.mem_map.state
-        owner = self._buddy.mem_map.owner if owner_labels else None
-        table = self._table
-        out: list[int] = []
-        pfn = start
-        while pfn < end:
-            kind = state[pfn]
-            if kind == RESERVED:
-                out += (pfn, 0, RESERVED_CODE)
-                pfn += 1
-                continue
-            order = kind & ORDER_MASK
-            code = FREE_CODE
-            if not kind & FREE:
-                label = labels.get(pfn)
-                if label is None and owner is not None:
-                    label = owner_labels.get(owner[pfn])
-                code = table.code(label) if label else ALLOCATED_CODE
-            out += (pfn, order, code)
-            pfn += 1 << order
-        return out
+        """The flat [pfn, order, code, ...] of the blocks in [start, end) (_walk_blocks)."""
+        mem_map = self._buddy.mem_map
+        return _walk_blocks(self._buddy.compiled_core, mem_map.state,
+                            mem_map.owner if owner_labels else None, start, end, labels,
+                            owner_labels, self._table)
 
 
-def _changed_stretches(before: bytearray, now: memoryview, nr_stretches: int, shift: int,
-                       out: set[int]) -> None:
+def _walk_blocks(core: Any, state: bytearray, owner: Any, start: int, end: int,
+                 labels: dict[int, str], owner_labels: dict[int, str], table: LabelTable
+                 ) -> list[int]:
+    """_walk_blocks_pure, from the compiled core when there is one (kmem._core.walk_blocks:
+    a frame walks a few stretches of hundreds of blocks each, a Python loop a block)."""
+    if core is not None:
+        out = core.walk_blocks(state, owner, start, end, labels, owner_labels, table._index,
+                               table.labels, LABEL_BASE)
+        if out is not NotImplemented:
+            return out  # type: ignore[no-any-return]
+    return _walk_blocks_pure(state, owner, start, end, labels, owner_labels, table)
+
+
+def _walk_blocks_pure(state: bytearray, owner: Any, start: int, end: int,
+                      labels: dict[int, str], owner_labels: dict[int, str], table: LabelTable
+                      ) -> list[int]:
+    """The flat [pfn, order, code, ...] of the blocks in [start, end), as buddy_frame says
+    them (its walk is BuddyAllocator.block_tuples': a reserved frame at a time, else a
+    block, free when its state has the FREE bit); an allocated block's label is its pfn's in
+    ``labels``, else its first page's ``owner`` entry's in ``owner_labels`` (``owner`` None:
+    none)."""
+    out: list[int] = []
+    pfn = start
+    while pfn < end:
+        kind = state[pfn]
+        if kind == RESERVED:
+            out += (pfn, 0, RESERVED_CODE)
+            pfn += 1
+            continue
+        order = kind & ORDER_MASK
+        code = FREE_CODE
+        if not kind & FREE:
+            label = labels.get(pfn)
+            if label is None and owner is not None:
+                label = owner_labels.get(owner[pfn])
+            code = table.code(label) if label else ALLOCATED_CODE
+        out += (pfn, order, code)
+        pfn += 1 << order
+    return out
+
+
+def _changed_stretches(core: Any, before: bytearray, now: memoryview, nr_stretches: int,
+                       shift: int, out: set[int]) -> None:
+    """_changed_stretches_pure, from the compiled core when there is one
+    (kmem._core.changed_stretches: a memcmp a stretch, no slice object each)."""
+    if core is not None:
+        changed = core.changed_stretches(before, now, nr_stretches, shift)
+        if changed is not NotImplemented:
+            out.update(changed)
+            return
+    _changed_stretches_pure(before, now, nr_stretches, shift, out)
+
+
+def _changed_stretches_pure(before: bytearray, now: memoryview, nr_stretches: int,
+                            shift: int, out: set[int]) -> None:
     """Add to ``out`` the stretches (``1 << shift`` bytes each) whose bytes differ between
     ``before`` and ``now``: 16 stretches a comparison, then the stretches of those that
     differ. (``before.startswith(view, start)`` compares in place: a slice of either side
@@ -378,8 +417,49 @@ def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, p
         rows = [usage.get(pfn, (pfn, 0, 0, b"")) for pfn in
                 sorted(set(pfns) | {pfn for pfn, inuse, _, _ in slab_usage if inuse})]
     chars = _USED_CHARS if sheaves is None else _USED_CHARS_SHEAVES
+    slabs, active, full, empty = _slab_rows(core, rows,
+                                            {} if rows_before is None else rows_before,
+                                            rows_now, total, page_size, chars)
+    nr_slabs = len(rows)
+    return {
+        "name": str(cache.name),
+        "object_size": int(cache.object_size),
+        "size": int(cache.slab_size),
+        "objs_per_slab": total,
+        "order": int(cache.order),
+        "active_objs": active,
+        "num_objs": total * nr_slabs,
+        "nr_slabs": nr_slabs,
+        "full": full,
+        "partial": nr_slabs - full - empty,
+        "empty": empty,
+        "slabs": slabs,
+        "bytes_requested": requested,
+        "bytes_allocated": allocated,
+        **({"sheaves": sheaves} if sheaves is not None else {}),
+    }
+
+
+def _slab_rows(core: Any, rows: list[Any], before: dict[Any, list[Any]],
+               rows_now: dict[Any, list[Any]] | None, total: int, page_size: int,
+               chars: bytes) -> tuple[list[list[Any]], int, int, int]:
+    """_slab_rows_pure, from the compiled core when there is one (kmem._core.slab_rows: every
+    changed cache of every frame of a long trace's page makes its rows)."""
+    if core is not None:
+        made = core.slab_rows(rows, before, rows_now, total, page_size, chars,
+                              MAX_SLABS_LISTED, MAX_OBJECT_BITS)
+        if made is not NotImplemented:
+            return made  # type: ignore[no-any-return]
+    return _slab_rows_pure(rows, before, rows_now, total, page_size, chars)
+
+
+def _slab_rows_pure(rows: list[Any], before: dict[Any, list[Any]],
+                    rows_now: dict[Any, list[Any]] | None, total: int, page_size: int,
+                    chars: bytes) -> tuple[list[list[Any]], int, int, int]:
+    """(the first MAX_SLABS_LISTED slab rows, objects in use, full slabs, empty slabs) of a
+    cache of ``total`` objects a slab, from its slab_usage() ``rows``. A row found in
+    ``before`` is taken from there; every row made is put in ``rows_now``."""
     slabs: list[list[Any]] = []
-    before = {} if rows_before is None else rows_before
     for row in rows[:MAX_SLABS_LISTED]:
         entry = before.get(row)
         if entry is None:
@@ -392,26 +472,7 @@ def _cache_entry(cache: KmemCache, pfns: list[int] | None, state: _CacheState, p
             rows_now[row] = entry
         slabs.append(entry)
     counts = [row[1] for row in rows]
-    full = counts.count(total)
-    empty = counts.count(0)
-    nr_slabs = len(rows)
-    return {
-        "name": str(cache.name),
-        "object_size": int(cache.object_size),
-        "size": int(cache.slab_size),
-        "objs_per_slab": total,
-        "order": int(cache.order),
-        "active_objs": sum(counts),
-        "num_objs": total * nr_slabs,
-        "nr_slabs": nr_slabs,
-        "full": full,
-        "partial": nr_slabs - full - empty,
-        "empty": empty,
-        "slabs": slabs,
-        "bytes_requested": requested,
-        "bytes_allocated": allocated,
-        **({"sheaves": sheaves} if sheaves is not None else {}),
-    }
+    return slabs, sum(counts), counts.count(total), counts.count(0)
 
 
 def _sheaves(cache: KmemCache) -> dict[str, Any] | None:
@@ -502,15 +563,19 @@ class _CacheFrames:
                               dict[str, Any] | None]] = {}
         usage_of, self._usage = self._usage, {}
         previous = self._previous
-        rows_of, self._rows = self._rows, {}
+        rows_of = self._rows
+        rows_kept: dict[str, tuple[KmemCache, dict[Any, list[Any]]]] = {}
+        self._rows = rows_kept
+        skip = self.skip_unchanged
         for cache in slab.cache_list():  # (as _shown_caches chooses them)
             name = cache.name
             count = cache.change_count()
             before = previous.get(name)
             rows = rows_of.get(name)
             if rows is not None:
-                self._rows[name] = rows
-            if before is not None and self._unchanged(cache, count, before):
+                rows_kept[name] = rows
+            # (_unchanged, inline: most of the caches, every frame)
+            if skip and before is not None and before[0] is cache and before[1] == count:
                 seen[name] = before
                 if before[3] is not None:
                     out.append(before[3])
@@ -531,7 +596,7 @@ class _CacheFrames:
                 entry = _cache_entry(cache, None, state[0], page_size,
                                      rows[1] if rows is not None and rows[0] is cache else None,
                                      rows_now)
-                self._rows[name] = (cache, rows_now)
+                rows_kept[name] = (cache, rows_now)
             seen[name] = (cache, count, state, entry)
             out.append(entry)
         self._previous = seen

@@ -219,6 +219,12 @@ class KmemCache:
         # sizes this cache serves, lo..hi (see count_kmalloc_requests).
         self._kmalloc_requests: Sequence[int] | None = None
         self._kmalloc_sizes = range(0)
+        # The counts kmalloc_requests() last summed and what it said of them (its sums over
+        # thousands of sizes are read again only when a count moved)
+        self._requests_seen: tuple[Sequence[int], range, tuple[int, int]] | None = None
+        # The rows slab_usage() last gave from the compiled core (which gives a row that did
+        # not change as that very tuple again)
+        self._usage_seen: list[tuple[int, int, int, bytes]] = []
         self._debug: SlabDebugger | None = (
             SlabDebugger(geometry, self._memory, callers)
             if geometry.flags & SLAB_DEBUG_FLAGS else None
@@ -661,14 +667,15 @@ class KmemCache:
         live_objects() lists), 2 waiting in a sheaf, 3 waiting for kfree_rcu's grace period.
         The per-slab view of live_objects() at the cost of the slabs, not of the objects."""
         with self._lock:
-            slabs = self._slabs()
             core = self._buddy.compiled_core
-            if core is not None:  # (the same rows from C: kmem html reads them every frame)
-                rows = core.slab_usage(slabs)
+            if core is not None:  # (the same rows from C: kmem html reads them every frame;
+                # the map's slabs taken once each and sorted there too)
+                rows = core.slab_usage(self._slab_of_pfn, self._usage_seen)
                 if rows is not NotImplemented:
+                    self._usage_seen = rows
                     return rows  # type: ignore[no-any-return]
             return [(slab.pfn, slab.used.count(1), slab.base, bytes(slab.used))
-                    for slab in slabs]
+                    for slab in self._slabs()]
 
     def change_count(self) -> int:
         """A number that moves whenever anything slab_usage(), kmalloc_requests(), sheaves()
@@ -694,9 +701,18 @@ class KmemCache:
         if requests is None:
             return 0, 0, 0
         sizes = self._kmalloc_sizes
-        calls = sum(requests[sizes.start:sizes.stop])
-        # (at C speed: kmalloc-8k's sizes are 4,096 entries, summed for every frame of a page)
-        requested = sum(map(operator.mul, sizes, requests[sizes.start:sizes.stop:sizes.step]))
+        counts = requests[sizes.start:sizes.stop]
+        seen = self._requests_seen
+        if seen is not None and seen[1] == sizes and seen[0] == counts:
+            # (the same counts: a memcmp of the histogram's array, not the sums again; kmem
+            # html asks every frame of each kmalloc cache that changed)
+            calls, requested = seen[2]
+        else:
+            calls = sum(counts)
+            # (at C speed: kmalloc-8k's sizes are 4,096 entries)
+            requested = sum(map(operator.mul, sizes,
+                                requests[sizes.start:sizes.stop:sizes.step]))
+            self._requests_seen = (counts, sizes, (calls, requested))
         return calls, requested, calls * self.size
 
     # -- reports -------------------------------------------------------------------------------
