@@ -5,19 +5,42 @@ give it, not merely that the line runs."""
 from __future__ import annotations
 
 import io
+import linecache
+import sys
+import threading
 from array import array
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
 
+import kmem.trace.sweep as sweep_module
+from kmem import sweep
 from kmem.errors import InvalidFreeError, OutOfMemoryError
 from kmem.page import mem_map, vmstat
 from kmem.page.buddy import BuddyAllocator
+from kmem.page.gfp import GFP_ATOMIC
 from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
 from kmem.page.pcp import PerCpuPages
 from kmem.page.watermarks import ALLOC_HIGHATOMIC, ALLOC_MIN_RESERVE
 from kmem.page.zone import Zone
+from kmem.slab.allocator import SlabAllocator
+from kmem.slab.flags import SLAB_CACHE_DMA, SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU
+from kmem.slab.machine_pages import MachinePages
+from kmem.slab.report import SlabtopRow, slabtop_summary
+from kmem.slab.sheaves import sheaf_size
+from kmem.slab.slabinfo_tool import (
+    SysfsEntry,
+    SysfsSnapshot,
+    _Tool,
+    slabinfo_report,
+    slabinfo_totals,
+    snapshot_from_allocator,
+)
+from test_cov_slab2 import _another_task, _boot, _exhaust, _places
+from test_cov_trace3 import ONE_TRACE, _sweep_spec
 
 # Linux's values (include/linux/mmzone.h, pageblock-flags.h), not kmem's constants.
 UNMOVABLE, MOVABLE, RECLAIMABLE, HIGHATOMIC, ISOLATE = 0, 1, 2, 3, 4
@@ -285,3 +308,363 @@ def test_a_full_highatomic_reserve_has_nothing_to_give_back() -> None:
     assert zone.nr_reserved_highatomic == 2 * PAGEBLOCK_PAGES
     assert all(machine.pageblock_mt[block] == HIGHATOMIC for block in reserved)
     machine.check()
+
+
+# -- kmem.slab ------------------------------------------------------------------------------
+
+def _machine_slab(size: int = 64 << 20, **zones: int) -> tuple[SlabAllocator, PageMachine]:
+    machine = PageMachine(MachineLayout.from_sizes(zones or {"Normal": size}), nr_cpus=1,
+                          pcp=False)
+    return SlabAllocator(BuddyAllocator(64 << 20), nr_cpus=1, machine=machine), machine
+
+
+def test_a_reclaimable_caches_slabs_come_from_reclaimable_pageblocks() -> None:
+    slab, machine = _machine_slab()
+    cache = slab.kmem_cache_create("dentry-like", 192, flags=SLAB_RECLAIM_ACCOUNT)
+    cache.alloc(0)
+    # allocate_slab asks with __GFP_RECLAIMABLE: with no reclaimable free block, the
+    # fallback claims a whole free order-10 block (two pageblocks) for the type.
+    assert machine.pageblock_mt.count(RECLAIMABLE) == 2
+    assert isinstance(slab.pages, MachinePages)
+    ((own, order),) = slab.pages._machine_pfn.values()
+    assert machine.pageblock_mt[own // PAGEBLOCK_PAGES] == RECLAIMABLE
+    assert machine.block_at(own) == (own, order, "allocated")
+    slab.check()
+
+
+def test_a_dma_caches_slabs_come_from_zone_dma() -> None:
+    slab, machine = _machine_slab(DMA=16 << 20, Normal=64 << 20)
+    dma, normal = machine.zone("DMA"), machine.zone("Normal")
+    dma_free, normal_free = dma.free_pages, normal.free_pages
+    cache = slab.kmem_cache_create("floppy", 512, flags=SLAB_CACHE_DMA)
+    cache.alloc(0)
+    # __GFP_DMA: the slab's 2**order pages leave zone DMA, none leave Normal.
+    assert dma.free_pages == dma_free - (1 << cache.order)
+    assert normal.free_pages == normal_free
+    slab.check()
+
+
+@pytest.mark.parametrize("where", ["buddy", "machine"])
+def test_the_machine_pages_check_catches_a_slab_block_freed_behind_its_back(where: str) -> None:
+    slab, machine = _machine_slab()
+    cache = slab.kmem_cache_create("victim", 256)
+    cache.alloc(0)
+    assert isinstance(slab.pages, MachinePages)
+    ((pfn, (own, order)),) = slab.pages._machine_pfn.items()
+    slab.check()
+    if where == "buddy":
+        slab.buddy.free_pages(pfn, order)
+        message = f"slab block at pfn {pfn:#x} is not allocated in the buddy"
+    else:
+        machine.free_pages(own, order)
+        message = f"slab block at pfn {pfn:#x}: its machine block {own:#x} is not allocated"
+    with pytest.raises(AssertionError, match=message):
+        slab.pages.check()
+
+
+def test_typesafe_by_rcu_pages_come_back_when_the_machine_runs_out() -> None:
+    slab, machine = _machine_slab(16 << 20)
+    cache = slab.kmem_cache_create("rcu", 2048, flags=SLAB_TYPESAFE_BY_RCU)
+    objects = []
+    with pytest.raises(OutOfMemoryError):
+        while True:
+            objects.append(cache.alloc(0))
+    for address in objects:
+        cache.free(address, 0)
+    cache.shrink()
+    waiting = cache.pages_held()
+    assert waiting > 0  # every slab empty, its pages waiting for the grace period
+    other = slab.kmem_cache_create("other", 2048)
+    with pytest.raises(OutOfMemoryError):
+        other.alloc(0)
+    # The cache's own next slab ends the grace period first (the buddy had room all along:
+    # it is the machine that ran out), then takes one slab of the pages that came back.
+    free = machine.nr_free_pages
+    cache.alloc(0)
+    assert cache.pages_held() == 1 << cache.order
+    assert machine.nr_free_pages == free + waiting - (1 << cache.order)
+    slab.check()
+
+
+def test_a_constructor_failing_on_a_machine_gives_the_slab_pages_back() -> None:
+    slab, machine = _machine_slab()
+
+    def ctor(view: memoryview) -> None:
+        raise RuntimeError("ctor failed")
+
+    cache = slab.kmem_cache_create("bad-ctor", 128, ctor=ctor)
+    buddy_free, machine_free = slab.buddy.nr_free_pages, machine.nr_free_pages
+    with pytest.raises(RuntimeError, match="ctor failed"):
+        cache.alloc(0)
+    assert (slab.buddy.nr_free_pages, machine.nr_free_pages) == (buddy_free, machine_free)
+    assert cache.pages_held() == 0 and cache.stats().slabs == 0
+    slab.check()
+
+
+def _waits_in(thread: threading.Thread, function: str, line: str) -> bool:
+    """Whether ``thread``'s innermost Python frame is ``function`` at a line starting with
+    ``line`` (there it waits for the lock: in a Python lock's acquire, or in the compiled
+    core's)."""
+    frame: FrameType | None = sys._current_frames().get(thread.ident or 0)
+    if frame is None:
+        return False
+    text = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return frame.f_code.co_name == function and text.startswith(line)
+
+
+def _wait_until(condition: Any) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("policy", ["slub", "slab"])
+def test_another_threads_alloc_and_report_wait_for_a_constructor(policy: str) -> None:
+    """The guard of a constructor's run refuses only its own thread: another thread's
+    alloc and a report that holds the cache lock wait for the new slab, then go through.
+    (Each waits before the constructor is let go: no sleep decides it.)"""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, policy=policy)
+    running, go = threading.Event(), threading.Event()
+    armed = [False]
+
+    def ctor(view: memoryview) -> None:
+        if armed[0]:
+            armed[0] = False
+            running.set()
+            assert go.wait(30)
+
+    cache: Any = slab.kmem_cache_create("ctor", 1024, ctor=ctor)
+    first = [cache.alloc(0) for _ in range(cache.objs_per_slab)]  # one full slab
+    armed[0] = True
+    results: dict[str, Any] = {}
+
+    def run(name: str, call: Any) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.__setitem__(name, call()),
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    builder = run("builder", lambda: cache.alloc(0))  # a new slab: the ctor waits for `go`
+    assert running.wait(30)
+    allocer = run("other", lambda: cache.alloc(0))
+    reporter = run("extents", cache.slab_extents)
+    _wait_until(lambda: _waits_in(allocer, "guarded_alloc", "return real_alloc")
+                or _waits_in(allocer, "acquire", "return self.lock.acquire"))
+    _wait_until(lambda: _waits_in(reporter, "acquire", "return self.lock.acquire"))
+    assert not results  # all three wait
+    go.set()
+    for thread in (builder, allocer, reporter):
+        thread.join(30)
+        assert not thread.is_alive()
+    # Both waiters saw the new slab: the report lists two slabs, the other allocation is
+    # another object of the new slab.
+    assert len(results["extents"]) == 2
+    assert results["other"] != results["builder"]
+    assert results["other"] not in first and results["builder"] not in first
+    assert len(cache.live_objects()) == cache.objs_per_slab + 2
+    slab.check()
+
+
+def test_a_sheaf_refused_free_of_an_object_off_the_cpu_slab_takes_the_slab_slowpath(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """6.18, capacity 4, as test_cov_slab2's free whose main was emptied meanwhile, but the
+    object freed is in a full slab that is not the CPU's: do_slab_free's slow path
+    (__slab_free) puts that slab, with its one free object, on the CPU's partial list."""
+    slab, cache = _boot("6.18", 256, 4)
+    objects = [cache.alloc(0, GFP_ATOMIC) for _ in range(cache.objs_per_slab + 4)]
+    first_slab = {address >> 12 for address in objects[:cache.objs_per_slab]}
+    assert len(first_slab) == 1 and objects[-1] >> 12 not in first_slab  # one full slab
+    for address in objects[-4:]:
+        cache.free(address, 0)
+    assert _places(cache) == [("main", 4)]
+    _exhaust(slab, sheaf_size(4))
+    theirs: list[int] = []
+    _another_task(cache, monkeypatch, lambda: theirs.extend(cache.alloc(0) for _ in range(4)))
+    before = cache.stats()
+    cache.free(objects[0], 0)
+    after = cache.stats()
+    assert sorted(theirs) == sorted(objects[-4:])
+    assert _places(cache) == [("main", 0)]
+    assert after.objects - before.objects == -1  # back in its slab, not in a sheaf
+    assert after.cpu_partial_free - before.cpu_partial_free == 1  # put_cpu_partial
+    assert after.cpu_partial_slabs - before.cpu_partial_slabs == 1
+    assert objects[0] not in {obj.address for obj in cache.live_objects()}
+    slab.check()
+
+
+def test_a_caches_repr_names_its_geometry() -> None:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache = slab.kmem_cache_create("thing", 200)
+    # 200 bytes aligned to a word: 200-byte slots, 20 to an order-0 slab (4096 // 200).
+    assert repr(cache) == (f"<{type(cache).__name__} 'thing' object_size=200 slab_size=200"
+                           " objs_per_slab=20 order=0>")
+
+
+def test_check_catches_a_slab_page_that_maps_to_another_slab() -> None:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("mapped", 1024)
+    objects = [cache.alloc(0) for _ in range(2 * cache.objs_per_slab)]  # two order-0 slabs
+    pages = sorted(cache._slab_of_pfn)
+    assert len(pages) == 2 * (1 << cache.order)
+    slab.check()
+    cache._slab_of_pfn[pages[0]] = cache._slab_of_pfn[pages[-1]]
+    with pytest.raises(AssertionError, match=f"page {pages[0]:#x} does not map to the slab"):
+        cache.check()
+    assert objects
+
+
+def test_slab_usage_rows_are_the_same_when_the_compiled_core_declines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("usage", 512)
+    objects = [cache.alloc(0) for _ in range(cache.objs_per_slab + 3)]
+    cache.free(objects[1], 0)
+    rows = cache.slab_usage()
+    # One full slab but the object freed, one with the 3 last objects: users' bytes 1, free 0.
+    assert [row[1] for row in rows] == [cache.objs_per_slab - 1, 3]
+    assert rows[0][3][1] == 0 and rows[1][3].count(1) == 3
+    # The compiled core takes only a list of slabs: anything else is NotImplemented, and
+    # Python's rows are the same.
+    slabs = cache._slabs
+
+    monkeypatch.setattr(cache, "_slabs", lambda: tuple(slabs()))
+    assert cache.slab_usage() == rows
+
+
+def test_slabtop_summary_totals_its_rows() -> None:
+    rows = [
+        SlabtopRow(objs=64, active=16, use_percent=25, obj_size_kib=0.0625, slabs=1,
+                   obj_per_slab=64, cache_size_kib=4, name="busy"),
+        SlabtopRow(objs=0, active=0, use_percent=0, obj_size_kib=0.5, slabs=0,
+                   obj_per_slab=8, cache_size_kib=0, name="idle"),
+    ]
+    # 16 of 64 objects, one cache of two in use, 16 * 64 bytes = 1 KiB of a 4 KiB slab.
+    assert slabtop_summary(rows) == (
+        " Active / Total Objects (% used)    : 16 / 64 (25.0%)\n"
+        " Active / Total Slabs (% used)      : 1 / 1 (100.0%)\n"
+        " Active / Total Caches (% used)     : 1 / 2 (50.0%)\n"
+        " Active / Total Size (% used)       : 1.00K / 4.00K (25.0%)")
+    assert slabtop_summary([]) == (
+        " Active / Total Objects (% used)    : 0 / 0 (0.0%)\n"
+        " Active / Total Slabs (% used)      : 0 / 0 (100.0%)\n"
+        " Active / Total Caches (% used)     : 0 / 0 (0.0%)\n"
+        " Active / Total Size (% used)       : 0.00K / 0.00K (0.0%)")
+
+
+def _kmalloc_64_files() -> dict[str, str]:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    slab.kmalloc(64)
+    snapshot = snapshot_from_allocator(slab)
+    return dict(next(e for e in snapshot.entries if e.name == "kmalloc-64").files)
+
+
+def test_slabinfo_names_a_merged_cache_after_its_kmalloc_alias_at_once() -> None:
+    # find_one_alias: the longest alias, but a kmalloc one is taken as soon as it is met.
+    entries = (SysfsEntry(":0000064", files=_kmalloc_64_files()),
+               SysfsEntry("aaaa", link=":0000064"),
+               SysfsEntry("kmalloc-64", link=":0000064"),
+               SysfsEntry("zzzzzzzzzzzzzzzzzzzz", link=":0000064"))
+    report = slabinfo_report(SysfsSnapshot(entries), first_alias=True)
+    assert report.startswith("\nSlabcache: kmalloc-64 ")
+    assert "zzzz" not in report.split("\n")[1]
+
+
+def test_slabinfo_reads_a_numa_list_as_its_tool_decodes_it() -> None:
+    files = _kmalloc_64_files()
+    files["slabs"] = "3 N0=2 N1 N2=1\n"  # node 1 without a count: decode_numa_list skips it
+    files["partial"] = "1 N2=1\n"
+    report = slabinfo_report(SysfsSnapshot((SysfsEntry("kmalloc-64", files=files),)))
+    numa = report[report.index("NUMA nodes"):].splitlines()
+    assert numa[0].split() == ["NUMA", "nodes", ":", "0", "1", "2"]
+    assert numa[2].split() == ["All", "slabs", "2", "0", "1"]
+    assert numa[3].split() == ["Partial", "slabs", "0", "0", "1"]
+    # A node past MAX_NODES is counted in no slot, but is the highest node seen.
+    tool = _Tool(SysfsSnapshot(()))
+    assert tool.numa_list("1 N1024=1 N3=1\n") == {3: 1}
+    assert tool.highest_node == 1024
+
+
+def test_slabinfo_prints_no_perf_counters_for_a_cache_with_no_allocations() -> None:
+    files = _kmalloc_64_files()
+    stats = {"alloc_slab": "1", "alloc_fastpath": "0", "alloc_slowpath": "0",
+             "free_fastpath": "0", "free_slowpath": "0"}
+    files.update({name: f"{value}\n" for name, value in stats.items()})
+    snapshot = SysfsSnapshot((SysfsEntry("kmalloc-64", files=files),))
+    # slab_stats: a slab allocated but no alloc counted (total_alloc 0): nothing to share out.
+    assert "Slab Perf Counter" not in slabinfo_report(snapshot)
+    files["alloc_fastpath"] = "4\n"
+    assert "Slab Perf Counter" in slabinfo_report(snapshot)
+
+
+def test_slabinfo_totals_of_caches_without_objects_say_so() -> None:
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
+    assert slabinfo_totals(snapshot_from_allocator(slab)) == "No objects\n"
+
+
+# -- kmem.trace -----------------------------------------------------------------------------
+
+class _KilledWorker(Exception):
+    """What dask.distributed raises for a task whose workers kept dying."""
+
+
+class _FakeDistributed:
+    """The parts of dask.distributed a sweep uses, on this process: each task runs when its
+    result is asked for, and the one keyed ``doomed`` fails as a killed worker would."""
+
+    def __init__(self, doomed: str) -> None:
+        self.doomed = doomed
+        self.released: list[str] = []
+        outer = self
+
+        class Future:
+            def __init__(self, call: Any, args: tuple[Any, ...], key: str) -> None:
+                self.call, self.args, self.key = call, args, key
+
+            def result(self) -> Any:
+                if outer.doomed in self.key:
+                    raise _KilledWorker(f"attempted to run task {self.key!r} on 3 workers")
+                return self.call(*self.args)
+
+            def release(self) -> None:
+                outer.released.append(self.key)
+
+        class Client:
+            def __init__(self, address: str, timeout: str) -> None:
+                assert address == "tcp://scheduler:8786"
+
+            def __enter__(self) -> Client:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                pass
+
+            def submit(self, call: Any, *args: Any, pure: bool, key: str) -> Future:
+                assert not pure  # (each run is its own task, never deduplicated)
+                return Future(call, args, key)
+
+        self.Client = Client
+
+    @staticmethod
+    def as_completed(futures: list[Any]) -> Any:
+        return iter(futures)
+
+
+def test_a_dask_task_whose_worker_died_is_that_runs_failure_and_the_others_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = _sweep_spec(tmp_path, ONE_TRACE + "[parameters]\ncpus = [1, 2]\n")
+    here = sweep(spec, jobs=1)
+    assert here.runs == 2 and not here.failures
+    doomed = here.rows[0]["run"]
+    fake = _FakeDistributed(doomed)
+    monkeypatch.setattr(sweep_module, "_dask", lambda: fake)
+    result = sweep(spec, executor="dask", address="tcp://scheduler:8786")
+    (failure,) = result.failures
+    assert failure.run == doomed
+    assert failure.error.startswith("_KilledWorker: the worker running it failed: attempted to"
+                                    f" run task 'kmem-replay-{doomed}-")
+    # The other run's row is the pool's; every task was released, the failed one too.
+    assert [row for row in result.rows if row["run"] != doomed] == [
+        row for row in here.rows if row["run"] != doomed]
+    assert len(fake.released) == 2
