@@ -39,6 +39,7 @@ from kmem.slab.slabinfo_tool import (
     slabinfo_totals,
     snapshot_from_allocator,
 )
+from kmem.slab.slabs import ON_NODE_PARTIAL
 from test_cov_slab2 import _another_task, _boot, _exhaust, _places
 from test_cov_trace3 import ONE_TRACE, _sweep_spec
 
@@ -601,6 +602,40 @@ def test_slabinfo_prints_no_perf_counters_for_a_cache_with_no_allocations() -> N
 def test_slabinfo_totals_of_caches_without_objects_say_so() -> None:
     slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
     assert slabinfo_totals(snapshot_from_allocator(slab)) == "No objects\n"
+
+
+def test_a_7_0_refill_discards_an_empty_slab_it_took_but_did_not_need() -> None:
+    """__refill_objects_node: the partial slabs are taken from the head until they hold the
+    request, then emptied last taken first; one taken but not reached goes back, unless it is
+    empty and the node keeps min_partial slabs without it (then it is discarded). That needs
+    an empty slab smaller than the request ahead of one that holds all of it: an order
+    fallback's slab. The list is set up directly (a workload gets there only by chance)."""
+    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1, kernel="7.0")
+    cache: Any = slab.kmem_cache_create("refill", 1024)
+    assert (cache.order, cache.min_order, cache.min_partial) == (1, 0, 5)
+    whole = [cache._new_slab() for _ in range(6)]  # order 1: 8 objects each
+    held = []
+    with pytest.raises(OutOfMemoryError):
+        while True:
+            held.append(slab.buddy.alloc_pages(0))
+    slab.buddy.free_pages(held.pop(), 0)  # one page left: the next slab falls back to order 0
+    small = cache._new_slab()
+    assert (small.order, small.objects) == (0, 4)
+    node = cache._node_partial
+    for partial in [small, *whole]:  # the node list, head first: small, then six order-1 ones
+        node[partial] = None
+        partial.where = ON_NODE_PARTIAL
+    objects = cache._refill_from_partial(8, 0)
+    # small (4) and the first order-1 slab (8) were taken; the order-1 one gave all 8. small
+    # was not reached, is empty, and five slabs stay: it goes back to the buddy allocator.
+    assert sorted(objects) == [whole[0].base + i * cache.size for i in range(8)]
+    assert slab.buddy.nr_free_pages == 1
+    assert small not in node and list(node) == whole[1:]
+    cache._slab_free(whole[0], [(address - whole[0].base) // cache.size for address in objects],
+                     0)  # (the objects back: an empty slab beside min_partial others goes too)
+    for page in held:
+        slab.buddy.free_pages(page, 0)
+    slab.check()
 
 
 # -- kmem.trace -----------------------------------------------------------------------------
