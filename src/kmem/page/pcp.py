@@ -187,13 +187,14 @@ class PerCpuPages:
         values = self._values
         high_min, high_max = values[PCP_HIGH_MIN], values[PCP_HIGH_MAX]
         high = values[PCP_HIGH] = min(max(values[PCP_HIGH], high_min), high_max)
-        if not high:
-            return 0
+        if not high:  # only an unpopulated zone's boot pageset, to which no page is ever freed
+            return 0  # pragma: no cover
         if free_high:
             self.high = max(high - (batch << PCP_BATCH_SCALE_MAX), high_min)
             return 0
         zone_values = self.zone._values
-        if zone_values[ZONE_RECLAIM_ACTIVE]:
+        # Never set: kmem has no kswapd (zone.py's docstring); Linux's rule, kept.
+        if zone_values[ZONE_RECLAIM_ACTIVE]:  # pragma: no cover
             self.high = max(high - max(self.free_count, batch), high_min)
             return min(batch << 2, self.high)
         if high_min == high_max:
@@ -291,7 +292,8 @@ class PerCpuPages:
             zone.tracer = tracer
         zone.zone_locked, zone.extfrag, zone.lock_count, zone.claims = saved
         self.count += got << order
-        if self.high_max:
+        # (high_max 0 only in an unpopulated zone's pcp, which has nothing to refill from)
+        if self.high_max:  # pragma: no branch
             self.high = min(max(self.high, self.high_min), self.high_max)
         return got
 

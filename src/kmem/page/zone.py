@@ -258,9 +258,6 @@ class Zone:
         if order >= PAGEBLOCK_ORDER and (old_mt == MIGRATE_ISOLATE) != (new_mt == MIGRATE_ISOLATE):
             self.free_pages_blocks += -nr_pages if new_mt == MIGRATE_ISOLATE else nr_pages
 
-    def list_empty(self, mt: int, order: int) -> bool:
-        return self._next[self._heads[mt * NR_PAGE_ORDERS + order]] < 0
-
     def free_list(self, mt: int, order: int) -> list[int]:
         """The pfns on free_list[mt][order], head first."""
         return list_entries(self._next, self._heads[mt * NR_PAGE_ORDERS + order])
@@ -582,7 +579,8 @@ class Zone:
                 self.move_to_free_list(pfn, order, MIGRATE_HIGHATOMIC, mt)
                 self.change_pageblock_range(pfn, order, mt)
                 moved = 1
-            if moved > 0:
+            # (-1 is a pageblock across the zone's edge, which is never reserved)
+            if moved > 0:  # pragma: no branch
                 return True
         return False
 

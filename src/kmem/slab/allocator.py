@@ -333,7 +333,9 @@ class SlabAllocator(KmallocFrontEnd):
                 target.refcount -= 1
                 if name in target.aliases:
                     target.aliases.remove(name)
-                if self.caches.get(name) is target:
+                # (always: a name given was looked up there; a cache given drops its last
+                # alias, registered, or its own name once it has none: its refcount counts them)
+                if self.caches.get(name) is target:  # pragma: no branch
                     del self.caches[name]
                 return
             if self._rcu_work_pending():
