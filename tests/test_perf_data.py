@@ -632,3 +632,24 @@ def test_the_compiled_loop_reads_the_recordings_as_the_pure_one(name: str) -> No
     for _ in data.batches():
         pass
     assert read > 0.6 * data.samples  # (the rest: first sightings of a tail, a site, a chain)
+
+
+@needs_compiled
+@pytest.mark.parametrize("name", ["kmem-record-sleep", "pipe-ls"])
+def test_the_compiled_loops_kept_memo_slots_answer_only_for_their_own_dicts(name: str) -> None:
+    """The memo slots the compiled loop keeps between calls (perf_cache), shared here by two
+    readers read in turns (one with --raw-ip: other call site texts for the same addresses)
+    and by a second reading of one of them (new memo dicts): each gives the pure loop's
+    events, as if it had slots of its own."""
+    buffer, _ = _recording(name)
+    expected = [_outcome(buffer, False, symbols=True, window=None, raw_ip=raw_ip)[0]
+                for raw_ip in (False, True)]
+    readers = [PerfData(buffer, kallsyms=_fixture_symbols(), raw_ip=raw_ip)
+               for raw_ip in (False, True)]
+    readers[1]._compiled_cache = readers[0]._compiled_cache
+    for _ in range(2):
+        got: list[list[tuple[Any, ...]]] = [[], []]
+        for first, second in zip(readers[0].batches(), readers[1].batches(), strict=True):
+            got[0].append(tuple(first))
+            got[1].append(tuple(second))
+        assert got == expected

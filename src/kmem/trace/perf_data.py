@@ -712,6 +712,7 @@ class PerfData:
             None if core is None else core.perf_samples)
         self._compiled_batch: Callable[[list[_Sample]], Any] | None = (
             None if core is None else core.perf_batch)
+        self._compiled_cache = None if core is None else core.perf_cache()  # (its memo slots)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> PerfData:
@@ -882,6 +883,16 @@ class PerfData:
         layouts: dict[int, tuple[int, int, int, int, bool]] | None = None
         for kind, _misc, pos, length in self._records():
             if kind == PERF_RECORD_SAMPLE:
+                if layouts is not None and compiled is not None:
+                    # (the compiled loop from this record on: else every sample after a
+                    # FINISHED_ROUND was read by _sample, a thousand times a recording)
+                    self._next_record = pos
+                    max_time = self._compiled_samples(
+                        compiled, -1 if only is not None else id_at, layouts, fast, pending,
+                        max_time)
+                    if self._next_record != pos:
+                        continue
+                    self._next_record = pos + length  # (it left this one to _sample)
                 if not ready:
                     by_id, only = self._layouts()
                     ready = True
@@ -942,7 +953,7 @@ class PerfData:
             self._site_names, self._page_site_names,
             None if symbols is None else symbols._starts,
             None if symbols is None else symbols._alloc,
-            self.time_window or (0, 0), pending, max_time)
+            self.time_window or (0, 0), pending, max_time, self._compiled_cache)
         self._next_record = next_record
         self.samples += samples
         self.lines += samples
@@ -1322,9 +1333,7 @@ class TraceInput:
 
         counts = self._counts
         if self.perf is not None:
-            for batch in self.perf.batches():
-                count_kinds(counts, batch.kinds)
-                yield batch
+            yield from self.perf.batches()  # (which counts the events itself: see events)
             self.lost = self.perf.lost_events_report()
             return
         window = self.time_window
@@ -1374,6 +1383,8 @@ class TraceInput:
     @property
     def events(self) -> dict[str, int]:
         """The events read (within the time window), by tracepoint name."""
+        if self.perf is not None:
+            return self.perf.events
         return dict(zip(EVENT_NAMES, self._counts, strict=True))
 
     @property
