@@ -19,7 +19,8 @@ static PyMethodDef core_functions[] = {
      "perf_cache(): the memo slots perf_samples keeps between the calls of one reader (its"
      " optional 14th argument)"},
     {"perf_batch", (PyCFunction)(void (*)(void))kmem_perf_batch, METH_FASTCALL,
-     "perf_batch(samples): PerfData._batch's columns (NotImplemented for other lists)"},
+     "perf_batch(samples[, times]): PerfData._batch's columns (NotImplemented for other"
+     " lists)"},
     {"kallsyms_table", (PyCFunction)(void (*)(void))kmem_kallsyms_table, METH_FASTCALL,
      "kallsyms_table(data): KernelSymbols' (starts, name spans) of a kallsyms text"
      " (NotImplemented for an address that is not plain hex)"},

@@ -31,9 +31,10 @@
  * and site of every round. The slots hold the dicts they are of, so a dict's identity is never
  * another's while a slot names it.
  *
- * perf_batch(samples) -> (kinds, cpus, times, sites, keys, tails) | NotImplemented
+ * perf_batch(samples[, times]) -> (kinds, cpus, times, sites, keys, tails) | NotImplemented
  * PerfData._batch's columns of a list of ordering-queue tuples (LOST records, kind -1, left
- * out), with the TIME text perf script prints; NotImplemented for a list it does not expect.
+ * out), with the TIME text perf script prints (each "" when `times` is false); NotImplemented
+ * for a list it does not expect.
  */
 #include "kmem_core.h"
 
@@ -648,11 +649,14 @@ time_text(uint64_t ns)
 PyObject *
 kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "perf_batch takes a list");
+    if (nargs < 1 || nargs > 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "perf_batch takes a list and whether to make times");
         return NULL;
     }
     PyObject *samples = args[0];
+    int with_times = nargs < 2 ? 1 : PyObject_IsTrue(args[1]);
+    if (with_times < 0)
+        return NULL;
     Py_ssize_t n = PyList_GET_SIZE(samples), kept = 0;
     /* (each time converted once: a time of 2**30 ns or more is an int of several digits,
      * which PyLong_AsUnsignedLongLong reads through _PyLong_AsByteArray) */
@@ -702,7 +706,7 @@ kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2)); /* (checked above) */
         if (kind < 0)
             continue;
-        PyObject *time = time_text(times[at]);
+        PyObject *time = with_times ? time_text(times[at]) : PyUnicode_New(0, 0);
         if (time == NULL) {
             ok = 0;
             break;

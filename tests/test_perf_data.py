@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core_twins import FUZZ_EXAMPLES, needs_compiled
+from kmem._compiled import core
 from kmem.cli.main import main
 from kmem.page.gfp import GFP_FLAG_NAMES
 from kmem.trace.events import EVENT_NAMES, MM_PAGE_ALLOC, TraceEvent, batch_events
@@ -530,7 +531,7 @@ def _fixture_symbols() -> KernelSymbols:
 
 
 def _outcome(buffer: bytes, compiled: bool, *, symbols: bool, window: tuple[int, int] | None,
-             raw_ip: bool) -> tuple[Any, ...]:
+             raw_ip: bool, times: bool = True) -> tuple[Any, ...]:
     """Everything a reader of ``buffer`` gives: batches, counters, and the error that stopped
     it (class and message), on the compiled loop or the pure one."""
     batches: list[tuple[Any, ...]] = []
@@ -538,7 +539,7 @@ def _outcome(buffer: bytes, compiled: bool, *, symbols: bool, window: tuple[int,
     error: tuple[str, str] | None = None
     try:
         data = PerfData(buffer, name="fuzz.data", raw_ip=raw_ip, time_window=window,
-                        kallsyms=_fixture_symbols() if symbols else None)
+                        kallsyms=_fixture_symbols() if symbols else None, times=times)
         if not compiled:
             data._compiled_loop = data._compiled_batch = None  # what KMEM_PURE=1 chooses
         assert (data._compiled_loop is not None) == compiled
@@ -602,11 +603,14 @@ def _mutated(draw: st.DrawFn) -> bytes:
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_mutated(), st.booleans(), st.booleans(),
-       st.one_of(st.none(), st.tuples(st.integers(0, 470 * 10**9), st.integers(0, 470 * 10**9))))
+       st.one_of(st.none(), st.tuples(st.integers(0, 470 * 10**9), st.integers(0, 470 * 10**9))),
+       st.booleans())
 def test_the_compiled_loop_reads_mutated_perf_data_as_the_pure_one(
-        buffer: bytes, symbols: bool, raw_ip: bool, window: tuple[int, int] | None) -> None:
-    assert _outcome(buffer, True, symbols=symbols, window=window, raw_ip=raw_ip) == _outcome(
-        buffer, False, symbols=symbols, window=window, raw_ip=raw_ip)
+        buffer: bytes, symbols: bool, raw_ip: bool, window: tuple[int, int] | None,
+        times: bool) -> None:
+    assert _outcome(buffer, True, symbols=symbols, window=window, raw_ip=raw_ip,
+                    times=times) == _outcome(buffer, False, symbols=symbols, window=window,
+                                             raw_ip=raw_ip, times=times)
 
 
 @needs_compiled
@@ -653,3 +657,18 @@ def test_the_compiled_loops_kept_memo_slots_answer_only_for_their_own_dicts(name
             got[0].append(tuple(first))
             got[1].append(tuple(second))
         assert got == expected
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_without_times_the_batches_are_those_with_an_empty_time_column(name: str) -> None:
+    """PerfData(times=False), kmem stat's reading: the same batches, each TIME "" (on the
+    core in use, and on the pure one beside it)."""
+    buffer, _ = _recording(name)
+    for compiled in {core is not None, False}:
+        with_times = _outcome(buffer, compiled, symbols=True, window=None, raw_ip=False)
+        without = _outcome(buffer, compiled, symbols=True, window=None, raw_ip=False,
+                           times=False)
+        assert without[1:] == with_times[1:]
+        assert without[0] == [(kinds, cpus, [""] * len(times), *rest)
+                              for kinds, cpus, times, *rest in with_times[0]]
+        assert sum(len(batch[2]) for batch in without[0]) > 300

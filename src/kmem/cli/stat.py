@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     KmemStat().slab_summary(**slab_sort)
     KmemStat().page_summary(**page_sort)
     with TraceInput.open(args.trace, skip_bad=args.skip_bad, kallsyms=args.kallsyms,
-                         raw_ip=args.raw_ip, time_window=window) as trace:
+                         raw_ip=args.raw_ip, time_window=window,
+                         times=False) as trace:  # (the statistics never read the TIME column)
         stat = KmemStat(page_size=args.page_size, live=args.live,
                         site_order=trace.call_site_address())
         lines = partial(read_trace, progress=wants_progress(args.no_progress))

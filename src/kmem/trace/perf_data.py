@@ -700,10 +700,13 @@ class PerfData:
     def __init__(self, buffer: bytes | mmap.mmap, *, kallsyms: KernelSymbols | None = None,
                  kallsyms_path: str | os.PathLike[str] | None = None,
                  name: str = "perf.data", raw_ip: bool = False,
-                 time_window: tuple[int, int] | None = None) -> None:
+                 time_window: tuple[int, int] | None = None, times: bool = True) -> None:
         """``raw_ip``: slab call sites as addresses (perf kmem --raw-ip; page call sites are
         still found through the symbols). ``time_window``: (start, stop) in ns, 0 for open,
-        keeping the samples perf kmem --time keeps (inclusive; samples of time 0 always)."""
+        keeping the samples perf kmem --time keeps (inclusive; samples of time 0 always).
+        ``times=False``: the batches' TIME column left empty (each ""), for a reader that
+        never looks at it (kmem stat: the texts of a 500,000-event file took 10 ms)."""
+        self._times = times
         self._buffer = buffer
         self._view = memoryview(buffer)
         self.name = name
@@ -740,7 +743,7 @@ class PerfData:
         # built: None on the pure-Python core (KMEM_PURE=1), whose loop is the reference.
         self._compiled_loop: Callable[..., tuple[int, int, int]] | None = (
             None if core is None else core.perf_samples)
-        self._compiled_batch: Callable[[list[_Sample]], Any] | None = (
+        self._compiled_batch: Callable[[list[_Sample], bool], Any] | None = (
             None if core is None else core.perf_batch)
         self._compiled_cache = None if core is None else core.perf_cache()  # (its memo slots)
 
@@ -1174,7 +1177,7 @@ class PerfData:
 
     def _batch(self, samples: list[_Sample]) -> EventBatch:
         if self._compiled_batch is not None:
-            columns = self._compiled_batch(samples)
+            columns = self._compiled_batch(samples, self._times)
             # (NotImplemented only for lists of another shape than this reader makes: a time
             # beyond u64, a kind beyond a byte; the Python way below handles those)
             if columns is not NotImplemented:  # pragma: no branch
@@ -1187,8 +1190,9 @@ class PerfData:
         times, cpus, kinds, sites, keys, tails = zip(*kept, strict=True)
         kind_bytes = bytes(kinds)
         count_kinds(self._counts, kind_bytes)
-        return EventBatch(kind_bytes, list(cpus), [time_text(t) for t in times], list(sites),
-                          list(keys), list(tails))
+        return EventBatch(kind_bytes, list(cpus),
+                          [time_text(t) for t in times] if self._times else [""] * len(times),
+                          list(sites), list(keys), list(tails))
 
     def close(self) -> None:
         self._view.release()
@@ -1277,10 +1281,12 @@ class TraceInput:
 
     def __init__(self, path: str | os.PathLike[str], *, skip_bad: bool = False,
                  kallsyms: str | os.PathLike[str] | None = None, raw_ip: bool = False,
-                 time_window: tuple[int, int] | None = None) -> None:
-        """``raw_ip`` and ``time_window``: as PerfData takes them (perf kmem --raw-ip, --time);
-        the window applies to text traces too (their microsecond timestamps); --raw-ip needs
-        perf.data (trace text holds symbols only)."""
+                 time_window: tuple[int, int] | None = None, times: bool = True) -> None:
+        """``raw_ip``, ``time_window`` and ``times``: as PerfData takes them (perf kmem
+        --raw-ip, --time; ``times=False`` leaves a perf.data's TIME column empty, a text's as
+        traced); the window applies to text traces too (their microsecond timestamps);
+        --raw-ip needs perf.data (trace text holds symbols only)."""
+        self.times = times
         self.path = os.fspath(path)
         self.kallsyms = kallsyms
         self.raw_ip = raw_ip
@@ -1326,6 +1332,7 @@ class TraceInput:
             if is_perf_data(head):
                 self.perf = PerfData(sys.stdin.buffer.read(), name="standard input",
                                      kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
+                                     times=self.times,
                                      time_window=self.time_window)
                 return True
             return False
@@ -1349,6 +1356,7 @@ class TraceInput:
                 pass  # a file that cannot be opened, or a binary one, is refused now
             return False
         self.perf = PerfData.open(self.path, kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
+                                  times=self.times,
                                   time_window=self.time_window)
         if not self.perf.pipe and not self.perf.has_kmem_events:
             raise PerfDataError(f"{self.path}: perf.data without kmem events: record with"
