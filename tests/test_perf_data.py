@@ -639,6 +639,7 @@ def test_the_compiled_loop_reads_the_recordings_as_the_pure_one(name: str) -> No
 
 
 @needs_compiled
+@pytest.mark.fuzz
 @pytest.mark.parametrize("name", ["kmem-record-sleep", "pipe-ls"])
 def test_the_compiled_loops_kept_memo_slots_answer_only_for_their_own_dicts(name: str) -> None:
     """The memo slots the compiled loop keeps between calls (perf_cache), shared here by two
@@ -659,6 +660,7 @@ def test_the_compiled_loops_kept_memo_slots_answer_only_for_their_own_dicts(name
         assert got == expected
 
 
+@pytest.mark.fuzz
 @pytest.mark.parametrize("name", RECORDINGS)
 def test_without_times_the_batches_are_those_with_an_empty_time_column(name: str) -> None:
     """PerfData(times=False), kmem stat's reading: the same batches, each TIME "" (on the
