@@ -52,6 +52,7 @@ PyObject *kmem_parse_lines(PyObject *module, PyObject *const *args, Py_ssize_t n
 PyObject *kmem_replay_feed(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 /* perf_data.c */
 PyObject *kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *kmem_perf_cache(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_kallsyms_table(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 /* slab.c */

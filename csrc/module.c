@@ -13,10 +13,14 @@ static PyMethodDef core_functions[] = {
      " max_line[, watch]): TraceParser._read_batch's inline loop over up to `size` lines"},
     {"perf_samples", (PyCFunction)(void (*)(void))kmem_perf_samples, METH_FASTCALL,
      "perf_samples(view, pos, end, id_at, layouts, decoders, site_names, page_site_names,"
-     " starts, alloc, window, pending, max_time): PerfData._sample's loop over"
+     " starts, alloc, window, pending, max_time[, cache]): PerfData._sample's loop over"
      " the sample records from pos on, up to the first it leaves to Python"},
+    {"perf_cache", (PyCFunction)(void (*)(void))kmem_perf_cache, METH_FASTCALL,
+     "perf_cache(): the memo slots perf_samples keeps between the calls of one reader (its"
+     " optional 14th argument)"},
     {"perf_batch", (PyCFunction)(void (*)(void))kmem_perf_batch, METH_FASTCALL,
-     "perf_batch(samples): PerfData._batch's columns (NotImplemented for other lists)"},
+     "perf_batch(samples[, times]): PerfData._batch's columns (NotImplemented for other"
+     " lists)"},
     {"kallsyms_table", (PyCFunction)(void (*)(void))kmem_kallsyms_table, METH_FASTCALL,
      "kallsyms_table(data): KernelSymbols' (starts, name spans) of a kallsyms text"
      " (NotImplemented for an address that is not plain hex)"},

@@ -1,7 +1,7 @@
 /* The perf.data sample loop (kmem/trace/perf_data.py PerfData._sample is the reference).
  *
  * perf_samples(view, pos, end, id_at, layouts, decoders, site_names, page_site_names,
- *              starts, alloc, window, pending, max_time) -> (pos, samples, max_time)
+ *              starts, alloc, window, pending, max_time[, cache]) -> (pos, samples, max_time)
  * reads the PERF_RECORD_SAMPLE records from byte `pos` of the buffer `view` on, appending each
  * kmem event's ordering-queue tuple (time, cpu, kind, call site, key, tail) to the list
  * `pending`, exactly as PerfData._sample builds it, and stops at the first record it does not
@@ -25,9 +25,16 @@
  * used (and cached here by their bytes: the reader never changes an entry once made), so every
  * event read here is the one the Python loop would build.
  *
- * perf_batch(samples) -> (kinds, cpus, times, sites, keys, tails) | NotImplemented
+ * With a 14th argument, a perf_cache() capsule, the memo slots (the tails, call sites and
+ * page call sites last found in those dicts) outlive the call: the reader calls this once per
+ * round, and slots made anew each time cost a bytes object and a dict lookup per distinct tail
+ * and site of every round. The slots hold the dicts they are of, so a dict's identity is never
+ * another's while a slot names it.
+ *
+ * perf_batch(samples[, times]) -> (kinds, cpus, times, sites, keys, tails) | NotImplemented
  * PerfData._batch's columns of a list of ordering-queue tuples (LOST records, kind -1, left
- * out), with the TIME text perf script prints; NotImplemented for a list it does not expect.
+ * out), with the TIME text perf script prints (each "" when `times` is false); NotImplemented
+ * for a list it does not expect.
  */
 #include "kmem_core.h"
 
@@ -46,7 +53,7 @@ typedef struct {
 typedef struct {
     PyObject *key;   /* strong: bytes */
     PyObject *value; /* strong */
-    PyObject *dict;  /* borrowed, for identity */
+    PyObject *dict;  /* strong (kept alive, so its identity is not reused), for identity */
 } BytesSlot;
 
 typedef struct {
@@ -58,6 +65,7 @@ typedef struct {
     BytesSlot tails[TAIL_SLOTS];
     SiteSlot sites[SITE_SLOTS];
     SiteSlot page_sites[SITE_SLOTS];
+    PyObject *site_dict, *page_site_dict; /* strong: the dicts the site slots are of */
 } Cache;
 
 static inline uint64_t
@@ -115,7 +123,7 @@ bytes_lookup(BytesSlot *slots, PyObject *dict, const unsigned char *s, Py_ssize_
     }
     Py_XSETREF(slot->key, key);
     Py_XSETREF(slot->value, Py_NewRef(value));
-    slot->dict = dict;
+    Py_XSETREF(slot->dict, Py_NewRef(dict));
     return value;
 }
 
@@ -144,16 +152,64 @@ site_lookup(SiteSlot *slots, PyObject *dict, uint64_t address, int *failed)
 }
 
 static void
+sites_clear(SiteSlot *slots)
+{
+    for (int i = 0; i < SITE_SLOTS; i++)
+        Py_CLEAR(slots[i].value);
+}
+
+static void
 cache_clear(Cache *c)
 {
     for (int i = 0; i < TAIL_SLOTS; i++) {
         Py_CLEAR(c->tails[i].key);
         Py_CLEAR(c->tails[i].value);
+        Py_CLEAR(c->tails[i].dict);
     }
-    for (int i = 0; i < SITE_SLOTS; i++) {
-        Py_CLEAR(c->sites[i].value);
-        Py_CLEAR(c->page_sites[i].value);
+    sites_clear(c->sites);
+    sites_clear(c->page_sites);
+    Py_CLEAR(c->site_dict);
+    Py_CLEAR(c->page_site_dict);
+}
+
+/* The site slots of `cache` made for `dict` (emptied when they were of another dict). */
+static void
+cache_sites_for(Cache *c, SiteSlot *slots, PyObject **of, PyObject *dict)
+{
+    if (*of != dict) {
+        sites_clear(slots);
+        Py_XSETREF(*of, Py_NewRef(dict));
     }
+}
+
+static const char CACHE_NAME[] = "kmem._core.perf_cache";
+
+static void
+cache_destroy(PyObject *capsule)
+{
+    Cache *c = PyCapsule_GetPointer(capsule, CACHE_NAME);
+    if (c != NULL) {
+        cache_clear(c);
+        PyMem_Free(c);
+    }
+}
+
+/* perf_cache() -> a capsule of the memo slots perf_samples keeps from one call to the next
+ * of one reader (without it, each call, one per FINISHED_ROUND, began with none). */
+PyObject *
+kmem_perf_cache(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 0) {
+        PyErr_SetString(PyExc_TypeError, "perf_cache takes no arguments");
+        return NULL;
+    }
+    Cache *c = PyMem_Calloc(1, sizeof(Cache));
+    if (c == NULL)
+        return PyErr_NoMemory();
+    PyObject *capsule = PyCapsule_New(c, CACHE_NAME, cache_destroy);
+    if (capsule == NULL)
+        PyMem_Free(c);
+    return capsule;
 }
 
 static int
@@ -430,10 +486,13 @@ read_sample(Cache *cache, const Layout *l, const Decoder *decoders, int nr_decod
 PyObject *
 kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "perf_samples takes 13 arguments");
+    if (nargs != 13 && nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "perf_samples takes 13 or 14 arguments");
         return NULL;
     }
+    Cache *kept = NULL; /* the 14th: a perf_cache() capsule, kept between calls */
+    if (nargs == 14 && (kept = PyCapsule_GetPointer(args[13], CACHE_NAME)) == NULL)
+        return NULL;
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
     Py_ssize_t id_at = PyLong_AsSsize_t(args[3]);
     PyObject *layout_dict = args[4], *decoder_dict = args[5], *window = args[10];
@@ -495,7 +554,7 @@ kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Cache *cache = NULL;
     if (pos < 0 || end > view.len || pos > end)
         PyErr_SetString(PyExc_ValueError, "perf_samples: pos and end outside the buffer");
-    else if ((cache = PyMem_Calloc(1, sizeof(Cache))) == NULL)
+    else if ((cache = kept != NULL ? kept : PyMem_Calloc(1, sizeof(Cache))) == NULL)
         PyErr_NoMemory();
     if (cache == NULL) {
         if (t.starts != NULL) {
@@ -505,6 +564,8 @@ kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyBuffer_Release(&view);
         return NULL;
     }
+    cache_sites_for(cache, cache->sites, &cache->site_dict, t.site_names);
+    cache_sites_for(cache, cache->page_sites, &cache->page_site_dict, t.page_site_names);
     const unsigned char *buffer = view.buf;
     Py_ssize_t samples = 0;
     int status = 0;
@@ -548,8 +609,10 @@ kmem_perf_samples(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         samples++;
         pos += size;
     }
-    cache_clear(cache);
-    PyMem_Free(cache);
+    if (cache != kept) {
+        cache_clear(cache);
+        PyMem_Free(cache);
+    }
     if (t.starts != NULL) {
         PyBuffer_Release(&alloc);
         PyBuffer_Release(&starts);
@@ -586,35 +649,50 @@ time_text(uint64_t ns)
 PyObject *
 kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 1 || !PyList_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "perf_batch takes a list");
+    if (nargs < 1 || nargs > 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "perf_batch takes a list and whether to make times");
         return NULL;
     }
     PyObject *samples = args[0];
+    int with_times = nargs < 2 ? 1 : PyObject_IsTrue(args[1]);
+    if (with_times < 0)
+        return NULL;
     Py_ssize_t n = PyList_GET_SIZE(samples), kept = 0;
+    /* (each time converted once: a time of 2**30 ns or more is an int of several digits,
+     * which PyLong_AsUnsignedLongLong reads through _PyLong_AsByteArray) */
+    uint64_t *times = PyMem_Malloc((size_t)(n > 0 ? n : 1) * sizeof *times);
+    if (times == NULL)
+        return PyErr_NoMemory();
     /* What the loop below reads, checked first: a list it does not expect is the Python
      * way's, before anything is made. */
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *s = PyList_GET_ITEM(samples, i);
         if (!PyTuple_CheckExact(s) || PyTuple_GET_SIZE(s) != 6 ||
             !PyLong_CheckExact(PyTuple_GET_ITEM(s, 0)) ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(s, 2)))
+            !PyLong_CheckExact(PyTuple_GET_ITEM(s, 2))) {
+            PyMem_Free(times);
             Py_RETURN_NOTIMPLEMENTED;
+        }
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2));
-        if (kind == -1 && PyErr_Occurred())
+        if (kind == -1 && PyErr_Occurred()) {
+            PyMem_Free(times);
             return NULL;
+        }
         if (kind < 0)
             continue; /* a LOST record */
-        if (kind > 255)
+        if (kind > 255) {
+            PyMem_Free(times);
             Py_RETURN_NOTIMPLEMENTED;
+        }
         unsigned long long ns = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(s, 0));
         if (ns == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyMem_Free(times);
             if (!PyErr_ExceptionMatches(PyExc_OverflowError))
                 return NULL;
             PyErr_Clear(); /* (a time that is no u64: the Python way's) */
             Py_RETURN_NOTIMPLEMENTED;
         }
-        kept++;
+        times[kept++] = ns;
     }
     PyObject *kinds = PyBytes_FromStringAndSize(NULL, kept);
     PyObject *cols[5];
@@ -628,7 +706,7 @@ kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(s, 2)); /* (checked above) */
         if (kind < 0)
             continue;
-        PyObject *time = time_text(PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(s, 0)));
+        PyObject *time = with_times ? time_text(times[at]) : PyUnicode_New(0, 0);
         if (time == NULL) {
             ok = 0;
             break;
@@ -641,6 +719,7 @@ kmem_perf_batch(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyList_SET_ITEM(cols[4], at, Py_NewRef(PyTuple_GET_ITEM(s, 5)));
         at++;
     }
+    PyMem_Free(times);
     if (!ok) {
         Py_XDECREF(kinds);
         for (int c = 0; c < 5; c++)
@@ -782,7 +861,13 @@ kmem_kallsyms_table(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                   .kind = (char)data[start[1]]};
         count++;
     }
-    qsort(symbols, (size_t)count, sizeof(Symbol), symbol_cmp);
+    /* (a kallsyms is in address order already: then the stable sort would change nothing,
+     * and its comparisons were a fifth of this function) */
+    Py_ssize_t sorted = 1;
+    while (sorted < count && symbols[sorted - 1].address <= symbols[sorted].address)
+        sorted++;
+    if (sorted < count)
+        qsort(symbols, (size_t)count, sizeof(Symbol), symbol_cmp);
     Py_ssize_t kept = 0; /* one per address, the best of its group, in place */
     for (Py_ssize_t i = 0; i < count; i++) {
         if (kept > 0 && symbols[kept - 1].address == symbols[i].address) {

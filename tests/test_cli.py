@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,21 @@ def test_an_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str])
         main(["nosuch"])
     assert stop.value.code == 2
     assert "invalid choice: 'nosuch'" in capsys.readouterr().err
+
+
+def test_the_command_of_a_process_is_main_then_a_frozen_collector(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """command() (the console script, python -m kmem) returns main()'s status with main()'s
+    whole output written, and leaves what is alive to the end of the process (gc.freeze)."""
+    trace = Path(__file__).parent / "fixtures" / "traces" / "kmem-6.18-ls.txt.xz"
+    assert main(["stat", str(trace)]) == 0
+    expected = capsys.readouterr().out
+    code = ("import gc, sys; from kmem.cli.main import command\n"
+            f"sys.argv = ['kmem', 'stat', {str(trace)!r}]\n"
+            "status = command(); print('frozen', gc.get_freeze_count() > 0, status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout == expected + "frozen True 0\n"
+    done = subprocess.run([sys.executable, "-m", "kmem", "stat", str(trace)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == expected

@@ -37,6 +37,7 @@ from kmem.slab.geometry import calculate_geometry
 from kmem.slab.kmalloc_sizes import (
     KMALLOC_BOOT_CACHES,
     KMALLOC_CLASS_BY_SIZE,
+    KMALLOC_INFO_SIZES,
     KMALLOC_MAX_CACHE_SIZE,
     KMALLOC_MIN_SIZE,
     KMALLOC_SIZES,
@@ -84,6 +85,9 @@ def test_every_size_up_to_past_8k_against_an_independent_derivation() -> None:
     for size in range(1, KMALLOC_MAX_CACHE_SIZE + 1):
         assert kmalloc_size_class(size) == _independent_bytes_alloc(size), size
         assert KMALLOC_CLASS_BY_SIZE[size] == _independent_bytes_alloc(size), size
+    by_index = tuple(KMALLOC_INFO_SIZES[kmalloc_index(size)]
+                     for size in range(KMALLOC_MAX_CACHE_SIZE + 1))
+    assert by_index == KMALLOC_CLASS_BY_SIZE
 
 
 def test_large_sizes_take_whole_power_of_two_pages() -> None:

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core_twins import FUZZ_EXAMPLES, needs_compiled
+from kmem._compiled import core
 from kmem.cli.main import main
 from kmem.page.gfp import GFP_FLAG_NAMES
 from kmem.trace.events import EVENT_NAMES, MM_PAGE_ALLOC, TraceEvent, batch_events
@@ -572,7 +573,7 @@ def _fixture_symbols() -> KernelSymbols:
 
 
 def _outcome(buffer: bytes, compiled: bool, *, symbols: bool, window: tuple[int, int] | None,
-             raw_ip: bool) -> tuple[Any, ...]:
+             raw_ip: bool, times: bool = True) -> tuple[Any, ...]:
     """Everything a reader of ``buffer`` gives: batches, counters, and the error that stopped
     it (class and message), on the compiled loop or the pure one."""
     batches: list[tuple[Any, ...]] = []
@@ -580,7 +581,7 @@ def _outcome(buffer: bytes, compiled: bool, *, symbols: bool, window: tuple[int,
     error: tuple[str, str] | None = None
     try:
         data = PerfData(buffer, name="fuzz.data", raw_ip=raw_ip, time_window=window,
-                        kallsyms=_fixture_symbols() if symbols else None)
+                        kallsyms=_fixture_symbols() if symbols else None, times=times)
         if not compiled:
             data._compiled_loop = data._compiled_batch = None  # what KMEM_PURE=1 chooses
         assert (data._compiled_loop is not None) == compiled
@@ -644,11 +645,14 @@ def _mutated(draw: st.DrawFn) -> bytes:
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_mutated(), st.booleans(), st.booleans(),
-       st.one_of(st.none(), st.tuples(st.integers(0, 470 * 10**9), st.integers(0, 470 * 10**9))))
+       st.one_of(st.none(), st.tuples(st.integers(0, 470 * 10**9), st.integers(0, 470 * 10**9))),
+       st.booleans())
 def test_the_compiled_loop_reads_mutated_perf_data_as_the_pure_one(
-        buffer: bytes, symbols: bool, raw_ip: bool, window: tuple[int, int] | None) -> None:
-    assert _outcome(buffer, True, symbols=symbols, window=window, raw_ip=raw_ip) == _outcome(
-        buffer, False, symbols=symbols, window=window, raw_ip=raw_ip)
+        buffer: bytes, symbols: bool, raw_ip: bool, window: tuple[int, int] | None,
+        times: bool) -> None:
+    assert _outcome(buffer, True, symbols=symbols, window=window, raw_ip=raw_ip,
+                    times=times) == _outcome(buffer, False, symbols=symbols, window=window,
+                                             raw_ip=raw_ip, times=times)
 
 
 @needs_compiled
@@ -674,3 +678,41 @@ def test_the_compiled_loop_reads_the_recordings_as_the_pure_one(name: str) -> No
     for _ in data.batches():
         pass
     assert read > 0.6 * data.samples  # (the rest: first sightings of a tail, a site, a chain)
+
+
+@needs_compiled
+@pytest.mark.fuzz
+@pytest.mark.parametrize("name", ["kmem-record-sleep", "pipe-ls"])
+def test_the_compiled_loops_kept_memo_slots_answer_only_for_their_own_dicts(name: str) -> None:
+    """The memo slots the compiled loop keeps between calls (perf_cache), shared here by two
+    readers read in turns (one with --raw-ip: other call site texts for the same addresses)
+    and by a second reading of one of them (new memo dicts): each gives the pure loop's
+    events, as if it had slots of its own."""
+    buffer, _ = _recording(name)
+    expected = [_outcome(buffer, False, symbols=True, window=None, raw_ip=raw_ip)[0]
+                for raw_ip in (False, True)]
+    readers = [PerfData(buffer, kallsyms=_fixture_symbols(), raw_ip=raw_ip)
+               for raw_ip in (False, True)]
+    readers[1]._compiled_cache = readers[0]._compiled_cache
+    for _ in range(2):
+        got: list[list[tuple[Any, ...]]] = [[], []]
+        for first, second in zip(readers[0].batches(), readers[1].batches(), strict=True):
+            got[0].append(tuple(first))
+            got[1].append(tuple(second))
+        assert got == expected
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_without_times_the_batches_are_those_with_an_empty_time_column(name: str) -> None:
+    """PerfData(times=False), kmem stat's reading: the same batches, each TIME "" (on the
+    core in use, and on the pure one beside it)."""
+    buffer, _ = _recording(name)
+    for compiled in {core is not None, False}:
+        with_times = _outcome(buffer, compiled, symbols=True, window=None, raw_ip=False)
+        without = _outcome(buffer, compiled, symbols=True, window=None, raw_ip=False,
+                           times=False)
+        assert without[1:] == with_times[1:]
+        assert without[0] == [(kinds, cpus, [""] * len(times), *rest)
+                              for kinds, cpus, times, *rest in with_times[0]]
+        assert sum(len(batch[2]) for batch in without[0]) > 300

@@ -9,13 +9,16 @@ KMEM_FUZZ_EXAMPLES examples.
 from __future__ import annotations
 
 import lzma
+import os
+import zlib
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from core_twins import FUZZ_EXAMPLES, needs_compiled
-from kmem.trace.perf_data import KernelSymbols
+from kmem.trace.perf_data import KernelSymbols, _plain_ascii_text
+from kmem.trace.source import MAX_LINE_BYTES, TraceFileError, open_trace
 
 KALLSYMS = Path(__file__).parent / "fixtures" / "traces" / "perf-data" / "kallsyms.txt.xz"
 
@@ -135,3 +138,55 @@ def test_the_compiled_table_is_the_pure_one(data: bytes, addresses: list[int]) -
     for address in [*addresses, *starts[:3], *(start + 1 for start in starts[:3])]:
         assert compiled.name(address) == pure.name(address)
         assert compiled.is_alloc_func(address) == pure.is_alloc_func(address)
+
+
+def _through_open_trace(path: Path) -> bytes:
+    """What KernelSymbols.from_file read before its shortcut: the text open_trace gives."""
+    with open_trace(path) as lines:
+        return lines.read().encode("utf-8", "surrogatepass")
+
+
+_LONG = MAX_LINE_BYTES  # (a line open_trace cuts is longer than this)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(_kallsyms(), st.sampled_from([b"", b"\xef\xbb\xbf", b"\x1f\x8b", b"\x7fELF", b"BZh",
+                                     b"x\x00"]),
+       st.one_of(st.none(), st.integers(_LONG // 2 - 2, _LONG + 2)), st.booleans())
+def test_the_shortcut_of_a_plain_kallsyms_reads_what_open_trace_reads(
+        tmp_path: Path, data: bytes, head: bytes, long_line: int | None, at_end: bool) -> None:
+    """_plain_ascii_text gives a file's bytes only when open_trace would give the same (no
+    decoding, no BOM, no compression, no binary, no line cut), and KernelSymbols.from_file
+    reads the same table either way."""
+    if long_line is not None:  # (a line about as long as open_trace allows, first or last)
+        line = b"ffffffff81000000 T " + b"n" * long_line
+        data = data + line if at_end else line + b"\n" + data
+    path = tmp_path / "kallsyms"
+    path.write_bytes(head + data)
+    plain = _plain_ascii_text(path)
+    try:
+        text = _through_open_trace(path)
+    except (TraceFileError, OSError, EOFError, lzma.LZMAError, zlib.error):
+        assert plain is None  # (and from_file says why, as before)
+        with pytest.raises(TraceFileError):
+            KernelSymbols.from_file(path)
+        return
+    if plain is not None:
+        assert plain == text
+    symbols = KernelSymbols.from_file(path)
+    assert symbols.table() == KernelSymbols(text).table()
+    if head == b"" and long_line is None and data.isascii():
+        assert plain is not None  # (the shortcut is taken for what a kallsyms is)
+
+
+def test_the_shortcut_leaves_standard_input_and_pipes_to_open_trace(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert _plain_ascii_text("-") is None
+    assert _plain_ascii_text(tmp_path / "missing") is None
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # (so that opening it to read returns)
+    try:
+        assert _plain_ascii_text(fifo) is None
+    finally:
+        os.close(writer)

@@ -2,6 +2,6 @@
 
 import sys
 
-from kmem.cli.main import main
+from kmem.cli.main import command
 
-sys.exit(main())
+sys.exit(command())

@@ -54,11 +54,13 @@ def parse_lines(lines: Any, size: int, first_number: int, event_kinds: dict[str,
 def perf_samples(view: Any, pos: int, end: int, id_at: int,
                  layouts: dict[int, tuple[int, int, int, int, bool]],
                  decoders: dict[int, tuple[Any, ...]], site_names: dict[int, str],
-                 page_site_names: dict[int, str], chain_sites: dict[bytes, str],
-                 has_symbols: bool, window: tuple[int, int], pending: list[Any],
-                 max_time: int) -> tuple[int, int, int]: ...
+                 page_site_names: dict[int, str], starts: Any, alloc: Any,
+                 window: tuple[int, int], pending: list[Any], max_time: int,
+                 cache: Any = ..., /) -> tuple[int, int, int]: ...
 
-def perf_batch(samples: list[Any]) -> Any: ...
+def perf_cache() -> Any: ...
+
+def perf_batch(samples: list[Any], times: bool = ..., /) -> Any: ...
 
 def slab_usage(slabs: list[Any] | dict[int, Any],
                previous: list[tuple[int, int, int, bytes]] = ..., /

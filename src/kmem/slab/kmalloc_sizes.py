@@ -234,10 +234,22 @@ def kmalloc_boot_caches(random_caches: bool = False) -> tuple[KmallocCacheSpec, 
 
 KMALLOC_BOOT_CACHES: tuple[KmallocCacheSpec, ...] = kmalloc_boot_caches()
 
+
+
+def _class_by_size() -> tuple[int, ...]:
+    """KMALLOC_INFO_SIZES[kmalloc_index(size)] for every size 0..KMALLOC_MAX_CACHE_SIZE, a
+    run of sizes per class above 192 (8,193 calls of kmalloc_index took 1 ms of starting
+    every kmem command that imports kmem.slab)."""
+    table = [KMALLOC_INFO_SIZES[0]]
+    table += (KMALLOC_INFO_SIZES[KMALLOC_SIZE_INDEX[(size - 1) >> 3]] for size in range(1, 193))
+    for shift in range(8, KMALLOC_SHIFT_HIGH + 1):  # (fls(size - 1): 193..256, 257..512, ...)
+        low, high = max(193, (1 << (shift - 1)) + 1), 1 << shift
+        table += [KMALLOC_INFO_SIZES[shift]] * (high - low + 1)
+    return tuple(table)
+
+
 # Lookup tables for the hot path: class size and normal cache name for every size 0..8192.
-KMALLOC_CLASS_BY_SIZE: tuple[int, ...] = tuple(
-    KMALLOC_INFO_SIZES[kmalloc_index(size)] for size in range(KMALLOC_MAX_CACHE_SIZE + 1)
-)
+KMALLOC_CLASS_BY_SIZE: tuple[int, ...] = _class_by_size()
 
 __all__ = [
     "GOLDEN_RATIO_64",

@@ -424,6 +424,9 @@ class KernelSymbols:
 
         from kmem.trace.source import open_trace
 
+        plain = _plain_ascii_text(path)
+        if plain is not None:
+            return cls(plain)
         try:
             with open_trace(path) as lines:
                 return cls(lines.read())
@@ -457,6 +460,33 @@ class KernelSymbols:
         if not known:
             known = self._alloc[index] = 2 if _ALLOC_FUNC.match(self.symbol_name(index)) else 1
         return known == 2
+
+
+def _plain_ascii_text(path: str | os.PathLike[str]) -> bytes | None:
+    """The bytes of ``path`` when reading it as trace text (open_trace) would give the same
+    characters back, else None: a plain ASCII file (no gzip or xz magic, nothing to decode
+    or replace, no BOM) that is no binary file and has no line open_trace would cut. (A
+    kallsyms of a few MB: decoded and encoded again, then split, it took 5 ms more.)"""
+    from kmem.trace.source import MAX_LINE_BYTES, describe_binary
+
+    if os.fspath(path) == "-":
+        return None  # (standard input: open_trace's)
+    try:
+        with open(path, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                return None  # (a pipe's bytes can be read only once: open_trace's)
+            data = file.read()
+    except OSError:
+        return None  # (open_trace says why)
+    if not data.isascii() or describe_binary(data[:512]) is not None:
+        return None
+    # A line longer than MAX_LINE_BYTES holds a stretch of half that with no newline, which
+    # one of these aligned stretches then lies wholly inside.
+    step = MAX_LINE_BYTES // 2
+    for start in range(0, len(data) - step + 1, step):
+        if data.find(b"\n", start, start + step) < 0:
+            return None
+    return data
 
 
 def _kernel_build_id(view: memoryview, offset: int, size: int) -> str | None:
@@ -670,10 +700,13 @@ class PerfData:
     def __init__(self, buffer: bytes | mmap.mmap, *, kallsyms: KernelSymbols | None = None,
                  kallsyms_path: str | os.PathLike[str] | None = None,
                  name: str = "perf.data", raw_ip: bool = False,
-                 time_window: tuple[int, int] | None = None) -> None:
+                 time_window: tuple[int, int] | None = None, times: bool = True) -> None:
         """``raw_ip``: slab call sites as addresses (perf kmem --raw-ip; page call sites are
         still found through the symbols). ``time_window``: (start, stop) in ns, 0 for open,
-        keeping the samples perf kmem --time keeps (inclusive; samples of time 0 always)."""
+        keeping the samples perf kmem --time keeps (inclusive; samples of time 0 always).
+        ``times=False``: the batches' TIME column left empty (each ""), for a reader that
+        never looks at it (kmem stat: the texts of a 500,000-event file took 10 ms)."""
+        self._times = times
         self._buffer = buffer
         self._view = memoryview(buffer)
         self.name = name
@@ -710,8 +743,9 @@ class PerfData:
         # built: None on the pure-Python core (KMEM_PURE=1), whose loop is the reference.
         self._compiled_loop: Callable[..., tuple[int, int, int]] | None = (
             None if core is None else core.perf_samples)
-        self._compiled_batch: Callable[[list[_Sample]], Any] | None = (
+        self._compiled_batch: Callable[[list[_Sample], bool], Any] | None = (
             None if core is None else core.perf_batch)
+        self._compiled_cache = None if core is None else core.perf_cache()  # (its memo slots)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: Any) -> PerfData:
@@ -882,6 +916,16 @@ class PerfData:
         layouts: dict[int, tuple[int, int, int, int, bool]] | None = None
         for kind, _misc, pos, length in self._records():
             if kind == PERF_RECORD_SAMPLE:
+                if layouts is not None and compiled is not None:
+                    # (the compiled loop from this record on: else every sample after a
+                    # FINISHED_ROUND was read by _sample, a thousand times a recording)
+                    self._next_record = pos
+                    max_time = self._compiled_samples(
+                        compiled, -1 if only is not None else id_at, layouts, fast, pending,
+                        max_time)
+                    if self._next_record != pos:
+                        continue
+                    self._next_record = pos + length  # (it left this one to _sample)
                 if not ready:
                     by_id, only = self._layouts()
                     ready = True
@@ -942,7 +986,7 @@ class PerfData:
             self._site_names, self._page_site_names,
             None if symbols is None else symbols._starts,
             None if symbols is None else symbols._alloc,
-            self.time_window or (0, 0), pending, max_time)
+            self.time_window or (0, 0), pending, max_time, self._compiled_cache)
         self._next_record = next_record
         self.samples += samples
         self.lines += samples
@@ -1133,7 +1177,7 @@ class PerfData:
 
     def _batch(self, samples: list[_Sample]) -> EventBatch:
         if self._compiled_batch is not None:
-            columns = self._compiled_batch(samples)
+            columns = self._compiled_batch(samples, self._times)
             # (NotImplemented only for lists of another shape than this reader makes: a time
             # beyond u64, a kind beyond a byte; the Python way below handles those)
             if columns is not NotImplemented:  # pragma: no branch
@@ -1146,8 +1190,9 @@ class PerfData:
         times, cpus, kinds, sites, keys, tails = zip(*kept, strict=True)
         kind_bytes = bytes(kinds)
         count_kinds(self._counts, kind_bytes)
-        return EventBatch(kind_bytes, list(cpus), [time_text(t) for t in times], list(sites),
-                          list(keys), list(tails))
+        return EventBatch(kind_bytes, list(cpus),
+                          [time_text(t) for t in times] if self._times else [""] * len(times),
+                          list(sites), list(keys), list(tails))
 
     def close(self) -> None:
         self._view.release()
@@ -1265,10 +1310,12 @@ class TraceInput:
 
     def __init__(self, path: str | os.PathLike[str], *, skip_bad: bool = False,
                  kallsyms: str | os.PathLike[str] | None = None, raw_ip: bool = False,
-                 time_window: tuple[int, int] | None = None) -> None:
-        """``raw_ip`` and ``time_window``: as PerfData takes them (perf kmem --raw-ip, --time);
-        the window applies to text traces too (their microsecond timestamps); --raw-ip needs
-        perf.data (trace text holds symbols only)."""
+                 time_window: tuple[int, int] | None = None, times: bool = True) -> None:
+        """``raw_ip``, ``time_window`` and ``times``: as PerfData takes them (perf kmem
+        --raw-ip, --time; ``times=False`` leaves a perf.data's TIME column empty, a text's as
+        traced); the window applies to text traces too (their microsecond timestamps);
+        --raw-ip needs perf.data (trace text holds symbols only)."""
+        self.times = times
         self.path = os.fspath(path)
         self.kallsyms = kallsyms
         self.raw_ip = raw_ip
@@ -1322,6 +1369,7 @@ class TraceInput:
                     raise PerfDataError(f"standard input: cannot decompress: {error}") from error
                 self.perf = PerfData(data, name="standard input",
                                      kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
+                                     times=self.times,
                                      time_window=self.time_window)
                 return True
             return False
@@ -1345,6 +1393,7 @@ class TraceInput:
                 pass  # a file that cannot be opened, or a binary one, is refused now
             return False
         self.perf = PerfData.open(self.path, kallsyms_path=self.kallsyms, raw_ip=self.raw_ip,
+                                  times=self.times,
                                   time_window=self.time_window)
         if not self.perf.pipe and not self.perf.has_kmem_events:
             raise PerfDataError(f"{self.path}: perf.data without kmem events: record with"
@@ -1359,9 +1408,7 @@ class TraceInput:
 
         counts = self._counts
         if self.perf is not None:
-            for batch in self.perf.batches():
-                count_kinds(counts, batch.kinds)
-                yield batch
+            yield from self.perf.batches()  # (which counts the events itself: see events)
             self.lost = self.perf.lost_events_report()
             return
         window = self.time_window
@@ -1393,6 +1440,8 @@ class TraceInput:
     @property
     def events(self) -> dict[str, int]:
         """The events read (within the time window), by tracepoint name."""
+        if self.perf is not None:
+            return self.perf.events
         return dict(zip(EVENT_NAMES, self._counts, strict=True))
 
     @property
