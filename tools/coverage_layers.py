@@ -2,12 +2,12 @@
 """Line and branch coverage per layer, from the data ``make test`` collects (pytest --cov).
 
     python tools/coverage_layers.py              # the table
-    python tools/coverage_layers.py --check 93   # and exit 1 if a core layer is below 93 %
+    python tools/coverage_layers.py --check 98   # and exit 1 if a core layer is below 98 %
 
-``make test`` checks a floor a little under where the core layers stand (91 %: page 93.2,
-slab 93.9, trace about 94 with the tests/test_cov_*.py files), so coverage cannot slide back;
-the goal is 98 %. CI measures what a local ``make test`` measures (the same skips: see
-docs/development.md, Coverage), so the floor's margin is for new code, not for CI.
+``make test`` checks that each core layer is at 98 %, issue #18's target (a fresh run of
+2026-12-07 measured page 99.94, slab 99.90, trace 99.87), so coverage cannot slide back. CI
+measures what a local ``make test`` measures (the same skips: see docs/development.md,
+Coverage), so the floor's margin is for new code, not for CI.
 
 Coverage is measured with branches, in the forked trace-parser child too (the
 ``concurrency = multiprocessing`` setting in pyproject.toml). The core layers (page, slab,
@@ -40,9 +40,21 @@ def layer_percentages(cov: coverage.Coverage) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
-    bar = float(argv[argv.index("--check") + 1]) if "--check" in argv else None
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Coverage per layer, from make test's data.")
+    parser.add_argument("--check", type=float, metavar="PERCENT",
+                        help="exit 1 if a core layer (page, slab, trace) is below PERCENT")
+    bar = parser.parse_args(argv).check
     cov = coverage.Coverage()
-    cov.load()
+    try:
+        cov.load()
+    except coverage.CoverageException as error:
+        print(f"coverage_layers: {error}", file=sys.stderr)
+        return 2
+    if not cov.get_data().measured_files():
+        print("coverage_layers: no coverage data (make test collects it)", file=sys.stderr)
+        return 2
     percentages = layer_percentages(cov)
     total = cov.report(file=io.StringIO())
     print("coverage (lines and branches) per layer:")
