@@ -516,24 +516,6 @@ def test_check_catches_a_slab_page_that_maps_to_another_slab() -> None:
     assert objects
 
 
-def test_slab_usage_rows_are_the_same_when_the_compiled_core_declines(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    slab = SlabAllocator(BuddyAllocator(8 << 20), nr_cpus=1)
-    cache: Any = slab.kmem_cache_create("usage", 512)
-    objects = [cache.alloc(0) for _ in range(cache.objs_per_slab + 3)]
-    cache.free(objects[1], 0)
-    rows = cache.slab_usage()
-    # One full slab but the object freed, one with the 3 last objects: users' bytes 1, free 0.
-    assert [row[1] for row in rows] == [cache.objs_per_slab - 1, 3]
-    assert rows[0][3][1] == 0 and rows[1][3].count(1) == 3
-    # The compiled core takes only a list of slabs: anything else is NotImplemented, and
-    # Python's rows are the same.
-    slabs = cache._slabs
-
-    monkeypatch.setattr(cache, "_slabs", lambda: tuple(slabs()))
-    assert cache.slab_usage() == rows
-
-
 def test_slabtop_summary_totals_its_rows() -> None:
     rows = [
         SlabtopRow(objs=64, active=16, use_percent=25, obj_size_kib=0.0625, slabs=1,
