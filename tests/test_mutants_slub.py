@@ -8,13 +8,20 @@ kmem's own formulas: the unlocked (thread_safe=False) paths' errors, SLAB_STORE_
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import importlib
+import random
+import sys
+from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from kmem import BuddyAllocator, SlabAllocator
 from kmem.errors import InvalidTypeError
+from kmem.page.gfp import __GFP_MEMALLOC, GFP_KERNEL
 from kmem.slab.errors import (
     InteriorPointerError,
     InvalidCpuError,
@@ -23,6 +30,7 @@ from kmem.slab.errors import (
     WrongCacheError,
 )
 from kmem.slab.flags import SLAB_RED_ZONE, SLAB_STORE_USER
+from test_slub_model import Pair, kmem_state
 
 MiB = 1 << 20
 PAGE = 4096
@@ -155,4 +163,149 @@ def test_track_refuses_what_is_no_object_start(flags: int) -> None:
         if error is not InvalidTypeError:
             assert f"{bad_address:#x}" in str(caught.value)
     assert cache.track(address + size) == (None, None)  # an object never allocated
+    slab.check()
+
+
+# -- the compiled core's wiring (SlubCache.__init__ hands it the cpu slabs and slow frees) ----
+
+
+def _compiled_module() -> ModuleType | None:
+    """kmem._core when it was built, even under KMEM_PURE=1 (which only stops kmem using it)."""
+    try:
+        return importlib.import_module("kmem._core")
+    except ImportError:  # pragma: no cover - a checkout without the C extension
+        return None
+
+
+@contextlib.contextmanager
+def _on_core(module: ModuleType | None) -> Iterator[None]:
+    """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
+    says: so the mutation tool's pure run also checks what SlubCache hands the compiled core."""
+    buddy_module = sys.modules["kmem.page.buddy"]
+    saved = buddy_module.core
+    buddy_module.core = module  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        buddy_module.core = saved  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(_compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.parametrize(("size", "nr_cpus", "nr_pages", "thread_safe"), [
+    (256, 3, 256, True), (96, 2, 64, False), (2000, 2, 128, True)])
+def test_a_cache_on_the_compiled_core_follows_linux_step_by_step(
+        size: int, nr_cpus: int, nr_pages: int, thread_safe: bool) -> None:
+    """tests/test_slub_model.py's comparison with the cache's fast paths in C: every object,
+    list, freelist order and counter as the model's after every operation."""
+    module = _compiled_module()
+    with _on_core(module):
+        pair = Pair.boot(size=size, flags=0, nr_cpus=nr_cpus, nr_pages=nr_pages,
+                         thread_safe=thread_safe)
+    assert pair.slab.buddy.compiled_core is module
+    assert type(pair.cache.alloc).__name__ == "builtin_function_or_method"
+    rng = random.Random(size + nr_cpus)
+    live: list[int] = []
+    target = 0
+    for step in range(3000):
+        if step % 500 == 0:
+            target = rng.choice([0, 50, 400, 2000])  # the live set drifts towards it
+        cpu = rng.randrange(nr_cpus)
+        roll = rng.random()
+        if roll < 0.005:
+            pair.flush_cpu(cpu)
+        elif roll < 0.007:
+            pair.shrink()
+        elif live and (len(live) > target or roll < 0.3):
+            pair.free(live.pop(rng.randrange(len(live))), cpu)
+        else:
+            address = pair.alloc(cpu)
+            if address is not None:
+                live.append(address)
+        pair.compare()
+    pair.cache.check()
+    stats = pair.cache.stats()
+    assert stats.alloc_fastpath and stats.free_fastpath and stats.free_frozen
+    assert stats.cpu_partial_free and stats.alloc_refill
+
+
+# -- pfmemalloc_match in get_partial_node's list walk ------------------------------------------
+
+
+class ReserveBuddy(BuddyAllocator):
+    """A page source whose pages come from its memory reserves while ``reserves`` is set."""
+
+    reserves = False
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return self.reserves
+
+
+RIGHTS = GFP_KERNEL | __GFP_MEMALLOC  # may use the reserves (gfp_pfmemalloc_allowed)
+
+
+def _node_of_seven(reserved: set[int]) -> tuple[SlabAllocator, Any, list[int]]:
+    """A 512-byte cache (order 1: 16 objects a slab; cpu_partial 52, so cpu_partial_slabs
+    DIV_ROUND_UP(104, 16) = 7) whose node list holds slabs s6, s5, ..., s0, each with one free
+    object; slab k is pfmemalloc when k is in ``reserved``. Returns the slabs' pfns, s0 first.
+
+    Built as Linux would: slabs s0..s7 filled on CPU 0 (with the rights, so a pfmemalloc one is
+    kept as the cpu slab), then one object of s0..s6 freed on CPU 1 (full slabs: pushed on
+    CPU 1's partial chain, which holds 7 without a drain), then CPU 1 flushed (its chain, head
+    first, to the node list's tail: s6 first)."""
+    buddy = ReserveBuddy(64 * MiB)
+    slab = SlabAllocator(buddy, nr_cpus=2, kernel="6.17")
+    cache: Any = slab.kmem_cache_create("walk", 512)
+    assert (cache.order, cache.objs_per_slab, cache.cpu_partial_slabs) == (1, 16, 7)
+    pfns, thirds = [], []
+    for k in range(8):
+        buddy.reserves = k in reserved
+        objects = [cache.alloc(0, RIGHTS) for _ in range(16)]
+        pfns.append(objects[0] // PAGE)
+        thirds.append(objects[3])
+    buddy.reserves = False
+    assert kmem_state(cache)["cpu_slab"] == [pfns[7], None]
+    for k in range(7):
+        cache.free(thirds[k], 1)
+    cache.flush_cpu(1)
+    assert kmem_state(cache)["node_partial"] == pfns[6::-1]
+    return slab, cache, pfns
+
+
+@pytest.mark.parametrize("gfp", [GFP_KERNEL, RIGHTS])
+def test_the_node_walk_without_rights_passes_over_pfmemalloc_slabs(gfp: int) -> None:
+    """get_partial_node: without the rights to the reserves, pfmemalloc slabs are skipped
+    (pfmemalloc_match); the first other slab is taken, the next ones go to the cpu partial
+    chain until more than cpu_partial_slabs / 2 = 3 were moved. With the rights nothing is
+    skipped."""
+    slab, cache, pfns = _node_of_seven(reserved={3, 0})
+    before = cache.stats()
+    address = cache.alloc(1, gfp)
+    assert address == pfns[6] * PAGE + 3 * 512  # s6's one free object
+    state: Any = kmem_state(cache)
+    assert state["cpu_slab"] == [pfns[7], pfns[6]]
+    if gfp == GFP_KERNEL:  # s3 passed over
+        assert state["cpu_partial"][1] == [pfns[1], pfns[2], pfns[4], pfns[5]]  # head first
+        assert state["node_partial"] == [pfns[3], pfns[0]]
+    else:
+        assert state["cpu_partial"][1] == [pfns[2], pfns[3], pfns[4], pfns[5]]
+        assert state["node_partial"] == [pfns[1], pfns[0]]
+    after = cache.stats()
+    assert after.alloc_from_partial - before.alloc_from_partial == 1
+    assert after.cpu_partial_node - before.cpu_partial_node == 4
+    assert after.alloc_slab == before.alloc_slab
+    slab.check()
+
+
+def test_the_node_walk_without_rights_and_only_pfmemalloc_slabs_takes_a_new_slab() -> None:
+    slab, cache, pfns = _node_of_seven(reserved=set(range(7)))
+    before = cache.stats()
+    address = cache.alloc(1, GFP_KERNEL)
+    state: Any = kmem_state(cache)
+    assert state["node_partial"] == pfns[6::-1]  # nothing taken off it
+    assert state["cpu_partial"][1] == []
+    assert state["cpu_slab"][1] == address // PAGE  # a new slab, loaded
+    assert address // PAGE not in pfns
+    after = cache.stats()
+    assert (after.alloc_slab - before.alloc_slab, after.alloc_from_partial,
+            after.cpu_partial_node) == (1, before.alloc_from_partial, before.cpu_partial_node)
     slab.check()
