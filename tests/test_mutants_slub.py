@@ -12,6 +12,7 @@ import contextlib
 import enum
 import importlib
 import random
+import re
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -30,6 +31,18 @@ from kmem.slab.errors import (
     WrongCacheError,
 )
 from kmem.slab.flags import SLAB_RED_ZONE, SLAB_STORE_USER
+from test_cov_slab import (
+    _cpu_partial_disabled,
+    _fill,
+    _first_node_partial,
+    _full_on_cpu_partial,
+    _lost,
+    _not_in_the_cache,
+    _on_two_lists,
+    _overflowing_cpu_partial,
+    _slub_with_partial_slabs,
+    _top_of_cpu_partial,
+)
 from test_slub_model import Pair, kmem_state
 
 MiB = 1 << 20
@@ -309,3 +322,66 @@ def test_the_node_walk_without_rights_and_only_pfmemalloc_slabs_takes_a_new_slab
     assert (after.alloc_slab - before.alloc_slab, after.alloc_from_partial,
             after.cpu_partial_node) == (1, before.alloc_from_partial, before.cpu_partial_node)
     slab.check()
+
+
+# -- check(): the whole message of each SLUB list corruption -----------------------------------
+
+
+def _exact(text: str) -> str:
+    return "^" + re.escape(text) + "$"
+
+
+@pytest.mark.parametrize("corruption", [
+    "two lists", "not in the cache", "full on cpu partial", "full on node partial",
+    "wrong cpu", "overflow", "lost", "on no list", "cpu partial disabled"])
+def test_check_names_the_corrupted_slab_in_full(corruption: str) -> None:
+    """test_cov_slab.py's corruptions of a cache with four slabs on CPU 0's partial stack, each
+    refused with its whole message: the cache, the slab's pfn, what is wrong."""
+    _allocator, cache = _slub_with_partial_slabs()
+    top = _top_of_cpu_partial(cache)
+    name = f"cov: slab at pfn {top.pfn:#x}"
+    if corruption == "two lists":
+        _on_two_lists(cache)
+        message = f"{name} is on two lists"
+    elif corruption == "not in the cache":
+        _not_in_the_cache(cache)
+        message = f"{name}: on a list but not in the cache"
+    elif corruption == "full on cpu partial":
+        _full_on_cpu_partial(cache)
+        message = f"{name}: full slab on a cpu partial list"
+    elif corruption == "wrong cpu":
+        top.cpu = 3
+        message = f"{name}: where=2 cpu=3, on 2"  # (ON_CPU_PARTIAL is 2)
+    elif corruption == "overflow":
+        _overflowing_cpu_partial(cache)
+        message = "cov: cpu 0 partial stack overflows"
+    elif corruption == "cpu partial disabled":
+        _cpu_partial_disabled(cache)
+        message = "cov: cpu partial slabs without cpu_partial"
+    else:
+        first = _first_node_partial(cache)
+        if corruption == "full on node partial":
+            _fill(first)
+            message = f"cov: slab at pfn {first.pfn:#x}: full slab on the node partial list"
+        elif corruption == "lost":
+            _lost(cache)
+            message = f"cov: slab {first.pfn:#x} lost from its list"
+        else:
+            del cache._node_partial[first]
+            first.where, first.cpu = 0, -1  # (ON_NONE)
+            message = f"cov: slab {first.pfn:#x} with free objects is on no list"
+    with pytest.raises(AssertionError, match=_exact(message)):
+        cache.check()
+
+
+def test_check_names_a_debug_full_slab_with_free_objects_in_full() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("dbg", 256, flags=SLAB_STORE_USER)
+    for _ in range(100):
+        cache.alloc(0)
+    full = next(iter(cache._full))
+    full.used[0] = 0
+    full.freelist.append(0)
+    with pytest.raises(AssertionError, match=_exact(
+            f"dbg: slab at pfn {full.pfn:#x}: slab with free objects on the full list")):
+        cache.check()
