@@ -23,9 +23,11 @@ import pytest
 from kmem import BuddyAllocator, SlabAllocator
 from kmem.errors import InvalidTypeError
 from kmem.page.gfp import __GFP_MEMALLOC, GFP_KERNEL
+from kmem.slab.debug import RedZoneError
 from kmem.slab.errors import (
     InteriorPointerError,
     InvalidCpuError,
+    InvalidGfpError,
     NotAnObjectError,
     ObjectDoubleFreeError,
     WrongCacheError,
@@ -385,3 +387,53 @@ def test_check_names_a_debug_full_slab_with_free_objects_in_full() -> None:
     with pytest.raises(AssertionError, match=_exact(
             f"dbg: slab at pfn {full.pfn:#x}: slab with free objects on the full list")):
         cache.check()
+
+
+# -- debug caches (alloc_single_from_partial / free_to_partial_list) ---------------------------
+
+
+@pytest.mark.parametrize("thread_safe", [True, False])
+def test_a_debug_cache_allocates_and_frees_on_cpu_0_by_default(thread_safe: bool) -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=2, thread_safe=thread_safe)
+    cache: Any = slab.kmem_cache_create("dbg", 200, flags=SLAB_STORE_USER)
+    address = cache.alloc()
+    cache.free(address)
+    allocated, freed = cache.track(address)
+    assert (allocated.cpu, freed.cpu) == (0, 0)
+    other = cache.alloc(1)
+    cache.free(other, 1)
+    allocated, freed = cache.track(other)
+    assert (allocated.cpu, freed.cpu) == (1, 1)
+    slab.check()
+
+
+@pytest.mark.parametrize("thread_safe", [True, False])
+def test_a_red_zone_overwrite_is_reported_with_the_caches_name(thread_safe: bool) -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=1, thread_safe=thread_safe)
+    cache: Any = slab.kmem_cache_create("rz", 100, flags=SLAB_RED_ZONE)
+    address = cache.alloc(0)
+    slab.buddy.memory.view(address + 100, 1)[0] = 0  # one byte past the object
+    with pytest.raises(RedZoneError, match=_exact(
+            f"rz: object {address:#x}: right red zone overwritten at object offset 100"
+            " (restored; the object was not freed)")):
+        cache.free(address, 0)
+    cache.free(address, 0)
+    slab.check()
+
+
+@pytest.mark.parametrize("thread_safe", [True, False])
+@pytest.mark.parametrize("flags", [0, SLAB_STORE_USER])
+def test_an_allocation_with_no_gfp_t_is_refused_before_anything_changes(
+        thread_safe: bool, flags: int) -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=1, thread_safe=thread_safe)
+    cache: Any = slab.kmem_cache_create("gfp", 200, flags=flags)
+    for gfp, error, message in [
+            (True, InvalidTypeError, "gfp flags must be an int, not bool"),
+            (4.0, InvalidTypeError, "gfp flags must be an int, not float"),
+            (1 << 32, InvalidGfpError, "gfp flags must be in 0..0xffffffff, not 0x100000000"),
+            (-1, InvalidGfpError, "gfp flags must be in 0..0xffffffff, not -0x1")]:
+        with pytest.raises(error, match=_exact(message)):
+            cache.alloc(0, gfp)
+    assert cache.slab_extents() == [] and cache.stats().alloc_slowpath == 0
+    cache.free(cache.alloc(0, GFP_KERNEL), 0)
+    slab.check()
