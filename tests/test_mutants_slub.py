@@ -22,8 +22,18 @@ import pytest
 
 from kmem import BuddyAllocator, SlabAllocator
 from kmem.errors import InvalidTypeError
-from kmem.page.gfp import __GFP_MEMALLOC, GFP_KERNEL
-from kmem.slab.debug import RedZoneError
+from kmem.page.gfp import (
+    __GFP_DIRECT_RECLAIM,
+    __GFP_FS,
+    __GFP_IO,
+    __GFP_KSWAPD_RECLAIM,
+    __GFP_MEMALLOC,
+    GFP_ATOMIC,
+    GFP_KERNEL,
+)
+from kmem.page.layout import MachineLayout
+from kmem.page.machine import PageMachine
+from kmem.slab.debug import PoisonError, RedZoneError
 from kmem.slab.errors import (
     InteriorPointerError,
     InvalidCpuError,
@@ -32,7 +42,8 @@ from kmem.slab.errors import (
     ObjectDoubleFreeError,
     WrongCacheError,
 )
-from kmem.slab.flags import SLAB_RED_ZONE, SLAB_STORE_USER
+from kmem.slab.flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
+from kmem.slab.machine_pages import MachinePages
 from test_cov_slab import (
     _cpu_partial_disabled,
     _fill,
@@ -445,4 +456,71 @@ def test_an_allocation_with_no_gfp_t_is_refused_before_anything_changes(
             cache.alloc(0, gfp)
     assert cache.slab_extents() == [] and cache.stats().alloc_slowpath == 0
     cache.free(cache.alloc(0, GFP_KERNEL), 0)
+    slab.check()
+
+
+# -- a new slab's pages: asked for with the allocation's gfp, on its CPU (allocate_slab) --------
+
+
+@pytest.mark.parametrize("flags", [0, SLAB_STORE_USER])
+def test_a_new_slab_is_asked_for_with_the_allocations_gfp_on_its_cpu(flags: int) -> None:
+    """allocate_slab runs in the allocating code: alloc_slab_page gets the allocation's gfp
+    (its reclaim bits kept: GFP_RECLAIM_MASK) on the allocating CPU's pcp lists."""
+    layout = MachineLayout.from_sizes({"Normal": 256 << 20}, source="Normal=256M")
+    slab = SlabAllocator(BuddyAllocator(1024 * PAGE), nr_cpus=2, kernel="6.17",
+                         machine=PageMachine(layout, nr_cpus=2, pcp_high=1 << 14))
+    pages = slab.pages
+    assert isinstance(pages, MachinePages)
+    asked: list[tuple[int, int]] = []
+    alloc_pages = pages.alloc_pages
+
+    def recording_alloc(order: int, gfp: int, cpu: int = 0) -> int:
+        asked.append((gfp, cpu))
+        return alloc_pages(order, gfp, cpu)
+
+    pages.alloc_pages = recording_alloc  # type: ignore[method-assign]
+    cache: Any = slab.kmem_cache_create("asked", 200, flags=flags)
+    cache.alloc(1, GFP_KERNEL)
+    for _ in range(cache.objs_per_slab):  # the slab full: the next allocation needs another
+        cache.alloc(1, GFP_ATOMIC)
+    assert len(asked) == 2
+    (kernel_gfp, kernel_cpu), (atomic_gfp, atomic_cpu) = asked
+    assert (kernel_cpu, atomic_cpu) == (1, 1)
+    assert kernel_gfp & __GFP_DIRECT_RECLAIM and kernel_gfp & __GFP_IO and kernel_gfp & __GFP_FS
+    assert not atomic_gfp & (__GFP_DIRECT_RECLAIM | __GFP_IO | __GFP_FS)
+    assert atomic_gfp & __GFP_KSWAPD_RECLAIM
+    slab.check()
+
+
+def test_a_poisoned_object_written_after_free_is_reported_with_the_caches_name() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("psn", 200, flags=SLAB_POISON)
+    address = cache.alloc(0)
+    cache.free(address, 0)
+    slab.buddy.memory.view(address, 1)[0] = 0  # a use after free
+    with pytest.raises(PoisonError, match=_exact(
+            f"psn: free object {address:#x} written to after free at offset 0"
+            " (poison restored)")):
+        cache.alloc(0)
+    assert cache.alloc(0) == address  # the object was not handed out: it comes now
+    slab.check()
+
+
+def test_a_debug_allocation_without_rights_takes_the_first_slab_it_may_use() -> None:
+    """get_partial_node on the debug path: the node list walk passes over a pfmemalloc head
+    and takes one object of the next slab (alloc_single_from_partial); a new slab only when
+    none matches."""
+    buddy = ReserveBuddy(64 * MiB)
+    slab = SlabAllocator(buddy, nr_cpus=1, kernel="6.17")
+    cache: Any = slab.kmem_cache_create("dbgwalk", 200, flags=SLAB_STORE_USER)
+    plain = [cache.alloc(0, GFP_KERNEL) for _ in range(cache.objs_per_slab)]  # full: off it
+    buddy.reserves = True
+    reserved = cache.alloc(0, RIGHTS)  # a new pfmemalloc slab, at the node list's head
+    buddy.reserves = False
+    cache.free(plain[5], 0)  # the full slab back, at the node list's tail
+    state: Any = kmem_state(cache)
+    assert state["node_partial"] == [reserved // PAGE, plain[0] // PAGE]
+    before = cache.stats().alloc_slab
+    assert cache.alloc(0, GFP_KERNEL) == plain[5]
+    assert cache.stats().alloc_slab == before
     slab.check()
