@@ -79,8 +79,9 @@ def _counters(cache: Any) -> dict[str, int]:
 
 @pytest.mark.parametrize("thread_safe", [True, False])
 def test_a_free_without_a_cpu_is_a_free_on_cpu_0(thread_safe: bool) -> None:
-    """free(address) frees on CPU 0: an object of CPU 0's cpu slab takes the fast path (a push
-    on that freelist), one of CPU 1's cpu slab the slow path into a frozen slab."""
+    """free(address) frees on CPU 0 (and alloc() allocates there): an object of CPU 0's cpu
+    slab takes the fast path (a push on that freelist), one of CPU 1's cpu slab the slow path
+    into a frozen slab."""
     slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=2, thread_safe=thread_safe)
     cache: Any = slab.kmem_cache_create("dflt", 64)
     on_0, on_1 = cache.alloc(0), cache.alloc(1)
@@ -88,7 +89,7 @@ def test_a_free_without_a_cpu_is_a_free_on_cpu_0(thread_safe: bool) -> None:
     assert (cache.stats().free_fastpath, cache.stats().free_frozen) == (1, 0)
     cache.free(on_1)
     assert (cache.stats().free_fastpath, cache.stats().free_frozen) == (1, 1)
-    assert cache.alloc(0) == on_0  # back on CPU 0's freelist, handed out first
+    assert cache.alloc() == on_0  # on CPU 0 too: back on its freelist, handed out first
 
 
 @pytest.mark.parametrize("thread_safe", [True, False])
