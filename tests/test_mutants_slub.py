@@ -525,3 +525,59 @@ def test_a_debug_allocation_without_rights_takes_the_first_slab_it_may_use() -> 
     assert cache.alloc(0, GFP_KERNEL) == plain[5]
     assert cache.stats().alloc_slab == before
     slab.check()
+
+
+def test_a_mismatched_new_slab_leaves_the_cpu_without_a_cpu_slab() -> None:
+    """___slab_alloc without the rights: the pfmemalloc cpu slab (full) is deactivated
+    (DEACTIVATE_FULL); the new slab, pfmemalloc too, gives its one object and is deactivated
+    to the node list's head instead of loaded: c->slab stays NULL."""
+    buddy = ReserveBuddy(64 * MiB)
+    buddy.reserves = True
+    slab = SlabAllocator(buddy, nr_cpus=2, kernel="6.17")
+    cache: Any = slab.kmem_cache_create("mismatch", 512)
+    assert cache.objs_per_slab == 16
+    first = [cache.alloc(0, RIGHTS) for _ in range(16)]  # one slab, loaded, now full
+    address = cache.alloc(0, GFP_KERNEL)
+    state: Any = kmem_state(cache)
+    assert state["cpu_slab"] == [None, None]
+    assert state["node_partial"] == [address // PAGE] and address // PAGE != first[0] // PAGE
+    stats = cache.stats()
+    assert (stats.alloc_slab, stats.deactivate_full, stats.deactivate_to_head) == (2, 1, 1)
+    assert cache.alloc(0, RIGHTS) == address + 512  # with the rights: that slab, loaded
+    slab.check()
+
+
+def test_an_empty_mismatched_cpu_slab_is_discarded_on_its_cpu() -> None:
+    """deactivate_slab of a pfmemalloc cpu slab all of whose objects other CPUs freed: empty,
+    with min_partial (5) slabs on the node list, it is discarded (DEACTIVATE_EMPTY) by the CPU
+    running the allocation: its pages go to that CPU's pcp list."""
+    layout = MachineLayout.from_sizes({"Normal": 256 << 20}, source="Normal=256M")
+    slab = SlabAllocator(BuddyAllocator(1024 * PAGE), nr_cpus=2, kernel="6.17",
+                         machine=PageMachine(layout, nr_cpus=2, pcp_high=1 << 14))
+    pages = slab.pages
+    assert isinstance(pages, MachinePages)
+    reserves = [True]
+    pages.page_is_pfmemalloc = lambda pfn: reserves[0]  # type: ignore[method-assign]
+    freed: list[tuple[int, int, int]] = []
+    free_pages = pages.free_pages
+
+    def recording_free(pfn: int, order: int, cpu: int = 0) -> None:
+        freed.append((pfn, order, cpu))
+        free_pages(pfn, order, cpu)
+
+    pages.free_pages = recording_free  # type: ignore[method-assign]
+    cache: Any = slab.kmem_cache_create("empty", 512)
+    assert (cache.objs_per_slab, cache.min_partial) == (16, 5)
+    reserved = [cache.alloc(1, RIGHTS) for _ in range(16)]  # CPU 1's cpu slab, pfmemalloc
+    reserves[0] = False
+    others = [cache.alloc(0, GFP_KERNEL) for _ in range(6 * 16)]
+    for k in range(5):
+        cache.free(others[k * 16], 0)  # five full slabs to CPU 0's partial chain...
+    cache.flush_cpu(0)  # ...then to the node list (and CPU 0's full cpu slab off any list)
+    assert len(kmem_state(cache)["node_partial"]) == 5  # type: ignore[arg-type]
+    for address in reserved:
+        cache.free(address, 0)  # remote frees into CPU 1's frozen slab
+    cache.alloc(1, GFP_KERNEL)
+    assert freed == [(reserved[0] // PAGE, cache.order, 1)]
+    assert cache.stats().deactivate_empty == 1
+    slab.check()
