@@ -547,10 +547,13 @@ def test_a_mismatched_new_slab_leaves_the_cpu_without_a_cpu_slab() -> None:
     slab.check()
 
 
-def test_an_empty_mismatched_cpu_slab_is_discarded_on_its_cpu() -> None:
-    """deactivate_slab of a pfmemalloc cpu slab all of whose objects other CPUs freed: empty,
-    with min_partial (5) slabs on the node list, it is discarded (DEACTIVATE_EMPTY) by the CPU
-    running the allocation: its pages go to that CPU's pcp list."""
+@pytest.mark.parametrize("where", ["cpu slab", "cpu partial"])
+def test_an_empty_mismatched_slab_is_discarded_on_its_cpu(where: str) -> None:
+    """A pfmemalloc slab of CPU 1 all of whose objects were freed meets an allocation on CPU 1
+    without the rights: as the cpu slab (its objects remote frees) deactivate_slab, on the cpu
+    partial chain __put_partials, finds it empty with min_partial (5) slabs on the node list
+    and discards it (DEACTIVATE_EMPTY) in the allocating code: its pages go to CPU 1's pcp
+    list."""
     layout = MachineLayout.from_sizes({"Normal": 256 << 20}, source="Normal=256M")
     slab = SlabAllocator(BuddyAllocator(1024 * PAGE), nr_cpus=2, kernel="6.17",
                          machine=PageMachine(layout, nr_cpus=2, pcp_high=1 << 14))
@@ -568,15 +571,22 @@ def test_an_empty_mismatched_cpu_slab_is_discarded_on_its_cpu() -> None:
     pages.free_pages = recording_free  # type: ignore[method-assign]
     cache: Any = slab.kmem_cache_create("empty", 512)
     assert (cache.objs_per_slab, cache.min_partial) == (16, 5)
-    reserved = [cache.alloc(1, RIGHTS) for _ in range(16)]  # CPU 1's cpu slab, pfmemalloc
+    owner = 1 if where == "cpu slab" else 0
+    reserved = [cache.alloc(owner, RIGHTS) for _ in range(16)]  # pfmemalloc, full
     reserves[0] = False
     others = [cache.alloc(0, GFP_KERNEL) for _ in range(6 * 16)]
     for k in range(5):
         cache.free(others[k * 16], 0)  # five full slabs to CPU 0's partial chain...
     cache.flush_cpu(0)  # ...then to the node list (and CPU 0's full cpu slab off any list)
-    assert len(kmem_state(cache)["node_partial"]) == 5  # type: ignore[arg-type]
-    for address in reserved:
-        cache.free(address, 0)  # remote frees into CPU 1's frozen slab
+    state: Any = kmem_state(cache)
+    assert len(state["node_partial"]) == 5
+    for address in reserved:  # on CPU 0: remote frees into CPU 1's frozen slab; on CPU 1:
+        cache.free(address, 1 - owner)  # the full slab onto CPU 1's partial chain, emptied
+    state = kmem_state(cache)
+    if where == "cpu slab":
+        assert state["cpu_slab"][1] == reserved[0] // PAGE
+    else:
+        assert state["cpu_partial"][1] == [reserved[0] // PAGE]
     cache.alloc(1, GFP_KERNEL)
     assert freed == [(reserved[0] // PAGE, cache.order, 1)]
     assert cache.stats().deactivate_empty == 1
