@@ -596,8 +596,8 @@ def test_an_empty_mismatched_slab_is_discarded_on_its_cpu(where: str) -> None:
 @pytest.mark.parametrize("gfp", [GFP_KERNEL, RIGHTS])
 def test_a_pfmemalloc_cpu_partial_slab_serves_only_an_allocation_with_rights(gfp: int) -> None:
     """___slab_alloc's cpu partial loop: a slab that fails pfmemalloc_match goes to the node
-    list (__put_partials of that one slab) and the loop goes on; with the rights it is loaded
-    (CPU_PARTIAL_ALLOC)."""
+    list (__put_partials of that one slab) and the loop goes on to the next slab of the
+    chain; with the rights it is loaded (CPU_PARTIAL_ALLOC)."""
     buddy = ReserveBuddy(64 * MiB)
     slab = SlabAllocator(buddy, nr_cpus=2, kernel="6.17")
     cache: Any = slab.kmem_cache_create("cpupartial", 512)
@@ -605,24 +605,26 @@ def test_a_pfmemalloc_cpu_partial_slab_serves_only_an_allocation_with_rights(gfp
     buddy.reserves = True
     reserved = [cache.alloc(0, RIGHTS) for _ in range(16)]
     buddy.reserves = False
-    plain = [cache.alloc(0, GFP_KERNEL) for _ in range(16)]  # the pfmemalloc one off any list
-    cache.free(reserved[7], 1)  # full: onto CPU 1's partial chain
+    plain = [cache.alloc(0, GFP_KERNEL) for _ in range(17)]  # two slabs: the first full
+    cache.free(plain[9], 1)  # full slabs onto CPU 1's partial chain: this one...
+    cache.free(reserved[7], 1)  # ...then the pfmemalloc one, at the head
+    pfmemalloc, other = reserved[0] // PAGE, plain[0] // PAGE
     state: Any = kmem_state(cache)
-    assert state["cpu_partial"] == [[], [reserved[0] // PAGE]]
+    assert state["cpu_partial"] == [[], [pfmemalloc, other]]
     before = cache.stats()
     address = cache.alloc(1, gfp)
     state = kmem_state(cache)
     after = cache.stats()
-    assert state["cpu_partial"] == [[], []]
-    if gfp == GFP_KERNEL:
-        assert state["node_partial"] == [reserved[0] // PAGE]  # passed over there too
-        assert state["cpu_slab"][1] == address // PAGE  # a new slab
-        assert address // PAGE not in (reserved[0] // PAGE, plain[0] // PAGE)
-        assert (after.alloc_slab - before.alloc_slab, after.cpu_partial_alloc) == (1, 0)
+    assert after.alloc_slab == before.alloc_slab
+    assert after.cpu_partial_alloc - before.cpu_partial_alloc == 1
+    if gfp == GFP_KERNEL:  # passed over, to the node list; the next slab loaded
+        assert address == plain[9]
+        assert state["node_partial"] == [pfmemalloc] and state["cpu_partial"] == [[], []]
+        assert state["cpu_slab"][1] == other
         assert after.free_add_partial - before.free_add_partial == 1
     else:
         assert address == reserved[7]
-        assert state["node_partial"] == [] and state["cpu_slab"][1] == reserved[0] // PAGE
-        assert (after.alloc_slab - before.alloc_slab, after.cpu_partial_alloc) == (0, 1)
+        assert state["node_partial"] == [] and state["cpu_partial"] == [[], [other]]
+        assert state["cpu_slab"][1] == pfmemalloc
         assert after.free_add_partial == before.free_add_partial
     slab.check()
