@@ -628,3 +628,24 @@ def test_a_pfmemalloc_cpu_partial_slab_serves_only_an_allocation_with_rights(gfp
         assert state["cpu_slab"][1] == pfmemalloc
         assert after.free_add_partial == before.free_add_partial
     slab.check()
+
+
+def test_change_count_moves_forward_when_shrink_discards_uncounted() -> None:
+    """__kmem_cache_do_shrink frees empty slabs without a FREE_SLAB count; change_count(),
+    which never goes back and moves whenever slab_usage() changes, must still move."""
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=1)
+    cache: Any = slab.kmem_cache_create("shrunk", 512)
+    counts = [cache.change_count()]
+    for nr_slabs in (2, 1):
+        objects = [cache.alloc(0) for _ in range(nr_slabs * cache.objs_per_slab)]
+        for address in objects:
+            cache.free(address, 0)
+        cache.flush_cpu(0)  # the empty slabs to the node list (fewer than min_partial: kept)
+        state: Any = kmem_state(cache)
+        assert len(state["node_partial"]) == nr_slabs
+        usage = cache.slab_usage()
+        counts.append(cache.change_count())
+        assert cache.shrink() == nr_slabs
+        assert cache.slab_extents() == [] and cache.slab_usage() != usage
+        counts.append(cache.change_count())
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)
