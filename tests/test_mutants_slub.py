@@ -649,3 +649,24 @@ def test_change_count_moves_forward_when_shrink_discards_uncounted() -> None:
         assert cache.slab_extents() == [] and cache.slab_usage() != usage
         counts.append(cache.change_count())
     assert counts == sorted(counts) and len(set(counts)) == len(counts)
+
+
+def test_flush_cpu_refuses_what_is_no_cpu_and_takes_an_int_enum() -> None:
+    slab = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=2)
+    cache: Any = slab.kmem_cache_create("flush", 512)
+    address = cache.alloc(1)
+    for cpu, error, message in [
+            (2, InvalidCpuError, r"^cpu 2 is not in 0\.\.1$"),
+            (-1, InvalidCpuError, r"^cpu -1 is not in 0\.\.1$"),
+            (True, InvalidTypeError, r"^cpu must be an int, not bool$"),
+            (1.0, InvalidTypeError, r"^cpu must be an int, not float$")]:
+        with pytest.raises(error, match=message):
+            cache.flush_cpu(cpu)
+    state: Any = kmem_state(cache)
+    assert state["cpu_slab"] == [None, address // PAGE]
+    cache.flush_cpu(Cpu.SECOND)
+    state = kmem_state(cache)
+    assert state["cpu_slab"] == [None, None] and state["node_partial"] == [address // PAGE]
+    cache.flush_cpu(0)  # nothing to flush there
+    assert cache.stats().cpuslab_flush == 1
+    slab.check()
