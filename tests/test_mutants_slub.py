@@ -670,3 +670,31 @@ def test_flush_cpu_refuses_what_is_no_cpu_and_takes_an_int_enum() -> None:
     cache.flush_cpu(0)  # nothing to flush there
     assert cache.stats().cpuslab_flush == 1
     slab.check()
+
+
+def test_a_debug_slab_emptied_past_min_partial_is_discarded_on_the_freeing_cpu() -> None:
+    """free_to_partial_list: a slab of one object (20000 bytes with STORE_USER: order 3) goes
+    from the full list back to the node list while that holds fewer than min_partial (7)
+    slabs, else it is discarded by the freeing CPU: its pages to that CPU's pcp list."""
+    layout = MachineLayout.from_sizes({"Normal": 256 << 20}, source="Normal=256M")
+    slab = SlabAllocator(BuddyAllocator(1024 * PAGE), nr_cpus=2, kernel="6.17",
+                         machine=PageMachine(layout, nr_cpus=2, pcp_high=1 << 14))
+    pages = slab.pages
+    assert isinstance(pages, MachinePages)
+    freed: list[tuple[int, int, int]] = []
+    free_pages = pages.free_pages
+
+    def recording_free(pfn: int, order: int, cpu: int = 0) -> None:
+        freed.append((pfn, order, cpu))
+        free_pages(pfn, order, cpu)
+
+    pages.free_pages = recording_free  # type: ignore[method-assign]
+    cache: Any = slab.kmem_cache_create("one", 20000, flags=SLAB_STORE_USER)
+    assert (cache.objs_per_slab, cache.order, cache.min_partial) == (1, 3, 7)
+    objects = [cache.alloc(0) for _ in range(8)]
+    for address in objects[:7]:
+        cache.free(address, 1)  # kept, empty, on the node list
+    assert freed == []
+    cache.free(objects[7], 1)
+    assert freed == [(objects[7] // PAGE, 3, 1)]
+    slab.check()
