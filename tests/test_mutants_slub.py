@@ -329,6 +329,9 @@ def test_the_node_walk_without_rights_passes_over_pfmemalloc_slabs(gfp: int) -> 
     assert after.alloc_from_partial - before.alloc_from_partial == 1
     assert after.cpu_partial_node - before.cpu_partial_node == 4
     assert after.alloc_slab == before.alloc_slab
+    cache.flush_cpu(1)  # the chain back to the node list: a second walk counts a second slab
+    cache.alloc(1, gfp)
+    assert cache.stats().alloc_from_partial - before.alloc_from_partial == 2
     slab.check()
 
 
