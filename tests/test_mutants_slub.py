@@ -56,7 +56,7 @@ from test_cov_slab import (
     _slub_with_partial_slabs,
     _top_of_cpu_partial,
 )
-from test_slub_model import Pair, kmem_state
+from test_slub_model import Pair, kmem_state, random_workload
 
 MiB = 1 << 20
 PAGE = 4096
@@ -239,25 +239,7 @@ def test_a_cache_on_the_compiled_core_follows_linux_step_by_step(
                          thread_safe=thread_safe)
     assert pair.slab.buddy.compiled_core is module
     assert type(pair.cache.alloc).__name__ == "builtin_function_or_method"
-    rng = random.Random(size + nr_cpus)
-    live: list[int] = []
-    target = 0
-    for step in range(3000):
-        if step % 500 == 0:
-            target = rng.choice([0, 50, 400, 2000])  # the live set drifts towards it
-        cpu = rng.randrange(nr_cpus)
-        roll = rng.random()
-        if roll < 0.005:
-            pair.flush_cpu(cpu)
-        elif roll < 0.007:
-            pair.shrink()
-        elif live and (len(live) > target or roll < 0.3):
-            pair.free(live.pop(rng.randrange(len(live))), cpu)
-        else:
-            address = pair.alloc(cpu)
-            if address is not None:
-                live.append(address)
-        pair.compare()
+    random_workload(pair, random.Random(size + nr_cpus), 3000, 500, [0, 50, 400, 2000])
     pair.cache.check()
     stats = pair.cache.stats()
     assert stats.alloc_fastpath and stats.free_fastpath and stats.free_frozen

@@ -203,23 +203,17 @@ SlubModelMachine.TestCase.settings = settings(max_examples=150, stateful_step_co
 TestSlubModelMachine = SlubModelMachine.TestCase
 
 
-@pytest.mark.parametrize(("size", "flags", "nr_cpus", "nr_pages"), [
-    (256, 0, 2, 1024), (1024, 0, 4, 512), (64, 0, 3, 256), (4096, 0, 2, 128),
-    (700, SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER, 2, 256),
-])
-def test_a_long_random_workload_follows_linux_step_by_step(
-        size: int, flags: int, nr_cpus: int, nr_pages: int) -> None:
-    """20,000 operations, mostly allocations and frees on random CPUs, a few flushes and
-    shrinks; the live set swings between empty and memory-full, so every list rule runs."""
-    pair = Pair.boot(size=size, flags=flags, nr_cpus=nr_cpus, nr_pages=nr_pages,
-                     thread_safe=False)
-    rng = random.Random(size * 7 + nr_cpus)
+def random_workload(pair: Pair, rng: random.Random, steps: int, period: int,
+                    targets: list[int]) -> None:
+    """``steps`` operations, mostly allocations and frees on random CPUs, a few flushes and
+    shrinks, kmem compared with the model after each; every ``period`` steps the live set is
+    given another of ``targets`` to drift towards, so it swings between empty and full."""
     live: list[int] = []
     target = 0
-    for step in range(20_000):
-        if step % 2000 == 0:
-            target = rng.choice([0, 50, 400, 5000])  # the live set drifts towards it
-        cpu = rng.randrange(nr_cpus)
+    for step in range(steps):
+        if step % period == 0:
+            target = rng.choice(targets)
+        cpu = rng.randrange(pair.cache.nr_cpus)
         roll = rng.random()
         if roll < 0.005:
             pair.flush_cpu(cpu)
@@ -232,6 +226,19 @@ def test_a_long_random_workload_follows_linux_step_by_step(
             if address is not None:
                 live.append(address)
         pair.compare()
+
+
+@pytest.mark.parametrize(("size", "flags", "nr_cpus", "nr_pages"), [
+    (256, 0, 2, 1024), (1024, 0, 4, 512), (64, 0, 3, 256), (4096, 0, 2, 128),
+    (700, SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER, 2, 256),
+])
+def test_a_long_random_workload_follows_linux_step_by_step(
+        size: int, flags: int, nr_cpus: int, nr_pages: int) -> None:
+    """20,000 operations, mostly allocations and frees on random CPUs, a few flushes and
+    shrinks; the live set swings between empty and memory-full, so every list rule runs."""
+    pair = Pair.boot(size=size, flags=flags, nr_cpus=nr_cpus, nr_pages=nr_pages,
+                     thread_safe=False)
+    random_workload(pair, random.Random(size * 7 + nr_cpus), 20_000, 2000, [0, 50, 400, 5000])
     pair.cache.check()
     stats = pair.cache.stats()
     # The workload did reach the rules this test is about.
