@@ -325,3 +325,35 @@ error:
     Py_DECREF(slabs);
     return NULL;
 }
+
+/* count_event_lines(chunk): chunk.count(b"\n") - chunk.count(b"\n\t") - chunk.count(b"\n\n")
+ * of a bytes-like chunk of a trace (kmem html counts a long trace's lines before replaying
+ * it: three passes of bytes.count over a 50 MB file were a tenth of the page's cost). One
+ * memchr pass: a run of k newlines counts k less k / 2 (count's pairs do not overlap), less
+ * one more when a tab follows the run. NotImplemented for anything that is no buffer. */
+PyObject *
+kmem_count_event_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 1)
+        Py_RETURN_NOTIMPLEMENTED;
+    Py_buffer view;
+    if (read_buffer(args[0], &view, 1) < 0)
+        Py_RETURN_NOTIMPLEMENTED;
+    const char *at = view.buf, *end = at + view.len;
+    long long lines = 0;
+    while (at < end) {
+        const char *newline = memchr(at, '\n', (size_t)(end - at));
+        if (newline == NULL)
+            break;
+        const char *run = newline;
+        while (run < end && *run == '\n')
+            run++;
+        long long k = run - newline;
+        lines += k - k / 2;
+        if (run < end && *run == '\t')
+            lines -= 1;
+        at = run;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromLongLong(lines);
+}

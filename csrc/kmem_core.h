@@ -60,6 +60,7 @@ PyObject *kmem_slab_usage(PyObject *module, PyObject *const *args, Py_ssize_t na
 /* frames.c */
 PyObject *kmem_changed_stretches(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_walk_blocks(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *kmem_count_event_lines(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *kmem_slab_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 /* Take and drop a core lock (NULL: the object is not thread-safe). */

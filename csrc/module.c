@@ -34,6 +34,9 @@ static PyMethodDef core_functions[] = {
      "walk_blocks(state, owner, start, end, labels, owner_labels, index, names, base): a"
      " stretch's flat blocks (kmem.show.snapshot._walk_blocks; NotImplemented for anything"
      " else)"},
+    {"count_event_lines", (PyCFunction)(void (*)(void))kmem_count_event_lines, METH_FASTCALL,
+     "count_event_lines(chunk): a trace chunk's newlines less its \"\\n\\t\" and \"\\n\\n\" pairs"
+     " (kmem.show.snapshot._count_lines; NotImplemented for what is no buffer of bytes)"},
     {"slab_rows", (PyCFunction)(void (*)(void))kmem_slab_rows, METH_FASTCALL,
      "slab_rows(rows, before, rows_now, total, page_size, chars, listed, max_bits): a cache"
      " entry's slab rows and counts (kmem.show.snapshot._slab_rows; NotImplemented for"

@@ -1,7 +1,7 @@
-"""The page builder's reads from the compiled core (kmem._core.changed_stretches, walk_blocks
-and slab_rows) give what their pure twins in kmem.show.snapshot give, on random buddy states,
-owners and labels, random slab rows, and arbitrary bytes; and hand anything they do not know
-back to Python (NotImplemented), never misreading it."""
+"""The page builder's reads from the compiled core (kmem._core.changed_stretches, walk_blocks,
+slab_rows and count_event_lines) give what their pure twins in kmem.show.snapshot give, on
+random buddy states, owners and labels, random slab rows, and arbitrary bytes; and hand
+anything they do not know back to Python (NotImplemented), never misreading it."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from kmem.show.snapshot import (
     MAX_SLABS_LISTED,
     LabelTable,
     _changed_stretches_pure,
+    _event_lines_pure,
     _slab_rows_pure,
     _walk_blocks_pure,
 )
@@ -227,3 +228,25 @@ def test_slab_rows_hands_back_what_it_does_not_know() -> None:
         assert core.slab_rows(*bad) is NotImplemented, (place, odd)
     assert args[2] == {row: [3, 1, 4, 3 << 12, "0100"]}  # (the first call's; none since)
     assert core.slab_rows(*args[:7]) is NotImplemented
+
+
+@pytest.mark.fuzz
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@given(chunk=st.lists(st.sampled_from([b"\n", b"\t", b"a", b"\r", b"\n\n\n", b"\t\n"]),
+                      max_size=40).map(b"".join) | st.binary(max_size=300),
+       start=st.integers(0, 7), end=st.integers(0, 7))
+def test_count_event_lines_is_the_pure_count(chunk: bytes, start: int, end: int) -> None:
+    # Runs of newlines (pairs that bytes.count does not overlap), tabs after them, and any
+    # bytes; a memoryview of a slice too (the C scan must stop at the view's end).
+    assert core is not None
+    assert core.count_event_lines(chunk) == _event_lines_pure(chunk)
+    with memoryview(chunk)[start:len(chunk) - end] as view:
+        assert core.count_event_lines(view) == _event_lines_pure(bytes(view))
+
+
+def test_count_event_lines_hands_back_what_is_no_bytes() -> None:
+    assert core is not None
+    for value in ("a\nb", None, 3, array("I", [10, 10])):  # (a str, no buffer, 4-byte items)
+        assert core.count_event_lines(value) is NotImplemented
+    assert core.count_event_lines() is NotImplemented
+

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from kmem.cli.main import main
 from kmem.cli.serve import make_server
 from kmem.errors import KmemError
+from kmem.show import snapshot
 from kmem.show.html_page import build_page, scenario_page
 from kmem.show.scenario import load, parse
 from kmem.show.snapshot import FREE_CODE, LABEL_BASE, scenario_document
@@ -514,8 +515,15 @@ def _decoded_frames(page: str) -> tuple[dict[str, Any], list[list[int]], list[An
             blocks += [pfn, value & 31, value >> 5]
             pfn += 1 << (value & 31)
         blocks_of.append(blocks)
-        caches_of.append([sent["cache_entries"][i] for i in frame["c"]])
+        caches_of.append([_with_rows(sent, sent["cache_entries"][i]) for i in frame["c"]])
     return sent, blocks_of, caches_of
+
+
+def _with_rows(sent: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """A cache entry as sent, its slab rows taken from the page's shared rows by number."""
+    assert "slabs" not in entry
+    rows = [sent["slab_rows"][number] for number in entry["slab_rows"]]
+    return {**{k: v for k, v in entry.items() if k != "slab_rows"}, "slabs": rows}
 
 
 def _document(which: int) -> dict[str, Any]:
@@ -548,6 +556,7 @@ def test_the_page_sends_each_frame_whole_in_what_changed(which: int) -> None:
     if which:
         assert sum(sizes[1:]) < (len(sizes) - 1) * sent["block_stretches"]
         assert len(sent["cache_entries"]) < sum(len(c) for c in caches_of)
+        assert len(sent["slab_rows"]) < sum(len(e["slab_rows"]) for e in sent["cache_entries"])
 
 
 @settings(max_examples=30, deadline=None)
@@ -597,3 +606,15 @@ def test_slab_pages_labelled_by_owner_are_those_labelled_by_pfn(
                                large_kmalloc="kmalloc:large")
         assert incremental.frame(by_pfn, by_owner) == expected
         assert incremental._table.labels == table.labels
+
+
+def test_a_trace_counts_its_event_lines_across_chunks(tmp_path: Path) -> None:
+    # A frame of a call chain or a blank line that starts a 1 MiB chunk is no event line,
+    # whichever chunk holds the newline before it (kmem html spaces its frames by them).
+    line = b"x" * 99 + b"\n"
+    body = line * ((1 << 20) // 100) + b"y" * ((1 << 20) % 100 - 1) + b"\n"
+    assert len(body) == 1 << 20
+    for after, events in ((b"\tframe\n", 0), (b"\nlast\n", 1), (b"last\n", 1)):
+        path = tmp_path / "trace.txt"
+        path.write_bytes(body + after)
+        assert snapshot._count_lines(path, None) == (1 << 20) // 100 + 1 + events

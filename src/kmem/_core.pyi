@@ -72,6 +72,8 @@ def walk_blocks(state: Any, owner: Any, start: int, end: int, labels: dict[int, 
                 owner_labels: dict[int, str], index: dict[str, int], names: list[str],
                 base: int, /) -> list[int] | Any: ...
 
+def count_event_lines(chunk: Any, /) -> int | Any: ...
+
 def slab_rows(rows: list[tuple[int, int, int, bytes]], before: dict[Any, list[Any]],
               rows_now: dict[Any, list[Any]] | None, total: int, page_size: int,
               chars: bytes, listed: int, max_bits: int, /

@@ -6,7 +6,8 @@ needed to open it. The JSON goes into a ``<script type="application/json">`` ele
 escaped as "<\\/" so no string inside the data can close that element early. Each frame's
 block list travels encoded (``encode_blocks``: two characters a block, pfns implied) and only
 where it changed since the previous frame (``_compact``: stretches of memory), and a cache
-entry that several frames share is sent once; the page rebuilds a frame when it shows it.
+entry (or a slab row) that several frames share is sent once; the page rebuilds a frame when it
+shows it.
 
 Why a template with placeholders and not a templating library: four substitutions do not need
 a dependency, and the web files stay plain HTML/CSS/JS that editors and linters understand.
@@ -109,7 +110,11 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
     # An entry sent once for all the frames that hold that very object: a trace's replay
     # keeps an unchanged cache's entry (kmem.show.snapshot._CacheFrames). (Equal entries that
     # are distinct objects are sent apiece: comparing them would cost what sending them does.)
-    by_id: dict[int, int] = {}
+    # Its slab rows likewise: a changed cache's new entry keeps most rows of its previous one
+    # (the same row objects), so an entry sends its rows' numbers in "slab_rows" (a 1,600-frame
+    # page of a 300,000-event trace: 249,000 rows in its entries, 14,000 distinct objects).
+    by_id: SentOnce = SentOnce(entries)
+    rows = SentOnce([])
     before: list[list[int]] | None = None
     frames = []
     for frame in frames_in:
@@ -124,7 +129,7 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
                 changed += (changes[index], encode_blocks(changes[index + 1], width))
             compact["bd"] = changed
             if "caches" in frame:
-                compact["c"] = _entry_numbers(frame["caches"], entries, by_id)
+                compact["c"] = _entry_numbers(frame["caches"], by_id, rows)
             frames.append(compact)
             continue
         blocks = frame["blocks"]
@@ -146,25 +151,41 @@ def _compact(document: dict[str, Any]) -> dict[str, Any]:
         before = parts
         compact["bd"] = changed
         if "caches" in frame:
-            compact["c"] = _entry_numbers(frame["caches"], entries, by_id)
+            compact["c"] = _entry_numbers(frame["caches"], by_id, rows)
         frames.append(compact)
     return {**{key: value for key, value in document.items() if key != "block_changes_pages"},
             "frames": frames, "block_width": width,
             "block_stretch_pages": pages, "block_stretches": nr_stretches,
-            "cache_entries": entries}
+            "cache_entries": entries, "slab_rows": rows.sent}
 
 
-def _entry_numbers(caches: list[Any], entries: list[Any], by_id: dict[int, int]
-                   ) -> list[int]:
-    """The numbers of a frame's cache entries in ``entries``, where those not sent yet go."""
-    indices = []
-    for entry in caches:
-        number = by_id.get(id(entry))
-        if number is None:
-            number = by_id[id(entry)] = len(entries)
-            entries.append(entry)
-        indices.append(number)
-    return indices
+class SentOnce(dict[int, int]):
+    """The objects a page sends once, in ``sent``, and their numbers there by id() (the
+    document holds every one of them while the page is built, so no id is reused)."""
+
+    def __init__(self, sent: list[Any]) -> None:
+        super().__init__()
+        self.sent = sent
+
+    def numbers(self, objects: list[Any], make: Any = None) -> list[int]:
+        """The numbers of ``objects`` in ``sent``, where those not sent yet go (as
+        ``make(object)`` if given)."""
+        numbers = []
+        for item in objects:
+            number = self.get(id(item))
+            if number is None:
+                number = self[id(item)] = len(self.sent)
+                self.sent.append(item if make is None else make(item))
+            numbers.append(number)
+        return numbers
+
+
+def _entry_numbers(caches: list[Any], entries: SentOnce, rows: SentOnce) -> list[int]:
+    """The numbers of a frame's cache entries in the page's "cache_entries", where those not
+    sent yet go, their slab rows as numbers in its "slab_rows"."""
+    return entries.numbers(caches, lambda entry: {
+        **{key: value for key, value in entry.items() if key != "slabs"},
+        "slab_rows": rows.numbers(entry["slabs"])})
 
 
 def build_page(document: dict[str, Any]) -> str:

@@ -306,6 +306,17 @@ def _refuse_binary(stream: IO[bytes], name: str) -> None:
         raise TraceFileError(f"not a kmem trace: {what}", name)
 
 
+def trace_bytes(raw: BinaryIO, name: str) -> IO[bytes]:
+    """The decompressed bytes of the trace ``raw`` (an open binary file, called ``name`` in
+    errors): what open_trace decodes, refused as it refuses a binary file, for a reader that
+    only counts them (kmem html counts a trace's lines first). No line bound: a line cut
+    there ends with a newline where it is cut, and the rest of it is left out, so it counts
+    as one line all the same."""
+    stream = _decompressed(raw)
+    _refuse_binary(stream, name)
+    return stream
+
+
 def _text(raw: BinaryIO, name: str) -> IO[str]:
     """The trace's lines: decompressed, refused if binary, bounded, decoded."""
     return _lines(_decompressed(raw), name)

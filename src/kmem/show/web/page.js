@@ -8,9 +8,11 @@
   const frames = doc.frames;
   // A frame sends only what changed (kmem/show/html_page.py _compact): "bd", its blocks'
   // digits by stretch of memory where they differ from the previous frame's, and "c", its
-  // caches as indices into doc.cache_entries. Each frame gets back its stretches (shared with
-  // the frames around it, joined when it is shown) and its caches.
+  // caches as indices into doc.cache_entries, whose slab rows are indices into doc.slab_rows.
+  // Each frame gets back its stretches (shared with the frames around it, joined when it is
+  // shown) and its caches.
   {
+    for (const e of doc.cache_entries) e.slabs = e.slab_rows.map((i) => doc.slab_rows[i]);
     let stretches = [];
     for (const f of frames) {
       if (f.bd.length) {
