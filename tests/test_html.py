@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import threading
@@ -119,6 +120,8 @@ def test_kmem_serve_answers_with_the_page() -> None:
 
 
 TRACE = Path(__file__).parent / "fixtures" / "traces" / "kmem-6.18-ls.txt.xz"
+# (a kmalloc line cut short: a malformed line, which stops a replay)
+MALFORMED_TRACE_LINE = "  ls-1 [000] ..... 1.000000: kmalloc: call_site=zz ptr=0xq\n"
 
 
 def test_trace_document_samples_the_replay() -> None:
@@ -156,6 +159,21 @@ def test_kmem_html_recognises_a_trace(tmp_path: Path, capsys: pytest.CaptureFixt
         main(["html", str(TRACE), "--memory", "lots"])
     assert exit_status.value.code == 2
     assert "argument --memory: bad size 'lots'" in capsys.readouterr().err
+
+
+def test_kmem_html_collects_garbage_again_after_its_page(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The page is built with the cyclic collector paused (kmem.cli.collector): it runs again
+    # after the command, whether the page was written or the trace refused.
+    assert gc.isenabled()
+    out = tmp_path / "trace.html"
+    assert main(["html", str(TRACE), "-o", str(out), "--frames", "4", "--memory", "64M"]) == 0
+    assert gc.isenabled()
+    bad = tmp_path / "bad.txt"
+    bad.write_text(MALFORMED_TRACE_LINE)
+    assert main(["html", "--trace", str(bad), "-o", str(out)]) == 2
+    assert gc.isenabled()
+    assert f"{bad}:1:" in capsys.readouterr().err
 
 
 def test_blocks_are_encoded_compactly_and_losslessly() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kmem.cli import stat as stat_command
+from kmem.cli.collector import collector_paused
 from kmem.cli.main import main
 from kmem.trace.stat import PageRow, SlabRow
 
@@ -47,7 +48,7 @@ def test_collector_is_enabled_after_the_command(options: list[str],
 
 
 def test_collector_is_enabled_again_after_an_error() -> None:
-    with pytest.raises(ZeroDivisionError), stat_command._collector_paused(True):
+    with pytest.raises(ZeroDivisionError), collector_paused(True):
         assert not gc.isenabled()
         raise ZeroDivisionError
     assert gc.isenabled()
@@ -56,7 +57,7 @@ def test_collector_is_enabled_again_after_an_error() -> None:
 def test_collector_left_disabled_stays_disabled() -> None:
     gc.disable()
     try:
-        with stat_command._collector_paused(True):
+        with collector_paused(True):
             pass
         assert not gc.isenabled()
     finally:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kmem.cli.args import COMMANDS, add_machine_arguments, count_argument, output_path
+from kmem.cli.collector import collector_paused
 from kmem.show.snapshot import DEFAULT_TRACE_FRAMES
 
 
@@ -79,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     if not to_stdout:
         output_path(args.output)  # a page that cannot be written fails now, not after the replay
-    document = document_from_args(args, for_page=True)
-    if (status := warn_if_no_events(args, document)) is not None:
-        return status
-    page = build_page(document)
+    with collector_paused():  # (the frames and the page: a few hundred thousand containers)
+        document = document_from_args(args, for_page=True)
+        if (status := warn_if_no_events(args, document)) is not None:
+            return status
+        page = build_page(document)
     if to_stdout:  # (the page alone: a status line there would break it)
         sys.stdout.write(page)
         sys.stdout.flush()
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not _is_standard_output(path):  # (the page itself is the output: nothing else there)
         frames = len(document["frames"])
         # (a status line, on stderr: the standard output may be a pipe the page goes through)
-        print(f"wrote {path} ({len(page.encode()) // 1024} KB, {frames} frames of"
+        print(f"wrote {path} ({path.stat().st_size // 1024} KB, {frames} frames of"
               f" {document['total_steps']} steps)", file=sys.stderr)
     return 0
 

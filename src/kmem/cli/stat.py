@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 from kmem.cli.args import COMMANDS, count_argument, size_argument
+from kmem.cli.collector import collector_paused
 from kmem.trace.stat import DEFAULT_PAGE_SORT, DEFAULT_SLAB_SORT
 
 
@@ -145,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         lines = partial(read_trace, progress=wants_progress(args.no_progress))
         # (no cyclic collections while reading: the reader's allocations set off a hundred on
         # a 500,000-event perf.data, and the loop leaves no cycle for them to find)
-        with _collector_paused(True):
+        with collector_paused(True):
             for batch in trace.batches(lines):
                 stat.add_batch(batch)
     if not trace.nr_events:
@@ -153,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                               args.time)
     # (the tables only where the output shows them: building them is most of the work)
     tables = args.json or args.caller or args.alloc or args.cache
-    with _collector_paused(tables):
+    with collector_paused(tables):
         slab = stat.slab_summary(**slab_sort, tables=tables) if want_slab else None
         page = stat.page_summary(**page_sort, tables=tables) if want_page else None
         lost = trace.lost
@@ -184,23 +182,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(lost.describe(trace.nr_events, stat.unknown_frees,
                                        page.nr_free_only if page else -1))
     return 0
-
-
-@contextmanager
-def _collector_paused(paused: bool) -> Iterator[None]:
-    """No cyclic garbage collection in the block when ``paused``: the summaries, the JSON
-    document and its text are a few hundred thousand acyclic containers (161,000 pointer rows
-    on a 1M-event trace), and the collections their allocation set off kept rescanning the
-    ones built before (0.4 s of a 2.8 s `kmem stat --json`). Nothing built there holds a
-    cycle; the collector runs again after the block."""
-    if not paused or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def _write_text(text: str) -> None:

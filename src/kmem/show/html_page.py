@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 from bisect import bisect_left
+from contextlib import suppress
 from functools import cache
 from importlib import resources
 from itertools import repeat
@@ -167,25 +168,35 @@ class SentOnce(dict[int, int]):
         super().__init__()
         self.sent = sent
 
-    def numbers(self, objects: list[Any], make: Any = None) -> list[int]:
+    def numbers(self, objects: list[Any], make: Any = None) -> list[int | None]:
         """The numbers of ``objects`` in ``sent``, where those not sent yet go (as
         ``make(object)`` if given)."""
-        numbers = []
-        for item in objects:
-            number = self.get(id(item))
-            if number is None:
-                number = self[id(item)] = len(self.sent)
-                self.sent.append(item if make is None else make(item))
-            numbers.append(number)
+        # (maps of C functions: most objects were sent already, by an earlier frame)
+        ids = list(map(id, objects))
+        numbers = list(map(self.get, ids))
+        sent = self.sent
+        index = -1
+        with suppress(ValueError):  # (list.index finds the next new one at C speed too)
+            while True:
+                index = numbers.index(None, index + 1)
+                number = self.get(ids[index])  # (the same object twice in ``objects``)
+                if number is None:
+                    number = self[ids[index]] = len(sent)
+                    item = objects[index]
+                    sent.append(item if make is None else make(item))
+                numbers[index] = number
         return numbers
 
 
-def _entry_numbers(caches: list[Any], entries: SentOnce, rows: SentOnce) -> list[int]:
+def _entry_numbers(caches: list[Any], entries: SentOnce, rows: SentOnce) -> list[int | None]:
     """The numbers of a frame's cache entries in the page's "cache_entries", where those not
     sent yet go, their slab rows as numbers in its "slab_rows"."""
-    return entries.numbers(caches, lambda entry: {
-        **{key: value for key, value in entry.items() if key != "slabs"},
-        "slab_rows": rows.numbers(entry["slabs"])})
+    def sent(entry: dict[str, Any]) -> dict[str, Any]:
+        out = dict(entry)
+        out["slab_rows"] = rows.numbers(out.pop("slabs"))
+        return out
+
+    return entries.numbers(caches, sent)
 
 
 def build_page(document: dict[str, Any]) -> str:
