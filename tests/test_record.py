@@ -114,14 +114,43 @@ def test_unwritable_output_is_a_clear_error(capsys: pytest.CaptureFixture[str]) 
     assert _instances() == before
 
 
-@needs_root
-def test_a_command_that_cannot_run_is_a_clear_error(tmp_path: Path,
+@pytest.mark.parametrize("method", [[], ["--perf"], ["-g"]])
+def test_a_command_that_cannot_run_is_a_clear_error(method: list[str], tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # Refused before anything starts, through tracefs or perf alike, in one line of kmem's:
+    # the output is neither made nor touched (perf moved an existing one to .old, then said
+    # "Failed to collect ..." and exited 255), and no tracefs instance is left.
     before = _instances()
-    assert main(["record", "-o", str(tmp_path / "x"), "--", "no-such-command-kmem"]) == 2
-    assert capsys.readouterr().err == ("kmem record: cannot run 'no-such-command-kmem': No such"
-                                       " file or directory\n")
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\n")  # (not executable)
+    kept = tmp_path / "kept.data"
+    kept.write_text("an earlier recording\n")
+    for command, reason in (("no-such-command-kmem", "No such file or directory"),
+                            (str(tmp_path / "none"), "No such file or directory"),
+                            (str(script), "Permission denied"),
+                            (str(tmp_path), "Is a directory")):
+        for output in (tmp_path / "x", kept):
+            assert main(["record", *method, "-o", str(output), "--", command]) == 2
+            assert capsys.readouterr().err == f"kmem record: cannot run {command!r}: {reason}\n"
+    assert not (tmp_path / "x").exists()
+    assert kept.read_text() == "an earlier recording\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.data", "script.sh"]
     assert _instances() == before
+
+
+@pytest.mark.parametrize("method", [[], ["--perf"]])
+def test_an_output_that_cannot_be_written_is_refused_before_recording(
+        method: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # (perf took a folder given as its output, moved it to FOLDER.old and wrote a file there)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "inside.txt").write_text("mine\n")
+    for output, reason in ((folder, "Is a directory"),
+                           (tmp_path / "none" / "x", "No such file or directory")):
+        assert main(["record", *method, "-o", str(output), "--", "true"]) == 2
+        assert capsys.readouterr().err == f"kmem record: cannot write {str(output)!r}: {reason}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
+    assert (folder / "inside.txt").read_text() == "mine\n"
 
 
 @needs_root

@@ -18,6 +18,7 @@ alone. Needs root, and tracefs mounted (or perf installed).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -79,8 +80,36 @@ def _check_root() -> None:
 
 
 def _check_command(command: Sequence[str]) -> None:
+    """A command that can run, checked before anything is started or written: perf would
+    say so in its own words (exit status 255) after moving an existing output to .old, and
+    tracefs's output would be left holding a header."""
     if not command:
         raise RecordError("no command to record: kmem record [options] -- CMD [ARGS...]")
+    name = command[0]
+    if shutil.which(name) is not None:
+        return
+    # (why it cannot run, in the words of the OSError that running it would raise)
+    if os.sep not in name or not os.path.exists(name):
+        reason = os.strerror(errno.ENOENT)
+    elif os.path.isdir(name):
+        reason = os.strerror(errno.EISDIR)
+    else:
+        reason = os.strerror(errno.EACCES)
+    raise RecordError(f"cannot run {name!r}: {reason}")
+
+
+def _check_output(output: str | os.PathLike[str]) -> None:
+    """An output that can be written, checked before recording starts (perf would move a
+    folder given as its output aside, to NAME.old, and write a file in its place)."""
+    path = os.fspath(output)
+    if not path or os.path.isdir(path):
+        raise RecordError(f"cannot write {path!r}: {os.strerror(errno.EISDIR)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise RecordError(f"cannot write {path!r}: {os.strerror(errno.ENOENT)}")
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+            os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise RecordError(f"cannot write {path!r}: {os.strerror(errno.EACCES)}")
 
 
 def record_tracefs(command: Sequence[str], output: str | os.PathLike[str], *, slab: bool = True,
@@ -88,6 +117,7 @@ def record_tracefs(command: Sequence[str], output: str | os.PathLike[str], *, sl
                    tracefs: str | os.PathLike[str] | None = None) -> RecordResult:
     """Record the kmem events while ``command`` runs into ``output`` (ftrace text)."""
     _check_command(command)
+    _check_output(output)
     _check_root()
     if buffer_kb < 4:
         raise RecordError(f"buffer size must be at least 4 KB per CPU, got {buffer_kb}")
@@ -218,6 +248,7 @@ def record_perf(command: Sequence[str], output: str | os.PathLike[str], *, slab:
                 page: bool = True, callchains: bool = False) -> RecordResult:
     """Record with perf record (a perf.data file at ``output``)."""
     _check_command(command)
+    _check_output(output)
     _check_root()
     perf = shutil.which("perf")
     if perf is None:
