@@ -175,6 +175,11 @@ def parse(text: str, source: str = "<scenario>") -> Scenario:
             extra = rest[len(kinds):]
             while extra:
                 key = extra[0]
+                name, equals, value = key.partition("=")
+                if key not in allowed and equals and name in allowed:
+                    # (the form other tools use: say this one's, not only "unexpected")
+                    raise ValueError(f"write option {key!r} as {name} {value or 'VALUE'},"
+                                     " without '='")
                 if key not in allowed:
                     raise ValueError(
                         f"unexpected {key!r}"
