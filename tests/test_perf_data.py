@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import lzma
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,18 @@ def test_raw_ip_of_a_text_trace_and_bad_time_are_clear_errors(
     for bad in ("5", "a,b", "9,3"):
         assert main(["stat", "--time", bad, text]) == 2
         assert "bad --time" in capsys.readouterr().err
+
+
+def test_raw_ip_of_a_named_pipe_says_it_is_read_as_text(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A pipe named by its path (kmem stat --raw-ip <(cat x.data)) is read once, as text,
+    # without a look at its bytes: the error says so, not that it holds trace text.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert main(["stat", "--raw-ip", str(fifo)]) == 2
+    assert capsys.readouterr().err == (
+        f"kmem stat: --raw-ip needs a perf.data file: {fifo} is a pipe, which kmem reads as"
+        " trace text (give perf.data as a file, or on standard input)\n")
 
 
 def test_time_window_of_text_equals_that_of_perf_data(capsys: pytest.CaptureFixture[str]

@@ -1327,6 +1327,11 @@ class TraceInput:
         self._counts = [0] * len(EVENT_NAMES)
         self.kind = "perf.data" if self._is_perf_data() else "text"
         if raw_ip and self.kind == "text":
+            if self.path != "-" and not is_regular_file(self.path):
+                # (not looked at: see _is_perf_data; what it holds is not known)
+                raise InvalidArgumentError(
+                    f"--raw-ip needs a perf.data file: {self.path} is a pipe, which kmem reads"
+                    " as trace text (give perf.data as a file, or on standard input)")
             raise InvalidArgumentError(
                 f"--raw-ip needs a perf.data file: {self.path} is trace text, whose call sites"
                 " are symbols (kmem shows them as traced)")
