@@ -42,3 +42,22 @@ def int_argument(value: object, what: str) -> int:
         shown = "nan" if isinstance(value, float) and value != value else type(value).__name__
         raise InvalidTypeError(f"{what} must be an int, not {shown}")
     return value.__index__()  # type: ignore[no-any-return]
+
+
+def output_file_errno(path: str) -> int:
+    """Why no file could be written at ``path``, as the errno that opening it for writing would
+    raise (EISDIR: a folder or a name ending in a separator, ENOENT: no such folder, EACCES:
+    not allowed), or 0: checked before long work, or before a tool (perf) that would move a
+    folder aside to write its file there."""
+    import errno
+    import os
+
+    if not path or path.endswith(os.sep) or os.path.isdir(path):
+        return errno.EISDIR
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return errno.ENOENT
+    if not os.access(folder, os.W_OK | os.X_OK) or (
+            os.path.exists(path) and not os.access(path, os.W_OK)):
+        return errno.EACCES
+    return 0

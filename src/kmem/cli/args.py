@@ -140,17 +140,18 @@ def split_negative_values(words: list[str]) -> list[str]:
 def output_path(path: str, option: str = "-o") -> str:
     """``path`` if a file can be written there, else an InvalidArgumentError naming it: checked
     before the work (a replay can take minutes), so a typo costs nothing."""
+    import errno
     import os
 
-    from kmem.errors import InvalidArgumentError
+    from kmem.errors import InvalidArgumentError, output_file_errno
 
-    if not path or path.endswith(os.sep) or os.path.isdir(path):
+    problem = output_file_errno(path)
+    if problem == errno.EISDIR:
         raise InvalidArgumentError(f"{option} {path!r} is a folder: give a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
+    if problem == errno.ENOENT:
+        folder = os.path.dirname(os.path.abspath(path))
         raise InvalidArgumentError(f"{option} {path!r}: no folder {folder!r}")
-    if not os.access(folder, os.W_OK | os.X_OK) or (
-            os.path.exists(path) and not os.access(path, os.W_OK)):
+    if problem:
         raise InvalidArgumentError(f"{option} {path!r}: not allowed to write there")
     return path
 

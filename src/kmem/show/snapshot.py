@@ -781,7 +781,7 @@ def _count_lines(path: str | Path, progress: Progress | None) -> int:
                     progress("counting", raw.tell(), size)
         except (EOFError, OSError, lzma.LZMAError, zlib.error) as error:
             raise TraceFileError(
-                f"the trace stream broke off after line {count}: {error}") from None
+                f"the trace stream broke off after line {count}: {error}", str(path)) from None
     return count + (not ended_with_newline)
 
 

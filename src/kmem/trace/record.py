@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from kmem.errors import InvalidArgumentError
+from kmem.errors import InvalidArgumentError, output_file_errno
 
 SLAB_EVENTS: Final = ("kmalloc", "kmalloc_node", "kmem_cache_alloc", "kmem_cache_alloc_node",
                       "kfree", "kmem_cache_free")
@@ -102,14 +102,9 @@ def _check_output(output: str | os.PathLike[str]) -> None:
     """An output that can be written, checked before recording starts (perf would move a
     folder given as its output aside, to NAME.old, and write a file in its place)."""
     path = os.fspath(output)
-    if not path or os.path.isdir(path):
-        raise RecordError(f"cannot write {path!r}: {os.strerror(errno.EISDIR)}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise RecordError(f"cannot write {path!r}: {os.strerror(errno.ENOENT)}")
-    if not os.access(folder, os.W_OK | os.X_OK) or (
-            os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise RecordError(f"cannot write {path!r}: {os.strerror(errno.EACCES)}")
+    problem = output_file_errno(path)
+    if problem:
+        raise RecordError(f"cannot write {path!r}: {os.strerror(problem)}")
 
 
 def record_tracefs(command: Sequence[str], output: str | os.PathLike[str], *, slab: bool = True,
