@@ -191,7 +191,8 @@ def test_an_interrupted_recording_kills_the_command(tmp_path: Path,
 def test_perf_not_installed_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "perf" else which(name))
     assert main(["record", "--perf", "-o", str(tmp_path / "p.data"), "--", "true"]) == 2
     assert capsys.readouterr().err == (
         "kmem record: perf is not installed (kmem record without --perf and -g records through"
