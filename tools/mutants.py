@@ -36,7 +36,8 @@ SLAB_TESTS = ["tests/test_slab.py", "tests/test_slab_errors.py", "tests/test_sla
 MODULES: dict[str, list[str]] = {
     "page/buddy": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                    "tests/test_buddy_stateful.py", "tests/test_fragmentation.py",
-                   "tests/test_cov_page.py", "tests/test_cov_core4.py"],
+                   "tests/test_cov_page.py", "tests/test_cov_core4.py",
+                   "tests/test_mutants_buddy.py"],
     # (the page machine's zones and pcps use its list primitives: their tests too)
     "page/mem_map": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                      "tests/test_buddy_stateful.py", "tests/test_page_machine.py",
