@@ -36,7 +36,8 @@ SLAB_TESTS = ["tests/test_slab.py", "tests/test_slab_errors.py", "tests/test_sla
 MODULES: dict[str, list[str]] = {
     "page/buddy": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                    "tests/test_buddy_stateful.py", "tests/test_fragmentation.py",
-                   "tests/test_cov_page.py"],
+                   "tests/test_cov_page.py", "tests/test_cov_core4.py",
+                   "tests/test_mutants_buddy.py"],
     # (the page machine's zones and pcps use its list primitives: their tests too)
     "page/mem_map": ["tests/test_buddy.py", "tests/test_buddy_errors.py",
                      "tests/test_buddy_stateful.py", "tests/test_page_machine.py",
@@ -55,7 +56,9 @@ MODULES: dict[str, list[str]] = {
                            "tests/test_mutants_kmalloc.py", "tests/test_mutants_kmalloc2.py",
                            "tests/test_mutants_kmalloc_sizes.py",
                            "tests/test_sheaves.py"],  # (random kmalloc caches)
-    "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py"],
+    "slab/geometry": ["tests/test_slab_geometry.py", "tests/test_slab_merge.py",
+                      "tests/test_cov_slab.py", "tests/test_kmalloc_sizes.py",
+                      "tests/test_mutants_geometry.py"],
     "slab/merge": ["tests/test_slab_merge.py", "tests/test_cov_slab.py"],
     "trace/stat": ["tests/test_trace_stat.py", "tests/test_mutants_stat.py",
                    "tests/test_mutants_stat2.py"],
