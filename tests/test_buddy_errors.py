@@ -190,6 +190,20 @@ def test_a_size_the_host_cannot_hold_is_refused_before_anything_is_made() -> Non
         MemMap(1 << 28, 11)
 
 
+def test_the_state_columns_padding_counts_against_the_host(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A mem_map's state column is padded to whole top-order blocks: one page under max_order
+    24 is a 16 MiB column, which the host check counts (it counted 13 bytes for the page)."""
+    need = 12 + (1 << 24) + 8 * 25
+    assert mem_map.metadata_bytes(1, 25, 1 << 24) == need
+    monkeypatch.setattr(mem_map, "host_memory_available", lambda: 2 * need - 2)
+    for build in (lambda: BuddyAllocator(4096, max_order=24), lambda: MemMap(1, 25)):
+        with pytest.raises(HostMemoryError, match=f"1 pages needs {need} bytes of page metadata"):
+            build()
+    monkeypatch.setattr(mem_map, "host_memory_available", lambda: 2 * need)
+    assert len(BuddyAllocator(4096, max_order=24).mem_map.state) == 1 << 24
+
+
 def test_half_of_the_hosts_available_memory_is_the_limit(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     monkeypatch.setattr(mem_map, "host_memory_available", lambda: 40 * 13 * 1024)

@@ -133,7 +133,7 @@ def test_a_reserved_range_outside_memory_or_empty_is_refused(reserved: tuple[int
 def test_memory_up_to_max_pages_is_refused_by_the_host_check_beyond_by_the_size_check() -> None:
     # MAX_PAGES frames (and a part of one more) pass the size check; their mem_map of 11 free
     # lists (orders 0..10) is then more than kmem's metadata limit, refused before any memory.
-    need = metadata_bytes(MAX_PAGES, 11)
+    need = metadata_bytes(MAX_PAGES, 11, 1 << 10)  # (the state column padded to order 10)
     message = (f"memory of {MAX_PAGES} pages needs {need} bytes of page metadata, more than"
                " kmem's limit of 2147483648 bytes (larger pages need fewer frames)")
     for size in (MAX_PAGES * PAGE, MAX_PAGES * PAGE + 1):

@@ -213,7 +213,7 @@ class BuddyAllocator:
         if memory is None:
             assert size is not None
             # The metadata is checked against the host before any memory or file is made.
-            check_host_memory(size // page_size, max_order + 1, "memory")
+            check_host_memory(size // page_size, max_order + 1, "memory", 1 << max_order)
             memory = PhysicalMemory(size, page_size, backing)
         self.memory: Final = memory
         self.page_size: Final = memory.page_size

@@ -62,9 +62,10 @@ MAX_PAGES: Final = 2**31 - 64
 MAX_METADATA_BYTES: Final = 2 << 30
 
 
-def metadata_bytes(nr_pages: int, nr_lists: int = 0) -> int:
-    """Bytes of mem_map columns for ``nr_pages`` frames: 13 a frame, 8 a list head."""
-    return 13 * nr_pages + 8 * nr_lists
+def metadata_bytes(nr_pages: int, nr_lists: int = 0, top: int = 1) -> int:
+    """Bytes of mem_map columns for ``nr_pages`` frames: 13 a frame, 8 a list head, and the
+    state column's padding to whole blocks of ``top`` frames (the top order's: MemMap)."""
+    return 12 * nr_pages + -(-nr_pages // top) * top + 8 * nr_lists
 
 
 def host_memory_available() -> int | None:
@@ -79,10 +80,11 @@ def host_memory_available() -> int | None:
     return None
 
 
-def check_host_memory(nr_pages: int, nr_lists: int, what: str) -> None:
-    """Refuse, before anything is allocated, metadata for ``nr_pages`` frames that exceeds
-    MAX_METADATA_BYTES or half of the host's available memory (the rest is the host's)."""
-    need = metadata_bytes(nr_pages, nr_lists)
+def check_host_memory(nr_pages: int, nr_lists: int, what: str, top: int = 1) -> None:
+    """Refuse, before anything is allocated, metadata for ``nr_pages`` frames (a state column
+    padded to blocks of ``top`` frames) that exceeds MAX_METADATA_BYTES or half of the host's
+    available memory (the rest is the host's)."""
+    need = metadata_bytes(nr_pages, nr_lists, top)
     if need > MAX_METADATA_BYTES:
         raise HostMemoryError(
             f"{what} of {nr_pages} pages needs {need} bytes of page metadata, more than kmem's"
@@ -105,10 +107,10 @@ class MemMap:
         self.nr_pages: Final = nr_pages
         self.nr_orders: Final = nr_orders
         self.nr_lists: Final = nr_orders if nr_lists is None else nr_lists
-        check_host_memory(nr_pages, self.nr_lists, "a mem_map")
         # The buddy of a block below the top order lies inside the same top-order block, so
         # padding to a multiple of it keeps every buddy lookup inside the array.
         top = 1 << (nr_orders - 1)
+        check_host_memory(nr_pages, self.nr_lists, "a mem_map", top)
         padded = -(-nr_pages // top) * top
         self.state = bytearray(nr_pages) + bytes([BEYOND]) * (padded - nr_pages)
         self.owner = array("I", [0]) * nr_pages
