@@ -421,6 +421,48 @@ class BuddyAllocator:
             state[upper] = FREE + high
             nr_free[high] += 1
 
+    def alloc_pages_in(self, order: int, start: int, end: int) -> int:
+        """Allocate 2**order frames from the blocks inside pfns [start, end); the pfn, or -1
+        (nothing changed, no failure counted: the caller may try another range).
+
+        A NUMA node's zone (kmem.slab.numa): when no free block ever straddles ``start`` or
+        ``end`` (both multiples of 2**max_order), the blocks of this range on each free list,
+        in list order, are exactly the list a separate zone of those frames would hold --
+        frees add at the head or tail and merges stay inside the range -- so taking the first
+        of them at the smallest order that has one is __rmqueue_smallest of that zone.
+        """
+        order = self._check_alloc_order(order)
+        self._lock_acquire()
+        try:
+            nxt = self._next
+            counters = self._counters
+            for high in range(order, self.max_order + 1):
+                pfn = nxt[~high]
+                while pfn >= 0 and not start <= pfn < end:
+                    pfn = nxt[pfn]
+                if pfn < 0:
+                    continue
+                after = nxt[pfn]
+                before = self._prev[pfn]
+                nxt[before] = after
+                self._prev[after] = before
+                counters[high] -= 1
+                if not counters[high]:
+                    counters[self._NONEMPTY] &= ~(1 << high)
+                if high > order:
+                    self._expand(pfn, order, high)
+                self._state[pfn] = ALLOCATED + order
+                counters[self._ALLOCATIONS] += 1
+                return pfn
+            return -1
+        finally:
+            self._lock_release()
+
+    def count_failure(self, order: int) -> OutOfMemoryError:
+        """An allocation no range could serve: counted as a failure, and its error."""
+        with self._lock:
+            return self._out_of_memory(order)
+
     def alloc(self, size: int) -> int:
         """Allocate at least ``size`` bytes, rounded up to 2**order pages; return the address."""
         order = size_order(size, self.page_shift, self.max_order, self._alloc_order_limit,
