@@ -90,6 +90,7 @@ class NumaSheafPair:
         assert self.kmem_view() == self.model_view()
         stats = self.cache.stats()
         model = self.model.stat
+        names: tuple[str, ...]
         if self.kernel == "6.18":
             assert stats.alloc_cpu_sheaf == model["sheaf_alloc_fast"]
             assert stats.free_cpu_sheaf == model["sheaf_free_fast"]
