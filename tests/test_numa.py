@@ -12,6 +12,7 @@ from kmem import (
     __GFP_THISNODE,
     NUMA_NO_NODE,
     BuddyAllocator,
+    InvalidArgumentError,
     InvalidNodeError,
     InvalidTypeError,
     NodeLayoutError,
@@ -279,3 +280,14 @@ def test_one_node_refuses_node_1() -> None:
     with pytest.raises(InvalidNodeError, match="one node"):
         slab.kmalloc_node(64, GFP_KERNEL, 1)
     assert slab_snapshot(slab) == before
+
+
+def test_node_of_an_address() -> None:
+    slab = numa("6.17")
+    assert slab.node_of(0) == 0 and slab.node_of((64 * MB) - 1) == 1
+    assert slab.node_of(32 * MB) == 1 and slab.node_of(32 * MB - 1) == 0
+    assert SlabAllocator(BuddyAllocator(64 * MB), nr_cpus=2).node_of(40 * MB) == 0
+    with pytest.raises(InvalidTypeError, match="address must be an int, not bool"):
+        slab.node_of(True)
+    with pytest.raises(InvalidArgumentError, match="address 0x4000000 is not in the memory"):
+        slab.node_of(64 * MB)

@@ -6,6 +6,9 @@ Public API (stable; the trace replay and the visualisation drive it)::
     # thread_safe=False: no cache locks, for single-threaded callers
     # machine=PageMachine(...): slab pages also from a page machine, with the allocation's
     # gfp flags (watermarks, memory reserves, pfmemalloc slabs: kmem.slab.machine_pages)
+    # nr_nodes=N: N NUMA nodes (kmem.slab.numa): per-node partial lists and barns
+    cache.alloc_node(cpu, gfp, node); slab.kmem_cache_alloc_node(cache, gfp, node, cpu)
+    slab.kmalloc_node(size, gfp, node, cpu); slab.node_of(addr)
     cache = slab.kmem_cache_create(name, size, align=0, flags=0, ctor=None,
                                    useroffset=0, usersize=0, freeptr_offset=None)
     addr = cache.alloc(cpu=0)          # byte address; OutOfMemoryError when no page
@@ -418,6 +421,14 @@ class SlabAllocator(KmallocFrontEnd):
     def kmem_cache_free(self, cache: KmemCache, address: int, cpu: int = 0) -> None:
         """Linux's name for cache.free()."""
         _as_cache(cache).free(address, cpu)
+
+    def node_of(self, address: int) -> int:
+        """The NUMA node of the page holding ``address`` (page_to_nid; 0 with one node)."""
+        if isinstance(address, bool) or not isinstance(address, int):
+            raise InvalidTypeError(f"address must be an int, not {type(address).__name__}")
+        if not 0 <= address < self.buddy.memory.size:
+            raise InvalidArgumentError(f"address {address:#x} is not in the memory")
+        return 0 if self.numa is None else self.numa.node_of_pfn(address >> self.buddy.page_shift)
 
     def cache_list(self) -> list[KmemCache]:
         """Every cache (aliases once), newest first as /proc/slabinfo lists them."""

@@ -1,6 +1,7 @@
 """The SLUB policy (Linux 6.x mm/slub.c): cpu slabs, cpu partial lists, node partial lists.
 
-State of a cache, per simulated CPU c and for the one node:
+State of a cache, per simulated CPU c and per NUMA node (one unless the allocator has
+nr_nodes > 1: kmem.slab.numa):
 
     _cpu_slab[c]      the cpu slab (frozen): allocations and same-CPU frees take its freelist
                       (Linux: c->freelist); other CPUs' frees land in its ``remote`` list
@@ -8,8 +9,9 @@ State of a cache, per simulated CPU c and for the one node:
     _cpu_partial[c]   a stack of partial slabs (the end is the head, Linux: c->partial chain):
                       a full slab that gets a free object goes here (put_cpu_partial); when it
                       already holds cpu_partial_slabs slabs, they all go to the node list first
-    _node_partial     the node's partial list, an OrderedDict used as a list (head first) with
-                      O(1) removal (Linux: n->partial)
+    _nodes[n]         node n's partial list, an OrderedDict used as a list (head first) with
+                      O(1) removal (Linux: get_node(s, n)->partial); _node_partial is node 0's.
+                      A slab is only ever on its own node's list (slab_nid).
 
 Full slabs are on no list (Linux tracks them only with debugging).
 
@@ -27,6 +29,12 @@ a slab on the node list that becomes empty is discarded when the node already ho
 min_partial partial slabs (FREE_REMOVE_PARTIAL, FREE_SLAB), else it stays. Slabs on a cpu
 partial stack stay there even when empty until the stack is drained, where empty ones beyond
 min_partial are discarded.
+
+Nodes: alloc_node (kmem_cache_alloc_node) takes the fast path only from a cpu slab of the
+node asked for (node_match); the slow path then deactivates a cpu slab of another node, passes
+cpu partial slabs of other nodes back to their lists and searches that node's list, then the
+others (get_partial, get_any_partial); a new slab comes from that node's pages, or another's
+unless __GFP_THISNODE. A free is node-blind, as 6.17's do_slab_free.
 
 Debug caches (SLAB_RED_ZONE/POISON/STORE_USER, cpu_partial 0) take Linux's debug path: no cpu
 slab; each allocation takes one object from the node list head or a new slab, full slabs go to

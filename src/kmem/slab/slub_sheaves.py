@@ -21,6 +21,11 @@ Stats: alloc_fastpath / free_fastpath count the sheaf fast paths. Capacity 0 (7.
 cannot have sheaves) runs on a shared empty "bootstrap" main sheaf: every operation takes the
 slab path.
 
+Nodes (kmem.slab.numa): a barn per node (``_barns``; ``_barn`` is node 0's, None without
+sheaves), each CPU trading with its node's; a free or kfree_rcu of an object of another node
+than the CPU's skips the sheaves; alloc_node serves a node from the sheaves only when it is the
+local one and main's top object is on it. 7.0 keeps a partial list per node (``_nodes``).
+
 Lock: the kernel drops the per-CPU lock around kmalloc/kfree of sheaves and re-reads its state;
 kmem releases the cache lock around those nested calls the same way (a 7.0 kmalloc cache's
 sheaves may be objects of that very cache) and re-reads the per-CPU fields afterwards.
