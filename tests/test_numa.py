@@ -15,6 +15,7 @@ from kmem import (
     InvalidArgumentError,
     InvalidNodeError,
     InvalidTypeError,
+    KmemError,
     NodeLayoutError,
     OutOfMemoryError,
     SlabAllocator,
@@ -291,3 +292,72 @@ def test_node_of_an_address() -> None:
         slab.node_of(True)
     with pytest.raises(InvalidArgumentError, match="address 0x4000000 is not in the memory"):
         slab.node_of(64 * MB)
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    ((True, GFP_KERNEL, 1, 0), "size must be an int, not bool"),
+    ((-1, GFP_KERNEL, 1, 0), "kmalloc size must be >= 0, got -1"),
+    ((64, 2**40, 1, 0), "gfp flags must be in"),
+    ((64, GFP_KERNEL, 1, 9), "cpu 9 is not in 0..3"),
+    ((64, GFP_KERNEL, 1, True), "cpu must be an int, not bool"),
+])
+def test_kmalloc_node_checks_what_kmalloc_checks(args: tuple[Any, ...], error: str) -> None:
+    slab = numa("7.0")
+    before = slab_snapshot(slab)
+    with pytest.raises(KmemError, match=error) as raised:
+        slab.kmalloc_node(*args)
+    with pytest.raises(type(raised.value), match=error):  # kmalloc: the same error
+        slab.kmalloc(args[0], args[1], args[3])
+    assert slab_snapshot(slab) == before
+
+
+def test_kmalloc_node_of_zero_and_of_families() -> None:
+    from kmem import __GFP_ACCOUNT, __GFP_ZERO
+
+    slab = numa("6.18", random_kmalloc_seed=5)
+    assert slab.kmalloc_node(0, GFP_KERNEL, 1) == slab.zero_size_ptr
+    address = slab.kmalloc_node(100, GFP_KERNEL | __GFP_ZERO | __GFP_ACCOUNT, 1, cpu=0)
+    cache = slab.cache_of(address)
+    assert cache is not None and cache.name == "kmalloc-cg-128" and slab.node_of(address) == 1
+    assert bytes(cache.view(address)) == bytes(cache.object_size)
+    copy = slab.kmalloc_node(100, GFP_KERNEL, 1, cpu=0, caller=0x1234)
+    assert slab.node_of(copy) == 1 and slab.cache_of(copy) is slab.kmalloc_cache_for(
+        100, GFP_KERNEL, 0x1234)
+    assert slab.kmalloc_cache_for(100, GFP_KERNEL | __GFP_ACCOUNT) is cache
+    assert cache.kmalloc_requests()[0] == 1  # counted as kmalloc counts it
+    slab.check()
+
+
+def test_debug_caches_follow_the_nodes_too() -> None:
+    from kmem import SLAB_RED_ZONE
+
+    slab = numa("6.17")
+    cache = slab.kmem_cache_create("dbg", 200, flags=SLAB_RED_ZONE)
+    objects = [cache.alloc_node(0, GFP_KERNEL | __GFP_THISNODE, 1) for _ in range(50)]
+    assert {slab.node_of(a) for a in objects} == {1}
+    assert slab.node_of(cache.alloc(3)) == 1 and slab.node_of(cache.alloc(0)) == 0
+    for address in objects:
+        cache.free(address, 0)
+    slab.check()
+
+
+def test_enable_sheaves_out_of_memory_frees_every_barn() -> None:
+    from kmem.slab.sheaves import SheafHost
+
+    slab = numa("6.18")
+    host = slab._sheaf_host
+    calls: list[int] = []
+
+    def kzalloc_node(size: int, gfp: int, node: int, cpu: int, caller: int) -> int:
+        if calls:
+            raise OutOfMemoryError("the second barn")
+        calls.append(node)
+        return host.kzalloc_node(size, gfp, node, cpu, caller)
+
+    slab._sheaf_host = SheafHost(host.kzalloc, host.kfree, host.call_rcu, kzalloc_node)
+    before = slab.buddy.stats().allocations
+    with pytest.raises(OutOfMemoryError):
+        slab.kmem_cache_create("x", 256, sheaf_capacity=8)
+    assert "x" not in slab.caches and calls == [0]
+    assert slab.buddy.stats().allocations >= before
+    slab.check()
