@@ -361,3 +361,42 @@ def test_enable_sheaves_out_of_memory_frees_every_barn() -> None:
     assert "x" not in slab.caches and calls == [0]
     assert slab.buddy.stats().allocations >= before
     slab.check()
+
+
+class _ReserveBuddy(BuddyAllocator):
+    """Pages from the memory reserves while ``reserves`` is set: pfmemalloc slabs."""
+
+    reserves = False
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return self.reserves
+
+
+@pytest.mark.parametrize(("kernel", "flags"), [("6.17", 0), ("6.17", 1), ("7.0", 0)])
+def test_pfmemalloc_slabs_on_nodes_are_passed_over_without_the_rights(kernel: str,
+                                                                       flags: int) -> None:
+    from kmem import SLAB_RED_ZONE
+
+    buddy = _ReserveBuddy(64 * MB)
+    slab = SlabAllocator(buddy, nr_cpus=4, nr_nodes=2, kernel=kernel)
+    cache = slab.kmem_cache_create("x", 512, flags=SLAB_RED_ZONE if flags else 0)
+    buddy.reserves = True
+    reserve = [cache.alloc_node(0, GFP_KERNEL | __GFP_THISNODE, 1) for _ in range(40)]
+    buddy.reserves = False
+    for address in reserve[::2]:
+        cache.free(address, 2)
+    if kernel == "6.17" and not flags:
+        cache.flush_cpu(2)
+        cache.flush_cpu(0)
+    fresh = [cache.alloc_node(2, GFP_KERNEL, 1) for _ in range(10)]
+    assert not any(cache._slab_of_pfn[a >> 12].pfmemalloc for a in fresh)
+    slab.check()
+
+
+def test_thisnode_on_an_empty_node_list_makes_a_slab_there() -> None:
+    slab = numa("6.17")
+    cache = slab.kmem_cache_create("x", 512)
+    cache.alloc(0)
+    address = cache.alloc_node(0, GFP_KERNEL | __GFP_THISNODE, 1)
+    assert slab.node_of(address) == 1 and cache.stats().alloc_node_mismatch == 1
+    slab.check()
