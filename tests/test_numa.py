@@ -400,3 +400,25 @@ def test_thisnode_on_an_empty_node_list_makes_a_slab_there() -> None:
     address = cache.alloc_node(0, GFP_KERNEL | __GFP_THISNODE, 1)
     assert slab.node_of(address) == 1 and cache.stats().alloc_node_mismatch == 1
     slab.check()
+
+
+def test_alloc_pages_in_takes_a_block_of_the_first_range_that_has_one() -> None:
+    buddy = BuddyAllocator(64 * 4096, max_order=3)  # 8 blocks of 8 pages
+    assert buddy.alloc_pages_in(0, [(32, 64)]) == 32  # split there, not at pfn 0
+    assert buddy.alloc_pages_in(3, [(32, 40), (8, 16)]) == 8  # 32..39 is split: the next
+    failures = buddy.stats().failures
+    before = buddy.free_blocks(0), buddy.nr_free
+    with pytest.raises(OutOfMemoryError):
+        buddy.alloc_pages_in(3, [(32, 40)])
+    assert buddy.stats().failures == failures + 1 and (buddy.free_blocks(0),
+                                                       buddy.nr_free) == before
+    for ranges, error, message in [
+        ([(0, 65)], InvalidArgumentError, "range 0..65 is not inside pfns 0..64"),
+        ([(9, 8)], InvalidArgumentError, "range 9..8 is not inside"),
+        ((1, 2), InvalidTypeError, "a range must be a"),
+        ("ab", InvalidTypeError, "ranges must be a list"),
+        ([(0.5, 8)], InvalidTypeError, "range start must be an int"),
+    ]:
+        with pytest.raises(error, match=message):
+            buddy.alloc_pages_in(0, ranges)  # type: ignore[arg-type]
+    buddy.check()

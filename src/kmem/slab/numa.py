@@ -95,14 +95,9 @@ class NodeLayout:
     def alloc_pages(self, order: int, gfp: int, node: int) -> int:
         """alloc_pages_node: a block on ``node`` (a node, not NUMA_NO_NODE), else on the
         others in zonelist order unless __GFP_THISNODE; OutOfMemoryError when none has one."""
-        buddy = self._buddy
         size = self.node_pages
         nodes = self.zonelist[node][:1] if gfp & _GFP_THISNODE else self.zonelist[node]
-        for candidate in nodes:
-            pfn = buddy.alloc_pages_in(order, candidate * size, (candidate + 1) * size)
-            if pfn >= 0:
-                return pfn
-        raise buddy.count_failure(order)
+        return self._buddy.alloc_pages_in(order, [(n * size, (n + 1) * size) for n in nodes])
 
 
 def check_one_node(node: object) -> int:
