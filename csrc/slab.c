@@ -29,6 +29,7 @@
 #include "kmem_core.h"
 
 #include <structmember.h>
+#include <limits.h>
 
 typedef struct {
     PyObject_VAR_HEAD
@@ -615,12 +616,15 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
                                "size", "page_shift", "nr_cpus", "fast", "thread_safe",
                                "pure_alloc", "pure_free", "pcs", "slow_free", "cpu_node",
                                NULL};
-    const char *kind;
-    PyObject *slab_type, *cpu_slab, *partial, *slab_of_pfn, *fast, *pa, *pf, *pcs = NULL;
+    /* every argument but cpu_node is required: checked below (a format string cannot put
+     * optional keyword-only arguments after required ones) */
+    const char *kind = NULL;
+    PyObject *slab_type = NULL, *cpu_slab = NULL, *partial = NULL, *slab_of_pfn = NULL;
+    PyObject *fast = NULL, *pa = NULL, *pf = NULL, *pcs = NULL;
     PyObject *slow_free = NULL, *cpu_node = NULL;
-    long long size;
-    int page_shift, thread_safe;
-    long nr_cpus;
+    long long size = LLONG_MIN;
+    int page_shift = INT_MIN, thread_safe = INT_MIN;
+    long nr_cpus = LONG_MIN;
     if (c->fast != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a SlabCacheCore is initialised once");
         return -1;
@@ -633,11 +637,19 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "array.array is not laid out as the core expects");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOOOOO", keywords, &kind,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$sOOOOLilOpOOOOO", keywords, &kind,
                                      &slab_type, &cpu_slab, &partial, &slab_of_pfn, &size,
                                      &page_shift, &nr_cpus, &fast, &thread_safe, &pa, &pf, &pcs,
                                      &slow_free, &cpu_node))
         return -1;
+    if (kind == NULL || slab_type == NULL || cpu_slab == NULL || partial == NULL ||
+        slab_of_pfn == NULL || fast == NULL || pa == NULL || pf == NULL || pcs == NULL ||
+        slow_free == NULL || size == LLONG_MIN || page_shift == INT_MIN ||
+        thread_safe == INT_MIN || nr_cpus == LONG_MIN) {
+        PyErr_SetString(PyExc_TypeError, "SlabCacheCore() takes every keyword argument but"
+                                         " cpu_node");
+        return -1;
+    }
     Py_CLEAR(c->cpu_node);
     if (cpu_node != NULL && cpu_node != Py_None) {
         if (!PyList_CheckExact(cpu_node) || strcmp(kind, "sheaf") != 0) {
