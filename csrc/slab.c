@@ -29,6 +29,7 @@
 #include "kmem_core.h"
 
 #include <structmember.h>
+#include <limits.h>
 
 typedef struct {
     PyObject_VAR_HEAD
@@ -135,6 +136,10 @@ typedef struct {
     PyObject *stat;
     Py_ssize_t stat_slowpath, stat_frozen, off_where, off_remote;
     long on_cpu, on_cpu_partial, on_node_partial;
+    /* sheaves with several NUMA nodes (cpu_node=): the node of each CPU, a list of ints, and
+     * the offset of Slab.node; NULL with one node (every free is local) */
+    PyObject *cpu_node;
+    Py_ssize_t off_node;
 } SlabCacheCore;
 
 /* A slab's base address, or -1. */
@@ -295,6 +300,16 @@ sheaf_push(SlabCacheCore *c, PyObject *address_obj, long long address, PyObject 
      * pure path knows the kernel and does what it says (rare: memory-reserve slabs only) */
     if (SLOT(slab, c->off_pfmemalloc) != Py_False)
         return 0;
+    /* slab_free: an object of another node than the freeing CPU's (slab_nid(slab) !=
+     * numa_mem_id()) skips the sheaves for its slab; the pure path takes it there */
+    if (c->cpu_node != NULL) {
+        long cpu_index = cpu ? PyLong_AsLong(cpu) : 0;
+        PyObject *node = SLOT(slab, c->off_node);
+        if (cpu_index < 0 || cpu_index >= PyList_GET_SIZE(c->cpu_node) || node == NULL ||
+            !PyLong_CheckExact(node) ||
+            PyLong_AsLong(node) != PyLong_AsLong(PyList_GET_ITEM(c->cpu_node, cpu_index)))
+            return 0;
+    }
     PyListObject *list = (PyListObject *)main;
     if (n < list->allocated) {
         Py_INCREF(address_obj);
@@ -561,6 +576,7 @@ cache_traverse(SlabCacheCore *c, visitproc visit, void *arg)
     Py_VISIT(c->pure_free);
     Py_VISIT(c->last_slab);
     Py_VISIT(c->stat);
+    Py_VISIT(c->cpu_node);
     return 0;
 }
 
@@ -574,6 +590,7 @@ cache_clear(SlabCacheCore *c)
     Py_CLEAR(c->pure_free);
     Py_CLEAR(c->last_slab);
     Py_CLEAR(c->stat);
+    Py_CLEAR(c->cpu_node);
     return 0;
 }
 
@@ -597,13 +614,17 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"kind", "slab_type", "cpu_slab", "partial", "slab_of_pfn",
                                "size", "page_shift", "nr_cpus", "fast", "thread_safe",
-                               "pure_alloc", "pure_free", "pcs", "slow_free", NULL};
-    const char *kind;
-    PyObject *slab_type, *cpu_slab, *partial, *slab_of_pfn, *fast, *pa, *pf, *pcs = NULL;
-    PyObject *slow_free = NULL;
-    long long size;
-    int page_shift, thread_safe;
-    long nr_cpus;
+                               "pure_alloc", "pure_free", "pcs", "slow_free", "cpu_node",
+                               NULL};
+    /* every argument but cpu_node is required: checked below (a format string cannot put
+     * optional keyword-only arguments after required ones) */
+    const char *kind = NULL;
+    PyObject *slab_type = NULL, *cpu_slab = NULL, *partial = NULL, *slab_of_pfn = NULL;
+    PyObject *fast = NULL, *pa = NULL, *pf = NULL, *pcs = NULL;
+    PyObject *slow_free = NULL, *cpu_node = NULL;
+    long long size = LLONG_MIN;
+    int page_shift = INT_MIN, thread_safe = INT_MIN;
+    long nr_cpus = LONG_MIN;
     if (c->fast != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "a SlabCacheCore is initialised once");
         return -1;
@@ -616,11 +637,29 @@ cache_init(SlabCacheCore *c, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_RuntimeError, "array.array is not laid out as the core expects");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$sOOOOLilOpOOOO", keywords, &kind,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$sOOOOLilOpOOOOO", keywords, &kind,
                                      &slab_type, &cpu_slab, &partial, &slab_of_pfn, &size,
                                      &page_shift, &nr_cpus, &fast, &thread_safe, &pa, &pf, &pcs,
-                                     &slow_free))
+                                     &slow_free, &cpu_node))
         return -1;
+    if (kind == NULL || slab_type == NULL || cpu_slab == NULL || partial == NULL ||
+        slab_of_pfn == NULL || fast == NULL || pa == NULL || pf == NULL || pcs == NULL ||
+        slow_free == NULL || size == LLONG_MIN || page_shift == INT_MIN ||
+        thread_safe == INT_MIN || nr_cpus == LONG_MIN) {
+        PyErr_SetString(PyExc_TypeError, "SlabCacheCore() takes every keyword argument but"
+                                         " cpu_node");
+        return -1;
+    }
+    Py_CLEAR(c->cpu_node);
+    if (cpu_node != NULL && cpu_node != Py_None) {
+        if (!PyList_CheckExact(cpu_node) || strcmp(kind, "sheaf") != 0) {
+            PyErr_SetString(PyExc_ValueError, "cpu_node is a list, for kind 'sheaf'");
+            return -1;
+        }
+        if ((c->off_node = slot_offset(slab_type, "node")) < 0)
+            return -1;
+        c->cpu_node = Py_NewRef(cpu_node);
+    }
     if (strcmp(kind, "slub") == 0)
         c->kind = SLUB;
     else if (strcmp(kind, "classic") == 0)

@@ -21,6 +21,18 @@ objects from a pfmemalloc slab in the slow paths. 7.0 refills every sheaf with _
 (never the rights: a refill passes over every pfmemalloc partial slab), and its one-object path
 (get_from_partial_node) takes the first partial slab the allocation may use; 6.18 refills with
 the allocation's own flags, through the 6.17 slow path.
+
+NUMA (``nr_nodes`` > 1): cpu c is on node ``cpu_node[c]`` (contiguous runs); each node has its
+own partial list (``nodes[n]``) and barn (``barns_full[n]``, ``barns_empty[n]``; a CPU uses its
+node's); memory is ample, so a new slab is on the node asked for, or the allocating CPU's. A
+free of an object of another node than the freeing CPU's skips the sheaves (slab_free's
+slab_nid == numa_mem_id condition) and goes to its slab; kfree_rcu of one does not batch
+(kfree_rcu_sheaf), the object waits for the grace period on its own. kmem_cache_alloc_node:
+the sheaves serve only the local node and only when main's top object is on it; otherwise the
+slab path for that node: the node's partial list, then (unless __GFP_THISNODE) the zonelist's
+nodes with more than min_partial partial slabs, then a new slab; 6.18 also deactivates a cpu
+slab of another node (alloc_node_mismatch) and passes cpu partial slabs of other nodes back to
+their lists. A 7.0 refill takes the local node's partial slabs, then new local slabs.
 """
 
 from __future__ import annotations
@@ -35,8 +47,9 @@ Obj = tuple[int, int]
 
 
 class Slab:
-    def __init__(self, serial: int, objects: int) -> None:
+    def __init__(self, serial: int, objects: int, node: int = 0) -> None:
         self.serial = serial
+        self.node = node
         self.objects = objects
         self.free = list(range(objects - 1, -1, -1))  # the end is the freelist head
         self.remote: list[int] = []
@@ -52,17 +65,20 @@ class Sheaf:
 
 class SheafModel:
     def __init__(self, kernel: str, nr_cpus: int, objects_per_slab: int, min_partial: int,
-                 cpu_partial_slabs: int, capacity: int) -> None:
+                 cpu_partial_slabs: int, capacity: int, nr_nodes: int = 1) -> None:
         assert kernel in ("6.18", "7.0") and capacity > 0
         self.kernel = kernel
         self.nr_cpus = nr_cpus
+        self.nr_nodes = nr_nodes
+        self.cpu_node = [cpu * nr_nodes // nr_cpus for cpu in range(nr_cpus)]
         self.per_slab = objects_per_slab
         self.min_partial = min_partial
         self.cpu_partial_slabs = cpu_partial_slabs if kernel == "6.18" else 0
         self.capacity = capacity
         self.slabs: dict[int, Slab] = {}
         self.serials = 0
-        self.partial: list[Slab] = []  # index 0 is the head
+        self.nodes: list[list[Slab]] = [[] for _ in range(nr_nodes)]  # index 0 is the head
+        self.partial = self.nodes[0]
         self.cpu_slab: list[Slab | None] = [None] * nr_cpus
         self.cpu_partial: list[list[Slab]] = [[] for _ in range(nr_cpus)]  # the end is the head
         self.state: dict[Obj, str] = {}  # allocated objects: user, sheaf or rcu
@@ -70,10 +86,24 @@ class SheafModel:
         self.main = [self.new_sheaf() for _ in range(nr_cpus)]
         self.spare: list[Sheaf | None] = [None] * nr_cpus
         self.rcu_free: list[Sheaf | None] = [None] * nr_cpus
-        self.barn_full: list[Sheaf] = []  # index 0 is the head
-        self.barn_empty: list[Sheaf] = []
+        self.barns_full: list[list[Sheaf]] = [[] for _ in range(nr_nodes)]  # 0 is the head
+        self.barns_empty: list[list[Sheaf]] = [[] for _ in range(nr_nodes)]
         self.rcu_queue: list[tuple[str, object, int, bool]] = []
         self.reserves = False  # new slabs come from the memory reserves: pfmemalloc
+
+    @property
+    def barn_full(self) -> list[Sheaf]:
+        return self.barns_full[0]
+
+    @property
+    def barn_empty(self) -> list[Sheaf]:
+        return self.barns_empty[0]
+
+    def zonelist(self, node: int) -> list[int]:
+        return [node, *range(node + 1, self.nr_nodes), *range(node)]
+
+    def local(self, cpu: int) -> int:
+        return self.cpu_node[cpu]
 
     # -- sheaf memory ------------------------------------------------------------------------
 
@@ -87,8 +117,8 @@ class SheafModel:
 
     # -- slabs -------------------------------------------------------------------------------
 
-    def new_slab(self) -> Slab:
-        slab = Slab(self.serials, self.per_slab)
+    def new_slab(self, node: int = 0) -> Slab:
+        slab = Slab(self.serials, self.per_slab, node)
         slab.pfmemalloc = self.reserves
         self.serials += 1
         self.slabs[slab.serial] = slab
@@ -116,10 +146,10 @@ class SheafModel:
         doomed = []
         while stack:
             slab = stack.pop()
-            if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
+            if len(slab.free) == slab.objects and len(self.nodes[slab.node]) >= self.min_partial:
                 doomed.append(slab)
             else:
-                self.partial.append(slab)
+                self.nodes[slab.node].append(slab)
                 slab.where = "partial"
                 slab.cpu = -1
                 self.stat["free_add_partial"] += 1
@@ -136,15 +166,20 @@ class SheafModel:
         slab.where = "cpu_partial"
         slab.cpu = cpu
 
-    def slub_alloc_617(self, cpu: int, rights: bool = False) -> Obj:
+    def slub_alloc_617(self, cpu: int, rights: bool = False, node: int = -1,
+                       thisnode: bool = False) -> Obj:
         """``rights``: the allocation may use the memory reserves (__GFP_MEMALLOC); without
         them the slow path takes nothing from a pfmemalloc slab (pfmemalloc_match)."""
         slab = self.cpu_slab[cpu]
-        if slab is not None and slab.free:  # the fast path does not look at pfmemalloc
-            self.stat["alloc_fastpath"] += 1
+        if slab is not None and slab.free and (node == -1 or slab.node == node):
+            self.stat["alloc_fastpath"] += 1  # (the fast path does not look at pfmemalloc)
             return self.take(slab)
         self.stat["alloc_slowpath"] += 1
-        if slab is not None:
+        if slab is not None and node != -1 and slab.node != node:
+            self.stat["alloc_node_mismatch"] += 1
+            self.cpu_slab[cpu] = None
+            self.deactivate_617(slab)
+        elif slab is not None:
             if slab.pfmemalloc and not rights:
                 self.cpu_slab[cpu] = None
                 self.deactivate_617(slab)
@@ -159,13 +194,15 @@ class SheafModel:
                 self.stat["deactivate_bypass"] += 1
         while self.cpu_partial[cpu]:
             slab = self.cpu_partial[cpu].pop()
-            if slab.pfmemalloc and not rights:  # back to the node list, one slab
-                if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
+            if (slab.pfmemalloc and not rights) or (node != -1 and slab.node != node):
+                # back to its node's list, one slab
+                home = self.nodes[slab.node]
+                if len(slab.free) == slab.objects and len(home) >= self.min_partial:
                     slab.where = "none"
                     slab.cpu = -1
                     self.discard(slab)
                 else:
-                    self.partial.append(slab)
+                    home.append(slab)
                     slab.where = "partial"
                     slab.cpu = -1
                     self.stat["free_add_partial"] += 1
@@ -173,20 +210,28 @@ class SheafModel:
             self.stat["cpu_partial_alloc"] += 1
             self.freeze(slab, cpu)
             return self.take(slab)
-        usable = [s for s in self.partial if rights or not s.pfmemalloc]
-        if usable:
+        search = self.local(cpu) if node == -1 else node
+        candidates = [search]
+        if not (node != -1 and thisnode):  # get_any_partial
+            candidates += [n for n in self.zonelist(self.local(cpu))
+                           if len(self.nodes[n]) > self.min_partial]
+        for nid in candidates:
+            partial = self.nodes[nid]
+            usable = [s for s in partial if rights or not s.pfmemalloc]
+            if not usable:
+                continue
             slab = usable[0]
-            self.partial.remove(slab)
+            partial.remove(slab)
             self.stat["alloc_from_partial"] += 1
             for moved, other in enumerate(usable[1:] if self.cpu_partial_slabs else [], 1):
-                self.partial.remove(other)
+                partial.remove(other)
                 self.put_cpu_partial(other, cpu, drain=False)
                 self.stat["cpu_partial_node"] += 1
                 if moved > self.cpu_partial_slabs // 2:
                     break
             self.freeze(slab, cpu)
             return self.take(slab)
-        slab = self.new_slab()
+        slab = self.new_slab(search)
         if slab.pfmemalloc and not rights:  # one object; the slab is not kept as cpu slab
             obj = self.take(slab)
             self.deactivate_617(slab)
@@ -216,8 +261,9 @@ class SheafModel:
             return
         if slab.where != "partial":
             return
-        if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
-            self.partial.remove(slab)
+        home = self.nodes[slab.node]
+        if len(slab.free) == slab.objects and len(home) >= self.min_partial:
+            home.remove(slab)
             self.stat["free_remove_partial"] += 1
             slab.where = "none"
             self.discard(slab)
@@ -239,15 +285,16 @@ class SheafModel:
         else:
             head = True
         slab.cpu = -1
-        if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
+        home = self.nodes[slab.node]
+        if len(slab.free) == slab.objects and len(home) >= self.min_partial:
             self.stat["deactivate_empty"] += 1
             slab.where = "none"
             self.discard(slab)
         elif slab.free:
             if head:
-                self.partial.insert(0, slab)
+                home.insert(0, slab)
             else:
-                self.partial.append(slab)
+                home.append(slab)
             slab.where = "partial"
             self.stat["deactivate_to_head" if head else "deactivate_to_tail"] += 1
         else:
@@ -256,20 +303,27 @@ class SheafModel:
 
     # 7.0: the node partial list only
 
-    def slab_alloc_70(self, rights: bool = False) -> Obj:
+    def slab_alloc_70(self, rights: bool = False, cpu: int = 0, node: int = -1,
+                      thisnode: bool = False) -> Obj:
         self.stat["alloc_slowpath"] += 1
-        usable = [s for s in self.partial if rights or not s.pfmemalloc]
-        if usable:
-            slab = usable[0]
-            obj = self.take(slab)
-            if not slab.free:
-                self.partial.remove(slab)
-                slab.where = "none"
-            return obj
-        slab = self.new_slab()
+        search = self.local(cpu) if node == -1 else node
+        candidates = [search]
+        if not (node != -1 and thisnode):
+            candidates += [n for n in self.zonelist(self.local(cpu))
+                           if len(self.nodes[n]) > self.min_partial]
+        for nid in candidates:
+            usable = [s for s in self.nodes[nid] if rights or not s.pfmemalloc]
+            if usable:
+                slab = usable[0]
+                obj = self.take(slab)
+                if not slab.free:
+                    self.nodes[nid].remove(slab)
+                    slab.where = "none"
+                return obj
+        slab = self.new_slab(search)
         obj = self.take(slab)
         if slab.free:
-            self.partial.insert(0, slab)
+            self.nodes[slab.node].insert(0, slab)
             slab.where = "partial"
         return obj
 
@@ -280,28 +334,30 @@ class SheafModel:
         empty = len(slab.free) == slab.objects
         if not empty and not was_full:
             return
-        if empty and len(self.partial) >= self.min_partial:
+        home = self.nodes[slab.node]
+        if empty and len(home) >= self.min_partial:
             if not was_full:
-                self.partial.remove(slab)
+                home.remove(slab)
                 self.stat["free_remove_partial"] += 1
             slab.where = "none"
             self.discard(slab)
             return
         if was_full:
-            self.partial.append(slab)
+            home.append(slab)
             slab.where = "partial"
             self.stat["free_add_partial"] += 1
 
-    def refill_objects_70(self, count: int) -> list[Obj]:
+    def refill_objects_70(self, count: int, cpu: int = 0) -> list[Obj]:
         """refill_sheaf's refill_objects, always with __GFP_NOMEMALLOC: no rights, so
-        get_partial_node_bulk skips every pfmemalloc partial slab."""
+        get_partial_node_bulk skips every pfmemalloc partial slab. The local node's list."""
         got: list[Obj] = []
         private: list[Slab] = []  # index 0 is the private list's head
         total = 0
-        for slab in list(self.partial):
+        partial = self.nodes[self.local(cpu)]
+        for slab in list(partial):
             if slab.pfmemalloc:
                 continue
-            self.partial.remove(slab)
+            partial.remove(slab)
             slab.where = "none"
             private.insert(0, slab)
             total += len(slab.free)
@@ -316,31 +372,32 @@ class SheafModel:
             if whole:
                 self.slab_free_70(slab, list(reversed(whole)))
         for slab in private:
-            if len(slab.free) == slab.objects and len(self.partial) >= self.min_partial:
+            if len(slab.free) == slab.objects and len(partial) >= self.min_partial:
                 self.discard(slab)
             else:
-                self.partial.insert(0, slab)
+                partial.insert(0, slab)
                 slab.where = "partial"
         while len(got) < count:
-            slab = self.new_slab()
+            slab = self.new_slab(self.local(cpu))
             while slab.free and len(got) < count:
                 got.append(self.take(slab))
             if slab.free:
-                self.partial.insert(0, slab)
+                self.nodes[slab.node].insert(0, slab)
                 slab.where = "partial"
         return got
 
     # -- the kernel-specific slab side ---------------------------------------------------------
 
-    def alloc_from_slabs(self, cpu: int, rights: bool = False) -> Obj:
+    def alloc_from_slabs(self, cpu: int, rights: bool = False, node: int = -1,
+                         thisnode: bool = False) -> Obj:
         if self.kernel == "6.18":
-            return self.slub_alloc_617(cpu, rights)
-        return self.slab_alloc_70(rights)
+            return self.slub_alloc_617(cpu, rights, node, thisnode)
+        return self.slab_alloc_70(rights, cpu, node, thisnode)
 
     def bulk_alloc(self, count: int, cpu: int, rights: bool = False) -> list[Obj]:
         if self.kernel == "6.18":  # the refill keeps the allocation's flags
             return [self.slub_alloc_617(cpu, rights) for _ in range(count)]
-        return self.refill_objects_70(count)
+        return self.refill_objects_70(count, cpu)
 
     def free_group(self, serial: int, indices: list[int], cpu: int) -> None:
         slab = self.slabs[serial]
@@ -414,14 +471,32 @@ class SheafModel:
         self.stat["sheaf_alloc_fast"] += 1
         return obj
 
+    def alloc_node(self, cpu: int, node: int, thisnode: bool = False) -> Obj:
+        """kmem_cache_alloc_node (GFP_KERNEL, maybe __GFP_THISNODE)."""
+        if node == -1:
+            return self.alloc(cpu)
+        if node == self.local(cpu) and (self.main[cpu].objects
+                                        or self.replace_empty_main(cpu, True)):
+            top = self.main[cpu].objects[-1]
+            if self.slabs[top[0]].node == node:
+                self.main[cpu].objects.pop()
+                self.state[top] = "user"
+                self.stat["sheaf_alloc_fast"] += 1
+                return top
+        obj = self.alloc_from_slabs(cpu, False, node, thisnode)
+        self.state[obj] = "user"
+        return obj
+
     def replace_empty_main(self, cpu: int, can_block: bool, rights: bool = False) -> bool:
+        barn_full = self.barns_full[self.local(cpu)]
+        barn_empty = self.barns_empty[self.local(cpu)]
         spare = self.spare[cpu]
         if spare is not None and spare.objects:
             self.main[cpu], self.spare[cpu] = spare, self.main[cpu]
             return True
-        if self.barn_full:
-            full = self.barn_full.pop(0)
-            self.barn_empty.insert(0, self.main[cpu])
+        if barn_full:
+            full = barn_full.pop(0)
+            barn_empty.insert(0, self.main[cpu])
             self.main[cpu] = full
             self.stat["barn_get"] += 1
             return True
@@ -431,8 +506,8 @@ class SheafModel:
         if spare is not None:
             empty: Sheaf | None = spare
             self.spare[cpu] = None
-        elif self.barn_empty:
-            empty = self.barn_empty.pop(0)
+        elif barn_empty:
+            empty = barn_empty.pop(0)
         else:
             empty = None
         if empty is None:
@@ -443,15 +518,15 @@ class SheafModel:
             if self.kernel == "7.0" and self.spare[cpu] is None:
                 self.spare[cpu] = self.main[cpu]
             else:
-                self.barn_empty.insert(0, self.main[cpu])
+                barn_empty.insert(0, self.main[cpu])
             self.main[cpu] = full
         elif self.spare[cpu] is None:
             self.spare[cpu] = full
         elif not self.spare[cpu].objects:  # type: ignore[union-attr]
-            self.barn_empty.insert(0, self.spare[cpu])  # type: ignore[arg-type]
+            barn_empty.insert(0, self.spare[cpu])  # type: ignore[arg-type]
             self.spare[cpu] = full
         else:
-            self.barn_full.insert(0, full)
+            barn_full.insert(0, full)
             self.stat["barn_put"] += 1
         return True
 
@@ -459,6 +534,10 @@ class SheafModel:
 
     def free(self, obj: Obj, cpu: int) -> None:
         assert self.state[obj] == "user"
+        if self.slabs[obj[0]].node != self.local(cpu):  # slab_free: remote, to the slab
+            del self.state[obj]
+            self.free_one_to_slab(obj, cpu)
+            return
         if self.kernel == "7.0" and self.slabs[obj[0]].pfmemalloc:  # never into a sheaf
             del self.state[obj]
             self.free_one_to_slab(obj, cpu)
@@ -480,12 +559,14 @@ class SheafModel:
             self.stat["free_slowpath"] += 1
 
     def replace_full_main(self, cpu: int) -> bool:
+        barn_full = self.barns_full[self.local(cpu)]
+        barn_empty = self.barns_empty[self.local(cpu)]
         cap = self.capacity
         spare = self.spare[cpu]
         if spare is None:
-            if self.barn_empty:
+            if barn_empty:
                 self.spare[cpu] = self.main[cpu]
-                self.main[cpu] = self.barn_empty.pop(0)
+                self.main[cpu] = barn_empty.pop(0)
                 return True
             empty = self.new_sheaf()  # GFP_NOWAIT: succeeds with ample memory
             self.install_empty(cpu, empty)
@@ -493,15 +574,15 @@ class SheafModel:
         if len(spare.objects) < cap:
             self.main[cpu], self.spare[cpu] = spare, self.main[cpu]
             return True
-        if len(self.barn_full) >= MAX_FULL:
+        if len(barn_full) >= MAX_FULL:
             self.stat["barn_put_fail"] += 1
             self.spare[cpu] = None
             self.flush_unused(spare, cpu)
             self.install_empty(cpu, spare)
             return True
-        if self.barn_empty:
-            self.barn_full.insert(0, self.main[cpu])
-            self.main[cpu] = self.barn_empty.pop(0)
+        if barn_empty:
+            barn_full.insert(0, self.main[cpu])
+            self.main[cpu] = barn_empty.pop(0)
             self.stat["barn_put"] += 1
             return True
         empty = self.new_sheaf()
@@ -509,18 +590,20 @@ class SheafModel:
         return True
 
     def install_empty(self, cpu: int, empty: Sheaf) -> None:
+        barn_full = self.barns_full[self.local(cpu)]
+        barn_empty = self.barns_empty[self.local(cpu)]
         cap = self.capacity
         spare = self.spare[cpu]
         if spare is None:
             self.spare[cpu] = self.main[cpu]
             self.main[cpu] = empty
         elif len(self.main[cpu].objects) < cap:
-            self.barn_empty.insert(0, empty)
+            barn_empty.insert(0, empty)
         elif len(spare.objects) < cap:
             self.main[cpu], self.spare[cpu] = spare, self.main[cpu]
-            self.barn_empty.insert(0, empty)
+            barn_empty.insert(0, empty)
         else:
-            self.barn_full.insert(0, self.main[cpu])
+            barn_full.insert(0, self.main[cpu])
             self.stat["barn_put"] += 1
             self.main[cpu] = empty
 
@@ -528,13 +611,18 @@ class SheafModel:
 
     def kfree_rcu(self, obj: Obj, cpu: int) -> None:
         assert self.state[obj] == "user"
+        if self.slabs[obj[0]].node != self.local(cpu):  # kfree_rcu_sheaf: local objects only
+            self.state[obj] = "rcu"
+            self.rcu_queue.append(("object", obj, cpu, False))
+            return
+        barn_empty = self.barns_empty[self.local(cpu)]
         if self.rcu_free[cpu] is None:
             spare = self.spare[cpu]
             if spare is not None and not spare.objects:
                 self.rcu_free[cpu] = spare
                 self.spare[cpu] = None
-            elif self.barn_empty:
-                self.rcu_free[cpu] = self.barn_empty.pop(0)
+            elif barn_empty:
+                self.rcu_free[cpu] = barn_empty.pop(0)
             else:
                 self.rcu_free[cpu] = self.new_sheaf()
         sheaf = self.rcu_free[cpu]
@@ -548,7 +636,14 @@ class SheafModel:
 
     def synchronize_rcu(self) -> None:
         queue, self.rcu_queue = self.rcu_queue, []
-        for _, sheaf, cpu, to_barn in queue:
+        for kind, sheaf, cpu, to_barn in queue:
+            if kind == "object":  # an object on its own: freed on its CPU
+                assert isinstance(sheaf, tuple)
+                self.state[sheaf] = "user"
+                self.free(sheaf, cpu)
+                continue
+            barn_full = self.barns_full[self.local(cpu)]
+            barn_empty = self.barns_empty[self.local(cpu)]
             assert isinstance(sheaf, Sheaf)
             if not to_barn:
                 self.flush_unused(sheaf, cpu)
@@ -559,15 +654,15 @@ class SheafModel:
                 self.flush_unused(sheaf, cpu)
                 self.free_sheaf(sheaf)
                 continue
-            if sheaf.objects and len(self.barn_full) < MAX_FULL:
+            if sheaf.objects and len(barn_full) < MAX_FULL:
                 self.stat["barn_put"] += 1
-                self.barn_full.insert(0, sheaf)
+                barn_full.insert(0, sheaf)
                 continue
             if sheaf.objects:
                 self.stat["barn_put_fail"] += 1
                 self.flush_unused(sheaf, cpu)
-            if len(self.barn_empty) < MAX_EMPTY:
-                self.barn_empty.insert(0, sheaf)
+            if len(barn_empty) < MAX_EMPTY:
+                barn_empty.insert(0, sheaf)
             else:
                 self.free_sheaf(sheaf)
 
@@ -591,19 +686,24 @@ class SheafModel:
     def shrink(self) -> int:
         for cpu in range(self.nr_cpus):
             self.flush_cpu(cpu)
-        full, self.barn_full = self.barn_full, []
-        empty, self.barn_empty = self.barn_empty, []
-        for sheaf in full:
-            self.flush_unused(sheaf, 0)
-            self.free_sheaf(sheaf)
-        for sheaf in empty:
-            self.free_sheaf(sheaf)
-        gone = [s for s in self.partial if len(s.free) == s.objects]
-        for slab in gone:
-            self.partial.remove(slab)
-            slab.where = "none"
-            self.discard(slab)
-        return len(gone)
+        for nid in range(self.nr_nodes):  # barn_shrink, node by node
+            full = self.barns_full[nid][:]
+            empty = self.barns_empty[nid][:]
+            self.barns_full[nid].clear()
+            self.barns_empty[nid].clear()
+            for sheaf in full:
+                self.flush_unused(sheaf, 0)
+                self.free_sheaf(sheaf)
+            for sheaf in empty:
+                self.free_sheaf(sheaf)
+        gone = 0
+        for partial in self.nodes:
+            for slab in [s for s in partial if len(s.free) == s.objects]:
+                partial.remove(slab)
+                slab.where = "none"
+                self.discard(slab)
+                gone += 1
+        return gone
 
     # -- the invariant: every object in exactly one place ------------------------------------
 
@@ -616,12 +716,13 @@ class SheafModel:
             for obj in sheaf.objects:
                 count[obj] += 1
         for obj, state in self.state.items():
-            if state == "user":
+            if state in ("user", "rcu"):
                 count[obj] += 1
         return count
 
     def all_sheaves(self) -> list[Sheaf]:
-        out = [*self.main, *self.barn_full, *self.barn_empty]
+        out = [*self.main, *(s for b in self.barns_full for s in b),
+               *(s for b in self.barns_empty for s in b)]
         out += [s for s in self.spare + self.rcu_free if s is not None]
         out += [s for kind, s, _, _ in self.rcu_queue if kind == "sheaf"]  # type: ignore[misc]
         return out

@@ -27,7 +27,17 @@ DIV_ROUND_UP(cpu_partial * 2, objects per slab).
 Counters: the CONFIG_SLUB_STATS items each kernel function stat()s, named as the
 /sys/kernel/slab/<cache>/ files.
 
-Not modelled (kmem does not simulate them either): NUMA (one node), pfmemalloc, preemption and
+NUMA (``nr_nodes`` > 1, ``pages`` a NodePages): each node has its own partial list
+(``nodes[n]``; ``node_partial`` is node 0's) and its own zone; cpu c is on node
+``cpu_node[c]``; a slab's node is the zone its pages came from (slab_nid). new_slab asks the
+allocating CPU's node (or the one requested) first, then the others in zonelist order unless
+__GFP_THISNODE; get_partial searches the requested (or local) node, then get_any_partial the
+zonelist's nodes with more than min_partial partial slabs (remote_node_defrag_ratio taken as
+always letting it search); node_match for a requested node: a cpu slab of another node is
+deactivated (alloc_node_mismatch), cpu partial slabs of other nodes go to their nodes' lists.
+A free is node-blind in 6.17 (do_slab_free); __slab_free works on the slab's node.
+
+Not modelled (kmem does not simulate them either): pfmemalloc, preemption and
 cmpxchg retries, 6.18's opt-in sheaves (no cache here has a sheaf_capacity), freelist
 randomisation, SLAB_TYPESAFE_BY_RCU's deferred free. flush_all() runs every CPU's flush work in
 parallel in Linux; the model flushes CPU 0, 1, ... in turn.
@@ -57,9 +67,44 @@ class PageAllocator(Protocol):
     def free_pages(self, pfn: int, order: int) -> None: ...
 
 
+THISNODE = 1 << 21  # __GFP_THISNODE
+
+
+class NodePages:
+    """One zone per node: separate page allocator models, node n's pfns offset by
+    n * node_pages; alloc_pages_node walks the zonelist (the node, then those above it, then
+    those below) unless __GFP_THISNODE."""
+
+    def __init__(self, zones: list[PageAllocator], node_pages: int) -> None:
+        self.zones = zones
+        self.node_pages = node_pages
+
+    def zonelist(self, node: int) -> list[int]:
+        n = len(self.zones)
+        return [node, *range(node + 1, n), *range(node)]
+
+    def alloc_pages_node(self, order: int, node: int, gfp: int = 0) -> int | None:
+        for nid in (self.zonelist(node)[:1] if gfp & THISNODE else self.zonelist(node)):
+            pfn = self.zones[nid].alloc_pages(order)
+            if pfn is not None:
+                return pfn + nid * self.node_pages
+        return None
+
+    def alloc_pages(self, order: int) -> int | None:
+        return self.alloc_pages_node(order, 0)
+
+    def free_pages(self, pfn: int, order: int) -> None:
+        nid = pfn // self.node_pages
+        self.zones[nid].free_pages(pfn - nid * self.node_pages, order)
+
+    def node_of(self, pfn: int) -> int:
+        return pfn // self.node_pages
+
+
 class ModelSlab:
-    def __init__(self, pfn: int, order: int, objects: int) -> None:
+    def __init__(self, pfn: int, order: int, objects: int, node: int = 0) -> None:
         self.pfn = pfn
+        self.node = node  # slab_nid
         self.order = order
         self.objects = objects
         self.freelist = list(range(objects))  # a new slab's objects in address order
@@ -79,8 +124,10 @@ def ilog2(value: int) -> int:
 class LinuxSlubModel:
     def __init__(self, *, pages: PageAllocator, size: int, order: int, min_order: int,
                  nr_cpus: int, debug: bool, page_size: int = 4096,
-                 red_left_pad: int = 0) -> None:
+                 red_left_pad: int = 0, nr_nodes: int = 1) -> None:
         self.pages = pages
+        self.nr_nodes = nr_nodes
+        self.cpu_node = [cpu * nr_nodes // nr_cpus for cpu in range(nr_cpus)]
         self.size = size
         self.order = order
         self.min_order = min_order
@@ -103,7 +150,8 @@ class LinuxSlubModel:
         self.cpu_slab: list[ModelSlab | None] = [None] * nr_cpus
         self.cpu_freelist: list[list[int]] = [[] for _ in range(nr_cpus)]
         self.cpu_partial_chain: list[list[ModelSlab]] = [[] for _ in range(nr_cpus)]
-        self.node_partial: list[ModelSlab] = []
+        self.nodes: list[list[ModelSlab]] = [[] for _ in range(nr_nodes)]
+        self.node_partial = self.nodes[0]
         self.full: list[ModelSlab] = []
         self.slabs: list[ModelSlab] = []  # every slab of the cache, for address lookups
         self.stat = dict.fromkeys(STAT_ITEMS, 0)
@@ -130,16 +178,26 @@ class LinuxSlubModel:
 
     # -- slabs: allocate_slab, discard_slab, list helpers -----------------------------------------
 
-    def allocate_slab(self) -> ModelSlab | None:
+    def page_alloc(self, order: int, node: int, gfp: int) -> int | None:
+        if self.nr_nodes == 1:
+            return self.pages.alloc_pages(order)
+        pages = self.pages
+        assert isinstance(pages, NodePages)
+        if node < 0:
+            node = self.cpu_node[self.this_cpu]
+        return pages.alloc_pages_node(order, node, gfp)
+
+    def allocate_slab(self, node: int = -1, gfp: int = 0) -> ModelSlab | None:
         order = self.order
-        pfn = self.pages.alloc_pages(order)
+        pfn = self.page_alloc(order, node, gfp)
         if pfn is None:
             order = self.min_order  # s->min: Linux retries even when it is the same order
-            pfn = self.pages.alloc_pages(order)
+            pfn = self.page_alloc(order, node, gfp)
             if pfn is None:
                 return None
             self.stat["order_fallback"] += 1
-        slab = ModelSlab(pfn, order, (self.page_size << order) // self.size)
+        nid = 0 if self.nr_nodes == 1 else self.pages.node_of(pfn)  # type: ignore[attr-defined]
+        slab = ModelSlab(pfn, order, (self.page_size << order) // self.size, nid)
         self.slabs.append(slab)
         return slab
 
@@ -149,28 +207,31 @@ class LinuxSlubModel:
         self.freed.append((slab.pfn, slab.order, self.this_cpu))
 
     def add_partial(self, slab: ModelSlab, tail: bool) -> None:
+        n = self.nodes[slab.node]
         if tail:
-            self.node_partial.append(slab)
+            n.append(slab)
         else:
-            self.node_partial.insert(0, slab)
+            n.insert(0, slab)
         slab.on_node_partial = True
 
     def remove_partial(self, slab: ModelSlab) -> None:
-        self.node_partial.remove(slab)
+        self.nodes[slab.node].remove(slab)
         slab.on_node_partial = False
 
     # -- allocation -----------------------------------------------------------------------------
 
-    def alloc(self, cpu: int) -> int | None:
+    def node_match(self, slab: ModelSlab, node: int) -> bool:
+        return node == -1 or slab.node == node
+
+    def alloc(self, cpu: int, node: int = -1, gfp: int = 0) -> int | None:
         """slab_alloc_node: the address of the new object, None when no page can be had."""
         self.this_cpu = cpu
-        if self.cpu_slab[cpu] is not None and self.cpu_freelist[cpu]:
-            slab = self.cpu_slab[cpu]
-            assert slab is not None
+        slab = self.cpu_slab[cpu]
+        if slab is not None and self.cpu_freelist[cpu] and self.node_match(slab, node):
             index = self.cpu_freelist[cpu].pop(0)
             self.stat["alloc_fastpath"] += 1
             return self.address(slab, index)
-        return self.slab_alloc(cpu)
+        return self.slab_alloc(cpu, node, gfp)
 
     def load_freelist(self, cpu: int, slab: ModelSlab, freelist: list[int]) -> int:
         self.cpu_slab[cpu] = slab
@@ -191,12 +252,19 @@ class LinuxSlubModel:
         slab.frozen = True
         return freelist
 
-    def slab_alloc(self, cpu: int) -> int | None:
+    def slab_alloc(self, cpu: int, node: int = -1, gfp: int = 0) -> int | None:
         """___slab_alloc."""
         self.stat["alloc_slowpath"] += 1
         if self.debug:
-            return self.debug_alloc()
+            return self.debug_alloc(cpu, node, gfp)
         slab = self.cpu_slab[cpu]
+        if slab is not None and not self.node_match(slab, node):
+            self.stat["alloc_node_mismatch"] += 1
+            freelist = self.cpu_freelist[cpu]
+            self.cpu_slab[cpu] = None
+            self.cpu_freelist[cpu] = []
+            self.deactivate_slab(slab, freelist)
+            slab = None
         if slab is not None:
             freelist = self.get_freelist(slab)
             if freelist:
@@ -205,14 +273,17 @@ class LinuxSlubModel:
             self.cpu_slab[cpu] = None
             self.stat["deactivate_bypass"] += 1
         # new_slab:
-        if self.cpu_partial_chain[cpu]:
+        while self.cpu_partial_chain[cpu]:
             slab = self.cpu_partial_chain[cpu].pop(0)
+            if not self.node_match(slab, node):
+                self.put_partials([slab])
+                continue
             self.stat["cpu_partial_alloc"] += 1
             return self.load_freelist(cpu, slab, self.freeze_slab(slab))
-        slab = self.get_partial_node(cpu)
+        slab = self.get_partial(cpu, node, gfp)
         if slab is not None:
             return self.load_freelist(cpu, slab, self.freeze_slab(slab))
-        slab = self.allocate_slab()
+        slab = self.allocate_slab(node, gfp)
         if slab is None:
             return None
         self.stat["alloc_slab"] += 1
@@ -222,10 +293,29 @@ class LinuxSlubModel:
         slab.frozen = True
         return self.load_freelist(cpu, slab, freelist)
 
-    def get_partial_node(self, cpu: int) -> ModelSlab | None:
+    def get_partial(self, cpu: int, node: int, gfp: int) -> ModelSlab | None:
+        searchnode = self.cpu_node[cpu] if node == -1 else node
+        slab = self.get_partial_node(cpu, searchnode)
+        if slab is not None or (node != -1 and gfp & THISNODE):
+            return slab
+        return self.get_any_partial(cpu)
+
+    def get_any_partial(self, cpu: int) -> ModelSlab | None:
+        if self.nr_nodes == 1:
+            return None  # (!CONFIG_NUMA)
+        pages = self.pages
+        assert isinstance(pages, NodePages)
+        for nid in pages.zonelist(self.cpu_node[cpu]):
+            if len(self.nodes[nid]) > self.min_partial:
+                slab = self.get_partial_node(cpu, nid)
+                if slab is not None:
+                    return slab
+        return None
+
+    def get_partial_node(self, cpu: int, nid: int = 0) -> ModelSlab | None:
         partial = None
         partial_slabs = 0
-        for slab in list(self.node_partial):
+        for slab in list(self.nodes[nid]):
             self.remove_partial(slab)
             if partial is None:
                 partial = slab
@@ -238,17 +328,24 @@ class LinuxSlubModel:
                 break
         return partial
 
-    def debug_alloc(self) -> int | None:
+    def debug_alloc(self, cpu: int = 0, node: int = -1, gfp: int = 0) -> int | None:
         """The kmem_cache_debug() branches: alloc_single_from_partial / _from_new_slab."""
-        if self.node_partial:
-            slab = self.node_partial[0]
+        searchnode = self.cpu_node[cpu] if node == -1 else node
+        found = self.nodes[searchnode][0] if self.nodes[searchnode] else None
+        if found is None and not (node != -1 and gfp & THISNODE) and self.nr_nodes > 1:
+            for nid in self.pages.zonelist(self.cpu_node[cpu]):  # type: ignore[attr-defined]
+                if len(self.nodes[nid]) > self.min_partial:
+                    found = self.nodes[nid][0]
+                    break
+        if found is not None:
+            slab = found
             index = slab.freelist.pop(0)
             slab.inuse += 1
             if slab.inuse == slab.objects:
                 self.remove_partial(slab)
                 self.full.insert(0, slab)
             return self.address(slab, index)  # no ALLOC_FROM_PARTIAL on this path
-        new = self.allocate_slab()
+        new = self.allocate_slab(node, gfp)
         if new is None:
             return None
         slab = new
@@ -284,7 +381,7 @@ class LinuxSlubModel:
         """__put_partials: the chain, head first, to the node list's tail."""
         slab_to_discard: list[ModelSlab] = []
         for slab in chain:
-            if slab.inuse == 0 and len(self.node_partial) >= self.min_partial:
+            if slab.inuse == 0 and len(self.nodes[slab.node]) >= self.min_partial:
                 slab_to_discard.insert(0, slab)  # pushed on a singly linked stack
             else:
                 self.add_partial(slab, tail=True)
@@ -324,7 +421,7 @@ class LinuxSlubModel:
             return
         if slab.inuse or not slab.on_node_partial:
             return  # still in use, or on a cpu partial chain: not the node's business
-        if len(self.node_partial) >= self.min_partial:
+        if len(self.nodes[slab.node]) >= self.min_partial:
             self.remove_partial(slab)
             self.stat["free_remove_partial"] += 1
             self.stat["free_slab"] += 1
@@ -334,7 +431,7 @@ class LinuxSlubModel:
         prior = bool(slab.freelist)
         slab.freelist.insert(0, index)
         slab.inuse -= 1
-        slab_free = slab.inuse == 0 and len(self.node_partial) >= self.min_partial
+        slab_free = slab.inuse == 0 and len(self.nodes[slab.node]) >= self.min_partial
         if not prior:  # was on the full list
             self.full.remove(slab)
             if not slab_free:
@@ -357,7 +454,7 @@ class LinuxSlubModel:
         slab.inuse -= len(freelist)
         slab.freelist = freelist + slab.freelist  # the cpu freelist spliced in front
         slab.frozen = False
-        if slab.inuse == 0 and len(self.node_partial) >= self.min_partial:
+        if slab.inuse == 0 and len(self.nodes[slab.node]) >= self.min_partial:
             self.stat["deactivate_empty"] += 1
             self.discard_slab(slab)
             self.stat["free_slab"] += 1
@@ -388,20 +485,21 @@ class LinuxSlubModel:
         for other in range(len(self.cpu_slab)):
             self.flush_cpu(other)
         self.this_cpu = cpu
-        discard: list[ModelSlab] = []
-        promote: list[list[ModelSlab]] = [[] for _ in range(SHRINK_PROMOTE_MAX)]
-        for slab in list(self.node_partial):
-            free = slab.objects - slab.inuse
-            if free == slab.objects:
-                self.remove_partial(slab)
-                discard.insert(0, slab)  # list_move: to the head of the discard list
-            elif free <= SHRINK_PROMOTE_MAX:
-                self.node_partial.remove(slab)  # still counted in nr_partial: spliced back
-                promote[free - 1].insert(0, slab)
-        for i in range(SHRINK_PROMOTE_MAX - 1, -1, -1):
-            self.node_partial[0:0] = promote[i]  # list_splice: to the head
-        for slab in discard:
-            self.discard_slab(slab)  # free_slab: no FREE_SLAB stat on this path
+        for n in self.nodes:  # for_each_kmem_cache_node
+            discard: list[ModelSlab] = []
+            promote: list[list[ModelSlab]] = [[] for _ in range(SHRINK_PROMOTE_MAX)]
+            for slab in list(n):
+                free = slab.objects - slab.inuse
+                if free == slab.objects:
+                    self.remove_partial(slab)
+                    discard.insert(0, slab)  # list_move: to the head of the discard list
+                elif free <= SHRINK_PROMOTE_MAX:
+                    n.remove(slab)  # still counted in nr_partial: spliced back
+                    promote[free - 1].insert(0, slab)
+            for i in range(SHRINK_PROMOTE_MAX - 1, -1, -1):
+                n[0:0] = promote[i]  # list_splice: to the head
+            for slab in discard:
+                self.discard_slab(slab)  # free_slab: no FREE_SLAB stat on this path
 
     # -- what a test compares -------------------------------------------------------------------
 
@@ -421,10 +519,10 @@ class LinuxSlubModel:
             "objects": allocated,
             "total_objects": sum(s.objects for s in self.slabs),
             "slabs": len(self.slabs),
-            "partial_slabs": len(self.node_partial),
+            "partial_slabs": sum(len(n) for n in self.nodes),
             "cpu_slabs": len(on_cpu),
             "cpu_partial_slabs": len(cpu_partial),
-            "full_slabs": len(self.slabs) - len(self.node_partial) - len(on_cpu)
+            "full_slabs": len(self.slabs) - sum(len(n) for n in self.nodes) - len(on_cpu)
             - len(cpu_partial),
             "empty_slabs": empty,
         }

@@ -121,6 +121,8 @@ METHODS: list[Method] = [
            lambda w: [0]),
     Method("BuddyAllocator.free_blocks", BuddyWorld, lambda w, o: w.buddy.free_blocks(o),
            lambda w: [0]),
+    Method("BuddyAllocator.alloc_pages_in", BuddyWorld,
+           lambda w, o, r: w.buddy.alloc_pages_in(o, r), lambda w: [0, [(0, 16)]]),
     Method("BuddyAllocator()", BuddyWorld,
            lambda w, size, page_size, max_order, node, zone, reserved: BuddyAllocator(
                size, page_size, max_order, node=node, zone=zone, reserved=reserved),
@@ -197,6 +199,19 @@ METHODS: list[Method] = [
            lambda w: [w.small, 50, 0, 0], accepts=_is_none),
     Method("kfree_rcu", SlabWorld, lambda w, a, cpu: w.slab.kfree_rcu(a, cpu),
            lambda w: [w.small, 0], accepts=_is_none),
+    # (node -1 is NUMA_NO_NODE: a valid node)
+    Method("kmalloc_node", SlabWorld,
+           lambda w, n, gfp, node, cpu: w.slab.kmalloc_node(n, gfp, node, cpu),
+           lambda w: [100, 0, 0, 0], accepts=lambda position, value: position == 2
+           and value == -1),
+    Method("kmem_cache_alloc_node", SlabWorld,
+           lambda w, c, gfp, node, cpu: w.slab.kmem_cache_alloc_node(c, gfp, node, cpu),
+           lambda w: [w.cache, 0, 0, 0], accepts=lambda position, value: position == 2
+           and value == -1),
+    Method("KmemCache.alloc_node", SlabWorld,
+           lambda w, cpu, gfp, node: w.cache.alloc_node(cpu, gfp, node), lambda w: [0, 0, 0],
+           accepts=lambda position, value: position == 2 and value == -1),
+    Method("node_of", SlabWorld, lambda w, a: w.slab.node_of(a), lambda w: [w.small]),
 ]
 
 # SLUB's flush_cpu (the classic policy has no per-CPU state to flush).

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         __GFP_ACCOUNT as __GFP_ACCOUNT,
         __GFP_DMA as __GFP_DMA,
         __GFP_RECLAIMABLE as __GFP_RECLAIMABLE,
+        __GFP_THISNODE as __GFP_THISNODE,
         __GFP_ZERO as __GFP_ZERO,
         GFP_ATOMIC as GFP_ATOMIC,
         GFP_DMA as GFP_DMA,
@@ -175,6 +176,11 @@ if TYPE_CHECKING:
         find_mergeable as find_mergeable,
         slab_alias_name as slab_alias_name,
         slab_unmergeable as slab_unmergeable,
+    )
+    from kmem.slab.numa import (
+        NUMA_NO_NODE as NUMA_NO_NODE,
+        InvalidNodeError as InvalidNodeError,
+        NodeLayoutError as NodeLayoutError,
     )
     from kmem.slab.sheaves import (
         KERNELS as KERNELS,
@@ -298,6 +304,7 @@ _EXPORTS: Final[dict[str, str]] = {
     "__GFP_ACCOUNT": "kmem.page.gfp",
     "__GFP_DMA": "kmem.page.gfp",
     "__GFP_RECLAIMABLE": "kmem.page.gfp",
+    "__GFP_THISNODE": "kmem.page.gfp",
     "__GFP_ZERO": "kmem.page.gfp",
     "parse_gfp_flags": "kmem.page.gfp",
     "SLAB_ACCOUNT": "kmem.slab.flags",
@@ -325,6 +332,9 @@ _EXPORTS: Final[dict[str, str]] = {
     "kmalloc_cache_name": "kmem.slab.kmalloc_sizes",
     "kmalloc_index": "kmem.slab.kmalloc_sizes",
     "kmalloc_size_class": "kmem.slab.kmalloc_sizes",
+    "NUMA_NO_NODE": "kmem.slab.numa",
+    "InvalidNodeError": "kmem.slab.numa",
+    "NodeLayoutError": "kmem.slab.numa",
     "KERNELS": "kmem.slab.sheaves",
     "SheafCapacityError": "kmem.slab.sheaves",
     "UnknownKernelError": "kmem.slab.sheaves",

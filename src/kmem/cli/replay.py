@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         " copy its call site selects, as the kernel's kmalloc_type does"
                         " (default: no random copies, as on this machine)")
     add_machine_arguments(parser, what=" the trace replays on (trace CPUs map modulo)")
+    parser.add_argument("--nodes", type=count_argument, default=1, metavar="N",
+                        help="NUMA nodes of the slab layer (default 1): the CPUs in N"
+                        " contiguous runs, the memory in N equal ranges; kmalloc_node and"
+                        " kmem_cache_alloc_node events go to their node= (modulo N)")
     parser.add_argument("--max-order", type=int_argument, default=10,
                         help="buddy MAX_PAGE_ORDER (10)")
     parser.add_argument("--every", type=count_argument, default=1000, metavar="N",
@@ -164,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                         layout=args.layout, no_pcp=args.no_pcp, pcp_high=args.pcp_high,
                         pcp_batch=args.pcp_batch, min_free_kbytes=args.min_free_kbytes,
                         warm=args.warm, random_kmalloc_seed=args.random_kmalloc_seed,
-                        slab_on_machine=args.slab_on_machine)
+                        slab_on_machine=args.slab_on_machine, nr_nodes=args.nodes)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
     from kmem.cli.stat import warn_no_events
     from kmem.trace.lost import LostEvents
@@ -234,7 +238,8 @@ def _compare(args: argparse.Namespace, layers: tuple[str, ...]) -> int:
             " cannot be used with it")
     comparer = KernelComparer(kernels, layers=layers, policy=args.policy, nr_cpus=args.cpus,
                               memory=args.memory, max_order=args.max_order,
-                              random_kmalloc_seed=args.random_kmalloc_seed)
+                              random_kmalloc_seed=args.random_kmalloc_seed,
+                              nr_nodes=args.nodes)
     show_progress = wants_progress(args.no_progress) and args.trace != "-"
     if args.trace != "-" and not args.serial and pipeline.available():
         comparison, _ = _replay_in_parallel(comparer, args, show_progress)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Final, NamedTuple
@@ -420,6 +420,70 @@ class BuddyAllocator:
             nxt[head] = upper
             state[upper] = FREE + high
             nr_free[high] += 1
+
+    def alloc_pages_in(self, order: int, ranges: Sequence[tuple[int, int]]) -> int:
+        """Allocate 2**order frames from the blocks inside the first of the pfn ``ranges``
+        ((start, end) pairs, tried in turn: a zonelist) that has one; return the pfn.
+        OutOfMemoryError when none has one.
+
+        A NUMA node's zone (kmem.slab.numa): when no free block ever straddles a range's
+        start or end (both multiples of 2**max_order), the blocks of a range on each free
+        list, in list order, are exactly the list a separate zone of those frames would hold --
+        frees add at the head or tail and merges stay inside the range -- so taking the first
+        of them at the smallest order that has one is __rmqueue_smallest of that zone.
+        """
+        order = self._check_alloc_order(order)
+        spans = self._check_ranges(ranges)
+        self._lock_acquire()
+        try:
+            for start, end in spans:
+                pfn = self._take_in(order, start, end)
+                if pfn >= 0:
+                    return pfn
+            raise self._out_of_memory(order)
+        finally:
+            self._lock_release()
+
+    def _take_in(self, order: int, start: int, end: int) -> int:
+        """alloc_pages_in's search of one range, the lock held: the pfn, or -1."""
+        nxt = self._next
+        counters = self._counters
+        for high in range(order, self.max_order + 1):
+            pfn = nxt[~high]
+            while pfn >= 0 and not start <= pfn < end:
+                pfn = nxt[pfn]
+            if pfn < 0:
+                continue
+            after = nxt[pfn]
+            before = self._prev[pfn]
+            nxt[before] = after
+            self._prev[after] = before
+            counters[high] -= 1
+            if not counters[high]:
+                counters[self._NONEMPTY] &= ~(1 << high)
+            if high > order:
+                self._expand(pfn, order, high)
+            self._state[pfn] = ALLOCATED + order
+            counters[self._ALLOCATIONS] += 1
+            return pfn
+        return -1
+
+    def _check_ranges(self, ranges: object) -> list[tuple[int, int]]:
+        """``ranges`` as (start, end) pfn pairs inside the memory, else the specific error."""
+        if not isinstance(ranges, (list, tuple)):
+            raise InvalidTypeError(f"ranges must be a list of (start, end) pfn pairs, not"
+                                   f" {type(ranges).__name__}")
+        spans = []
+        for span in ranges:
+            if not isinstance(span, (list, tuple)) or len(span) != 2:
+                raise InvalidTypeError(f"a range must be a (start, end) pair, not {span!r}")
+            start = int_argument(span[0], "range start")
+            end = int_argument(span[1], "range end")
+            if not 0 <= start <= end <= self.nr_pages:
+                raise InvalidArgumentError(
+                    f"range {start}..{end} is not inside pfns 0..{self.nr_pages}")
+            spans.append((start, end))
+        return spans
 
     def alloc(self, size: int) -> int:
         """Allocate at least ``size`` bytes, rounded up to 2**order pages; return the address."""

@@ -6,6 +6,9 @@ Public API (stable; the trace replay and the visualisation drive it)::
     # thread_safe=False: no cache locks, for single-threaded callers
     # machine=PageMachine(...): slab pages also from a page machine, with the allocation's
     # gfp flags (watermarks, memory reserves, pfmemalloc slabs: kmem.slab.machine_pages)
+    # nr_nodes=N: N NUMA nodes (kmem.slab.numa): per-node partial lists and barns
+    cache.alloc_node(cpu, gfp, node); slab.kmem_cache_alloc_node(cache, gfp, node, cpu)
+    slab.kmalloc_node(size, gfp, node, cpu); slab.node_of(addr)
     cache = slab.kmem_cache_create(name, size, align=0, flags=0, ctor=None,
                                    useroffset=0, usersize=0, freeptr_offset=None)
     addr = cache.alloc(cpu=0)          # byte address; OutOfMemoryError when no page
@@ -56,6 +59,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from kmem.errors import InvalidArgumentError, InvalidTypeError
 from kmem.page.buddy import BuddyAllocator
 from kmem.page.errors import MemoryClosedError
+from kmem.page.gfp import __GFP_ZERO as GFP_ZERO_FLAG, GFP_KERNEL
 from kmem.slab.cache import Constructor, KmemCache
 from kmem.slab.classic import ClassicSlabCache
 from kmem.slab.errors import CacheNotEmptyError, KmallocCacheDestroyError, SlabPageSizeError
@@ -77,6 +81,12 @@ from kmem.slab.kmalloc_sizes import (
 )
 from kmem.slab.machine_pages import MachinePages
 from kmem.slab.merge import find_mergeable
+from kmem.slab.numa import (
+    NUMA_NO_NODE,
+    NodeLayout,
+    check_node_count,
+    check_nr_nodes,
+)
 from kmem.slab.sheaves import (
     DEFAULT_KERNEL,
     SheafCapacityError,
@@ -106,7 +116,7 @@ class SlabAllocator(KmallocFrontEnd):
     def __init__(self, buddy: BuddyAllocator, nr_cpus: int = 2, policy: str = "slub", *,
                  thread_safe: bool = True, kernel: str = DEFAULT_KERNEL,
                  random_kmalloc_seed: int | None = None,
-                 machine: PageMachine | None = None) -> None:
+                 machine: PageMachine | None = None, nr_nodes: int = 1) -> None:
         if not isinstance(buddy, BuddyAllocator):
             raise InvalidTypeError(f"buddy must be a BuddyAllocator, not {type(buddy).__name__}")
         if machine is not None:
@@ -136,6 +146,11 @@ class SlabAllocator(KmallocFrontEnd):
             raise InvalidArgumentError(f"nr_cpus must be in 1..4096, got {nr_cpus}")
         if policy not in POLICIES:
             raise InvalidArgumentError(f"policy must be 'slub' or 'slab', got {policy!r}")
+        nr_nodes = check_nr_nodes(nr_nodes, nr_cpus, buddy)
+        if machine is not None:
+            check_node_count(nr_nodes, "a page machine (--slab-on-machine)")
+        if policy == "slab":
+            check_node_count(nr_nodes, "the slab policy")
         check_kernel(kernel)
         if random_kmalloc_seed is not None and (
             isinstance(random_kmalloc_seed, bool) or not isinstance(random_kmalloc_seed, int)
@@ -152,6 +167,10 @@ class SlabAllocator(KmallocFrontEnd):
         self.machine: Final = machine
         self.pages = None if machine is None else MachinePages(buddy, machine)
         self.nr_cpus = nr_cpus
+        # NUMA nodes (kmem.slab.numa): CPUs and memory split into nr_nodes nodes; one node
+        # (None) leaves every path as it was
+        self.nr_nodes = nr_nodes
+        self.numa = None if nr_nodes == 1 else NodeLayout(buddy, nr_cpus, nr_nodes)
         self.policy: Final = policy
         self.thread_safe: Final = bool(thread_safe)
         self.caches: dict[str, KmemCache] = {}
@@ -167,12 +186,18 @@ class SlabAllocator(KmallocFrontEnd):
         self.kernel: Final = kernel
         # call_rcu: callbacks run at the next synchronize_rcu() (a grace period), in order.
         self._rcu_callbacks: list[Callable[[], None]] = []
-        self._sheaf_host = SheafHost(self.kzalloc, self.kfree, self._rcu_callbacks.append)
+        self._sheaf_host = SheafHost(
+            self.kzalloc, self.kfree, self._rcu_callbacks.append,
+            None if self.numa is None else self._kzalloc_node)
         self._boot_kmalloc(self._create_kmalloc_cache, random_kmalloc_seed)
         if kernel == "7.0" and policy == "slub":
             self._bootstrap_kmalloc_sheaves()
         self._use_compiled_kmalloc()
         buddy.memory.on_close(self._memory_closed)
+
+    def _kzalloc_node(self, size: int, gfp: int, node: int, cpu: int, caller: int) -> int:
+        """kzalloc_node (a barn on its node)."""
+        return self.kmalloc_node(size, gfp | _GFP_ZERO, node, cpu, caller)
 
     def _memory_closed(self) -> None:
         """The physical memory closed: kmalloc and kfree, and every call that would give pages
@@ -290,7 +315,7 @@ class SlabAllocator(KmallocFrontEnd):
             cache = cache_class(cache_id=self._next_id, name=name, geometry=geometry,
                                 buddy=self.buddy, nr_cpus=self.nr_cpus, ctor=ctor,
                                 callers=self._callers, thread_safe=self.thread_safe,
-                                pages=self.pages, **extra)
+                                pages=self.pages, numa=self.numa, **extra)
             if self.policy == "slub":
                 cache.kernel = self.kernel
             if isinstance(cache, PercpuSheavesCache) and capacity:
@@ -388,9 +413,22 @@ class SlabAllocator(KmallocFrontEnd):
         """Linux's name for cache.alloc()."""
         return _as_cache(cache).alloc(cpu)
 
+    def kmem_cache_alloc_node(self, cache: KmemCache, gfp: int = GFP_KERNEL,
+                              node: int = NUMA_NO_NODE, cpu: int = 0) -> int:
+        """kmem_cache_alloc_node: cache.alloc_node() with Linux's argument order."""
+        return _as_cache(cache).alloc_node(cpu, gfp, node)
+
     def kmem_cache_free(self, cache: KmemCache, address: int, cpu: int = 0) -> None:
         """Linux's name for cache.free()."""
         _as_cache(cache).free(address, cpu)
+
+    def node_of(self, address: int) -> int:
+        """The NUMA node of the page holding ``address`` (page_to_nid; 0 with one node)."""
+        if isinstance(address, bool) or not isinstance(address, int):
+            raise InvalidTypeError(f"address must be an int, not {type(address).__name__}")
+        if not 0 <= address < self.buddy.memory.size:
+            raise InvalidArgumentError(f"address {address:#x} is not in the memory")
+        return 0 if self.numa is None else self.numa.node_of_pfn(address >> self.buddy.page_shift)
 
     def cache_list(self) -> list[KmemCache]:
         """Every cache (aliases once), newest first as /proc/slabinfo lists them."""
@@ -504,7 +542,7 @@ class SlabAllocator(KmallocFrontEnd):
             if not isinstance(cache, PercpuSheavesCache) or cache._barn is None:
                 continue
             need = sheaf_size(cache.sheaf_capacity)
-            objects = [(cache._barn.address, 48)] + [
+            objects = [(barn.address, 48) for barn in cache._barns] + [
                 (sheaf.address, need) for _, _, sheaf in cache.sheaves()]
             for address, size in objects:
                 if address in seen:
@@ -522,6 +560,9 @@ def _as_cache(cache: object) -> KmemCache:
         raise InvalidTypeError(f"expected a cache, not {type(cache).__name__}")
     return cache
 
+
+# (two leading underscores would be mangled in the class body)
+_GFP_ZERO: Final = GFP_ZERO_FLAG
 
 # The flags of a kmalloc cache outside the normal family (-rcl, dma-, -cg).
 _NOT_NORMAL_CACHE: Final = SLAB_RECLAIM_ACCOUNT | SLAB_CACHE_DMA | SLAB_ACCOUNT

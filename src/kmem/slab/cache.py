@@ -60,6 +60,7 @@ from kmem.slab.flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_TYPESAFE_BY_RCU
 from kmem.slab.geometry import CacheGeometry
 from kmem.slab.machine_pages import new_slab_pages
 from kmem.slab.merge import merge_into, slab_alias_name, slab_unmergeable
+from kmem.slab.numa import check_one_node
 from kmem.slab.slabs import (
     ON_CPU,
     ON_CPU_PARTIAL,
@@ -86,6 +87,7 @@ if TYPE_CHECKING:
     from kmem._core import SlabCacheCore
     from kmem.page.buddy import BuddyAllocator
     from kmem.slab.machine_pages import MachinePages
+    from kmem.slab.numa import NodeLayout
 
 Constructor = Callable[[memoryview], object]
 
@@ -155,7 +157,7 @@ class KmemCache:
     def __init__(self, *, cache_id: int, name: str, geometry: CacheGeometry,
                  buddy: BuddyAllocator, nr_cpus: int, ctor: Constructor | None,
                  callers: list[str], thread_safe: bool = True,
-                 pages: MachinePages | None = None) -> None:
+                 pages: MachinePages | None = None, numa: NodeLayout | None = None) -> None:
         self.id: Final = cache_id
         self.name: Final = name
         self.geometry = geometry  # raised by merges (object_size, inuse), as Linux does
@@ -189,6 +191,11 @@ class KmemCache:
         self._page_is_pfmemalloc: Final[Callable[[int], bool] | None] = (
             pages.page_is_pfmemalloc if pages is not None
             else getattr(buddy, "page_is_pfmemalloc", None))
+        # Several NUMA nodes (kmem.slab.numa), or None: one node, every slab and CPU on node 0
+        self._numa: Final = numa
+        self.nr_nodes: Final = 1 if numa is None else numa.nr_nodes
+        # cpu -> node (cpu_to_node): all 0 with one node
+        self._cpu_node: Final = [0] * nr_cpus if numa is None else numa.cpu_node
         self._memory: Final = buddy.memory
         self._owner: Final = buddy.mem_map.owner
         self._page_shift: Final = buddy.page_shift
@@ -269,7 +276,9 @@ class KmemCache:
             partial={} if partial is None else partial, slab_of_pfn=self._slab_of_pfn,
             size=self.size, page_shift=self._page_shift, nr_cpus=self.nr_cpus, fast=self._fast,
             thread_safe=self.thread_safe, pure_alloc=pure_alloc.__get__(self),
-            pure_free=pure_free.__get__(self), pcs=pcs, slow_free=slow_free)
+            pure_free=pure_free.__get__(self), pcs=pcs, slow_free=slow_free,
+            # (sheaves on several nodes: the core leaves remote frees to the pure path)
+            cpu_node=self._cpu_node if kind == "sheaf" and self._numa is not None else None)
         self._lock = fast
         self._lock_acquire = fast.acquire
         self._lock_release = fast.release
@@ -315,6 +324,18 @@ class KmemCache:
     def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
         raise NotImplementedError
 
+    def alloc_node(self, cpu: int = 0, gfp: int = GFP_KERNEL, node: int = -1) -> int:
+        """kmem_cache_alloc_node: an object from ``node`` (NUMA_NO_NODE, -1: the local node,
+        as alloc). With one node every node asked for is node 0, where every slab is."""
+        self._check_node(node)
+        return self.alloc(cpu, gfp)
+
+    def _check_node(self, node: object) -> int:
+        """``node`` if it is NUMA_NO_NODE (-1) or a node of the allocator, else the error."""
+        if self._numa is not None:
+            return self._numa.check_node(node)
+        return check_one_node(node)
+
     def _free_unlocked(self, address: int, cpu: int = 0) -> None:
         raise NotImplementedError
 
@@ -351,16 +372,20 @@ class KmemCache:
 
     # -- slabs: creation and discard -----------------------------------------------------------
 
-    def _new_slab(self, gfp: int = GFP_KERNEL, cpu: int = 0) -> Slab:
+    def _new_slab(self, gfp: int = GFP_KERNEL, cpu: int = 0, node: int = -1) -> Slab:
         """A new slab from the buddy allocator, fully set up (Linux: allocate_slab).
 
         Tries the preferred order, then the minimum order (ORDER_FALLBACK) when the buddy
         allocator cannot give the larger block; raises OutOfMemoryError with nothing changed.
         On a page machine (``pages``) the blocks are asked for with the allocation's ``gfp``
-        on ``cpu`` (kmem.slab.machine_pages); a buddy allocator takes no flags.
+        on ``cpu`` (kmem.slab.machine_pages); a buddy allocator takes no flags. With several
+        nodes the pages come from ``node`` (NUMA_NO_NODE, -1: the node of ``cpu``), or another
+        node unless __GFP_THISNODE, each order tried on every node first (allocate_slab).
         """
         if self._pages is not None:
             return self._new_slab_on_machine(self._pages, gfp, cpu)
+        if self._numa is not None:
+            return self._new_slab_numa(self._numa, gfp, cpu, node)
         buddy = self._buddy
         order = self.order
         try:
@@ -382,6 +407,32 @@ class KmemCache:
             self._forget_pages(pfn, order)
             buddy.free_pages(pfn, order)
             raise
+
+    def _new_slab_numa(self, numa: NodeLayout, gfp: int, cpu: int, node: int) -> Slab:
+        if node < 0:
+            node = self._cpu_node[cpu]
+        order = self.order
+        try:
+            pfn = numa.alloc_pages(order, gfp, node)
+        except OutOfMemoryError:
+            if self._rcu_pending:  # the grace period ends: those pages come back first
+                self._rcu_barrier()
+                return self._new_slab_numa(numa, gfp, cpu, node)
+            if self.min_order >= order:
+                raise
+            order = self.min_order
+            pfn = numa.alloc_pages(order, gfp, node)
+            self._stat[ORDER_FALLBACK] += 1
+        slabs_made = self._slabs_made
+        try:
+            slab = self._setup_slab(pfn, order)
+        except BaseException:
+            self._slabs_made = slabs_made
+            self._forget_pages(pfn, order)
+            self._buddy.free_pages(pfn, order)
+            raise
+        slab.node = numa.node_of_pfn(pfn)
+        return slab
 
     def _new_slab_on_machine(self, pages: MachinePages, gfp: int, cpu: int) -> Slab:
         try:
@@ -856,4 +907,23 @@ class KmemCache:
 
     def _check_lists(self) -> None:
         raise NotImplementedError
+
+    def _check_nodes(self) -> None:
+        """Every slab's node is its first page's, and every node partial slab is on its
+        node's list (SLUB caches: ``_nodes``)."""
+        numa = self._numa
+        nodes: list[object] = getattr(self, "_nodes", [])
+        for slab in self._slabs():
+            node = 0 if numa is None else numa.node_of_pfn(slab.pfn)
+            if slab.node != node:
+                raise AssertionError(f"{self.name}: slab at pfn {slab.pfn:#x} says node"
+                                     f" {slab.node}, its pages are on node {node}")
+        if nodes and len(nodes) != self.nr_nodes:
+            raise AssertionError(f"{self.name}: {len(nodes)} node lists for {self.nr_nodes}"
+                                 " nodes")
+        for nid, partial in enumerate(nodes):
+            for slab in partial:  # type: ignore[attr-defined]
+                if slab.node != nid or slab.where != ON_NODE_PARTIAL:
+                    raise AssertionError(f"{self.name}: slab at pfn {slab.pfn:#x} of node"
+                                         f" {slab.node} is on node {nid}'s partial list")
 

@@ -66,10 +66,12 @@ from kmem.slab.kmalloc_sizes import (
     kmalloc_type,
     random_kmalloc_copy,
 )
+from kmem.slab.numa import NUMA_NO_NODE, check_one_node
 
 if TYPE_CHECKING:
     from kmem.page.buddy import BuddyAllocator
     from kmem.slab.machine_pages import MachinePages
+    from kmem.slab.numa import NodeLayout
 
 # Names with two leading underscores would be mangled inside a class body: alias them.
 _GFP_ZERO: Final = __GFP_ZERO
@@ -97,6 +99,8 @@ class KmallocFrontEnd:
     buddy: BuddyAllocator
     pages: MachinePages | None  # a page machine behind the buddy's blocks, or None
     nr_cpus: int
+    nr_nodes: int
+    numa: NodeLayout | None  # several NUMA nodes (kmem.slab.numa), or None: one
     caches: dict[str, KmemCache]
     _by_id: dict[int, KmemCache]
     _frees_by_id: list[Callable[[int, int], None] | None]
@@ -246,6 +250,45 @@ class KmallocFrontEnd:
             return self.kmalloc(int(size), gfp, cpu, caller)
         return self.kmalloc_large(int(size), gfp, int(cpu))
 
+    def kmalloc_node(self, size: int, gfp: int = GFP_KERNEL, node: int = NUMA_NO_NODE,
+                     cpu: int = 0, caller: int = 0) -> int:
+        """kmalloc_node: ``size`` bytes from ``node`` (NUMA_NO_NODE, -1: as kmalloc). The
+        cache's alloc_node serves it (a cpu slab or sheaf object only of that node); a large
+        size takes pages on that node (kmalloc_large_node)."""
+        node = self._check_node_arg(node)
+        if node == NUMA_NO_NODE or self.numa is None:  # (one node: node 0 is everywhere)
+            return self.kmalloc(size, gfp, cpu, caller)
+        gfp = check_gfp(gfp)
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
+        if size < 0:
+            raise InvalidArgumentError(f"kmalloc size must be >= 0, got {size}")
+        self._check_cpu_arg(cpu)
+        cpu = int(cpu)
+        if size == 0:
+            return self.zero_size_ptr
+        if size > KMALLOC_MAX_CACHE_SIZE:
+            return self.kmalloc_large(int(size), gfp, cpu, node)
+        size = int(size)
+        cache = self.kmalloc_cache_for(size, gfp, caller)
+        assert cache is not None
+        address = cache.alloc_node(cpu, gfp, node)
+        family = kmalloc_type(gfp)
+        if family == KMALLOC_NORMAL and self.random_kmalloc_seed is not None:
+            self._copy_requests[random_kmalloc_copy(caller, self.random_kmalloc_seed)][
+                size] += 1
+        else:
+            self._kmalloc_requests[family][size] += 1
+        if gfp & _GFP_ZERO:
+            self._zero_object(address, cache)
+        return address
+
+    def _check_node_arg(self, node: object) -> int:
+        """Refuse a node= that is neither NUMA_NO_NODE nor a node of the allocator."""
+        if self.numa is not None:
+            return self.numa.check_node(node)
+        return check_one_node(node)
+
     def _check_cpu_arg(self, cpu: object) -> None:
         """Refuse a cpu= that is no CPU of the allocator, as the caches do."""
         if cpu.__class__ is not int and (isinstance(cpu, bool) or not isinstance(cpu, int)):
@@ -253,9 +296,11 @@ class KmallocFrontEnd:
         if not 0 <= cpu < self.nr_cpus:
             raise InvalidCpuError(f"cpu {cpu} is not in 0..{self.nr_cpus - 1}")
 
-    def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0) -> int:
+    def kmalloc_large(self, size: int, gfp: int = GFP_KERNEL, cpu: int = 0,
+                      node: int = NUMA_NO_NODE) -> int:
         """Pages straight from the buddy allocator for ``size`` bytes (order get_order(size));
-        on a page machine, allocated on ``cpu``."""
+        on a page machine, allocated on ``cpu``; with several nodes, on ``node`` (NUMA_NO_NODE:
+        the CPU's), falling back to the others unless __GFP_THISNODE."""
         kmalloc_type(check_gfp(gfp))  # bad gfp flags raise here, before any page is taken
         if isinstance(size, bool) or not isinstance(size, int):
             raise InvalidTypeError(f"size must be an int, not {type(size).__name__}")
@@ -263,6 +308,7 @@ class KmallocFrontEnd:
             raise InvalidArgumentError(f"kmalloc_large size must be positive, got {size}")
         self._check_cpu_arg(cpu)
         cpu = int(cpu)  # (an int subclass names the CPU of its value)
+        node = self._check_node_arg(node)
         buddy = self.buddy
         order = get_order(size, buddy.page_shift)
         if order > buddy.max_order:
@@ -272,7 +318,10 @@ class KmallocFrontEnd:
             )
         with self._lock:
             pages = self.pages
-            if pages is None:
+            numa = self.numa
+            if numa is not None:
+                pfn = numa.alloc_pages(order, gfp, numa.cpu_node[cpu] if node < 0 else node)
+            elif pages is None:
                 pfn = buddy.alloc_pages(order)  # OutOfMemoryError reaches the caller unchanged
             else:  # kmalloc_large_node: alloc_pages(gfp | __GFP_COMP) on a page machine
                 pfn = pages.alloc_pages(order, gfp | _GFP_COMP, cpu)

@@ -205,10 +205,19 @@ class SheafHost:
 
     def __init__(self, kzalloc: Callable[[int, int, int, int], int],
                  kfree: Callable[[int, int], None],
-                 call_rcu: Callable[[Callable[[], None]], None]) -> None:
+                 call_rcu: Callable[[Callable[[], None]], None],
+                 kzalloc_node: Callable[[int, int, int, int, int], int] | None = None) -> None:
         self.kzalloc = kzalloc  # (size, gfp, cpu, caller) -> address; OutOfMemoryError
         self.kfree = kfree  # (address, cpu)
         self.call_rcu = call_rcu  # run the callback after the next grace period
+        # (size, gfp, node, cpu, caller) -> address: a barn on its node (kmalloc_node)
+        self._kzalloc_node = kzalloc_node
+
+    def kzalloc_node(self, size: int, gfp: int, node: int, cpu: int, caller: int) -> int:
+        """kzalloc on ``node``; without a node-aware allocator (one node) plain kzalloc."""
+        if self._kzalloc_node is None:
+            return self.kzalloc(size, gfp, cpu, caller)
+        return self._kzalloc_node(size, gfp, node, cpu, caller)
 
 
 def build_detached_freelist(objects: list[int], size: int,

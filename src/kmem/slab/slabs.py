@@ -51,8 +51,8 @@ RCU_PENDING: Final = 3  # given to kfree_rcu(): freed after the next RCU grace p
 class Slab:
     """One slab: ``1 << order`` pages at ``pfn`` holding ``objects`` object slots."""
 
-    __slots__ = ("base", "colour", "cpu", "freelist", "objects", "order", "pfmemalloc", "pfn",
-                 "remote", "serial", "start", "used", "where")
+    __slots__ = ("base", "colour", "cpu", "freelist", "node", "objects", "order", "pfmemalloc",
+                 "pfn", "remote", "serial", "start", "used", "where")
 
     def __init__(self, pfn: int, order: int, start: int, base: int, objects: int,
                  colour: int) -> None:
@@ -70,6 +70,7 @@ class Slab:
         self.cpu = -1
         self.serial = 0  # the cache's count of slabs made before this one
         self.pfmemalloc = False  # from the memory reserves (slab_set_pfmemalloc)
+        self.node = 0  # slab_nid: the NUMA node of its pages (kmem.slab.numa)
 
     @property
     def inuse(self) -> int:

@@ -1,6 +1,7 @@
 """The SLUB policy (Linux 6.x mm/slub.c): cpu slabs, cpu partial lists, node partial lists.
 
-State of a cache, per simulated CPU c and for the one node:
+State of a cache, per simulated CPU c and per NUMA node (one unless the allocator has
+nr_nodes > 1: kmem.slab.numa):
 
     _cpu_slab[c]      the cpu slab (frozen): allocations and same-CPU frees take its freelist
                       (Linux: c->freelist); other CPUs' frees land in its ``remote`` list
@@ -8,8 +9,9 @@ State of a cache, per simulated CPU c and for the one node:
     _cpu_partial[c]   a stack of partial slabs (the end is the head, Linux: c->partial chain):
                       a full slab that gets a free object goes here (put_cpu_partial); when it
                       already holds cpu_partial_slabs slabs, they all go to the node list first
-    _node_partial     the node's partial list, an OrderedDict used as a list (head first) with
-                      O(1) removal (Linux: n->partial)
+    _nodes[n]         node n's partial list, an OrderedDict used as a list (head first) with
+                      O(1) removal (Linux: get_node(s, n)->partial); _node_partial is node 0's.
+                      A slab is only ever on its own node's list (slab_nid).
 
 Full slabs are on no list (Linux tracks them only with debugging).
 
@@ -28,6 +30,12 @@ min_partial partial slabs (FREE_REMOVE_PARTIAL, FREE_SLAB), else it stays. Slabs
 partial stack stay there even when empty until the stack is drained, where empty ones beyond
 min_partial are discarded.
 
+Nodes: alloc_node (kmem_cache_alloc_node) takes the fast path only from a cpu slab of the
+node asked for (node_match); the slow path then deactivates a cpu slab of another node, passes
+cpu partial slabs of other nodes back to their lists and searches that node's list, then the
+others (get_partial, get_any_partial); a new slab comes from that node's pages, or another's
+unless __GFP_THISNODE. A free is node-blind, as 6.17's do_slab_free.
+
 Debug caches (SLAB_RED_ZONE/POISON/STORE_USER, cpu_partial 0) take Linux's debug path: no cpu
 slab; each allocation takes one object from the node list head or a new slab, full slabs go to
 a full list, and every allocation and free is checked (kmem.slab.debug).
@@ -45,11 +53,13 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from kmem.page.gfp import GFP_KERNEL
+from kmem.page.gfp import __GFP_THISNODE, GFP_KERNEL
 from kmem.slab.cache import KmemCache, check_gfp
+from kmem.slab.numa import NUMA_NO_NODE
 from kmem.slab.slabs import ON_CPU, ON_CPU_PARTIAL, ON_FULL, ON_NODE_PARTIAL, ON_NONE, Slab
 from kmem.slab.stats import (
     ALLOC_FROM_PARTIAL,
+    ALLOC_NODE_MISMATCH,
     ALLOC_REFILL,
     ALLOC_SLAB,
     ALLOC_SLOWPATH,
@@ -73,6 +83,7 @@ from kmem.slab.stats import (
 if TYPE_CHECKING:
     from kmem.slab.debug import SlabDebugger
 
+_GFP_THISNODE: Final = __GFP_THISNODE  # (two underscores would be mangled in a class)
 SHRINK_PROMOTE_MAX: Final = 32  # kmem_cache_shrink sorts slabs with up to this many free objects
 
 
@@ -85,7 +96,10 @@ class SlubCache(KmemCache):
         super().__init__(**kwargs)
         self._cpu_slab: dict[int, Slab | None] = dict.fromkeys(range(self.nr_cpus))
         self._cpu_partial: list[list[Slab]] = [[] for _ in range(self.nr_cpus)]
-        self._node_partial: OrderedDict[Slab, None] = OrderedDict()
+        # Every node's partial list (n->partial of get_node(s, nid)); _node_partial is node 0's
+        self._nodes: list[OrderedDict[Slab, None]] = [OrderedDict()
+                                                      for _ in range(self.nr_nodes)]
+        self._node_partial = self._nodes[0]
         self._full: OrderedDict[Slab, None] = OrderedDict()  # debug caches only
         if type(self).alloc is SlubCache.alloc and type(self).free is SlubCache.free:
             # The core also takes _free_slowpath's pushes that change no list, counting them
@@ -133,6 +147,27 @@ class SlubCache(KmemCache):
         self._fast[0] += 1
         return slab.base + index * self.size  # type: ignore[union-attr]
 
+    def alloc_node(self, cpu: int = 0, gfp: int = GFP_KERNEL, node: int = NUMA_NO_NODE) -> int:
+        """kmem_cache_alloc_node: an object on ``node`` (NUMA_NO_NODE: anywhere, as alloc)."""
+        node = self._check_node(node)
+        if node == NUMA_NO_NODE or self.nr_nodes == 1:  # (one node: every slab is node 0's)
+            return self.alloc(cpu, gfp)
+        check_gfp(gfp)
+        with self._lock:
+            return self._alloc_node_unlocked(cpu, gfp, node)
+
+    def _alloc_node_unlocked(self, cpu: int, gfp: int, node: int) -> int:
+        """slab_alloc_node for a node: the fast path only on a cpu slab of that node."""
+        if cpu.__class__ is not int or cpu not in self._cpu_slab:
+            cpu = self._plain_cpu(cpu)
+        if self.destroyed:
+            raise self._bad_free(0)
+        slab = self._cpu_slab[cpu]
+        if slab is not None and slab.freelist and slab.node == node:  # node_match
+            self._fast[0] += 1
+            return self._take(slab)
+        return self._alloc_slowpath(cpu, gfp, node)
+
     def _take(self, slab: Slab) -> int:
         index = slab.freelist.pop()
         slab.used[index] = 1
@@ -143,7 +178,7 @@ class SlubCache(KmemCache):
         slab.cpu = cpu
         self._cpu_slab[cpu] = slab
 
-    def _alloc_slowpath(self, cpu: int, gfp: int = GFP_KERNEL) -> int:
+    def _alloc_slowpath(self, cpu: int, gfp: int = GFP_KERNEL, node: int = NUMA_NO_NODE) -> int:
         """___slab_alloc: refill from remote frees, cpu partial, node partial, or a new slab.
 
         pfmemalloc_match: an allocation without the right to the memory reserves
@@ -151,6 +186,10 @@ class SlubCache(KmemCache):
         deactivated, such cpu partial slabs go to the node list, node partial ones are passed
         over, and a new one gives this one object and is not kept as the cpu slab. (The fast
         path does not look, as in Linux: a pfmemalloc cpu slab's freelist serves anyone.)
+
+        node_match: an allocation for a ``node`` deactivates a cpu slab of another node
+        (ALLOC_NODE_MISMATCH), passes over cpu partial slabs of other nodes (to their node
+        lists) and looks for partial slabs on that node first (get_partial).
         """
         if cpu.__class__ is not int or cpu not in self._cpu_slab:
             # (an IntEnum cpu missed the fast path: the whole alloc again, as its int)
@@ -161,7 +200,11 @@ class SlubCache(KmemCache):
         stat[ALLOC_SLOWPATH] += 1
         slab = self._cpu_slab[cpu]
         if slab is not None:
-            if slab.pfmemalloc and not self._reserve_rights(gfp):
+            if node >= 0 and slab.node != node:
+                stat[ALLOC_NODE_MISMATCH] += 1
+                self._cpu_slab[cpu] = None
+                self._deactivate_slab(slab, cpu)
+            elif slab.pfmemalloc and not self._reserve_rights(gfp):
                 self._cpu_slab[cpu] = None
                 self._deactivate_slab(slab, cpu)
             elif slab.remote:  # get_freelist: objects other CPUs freed into this cpu slab
@@ -176,21 +219,18 @@ class SlubCache(KmemCache):
         partial = self._cpu_partial[cpu]
         while partial:
             slab = partial.pop()
-            if slab.pfmemalloc and not self._reserve_rights(gfp):
+            if (slab.pfmemalloc and not self._reserve_rights(gfp)) or (
+                    node >= 0 and slab.node != node):
                 self._put_partials([slab], cpu)  # __put_partials of this one slab
                 continue
             self._freeze(slab, cpu)
             stat[CPU_PARTIAL_ALLOC] += 1
             return self._take(slab)
-        if self._node_partial:
-            # (a slab can be pfmemalloc only on a page source with reserves: else no rights
-            # are asked for)
-            chosen = self._get_partial_node(
-                cpu, self._page_is_pfmemalloc is None or self._reserve_rights(gfp))
-            if chosen is not None:
-                self._freeze(chosen, cpu)
-                return self._take(chosen)
-        slab = self._new_slab(gfp, cpu)
+        chosen = self._get_partial(cpu, gfp, node)
+        if chosen is not None:
+            self._freeze(chosen, cpu)
+            return self._take(chosen)
+        slab = self._new_slab(gfp, cpu, node)
         stat[ALLOC_SLAB] += 1
         if slab.pfmemalloc and not self._reserve_rights(gfp):
             # "we don't make further mismatched allocations easier": one object, then the
@@ -202,10 +242,44 @@ class SlubCache(KmemCache):
         self._freeze(slab, cpu)
         return self._take(slab)
 
-    def _get_partial_node(self, cpu: int, rights: bool = True) -> Slab | None:
-        """get_partial_node: the first slab the allocation may use (pfmemalloc_match), and a
-        few more for the cpu's partial stack; None when no slab matches."""
-        node = self._node_partial
+    def _get_partial(self, cpu: int, gfp: int, node: int) -> Slab | None:
+        """get_partial: the requested node's list (NUMA_NO_NODE: the CPU's), then, unless a
+        node was asked for with __GFP_THISNODE, get_any_partial."""
+        # (a slab can be pfmemalloc only on a page source with reserves: else no rights
+        # are asked for)
+        if self.nr_nodes == 1:
+            if not self._node_partial:
+                return None
+            return self._get_partial_node(
+                cpu, self._page_is_pfmemalloc is None or self._reserve_rights(gfp))
+        rights = self._page_is_pfmemalloc is None or self._reserve_rights(gfp)
+        search = self._cpu_node[cpu] if node < 0 else node
+        if self._nodes[search]:
+            chosen = self._get_partial_node(cpu, rights, search)
+            if chosen is not None or (node >= 0 and gfp & _GFP_THISNODE):
+                return chosen
+        elif node >= 0 and gfp & _GFP_THISNODE:
+            return None
+        return self._get_any_partial(cpu, rights)
+
+    def _get_any_partial(self, cpu: int, rights: bool) -> Slab | None:
+        """get_any_partial: the nodes of the CPU's zonelist (itself first) that hold more than
+        min_partial partial slabs, in order. Linux first skips the whole search when
+        get_cycles() % 1024 > remote_node_defrag_ratio (1000 by default: 23 times in 1024);
+        kmem always searches, the deterministic 1001-in-1024 case."""
+        assert self._numa is not None
+        for candidate in self._numa.zonelist[self._cpu_node[cpu]]:
+            if len(self._nodes[candidate]) > self.min_partial:
+                chosen = self._get_partial_node(cpu, rights, candidate)
+                if chosen is not None:
+                    return chosen
+        return None
+
+    def _get_partial_node(self, cpu: int, rights: bool = True, nid: int = 0) -> Slab | None:
+        """get_partial_node on node ``nid``: the first slab the allocation may use
+        (pfmemalloc_match), and a few more for the cpu's partial stack; None when no slab
+        matches."""
+        node = self._nodes[nid]
         if rights or not any(slab.pfmemalloc for slab in node):
             chosen, _ = node.popitem(last=False)
             self._stat[ALLOC_FROM_PARTIAL] += 1
@@ -302,7 +376,7 @@ class SlubCache(KmemCache):
         was_full = not freelist
         freelist.append(index)
         empty = len(freelist) == slab.objects
-        node = self._node_partial
+        node = self._nodes[slab.node]  # get_node(s, slab_nid(slab))
         if self.cpu_partial:
             if was_full:
                 self._put_cpu_partial(slab, cpu, drain=True)
@@ -340,11 +414,12 @@ class SlubCache(KmemCache):
     def _put_partials(self, partial: list[Slab], cpu: int) -> None:
         """__put_partials on ``cpu``: the stack, head first, to the node list tail; empty
         extras discarded (DEACTIVATE_EMPTY), last found first: Linux stacks them on a singly
-        linked list."""
-        node = self._node_partial
+        linked list. Each slab goes to its own node's list."""
+        nodes = self._nodes
         discard = []
         while partial:
             slab = partial.pop()
+            node = nodes[slab.node]
             if len(slab.freelist) == slab.objects and len(node) >= self.min_partial:
                 discard.append(slab)
             else:
@@ -374,7 +449,7 @@ class SlubCache(KmemCache):
         else:
             head = True
         slab.cpu = -1
-        node = self._node_partial
+        node = self._nodes[slab.node]
         if len(slab.freelist) == slab.objects and len(node) >= self.min_partial:
             stat[DEACTIVATE_EMPTY] += 1
             slab.where = ON_NONE
@@ -420,7 +495,10 @@ class SlubCache(KmemCache):
     def _shrink(self) -> int:
         for cpu in range(self.nr_cpus):
             self._flush_cpu(cpu)
-        node = self._node_partial
+        return sum(self._shrink_node(node) for node in self._nodes)
+
+    def _shrink_node(self, node: OrderedDict[Slab, None]) -> int:
+        """__kmem_cache_do_shrink of one node's list."""
         discard = []
         promote: list[list[Slab]] = [[] for _ in range(SHRINK_PROMOTE_MAX)]
         for slab in list(node):
@@ -448,15 +526,16 @@ class SlubCache(KmemCache):
                 yield ON_CPU, cpu, slab
             for slab in reversed(self._cpu_partial[cpu]):
                 yield ON_CPU_PARTIAL, cpu, slab
-        for slab in self._node_partial:
-            yield ON_NODE_PARTIAL, -1, slab
+        for node in self._nodes:
+            for slab in node:
+                yield ON_NODE_PARTIAL, -1, slab
         for slab in self._full:
             yield ON_FULL, -1, slab
 
     def _active_objs(self) -> int:
         """SLUB counts every object as active except those free on node partial slabs."""
         total = sum(s.objects for s in self._slabs())
-        return total - sum(len(s.freelist) for s in self._node_partial)
+        return total - sum(len(s.freelist) for node in self._nodes for s in node)
 
     def _check_lists(self) -> None:
         seen: set[int] = set()
@@ -475,6 +554,7 @@ class SlubCache(KmemCache):
                 raise AssertionError(f"{name}: full slab on the node partial list")
             if where == ON_FULL and slab.freelist:
                 raise AssertionError(f"{name}: slab with free objects on the full list")
+        self._check_nodes()
         for cpu in range(self.nr_cpus):
             if len(self._cpu_partial[cpu]) > max(self.cpu_partial_slabs, 0) + (
                 self.cpu_partial_slabs // 2 + 1
@@ -511,7 +591,15 @@ class SlubDebugCache(SlubCache):
         assert self._debug is not None
         self._debugger: Final[SlabDebugger] = self._debug
 
-    def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL) -> int:
+    def alloc_node(self, cpu: int = 0, gfp: int = GFP_KERNEL, node: int = NUMA_NO_NODE) -> int:
+        node = self._check_node(node)
+        if node == NUMA_NO_NODE or self.nr_nodes == 1:
+            return self.alloc(cpu, gfp)
+        with self._lock:
+            return self._alloc_unlocked(cpu, gfp, node)
+
+    def _alloc_unlocked(self, cpu: int = 0, gfp: int = GFP_KERNEL,
+                        node: int = NUMA_NO_NODE) -> int:
         if gfp.__class__ is not int or gfp >> 32:
             check_gfp(gfp)
         if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
@@ -520,15 +608,10 @@ class SlubDebugCache(SlubCache):
             raise self._bad_free(0)
         stat = self._stat
         stat[ALLOC_SLOWPATH] += 1
-        node = self._node_partial
-        slab: Slab | None = None
-        if node:  # get_partial_node: the first slab pfmemalloc_match lets this allocation use
-            slab = next(iter(node))
-            if slab.pfmemalloc and not self._reserve_rights(gfp):
-                slab = next((s for s in node if not s.pfmemalloc), None)
+        slab = self._debug_partial(cpu, gfp, node)
         new = slab is None
         if slab is None:
-            slab = self._new_slab(gfp, cpu)
+            slab = self._new_slab(gfp, cpu, node)
             stat[ALLOC_SLAB] += 1
         address = slab.base + slab.freelist[-1] * self.size
         try:
@@ -538,15 +621,36 @@ class SlubDebugCache(SlubCache):
                 self._discard_slab(slab, cpu=cpu)  # poisoned and red-zoned (ctor: no poison)
             raise
         self._take(slab)  # (no ALLOC_FROM_PARTIAL: Linux counts it only off the debug path)
+        partial = self._nodes[slab.node]
         if not slab.freelist:
-            node.pop(slab, None)
+            partial.pop(slab, None)
             self._full[slab] = None
             slab.where = ON_FULL
         elif new:
-            node[slab] = None
-            node.move_to_end(slab, last=False)
+            partial[slab] = None
+            partial.move_to_end(slab, last=False)
             slab.where = ON_NODE_PARTIAL
         return address
+
+    def _debug_partial(self, cpu: int, gfp: int, node: int) -> Slab | None:
+        """get_partial for alloc_single_from_partial: the first slab pfmemalloc_match lets
+        this allocation use on the requested (or the CPU's) node, then on the zonelist's
+        nodes holding more than min_partial slabs (get_any_partial), unless __GFP_THISNODE
+        pins a requested node."""
+        search = self._cpu_node[cpu] if node < 0 else node
+        candidates = [search]
+        if self._numa is not None and not (node >= 0 and gfp & _GFP_THISNODE):
+            candidates += [n for n in self._numa.zonelist[self._cpu_node[cpu]]
+                           if len(self._nodes[n]) > self.min_partial]
+        for nid in candidates:
+            partial = self._nodes[nid]
+            if partial:
+                slab: Slab | None = next(iter(partial))
+                if slab.pfmemalloc and not self._reserve_rights(gfp):  # type: ignore[union-attr]
+                    slab = next((s for s in partial if not s.pfmemalloc), None)
+                if slab is not None:
+                    return slab
+        return None
 
     def _free_unlocked(self, address: int, cpu: int = 0) -> None:
         if self.destroyed or cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:

@@ -21,6 +21,11 @@ Stats: alloc_fastpath / free_fastpath count the sheaf fast paths. Capacity 0 (7.
 cannot have sheaves) runs on a shared empty "bootstrap" main sheaf: every operation takes the
 slab path.
 
+Nodes (kmem.slab.numa): a barn per node (``_barns``; ``_barn`` is node 0's, None without
+sheaves), each CPU trading with its node's; a free or kfree_rcu of an object of another node
+than the CPU's skips the sheaves; alloc_node serves a node from the sheaves only when it is the
+local one and main's top object is on it. 7.0 keeps a partial list per node (``_nodes``).
+
 Lock: the kernel drops the per-CPU lock around kmalloc/kfree of sheaves and re-reads its state;
 kmem releases the cache lock around those nested calls the same way (a 7.0 kmalloc cache's
 sheaves may be objects of that very cache) and re-reads the per-CPU fields afterwards.
@@ -42,6 +47,7 @@ from kmem.page.gfp import (
     __GFP_NOFAIL,
     __GFP_NOMEMALLOC,
     __GFP_RECLAIMABLE,
+    __GFP_THISNODE,
     GFP_KERNEL,
     GFP_NOWAIT,
 )
@@ -84,6 +90,7 @@ from kmem.slab.stats import (
     FREE_SLOWPATH,
 )
 
+_GFP_THISNODE: Final = __GFP_THISNODE  # (two underscores would be mangled in a class)
 _OBJCGS_CLEAR_MASK: Final = __GFP_DMA | __GFP_RECLAIMABLE | __GFP_ACCOUNT | __GFP_NOFAIL
 _NO_OBJ_EXT: Final = __GFP_NO_OBJ_EXT
 _CAN_BLOCK: Final = __GFP_DIRECT_RECLAIM
@@ -106,7 +113,8 @@ class PercpuSheavesCache(KmemCache):
         self._spare: list[Sheaf | None] = [None] * self.nr_cpus
         self._rcu_free: list[Sheaf | None] = [None] * self.nr_cpus
         self._rcu_waiting: list[Sheaf] = []  # handed to call_rcu, callback not run yet
-        self._barn: Barn | None = None
+        self._barn: Barn | None = None  # node 0's; None: no sheaves
+        self._barns: list[Barn] = []  # every node's (get_node(s, nid)->barn), by node
         self._sheaf_stat = [0] * len(SHEAF_STAT_NAMES)
         # The sheaf fast paths' counters (allocations, frees) and the capacity, in one buffer
         # that the compiled core updates in place (kmem._core.SlabCacheCore, kind "sheaf")
@@ -117,15 +125,19 @@ class PercpuSheavesCache(KmemCache):
 
     def enable_sheaves(self, capacity: int, cpu: int = 0) -> None:
         """Give the cache sheaves (init_kmem_cache_nodes + init_percpu_sheaves): a barn kmalloc'd
-        for the node, then an empty main sheaf per CPU. OutOfMemoryError undoes everything."""
+        on each node (kmalloc_node), then an empty main sheaf per CPU. OutOfMemoryError undoes
+        everything."""
         if capacity <= 0 or self._barn is not None:
             return
         host = self._host
-        barn_address = host.kzalloc(NODE_BARN_SIZE, GFP_KERNEL, cpu, BARN_CALLER)
+        barns: list[int] = []
         mains: list[Sheaf] = []
         gfp = self._sheaf_gfp(GFP_KERNEL)
         assert gfp is not None
         try:
+            for node in range(self.nr_nodes):
+                barns.append(host.kzalloc_node(NODE_BARN_SIZE, GFP_KERNEL, node, cpu,
+                                               BARN_CALLER))
             for _ in range(self.nr_cpus):
                 address = host.kzalloc(sheaf_size(capacity), gfp, cpu, SHEAF_CALLER)
                 mains.append(Sheaf(address))
@@ -133,11 +145,13 @@ class PercpuSheavesCache(KmemCache):
         except OutOfMemoryError:
             for sheaf in mains:
                 host.kfree(sheaf.address, cpu)
-            host.kfree(barn_address, cpu)
+            for address in barns:
+                host.kfree(address, cpu)
             self._sheaf_stat[SHEAF_ALLOC] -= len(mains)
             self._changes += len(mains)  # (change_count never goes back)
             raise
-        self._barn = Barn(barn_address)
+        self._barns[:] = [Barn(address) for address in barns]
+        self._barn = self._barns[0]
         self._main.update(enumerate(mains))  # (in place: the compiled core holds this dict)
         self.sheaf_capacity = self._capacity = self._pcs[_CAPACITY] = capacity
 
@@ -158,9 +172,12 @@ class PercpuSheavesCache(KmemCache):
                 main = self._main[c]
                 self._main[c] = self._bootstrap
                 self._free_empty_sheaf(main, cpu)
-            barn, self._barn = self._barn, None
+            barns = self._barns[:]
+            self._barn = None
+            self._barns.clear()
             self._capacity = self._pcs[_CAPACITY] = 0
-        self._host.kfree(barn.address, cpu)
+        for barn in barns:  # free_kmem_cache_nodes, node by node
+            self._host.kfree(barn.address, cpu)
 
     # -- sheaf memory: the kernel drops the per-CPU lock around these --------------------------
 
@@ -210,8 +227,8 @@ class PercpuSheavesCache(KmemCache):
 
     # -- the slab side (each kernel) -----------------------------------------------------------
 
-    def _alloc_from_slabs(self, cpu: int, gfp: int) -> int:
-        """One object from the slabs for a user (the path without sheaves)."""
+    def _alloc_from_slabs(self, cpu: int, gfp: int, node: int = -1) -> int:
+        """One object from the slabs for a user (the path without sheaves), on ``node``."""
         raise NotImplementedError
 
     def _alloc_bulk(self, count: int, cpu: int, gfp: int) -> list[int]:
@@ -250,6 +267,32 @@ class PercpuSheavesCache(KmemCache):
         self._pcs[_ALLOCS] += 1
         return address
 
+    def alloc_node(self, cpu: int = 0, gfp: int = GFP_KERNEL, node: int = -1) -> int:
+        """kmem_cache_alloc_node. alloc_from_pcs serves a node asked for only when it is the
+        local one, and only if the object on top of main is on it (a sheaf may hold remote
+        objects: a refill takes what the slabs give); otherwise the slabs' path, with the
+        node (__slab_alloc_node)."""
+        node = self._check_node(node)
+        if node == -1 or self.nr_nodes == 1:
+            return self.alloc(cpu, gfp)
+        check_gfp(gfp)
+        with self._lock:
+            if cpu.__class__ is not int or cpu not in self._main:
+                cpu = self._plain_cpu(cpu)
+            if self.destroyed:
+                raise self._bad_free(0)
+            if self._capacity and node == self._cpu_node[cpu] and (
+                    self._main[cpu] or self._replace_empty_main(cpu, gfp)):
+                main = self._main[cpu]
+                address = main[-1]
+                slab = self._slab_of_pfn[address >> self._page_shift]
+                if slab.node == node:
+                    main.pop()
+                    slab.used[(address - slab.base) // self.size] = 1
+                    self._pcs[_ALLOCS] += 1
+                    return address
+            return self._alloc_from_slabs(cpu, gfp, node)
+
     def _alloc_slowpath_pcs(self, cpu: int, gfp: int) -> int:
         if cpu.__class__ is not int or cpu not in self._main:
             # (an IntEnum cpu missed the fast path: the whole alloc again, as its int)
@@ -267,9 +310,9 @@ class PercpuSheavesCache(KmemCache):
 
     def _replace_empty_main(self, cpu: int, gfp: int) -> bool:
         """__pcs_replace_empty_main: True when main has an object to pop now."""
-        barn = self._barn
-        if barn is None:  # no sheaves (7.0 bootstrap sheaf)
+        if self._barn is None:  # no sheaves (7.0 bootstrap sheaf)
             return False
+        barn = self._barns[self._cpu_node[cpu]]  # get_barn: the local node's
         stat = self._sheaf_stat
         spare = self._spare[cpu]
         if spare:  # a full spare: swap
@@ -381,6 +424,8 @@ class PercpuSheavesCache(KmemCache):
                 return self._free_other(address, cpu)
         except (KeyError, TypeError, IndexError):
             return self._free_other(address, cpu)
+        if slab.node != self._cpu_node[cpu]:  # slab_free: a remote object skips the sheaves
+            return self._free_to_slab(slab, index, cpu)
         if len(main) < self._capacity:  # free_to_pcs: push on the main sheaf
             if slab.pfmemalloc and self.kernel == "7.0":
                 return self._free_to_slab(slab, index, cpu)  # slab_free: bypass the sheaves
@@ -392,9 +437,8 @@ class PercpuSheavesCache(KmemCache):
 
     def _free_slowpath_pcs(self, slab: Slab, index: int, address: int, cpu: int) -> None:
         # slab_free: in 7.0 an object of a pfmemalloc slab never goes to the sheaves (Linux
-        # "slab: handle pfmemalloc slabs properly with sheaves"); 6.18 has no such check. The
-        # same condition holds a remote-node free out (slab_nid(slab) != numa_mem_id()): kmem
-        # models one node, every slab is on it, so that half never fires.
+        # "slab: handle pfmemalloc slabs properly with sheaves"); 6.18 has no such check. (The
+        # same condition's other half, a remote-node free, was sent on by _free_unlocked.)
         if slab.pfmemalloc and self.kernel == "7.0":
             self._free_to_slab(slab, index, cpu)
             return
@@ -407,8 +451,8 @@ class PercpuSheavesCache(KmemCache):
 
     def _replace_full_main(self, cpu: int) -> bool:
         """__pcs_replace_full_main: True when main has room for one more object now."""
-        barn = self._barn
-        assert barn is not None  # the caller saw a sheaf capacity: a cache with sheaves
+        # (the caller saw a sheaf capacity: a cache with sheaves, a barn on every node)
+        barn = self._barns[self._cpu_node[cpu]]
         stat = self._sheaf_stat
         capacity = self._capacity
         while True:  # "restart"
@@ -453,8 +497,7 @@ class PercpuSheavesCache(KmemCache):
 
     def _install_empty(self, cpu: int, empty: Sheaf) -> None:
         """__pcs_install_empty_sheaf, after the lock was dropped to get ``empty``."""
-        barn = self._barn
-        assert barn is not None
+        barn = self._barns[self._cpu_node[cpu]]
         capacity = self._capacity
         main = self._main[cpu]
         spare = self._spare[cpu]
@@ -527,17 +570,16 @@ class PercpuSheavesCache(KmemCache):
         self._flush_main(cpu)
 
     def _barn_shrink(self, cpu: int) -> None:
-        """barn_shrink: every full barn sheaf flushed and freed, every empty one freed."""
-        barn = self._barn
-        if barn is None:
-            return
-        full, barn.full = barn.full, []
-        empty, barn.empty = barn.empty, []
-        for sheaf in reversed(full):  # list order from the head
-            self._flush_unused(sheaf, cpu)
-            self._free_empty_sheaf(sheaf, cpu)
-        for sheaf in reversed(empty):
-            self._free_empty_sheaf(sheaf, cpu)
+        """barn_shrink of every node's barn, node by node: every full barn sheaf flushed and
+        freed, every empty one freed."""
+        for barn in list(self._barns):
+            full, barn.full = barn.full, []
+            empty, barn.empty = barn.empty, []
+            for sheaf in reversed(full):  # list order from the head
+                self._flush_unused(sheaf, cpu)
+                self._free_empty_sheaf(sheaf, cpu)
+            for sheaf in reversed(empty):
+                self._free_empty_sheaf(sheaf, cpu)
 
     # -- kfree_rcu -----------------------------------------------------------------------------
 
@@ -548,7 +590,9 @@ class PercpuSheavesCache(KmemCache):
             if cpu.__class__ is not int or not 0 <= cpu < self.nr_cpus:
                 cpu = self._plain_cpu(cpu)
             slab, index = self._slab_of(address)
-            if not self._kfree_rcu_sheaf(slab, index, address, cpu):
+            # kfree_rcu_sheaf: only an object of the local node goes to the rcu_free sheaf
+            if slab.node != self._cpu_node[cpu] or not self._kfree_rcu_sheaf(
+                    slab, index, address, cpu):
                 self._kfree_rcu_locked(slab, index, address, cpu, call_rcu)
 
     def flush_rcu_sheaves(self) -> None:
@@ -567,11 +611,11 @@ class PercpuSheavesCache(KmemCache):
 
     def _kfree_rcu_sheaf(self, slab: Slab, index: int, address: int, cpu: int) -> bool:
         """__kfree_rcu_sheaf: batch ``address`` into the CPU's rcu_free sheaf."""
-        barn = self._barn
         stat = self._sheaf_stat
-        if barn is None:
+        if self._barn is None:
             stat[FREE_RCU_SHEAF_FAIL] += 1
             return False
+        barn = self._barns[self._cpu_node[cpu]]
         rcu_free = self._rcu_free[cpu]
         if rcu_free is None:
             spare = self._spare[cpu]
@@ -619,8 +663,10 @@ class PercpuSheavesCache(KmemCache):
 
     def _rcu_free_sheaf(self, sheaf: Sheaf, cpu: int) -> None:
         """rcu_free_sheaf: after the grace period a full rcu sheaf is reused from the barn;
-        in 7.0 one holding an object of a pfmemalloc slab is flushed instead."""
-        barn = self._barn
+        in 7.0 one holding an object of a pfmemalloc slab is flushed instead. The barn is the
+        node's of the CPU that filled the sheaf (sheaf->node), ``cpu``."""
+        barn: Barn | None = (self._barns[self._cpu_node[cpu]] if self._barn is not None
+                             else None)
         stat = self._sheaf_stat
         if self.kernel == "7.0" and self._holds_pfmemalloc(sheaf):
             barn = None  # __rcu_free_sheaf_prepare found one: "goto flush"
@@ -683,10 +729,11 @@ class PercpuSheavesCache(KmemCache):
             rcu_free = self._rcu_free[cpu]
             if rcu_free is not None:
                 yield "rcu_free", cpu, rcu_free
-        for sheaf in reversed(self._barn.full):
-            yield "barn_full", -1, sheaf
-        for sheaf in reversed(self._barn.empty):
-            yield "barn_empty", -1, sheaf
+        for barn in self._barns:  # node by node
+            for sheaf in reversed(barn.full):
+                yield "barn_full", -1, sheaf
+            for sheaf in reversed(barn.empty):
+                yield "barn_empty", -1, sheaf
         for sheaf in self._rcu_waiting:
             yield "rcu_waiting", -1, sheaf
 
@@ -757,6 +804,12 @@ class PercpuSheavesCache(KmemCache):
                                  " sheaves (an object is in two sheaves or in none)")
         if self._barn is None and any(m is not self._bootstrap for m in self._main.values()):
             raise AssertionError(f"{self.name}: sheaves without a barn")
+        if self._barn is not None and (len(self._barns) != self.nr_nodes
+                                       or self._barns[0] is not self._barn):
+            raise AssertionError(f"{self.name}: {len(self._barns)} barns for {self.nr_nodes}"
+                                 " nodes")
+        if self._barn is None and self._barns:
+            raise AssertionError(f"{self.name}: node barns without sheaves")
 
     def check(self) -> None:
         with self._lock:
@@ -770,8 +823,10 @@ class SheafSlubCache(PercpuSheavesCache, SlubCache):
 
     kernel = "6.18"
 
-    def _alloc_from_slabs(self, cpu: int, gfp: int) -> int:
-        return SlubCache._alloc_unlocked(self, cpu, gfp)
+    def _alloc_from_slabs(self, cpu: int, gfp: int, node: int = -1) -> int:
+        if node < 0:
+            return SlubCache._alloc_unlocked(self, cpu, gfp)
+        return self._alloc_node_unlocked(cpu, gfp, node)
 
     def _alloc_bulk(self, count: int, cpu: int, gfp: int) -> list[int]:
         # __kmem_cache_alloc_bulk: the cpu slab's freelist, the slow path when it runs dry;
@@ -820,7 +875,7 @@ class SheafSlubCache(PercpuSheavesCache, SlubCache):
             self._put_cpu_partial(slab, cpu, drain=True)
             stat[CPU_PARTIAL_FREE] += 1
             return
-        node = self._node_partial
+        node = self._nodes[slab.node]
         if (where == ON_NODE_PARTIAL and len(freelist) == slab.objects
                 and len(node) >= self.min_partial):
             del node[slab]
@@ -832,13 +887,13 @@ class SheafSlubCache(PercpuSheavesCache, SlubCache):
         self._flush_cpu(cpu)
 
     def _discard_empty_partials(self) -> int:
-        node = self._node_partial
         discarded = 0
-        for slab in [s for s in node if len(s.freelist) == s.objects]:
-            del node[slab]
-            slab.where = ON_NONE
-            self._discard_slab(slab)
-            discarded += 1
+        for node in self._nodes:  # node by node
+            for slab in [s for s in node if len(s.freelist) == s.objects]:
+                del node[slab]
+                slab.where = ON_NONE
+                self._discard_slab(slab)
+                discarded += 1
         return discarded
 
     def _lists(self) -> Iterator[tuple[int, int, Slab]]:
@@ -852,34 +907,49 @@ class Slub7Cache(PercpuSheavesCache):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._node_partial: OrderedDict[Slab, None] = OrderedDict()
+        # every node's partial list; _node_partial is node 0's
+        self._nodes: list[OrderedDict[Slab, None]] = [OrderedDict()
+                                                      for _ in range(self.nr_nodes)]
+        self._node_partial = self._nodes[0]
 
     # -- the slab side -------------------------------------------------------------------------
 
-    def _alloc_from_slabs(self, cpu: int, gfp: int) -> int:
+    def _alloc_from_slabs(self, cpu: int, gfp: int, node: int = -1) -> int:
         """___slab_alloc: one object from the first partial slab the allocation may use
         (get_from_partial_node's pfmemalloc_match: a pfmemalloc slab only with the right to
-        the reserves), else a new slab (to the head)."""
+        the reserves) on the node asked for (NUMA_NO_NODE: the CPU's), then on the zonelist's
+        nodes with more than min_partial slabs unless __GFP_THISNODE pins the node asked for
+        (get_from_any_partial, searched always as get_any_partial of 6.17 here), else a new
+        slab (to the head of its node's list)."""
         stat = self._stat
         stat[ALLOC_SLOWPATH] += 1
-        node = self._node_partial
+        search = self._cpu_node[cpu] if node < 0 else node
+        candidates = [search]
+        if self._numa is not None and not (node >= 0 and gfp & _GFP_THISNODE):
+            candidates += [n for n in self._numa.zonelist[self._cpu_node[cpu]]
+                           if len(self._nodes[n]) > self.min_partial]
         slab: Slab | None = None
-        if node:
-            slab = next(iter(node))
-            if slab.pfmemalloc and not self._reserve_rights(gfp):
-                slab = next((s for s in node if not s.pfmemalloc), None)
+        for nid in candidates:
+            partial = self._nodes[nid]
+            if partial:
+                slab = next(iter(partial))
+                if slab.pfmemalloc and not self._reserve_rights(gfp):
+                    slab = next((s for s in partial if not s.pfmemalloc), None)
+                if slab is not None:
+                    break
         if slab is not None:
             index = slab.freelist.pop()
             if not slab.freelist:
-                del node[slab]
+                del self._nodes[slab.node][slab]
                 slab.where = ON_NONE
         else:
-            slab = self._new_slab(gfp, cpu)
+            slab = self._new_slab(gfp, cpu, node)
             stat[ALLOC_SLAB] += 1
             index = slab.freelist.pop()
             if slab.freelist:
-                node[slab] = None
-                node.move_to_end(slab, last=False)
+                node_list = self._nodes[slab.node]
+                node_list[slab] = None
+                node_list.move_to_end(slab, last=False)
                 slab.where = ON_NODE_PARTIAL
         slab.used[index] = 1
         return slab.base + index * self.size
@@ -889,7 +959,6 @@ class Slub7Cache(PercpuSheavesCache):
         objects = self._refill_from_partial(count, cpu, self._reserve_rights(gfp))
         stat = self._stat
         size = self.size
-        node = self._node_partial
         while len(objects) < count:
             try:
                 slab = self._new_slab(gfp, cpu)
@@ -900,7 +969,8 @@ class Slub7Cache(PercpuSheavesCache):
             base = slab.base
             while freelist and len(objects) < count:
                 objects.append(base + freelist.pop() * size)
-            if freelist:
+            if freelist:  # (to the list of its node: the local one, or a fallback's)
+                node = self._nodes[slab.node]
                 node[slab] = None
                 node.move_to_end(slab, last=False)
                 slab.where = ON_NODE_PARTIAL
@@ -910,8 +980,9 @@ class Slub7Cache(PercpuSheavesCache):
         """__refill_objects_node on ``cpu``: take partial slabs from the head until they hold
         ``count`` free objects (get_partial_node_bulk, passing over pfmemalloc slabs without
         the ``rights`` to the reserves: pfmemalloc_match), then empty their freelists, last
-        taken first."""
-        node = self._node_partial
+        taken first. The local node's list only: kmem does not model __refill_objects_any
+        (other nodes' partial slabs for a refill); new slabs follow instead."""
+        node = self._nodes[self._cpu_node[cpu]]
         taken: list[Slab] = []  # the end is the private list's head
         total = 0
         for slab in node:
@@ -959,7 +1030,7 @@ class Slub7Cache(PercpuSheavesCache):
             # Linux: a slab another CPU's refill took off the list meanwhile. kmem's refills
             # run under the cache lock, so no free sees one.
             return  # pragma: no cover
-        node = self._node_partial
+        node = self._nodes[slab.node]  # get_node(s, slab_nid(slab))
         stat = self._stat
         if empty and len(node) >= self.min_partial:
             if not was_full:
@@ -985,24 +1056,25 @@ class Slub7Cache(PercpuSheavesCache):
         self._slab_free(slab, indices, cpu)
 
     def _discard_empty_partials(self) -> int:
-        node = self._node_partial
         discarded = 0
-        for slab in [s for s in node if len(s.freelist) == s.objects]:
-            del node[slab]
-            slab.where = ON_NONE
-            self._discard_slab(slab)
-            discarded += 1
+        for node in self._nodes:  # node by node
+            for slab in [s for s in node if len(s.freelist) == s.objects]:
+                del node[slab]
+                slab.where = ON_NONE
+                self._discard_slab(slab)
+                discarded += 1
         return discarded
 
     # -- reports and invariants ----------------------------------------------------------------
 
     def _lists(self) -> Iterator[tuple[int, int, Slab]]:
-        for slab in self._node_partial:
-            yield ON_NODE_PARTIAL, -1, slab
+        for node in self._nodes:
+            for slab in node:
+                yield ON_NODE_PARTIAL, -1, slab
 
     def _active_objs(self) -> int:
         total = sum(s.objects for s in self._slabs())
-        return total - sum(len(s.freelist) for s in self._node_partial)
+        return total - sum(len(s.freelist) for node in self._nodes for s in node)
 
     def _check_lists(self) -> None:
         seen: set[int] = set()
@@ -1015,6 +1087,7 @@ class Slub7Cache(PercpuSheavesCache):
             if self._slab_of_pfn.get(slab.pfn) is not slab:
                 raise AssertionError(f"{name}: on a list but not in the cache")
             seen.add(id(slab))
+        self._check_nodes()
         for slab in self._slabs():
             if id(slab) not in seen:
                 if slab.where != ON_NONE:

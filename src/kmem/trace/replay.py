@@ -177,6 +177,7 @@ class ReplayResult:
     pcp: dict[str, Any] | None = None  # the page machine's findings (machine replays only)
     # random kmalloc caches: seed, call sites, kmallocs per normal-family cache (seeded only)
     random_kmalloc: dict[str, Any] | None = None
+    nr_nodes: int = 1  # NUMA nodes of the slab layer (--nodes); in the JSON only when > 1
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
@@ -184,6 +185,8 @@ class ReplayResult:
             del document["pcp"]
         if self.random_kmalloc is None:
             del document["random_kmalloc"]
+        if self.nr_nodes == 1:  # (one node: the document of kmem before nodes, unchanged)
+            del document["nr_nodes"]
         document["mismatch_examples"] = [
             {"bytes_req": r, "gfp_flags": g, "traced_bytes_alloc": t, "kmem_bytes_alloc": k}
             for r, g, t, k in self.mismatch_examples
@@ -256,6 +259,7 @@ class Replayer:
         warm: str = "zoneinfo",
         random_kmalloc_seed: int | None = None,
         slab_on_machine: bool = False,
+        nr_nodes: int = 1,
     ) -> None:
         self.layers: Final = _check_layers(layers)
         if not isinstance(slab_on_machine, bool):
@@ -279,7 +283,11 @@ class Replayer:
             self.buddy, nr_cpus, policy, thread_safe=False, kernel=kernel,
             random_kmalloc_seed=random_kmalloc_seed,
             machine=self.machine_replay.machine if self._slab_machine
-            and self.machine_replay is not None else None)
+            and self.machine_replay is not None else None, nr_nodes=nr_nodes)
+        # NUMA nodes of the slab layer (kmem.slab.numa): kmalloc_node and
+        # kmem_cache_alloc_node events with a node= other than -1 go to that node (a node the
+        # replay does not have folds onto one it has, as a CPU does); with one node, none of it
+        self.nr_nodes: Final = self.slab.nr_nodes
         # CONFIG_RANDOM_KMALLOC_CACHES: every kmalloc event goes to kmalloc(..., caller=) with
         # its call site's caller (_kmalloc_by_caller), apart from the replay loops.
         self.random_kmalloc_seed: Final = random_kmalloc_seed
@@ -504,8 +512,13 @@ class Replayer:
             return
         try:
             info = self._caller_kmallocs.get((tail[1], tail[3], site))
+            node = (tail[4] % self.nr_nodes if self.nr_nodes > 1 and tail[4] >= 0
+                    and batch.kinds[index] == KMALLOC_NODE else -1)
             if info is None:
-                info, address = self._first_kmalloc_by_caller(tail[1], tail[3], site, cpu)
+                info, address = self._first_kmalloc_by_caller(tail[1], tail[3], site, cpu,
+                                                              node)
+            elif node >= 0:
+                address = self.slab.kmalloc_node(tail[1], info[0], node, cpu, info[3])
             else:
                 address = self.slab.kmalloc(tail[1], info[0], cpu, info[3])
             self._live[key] = (info[2], address)
@@ -519,13 +532,16 @@ class Replayer:
             self._mismatch(tail, info[1])
 
     def _first_kmalloc_by_caller(
-        self, size: int, gfp_text: str, site: str, cpu: int
+        self, size: int, gfp_text: str, site: str, cpu: int, node: int = -1
     ) -> tuple[tuple[int, int, int, int, str], int]:
         """_first_kmalloc for a (size, gfp_flags text, call site) with random kmalloc caches:
-        what _kmalloc_by_caller keeps of it, and the address."""
+        what _kmalloc_by_caller keeps of it, and the address (on ``node``, if not -1)."""
         gfp = gfp_value(gfp_text)
         caller = call_site_caller(site)
-        address = self.slab.kmalloc(size, gfp, cpu, caller)
+        if node >= 0:
+            address = self.slab.kmalloc_node(size, gfp, node, cpu, caller)
+        else:
+            address = self.slab.kmalloc(size, gfp, cpu, caller)
         cache = self.slab.kmalloc_cache_for(size, gfp, caller)
         normal = cache is not None and kmalloc_type(gfp) == KMALLOC_NORMAL
         calls = (gfp, self.slab.ksize(address),
@@ -570,7 +586,8 @@ class Replayer:
     def _replay_events(self, batch: EventBatch) -> None:
         """The replay loop over a batch, in the compiled core if it is built."""
         core = self.buddy.compiled_core
-        if core is None or core.replay_feed(
+        # (the compiled loop does not read node=: with nodes, this loop, on the compiled caches)
+        if core is None or self.nr_nodes > 1 or core.replay_feed(
             self, batch.kinds, batch.cpus, batch.keys, batch.tails, self.slab.kmalloc,
             _FEED_ERRORS,
         ) is NotImplemented:
@@ -595,6 +612,7 @@ class Replayer:
         kmalloc_calls = self._kmalloc_calls
         kmalloc = self.slab.kmalloc
         nr_cpus = self.nr_cpus
+        numa = self.nr_nodes > 1
         for kind, cpu, key, tail in zip(kinds, batch.cpus, batch.keys, batch.tails, strict=True):
             if pending and cpu in pending:
                 self._decide_page(pending.pop(cpu), kind <= last_alloc)
@@ -617,10 +635,16 @@ class Replayer:
                         cache = cache_calls.get((tail[0], tail[3]))
                         if cache is None:
                             cache = self._cache_for(tail[0], tail[2], tail[3])
+                        if numa and kind == last_alloc and tail[4] >= 0:
+                            live[key] = (cache[1], self._cache_alloc_node(tail, cpu, cache[2]))
+                            continue
                         live[key] = (cache[1], cache[0](cpu, cache[2]))
                         continue
                     info = kmalloc_calls.get((tail[1], tail[3]))
-                    if info is None:
+                    if numa and kind == last_kmalloc and tail[4] >= 0:  # kmalloc_node
+                        info, address = self._first_kmalloc(tail[1], tail[3], cpu,
+                                                            tail[4] % self.nr_nodes)
+                    elif info is None:
                         info, address = self._first_kmalloc(tail[1], tail[3], cpu)
                     else:
                         address = kmalloc(tail[1], info[0], cpu)
@@ -674,13 +698,17 @@ class Replayer:
 
     # -- slab slow paths -------------------------------------------------------------------
 
-    def _first_kmalloc(self, size: int, gfp_text: str, cpu: int
+    def _first_kmalloc(self, size: int, gfp_text: str, cpu: int, node: int = -1
                        ) -> tuple[tuple[int, int, int], int]:
         """The first kmalloc(size, gfp) of a (size, gfp_flags text): (what _feed keeps of it,
         the address). It keeps the gfp value, kmem's bytes_alloc (ksize of what kmalloc
-        returned) and the free slot of its cache (kfree for a large kmalloc)."""
+        returned) and the free slot of its cache (kfree for a large kmalloc). With a ``node``
+        (several nodes), any kmalloc_node(size, gfp, node) of them, not only the first."""
         gfp = gfp_value(gfp_text)  # (an older kernel's flag names count 0)
-        address = self.slab.kmalloc(size, gfp, cpu)
+        if node >= 0:
+            address = self.slab.kmalloc_node(size, gfp, node, cpu)
+        else:
+            address = self.slab.kmalloc(size, gfp, cpu)
         cache = self.slab.kmalloc_cache_for(size, gfp)
         calls = (gfp, self.slab.ksize(address),
                  self._free_slot(self.slab.kfree if cache is None else cache.free))
@@ -715,6 +743,11 @@ class Replayer:
         else:
             self.too_large += 1
         self._oom_ptrs.add(ptr)
+
+    def _cache_alloc_node(self, tail: tuple[Any, ...], cpu: int, gfp: int) -> int:
+        """kmem_cache_alloc_node of an event's cache (_cache_for made it) on its node=."""
+        cache = self.slab.caches[tail[0] or f"cache-{tail[2]}"]
+        return cache.alloc_node(cpu, gfp, tail[4] % self.nr_nodes)
 
     def _cache_for(self, traced_name: str, bytes_alloc: int, gfp_text: str
                    ) -> tuple[Callable[[int, int], int], int, int]:
@@ -885,6 +918,7 @@ class Replayer:
             timeline=tuple(self.timeline),
             pcp=self._machine_result(),
             random_kmalloc=self._random_kmalloc_figures(),
+            nr_nodes=self.nr_nodes,
         )
 
     def _machine_result(self) -> dict[str, Any] | None:

@@ -273,7 +273,8 @@ def print_replay(result: ReplayResult, console: Console, *, slabinfo_rows: int =
     kernel = f" {result.kernel}" if result.policy == "slub" else ""
     settings = (f"layers {','.join(result.layers)}, policy {result.policy}{kernel},"
                 f" {result.nr_cpus} CPUs,"
-                f" {_mib(result.memory)} of memory, max order {result.max_order}")
+                + (f" {result.nr_nodes} nodes," if result.nr_nodes > 1 else "")
+                + f" {_mib(result.memory)} of memory, max order {result.max_order}")
     console.print(f"[bold]kmem replay[/bold]: {settings}")
 
     events = Table(title="Events", show_edge=False)

@@ -234,8 +234,10 @@ PARAMETERS: Final = (
                     help="CONFIG_RANDOM_KMALLOC_CACHES with this seed ('': none)"),
 )
 PARAMETER_KEYS: Final = tuple(row.key for row in PARAMETERS)
-# Replayer's keywords that are no what-if parameter (sampling, not the machine).
-NOT_PARAMETERS: Final = frozenset({"max_samples"})
+# Replayer's keywords that are no what-if parameter (sampling, not the machine), and those no
+# sweep sets yet: nr_nodes (a sweep replays on one node; a row would change every run's
+# parameters, and so the keys resumed sweeps reuse: left for its own change).
+NOT_PARAMETERS: Final = frozenset({"max_samples", "nr_nodes"})
 
 
 def replayer_keywords() -> dict[str, inspect.Parameter]:
