@@ -77,6 +77,12 @@ def node_trace(tmp_path: Path) -> Path:
 def test_replay_nodes_option(node_trace: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["replay", "--nodes", "2", "--no-progress", str(node_trace)]) == 0
     assert "2 CPUs, 2 nodes," in capsys.readouterr().out
+    # (--compare's header says the nodes too: every kernel replays on them)
+    assert main(["replay", "--nodes", "2", "--compare", "6.17,7.0", "--no-progress",
+                 str(node_trace)]) == 0
+    assert "2 CPUs, 2 nodes," in capsys.readouterr().out
+    assert main(["replay", "--compare", "6.17,7.0", "--no-progress", str(node_trace)]) == 0
+    assert "nodes" not in capsys.readouterr().out.splitlines()[0]
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -166,7 +166,9 @@ def print_comparison(comparison: KernelComparison, console: Console, *, caches: 
 
     first = comparison.results[comparison.kernels[0]]
     console.print(f"[bold]kmem replay --compare[/bold]: layers {','.join(first.layers)}, policy"
-                  f" {first.policy}, {first.nr_cpus} CPUs, {sum(first.events.values()):,} events",
+                  f" {first.policy}, {first.nr_cpus} CPUs,"
+                  + (f" {first.nr_nodes} nodes," if first.nr_nodes > 1 else "")
+                  + f" {sum(first.events.values()):,} events",
                   highlight=False)
     table = Table(title="The same trace under each kernel", show_edge=False)
     table.add_column("")
