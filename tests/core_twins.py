@@ -8,9 +8,11 @@ compiled object by hiding the core from that module while it constructs.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
@@ -57,3 +59,25 @@ def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
         return "ok", call()
     except Exception as error:
         return "error", (type(error).__name__, str(error))
+
+
+def compiled_module() -> ModuleType | None:
+    """kmem._core when it was built, even under KMEM_PURE=1 (which only stops kmem using it)."""
+    try:
+        return importlib.import_module("kmem._core")
+    except ImportError:  # pragma: no cover - a checkout without the C extension
+        return None
+
+
+@contextlib.contextmanager
+def on_core(module: ModuleType | None) -> Iterator[None]:
+    """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
+    says: so the mutation tool's pure run also checks what the Python classes hand the
+    compiled core (tests/test_mutants_*.py)."""
+    buddy_module = sys.modules["kmem.page.buddy"]
+    saved = buddy_module.core
+    buddy_module.core = module  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        buddy_module.core = saved  # type: ignore[attr-defined]

@@ -10,18 +10,15 @@ both cores (KMEM_PURE=1 for the pure one).
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import random
 import re
 import sys
 import threading
-from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from core_twins import compiled_module, on_core
 from kmem.errors import (
     DoubleFreeError,
     InvalidArgumentError,
@@ -348,28 +345,9 @@ def test_check_finds_overwritten_padding() -> None:
 # -- the compiled core's wiring (__init__ and _use_compiled_core hand it the buffers) -------------
 
 
-def _compiled_module() -> ModuleType | None:
-    """kmem._core when it was built, even under KMEM_PURE=1 (which only stops kmem using it)."""
-    try:
-        return importlib.import_module("kmem._core")
-    except ImportError:  # pragma: no cover - a checkout without the C extension
-        return None
 
 
-@contextlib.contextmanager
-def _on_core(module: ModuleType | None) -> Iterator[None]:
-    """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
-    says: so the mutation tool's pure run also checks what the allocator hands the core."""
-    buddy_module = sys.modules["kmem.page.buddy"]
-    saved = buddy_module.core
-    buddy_module.core = module  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        buddy_module.core = saved  # type: ignore[attr-defined]
-
-
-needs_core = pytest.mark.skipif(_compiled_module() is None, reason="kmem._core is not built")
+needs_core = pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
 
 
 @needs_core
@@ -377,8 +355,8 @@ needs_core = pytest.mark.skipif(_compiled_module() is None, reason="kmem._core i
                          [(300, 6, True), (64, 4, False)])
 def test_an_allocator_on_the_compiled_core_follows_the_linux_model(
         nr_pages: int, max_order: int, thread_safe: bool) -> None:
-    module = _compiled_module()
-    with _on_core(module):
+    module = compiled_module()
+    with on_core(module):
         buddy = BuddyAllocator(nr_pages * PAGE, max_order=max_order, thread_safe=thread_safe,
                                reserved=[(PAGE, PAGE)])
     assert buddy.compiled_core is module
@@ -427,7 +405,7 @@ def test_an_allocator_on_the_compiled_core_follows_the_linux_model(
 
 @needs_core
 def test_the_zone_lock_holds_off_the_compiled_fast_paths() -> None:
-    with _on_core(_compiled_module()):
+    with on_core(compiled_module()):
         buddy = BuddyAllocator(16 * PAGE, max_order=4)
     assert buddy.thread_safe is True
     done = threading.Event()

@@ -7,16 +7,12 @@ Run on both cores (KMEM_PURE=1 for the pure one)."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import random
-import sys
-from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from core_twins import compiled_module, on_core
 from kmem import BuddyAllocator, SlabAllocator
 from kmem.errors import InvalidTypeError
 from kmem.page.gfp import GFP_ATOMIC
@@ -155,35 +151,16 @@ def test_check_names_the_slab_and_bounds_its_colour_by_the_left_over_space() -> 
 # -- the compiled core's wiring (ClassicSlabCache.__init__ hands it the partial list) ----------
 
 
-def _compiled_module() -> ModuleType | None:
-    """kmem._core when it was built, even under KMEM_PURE=1 (which only stops kmem using it)."""
-    try:
-        return importlib.import_module("kmem._core")
-    except ImportError:  # pragma: no cover - a checkout without the C extension
-        return None
 
 
-@contextlib.contextmanager
-def _on_core(module: ModuleType | None) -> Iterator[None]:
-    """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
-    says: so the mutation tool's pure run also checks what ClassicSlabCache hands the core."""
-    buddy_module = sys.modules["kmem.page.buddy"]
-    saved = buddy_module.core
-    buddy_module.core = module  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        buddy_module.core = saved  # type: ignore[attr-defined]
-
-
-@pytest.mark.skipif(_compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
 @pytest.mark.parametrize(("size", "nr_pages", "thread_safe"), [
     (200, 256, True), (1000, 128, False)])
 def test_a_classic_cache_on_the_compiled_core_follows_linux_step_by_step(
         size: int, nr_pages: int, thread_safe: bool) -> None:
     """tests/test_slab_classic_model.py's comparison with the cache's fast paths in C."""
-    module = _compiled_module()
-    with _on_core(module):
+    module = compiled_module()
+    with on_core(module):
         pair = Pair.boot(size=size, flags=0, align=0, nr_pages=nr_pages,
                          thread_safe=thread_safe)
     assert pair.slab.buddy.compiled_core is module

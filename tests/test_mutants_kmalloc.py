@@ -7,15 +7,12 @@ back from the module under test.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import sys
-from collections.abc import Callable, Iterator
-from types import ModuleType
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 
+from core_twins import compiled_module, on_core
 from kmem import (
     BuddyAllocator,
     InvalidArgumentError,
@@ -163,25 +160,6 @@ def test_kmalloc_and_kfree_refuse_once_the_memory_is_closed(policy: str) -> None
 # -- the compiled kmalloc's wiring -------------------------------------------------------------
 
 
-def _compiled_module() -> ModuleType | None:
-    """kmem._core when it was built, even under KMEM_PURE=1 (which only stops kmem using it)."""
-    try:
-        return importlib.import_module("kmem._core")
-    except ImportError:
-        return None
-
-
-@contextlib.contextmanager
-def _on_core(module: ModuleType | None) -> Iterator[None]:
-    """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
-    says: so the mutation tool's pure run also checks how kmalloc hands its tables to C."""
-    buddy_module = sys.modules["kmem.page.buddy"]
-    saved = buddy_module.core
-    buddy_module.core = module  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        buddy_module.core = saved  # type: ignore[attr-defined]
 
 
 def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
@@ -191,7 +169,7 @@ def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
         return "error", (type(error).__name__, str(error))
 
 
-needs_core = pytest.mark.skipif(_compiled_module() is None, reason="kmem._core is not built")
+needs_core = pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
 
 
 @needs_core
@@ -199,11 +177,11 @@ needs_core = pytest.mark.skipif(_compiled_module() is None, reason="kmem._core i
 def test_compiled_kmalloc_does_what_the_pure_one_does(policy: str) -> None:
     """Every size class, family, __GFP_ZERO, CPU and bad argument, on an allocator built on the
     compiled core and on a pure one: the same addresses, errors, bytes and counters."""
-    module = _compiled_module()
+    module = compiled_module()
     assert module is not None
-    with _on_core(module):
+    with on_core(module):
         compiled = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=2, policy=policy)
-    with _on_core(None):
+    with on_core(None):
         pure = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=2, policy=policy)
     assert compiled.buddy.compiled_core is module and pure.buddy.compiled_core is None
     assert type(compiled.kmalloc).__name__ == "builtin_function_or_method"
@@ -251,10 +229,10 @@ def test_compiled_kmalloc_does_what_the_pure_one_does(policy: str) -> None:
 def test_compiled_core_keeps_random_kmalloc_copies_in_python() -> None:
     """The compiled fast path knows one table: with random caches kmalloc stays pure and picks
     the copy by caller."""
-    module = _compiled_module()
+    module = compiled_module()
     assert module is not None
     seed = 0x1234
-    with _on_core(module):
+    with on_core(module):
         slab = _random(seed)
     assert slab.buddy.compiled_core is module
     for caller in range(32):

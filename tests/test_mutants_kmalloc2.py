@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 
+from core_twins import compiled_module, on_core
 from kmem import (
     BuddyAllocator,
     InvalidArgumentError,
@@ -21,7 +22,7 @@ from kmem import (
 )
 from kmem.page.gfp import __GFP_DMA, __GFP_NO_OBJ_EXT, __GFP_ZERO, GFP_KERNEL, GFP_KERNEL_ACCOUNT
 from kmem.slab.errors import InteriorPointerError, InvalidCpuError
-from test_mutants_kmalloc import _compiled_module, _copy_by_hand, _copy_name, _on_core, needs_core
+from test_mutants_kmalloc import _copy_by_hand, _copy_name, needs_core
 from test_slab import slab_snapshot
 
 MiB = 1 << 20
@@ -210,10 +211,10 @@ def test_kmalloc_hands_its_gfp_to_the_cache_in_7_0(random_caches: bool, gfp: int
 def test_compiled_kmalloc_with_the_default_gfp() -> None:
     """kmalloc(size) and kmalloc(size, cpu=...) without a gfp on the compiled core: the same
     as GFP_KERNEL, as on the pure core."""
-    module = _compiled_module()
-    with _on_core(module):
+    module = compiled_module()
+    with on_core(module):
         compiled = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=2)
-    with _on_core(None):
+    with on_core(None):
         pure = SlabAllocator(BuddyAllocator(16 * MiB), nr_cpus=2)
     assert type(compiled.kmalloc).__name__ == "builtin_function_or_method"
     for size in (8, 64, 100, 8192):

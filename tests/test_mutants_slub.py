@@ -8,18 +8,14 @@ kmem's own formulas: the unlocked (thread_safe=False) paths' errors, SLAB_STORE_
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import importlib
 import random
 import re
-import sys
-from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from core_twins import compiled_module, on_core
 from kmem import BuddyAllocator, SlabAllocator
 from kmem.errors import InvalidTypeError
 from kmem.page.gfp import (
@@ -205,36 +201,17 @@ def test_track_refuses_what_is_no_object_start(flags: int) -> None:
 # -- the compiled core's wiring (SlubCache.__init__ hands it the cpu slabs and slow frees) ----
 
 
-def _compiled_module() -> ModuleType | None:
-    """kmem._core when it was built, even under KMEM_PURE=1 (which only stops kmem using it)."""
-    try:
-        return importlib.import_module("kmem._core")
-    except ImportError:  # pragma: no cover - a checkout without the C extension
-        return None
 
 
-@contextlib.contextmanager
-def _on_core(module: ModuleType | None) -> Iterator[None]:
-    """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
-    says: so the mutation tool's pure run also checks what SlubCache hands the compiled core."""
-    buddy_module = sys.modules["kmem.page.buddy"]
-    saved = buddy_module.core
-    buddy_module.core = module  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        buddy_module.core = saved  # type: ignore[attr-defined]
-
-
-@pytest.mark.skipif(_compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
 @pytest.mark.parametrize(("size", "nr_cpus", "nr_pages", "thread_safe"), [
     (256, 3, 256, True), (96, 2, 64, False), (2000, 2, 128, True)])
 def test_a_cache_on_the_compiled_core_follows_linux_step_by_step(
         size: int, nr_cpus: int, nr_pages: int, thread_safe: bool) -> None:
     """tests/test_slub_model.py's comparison with the cache's fast paths in C: every object,
     list, freelist order and counter as the model's after every operation."""
-    module = _compiled_module()
-    with _on_core(module):
+    module = compiled_module()
+    with on_core(module):
         pair = Pair.boot(size=size, flags=0, nr_cpus=nr_cpus, nr_pages=nr_pages,
                          thread_safe=thread_safe)
     assert pair.slab.buddy.compiled_core is module
