@@ -414,6 +414,56 @@ def test_bad_arguments_get_specific_errors(
         calculate_geometry(*args, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"size": 0}, InvalidArgumentError, "size must be >= 1, not 0"),
+        ({"size": -8}, InvalidArgumentError, "size must be >= 1, not -8"),
+        ({"size": 64.0}, InvalidTypeError, "size must be an int, not float"),
+        ({"size": True}, InvalidTypeError, "size must be an int, not bool"),
+        ({"nr_cpus": 0}, InvalidArgumentError, "nr_cpus must be >= 1, not 0"),
+        ({"nr_cpus": "2"}, InvalidTypeError, "nr_cpus must be an int, not str"),
+        ({"page_size": 1000}, InvalidArgumentError, "page_size"),
+        ({"page_size": 4096.0}, InvalidTypeError, "page_size must be an int, not float"),
+        ({"min_objects": -1}, InvalidArgumentError, "min_objects must be >= 0, not -1"),
+        ({"min_order": -1}, InvalidArgumentError, "min_order must be >= 0, not -1"),
+        ({"min_order": 11}, InvalidArgumentError, "min_order must be <= 10, not 11"),
+        ({"max_order": 11}, InvalidArgumentError, "max_order must be <= 10, not 11"),
+        ({"max_order": None}, InvalidTypeError, "max_order must be an int, not NoneType"),
+        ({"nr_cpus": 4, "nr_cpu_ids": 2}, InvalidArgumentError,
+         "nr_cpu_ids must be >= 4, not 2"),
+    ],
+)
+def test_calculate_order_refuses_bad_arguments(kwargs: dict[str, Any], error: type[Exception],
+                                               message: str) -> None:
+    # (before: size 0 divided by zero, a float page size crashed in bit_length, an order past
+    # MAX_PAGE_ORDER or a negative one was taken as asked)
+    arguments: dict[str, Any] = {"size": 64, **kwargs}
+    with pytest.raises(error, match=message):
+        calculate_order(**arguments)
+    # (the bounds themselves are taken)
+    assert calculate_order(4096, nr_cpus=4, nr_cpu_ids=4, min_order=10, max_order=10) == 10
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((-1, 0, 64), {}, InvalidArgumentError, "flags must be >= 0, not -1"),
+        ((0, -8, 64), {}, InvalidArgumentError, "align must be >= 0, not -8"),
+        ((0, 0, 0), {}, InvalidArgumentError, "size must be >= 1, not 0"),
+        ((0.0, 0, 64), {}, InvalidTypeError, "flags must be an int, not float"),
+        ((0, None, 64), {}, InvalidTypeError, "align must be an int, not NoneType"),
+        ((0, 0, "64"), {}, InvalidTypeError, "size must be an int, not str"),
+        ((0, 0, 64), {"is_kmalloc": 1}, InvalidTypeError, "is_kmalloc must be a bool, not int"),
+    ],
+)
+def test_calculate_alignment_refuses_bad_arguments(args: tuple[Any, ...], kwargs: dict[str, Any],
+                                                   error: type[Exception], message: str) -> None:
+    # (before: size 0 aligned to 0 & -0, a float flag word crashed in &, None in max())
+    with pytest.raises(error, match=message):
+        calculate_alignment(*args, **kwargs)
+
+
 def test_a_slot_larger_than_the_largest_block_is_refused() -> None:
     # 4 MiB - 7 rounds up to 4 MiB; a ctor puts the free pointer after the object, so the slot
     # is 4 MiB + 8, more than an order-10 block: Linux's calculate_sizes() fails, and so do we.

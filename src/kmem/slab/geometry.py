@@ -136,6 +136,18 @@ def _fls(value: int) -> int:
 
 
 def calculate_alignment(flags: int, align: int, size: int, *, is_kmalloc: bool = False) -> int:
+    """The alignment of a cache's object slots (_calculate_alignment), its arguments checked
+    as calculate_geometry checks them: InvalidTypeError/InvalidArgumentError for a flag word,
+    alignment or size that is no int of its range."""
+    _check_int("flags", flags, 0)
+    _check_int("align", align, 0)
+    _check_int("size", size, 1)
+    if not isinstance(is_kmalloc, bool):
+        raise InvalidTypeError(f"is_kmalloc must be a bool, not {type(is_kmalloc).__name__}")
+    return _calculate_alignment(flags, align, size, is_kmalloc=is_kmalloc)
+
+
+def _calculate_alignment(flags: int, align: int, size: int, *, is_kmalloc: bool = False) -> int:
     """The alignment of a cache's object slots (mm/slab_common.c calculate_alignment).
 
     kmalloc caches first get the largest power of two dividing their size, as
@@ -153,6 +165,33 @@ def calculate_alignment(flags: int, align: int, size: int, *, is_kmalloc: bool =
 
 
 def calculate_order(
+    size: int,
+    *,
+    nr_cpus: int = 1,
+    page_size: int = 4096,
+    min_objects: int = 0,
+    min_order: int = 0,
+    max_order: int = SLUB_MAX_ORDER,
+    nr_cpu_ids: int | None = None,
+) -> int:
+    """The preferred slab order for slots of ``size`` bytes (_calculate_order), its arguments
+    checked: InvalidTypeError/InvalidArgumentError for one that is no int of its range (a
+    page size no power of two of 16 bytes or more, an order above MAX_PAGE_ORDER)."""
+    _check_int("size", size, 1)
+    _check_int("nr_cpus", nr_cpus, 1)
+    check_page_size(page_size)
+    _check_int("min_objects", min_objects, 0)
+    for name, order in (("min_order", min_order), ("max_order", max_order)):
+        if _check_int(name, order, 0) > MAX_PAGE_ORDER:
+            raise InvalidArgumentError(f"{name} must be <= {MAX_PAGE_ORDER}, not {order}")
+    if nr_cpu_ids is not None:
+        _check_int("nr_cpu_ids", nr_cpu_ids, nr_cpus)
+    return _calculate_order(size, nr_cpus=nr_cpus, page_size=page_size,
+                            min_objects=min_objects, min_order=min_order,
+                            max_order=max_order, nr_cpu_ids=nr_cpu_ids)
+
+
+def _calculate_order(
     size: int,
     *,
     nr_cpus: int = 1,
