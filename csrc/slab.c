@@ -84,15 +84,22 @@ kmem_array_layout_ok(void)
     return 0;
 }
 
-/* The offset of a __slots__ member of `type`, or -1 with an exception. */
+/* The offset of a __slots__ member of `type`, or -1 with an exception. The member must be
+ * one of `type`'s own layout (its class or a base): a member descriptor of another class
+ * set as a class attribute would give an offset into another object's layout. */
 static Py_ssize_t
 slot_offset(PyObject *type, const char *name)
 {
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "slab_type must be a class");
+        return -1;
+    }
     PyObject *descr = PyObject_GetAttrString(type, name);
     if (descr == NULL)
         return -1;
     Py_ssize_t offset = -1;
-    if (Py_TYPE(descr) == &PyMemberDescr_Type) {
+    if (Py_TYPE(descr) == &PyMemberDescr_Type &&
+        PyType_IsSubtype((PyTypeObject *)type, PyDescr_TYPE(descr))) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type == T_OBJECT_EX)
             offset = member->offset;

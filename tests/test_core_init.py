@@ -85,3 +85,42 @@ def test_a_slab_cache_core_initialised_again_without_slow_free_drops_the_failed_
                        slow_free=(stat, 0, 1, 1, 2, 3), **arguments)
     cache.__init__(slab_type=Slab, fast=array("q", [0, 0]), slow_free=None, **arguments)
     assert sys.getrefcount(stat) == before
+
+
+class _Other:
+    __slots__ = ("base", "freelist", "objects", "pfmemalloc", "remote", "used", "where")
+
+
+# A class whose members are another class's slot descriptors (offsets of _Other's layout,
+# not of this one's).
+_BorrowedMembers = type("_BorrowedMembers", (),
+                        {name: _Other.__dict__[name] for name in _Other.__slots__})
+
+
+@pytest.mark.parametrize(("slab_type", "message"), [
+    (_BorrowedMembers, "freelist is not a __slots__ member"),
+    ("Slab", "slab_type must be a class"),
+])
+def test_a_slab_cache_core_takes_only_its_slab_types_own_members(slab_type: object,
+                                                                 message: str) -> None:
+    assert core is not None
+    cache = core.SlabCacheCore.__new__(core.SlabCacheCore)
+    with pytest.raises(TypeError, match=message):
+        cache.__init__(kind="slub", slab_type=slab_type, cpu_slab={}, partial=[],
+                       slab_of_pfn={}, size=64, page_shift=12, nr_cpus=1,
+                       fast=array("q", [0, 0]), thread_safe=False, pure_alloc=None,
+                       pure_free=None, pcs=None, slow_free=None)
+
+
+def test_a_subclass_of_slab_reads_its_bases_members() -> None:
+    from kmem.slab.slabs import Slab
+
+    class MySlab(Slab):
+        __slots__ = ()
+
+    assert core is not None
+    cache = core.SlabCacheCore.__new__(core.SlabCacheCore)
+    cache.__init__(kind="slub", slab_type=MySlab, cpu_slab={}, partial=[], slab_of_pfn={},
+                   size=64, page_shift=12, nr_cpus=1, fast=array("q", [0, 0]),
+                   thread_safe=False, pure_alloc=None, pure_free=None, pcs=None,
+                   slow_free=None)
