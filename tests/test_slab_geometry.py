@@ -196,6 +196,14 @@ def test_hwcache_alignment_halves_for_small_objects() -> None:
     assert calculate_alignment(SLAB_HWCACHE_ALIGN, 128, 20) == 128  # an explicit larger align wins
 
 
+def test_kmalloc_alignment_is_the_largest_power_of_two_of_the_size() -> None:
+    # create_boot_cache: kmalloc-96 is 32-aligned, kmalloc-4k 4096-aligned, kmalloc-8 8
+    assert calculate_alignment(0, 0, 96, is_kmalloc=True) == 32
+    assert calculate_alignment(0, 0, 4096, is_kmalloc=True) == 4096
+    assert calculate_alignment(0, 0, 8, is_kmalloc=True) == 8
+    assert calculate_alignment(0, 0, 96) == 8  # (not a kmalloc cache: a word)
+
+
 def test_free_pointer_inside_the_object_by_default() -> None:
     g = calculate_geometry(100)
     # ALIGN_DOWN(100 / 2, 8) = 48; no word added after the object.
