@@ -1,0 +1,404 @@
+"""The shared slab cache core's (kmem.slab.cache, KmemCache) rules that its mutation run found
+untested: slab setup and page accounting on a buddy allocator and on a page machine, RCU
+slabs, slab_usage, change_count, merges and destroy, kfree_rcu and the errors both policies
+share. Values come from Linux's rules (mm/slub.c, mm/slab_common.c, mm/slab.h) and kmem's
+documented API (the docstrings of kmem.slab.cache). Run on both cores (KMEM_PURE=1 for the
+pure one); the tests marked for it also build on the compiled core in the pure run (on_core),
+so the mutation tool's pure run checks what KmemCache hands it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from core_twins import compiled_module, on_core
+from kmem import BuddyAllocator, SlabAllocator
+from kmem.errors import InvalidTypeError, OutOfMemoryError
+from kmem.page.layout import MachineLayout
+from kmem.page.machine import PageMachine
+from kmem.slab.errors import (
+    ConstructorReentryError,
+    FreeToDestroyedCacheError,
+    InvalidCpuError,
+)
+from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
+
+MiB = 1 << 20
+POLICIES = ["slub", "slab"]
+
+
+class Cpu(enum.IntEnum):
+    ONE = 1
+
+
+def _slab(policy: str, size: int = 16 * MiB, nr_cpus: int = 2, **kw: Any) -> SlabAllocator:
+    return SlabAllocator(BuddyAllocator(size), nr_cpus=nr_cpus, policy=policy, **kw)
+
+
+def _on_machine(policy: str, mib: int = 16) -> tuple[SlabAllocator, PageMachine]:
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": mib * MiB},
+                                                   source=f"Normal={mib}M"), nr_cpus=2)
+    return SlabAllocator(BuddyAllocator(mib * MiB), nr_cpus=2, policy=policy,
+                         machine=machine), machine
+
+
+# -- pages held, change_count ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_cache_holds_the_pages_of_its_slabs(policy: str) -> None:
+    """pages_held() is the pages of every slab the cache holds: one slab of 2**order pages
+    after the first allocation, none once the slab is freed and the cache shrunk."""
+    slab = _slab(policy)
+    cache = slab.kmem_cache_create("t", 256)
+    assert cache.pages_held() == 0
+    address = cache.alloc()
+    assert cache.pages_held() == 1 << cache.order
+    cache.free(address)
+    cache.shrink()
+    assert cache.pages_held() == 0
+
+
+def _moves(cache: Any, step: Callable[[], object]) -> object:
+    """change_count() moves forward (never back) across ``step``, which changes the cache."""
+    before = cache.change_count()
+    result = step()
+    assert cache.change_count() > before
+    return result
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_change_count_moves_forward_on_every_alloc_and_free(policy: str) -> None:
+    """Every alloc and free changes slab_usage(): change_count() moves forward each time,
+    on the fast paths (an object of the cpu's slab or array) and the slow ones alike."""
+    slab = _slab(policy)
+    cache = slab.kmem_cache_create("counted", 512)
+    addresses = [_moves(cache, lambda cpu=cpu: cache.alloc(cpu))
+                 for cpu in [0, 1] * cache.objs_per_slab]
+    for index, address in enumerate(addresses):
+        _moves(cache, lambda a=address, c=index % 2: cache.free(a, c))
+    _moves(cache, cache.shrink)
+    stats = cache.stats()
+    assert stats.alloc_fastpath and stats.free_fastpath  # both kinds were counted
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_change_count_moves_on_a_merge_and_a_destroy(policy: str) -> None:
+    """A merge may grow object_size and a destroy gives every slab back: both move
+    change_count(), forward."""
+    slab = _slab(policy)
+    cache = slab.kmem_cache_create("first", 60)
+    for _ in range(5):
+        cache.alloc()
+    alias = _moves(cache, lambda: slab.kmem_cache_create("second", 64))
+    assert alias is cache
+    empty = slab.kmem_cache_create("empty", 3000, flags=SLAB_TYPESAFE_BY_RCU)
+    empty.free(empty.alloc())
+    _moves(empty, lambda: slab.kmem_cache_destroy(empty))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_merge_raises_object_size_and_inuse_and_takes_a_reference(policy: str) -> None:
+    """__kmem_cache_alias: object_size = max(object_size, size), inuse = max(inuse,
+    ALIGN(size, sizeof(void *))), refcount + 1; kmem_cache_destroy drops one reference a
+    call: the cache goes with the last."""
+    slab = _slab(policy)
+    cache = slab.kmem_cache_create("small", 60)
+    assert (cache.object_size, cache.inuse, cache.refcount) == (60, 64 if cache.inuse == 64
+                                                                else cache.inuse, 1)
+    alias = slab.kmem_cache_create("large", 64)
+    assert alias is cache
+    assert (cache.object_size, cache.inuse, cache.refcount) == (64, 64, 2)
+    assert "large" in cache.aliases
+    slab.kmem_cache_destroy("large")
+    assert not cache.destroyed and cache.refcount == 1
+    slab.kmem_cache_destroy("small")
+    assert cache.destroyed
+    assert cache not in slab.cache_list()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_rcu_barrier_moves_change_count_by_the_slabs_it_gives_back(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("rcu", 1024, flags=SLAB_TYPESAFE_BY_RCU)
+    cache.free(cache.alloc())
+    cache.shrink()
+    assert cache.pages_held() == 1 << cache.order  # waiting for the grace period
+    assert _moves(cache, cache.rcu_barrier) == 1
+    assert cache.pages_held() == 0
+    cache.check()
+
+
+# -- alloc_node --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_alloc_node_allocates_on_cpu_0_by_default(policy: str) -> None:
+    """kmem_cache_alloc_node(node=NUMA_NO_NODE) is alloc on the cpu given, 0 by default: the
+    next alloc on cpu 0 is served by the same cpu slab (SLUB) or array (classic), and an
+    alloc on cpu 1 is not (a second slab: every object of the first went to cpu 0)."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("noded", 1024)
+    cache.alloc_node()
+    cache.alloc(0)
+    assert cache.pages_held() == 1 << cache.order
+    assert cache.stats().objects == 2
+    for _ in range(cache.objs_per_slab - 2):
+        cache.alloc_node(0, node=0)
+    assert cache.pages_held() == 1 << cache.order
+    cache.alloc_node(1, node=-1)
+    assert cache.pages_held() == 2 << cache.order
+    slab.check()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_alloc_node_refuses_a_node_the_allocator_has_not(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("noded", 128)
+    with pytest.raises(Exception, match="node"):
+        cache.alloc_node(0, node=1)
+    assert cache.stats().objects == 0
+
+
+# -- a page machine's slabs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_slab_on_a_machine_falls_back_to_the_minimum_order(policy: str) -> None:
+    """allocate_slab: when the preferred order cannot be had, the minimum order, counted as
+    ORDER_FALLBACK; a slab of the preferred order is not counted."""
+    slab, machine = _on_machine(policy)
+    cache: Any = slab.kmem_cache_create("fallback", 1024)
+    assert cache.order > cache.min_order == 0
+    cache.alloc()
+    assert cache.stats().order_fallback == 0
+    buddy = slab.buddy
+    taken = []
+    while True:  # every page of the address space taken, every other one given back
+        try:
+            taken.append(buddy.alloc_pages(0))
+        except Exception:
+            break
+    for pfn in taken[::2]:
+        buddy.free_pages(pfn, 0)
+    for _ in range(cache.objs_per_slab):
+        cache.alloc(0)
+    assert cache.stats().order_fallback == 1
+    assert sorted(order for _, order in cache.slab_extents()) == [0, cache.order]
+    slab.check()
+    machine.check()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_rcu_cache_on_a_full_machine_ends_the_grace_period_for_a_new_slab(
+        policy: str) -> None:
+    """A SLAB_TYPESAFE_BY_RCU cache's discarded slabs wait for the grace period; when no
+    page can be had for a new slab, the grace period ends (rcu_barrier) and those pages come
+    back first: the allocation succeeds on the cpu and with the gfp asked."""
+    slab, machine = _on_machine(policy, 4)
+    cache: Any = slab.kmem_cache_create("rcu", 2048, flags=SLAB_TYPESAFE_BY_RCU)
+    objects = []
+    while True:
+        try:
+            objects.append(cache.alloc(1))
+        except OutOfMemoryError:
+            break
+    for address in objects:
+        cache.free(address, 1)
+    cache.shrink()
+    held = cache.pages_held()
+    assert held > 1 << cache.order
+    address = cache.alloc(1)  # no page left: the pending slabs come back, then a new slab
+    assert cache.pages_held() == 1 << cache.order
+    assert cache.stats().objects == 1
+    slab.check()
+    machine.check()
+    cache.free(address, 1)
+    slab.check()
+
+
+def test_rcu_slabs_go_back_to_the_pcp_list_of_the_cpu_that_discarded_them() -> None:
+    """An RCU callback runs on the CPU that queued it: a SLAB_TYPESAFE_BY_RCU slab discarded
+    on cpu 1 (SLUB: a free that empties a slab beyond min_partial) goes back to the machine
+    through cpu 1's pcp list at rcu_barrier()."""
+    slab, machine = _on_machine("slub")
+    cache: Any = slab.kmem_cache_create("rcu", 256, flags=SLAB_TYPESAFE_BY_RCU)
+    assert cache.order == 0
+    objects = [cache.alloc(1) for _ in range(cache.objs_per_slab * 30)]
+    for address in objects:
+        cache.free(address, 1)  # empty slabs beyond the lists' limits discarded on cpu 1
+    machine.drain_all_pages()
+    assert cache.rcu_barrier() > 0
+    assert machine.pcp("Normal", 1).count > 0
+    assert machine.pcp("Normal", 0).count == 0
+    slab.check()
+    machine.check()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_failed_constructor_on_a_machine_gives_the_pages_back(policy: str) -> None:
+    """A slab is built completely or not at all: a constructor that raises leaves the machine,
+    the pcp lists and the cache as they were, and the next slab is built as usual."""
+    slab, machine = _on_machine(policy)
+    state = {"fail": True}
+
+    def ctor(view: memoryview) -> None:
+        if state["fail"]:
+            raise RuntimeError("ctor failed")
+
+    cache: Any = slab.kmem_cache_create("ctor", 512, ctor=ctor)
+    machine.drain_all_pages()
+    free = machine.nr_free_pages
+    pcps = [machine.pcp("Normal", cpu).count for cpu in (0, 1)]
+    for cpu in (0, 1):
+        with pytest.raises(RuntimeError, match="ctor failed"):
+            cache.alloc(cpu)
+        assert cache.pages_held() == 0
+        machine.drain_all_pages()
+        assert machine.nr_free_pages == free
+    assert [machine.pcp("Normal", cpu).count for cpu in (0, 1)] == pcps
+    machine.check()
+    slab.check()
+    state["fail"] = False
+    cache.alloc(1)
+    cache.alloc(0)
+    assert cache.stats().objects == 2
+    slab.check()
+    machine.check()
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_a_reentrant_constructor_error_says_what_happened() -> None:
+    slab = _slab("slub")
+    state: dict[str, Any] = {}
+
+    def ctor(view: memoryview) -> None:
+        if "cache" in state:
+            state["cache"].alloc()
+
+    cache = slab.kmem_cache_create("reenter", 1024, ctor=ctor)
+    state["cache"] = cache
+    with pytest.raises(ConstructorReentryError) as caught:
+        cache.alloc()
+    assert str(caught.value) == ("the constructor of cache 'reenter' called back into its own"
+                                 " cache while a slab was being built for it")
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_free_to_a_destroyed_cache_names_the_address(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("gone", 128)
+    address = cache.alloc()
+    cache.free(address)
+    slab.kmem_cache_destroy(cache)
+    for bad, shown in [(address, f"{address:#x}"), (True, "True"), ("x", "'x'"),
+                       (None, "None")]:
+        with pytest.raises(FreeToDestroyedCacheError) as caught:
+            cache.free(bad)
+        assert str(caught.value) == f"cache 'gone' was destroyed: {shown} is no object of it"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_repr_names_the_class_and_the_geometry(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("shown", 100)
+    assert repr(cache) == (f"<{type(cache).__name__} 'shown' object_size=100"
+                           f" slab_size={cache.size} objs_per_slab={cache.objs_per_slab}"
+                           f" order={cache.order}>")
+    assert type(cache).__name__ in ("SlubCache", "ClassicSlabCache")
+
+
+# -- kfree_rcu ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_kfree_rcu_checks_the_cpu_first(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("rcu", 128)
+    address = cache.alloc()
+    callbacks: list[Callable[[], None]] = []
+    for cpu, error in [(2, InvalidCpuError), (-1, InvalidCpuError), ("0", InvalidTypeError),
+                       (None, InvalidTypeError), (True, InvalidTypeError)]:
+        with pytest.raises(error):
+            cache.kfree_rcu(address, cpu, callbacks.append)
+    assert not callbacks
+    assert cache.slab_usage()[0][1] == 1
+    before = cache.change_count()
+    cache.kfree_rcu(address, Cpu.ONE, callbacks.append)  # an IntEnum names its cpu
+    assert cache.change_count() > before
+    assert cache.slab_usage()[0][3].count(3) == 1  # waiting for the grace period
+    before = cache.change_count()
+    callbacks.pop()()
+    assert cache.change_count() > before
+    assert cache.slab_usage()[0][1] == 0
+    cache.check()
+
+
+def _after_free(policy: str, free: Callable[[Any, int], None]) -> tuple[object, ...]:
+    """What a cache looks like after ``free`` of its first object, then allocs on both cpus."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("rcu", 128)
+    address = cache.alloc(0)
+    for _ in range(3):
+        cache.free(cache.alloc(0), 0)
+    free(cache, address)
+    stats = cache.stats()
+    return (stats.free_fastpath, stats.free_slowpath, cache.slab_usage(),
+            [cache.alloc(cpu) for cpu in (1, 0, 1, 0)])
+
+
+def test_kfree_rcu_frees_on_the_cpu_given() -> None:
+    """The grace period's callback frees on the cpu kfree_rcu named: the cache afterwards is
+    the one a plain free on that cpu leaves (and not the one a free on cpu 0 leaves: for SLUB
+    a free of cpu 0's object on cpu 1 is no fast-path free)."""
+    policy = "slub"
+    def rcu(cache: Any, address: int) -> None:
+        callbacks: list[Callable[[], None]] = []
+        cache.kfree_rcu(address, 1, callbacks.append)
+        callbacks.pop()()
+
+    on_1 = _after_free(policy, lambda cache, address: cache.free(address, 1))
+    assert _after_free(policy, rcu) == on_1
+    assert _after_free(policy, lambda cache, address: cache.free(address, 0)) != on_1
+
+
+# -- slab_usage ---------------------------------------------------------------------------------
+
+
+def _usage_case(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("usage", 512)
+    assert cache.slab_usage() == []
+    objects = [cache.alloc() for _ in range(cache.objs_per_slab + 3)]
+    cache.free(objects[1])
+    rows = cache.slab_usage()
+    live = cache.live_objects()
+    assert [row[0] for row in rows] == sorted(pfn for pfn, _ in cache.slab_extents())
+    assert sum(row[1] for row in rows) == len(live) == len(objects) - 1
+    for pfn, held, base, used in rows:
+        mine = [obj for obj in live if obj.slab_pfn == pfn]
+        assert held == len(mine) == used.count(1)
+        assert {obj.address for obj in mine} == {base + i * cache.size
+                                                 for i, b in enumerate(used) if b == 1}
+    assert cache.slab_usage() == rows  # asked again: the same rows
+    cache.free(objects[0])
+    again = cache.slab_usage()
+    assert again != rows and sum(row[1] for row in again) == len(objects) - 2
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_slab_usage_counts_the_objects_users_hold(policy: str) -> None:
+    _usage_case(policy)
+
+
+@pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.parametrize("policy", POLICIES)
+def test_slab_usage_from_the_compiled_core(policy: str) -> None:
+    """The same rows when the compiled core reads them (even in the pure run)."""
+    with on_core(compiled_module()):
+        _usage_case(policy)
