@@ -9,6 +9,9 @@ so the mutation tool's pure run checks what KmemCache hands it."""
 from __future__ import annotations
 
 import enum
+import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +25,9 @@ from kmem.page.machine import PageMachine
 from kmem.slab.errors import (
     ConstructorReentryError,
     FreeToDestroyedCacheError,
+    InteriorPointerError,
     InvalidCpuError,
+    NotAnObjectError,
 )
 from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
 
@@ -76,10 +81,10 @@ def test_change_count_moves_forward_on_every_alloc_and_free(policy: str) -> None
     on the fast paths (an object of the cpu's slab or array) and the slow ones alike."""
     slab = _slab(policy)
     cache = slab.kmem_cache_create("counted", 512)
-    addresses = [_moves(cache, lambda cpu=cpu: cache.alloc(cpu))
+    addresses = [_moves(cache, functools.partial(cache.alloc, cpu))
                  for cpu in [0, 1] * cache.objs_per_slab]
     for index, address in enumerate(addresses):
-        _moves(cache, lambda a=address, c=index % 2: cache.free(a, c))
+        _moves(cache, functools.partial(cache.free, address, index % 2))
     _moves(cache, cache.shrink)
     stats = cache.stats()
     assert stats.alloc_fastpath and stats.free_fastpath  # both kinds were counted
@@ -402,3 +407,163 @@ def test_slab_usage_from_the_compiled_core(policy: str) -> None:
     """The same rows when the compiled core reads them (even in the pure run)."""
     with on_core(compiled_module()):
         _usage_case(policy)
+
+
+# -- reports ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_slabinfo_and_stats_name_the_cache_and_its_pages(policy: str) -> None:
+    """/proc/slabinfo: pagesperslab is 2**order and sharedavail 0 (SLUB prints 0; kmem's
+    classic has no shared array); stats() names the cache and its policy."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("info", 1024)
+    assert cache.order > 0
+    cache.alloc()
+    info = cache.slabinfo()
+    assert (info.name, info.pagesperslab, info.sharedavail) == ("info", 1 << cache.order, 0)
+    assert (info.objsize, info.objperslab, info.num_slabs) == (cache.size,
+                                                               cache.objs_per_slab, 1)
+    stats = cache.stats()
+    assert (stats.name, stats.policy) == ("info", policy)
+
+
+# -- bad frees ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_free_in_an_rcu_slab_or_beside_it_says_which(policy: str) -> None:
+    """An address in a slab waiting for the grace period is named so; the page right after
+    it, in no slab, and the first address past the memory are no object of the cache."""
+    slab = _slab(policy, 1 * MiB)
+    cache: Any = slab.kmem_cache_create("rcu", 256, flags=SLAB_TYPESAFE_BY_RCU)
+    assert cache.order == 0
+    address = cache.alloc()
+    cache.free(address)
+    cache.shrink()
+    (pending,) = cache._rcu_pending
+    start = pending.pfn << 12
+    with pytest.raises(NotAnObjectError) as caught:
+        cache.free(start)
+    assert str(caught.value) == (f"address {start:#x} is in a slab of 'rcu' that was discarded"
+                                 " (its pages wait for an RCU grace period)")
+    after = (pending.pfn + 1) << 12
+    assert slab.buddy.mem_map.owner[pending.pfn + 1] == 0
+    for bad in (after, after + 256, 1 * MiB, 1 * MiB + 4096):
+        with pytest.raises(NotAnObjectError) as caught:
+            cache.free(bad)
+        assert str(caught.value) == f"address {bad:#x} is not in a slab of 'rcu'"
+    cache.check()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_address_past_the_last_object_of_a_slab_is_no_object(policy: str) -> None:
+    """A slab of 4096-byte pages holds 4096 // 600 = 6 objects of 600 bytes and 496 bytes
+    left over: base + 6 * 600 lies in the slab's page but starts no object."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("slack", 600)
+    address = cache.alloc()
+    (pfn, _held, base, used) = cache.slab_usage()[0]
+    past = base + len(used) * cache.size
+    assert past < ((pfn + (1 << cache.order)) << 12)
+    assert cache.owns(address) and not cache.owns(past)
+    with pytest.raises(InteriorPointerError):
+        cache.view(past)
+    with pytest.raises(InteriorPointerError):
+        cache.free(past)
+    cache.check()
+
+
+# -- constructors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("thread_safe", [True, False])
+def test_a_constructor_slab_leaves_alloc_free_and_kfree_as_they_were(
+        policy: str, thread_safe: bool) -> None:
+    """While a constructor runs its cache's calls are guarded; afterwards they are the
+    cache's own again: an unlocked cache (thread_safe=False) keeps its unlocked paths, and
+    kfree of an object of the cache frees it (no ConstructorReentryError)."""
+    slab = _slab(policy, thread_safe=thread_safe)
+    cache: Any = slab.kmem_cache_create("ctor", 256, ctor=lambda view: None)
+    before = (cache.__dict__.get("alloc"), cache.__dict__.get("free"))
+    objects = [cache.alloc() for _ in range(cache.objs_per_slab * 3)]
+    assert (cache.__dict__.get("alloc"), cache.__dict__.get("free")) == before
+    if not thread_safe and slab.buddy.compiled_core is None:  # (else the core's paths)
+        assert cache.alloc == cache._alloc_unlocked and cache.free == cache._free_unlocked
+    for address in objects:
+        slab.kfree(address)
+    assert cache.stats().objects == 0
+    slab.check()
+
+
+@pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_constructor_slab_keeps_the_compiled_fast_paths(policy: str) -> None:
+    with on_core(compiled_module()):
+        slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("ctor", 256, ctor=lambda view: None)
+    assert type(cache.alloc).__name__ == "builtin_function_or_method"
+    objects = [cache.alloc() for _ in range(cache.objs_per_slab * 2)]
+    assert type(cache.alloc).__name__ == "builtin_function_or_method"
+    assert type(cache.free).__name__ == "builtin_function_or_method"
+    for address in objects:
+        slab.kfree(address)
+    slab.check()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_another_thread_allocating_during_a_constructor_gets_cpu_0_by_default(
+        policy: str) -> None:
+    """Another thread's alloc() and free() while a constructor runs wait for the slab, then
+    run with their own arguments: alloc() and free(address) on cpu 0 by default, so the
+    waiting alloc takes an object of cpu 0's new slab, no second slab."""
+    slab = _slab(policy)
+    state: dict[str, Any] = {}
+
+    def other() -> None:
+        state["address"] = state["cache"].alloc()
+
+    def ctor(view: memoryview) -> None:
+        if "cache" in state and "thread" not in state:
+            state["thread"] = threading.Thread(target=other)
+            state["thread"].start()
+            time.sleep(0.2)  # (it waits for the cache; if it were late it would wait too)
+
+    cache: Any = slab.kmem_cache_create("ctor", 1024, ctor=ctor)
+    state["cache"] = cache
+    first = cache.alloc(0)
+    state["thread"].join(30)
+    assert cache.stats().objects == 2 and state["address"] != first
+    assert cache.pages_held() == 1 << cache.order
+    cache.free(first)
+    slab.check()
+
+
+# -- discards -------------------------------------------------------------------------------------
+
+
+def test_a_shrink_gives_the_pages_back_on_cpu_0() -> None:
+    """kmem_cache_shrink runs on cpu 0 (kmem's default cpu): an RCU cache's slabs it discards
+    go back through cpu 0's pcp list at the grace period, as a plain cache's at once."""
+    for flags in (0, SLAB_TYPESAFE_BY_RCU):
+        slab, machine = _on_machine("slub")
+        cache: Any = slab.kmem_cache_create("shrunk", 256, flags=flags)
+        assert cache.order == 0
+        cache.free(cache.alloc(1), 1)
+        cache.flush_cpu(1)
+        machine.drain_all_pages()
+        cache.shrink()
+        cache.rcu_barrier()
+        assert cache.pages_held() == 0
+        assert (machine.pcp("Normal", 0).count, machine.pcp("Normal", 1).count) == (1, 0)
+        slab.check()
+
+
+def test_check_refuses_a_node_list_too_many() -> None:
+    slab = _slab("slub")
+    cache: Any = slab.kmem_cache_create("nodes", 256)
+    cache.check()
+    cache._nodes.append(type(cache._nodes[0])())
+    with pytest.raises(AssertionError, match=r"^nodes: 2 node lists for 1 nodes$"):
+        cache.check()
