@@ -84,6 +84,7 @@ def test_change_count_moves_forward_on_every_alloc_and_free(policy: str) -> None
     addresses = [_moves(cache, functools.partial(cache.alloc, cpu))
                  for cpu in [0, 1] * cache.objs_per_slab]
     for index, address in enumerate(addresses):
+        assert isinstance(address, int)
         _moves(cache, functools.partial(cache.free, address, index % 2))
     _moves(cache, cache.shrink)
     stats = cache.stats()
@@ -100,9 +101,22 @@ def test_change_count_moves_on_a_merge_and_a_destroy(policy: str) -> None:
         cache.alloc()
     alias = _moves(cache, lambda: slab.kmem_cache_create("second", 64))
     assert alias is cache
+    assert _moves(cache, lambda: slab.kmem_cache_create("third", 62)) is cache
     empty = slab.kmem_cache_create("empty", 3000, flags=SLAB_TYPESAFE_BY_RCU)
     empty.free(empty.alloc())
     _moves(empty, lambda: slab.kmem_cache_destroy(empty))
+    # a destroy with nothing left to give back changes no row: its number never goes back
+    idle: Any = slab.kmem_cache_create("idle", 3000)
+    callbacks: list[Callable[[], None]] = []
+    for _ in range(3):
+        idle.kfree_rcu(idle.alloc(), 0, callbacks.append)
+    for callback in callbacks:
+        callback()
+    idle.shrink()
+    assert idle.pages_held() == 0
+    before = idle.change_count()
+    slab.kmem_cache_destroy(idle)
+    assert idle.change_count() >= before
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -193,6 +207,11 @@ def test_a_slab_on_a_machine_falls_back_to_the_minimum_order(policy: str) -> Non
         cache.alloc(0)
     assert cache.stats().order_fallback == 1
     assert sorted(order for _, order in cache.slab_extents()) == [0, cache.order]
+    per_page = 4096 // cache.size
+    for _ in range(per_page):
+        cache.alloc(0)
+    assert cache.stats().order_fallback == 2
+    assert sorted(order for _, order in cache.slab_extents()) == [0, 0, cache.order]
     slab.check()
     machine.check()
 
@@ -254,7 +273,13 @@ def test_a_failed_constructor_on_a_machine_gives_the_pages_back(policy: str) -> 
         if state["fail"]:
             raise RuntimeError("ctor failed")
 
-    cache: Any = slab.kmem_cache_create("ctor", 512, ctor=ctor)
+    cache: Any = slab.kmem_cache_create("ctor", 256, ctor=ctor)
+    assert cache.order == 0
+    machine.drain_all_pages()
+    with pytest.raises(RuntimeError, match="ctor failed"):
+        cache.alloc(1)  # its page back on cpu 1's pcp list, where it came from
+    assert machine.pcp("Normal", 0).count == 0
+    assert machine.pcp("Normal", 1).count > 0
     machine.drain_all_pages()
     free = machine.nr_free_pages
     pcps = [machine.pcp("Normal", cpu).count for cpu in (0, 1)]
@@ -333,13 +358,16 @@ def test_kfree_rcu_checks_the_cpu_first(policy: str) -> None:
             cache.kfree_rcu(address, cpu, callbacks.append)
     assert not callbacks
     assert cache.slab_usage()[0][1] == 1
-    before = cache.change_count()
-    cache.kfree_rcu(address, Cpu.ONE, callbacks.append)  # an IntEnum names its cpu
-    assert cache.change_count() > before
-    assert cache.slab_usage()[0][3].count(3) == 1  # waiting for the grace period
-    before = cache.change_count()
-    callbacks.pop()()
-    assert cache.change_count() > before
+    second = cache.alloc()
+    for obj in (address, second):
+        before = cache.change_count()
+        cache.kfree_rcu(obj, Cpu.ONE, callbacks.append)  # an IntEnum names its cpu
+        assert cache.change_count() > before
+    assert cache.slab_usage()[0][3].count(3) == 2  # waiting for the grace period
+    for callback in callbacks:
+        before = cache.change_count()
+        callback()
+        assert cache.change_count() > before
     assert cache.slab_usage()[0][1] == 0
     cache.check()
 
@@ -407,6 +435,15 @@ def test_slab_usage_from_the_compiled_core(policy: str) -> None:
     """The same rows when the compiled core reads them (even in the pure run)."""
     with on_core(compiled_module()):
         _usage_case(policy)
+        slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("usage", 512)
+    objects = [cache.alloc() for _ in range(cache.objs_per_slab * 2)]
+    rows = cache.slab_usage()
+    assert len(rows) == 2
+    cache.free(objects[-1])
+    again = cache.slab_usage()
+    # (docs/development.md: an unchanged slab's row is the previous call's very tuple)
+    assert again[0] is rows[0] and again[1] is not rows[1] and again[1] != rows[1]
 
 
 # -- reports ------------------------------------------------------------------------------------
