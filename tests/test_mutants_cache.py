@@ -20,16 +20,20 @@ import pytest
 from core_twins import compiled_module, on_core
 from kmem import BuddyAllocator, SlabAllocator
 from kmem.errors import InvalidTypeError, OutOfMemoryError
+from kmem.page.gfp import GFP_KERNEL
 from kmem.page.layout import MachineLayout
 from kmem.page.machine import PageMachine
+from kmem.slab.cache import GFP_MAX, check_gfp
 from kmem.slab.errors import (
     ConstructorReentryError,
     FreeToDestroyedCacheError,
     InteriorPointerError,
     InvalidCpuError,
+    InvalidGfpError,
     NotAnObjectError,
+    ObjectDoubleFreeError,
 )
-from kmem.slab.flags import SLAB_TYPESAFE_BY_RCU
+from kmem.slab.flags import SLAB_RED_ZONE, SLAB_TYPESAFE_BY_RCU
 
 MiB = 1 << 20
 POLICIES = ["slub", "slab"]
@@ -604,3 +608,113 @@ def test_check_refuses_a_node_list_too_many() -> None:
     cache._nodes.append(type(cache._nodes[0])())
     with pytest.raises(AssertionError, match=r"^nodes: 2 node lists for 1 nodes$"):
         cache.check()
+
+
+# -- gfp, attributes, tunables, kmalloc statistics -------------------------------------------------
+
+
+def test_check_gfp_takes_every_gfp_t() -> None:
+    """gfp_t is an unsigned int: 0 (GFP_NOWAIT) through 2**32 - 1 are gfp flags, 2**32 is
+    not, nor a bool or a str."""
+    assert check_gfp(0) == 0 and check_gfp(GFP_MAX) == GFP_MAX == (1 << 32) - 1
+    for bad, error in [(-1, InvalidGfpError), (1 << 32, InvalidGfpError),
+                       (True, InvalidTypeError), ("0", InvalidTypeError)]:
+        with pytest.raises(error):
+            check_gfp(bad)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_alloc_refuses_a_gfp_beyond_32_bits(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("gfp", 128)
+    for bad in (1 << 32, 1 << 33, (1 << 40) | GFP_KERNEL):
+        with pytest.raises(InvalidGfpError):
+            cache.alloc(0, bad)
+    assert cache.stats().objects == 0
+    cache.alloc(0, 0)  # GFP_NOWAIT
+    assert cache.stats().objects == 1
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_new_cache_carries_its_sysfs_attributes(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("user", 96, useroffset=8, usersize=16)
+    assert (cache.useroffset, cache.usersize) == (8, 16)
+    assert cache.destroyed is False and cache.thread_safe is True
+    assert cache.kmalloc_requests() == (0, 0, 0)  # not kmalloc's
+    stats = cache.stats()
+    assert (stats.bytes_requested, stats.bytes_allocated) == (0, 0)
+    unlocked: Any = _slab(policy, thread_safe=False).kmem_cache_create("user", 96)
+    assert unlocked.thread_safe is False
+
+
+def test_a_slub_cache_has_no_slabinfo_tunables() -> None:
+    """SLUB's /proc/slabinfo prints tunables 0 0 0 (it has none)."""
+    cache: Any = _slab("slub").kmem_cache_create("tunables", 128)
+    info = cache.slabinfo()
+    assert (info.limit, info.batchcount, info.sharedfactor) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_kmalloc_requests_follow_every_kmalloc(policy: str) -> None:
+    """(calls, bytes requested, bytes allocated): the allocated bytes are calls × the
+    cache's object size; asked again after more kmallocs, the new counts."""
+    slab = _slab(policy)
+    for size in (50, 60, 64):
+        slab.kmalloc(size)
+    cache: Any = next(c for c in slab.cache_list() if c.name == "kmalloc-64")
+    assert cache.kmalloc_requests() == (3, 174, 3 * cache.size)
+    assert cache.kmalloc_requests() == (3, 174, 3 * cache.size)
+    slab.kmalloc(33)
+    assert cache.kmalloc_requests() == (4, 207, 4 * cache.size)
+    assert isinstance(cache.kmalloc_requests()[2], int)
+
+
+# -- the compiled core's wiring -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_debug_cache_keeps_its_checked_paths_on_the_compiled_core(policy: str) -> None:
+    """Debug caches keep their pure paths (every object checked); a plain cache beside it
+    runs its fast paths in C."""
+    with on_core(compiled_module()):
+        slab = _slab(policy)
+    plain: Any = slab.kmem_cache_create("plain", 128)
+    debug: Any = slab.kmem_cache_create("zoned", 128, flags=SLAB_RED_ZONE)
+    assert type(plain.alloc).__name__ == "builtin_function_or_method"
+    assert type(debug.alloc).__name__ == "method"
+    address = debug.alloc()
+    debug.free(address)
+    with pytest.raises(ObjectDoubleFreeError):
+        debug.free(address)
+
+
+# -- check() ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_check_finds_a_slab_page_owned_by_nobody(policy: str) -> None:
+    """Every page of a slab (2**order of them) is the cache's (slab->slab_cache): check()
+    finds a tail page whose owner was lost, in a slab and in one waiting for RCU."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("owned", 1024)
+    assert cache.order > 0
+    cache.alloc()
+    (pfn, order), = cache.slab_extents()
+    owner = slab.buddy.mem_map.owner
+    owner[pfn + (1 << order) - 1] = 0
+    with pytest.raises(AssertionError, match=r"^owned: slab at pfn 0x[0-9a-f]+: page 0x[0-9a-f]+"
+                                             " owner is 0$"):
+        cache.check()
+    owner[pfn + (1 << order) - 1] = cache.id
+    cache.check()
+    rcu: Any = slab.kmem_cache_create("rcu", 1024, flags=SLAB_TYPESAFE_BY_RCU)
+    rcu.free(rcu.alloc())
+    rcu.shrink()
+    (pending,) = rcu._rcu_pending
+    rcu.check()
+    owner[pending.pfn + (1 << pending.order) - 1] = 0
+    with pytest.raises(AssertionError, match=r"^rcu: RCU-pending slab at pfn 0x[0-9a-f]+: its"
+                                             " pages are not held for the cache$"):
+        rcu.check()
