@@ -718,3 +718,43 @@ def test_check_finds_a_slab_page_owned_by_nobody(policy: str) -> None:
     with pytest.raises(AssertionError, match=r"^rcu: RCU-pending slab at pfn 0x[0-9a-f]+: its"
                                              " pages are not held for the cache$"):
         rcu.check()
+
+
+def _sheaf_run(compiled: bool, kernel: str, nr_nodes: int) -> list[object]:
+    """A random program on a cache with sheaves; what it saw, step by step."""
+    import random
+
+    with on_core(compiled_module() if compiled else None):
+        slab = SlabAllocator(BuddyAllocator(64 * MiB), nr_cpus=4, nr_nodes=nr_nodes,
+                             kernel=kernel)
+    cache: Any = slab.kmem_cache_create("sheafed", 192, sheaf_capacity=8)
+    assert cache.sheaf_capacity >= 8
+    if compiled:
+        assert type(cache.alloc).__name__ == "builtin_function_or_method"
+    rng = random.Random(kernel + str(nr_nodes))
+    live: list[int] = []
+    seen: list[object] = []
+    for step in range(1500):
+        if live and (len(live) > 300 or rng.random() < 0.45):
+            address = live.pop(rng.randrange(len(live)))
+            cache.free(address, rng.randrange(4))
+            seen.append(("free", address))
+        else:
+            address = cache.alloc(rng.randrange(4))
+            live.append(address)
+            seen.append(("alloc", address))
+        if step % 100 == 0:
+            seen.append((cache.slab_usage(), cache.stats()))
+    seen.append((cache.slab_usage(), cache.stats()))
+    slab.check()
+    return seen
+
+
+@pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.parametrize(("kernel", "nr_nodes"), [("6.18", 1), ("6.18", 2), ("7.0", 2)])
+def test_sheaves_on_the_compiled_core_do_what_the_pure_ones_do(kernel: str,
+                                                              nr_nodes: int) -> None:
+    """The compiled core takes a sheaf cache's fast paths (its main sheaves, counters and,
+    on several nodes, the cpu -> node map that sends remote frees to the pure path): the
+    same program gives the same objects, rows and counters on both cores."""
+    assert _sheaf_run(True, kernel, nr_nodes) == _sheaf_run(False, kernel, nr_nodes)
