@@ -33,7 +33,7 @@ from kmem.slab.errors import (
     NotAnObjectError,
     ObjectDoubleFreeError,
 )
-from kmem.slab.flags import SLAB_RED_ZONE, SLAB_TYPESAFE_BY_RCU
+from kmem.slab.flags import SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU
 
 MiB = 1 << 20
 POLICIES = ["slub", "slab"]
@@ -758,3 +758,26 @@ def test_sheaves_on_the_compiled_core_do_what_the_pure_ones_do(kernel: str,
     on several nodes, the cpu -> node map that sends remote frees to the pure path): the
     same program gives the same objects, rows and counters on both cores."""
     assert _sheaf_run(True, kernel, nr_nodes) == _sheaf_run(False, kernel, nr_nodes)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_live_objects_name_their_last_allocating_caller(policy: str) -> None:
+    """SLAB_STORE_USER: live_objects() gives each object's last *allocation* track
+    (TRACK_ALLOC), not its free track: an object allocated, freed and allocated again by
+    the same code as a never-freed one carries the same caller."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("tracked", 128, flags=SLAB_STORE_USER)
+
+    def allocate() -> int:
+        return int(cache.alloc())
+
+    def release(address: int) -> None:
+        cache.free(address)
+
+    first = cache.alloc()
+    release(first)
+    again, fresh = allocate(), allocate()
+    assert again == first  # (the object just freed, handed out again)
+    callers = {obj.address: obj.caller for obj in cache.live_objects()}
+    assert set(callers) == {again, fresh}
+    assert isinstance(callers[again], str) and callers[again] == callers[fresh]
