@@ -781,3 +781,138 @@ def test_live_objects_name_their_last_allocating_caller(policy: str) -> None:
     callers = {obj.address: obj.caller for obj in cache.live_objects()}
     assert set(callers) == {again, fresh}
     assert isinstance(callers[again], str) and callers[again] == callers[fresh]
+
+
+# -- new slabs on a buddy allocator and on several nodes -----------------------------------------
+
+
+def _fragment(buddy: BuddyAllocator) -> None:
+    """Every free page taken, every other one given back: no block above order 0 is left."""
+    taken = []
+    while True:
+        try:
+            taken.append(buddy.alloc_pages(0))
+        except OutOfMemoryError:
+            break
+    for pfn in taken[::2]:
+        buddy.free_pages(pfn, 0)
+
+
+@pytest.mark.parametrize(("policy", "nr_nodes"), [("slub", 1), ("slab", 1), ("slub", 2)])
+def test_each_minimum_order_slab_counts_an_order_fallback(policy: str, nr_nodes: int) -> None:
+    """allocate_slab: a slab of the minimum order because the preferred one could not be had
+    counts ORDER_FALLBACK, once per such slab."""
+    slab = _slab(policy, nr_nodes=nr_nodes)
+    cache: Any = slab.kmem_cache_create("fallback", 1024)
+    assert cache.order > cache.min_order == 0
+    cache.alloc()
+    _fragment(slab.buddy)
+    objects = [cache.alloc(0) for _ in range(cache.objs_per_slab + 4096 // cache.size)]
+    assert cache.stats().order_fallback == 2
+    assert sorted(order for _, order in cache.slab_extents()) == [0, 0, cache.order]
+    for address in objects:
+        cache.free(address)
+    slab.check()
+
+
+def test_an_rcu_cache_on_two_full_nodes_ends_the_grace_period_for_a_new_slab() -> None:
+    """(SLUB: the slab policy with several nodes)"""
+    slab = _slab("slub", 8 * MiB, nr_nodes=2)
+    cache: Any = slab.kmem_cache_create("rcu", 2048, flags=SLAB_TYPESAFE_BY_RCU)
+    objects = []
+    while True:
+        try:
+            objects.append(cache.alloc(1))
+        except OutOfMemoryError:
+            break
+    for address in objects:
+        cache.free(address, 1)
+    cache.shrink()
+    assert cache.pages_held() > 1 << cache.order
+    address = cache.alloc(1)
+    assert cache.pages_held() == 1 << cache.order
+    assert slab.node_of(address) == 1  # (cpu 1 of 2 is on node 1)
+    slab.check()
+
+
+def test_a_failed_constructor_on_two_nodes_gives_the_pages_back() -> None:
+    slab = _slab("slub", nr_nodes=2)
+    state = {"fail": True}
+
+    def ctor(view: memoryview) -> None:
+        if state["fail"]:
+            raise RuntimeError("ctor failed")
+
+    cache: Any = slab.kmem_cache_create("ctor", 1024, ctor=ctor)
+    free = slab.buddy.nr_free_pages
+    for cpu in (0, 1, 0):
+        with pytest.raises(RuntimeError, match="ctor failed"):
+            cache.alloc(cpu)
+        assert cache.pages_held() == 0 and slab.buddy.nr_free_pages == free
+    state["fail"] = False
+    cache.alloc(1)
+    cache.alloc(0)
+    assert cache.stats().objects == 2
+    slab.check()
+
+
+class _HalfReserveBuddy(BuddyAllocator):
+    """A page source whose upper half of pages came from its memory reserves."""
+
+    def page_is_pfmemalloc(self, pfn: int) -> bool:
+        return pfn >= self.nr_pages // 2
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_slab_is_pfmemalloc_when_its_own_pages_are(policy: str) -> None:
+    """slab_set_pfmemalloc asks about the slab's own first page."""
+    buddy = _HalfReserveBuddy(4 * MiB)
+    slab = SlabAllocator(buddy, nr_cpus=1, policy=policy)
+    cache: Any = slab.kmem_cache_create("half", 2048)
+    while cache.pages_held() < buddy.nr_pages * 3 // 4:
+        cache.alloc()
+    slabs = cache._slabs()
+    assert {s.pfmemalloc for s in slabs} == {False, True}
+    assert all(s.pfmemalloc == (s.pfn >= buddy.nr_pages // 2) for s in slabs)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_stats_give_the_kmalloc_bytes(policy: str) -> None:
+    slab = _slab(policy)
+    for size in (50, 60, 64):
+        slab.kmalloc(size)
+    stats = slab.stats()["kmalloc-64"]
+    assert (stats.bytes_requested, stats.bytes_allocated) == (174, 3 * 64)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_another_thread_freeing_during_a_constructor_frees_on_cpu_0_by_default(
+        policy: str) -> None:
+    """A free(address) that waits for a constructor runs as it would have: on cpu 0."""
+    def run(during: bool) -> tuple[object, ...]:
+        slab = _slab(policy)
+        state: dict[str, Any] = {}
+
+        def other() -> None:
+            state["cache"].free(state["victim"])
+
+        def ctor(view: memoryview) -> None:
+            if during and "victim" in state and "thread" not in state:
+                state["thread"] = threading.Thread(target=other)
+                state["thread"].start()
+                time.sleep(0.2)
+
+        cache: Any = slab.kmem_cache_create("ctor", 1024, ctor=ctor)
+        state["cache"] = cache
+        objects = [cache.alloc(1) for _ in range(cache.objs_per_slab)]
+        state["victim"] = objects[3]
+        cache.alloc(0)  # a new slab for cpu 0; the free waits for its constructor
+        if during:
+            state["thread"].join(30)
+        else:
+            cache.free(objects[3])
+        stats = cache.stats()
+        return (stats.free_fastpath, stats.free_slowpath, cache.slab_usage(),
+                [cache.alloc(cpu) for cpu in (0, 1, 0, 1)])
+
+    assert run(True) == run(False)
