@@ -916,3 +916,44 @@ def test_another_thread_freeing_during_a_constructor_frees_on_cpu_0_by_default(
                 [cache.alloc(cpu) for cpu in (0, 1, 0, 1)])
 
     assert run(True) == run(False)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_check_finds_a_page_mapped_to_another_slab_and_a_bad_free_index(policy: str) -> None:
+    """check(): every page of a slab maps to that slab, and every index on a freelist is an
+    object of the slab (one past the last is not)."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("mapped", 1024)
+    assert cache.order > 0
+    objects = [cache.alloc() for _ in range(cache.objs_per_slab + 1)]
+    (first, _), (second, _) = cache.slab_extents()
+    pages = cache._slab_of_pfn
+    right = pages[first + 1]
+    pages[first + 1] = pages[second]
+    with pytest.raises(AssertionError, match=rf"^mapped: slab at pfn {first:#x}: page"
+                                             rf" {first + 1:#x} does not map to the slab$"):
+        cache.check()
+    pages[first + 1] = right
+    cache.check()
+    cache.free(objects[0])
+    victim = pages[first]
+    saved = victim.freelist[-1]
+    victim.freelist[-1] = victim.objects
+    with pytest.raises(AssertionError, match=rf": free object {victim.objects} is marked used$"):
+        cache.check()
+    victim.freelist[-1] = saved
+    cache.check()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_check_refuses_an_rcu_pending_slab_with_objects(policy: str) -> None:
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("rcu", 1024, flags=SLAB_TYPESAFE_BY_RCU)
+    cache.free(cache.alloc())
+    cache.shrink()
+    (pending,) = cache._rcu_pending
+    cache.check()
+    pending.freelist.pop()
+    with pytest.raises(AssertionError, match=r"^rcu: RCU-pending slab at pfn 0x[0-9a-f]+ is not"
+                                             " an empty slab of an RCU cache$"):
+        cache.check()
