@@ -957,3 +957,20 @@ def test_check_refuses_an_rcu_pending_slab_with_objects(policy: str) -> None:
     with pytest.raises(AssertionError, match=r"^rcu: RCU-pending slab at pfn 0x[0-9a-f]+ is not"
                                              " an empty slab of an RCU cache$"):
         cache.check()
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_check_finds_objects_overflowing_their_slab(policy: str) -> None:
+    """check(): a slab's objects end within its pages (base + objects × size)."""
+    slab = _slab(policy)
+    cache: Any = slab.kmem_cache_create("overflow", 1024)
+    cache.alloc()
+    (victim,) = cache._slabs()
+    slack = (4096 << victim.order) - (victim.base - victim.start) - victim.objects * cache.size
+    assert slack < cache.size
+    victim.base += cache.size
+    with pytest.raises(AssertionError, match=r"^overflow: slab at pfn 0x[0-9a-f]+: objects"
+                                             " overflow the slab$"):
+        cache.check()
+    victim.base -= cache.size
+    cache.check()
