@@ -974,3 +974,30 @@ def test_check_finds_objects_overflowing_their_slab(policy: str) -> None:
         cache.check()
     victim.base -= cache.size
     cache.check()
+
+
+@pytest.mark.skipif(compiled_module() is None, reason="kmem._core is not built")
+@pytest.mark.parametrize("policy", POLICIES)
+def test_kfree_on_the_compiled_core_is_guarded_during_a_constructor_only(policy: str) -> None:
+    """The compiled core's kfree calls the owner cache's free from the allocator's table: a
+    constructor's kfree of an object of its own cache gets a ConstructorReentryError, and
+    once the slab is built kfree frees that cache's objects again."""
+    with on_core(compiled_module()):
+        slab = _slab(policy)
+    state: dict[str, Any] = {}
+
+    def ctor(view: memoryview) -> None:
+        if "victim" in state:
+            slab.kfree(state["victim"])
+
+    cache: Any = slab.kmem_cache_create("ctor", 1024, ctor=ctor)
+    objects = [cache.alloc() for _ in range(cache.objs_per_slab)]
+    state["victim"] = objects[0]
+    with pytest.raises(ConstructorReentryError):
+        cache.alloc()  # a new slab: its constructor kfrees
+    del state["victim"]
+    assert cache.stats().objects == cache.objs_per_slab
+    for address in objects:
+        slab.kfree(address)
+    assert cache.stats().objects == 0
+    slab.check()
