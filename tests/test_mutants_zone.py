@@ -1,0 +1,118 @@
+"""Zone rules that the mutation run of kmem.page.zone (tools/mutants.py page/zone) found
+untested: when a fallback boosts the watermarks and how far (boost_watermark), how big the
+highatomic reserve may grow (reserve_highatomic_pageblock's ALIGN(managed / 100)), and how
+many times the zone lock is taken.
+
+The expected values are Linux's rules (mm/page_alloc.c), worked out by hand, not read back
+from kmem. Zone methods named after Linux's are called directly where the machine would need
+a long set-up to reach them; each test runs on the compiled core and on KMEM_PURE=1 alike.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+from kmem.page.layout import MachineLayout, ZoneLayout
+from kmem.page.machine import PageMachine
+from kmem.page.zone import ZONE_NR_VALUES, Zone
+
+PAGEBLOCK_PAGES = 512  # pageblock_order 9 with 4 KiB pages
+HIGHATOMIC = 3
+
+
+def _bare_zone(managed: int, high: int, boost_factor: int = 15000) -> Zone:
+    """A Normal zone of ``managed`` pages with no free lists, its high watermark ``high``."""
+    pages = managed + PAGEBLOCK_PAGES
+    values = memoryview(array("q", bytes(8 * ZONE_NR_VALUES)))
+    zone = Zone(2, ZoneLayout("Normal", 0, managed, managed, managed), bytearray(pages),
+                array("q", bytes(8 * pages)), array("q", bytes(8 * pages)),
+                bytearray(pages // PAGEBLOCK_PAGES + 1), bytearray(pages), 0, values)
+    zone.watermark = (high // 3, high * 2 // 3, high, high)
+    zone.watermark_boost_factor = boost_factor
+    return zone
+
+
+def test_a_zone_of_exactly_four_pageblocks_is_boosted_by_a_pageblock() -> None:
+    # boost_watermark: no boost only when 4 pageblocks are more than the managed pages.
+    zone = _bare_zone(4 * PAGEBLOCK_PAGES, 1000)
+    assert zone.boost_watermark()
+    assert zone.watermark_boost == PAGEBLOCK_PAGES
+    smaller = _bare_zone(4 * PAGEBLOCK_PAGES - 1, 1000)
+    assert not smaller.boost_watermark()
+    assert smaller.watermark_boost == 0
+    between = _bare_zone(4 * PAGEBLOCK_PAGES + 300, 1000)
+    assert between.boost_watermark()
+    assert between.watermark_boost == PAGEBLOCK_PAGES
+
+
+def test_a_boost_factor_of_0_turns_boosting_off_in_any_zone() -> None:
+    zone = _bare_zone(1 << 18, 1000, boost_factor=0)
+    assert not zone.boost_watermark()
+    assert zone.watermark_boost == 0
+
+
+def test_the_boost_stops_at_the_factor_times_the_high_mark() -> None:
+    # max_boost = mult_frac(high, watermark_boost_factor, 10000): 1000 * 15000 / 10000 = 1500;
+    # each fallback adds a pageblock until the boost reaches it.
+    zone = _bare_zone(1 << 18, 1000)
+    boosts = []
+    for _ in range(4):
+        assert zone.boost_watermark()
+        boosts.append(zone.watermark_boost)
+    assert boosts == [512, 1024, 1500, 1500]
+    assert zone.wmark(2) == 1000 + 1500
+    # 1001 * 15000 / 10000 = 1501.5, rounded down.
+    odd = _bare_zone(1 << 18, 1001)
+    for _ in range(3):
+        odd.boost_watermark()
+    assert odd.watermark_boost == 1501
+    # A factor of 10000 caps the boost at high itself.
+    same = _bare_zone(1 << 18, 1000, boost_factor=10000)
+    for _ in range(3):
+        same.boost_watermark()
+    assert same.watermark_boost == 1000
+
+
+def _fill_to_low_mark(machine: PageMachine) -> None:
+    zone = machine.zone("Normal")
+    while zone.free_pages > zone.watermark[1] + 600:
+        machine.alloc_pages(9, "GFP_HIGHUSER_MOVABLE")
+    while zone.free_pages >= zone.watermark[1]:
+        machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")
+
+
+def test_the_highatomic_limit_is_1_percent_of_the_zone_rounded_down_then_to_a_pageblock() -> None:
+    # 51250 managed pages: 51250 / 100 = 512 (integer division), aligned up to a pageblock:
+    # 512. One pageblock is reserved; the atomic allocations past it take no second one.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 51250 << 12}), nr_cpus=1,
+                          pcp=False, watermark_scale_factor=3000)
+    zone = machine.zone("Normal")
+    assert zone.managed == 51250
+    _fill_to_low_mark(machine)
+    first = machine.alloc_pages(2, "GFP_ATOMIC")
+    assert machine.pageblock_mt[first // PAGEBLOCK_PAGES] == HIGHATOMIC
+    assert zone.nr_reserved_highatomic == PAGEBLOCK_PAGES
+    for _ in range(127):  # the reserve's other 508 pages
+        machine.alloc_pages(2, "GFP_ATOMIC")
+    beyond = machine.alloc_pages(2, "GFP_ATOMIC")
+    assert machine.pageblock_mt[beyond // PAGEBLOCK_PAGES] != HIGHATOMIC
+    assert zone.nr_reserved_highatomic == PAGEBLOCK_PAGES
+    machine.check()
+
+
+def test_each_buddy_allocation_and_free_takes_the_zone_lock_once() -> None:
+    # Without pcp lists every allocation is rmqueue_buddy (spin_lock_irqsave(&zone->lock)
+    # once) and every free is free_one_page (once, however many pageblocks it splits into).
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    before = zone.lock_count
+    pfns = [machine.alloc_pages(0) for _ in range(3)]
+    assert zone.lock_count == before + 3
+    big = machine.alloc_pages(10, "GFP_HIGHUSER_MOVABLE")
+    assert zone.lock_count == before + 4
+    for pfn in pfns:
+        machine.free_pages(pfn, 0)
+    assert zone.lock_count == before + 7
+    machine.free_pages(big, 10)  # two pageblocks, one lock
+    assert zone.lock_count == before + 8
+    machine.check()
