@@ -14,10 +14,11 @@ from array import array
 
 from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
+from kmem.page.watermarks import ALLOC_MIN_RESERVE, ALLOC_NON_BLOCK, ALLOC_OOM
 from kmem.page.zone import ZONE_NR_VALUES, Zone
 
 PAGEBLOCK_PAGES = 512  # pageblock_order 9 with 4 KiB pages
-HIGHATOMIC = 3
+MOVABLE, HIGHATOMIC = 1, 3
 
 
 def _bare_zone(managed: int, high: int, boost_factor: int = 15000) -> Zone:
@@ -115,4 +116,47 @@ def test_each_buddy_allocation_and_free_takes_the_zone_lock_once() -> None:
     assert zone.lock_count == before + 7
     machine.free_pages(big, 10)  # two pageblocks, one lock
     assert zone.lock_count == before + 8
+    machine.check()
+
+
+def test_each_reserve_a_request_may_use_lowers_the_min_mark_by_its_fraction() -> None:
+    # __zone_watermark_ok, order 0, an odd mark of 101: __GFP_HIGH (ALLOC_MIN_RESERVE) keeps
+    # min - min / 2 = 51; non-blocking on top of it 51 - 51 / 4 = 39; an OOM victim
+    # 101 - 101 / 2 = 51, or 51 - 51 / 2 = 26 with __GFP_HIGH too. The check passes only when
+    # the free pages are above that floor.
+    zone = _bare_zone(1 << 18, 1000)
+    for flags, floor in ((0, 101), (ALLOC_MIN_RESERVE, 51),
+                         (ALLOC_MIN_RESERVE | ALLOC_NON_BLOCK, 39), (ALLOC_OOM, 51),
+                         (ALLOC_MIN_RESERVE | ALLOC_OOM, 26),
+                         (ALLOC_MIN_RESERVE | ALLOC_NON_BLOCK | ALLOC_OOM, 20)):
+        assert not zone.zone_watermark_ok(0, 101, zone.index, flags, floor), (flags, floor)
+        assert zone.zone_watermark_ok(0, 101, zone.index, flags, floor + 1), (flags, floor)
+
+
+def test_a_single_highatomic_pageblock_is_kept_unless_forced() -> None:
+    # unreserve_highatomic_pageblock: a zone whose reserve is one pageblock or less keeps it
+    # when the caller does not force it, and says it gave nothing back.
+    zone = _bare_zone(1 << 18, 1000)
+    zone.nr_reserved_highatomic = PAGEBLOCK_PAGES
+    assert not zone.unreserve_highatomic_pageblock(MOVABLE, False)
+    assert zone.nr_reserved_highatomic == PAGEBLOCK_PAGES
+
+
+def test_a_forced_unreserve_gives_a_whole_two_pageblock_block_back() -> None:
+    # A free order-10 highatomic block is two pageblocks of the reserve: unreserving it
+    # takes both (min(max(pageblock_nr_pages, 1 << order), nr_reserved_highatomic)), retypes
+    # both and answers that it gave some back.
+    machine = PageMachine(nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    _fill_to_low_mark(machine)
+    big = machine.alloc_pages(10, "GFP_ATOMIC")
+    assert zone.nr_reserved_highatomic == 2 * PAGEBLOCK_PAGES
+    machine.free_pages(big, 10)
+    assert zone.nr_free_highatomic == 2 * PAGEBLOCK_PAGES
+    assert zone.unreserve_highatomic_pageblock(MOVABLE, True)
+    assert zone.nr_reserved_highatomic == 0
+    assert zone.nr_free_highatomic == 0
+    blocks = [machine.pageblock_mt[big // PAGEBLOCK_PAGES + i] for i in (0, 1)]
+    assert blocks == [MOVABLE, MOVABLE]
+    assert not zone.unreserve_highatomic_pageblock(MOVABLE, True)  # nothing left
     machine.check()
