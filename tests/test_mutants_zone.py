@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from array import array
 
+from kmem.errors import OutOfMemoryError
 from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
 from kmem.page.watermarks import ALLOC_MIN_RESERVE, ALLOC_NON_BLOCK, ALLOC_OOM
 from kmem.page.zone import ZONE_NR_VALUES, Zone
 
 PAGEBLOCK_PAGES = 512  # pageblock_order 9 with 4 KiB pages
-MOVABLE, HIGHATOMIC = 1, 3
+UNMOVABLE, MOVABLE, HIGHATOMIC = 0, 1, 3
 
 
 def _bare_zone(managed: int, high: int, boost_factor: int = 15000) -> Zone:
@@ -159,4 +160,31 @@ def test_a_forced_unreserve_gives_a_whole_two_pageblock_block_back() -> None:
     blocks = [machine.pageblock_mt[big // PAGEBLOCK_PAGES + i] for i in (0, 1)]
     assert blocks == [MOVABLE, MOVABLE]
     assert not zone.unreserve_highatomic_pageblock(MOVABLE, True)  # nothing left
+    machine.check()
+
+
+def test_a_steal_traces_mm_page_alloc_extfrag_with_the_block_it_took_from() -> None:
+    # Every pageblock movable, its first 64 pages free (one order-6 block), the rest in use:
+    # an unmovable order-0 request can claim none, so __rmqueue_steal splits the smallest
+    # fitting fallback block. trace_mm_page_alloc_extfrag(page, order, current_order,
+    # start_migratetype, fallback_mt): alloc order 0, fallback order 6, unmovable from
+    # movable, fragmenting (6 < pageblock_order), no change of ownership.
+    events: list[tuple[str, int, int, int, int, tuple[int, ...]]] = []
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False,
+                          tracer=lambda *event: events.append(event))
+    held = []
+    while True:
+        try:
+            held.append(machine.alloc_pages(6, "GFP_HIGHUSER_MOVABLE|__GFP_MEMALLOC"))
+        except OutOfMemoryError:
+            break
+    for pfn in held:
+        if pfn % PAGEBLOCK_PAGES == 0:
+            machine.free_pages(pfn, 6)
+    events.clear()
+    pfn = machine.alloc_pages(0, "GFP_KERNEL")
+    extfrag = [event for event in events if event[0] == "mm_page_alloc_extfrag"]
+    assert extfrag == [("mm_page_alloc_extfrag", 0, pfn, 0, UNMOVABLE, (6, MOVABLE, 1, 0))]
+    assert pfn % PAGEBLOCK_PAGES == 0
+    assert machine.pageblock_mt[pfn // PAGEBLOCK_PAGES] == MOVABLE
     machine.check()
