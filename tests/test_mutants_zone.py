@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from array import array
 
+import pytest
+
 from kmem.errors import OutOfMemoryError
 from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
@@ -188,3 +190,63 @@ def test_a_steal_traces_mm_page_alloc_extfrag_with_the_block_it_took_from() -> N
     assert pfn % PAGEBLOCK_PAGES == 0
     assert machine.pageblock_mt[pfn // PAGEBLOCK_PAGES] == MOVABLE
     machine.check()
+
+
+def test_only_non_blocking_or_oom_requests_fall_back_to_the_highatomic_reserve() -> None:
+    # rmqueue_buddy: when __rmqueue finds nothing, only ALLOC_OOM or ALLOC_NON_BLOCK requests
+    # take from the highatomic lists. A blocking __GFP_MEMALLOC request ignores the
+    # watermarks (ALLOC_NO_WATERMARKS) but has neither flag: it fails.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 200 << 20}), nr_cpus=1,
+                          pcp=False, min_free_kbytes=128)
+    zone = machine.zone("Normal")
+    _fill_to_low_mark(machine)
+    reserved = machine.alloc_pages(2, "GFP_ATOMIC") // PAGEBLOCK_PAGES
+    assert machine.pageblock_mt[reserved] == HIGHATOMIC
+    while zone.free_pages > zone.nr_free_highatomic:
+        machine.alloc_pages(0, "GFP_ATOMIC")
+    free = zone.free_pages
+    assert free > 0
+    with pytest.raises(OutOfMemoryError):
+        machine.alloc_pages(0, "GFP_KERNEL|__GFP_MEMALLOC")
+    assert zone.free_pages == zone.nr_free_highatomic == free
+    pfn = machine.alloc_pages(0, "GFP_ATOMIC|__GFP_MEMALLOC")
+    assert pfn // PAGEBLOCK_PAGES == reserved
+    assert zone.free_pages == free - 1
+    machine.check()
+
+
+@pytest.mark.parametrize(("corrupt", "message"), [
+    ("nr_free_highatomic", "zone Normal: nr_free_highatomic is 1, the lists hold 0"),
+    ("free_pages_blocks", "zone Normal: free_pages_blocks is 16385, the lists hold 16384"),
+    ("free_pages_mt", r"zone Normal: free_pages_mt is \[1, 16384, 0, 0, 0\], the lists hold"
+                      r" \[0, 16384, 0, 0, 0\]"),
+])
+def test_check_lists_names_each_wrong_counter(corrupt: str, message: str) -> None:
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1)
+    zone = machine.zone("Normal")
+    if corrupt == "nr_free_highatomic":
+        zone.nr_free_highatomic += 1
+    elif corrupt == "free_pages_blocks":
+        zone.free_pages_blocks += 1
+    else:
+        zone.free_pages_mt[UNMOVABLE] += 1
+    with pytest.raises(AssertionError, match=message):
+        zone.check_lists()
+
+
+def test_a_free_page_at_a_zones_first_pfn_is_sound_until_its_pageblock_is_retyped() -> None:
+    # The first two pages of Normal (pfn 0x4000, after 64 MiB of DMA32) allocated, the first
+    # freed: an order-0 free block at the zone's first pfn, which is a pageblock's first.
+    machine = PageMachine(MachineLayout.from_sizes({"DMA32": 64 << 20, "Normal": 64 << 20}),
+                          nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    first = machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")
+    machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")
+    assert first == zone.start_pfn == 0x4000
+    machine.free_pages(first, 0)
+    assert zone.free_list(MOVABLE, 0) == [first]
+    machine.check()
+    machine.pageblock_mt[first // PAGEBLOCK_PAGES] = UNMOVABLE
+    with pytest.raises(AssertionError, match=r"free_list\[1\]\[0\] pfn 0x4000: its pageblock"
+                                             " is of another type"):
+        zone.check_lists()
