@@ -21,7 +21,7 @@ from kmem.page.watermarks import ALLOC_MIN_RESERVE, ALLOC_NON_BLOCK, ALLOC_OOM
 from kmem.page.zone import ZONE_NR_VALUES, Zone
 
 PAGEBLOCK_PAGES = 512  # pageblock_order 9 with 4 KiB pages
-UNMOVABLE, MOVABLE, HIGHATOMIC = 0, 1, 3
+UNMOVABLE, MOVABLE, HIGHATOMIC, ISOLATE = 0, 1, 3, 4
 
 
 def _bare_zone(managed: int, high: int, boost_factor: int = 15000) -> Zone:
@@ -249,4 +249,56 @@ def test_a_free_page_at_a_zones_first_pfn_is_sound_until_its_pageblock_is_retype
     machine.pageblock_mt[first // PAGEBLOCK_PAGES] = UNMOVABLE
     with pytest.raises(AssertionError, match=r"free_list\[1\]\[0\] pfn 0x4000: its pageblock"
                                              " is of another type"):
+        zone.check_lists()
+
+
+def test_a_pcp_refill_takes_the_zone_lock_once_for_its_whole_batch() -> None:
+    # rmqueue_bulk: one spin_lock_irqsave(&zone->lock) for the batch; the allocations the
+    # refilled list then serves take no zone lock.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1)
+    zone = machine.zone("Normal")
+    before = zone.lock_count
+    machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")
+    assert zone.lock_count == before + 1
+    listed = machine.pcp("Normal", 0).count
+    assert listed > 1  # the refill brought more than the one page it handed out
+    for _ in range(listed):
+        machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")
+    assert zone.lock_count == before + 1
+    machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")  # the list is empty: another refill
+    assert zone.lock_count == before + 2
+
+
+def test_isolating_a_free_pageblock_sized_block_takes_it_out_of_the_free_block_count() -> None:
+    # move_to_free_list: NR_FREE_PAGES_BLOCKS counts blocks of pageblock order or more that
+    # are not isolated, so moving one to MIGRATE_ISOLATE lowers it and moving it back
+    # raises it, as NR_FREE_PAGES.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    total = zone.free_pages_blocks
+    assert total == zone.free_pages == 16384
+    pfn = zone.free_list(MOVABLE, 10)[0]
+    zone.move_to_free_list(pfn, 10, MOVABLE, ISOLATE)
+    zone.change_pageblock_range(pfn, 10, ISOLATE)
+    assert zone.free_pages_blocks == zone.free_pages == total - 1024
+    zone.check_lists()
+    zone.move_to_free_list(pfn, 10, ISOLATE, MOVABLE)
+    zone.change_pageblock_range(pfn, 10, MOVABLE)
+    assert zone.free_pages_blocks == zone.free_pages == total
+    machine.check()
+
+
+@pytest.mark.parametrize("mt", [MOVABLE, HIGHATOMIC])
+def test_check_lists_names_free_pageblock_buddies_of_one_type_left_unmerged(mt: int) -> None:
+    # __free_one_page merges two free pageblock-order buddies of the same type, highatomic
+    # ones too (only a pair of different types, one of them not mergeable, stays apart).
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    pfn = zone.free_list(MOVABLE, 10)[0]
+    zone.del_page_from_free_list(pfn, 10, MOVABLE)
+    zone.change_pageblock_range(pfn, 10, mt)
+    zone.free_boot_block(pfn, 9)
+    zone.free_boot_block(pfn + PAGEBLOCK_PAGES, 9)
+    with pytest.raises(AssertionError, match=rf"free_list\[{mt}\]\[9\] pfn {pfn:#x}: its free"
+                                             rf" buddy {pfn + PAGEBLOCK_PAGES:#x} was not"):
         zone.check_lists()
