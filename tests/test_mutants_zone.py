@@ -302,3 +302,20 @@ def test_check_lists_names_free_pageblock_buddies_of_one_type_left_unmerged(mt: 
     with pytest.raises(AssertionError, match=rf"free_list\[{mt}\]\[9\] pfn {pfn:#x}: its free"
                                              rf" buddy {pfn + PAGEBLOCK_PAGES:#x} was not"):
         zone.check_lists()
+
+
+def test_a_pageblocks_free_pages_are_counted_past_its_reserved_frames() -> None:
+    # prep_move_freepages_block on a zone whose first frame is reserved (present, not
+    # managed): the pageblock of any of its pfns starts at 0, the reserved frame counts as
+    # neither free nor movable, the 511 boot-freed frames after it (blocks of orders 0..8)
+    # as free; a pageblock that runs past the zone's end (its last frame, 4095, is not in a
+    # zone of 4095 frames) is not worked on.
+    machine = PageMachine(MachineLayout((ZoneLayout("Normal", 0, 4095, 4095, 4094),)),
+                          nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    assert machine.block_at(0)[2] == "reserved"
+    for pfn in (0, 1, 2, 511):
+        assert zone.prep_move_freepages_block(pfn) == (0, 511, 0)
+    assert zone.prep_move_freepages_block(3584) is None
+    assert zone.prep_move_freepages_block(4094) is None
+    assert zone.prep_move_freepages_block(3583) == (3072, 512, 0)
