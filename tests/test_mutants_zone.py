@@ -319,3 +319,20 @@ def test_a_pageblocks_free_pages_are_counted_past_its_reserved_frames() -> None:
     assert zone.prep_move_freepages_block(3584) is None
     assert zone.prep_move_freepages_block(4094) is None
     assert zone.prep_move_freepages_block(3583) == (3072, 512, 0)
+
+
+def test_pages_waiting_on_a_pcp_list_are_not_counted_as_movable_pages_in_use() -> None:
+    # prep_move_freepages_block counts as movable the pages in use that are on the LRU (the
+    # movable allocations); pages freed back to a per-CPU list are neither free nor in use.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1)
+    zone = machine.zone("Normal")
+    first = machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE")
+    listed = machine.pcp("Normal", 0).count
+    held = [machine.alloc_pages(0, "GFP_HIGHUSER_MOVABLE") for _ in range(listed)]
+    assert all(pfn // PAGEBLOCK_PAGES == first // PAGEBLOCK_PAGES for pfn in held)
+    start, free, movable = zone.prep_move_freepages_block(first) or (0, 0, 0)
+    assert movable == listed + 1 and free == PAGEBLOCK_PAGES - movable
+    for pfn in held:
+        machine.free_pages(pfn, 0)
+    assert machine.pcp("Normal", 0).count == listed
+    assert zone.prep_move_freepages_block(first) == (start, free, 1)
