@@ -336,3 +336,22 @@ def test_pages_waiting_on_a_pcp_list_are_not_counted_as_movable_pages_in_use() -
         machine.free_pages(pfn, 0)
     assert machine.pcp("Normal", 0).count == listed
     assert zone.prep_move_freepages_block(first) == (start, free, 1)
+
+
+def test_a_freed_movable_pageblock_does_not_merge_with_a_free_highatomic_buddy() -> None:
+    # __free_one_page: buddies of pageblock order or more and of different types merge only
+    # when both types are mergeable (the pcp types); MIGRATE_HIGHATOMIC is not.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    pfn = zone.free_list(MOVABLE, 10)[0]
+    buddy = pfn + PAGEBLOCK_PAGES
+    zone.del_page_from_free_list(pfn, 10, MOVABLE)
+    zone.change_pageblock_range(buddy, 9, HIGHATOMIC)
+    zone.free_boot_block(buddy, 9)
+    zone.free_one_page(pfn, 9, MOVABLE)
+    assert zone.free_list(MOVABLE, 9) == [pfn]
+    assert zone.free_list(HIGHATOMIC, 9) == [buddy]
+    assert [machine.pageblock_mt[b // PAGEBLOCK_PAGES] for b in (pfn, buddy)] == \
+        [MOVABLE, HIGHATOMIC]
+    assert zone.nr_free_highatomic == PAGEBLOCK_PAGES
+    zone.check_lists()
