@@ -355,3 +355,18 @@ def test_a_freed_movable_pageblock_does_not_merge_with_a_free_highatomic_buddy()
         [MOVABLE, HIGHATOMIC]
     assert zone.nr_free_highatomic == PAGEBLOCK_PAGES
     zone.check_lists()
+
+
+def test_check_lists_names_a_free_block_that_starts_before_its_zone() -> None:
+    # DMA32 of 62 MiB (pfns up to 0x3dff), Normal from 0x3e00: an order-10 block at 0x3c00,
+    # listed on Normal's lists, ends inside Normal but starts in DMA32.
+    machine = PageMachine(MachineLayout.from_sizes({"DMA32": 62 << 20, "Normal": 64 << 20}),
+                          nr_cpus=1, pcp=False)
+    dma32, normal = machine.zone("DMA32"), machine.zone("Normal")
+    assert normal.start_pfn == 0x3E00
+    dma32.del_page_from_free_list(0x3C00, 9, MOVABLE)
+    normal.del_page_from_free_list(0x3E00, 9, MOVABLE)
+    normal.free_boot_block(0x3C00, 10)
+    with pytest.raises(AssertionError, match=r"free_list\[1\]\[10\] pfn 0x3c00: outside the"
+                                             " zone"):
+        normal.check_lists()
