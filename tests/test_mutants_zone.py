@@ -17,7 +17,7 @@ import pytest
 from kmem.errors import OutOfMemoryError
 from kmem.page.layout import MachineLayout, ZoneLayout
 from kmem.page.machine import PageMachine
-from kmem.page.watermarks import ALLOC_MIN_RESERVE, ALLOC_NON_BLOCK, ALLOC_OOM
+from kmem.page.watermarks import ALLOC_HIGHATOMIC, ALLOC_MIN_RESERVE, ALLOC_NON_BLOCK, ALLOC_OOM
 from kmem.page.zone import ZONE_NR_VALUES, Zone
 
 PAGEBLOCK_PAGES = 512  # pageblock_order 9 with 4 KiB pages
@@ -370,3 +370,40 @@ def test_check_lists_names_a_free_block_that_starts_before_its_zone() -> None:
     with pytest.raises(AssertionError, match=r"free_list\[1\]\[10\] pfn 0x3c00: outside the"
                                              " zone"):
         normal.check_lists()
+
+
+def _highatomic_at_pfn_0() -> tuple[PageMachine, Zone]:
+    """64 MiB of Normal from pfn 0 whose only free memory is a highatomic order-9 block at
+    pfn 0 (pageblock 0 reserved); the other free blocks taken off the lists."""
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    for pfn in zone.free_list(MOVABLE, 10):
+        zone.del_page_from_free_list(pfn, 10, MOVABLE)
+    zone.change_pageblock_range(0, 9, HIGHATOMIC)
+    zone.free_boot_block(0, 9)
+    zone.nr_reserved_highatomic = PAGEBLOCK_PAGES
+    assert zone.free_list(HIGHATOMIC, 9) == [0] and zone.free_pages == PAGEBLOCK_PAGES
+    return machine, zone
+
+
+def test_a_highatomic_block_at_pfn_0_is_seen_taken_and_given_back() -> None:
+    # The rules hold for pfn 0 as for any other pfn (kmem's zones may start there).
+    machine, zone = _highatomic_at_pfn_0()
+    # __zone_watermark_ok: an ALLOC_HIGHATOMIC request may count the highatomic block.
+    assert zone.zone_watermark_ok(9, 0, zone.index, ALLOC_HIGHATOMIC)
+    # unreserve_highatomic_pageblock finds it and gives it back.
+    assert zone.unreserve_highatomic_pageblock(MOVABLE, True)
+    assert zone.nr_reserved_highatomic == 0 and machine.pageblock_mt[0] == MOVABLE
+    machine, zone = _highatomic_at_pfn_0()
+    # rmqueue_buddy, ALLOC_HIGHATOMIC: the highatomic block comes first, and is the answer.
+    assert zone.rmqueue_buddy(2, UNMOVABLE, ALLOC_HIGHATOMIC) == 0
+    assert zone.free_pages == PAGEBLOCK_PAGES - 4
+
+
+def test_a_non_blocking_request_served_at_pfn_0_takes_nothing_more() -> None:
+    # rmqueue_buddy: the highatomic last resort runs only when __rmqueue found nothing.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    free = zone.free_pages
+    assert zone.rmqueue_buddy(0, MOVABLE, ALLOC_NON_BLOCK) == 0
+    assert zone.free_pages == free - 1
