@@ -407,3 +407,19 @@ def test_a_non_blocking_request_served_at_pfn_0_takes_nothing_more() -> None:
     free = zone.free_pages
     assert zone.rmqueue_buddy(0, MOVABLE, ALLOC_NON_BLOCK) == 0
     assert zone.free_pages == free - 1
+
+
+def test_two_isolated_pageblocks_merge_and_stay_out_of_the_free_block_count() -> None:
+    # __free_one_page merges buddies of one type, MIGRATE_ISOLATE too; isolated pages count
+    # in neither NR_FREE_PAGES nor NR_FREE_PAGES_BLOCKS, before the merge or after it.
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    zone = machine.zone("Normal")
+    total = zone.free_pages_blocks
+    pfn = zone.free_list(MOVABLE, 10)[0]
+    zone.del_page_from_free_list(pfn, 10, MOVABLE)
+    zone.change_pageblock_range(pfn, 10, ISOLATE)
+    zone.free_boot_block(pfn + PAGEBLOCK_PAGES, 9)
+    zone.free_one_page(pfn, 9, ISOLATE)
+    assert zone.free_list(ISOLATE, 10) == [pfn] and zone.free_list(ISOLATE, 9) == []
+    assert zone.free_pages_blocks == zone.free_pages == total - 1024
+    zone.check_lists()
