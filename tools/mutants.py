@@ -43,7 +43,11 @@ MODULES: dict[str, list[str]] = {
                      "tests/test_buddy_stateful.py", "tests/test_page_machine.py",
                      "tests/test_cov_page.py"],
     "page/zone": ["tests/test_page_machine.py", "tests/test_page_machine_stateful.py",
-                  "tests/test_cov_page.py"],
+                  "tests/test_cov_page.py", "tests/test_page_zoneinfo.py",
+                  "tests/test_pfmemalloc.py", "tests/test_pfmemalloc_replay.py",
+                  "tests/test_machine_replay.py", "tests/test_scenario_machine.py",
+                  "tests/test_cov_core4.py", "tests/test_cov_core5.py", "tests/test_numa.py",
+                  "tests/test_mutants_zone.py"],
     # (nearly every test reaches KmemCache, so a mutant costs about a whole subset run: the
     # hypothesis state machines and the Linux model lockstep files, ~25 s of the 35 s a run of
     # SLAB_TESTS and test_slab_stateful.py takes, are left out; the unit, error, coverage and
