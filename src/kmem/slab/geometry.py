@@ -366,12 +366,13 @@ def calculate_geometry(
         _check_freeptr_offset(object_size, flags, freeptr_offset)
     if is_kmalloc:
         flags |= SLAB_KMALLOC
-    final_align = calculate_alignment(flags, align, object_size)
+    # (the bodies: every argument they take was checked above)
+    final_align = _calculate_alignment(flags, align, object_size)
     size, inuse, offset, red_left_pad, flags = _calculate_sizes(
         object_size, final_align, flags, has_ctor, freeptr_offset
     )
     page_shift = page_size.bit_length() - 1
-    order = calculate_order(
+    order = _calculate_order(
         size,
         nr_cpus=nr_cpus,
         page_size=page_size,
