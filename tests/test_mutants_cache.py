@@ -43,6 +43,16 @@ class Cpu(enum.IntEnum):
     ONE = 1
 
 
+def alloc_until_out_of_memory(alloc: Callable[[], int]) -> list[int]:
+    """What ``alloc()`` gives until it raises OutOfMemoryError."""
+    taken = []
+    while True:
+        try:
+            taken.append(alloc())
+        except OutOfMemoryError:
+            return taken
+
+
 def _slab(policy: str, size: int = 16 * MiB, nr_cpus: int = 2, **kw: Any) -> SlabAllocator:
     return SlabAllocator(BuddyAllocator(size), nr_cpus=nr_cpus, policy=policy, **kw)
 
@@ -228,12 +238,7 @@ def test_an_rcu_cache_on_a_full_machine_ends_the_grace_period_for_a_new_slab(
     back first: the allocation succeeds on the cpu and with the gfp asked."""
     slab, machine = _on_machine(policy, 4)
     cache: Any = slab.kmem_cache_create("rcu", 2048, flags=SLAB_TYPESAFE_BY_RCU)
-    objects = []
-    while True:
-        try:
-            objects.append(cache.alloc(1))
-        except OutOfMemoryError:
-            break
+    objects = alloc_until_out_of_memory(lambda: cache.alloc(1))
     for address in objects:
         cache.free(address, 1)
     cache.shrink()
@@ -788,12 +793,7 @@ def test_live_objects_name_their_last_allocating_caller(policy: str) -> None:
 
 def _fragment(buddy: BuddyAllocator) -> None:
     """Every free page taken, every other one given back: no block above order 0 is left."""
-    taken = []
-    while True:
-        try:
-            taken.append(buddy.alloc_pages(0))
-        except OutOfMemoryError:
-            break
+    taken = alloc_until_out_of_memory(lambda: buddy.alloc_pages(0))
     for pfn in taken[::2]:
         buddy.free_pages(pfn, 0)
 
@@ -819,12 +819,7 @@ def test_an_rcu_cache_on_two_full_nodes_ends_the_grace_period_for_a_new_slab() -
     """(SLUB: the slab policy with several nodes)"""
     slab = _slab("slub", 8 * MiB, nr_nodes=2)
     cache: Any = slab.kmem_cache_create("rcu", 2048, flags=SLAB_TYPESAFE_BY_RCU)
-    objects = []
-    while True:
-        try:
-            objects.append(cache.alloc(1))
-        except OutOfMemoryError:
-            break
+    objects = alloc_until_out_of_memory(lambda: cache.alloc(1))
     for address in objects:
         cache.free(address, 1)
     cache.shrink()
