@@ -70,14 +70,16 @@ def compiled_module() -> ModuleType | None:
 
 
 @contextlib.contextmanager
-def on_core(module: ModuleType | None) -> Iterator[None]:
+def on_core(module: ModuleType | None, where: str = "kmem.page.buddy") -> Iterator[None]:
     """Allocators built inside run on ``module`` (None: the pure core), whatever KMEM_PURE
     says: so the mutation tool's pure run also checks what the Python classes hand the
-    compiled core (tests/test_mutants_*.py)."""
-    buddy_module = sys.modules["kmem.page.buddy"]
-    saved = buddy_module.core
-    buddy_module.core = module  # type: ignore[attr-defined]
+    compiled core (tests/test_mutants_*.py). ``where``: the module whose classes pick their
+    core as they are built (kmem.page.buddy's for the buddy and slab allocators, a page
+    machine's own)."""
+    chooser = sys.modules[where]
+    saved = chooser.core
+    chooser.core = module  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        buddy_module.core = saved  # type: ignore[attr-defined]
+        chooser.core = saved  # type: ignore[attr-defined]

@@ -12,16 +12,14 @@ verdict.
 from __future__ import annotations
 
 import functools
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from core_twins import FUZZ_EXAMPLES, needs_compiled
+from core_twins import FUZZ_EXAMPLES, needs_compiled, on_core
 from kmem._compiled import core
 from kmem.errors import KmemError
 from kmem.page.counters import field_names
@@ -49,18 +47,6 @@ ORDERS = [0] * 12 + [1, 2, 3, 9, -1, 11, True, 2**70, "0", None]
 ODD = st.sampled_from([-1, 2**70, 1 << 31, True, None, "1", 1.0])
 
 
-@contextmanager
-def _pure_machine() -> Iterator[None]:
-    """A PageMachine built inside runs on the pure path."""
-    module = sys.modules[PageMachine.__module__]
-    saved = module.core
-    module.core = None  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        module.core = saved  # type: ignore[attr-defined]
-
-
 def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
     """What a call did: ("ok", its result) or ("error", (class name, message)); only kmem's
     own errors count (an AttributeError here is a broken test, not an agreement)."""
@@ -77,7 +63,7 @@ def _free(machine: PageMachine, pfn: Any, order: Any, cpu: Any, times: int = 1) 
 
 def _twins(factory: Callable[[], PageMachine]) -> tuple[PageMachine, PageMachine]:
     compiled = factory()
-    with _pure_machine():
+    with on_core(None, PageMachine.__module__):  # (a PageMachine built inside: pure)
         pure = factory()
     return compiled, pure
 
