@@ -77,6 +77,12 @@ def test_the_boost_stops_at_the_factor_times_the_high_mark() -> None:
     assert same.watermark_boost == 1000
 
 
+def _normal_machine() -> tuple[PageMachine, Zone]:
+    """A machine of 64 MiB of Normal from pfn 0, one CPU, no pcp lists, and its zone."""
+    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
+    return machine, machine.zone("Normal")
+
+
 def _fill_to_low_mark(machine: PageMachine) -> None:
     zone = machine.zone("Normal")
     while zone.free_pages > zone.watermark[1] + 600:
@@ -107,8 +113,7 @@ def test_the_highatomic_limit_is_1_percent_of_the_zone_rounded_down_then_to_a_pa
 def test_each_buddy_allocation_and_free_takes_the_zone_lock_once() -> None:
     # Without pcp lists every allocation is rmqueue_buddy (spin_lock_irqsave(&zone->lock)
     # once) and every free is free_one_page (once, however many pageblocks it splits into).
-    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
-    zone = machine.zone("Normal")
+    machine, zone = _normal_machine()
     before = zone.lock_count
     pfns = [machine.alloc_pages(0) for _ in range(3)]
     assert zone.lock_count == before + 3
@@ -273,8 +278,7 @@ def test_isolating_a_free_pageblock_sized_block_takes_it_out_of_the_free_block_c
     # move_to_free_list: NR_FREE_PAGES_BLOCKS counts blocks of pageblock order or more that
     # are not isolated, so moving one to MIGRATE_ISOLATE lowers it and moving it back
     # raises it, as NR_FREE_PAGES.
-    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
-    zone = machine.zone("Normal")
+    machine, zone = _normal_machine()
     total = zone.free_pages_blocks
     assert total == zone.free_pages == 16384
     pfn = zone.free_list(MOVABLE, 10)[0]
@@ -292,8 +296,7 @@ def test_isolating_a_free_pageblock_sized_block_takes_it_out_of_the_free_block_c
 def test_check_lists_names_free_pageblock_buddies_of_one_type_left_unmerged(mt: int) -> None:
     # __free_one_page merges two free pageblock-order buddies of the same type, highatomic
     # ones too (only a pair of different types, one of them not mergeable, stays apart).
-    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
-    zone = machine.zone("Normal")
+    _machine, zone = _normal_machine()
     pfn = zone.free_list(MOVABLE, 10)[0]
     zone.del_page_from_free_list(pfn, 10, MOVABLE)
     zone.change_pageblock_range(pfn, 10, mt)
@@ -341,8 +344,7 @@ def test_pages_waiting_on_a_pcp_list_are_not_counted_as_movable_pages_in_use() -
 def test_a_freed_movable_pageblock_does_not_merge_with_a_free_highatomic_buddy() -> None:
     # __free_one_page: buddies of pageblock order or more and of different types merge only
     # when both types are mergeable (the pcp types); MIGRATE_HIGHATOMIC is not.
-    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
-    zone = machine.zone("Normal")
+    machine, zone = _normal_machine()
     pfn = zone.free_list(MOVABLE, 10)[0]
     buddy = pfn + PAGEBLOCK_PAGES
     zone.del_page_from_free_list(pfn, 10, MOVABLE)
@@ -375,8 +377,7 @@ def test_check_lists_names_a_free_block_that_starts_before_its_zone() -> None:
 def _highatomic_at_pfn_0() -> tuple[PageMachine, Zone]:
     """64 MiB of Normal from pfn 0 whose only free memory is a highatomic order-9 block at
     pfn 0 (pageblock 0 reserved); the other free blocks taken off the lists."""
-    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
-    zone = machine.zone("Normal")
+    machine, zone = _normal_machine()
     for pfn in zone.free_list(MOVABLE, 10):
         zone.del_page_from_free_list(pfn, 10, MOVABLE)
     zone.change_pageblock_range(0, 9, HIGHATOMIC)
@@ -402,8 +403,7 @@ def test_a_highatomic_block_at_pfn_0_is_seen_taken_and_given_back() -> None:
 
 def test_a_non_blocking_request_served_at_pfn_0_takes_nothing_more() -> None:
     # rmqueue_buddy: the highatomic last resort runs only when __rmqueue found nothing.
-    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
-    zone = machine.zone("Normal")
+    _machine, zone = _normal_machine()
     free = zone.free_pages
     assert zone.rmqueue_buddy(0, MOVABLE, ALLOC_NON_BLOCK) == 0
     assert zone.free_pages == free - 1
@@ -412,8 +412,7 @@ def test_a_non_blocking_request_served_at_pfn_0_takes_nothing_more() -> None:
 def test_two_isolated_pageblocks_merge_and_stay_out_of_the_free_block_count() -> None:
     # __free_one_page merges buddies of one type, MIGRATE_ISOLATE too; isolated pages count
     # in neither NR_FREE_PAGES nor NR_FREE_PAGES_BLOCKS, before the merge or after it.
-    machine = PageMachine(MachineLayout.from_sizes({"Normal": 64 << 20}), nr_cpus=1, pcp=False)
-    zone = machine.zone("Normal")
+    _machine, zone = _normal_machine()
     total = zone.free_pages_blocks
     pfn = zone.free_list(MOVABLE, 10)[0]
     zone.del_page_from_free_list(pfn, 10, MOVABLE)
